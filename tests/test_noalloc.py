@@ -1,0 +1,104 @@
+"""Zero allocation in steady state (API.md): each hot path runs once under
+micropython.heap_lock() and once with its gc.mem_alloc() delta measured,
+through a real mosquitto, for MQTT 3.1.1 and 5.0.
+
+Steady state means the topic and payload sizes repeat, so a warm-up call
+comes first (it may fill the bounded view cache)."""
+import pytest
+
+from conftest import run_mp
+
+SCRIPT = r"""
+from durable_mqtt import MQTTClient
+from testlib import assert_no_alloc
+import time
+
+VER = %(ver)d
+PORT = %(port)d
+SESSION = %(session)r
+seen = [0, 0, 0]          # deliveries per QoS, preallocated
+sizes = [0]
+
+def cb(topic, msg, retained, qos):
+    seen[qos] += 1
+    sizes[0] = len(msg)
+
+kw = {}
+if SESSION == "file":
+    kw = dict(session_file="/tmp/noalloc-%%d-%%d.bin" %% (VER, PORT), clean_session=False)
+c = MQTTClient("noalloc%%d%%s" %% (VER, SESSION or ""), "127.0.0.1", PORT, keepalive=30, version=VER, **kw)
+c.set_callback(cb)
+c.connect(clean_session=True) if not kw else c.connect()
+c.subscribe(b"na/%%d/in" %% VER, 2)
+TOPIC_OUT = b"na/%%d/out" %% VER
+TOPIC_IN = "na/%%d/in" %% VER         # str topic: exercises the encoded-topic cache
+PAYLOAD = b"x" * 64
+
+def settle():
+    # Run the connection until nothing is owed and nothing is queued.
+    for _ in range(2000):
+        if not c.pending():
+            break
+        c.wait_msg(5)
+
+def pub0():
+    c.publish(TOPIC_OUT, PAYLOAD)
+
+def pub1():
+    c.publish(TOPIC_OUT, PAYLOAD, qos=1)
+    settle()
+
+def pub2():
+    c.publish(TOPIC_OUT, PAYLOAD, qos=2)
+    settle()
+
+def recv(q):
+    def run():
+        n = seen[q]
+        c.publish(TOPIC_IN, PAYLOAD, False, q)
+        for _ in range(2000):
+            if seen[q] > n and not c.pending():
+                break
+            c.wait_msg(5)
+        if seen[q] <= n:
+            raise AssertionError("QoS %%d message not received" %% q)
+        # let the QoS 2 receive flow finish (PUBREL -> PUBCOMP)
+        for _ in range(3):
+            c.check_msg()
+    return run
+
+def ping():
+    c.ping()
+    for _ in range(2000):
+        if not c._ping_out:
+            break
+        c.wait_msg(5)
+
+def idle():
+    c.check_msg()
+
+recv0 = recv(0)
+recv1 = recv(1)
+recv2 = recv(2)
+for name, f in (("publish qos0", pub0), ("publish qos1 + PUBACK", pub1),
+                ("publish qos2 + PUBREC/PUBREL/PUBCOMP", pub2),
+                ("receive qos0", recv0), ("receive qos1", recv1), ("receive qos2", recv2),
+                ("ping + PINGRESP", ping), ("check_msg idle", idle)):
+    assert_no_alloc(name, f)
+assert sizes[0] == 64
+c.disconnect()
+print("DONE", seen)
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_hot_paths_allocate_nothing(broker, ver):
+    r = run_mp(SCRIPT % {"ver": ver, "port": broker.port, "session": None})
+    assert r.stdout.count("noalloc ok") == 8, r.stdout
+    assert "DONE" in r.stdout
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_hot_paths_allocate_nothing_with_session_file(broker, ver, tmp_path):
+    r = run_mp(SCRIPT % {"ver": ver, "port": broker.port, "session": "file"})
+    assert r.stdout.count("noalloc ok") == 8, r.stdout
