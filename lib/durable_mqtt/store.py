@@ -49,6 +49,7 @@ class SessionStore:
 
     def __init__(self, backend, stage_size, max_acks):
         self.backend = backend
+        self._sink = backend.write_checkpoint     # bound once: binding allocates
         self.stage = bytearray(stage_size)
         self.acks = array("H", bytes(2 * max_acks))
         self.nacks = 0
@@ -136,7 +137,7 @@ class SessionStore:
         """Write the whole state of client `c` as the backend's new base."""
         b = self.backend
         b.begin_checkpoint()
-        write_state(c, self.stage, b.write_checkpoint)
+        write_state(c, self.stage, self._sink)
         b.end_checkpoint()
         self.nacks = 0
         self.dirty = False

@@ -1,0 +1,220 @@
+# Session store backend: one log file on the board's filesystem (LittleFS).
+#
+#   path         the state: the latest checkpoint, then every append after it
+#   path.tmp     a checkpoint being written; renamed over `path` when complete
+#
+# append() writes at the end of the open file and flushes. On LittleFS a
+# flush is atomic (the file's new size is committed with its metadata, or not
+# at all), so a power cut during an append leaves the file as it was or with
+# the whole append. os.rename() replaces `path` atomically on LittleFS, so a
+# power cut during a checkpoint leaves the old file (and maybe a stale .tmp,
+# which the constructor deletes). Records written by the session layer carry
+# their own CRC, so on a filesystem without those guarantees a torn tail is
+# dropped by the parser and gone at the next checkpoint.
+#
+# Cost: LittleFS copies a file's last block on every flush, so each append
+# costs about one block erase (docs/flash-wear.md); RingStore avoids that.
+#
+# append() allocates nothing once the file is open (the file object is kept
+# between appends). The checkpoint calls open a file, which allocates.
+import os
+
+from .errors import StoreFull, ERR_FULL
+
+_ENOSPC = 28
+
+
+class FileStore:
+    """Session backend on a file. `compact_bytes`: appended bytes after which
+    needs_checkpoint() asks for a checkpoint (which rewrites the file)."""
+
+    max_append = 0x3FFFFFFF     # no limit of its own
+
+    def __init__(self, path, compact_bytes=4096):
+        self.path = path
+        self.tmp = path + ".tmp"
+        self.compact_bytes = compact_bytes
+        self.bytes_written = 0
+        self.appends = 0
+        self.checkpoints = 0
+        self._f = None           # the log, open for appending
+        self._ck = None          # the .tmp file of an open checkpoint
+        self._since = 0          # bytes appended since the last checkpoint
+        self._size = -1          # expected size of the log (-1: not known yet)
+        self._torn = False       # a failed append may have left bytes behind
+        _remove(self.tmp)        # a checkpoint cut short before its rename
+
+    def load(self):
+        """The file's bytes, b"" when there is no file. Boot only."""
+        self._close_log()
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except OSError:
+            data = b""
+        self._size = len(data)
+        return data
+
+    def _open_log(self):
+        # Not in steady state: once per boot and after each checkpoint.
+        if self._size < 0:
+            self._size = _file_size(self.path)
+        self._f = open(self.path, "ab")
+
+    def _close_log(self):
+        f = self._f
+        self._f = None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def append(self, buf, n):  # noalloc (once the file is open)
+        """Durably store buf[0:n] at the end of the file."""
+        if self._ck is not None:
+            raise ValueError("append during a checkpoint")
+        if self._torn:
+            raise StoreFull(ERR_FULL, "session file full; a checkpoint must rewrite it")
+        if self._f is None:
+            self._open_log()
+        try:
+            self._f.write(buf, n)
+            self._f.flush()
+        except OSError as e:
+            self._failed_append()
+            if e.args[0] == _ENOSPC:
+                raise StoreFull(ERR_FULL, "filesystem full")
+            raise
+        self._size += n
+        self._since += n
+        self.bytes_written += n
+        self.appends += 1
+
+    def _failed_append(self):
+        # On LittleFS a failed write marks the open file as errored: closing
+        # it commits nothing, so the file keeps its last flushed size. The
+        # handle itself must not be used again (its cache may hold part of
+        # the failed write), so it is closed and reopened on the next append.
+        # Elsewhere a part of the write may have reached the file; then no
+        # append is accepted until a checkpoint has rewritten the file, so no
+        # good record ever follows the torn one.
+        self._close_log()
+        if _file_size(self.path) != self._size:
+            self._torn = True
+
+    def needs_checkpoint(self):  # noalloc
+        return self._since > self.compact_bytes
+
+    def capacity_bytes(self):
+        """An estimate of the largest state a checkpoint can write now: half
+        of the free space plus the current file (the old file and the new
+        .tmp coexist until the rename), less two blocks of filesystem
+        metadata. Asks the filesystem (allocates; not for hot paths)."""
+        d = self.path.rsplit("/", 1)[0] if "/" in self.path else "."
+        try:
+            st = os.statvfs(d or "/")
+        except OSError:
+            return 0
+        free = (st[4] - 2) * st[0]
+        return max(0, (free + _file_size(self.path)) // 2)
+
+    def begin_checkpoint(self):
+        self._abort_checkpoint()
+        try:
+            self._ck = open(self.tmp, "wb")
+        except OSError as e:
+            self._abort_checkpoint()
+            _raise_full(e)
+
+    def write_checkpoint(self, buf, n):
+        if self._ck is None:
+            raise ValueError("write_checkpoint without begin_checkpoint")
+        try:
+            self._ck.write(buf, n)
+        except OSError as e:
+            self._abort_checkpoint()
+            _raise_full(e)
+        self.bytes_written += n
+
+    def end_checkpoint(self):
+        """Complete the checkpoint: close the .tmp file, rename it over the log."""
+        f = self._ck
+        if f is None:
+            raise ValueError("end_checkpoint without begin_checkpoint")
+        try:
+            f.close()              # flushes: LittleFS commits the file here
+        except OSError as e:
+            self._abort_checkpoint()
+            _raise_full(e)
+        self._ck = None
+        self._close_log()
+        try:
+            os.rename(self.tmp, self.path)   # the commit point (atomic on LittleFS)
+        except OSError as e:
+            _remove(self.tmp)
+            _raise_full(e)
+        self._size = -1
+        self._since = 0
+        self._torn = False
+        self.checkpoints += 1
+
+    def _abort_checkpoint(self):
+        f = self._ck
+        self._ck = None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+            _remove(self.tmp)
+
+    def erase(self):
+        """Forget everything: remove the file (one atomic metadata commit)."""
+        self._abort_checkpoint()
+        self._close_log()
+        _remove(self.path)
+        self._size = 0
+        self._since = 0
+        self._torn = False
+
+    def set_aside(self, suffix=".bad"):
+        """Keep an unusable session file for inspection and start clean:
+        rename it to path + suffix (replacing an older one)."""
+        self._abort_checkpoint()
+        self._close_log()
+        try:
+            os.rename(self.path, self.path + suffix)
+        except OSError:
+            _remove(self.path)
+        self._size = 0
+        self._since = 0
+        self._torn = False
+
+    def close(self):
+        self._abort_checkpoint()
+        self._close_log()
+
+    def stats(self):
+        return {"bytes_written": self.bytes_written, "appends": self.appends,
+                "checkpoints": self.checkpoints, "since_checkpoint": self._since}
+
+
+def _raise_full(e):
+    if e.args and e.args[0] == _ENOSPC:
+        raise StoreFull(ERR_FULL, "filesystem full")
+    raise e
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _file_size(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return 0

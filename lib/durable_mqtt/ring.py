@@ -1,0 +1,504 @@
+# Session store backend: a log-structured ring on a raw flash region.
+#
+# The region is a block device with MicroPython's extended block protocol
+# (esp32.Partition, rp2.Flash): readblocks(n, buf, off), writeblocks(n, buf,
+# off) programs without erasing, ioctl(4) block count, ioctl(5) block size,
+# ioctl(6, n) erases block n. Records ("commits") are programmed into erased
+# space, one writeblocks call each; a block is erased only when the write
+# position wraps onto it and nothing live is left in it. The byte layout, the
+# power-cut analysis and measured wear figures are in docs/ring-format.md.
+#
+# Rules this file keeps:
+# - Never program a byte that is not erased. Every commit starts on a
+#   prog_size boundary and is padded with 0xFF to a multiple of prog_size.
+# - A commit never spans blocks. The first prog_size bytes of every block
+#   hold a block header with a block sequence number, so the log order is
+#   known after a reboot.
+# - A torn or corrupt commit ends the valid data of its block. If the block
+#   being written holds anything but 0xFF after its last valid commit, the
+#   next commit goes to a fresh block, so no valid commit ever follows garbage.
+# - The block holding the start of the live checkpoint is never erased for an
+#   append or a checkpoint (StoreFull instead). Only erase() may wipe it, and
+#   then the loader finds no complete checkpoint: empty, which is what erase()
+#   promises anyway.
+# - append(), the checkpoint calls and erase() allocate nothing: one staging
+#   buffer and one memoryview per commit length are made in __init__.
+from micropython import const
+
+from . import crc
+from .errors import StoreFull, ERR_FULL
+from .memcopy import copy, fill
+
+FORMAT = const(1)
+_MAGIC0 = const(0x44)   # b"DMQR": block header magic
+_MAGIC1 = const(0x4D)
+_MAGIC2 = const(0x51)
+_MAGIC3 = const(0x52)
+_BHDR = const(12)       # block header bytes before its CRC
+_HDR = const(8)         # commit header: kind u8, 0x00, length u16, seq u32
+_OVH = const(12)        # commit header + CRC-32
+_SEQ_MASK = const(0x3FFFFFFF)   # sequence numbers stay small ints on 32-bit boards
+
+# Commit kind byte: 0b11000 in the high bits (so never 0xFF or 0x00), then
+# flags. An append is 0xC0; a checkpoint part is 0xC1 plus BEGIN (first part)
+# and/or END (last part): 0xC1 0xC3 0xC5 0xC7.
+K_APPEND = const(0xC0)
+K_PART = const(0xC1)
+_K_BEGIN = const(0x02)
+_K_END = const(0x04)
+
+
+def _valid_kind(k):
+    return k == K_APPEND or (k & 0xF9) == K_PART
+
+
+def _u32(b, i):
+    return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
+
+
+class RingStore:
+    """Session backend on a raw flash region of `num_blocks` erase blocks
+    starting at block `first_block` of `bdev`.
+
+    prog_size: program granularity; every commit is a multiple of it at an
+    aligned offset. 32 (default) suits ESP32 (16 is its minimum with flash
+    encryption); use 256 on RP2040, whose rp2.Flash programs whole 256-byte
+    pages. max_append: the largest payload one append() takes (and the size
+    of the staging buffer, rounded up to prog_size with 12 bytes of framing).
+    """
+
+    def __init__(self, bdev, prog_size=None, first_block=0, num_blocks=None, max_append=1012):
+        P = 32 if prog_size is None else prog_size
+        if P < 16 or P > 4096 or P & (P - 1):
+            raise ValueError("prog_size must be a power of two from 16 to 4096")
+        B = bdev.ioctl(5, 0)
+        total = bdev.ioctl(4, 0)
+        if num_blocks is None:
+            num_blocks = total - first_block
+        N = num_blocks
+        if N < 3:
+            raise ValueError("a ring needs at least 3 erase blocks, got %d" % N)
+        if first_block < 0 or first_block + N > total:
+            raise ValueError("blocks %d..%d are outside the device (%d blocks)"
+                             % (first_block, first_block + N - 1, total))
+        if B % P or B < 4 * P:
+            raise ValueError("block size %d does not suit prog_size %d" % (B, P))
+        if max_append < 1 or max_append > 0xFFFF:
+            raise ValueError("max_append out of range")
+        cmax = min(((_OVH + max_append + P - 1) // P) * P, B - P)
+        self._bdev = bdev
+        self._first = first_block
+        self._n = N
+        self._bs = B
+        self._p = P
+        self.prog_size = P
+        self.max_append = cmax - _OVH
+        self._stage = bytearray(cmax)
+        mv = memoryview(self._stage)
+        # One view per commit length (a multiple of P): writeblocks takes the
+        # length from the buffer, and slicing at run time would allocate.
+        self._views = [mv[0:k * P] for k in range(1, cmax // P + 1)]
+        self._hdr = bytearray(P)
+        fill(self._hdr, 0, P, 0xFF)
+        h = self._hdr
+        h[0] = _MAGIC0
+        h[1] = _MAGIC1
+        h[2] = _MAGIC2
+        h[3] = _MAGIC3
+        h[4] = FORMAT
+        h[5] = _log2(P)
+
+        # Sizing (docs/ring-format.md, "Capacity"). A checkpoint of S payload
+        # bytes spans at most W(S) = S + (S // qf + 2) * d + P bytes of log
+        # (d: the framing in one full block, qf: its payload). It fits when
+        # the live span at its start plus W(S) is at most (N - 1) * B.
+        # needs_checkpoint() turns True when the live span passes
+        # wmax = W(capacity). Besides the old and the new checkpoint the ring
+        # keeps room for a checkpoint cut short by a power cut (its dead
+        # parts stay inside the live span until the next one completes) and
+        # for `slack`: appends made after needs_checkpoint() turned True plus
+        # the rest of a block closed by a power cut. So 3 * wmax + slack
+        # <= (N - 1) * B.
+        d = P + _OVH * ((B - P + cmax - 1) // cmax)
+        qf = B - d
+        slack = B + cmax
+        wmax = ((N - 1) * B - slack) // 3
+        budget = wmax - P - 2 * d
+        if budget < P:
+            raise ValueError("ring too small: %d blocks of %d bytes hold no checkpoint" % (N, B))
+        self._capacity = (budget // B) * qf + min(budget % B, qf - 1)
+        self._threshold = wmax
+
+        self.bytes_written = 0     # every byte handed to writeblocks
+        self.erases = 0
+        self.appends = 0
+        self.checkpoints = 0
+
+        # Write position: block index (0..N-1 in the region), its sequence
+        # number, offset of the next commit. Tail: where the live checkpoint
+        # starts; -1 when the region holds no complete checkpoint (blank or
+        # foreign), in which case the first write formats it.
+        self._head = N - 1
+        self._head_seq = -1
+        self._pos = B
+        self._tail = -1
+        self._tail_seq = 0
+        self._tail_off = 0
+        self._seq = 0
+        # Open checkpoint: staged payload bytes, payload limit of the commit
+        # being filled (0 = not placed yet), first commit not yet written,
+        # where its BEGIN commit went, bytes so far.
+        self._ck_open = False
+        self._ck_fill = 0
+        self._ck_lim = 0
+        self._ck_first = False
+        self._ck_blk = 0
+        self._ck_bseq = 0
+        self._ck_off = 0
+        self._ck_total = 0
+        self._scan = None
+        self._rescan()
+
+    @property
+    def bytes_programmed(self):
+        return self.bytes_written
+
+    # ------------------------------------------------------------ boot
+
+    def _read_block(self, i, buf):
+        self._bdev.readblocks(self._first + i, buf, 0)
+
+    def _walk(self, start_c, start_off, visit):
+        """Call visit(c, pos, kind, n, seq, buf) for every valid commit in
+        chain order from chain index start_c, offset start_off. Returns (end
+        offset in the last block, that block's rest is all 0xFF)."""
+        sc = self._scan
+        B = self._bs
+        P = self._p
+        buf = sc["buf"]
+        pos = B
+        for c in range(start_c, sc["count"]):
+            self._read_block((sc["oldest"] + c) % self._n, buf)
+            pos = start_off if c == start_c else P
+            while pos + _OVH <= B:
+                k = buf[pos]
+                if not _valid_kind(k) or buf[pos + 1] != 0:
+                    break
+                n = (buf[pos + 2] << 8) | buf[pos + 3]
+                size = ((_OVH + n + P - 1) // P) * P
+                if pos + size > B or not crc.check(buf, pos, _HDR + n):
+                    break
+                visit(c, pos, k, n, _u32(buf, pos + 4), buf)
+                pos += size
+        clean = True
+        for i in range(pos, B):
+            if buf[i] != 0xFF:
+                clean = False
+                break
+        return pos, clean
+
+    def _rescan(self):
+        """Find the chain of blocks, the latest complete checkpoint and the
+        write position. Boot only: allocates a block buffer."""
+        N = self._n
+        B = self._bs
+        P = self._p
+        hb = bytearray(_BHDR + 4)
+        seqs = [-1] * N
+        for i in range(N):
+            self._bdev.readblocks(self._first + i, hb, 0)
+            if (hb[0] == _MAGIC0 and hb[1] == _MAGIC1 and hb[2] == _MAGIC2 and hb[3] == _MAGIC3
+                    and hb[4] == FORMAT and hb[5] == self._hdr[5] and crc.check(hb, 0, _BHDR)):
+                s = _u32(hb, 8)
+                if s <= _SEQ_MASK:
+                    seqs[i] = s
+        head = -1
+        for i in range(N):
+            if seqs[i] >= 0 and (head < 0 or seqs[i] > seqs[head]):
+                head = i
+        self._ck_open = False
+        self._scan = None
+        if head < 0:                       # blank or foreign: nothing to load
+            self._head = N - 1
+            self._head_seq = -1
+            self._pos = B
+            self._tail = -1
+            self._seq = 0
+            return
+        oldest = head
+        count = 1
+        while count < N:
+            j = (oldest - 1) % N
+            if seqs[j] < 0 or seqs[j] != seqs[oldest] - 1:
+                break
+            oldest = j
+            count += 1
+        sc = {"buf": bytearray(B), "oldest": oldest, "count": count,
+              "chosen": -1, "chosen_off": 0, "chosen_len": 0, "app_len": 0,
+              "cand": -1, "cand_off": 0, "cand_len": 0, "prev": -1}
+        self._scan = sc
+
+        def visit(c, pos, k, n, seq, buf):
+            if sc["prev"] >= 0 and seq != ((sc["prev"] + 1) & _SEQ_MASK):
+                # A gap: what came before is stale (a half-erased oldest
+                # block); the live checkpoint is always after it.
+                sc["chosen"] = sc["cand"] = -1
+                sc["app_len"] = 0
+            sc["prev"] = seq
+            if k == K_APPEND:
+                sc["cand"] = -1
+                sc["app_len"] += n
+                return
+            if k & _K_BEGIN:
+                sc["cand"] = c
+                sc["cand_off"] = pos
+                sc["cand_len"] = 0
+            if sc["cand"] < 0:
+                return                     # part of an abandoned checkpoint
+            sc["cand_len"] += n
+            if k & _K_END:
+                sc["chosen"] = sc["cand"]
+                sc["chosen_off"] = sc["cand_off"]
+                sc["chosen_len"] = sc["cand_len"]
+                sc["app_len"] = 0
+                sc["cand"] = -1
+
+        end, clean = self._walk(0, P, visit)
+        self._head = head
+        self._head_seq = seqs[head]
+        self._pos = end if clean else B    # garbage after the last commit: move on
+        self._seq = (sc["prev"] + 1) & _SEQ_MASK
+        if sc["chosen"] < 0:
+            self._tail = -1                # no complete checkpoint: empty
+        else:
+            self._tail = (oldest + sc["chosen"]) % N
+            self._tail_seq = seqs[oldest] + sc["chosen"]
+            self._tail_off = sc["chosen_off"]
+
+    def load(self):
+        """The latest complete checkpoint followed by every append after it
+        (bytes); b"" for a blank, foreign or erased region. Boot only."""
+        if self._scan is None:
+            self._rescan()
+        sc = self._scan
+        if sc is None or sc["chosen"] < 0:
+            self._scan = None
+            return b""
+        out = bytearray(sc["chosen_len"] + sc["app_len"])
+        st = [0, 0]                        # bytes copied, checkpoint complete
+
+        def visit(c, pos, k, n, seq, buf):
+            if st[1]:
+                if k != K_APPEND:
+                    return                 # an abandoned later checkpoint
+            elif k & _K_END:
+                st[1] = 1
+            copy(out, st[0], buf, pos + _HDR, n)
+            st[0] += n
+
+        self._walk(sc["chosen"], sc["chosen_off"], visit)
+        self._scan = None                  # frees the block buffer
+        return bytes(out)
+
+    # ------------------------------------------------------------ writing
+
+    def _program(self, size):  # noalloc
+        # One writeblocks call for the staged commit of `size` bytes.
+        try:
+            self._bdev.writeblocks(self._first + self._head, self._views[size // self._p - 1], self._pos)
+        except BaseException:
+            # Unknown state on flash: never write after it in this block.
+            self._pos = self._bs
+            self._ck_open = False
+            raise
+        self._pos += size
+        self.bytes_written += size
+        self._seq = (self._seq + 1) & _SEQ_MASK
+        self._scan = None
+
+    def _advance(self, force):  # noalloc
+        # Erase the next block and write its header. force=True may wipe the
+        # block holding the live checkpoint (erase() only).
+        nb = self._head + 1
+        if nb == self._n:
+            nb = 0
+        if nb == self._tail and not force:
+            raise StoreFull(ERR_FULL, "flash ring full: the live session fills it")
+        self._pos = self._bs               # until the header is on flash
+        self._scan = None
+        self._bdev.ioctl(6, self._first + nb)
+        self.erases += 1
+        if nb == self._tail:
+            self._tail = -1
+        s = self._head_seq + 1
+        h = self._hdr
+        h[8] = s >> 24
+        h[9] = (s >> 16) & 0xFF
+        h[10] = (s >> 8) & 0xFF
+        h[11] = s & 0xFF
+        crc.put(h, 0, _BHDR)
+        # If this fails the head stays where it was (closed), so the next
+        # attempt erases the same block again and the chain has no gap.
+        self._bdev.writeblocks(self._first + nb, h, 0)
+        self._head = nb
+        self._head_seq = s
+        self._pos = self._p
+        self.bytes_written += self._p
+
+    def _frame(self, kind, n):  # noalloc
+        # Frame the n payload bytes already at stage[8:]; returns the size.
+        st = self._stage
+        s = self._seq
+        st[0] = kind
+        st[1] = 0
+        st[2] = n >> 8
+        st[3] = n & 0xFF
+        st[4] = s >> 24
+        st[5] = (s >> 16) & 0xFF
+        st[6] = (s >> 8) & 0xFF
+        st[7] = s & 0xFF
+        crc.put(st, 0, _HDR + n)
+        P = self._p
+        size = ((_OVH + n + P - 1) // P) * P
+        fill(st, _OVH + n, size - _OVH - n, 0xFF)
+        return size
+
+    def _format(self):  # noalloc
+        # First write to a blank/foreign region: a fresh block with an empty
+        # checkpoint, so there is always a complete checkpoint to start from.
+        self._pos = self._bs
+        self._empty_checkpoint(True)
+
+    def _empty_checkpoint(self, force):  # noalloc
+        size = self._p
+        if self._pos + size > self._bs:
+            self._advance(force)
+        blk = self._head
+        bseq = self._head_seq
+        off = self._pos
+        self._program(self._frame(K_PART | _K_BEGIN | _K_END, 0))
+        self._tail = blk
+        self._tail_seq = bseq
+        self._tail_off = off
+
+    def append(self, buf, n):  # noalloc
+        """Durably store buf[0:n] (n <= max_append) as one commit."""
+        if self._ck_open:
+            raise ValueError("append during a checkpoint")
+        if n > self.max_append:
+            raise ValueError("append larger than max_append")
+        if self._tail < 0:
+            self._format()
+        P = self._p
+        size = ((_OVH + n + P - 1) // P) * P
+        if self._pos + size > self._bs:
+            self._advance(False)
+        copy(self._stage, _HDR, buf, 0, n)
+        self._program(self._frame(K_APPEND, n))
+        self.appends += 1
+
+    def needs_checkpoint(self):  # noalloc
+        if self._tail < 0:
+            return False
+        live = (self._head_seq - self._tail_seq) * self._bs + self._pos - self._tail_off
+        return live > self._threshold
+
+    def capacity_bytes(self):
+        """The largest state (bytes) a checkpoint is guaranteed to hold."""
+        return self._capacity
+
+    def begin_checkpoint(self):  # noalloc
+        if self._tail < 0:
+            self._format()
+        self._ck_open = True
+        self._ck_fill = 0
+        self._ck_lim = 0
+        self._ck_first = True
+        self._ck_total = 0
+
+    def _ck_place(self):  # noalloc
+        # Choose where the next checkpoint commit goes and how much it holds.
+        room = self._bs - self._pos - _OVH
+        if room < 1:
+            self._advance(False)
+            room = self._bs - self._pos - _OVH
+        self._ck_lim = min(room, self.max_append)
+        self._ck_fill = 0
+
+    def _ck_flush(self, kind):  # noalloc
+        if self._ck_first:
+            kind |= _K_BEGIN
+            self._ck_blk = self._head
+            self._ck_bseq = self._head_seq
+            self._ck_off = self._pos
+        self._program(self._frame(kind, self._ck_fill))
+        self._ck_first = False
+        self._ck_lim = 0
+
+    def write_checkpoint(self, buf, n):  # noalloc
+        """Add buf[0:n] (any n) to the open checkpoint."""
+        if not self._ck_open:
+            raise ValueError("write_checkpoint without begin_checkpoint")
+        if self._ck_total + n > self._capacity:
+            self._ck_open = False
+            raise StoreFull(ERR_FULL, "session state exceeds the flash ring's capacity")
+        i = 0
+        try:
+            while i < n:
+                if self._ck_lim == 0:
+                    self._ck_place()
+                if self._ck_fill == self._ck_lim:
+                    # Full, and more is coming: this commit is not the last.
+                    self._ck_flush(K_PART)
+                    continue
+                k = min(n - i, self._ck_lim - self._ck_fill)
+                copy(self._stage, _HDR + self._ck_fill, buf, i, k)
+                self._ck_fill += k
+                i += k
+        except BaseException:
+            self._ck_open = False
+            raise
+        self._ck_total += n
+
+    def end_checkpoint(self):  # noalloc
+        """Write the END commit; from then on load() yields the checkpoint."""
+        if not self._ck_open:
+            raise ValueError("end_checkpoint without begin_checkpoint")
+        self._ck_open = False
+        if self._ck_lim == 0:
+            self._ck_place()
+        self._ck_flush(K_PART | _K_END)
+        self._tail = self._ck_blk
+        self._tail_seq = self._ck_bseq
+        self._tail_off = self._ck_off
+        self.checkpoints += 1
+
+    def erase(self):  # noalloc
+        """Forget the session: an empty checkpoint. Never raises StoreFull;
+        the old bytes stay on flash until the ring wraps over them."""
+        self._ck_open = False
+        if self._tail < 0:
+            self._format()
+        else:
+            self._empty_checkpoint(True)
+
+    def close(self):
+        self._ck_open = False
+
+    def stats(self):
+        live = 0
+        if self._tail >= 0:
+            live = (self._head_seq - self._tail_seq) * self._bs + self._pos - self._tail_off
+        return {"bytes_programmed": self.bytes_written, "erases": self.erases,
+                "appends": self.appends, "checkpoints": self.checkpoints,
+                "live_bytes": live, "threshold": self._threshold,
+                "capacity": self._capacity, "blocks": self._n, "block_size": self._bs,
+                "prog_size": self._p, "head": self._head, "tail": self._tail}
+
+
+def _log2(x):
+    n = 0
+    while x > 1:
+        x >>= 1
+        n += 1
+    return n
