@@ -21,6 +21,7 @@ _HDR_MAX = const(5)
 _VIEW_CACHE_MAX = const(24)     # views of the receive buffer kept for callbacks and reads
 _TOPIC_CACHE_MAX = const(8)     # str topics kept encoded
 _NEVER = const(0xFFFFFFFF)
+_V4_RX2_MIN = const(32)
 _EPOCH_2000 = const(946684800)
 
 # Reader states.
@@ -38,6 +39,16 @@ EV_DISCARDED = "discarded"   # a stored session file was unusable and was set as
 
 def _to_bytes(s):
     return s.encode() if isinstance(s, str) else bytes(s)
+
+
+def _check_topic(t):  # noalloc
+    n = len(t)
+    if not n:
+        raise ValueError("empty topic")
+    for i in range(n):
+        c = t[i]
+        if c == 0x2B or c == 0x23:      # '+' '#'
+            raise ValueError("wildcards are not allowed in a PUBLISH topic (MQTT-3.3.2-2)")
 
 
 def _wall_seconds():
@@ -93,7 +104,10 @@ class MQTTClient:
         self._inc = codec.Incoming()
         slots = max_inflight + outbox_size
         self._out = Outgoing(slots, outbox_bytes or max(4 * buf_size, 2 * buf_size + 64))
-        self._rx2 = Incoming2(receive_max)
+        # MQTT 3.1.1 has no Receive Maximum: the broker keeps as many QoS 2
+        # messages in flight as it likes (mosquitto 20, EMQX 32), so the
+        # table of ids awaiting PUBREL covers that (2 bytes an entry).
+        self._rx2 = Incoming2(receive_max if version == 5 else max(receive_max, _V4_RX2_MIN))
         self._pids = PacketIds()
         self._in_use = self._pid_in_use       # bound once: binding allocates
         self._subs = []
@@ -127,7 +141,7 @@ class MQTTClient:
         self._in_connect = False
         self._exp_props = None
         self._exp_value = 0
-        self._dkeep = 0
+        self._drain_pid = 0
         self._wall0 = 0
         self._ticks0 = time.ticks_ms()
         self.stats_counters = {"sent": 0, "acked": 0, "resent": 0, "received": 0,
@@ -193,7 +207,7 @@ class MQTTClient:
             self._backend = FileStore(session_file)
         else:
             from .ring import RingStore
-            self._backend = RingStore(session_file, prog_size=prog_size)
+            self._backend = RingStore(session_file, prog_size=prog_size, max_append=self._stage_size)
         self._store = SessionStore(self._backend, self._stage_size, self._out.nslots)
         data = self._backend.load()
         if data:
@@ -254,7 +268,7 @@ class MQTTClient:
             self._set_expiry(st.expiry)
         self.clean_session = False
         self._has_session = True
-        self._persist = True
+        self._persist = self._store is not None
         if self._store and from_flash:
             # Rewrite at once: drops a torn tail and the acks it replays.
             self._store.checkpoint(self)
@@ -409,7 +423,7 @@ class MQTTClient:
             self._rx2.clear()
             dropped = o.requeue_as_new()
             info = {"requeued": o.held, "dropped_released": dropped, "resubscribed": 0}
-            self._persist = persistent
+            self._persist = persistent and self._store is not None
             self._checkpoint()
             if self.resubscribe and self._subs:
                 info["resubscribed"] = self._resubscribe()
@@ -417,7 +431,7 @@ class MQTTClient:
         else:
             self._event(EV_NEW, {"queued": o.held})
         self._has_session = True
-        self._persist = persistent
+        self._persist = persistent and self._store is not None
         if self._store:
             if persistent:
                 self._checkpoint()
@@ -508,6 +522,8 @@ class MQTTClient:
         t = self._topics.get(topic) if isinstance(topic, str) else topic
         if t is None:
             t = self._encode_topic(topic)
+        elif t is topic:
+            _check_topic(t)
         tl = len(t)
         if isinstance(msg, str):
             pl = len(msg)
@@ -744,26 +760,29 @@ class MQTTClient:
     def wait_msg(self, timeout_ms=None):  # noalloc
         self._need_link()
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms) if timeout_ms is not None else 0
+        kind = None
         try:
             while True:
-                kind = self._read_packet()
-                if kind:
+                k = self._read_packet()
+                if k:
+                    kind = k
                     self._keepalive()
-                    self._report_oversize()
-                    return kind
+                    break
                 if not self._connected:
                     self._need_link()
                 wait = self._keepalive()
                 if timeout_ms is not None:
                     left = time.ticks_diff(deadline, time.ticks_ms())
                     if left <= 0:
-                        return None
+                        break
                     if wait < 0 or left < wait:
                         wait = left
                 self._net.wait_readable(wait)
         except OSError as e:
             self._link_failed(e)
             self._need_link()
+        self._report_oversize()      # outside the try: the link stays up
+        return kind
 
     def _report_oversize(self):
         if self._oversize:
@@ -881,7 +900,11 @@ class MQTTClient:
                     continue
                 self._rgot = 0
                 self._drain_left -= chunk
-                self._dkeep = chunk
+                self._drain_pid = 0
+                if (self._rfirst >> 1) & 3 and chunk >= 4:
+                    tl = codec.get_u16(self._rx, 0)
+                    if 2 + tl + 2 <= chunk:
+                        self._drain_pid = codec.get_u16(self._rx, 2 + tl)
                 continue
             r = net.read_into(self._rx, min(self.buf_size, self._drain_left))
             if not r:
@@ -894,20 +917,20 @@ class MQTTClient:
 
     def _refuse_oversize(self):
         # Acknowledge so the broker does not resend it forever, deliver nothing.
+        # (The packet id was taken from the first chunk: the drain has
+        # overwritten the buffer since.)
         qos = (self._rfirst >> 1) & 3
         self.stats_counters["oversize_in"] += 1
-        if qos and self._dkeep >= 4:
-            tl = codec.get_u16(self._rx, 0)
-            if 2 + tl + 2 <= self._dkeep:
-                pid = codec.get_u16(self._rx, 2 + tl)
-                reason = 0x97 if self._version == 5 else 0     # quota exceeded
-                if qos == 1:
-                    self._send_ack(PUBACK, pid, reason)
-                elif reason:
-                    self._send_ack(PUBREC, pid, reason)
-                else:
-                    self._rx2.add(pid)
-                    self._send_ack(PUBREC, pid, 0)
+        pid = self._drain_pid
+        if qos and pid:
+            reason = 0x97 if self._version == 5 else 0     # quota exceeded
+            if qos == 1:
+                self._send_ack(PUBACK, pid, reason)
+            elif reason:
+                self._send_ack(PUBREC, pid, reason)
+            else:
+                self._rx2.add(pid)
+                self._send_ack(PUBREC, pid, 0)
 
     def _dispatch(self):  # noalloc
         first = self._rfirst

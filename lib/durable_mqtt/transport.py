@@ -68,7 +68,7 @@ class Transport:
             raise MQTTException(ERR_CLOSED, "connect to %s:%d failed: %s" % (host, port, describe(e)))
         except ValueError as e:      # mbedTLS reports certificate failures as ValueError
             s.close()
-            raise MQTTException(ERR_CLOSED, "TLS handshake with %s:%d failed: %s" % (host, port, e))
+            raise MQTTException(ERR_CLOSED, "TLS handshake with %s:%d failed: %s" % (host, port, str(e).strip()))
         self.sock = s
         self._pin.register(s, _POLLIN)
         self._pout.register(s, _POLLOUT)
