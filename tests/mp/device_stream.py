@@ -1,0 +1,86 @@
+# A device that publishes or receives a numbered stream with its session on
+# a file, meant to be SIGKILLed at random and started again.
+#
+#   micropython device_stream.py pub PORT VER QOS N SESSION PROGRESS BOOT
+#   micropython device_stream.py sub PORT VER QOS N SESSION DELIVERED BOOT
+#
+# pub: publishes "k:BOOT" for k from the last recorded progress to N-1. The
+#      progress file is written after publish() accepted k, so a kill between
+#      the two makes the next boot publish k again under its own BOOT tag
+#      (an application-level repeat, told apart from a library duplicate).
+# sub: appends every delivered payload to DELIVERED (flushed at once).
+import sys
+import time
+
+from durable_mqtt import MQTTClient
+
+mode, port, ver, qos, n, session, aux, boot = sys.argv[1:9]
+port, ver, qos, n = int(port), int(ver), int(qos), int(n)
+TOPIC = "stream/%d/%d" % (ver, qos)
+
+
+def connect(c):
+    while True:
+        try:
+            return c.connect()
+        except OSError as e:
+            print("connect failed", e)
+            time.sleep_ms(50)
+
+
+def last_progress():
+    try:
+        with open(aux) as f:
+            lines = f.read().split()
+        return int(lines[-1]) if lines else 0
+    except (OSError, ValueError):
+        return 0
+
+
+if mode == "pub":
+    c = MQTTClient("dev-pub-%d-%d" % (ver, qos), "127.0.0.1", port, version=ver, keepalive=10,
+                   clean_session=False, session_file=session, max_inflight=8, outbox_size=16)
+    print("restored", c.pending())
+    start = last_progress()
+    prog = open(aux, "a")
+    connect(c)
+    for k in range(start, n):
+        c.publish(TOPIC, "%d:%s" % (k, boot), qos=qos)
+        prog.write("%d\n" % (k + 1))
+        prog.flush()
+        c.check_msg()
+        while c.pending() >= 8:
+            c.wait_msg(20)
+        time.sleep_ms(8)
+    while c.pending():
+        c.wait_msg(50)
+    c.disconnect()
+    print("DONE")
+else:
+    log = open(aux, "a")
+    count = [0]
+
+    def cb(topic, msg, retained, q):
+        log.write(bytes(msg) + b"\n")
+        log.flush()
+        count[0] += 1
+
+    c = MQTTClient("dev-sub-%d-%d" % (ver, qos), "127.0.0.1", port, version=ver, keepalive=10,
+                   clean_session=False, session_file=session, receive_max=8)
+    c.set_callback(cb)
+    connect(c)
+    if not c._subs:
+        c.subscribe(TOPIC, qos)
+    print("subscribed")
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < 30000:
+        c.wait_msg(100)
+        try:
+            with open(aux) as f:
+                got = set(line.split(":")[0] for line in f.read().split())
+            if len(got) >= n:
+                break
+        except OSError:
+            pass
+    c.disconnect()
+    print("DONE")

@@ -1,0 +1,780 @@
+"""A scripted fake broker: CPython reads the client's CONNECT, answers with
+raw bytes chosen by each test, and the MicroPython client must turn every
+malformed or unexpected packet into a clear MQTTException subclass: never
+MemoryError, IndexError, a hang or a bare OSError. Bad arguments to the
+public calls are refused with ValueError / MQTTException and clear text.
+"""
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import run_mp
+
+VERSIONS = (4, 5)
+
+
+# ---------------------------------------------------------------- packets
+
+def vbi(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def u16(n):
+    return bytes((n >> 8, n & 0xFF))
+
+
+def pkt(first, body=b""):
+    return bytes((first,)) + vbi(len(body)) + body
+
+
+def props_block(props):
+    return vbi(len(props)) + props
+
+
+def connack(v, code=0, sp=0, props=b""):
+    return pkt(0x20, bytes((sp, code)) + (props_block(props) if v == 5 else b""))
+
+
+def publish(v, topic, payload, qos=0, pid=0, props=b"", first=None):
+    body = u16(len(topic)) + topic + (u16(pid) if qos else b"")
+    if v == 5:
+        body += props_block(props)
+    return pkt(0x30 | (qos << 1) if first is None else first, body + payload)
+
+
+def publish_of_size(v, total, qos=0, pid=1, topic=b"big"):
+    """(PUBLISH whose whole packet, fixed header included, is `total`
+    bytes, its payload length)."""
+    fixed = 2 + len(topic) + (2 if qos else 0) + (1 if v == 5 else 0)
+    for hdr in (2, 3, 4):
+        payload = total - hdr - fixed
+        p = publish(v, topic, b"p" * payload, qos, pid)
+        if len(p) == total:
+            return p, payload
+    raise AssertionError("no PUBLISH of %d bytes" % total)
+
+
+# ---------------------------------------------------------------- fake broker
+
+class FakeBroker:
+    """Accepts one TCP connection per script in `sessions`. For each: read
+    the CONNECT, then run the steps:
+      ("send", bytes)        write raw bytes
+      ("recv",)              read one packet from the client (recorded)
+      ("reply", f)           write f(received_packets_of_this_connection)
+      ("sleep", seconds)
+      ("close",)             close at once
+    then record whatever the client still sends until it closes."""
+
+    def __init__(self, *sessions, io_timeout=10):
+        self.sessions = sessions
+        self.io_timeout = io_timeout
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.done = False        # set once the client process has ended
+        self.port = self.listener.getsockname()[1]
+        self.conns = []          # per connection: list of (first_byte, body)
+        self.errors = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _exact(conn, n):
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    def _read(self, conn):
+        first = self._exact(conn, 1)
+        if first is None:
+            return None
+        rl, shift = 0, 0
+        while True:
+            b = self._exact(conn, 1)
+            if b is None:
+                return None
+            rl |= (b[0] & 0x7F) << shift
+            shift += 7
+            if not b[0] & 0x80:
+                break
+        body = self._exact(conn, rl) if rl else b""
+        if body is None:
+            return None
+        return first[0], body
+
+    def _run(self):
+        for steps in self.sessions:
+            deadline = time.monotonic() + self.io_timeout
+            conn = None
+            while conn is None:
+                try:
+                    conn, _ = self.listener.accept()
+                except socket.timeout:
+                    if self.done or time.monotonic() > deadline:
+                        return            # the client never came (back)
+                except OSError as e:
+                    self.errors.append("accept: %r" % e)
+                    return
+            got = []
+            self.conns.append(got)
+            conn.settimeout(self.io_timeout)
+            try:
+                p = self._read(conn)
+                if p is None or p[0] != 0x10:
+                    self.errors.append("first packet was not CONNECT: %r" % (p,))
+                    conn.close()
+                    continue
+                got.append(p)
+                closed = False
+                for step in steps:
+                    op = step[0]
+                    if op == "send":
+                        conn.sendall(step[1])
+                    elif op == "reply":
+                        conn.sendall(step[1](got))
+                    elif op == "recv":
+                        p = self._read(conn)
+                        if p is None:
+                            self.errors.append("client closed before an expected packet")
+                            break
+                        got.append(p)
+                    elif op == "sleep":
+                        time.sleep(step[1])
+                    elif op == "close":
+                        closed = True
+                        break
+                if not closed:
+                    while True:
+                        p = self._read(conn)
+                        if p is None:
+                            break
+                        got.append(p)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def join(self):
+        self.done = True
+        self.thread.join(self.io_timeout + 5)
+        self.listener.close()
+
+    def connect_flags(self, i=0):
+        return self.conns[i][0][1][7]
+
+
+# ---------------------------------------------------------------- MicroPython side
+
+PRELUDE = """
+import gc, time
+from durable_mqtt import MQTTClient, MQTTException
+from durable_mqtt.errors import PacketTooLarge
+from fake_report import report, emit, pump, pump_until, outcome
+PORT = %d
+V = %d
+"""
+
+
+def mp(fake, v, body, timeout=20):
+    """Run body (after PRELUDE) in the unix port; return {tag: result}."""
+    r = run_mp(PRELUDE % (fake.port, v) + body, timeout=timeout)
+    fake.join()
+    res = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("R "):
+            d = json.loads(line[2:])
+            res[d["tag"]] = d
+    return res
+
+
+def assert_error(res, cls, *words, code=None):
+    """res is an exception of class `cls` (an MQTTException, so an OSError)
+    whose message contains every word."""
+    assert not res["ok"], "expected %s, the call returned %r" % (cls, res.get("value"))
+    assert res["cls"] == cls, res
+    assert res["mqtt"] and res["oserror"], res
+    assert len(res["args"]) >= 2 and isinstance(res["args"][1], str), res
+    msg = res["args"][1].lower()
+    for w in words:
+        assert w.lower() in msg, "%r not in %r" % (w, res["args"][1])
+    if code is not None:
+        assert res["args"][0] == code, res
+
+
+CONNECTED = """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000)
+c.connect()
+"""
+
+
+def protocol_error_after_connack(v, raw, how="wait"):
+    """CONNACK, then `raw`; the client's next check_msg/wait_msg must raise."""
+    fake = FakeBroker([("send", connack(v)), ("send", raw)])
+    res = mp(fake, v, CONNECTED + """
+report("err", lambda: pump(c, %r))
+report("after", lambda: c.check_msg())
+emit("state", connected=c.is_connected())
+""" % how)
+    # The failure is reported once; afterwards the client says it is not
+    # connected instead of hanging or raising something odd.
+    assert_error(res["after"], "NotConnected", "connect")
+    assert res["state"]["connected"] is False
+    assert not fake.errors, fake.errors
+    return res["err"]
+
+
+# ---------------------------------------------------------------- framing
+
+@pytest.mark.parametrize("how", ["wait", "check"])
+@pytest.mark.parametrize("v", VERSIONS)
+def test_remaining_length_of_five_bytes(v, how):
+    err = protocol_error_after_connack(v, b"\x30\xff\xff\xff\xff\x7f" + b"x" * 16, how)
+    assert_error(err, "ProtocolError", "remaining length", "4 bytes")
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_remaining_length_of_five_bytes_in_connack(v):
+    fake = FakeBroker([("send", b"\x20\xff\xff\xff\xff\x7f")])
+    res = mp(fake, v, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000)
+report("connect", c.connect)
+""")
+    assert_error(res["connect"], "ProtocolError", "remaining length")
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_topic_length_beyond_packet(v):
+    body = u16(500) + b"a/b" + (b"\x00" if v == 5 else b"") + b"xy"
+    err = protocol_error_after_connack(v, pkt(0x30, body))
+    assert_error(err, "ProtocolError", "topic length", "beyond")
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_publish_shorter_than_topic_length_field(v):
+    err = protocol_error_after_connack(v, pkt(0x30, b"\x00"))
+    assert_error(err, "ProtocolError", "PUBLISH")
+
+
+UNKNOWN_TYPES = {
+    "type0": (b"\x00\x00", "0x00"),
+    "connect": (pkt(0x10, u16(4) + b"MQTT" + b"\x04\x02" + u16(0) + u16(1) + b"s"), "0x10"),
+    "subscribe": (pkt(0x82, u16(3) + u16(3) + b"a/b" + b"\x01"), "0x80"),
+    "pingreq": (b"\xc0\x00", "0xc0"),
+    "unsubscribe": (pkt(0xA2, u16(3) + u16(1) + b"a"), "0xa0"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNKNOWN_TYPES))
+@pytest.mark.parametrize("v", VERSIONS)
+def test_packet_type_a_broker_never_sends(v, name):
+    raw, code = UNKNOWN_TYPES[name]
+    if name == "subscribe" and v == 5:
+        raw = pkt(0x82, u16(3) + b"\x00" + u16(3) + b"a/b" + b"\x01")
+    err = protocol_error_after_connack(v, raw, "check" if v == 4 else "wait")
+    assert_error(err, "ProtocolError", code)
+
+
+def test_auth_packet_in_mqtt_311():
+    # AUTH (0xF0) does not exist in MQTT 3.1.1.
+    err = protocol_error_after_connack(4, b"\xf0\x00")
+    assert_error(err, "ProtocolError", "0xf0")
+
+
+def test_disconnect_from_server_in_mqtt_311():
+    # A 3.1.1 server never sends DISCONNECT.
+    err = protocol_error_after_connack(4, b"\xe0\x00")
+    assert_error(err, "ProtocolError", "0xe0")
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_second_connack(v):
+    err = protocol_error_after_connack(v, connack(v))
+    assert_error(err, "ProtocolError", "0x20")
+
+
+@pytest.mark.parametrize("raw,what", [(b"\x41\x02\x00\x01", "0x40"), (b"\x60\x02\x00\x01", "0x60"),
+                                      (b"\xd1\x00", "0xd0"), (b"\x98\x03\x00\x01\x00", "0x90")],
+                         ids=["puback-0x41", "pubrel-0x60", "pingresp-0xd1", "suback-0x98"])
+@pytest.mark.parametrize("v", VERSIONS)
+def test_reserved_flags_wrong(v, raw, what):
+    err = protocol_error_after_connack(v, raw)
+    assert_error(err, "ProtocolError", "reserved flags", what)
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_qos3_publish(v):
+    raw = publish(v, b"a/b", b"x", qos=1, pid=5, first=0x36)
+    err = protocol_error_after_connack(v, raw)
+    assert_error(err, "ProtocolError", "QoS 3")
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+@pytest.mark.parametrize("v", VERSIONS)
+def test_publish_with_packet_id_zero(v, qos):
+    err = protocol_error_after_connack(v, publish(v, b"a/b", b"x", qos=qos, pid=0))
+    assert_error(err, "ProtocolError", "packet id 0")
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_ack_with_wrong_length(v):
+    # A 3.1.1 PUBACK is exactly 2 bytes; any ack needs at least a packet id.
+    raw = b"\x40\x03\x00\x01\x00" if v == 4 else b"\x40\x01\x00"
+    err = protocol_error_after_connack(v, raw)
+    assert_error(err, "ProtocolError", "acknowledgement")
+
+
+# ---------------------------------------------------------------- acks for ids not in flight
+
+@pytest.mark.parametrize("clean", [True, False], ids=["clean", "persistent"])
+@pytest.mark.parametrize("v", VERSIONS)
+def test_puback_for_unknown_id_and_session_survives(v, clean):
+    """A PUBACK for an id not in flight is a protocol error; the QoS 1
+    message that is in flight stays in the session and goes out again, with
+    its packet id, on the next connection: with DUP set when the broker
+    resumes the session (persistent), as a new PUBLISH when it starts a
+    clean one."""
+    def bad_ack(got):
+        pid = int.from_bytes(got[-1][1][2 + 3:2 + 3 + 2], "big")
+        return pkt(0x40, u16(pid + 100))
+
+    fake = FakeBroker(
+        [("send", connack(v)), ("recv",), ("reply", bad_ack)],
+        [("send", connack(v, sp=0 if clean else 1)), ("recv",),
+         ("reply", lambda got: pkt(0x40, got[-1][1][5:7]))],
+    )
+    res = mp(fake, v, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, clean_session=%r)
+c.connect()
+pid = c.publish("a/b", b"hello", qos=1)
+emit("pid", pid=pid, pending=c.pending())
+report("err", lambda: pump(c))
+emit("after_error", pending=c.pending(), connected=c.is_connected())
+report("reconnect", c.connect)
+report("acked", lambda: pump_until(c, lambda: c.pending() == 0))
+emit("end", pending=c.pending())
+""" % clean)
+    assert "pid" in res, "publish() failed: see the MicroPython output"
+    pid = res["pid"]["pid"]
+    assert isinstance(pid, int) and pid > 0 and res["pid"]["pending"] == 1
+    assert_error(res["err"], "ProtocolError", "PUBACK", "packet id %d" % (pid + 100), "not")
+    assert res["after_error"] == {"tag": "after_error", "pending": 1, "connected": False}
+    assert res["reconnect"]["ok"], res["reconnect"]
+    assert res["reconnect"]["value"] is (not clean)
+    assert res["acked"]["ok"], res["acked"]
+    assert res["end"]["pending"] == 0
+    assert not fake.errors, fake.errors
+    first, second = fake.conns
+    assert fake.connect_flags(0) & 0x02 == fake.connect_flags(1) & 0x02 == (2 if clean else 0)
+    assert first[1][0] == 0x32                                   # PUBLISH QoS 1
+    assert second[1][0] == (0x32 if clean else 0x3A)             # again; DUP when resumed
+    assert first[1][1][5:7] == second[1][1][5:7] == u16(pid)     # same packet id
+
+
+@pytest.mark.parametrize("kind", [0x50, 0x70])
+@pytest.mark.parametrize("v", VERSIONS)
+def test_pubrec_pubcomp_for_unknown_id(v, kind):
+    """PUBREC for an id never sent: 3.1.1 has no answer but to close (error);
+    MQTT 5 answers PUBREL 0x92 (Packet Identifier not found). A PUBCOMP for
+    an unknown id is harmless (a repeated one after a resend)."""
+    fake = FakeBroker([("send", connack(v)), ("send", pkt(kind, u16(77))), ("sleep", 0.3),
+                       ("send", publish(v, b"still/here", b"ok"))])
+    res = mp(fake, v, CONNECTED + """
+got = []
+c.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+report("pump", lambda: pump_until(c, lambda: got))
+""")
+    if kind == 0x50 and v == 4:
+        assert_error(res["pump"], "ProtocolError", "PUBREC", "packet id 77")
+    else:
+        assert res["pump"]["ok"], res["pump"]
+        if kind == 0x50:
+            assert fake.conns[0][1] == (0x62, u16(77) + b"\x92")
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_suback_for_wrong_packet_id(v):
+    def suback(got):
+        sub = got[-1]
+        assert sub[0] == 0x82
+        pid = int.from_bytes(sub[1][:2], "big")
+        return pkt(0x90, u16(pid + 1) + (b"\x00" if v == 5 else b"") + b"\x01")
+
+    fake = FakeBroker([("send", connack(v)), ("recv",), ("reply", suback)])
+    res = mp(fake, v, CONNECTED + """
+report("sub", lambda: c.subscribe("a/b", 1))
+emit("state", connected=c.is_connected())
+""")
+    assert_error(res["sub"], "ProtocolError", "SUBACK", "packet id")
+    assert res["state"]["connected"] is False
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_suback_without_return_code(v):
+    fake = FakeBroker([("send", connack(v)), ("recv",),
+                       ("reply", lambda got: pkt(0x90, got[-1][1][:2] + (b"\x00" if v == 5 else b"")))])
+    res = mp(fake, v, CONNECTED + 'report("sub", lambda: c.subscribe("a/b", 1))\n')
+    assert_error(res["sub"], "ProtocolError", "SUBACK")
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_suback_refusal_is_reported(v):
+    fake = FakeBroker([("send", connack(v)), ("recv",),
+                       ("reply", lambda got: pkt(0x90, got[-1][1][:2] + (b"\x00" if v == 5 else b"") + b"\x80"))])
+    res = mp(fake, v, CONNECTED + """
+report("sub", lambda: c.subscribe("a/b", 1))
+emit("state", connected=c.is_connected())
+""")
+    assert not res["sub"]["ok"] and res["sub"]["mqtt"], res["sub"]
+    assert res["sub"]["args"][0] == 0x80 and "a/b" in res["sub"]["args"][1]
+    assert res["state"]["connected"] is True      # a refusal is not a link failure
+
+
+# ---------------------------------------------------------------- MQTT 5 properties
+
+BAD_PROPS = {
+    # property length larger than the packet
+    "length-beyond-packet": (vbi(60) + b"\x01\x00", ["property length", "beyond"]),
+    # content type (string) whose length runs past the block
+    "string-past-block": (props_block(b"\x03" + u16(40) + b"text"), ["property 0x03"]),
+    # user property whose second string runs past the block
+    "pair-past-block": (props_block(b"\x26" + u16(1) + b"k" + u16(9) + b"v"), ["property"]),
+    "unknown-0x7f": (props_block(b"\x7f\x00"), ["unknown property 0x7f"]),
+    "unknown-0x04": (props_block(b"\x04\x00"), ["unknown property 0x04"]),
+    "u32-cut": (props_block(b"\x02\x00\x00"), ["truncated property 0x02"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_PROPS))
+def test_v5_bad_properties_in_publish(name):
+    block, words = BAD_PROPS[name]
+    raw = pkt(0x30, u16(3) + b"a/b" + block)
+    err = protocol_error_after_connack(5, raw)
+    assert_error(err, "ProtocolError", *words)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_PROPS))
+def test_v5_bad_properties_in_connack(name):
+    block, words = BAD_PROPS[name]
+    fake = FakeBroker([("send", pkt(0x20, b"\x00\x00" + block))])
+    res = mp(fake, 5, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000)
+report("connect", c.connect)
+emit("state", connected=c.is_connected())
+""")
+    assert_error(res["connect"], "ProtocolError", *words)
+    assert res["state"]["connected"] is False
+
+
+def test_v5_topic_alias_from_broker_refused():
+    raw = publish(5, b"a/b", b"x", props=b"\x23" + u16(1))
+    err = protocol_error_after_connack(5, raw)
+    assert_error(err, "ProtocolError", "topic alias", code=0x94)
+
+
+def test_v5_topic_alias_with_empty_topic_refused():
+    # The second half of an alias exchange: empty topic + alias.
+    raw = publish(5, b"", b"x", props=b"\x23" + u16(1))
+    err = protocol_error_after_connack(5, raw)
+    assert_error(err, "ProtocolError", "topic alias", code=0x94)
+
+
+# ---------------------------------------------------------------- sizes
+
+OVERSIZE_BODY = """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, buf_size=256)
+box = [0, 0, 0]           # messages delivered, length of the last, PacketTooLarge seen
+def cb(t, m, r, q):
+    box[0] += 1
+    box[1] = len(m)
+c.set_callback(cb)
+c.connect()
+pump_until(c, lambda: box[0] >= 1, HOW)          # a normal message first: warm-up
+GO = b"go"
+def round_trip(want):
+    end = time.ticks_add(time.ticks_ms(), 2500)
+    while box[0] < want and time.ticks_diff(end, time.ticks_ms()) > 0:
+        try:
+            if HOW == "wait":
+                c.wait_msg(50)
+            else:
+                c.check_msg()
+                time.sleep_ms(5)
+        except PacketTooLarge as e:
+            box[2] += 1
+            print("E", e.args[0], e.args[1])
+        except Exception as e:
+            print("X", type(e).__name__, e.args)
+            return
+for rnd in (1, 2):
+    gc.collect()
+    m0 = gc.mem_alloc()
+    c.publish(GO, GO)                  # tells the fake broker to send the oversize PUBLISH
+    round_trip(1 + rnd)            # ... and the normal one behind it
+    gc.collect()
+    m1 = gc.mem_alloc()
+    emit("round%d" % rnd, delivered=box[0], last_len=box[1], too_large=box[2], grew=m1 - m0,
+         pending=c.pending(), connected=c.is_connected())
+"""
+
+
+@pytest.mark.parametrize("how", ["check", "wait"])
+@pytest.mark.parametrize("v", VERSIONS)
+def test_oversize_publish_is_drained_acked_reported_and_connection_survives(v, how):
+    """An incoming PUBLISH larger than buf_size (256) is read off the socket
+    in pieces, acknowledged (QoS 1 PUBACK), reported as PacketTooLarge from
+    check_msg()/wait_msg(), costs no heap, and the next message on the same
+    connection is delivered."""
+    steps = [("send", connack(v)), ("send", publish(v, b"warm", b"w" * 10))]
+    for rnd, (bp, np) in enumerate(((7, 8), (9, 10))):
+        steps += [("recv",),                                        # "go"
+                  ("send", publish(v, b"big/topic", b"B" * 3000, qos=1, pid=bp)),
+                  ("send", publish(v, b"small", b"s" * 20, qos=1, pid=np)),
+                  ("recv",), ("recv",)]                             # PUBACK of each
+    fake = FakeBroker(steps)
+    res = mp(fake, v, ("HOW = %r\n" % how) + OVERSIZE_BODY)
+    assert len(fake.conns) == 1, "the client opened a second connection"
+    got = fake.conns[0][1:]
+    acks = [p for p in got if p[0] == 0x40]
+    acked = [int.from_bytes(p[1][:2], "big") for p in acks]
+    assert 7 in acked, "the oversize QoS 1 PUBLISH (id 7) was not acknowledged: PUBACKs %r" % acked
+    assert acked == [7, 8, 9, 10], "PUBACKs %r" % acked
+    if v == 4:
+        assert all(len(p[1]) == 2 for p in acks)
+    assert not fake.errors, fake.errors
+    for rnd in (1, 2):
+        r = res["round%d" % rnd]
+        assert r["too_large"] == rnd, r            # reported once per oversize message
+        assert r["delivered"] == 1 + rnd, r
+        assert r["last_len"] == 20, r              # the small message after the big one
+        assert r["connected"] is True, r
+        assert r["grew"] < 400, r                  # drained in buf_size pieces, no heap growth
+
+
+SIZE_BODY = """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, buf_size=BUF)
+got = []
+c.set_callback(lambda t, m, r, q: got.append((bytes(t), len(m))))
+c.connect()
+report("exact", lambda: pump_until(c, lambda: len(got) >= 1, HOW))
+report("plus_one", lambda: pump_until(c, lambda: len(got) >= 2, HOW))
+report("after", lambda: pump_until(c, lambda: len(got) >= 2, HOW))
+emit("got", got=repr(got), connected=c.is_connected())
+"""
+
+
+@pytest.mark.parametrize("how", ["check", "wait"])
+@pytest.mark.parametrize("buf", [128, 300])
+@pytest.mark.parametrize("v", VERSIONS)
+def test_incoming_packet_of_exactly_buf_size_and_one_more(v, buf, how):
+    exact, exact_len = publish_of_size(v, buf, qos=0, topic=b"exact")
+    plus, _ = publish_of_size(v, buf + 1, qos=0, topic=b"plus1")
+    assert len(exact) == buf and len(plus) == buf + 1
+    after = publish(v, b"after", b"abc")
+    fake = FakeBroker([("send", connack(v)), ("send", exact), ("sleep", 0.1), ("send", plus),
+                       ("sleep", 0.1), ("send", after)])
+    res = mp(fake, v, ("BUF = %d\nHOW = %r\n" % (buf, how)) + SIZE_BODY)
+    assert res["exact"]["ok"], res["exact"]
+    assert_error(res["plus_one"], "PacketTooLarge", str(buf + 1), str(buf))
+    assert res["after"]["ok"], res["after"]
+    assert res["got"]["got"] == repr([(b"exact", exact_len), (b"after", 3)])
+    assert res["got"]["connected"] is True
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_oversize_non_publish_packet_refused(v):
+    # Only a PUBLISH can be skipped; any other oversize packet ends the link.
+    raw = pkt(0x90, u16(1) + b"\x00" * 2000)
+    err = protocol_error_after_connack(v, raw)
+    assert_error(err, "PacketTooLarge", "0x90")
+
+
+# ---------------------------------------------------------------- CONNACK
+
+@pytest.mark.parametrize("v,code,text", [(4, 5, "not authorized"), (4, 4, "user name or password"),
+                                         (4, 1, "protocol version"), (5, 0x87, "not authorized"),
+                                         (5, 0x86, "user name or password"), (5, 0x8A, "banned")])
+def test_connack_refusal(v, code, text):
+    props = b"\x1f" + u16(12) + b"go away now!" if v == 5 else b""
+    fake = FakeBroker([("send", connack(v, code=code, props=props))])
+    res = mp(fake, v, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000)
+report("connect", c.connect)
+emit("state", connected=c.is_connected())
+""")
+    assert_error(res["connect"], "ConnectRefused", text, code=code)
+    if v == 5:
+        assert "go away now!" in res["connect"]["args"][1]
+    assert res["state"]["connected"] is False
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_connack_with_reserved_flags(v):
+    fake = FakeBroker([("send", pkt(0x20, b"\x02\x00" + (b"\x00" if v == 5 else b"")))])
+    res = mp(fake, v, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000)
+report("connect", c.connect)
+""")
+    assert_error(res["connect"], "ProtocolError", "CONNACK")
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_publish_before_connack(v):
+    fake = FakeBroker([("send", publish(v, b"a", b"x")), ("send", connack(v))])
+    res = mp(fake, v, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000)
+report("connect", c.connect)
+""")
+    assert_error(res["connect"], "ProtocolError", "CONNACK")
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_no_connack_times_out(v):
+    fake = FakeBroker([])            # reads CONNECT, then only listens
+    res = mp(fake, v, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=500)
+report("connect", c.connect)
+emit("state", connected=c.is_connected())
+""")
+    assert_error(res["connect"], "Timeout", "CONNACK", "500")
+    assert 400 <= res["connect"]["ms"] < 1500, res["connect"]
+    assert res["state"]["connected"] is False
+
+
+# ---------------------------------------------------------------- the server closes
+
+@pytest.mark.parametrize("how", ["wait", "check"])
+@pytest.mark.parametrize("v", VERSIONS)
+def test_server_closes_mid_packet(v, how):
+    raw = publish(v, b"a/b", b"x" * 50, qos=1, pid=3)
+    fake = FakeBroker([("send", connack(v)), ("send", raw[:9]), ("sleep", 0.2), ("close",)])
+    res = mp(fake, v, CONNECTED + """
+got = []
+c.set_callback(lambda t, m, r, q: got.append(1))
+report("err", lambda: pump(c, %r))
+emit("state", connected=c.is_connected(), delivered=len(got))
+""" % how)
+    assert_error(res["err"], "PeerClosed", "closed")
+    assert res["state"] == {"tag": "state", "connected": False, "delivered": 0}
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_server_closes_mid_connack(v):
+    fake = FakeBroker([("send", b"\x20"), ("sleep", 0.1), ("close",)])
+    res = mp(fake, v, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000)
+report("connect", c.connect)
+""")
+    assert_error(res["connect"], "PeerClosed", "closed")
+
+
+def test_v5_disconnect_with_reason_string():
+    reason = b"maintenance at noon"
+    raw = pkt(0xE0, b"\x8b" + props_block(b"\x1f" + u16(len(reason)) + reason))
+    err = protocol_error_after_connack(5, raw)
+    assert_error(err, "PeerClosed", "DISCONNECT", "server shutting down", reason.decode(), code=0x8B)
+
+
+def test_v5_disconnect_without_reason():
+    err = protocol_error_after_connack(5, b"\xe0\x00")
+    assert not err["ok"] and err["cls"] == "PeerClosed" and err["args"][0] == 0, err
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_protocol_error_keeps_unacked_qos1(v):
+    """After any protocol error the session survives: messages accepted
+    before and while the link is down are still counted."""
+    fake = FakeBroker([("send", connack(v)), ("recv",), ("send", b"\x00\x00")])
+    res = mp(fake, v, CONNECTED + """
+p1 = c.publish("a/b", b"one", qos=1)
+report("err", lambda: pump(c))
+p2 = c.publish("a/b", b"two", qos=1)
+emit("state", p1=p1, p2=p2, pending=c.pending())
+""")
+    assert_error(res["err"], "ProtocolError", "0x00")
+    st = res["state"]
+    assert st["pending"] == 2 and st["p1"] > 0 and st["p2"] > 0 and st["p1"] != st["p2"], st
+
+
+# ---------------------------------------------------------------- bad arguments
+
+BAD_ARGS = """
+c = MQTTClient("fake", "127.0.0.1", port=1, buf_size=128)
+report("qos3", lambda: c.publish("a/b", b"x", qos=3))
+report("qos_neg", lambda: c.publish("a/b", b"x", qos=-1))
+report("empty_str", lambda: c.publish("", b"x"))
+report("empty_bytes", lambda: c.publish(b"", b"x", qos=1))
+report("wild_plus", lambda: c.publish("a/+/b", b"x"))
+report("wild_hash", lambda: c.publish("a/#", b"x", qos=1))
+report("wild_bytes", lambda: c.publish(b"a/+", b"x", qos=1))
+report("too_big_q0", lambda: c.publish("a/b", b"x" * 200))
+report("too_big_q1", lambda: c.publish("a/b", bytearray(5000), qos=1))
+report("too_big_huge", lambda: c.publish("a/b", memoryview(bytearray(200000)), qos=1))
+# whole packet: 2 header + 2 + 3 topic + 2 id + payload
+report("exact_out", lambda: c.publish("a/b", b"e" * (128 - 9), qos=1))
+report("plus_one_out", lambda: c.publish("a/b", b"e" * (128 - 8), qos=1))
+report("version6", lambda: MQTTClient("x", "h", version=6))
+report("version3", lambda: MQTTClient("x", "h", version=3))
+report("sub_qos5", lambda: c.subscribe("a/b", 5))
+report("sub_empty", lambda: c.subscribe("", 1))
+report("will_qos", lambda: c.set_last_will("w", "x", qos=3))
+emit("state", pending=c.pending())
+"""
+
+
+@pytest.fixture(scope="module")
+def bad_args():
+    """One MicroPython run tries every bad call (no broker needed)."""
+    r = run_mp("from fake_report import report, emit\nfrom durable_mqtt import MQTTClient\n" + BAD_ARGS,
+               timeout=20)
+    res = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("R "):
+            d = json.loads(line[2:])
+            res[d["tag"]] = d
+    return res
+
+
+BAD_CASES = [
+    ("qos3", ["qos"], None), ("qos_neg", ["qos"], None),
+    ("empty_str", ["empty"], None), ("empty_bytes", ["empty"], None),
+    ("wild_plus", ["wildcard"], None), ("wild_hash", ["wildcard"], None),
+    ("wild_bytes", ["wildcard"], None),
+    ("too_big_q0", ["exceeds"], "PacketTooLarge"), ("too_big_q1", ["exceeds"], "PacketTooLarge"),
+    ("too_big_huge", ["exceeds"], "PacketTooLarge"), ("plus_one_out", ["129", "128"], "PacketTooLarge"),
+    ("version6", ["version"], None), ("version3", ["version"], None),
+    ("sub_qos5", ["qos"], None), ("sub_empty", ["empty"], None), ("will_qos", ["qos"], None)]
+
+
+@pytest.mark.parametrize("tag,words,cls", BAD_CASES, ids=[c[0] for c in BAD_CASES])
+def test_bad_argument_refused_clearly(bad_args, tag, words, cls):
+    """ValueError (or an MQTTException subclass) with a message that names
+    the problem; an oversize payload is PacketTooLarge, never MemoryError."""
+    d = bad_args[tag]
+    assert not d["ok"], "%s was accepted: %r" % (tag, d)
+    if cls is None:
+        assert d["cls"] == "ValueError" or d["mqtt"], d
+    else:
+        assert d["cls"] == cls and d["mqtt"] and d["oserror"], d
+    msg = " ".join(str(a) for a in d["args"]).lower()
+    for w in words:
+        assert w.lower() in msg, (w, d)
+
+
+def test_outgoing_packet_of_exactly_buf_size_accepted_and_refused_ones_not_in_session(bad_args):
+    assert bad_args["exact_out"]["ok"] and bad_args["exact_out"]["value"] > 0, bad_args["exact_out"]
+    # Only the exact-size message was accepted into the session: every
+    # refused QoS 1 publish above left no trace.
+    assert bad_args["state"]["pending"] == 1, bad_args["state"]

@@ -1,0 +1,183 @@
+"""TLS from the unix port to a private mosquitto: certificates made at test
+time with the openssl CLI (a CA, a server certificate for localhost with
+SAN DNS:localhost and IP:127.0.0.1, the CA also in DER, which mbedTLS
+needs), a second listener with TLS on the broker. A round trip in both
+protocol versions; a wrong CA is refused with an MQTTException that names
+the certificate problem."""
+import json
+import subprocess
+
+import pytest
+
+from conftest import Broker, free_port, run_mp, wait_port
+
+VERSIONS = (4, 5)
+
+
+def openssl(cwd, *args):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def make_ca(d, name):
+    openssl(d, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-days", "30", "-subj", "/CN=%s" % name, "-keyout", name + ".key", "-out", name + ".crt")
+    openssl(d, "x509", "-in", name + ".crt", "-outform", "DER", "-out", name + ".der")
+    return d / (name + ".der")
+
+
+def make_server_cert(d, ca):
+    openssl(d, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr")
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                               "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    openssl(d, "x509", "-req", "-in", "server.csr", "-CA", ca + ".crt", "-CAkey", ca + ".key",
+            "-CAcreateserial", "-days", "30", "-extfile", "ext.cnf", "-out", "server.crt")
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    ca_der = make_ca(d, "ca")
+    other_der = make_ca(d, "otherca")          # trusted by nobody: the wrong CA
+    make_server_cert(d, "ca")
+    tls_port = free_port()
+    b = Broker(d / "broker", extra_conf=(
+        "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n"
+        % (tls_port, d / "ca.crt", d / "server.crt", d / "server.key"))).start()
+    try:
+        wait_port(tls_port)
+    except RuntimeError:
+        b.stop()
+        raise RuntimeError("mosquitto TLS listener did not start:\n" + b.log_text())
+    b.tls_port = tls_port
+    b.ca_der = ca_der
+    b.other_der = other_der
+    yield b
+    b.stop()
+
+
+PRELUDE = """
+import ssl
+from durable_mqtt import MQTTClient, MQTTException
+from fake_report import report, emit, pump_until
+TLS_PORT = %d
+PLAIN_PORT = %d
+V = %d
+def ctx_for(path):
+    with open(path, "rb") as f:
+        der = f.read()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=der)
+    return ctx
+"""
+
+
+def mp(tls, v, body):
+    r = run_mp(PRELUDE % (tls.tls_port, tls.port, v) + body, timeout=30)
+    res = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("R "):
+            d = json.loads(line[2:])
+            res[d["tag"]] = d
+    return res, r.stdout
+
+
+@pytest.mark.parametrize("server", ["localhost", "127.0.0.1"])
+@pytest.mark.parametrize("v", VERSIONS)
+def test_tls_round_trip(tls, v, server):
+    res, out = mp(tls, v, """
+ctx = ctx_for(%r)
+c = MQTTClient("tls-%%d-%%s" %% (V, %r), %r, port=TLS_PORT, ssl=ctx, version=V, timeout_ms=5000)
+got = []
+c.set_callback(lambda t, m, r, q: got.append((bytes(t), bytes(m), q)))
+report("connect", c.connect)
+report("sub", lambda: c.subscribe("tls/%%d/%%s" %% (V, %r), 1))
+report("pub", lambda: c.publish("tls/%%d/%%s" %% (V, %r), b"over tls", qos=1))
+report("recv", lambda: pump_until(c, lambda: got and c.pending() == 0))
+emit("got", got=repr(got), pending=c.pending(), port=c.port)
+report("disconnect", c.disconnect)
+""" % (str(tls.ca_der), server, server, server, server))
+    for tag in ("connect", "sub", "pub", "recv", "disconnect"):
+        assert res[tag]["ok"], (tag, res[tag], out)
+    assert res["connect"]["value"] is False                 # clean session: none present
+    assert res["sub"]["value"] == 1                         # granted QoS 1
+    assert isinstance(res["pub"]["value"], int) and res["pub"]["value"] > 0
+    topic = "tls/%d/%s" % (v, server)
+    assert res["got"]["got"] == repr([(topic.encode(), b"over tls", 1)])
+    assert res["got"]["pending"] == 0 and res["got"]["port"] == tls.tls_port
+    # The broker saw this client arrive on its TLS listener.
+    lines = tls.log_text().splitlines()
+    at = [i for i, line in enumerate(lines) if "as tls-%d-%s " % (v, server) in line]
+    assert at, "client not in the broker log"
+    before = [line for line in lines[:at[0]] if "New connection from" in line]
+    assert before and before[-1].rstrip(".").endswith("on port %d" % tls.tls_port), before[-1:]
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_wrong_ca_is_refused_with_mqtt_exception(tls, v):
+    res, out = mp(tls, v, """
+c = MQTTClient("tls-wrong-%%d" %% V, "localhost", port=TLS_PORT, ssl=ctx_for(%r), version=V, timeout_ms=5000)
+report("connect", c.connect)
+emit("state", connected=c.is_connected())
+# the same client still works once it trusts the right CA
+c.ssl = ctx_for(%r)
+report("retry", c.connect)
+report("disconnect", c.disconnect)
+""" % (str(tls.other_der), str(tls.ca_der)))
+    e = res["connect"]
+    assert not e["ok"], e
+    assert e["cls"] != "ValueError" and e["mqtt"] and e["oserror"], e
+    msg = e["args"][1].lower()
+    assert "certificate" in msg and "tls" in msg, e
+    assert res["state"]["connected"] is False
+    assert res["retry"]["ok"], (res["retry"], out)
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_wrong_host_name_is_refused(tls, v):
+    """"127.1" reaches 127.0.0.1 but is neither SAN of the certificate."""
+    res, out = mp(tls, v, """
+c = MQTTClient("tls-host-%%d" %% V, "127.1", port=TLS_PORT, ssl=ctx_for(%r), version=V, timeout_ms=5000)
+report("connect", c.connect)
+""" % str(tls.ca_der))
+    e = res["connect"]
+    assert not e["ok"] and e["cls"] != "ValueError" and e["mqtt"] and e["oserror"], (e, out)
+    msg = e["args"][1].lower()
+    assert "certificate" in msg and "does not match" in msg, e
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_tls_to_plain_listener_is_mqtt_exception(tls, v):
+    """A TLS client at a port that does not speak TLS fails as an MQTTException
+    in bounded time, not as a raw ValueError or a hang."""
+    res, out = mp(tls, v, """
+c = MQTTClient("tls-plain-%%d" %% V, "localhost", port=PLAIN_PORT, ssl=ctx_for(%r), version=V, timeout_ms=2000)
+report("connect", c.connect)
+""" % str(tls.ca_der))
+    e = res["connect"]
+    assert not e["ok"] and e["mqtt"] and e["oserror"], (e, out)
+    assert e["ms"] < 4000, e
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_plain_client_at_tls_listener_is_mqtt_exception(tls, v):
+    res, out = mp(tls, v, """
+c = MQTTClient("plain-tls-%d" % V, "localhost", port=TLS_PORT, version=V, timeout_ms=2000)
+report("connect", c.connect)
+""")
+    e = res["connect"]
+    assert not e["ok"] and e["mqtt"] and e["oserror"], (e, out)
+    assert e["cls"] in ("PeerClosed", "Timeout", "ProtocolError"), e
+    assert e["ms"] < 4000, e
+
+
+def test_port_defaults(tls):
+    res, out = mp(tls, 4, """
+ctx = ctx_for(%r)
+emit("ports", tls=MQTTClient("x", "h", ssl=ctx).port, plain=MQTTClient("x", "h").port,
+     tls5=MQTTClient("x", "h", ssl=ctx, version=5).port, explicit=MQTTClient("x", "h", 1234, ssl=ctx).port,
+     explicit_plain=MQTTClient("x", "h", port=8883).port)
+""" % str(tls.ca_der))
+    assert res["ports"] == {"tag": "ports", "tls": 8883, "plain": 1883, "tls5": 8883,
+                            "explicit": 1234, "explicit_plain": 8883}, out
