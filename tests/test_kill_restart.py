@@ -48,13 +48,15 @@ def subscriber(port, ver, topic):
                             stdout=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("ver,qos", [(4, 1), (4, 2), (5, 1), (5, 2)])
-def test_publisher_killed_at_random_loses_nothing(broker, tmp_path, ver, qos):
+@pytest.mark.parametrize("ver,qos,backend", [(4, 1, "file"), (4, 2, "file"), (5, 1, "file"), (5, 2, "file"),
+                                             (4, 2, "ring"), (5, 1, "ring")])
+def test_publisher_killed_at_random_loses_nothing(broker, tmp_path, ver, qos, backend):
     rng = random.Random(1000 * ver + qos)
     topic = "stream/%d/%d" % (ver, qos)
     sub = subscriber(broker.port, ver, topic)
     time.sleep(0.3)
-    session, progress = tmp_path / "session.bin", tmp_path / "progress"
+    session = tmp_path / "session.bin" if backend == "file" else "ring:%s" % (tmp_path / "flash.img")
+    progress = tmp_path / "progress"
     kills = 0
     boot = 0
 
@@ -90,10 +92,12 @@ def test_publisher_killed_at_random_loses_nothing(broker, tmp_path, ver, qos):
     print("kills=%d received=%d app-repeats=%d" % (kills, len(received), len(received) - N))
 
 
-@pytest.mark.parametrize("ver,qos", [(4, 1), (4, 2), (5, 1), (5, 2)])
-def test_receiver_killed_at_random_gets_everything(broker, tmp_path, ver, qos):
+@pytest.mark.parametrize("ver,qos,backend", [(4, 1, "file"), (4, 2, "file"), (5, 1, "file"), (5, 2, "file"),
+                                             (5, 2, "ring")])
+def test_receiver_killed_at_random_gets_everything(broker, tmp_path, ver, qos, backend):
     rng = random.Random(7 * ver + qos)
-    session, delivered = tmp_path / "session.bin", tmp_path / "delivered"
+    session = tmp_path / "session.bin" if backend == "file" else "ring:%s" % (tmp_path / "flash.img")
+    delivered = tmp_path / "delivered"
     # First boot subscribes; the session (and the subscription) then persists.
     first = spawn_mp(DEVICE, "sub", broker.port, ver, qos, 0, session, delivered, 0)
     out, _ = first.communicate(timeout=30)

@@ -26,6 +26,9 @@ def cb(topic, msg, retained, qos):
 kw = {}
 if SESSION == "file":
     kw = dict(session_file="/tmp/noalloc-%%d-%%d.bin" %% (VER, PORT), clean_session=False)
+elif SESSION == "ring":
+    from norflash import NorFlash
+    kw = dict(session_file=NorFlash(4096, 16, prog_size=32), clean_session=False, ring_prog_size=32)
 c = MQTTClient("noalloc%%d%%s" %% (VER, SESSION or ""), "127.0.0.1", PORT, keepalive=30, version=VER, **kw)
 c.set_callback(cb)
 c.connect(clean_session=True) if not kw else c.connect()
@@ -99,6 +102,9 @@ def test_hot_paths_allocate_nothing(broker, ver):
 
 
 @pytest.mark.parametrize("ver", [4, 5])
-def test_hot_paths_allocate_nothing_with_session_file(broker, ver, tmp_path):
-    r = run_mp(SCRIPT % {"ver": ver, "port": broker.port, "session": "file"})
+@pytest.mark.parametrize("backend", ["file", "ring"])
+def test_hot_paths_allocate_nothing_with_session_on_flash(broker, ver, backend):
+    # Every QoS 1/2 step writes to flash here (the ring: a NOR flash model
+    # that programs into erased space), and still nothing is allocated.
+    r = run_mp(SCRIPT % {"ver": ver, "port": broker.port, "session": backend})
     assert r.stdout.count("noalloc ok") == 8, r.stdout

@@ -21,7 +21,7 @@ _HDR_MAX = const(5)
 _VIEW_CACHE_MAX = const(24)     # views of the receive buffer kept for callbacks and reads
 _TOPIC_CACHE_MAX = const(8)     # str topics kept encoded
 _NEVER = const(0xFFFFFFFF)
-_V4_RX2_MIN = const(32)
+_V4_RX2_MIN = const(64)
 _EPOCH_2000 = const(946684800)
 
 # Reader states.
@@ -104,10 +104,14 @@ class MQTTClient:
         self._inc = codec.Incoming()
         slots = max_inflight + outbox_size
         self._out = Outgoing(slots, outbox_bytes or max(4 * buf_size, 2 * buf_size + 64))
-        # MQTT 3.1.1 has no Receive Maximum: the broker keeps as many QoS 2
-        # messages in flight as it likes (mosquitto 20, EMQX 32), so the
-        # table of ids awaiting PUBREL covers that (2 bytes an entry).
-        self._rx2 = Incoming2(receive_max if version == 5 else max(receive_max, _V4_RX2_MIN))
+        # Ids of incoming QoS 2 messages awaiting PUBREL (2 bytes an entry).
+        # After a reconnect a broker resends what was in flight on the old
+        # connection and starts a fresh send quota beside it (mosquitto 2.0
+        # was seen holding 11 unreleased against Receive Maximum 8), so the
+        # table holds twice the window. MQTT 3.1.1 has no Receive Maximum
+        # at all: the broker's own in-flight limit applies (mosquitto 20,
+        # EMQX 32), hence the floor.
+        self._rx2 = Incoming2(2 * receive_max if version == 5 else max(2 * receive_max, _V4_RX2_MIN))
         self._pids = PacketIds()
         self._in_use = self._pid_in_use       # bound once: binding allocates
         self._subs = []
@@ -142,7 +146,7 @@ class MQTTClient:
         self._exp_props = None
         self._exp_value = 0
         self._drain_pid = 0
-        self._wall0 = 0
+        self._wall0 = _wall_seconds()        # 0 when the board's clock is not set
         self._ticks0 = time.ticks_ms()
         self.stats_counters = {"sent": 0, "acked": 0, "resent": 0, "received": 0,
                                "dup_in": 0, "dropped_qos0": 0, "dropped_expired": 0,
@@ -208,7 +212,7 @@ class MQTTClient:
         else:
             from .ring import RingStore
             self._backend = RingStore(session_file, prog_size=prog_size, max_append=self._stage_size)
-        self._store = SessionStore(self._backend, self._stage_size, self._out.nslots)
+        self._store = SessionStore(self._backend, self._stage_size, self._out.nslots, self)
         data = self._backend.load()
         if data:
             try:
@@ -990,8 +994,8 @@ class MQTTClient:
                 self._send_ack(PUBREC, pid, 0)
                 return
             if self._rx2.n >= self._rx2.size:
-                raise ProtocolError(0x93, "broker exceeded receive_max=%d unreleased QoS 2 messages"
-                                    % self._rx2.size)
+                raise ProtocolError(0x93, "broker has more than %d QoS 2 messages unreleased (receive_max=%d)"
+                                    % (self._rx2.size, self.receive_max))
         self._deliver(inc)
         if qos == 1:
             self._send_ack(PUBACK, pid, 0)
@@ -1053,10 +1057,9 @@ class MQTTClient:
         self._send_ack(PUBREL, pid, 0)
 
     def _on_pubrel(self, pid):  # noalloc
-        known = self._rx2.has(pid)
+        known = self._rx2.remove(pid)
         if known and self._persist:
             self._store.in_rel(pid)                         # on flash before the PUBCOMP
-        self._rx2.remove(pid)
         self._send_ack(PUBCOMP, pid, 0 if known or self._version == 4 else 0x92)
 
     def _on_pubcomp(self, pid):  # noalloc

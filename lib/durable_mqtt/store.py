@@ -22,6 +22,7 @@ from micropython import const
 from . import crc
 from .memcopy import copy
 from .codec import put_u16, get_u16, get_u32
+from .errors import StoreFull
 
 MAGIC = b"DMQS"
 FORMAT = const(1)        # format version this code writes
@@ -45,10 +46,16 @@ class FormatError(ValueError):
 
 class SessionStore:
     """Writes session changes to a backend as records. `stage_size` bounds
-    the largest record batch (one OUT_PUB plus pending acknowledgements)."""
+    the largest record batch (one OUT_PUB plus pending acknowledgements).
 
-    def __init__(self, backend, stage_size, max_acks):
+    `owner` is the client whose state a checkpoint writes. Every caller
+    changes the state in RAM first and logs the change second, so when the
+    backend asks for compaction (or is full) a checkpoint of the RAM state
+    replaces the append: it already contains the change."""
+
+    def __init__(self, backend, stage_size, max_acks, owner):
         self.backend = backend
+        self.owner = owner
         self._sink = backend.write_checkpoint     # bound once: binding allocates
         self.stage = bytearray(stage_size)
         self.acks = array("H", bytes(2 * max_acks))
@@ -79,10 +86,25 @@ class SessionStore:
         put_u16(st, p + 1, 2)
         put_u16(st, p + 3, pid)
         crc.put(st, p, 5)
-        self._append(p + 9)
+        try:
+            self._append(p + 9)
+        except Exception:
+            self._reclaim_acks(p)
+            raise
 
-    def _append(self, n):  # noalloc
-        self.backend.append(self.stage, n)
+    def _append(self, n):  # noalloc (ring); a file checkpoint opens a file
+        b = self.backend
+        if b.needs_checkpoint():
+            self.checkpoint(self.owner)
+            return
+        try:
+            b.append(self.stage, n)
+        except StoreFull:
+            # Compacting frees the space of everything acknowledged; if the
+            # live state itself does not fit, this raises StoreFull too and
+            # the caller refuses the change.
+            self.checkpoint(self.owner)
+            return
         self.appends += 1
 
     def out_publish(self, arena, off, n, pid):  # noalloc
@@ -167,7 +189,9 @@ def write_state(c, st, sink):
     st[17:17 + len(cid)] = cid
     crc.put(st, 0, n + 3)
     sink(st, n + 7)
-    for f, opts, sid in c._subs:
+    subs = c._subs
+    for k in range(len(subs)):            # (a for-in over a list allocates an iterator)
+        f, opts, sid = subs[k]
         n = 5 + len(f)
         st[0] = R_SUB
         put_u16(st, 1, n)

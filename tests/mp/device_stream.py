@@ -16,6 +16,11 @@ from durable_mqtt import MQTTClient
 
 mode, port, ver, qos, n, session, aux, boot = sys.argv[1:9]
 port, ver, qos, n = int(port), int(ver), int(qos), int(n)
+KIND = "ring" if session.startswith("ring:") else "file"
+if KIND == "ring":
+    # The raw ring on a file-backed NOR flash image (survives SIGKILL).
+    from norflash import NorFlash
+    session = NorFlash(4096, 16, prog_size=32, path=session[5:])
 TOPIC = "stream/%d/%d" % (ver, qos)
 
 
@@ -38,8 +43,9 @@ def last_progress():
 
 
 if mode == "pub":
-    c = MQTTClient("dev-pub-%d-%d" % (ver, qos), "127.0.0.1", port, version=ver, keepalive=10,
-                   clean_session=False, session_file=session, max_inflight=8, outbox_size=16)
+    c = MQTTClient("dev-pub-%d-%d-%s" % (ver, qos, KIND), "127.0.0.1", port, version=ver, keepalive=10,
+                   clean_session=False, session_file=session, max_inflight=8, outbox_size=16,
+                   ring_prog_size=32)
     print("restored", c.pending())
     start = last_progress()
     prog = open(aux, "a")
@@ -65,8 +71,8 @@ else:
         log.flush()
         count[0] += 1
 
-    c = MQTTClient("dev-sub-%d-%d" % (ver, qos), "127.0.0.1", port, version=ver, keepalive=10,
-                   clean_session=False, session_file=session, receive_max=8)
+    c = MQTTClient("dev-sub-%d-%d-%s" % (ver, qos, KIND), "127.0.0.1", port, version=ver, keepalive=10,
+                   clean_session=False, session_file=session, receive_max=8, ring_prog_size=32)
     c.set_callback(cb)
     connect(c)
     if not c._subs:
