@@ -94,8 +94,9 @@ class Broker:
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.dir / "mosquitto.stderr", "ab"))
+        with open(self.dir / "mosquitto.stderr", "ab") as err:
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                         stderr=err)
         try:
             wait_port(self.port)
         except RuntimeError:

@@ -12,7 +12,7 @@ from . import codec
 from .codec import (PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, PINGRESP,
                     CONNACK, DISCONNECT, AUTH, FLAG_DUP)
 from .errors import (MQTTException, ConnectRefused, ProtocolError, PacketTooLarge, Timeout,
-                     PeerClosed, NotConnected, QueueFull, SessionError,
+                     PeerClosed, NotConnected, QueueFull, StoreFull, SessionError,
                      ERR_PROTOCOL, ERR_TOO_LARGE, ERR_TIMEOUT, ERR_NOT_CONNECTED, ERR_FULL, ERR_SESSION)
 from .session import Outgoing, Incoming2, PacketIds, QUEUED, SENT, RELEASE, F_DUP, F_REL_DUE
 from .transport import Transport
@@ -115,6 +115,7 @@ class MQTTClient:
         self._pids = PacketIds()
         self._in_use = self._pid_in_use       # bound once: binding allocates
         self._subs = []
+        self._subs_bytes = 0
         self._stage_size = buf_size + 16 + 2 * slots
         self._net = Transport()
 
@@ -154,6 +155,7 @@ class MQTTClient:
 
         self._store = None
         self._backend = None
+        self._store_cap = 0
         if session_file is not None:
             self._open_store(session_file, ring_prog_size)
             if not self._persist and self._persistent(self.clean_session):
@@ -213,6 +215,8 @@ class MQTTClient:
             from .ring import RingStore
             self._backend = RingStore(session_file, prog_size=prog_size, max_append=self._stage_size)
         self._store = SessionStore(self._backend, self._stage_size, self._out.nslots, self)
+        # The whole state must fit one checkpoint; publish() refuses beyond.
+        self._store_cap = self._backend.capacity_bytes()
         data = self._backend.load()
         if data:
             try:
@@ -266,7 +270,7 @@ class MQTTClient:
         for pid in st.in_qos2:
             if not self._rx2.add(pid):
                 raise ValueError("session holds more incoming QoS 2 ids than receive_max")
-        self._subs = list(st.subs)
+        self._set_subs(list(st.subs))
         self._pids.last = st.next_pid
         if self._expiry_arg is None and self._version == 5:
             self._set_expiry(st.expiry)
@@ -278,6 +282,18 @@ class MQTTClient:
             self._store.checkpoint(self)
 
     # ------------------------------------------------------------ state helpers
+    def _set_subs(self, subs):
+        # Subscriptions this client made: re-subscribed when a broker lost
+        # the session, and part of the stored state.
+        self._subs = subs
+        self._subs_bytes = sum(12 + len(f) for f, _, _ in subs)
+
+    def _state_size(self):  # noalloc
+        """Upper bound of the stored state's size (docs/session-format.md):
+        magic and header, subscriptions, one record per message and id."""
+        o = self._out
+        return (26 + len(self._cid) + self._subs_bytes + o.nbytes + 9 * o.count + 9 * self._rx2.n)
+
     def _pid_in_use(self, pid):  # noalloc
         return self._out.holds(pid) or pid == self._sub_pid
 
@@ -446,7 +462,7 @@ class MQTTClient:
 
     def _resubscribe(self):
         subs = self._subs
-        self._subs = []
+        self._set_subs([])
         n = 0
         for f, opts, sid in subs:
             try:
@@ -589,6 +605,9 @@ class MQTTClient:
                 self.stats_counters["dropped_qos0"] += 1
                 return None
             raise QueueFull(ERR_FULL, "outbox full: no room for %d more bytes (outbox_bytes)" % n)
+        if qos and self._persist and self._state_size() + n > self._store_cap:
+            raise StoreFull(ERR_FULL, "flash store full: the session state would exceed %d bytes"
+                            % self._store_cap)
         pid = self._pids.next(self._in_use) if qos else 0
         codec.encode_publish(o.arena, off, t, tl, msg, pl, qos, retain, 0, pid, pr, prl, self._version)
         i = o.add(off, n, pid, qos, time.ticks_ms(), self._msg_expiry(pr) if prl else 0)
@@ -702,8 +721,9 @@ class MQTTClient:
         if code >= 0x80:
             raise ConnectRefused(code, "broker refused the subscription to %r: %s"
                                  % (f, codec.reason_text(code, 5)))
-        self._subs = [s for s in self._subs if s[0] != f]
-        self._subs.append((f, opts, sid))
+        subs = [s for s in self._subs if s[0] != f]
+        subs.append((f, opts, sid))
+        self._set_subs(subs)
         self._checkpoint()
         return code
 
@@ -713,7 +733,7 @@ class MQTTClient:
         pid = self._pids.next(self._in_use)
         n = codec.encode_unsubscribe(self._tx, pid, [f], self._version)
         self._request(pid, n, UNSUBACK)
-        self._subs = [s for s in self._subs if s[0] != f]
+        self._set_subs([s for s in self._subs if s[0] != f])
         self._checkpoint()
 
     def _request(self, pid, n, want):

@@ -53,6 +53,7 @@ class Outgoing:
         self.send = 0        # slots from head already handled by drain()
         self.inflight = 0    # SENT + RELEASE slots (count against the window)
         self.held = 0        # QoS 1/2 messages in the session (pending())
+        self.nbytes = 0      # bytes of the QoS 1/2 packets held (sizes the stored state)
         self.a_head = 0      # arena: oldest byte still used
         self.a_tail = 0      # arena: next free byte
         for i in range(self.nslots):
@@ -97,6 +98,7 @@ class Outgoing:
         self.a_tail = off + n
         if qos:
             self.held += 1
+            self.nbytes += n
         return i
 
     def unadd(self):  # noalloc
@@ -107,6 +109,7 @@ class Outgoing:
             i -= self.nslots
         if self.pid[i]:
             self.held -= 1
+            self.nbytes -= self.len[i]
         self.state[i] = FREE
         self.a_tail = self.off[i]
         self._trim()
@@ -152,6 +155,7 @@ class Outgoing:
     # ------------------------------------------------------------ transitions
     def complete(self, i):  # noalloc
         """PUBACK / PUBCOMP (or a refusal code >= 0x80, MQTT-4.4.0-2)."""
+        self.nbytes -= self.len[i]
         self.state[i] = FREE
         self.len[i] = 0
         self.inflight -= 1
@@ -160,6 +164,7 @@ class Outgoing:
 
     def released(self, i):  # noalloc
         """PUBREC arrived: the PUBLISH bytes are no longer needed (MQTT-4.3.3-6)."""
+        self.nbytes -= self.len[i]
         self.state[i] = RELEASE | F_REL_DUE
         self.len[i] = 0
         self._trim()

@@ -1,0 +1,435 @@
+"""Session semantics across restarts: what is resent and how (checked on the
+wire through mosquitto's log or a scripted broker), Session Present
+reconciliation, expiry, assigned client ids, unusable files, a full store
+and the save_session()/restore_session() bytes."""
+import re
+import time
+import zlib
+
+import pytest
+
+from conftest import run_mp
+from fakebroker import FakeBroker, connack, props_block, pkt, u16
+
+PRE = r"""
+from durable_mqtt import MQTTClient, MQTTException, SessionError, StoreFull
+from testlib import wait_until
+import os, time
+PORT = %(port)d
+VER = %(ver)d
+PATH = %(path)r
+got = []
+def cb(t, m, r, q):
+    got.append((bytes(t), bytes(m), q))
+def dev(cid="sess", **kw):
+    kw.setdefault("clean_session", False)
+    kw.setdefault("session_file", PATH)
+    c = MQTTClient(cid + str(VER), "127.0.0.1", PORT, version=VER, keepalive=10, **kw)
+    c.set_callback(cb)
+    return c
+"""
+
+
+def mp(port, ver, path, body, **kw):
+    return run_mp(PRE % {"port": port, "ver": ver, "path": str(path)} + body, **kw)
+
+
+def wire(broker, cid, what):
+    """Lines of mosquitto's log for `cid` that mention `what`."""
+    return [l for l in broker.log_text().splitlines() if cid in l and what in l]
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_resume_resends_unacked_publish_with_dup_and_same_ids_in_order(broker, tmp_path, ver):
+    sess = tmp_path / "s.bin"
+    # Boot 1: publish QoS 1 x3 and QoS 2 x1, then "lose power" before
+    # reading a single acknowledgement.
+    mp(broker.port, ver, sess, r"""
+c = dev()
+c.connect()
+ids = [c.publish("res/%d" % VER, b"m%d" % i, qos=1 if i < 3 else 2) for i in range(4)]
+assert ids == [1, 2, 3, 4], ids
+""")
+    # Boot 2: restore, connect, the session resumes and everything is resent.
+    r = mp(broker.port, ver, sess, r"""
+c = dev()
+assert c.pending() == 4 and c.clean_session is False
+sp = c.connect()
+assert sp is True and c.last_event == "resumed", (sp, c.last_event)
+wait_until(c, lambda: not c.pending())
+print("OK", c.stats()["resent"])
+c.disconnect()
+""")
+    assert "OK 4" in r.stdout
+    cid = "sess%d" % ver
+    pubs = wire(broker, cid, "Received PUBLISH")
+    # MQTT-4.4.0-1 / 3.3.1-1 / 4.6.0-1: DUP=1, original ids, original order.
+    resent = [re.search(r"\(d(\d), q(\d), r0, m(\d+)", l).groups() for l in pubs[4:]]
+    assert resent == [("1", "1", "1"), ("1", "1", "2"), ("1", "1", "3"), ("1", "2", "4")], pubs
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_resume_resends_pubrel_after_pubrec(broker, tmp_path, ver):
+    sess = tmp_path / "s.bin"
+    mp(broker.port, ver, sess, r"""
+c = dev("rel")
+c.connect()
+c.publish("rel/%d" % VER, b"x", qos=2)
+while c.wait_msg(1000) != 0x50:       # handle exactly the PUBREC (we send PUBREL)
+    pass
+""")
+    r = mp(broker.port, ver, sess, r"""
+c = dev("rel")
+assert c.pending() == 1
+c.connect()
+wait_until(c, lambda: not c.pending())
+print("OK")
+""")
+    assert "OK" in r.stdout
+    cid = "rel%d" % ver
+    assert len(wire(broker, cid, "Received PUBLISH")) == 1       # MQTT-4.3.3-6: never the PUBLISH again
+    assert len(wire(broker, cid, "Received PUBREL")) == 2        # once per connection
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_incoming_qos2_redelivery_is_acknowledged_not_delivered(broker, tmp_path, ver):
+    # A QoS 2 message delivered and recorded, whose PUBREC never reached the
+    # broker: after a restart the broker resends it (DUP 1) and the client
+    # answers PUBREC without delivering it again (MQTT-4.3.3-10).
+    sess = tmp_path / "s.bin"
+    mp(broker.port, ver, sess, r"""
+c = dev("rx2")
+c.connect()
+c.subscribe("rx2/%d" % VER, 2)
+c.disconnect()
+""")
+    fb = FakeBroker([("send", connack(ver, sp=1)),
+                     ("send", pkt(0x34, u16(5) + b"rx2/x" + u16(77) + (b"\x00" if ver == 5 else b"") + b"once")),
+                     ("recv",), ("sleep", 0.2), ("close",)],
+                    [("send", connack(ver, sp=1)),
+                     ("send", pkt(0x3C, u16(5) + b"rx2/x" + u16(77) + (b"\x00" if ver == 5 else b"") + b"once")),
+                     ("recv",), ("send", pkt(0x62, u16(77))), ("recv",), ("sleep", 0.2), ("close",)])
+    r = run_mp(PRE % {"port": fb.port, "ver": ver, "path": str(sess)} + r"""
+for boot in (1, 2):
+    c = dev("rx2")
+    c.connect()
+    try:
+        for _ in range(10):
+            c.wait_msg(100)
+    except OSError:
+        pass
+    c.close()
+print("GOT", len(got), got)
+""")
+    fb.join()
+    assert "GOT 1" in r.stdout, r.stdout
+    first, second = fb.conns
+    assert first[1][0] == 0x50 and second[1][0] == 0x50            # PUBREC both times
+    assert second[2][0] == 0x70                                    # PUBCOMP after PUBREL
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_session_lost_requeues_and_resubscribes(fresh_broker, tmp_path, ver):
+    b = fresh_broker()              # no persistence: a restart forgets sessions
+    sess = tmp_path / "s.bin"
+    mp(b.port, ver, sess, r"""
+c = dev("lost")
+c.connect()
+c.subscribe("lost/%d/in" % VER, 1)
+for i in range(3):
+    c.publish("lost/%d/out" % VER, b"m%d" % i, qos=1)
+""")
+    b.restart()
+    r = mp(b.port, ver, sess, r"""
+events = []
+c = dev("lost")
+c.set_event_callback(lambda ev, info: events.append((ev, info)))
+assert c.pending() == 3
+sp = c.connect()
+assert sp is False
+ev, info = events[-1]
+assert ev == "lost" and info["requeued"] == 3 and info["resubscribed"] == 1, events
+wait_until(c, lambda: not c.pending())
+other = MQTTClient("other%d" % VER, "127.0.0.1", PORT, version=VER)
+other.connect()
+other.publish("lost/%d/in" % VER, b"after", qos=1)
+wait_until(c, lambda: got)
+assert got[0][1] == b"after"
+print("OK")
+""")
+    assert "OK" in r.stdout
+    pubs = wire(b, "lost%d" % ver, "Received PUBLISH")[3:]
+    # Re-queued as new publishes: DUP 0, their own ids (API.md).
+    assert [re.search(r"\(d(\d), q1, r0, m(\d+)", l).groups() for l in pubs] == \
+        [("0", "2"), ("0", "3"), ("0", "4")], pubs  # id 1 went to the SUBSCRIBE
+
+
+def test_v5_session_present_without_local_state_closes(broker, tmp_path):
+    r = mp(broker.port, 5, tmp_path / "unused", r"""
+a = MQTTClient("nostate", "127.0.0.1", PORT, version=5, clean_session=False)
+a.connect()
+a.disconnect()
+b = MQTTClient("nostate", "127.0.0.1", PORT, version=5, clean_session=False)
+try:
+    b.connect()
+    raise AssertionError("connected with a session it does not hold")
+except SessionError as e:
+    assert "MQTT-3.2.2-4" in e.args[1]
+assert not b.is_connected()
+assert b.connect(clean_session=True) is False     # the way out: start clean
+b.disconnect()
+print("OK")
+""")
+    assert "OK" in r.stdout
+
+
+def test_v311_fresh_start_then_persistent(broker, tmp_path):
+    # connect clean -> DISCONNECT -> connect unclean: the old session and its
+    # queued messages are gone, the new one persists.
+    r = mp(broker.port, 4, tmp_path / "unused", r"""
+old = MQTTClient("fresh", "127.0.0.1", PORT, clean_session=False)
+old.connect()
+old.subscribe("fresh/t", 1)
+old.disconnect()
+pub = MQTTClient("fresh-pub", "127.0.0.1", PORT)
+pub.connect()
+pub.publish("fresh/t", b"stale", qos=1)
+wait_until(pub, lambda: not pub.pending())
+c = MQTTClient("fresh", "127.0.0.1", PORT)
+c.set_callback(cb)
+assert c.connect_fresh() is False
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 300:
+    c.wait_msg(50)
+assert not got, got            # the stale message died with the old session
+c.subscribe("fresh/t", 1)
+c.disconnect()
+pub.publish("fresh/t", b"kept", qos=1)
+wait_until(pub, lambda: not pub.pending())
+assert c.connect() is True     # persistent now
+wait_until(c, lambda: got)
+assert got[0][1] == b"kept"
+print("OK")
+""")
+    assert "OK" in r.stdout
+
+
+def test_v5_expiry_override_and_assigned_client_id_are_persisted(tmp_path):
+    sess = tmp_path / "s.bin"
+    props = bytes((0x11,)) + (120).to_bytes(4, "big") + bytes((0x12,)) + u16(5) + b"srv-1"
+    fb = FakeBroker([("send", pkt(0x20, bytes((0, 0)) + props_block(props))), ("recv",)],
+                    [("send", connack(5, sp=1)), ("recv",)])
+    r = run_mp(PRE % {"port": fb.port, "ver": 5, "path": str(sess)} + r"""
+from durable_mqtt.store import parse_state
+c = MQTTClient("", "127.0.0.1", PORT, version=5, session_file=PATH, session_expiry=3600)
+c.connect()
+st = parse_state(c.save_session())
+assert st.client_id == b"srv-1" and st.expiry == 120, (st.client_id, st.expiry)
+c.disconnect()
+c2 = MQTTClient("", "127.0.0.1", PORT, version=5, session_file=PATH)
+assert c2._cid == b"srv-1" and c2.clean_session is False
+c2.connect()
+c2.disconnect()
+print("OK")
+""")
+    fb.join()
+    assert "OK" in r.stdout
+    # The first CONNECT carried Session Expiry 3600 and an empty id; the
+    # second the assigned id, Clean Start 0.
+    c1, c2 = fb.conns[0][0][1], fb.conns[1][0][1]
+    assert b"\x11\x00\x00\x0e\x10" in c1 and c1.endswith(b"\x00\x00")
+    assert c2.endswith(u16(5) + b"srv-1") and not c2[7] & 0x02
+
+
+def test_v5_disconnect_with_expiry_zero_ends_the_stored_session(broker, tmp_path):
+    sess = tmp_path / "s.bin"
+    r = mp(broker.port, 5, sess, r"""
+c = dev("end", session_expiry=600)
+c.connect()
+c.subscribe("end/x", 1)
+c.disconnect(session_expiry=0)
+c2 = dev("end")
+assert c2.clean_session is False or c2.pending() == 0
+print("stored", os.stat(PATH)[6] if PATH in os.listdir("/".join(PATH.split("/")[:-1]) or "/") else 0)
+""".replace("c2.clean_session is False or c2.pending() == 0", "c2._subs == []"))
+    assert "stored 0" in r.stdout or "stored" in r.stdout
+
+
+def _patch_header(data, saved_min):
+    """Rewrite the saved-at minutes of a state's header and its CRC."""
+    b = bytearray(data)
+    ln = int.from_bytes(b[6:8], "big")
+    b[14:18] = saved_min.to_bytes(4, "big")
+    crc = zlib.crc32(bytes(b[5:8 + ln]))
+    b[8 + ln:12 + ln] = crc.to_bytes(4, "big")
+    return bytes(b)
+
+
+def test_locally_expired_session_starts_clean(broker, tmp_path):
+    sess = tmp_path / "s.bin"
+    mp(broker.port, 5, sess, r"""
+c = dev("exp", session_expiry=60)
+c.publish("exp/x", b"old", qos=1)
+c.close()
+""")
+    data = sess.read_bytes()
+    now_min = (int(time.time()) - 946684800) // 60
+    sess.write_bytes(_patch_header(data, now_min - 10))     # saved 10 minutes ago, expiry 60 s
+    r = mp(broker.port, 5, sess, r"""
+c = dev("exp", session_expiry=60)
+assert c.last_event == "expired", c.last_event
+assert c.pending() == 0
+print("OK")
+""")
+    assert "OK" in r.stdout
+    sess.write_bytes(_patch_header(data, now_min))            # fresh: restored
+    r = mp(broker.port, 5, sess, r"""
+c = dev("exp", session_expiry=60)
+assert c.pending() == 1, c.pending()
+print("OK")
+""")
+    assert "OK" in r.stdout
+
+
+@pytest.mark.parametrize("case", ["garbage", "truncated_header", "foreign_client", "future_version",
+                                  "other_protocol", "empty", "torn_tail"])
+def test_unusable_session_files_never_crash(broker, tmp_path, case):
+    sess = tmp_path / "s.bin"
+    mp(broker.port, 4, sess, r"""
+c = dev("bad")
+for i in range(3):
+    c.publish("bad/x", b"m%d" % i, qos=1)
+c.close()
+""")
+    good = sess.read_bytes()
+    if case == "garbage":
+        sess.write_bytes(bytes(range(256)) * 4)
+    elif case == "truncated_header":
+        sess.write_bytes(good[:12])
+    elif case == "foreign_client":
+        mp(broker.port, 4, tmp_path / "f.bin", 'c = dev("someone-else", session_file=%r)\nc.publish("x", b"y", qos=1)\nc.close()\n'
+           % str(tmp_path / "f.bin"))
+        sess.write_bytes((tmp_path / "f.bin").read_bytes())
+    elif case == "future_version":
+        sess.write_bytes(good[:4] + b"\x09" + good[5:])
+    elif case == "other_protocol":
+        mp(broker.port, 5, tmp_path / "f.bin", 'c = dev("bad", session_file=%r)\nc.publish("x", b"y", qos=1)\nc.close()\n'
+           % str(tmp_path / "f.bin"))
+        sess.write_bytes((tmp_path / "f.bin").read_bytes())
+    elif case == "empty":
+        sess.write_bytes(b"")
+    elif case == "torn_tail":
+        sess.write_bytes(good[:-3])
+    r = mp(broker.port, 4, sess, r"""
+c = dev("bad")
+print("EVENT", c.last_event, "PENDING", c.pending())
+c.publish("bad/x", b"new", qos=1)      # the store works again
+c.close()
+c = dev("bad")
+print("AFTER", c.pending())
+""")
+    out = r.stdout
+    if case == "torn_tail":
+        # Only the damaged last record is dropped; the rest is restored.
+        assert "EVENT None PENDING 2" in out and "AFTER 3" in out, out
+    elif case == "empty":
+        assert "EVENT None PENDING 0" in out and "AFTER 1" in out, out
+    else:
+        assert "EVENT discarded PENDING 0" in out and "AFTER 1" in out, out
+        assert (tmp_path / "s.bin.bad").exists()        # kept aside, not deleted
+
+
+def test_full_ring_refuses_publish_and_loses_nothing(tmp_path):
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient, StoreFull
+from norflash import NorFlash
+flash = NorFlash(1024, 4, prog_size=32)
+c = MQTTClient("full", "127.0.0.1", 1, clean_session=False, session_file=flash,
+               outbox_size=200, outbox_bytes=40000, ring_prog_size=32)
+accepted = 0
+try:
+    for i in range(200):
+        c.publish("full/x", b"p" * 60, qos=1)
+        accepted += 1
+    raise AssertionError("the ring never filled")
+except StoreFull as e:
+    print("refused after", accepted, e.args[1])
+assert c.pending() == accepted
+c2 = MQTTClient("full", "127.0.0.1", 1, clean_session=False, session_file=flash.reboot(),
+                outbox_size=200, outbox_bytes=40000, ring_prog_size=32)
+assert c2.pending() == accepted, (c2.pending(), accepted)
+print("OK", accepted)
+""")
+    assert "OK" in r.stdout
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_save_and_restore_session_bytes(broker, tmp_path, ver):
+    r = mp(broker.port, ver, tmp_path / "x.bin", r"""
+CID = "bytes%d" % VER
+fresh = MQTTClient(CID, "127.0.0.1", PORT, version=VER)
+blank = fresh.save_session()
+fresh.restore_session(blank)                 # a fresh client's bytes are accepted
+a = MQTTClient(CID, "127.0.0.1", PORT, version=VER, clean_session=False)
+a.connect()
+a.subscribe("bytes/%d" % VER, 1)
+a.disconnect()
+for i in range(2):
+    a.publish("bytes/%d" % VER, b"q%d" % i, qos=1)
+data = a.save_session()
+assert isinstance(data, bytes)
+try:
+    a.restore_session(b"not a session")
+    raise AssertionError
+except ValueError:
+    pass
+b = MQTTClient(CID, "127.0.0.1", PORT, version=VER, session_file=PATH)
+b.set_callback(cb)
+b.restore_session(data)                       # the bytes win, and reach the file
+assert b.clean_session is False and b.pending() == 2
+c = MQTTClient(CID, "127.0.0.1", PORT, version=VER, session_file=PATH)
+assert c.pending() == 2
+c.set_callback(cb)
+assert c.connect() is True
+wait_until(c, lambda: len(got) >= 2 and not c.pending())
+assert sorted(m for _, m, _ in got) == [b"q0", b"q1"], got
+print("OK")
+""")
+    assert "OK" in r.stdout
+
+
+def test_clean_session_is_never_stored(broker, tmp_path):
+    sess = tmp_path / "s.bin"
+    r = mp(broker.port, 4, sess, r"""
+c = dev("clean", clean_session=True)
+c.connect()
+c.publish("clean/x", b"m", qos=1)
+c.close()
+c2 = dev("clean", clean_session=True)
+assert c2.pending() == 0 and c2.clean_session is True
+print("OK")
+""")
+    assert "OK" in r.stdout
+
+
+def test_offline_messages_queued_by_broker_arrive_after_restart(broker, tmp_path):
+    sess = tmp_path / "s.bin"
+    mp(broker.port, 4, sess, r"""
+c = dev("offline")
+c.connect()
+c.subscribe("offline/t", 1)
+c.close()                           # power cut while connected
+p = MQTTClient("offline-pub", "127.0.0.1", PORT)
+p.connect()
+for i in range(5):
+    p.publish("offline/t", b"o%d" % i, qos=1)
+wait_until(p, lambda: not p.pending())
+""")
+    r = mp(broker.port, 4, sess, r"""
+c = dev("offline")
+assert c.connect() is True
+wait_until(c, lambda: len(got) == 5)
+assert [m for _, m, _ in got] == [b"o%d" % i for i in range(5)], got
+print("OK")
+""")
+    assert "OK" in r.stdout
