@@ -433,3 +433,41 @@ assert [m for _, m, _ in got] == [b"o%d" % i for i in range(5)], got
 print("OK")
 """)
     assert "OK" in r.stdout
+
+
+def test_damage_in_the_middle_is_reported(broker, tmp_path):
+    # A torn last append is silent (test above); a bad record with intact
+    # ones after it loses those, and the client says so.
+    sess = tmp_path / "s.bin"
+    mp(broker.port, 4, sess, r"""
+c = dev("mid")
+for i in range(4):
+    c.publish("mid/x", b"m%d" % i, qos=1)
+c.close()
+""")
+    data = bytearray(sess.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    sess.write_bytes(bytes(data))
+    r = mp(broker.port, 4, sess, r"""
+events = []
+c = dev("mid")
+print("EVENT", c.last_event, "PENDING", c.pending())
+""")
+    assert "EVENT damaged" in r.stdout and "PENDING 4" not in r.stdout, r.stdout
+
+
+def test_topic_alias_in_publish_props_is_refused(tmp_path):
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+c = MQTTClient("alias", "127.0.0.1", 1, version=5)
+try:
+    c.publish("a/b", b"x", qos=1, props={"topic_alias": 3})
+    raise AssertionError("accepted")
+except ValueError as e:
+    assert "alias" in str(e)
+assert c.pending() == 0
+c.publish("a/b", b"x", qos=1, props={"message_expiry": 30})
+assert c.pending() == 1
+print("OK")
+""")
+    assert "OK" in r.stdout

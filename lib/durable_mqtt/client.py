@@ -35,6 +35,7 @@ EV_RESUMED = "resumed"   # the broker had our session: resent what was owed
 EV_LOST = "lost"         # we held state but the broker had none (Session Present 0)
 EV_EXPIRED = "expired"   # the stored session was older than its expiry interval
 EV_DISCARDED = "discarded"   # a stored session file was unusable and was set aside
+EV_DAMAGED = "damaged"       # a damaged record cut the stored state short
 
 
 def _to_bytes(s):
@@ -51,12 +52,18 @@ def _check_topic(t):  # noalloc
             raise ValueError("wildcards are not allowed in a PUBLISH topic (MQTT-3.3.2-2)")
 
 
-def _wall_seconds():
-    """Seconds since 1970 from the board's clock, or 0 when it is unset."""
-    t = int(time.time())
-    if time.gmtime(0)[0] == 2000:
-        t += _EPOCH_2000
-    return t if t > 1600000000 else 0
+_EPOCH_IS_2000 = time.gmtime(0)[0] == 2000
+
+
+def wall_minutes():
+    """Minutes since 2000-01-01 UTC from the board's clock, or 0 when the
+    clock is not set (before 2020). Read fresh each time: ticks_ms wraps
+    every 2**30 ms on a board, so it cannot carry a clock for long. Minutes
+    since 2000 stay below 2**30 (no big integer on a 32-bit board)."""
+    t = time.time()
+    if not _EPOCH_IS_2000:
+        t -= _EPOCH_2000
+    return int(t) // 60 if t > 631152000 else 0
 
 
 class MQTTClient:
@@ -146,9 +153,8 @@ class MQTTClient:
         self._in_connect = False
         self._exp_props = None
         self._exp_value = 0
+        self._props_ok = None
         self._drain_pid = 0
-        self._wall0 = _wall_seconds()        # 0 when the board's clock is not set
-        self._ticks0 = time.ticks_ms()
         self.stats_counters = {"sent": 0, "acked": 0, "resent": 0, "received": 0,
                                "dup_in": 0, "dropped_qos0": 0, "dropped_expired": 0,
                                "refused": 0, "reconnects": 0, "oversize_in": 0}
@@ -201,9 +207,7 @@ class MQTTClient:
             self._event_cb(ev, info)
 
     def _wall_minutes(self):
-        if not self._wall0:
-            return 0
-        return (self._wall0 + time.ticks_diff(time.ticks_ms(), self._ticks0) // 1000 - _EPOCH_2000) // 60
+        return wall_minutes()
 
     # ------------------------------------------------------------ flash store
     def _open_store(self, session_file, prog_size):
@@ -237,6 +241,10 @@ class MQTTClient:
         not a usable state for this client)."""
         from .store import parse_state
         st = parse_state(data)
+        if st.intact_after:
+            # More than a torn last append: intact records after a damaged
+            # one are lost. Say so (the rewrite below makes it final).
+            self._event(EV_DAMAGED, {"dropped_bytes": st.dropped})
         if st.flags & 1:                       # id assigned by the broker
             if self._cid and self._cid != st.client_id:
                 raise ValueError("session belongs to client id %r" % st.client_id)
@@ -247,8 +255,8 @@ class MQTTClient:
         if st.version != self._version:
             raise ValueError("session is for MQTT protocol level %d, client uses %d" % (st.version, self._version))
         if st.saved_min and st.expiry != _NEVER:
-            now = _wall_seconds()
-            if now and (now - _EPOCH_2000) // 60 - st.saved_min > (st.expiry + 59) // 60:
+            now = wall_minutes()
+            if now and now - st.saved_min > (st.expiry + 59) // 60:
                 # The broker has dropped it too: start clean, and say so.
                 if from_flash:
                     self._backend.erase()
@@ -350,9 +358,6 @@ class MQTTClient:
         now = time.ticks_ms()
         self._last_tx = self._last_rx = now
         self._ping_out = False
-        if not self._wall0:
-            self._wall0 = _wall_seconds()
-            self._ticks0 = now
         self._reconcile(sp, clean, persistent)
         return sp
 
@@ -558,6 +563,12 @@ class MQTTClient:
         else:
             pr = props if isinstance(props, bytes) else codec.encode_props(props)
             prl = len(pr)
+            if pr is not self._props_ok:     # checked once per props object
+                if codec.has_prop(pr, codec.P_TOPIC_ALIAS):
+                    # Aliases belong to one connection (MQTT-3.3.2-7); a
+                    # stored message must not carry one.
+                    raise ValueError("topic aliases are not supported in publish() props")
+                self._props_ok = pr
         v = self._version
         rl = codec.publish_size(tl, pl, qos, prl, v)
         n = 1 + codec.varint_size(rl) + rl

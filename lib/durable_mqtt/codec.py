@@ -331,6 +331,15 @@ def skip_props(buf, off, end, inc):  # noalloc
     return stop
 
 
+def has_prop(block, pid):
+    """True when an encoded property block (no length prefix) holds `pid`."""
+    b = bytearray(4 + len(block))
+    e = put_varint(b, 0, len(block))
+    b[e:] = block
+    d, _ = decode_props(b, 0, len(b), False)
+    return pid in d
+
+
 class _Value:
     value = 0
 

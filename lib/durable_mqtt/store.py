@@ -246,6 +246,8 @@ class State:
         self.in_qos2 = []        # [pid]
         self.records = 0
         self.torn = False        # stream ended at a bad record (a torn append)
+        self.dropped = 0         # bytes after that record
+        self.intact_after = False  # a valid record follows the damage (not just a torn append)
         self.format = FORMAT
 
 
@@ -275,6 +277,8 @@ def parse_state(data):
             if not st.records:
                 raise FormatError("session header damaged")
             st.torn = True
+            st.dropped = n - p
+            st.intact_after = _valid_record_after(buf, p + 1, n)
             break
         b = p + 3
         if st.records == 0 and kind != R_HEADER:
@@ -332,6 +336,16 @@ def parse_state(data):
         raise FormatError("empty session state")
     st.next_pid = last_pid
     return st
+
+
+def _valid_record_after(buf, p, n):
+    # Boot-time only: is there a whole record with a good CRC past p?
+    while p + 7 <= n:
+        ln = get_u16(buf, p + 1)
+        if 1 <= buf[p] <= R_SUB and p + ln + 7 <= n and crc.check(buf, p, ln + 3):
+            return True
+        p += 1
+    return False
 
 
 def _drop(lst, index, pid):

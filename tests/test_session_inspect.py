@@ -1,0 +1,418 @@
+"""tools/session_inspect.py against session states written by the library.
+
+Every state is made by the real library in the unix port: a file-backend
+session file on the host filesystem, or a raw flash ring on the NOR flash
+test device kept in an image file (tests/mp/norflash.py, path=...). The
+inspector (CPython, its own decoder) must report what the library itself
+reads back (store.parse_state, RingStore.load), and exit 0 / 1 / 2 as
+documented. No broker: messages are published while never connected, and
+the acknowledgement paths are driven with a fake wire where a test needs
+every record type.
+"""
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, run_mp
+
+TOOL = ROOT / "tools" / "session_inspect.py"
+
+
+def inspect(*args):
+    """Run the inspector; returns (exit status, stdout, stderr)."""
+    r = subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True, timeout=30)
+    return r.returncode, r.stdout, r.stderr
+
+
+def inspect_json(*args):
+    rc, out, err = inspect("--json", *args)
+    return rc, json.loads(out)
+
+
+# What the library reads back, as JSON, for comparison with the inspector.
+LIB_READ = r"""
+import json, sys
+from durable_mqtt.store import parse_state
+if sys.argv[1] == "ring":
+    from norflash import NorFlash
+    from durable_mqtt.ring import RingStore
+    dev = NorFlash(int(sys.argv[3]), int(sys.argv[4]), path=sys.argv[2])
+    data = RingStore(dev, prog_size=int(sys.argv[5])).load()
+    dev.close()
+else:
+    data = open(sys.argv[2], "rb").read()
+st = parse_state(data)
+print(json.dumps({"client_id": st.client_id.decode(), "version": st.version, "flags": st.flags,
+                  "expiry": st.expiry, "saved_min": st.saved_min, "next_pid": st.next_pid,
+                  "subs": [[f.decode(), o, s] for f, o, s in st.subs],
+                  "out": [[pid, None if p is None else "".join("%02x" % b for b in p)] for pid, p in st.out],
+                  "in_qos2": st.in_qos2, "torn": st.torn, "bytes": len(data)}))
+"""
+
+
+def lib_read(*args):
+    return json.loads(run_mp(LIB_READ, args=[str(a) for a in args]).stdout.strip().splitlines()[-1])
+
+
+def assert_same_as_library(doc, lib):
+    """The inspector's JSON against the library's own reading."""
+    assert doc["valid"] is True
+    h = doc["header"]
+    assert h["client_id"] == lib["client_id"]
+    assert h["protocol"] == lib["version"]
+    assert h["flags"] == lib["flags"]
+    assert h["session_expiry"] == lib["expiry"]
+    assert h["saved_min"] == lib["saved_min"]
+    assert h["last_pid"] == lib["next_pid"]
+    assert [[s["filter"], s["options"], s["sub_id"]] for s in doc["subscriptions"]] == lib["subs"]
+    assert [[m["pid"], m["packet_hex"]] for m in doc["outgoing"]] == lib["out"]
+    assert doc["incoming_qos2"] == lib["in_qos2"]
+    assert doc["torn"] == lib["torn"]
+    assert doc["session_bytes"] == lib["bytes"]
+
+
+# ---------------------------------------------------------------- state makers
+
+PUBLISH_FEW = r"""
+import sys
+from durable_mqtt.client import MQTTClient
+c = MQTTClient("sensor-7", "localhost", clean_session=False, session_file=sys.argv[1])
+print(c.publish("plant/line1/temp", b"21.5", qos=1))
+print(c.publish("plant/line1/blob", bytes(range(256)) * 2, qos=2, retain=True))
+print(c.publish("plant/line1/qos0", b"not kept", qos=0))
+print(c.publish(b"plant/line1/status", "\u00e9t\u00e9 ok".encode(), qos=1))
+"""
+
+
+@pytest.fixture
+def session_file(tmp_path):
+    path = tmp_path / "session.dat"
+    out = run_mp(PUBLISH_FEW, args=[str(path)]).stdout.split()
+    assert out == ["1", "2", "None", "3"]
+    return path
+
+
+# Every record type through the client's real code paths; the network is a
+# list (c._send) and the broker's answers are fed to the handlers directly.
+ALL_RECORDS = r"""
+import sys
+from durable_mqtt.client import MQTTClient
+from durable_mqtt.codec import put_u16
+VER = int(sys.argv[2])
+wire = []
+c = MQTTClient("dev-all", "localhost", clean_session=False, session_file=sys.argv[1], version=VER,
+               session_expiry=86400 if VER == 5 else None)
+c._send = lambda buf, off, n: wire.append(bytes(buf[off:off + n]))
+# What a granted subscribe() leaves behind (subscribe() itself needs a broker).
+subs = [(b"cmd/#", 2 | (4 if VER == 5 else 0), 7 if VER == 5 else 0)]
+if hasattr(c, "_set_subs"):
+    c._set_subs(subs)
+else:
+    c._subs = subs
+c._checkpoint()
+for i in range(1, 7):
+    c.publish("out/%d" % i, b"payload-%d" % i, qos=1 + (i % 2 == 0), retain=(i == 3))
+c._connected = True
+c._drain()
+c._on_puback(1, 0)        # OUT_ACKED, lazy: rides on the next append
+c._on_pubrec(2, 0)        # OUT_REL
+c._on_pubrec(4, 0)        # OUT_REL
+c._on_pubcomp(4)          # OUT_ACKED
+
+def incoming(pid, topic, payload):
+    rx = c._rx
+    put_u16(rx, 0, len(topic))
+    rx[2:2 + len(topic)] = topic
+    p = 2 + len(topic)
+    put_u16(rx, p, pid)
+    p += 2
+    if VER == 5:
+        rx[p] = 0
+        p += 1
+    rx[p:p + len(payload)] = payload
+    c._on_publish(0x34, p + len(payload))
+
+incoming(100, b"in/a", b"x")  # IN_QOS2
+incoming(101, b"in/b", b"y")  # IN_QOS2
+c._on_pubrel(100)             # IN_REL
+c._store.flush()
+print("ok", len(wire))
+"""
+
+
+RING_WRITER = r"""
+import sys
+from norflash import NorFlash
+from durable_mqtt.client import MQTTClient
+path, B, N, P, start, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+acks = int(sys.argv[7]) if len(sys.argv) > 7 else 0
+dev = NorFlash(B, N, prog_size=P, path=path)
+c = MQTTClient("ring-dev", "localhost", clean_session=False, session_file=dev, ring_prog_size=P,
+               version=5, session_expiry=3600)
+if acks:
+    c._send = lambda buf, off, n: None
+for i in range(start, start + count):
+    c.publish("ring/%04d" % i, b"m%04d" % i + bytes(i % 50), qos=1)
+    if acks and i % acks:
+        c._connected = True
+        c._drain()                     # "sends" it, then the broker acknowledges
+        c._on_puback(c._out.pid[c._out.index(c._out.count - 1)], 0)
+        c._connected = False
+c.close()
+dev.close()
+print("ok", c.stats()["store_checkpoints"], dev.erases)
+"""
+
+
+def write_ring(path, start, count, B=4096, N=16, P=32, acks=0):
+    out = run_mp(RING_WRITER, args=[str(x) for x in (path, B, N, P, start, count, acks)]).stdout.split()
+    assert out[0] == "ok"
+    return int(out[1]), int(out[2])
+
+
+# ---------------------------------------------------------------- file backend
+
+def test_file_session(session_file):
+    rc, doc = inspect_json(session_file)
+    assert rc == 0
+    h = doc["header"]
+    assert h["client_id"] == "sensor-7"
+    assert h["protocol"] == 4 and h["protocol_name"] == "MQTT 3.1.1"
+    assert h["session_expiry"] == 0xFFFFFFFF and h["session_expiry_never"]
+    assert h["last_pid"] == 3 and h["next_new_pid"] == 4
+    out = doc["outgoing"]
+    assert [m["pid"] for m in out] == [1, 2, 3]              # QoS 0 is never stored
+    assert [m["topic"] for m in out] == ["plant/line1/temp", "plant/line1/blob", "plant/line1/status"]
+    assert [m["qos"] for m in out] == [1, 2, 1]
+    assert [m["retain"] for m in out] == [False, True, False]
+    assert [m["dup"] for m in out] == [False, False, False]
+    assert {m["state"] for m in out} == {"publish"}
+    assert bytes.fromhex(out[0]["payload_hex"]) == b"21.5"
+    assert bytes.fromhex(out[1]["payload_hex"]) == bytes(range(256)) * 2
+    assert out[2]["payload_text"] == "\u00e9t\u00e9 ok"
+    assert doc["subscriptions"] == [] and doc["incoming_qos2"] == []
+    assert doc["diagnostics"] == [] and doc["torn"] is False
+    assert_same_as_library(doc, lib_read("file", session_file))
+
+    rc, text, _ = inspect(session_file)
+    assert rc == 0
+    assert "'sensor-7'" in text and "never" in text and "plant/line1/blob" in text
+    assert "'21.5'" in text and "result: valid" in text
+
+    rc, text, _ = inspect("--hex", session_file)
+    assert rc == 0
+    assert "44 4d 51 53 01" in text and "OUT_PUB" in text and "HEADER" in text
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_every_record_type(tmp_path, ver):
+    path = tmp_path / "all.dat"
+    assert run_mp(ALL_RECORDS, args=[str(path), str(ver)]).stdout.split()[0] == "ok"
+    rc, doc = inspect_json(path)
+    assert rc == 0
+    names = [r["name"] for r in doc["records"]]
+    for n in ("HEADER", "SUB", "OUT_PUB", "OUT_ACKED", "OUT_REL", "IN_QOS2", "IN_REL"):
+        assert n in names
+    assert doc["header"]["client_id"] == "dev-all"
+    assert doc["header"]["session_expiry"] == (86400 if ver == 5 else 0xFFFFFFFF)
+    subs = doc["subscriptions"]
+    assert [(s["filter"], s["qos"], s["no_local"], s["sub_id"]) for s in subs] == \
+        [("cmd/#", 2, ver == 5, 7 if ver == 5 else 0)]
+    out = doc["outgoing"]
+    # 1 PUBACKed, 4 PUBCOMPed: gone; 2 past PUBREC: PUBREL owed, in its place.
+    assert [(m["pid"], m["state"]) for m in out] == [(2, "pubrel"), (3, "publish"), (5, "publish"), (6, "publish")]
+    assert [m.get("topic") for m in out] == [None, "out/3", "out/5", "out/6"]
+    assert out[1]["retain"] is True and out[3]["qos"] == 2
+    assert bytes.fromhex(out[2]["payload_hex"]) == b"payload-5"
+    assert doc["incoming_qos2"] == [101]
+    assert doc["diagnostics"] == []
+    assert_same_as_library(doc, lib_read("file", path))
+
+    rc, text, _ = inspect(path)
+    assert "PUBREL owed" in text and "awaiting PUBREL (1): 101" in text
+    assert "no local, sub id 7" in text if ver == 5 else "cmd/#" in text
+
+
+def test_truncated_file_is_a_torn_tail(session_file, tmp_path):
+    data = session_file.read_bytes()
+    cut = tmp_path / "cut.dat"
+    cut.write_bytes(data[:-10])                      # the last append torn
+    rc, doc = inspect_json(cut)
+    assert rc == 0 and doc["valid"] and doc["torn"]
+    assert [m["pid"] for m in doc["outgoing"]] == [1, 2]
+    (d,) = doc["diagnostics"]
+    assert d["level"] == "warning" and d["kind"] == "torn_tail"
+    assert_same_as_library(doc, lib_read("file", cut))
+    rc, text, _ = inspect(cut)
+    assert rc == 0 and "torn append" in text and "warning" in text
+
+    # Cut inside a record header (fewer than 3 bytes left).
+    last = doc["records"][-1]
+    cut.write_bytes(data[:last["offset"] + last["size"] + 2])
+    rc, doc = inspect_json(cut)
+    assert rc == 0 and doc["torn"] and doc["diagnostics"][0]["kind"] == "torn_tail"
+
+
+def test_bad_crc_in_the_middle(session_file, tmp_path):
+    data = bytearray(session_file.read_bytes())
+    rc, doc = inspect_json(session_file)
+    second = doc["records"][2]                       # the OUT_PUB of pid 2
+    data[second["offset"] + 20] ^= 0x40
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(data)
+    rc, doc = inspect_json(bad)
+    assert rc == 0 and doc["torn"]
+    assert [m["pid"] for m in doc["outgoing"]] == [1]   # the library stops there too
+    (d,) = doc["diagnostics"]
+    assert d["kind"] == "bad_crc" and d["offset"] == second["offset"]
+    assert d["intact_after"] == 1                        # pid 3's record is intact but lost
+    assert "bad CRC at offset %d" % second["offset"] in d["message"]
+    assert_same_as_library(doc, lib_read("file", bad))
+
+
+def test_unknown_record_is_skipped(session_file, tmp_path):
+    import zlib
+    rec = bytes([0x7E, 0, 3]) + b"new"
+    rec += zlib.crc32(rec).to_bytes(4, "big")
+    f = tmp_path / "newer.dat"
+    f.write_bytes(session_file.read_bytes() + rec)
+    rc, doc = inspect_json(f)
+    assert rc == 0 and not doc["torn"]
+    (d,) = doc["diagnostics"]
+    assert d["kind"] == "unknown_record" and d["type"] == 0x7E
+    assert len(doc["outgoing"]) == 3
+    assert_same_as_library(doc, lib_read("file", f))    # the library skips it as well
+
+
+def test_corrupted_header_exit_1(session_file, tmp_path):
+    data = bytearray(session_file.read_bytes())
+    data[12] ^= 0x01                                     # inside the HEADER body: CRC fails
+    f = tmp_path / "hdr.dat"
+    f.write_bytes(data)
+    rc, doc = inspect_json(f)
+    assert rc == 1 and not doc["valid"]
+    assert "header" in doc["error"]
+    assert any(d["kind"] == "bad_header" for d in doc["diagnostics"])
+    rc, text, _ = inspect(f)
+    assert rc == 1 and "UNUSABLE" in text
+
+    data = bytearray(session_file.read_bytes())
+    data[4] = 2                                          # a future format version
+    f.write_bytes(data)
+    rc, doc = inspect_json(f)
+    assert rc == 1 and doc["diagnostics"][0]["kind"] == "future_format"
+
+    data = bytearray(session_file.read_bytes())
+    data[0:4] = b"XMQS"                                  # foreign magic
+    f.write_bytes(data)
+    rc, doc = inspect_json(f)
+    assert rc == 1 and doc["diagnostics"][0]["kind"] == "foreign_magic"
+
+
+def test_random_and_empty_files_exit_1(tmp_path):
+    rng = random.Random(1)
+    f = tmp_path / "random.bin"
+    for n in (1, 4, 5, 64, 4096):
+        f.write_bytes(bytes(rng.randrange(256) for _ in range(n)))
+        rc, doc = inspect_json(f)
+        assert rc == 1 and doc["valid"] is False
+    f.write_bytes(b"")
+    assert inspect(f)[0] == 1
+    f.write_bytes(b"DMQS\x01")                           # magic and nothing else
+    assert inspect(f)[0] == 1
+    assert inspect(tmp_path / "missing.dat")[0] == 1
+
+
+def test_usage(session_file):
+    rc, out, _ = inspect("--help")
+    assert rc == 0 and "--ring" in out and "--block-size" in out and "exit status" in out
+    assert inspect()[0] == 2
+    assert inspect("--prog-size", "32", session_file)[0] == 2      # needs --ring
+    assert inspect("--ring", "--prog-size", "24", session_file)[0] == 2
+    assert inspect("--bogus", session_file)[0] == 2
+
+
+# ---------------------------------------------------------------- ring backend
+
+def test_ring_image(tmp_path):
+    img = tmp_path / "flash.img"
+    write_ring(img, 0, 5)
+    write_ring(img, 5, 3)          # a reboot: load, checkpoint, then appends
+    assert img.stat().st_size == 16 * 4096
+    rc, doc = inspect_json("--ring", "--block-size", "4096", img)
+    assert rc == 0, doc
+    ring = doc["source"]["ring"]
+    assert ring["prog_size"] == 32 and ring["blocks"] == 16
+    assert ring["appends"]["count"] == 3
+    h = doc["header"]
+    assert h["client_id"] == "ring-dev" and h["protocol"] == 5 and h["session_expiry"] == 3600
+    out = doc["outgoing"]
+    assert [m["pid"] for m in out] == list(range(1, 9))
+    assert [m["topic"] for m in out] == ["ring/%04d" % i for i in range(8)]
+    assert bytes.fromhex(out[7]["payload_hex"]) == b"m0007" + bytes(7)
+    assert doc["diagnostics"] == []
+    assert_same_as_library(doc, lib_read("ring", img, 4096, 16, 32))
+
+    rc, text, _ = inspect("--ring", "--prog-size", "32", "--hex", img)
+    assert rc == 0 and "live checkpoint" in text and "part BEGIN END" in text and "append" in text
+    # Written with prog_size 32: as a 256 ring it is foreign.
+    rc, doc = inspect_json("--ring", "--prog-size", "256", img)
+    assert rc == 1 and any(d["kind"] == "foreign_ring" for d in doc["diagnostics"])
+    # Not a session file: the plain mode says so and points at --ring.
+    rc, text, _ = inspect(img)
+    assert rc == 1 and "--ring" in text
+
+
+def test_ring_wraps_with_acks_and_prog_size_256(tmp_path):
+    img = tmp_path / "pico.img"
+    erases = 0
+    for k in range(3):             # three boots; 9 in 10 messages acknowledged
+        _, e = write_ring(img, 40 * k, 40, B=4096, N=4, P=256, acks=10)
+        erases = e
+    assert erases >= 4             # the 4-block ring went round during the last boot
+    rc, doc = inspect_json("--ring", img)                # prog_size read from the block headers
+    assert rc == 0, doc
+    assert doc["source"]["ring"]["prog_size"] == 256
+    pids = [m["pid"] for m in doc["outgoing"]]
+    assert pids and all(m["topic"] == "ring/%04d" % (m["pid"] - 1) for m in doc["outgoing"])
+    assert len(pids) == 12                               # every 10th of 120 is left unacknowledged
+    assert_same_as_library(doc, lib_read("ring", img, 4096, 4, 256))
+
+
+def test_ring_torn_append(tmp_path):
+    img = tmp_path / "cut.img"
+    write_ring(img, 0, 4)
+    run_mp(r"""
+import sys
+from norflash import NorFlash, PowerCut
+from durable_mqtt.client import MQTTClient
+dev = NorFlash(4096, 16, path=sys.argv[1])
+c = MQTTClient("ring-dev", "localhost", clean_session=False, session_file=dev, version=5, session_expiry=3600)
+c.publish("ring/a", b"kept", qos=1)
+dev.cut_after(1, fraction=0.5)
+try:
+    c.publish("ring/b", b"torn" * 10, qos=1)
+except PowerCut:
+    print("cut")
+dev.close()
+""", args=[str(img)])
+    rc, doc = inspect_json("--ring", img)
+    assert rc == 0
+    assert [m["topic"] for m in doc["outgoing"]][-1] == "ring/a"
+    assert any(d["kind"] == "ring_garbage" for d in doc["diagnostics"])
+    assert_same_as_library(doc, lib_read("ring", img, 4096, 16, 32))
+
+
+def test_blank_and_wrong_geometry_ring(tmp_path):
+    img = tmp_path / "blank.img"
+    img.write_bytes(b"\xff" * 4 * 4096)
+    rc, doc = inspect_json("--ring", img)
+    assert rc == 1 and not doc["valid"]
+    write_ring(img, 0, 2, N=4)
+    rc, doc = inspect_json("--ring", "--block-size", "3000", img)
+    assert rc == 1
+    rc, doc = inspect_json("--ring", "--block-size", "4096", "--num-blocks", "4", img)
+    assert rc == 0 and len(doc["outgoing"]) == 2

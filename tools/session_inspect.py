@@ -1,0 +1,857 @@
+#!/usr/bin/env python3
+"""session_inspect: decode a durable_mqtt session state on a host computer.
+
+Reads one of:
+
+  * a session file of the file backend (`FileStore`: the latest checkpoint
+    followed by every record appended after it), or the bytes returned by
+    `MQTTClient.save_session()` -- the default;
+  * a raw flash ring image (`RingStore`, a dump of the flash region or the
+    image file of tests/mp/norflash.py) -- with --ring. The ring framing
+    (block headers, commits, checkpoints) is decoded as docs/ring-format.md
+    describes; the state is the latest complete checkpoint plus the appends
+    after it, exactly what RingStore.load() would return.
+
+and prints the header (client id, protocol, flags, session expiry, when it was
+saved, packet id counter), the subscriptions, the outgoing messages (packet
+id, state, QoS/retain/DUP, topic, payload), the incoming QoS 2 ids awaiting
+PUBREL, and diagnostics: a torn tail, a bad CRC (and whether intact records
+follow it), unknown record types skipped, foreign or future-version data.
+
+The byte format is docs/session-format.md. This decoder is written from that
+document and is independent of the MicroPython package (stdlib only, CPython
+3.11+); CRC-32 is zlib.crc32.
+
+Exit status: 0 the state is valid (warnings such as a torn tail may have been
+printed: the library loads such a state, minus the torn record); 1 the input
+is unreadable, holds no session, or is foreign/corrupt (the library would set
+it aside and start clean); 2 usage error.
+"""
+import argparse
+import datetime
+import json
+import math
+import sys
+import zlib
+
+# ---------------------------------------------------------------- session format
+
+MAGIC = b"DMQS"
+FORMAT = 1
+MAGIC_LEN = 5
+
+R_HEADER = 0x01
+R_OUT_PUB = 0x02
+R_OUT_ACKED = 0x03
+R_OUT_REL = 0x04
+R_IN_QOS2 = 0x05
+R_IN_REL = 0x06
+R_SUB = 0x07
+RECORD_NAMES = {R_HEADER: "HEADER", R_OUT_PUB: "OUT_PUB", R_OUT_ACKED: "OUT_ACKED",
+                R_OUT_REL: "OUT_REL", R_IN_QOS2: "IN_QOS2", R_IN_REL: "IN_REL", R_SUB: "SUB"}
+MIN_BODY = {R_OUT_PUB: 4, R_OUT_REL: 2, R_IN_QOS2: 2, R_SUB: 6}
+HF_ASSIGNED_ID = 0x01
+NEVER = 0xFFFFFFFF
+EPOCH_2000 = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+PROTOCOLS = {4: "MQTT 3.1.1", 5: "MQTT 5.0"}
+
+# ---------------------------------------------------------------- ring format
+
+RING_MAGIC = b"DMQR"
+RING_FORMAT = 1
+RING_BHDR = 12
+RING_HDR = 8
+RING_OVH = 12
+RING_SEQ_MASK = 0x3FFFFFFF
+K_APPEND = 0xC0
+K_PART = 0xC1
+K_BEGIN = 0x02
+K_END = 0x04
+
+
+class Unreadable(Exception):
+    """The input holds no usable session state (exit status 1)."""
+
+
+def u16(b, i):
+    return (b[i] << 8) | b[i + 1]
+
+
+def u32(b, i):
+    return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
+
+
+def crc_ok(b, off, n):
+    """True when b[off+n:off+n+4] holds CRC-32(b[off:off+n]) big-endian."""
+    return zlib.crc32(b[off:off + n]) == u32(b, off + n)
+
+
+class Diag:
+    def __init__(self):
+        self.items = []
+
+    def add(self, level, kind, message, offset=None, **extra):
+        d = {"level": level, "kind": kind, "message": message}
+        if offset is not None:
+            d["offset"] = offset
+        d.update(extra)
+        self.items.append(d)
+
+
+# ---------------------------------------------------------------- PUBLISH decoding
+
+PROP_KINDS = {  # id: (name, kind)
+    0x01: ("payload_format", "byte"), 0x02: ("message_expiry", "u32"),
+    0x03: ("content_type", "str"), 0x08: ("response_topic", "str"),
+    0x09: ("correlation_data", "bin"), 0x0B: ("subscription_id", "varint"),
+    0x23: ("topic_alias", "u16"), 0x26: ("user_property", "pair"),
+}
+
+
+def varint(b, off, end):
+    """(value, next offset) of an MQTT Variable Byte Integer; ValueError if bad."""
+    v = 0
+    for k in range(4):
+        if off >= end:
+            raise ValueError("truncated variable byte integer")
+        c = b[off]
+        off += 1
+        v |= (c & 0x7F) << (7 * k)
+        if not c & 0x80:
+            return v, off
+    raise ValueError("variable byte integer longer than 4 bytes")
+
+
+def decode_props(b, off, end):
+    props = []
+    while off < end:
+        pid = b[off]
+        off += 1
+        name, kind = PROP_KINDS.get(pid, ("0x%02x" % pid, None))
+        if kind == "byte":
+            val, off = b[off], off + 1
+        elif kind == "u16":
+            val, off = u16(b, off), off + 2
+        elif kind == "u32":
+            val, off = u32(b, off), off + 4
+        elif kind == "varint":
+            val, off = varint(b, off, end)
+        elif kind in ("str", "bin"):
+            n = u16(b, off)
+            raw = bytes(b[off + 2:off + 2 + n])
+            val = raw.decode("utf-8", "backslashreplace") if kind == "str" else raw.hex()
+            off += 2 + n
+        elif kind == "pair":
+            n = u16(b, off)
+            k = bytes(b[off + 2:off + 2 + n]).decode("utf-8", "backslashreplace")
+            off += 2 + n
+            m = u16(b, off)
+            v = bytes(b[off + 2:off + 2 + m]).decode("utf-8", "backslashreplace")
+            off += 2 + m
+            val = [k, v]
+        else:
+            raise ValueError("unknown property id 0x%02x in a PUBLISH" % pid)
+        if off > end:
+            raise ValueError("property block overruns the packet")
+        props.append([name, val])
+    return props
+
+
+def decode_publish(pkt, version):
+    """A stored PUBLISH packet -> dict (raises ValueError when malformed)."""
+    if len(pkt) < 2:
+        raise ValueError("packet shorter than 2 bytes")
+    first = pkt[0]
+    if first & 0xF0 != 0x30:
+        raise ValueError("first byte 0x%02x is not a PUBLISH" % first)
+    qos = (first >> 1) & 3
+    rl, off = varint(pkt, 1, len(pkt))
+    if off + rl != len(pkt):
+        raise ValueError("remaining length %d does not match the %d stored bytes" % (rl, len(pkt) - off))
+    end = len(pkt)
+    tl = u16(pkt, off)
+    topic = bytes(pkt[off + 2:off + 2 + tl])
+    off += 2 + tl
+    pid = None
+    if qos:
+        pid = u16(pkt, off)
+        off += 2
+    props = []
+    if version == 5:
+        pl, off = varint(pkt, off, end)
+        props = decode_props(pkt, off, off + pl)
+        off += pl
+    if off > end:
+        raise ValueError("packet fields overrun its length")
+    return {"qos": qos, "retain": bool(first & 1), "dup": bool(first & 8), "topic": topic,
+            "packet_pid": pid, "properties": props, "payload": bytes(pkt[off:])}
+
+
+# ---------------------------------------------------------------- session decoding
+
+class Session:
+    def __init__(self):
+        self.format = None
+        self.header = None
+        self.subs = []          # [filter bytes, options, sub_id]
+        self.out = []           # [pid, packet bytes or None]
+        self.in_qos2 = []
+        self.records = []       # record map: offset, type, length
+        self.last_pid = 0
+        self.torn = False
+        self.valid_bytes = 0
+
+
+def _scan_records(data, p):
+    """How many records parse with good CRCs from p to the end, and whether
+    they reach it exactly (used to tell a torn tail from damage mid-stream)."""
+    n = len(data)
+    count = 0
+    while p + 3 <= n:
+        ln = u16(data, p + 1)
+        end = p + 3 + ln
+        if end + 4 > n or not crc_ok(data, p, ln + 3):
+            return count, False
+        count += 1
+        p = end + 4
+    return count, p == n
+
+
+def parse_session(data, diag):
+    """Decode a session stream the way store.parse_state() does; raises
+    Unreadable where the library raises FormatError."""
+    n = len(data)
+    s = Session()
+    if n == 0:
+        raise Unreadable("empty input: no session state")
+    if n < MAGIC_LEN or data[0:4] != MAGIC:
+        head = data[0:4]
+        hint = ""
+        if head == RING_MAGIC:
+            hint = " (this looks like a raw flash ring image: use --ring)"
+        diag.add("error", "foreign_magic", "foreign data: starts with %s, not the session magic 44 4d 51 53 ('DMQS')%s"
+                 % (head.hex(" ") or "nothing", hint), 0)
+        raise Unreadable("not a durable_mqtt session state (no magic)")
+    s.format = data[4]
+    if data[4] == 0 or data[4] > FORMAT:
+        diag.add("error", "future_format", "session format version %d; this inspector (and library) reads version %d"
+                 % (data[4], FORMAT), 4)
+        raise Unreadable("session format version %d is not readable here" % data[4])
+    p = MAGIC_LEN
+    out_index = {}
+    while p < n:
+        if p + 3 > n:
+            _torn(s, diag, p, n, "truncated record header (%d of 3 bytes) at offset %d: torn append" % (n - p, p))
+            break
+        kind = data[p]
+        ln = u16(data, p + 1)
+        end = p + 3 + ln
+        if end + 4 > n:
+            if not s.records:
+                diag.add("error", "bad_header", "the header record at offset %d runs past the end of the data" % p, p)
+                raise Unreadable("session header damaged")
+            _torn(s, diag, p, n, "record at offset %d (type 0x%02x, length %d) runs %d bytes past the end of the data: "
+                  "torn append" % (p, kind, ln, end + 4 - n))
+            break
+        if not crc_ok(data, p, ln + 3):
+            if not s.records:
+                diag.add("error", "bad_header", "bad CRC on the header record at offset %d" % p, p)
+                raise Unreadable("session header damaged")
+            later, exact = _scan_records(data, end + 4)
+            if later and exact:
+                msg = ("bad CRC at offset %d (type 0x%02x, length %d): the stream ends there; %d intact record(s) "
+                       "after it (%d bytes) are ignored by the library -- damage in the middle, not a torn append"
+                       % (p, kind, ln, later, n - end - 4))
+            else:
+                msg = "bad CRC at offset %d (type 0x%02x, length %d): the stream ends there (torn append)" % (p, kind, ln)
+            diag.add("warning", "bad_crc", msg, p, ignored_bytes=n - p, intact_after=later if exact else 0)
+            s.torn = True
+            break
+        b = p + 3
+        name = RECORD_NAMES.get(kind, "UNKNOWN")
+        s.records.append({"offset": p, "type": kind, "name": name, "length": ln, "size": ln + 7})
+        if ln < MIN_BODY.get(kind, 0) or (kind in (R_OUT_ACKED, R_IN_REL) and ln % 2):
+            diag.add("warning", "malformed_record", "%s record at offset %d has a body of %d bytes (the library "
+                     "reads it anyway: its content is not to be trusted)" % (name, p, ln), p)
+        if not s.header and kind != R_HEADER:
+            diag.add("error", "bad_header", "the first record (offset %d) is type 0x%02x, not a HEADER" % (p, kind), p)
+            raise Unreadable("session state does not start with a header")
+        if kind == R_HEADER:
+            if s.header:
+                diag.add("error", "bad_header", "a second HEADER record at offset %d (the library rejects the state)" % p, p)
+                raise Unreadable("bad session header")
+            if ln < 14:
+                diag.add("error", "bad_header", "header record of %d bytes, at least 14 expected" % ln, p)
+                raise Unreadable("bad session header")
+            idl = u16(data, b + 12)
+            if 14 + idl != ln:
+                diag.add("error", "bad_header", "header length %d does not match its client id length %d" % (ln, idl), p)
+                raise Unreadable("bad session header length")
+            h = {"protocol": data[b], "flags": data[b + 1], "session_expiry": u32(data, b + 2),
+                 "saved_min": u32(data, b + 6), "next_pid": u16(data, b + 10),
+                 "client_id": bytes(data[b + 14:b + 14 + idl])}
+            if h["protocol"] not in PROTOCOLS:
+                diag.add("error", "bad_header", "protocol level %d in the header (4 or 5 expected)" % h["protocol"], b)
+                raise Unreadable("bad protocol version %d in session header" % h["protocol"])
+            s.header = h
+            s.last_pid = h["next_pid"]
+        elif kind == R_SUB:
+            f = bytes(data[b + 5:end])
+            s.subs = [x for x in s.subs if x[0] != f]
+            s.subs.append([f, data[b + 4], u32(data, b)])
+        elif kind == R_OUT_PUB:
+            pid = u16(data, b)
+            ent = [pid, bytes(data[b + 2:end])]
+            _drop(s.out, out_index, pid)
+            s.out.append(ent)
+            out_index[pid] = ent
+            s.last_pid = pid
+        elif kind == R_OUT_ACKED:
+            for q in range(b, end - 1, 2):
+                pid = u16(data, q)
+                if pid not in out_index:
+                    diag.add("info", "ack_unknown", "OUT_ACKED at offset %d names packet id %d, which is not held" % (p, pid), p)
+                _drop(s.out, out_index, pid)
+        elif kind == R_OUT_REL:
+            pid = u16(data, b)
+            ent = out_index.get(pid)
+            if ent is None:
+                ent = [pid, None]
+                s.out.append(ent)
+                out_index[pid] = ent
+            ent[1] = None
+        elif kind == R_IN_QOS2:
+            pid = u16(data, b)
+            if pid not in s.in_qos2:
+                s.in_qos2.append(pid)
+        elif kind == R_IN_REL:
+            for q in range(b, end - 1, 2):
+                pid = u16(data, q)
+                if pid in s.in_qos2:
+                    s.in_qos2.remove(pid)
+        else:
+            diag.add("warning", "unknown_record", "unknown record type 0x%02x at offset %d (%d bytes) skipped: "
+                     "written by a newer version" % (kind, p, ln + 7), p, type=kind)
+        p = end + 4
+        s.valid_bytes = p
+    if not s.header:
+        diag.add("error", "empty", "the state has the magic but no records", MAGIC_LEN)
+        raise Unreadable("empty session state")
+    return s
+
+
+def _torn(s, diag, p, n, msg):
+    diag.add("warning", "torn_tail", msg, p, ignored_bytes=n - p)
+    s.torn = True
+
+
+def _drop(lst, index, pid):
+    ent = index.pop(pid, None)
+    if ent is not None:
+        lst.remove(ent)
+
+
+# ---------------------------------------------------------------- ring decoding
+
+def _log2(x):
+    return x.bit_length() - 1
+
+
+def _valid_kind(k):
+    return k == K_APPEND or (k & 0xF9) == K_PART
+
+
+def _kind_name(k):
+    if k == K_APPEND:
+        return "append"
+    parts = ["part"]
+    if k & K_BEGIN:
+        parts.append("BEGIN")
+    if k & K_END:
+        parts.append("END")
+    return " ".join(parts)
+
+
+def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
+    """The session bytes held by a RingStore region in `img` (what
+    RingStore.load() returns). Fills `info` with a description of the ring
+    as far as it got."""
+    B = block_size
+    if not img:
+        raise Unreadable("the image is empty")
+    misplaced = []
+    i = img.find(RING_MAGIC + bytes([RING_FORMAT]))
+    while i >= 0 and len(misplaced) < 4:
+        if i % B and i + RING_BHDR + 4 <= len(img) and crc_ok(img, i, RING_BHDR):
+            misplaced.append(i)
+        i = img.find(RING_MAGIC + bytes([RING_FORMAT]), i + 1)
+    if misplaced:
+        diag.add("warning", "block_size_hint", "ring block headers at offsets %s are not on %d-byte block boundaries: "
+                 "wrong --block-size?" % (misplaced, B))
+    if B <= 0 or len(img) % B:
+        raise Unreadable("image of %d bytes is not a whole number of %d-byte blocks (--block-size?)" % (len(img), B))
+    total = len(img) // B
+    N = total - first_block if num_blocks is None else num_blocks
+    if first_block < 0 or N < 1 or first_block + N > total:
+        raise Unreadable("blocks %d..%d are outside the image (%d blocks)" % (first_block, first_block + N - 1, total))
+
+    def blk(i):
+        a = (first_block + i) * B
+        return img[a:a + B]
+
+    # Block headers. Without --prog-size, take log2(P) from the valid headers.
+    cand = {}
+    for i in range(N):
+        h = blk(i)
+        if h[0:4] == RING_MAGIC and h[4] == RING_FORMAT and crc_ok(h, 0, RING_BHDR):
+            cand[h[5]] = cand.get(h[5], 0) + 1
+    if prog_size is None:
+        if not cand:
+            _hint_block_size(img, B, diag)
+            raise Unreadable("no formatted ring block (magic 'DMQR', version 1, good CRC) in %d blocks of %d bytes"
+                             % (N, B))
+        lp = max(cand, key=lambda k: cand[k])
+        if len(cand) > 1:
+            diag.add("warning", "mixed_prog_size", "block headers name several program sizes %s; using %d"
+                     % (sorted(1 << k for k in cand), 1 << lp))
+        P = 1 << lp
+    else:
+        P = prog_size
+    if P < 16 or P > 4096 or P & (P - 1) or B % P or B < 4 * P:
+        raise Unreadable("program size %d does not suit block size %d" % (P, B))
+    seqs = [-1] * N
+    for i in range(N):
+        h = blk(i)
+        if (h[0:4] == RING_MAGIC and h[4] == RING_FORMAT and h[5] == _log2(P) and crc_ok(h, 0, RING_BHDR)
+                and u32(h, 8) <= RING_SEQ_MASK):
+            seqs[i] = u32(h, 8)
+    info.update(block_size=B, prog_size=P, blocks=N, first_block=first_block,
+                formatted_blocks=sum(1 for x in seqs if x >= 0))
+    if info["formatted_blocks"] == 0:
+        if cand:
+            diag.add("error", "foreign_ring", "ring blocks were written with program size(s) %s, not %d"
+                     % (sorted(1 << k for k in cand), P))
+        else:
+            _hint_block_size(img, B, diag)
+        raise Unreadable("no formatted ring block for program size %d" % P)
+    head = -1
+    for i in range(N):
+        if seqs[i] >= 0 and (head < 0 or seqs[i] > seqs[head]):
+            head = i
+    oldest, count = head, 1
+    while count < N:
+        j = (oldest - 1) % N
+        if seqs[j] < 0 or seqs[j] != seqs[oldest] - 1:
+            break
+        oldest, count = j, count + 1
+    chain = [(oldest + c) % N for c in range(count)]
+    info.update(head=head, head_seq=seqs[head], oldest=oldest, chain_blocks=count)
+    outside = [i for i in range(N) if i not in chain]
+    if outside:
+        stale = [i for i in outside if seqs[i] >= 0]
+        blank = [i for i in outside if seqs[i] < 0 and blk(i) == b"\xff" * B]
+        other = [i for i in outside if seqs[i] < 0 and i not in blank]
+        info.update(stale_blocks=stale, erased_blocks=blank, unformatted_blocks=other)
+
+    # Walk every valid commit in chain order (the scan of RingStore._rescan).
+    commits = []
+    prev = -1
+    end_pos = B
+    clean = True
+    for c, i in enumerate(chain):
+        buf = blk(i)
+        pos = P
+        while pos + RING_OVH <= B:
+            k = buf[pos]
+            if not _valid_kind(k) or buf[pos + 1] != 0:
+                break
+            n = u16(buf, pos + 2)
+            size = -(-(RING_OVH + n) // P) * P
+            if pos + size > B or not crc_ok(buf, pos, RING_HDR + n):
+                break
+            commits.append({"chain": c, "block": i, "offset": pos, "kind": k, "length": n,
+                            "seq": u32(buf, pos + 4), "payload": bytes(buf[pos + RING_HDR:pos + RING_HDR + n])})
+            pos += size
+        clean = all(x == 0xFF for x in buf[pos:])
+        if not clean:
+            diag.add("warning" if i == head else "info", "ring_garbage",
+                     "block %d (seq %d): a torn or corrupt commit at offset %d ends the block's valid data%s"
+                     % (i, seqs[i], pos, " (the next commit goes to a fresh block)" if i == head else ""),
+                     block=i, block_offset=pos)
+        end_pos = pos
+    info["write_offset"] = end_pos if clean else None
+
+    # Pick the latest complete checkpoint (the rules of RingStore._rescan).
+    chosen = cand_i = -1
+    abandoned = 0
+    last_seq = None
+    for idx, cm in enumerate(commits):
+        if last_seq is not None and cm["seq"] != ((last_seq + 1) & RING_SEQ_MASK):
+            diag.add("info", "ring_seq_gap", "commit sequence gap before block %d offset %d (%d -> %d): what came "
+                     "before is stale and dropped" % (cm["block"], cm["offset"], last_seq, cm["seq"]),
+                     block=cm["block"], block_offset=cm["offset"])
+            chosen = cand_i = -1
+        last_seq = cm["seq"]
+        k = cm["kind"]
+        if k == K_APPEND:
+            if cand_i >= 0:
+                abandoned += 1
+            cand_i = -1
+            continue
+        if k & K_BEGIN:
+            if cand_i >= 0:
+                abandoned += 1
+            cand_i = idx
+        if cand_i < 0:
+            continue
+        if k & K_END:
+            chosen = cand_i
+            cand_i = -1
+    if cand_i >= 0:
+        abandoned += 1
+    info["commits"] = len(commits)
+    if abandoned:
+        diag.add("info", "ring_abandoned_checkpoint", "%d checkpoint(s) cut short by a power cut (no END part): ignored"
+                 % abandoned)
+    info["commit_list"] = [{k: v for k, v in cm.items() if k != "payload"} for cm in commits]
+    if chosen < 0:
+        raise Unreadable("the ring holds no complete checkpoint (blank, foreign or cut off): no session")
+    out = bytearray()
+    done = False
+    parts = appends = app_bytes = 0
+    for cm in commits[chosen:]:
+        if done:
+            if cm["kind"] != K_APPEND:
+                continue                      # parts of a later, abandoned checkpoint
+            appends += 1
+            app_bytes += cm["length"]
+        else:
+            parts += 1
+            if cm["kind"] & K_END:
+                done = True
+        out += cm["payload"]
+    ck = commits[chosen]
+    info["checkpoint"] = {"block": ck["block"], "block_seq": seqs[ck["block"]], "offset": ck["offset"],
+                          "commit_seq": ck["seq"], "parts": parts, "bytes": len(out) - app_bytes}
+    info["appends"] = {"count": appends, "bytes": app_bytes}
+    if not out:
+        raise Unreadable("the live checkpoint is empty: the session was erased (clean session, or set aside)")
+    return bytes(out)
+
+
+def _hint_block_size(img, B, diag):
+    offs = []
+    i = img.find(RING_MAGIC)
+    while i >= 0 and len(offs) < 64:
+        offs.append(i)
+        i = img.find(RING_MAGIC, i + 1)
+    if not offs:
+        diag.add("error", "foreign_ring", "no ring block header (magic 'DMQR') anywhere in the image")
+        return
+    g = 0
+    for o in offs:
+        g = math.gcd(g, o)
+    if g and g != B:
+        diag.add("info", "block_size_hint", "ring block headers found at offsets %s: is the block size %d?"
+                 % (offs[:4], g))
+
+
+# ---------------------------------------------------------------- report
+
+def _text(b):
+    return b.decode("utf-8", "backslashreplace")
+
+
+def _preview(payload, width):
+    try:
+        t = payload.decode("utf-8")
+        if all(c.isprintable() for c in t):
+            s = repr(t[:width]) + ("..." if len(t) > width else "")
+            return s
+    except UnicodeDecodeError:
+        pass
+    h = payload[:width // 2].hex(" ")
+    return "hex " + h + (" ..." if len(payload) > width // 2 else "")
+
+
+def _duration(s):
+    if s == NEVER:
+        return "never (0xFFFFFFFF)"
+    if s == 0:
+        return "0 (the session ends with the connection)"
+    parts = []
+    for unit, k in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if s >= k:
+            parts.append("%d %s" % (s // k, unit))
+            s %= k
+    return " ".join(parts)
+
+
+def build_report(s, diag):
+    h = s.header
+    saved = None
+    if h["saved_min"]:
+        saved = (EPOCH_2000 + datetime.timedelta(minutes=h["saved_min"])).isoformat().replace("+00:00", "Z")
+    version = h["protocol"]
+    rep = {
+        "format": s.format,
+        "header": {
+            "client_id": _text(h["client_id"]), "client_id_hex": h["client_id"].hex(),
+            "protocol": version, "protocol_name": PROTOCOLS[version], "flags": h["flags"],
+            "assigned_client_id": bool(h["flags"] & HF_ASSIGNED_ID),
+            "session_expiry": h["session_expiry"], "session_expiry_never": h["session_expiry"] == NEVER,
+            "saved_min": h["saved_min"], "saved_at": saved,
+            "next_pid_field": h["next_pid"], "last_pid": s.last_pid,
+            "next_new_pid": s.last_pid % 65535 + 1,
+        },
+        "subscriptions": [],
+        "outgoing": [],
+        "incoming_qos2": list(s.in_qos2),
+        "records": s.records,
+        "valid_bytes": s.valid_bytes,
+        "torn": s.torn,
+    }
+    if h["flags"] & ~HF_ASSIGNED_ID:
+        diag.add("info", "header_flags", "unknown header flag bits 0x%02x (ignored)" % (h["flags"] & ~HF_ASSIGNED_ID))
+    if saved and h["session_expiry"] != NEVER:
+        exp = EPOCH_2000 + datetime.timedelta(minutes=h["saved_min"], seconds=h["session_expiry"] + 59)
+        rep["header"]["expires_at"] = exp.isoformat().replace("+00:00", "Z")
+        if datetime.datetime.now(datetime.timezone.utc) > exp:
+            diag.add("info", "expired", "the session expired at %s: a board with its clock set discards it at boot"
+                     % rep["header"]["expires_at"])
+    for f, opts, sid in s.subs:
+        rep["subscriptions"].append({
+            "filter": _text(f), "options": opts, "qos": opts & 3, "no_local": bool(opts & 4),
+            "retain_as_published": bool(opts & 8), "retain_handling": (opts >> 4) & 3, "sub_id": sid})
+    for pid, pkt in s.out:
+        m = {"pid": pid, "packet_hex": pkt.hex() if pkt is not None else None}
+        if pkt is None:
+            m.update(state="pubrel", state_text="PUBREL owed", qos=2, packet_len=0)
+        else:
+            m.update(state="publish", state_text="PUBLISH owed", packet_len=len(pkt))
+            try:
+                d = decode_publish(pkt, version)
+            except (ValueError, IndexError) as e:
+                m["error"] = str(e)
+                diag.add("warning", "bad_publish", "stored PUBLISH for packet id %d does not decode: %s" % (pid, e))
+            else:
+                m.update(qos=d["qos"], retain=d["retain"], dup=d["dup"], topic=_text(d["topic"]),
+                         topic_hex=d["topic"].hex(), payload_len=len(d["payload"]),
+                         payload_hex=d["payload"].hex(), properties=d["properties"])
+                try:
+                    m["payload_text"] = d["payload"].decode("utf-8")
+                except UnicodeDecodeError:
+                    m["payload_text"] = None
+                if d["qos"] == 0:
+                    diag.add("warning", "qos0_stored", "packet id %d holds a QoS 0 PUBLISH (never session state)" % pid)
+                elif d["packet_pid"] != pid:
+                    diag.add("warning", "pid_mismatch", "record packet id %d but the PUBLISH carries %d"
+                             % (pid, d["packet_pid"]))
+                if any(p[0] == "topic_alias" for p in d["properties"]):
+                    diag.add("warning", "topic_alias_stored", "packet id %d: the stored PUBLISH carries a Topic "
+                             "Alias, which belongs to one connection (MQTT-3.3.2-7)" % pid)
+        rep["outgoing"].append(m)
+    return rep
+
+
+def print_text(rep, diag, src, session_bytes, show_hex, out):
+    w = out.write
+    w("%s: %s, %d bytes\n" % (src["path"], "raw flash ring image" if src["mode"] == "ring" else "session file",
+                              src["bytes"]))
+    ring = src.get("ring")
+    if ring and "formatted_blocks" in ring:
+        w("ring          %d blocks of %d bytes (from block %d), prog_size %d, %d formatted\n"
+          % (ring["blocks"], ring["block_size"], ring["first_block"], ring["prog_size"], ring["formatted_blocks"]))
+        if "head" not in ring:
+            ring = {}
+    if ring and "head" in ring:
+        w("              head block %d (seq %d), chain of %d block(s) from block %d, %d valid commit(s)\n"
+          % (ring["head"], ring["head_seq"], ring["chain_blocks"], ring["oldest"], ring.get("commits", 0)))
+        if "checkpoint" in ring:
+            ck, ap = ring["checkpoint"], ring["appends"]
+            w("              live checkpoint: block %d offset %d, commit seq %d, %d part(s), %d bytes; "
+              "%d append(s) after it, %d bytes\n" % (ck["block"], ck["offset"], ck["commit_seq"], ck["parts"],
+                                                    ck["bytes"], ap["count"], ap["bytes"]))
+        if show_hex and "commit_list" in ring:
+            w("\ncommits (chain order)\n")
+            for cm in ring["commit_list"]:
+                w("  block %2d offset %5d  seq %-6d %-14s %5d bytes\n"
+                  % (cm["block"], cm["offset"], cm["seq"], _kind_name(cm["kind"]), cm["length"]))
+    if rep is None:
+        _print_diags(diag, w)
+        return
+    h = rep["header"]
+    w("session       %d bytes, %d record(s), format version %d\n" % (len(session_bytes), len(rep["records"]),
+                                                                    rep["format"]))
+    w("client id     %r%s\n" % (h["client_id"], " (assigned by the broker)" if h["assigned_client_id"] else ""))
+    w("protocol      %s (level %d)\n" % (h["protocol_name"], h["protocol"]))
+    w("flags         0x%02x\n" % h["flags"])
+    w("expiry        %s\n" % (_duration(h["session_expiry"]) if not h["session_expiry_never"] else "never (0xFFFFFFFF)"))
+    w("saved at      %s\n" % (h["saved_at"] or "unknown (the board clock was not set)"))
+    if "expires_at" in h:
+        w("expires at    %s\n" % h["expires_at"])
+    w("packet ids    last issued %d (header field %d); next new id tried: %d\n"
+      % (h["last_pid"], h["next_pid_field"], h["next_new_pid"]))
+
+    w("\nsubscriptions (%d)\n" % len(rep["subscriptions"]))
+    for sub in rep["subscriptions"]:
+        extra = []
+        if sub["no_local"]:
+            extra.append("no local")
+        if sub["retain_as_published"]:
+            extra.append("retain as published")
+        if sub["retain_handling"]:
+            extra.append("retain handling %d" % sub["retain_handling"])
+        if sub["sub_id"]:
+            extra.append("sub id %d" % sub["sub_id"])
+        w("  %-32s QoS %d%s\n" % (sub["filter"], sub["qos"], ("  " + ", ".join(extra)) if extra else ""))
+
+    w("\noutgoing messages (%d)\n" % len(rep["outgoing"]))
+    if rep["outgoing"]:
+        w("  %5s  %-12s %3s %1s %1s %5s  %-24s %s\n" % ("pid", "state", "QoS", "R", "D", "size", "topic", "payload"))
+    for m in rep["outgoing"]:
+        if m["state"] == "pubrel":
+            w("  %5d  %-12s %3d %1s %1s %5s  %-24s %s\n" % (m["pid"], m["state_text"], 2, "-", "-", "-", "-",
+                                                          "(released: PUBREC received, awaiting PUBCOMP)"))
+        elif "error" in m:
+            w("  %5d  %-12s  undecodable PUBLISH (%s), %d bytes\n" % (m["pid"], m["state_text"], m["error"],
+                                                                     m["packet_len"]))
+        else:
+            pay = bytes.fromhex(m["payload_hex"])
+            w("  %5d  %-12s %3d %1d %1d %5d  %-24s %s (%d byte%s)\n"
+              % (m["pid"], m["state_text"], m["qos"], m["retain"], m["dup"], m["packet_len"], m["topic"],
+                 _preview(pay, 32), len(pay), "s" * (len(pay) != 1)))
+            if m["properties"]:
+                w("         properties: %s\n" % ", ".join("%s=%s" % (k, v) for k, v in m["properties"]))
+
+    ids = rep["incoming_qos2"]
+    w("\nincoming QoS 2 awaiting PUBREL (%d)%s\n" % (len(ids), (": " + " ".join(map(str, ids))) if ids else ""))
+
+    if show_hex:
+        w("\nrecords\n")
+        w("  %6s  %s\n" % (0, "magic+format  " + session_bytes[:MAGIC_LEN].hex(" ")))
+        for r in rep["records"]:
+            o, ln = r["offset"], r["length"]
+            rb = session_bytes[o:o + ln + 7]
+            w("  %6d  %-10s type %02x | len %s | body %s | crc %s\n"
+              % (o, r["name"], rb[0], rb[1:3].hex(" "), _hexcut(rb[3:3 + ln]), rb[3 + ln:].hex(" ")))
+        if rep["torn"]:
+            tail = max((r["offset"] + r["size"] for r in rep["records"]), default=MAGIC_LEN)
+            w("  %6d  (ignored)  %s\n" % (tail, _hexcut(session_bytes[tail:])))
+    _print_diags(diag, w)
+
+
+def _hexcut(b, limit=48):
+    if len(b) <= limit:
+        return b.hex(" ")
+    return b[:limit].hex(" ") + " ... (%d bytes)" % len(b)
+
+
+def _print_diags(diag, w):
+    w("\ndiagnostics\n")
+    if not diag.items:
+        w("  ok: every record has a good CRC, no unknown records\n")
+    for d in diag.items:
+        w("  %s: %s\n" % (d["level"], d["message"]))
+
+
+# ---------------------------------------------------------------- command line
+
+HELP_DESCRIPTION = """\
+Decode a durable_mqtt session state and print what it holds: the header
+(client id, protocol, flags, session expiry, saved-at time, packet id
+counter), subscriptions, outgoing messages (packet id, state, QoS/retain/DUP,
+topic, payload preview, size), incoming QoS 2 ids awaiting PUBREL, and
+diagnostics (torn tail, bad CRC at an offset, unknown records skipped,
+foreign magic, future format version; for a ring also torn commits, sequence
+gaps and abandoned checkpoints).
+
+FILE is a session file of the file backend or bytes saved from
+save_session(); with --ring it is a raw image of a flash ring region
+(RingStore), whose latest complete checkpoint and the appends after it are
+found first. Formats: docs/session-format.md, docs/ring-format.md."""
+
+HELP_EPILOG = """\
+exit status:
+  0  a valid state (warnings, such as a torn tail, may have been printed: the
+     library loads such a state without the damaged record and what follows)
+  1  unreadable, empty, foreign or corrupt: no usable session (the library
+     would set a session file aside as <path>.bad and start clean)
+  2  usage error
+
+examples:
+  python3 tools/session_inspect.py session.dat
+  python3 tools/session_inspect.py --hex session.dat
+  python3 tools/session_inspect.py --ring --block-size 4096 flash.img
+  python3 tools/session_inspect.py --ring --prog-size 256 --json pico.img | jq .outgoing"""
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="session_inspect.py",
+        description=HELP_DESCRIPTION,
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("file", help="session file, save_session() dump, or (with --ring) flash image")
+    ap.add_argument("--ring", action="store_true", help="FILE is a raw flash image holding a RingStore region")
+    ap.add_argument("--block-size", type=int, default=4096, metavar="B",
+                    help="erase block size of the ring (default 4096)")
+    ap.add_argument("--prog-size", type=int, default=None, metavar="N",
+                    help="the ring's prog_size (16..4096); default: read from the block headers")
+    ap.add_argument("--first-block", type=int, default=0, metavar="K",
+                    help="first block of the ring region in the image (default 0)")
+    ap.add_argument("--num-blocks", type=int, default=None, metavar="N",
+                    help="blocks in the ring region (default: the rest of the image)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    ap.add_argument("--hex", action="store_true",
+                    help="also list every record (and, for a ring, every commit) with its bytes")
+    a = ap.parse_args(argv)
+    if not a.ring and (a.prog_size is not None or a.first_block or a.num_blocks is not None):
+        ap.error("--prog-size, --first-block and --num-blocks need --ring")
+    if a.block_size <= 0:
+        ap.error("--block-size must be positive")
+    if a.prog_size is not None and (a.prog_size < 16 or a.prog_size > 4096 or a.prog_size & (a.prog_size - 1)):
+        ap.error("--prog-size must be a power of two from 16 to 4096")
+
+    diag = Diag()
+    src = {"path": a.file, "mode": "ring" if a.ring else "file", "bytes": 0}
+    rep = None
+    session_bytes = b""
+    status = 0
+    error = None
+    try:
+        try:
+            with open(a.file, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise Unreadable("cannot read %s: %s" % (a.file, e.strerror or e))
+        src["bytes"] = len(raw)
+        if a.ring:
+            src["ring"] = {}
+            session_bytes = read_ring(raw, a.block_size, a.prog_size, a.first_block, a.num_blocks, diag,
+                                      src["ring"])
+        else:
+            session_bytes = raw
+        s = parse_session(session_bytes, diag)
+        rep = build_report(s, diag)
+    except Unreadable as e:
+        status = 1
+        error = str(e)
+    if a.json:
+        doc = {"source": src, "valid": status == 0, "error": error, "session_bytes": len(session_bytes),
+               "diagnostics": diag.items}
+        if rep is not None:
+            doc.update(rep)
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_text(rep, diag, src, session_bytes, a.hex, sys.stdout)
+        if error:
+            sys.stdout.write("\nresult: UNUSABLE: %s\n" % error)
+        else:
+            nw = sum(1 for d in diag.items if d["level"] == "warning")
+            sys.stdout.write("\nresult: valid%s\n" % (" (%d warning%s)" % (nw, "s" * (nw != 1)) if nw else ""))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
