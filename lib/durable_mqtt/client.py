@@ -128,6 +128,7 @@ class MQTTClient:
 
         self._cb = None
         self._cb_props = False
+        self._on_done = None          # f(pid, reason): a QoS 1/2 message completed (front ends)
         self._event_cb = None
         self.last_event = None
         self._will = None
@@ -310,6 +311,20 @@ class MQTTClient:
 
     def is_connected(self):
         return self._connected
+
+    def flush(self, timeout_ms=10000):
+        """Send what is queued and wait for its acknowledgements, e.g. before
+        deep sleep. True when nothing is pending any more; False on timeout.
+        Raises the link error if the connection fails meanwhile."""
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        while self._out.held:
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                return False
+            self.wait_msg(min(left, 100))
+        if self._store:
+            self._store.flush()
+        return True
 
     def save_session(self):
         from .store import state_bytes
@@ -1061,6 +1076,8 @@ class MQTTClient:
         self.stats_counters["acked"] += 1
         if self._persist:
             self._store.out_acked(pid)
+        if self._on_done:
+            self._on_done(pid, reason)
         self._drain()
 
     def _on_pubrec(self, pid, reason):  # noalloc
@@ -1079,6 +1096,8 @@ class MQTTClient:
             o.complete(i)
             if self._persist:
                 self._store.out_acked(pid)
+            if self._on_done:
+                self._on_done(pid, reason)
             self._drain()
             return
         o.released(i)
@@ -1102,6 +1121,8 @@ class MQTTClient:
         self.stats_counters["acked"] += 1
         if self._persist:
             self._store.out_acked(pid)
+        if self._on_done:
+            self._on_done(pid, 0)
         self._drain()
 
     def _on_suback(self, kind, n):

@@ -1,0 +1,124 @@
+"""A session kept alive across a flaky link: RobustClient through the fault
+proxy (tools/faultproxy.py) and a real mosquitto. `make test` runs short
+versions; `make soak` runs each with the long settings (SOAK=1)."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, MP_HELPERS, run_mp, spawn_mp
+
+sys.path.insert(0, str(ROOT / "tools"))
+from faultproxy import FaultProxy  # noqa: E402
+
+SOAK = os.environ.get("SOAK") == "1"
+DROPS = 120 if SOAK else 25
+N = 3000 if SOAK else 400
+
+
+def subscriber(port, ver, topic):
+    return subprocess.Popen(["mosquitto_sub", "-p", str(port), "-q", "2", "-t", topic,
+                             "-V", "mqttv5" if ver == 5 else "mqttv311"],
+                            stdout=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("ver,qos", [(4, 1), (4, 2), (5, 1), (5, 2)])
+def test_stream_survives_random_drops_and_stalls(broker, ver, qos):
+    topic = "flaky/%d/%d" % (ver, qos)
+    sub = subscriber(broker.port, ver, topic)
+    time.sleep(0.3)
+    with FaultProxy(upstream=("127.0.0.1", broker.port), seed=ver * 10 + qos) as p:
+        p.random_faults(seed=ver * 10 + qos, drop_every=(0.05, 0.25), stall_every=(0.3, 0.9),
+                        stall_for=(0.05, 0.3), max_faults=int(DROPS * 1.6))
+        dev = spawn_mp(MP_HELPERS / "device_flaky.py", p.port, ver, qos, N, 2)
+        # Keep faults coming until enough drops happened, then let it finish.
+        deadline = time.monotonic() + (600 if SOAK else 120)
+        while dev.poll() is None and time.monotonic() < deadline:
+            if p.stats()["faults"]["drop"] >= DROPS:
+                p.random_faults(max_faults=0)
+            time.sleep(0.1)
+        out, _ = dev.communicate(timeout=max(5, deadline - time.monotonic()))
+        faults = p.stats()["faults"]
+    time.sleep(0.5)
+    sub.terminate()
+    received = sub.communicate(timeout=5)[0].split()
+    assert "RESULT flushed=True" in out, out[-3000:]
+    got = [int(x) for x in received]
+    missing = set(range(N)) - set(got)
+    assert not missing, "lost %d: %s" % (len(missing), sorted(missing)[:20])
+    if qos == 2:
+        assert len(got) == len(set(got)), "QoS 2 duplicates: %d" % (len(got) - len(set(got)))
+    assert faults["drop"] >= DROPS and faults["stall"] > 0, faults
+    print(out.strip().splitlines()[-1], "faults", faults)
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_black_holed_link_detected_within_1_5x_keepalive(broker, ver):
+    with FaultProxy(upstream=("127.0.0.1", broker.port)) as p:
+        dev = spawn_mp(MP_HELPERS / "detect_blackhole.py", p.port, ver, 2)
+        line = dev.stdout.readline()
+        assert line.startswith("READY"), line + dev.stdout.read()
+        p.blackhole()
+        out, _ = dev.communicate(timeout=30)
+    detected_ms = int(out.split("DETECTED_MS ")[1].split()[0])
+    assert detected_ms <= 1.5 * 2000, out
+    print("black hole detected after %d ms (keepalive 2000 ms)" % detected_ms)
+
+
+def test_memory_flat_across_1000_reconnects(broker):
+    r = run_mp(r"""
+import gc
+from durable_mqtt.robust import RobustClient
+c = RobustClient("flat", "127.0.0.1", %d, keepalive=30, backoff_ms=(1, 1))
+c.connect(clean_session=True)
+c.clean_session = False
+free = []
+for i in range(1000):
+    c._net.sock.close()            # the link dies under the client
+    c.poll()                       # -> error, link down
+    while not c.poll():            # -> reconnect, session resumed
+        pass
+    c.publish("flat/x", b"m", qos=1)
+    c.flush(2000)
+    if i in (99, 999):
+        gc.collect()
+        free.append(gc.mem_free())
+s = c.stats()
+assert s["reconnects"] >= 1000, s
+print("FREE", free, "delta", free[0] - free[1])
+assert abs(free[0] - free[1]) <= 512, free
+""" % broker.port, timeout=120)
+    assert "FREE" in r.stdout
+    print(r.stdout.strip())
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_publish_while_down_never_blocks_and_drains_in_order(broker, ver):
+    with FaultProxy(upstream=("127.0.0.1", broker.port)) as p:
+        sub = subscriber(broker.port, ver, "down/%d" % ver)
+        time.sleep(0.3)
+        # Refuse new connections and drop the live one: the device is offline.
+        r = run_mp(r"""
+import time
+from durable_mqtt.robust import RobustClient
+c = RobustClient("down%d", "127.0.0.1", %d, version=%d, keepalive=5, backoff_ms=(20, 100), timeout_ms=500)
+c.poll()
+assert c.is_connected()
+c._net.sock.close()
+c.poll()
+assert not c.is_connected()
+t0 = time.ticks_ms()
+for i in range(20):
+    c.publish("down/%d", b"%%d" %% i, qos=1)        # while down
+worst = time.ticks_diff(time.ticks_ms(), t0)
+assert c.pending() == 20
+assert c.flush(10000)
+print("OK publish-while-down ms", worst)
+""" % (ver, p.port, ver, ver))
+        assert "OK" in r.stdout
+        time.sleep(0.3)
+        sub.terminate()
+        got = sub.communicate(timeout=5)[0].split()
+        assert got == [str(i) for i in range(20)], got
