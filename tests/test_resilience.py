@@ -122,3 +122,68 @@ print("OK publish-while-down ms", worst)
         sub.terminate()
         got = sub.communicate(timeout=5)[0].split()
         assert got == [str(i) for i in range(20)], got
+
+
+@pytest.mark.parametrize("ver,qos", [(4, 1), (5, 2)])
+def test_asyncio_stream_survives_random_drops_and_stalls(broker, ver, qos):
+    topic = "aflaky/%d/%d" % (ver, qos)
+    sub = subscriber(broker.port, ver, topic)
+    time.sleep(0.3)
+    with FaultProxy(upstream=("127.0.0.1", broker.port), seed=ver + qos) as p:
+        p.random_faults(seed=ver + qos, drop_every=(0.05, 0.25), stall_every=(0.3, 0.9),
+                        stall_for=(0.05, 0.3), max_faults=int(DROPS * 1.6))
+        dev = spawn_mp(MP_HELPERS / "device_flaky_aio.py", p.port, ver, qos, N, 2)
+        deadline = time.monotonic() + (600 if SOAK else 120)
+        while dev.poll() is None and time.monotonic() < deadline:
+            if p.stats()["faults"]["drop"] >= DROPS:
+                p.random_faults(max_faults=0)
+            time.sleep(0.1)
+        out, _ = dev.communicate(timeout=max(5, deadline - time.monotonic()))
+        faults = p.stats()["faults"]
+    time.sleep(0.5)
+    sub.terminate()
+    got = [int(x) for x in sub.communicate(timeout=5)[0].split()]
+    assert "RESULT flushed=True" in out, out[-3000:]
+    missing = set(range(N)) - set(got)
+    assert not missing, "lost %d: %s" % (len(missing), sorted(missing)[:20])
+    if qos == 2:
+        assert len(got) == len(set(got))
+    assert faults["drop"] >= DROPS, faults
+    # Outages never hold the event loop for long: the reconnect attempts
+    # are bounded by timeout_ms (1 s here) and usually fail fast.
+    gap = int(out.split("worst_loop_gap_ms=")[1].split()[0])
+    assert gap < 1500, out
+    print(out.strip().splitlines()[-1], faults)
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_asyncio_black_hole_detected_within_1_5x_keepalive(broker, ver):
+    with FaultProxy(upstream=("127.0.0.1", broker.port)) as p:
+        dev = spawn_mp(MP_HELPERS / "detect_blackhole_aio.py", p.port, ver, 2)
+        line = dev.stdout.readline()
+        assert line.startswith("READY"), line + dev.stdout.read()
+        p.blackhole()
+        out, _ = dev.communicate(timeout=30)
+    detected_ms = int(out.split("DETECTED_MS ")[1].split()[0])
+    assert 0 < detected_ms <= 1.5 * 2000, out
+    print("asyncio: black hole detected after %d ms (keepalive 2000 ms)" % detected_ms)
+
+
+def test_asyncio_front_end_ram(broker):
+    r = run_mp(r"""
+import gc
+gc.collect(); m0 = gc.mem_alloc()
+from durable_mqtt.robust import RobustClient
+gc.collect(); m1 = gc.mem_alloc()
+import asyncio
+from durable_mqtt.aio import AsyncClient
+gc.collect(); m2 = gc.mem_alloc()
+r = RobustClient("ram-r", "127.0.0.1", %d)
+gc.collect(); m3 = gc.mem_alloc()
+a = AsyncClient("ram-a", "127.0.0.1", %d)
+gc.collect(); m4 = gc.mem_alloc()
+print("RAM import_robust=%%d import_asyncio_and_aio=%%d robust_client=%%d async_client=%%d" %% (
+    m1 - m0, m2 - m1, m3 - m2, m4 - m3))
+""" % (broker.port, broker.port))
+    assert "RAM" in r.stdout
+    print(r.stdout.strip())

@@ -876,6 +876,12 @@ class MQTTClient:
             return half
         return half - idle
 
+    def _keepalive_wait_ms(self):
+        """ms until the keepalive needs attention (front ends sleep that
+        long at most); 1000 when there is no keepalive."""
+        w = self._keepalive()
+        return 1000 if w < 0 else max(1, w)
+
     def _rview(self, off, n):  # noalloc after first sight of (off, n)
         key = (off << 20) | n
         v = self._views.get(key)
