@@ -1,0 +1,93 @@
+# The simulated board: the unix port with its flash as an image file and
+# Wi-Fi as a no-op. Same shape as boards/esp32/profile.py, so firmware/main.py
+# runs unchanged here and on a board.
+#
+# Flash is a file-backed block device (4 KB blocks, erased = 0xFF) holding a
+# LittleFS filesystem mounted at /flash, like a board's internal flash. It
+# counts programmed bytes and erases, and survives SIGKILL (each write is
+# flushed), so killing the process is a power cut.
+import os
+import vfs
+
+PROFILE = {
+    "buf_size": 1024,
+    "max_inflight": 8,
+    "receive_max": 8,
+    "outbox_size": 32,
+    "outbox_bytes": 8192,
+}
+FLASH_ROOT = "/flash"
+SESSION_PATH = FLASH_ROOT + "/session.dmq"
+BLOCK = 4096
+
+
+class FileFlash:
+    """Block device on an image file (extended block protocol)."""
+
+    def __init__(self, path, blocks=64):
+        self.blocks = blocks
+        try:
+            size = os.stat(path)[6]
+        except OSError:
+            size = 0
+        if size != blocks * BLOCK:
+            with open(path, "wb") as f:
+                for _ in range(blocks):
+                    f.write(b"\xff" * BLOCK)
+        self.f = open(path, "r+b")
+        self.programmed = 0
+        self.erases = 0
+
+    def readblocks(self, n, buf, off=0):
+        self.f.seek(n * BLOCK + off)
+        self.f.readinto(buf)
+
+    def writeblocks(self, n, buf, off=None):
+        if off is None:                      # simple protocol: whole blocks, erase first
+            for i in range(len(buf) // BLOCK):
+                self.ioctl(6, n + i)
+            off = 0
+        self.f.seek(n * BLOCK + off)
+        self.f.write(buf)
+        self.f.flush()
+        self.programmed += len(buf)
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.blocks
+        if op == 5:
+            return BLOCK
+        if op == 6:
+            self.f.seek(arg * BLOCK)
+            self.f.write(b"\xff" * BLOCK)
+            self.f.flush()
+            self.erases += 1
+            return 0
+        if op == 3:
+            self.f.flush()
+        return 0
+
+
+flash = None
+
+
+def setup(image="flash.img", blocks=64):
+    """Mount the flash image at /flash (formatting a blank one); returns the
+    network link (a no-op here)."""
+    global flash
+    flash = FileFlash(image, blocks)
+    try:
+        vfs.mount(vfs.VfsLfs2(flash), FLASH_ROOT)
+    except OSError:
+        vfs.VfsLfs2.mkfs(flash)
+        vfs.mount(vfs.VfsLfs2(flash), FLASH_ROOT)
+    from wlan import NullLink
+    return NullLink()
+
+
+def session_file():
+    return SESSION_PATH
+
+
+def flash_stats():
+    return {"flash_programmed": flash.programmed, "flash_erases": flash.erases} if flash else {}

@@ -1,0 +1,73 @@
+# Network link glue for RobustClient (`link=`), kept out of the MQTT core.
+#
+#   from wlan import WLANLink
+#   link = WLANLink("my-ssid", "secret")
+#   c = RobustClient(..., link=link)    # up() is called before each reconnect
+#
+# The interface is two methods, so any transport can provide it:
+#   up(timeout_ms) -> bool     bring the link up; True when usable
+#   isconnected() -> bool      the link looks usable (not a liveness proof:
+#                              MQTT keepalive finds a dead path)
+import time
+
+
+class NullLink:
+    """A link that is always up (the unix port, Ethernet boards)."""
+
+    def up(self, timeout_ms):
+        return True
+
+    def isconnected(self):
+        return True
+
+
+class WLANLink:
+    """network.WLAN in station mode, as on ESP32 and Pico W.
+
+    Status codes differ by port (ESP32 reports STAT_GOT_IP 1010, the Pico W
+    3), so success is taken from isconnected(), and a connect attempt that
+    has not succeeded within timeout_ms is restarted from scratch next time:
+    a half-associated radio (the STAT_CONNECTING limbo seen after access
+    point reboots) does not recover by waiting."""
+
+    def __init__(self, ssid, password, hostname=None, pm=None):
+        import network
+        self.ssid, self.password = ssid, password
+        self.wlan = network.WLAN(network.STA_IF)
+        if hostname:
+            try:
+                network.hostname(hostname)
+            except (AttributeError, ValueError, OSError):
+                pass
+        self._pm = pm
+        self.attempts = 0
+
+    def isconnected(self):
+        return self.wlan.isconnected()
+
+    def up(self, timeout_ms):
+        w = self.wlan
+        if w.isconnected():
+            return True
+        self.attempts += 1
+        w.active(True)
+        if self._pm is not None:
+            try:
+                w.config(pm=self._pm)        # e.g. 0xa11140 on the Pico W: no power save
+            except (ValueError, OSError):
+                pass
+        try:
+            w.disconnect()                   # leave any half-finished attempt
+        except OSError:
+            pass
+        w.connect(self.ssid, self.password)
+        t0 = time.ticks_ms()
+        while time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
+            if w.isconnected():
+                return True
+            time.sleep_ms(100)
+        return False
+
+    def down(self):
+        self.wlan.disconnect()
+        self.wlan.active(False)

@@ -1,0 +1,114 @@
+# Example device application: telemetry at QoS 1 and commands, on a session
+# that survives Wi-Fi drops and resets.
+#
+# Files beside it on the board (make deploy copies them):
+#   config.json    broker, client id, topics, interval (in the repository)
+#   secrets.json   Wi-Fi and MQTT credentials (never committed; see
+#                  secrets.example.json)
+#   profile.py     the board profile (boards/<board>/profile.py)
+#
+# Topics, under topic_base:
+#   <base>/tele    {"boot": B, "seq": S, "up_ms": T} every interval_ms, QoS 1
+#   <base>/cmd     commands: "interval=<ms>", "ping", "stop" (QoS 1)
+#   <base>/reply   answers to commands, QoS 1
+#
+# B counts resets (one flash write per boot), S counts messages within a
+# boot, so (B, S) names every message ever accepted; a receiver can tell a
+# QoS 1 repeat from a new message.
+import json
+import sys
+import time
+
+import profile
+from durable_mqtt import QueueFull
+from durable_mqtt.robust import RobustClient
+
+
+def load(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        if default is None:
+            raise
+        return default
+
+
+def main(config="config.json", secrets="secrets.json"):
+    cfg = load(config)
+    cfg.update(load(secrets, {}))
+    if hasattr(profile, "setup"):             # the simulated board mounts its flash image
+        link = profile.setup(**cfg.get("sim", {}))
+    else:
+        from wlan import WLANLink
+        link = WLANLink(cfg["wifi_ssid"], cfg["wifi_password"], cfg.get("hostname"))
+    boot = next_boot(profile.SESSION_PATH.rsplit("/", 1)[0] + "/boot_count")
+    base = cfg["topic_base"]
+    state = {"interval": cfg.get("interval_ms", 1000), "run": True}
+    trace = open(cfg["trace"], "a") if cfg.get("trace") else None   # simulation only
+
+    def on_message(topic, msg, retained, qos):
+        cmd = bytes(msg).decode()
+        if cmd.startswith("interval="):
+            state["interval"] = max(10, int(cmd[9:]))
+        elif cmd == "stop":
+            state["run"] = False
+        c.publish(base + "/reply", "boot %d: %s ok" % (boot, cmd), qos=1)
+        print("CMD", cmd)
+
+    c = RobustClient(cfg["client_id"], cfg["broker"], cfg.get("port", 1883),
+                     cfg.get("mqtt_user"), cfg.get("mqtt_password"), cfg.get("keepalive", 30),
+                     version=cfg.get("version", 4), link=link, clean_session=False,
+                     session_file=profile.session_file(), timeout_ms=cfg.get("timeout_ms", 5000),
+                     **profile.PROFILE)
+    c.set_callback(on_message)
+    print("BOOT", boot, "restored", c.pending(), "event", c.last_event)
+    c.subscribe(base + "/cmd", 1)             # made now, or after the first connect
+    seq = 0
+    t_next = time.ticks_ms()
+    t_stats = t_next
+    while state["run"]:
+        now = time.ticks_ms()
+        if time.ticks_diff(now, t_next) >= 0:
+            t_next = time.ticks_add(now, state["interval"])
+            try:
+                c.publish(base + "/tele", '{"boot":%d,"seq":%d,"up_ms":%d}' % (boot, seq, now), qos=1)
+                if trace:
+                    trace.write("%d:%d\n" % (boot, seq))
+                    trace.flush()
+                seq += 1
+            except QueueFull as e:             # offline too long: the outbox is full
+                print("REFUSED", e.args[1])
+        c.poll(min(50, max(1, time.ticks_diff(t_next, time.ticks_ms()))))
+        if time.ticks_diff(now, t_stats) >= 1000:
+            t_stats = now
+            report(c, boot, seq)
+    c.flush(10000)
+    report(c, boot, seq)
+    c.disconnect()
+    print("STOPPED")
+
+
+def next_boot(path):
+    # The boot counter: read, increment, write once per reset.
+    try:
+        with open(path) as f:
+            n = int(f.read()) + 1
+    except (OSError, ValueError):
+        n = 1
+    with open(path, "w") as f:
+        f.write(str(n))
+    return n
+
+
+def report(c, boot, seq):
+    s = c.stats()
+    if hasattr(profile, "flash_stats"):
+        s.update(profile.flash_stats())
+    s["boot"] = boot
+    s["seq"] = seq
+    print("STATS", json.dumps(s))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
