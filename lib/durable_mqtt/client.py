@@ -5,6 +5,7 @@
 # its backends, sockets in transport. Every buffer is allocated in
 # __init__; the steady-state paths marked `# noalloc` allocate nothing
 # (tests/test_noalloc.py runs them under micropython.heap_lock()).
+import micropython
 import time
 from micropython import const
 
@@ -297,12 +298,14 @@ class MQTTClient:
         self._subs = subs
         self._subs_bytes = sum(12 + len(f) for f, _, _ in subs)
 
+    @micropython.native
     def _state_size(self):  # noalloc
         """Upper bound of the stored state's size (docs/session-format.md):
         magic and header, subscriptions, one record per message and id."""
         o = self._out
         return (26 + len(self._cid) + self._subs_bytes + o.nbytes + 9 * o.count + 9 * self._rx2.n)
 
+    @micropython.native
     def _pid_in_use(self, pid):  # noalloc
         return self._out.holds(pid) or pid == self._sub_pid
 
@@ -543,6 +546,7 @@ class MQTTClient:
         self._ping_out = False
         self._sub_pid = 0
 
+    @micropython.native
     def _link_failed(self, exc):  # noalloc
         # Remember the first failure; the next check_msg/wait_msg/ping raises it.
         if self._pending_exc is None:
@@ -554,6 +558,7 @@ class MQTTClient:
             self._store.checkpoint(self)
 
     # ------------------------------------------------------------ publish
+    @micropython.native
     def publish(self, topic, msg, retain=False, qos=0, props=None):
         if qos not in (0, 1, 2):
             raise ValueError("qos must be 0, 1 or 2")
@@ -603,10 +608,10 @@ class MQTTClient:
                     self.stats_counters["dropped_qos0"] += 1
                 return None
             return self._enqueue(t, tl, msg, pl, qos, retain, pr, prl, n)
-        except ValueError:
+        except ValueError as e:
             if isinstance(msg, str):            # non-ASCII payload: encode once and retry
                 return self.publish(topic, msg.encode(), retain, qos, props)
-            raise
+            raise e
 
     def _encode_topic(self, topic):
         if isinstance(topic, str):
@@ -621,6 +626,7 @@ class MQTTClient:
             return t
         raise TypeError("topic must be str or bytes-like")
 
+    @micropython.native
     def _enqueue(self, t, tl, msg, pl, qos, retain, pr, prl, n):  # noalloc
         o = self._out
         if qos and o.held >= o.nslots:
@@ -640,9 +646,9 @@ class MQTTClient:
         if qos and self._persist:
             try:
                 self._store.out_publish(o.arena, off, n, pid)   # on flash before the wire
-            except Exception:
+            except Exception as e:
                 o.unadd()
-                raise
+                raise e
         if self._connected:
             self._drain()
         return pid or None
@@ -660,6 +666,7 @@ class MQTTClient:
         self._exp_value = d.get(codec.P_MESSAGE_EXPIRY, 0)
         return self._exp_value
 
+    @micropython.native
     def _drain(self):  # noalloc
         """Send what the window allows, in order: queued PUBLISH, owed PUBREL."""
         o = self._out
@@ -700,6 +707,7 @@ class MQTTClient:
         except OSError as e:
             self._link_failed(e)
 
+    @micropython.native
     def _expired(self, i):
         return time.ticks_diff(time.ticks_ms(), self._out.stamp[i]) >= self._out.expiry[i] * 1000
 
@@ -715,10 +723,12 @@ class MQTTClient:
         else:
             o.sent_qos0(i)
 
+    @micropython.native
     def _send(self, buf, off, n):  # noalloc
         self._net.write(buf, off, n, self.timeout_ms)
         self._last_tx = time.ticks_ms()
 
+    @micropython.native
     def _send_ack(self, kind, pid, reason):  # noalloc
         end = codec.encode_ack(self._tx, 0, kind, pid, reason, self._version)
         self._send(self._tx, 0, end)
@@ -785,6 +795,7 @@ class MQTTClient:
             self._sub_pid = 0
         return self._sub_result
 
+    @micropython.native
     def _need_link(self):
         if self._pending_exc is not None:
             e = self._pending_exc
@@ -794,6 +805,7 @@ class MQTTClient:
             raise NotConnected(ERR_NOT_CONNECTED, "not connected: call connect() first")
 
     # ------------------------------------------------------------ receiving
+    @micropython.native
     def check_msg(self):  # noalloc
         self._need_link()
         try:
@@ -807,6 +819,7 @@ class MQTTClient:
             self._need_link()
         self._report_oversize()
 
+    @micropython.native
     def wait_msg(self, timeout_ms=None):  # noalloc
         self._need_link()
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms) if timeout_ms is not None else 0
@@ -834,6 +847,7 @@ class MQTTClient:
         self._report_oversize()      # outside the try: the link stays up
         return kind
 
+    @micropython.native
     def _report_oversize(self):
         if self._oversize:
             n = self._oversize
@@ -841,6 +855,7 @@ class MQTTClient:
             raise PacketTooLarge(ERR_TOO_LARGE, "dropped an incoming PUBLISH of %d bytes: larger than buf_size %d"
                                  % (n, self.buf_size))
 
+    @micropython.native
     def ping(self):
         self._need_link()
         try:
@@ -854,6 +869,7 @@ class MQTTClient:
             self._link_failed(e)
             self._need_link()
 
+    @micropython.native
     def _keepalive(self):  # noalloc
         """Ping when idle; a PINGRESP overdue by half the keepalive means a
         dead link (a black-holed TCP connection never errors by itself).
@@ -892,6 +908,7 @@ class MQTTClient:
             self._views[key] = v
         return v
 
+    @micropython.native
     def _read_packet(self):  # noalloc
         """Advance the reader with what the socket has; when a whole packet
         is in, handle it and return its type, else return 0."""
@@ -988,6 +1005,7 @@ class MQTTClient:
                 self._rx2.add(pid)
                 self._send_ack(PUBREC, pid, 0)
 
+    @micropython.native
     def _dispatch(self):  # noalloc
         first = self._rfirst
         kind = first & 0xF0
@@ -1031,6 +1049,7 @@ class MQTTClient:
                 text += " (%s)" % props["reason_string"]
         raise PeerClosed(code, "broker sent DISCONNECT: " + text)
 
+    @micropython.native
     def _on_publish(self, first, n):  # noalloc
         inc = self._inc
         codec.parse_publish(self._rx, n, first & 0x0F, self._version, inc)
@@ -1057,6 +1076,7 @@ class MQTTClient:
                 self._store.in_qos2(pid)     # after delivery: the duplicate window, see docs
             self._send_ack(PUBREC, pid, 0)
 
+    @micropython.native
     def _deliver(self, inc):
         cb = self._cb
         if cb is None:
@@ -1071,6 +1091,7 @@ class MQTTClient:
         else:
             cb(topic, msg, bool(inc.retain), inc.qos)
 
+    @micropython.native
     def _on_puback(self, pid, reason):  # noalloc
         o = self._out
         i = o.find(pid, SENT)
@@ -1086,6 +1107,7 @@ class MQTTClient:
             self._on_done(pid, reason)
         self._drain()
 
+    @micropython.native
     def _on_pubrec(self, pid, reason):  # noalloc
         o = self._out
         i = o.find(pid, SENT)
@@ -1112,12 +1134,14 @@ class MQTTClient:
         o.state[i] = RELEASE
         self._send_ack(PUBREL, pid, 0)
 
+    @micropython.native
     def _on_pubrel(self, pid):  # noalloc
         known = self._rx2.remove(pid)
         if known and self._persist:
             self._store.in_rel(pid)                         # on flash before the PUBCOMP
         self._send_ack(PUBCOMP, pid, 0 if known or self._version == 4 else 0x92)
 
+    @micropython.native
     def _on_pubcomp(self, pid):  # noalloc
         o = self._out
         i = o.find(pid, RELEASE)

@@ -12,6 +12,7 @@ import micropython
 from micropython import const
 
 from .errors import ProtocolError, PacketTooLarge, ERR_PROTOCOL, ERR_TOO_LARGE
+from .memcopy import copy
 
 CONNECT = const(0x10)
 CONNACK = const(0x20)
@@ -111,13 +112,14 @@ def _copy_ascii(dst: ptr8, doff: int, src: ptr8, n: int) -> int:
     return 1
 
 
+@micropython.native
 def put_bytes(buf, off, data, n):  # noalloc
     """Copy n bytes of bytes-like or ASCII str `data` into buf at off."""
     if isinstance(data, str):
         if not _copy_ascii(buf, off, data, n):
             raise ValueError("non-ASCII str")
     elif n:
-        buf[off:off + n] = data
+        copy(buf, off, data, 0, n)      # (a slice in native code would allocate)
     return off + n
 
 
@@ -125,6 +127,7 @@ def varint_size(n):  # noalloc
     return 1 if n < 128 else 2 if n < 16384 else 3 if n < 2097152 else 4
 
 
+@micropython.native
 def put_varint(buf, off, n):  # noalloc
     while True:
         b = n & 0x7F
@@ -137,6 +140,7 @@ def put_varint(buf, off, n):  # noalloc
             return off + 1
 
 
+@micropython.native
 def put_u16(buf, off, v):  # noalloc
     buf[off] = v >> 8
     buf[off + 1] = v & 0xFF
@@ -159,6 +163,7 @@ def get_u32(buf, off):  # may allocate on 32-bit boards for values >= 2**30
     return (buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]
 
 
+@micropython.native
 def get_varint(buf, off, end, out):  # noalloc
     """Decode a Variable Byte Integer at off; returns the offset after it and
     stores the value in out.value. Raises ProtocolError if malformed."""
@@ -178,6 +183,7 @@ def get_varint(buf, off, end, out):  # noalloc
             _fail("variable byte integer longer than 4 bytes")
 
 
+@micropython.native
 def header(buf, off, first, remaining):  # noalloc
     """Fixed header: first byte and Remaining Length."""
     buf[off] = first
@@ -292,6 +298,7 @@ def _get_str(buf, off, end, pid):
     return bytes(buf[off:off + n]), off + n
 
 
+@micropython.native
 def skip_props(buf, off, end, inc):  # noalloc
     """Walk a property block without allocating; note in `inc` the ones the
     client acts on (topic alias, message expiry, subscription id). Returns
@@ -346,6 +353,7 @@ class _Value:
 
 # ---------------------------------------------------------------- encoders
 
+@micropython.native
 def publish_size(topic_len, payload_len, qos, props_len, version):  # noalloc
     """Remaining Length of a PUBLISH."""
     n = 2 + topic_len + payload_len + (2 if qos else 0)
@@ -354,6 +362,7 @@ def publish_size(topic_len, payload_len, qos, props_len, version):  # noalloc
     return n
 
 
+@micropython.native
 def encode_publish(buf, off, topic, topic_len, payload, payload_len, qos, retain, dup, pid,
                    props, props_len, version):  # noalloc
     """PUBLISH into buf at off; returns the end offset. `props` is an encoded
@@ -372,11 +381,12 @@ def encode_publish(buf, off, topic, topic_len, payload, payload_len, qos, retain
     if version == 5:
         off = put_varint(buf, off, props_len)
         if props_len:
-            buf[off:off + props_len] = props
+            copy(buf, off, props, 0, props_len)
             off += props_len
     return put_bytes(buf, off, payload, payload_len)
 
 
+@micropython.native
 def encode_ack(buf, off, kind, pid, reason, version):  # noalloc
     """PUBACK, PUBREC, PUBREL or PUBCOMP. In MQTT 5 the reason code is
     omitted when it is 0 (Success), as section 3.4.2.1 allows."""
@@ -524,6 +534,7 @@ class Incoming:
     topic_alias = 0
 
 
+@micropython.native
 def parse_publish(body, n, flags, version, inc):  # noalloc
     """Decode a PUBLISH body of n bytes (flags: low nibble of the first byte)."""
     qos = (flags >> 1) & 3
@@ -553,6 +564,7 @@ def parse_publish(body, n, flags, version, inc):  # noalloc
     inc.payload_len = n - off
 
 
+@micropython.native
 def parse_ack(body, n, version):  # noalloc
     """Packet id of a PUBACK/PUBREC/PUBREL/PUBCOMP/UNSUBACK body; the MQTT 5
     reason code is read with ack_reason()."""

@@ -17,6 +17,7 @@
 #
 # append() allocates nothing once the file is open (the file object is kept
 # between appends). The checkpoint calls open a file, which allocates.
+import micropython
 import os
 
 from .errors import StoreFull, ERR_FULL
@@ -70,6 +71,7 @@ class FileStore:
             except OSError:
                 pass
 
+    @micropython.native
     def append(self, buf, n):  # noalloc (once the file is open)
         """Durably store buf[0:n] at the end of the file."""
         if self._ck is not None:
@@ -85,7 +87,7 @@ class FileStore:
             self._failed_append()
             if e.args[0] == _ENOSPC:
                 raise StoreFull(ERR_FULL, "filesystem full")
-            raise
+            raise e
         self._size += n
         self._since += n
         self.bytes_written += n

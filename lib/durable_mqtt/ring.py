@@ -23,6 +23,7 @@
 #   promises anyway.
 # - append(), the checkpoint calls and erase() allocate nothing: one staging
 #   buffer and one memoryview per commit length are made in __init__.
+import micropython
 from micropython import const
 
 from . import crc
@@ -302,20 +303,22 @@ class RingStore:
 
     # ------------------------------------------------------------ writing
 
+    @micropython.native
     def _program(self, size):  # noalloc
         # One writeblocks call for the staged commit of `size` bytes.
         try:
             self._bdev.writeblocks(self._first + self._head, self._views[size // self._p - 1], self._pos)
-        except BaseException:
+        except BaseException as e:
             # Unknown state on flash: never write after it in this block.
             self._pos = self._bs
             self._ck_open = False
-            raise
+            raise e
         self._pos += size
         self.bytes_written += size
         self._seq = (self._seq + 1) & _SEQ_MASK
         self._scan = None
 
+    @micropython.native
     def _advance(self, force):  # noalloc
         # Erase the next block and write its header. force=True may wipe the
         # block holding the live checkpoint (erase() only).
@@ -345,6 +348,7 @@ class RingStore:
         self._pos = self._p
         self.bytes_written += self._p
 
+    @micropython.native
     def _frame(self, kind, n):  # noalloc
         # Frame the n payload bytes already at stage[8:]; returns the size.
         st = self._stage
@@ -369,6 +373,7 @@ class RingStore:
         self._pos = self._bs
         self._empty_checkpoint(True)
 
+    @micropython.native
     def _empty_checkpoint(self, force):  # noalloc
         size = self._p
         if self._pos + size > self._bs:
@@ -381,6 +386,7 @@ class RingStore:
         self._tail_seq = bseq
         self._tail_off = off
 
+    @micropython.native
     def append(self, buf, n):  # noalloc
         """Durably store buf[0:n] (n <= max_append) as one commit."""
         if self._ck_open:
@@ -407,6 +413,7 @@ class RingStore:
         """The largest state (bytes) a checkpoint is guaranteed to hold."""
         return self._capacity
 
+    @micropython.native
     def begin_checkpoint(self):  # noalloc
         if self._tail < 0:
             self._format()
@@ -416,6 +423,7 @@ class RingStore:
         self._ck_first = True
         self._ck_total = 0
 
+    @micropython.native
     def _ck_place(self):  # noalloc
         # Choose where the next checkpoint commit goes and how much it holds.
         room = self._bs - self._pos - _OVH
@@ -425,6 +433,7 @@ class RingStore:
         self._ck_lim = min(room, self.max_append)
         self._ck_fill = 0
 
+    @micropython.native
     def _ck_flush(self, kind):  # noalloc
         if self._ck_first:
             kind |= _K_BEGIN
@@ -435,6 +444,7 @@ class RingStore:
         self._ck_first = False
         self._ck_lim = 0
 
+    @micropython.native
     def write_checkpoint(self, buf, n):  # noalloc
         """Add buf[0:n] (any n) to the open checkpoint."""
         if not self._ck_open:
@@ -455,11 +465,12 @@ class RingStore:
                 copy(self._stage, _HDR + self._ck_fill, buf, i, k)
                 self._ck_fill += k
                 i += k
-        except BaseException:
+        except BaseException as e:
             self._ck_open = False
-            raise
+            raise e
         self._ck_total += n
 
+    @micropython.native
     def end_checkpoint(self):  # noalloc
         """Write the END commit; from then on load() yields the checkpoint."""
         if not self._ck_open:

@@ -17,6 +17,7 @@
 #   message is resent with DUP=1 after the reboot, which QoS 1 allows and
 #   QoS 2 absorbs (a PUBREL for an id the broker forgot is answered PUBCOMP).
 from array import array
+import micropython
 from micropython import const
 
 from . import crc
@@ -65,6 +66,7 @@ class SessionStore:
         self.dirty = False       # state changed since the last checkpoint (subs, header)
 
     # ------------------------------------------------------------ records
+    @micropython.native
     def _acks_into(self, pos):  # noalloc
         n = self.nacks
         if not n:
@@ -79,6 +81,7 @@ class SessionStore:
         self.nacks = 0
         return p + 4
 
+    @micropython.native
     def _pid_record(self, kind, pid):  # noalloc
         st = self.stage
         p = self._acks_into(0)
@@ -88,10 +91,11 @@ class SessionStore:
         crc.put(st, p, 5)
         try:
             self._append(p + 9)
-        except Exception:
+        except Exception as e:
             self._reclaim_acks(p)
-            raise
+            raise e
 
+    @micropython.native
     def _append(self, n):  # noalloc (ring); a file checkpoint opens a file
         b = self.backend
         if b.needs_checkpoint():
@@ -107,6 +111,7 @@ class SessionStore:
             return
         self.appends += 1
 
+    @micropython.native
     def out_publish(self, arena, off, n, pid):  # noalloc
         """Accepted QoS 1/2 message; on flash before it is sent."""
         st = self.stage
@@ -118,11 +123,11 @@ class SessionStore:
         crc.put(st, p, n + 5)
         try:
             self._append(p + n + 9)
-        except Exception:
+        except Exception as e:
             # Refused (store full, I/O error): acks taken into the stage are
             # not lost, they stay pending for the next write.
             self._reclaim_acks(p)
-            raise
+            raise e
 
     def _reclaim_acks(self, end):
         if end:
@@ -131,21 +136,26 @@ class SessionStore:
                 self.acks[self.nacks] = get_u16(st, 3 + 2 * k)
                 self.nacks += 1
 
+    @micropython.native
     def out_acked(self, pid):  # noalloc
         if self.nacks >= len(self.acks):
             self.flush()
         self.acks[self.nacks] = pid
         self.nacks += 1
 
+    @micropython.native
     def out_rel(self, pid):  # noalloc
         self._pid_record(R_OUT_REL, pid)
 
+    @micropython.native
     def in_qos2(self, pid):  # noalloc
         self._pid_record(R_IN_QOS2, pid)
 
+    @micropython.native
     def in_rel(self, pid):  # noalloc
         self._pid_record(R_IN_REL, pid)
 
+    @micropython.native
     def flush(self):  # noalloc
         """Write pending acknowledgements now (idle, disconnect)."""
         if self.nacks:

@@ -1,6 +1,7 @@
 # The only module that touches sockets, TLS and platform errno values.
 # Sockets are non-blocking once connected; every wait is bounded by a
 # timeout and done with poll, so nothing here can hang.
+import micropython
 import errno
 import select
 import socket
@@ -87,6 +88,7 @@ class Transport:
             except OSError:
                 pass
 
+    @micropython.native
     def read_into(self, buf, n):  # noalloc
         """Read up to n bytes into buf without waiting; 0 when none are ready.
         Raises PeerClosed at end of stream."""
@@ -102,6 +104,7 @@ class Transport:
             raise PeerClosed(ERR_CLOSED, "the broker closed the connection")
         return r
 
+    @micropython.native
     def write(self, buf, off, n, timeout_ms):  # noalloc
         """Write buf[off:off+n] completely, waiting for room at most
         timeout_ms. One packet goes out in as few segments as the stack
@@ -127,6 +130,7 @@ class Transport:
                 if ev & _POLL_HUP_ERR:
                     raise PeerClosed(ERR_CLOSED, "connection dropped while writing")
 
+    @micropython.native
     def wait_readable(self, timeout_ms):  # noalloc
         """True when data (or a close) is ready within timeout_ms."""
         for _, ev in self._pin.ipoll(timeout_ms):

@@ -222,6 +222,7 @@ class NorFlash:
             raise ValueError("access outside the device")
         return a
 
+    @micropython.native
     def readblocks(self, n, buf, off=0):
         if self._dead:
             raise PowerCut
@@ -229,6 +230,7 @@ class NorFlash:
         self.reads += 1
         _copy(buf, 0, self.data, a, len(buf))
 
+    @micropython.native
     def writeblocks(self, n, buf, off=None):
         if off is None:  # simple protocol: whole blocks, erase first
             nb = (len(buf) + self.block_size - 1) // self.block_size
@@ -264,6 +266,7 @@ class NorFlash:
         if self._file is not None:
             self._mirror(a, length)
 
+    @micropython.native
     def erase(self, n):
         if self._dead:
             raise PowerCut
