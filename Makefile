@@ -28,6 +28,12 @@ SIM_ARGS ?=
 sim: tools
 	$(BIN)/python tools/sim.py $(SIM_ARGS)
 
+# Side by side with the peer clients (installed from PyPI into a temporary
+# folder at run time); writes docs/benchmarks.md and docs/benchmarks.svg.
+BENCH_ARGS ?=
+bench: tools
+	$(BIN)/python tools/bench/run.py $(BENCH_ARGS)
+
 # Long runs: the resilience streams with 120 drops each, a longer simulation.
 soak: tools
 	SOAK=1 $(BIN)/pytest -q tests/test_resilience.py tests/test_kill_restart.py $(PYTEST_ARGS)

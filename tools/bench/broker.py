@@ -1,0 +1,155 @@
+"""A private mosquitto for the benchmark, and the CPython publisher that
+feeds the receive benchmarks.
+
+The publisher is a few lines of raw MQTT 3.1.1 over a socket (no client
+library): it builds a whole burst of QoS 1 PUBLISH packets in memory, sends
+it with one sendall() and then reads the PUBACKs. mosquitto takes the burst
+at once and hands it to the subscriber as fast as the subscriber reads and
+acknowledges, so the receive rate measured in the workload is the client's
+(and the broker's), not the publisher's. The subscription's QoS (0 or 1)
+sets the delivery QoS.
+"""
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mosquitto_version():
+    try:
+        r = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True, timeout=5)
+        first = (r.stdout or r.stderr).splitlines()[0]
+        return first.replace("mosquitto version", "").strip()
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Broker:
+    def __init__(self, directory):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.conf = self.dir / "mosquitto.conf"
+        self.log = self.dir / "mosquitto.log"
+        self.conf.write_text(
+            "listener %d 127.0.0.1\n" % self.port
+            + "allow_anonymous true\n"
+            # as root mosquitto would otherwise drop to user 'mosquitto' and
+            # could not write its log in our temporary folder
+            + "user root\n"
+            + "persistence false\n"
+            + "log_dest file %s\n" % self.log
+            + "log_type error\nlog_type warning\n"
+            # no Nagle on the broker's side: the receive benchmarks measure the
+            # client, not 40 ms stalls between the broker's small writes and
+            # the receiving host's delayed ACKs (client-side Nagle stays: it
+            # is the client's own doing)
+            + "set_tcp_nodelay true\n"
+            # the receive bursts queue up to ~1,100 messages per subscriber
+            + "max_queued_messages 100000\n")
+        self.proc = None
+
+    def start(self):
+        if not os.path.exists(MOSQUITTO):
+            raise RuntimeError("mosquitto not found (Debian: apt-get install mosquitto; `make tools` does it)")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.dir / "mosquitto.stderr", "ab"))
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.01)
+        self.stop()
+        raise RuntimeError("mosquitto did not start:\n" + self.log_text())
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log_text(self):
+        out = []
+        for p in (self.log, self.dir / "mosquitto.stderr"):
+            if p.exists():
+                out.append(p.read_text(errors="replace"))
+        return "\n".join(out)
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _str(b):
+    return struct.pack("!H", len(b)) + b
+
+
+def _recv_exact(s, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("broker closed the publisher's connection")
+        buf += chunk
+    return bytes(buf)
+
+
+class Publisher:
+    """Raw MQTT 3.1.1 publisher (QoS 1) on its own connection."""
+
+    def __init__(self, port, client_id=b"bench-publisher"):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        body = _str(b"MQTT") + bytes([4, 0x02]) + struct.pack("!H", 0) + _str(client_id)
+        self.s.sendall(b"\x10" + _varint(len(body)) + body)
+        ack = _recv_exact(self.s, 4)
+        if ack[0] != 0x20 or ack[3] != 0:
+            raise RuntimeError("publisher CONNECT refused: %r" % ack)
+        self.pid = 0
+
+    def burst(self, topic, payload, count):
+        """Publish `count` QoS 1 messages in one write; return once all are
+        acknowledged by the broker."""
+        t = _str(topic)
+        parts = []
+        for _ in range(count):
+            self.pid = self.pid % 65535 + 1
+            body = t + struct.pack("!H", self.pid) + payload
+            parts.append(b"\x32" + _varint(len(body)) + body)
+        self.s.sendall(b"".join(parts))
+        left = count
+        while left:
+            hdr = _recv_exact(self.s, 2)
+            if hdr[0] != 0x40:
+                raise RuntimeError("publisher expected PUBACK, got 0x%02x" % hdr[0])
+            _recv_exact(self.s, hdr[1])
+            left -= 1
+
+    def close(self):
+        try:
+            self.s.sendall(b"\xe0\x00")
+        except OSError:
+            pass
+        self.s.close()
