@@ -1,6 +1,6 @@
 # Type stubs for durable_mqtt, for editors and type checkers on the host.
 # Not installed on boards: mip, `make deploy` and lib/manifest.py take only
-# the .py modules. The contract is /API.md; docs/api.md describes every name.
+# the .py modules. docs/api.md describes every name.
 # Names starting with an underscore exist only in this stub.
 from typing import Any, Callable, Dict, Optional, Protocol, Union
 
@@ -45,7 +45,7 @@ _MessageCallback = Union[
     Callable[[memoryview, memoryview, bool, int], None],
     Callable[[memoryview, memoryview, bool, int, Optional[Dict[str, Any]]], None],
 ]
-# event: "new", "resumed", "lost", "expired" or "discarded"
+# event: "new", "resumed", "lost", "expired", "discarded" or "damaged"
 _EventCallback = Callable[[str, Dict[str, Any]], None]
 
 
@@ -106,6 +106,7 @@ class MQTTClient:
     def ping(self) -> None: ...
     def pending(self) -> int: ...
     def is_connected(self) -> bool: ...
+    def flush(self, timeout_ms: int = 10000) -> bool: ...
     def save_session(self) -> bytes: ...
     def restore_session(self, data: _BytesLike) -> None: ...
     def stats(self) -> Dict[str, int]: ...

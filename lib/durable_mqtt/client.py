@@ -6,6 +6,7 @@
 # __init__; the steady-state paths marked `# noalloc` allocate nothing
 # (tests/test_noalloc.py runs them under micropython.heap_lock()).
 import micropython
+import sys
 import time
 from micropython import const
 
@@ -41,6 +42,17 @@ EV_DAMAGED = "damaged"       # a damaged record cut the stored state short
 
 def _to_bytes(s):
     return s.encode() if isinstance(s, str) else bytes(s)
+
+
+def _header_length(hdr, got):  # noalloc
+    """Length of the fixed header in hdr[0:got], or 0 while incomplete.
+    Raises ProtocolError for a Remaining Length longer than 4 bytes."""
+    for i in range(1, got):
+        if not hdr[i] & 0x80:
+            return i + 1
+        if i == 4:
+            raise ProtocolError(ERR_PROTOCOL, "remaining length longer than 4 bytes")
+    return 0
 
 
 def _check_topic(t):  # noalloc
@@ -111,7 +123,9 @@ class MQTTClient:
         self._topics = {}
         self._inc = codec.Incoming()
         slots = max_inflight + outbox_size
-        self._out = Outgoing(slots, outbox_bytes or max(4 * buf_size, 2 * buf_size + 64))
+        # Default arena: room for every slot at ~96 bytes (a 16-byte topic and
+        # 64-byte payload is an 86-byte PUBLISH), and at least two full packets.
+        self._out = Outgoing(slots, outbox_bytes or max(96 * slots, 2 * buf_size + 64))
         # Ids of incoming QoS 2 messages awaiting PUBREL (2 bytes an entry).
         # After a reconnect a broker resends what was in flight on the old
         # connection and starts a fresh send quota beside it (mosquitto 2.0
@@ -145,6 +159,7 @@ class MQTTClient:
         self._ping_out = False
         self._rs = _R_HEAD
         self._rgot = 0
+        self._carry = 0               # bytes of the next packet already in _hdr
         self._rlen = 0
         self._rfirst = 0
         self._drain_left = 0
@@ -153,6 +168,7 @@ class MQTTClient:
         self._sub_kind = 0
         self._sub_result = -1
         self._in_connect = False
+        self._drain_due = False
         self._exp_props = None
         self._exp_value = 0
         self._props_ok = None
@@ -214,12 +230,18 @@ class MQTTClient:
     # ------------------------------------------------------------ flash store
     def _open_store(self, session_file, prog_size):
         from .store import SessionStore
-        if isinstance(session_file, str):
-            from .filestore import FileStore
-            self._backend = FileStore(session_file)
-        else:
-            from .ring import RingStore
-            self._backend = RingStore(session_file, prog_size=prog_size, max_append=self._stage_size)
+        try:
+            if isinstance(session_file, str):
+                from .filestore import FileStore
+                self._backend = FileStore(session_file)
+            else:
+                from .ring import RingStore
+                if prog_size is None and sys.platform == "rp2":
+                    prog_size = 256       # rp2.Flash programs whole 256-byte pages
+                self._backend = RingStore(session_file, prog_size=prog_size, max_append=self._stage_size)
+        except ImportError as e:
+            raise ImportError("session_file needs durable_mqtt's flash backends (filestore.py, ring.py), "
+                              "which package-core.json leaves out: install package.json (%s)" % e)
         self._store = SessionStore(self._backend, self._stage_size, self._out.nslots, self)
         # The whole state must fit one checkpoint; publish() refuses beyond.
         self._store_cap = self._backend.capacity_bytes()
@@ -298,14 +320,12 @@ class MQTTClient:
         self._subs = subs
         self._subs_bytes = sum(12 + len(f) for f, _, _ in subs)
 
-    @micropython.native
     def _state_size(self):  # noalloc
         """Upper bound of the stored state's size (docs/session-format.md):
         magic and header, subscriptions, one record per message and id."""
         o = self._out
         return (26 + len(self._cid) + self._subs_bytes + o.nbytes + 9 * o.count + 9 * self._rx2.n)
 
-    @micropython.native
     def _pid_in_use(self, pid):  # noalloc
         return self._out.holds(pid) or pid == self._sub_pid
 
@@ -360,6 +380,7 @@ class MQTTClient:
         self._net.open(self.server, self.port, self.ssl, tmo)
         self._rs = _R_HEAD
         self._rgot = 0
+        self._carry = 0
         self._pending_exc = None
         self._in_connect = True
         try:
@@ -546,7 +567,6 @@ class MQTTClient:
         self._ping_out = False
         self._sub_pid = 0
 
-    @micropython.native
     def _link_failed(self, exc):  # noalloc
         # Remember the first failure; the next check_msg/wait_msg/ping raises it.
         if self._pending_exc is None:
@@ -668,46 +688,62 @@ class MQTTClient:
 
     @micropython.native
     def _drain(self):  # noalloc
-        """Send what the window allows, in order: queued PUBLISH, owed PUBREL."""
+        """Send what the window allows, in order: queued PUBLISH, owed PUBREL.
+        Consecutive queued packets lie next to each other in the arena and
+        go out in one write (a burst after a window of PUBACKs, or the
+        resend after a reconnect, costs one system call, not one each)."""
         o = self._out
         st = o.state
+        run = -1          # arena offset of packets marked sent, not yet written
+        end = 0
         try:
             while self._connected and o.send < o.count:
                 i = o.index(o.send)
                 s = st[i]
                 kind = s & 0x0F
+                pid = o.pid[i]
+                if (kind == QUEUED and pid and o.inflight < self._window
+                        and not (o.expiry[i] and self._expired(i))):
+                    off = o.off[i]
+                    if s & F_DUP:
+                        o.arena[off] |= FLAG_DUP                # MQTT-3.3.1-1
+                    if run >= 0 and off != end:
+                        self._send(o.arena, run, end - run)
+                        run = -1
+                    if run < 0:
+                        run = off
+                    end = off + o.len[i]
+                    st[i] = SENT
+                    o.inflight += 1
+                    self.stats_counters["sent"] += 1
+                    o.send += 1
+                    continue
+                if run >= 0:
+                    self._send(o.arena, run, end - run)
+                    run = -1
                 if kind == RELEASE:
                     if s & F_REL_DUE:
-                        self._send_ack(PUBREL, o.pid[i], 0)
+                        self._send_ack(PUBREL, pid, 0)
                         st[i] = RELEASE
                 elif kind == QUEUED:
-                    pid = o.pid[i]
+                    o.send += 1
                     if pid:
                         if o.inflight >= self._window:
+                            o.send -= 1
                             return
-                        if o.expiry[i] and self._expired(i):
-                            o.send += 1
-                            self._drop_expired(i)
-                            continue
-                        off = o.off[i]
-                        if s & F_DUP:
-                            o.arena[off] |= FLAG_DUP            # MQTT-3.3.1-1
-                        self._send(o.arena, off, o.len[i])
-                        st[i] = SENT
-                        o.inflight += 1
-                        self.stats_counters["sent"] += 1
-                    else:
-                        o.send += 1
-                        if not (o.expiry[i] and self._expired(i)):
-                            self._send(o.arena, o.off[i], o.len[i])
-                            self.stats_counters["sent"] += 1
-                        o.sent_qos0(i)
+                        self._drop_expired(i)                   # (the only other case)
                         continue
+                    if not (o.expiry[i] and self._expired(i)):
+                        self._send(o.arena, o.off[i], o.len[i])
+                        self.stats_counters["sent"] += 1
+                    o.sent_qos0(i)
+                    continue
                 o.send += 1
+            if run >= 0:
+                self._send(o.arena, run, end - run)
         except OSError as e:
             self._link_failed(e)
 
-    @micropython.native
     def _expired(self, i):
         return time.ticks_diff(time.ticks_ms(), self._out.stamp[i]) >= self._out.expiry[i] * 1000
 
@@ -723,7 +759,6 @@ class MQTTClient:
         else:
             o.sent_qos0(i)
 
-    @micropython.native
     def _send(self, buf, off, n):  # noalloc
         self._net.write(buf, off, n, self.timeout_ms)
         self._last_tx = time.ticks_ms()
@@ -795,7 +830,6 @@ class MQTTClient:
             self._sub_pid = 0
         return self._sub_result
 
-    @micropython.native
     def _need_link(self):
         if self._pending_exc is not None:
             e = self._pending_exc
@@ -817,6 +851,9 @@ class MQTTClient:
         except OSError as e:
             self._link_failed(e)
             self._need_link()
+        if self._drain_due:
+            self._drain_due = False
+            self._drain()
         self._report_oversize()
 
     @micropython.native
@@ -844,10 +881,12 @@ class MQTTClient:
         except OSError as e:
             self._link_failed(e)
             self._need_link()
+        if self._drain_due:
+            self._drain_due = False
+            self._drain()
         self._report_oversize()      # outside the try: the link stays up
         return kind
 
-    @micropython.native
     def _report_oversize(self):
         if self._oversize:
             n = self._oversize
@@ -914,35 +953,45 @@ class MQTTClient:
         is in, handle it and return its type, else return 0."""
         net = self._net
         if self._rs == _R_HEAD:
-            got = self._rgot
-            while True:
-                need = 2 - got if got < 2 else 1
-                r = net.read_into(self._hdrv[got], need)
+            # Read up to 5 bytes at once: the fixed header and, for the
+            # small packets that dominate (PUBACK is 4 bytes), the body too.
+            # Bytes past this packet stay in hdr as the start of the next.
+            hdr = self._hdr
+            got = self._carry
+            h = _header_length(hdr, got)
+            while not h:
+                r = net.read_into(self._hdrv[got], _HDR_MAX - got)
                 if not r:
-                    self._rgot = got
+                    self._carry = got
                     return 0
                 got += r
-                if got < 2 or self._hdr[got - 1] & 0x80:
-                    if got >= _HDR_MAX:
-                        raise ProtocolError(ERR_PROTOCOL, "remaining length longer than 4 bytes")
-                    continue
-                break
+                h = _header_length(hdr, got)
             self._last_rx = time.ticks_ms()
-            self._rgot = 0
-            self._rfirst = self._hdr[0]
+            self._rfirst = hdr[0]
             self._inc.value = 0
-            codec.get_varint(self._hdr, 1, got, self._inc)
+            codec.get_varint(hdr, 1, h, self._inc)
             rl = self._rlen = self._inc.value
-            if got + rl > self.buf_size:
+            extra = got - h                     # bytes of the body (or beyond) already here
+            take = extra if extra < rl else rl
+            rx = self._rx
+            for k in range(take):
+                rx[k] = hdr[h + k]
+            left = extra - take                 # bytes of the next packet
+            for k in range(left):
+                hdr[k] = hdr[h + take + k]
+            self._carry = left
+            self._rgot = take
+            if h + rl > self.buf_size:
                 if self._rfirst & 0xF0 != PUBLISH:
                     raise PacketTooLarge(ERR_TOO_LARGE, "incoming packet type 0x%02x of %d bytes exceeds buf_size %d"
-                                         % (self._rfirst, got + rl, self.buf_size))
+                                         % (self._rfirst, h + rl, self.buf_size))
                 self._rs = _R_DRAIN
                 self._drain_left = rl
-                self._oversize = got + rl
-            elif rl:
+                self._oversize = h + rl
+            elif take < rl:
                 self._rs = _R_BODY
             else:
+                self._rgot = 0
                 return self._dispatch()
         if self._rs == _R_BODY:
             got = self._rgot
@@ -1091,7 +1140,6 @@ class MQTTClient:
         else:
             cb(topic, msg, bool(inc.retain), inc.qos)
 
-    @micropython.native
     def _on_puback(self, pid, reason):  # noalloc
         o = self._out
         i = o.find(pid, SENT)
@@ -1105,9 +1153,8 @@ class MQTTClient:
             self._store.out_acked(pid)
         if self._on_done:
             self._on_done(pid, reason)
-        self._drain()
+        self._drain_due = True       # after every ack already received: one write
 
-    @micropython.native
     def _on_pubrec(self, pid, reason):  # noalloc
         o = self._out
         i = o.find(pid, SENT)
@@ -1126,7 +1173,7 @@ class MQTTClient:
                 self._store.out_acked(pid)
             if self._on_done:
                 self._on_done(pid, reason)
-            self._drain()
+            self._drain_due = True
             return
         o.released(i)
         if self._persist:
@@ -1134,14 +1181,12 @@ class MQTTClient:
         o.state[i] = RELEASE
         self._send_ack(PUBREL, pid, 0)
 
-    @micropython.native
     def _on_pubrel(self, pid):  # noalloc
         known = self._rx2.remove(pid)
         if known and self._persist:
             self._store.in_rel(pid)                         # on flash before the PUBCOMP
         self._send_ack(PUBCOMP, pid, 0 if known or self._version == 4 else 0x92)
 
-    @micropython.native
     def _on_pubcomp(self, pid):  # noalloc
         o = self._out
         i = o.find(pid, RELEASE)
@@ -1153,7 +1198,7 @@ class MQTTClient:
             self._store.out_acked(pid)
         if self._on_done:
             self._on_done(pid, 0)
-        self._drain()
+        self._drain_due = True
 
     def _on_suback(self, kind, n):
         rx = self._rx

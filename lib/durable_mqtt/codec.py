@@ -112,7 +112,6 @@ def _copy_ascii(dst: ptr8, doff: int, src: ptr8, n: int) -> int:
     return 1
 
 
-@micropython.native
 def put_bytes(buf, off, data, n):  # noalloc
     """Copy n bytes of bytes-like or ASCII str `data` into buf at off."""
     if isinstance(data, str):
@@ -127,7 +126,6 @@ def varint_size(n):  # noalloc
     return 1 if n < 128 else 2 if n < 16384 else 3 if n < 2097152 else 4
 
 
-@micropython.native
 def put_varint(buf, off, n):  # noalloc
     while True:
         b = n & 0x7F
@@ -140,7 +138,6 @@ def put_varint(buf, off, n):  # noalloc
             return off + 1
 
 
-@micropython.native
 def put_u16(buf, off, v):  # noalloc
     buf[off] = v >> 8
     buf[off + 1] = v & 0xFF
@@ -163,7 +160,6 @@ def get_u32(buf, off):  # may allocate on 32-bit boards for values >= 2**30
     return (buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]
 
 
-@micropython.native
 def get_varint(buf, off, end, out):  # noalloc
     """Decode a Variable Byte Integer at off; returns the offset after it and
     stores the value in out.value. Raises ProtocolError if malformed."""
@@ -183,7 +179,6 @@ def get_varint(buf, off, end, out):  # noalloc
             _fail("variable byte integer longer than 4 bytes")
 
 
-@micropython.native
 def header(buf, off, first, remaining):  # noalloc
     """Fixed header: first byte and Remaining Length."""
     buf[off] = first
@@ -353,7 +348,6 @@ class _Value:
 
 # ---------------------------------------------------------------- encoders
 
-@micropython.native
 def publish_size(topic_len, payload_len, qos, props_len, version):  # noalloc
     """Remaining Length of a PUBLISH."""
     n = 2 + topic_len + payload_len + (2 if qos else 0)
@@ -386,7 +380,6 @@ def encode_publish(buf, off, topic, topic_len, payload, payload_len, qos, retain
     return put_bytes(buf, off, payload, payload_len)
 
 
-@micropython.native
 def encode_ack(buf, off, kind, pid, reason, version):  # noalloc
     """PUBACK, PUBREC, PUBREL or PUBCOMP. In MQTT 5 the reason code is
     omitted when it is 0 (Success), as section 3.4.2.1 allows."""
@@ -564,7 +557,6 @@ def parse_publish(body, n, flags, version, inc):  # noalloc
     inc.payload_len = n - off
 
 
-@micropython.native
 def parse_ack(body, n, version):  # noalloc
     """Packet id of a PUBACK/PUBREC/PUBREL/PUBCOMP/UNSUBACK body; the MQTT 5
     reason code is read with ack_reason()."""

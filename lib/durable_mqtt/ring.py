@@ -318,7 +318,6 @@ class RingStore:
         self._seq = (self._seq + 1) & _SEQ_MASK
         self._scan = None
 
-    @micropython.native
     def _advance(self, force):  # noalloc
         # Erase the next block and write its header. force=True may wipe the
         # block holding the live checkpoint (erase() only).
@@ -386,7 +385,6 @@ class RingStore:
         self._tail_seq = bseq
         self._tail_off = off
 
-    @micropython.native
     def append(self, buf, n):  # noalloc
         """Durably store buf[0:n] (n <= max_append) as one commit."""
         if self._ck_open:
@@ -413,7 +411,6 @@ class RingStore:
         """The largest state (bytes) a checkpoint is guaranteed to hold."""
         return self._capacity
 
-    @micropython.native
     def begin_checkpoint(self):  # noalloc
         if self._tail < 0:
             self._format()
@@ -423,7 +420,6 @@ class RingStore:
         self._ck_first = True
         self._ck_total = 0
 
-    @micropython.native
     def _ck_place(self):  # noalloc
         # Choose where the next checkpoint commit goes and how much it holds.
         room = self._bs - self._pos - _OVH
@@ -433,7 +429,6 @@ class RingStore:
         self._ck_lim = min(room, self.max_append)
         self._ck_fill = 0
 
-    @micropython.native
     def _ck_flush(self, kind):  # noalloc
         if self._ck_first:
             kind |= _K_BEGIN
@@ -470,7 +465,6 @@ class RingStore:
             raise e
         self._ck_total += n
 
-    @micropython.native
     def end_checkpoint(self):  # noalloc
         """Write the END commit; from then on load() yields the checkpoint."""
         if not self._ck_open:

@@ -136,26 +136,21 @@ class SessionStore:
                 self.acks[self.nacks] = get_u16(st, 3 + 2 * k)
                 self.nacks += 1
 
-    @micropython.native
     def out_acked(self, pid):  # noalloc
         if self.nacks >= len(self.acks):
             self.flush()
         self.acks[self.nacks] = pid
         self.nacks += 1
 
-    @micropython.native
     def out_rel(self, pid):  # noalloc
         self._pid_record(R_OUT_REL, pid)
 
-    @micropython.native
     def in_qos2(self, pid):  # noalloc
         self._pid_record(R_IN_QOS2, pid)
 
-    @micropython.native
     def in_rel(self, pid):  # noalloc
         self._pid_record(R_IN_REL, pid)
 
-    @micropython.native
     def flush(self):  # noalloc
         """Write pending acknowledgements now (idle, disconnect)."""
         if self.nacks:

@@ -16,7 +16,8 @@ from .errors import MQTTException, PeerClosed, Timeout, ERR_CLOSED, ERR_TIMEOUT
 # timeout; rp2 and mbedTLS report -110 (timeout) and the mbedTLS WANT_READ /
 # WANT_WRITE codes -0x6900 / -0x6880 while a TLS record is incomplete.
 _BUSY = (errno.EAGAIN, errno.EINPROGRESS, 118, 119, 120, -110, -26880, -26752)
-# The peer or the network dropped the connection.
+# The peer or the network dropped the connection (113 is ECONNABORTED in
+# the ESP32's newlib numbering).
 # (EPIPE is 32 everywhere; MicroPython's errno module does not name it.)
 _DROPPED = (errno.ECONNRESET, errno.ECONNABORTED, 32, errno.ENOTCONN,
             errno.EBADF, 104, 113, 128)
@@ -35,7 +36,7 @@ def describe(exc):
         return "network timeout (errno %s)" % code
     if code in (errno.ECONNREFUSED, 111):
         return "connection refused: no broker listening on that port (errno %s)" % code
-    if code in (errno.EHOSTUNREACH, 113, -2, -202):
+    if code in (errno.EHOSTUNREACH, -2, -202):
         return "host unreachable or name not resolved (errno %s): is the network up?" % code
     return "socket error %r" % (exc,)
 
@@ -130,7 +131,6 @@ class Transport:
                 if ev & _POLL_HUP_ERR:
                     raise PeerClosed(ERR_CLOSED, "connection dropped while writing")
 
-    @micropython.native
     def wait_readable(self, timeout_ms):  # noalloc
         """True when data (or a close) is ready within timeout_ms."""
         for _, ev in self._pin.ipoll(timeout_ms):
