@@ -1,10 +1,15 @@
 #!/bin/sh
-# Installs mosquitto (and openssl for the TLS tests) with apt-get when missing.
-# Exit 1 with a clear message when that is not possible.
+# Installs what the tests need from Debian's packages when it is missing:
+# the broker, its command-line clients, openssl (TLS tests) and socat
+# (mpremote against the unix port). Exits 1 with a clear message when that
+# is not possible.
 set -u
 need=""
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
-command -v openssl >/dev/null 2>&1 || need="$need openssl"
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have mosquitto || need="$need mosquitto"
+have mosquitto_sub && have mosquitto_pub || need="$need mosquitto-clients"
+have openssl || need="$need openssl"
+have socat || need="$need socat"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "error: missing:$need. Install them (Debian: apt-get install$need) and run again." >&2
