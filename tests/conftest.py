@@ -7,11 +7,8 @@ processes, feeds them scripts and checks what they print.
 """
 import os
 import pathlib
-import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -20,7 +17,9 @@ LIB = ROOT / "lib"
 MP_HELPERS = ROOT / "tests" / "mp"
 # The venv's console script; PATH does not include .venv/bin under make.
 MICROPYTHON = str(pathlib.Path(sys.executable).parent / "micropython")
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+# One broker helper for the tests, tools/sim.py and the benchmark.
+sys.path.insert(0, str(ROOT / "tools"))
+from testbroker import Broker, free_port, wait_port  # noqa: E402,F401
 
 
 def mp_env(extra_path=()):
@@ -53,72 +52,6 @@ def spawn_mp(script_path, *args, heapsize=None, cwd=None, extra_path=(), stdout=
     cmd += [str(script_path), *map(str, args)]
     return subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, text=True,
                             env=mp_env(extra_path), cwd=cwd)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.01)
-    raise RuntimeError("broker did not open port %d" % port)
-
-
-class Broker:
-    """A private mosquitto on 127.0.0.1 with its own config, log and db."""
-
-    def __init__(self, directory, extra_conf="", persistence=False, port=None):
-        self.dir = pathlib.Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
-        self.conf = self.dir / "mosquitto.conf"
-        self.log = self.dir / "mosquitto.log"
-        self.conf.write_text(
-            "listener %d 127.0.0.1\n" % self.port
-            + "allow_anonymous true\n"
-            # As root mosquitto otherwise drops to user 'mosquitto' and cannot
-            # write its log or db under a test's temporary directory.
-            + "user root\n"
-            + "persistence %s\npersistence_location %s/\n" % ("true" if persistence else "false", self.dir)
-            + "log_dest file %s\nlog_type all\nconnection_messages true\n" % self.log
-            + "max_queued_messages 10000\n"
-            + extra_conf)
-        self.proc = None
-
-    def start(self):
-        with open(self.dir / "mosquitto.stderr", "ab") as err:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                         stderr=err)
-        try:
-            wait_port(self.port)
-        except RuntimeError:
-            self.stop("kill")
-            raise RuntimeError("mosquitto failed to start:\n" + self.log_text())
-        return self
-
-    def stop(self, how="term"):
-        if self.proc and self.proc.poll() is None:
-            (self.proc.terminate if how == "term" else self.proc.kill)()
-            self.proc.wait(5)
-
-    def restart(self):
-        self.stop()
-        self.start()
-
-    def log_text(self):
-        parts = []
-        for p in (self.log, self.dir / "mosquitto.stderr"):
-            if p.exists():
-                parts.append(p.read_text(errors="replace"))
-        return "\n".join(parts)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

@@ -24,15 +24,16 @@ def subscriber(port, ver, topic):
                             stdout=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("ver,qos", [(4, 1), (4, 2), (5, 1), (5, 2)])
-def test_stream_survives_random_drops_and_stalls(broker, ver, qos):
-    topic = "flaky/%d/%d" % (ver, qos)
-    sub = subscriber(broker.port, ver, topic)
+def run_stream(broker, ver, qos, script, prefix, seed):
+    """A numbered stream from `script` through the proxy with random drops
+    and stalls until DROPS drops happened; returns (device output, faults,
+    numbers received by a real subscriber)."""
+    sub = subscriber(broker.port, ver, "%s/%d/%d" % (prefix, ver, qos))
     time.sleep(0.3)
-    with FaultProxy(upstream=("127.0.0.1", broker.port), seed=ver * 10 + qos) as p:
-        p.random_faults(seed=ver * 10 + qos, drop_every=(0.05, 0.25), stall_every=(0.3, 0.9),
+    with FaultProxy(upstream=("127.0.0.1", broker.port), seed=seed) as p:
+        p.random_faults(seed=seed, drop_every=(0.05, 0.25), stall_every=(0.3, 0.9),
                         stall_for=(0.05, 0.3), max_faults=int(DROPS * 1.6))
-        dev = spawn_mp(MP_HELPERS / "device_flaky.py", p.port, ver, qos, N, 2)
+        dev = spawn_mp(MP_HELPERS / script, p.port, ver, qos, N, 2)
         # Keep faults coming until enough drops happened, then let it finish.
         deadline = time.monotonic() + (600 if SOAK else 120)
         while dev.poll() is None and time.monotonic() < deadline:
@@ -43,15 +44,20 @@ def test_stream_survives_random_drops_and_stalls(broker, ver, qos):
         faults = p.stats()["faults"]
     time.sleep(0.5)
     sub.terminate()
-    received = sub.communicate(timeout=5)[0].split()
+    got = [int(x) for x in sub.communicate(timeout=5)[0].split()]
     assert "RESULT flushed=True" in out, out[-3000:]
-    got = [int(x) for x in received]
     missing = set(range(N)) - set(got)
     assert not missing, "lost %d: %s" % (len(missing), sorted(missing)[:20])
     if qos == 2:
         assert len(got) == len(set(got)), "QoS 2 duplicates: %d" % (len(got) - len(set(got)))
     assert faults["drop"] >= DROPS and faults["stall"] > 0, faults
     print(out.strip().splitlines()[-1], "faults", faults)
+    return out
+
+
+@pytest.mark.parametrize("ver,qos", [(4, 1), (4, 2), (5, 1), (5, 2)])
+def test_stream_survives_random_drops_and_stalls(broker, ver, qos):
+    run_stream(broker, ver, qos, "device_flaky.py", "flaky", ver * 10 + qos)
 
 
 @pytest.mark.parametrize("ver", [4, 5])
@@ -126,34 +132,11 @@ print("OK publish-while-down ms", worst)
 
 @pytest.mark.parametrize("ver,qos", [(4, 1), (5, 2)])
 def test_asyncio_stream_survives_random_drops_and_stalls(broker, ver, qos):
-    topic = "aflaky/%d/%d" % (ver, qos)
-    sub = subscriber(broker.port, ver, topic)
-    time.sleep(0.3)
-    with FaultProxy(upstream=("127.0.0.1", broker.port), seed=ver + qos) as p:
-        p.random_faults(seed=ver + qos, drop_every=(0.05, 0.25), stall_every=(0.3, 0.9),
-                        stall_for=(0.05, 0.3), max_faults=int(DROPS * 1.6))
-        dev = spawn_mp(MP_HELPERS / "device_flaky_aio.py", p.port, ver, qos, N, 2)
-        deadline = time.monotonic() + (600 if SOAK else 120)
-        while dev.poll() is None and time.monotonic() < deadline:
-            if p.stats()["faults"]["drop"] >= DROPS:
-                p.random_faults(max_faults=0)
-            time.sleep(0.1)
-        out, _ = dev.communicate(timeout=max(5, deadline - time.monotonic()))
-        faults = p.stats()["faults"]
-    time.sleep(0.5)
-    sub.terminate()
-    got = [int(x) for x in sub.communicate(timeout=5)[0].split()]
-    assert "RESULT flushed=True" in out, out[-3000:]
-    missing = set(range(N)) - set(got)
-    assert not missing, "lost %d: %s" % (len(missing), sorted(missing)[:20])
-    if qos == 2:
-        assert len(got) == len(set(got))
-    assert faults["drop"] >= DROPS, faults
+    out = run_stream(broker, ver, qos, "device_flaky_aio.py", "aflaky", ver + qos)
     # Outages never hold the event loop for long: the reconnect attempts
     # are bounded by timeout_ms (1 s here) and usually fail fast.
     gap = int(out.split("worst_loop_gap_ms=")[1].split()[0])
     assert gap < 1500, out
-    print(out.strip().splitlines()[-1], faults)
 
 
 @pytest.mark.parametrize("ver", [4, 5])

@@ -20,31 +20,14 @@ import pathlib
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("broker did not start on port %d" % port)
+sys.path.insert(0, str(ROOT / "tools"))
+from testbroker import Broker  # noqa: E402
 
 
 class Progress:
@@ -62,14 +45,7 @@ class Progress:
 
 
 def start_broker(run):
-    port = free_port()
-    conf = run / "mosquitto.conf"
-    conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\nuser root\n"
-                    "log_dest file %s\nlog_type all\nmax_queued_messages 100000\n" % (port, run / "mosquitto.log"))
-    with open(run / "mosquitto.stderr", "wb") as err:
-        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err)
-    wait_port(port)
-    return proc, port
+    return Broker(run, log_types=("all",)).start()
 
 
 def device(run, env):
@@ -138,7 +114,8 @@ def main(argv=None):
     run.mkdir(parents=True, exist_ok=True)
     progress = Progress(not args.no_progress and sys.stdout.isatty())
 
-    broker, port = start_broker(run)
+    broker = start_broker(run)
+    port = broker.port
     base = "sim/dev1"
     received_path = run / "received.jsonl"
     sub = subprocess.Popen(["mosquitto_sub", "-p", str(port), "-q", "1", "-t", base + "/tele",
@@ -192,8 +169,7 @@ def main(argv=None):
     finally:
         sub.send_signal(signal.SIGTERM)
         sub.wait(5)
-        broker.terminate()
-        broker.wait(5)
+        broker.stop()
         progress.done()
 
     acc = accepted(run / "accepted.txt")

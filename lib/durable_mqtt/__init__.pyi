@@ -85,6 +85,8 @@ class MQTTClient:
         timeout_ms: int = 10000,
         resubscribe: bool = True,
         ring_prog_size: Optional[int] = None,
+        persist_batch_ms: int = 0,
+        persist_batch_bytes: Optional[int] = None,
     ) -> None: ...
 
     def set_callback(self, f: Optional[_MessageCallback], props: bool = False) -> None: ...

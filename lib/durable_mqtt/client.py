@@ -84,7 +84,7 @@ class MQTTClient:
                  ssl=None, *, version=4, clean_session=True, session_expiry=None,
                  session_file=None, buf_size=1024, max_inflight=16, receive_max=8,
                  outbox_size=32, outbox_bytes=None, timeout_ms=10000, resubscribe=True,
-                 ring_prog_size=None):
+                 ring_prog_size=None, persist_batch_ms=0, persist_batch_bytes=None):
         if version not in (4, 5):
             raise ValueError("version must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
         if not 64 <= buf_size <= 268435460:
@@ -138,7 +138,10 @@ class MQTTClient:
         self._in_use = self._pid_in_use       # bound once: binding allocates
         self._subs = []
         self._subs_bytes = 0
-        self._stage_size = buf_size + 16 + 2 * slots
+        if persist_batch_ms and not persist_batch_bytes:
+            persist_batch_bytes = 2 * buf_size
+        self._stage_size = max(buf_size + 16 + 2 * slots, persist_batch_bytes or 0)
+        self._batch_ms = persist_batch_ms
         self._net = Transport()
 
         self._cb = None
@@ -242,7 +245,7 @@ class MQTTClient:
         except ImportError as e:
             raise ImportError("session_file needs durable_mqtt's flash backends (filestore.py, ring.py), "
                               "which package-core.json leaves out: install package.json (%s)" % e)
-        self._store = SessionStore(self._backend, self._stage_size, self._out.nslots, self)
+        self._store = SessionStore(self._backend, self._stage_size, self._out.nslots, self, self._batch_ms)
         # The whole state must fit one checkpoint; publish() refuses beyond.
         self._store_cap = self._backend.capacity_bytes()
         data = self._backend.load()
@@ -338,16 +341,23 @@ class MQTTClient:
     def flush(self, timeout_ms=10000):
         """Send what is queued and wait for its acknowledgements, e.g. before
         deep sleep. True when nothing is pending any more; False on timeout.
-        Raises the link error if the connection fails meanwhile."""
+        Raises the link error if the connection fails meanwhile (RobustClient
+        reconnects instead)."""
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        if self._store:
+            self._store.flush()           # the batch reaches flash whatever happens next
         while self._out.held:
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
                 return False
-            self.wait_msg(min(left, 100))
+            self._step(min(left, 100))
         if self._store:
             self._store.flush()
         return True
+
+    def _step(self, timeout_ms):
+        # One step of flush(); RobustClient's also reconnects.
+        self.wait_msg(timeout_ms)
 
     def save_session(self):
         from .store import state_bytes
@@ -913,6 +923,9 @@ class MQTTClient:
         """Ping when idle; a PINGRESP overdue by half the keepalive means a
         dead link (a black-holed TCP connection never errors by itself).
         Returns ms until the next keepalive action, or -1 for none."""
+        st = self._store
+        if st is not None and st.fill:
+            st.tick()                      # batched mode: write the batch when due
         ka = self._ka_ms
         if not ka:
             return -1

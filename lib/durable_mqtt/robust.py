@@ -50,6 +50,9 @@ class RobustClient(MQTTClient):
         otherwise handle traffic for up to timeout_ms. Never raises for a
         link or broker failure (see last_error); returns True while up."""
         if not self._connected:
+            st = self._store
+            if st is not None and st.fill:
+                st.tick()                 # batched mode: the batch is due offline too
             wait = time.ticks_diff(self._next_try, time.ticks_ms())
             if wait > 0:
                 if timeout_ms:
@@ -70,18 +73,9 @@ class RobustClient(MQTTClient):
         while True:
             self.poll(step_ms)
 
-    def flush(self, timeout_ms=10000):
-        """Deliver everything queued, reconnecting as needed, within
-        timeout_ms (before deep sleep). True when nothing is pending."""
-        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-        while self._out.held:
-            left = time.ticks_diff(deadline, time.ticks_ms())
-            if left <= 0:
-                return False
-            self.poll(min(left, 100))
-        if self._store:
-            self._store.flush()
-        return True
+    def _step(self, timeout_ms):
+        # flush() (MQTTClient's) reconnects as needed through poll().
+        self.poll(timeout_ms)
 
     def subscribe(self, topic, qos=0, **kw):
         """Subscribes now when up; when down, remembers the subscription and

@@ -17,6 +17,7 @@
 #   message is resent with DUP=1 after the reboot, which QoS 1 allows and
 #   QoS 2 absorbs (a PUBREL for an id the broker forgot is answered PUBCOMP).
 from array import array
+import time
 import micropython
 from micropython import const
 
@@ -52,11 +53,22 @@ class SessionStore:
     `owner` is the client whose state a checkpoint writes. Every caller
     changes the state in RAM first and logs the change second, so when the
     backend asks for compaction (or is full) a checkpoint of the RAM state
-    replaces the append: it already contains the change."""
+    replaces the append: it already contains the change.
 
-    def __init__(self, backend, stage_size, max_acks, owner):
+    Batched mode (batch_ms > 0): OUT_PUB records collect in the stage and
+    reach flash together, when batch_ms has passed since the first of them,
+    when the stage is full, or with the next synchronous record (OUT_REL,
+    IN_QOS2, IN_REL stay synchronous: batching them would break QoS 2).
+    The loss window is docs/sessions.md's: messages accepted in the last
+    batch_ms that the broker had not received by the power cut."""
+
+    def __init__(self, backend, stage_size, max_acks, owner, batch_ms=0):
         self.backend = backend
         self.owner = owner
+        self.batch_ms = batch_ms
+        self.fill = 0            # bytes of batched records waiting in the stage
+        self.batch_t0 = 0
+        self.max_record = 0      # largest OUT_PUB record seen (batch room check)
         self._sink = backend.write_checkpoint     # bound once: binding allocates
         self.stage = bytearray(stage_size)
         self.acks = array("H", bytes(2 * max_acks))
@@ -84,15 +96,16 @@ class SessionStore:
     @micropython.native
     def _pid_record(self, kind, pid):  # noalloc
         st = self.stage
-        p = self._acks_into(0)
+        f = self.fill
+        p = self._acks_into(f)
         st[p] = kind
         put_u16(st, p + 1, 2)
         put_u16(st, p + 3, pid)
         crc.put(st, p, 5)
         try:
-            self._append(p + 9)
+            self._append(p + 9)          # with any batched records before it
         except Exception as e:
-            self._reclaim_acks(p)
+            self._reclaim_acks(f, p)
             raise e
 
     @micropython.native
@@ -109,31 +122,42 @@ class SessionStore:
             # the caller refuses the change.
             self.checkpoint(self.owner)
             return
+        self.fill = 0
         self.appends += 1
 
     @micropython.native
     def out_publish(self, arena, off, n, pid):  # noalloc
-        """Accepted QoS 1/2 message; on flash before it is sent."""
+        """Accepted QoS 1/2 message; on flash before it is sent (in batched
+        mode: within batch_ms)."""
         st = self.stage
-        p = self._acks_into(0)
+        f = self.fill
+        if f and f + 2 * n + 32 + 2 * self.nacks > len(st):
+            self.flush()                  # no room for this record in the batch
+            f = 0
+        p = self._acks_into(f)
         st[p] = R_OUT_PUB
         put_u16(st, p + 1, n + 2)
         put_u16(st, p + 3, pid)
         copy(st, p + 5, arena, off, n)
         crc.put(st, p, n + 5)
+        if self.batch_ms:
+            if not f:
+                self.batch_t0 = time.ticks_ms()
+            self.fill = p + n + 9
+            return
         try:
             self._append(p + n + 9)
         except Exception as e:
             # Refused (store full, I/O error): acks taken into the stage are
             # not lost, they stay pending for the next write.
-            self._reclaim_acks(p)
+            self._reclaim_acks(f, p)
             raise e
 
-    def _reclaim_acks(self, end):
-        if end:
+    def _reclaim_acks(self, start, end):
+        if end > start:
             st = self.stage
-            for k in range((get_u16(st, 1)) // 2):
-                self.acks[self.nacks] = get_u16(st, 3 + 2 * k)
+            for k in range((get_u16(st, start + 1)) // 2):
+                self.acks[self.nacks] = get_u16(st, start + 3 + 2 * k)
                 self.nacks += 1
 
     def out_acked(self, pid):  # noalloc
@@ -152,9 +176,15 @@ class SessionStore:
         self._pid_record(R_IN_REL, pid)
 
     def flush(self):  # noalloc
-        """Write pending acknowledgements now (idle, disconnect)."""
-        if self.nacks:
-            self._append(self._acks_into(0))
+        """Write batched records and pending acknowledgements now (idle,
+        disconnect, flush())."""
+        if self.nacks or self.fill:
+            self._append(self._acks_into(self.fill))
+
+    def tick(self):  # noalloc
+        """Batched mode: write the batch once batch_ms have passed."""
+        if self.fill and time.ticks_diff(time.ticks_ms(), self.batch_t0) >= self.batch_ms:
+            self.flush()
 
     def needs_checkpoint(self):
         return self.dirty or self.backend.needs_checkpoint()
@@ -164,6 +194,7 @@ class SessionStore:
         """Write the whole state of client `c` as the backend's new base."""
         b = self.backend
         b.begin_checkpoint()
+        self.fill = 0            # batched records: the RAM state holds them
         write_state(c, self.stage, self._sink)
         b.end_checkpoint()
         self.nacks = 0

@@ -43,13 +43,14 @@ def ram_bound(baseline, cfg, session, block):
     buf = cfg.get("buf_size", 1024)
     slots = cfg.get("max_inflight", 16) + cfg.get("outbox_size", 32)
     rmax = cfg.get("receive_max", 8)
-    outbox = max(4 * buf, 2 * buf + 64)
+    outbox = max(96 * slots, 2 * buf + 64)
     parts = {
         "packet buffers (tx, rx)": 2 * buffer_cost(buf, block),
         "outbox arena": buffer_cost(outbox, block),
         "slot tables (pid, off, len, stamp, expiry, state)":
             buffer_cost(2 * slots, block) + 4 * buffer_cost(4 * slots, block) + buffer_cost(slots, block),
-        "QoS 2 receive table": buffer_cost(2 * rmax, block),
+        # 2 x receive_max ids (at least 64 for MQTT 3.1.1), 2 bytes each
+        "QoS 2 receive table": buffer_cost(2 * max(2 * rmax, 64), block),
     }
     if session:
         parts["session stage + ack table"] = buffer_cost(buf + 16 + 2 * slots, block) + buffer_cost(2 * slots, block)
@@ -404,10 +405,10 @@ def write(out, data, s):
                  "%d-byte GC block for the object plus n rounded up to whole blocks:" % k["gc_block"])
         L.append("")
         L.append("    bound = RAM(umqtt.simple) + 2·buf(buf_size) + buf(outbox_bytes)")
-        L.append("            + buf(2·S) + 4·buf(4·S) + buf(S) + buf(2·receive_max)")
+        L.append("            + buf(2·S) + 4·buf(4·S) + buf(S) + buf(2·max(2·receive_max, 64))")
         L.append("            [+ buf(buf_size + 16 + 2·S) + buf(2·S) with a session file]")
         L.append("    buf(n) = %d + ⌈n/%d⌉·%d;  S = max_inflight + outbox_size;  "
-                 "outbox_bytes = max(4·buf_size, 2·buf_size + 64)" % (k["gc_block"], k["gc_block"], k["gc_block"]))
+                 "outbox_bytes = max(96·S, 2·buf_size + 64)" % (k["gc_block"], k["gc_block"], k["gc_block"]))
         L.append("")
         L.append("For the defaults: " + "; ".join("%s %d B" % kv for kv in d["parts"].items()) + ".")
         L.append("")
