@@ -9,21 +9,15 @@ acknowledges, so the receive rate measured in the workload is the client's
 (and the broker's), not the publisher's. The subscription's QoS (0 or 1)
 sets the delivery QoS.
 """
-import os
-import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from testbroker import MOSQUITTO, Broker as _Broker  # noqa: E402
 
 
 def mosquitto_version():
@@ -35,61 +29,16 @@ def mosquitto_version():
         return "unknown"
 
 
-class Broker:
+class Broker(_Broker):
+    """tools/testbroker.py's broker, tuned for measuring clients."""
+
     def __init__(self, directory):
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.conf = self.dir / "mosquitto.conf"
-        self.log = self.dir / "mosquitto.log"
-        self.conf.write_text(
-            "listener %d 127.0.0.1\n" % self.port
-            + "allow_anonymous true\n"
-            # as root mosquitto would otherwise drop to user 'mosquitto' and
-            # could not write its log in our temporary folder
-            + "user root\n"
-            + "persistence false\n"
-            + "log_dest file %s\n" % self.log
-            + "log_type error\nlog_type warning\n"
+        super().__init__(directory, log_types=("error", "warning"), extra_conf=(
             # no Nagle on the broker's side: the receive benchmarks measure the
             # client, not 40 ms stalls between the broker's small writes and
             # the receiving host's delayed ACKs (client-side Nagle stays: it
             # is the client's own doing)
-            + "set_tcp_nodelay true\n"
-            # the receive bursts queue up to ~1,100 messages per subscriber
-            + "max_queued_messages 100000\n")
-        self.proc = None
-
-    def start(self):
-        if not os.path.exists(MOSQUITTO):
-            raise RuntimeError("mosquitto not found (Debian: apt-get install mosquitto; `make tools` does it)")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.dir / "mosquitto.stderr", "ab"))
-        end = time.monotonic() + 5
-        while time.monotonic() < end:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.01)
-        self.stop()
-        raise RuntimeError("mosquitto did not start:\n" + self.log_text())
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def log_text(self):
-        out = []
-        for p in (self.log, self.dir / "mosquitto.stderr"):
-            if p.exists():
-                out.append(p.read_text(errors="replace"))
-        return "\n".join(out)
+            "set_tcp_nodelay true\n"))
 
 
 def _varint(n):
