@@ -266,10 +266,16 @@ def _patch_header(data, saved_min):
 
 
 def test_locally_expired_session_starts_clean(broker, tmp_path):
+    # Saved at DISCONNECT (where the broker's expiry clock starts) longer ago
+    # than the expiry: the next connect starts clean, the message it held is
+    # kept and sent as a new publish. A state saved while connected (a power
+    # cut: its time is unknown) is never judged locally.
     sess = tmp_path / "s.bin"
     mp(broker.port, 5, sess, r"""
 c = dev("exp", session_expiry=60)
-c.publish("exp/x", b"old", qos=1)
+c.connect()
+c.disconnect()
+c.publish("exp/x", b"old", qos=1)        # queued offline, appended after the DISCONNECT checkpoint
 c.close()
 """)
     data = sess.read_bytes()
@@ -278,14 +284,29 @@ c.close()
     r = mp(broker.port, 5, sess, r"""
 c = dev("exp", session_expiry=60)
 assert c.last_event == "expired", c.last_event
-assert c.pending() == 0
+assert c.pending() == 1, c.pending()
+w = MQTTClient("exp-watch", "127.0.0.1", PORT, version=5)
+w.set_callback(cb)
+w.connect()
+w.subscribe("exp/x", 1)
+assert c.connect() is False               # Clean Start 1: no pretending
+wait_until(c, lambda: not c.pending())
+wait_until(w, lambda: got)
+assert got[0][1] == b"old"
 print("OK")
 """)
     assert "OK" in r.stdout
-    sess.write_bytes(_patch_header(data, now_min))            # fresh: restored
+    mp(broker.port, 5, sess, r"""
+c = dev("exp2", session_expiry=60)
+c.connect()
+c.publish("exp/y", b"m", qos=1)
+c.close()                                 # power cut while connected
+""")
+    data = sess.read_bytes()
+    sess.write_bytes(_patch_header(data, now_min - 10))
     r = mp(broker.port, 5, sess, r"""
-c = dev("exp", session_expiry=60)
-assert c.pending() == 1, c.pending()
+c = dev("exp2", session_expiry=60)
+assert c.last_event is None and c.pending() >= 0, c.last_event
 print("OK")
 """)
     assert "OK" in r.stdout

@@ -17,6 +17,7 @@ from .errors import (MQTTException, ConnectRefused, ProtocolError, PacketTooLarg
                      PeerClosed, NotConnected, QueueFull, StoreFull, SessionError,
                      ERR_PROTOCOL, ERR_TOO_LARGE, ERR_TIMEOUT, ERR_NOT_CONNECTED, ERR_FULL, ERR_SESSION)
 from .session import Outgoing, Incoming2, PacketIds, QUEUED, SENT, RELEASE, F_DUP, F_REL_DUE
+from .store import HF_OFFLINE
 from .transport import Transport
 
 _HDR_MAX = const(5)
@@ -122,10 +123,14 @@ class MQTTClient:
         self._views = {}
         self._topics = {}
         self._inc = codec.Incoming()
-        slots = max_inflight + outbox_size
+        # QoS 1/2 get max_inflight + outbox_size slots; QoS 0 queued while
+        # the link is down gets a quarter of that on top, and as many bytes.
+        self._qos12_slots = max_inflight + outbox_size
+        slots = self._qos12_slots + max(4, self._qos12_slots // 4)
         # Default arena: room for every slot at ~96 bytes (a 16-byte topic and
         # 64-byte payload is an 86-byte PUBLISH), and at least two full packets.
         self._out = Outgoing(slots, outbox_bytes or max(96 * slots, 2 * buf_size + 64))
+        self._qos0_bytes = self._out.size // 5
         # Ids of incoming QoS 2 messages awaiting PUBREL (2 bytes an entry).
         # After a reconnect a broker resends what was in flight on the old
         # connection and starts a fresh send quota beside it (mosquitto 2.0
@@ -171,6 +176,9 @@ class MQTTClient:
         self._sub_kind = 0
         self._sub_result = -1
         self._in_connect = False
+        self._fresh_start = False     # a locally expired session: next connect starts clean
+        self._saving_offline = False
+        self._sub_stale = 0           # pid of a SUBSCRIBE abandoned by an exception
         self._drain_due = False
         self._exp_props = None
         self._exp_value = 0
@@ -281,30 +289,39 @@ class MQTTClient:
             raise ValueError("session belongs to client id %r, not %r" % (st.client_id, self._cid))
         if st.version != self._version:
             raise ValueError("session is for MQTT protocol level %d, client uses %d" % (st.version, self._version))
-        if st.saved_min and st.expiry != _NEVER:
-            now = wall_minutes()
-            if now and now - st.saved_min > (st.expiry + 59) // 60:
-                # The broker has dropped it too: start clean, and say so.
-                if from_flash:
-                    self._backend.erase()
-                self._event(EV_EXPIRED, {"saved_min": st.saved_min, "expiry": st.expiry})
-                return
+        # Will it fit? Checked before anything changes (a failed restore
+        # leaves the client as it was).
         o = self._out
+        need = sum(len(pkt) for _, pkt in st.out if pkt)
+        if len(st.out) > o.nslots or need > o.size:
+            raise ValueError("session holds %d messages (%d bytes): more than this client's outbox "
+                             "(max_inflight + outbox_size = %d, outbox_bytes = %d)" % (len(st.out), need, o.nslots, o.size))
+        for _, pkt in st.out:
+            if pkt and len(pkt) > self.buf_size:
+                raise ValueError("session holds a %d-byte packet, larger than buf_size %d" % (len(pkt), self.buf_size))
+        if len(st.in_qos2) > self._rx2.size:
+            raise ValueError("session holds more incoming QoS 2 ids than this client's table (receive_max)")
+        if (st.flags & HF_OFFLINE and st.saved_min and st.expiry != _NEVER
+                and 0 < wall_minutes() - st.saved_min > (st.expiry + 59) // 60):
+            # Saved at DISCONNECT, longer ago than the expiry: the broker
+            # has dropped the session. The next connect starts clean (no
+            # pretending), and the messages are kept and sent as new ones.
+            # (A state saved while connected is never judged here: the
+            # time of a power cut is unknown; Session Present decides.)
+            self._fresh_start = True
+            self._event(EV_EXPIRED, {"saved_min": st.saved_min, "expiry": st.expiry})
         o.clear()
         self._rx2.clear()
         for pid, pkt in st.out:
             n = len(pkt) if pkt else 0
             off = o.reserve(n)
-            if off < 0:
-                raise ValueError("session holds more messages than this client's outbox (raise outbox_size/outbox_bytes)")
             if n:
                 o.arena[off:off + n] = pkt
                 o.arena[off] &= ~FLAG_DUP & 0xFF
             i = o.add(off, n, pid, 1, time.ticks_ms(), 0)
             o.state[i] = (QUEUED | F_DUP) if n else (RELEASE | F_REL_DUE)
         for pid in st.in_qos2:
-            if not self._rx2.add(pid):
-                raise ValueError("session holds more incoming QoS 2 ids than receive_max")
+            self._rx2.add(pid)
         self._set_subs(list(st.subs))
         self._pids.last = st.next_pid
         if self._expiry_arg is None and self._version == 5:
@@ -368,7 +385,10 @@ class MQTTClient:
     def restore_session(self, data):
         if self._connected:
             raise MQTTException(ERR_SESSION, "restore_session() needs a disconnected client")
+        from .store import parse_state
         try:
+            if parse_state(data).torn:
+                raise ValueError("truncated or damaged (save_session() bytes are whole)")
             self._load_state(data, from_flash=False)
         except ValueError as e:
             raise ValueError("not a valid session state: %s" % e)
@@ -379,14 +399,15 @@ class MQTTClient:
 
     # ------------------------------------------------------------ connection
     def connect(self, clean_session=None, timeout_ms=None):
+        if self._fresh_start and clean_session is None:
+            self._fresh_start = False
+            return self.connect_fresh(timeout_ms)
         clean = self.clean_session if clean_session is None else clean_session
         tmo = timeout_ms or self.timeout_ms
         self._drop_link()
         if self._expiry_arg is None:
             self._set_expiry(self._default_expiry(clean))
         persistent = self._persistent(clean)
-        if clean:
-            self._start_clean()
         self._net.open(self.server, self.port, self.ssl, tmo)
         self._rs = _R_HEAD
         self._rgot = 0
@@ -403,6 +424,8 @@ class MQTTClient:
             raise
         finally:
             self._in_connect = False
+        if clean:
+            self._start_clean()      # only now: a refused connect changes nothing
         self.session_present = sp
         now = time.ticks_ms()
         self._last_tx = self._last_rx = now
@@ -411,16 +434,19 @@ class MQTTClient:
         return sp
 
     def _start_clean(self):
-        # MQTT-3.1.2-6: a clean session reuses nothing. Messages this client
-        # accepted are not dropped: they go out again as new publishes.
+        # MQTT-3.1.2-6: a clean session reuses no session state. Messages
+        # this client accepted are not dropped: they go out again as new
+        # publishes, and stay on flash until then (application data, not
+        # session state); with none held the stored state is erased.
         self._rx2.clear()
-        requeued = self._out.held
         self._out.requeue_as_new()
         if self._store:
-            self._backend.erase()
+            if self._out.held:
+                self._store.checkpoint(self)
+            else:
+                self._backend.erase()
         self._persist = False
         self._has_session = False
-        return requeued
 
     def _encode_connect(self, clean):
         props = b""
@@ -515,15 +541,15 @@ class MQTTClient:
         self._drain()
 
     def _resubscribe(self):
-        subs = self._subs
-        self._set_subs([])
+        # Iterates over a copy: a link failure half way keeps every
+        # subscription recorded; only a refusal by the broker removes one.
         n = 0
-        for f, opts, sid in subs:
+        for f, opts, sid in list(self._subs):
             try:
                 self._subscribe(f, opts, sid)
                 n += 1
             except ConnectRefused:
-                pass
+                self._set_subs([s for s in self._subs if s[0] != f])
         return n
 
     def connect_fresh(self, timeout_ms=None):
@@ -551,7 +577,11 @@ class MQTTClient:
             self._set_expiry(session_expiry)
         if self._store and self._persist:
             if self._version == 4 or self._expiry:
-                self._checkpoint()
+                self._saving_offline = True       # the broker's expiry clock starts now
+                try:
+                    self._checkpoint()
+                finally:
+                    self._saving_offline = False
             else:                       # expiry 0: the session ends here
                 self._backend.erase()
                 self._persist = False
@@ -606,6 +636,9 @@ class MQTTClient:
             msg = b""
             pl = 0
         else:
+            mt = type(msg)                # (a tuple of types here would allocate)
+            if mt is not bytes and mt is not bytearray and mt is not memoryview:
+                msg = bytes(msg)          # e.g. an array('H'): len() counts items, not bytes
             pl = len(msg)
         if props is None or self._version == 4:
             pr = None
@@ -659,15 +692,20 @@ class MQTTClient:
     @micropython.native
     def _enqueue(self, t, tl, msg, pl, qos, retain, pr, prl, n):  # noalloc
         o = self._out
-        if qos and o.held >= o.nslots:
+        if qos and o.held >= self._qos12_slots:
             raise QueueFull(ERR_FULL, "outbox full: %d messages await delivery" % o.held)
+        if not qos and (o.count - o.held >= o.nslots - self._qos12_slots or o.nbytes0 + n > self._qos0_bytes):
+            # QoS 0 waits only in room of its own: it never takes a place a
+            # QoS 1/2 message is promised (outbox_size).
+            self.stats_counters["dropped_qos0"] += 1
+            return None
         off = o.reserve(n)
         if off < 0:
             if not qos:
                 self.stats_counters["dropped_qos0"] += 1
                 return None
             raise QueueFull(ERR_FULL, "outbox full: no room for %d more bytes (outbox_bytes)" % n)
-        if qos and self._persist and self._state_size() + n > self._store_cap:
+        if qos and self._persist and self._state_size() + n + 9 > self._store_cap:
             raise StoreFull(ERR_FULL, "flash store full: the session state would exceed %d bytes"
                             % self._store_cap)
         pid = self._pids.next(self._in_use) if qos else 0
@@ -713,7 +751,7 @@ class MQTTClient:
                 kind = s & 0x0F
                 pid = o.pid[i]
                 if (kind == QUEUED and pid and o.inflight < self._window
-                        and not (o.expiry[i] and self._expired(i))):
+                        and not (o.expiry[i] and self._expired(i)) and self._fits_broker(i)):
                     off = o.off[i]
                     if s & F_DUP:
                         o.arena[off] |= FLAG_DUP                # MQTT-3.3.1-1
@@ -740,8 +778,12 @@ class MQTTClient:
                     if pid:
                         if o.inflight >= self._window:
                             o.send -= 1
+                            self._release_beyond()
                             return
-                        self._drop_expired(i)                   # (the only other case)
+                        if o.expiry[i] and self._expired(i):
+                            self._drop_expired(i)
+                        else:
+                            self._refuse_queued(i)              # over the broker's limits
                         continue
                     if not (o.expiry[i] and self._expired(i)):
                         self._send(o.arena, o.off[i], o.len[i])
@@ -753,6 +795,37 @@ class MQTTClient:
                 self._send(o.arena, run, end - run)
         except OSError as e:
             self._link_failed(e)
+
+    def _release_beyond(self):
+        # The window blocks the next PUBLISH; PUBRELs owed further on use no
+        # quota and must not wait behind it (MQTT-4.4.0-1 after a reconnect
+        # with a smaller Receive Maximum).
+        o = self._out
+        st = o.state
+        for k in range(o.send + 1, o.count):
+            i = o.index(k)
+            if st[i] == RELEASE | F_REL_DUE:
+                self._send_ack(PUBREL, o.pid[i], 0)
+                st[i] = RELEASE
+
+    def _fits_broker(self, i):  # noalloc
+        o = self._out
+        return o.len[i] <= self._max_out and (o.arena[o.off[i]] >> 1) & 3 <= self._max_qos
+
+    def _refuse_queued(self, i):
+        # Accepted before this broker's Maximum Packet Size / Maximum QoS was
+        # known (MQTT-3.2.2-15, -11): it can never be sent; complete it as
+        # refused, like a PUBACK >= 0x80, and tell the application.
+        o = self._out
+        pid = o.pid[i]
+        code = 0x95 if o.len[i] > self._max_out else 0x9B
+        o.inflight += 1          # complete() takes it back
+        o.complete(i)
+        self.stats_counters["refused"] += 1
+        if self._persist:
+            self._store.out_acked(pid)
+        if self._on_done:
+            self._on_done(pid, code)
 
     def _expired(self, i):
         return time.ticks_diff(time.ticks_ms(), self._out.stamp[i]) >= self._out.expiry[i] * 1000
@@ -835,6 +908,9 @@ class MQTTClient:
             if self._connected:
                 self._link_failed(e)
             self._pending_exc = None
+            raise
+        except BaseException:
+            self._sub_stale = pid     # e.g. the message callback raised meanwhile
             raise
         finally:
             self._sub_pid = 0
@@ -1216,6 +1292,9 @@ class MQTTClient:
     def _on_suback(self, kind, n):
         rx = self._rx
         pid = codec.get_u16(rx, 0) if n >= 2 else 0
+        if pid and pid == self._sub_stale:
+            self._sub_stale = 0       # the answer to a request an exception abandoned
+            return
         if not pid or pid != self._sub_pid or kind != self._sub_kind:
             raise ProtocolError(ERR_PROTOCOL, "%s for packet id %d, which is not awaiting one"
                                 % ("SUBACK" if kind == SUBACK else "UNSUBACK", pid))

@@ -273,7 +273,10 @@ def decode_props(buf, off, end, names=True):
                 v2, off = _get_str(buf, off, stop, pid)
                 v = (v, v2)
             elif kind == _STR:
-                v = v.decode()
+                try:
+                    v = v.decode()
+                except UnicodeError:
+                    _fail("invalid UTF-8 in property 0x%02x" % pid)
         off += need
         key = _P_NAMES[pid] if names else pid
         if kind == _PAIR or pid == P_SUBSCRIPTION_ID:

@@ -44,6 +44,11 @@ class RobustClient(MQTTClient):
         self.stats_counters["link_downs"] = 0
         self.stats_counters["connect_failures"] = 0
 
+    def connect(self, clean_session=None, timeout_ms=None):
+        sp = super().connect(clean_session, timeout_ms)
+        self._up = True               # a drop from here on is reported (on_down)
+        return sp
+
     # ------------------------------------------------------------ the loop
     def poll(self, timeout_ms=0):
         """One step: reconnect when the link is down and the backoff allows,
@@ -103,8 +108,7 @@ class RobustClient(MQTTClient):
                 # MQTT 5: the broker holds a session this device has no
                 # state for (a new flash, a lost file). Start clean with a
                 # persistent expiry: the spec-correct way to go on.
-                self.connect(clean_session=True)
-                self.clean_session = False
+                self.connect_fresh()
             while self._pending_subs:
                 topic, qos, kw = self._pending_subs[0]
                 MQTTClient.subscribe(self, topic, qos, **kw)

@@ -54,6 +54,7 @@ class Outgoing:
         self.inflight = 0    # SENT + RELEASE slots (count against the window)
         self.held = 0        # QoS 1/2 messages in the session (pending())
         self.nbytes = 0      # bytes of the QoS 1/2 packets held (sizes the stored state)
+        self.nbytes0 = 0     # bytes of queued QoS 0 packets
         self.a_head = 0      # arena: oldest byte still used
         self.a_tail = 0      # arena: next free byte
         for i in range(self.nslots):
@@ -99,6 +100,8 @@ class Outgoing:
         if qos:
             self.held += 1
             self.nbytes += n
+        else:
+            self.nbytes0 += n
         return i
 
     def unadd(self):  # noalloc
@@ -110,6 +113,8 @@ class Outgoing:
         if self.pid[i]:
             self.held -= 1
             self.nbytes -= self.len[i]
+        else:
+            self.nbytes0 -= self.len[i]
         self.state[i] = FREE
         self.a_tail = self.off[i]
         self._trim()
@@ -170,6 +175,7 @@ class Outgoing:
         self._trim()
 
     def sent_qos0(self, i):  # noalloc
+        self.nbytes0 -= self.len[i]
         self.state[i] = FREE
         self.len[i] = 0
         self._trim()
@@ -199,6 +205,8 @@ class Outgoing:
             s = self.state[i] & _STATE
             if s == SENT or s == QUEUED:
                 self.state[i] = QUEUED
+                if self.len[i]:
+                    self.arena[self.off[i]] &= 0xF7     # a new publish: DUP 0
             elif s == RELEASE:
                 self.state[i] = FREE
                 self.held -= 1

@@ -40,6 +40,7 @@ R_SUB = const(0x07)      # sub_id u32, options u8, topic filter
 _REC_OVERHEAD = const(7)  # type u8 + length u16 + crc32
 
 HF_ASSIGNED_ID = const(0x01)   # header flag: the client id was assigned by the broker
+HF_OFFLINE = const(0x02)       # header flag: written at DISCONNECT (saved-at = the broker's expiry start)
 
 
 class FormatError(ValueError):
@@ -90,8 +91,7 @@ class SessionStore:
         for k in range(n):
             p = put_u16(st, p, self.acks[k])
         crc.put(st, pos, p - pos)
-        self.nacks = 0
-        return p + 4
+        return p + 4          # (nacks is cleared once the write succeeded)
 
     @micropython.native
     def _pid_record(self, kind, pid):  # noalloc
@@ -102,16 +102,12 @@ class SessionStore:
         put_u16(st, p + 1, 2)
         put_u16(st, p + 3, pid)
         crc.put(st, p, 5)
-        try:
-            self._append(p + 9)          # with any batched records before it
-        except Exception as e:
-            self._reclaim_acks(f, p)
-            raise e
+        self._append(p + 9)              # with any batched records before it
 
     @micropython.native
     def _append(self, n):  # noalloc (ring); a file checkpoint opens a file
         b = self.backend
-        if b.needs_checkpoint():
+        if n > b.max_append or b.needs_checkpoint():
             self.checkpoint(self.owner)
             return
         try:
@@ -123,6 +119,7 @@ class SessionStore:
             self.checkpoint(self.owner)
             return
         self.fill = 0
+        self.nacks = 0
         self.appends += 1
 
     @micropython.native
@@ -143,22 +140,10 @@ class SessionStore:
         if self.batch_ms:
             if not f:
                 self.batch_t0 = time.ticks_ms()
+            self.nacks = 0        # they are in the batch now
             self.fill = p + n + 9
             return
-        try:
-            self._append(p + n + 9)
-        except Exception as e:
-            # Refused (store full, I/O error): acks taken into the stage are
-            # not lost, they stay pending for the next write.
-            self._reclaim_acks(f, p)
-            raise e
-
-    def _reclaim_acks(self, start, end):
-        if end > start:
-            st = self.stage
-            for k in range((get_u16(st, start + 1)) // 2):
-                self.acks[self.nacks] = get_u16(st, start + 3 + 2 * k)
-                self.nacks += 1
+        self._append(p + n + 9)   # refused (full, I/O): acks stay pending
 
     def out_acked(self, pid):  # noalloc
         if self.nacks >= len(self.acks):
@@ -193,8 +178,11 @@ class SessionStore:
     def checkpoint(self, c):
         """Write the whole state of client `c` as the backend's new base."""
         b = self.backend
+        # The stage is scratch for the checkpoint: batched records in it are
+        # overwritten, but the RAM state holds them (this or the next
+        # checkpoint writes them).
+        self.fill = 0
         b.begin_checkpoint()
-        self.fill = 0            # batched records: the RAM state holds them
         write_state(c, self.stage, self._sink)
         b.end_checkpoint()
         self.nacks = 0
@@ -215,7 +203,7 @@ def write_state(c, st, sink):
     n = 14 + len(cid)
     put_u16(st, 1, n)
     st[3] = c._version
-    st[4] = HF_ASSIGNED_ID if c._cid_assigned else 0
+    st[4] = (HF_ASSIGNED_ID if c._cid_assigned else 0) | (HF_OFFLINE if c._saving_offline else 0)
     st[5:9] = c._expiry_bytes
     saved = c._wall_minutes()
     put_u16(st, 9, saved >> 16)
@@ -248,6 +236,8 @@ def write_state(c, st, sink):
             sink(st, 9)
         else:
             n = o.len[i]
+            if n + 9 > len(st):
+                raise ValueError("a stored packet of %d bytes does not fit buf_size" % n)
             st[0] = R_OUT_PUB
             put_u16(st, 1, n + 2)
             put_u16(st, 3, o.pid[i])

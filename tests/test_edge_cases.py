@@ -1,0 +1,176 @@
+"""Edge cases of session handling found in review: re-queued messages lose
+their DUP flag, PUBRELs are not held behind a full window, queued messages
+over the broker's limits are refused rather than sent, QoS 0 never takes a
+QoS 1/2 place, restores that do not fit change nothing, malformed UTF-8 in
+properties is a protocol error, array payloads are sent whole."""
+import pytest
+
+from conftest import run_mp
+from fakebroker import FakeBroker, connack, props_block, pkt, u16
+
+PRE = r"""
+from durable_mqtt import MQTTClient, MQTTException, QueueFull
+import time
+PORT = %d
+def pump(c, ms=300):
+    t0 = time.ticks_ms()
+    try:
+        while time.ticks_diff(time.ticks_ms(), t0) < ms:
+            c.wait_msg(20)
+    except OSError:
+        pass
+"""
+
+
+def publishes(conn):
+    """(dup, qos, pid) of every PUBLISH the client sent on a connection."""
+    out = []
+    for first, body in conn:
+        if first & 0xF0 == 0x30:
+            qos = (first >> 1) & 3
+            tl = int.from_bytes(body[0:2], "big")
+            pid = int.from_bytes(body[2 + tl:4 + tl], "big") if qos else 0
+            out.append(((first >> 3) & 1, qos, pid))
+    return out
+
+
+def test_requeued_after_session_lost_goes_out_with_dup_0(tmp_path):
+    # Sent once and resent with DUP 1 on a resumed session; the broker then
+    # loses the session: the message goes out as a new publish, DUP 0.
+    sess = tmp_path / "s.bin"
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("close",)],
+                    [("send", connack(4, sp=1)), ("recv",), ("close",)],
+                    [("send", connack(4, sp=0)), ("recv",), ("send", pkt(0x40, u16(1))), ("sleep", 0.2)])
+    run_mp(PRE % fb.port + r"""
+c = MQTTClient("dup0", "127.0.0.1", PORT, clean_session=False, session_file=%r, timeout_ms=2000)
+for attempt in range(3):
+    c.connect()
+    if attempt == 0:
+        c.publish("t", b"m", qos=1)
+    pump(c)
+print("pending", c.pending())
+""" % str(sess))
+    fb.join()
+    assert [publishes(c) for c in fb.conns] == [[(0, 1, 1)], [(1, 1, 1)], [(0, 1, 1)]]
+
+
+def test_pubrel_not_held_behind_a_smaller_window():
+    # QoS 1 A unacknowledged, QoS 2 B and C past PUBREC; the broker comes
+    # back with Receive Maximum 1: both PUBRELs go out at once (they were
+    # stuck behind A), A once their PUBCOMPs free the quota.
+    rm1 = bytes((0x21,)) + u16(1)
+    fb = FakeBroker([("send", connack(5)), ("recv",), ("recv",), ("recv",),
+                     ("send", pkt(0x50, u16(2)) + pkt(0x50, u16(3))), ("recv",), ("recv",), ("close",)],
+                    [("send", pkt(0x20, bytes((1, 0)) + props_block(rm1))), ("recv",), ("recv",),
+                     # the two QoS 2 messages count against Receive Maximum until PUBCOMP
+                     ("send", pkt(0x70, u16(2)) + pkt(0x70, u16(3))), ("recv",), ("sleep", 0.2)])
+    run_mp(PRE % fb.port + r"""
+c = MQTTClient("win", "127.0.0.1", PORT, version=5, clean_session=False, max_inflight=3, timeout_ms=2000)
+c.connect()
+c.publish("t", b"a", qos=1)
+c.publish("t", b"b", qos=2)
+c.publish("t", b"c", qos=2)
+pump(c)
+c.connect()
+pump(c)
+""")
+    fb.join()
+    second = fb.conns[1][1:]
+    kinds = [(first, body[:2]) for first, body in second]
+    assert (0x62, u16(2)) in kinds and (0x62, u16(3)) in kinds, kinds
+    assert publishes(fb.conns[1]) == [(1, 1, 1)]
+
+
+def test_queued_message_over_broker_maximum_packet_size_is_refused_not_sent():
+    mps = bytes((0x27,)) + (64).to_bytes(4, "big")
+    fb = FakeBroker([("send", pkt(0x20, bytes((0, 0)) + props_block(mps))), ("sleep", 0.3)])
+    r = run_mp(PRE % fb.port + r"""
+done = []
+c = MQTTClient("mps", "127.0.0.1", PORT, version=5, timeout_ms=2000)
+c._on_done = lambda pid, code: done.append((pid, code))
+c.publish("t", b"x" * 200, qos=1)        # accepted offline, before the limit is known
+c.publish("t", b"y", qos=1)
+c.connect()
+pump(c)
+print("DONE", done, c.stats()["refused"], c.pending())
+""")
+    fb.join()
+    assert "DONE [(1, 149)] 1 1" in r.stdout, r.stdout      # 0x95 packet too large
+    assert [p[2] for p in publishes(fb.conns[0])] == [2]     # only the one that fits went out
+
+
+def test_qos0_offline_never_takes_a_qos12_place():
+    r = run_mp(PRE % 1 + r"""
+c = MQTTClient("q0", "127.0.0.1", PORT, max_inflight=2, outbox_size=4)
+for i in range(20):
+    c.publish("t", b"zero", qos=0)       # queued while there is room of their own, then dropped
+for i in range(6):
+    c.publish("t", b"one", qos=1)        # all six promised places are still free
+try:
+    c.publish("t", b"one", qos=1)
+    raise AssertionError("seventh accepted")
+except QueueFull:
+    pass
+print("OK", c.pending(), c.stats()["dropped_qos0"])
+""")
+    assert "OK 6" in r.stdout, r.stdout
+
+
+def test_restore_that_does_not_fit_changes_nothing(tmp_path):
+    r = run_mp(PRE % 1 + r"""
+big = MQTTClient("fit", "127.0.0.1", PORT, clean_session=False, outbox_size=40)
+for i in range(30):
+    big.publish("t", b"m", qos=1)
+data = big.save_session()
+small = MQTTClient("fit", "127.0.0.1", PORT, clean_session=False, max_inflight=4, outbox_size=4)
+small.publish("t", b"mine", qos=1)
+try:
+    small.restore_session(data)
+    raise AssertionError("accepted")
+except ValueError as e:
+    assert "outbox" in str(e), e
+assert small.pending() == 1                 # its own message untouched
+try:
+    small.restore_session(data[:-5])
+    raise AssertionError("truncated bytes accepted")
+except ValueError as e:
+    assert "truncated" in str(e)
+# At boot: the file that does not fit is kept aside, not half-loaded.
+f = MQTTClient("fit", "127.0.0.1", PORT, clean_session=False, outbox_size=40, session_file=%r)
+f.restore_session(data)
+g = MQTTClient("fit", "127.0.0.1", PORT, clean_session=False, max_inflight=4, outbox_size=4, session_file=%r)
+print("EVENT", g.last_event, g.pending())
+""" % (str(tmp_path / "s.bin"), str(tmp_path / "s.bin")))
+    assert "EVENT discarded 0" in r.stdout, r.stdout
+    assert (tmp_path / "s.bin.bad").exists()
+
+
+def test_invalid_utf8_in_a_property_is_a_protocol_error():
+    bad = bytes((0x1F,)) + u16(2) + b"\xff\xfe"
+    fb = FakeBroker([("send", connack(5)), ("send", pkt(0xE0, bytes((0x8B,)) + props_block(bad)))])
+    r = run_mp(PRE % fb.port + r"""
+c = MQTTClient("utf", "127.0.0.1", PORT, version=5, timeout_ms=2000)
+c.connect()
+try:
+    c.wait_msg(1000)
+    raise AssertionError("no error")
+except MQTTException as e:
+    print("ERR", type(e).__name__, e.args)
+print("connected", c.is_connected())
+""")
+    fb.join()
+    assert "ERR ProtocolError" in r.stdout and "UTF-8" in r.stdout and "connected False" in r.stdout, r.stdout
+
+
+def test_array_payload_is_sent_whole():
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("sleep", 0.2)])
+    run_mp(PRE % fb.port + r"""
+from array import array
+c = MQTTClient("arr", "127.0.0.1", PORT, timeout_ms=2000)
+c.connect()
+c.publish("t", array("H", [0x4141, 0x4242, 0x4343]))
+pump(c, 200)
+""")
+    fb.join()
+    first, body = fb.conns[0][1]
+    assert body.endswith(b"AABBCC"), body
