@@ -55,6 +55,10 @@ class RobustClient(MQTTClient):
         otherwise handle traffic for up to timeout_ms. Never raises for a
         link or broker failure (see last_error); returns True while up."""
         if not self._connected:
+            if self._up:
+                # The link failed inside publish() (its send path does not
+                # raise); report it now like any other drop.
+                self._went_down(self._pending_exc or OSError(-1, "link dropped while sending"))
             st = self._store
             if st is not None and st.fill:
                 st.tick()                 # batched mode: the batch is due offline too
