@@ -817,15 +817,23 @@ class MQTTClient:
         # known (MQTT-3.2.2-15, -11): it can never be sent; complete it as
         # refused, like a PUBACK >= 0x80, and tell the application.
         o = self._out
-        pid = o.pid[i]
-        code = 0x95 if o.len[i] > self._max_out else 0x9B
-        o.inflight += 1          # complete() takes it back
-        o.complete(i)
         self.stats_counters["refused"] += 1
+        o.inflight += 1          # it was never in flight; complete() takes one back
+        self._finish(i, 0x95 if o.len[i] > self._max_out else 0x9B)
+
+    def _finish(self, i, reason):  # noalloc
+        """A QoS 1/2 message leaves the session: PUBACK, PUBCOMP, a refusal
+        (>= 0x80, MQTT-4.4.0-2), expiry. Logged lazily, reported to the
+        front end, and its window place is given to the next message once
+        every packet already received is handled."""
+        o = self._out
+        pid = o.pid[i]
+        o.complete(i)
         if self._persist:
             self._store.out_acked(pid)
         if self._on_done:
-            self._on_done(pid, code)
+            self._on_done(pid, reason)
+        self._drain_due = True
 
     def _expired(self, i):
         return time.ticks_diff(time.ticks_ms(), self._out.stamp[i]) >= self._out.expiry[i] * 1000
@@ -835,10 +843,8 @@ class MQTTClient:
         pid = o.pid[i]
         self.stats_counters["dropped_expired"] += 1
         if pid:
-            o.inflight += 1        # complete() takes it back
-            o.complete(i)
-            if self._persist:
-                self._store.out_acked(pid)
+            o.inflight += 1        # it was never in flight; complete() takes one back
+            self._finish(i, 0)
         else:
             o.sent_qos0(i)
 
@@ -1236,13 +1242,8 @@ class MQTTClient:
             raise ProtocolError(ERR_PROTOCOL, "PUBACK for packet id %d, which is not awaiting one" % pid)
         if reason >= 0x80:                                  # MQTT-4.4.0-2: acknowledged, not resent
             self.stats_counters["refused"] += 1
-        o.complete(i)
         self.stats_counters["acked"] += 1
-        if self._persist:
-            self._store.out_acked(pid)
-        if self._on_done:
-            self._on_done(pid, reason)
-        self._drain_due = True       # after every ack already received: one write
+        self._finish(i, reason)
 
     def _on_pubrec(self, pid, reason):  # noalloc
         o = self._out
@@ -1257,12 +1258,7 @@ class MQTTClient:
             raise ProtocolError(ERR_PROTOCOL, "PUBREC for packet id %d, which is not awaiting one" % pid)
         if reason >= 0x80:
             self.stats_counters["refused"] += 1
-            o.complete(i)
-            if self._persist:
-                self._store.out_acked(pid)
-            if self._on_done:
-                self._on_done(pid, reason)
-            self._drain_due = True
+            self._finish(i, reason)
             return
         o.released(i)
         if self._persist:
@@ -1281,13 +1277,8 @@ class MQTTClient:
         i = o.find(pid, RELEASE)
         if i < 0:
             return        # PUBCOMP for a PUBREL resent after a lost lazy ack
-        o.complete(i)
         self.stats_counters["acked"] += 1
-        if self._persist:
-            self._store.out_acked(pid)
-        if self._on_done:
-            self._on_done(pid, 0)
-        self._drain_due = True
+        self._finish(i, 0)
 
     def _on_suback(self, kind, n):
         rx = self._rx
