@@ -18,27 +18,12 @@ MNT = "/fl"
 PATH = MNT + "/session"
 
 
-def alloc_bytes(f):
-    gc.collect()
-    gc.disable()
-    try:
-        m0 = gc.mem_alloc()
-        f()
-        return gc.mem_alloc() - m0
-    finally:
-        gc.enable()
+from testlib import assert_no_alloc as _no_alloc
 
 
 def assert_no_alloc(f, what):
-    f()
-    f()
-    micropython.heap_lock()
-    try:
-        f()
-    finally:
-        micropython.heap_unlock()
-    d = alloc_bytes(f)
-    assert d == 0, "%s allocated %d bytes" % (what, d)
+    # testlib's check: heap_lock, gc.mem_alloc() and micropython.mem_total()
+    _no_alloc(what, f)
 
 
 def data(seed, n):
