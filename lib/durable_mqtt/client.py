@@ -17,7 +17,6 @@ from .errors import (MQTTException, ConnectRefused, ProtocolError, PacketTooLarg
                      PeerClosed, NotConnected, QueueFull, StoreFull, SessionError,
                      ERR_PROTOCOL, ERR_TOO_LARGE, ERR_TIMEOUT, ERR_NOT_CONNECTED, ERR_FULL, ERR_SESSION)
 from .session import Outgoing, Incoming2, PacketIds, QUEUED, SENT, RELEASE, F_DUP, F_REL_DUE
-from .store import HF_OFFLINE
 from .transport import Transport
 
 _HDR_MAX = const(5)
@@ -301,7 +300,7 @@ class MQTTClient:
                 raise ValueError("session holds a %d-byte packet, larger than buf_size %d" % (len(pkt), self.buf_size))
         if len(st.in_qos2) > self._rx2.size:
             raise ValueError("session holds more incoming QoS 2 ids than this client's table (receive_max)")
-        if (st.flags & HF_OFFLINE and st.saved_min and st.expiry != _NEVER
+        if (st.saved_offline and st.saved_min and st.expiry != _NEVER
                 and 0 < wall_minutes() - st.saved_min > (st.expiry + 59) // 60):
             # Saved at DISCONNECT, longer ago than the expiry: the broker
             # has dropped the session. The next connect starts clean (no

@@ -263,6 +263,7 @@ class State:
     def __init__(self):
         self.version = 0
         self.flags = 0
+        self.saved_offline = False   # written at DISCONNECT (HF_OFFLINE)
         self.expiry = 0
         self.saved_min = 0
         self.next_pid = 0
@@ -314,6 +315,7 @@ def parse_state(data):
                 raise FormatError("bad session header")
             st.version = buf[b]
             st.flags = buf[b + 1]
+            st.saved_offline = bool(st.flags & HF_OFFLINE)
             st.expiry = get_u32(buf, b + 2)
             st.saved_min = get_u32(buf, b + 6)
             st.next_pid = last_pid = get_u16(buf, b + 10)

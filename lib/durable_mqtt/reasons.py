@@ -1,0 +1,28 @@
+# MQTT return and reason codes as words, for exception messages. Loaded on
+# the first error that needs one (codec.reason_text), not at import.
+CONNACK_V4 = {
+    1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable",
+    4: "bad user name or password", 5: "not authorized",
+}
+REASONS = {
+    0x04: "disconnect with will message", 0x10: "no matching subscribers", 0x11: "no subscription existed",
+    0x80: "unspecified error", 0x81: "malformed packet", 0x82: "protocol error",
+    0x83: "implementation specific error", 0x84: "unsupported protocol version",
+    0x85: "client identifier not valid", 0x86: "bad user name or password", 0x87: "not authorized",
+    0x88: "server unavailable", 0x89: "server busy", 0x8A: "banned", 0x8B: "server shutting down",
+    0x8C: "bad authentication method", 0x8D: "keep alive timeout", 0x8E: "session taken over",
+    0x8F: "topic filter invalid", 0x90: "topic name invalid", 0x91: "packet identifier in use",
+    0x92: "packet identifier not found", 0x93: "receive maximum exceeded", 0x94: "topic alias invalid",
+    0x95: "packet too large", 0x96: "message rate too high", 0x97: "quota exceeded",
+    0x98: "administrative action", 0x99: "payload format invalid", 0x9A: "retain not supported",
+    0x9B: "QoS not supported", 0x9C: "use another server", 0x9D: "server moved",
+    0x9E: "shared subscriptions not supported", 0x9F: "connection rate exceeded",
+    0xA0: "maximum connect time", 0xA1: "subscription identifiers not supported",
+    0xA2: "wildcard subscriptions not supported",
+}
+
+
+def text(code, version, connack=False):
+    if connack and version == 4:
+        return CONNACK_V4.get(code, "return code %d" % code)
+    return REASONS.get(code, "reason code 0x%02x" % code)
