@@ -80,9 +80,10 @@ def test_client_runs_from_mpy_files_only(mpy_out, broker, tmp_path):
 import sys
 import durable_mqtt
 from durable_mqtt import MQTTClient, MQTTException, client, codec, crc, errors, memcopy, session, store, transport
-from durable_mqtt import filestore, ring, robust, aio
+from durable_mqtt import filestore, ring, robust, aio, reasons
 from norflash import NorFlash
-mods = (durable_mqtt, client, codec, crc, errors, memcopy, session, store, transport, filestore, ring, robust, aio)
+mods = (durable_mqtt, client, codec, crc, errors, memcopy, session, store, transport, filestore, ring, robust, aio,
+        reasons)
 assert len(mods) == %(nmods)d
 for mod in mods:
     assert mod.__file__.endswith('.mpy') and mod.__file__.startswith(%(out)r), mod.__file__
