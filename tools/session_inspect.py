@@ -455,7 +455,6 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
 
     # Walk every valid commit in chain order (the scan of RingStore._rescan).
     commits = []
-    prev = -1
     end_pos = B
     clean = True
     for c, i in enumerate(chain):

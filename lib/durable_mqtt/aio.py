@@ -18,7 +18,7 @@
 import asyncio
 import time
 
-from .errors import MQTTException, Timeout, NotConnected, ERR_TIMEOUT, ERR_NOT_CONNECTED
+from .errors import MQTTException, Timeout, ERR_TIMEOUT
 from .robust import RobustClient
 
 try:

@@ -12,7 +12,7 @@ from micropython import const
 
 from . import codec
 from .codec import (PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, PINGRESP,
-                    CONNACK, DISCONNECT, AUTH, FLAG_DUP)
+                    CONNACK, DISCONNECT, FLAG_DUP)
 from .errors import (MQTTException, ConnectRefused, ProtocolError, PacketTooLarge, Timeout,
                      PeerClosed, NotConnected, QueueFull, StoreFull, SessionError,
                      ERR_PROTOCOL, ERR_TOO_LARGE, ERR_TIMEOUT, ERR_NOT_CONNECTED, ERR_FULL, ERR_SESSION)
@@ -709,7 +709,7 @@ class MQTTClient:
                             % self._store_cap)
         pid = self._pids.next(self._in_use) if qos else 0
         codec.encode_publish(o.arena, off, t, tl, msg, pl, qos, retain, 0, pid, pr, prl, self._version)
-        i = o.add(off, n, pid, qos, time.ticks_ms(), self._msg_expiry(pr) if prl else 0)
+        o.add(off, n, pid, qos, time.ticks_ms(), self._msg_expiry(pr) if prl else 0)
         if qos and self._persist:
             try:
                 self._store.out_publish(o.arena, off, n, pid)   # on flash before the wire

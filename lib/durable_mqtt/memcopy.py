@@ -54,7 +54,7 @@ def fill(dst, off, n, value):  # noalloc
 
 native = False                # True when copy and fill are the viper versions
 try:
-    import micropython
+    import micropython        # the exec'd source uses @micropython.viper
     exec(_VIPER, globals())   # replaces copy and fill
     native = True
 except Exception:

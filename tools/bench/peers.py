@@ -17,7 +17,6 @@ and `micropython-mqtt` 0.7b4 (2020), which is Thorsten von Eicken's
 Hinch's own mqtt_as is not on PyPI.
 """
 import hashlib
-import io
 import re
 import shutil
 import subprocess
