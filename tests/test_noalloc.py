@@ -73,9 +73,8 @@ def recv(q):
 def ping():
     c.ping()
     for _ in range(2000):
-        if not c._ping_out:
+        if c.wait_msg(5) == 0xD0:     # PINGRESP handled
             break
-        c.wait_msg(5)
 
 def idle():
     c.check_msg()

@@ -44,14 +44,19 @@ def data(seed, n):
 
 def checkpoint(r, state, chunk=97):
     # Stream `state` as the session layer does: several chunks.
-    r.begin_checkpoint()
+    r.begin()
     i = 0
     while i < len(state):
         k = min(chunk, len(state) - i)
-        mv = memoryview(state)[i:i + k]
-        r.write_checkpoint(mv, k)
+        r.write(state, i, k)
         i += k
-    r.end_checkpoint()
+    r.end()
+
+
+def append(r, buf, n):
+    # One commit, as the journal makes one per record batch.
+    r.write(buf, 0, n)
+    r.sync()
 
 # Cut modes: (torn, fraction, noise, erase pattern)
 MODES = ((True, 0.5, False, "prefix"), (True, 0.9, True, "suffix"), (False, 0.0, False, "stripes"),
@@ -91,7 +96,7 @@ def sweep(dev, kw, op, before, after, marker=b"AFTER-REBOOT", limit=400, full_ok
                                      % (n, mode, len(got), len(before), len(after)))
             # The rebooted ring keeps working from there.
             try:
-                r.append(marker, len(marker))
+                append(r, marker, len(marker))
             except StoreFull:
                 assert full_ok and got == before
                 r.erase()
@@ -119,31 +124,31 @@ r = RingStore(dev)
 assert r.load() == b""
 assert not r.needs_checkpoint()
 assert dev.programs == 0 and dev.erases == 0      # nothing written until needed
-r.append(b"hello", 5)
-r.append(bytearray(b"world!"), 6)
+append(r, b"hello", 5)
+append(r, bytearray(b"world!"), 6)
 assert RingStore(dev).load() == b"helloworld!"
-r.begin_checkpoint()
-r.write_checkpoint(b"base", 4)
-r.end_checkpoint()
+r.begin()
+r.write(b"base", 0, 4)
+r.end()
 assert RingStore(dev).load() == b"base"
-r.append(b"+1", 2)
-r.append(memoryview(b"xx+2yy")[2:], 2)
+append(r, b"+1", 2)
+append(r, memoryview(b"xx+2yy")[2:], 2)
 assert RingStore(dev).load() == b"base+1+2"
 # n smaller than the buffer: only buf[0:n] is stored
-r.append(bytearray(b"abcdef"), 3)
+append(r, bytearray(b"abcdef"), 3)
 assert RingStore(dev).load() == b"base+1+2abc"
 # an empty checkpoint and an empty append
 checkpoint(r, b"")
-r.append(b"", 0)
+append(r, b"", 0)
 assert RingStore(dev).load() == b""
-r.append(b"z", 1)
+append(r, b"z", 1)
 assert RingStore(dev).load() == b"z"
 assert r.load() == b"z"            # load() again on the writer rescans
-r.append(b"y", 1)
+append(r, b"y", 1)
 assert r.load() == b"zy" == RingStore(dev).load()
 r.erase()
 assert RingStore(dev).load() == b""
-print("ok", r.capacity_bytes(), r.max_append)
+print("ok", r.capacity, r.max_append)
 """)
     assert out.splitlines()[-1].startswith("ok")
 
@@ -163,18 +168,17 @@ print(raises(ValueError, lambda: RingStore(NorFlash(4096, 16), prog_size=24)))
 print(raises(ValueError, lambda: RingStore(NorFlash(512, 16), prog_size=256)))
 r = RingStore(NorFlash(4096, 8), max_append=200)
 assert r.max_append == 212        # rounded up to the prog_size
-raises(ValueError, lambda: r.append(bytearray(213), 213))
-r.append(bytearray(212), 212)
-r.begin_checkpoint()
-raises(ValueError, lambda: r.append(b"x", 1))
-r.end_checkpoint()
-raises(ValueError, lambda: r.write_checkpoint(b"x", 1))
-raises(ValueError, lambda: r.end_checkpoint())
+raises(ValueError, lambda: append(r, bytearray(213), 213))
+append(r, bytearray(212), 212)
+r.begin()
+raises(ValueError, lambda: append(r, b"x", 1))   # no append commit inside a checkpoint
+r.end()
+raises(ValueError, lambda: r.end())
 # a sub-region: blocks 4..7 of a 10-block device, the others untouched
 dev = NorFlash(4096, 10)
 r = RingStore(dev, first_block=4, num_blocks=4)
 for i in range(200):
-    r.append(data(i, 100), 100)
+    append(r, data(i, 100), 100)
     if r.needs_checkpoint():
         checkpoint(r, data(7, 300))
 assert all(dev.data[i] == 0xFF for i in range(4 * 4096))
@@ -193,7 +197,7 @@ kw = {"prog_size": P, "max_append": %d}
 r = RingStore(dev, **kw)
 rnd = Rand(%d)
 state = bytearray()
-cap = r.capacity_bytes()
+cap = r.capacity
 reboots = cks = 0
 for i in range(%d):
     c = rnd.next(100)
@@ -210,7 +214,7 @@ for i in range(%d):
         n = rnd.next(r.max_append + 1)
         d = data(i, n)
         try:
-            r.append(d, n)
+            append(r, d, n)
             state += d
         except StoreFull:
             checkpoint(r, state[len(state) - min(len(state), cap // 2):])
@@ -251,7 +255,7 @@ n = 0
 try:
     while True:
         d = data(n, 50)
-        r.append(d, 50)
+        append(r, d, 50)
         state += d
         n += 1
 except StoreFull as e:
@@ -268,12 +272,12 @@ assert RingStore(dev, **kw).load() == state
 # erase() needs no room: it may wipe the live block, leaving empty
 r.erase()
 assert RingStore(dev, **kw).load() == b""
-r.append(b"again", 5)
+append(r, b"again", 5)
 assert RingStore(dev, **kw).load() == b"again"
-# a state larger than capacity_bytes() is refused before anything is written
+# a state larger than capacity is refused before anything is written
 p = dev.programs
 try:
-    checkpoint(r, bytearray(r.capacity_bytes() + 1), chunk=10000)
+    checkpoint(r, bytearray(r.capacity + 1), chunk=10000)
     raise AssertionError("oversized checkpoint accepted")
 except StoreFull:
     pass
@@ -286,7 +290,7 @@ print("ok")
 
 def test_checkpoint_of_capacity_always_fits_when_asked_in_time():
     # Follow the contract: checkpoint as soon as needs_checkpoint() says so,
-    # with a state of exactly capacity_bytes(); it must never be StoreFull.
+    # with a state of exactly capacity; it must never be StoreFull.
     # Different append sizes move the block alignment around.
     out = mp(r"""
 for (B, N, P, ma) in ((4096, 3, 32, 1012), (512, 6, 32, 100), (4096, 16, 32, 1012),
@@ -294,13 +298,13 @@ for (B, N, P, ma) in ((4096, 3, 32, 1012), (512, 6, 32, 100), (4096, 16, 32, 101
     dev = NorFlash(B, N, prog_size=P)
     kw = {"prog_size": P, "max_append": ma}
     r = RingStore(dev, **kw)
-    cap = r.capacity_bytes()
+    cap = r.capacity
     big = data(3, cap)
     rnd = Rand(B + N)
     cks = 0
     for i in range(400 if B < 4096 else 1500):
         n = rnd.next(r.max_append + 1)
-        r.append(data(i, n), n)
+        append(r, data(i, n), n)
         if r.needs_checkpoint():
             checkpoint(r, big, chunk=1 + rnd.next(700))
             cks += 1
@@ -316,17 +320,17 @@ def test_torn_commit_is_dropped_and_writing_moves_on():
     out = mp(r"""
 dev = NorFlash(1024, 4, prog_size=32)
 r = RingStore(dev)
-r.append(b"one", 3)
+append(r, b"one", 3)
 head_before = r.stats()["head"]
 dev.cut_after(1, fraction=0.5)
 try:
-    r.append(bytearray(b"two" * 30), 90)
+    append(r, bytearray(b"two" * 30), 90)
 except PowerCut:
     pass
 dev = dev.reboot()
 r = RingStore(dev)
 assert r.load() == b"one"
-r.append(b"three", 5)
+append(r, b"three", 5)
 assert r.stats()["head"] != head_before     # garbage in the block: next block
 assert RingStore(dev).load() == b"onethree"
 print("ok")
@@ -342,7 +346,7 @@ def test_garbage_at_write_position():
 dev = NorFlash(1024, 4, prog_size=32)
 r = RingStore(dev)
 checkpoint(r, b"state")
-r.append(b"+a", 2)
+append(r, b"+a", 2)
 st = r.stats()
 blk, pos = st["head"], r._pos
 for junk in (b"\x00" * 32, b"\xc0\x00\x00\x05" + b"\xff" * 28, b"\xff" * 31 + b"\x7f"):
@@ -351,9 +355,9 @@ for junk in (b"\x00" * 32, b"\xc0\x00\x00\x05" + b"\xff" * 28, b"\xff" * 31 + b"
     dev2.writeblocks(blk, junk, pos + 64)      # a little past the write position
     r2 = RingStore(dev2)
     assert r2.load() == b"state+a"
-    r2.append(b"+b", 2)                         # would raise ProgramError if it hit junk
+    append(r2, b"+b", 2)                         # would raise ProgramError if it hit junk
     checkpoint(r2, b"s2")
-    r2.append(b"+c", 2)
+    append(r2, b"+c", 2)
     assert RingStore(dev2).load() == b"s2+c"
 print("ok")
 """)
@@ -368,7 +372,7 @@ for i in range(len(dev.data)):
     dev.data[i] = rnd.next(256)
 r = RingStore(dev)
 assert r.load() == b""
-r.append(b"fresh", 5)          # erases before programming (NorFlash checks)
+append(r, b"fresh", 5)          # erases before programming (NorFlash checks)
 assert RingStore(dev).load() == b"fresh"
 # a ring written with another prog_size is foreign too (not misparsed)
 assert RingStore(dev, prog_size=64).load() == b""
@@ -390,16 +394,16 @@ cks = [0]
 def appends():
     # crosses blocks (erase + block header) several times
     for i in range(40):
-        r.append(msg, 96)
-        r.append(ack, 9)
+        append(r, msg, 96)
+        append(r, ack, 9)
         r.needs_checkpoint()
 
 def ck():
-    r.begin_checkpoint()
-    r.write_checkpoint(st, 250)
-    r.write_checkpoint(st, 300)
-    r.write_checkpoint(st, 150)
-    r.end_checkpoint()
+    r.begin()
+    r.write(st, 0, 250)
+    r.write(st, 0, 300)
+    r.write(st, 0, 150)
+    r.end()
     cks[0] += 1
 
 def er():
@@ -412,7 +416,7 @@ assert_no_alloc(lambda: r.needs_checkpoint(), "needs_checkpoint")
 # all of it together, many laps, under heap_lock
 def mixed():
     for i in range(60):
-        r.append(msg, 96)
+        append(r, msg, 96)
         if r.needs_checkpoint():
             ck()
 assert_no_alloc(mixed, "mixed")
@@ -435,17 +439,17 @@ def test_power_cut_sweep_append():
     out = mp(SWEEP_SETUP + r"""
 checkpoint(r, data(1, 300))
 for i in range(3):
-    r.append(data(10 + i, 80), 80)
+    append(r, data(10 + i, 80), 80)
 before = RingStore(dev, **kw).load()
 x = data(99, 100)
 def op(r):
-    r.append(x, 100)
+    append(r, x, 100)
 n, c = sweep(dev, kw, op, before, before + x)
 print("append: %d cut points, before/after" % n, c)
 
 # an append that must open a new block (erase + header + commit)
 while r._pos + 128 <= B:
-    r.append(b"f", 1)
+    append(r, b"f", 1)
 before = RingStore(dev, **kw).load()
 n, c = sweep(dev, kw, op, before, before + x)
 assert n >= 3, n
@@ -458,7 +462,7 @@ def test_power_cut_sweep_checkpoint():
     out = mp(SWEEP_SETUP + r"""
 checkpoint(r, data(1, 300))
 for i in range(5):
-    r.append(data(10 + i, 60), 60)
+    append(r, data(10 + i, 60), 60)
 before = RingStore(dev, **kw).load()
 new = data(5, 800)                 # spans two blocks: two erases
 def op(r):
@@ -476,12 +480,12 @@ def test_power_cut_sweep_checkpoint_that_wraps_and_erases():
 rnd = Rand(3)
 i = 0
 while not (dev.erases >= N and r._head == N - 1 and r._pos > 256):
-    r.append(data(i, 40), 40)
+    append(r, data(i, 40), 40)
     if r.needs_checkpoint():
         checkpoint(r, data(i, 200))
     i += 1
 checkpoint(r, data(7, 150))
-r.append(b"tail", 4)
+append(r, b"tail", 4)
 before = RingStore(dev, **kw).load()
 e0 = dev.erases
 new = data(8, 700)
@@ -507,12 +511,12 @@ def test_power_cut_sweep_erase_of_full_ring():
 checkpoint(r, data(1, 300))
 try:
     while True:
-        r.append(data(2, 100), 100)
+        append(r, data(2, 100), 100)
 except StoreFull:
     pass
 while True:
     try:
-        r.append(b"!", 1)
+        append(r, b"!", 1)
     except StoreFull:
         break
 before = RingStore(dev, **kw).load()
@@ -533,10 +537,10 @@ dev = NorFlash(B, N, prog_size=256)
 r = RingStore(dev, **kw)
 checkpoint(r, data(1, 700))
 for i in range(4):
-    r.append(data(i, 117), 117)
+    append(r, data(i, 117), 117)
 before = RingStore(dev, **kw).load()
 x = data(9, 117)
-n1, c1 = sweep(dev, kw, lambda r: r.append(x, 117), before, before + x)
+n1, c1 = sweep(dev, kw, lambda r: append(r, x, 117), before, before + x)
 new = data(3, 2400)          # spans two blocks
 n2, c2 = sweep(dev, kw, lambda r: checkpoint(r, new, chunk=500), before, new)
 print("prog256: append %d, checkpoint %d cut points" % (n1, n2))
@@ -569,10 +573,10 @@ for N in (16, 64):
             cks = 0
             for i in range(MSGS):
                 if packed:
-                    r.append(both, 105)
+                    append(r, both, 105)
                 else:
-                    r.append(msg, 96)
-                    r.append(ack, 9)
+                    append(r, msg, 96)
+                    append(r, ack, 9)
                 if r.needs_checkpoint():
                     checkpoint(r, state, chunk=96)
                     cks += 1
@@ -592,7 +596,7 @@ r = RingStore(dev)
 msg = data(1, 96)
 state = data(4, 1000)
 for i in range(MSGS):
-    r.append(msg, 96)
+    append(r, msg, 96)
     if r.needs_checkpoint():
         checkpoint(r, state, chunk=96)
 pb = dev.programmed_bytes / MSGS
@@ -610,7 +614,7 @@ def random_crashes(B, N, P, ma, steps, seed):
     kw = {"prog_size": P, "max_append": ma}
     r = RingStore(dev, **kw)
     state = r.load()
-    cap = r.capacity_bytes()
+    cap = r.capacity
     rnd = Rand(seed)
     n = [0, 0, 0]             # power cuts, StoreFull, erase + rewrite
     pats = ("prefix", "suffix", "stripes")
@@ -649,7 +653,7 @@ def random_crashes(B, N, P, ma, steps, seed):
             elif kind == 1:
                 checkpoint(r, after, chunk=1 + rnd.next(400))
             else:
-                r.append(x, len(x))
+                append(r, x, len(x))
             state = after
         except StoreFull:
             state = compact(r, state)
@@ -687,51 +691,35 @@ random_crashes(2048, 6, 256, 600, 1500, 3)
     assert out.count("random crashes") == 3
 
 
-def test_memcopy_viper_and_fallback():
-    # lib/durable_mqtt/memcopy.py: the viper copy/fill and the plain Python
-    # fallback used on firmware without the viper emitter give the same bytes.
-    from conftest import LIB
-    src = (LIB / "durable_mqtt" / "memcopy.py").read_text()
-    assert src.count("@micropython.viper") >= 2
+def test_copy_and_crc_viper_and_fallback():
+    # lib/durable_mqtt/native.py (viper) and crc.py's bytecode fallback, used
+    # on firmware without the viper emitter, give the same bytes.
     out = mp(r"""
-SRC = %r
-from durable_mqtt import memcopy
-assert memcopy.native
-# firmware without viper: compiling the viper source fails (simulated with an
-# unknown decorator, a SyntaxError at compile time too)
+import binascii
+from durable_mqtt import crc
+assert hasattr(crc, "crc_add")               # the viper version is the one in use
 fallback = {}
-exec(SRC.replace("@micropython.viper", "@micropython.no_such_emitter"), fallback)
-assert not fallback["native"]
-for m in (memcopy, None):
-    copy = m.copy if m else fallback["copy"]
-    fill = m.fill if m else fallback["fill"]
-    a = bytearray(b"0123456789")
-    b = bytearray(10)
-    copy(b, 2, a, 0, 5)
-    assert b == b"\x00\x0001234\x00\x00\x00"
-    copy(a, 2, a, 0, 5)                  # overlapping, forwards
-    assert a == b"0101234789", a
-    a = bytearray(b"0123456789")
-    copy(a, 0, a, 2, 5)                  # overlapping, backwards
-    assert a == b"2345656789", a
-    fill(a, 1, 3, 0x41)
-    assert a == b"2AAA656789"
-    copy(b, 0, memoryview(a)[4:], 0, 3)  # from a view
-    assert b[:3] == b"656"
-    copy(b, 0, b"xyz", 0, 0)             # n = 0
-    assert b[:3] == b"656"
-    def both():
-        copy(b, 0, a, 0, 10)
-        fill(b, 0, 3, 255)
-    if m:
-        assert_no_alloc(both, "memcopy")    # strict: heap_lock, mem_alloc, mem_total
-    else:
-        # The plain-Python fallback (firmware without viper) runs its loops
-        # in a VM frame that may come from the heap; it leaves nothing behind.
-        both()
-        micropython.heap_lock()
-        both()
-        micropython.heap_unlock()
+exec(open(crc.__file__).read().replace("from .native import crc_add, copy", "raise ImportError"), fallback)
+assert "crc_add" not in fallback
+data = bytearray(b"123456789" * 37)
+for m in (crc.__dict__, fallback):
+    s = bytearray(4)
+    out = bytearray(4)
+    m["start"](s)
+    m["add"](s, data, 0, 100)
+    m["add"](s, data, 100, len(data) - 100)
+    m["put"](s, out, 0)
+    assert out == binascii.crc32(data).to_bytes(4, "big"), out
+    b = bytearray(b"0123456789")
+    m["copy"](b, 5, b"abcde", 1, 3)
+    assert b == b"01234bcd89", b
+    m["copy"](b, 0, memoryview(b"xyz")[1:], 0, 2)
+    assert b == b"yz234bcd89", b
+def both():
+    crc.start(s)
+    crc.add(s, data, 0, len(data))
+    crc.copy(out, 0, data, 3, 4)
+assert_no_alloc(both, "crc and copy")
 print("ok")
-""" % src)
+""")
     assert out.splitlines()[-1] == "ok"

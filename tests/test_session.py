@@ -220,14 +220,14 @@ def test_v5_expiry_override_and_assigned_client_id_are_persisted(tmp_path):
     fb = FakeBroker([("send", pkt(0x20, bytes((0, 0)) + props_block(props))), ("recv",)],
                     [("send", connack(5, sp=1)), ("recv",)])
     r = run_mp(PRE % {"port": fb.port, "ver": 5, "path": str(sess)} + r"""
-from durable_mqtt.store import parse_state
+from durable_mqtt.store import parse as parse_state
 c = MQTTClient("", "127.0.0.1", PORT, version=5, session_file=PATH, session_expiry=3600)
 c.connect()
 st = parse_state(c.save_session())
 assert st.client_id == b"srv-1" and st.expiry == 120, (st.client_id, st.expiry)
 c.disconnect()
 c2 = MQTTClient("", "127.0.0.1", PORT, version=5, session_file=PATH)
-assert c2._cid == b"srv-1" and c2.clean_session is False
+assert parse_state(c2.save_session()).client_id == b"srv-1" and c2.clean_session is False
 c2.connect()
 c2.disconnect()
 print("OK")
@@ -244,6 +244,7 @@ print("OK")
 def test_v5_disconnect_with_expiry_zero_ends_the_stored_session(broker, tmp_path):
     sess = tmp_path / "s.bin"
     r = mp(broker.port, 5, sess, r"""
+from durable_mqtt.store import parse as parse_state
 c = dev("end", session_expiry=600)
 c.connect()
 c.subscribe("end/x", 1)
@@ -251,7 +252,7 @@ c.disconnect(session_expiry=0)
 c2 = dev("end")
 assert c2.clean_session is False or c2.pending() == 0
 print("stored", os.stat(PATH)[6] if PATH in os.listdir("/".join(PATH.split("/")[:-1]) or "/") else 0)
-""".replace("c2.clean_session is False or c2.pending() == 0", "c2._subs == []"))
+""".replace("c2.clean_session is False or c2.pending() == 0", "not parse_state(c2.save_session()).subs"))
     assert "stored 0" in r.stdout or "stored" in r.stdout
 
 
@@ -511,15 +512,15 @@ def dev(**kw):
     return MQTTClient("batch", "127.0.0.1", 1, clean_session=False, session_file=store(),
                       outbox_size=64, ring_prog_size=32, **kw)
 sync = dev()
-a0 = sync._store.appends
+a0 = sync.stats()["store_appends"]
 for i in range(20):
     sync.publish("b/x", b"p" * 40, qos=1)
-sync_appends = sync._store.appends - a0
+sync_appends = sync.stats()["store_appends"] - a0
 c = dev(persist_batch_ms=60000)
-a0 = c._store.appends
+a0 = c.stats()["store_appends"]
 for i in range(20):
     c.publish("b/x", b"q" * 40, qos=1)
-batched = c._store.appends - a0
+batched = c.stats()["store_appends"] - a0
 print("appends sync", sync_appends, "batched", batched)
 assert sync_appends == 20 and batched < 5, (sync_appends, batched)
 # Power cut now: the unwritten batch is lost, everything before is kept.

@@ -1,10 +1,10 @@
-# asyncio front end. The protocol, session and flash store are the same
-# objects the blocking client uses (a RobustClient inside); this module only
-# schedules them: a background task waits for the socket to become readable,
-# handles what arrived, keeps the connection alive and reconnects with
-# backoff. Nothing here parses or builds a packet.
+# asyncio front end. The session, codec and store are the ones the blocking
+# client uses (a RobustClient inside); this module only schedules them. The
+# connect and (un)subscribe steps are the same generators MQTTClient runs:
+# here every wait for the socket is awaited, so other tasks run while a
+# broker is slow to answer CONNECT, SUBSCRIBE or UNSUBSCRIBE.
 #
-#   c = AsyncClient("dev1", "broker.lan", clean_session=False, session_file="/session.bin")
+#   c = AsyncClient("dev1", "broker.lan", session_file="/session.dmq")
 #   await c.connect()                       # starts the background task
 #   await c.subscribe("cmd/dev1", 1)
 #   await c.publish("tele/dev1", b"21.5", qos=1)   # returns when PUBACK came,
@@ -12,31 +12,21 @@
 #   c.publish_nowait("tele/dev1", b"21.6", qos=1)  # only enqueues
 #   async for topic, msg, retained, qos in c.messages(): ...
 #
-# Limits, stated: the TCP/TLS connect and the CONNECT/CONNACK exchange run
-# to completion (bounded by timeout_ms) without yielding, as do writes that
-# find the socket buffer full. Keep timeout_ms short on a busy board.
+# Stated limit: a TLS handshake runs to its end (bounded by timeout_ms)
+# without yielding; the TCP connect before it does yield.
 import asyncio
 import time
 
 from .errors import MQTTException, Timeout, ERR_TIMEOUT
 from .robust import RobustClient
 
-try:
-    from asyncio import core as _core
-
-    def _io_wait_supported():
-        return hasattr(_core, "_io_queue")
-except ImportError:  # pragma: no cover
-    _core = None
-
-    def _io_wait_supported():
-        return False
+_io = asyncio.core._io_queue
 
 
-async def _readable(sock):
-    # Suspends until the socket has data, through the event loop's own poll
-    # (the way asyncio streams wait); no busy polling.
-    yield _core._io_queue.queue_read(sock)
+async def _ready(sock, out):
+    # Suspends until the socket is readable (out: writable), through the
+    # event loop's own poll, as asyncio streams wait.
+    yield (_io.queue_write if out else _io.queue_read)(sock)
 
 
 class AsyncClient:
@@ -44,7 +34,9 @@ class AsyncClient:
                  ssl=None, *, queue_size=8, **kw):
         self.client = c = RobustClient(client_id, server, port, user, password, keepalive, ssl,
                                        on_up=self._on_up, on_down=self._on_down, **kw)
-        c._on_done = self._done
+        c.async_connect = True
+        c.set_done_callback(self._done)
+        c.set_callback(self._deliver)
         self.up = asyncio.Event()       # set while connected (like mqtt_as)
         self.down = asyncio.Event()     # set while not connected
         self.down.set()
@@ -54,13 +46,30 @@ class AsyncClient:
         self._queue_ev = asyncio.Event()
         self._task = None
         self._cb = None
+        self._props = False
         self.dropped_messages = 0
-        c.set_callback(self._deliver)
+
+    async def steps(self, gen):
+        """Run a step generator of the client (connecting, requesting,
+        reconnecting), awaiting the socket where it would block."""
+        c = self.client
+        try:
+            while True:
+                w = next(gen)
+                try:
+                    await asyncio.wait_for_ms(_ready(c.socket(), w < 0), abs(w))
+                except asyncio.TimeoutError:
+                    pass
+        except StopIteration as s:
+            return s.value
+        except BaseException:
+            gen.close()             # its cleanup runs (e.g. a cancelled connect)
+            raise
 
     # ------------------------------------------------------------ connection
     async def connect(self, timeout_ms=None):
         """Start the background task and wait for the first connection
-        (timeout_ms None: wait as long as it takes). Returns Session Present."""
+        (timeout_ms None: as long as it takes). Returns Session Present."""
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         if timeout_ms is None:
@@ -69,7 +78,7 @@ class AsyncClient:
             try:
                 await asyncio.wait_for_ms(self.up.wait(), timeout_ms)
             except asyncio.TimeoutError:
-                raise Timeout(ERR_TIMEOUT, "not connected within %d ms (last error: %r)"
+                raise Timeout(ERR_TIMEOUT, "not connected in %d ms (last error: %r)"
                               % (timeout_ms, self.client.last_error))
         return self.client.session_present
 
@@ -91,19 +100,18 @@ class AsyncClient:
     # ------------------------------------------------------------ publishing
     def publish_nowait(self, topic, msg, retain=False, qos=0, props=None):
         """Enqueue and return at once (the packet id for QoS 1/2). Raises
-        QueueFull when the outbox is full; never blocks, never waits for the
-        link."""
+        QueueFull when the outbox is full; never waits for the link."""
         return self.client.publish(topic, msg, retain, qos, props)
 
     async def publish(self, topic, msg, retain=False, qos=0, props=None, timeout_ms=None):
         """Publish and wait until the QoS flow completes (PUBACK, PUBCOMP),
         across outages. Returns the packet id (None for QoS 0). Raises
         MQTTException with the broker's reason code if it refused the
-        message (MQTT 5, code >= 0x80); Timeout if timeout_ms passes (the
-        message stays queued and will still be delivered)."""
+        message (MQTT 5, >= 0x80); Timeout after timeout_ms (the message
+        stays queued and is still delivered)."""
         pid = self.client.publish(topic, msg, retain, qos, props)
-        if not qos:
-            return None
+        if not qos or not pid:
+            return pid
         w = self._waiters.get(pid)
         if w is None:
             w = self._waiters[pid] = [asyncio.Event(), 0]
@@ -113,8 +121,7 @@ class AsyncClient:
             else:
                 await asyncio.wait_for_ms(w[0].wait(), timeout_ms)
         except asyncio.TimeoutError:
-            raise Timeout(ERR_TIMEOUT, "message %d not acknowledged within %d ms (still queued)"
-                          % (pid, timeout_ms))
+            raise Timeout(ERR_TIMEOUT, "message %d not acknowledged in %d ms (still queued)" % (pid, timeout_ms))
         finally:
             if w[0].is_set():
                 self._waiters.pop(pid, None)
@@ -131,13 +138,10 @@ class AsyncClient:
     async def flush(self, timeout_ms=10000):
         """Wait until nothing is pending (before deep sleep). True on success."""
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-        while self.client.pending():
-            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
-                return False
+        c = self.client
+        while c.pending() and time.ticks_diff(deadline, time.ticks_ms()) > 0:
             await asyncio.sleep_ms(20)
-        if self.client._store:
-            self.client._store.flush()
-        return True
+        return c.flush(0)
 
     def pending(self):
         return self.client.pending()
@@ -147,35 +151,36 @@ class AsyncClient:
 
     # ------------------------------------------------------------ subscriptions
     async def subscribe(self, topic, qos=0, timeout_ms=None, **kw):
-        """Wait for the connection, then SUBSCRIBE and wait for SUBACK."""
-        return await self._request(self.client.subscribe, (topic, qos), kw, timeout_ms)
+        """Wait for the connection, then SUBSCRIBE and await the SUBACK."""
+        c = self.client
+        return await self._request(c.subscription(topic, qos, **kw), timeout_ms)
 
     async def unsubscribe(self, topic, timeout_ms=None):
-        return await self._request(self.client.unsubscribe, (topic,), {}, timeout_ms)
+        f, _, _ = self.client.subscription(topic)
+        return await self._request((f, -1, 0), timeout_ms)
 
-    async def _request(self, call, args, kw, timeout_ms):
-        # SUBSCRIBE / UNSUBSCRIBE are rare; they run the blocking core call
-        # (one round trip) once the link is up.
+    async def _request(self, args, timeout_ms):
         await self.up.wait()
         c = self.client
         old = c.timeout_ms
         if timeout_ms:
             c.timeout_ms = timeout_ms
         try:
-            return call(*args, **kw)
+            return await self.steps(c.requesting(*args))
         finally:
             c.timeout_ms = old
 
     # ------------------------------------------------------------ receiving
     def set_callback(self, f, props=False):
-        """f(topic, msg, retained, qos) runs in the background task with
-        views valid only during the call (no copy, no allocation)."""
+        """f(topic, msg, retained, qos[, props]) runs in the background task
+        with views valid only during the call (no copy, no allocation)."""
         self._cb = f
-        self.client._cb_props = props
+        self._props = props
+        self.client.set_callback(self._deliver, props)
 
     def _deliver(self, topic, msg, retained, qos, props=None):
         if self._cb is not None:
-            if self.client._cb_props:
+            if self._props:
                 self._cb(topic, msg, retained, qos, props)
             else:
                 self._cb(topic, msg, retained, qos)
@@ -190,18 +195,17 @@ class AsyncClient:
 
     def messages(self):
         """Async iterator of (topic, msg, retained, qos) copies, used when no
-        callback is set: `async for topic, msg, retained, qos in c.messages()`.
-        (MicroPython has no async generators, hence the small class.)"""
+        callback is set: `async for topic, msg, retained, qos in c.messages()`."""
         return _Messages(self)
 
     # ------------------------------------------------------------ background task
     def _on_up(self, c):
         self.down.clear()
         self.up.set()
-        # Messages finished outside the ack path (a QoS 2 past PUBREC that
-        # a lost broker session can no longer release) wake their waiters.
+        # Messages that left the session outside the ack path (a QoS 2 past
+        # PUBREC that a lost broker session cannot release) wake their waiters.
         for pid in list(self._waiters):
-            if not c._out.holds(pid):
+            if not c.holds(pid):
                 self._done(pid, 0)
 
     def _on_down(self, c, exc):
@@ -210,25 +214,29 @@ class AsyncClient:
 
     async def _run(self):
         c = self.client
-        io_wait = _io_wait_supported()
         while True:
             if not c.is_connected():
-                c.poll()                      # connects when the backoff allows
-                if not c.is_connected():
-                    wait = time.ticks_diff(c._next_try, time.ticks_ms())
-                    await asyncio.sleep_ms(max(10, min(wait, 1000)))
-                continue
-            c.poll()                          # everything already received, keepalive
-            if not c.is_connected():
-                continue
-            wait = c._keepalive_wait_ms()
-            if io_wait:
+                wait = c.offline()
+                if wait:
+                    await asyncio.sleep_ms(min(wait, 1000))
+                    continue
                 try:
-                    await asyncio.wait_for_ms(_readable(c._net.sock), wait)
+                    await self.steps(c.reconnecting())
+                except OSError as x:
+                    c.link_down(x, True)
+                    continue
+                c.link_up()
+                continue
+            try:
+                c.check_msg()
+            except OSError as x:
+                c.link_down(x)
+                continue
+            if c.is_connected():
+                try:
+                    await asyncio.wait_for_ms(_ready(c.socket(), False), c.keepalive_wait())
                 except asyncio.TimeoutError:
                     pass
-            else:
-                await asyncio.sleep_ms(min(wait, 20))
 
 
 class _Messages:

@@ -1,141 +1,72 @@
-# MQTT 3.1.1 and 5.0 packet codec. Sans-IO: no sockets, no clock, no files.
-#
-# Encoders write a whole packet, fixed header included, into a caller's
-# bytearray at `off` and return the end offset. Decoders read a packet body
-# that the transport has already placed in a buffer and fill a preallocated
-# `Incoming` record. Functions marked `# noalloc` allocate nothing for
-# bytes-like arguments and ASCII str (heap_lock tests prove it); the rest run
-# once per connection and may allocate.
-#
-# Version is the MQTT protocol level: 4 = 3.1.1, 5 = 5.0.
-import micropython
+# MQTT 3.1.1 / 5.0 packet codec: bytes in, bytes out. No sockets, clock or
+# files. Encoders write a whole packet into the caller's bytearray and return
+# the end offset; decoders read a body the transport already placed in a
+# buffer. Functions marked `# noalloc` allocate nothing (heap-locked tests).
+# MQTT 5 properties are in props.py, which only an MQTT 5 client loads; here
+# a property block is bytes already encoded (or a length to skip).
 from micropython import const
 
 from .errors import ProtocolError, PacketTooLarge, ERR_PROTOCOL, ERR_TOO_LARGE
-from .memcopy import copy
 
-CONNECT = const(0x10)
-CONNACK = const(0x20)
-PUBLISH = const(0x30)
-PUBACK = const(0x40)
-PUBREC = const(0x50)
-PUBREL = const(0x62)      # PUBREL, SUBSCRIBE, UNSUBSCRIBE carry flags 0b0010 (MQTT-3.6.1-1, 3.8.1-1, 3.10.1-1)
-PUBCOMP = const(0x70)
-SUBSCRIBE = const(0x82)
-SUBACK = const(0x90)
-UNSUBSCRIBE = const(0xA2)
-UNSUBACK = const(0xB0)
-PINGREQ = const(0xC0)
-PINGRESP = const(0xD0)
-DISCONNECT = const(0xE0)
-AUTH = const(0xF0)
-
-FLAG_DUP = const(0x08)
-FLAG_RETAIN = const(0x01)
-MAX_REMAINING = const(268435455)   # 4-byte Variable Byte Integer limit
-
-# MQTT 5 property identifiers (section 2.2.2.2).
-P_PAYLOAD_FORMAT = const(0x01)
-P_MESSAGE_EXPIRY = const(0x02)
-P_CONTENT_TYPE = const(0x03)
-P_RESPONSE_TOPIC = const(0x08)
-P_CORRELATION_DATA = const(0x09)
-P_SUBSCRIPTION_ID = const(0x0B)
-P_SESSION_EXPIRY = const(0x11)
-P_ASSIGNED_CLIENT_ID = const(0x12)
-P_SERVER_KEEP_ALIVE = const(0x13)
-P_AUTH_METHOD = const(0x15)
-P_AUTH_DATA = const(0x16)
-P_REQUEST_PROBLEM_INFO = const(0x17)
-P_WILL_DELAY = const(0x18)
-P_REQUEST_RESPONSE_INFO = const(0x19)
-P_RESPONSE_INFO = const(0x1A)
-P_SERVER_REFERENCE = const(0x1C)
-P_REASON_STRING = const(0x1F)
-P_RECEIVE_MAXIMUM = const(0x21)
-P_TOPIC_ALIAS_MAXIMUM = const(0x22)
-P_TOPIC_ALIAS = const(0x23)
-P_MAXIMUM_QOS = const(0x24)
-P_RETAIN_AVAILABLE = const(0x25)
-P_USER_PROPERTY = const(0x26)
-P_MAXIMUM_PACKET_SIZE = const(0x27)
-P_WILDCARD_SUB_AVAILABLE = const(0x28)
-P_SUB_ID_AVAILABLE = const(0x29)
-P_SHARED_SUB_AVAILABLE = const(0x2A)
-
-# Property value kinds.
-_BYTE = const(1)
-_U16 = const(2)
-_U32 = const(3)
-_VARINT = const(4)
-_STR = const(5)
-_BIN = const(6)
-_PAIR = const(7)
-
-# Index = property id, value = kind (0 = not a property).
-_KIND = bytes((
-    0, 1, 3, 5, 0, 0, 0, 0, 5, 6, 0, 4, 0, 0, 0, 0,     # 0x00-0x0F
-    0, 3, 5, 2, 0, 5, 6, 1, 3, 1, 5, 0, 5, 0, 0, 5,     # 0x10-0x1F
-    0, 2, 2, 2, 1, 1, 7, 3, 1, 1, 1))                   # 0x20-0x2A
-
-_P_NAMES = {
-    0x01: "payload_format", 0x02: "message_expiry", 0x03: "content_type",
-    0x08: "response_topic", 0x09: "correlation_data", 0x0B: "subscription_id",
-    0x11: "session_expiry", 0x12: "assigned_client_id", 0x13: "server_keep_alive",
-    0x15: "auth_method", 0x16: "auth_data", 0x17: "request_problem_info",
-    0x18: "will_delay", 0x19: "request_response_info", 0x1A: "response_info",
-    0x1C: "server_reference", 0x1F: "reason_string", 0x21: "receive_maximum",
-    0x22: "topic_alias_maximum", 0x23: "topic_alias", 0x24: "maximum_qos",
-    0x25: "retain_available", 0x26: "user_property", 0x27: "maximum_packet_size",
-    0x28: "wildcard_sub_available", 0x29: "sub_id_available", 0x2A: "shared_sub_available",
-}
-_P_IDS = {v: k for k, v in _P_NAMES.items()}
+_CONNECT = const(0x10)
+_PUBLISH = const(0x30)
+_SUBSCRIBE = const(0x82)     # SUBSCRIBE, UNSUBSCRIBE, PUBREL carry flags 0b0010 (MQTT-3.8.1-1)
+_UNSUBSCRIBE = const(0xA2)
+_DISCONNECT = const(0xE0)
 
 
-def _fail(msg):
+def fail(msg):
     raise ProtocolError(ERR_PROTOCOL, msg)
 
 
+def too_large(what, n, limit):
+    raise PacketTooLarge(ERR_TOO_LARGE, "%s of %d bytes exceeds the limit of %d" % (what, n, limit))
+
+
+class Box:
+    """Preallocated decode results: a varint's value, a PUBLISH's fields."""
+    value = 0
+    topic_off = 0
+    topic_len = 0
+    pid = 0
+    qos = 0
+    retain = 0
+    props_off = 0      # MQTT 5: offset of the property block (its length varint)
+    payload_off = 0
+    payload_len = 0
+    alias = 0          # MQTT 5 Topic Alias seen in the last property block checked
+    expiry = 0         # MQTT 5 Message Expiry Interval of the same
+
+
 # ---------------------------------------------------------------- primitives
-
-@micropython.viper
-def _copy_ascii(dst: ptr8, doff: int, src: ptr8, n: int) -> int:
-    # Copies n bytes of a str's UTF-8 buffer; returns 0 at the first
-    # non-ASCII byte (then the caller encodes the str, which allocates).
-    i = 0
-    while i < n:
-        c = src[i]
-        if c >= 0x80:
-            return 0
-        dst[doff + i] = c
-        i += 1
-    return 1
-
-
-def put_bytes(buf, off, data, n):  # noalloc
-    """Copy n bytes of bytes-like or ASCII str `data` into buf at off."""
-    if isinstance(data, str):
-        if not _copy_ascii(buf, off, data, n):
-            raise ValueError("non-ASCII str")
-    elif n:
-        copy(buf, off, data, 0, n)      # (a slice in native code would allocate)
-    return off + n
-
 
 def varint_size(n):  # noalloc
     return 1 if n < 128 else 2 if n < 16384 else 3 if n < 2097152 else 4
 
 
 def put_varint(buf, off, n):  # noalloc
-    while True:
-        b = n & 0x7F
+    while n > 127:
+        buf[off] = (n & 0x7F) | 0x80
         n >>= 7
-        if n:
-            buf[off] = b | 0x80
-            off += 1
-        else:
-            buf[off] = b
-            return off + 1
+        off += 1
+    buf[off] = n
+    return off + 1
+
+
+def get_varint(buf, off, end, box):  # noalloc
+    """Variable Byte Integer at off -> box.value; returns the offset after."""
+    v = 0
+    shift = 0
+    while True:
+        if off >= end or shift > 21:
+            fail("bad variable byte integer")
+        b = buf[off]
+        off += 1
+        v |= (b & 0x7F) << shift
+        if b < 0x80:
+            box.value = v
+            return off
+        shift += 7
 
 
 def put_u16(buf, off, v):  # noalloc
@@ -144,458 +75,243 @@ def put_u16(buf, off, v):  # noalloc
     return off + 2
 
 
-def put_u32(buf, off, v):  # noalloc
-    buf[off] = (v >> 24) & 0xFF
-    buf[off + 1] = (v >> 16) & 0xFF
-    buf[off + 2] = (v >> 8) & 0xFF
-    buf[off + 3] = v & 0xFF
-    return off + 4
-
-
-def get_u16(buf, off):  # noalloc
+def u16(buf, off):  # noalloc
     return (buf[off] << 8) | buf[off + 1]
 
 
-def get_u32(buf, off):  # may allocate on 32-bit boards for values >= 2**30
-    return (buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]
+def put_str(buf, off, s):
+    """A length-prefixed string or binary field (s: bytes-like)."""
+    n = len(s)
+    put_u16(buf, off, n)
+    buf[off + 2:off + 2 + n] = s
+    return off + 2 + n
 
 
-def get_varint(buf, off, end, out):  # noalloc
-    """Decode a Variable Byte Integer at off; returns the offset after it and
-    stores the value in out.value. Raises ProtocolError if malformed."""
-    v = 0
-    shift = 0
-    while True:
-        if off >= end:
-            _fail("truncated variable byte integer")
-        b = buf[off]
-        off += 1
-        v |= (b & 0x7F) << shift
-        if not b & 0x80:
-            out.value = v
-            return off
-        shift += 7
-        if shift > 21:
-            _fail("variable byte integer longer than 4 bytes")
-
-
-def header(buf, off, first, remaining):  # noalloc
-    """Fixed header: first byte and Remaining Length."""
-    buf[off] = first
-    return put_varint(buf, off + 1, remaining)
-
-
-def check_room(end, size, what):
-    if end > size:
-        raise PacketTooLarge(ERR_TOO_LARGE, "%s packet of %d bytes exceeds the buffer of %d" % (what, end, size))
-
-
-# ---------------------------------------------------------------- properties
-
-def encode_props(props):
-    """MQTT 5 properties from a dict (keys: property ids or names such as
-    'message_expiry'; user_property: list of (key, value)) to the encoded
-    property block *without* its length prefix. Done once per distinct
-    property set: pass the bytes to publish() to keep the hot path free of
-    allocation."""
-    if props is None:
-        return b""
-    if isinstance(props, (bytes, bytearray)):
-        return bytes(props)
-    out = bytearray()
-    tmp = bytearray(4)
-    for key, val in props.items():
-        pid = _P_IDS.get(key, key) if isinstance(key, str) else key
-        if not isinstance(pid, int) or pid >= len(_KIND) or not _KIND[pid]:
-            raise ValueError("unknown MQTT 5 property %r" % (key,))
-        kind = _KIND[pid]
-        vals = val if (kind == _PAIR or pid == P_SUBSCRIPTION_ID) and isinstance(val, list) else (val,)
-        for v in vals:
-            out.append(pid)
-            if kind == _BYTE:
-                out.append(v)
-            elif kind == _U16:
-                out += bytes(((v >> 8) & 0xFF, v & 0xFF))
-            elif kind == _U32:
-                put_u32(tmp, 0, v)
-                out += tmp
-            elif kind == _VARINT:
-                e = put_varint(tmp, 0, v)
-                out += tmp[:e]
-            elif kind == _PAIR:
-                for s in v:
-                    s = s.encode() if isinstance(s, str) else bytes(s)
-                    out += bytes((len(s) >> 8, len(s) & 0xFF)) + s
-            else:
-                s = v.encode() if isinstance(v, str) else bytes(v)
-                out += bytes((len(s) >> 8, len(s) & 0xFF)) + s
-    return bytes(out)
-
-
-def decode_props(buf, off, end, names=True):
-    """Property block at off (its length varint included) to a dict; returns
-    (dict, offset after the block). Allocates: used for CONNACK, SUBACK,
-    DISCONNECT and for callbacks that asked for properties."""
-    lv = _Value()
-    off = get_varint(buf, off, end, lv)
-    stop = off + lv.value
-    if stop > end:
-        _fail("property length beyond packet")
-    d = {}
-    while off < stop:
-        pid = buf[off]
-        off += 1
-        kind = _KIND[pid] if pid < len(_KIND) else 0
-        if not kind:
-            _fail("unknown property 0x%02x" % pid)
-        if kind == _BYTE:
-            need = 1
-        elif kind == _U16:
-            need = 2
-        elif kind == _U32:
-            need = 4
-        else:
-            need = 0
-        if off + need > stop:
-            _fail("truncated property 0x%02x" % pid)
-        if kind == _BYTE:
-            v = buf[off]
-        elif kind == _U16:
-            v = get_u16(buf, off)
-        elif kind == _U32:
-            v = get_u32(buf, off)
-        elif kind == _VARINT:
-            off = get_varint(buf, off, stop, lv)
-            v = lv.value
-        else:
-            v, off = _get_str(buf, off, stop, pid)
-            if kind == _PAIR:
-                v2, off = _get_str(buf, off, stop, pid)
-                v = (v, v2)
-            elif kind == _STR:
-                try:
-                    v = v.decode()
-                except UnicodeError:
-                    _fail("invalid UTF-8 in property 0x%02x" % pid)
-        off += need
-        key = _P_NAMES[pid] if names else pid
-        if kind == _PAIR or pid == P_SUBSCRIPTION_ID:
-            d.setdefault(key, []).append(v)
-        else:
-            d[key] = v
-    return d, stop
-
-
-def _get_str(buf, off, end, pid):
-    if off + 2 > end:
-        _fail("truncated property 0x%02x" % pid)
-    n = get_u16(buf, off)
-    off += 2
-    if off + n > end:
-        _fail("property 0x%02x length beyond packet" % pid)
-    return bytes(buf[off:off + n]), off + n
-
-
-@micropython.native
-def skip_props(buf, off, end, inc):  # noalloc
-    """Walk a property block without allocating; note in `inc` the ones the
-    client acts on (topic alias, message expiry, subscription id). Returns
-    the offset after the block."""
-    off = get_varint(buf, off, end, inc)
-    stop = off + inc.value
-    if stop > end:
-        _fail("property length beyond packet")
-    inc.topic_alias = 0
-    while off < stop:
-        pid = buf[off]
-        off += 1
-        kind = _KIND[pid] if pid < len(_KIND) else 0
-        if kind == _BYTE:
-            off += 1
-        elif kind == _U16:
-            if pid == P_TOPIC_ALIAS and off + 2 <= stop:
-                inc.topic_alias = get_u16(buf, off)
-            off += 2
-        elif kind == _U32:
-            off += 4
-        elif kind == _VARINT:
-            off = get_varint(buf, off, stop, inc)
-        elif kind == _STR or kind == _BIN:
-            if off + 2 > stop:
-                _fail("truncated property 0x%02x" % pid)
-            off += 2 + get_u16(buf, off)
-        elif kind == _PAIR:
-            for _ in range(2):
-                if off + 2 > stop:
-                    _fail("truncated user property")
-                off += 2 + get_u16(buf, off)
-        else:
-            _fail("unknown property 0x%02x" % pid)
-        if off > stop:
-            _fail("truncated property 0x%02x" % pid)
-    return stop
-
-
-def has_prop(block, pid):
-    """True when an encoded property block (no length prefix) holds `pid`."""
-    b = bytearray(4 + len(block))
-    e = put_varint(b, 0, len(block))
-    b[e:] = block
-    d, _ = decode_props(b, 0, len(b), False)
-    return pid in d
-
-
-class _Value:
-    value = 0
-
-
-# ---------------------------------------------------------------- encoders
-
-def publish_size(topic_len, payload_len, qos, props_len, version):  # noalloc
-    """Remaining Length of a PUBLISH."""
-    n = 2 + topic_len + payload_len + (2 if qos else 0)
-    if version == 5:
-        n += varint_size(props_len) + props_len
-    return n
-
-
-@micropython.native
-def encode_publish(buf, off, topic, topic_len, payload, payload_len, qos, retain, dup, pid,
-                   props, props_len, version):  # noalloc
-    """PUBLISH into buf at off; returns the end offset. `props` is an encoded
-    property block (see encode_props) or None. The caller has checked size."""
-    rl = publish_size(topic_len, payload_len, qos, props_len, version)
-    first = PUBLISH | (qos << 1)
-    if retain:
-        first |= FLAG_RETAIN
-    if dup:
-        first |= FLAG_DUP
-    off = header(buf, off, first, rl)
-    off = put_u16(buf, off, topic_len)
-    off = put_bytes(buf, off, topic, topic_len)
-    if qos:
-        off = put_u16(buf, off, pid)
-    if version == 5:
-        off = put_varint(buf, off, props_len)
-        if props_len:
-            copy(buf, off, props, 0, props_len)
-            off += props_len
-    return put_bytes(buf, off, payload, payload_len)
-
-
-def encode_ack(buf, off, kind, pid, reason, version):  # noalloc
-    """PUBACK, PUBREC, PUBREL or PUBCOMP. In MQTT 5 the reason code is
-    omitted when it is 0 (Success), as section 3.4.2.1 allows."""
-    if version == 5 and reason:
-        buf[off] = kind
-        buf[off + 1] = 3
-        put_u16(buf, off + 2, pid)
-        buf[off + 4] = reason
-        return off + 5
-    buf[off] = kind
-    buf[off + 1] = 2
-    return put_u16(buf, off + 2, pid)
-
-
-def encode_pingreq(buf, off):  # noalloc
-    buf[off] = PINGREQ
-    buf[off + 1] = 0
-    return off + 2
-
-
-def _blen(s):
-    return 0 if s is None else len(s)
-
-
-def encode_connect(buf, client_id, *, version=4, keepalive=0, clean=True, user=None, password=None,
-                   will_topic=None, will_msg=None, will_qos=0, will_retain=False, will_props=b"",
-                   props=b""):
-    """CONNECT at offset 0 of buf; arguments are bytes (the client converts).
-    Returns the end offset."""
-    if version not in (4, 5):
-        raise ValueError("version must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
-    rl = 10 + 2 + len(client_id)
-    if version == 5:
-        rl += varint_size(len(props)) + len(props)
-    flags = 0x02 if clean else 0
-    if will_topic is not None:
-        flags |= 0x04 | (will_qos << 3) | (0x20 if will_retain else 0)
-        rl += 2 + len(will_topic) + 2 + _blen(will_msg)
-        if version == 5:
-            rl += varint_size(len(will_props)) + len(will_props)
-    if user is not None:
-        flags |= 0x80
-        rl += 2 + len(user)
-    if password is not None:
-        flags |= 0x40
-        rl += 2 + len(password)
-    check_room(1 + varint_size(rl) + rl, len(buf), "CONNECT")
-    off = header(buf, 0, CONNECT, rl)
-    off = put_u16(buf, off, 4)
-    buf[off:off + 4] = b"MQTT"
-    off += 4
-    buf[off] = version
-    buf[off + 1] = flags
-    off = put_u16(buf, off + 2, keepalive)
-    if version == 5:
-        off = _put_block(buf, off, props)
-    off = _put_lstr(buf, off, client_id)
-    if will_topic is not None:
-        if version == 5:
-            off = _put_block(buf, off, will_props)
-        off = _put_lstr(buf, off, will_topic)
-        off = _put_lstr(buf, off, will_msg or b"")
-    if user is not None:
-        off = _put_lstr(buf, off, user)
-    if password is not None:
-        off = _put_lstr(buf, off, password)
-    return off
-
-
-def _put_lstr(buf, off, s):
-    off = put_u16(buf, off, len(s))
-    buf[off:off + len(s)] = s
-    return off + len(s)
-
-
-def _put_block(buf, off, block):
+def put_block(buf, off, block):
+    """An MQTT 5 property block: its length, then the encoded properties."""
     off = put_varint(buf, off, len(block))
     buf[off:off + len(block)] = block
     return off + len(block)
 
 
-def encode_subscribe(buf, pid, filters, version, props=b""):
-    """SUBSCRIBE for [(filter_bytes, options_byte), ...]. options: QoS in
-    bits 0-1; MQTT 5 adds No Local (bit 2), Retain As Published (3) and
-    Retain Handling (4-5)."""
-    rl = 2 + sum(3 + len(f) for f, _ in filters)
-    if version == 5:
+def header_length(hdr, got):  # noalloc
+    """Bytes of the fixed header in hdr[0:got], or 0 while incomplete."""
+    for i in range(1, got):
+        if hdr[i] < 0x80:
+            return i + 1
+        if i == 4:
+            fail("remaining length longer than 4 bytes")
+    return 0
+
+
+# ---------------------------------------------------------------- UTF-8
+
+def utf8_seq(b, i, end):  # noalloc
+    """Checks the multi-byte UTF-8 sequence starting at b[i] (>= 0x80) and
+    returns the offset after it. Ill-formed: overlongs, surrogates, code
+    points past U+10FFFF, stray continuation bytes (MQTT-1.5.3-1)."""
+    c = b[i]
+    if c < 0xC2 or c > 0xF4:
+        fail("ill-formed UTF-8 (MQTT-1.5.3-1)")
+    n = 1 if c < 0xE0 else 2 if c < 0xF0 else 3
+    if i + n >= end:
+        fail("truncated UTF-8 (MQTT-1.5.3-1)")
+    lo = 0xA0 if c == 0xE0 else 0x90 if c == 0xF0 else 0x80
+    hi = 0x9F if c == 0xED else 0x8F if c == 0xF4 else 0xBF
+    d = b[i + 1]
+    if d < lo or d > hi:
+        fail("ill-formed UTF-8 (MQTT-1.5.3-1)")
+    for k in range(i + 2, i + n + 1):
+        if b[k] & 0xC0 != 0x80:
+            fail("ill-formed UTF-8 (MQTT-1.5.3-1)")
+    return i + n + 1
+
+
+def check_utf8(b, i, end):  # noalloc
+    """A UTF-8 Encoded String's bytes: well formed, no U+0000 (MQTT-1.5.3-2)."""
+    while i < end:
+        c = b[i]
+        if c >= 0x80:
+            i = utf8_seq(b, i, end)
+        elif c:
+            i += 1
+        else:
+            fail("U+0000 in a string (MQTT-1.5.3-2)")
+
+
+def check_topic(b, i, n):  # noalloc
+    """A Topic Name in a PUBLISH: at least one character (MQTT-4.7.3-1), no
+    wildcard (MQTT-3.3.2-2), well-formed UTF-8 without U+0000. The ASCII
+    bytes of a topic are checked one by one with no call."""
+    if not n:
+        fail("empty topic name (MQTT-4.7.3-1)")
+    end = i + n
+    while i < end:
+        c = b[i]
+        if c >= 0x80:
+            i = utf8_seq(b, i, end)
+            continue
+        if c == 0x2B or c == 0x23 or not c:
+            fail("'+', '#' or U+0000 in a topic name (MQTT-3.3.2-2)")
+        i += 1
+
+
+# ---------------------------------------------------------------- PUBLISH
+
+def publish_size(tl, pl, qos, prl, v5):  # noalloc
+    """Remaining Length of a PUBLISH (prl: bytes of its encoded properties)."""
+    n = 2 + tl + pl + (2 if qos else 0)
+    if v5:
+        n += varint_size(prl) + prl
+    return n
+
+
+def put_publish(buf, off, first, rl, topic, tl, pid, props, prl):  # noalloc
+    """A PUBLISH up to its payload, at off; returns where the payload goes.
+    props: the encoded property block of an MQTT 5 PUBLISH, or None (3.1.1)."""
+    buf[off] = first
+    off = put_varint(buf, off + 1, rl)
+    off = put_u16(buf, off, tl)
+    buf[off:off + tl] = topic
+    off += tl
+    if first & 6:
+        off = put_u16(buf, off, pid)
+    if props is not None:
+        off = put_varint(buf, off, prl)
+        if prl:
+            buf[off:off + prl] = props
+            off += prl
+    return off
+
+
+def parse_publish(body, n, flags, v5, box):  # noalloc
+    """A PUBLISH body of n bytes into box (flags: low nibble of the first
+    byte). A malformed one raises ProtocolError: the link must close."""
+    qos = (flags >> 1) & 3
+    if qos == 3:
+        fail("PUBLISH with QoS 3 (MQTT-3.3.1-4)")
+    if n < 2:
+        fail("short PUBLISH")
+    tl = u16(body, 0)
+    off = 2 + tl + (2 if qos else 0)
+    if off > n:
+        fail("PUBLISH topic length beyond packet")
+    if tl or not v5:              # (MQTT 5: empty with a Topic Alias; props decide)
+        check_topic(body, 2, tl)
+    box.qos = qos
+    box.retain = flags & 1
+    box.topic_off = 2
+    box.topic_len = tl
+    pid = 0
+    if qos:
+        pid = u16(body, off - 2)
+        if not pid:
+            fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
+    box.pid = pid
+    box.props_off = off
+    if v5:
+        off = get_varint(body, off, n, box)
+        off += box.value
+        if off > n:
+            fail("PUBLISH property length beyond packet")
+    box.payload_off = off
+    box.payload_len = n - off
+
+
+# ---------------------------------------------------------------- small packets
+
+def put_ack(buf, kind, pid, reason):  # noalloc
+    """PUBACK, PUBREC, PUBREL or PUBCOMP at offset 0. The reason code is
+    omitted when it is 0 (MQTT 5, section 3.4.2.1); the caller passes 0 in
+    3.1.1, which has none."""
+    buf[0] = kind
+    buf[1] = 3 if reason else 2
+    put_u16(buf, 2, pid)
+    buf[4] = reason
+    return 5 if reason else 4
+
+
+def parse_ack(body, n, v5):  # noalloc
+    """Packet id of a PUBACK/PUBREC/PUBREL/PUBCOMP/UNSUBACK (3.1.1: exactly
+    2 bytes; MQTT 5 may add a reason code and properties)."""
+    if n < 2 or (n != 2 and not v5):
+        fail("acknowledgement of %d bytes" % n)
+    pid = u16(body, 0)
+    if not pid:
+        fail("acknowledgement with packet id 0")
+    return pid
+
+
+# ---------------------------------------------------------------- once per connection
+
+def connect(buf, cid, v5, keepalive, clean, user, pswd, will, props):
+    """CONNECT at offset 0; strings are bytes. will: (topic, msg, retain,
+    qos, props block) or None; props: the encoded CONNECT properties."""
+    rl = 12 + len(cid)
+    flags = 0x02 if clean else 0
+    if v5:
         rl += varint_size(len(props)) + len(props)
-    check_room(1 + varint_size(rl) + rl, len(buf), "SUBSCRIBE")
-    off = header(buf, 0, SUBSCRIBE, rl)
-    off = put_u16(buf, off, pid)
-    if version == 5:
-        off = _put_block(buf, off, props)
-    for f, opts in filters:
-        off = _put_lstr(buf, off, f)
+    if will:
+        flags |= 0x04 | (will[3] << 3) | (0x20 if will[2] else 0)
+        rl += 4 + len(will[0]) + len(will[1])
+        if v5:
+            rl += varint_size(len(will[4])) + len(will[4])
+    if user is not None:
+        flags |= 0x80
+        rl += 2 + len(user)
+    if pswd is not None:
+        flags |= 0x40
+        rl += 2 + len(pswd)
+    n = 1 + varint_size(rl) + rl
+    if n > len(buf):
+        too_large("CONNECT", n, len(buf))
+    buf[0] = _CONNECT
+    off = put_varint(buf, 1, rl)
+    off = put_str(buf, off, b"MQTT")
+    buf[off] = 5 if v5 else 4
+    buf[off + 1] = flags
+    off = put_u16(buf, off + 2, keepalive)
+    if v5:
+        off = put_block(buf, off, props)
+    off = put_str(buf, off, cid)
+    if will:
+        if v5:
+            off = put_block(buf, off, will[4])
+        off = put_str(buf, off, will[0])
+        off = put_str(buf, off, will[1])
+    if user is not None:
+        off = put_str(buf, off, user)
+    if pswd is not None:
+        off = put_str(buf, off, pswd)
+    return off
+
+
+def subscribe(buf, kind, pid, topic, opts, props):
+    """SUBSCRIBE (opts: the options byte) or UNSUBSCRIBE (opts < 0) for one
+    topic filter; props: the encoded properties (MQTT 5) or None."""
+    rl = 4 + len(topic) + (opts >= 0)
+    if props is not None:
+        rl += varint_size(len(props)) + len(props)
+    n = 1 + varint_size(rl) + rl
+    if n > len(buf):
+        too_large("SUBSCRIBE", n, len(buf))
+    buf[0] = kind
+    off = put_u16(buf, put_varint(buf, 1, rl), pid)
+    if props is not None:
+        off = put_block(buf, off, props)
+    off = put_str(buf, off, topic)
+    if opts >= 0:
         buf[off] = opts
         off += 1
     return off
 
 
-def encode_unsubscribe(buf, pid, filters, version):
-    rl = 2 + sum(2 + len(f) for f in filters) + (1 if version == 5 else 0)
-    check_room(1 + varint_size(rl) + rl, len(buf), "UNSUBSCRIBE")
-    off = header(buf, 0, UNSUBSCRIBE, rl)
-    off = put_u16(buf, off, pid)
-    if version == 5:
-        buf[off] = 0
-        off += 1
-    for f in filters:
-        off = _put_lstr(buf, off, f)
-    return off
-
-
-def encode_disconnect(buf, version, reason=0, session_expiry=None):
-    if version != 5 or (reason == 0 and session_expiry is None):
-        buf[0] = DISCONNECT
+def disconnect(buf, props):
+    """DISCONNECT: MQTT 5 with reason 0 and properties when props is given."""
+    buf[0] = _DISCONNECT
+    if not props:
         buf[1] = 0
         return 2
-    props = b"" if session_expiry is None else bytes((P_SESSION_EXPIRY,)) + _u32b(session_expiry)
-    off = header(buf, 0, DISCONNECT, 1 + varint_size(len(props)) + len(props))
-    buf[off] = reason
-    return _put_block(buf, off + 1, props)
-
-
-def _u32b(v):
-    b = bytearray(4)
-    put_u32(b, 0, v)
-    return bytes(b)
-
-
-# ---------------------------------------------------------------- decoders
-
-class Incoming:
-    """Preallocated result of decoding a PUBLISH (offsets into the body)."""
-    value = 0          # scratch for get_varint
-    topic_off = 0
-    topic_len = 0
-    payload_off = 0
-    payload_len = 0
-    props_off = 0      # MQTT 5: offset of the property block (its length varint)
-    pid = 0
-    qos = 0
-    retain = 0
-    dup = 0
-    topic_alias = 0
-
-
-@micropython.native
-def parse_publish(body, n, flags, version, inc):  # noalloc
-    """Decode a PUBLISH body of n bytes (flags: low nibble of the first byte)."""
-    qos = (flags >> 1) & 3
-    if qos == 3:
-        _fail("PUBLISH with QoS 3 (MQTT-3.3.1-4)")
-    if n < 2:
-        _fail("PUBLISH shorter than its topic length")
-    tl = get_u16(body, 0)
-    off = 2 + tl
-    if qos:
-        off += 2
-    if off > n:
-        _fail("PUBLISH topic length beyond packet")
-    inc.qos = qos
-    inc.retain = flags & 1
-    inc.dup = (flags >> 3) & 1
-    inc.topic_off = 2
-    inc.topic_len = tl
-    inc.pid = get_u16(body, off - 2) if qos else 0
-    if qos and not inc.pid:
-        _fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
-    inc.props_off = off
-    inc.topic_alias = 0
-    if version == 5:
-        off = skip_props(body, off, n, inc)
-    inc.payload_off = off
-    inc.payload_len = n - off
-
-
-def parse_ack(body, n, version):  # noalloc
-    """Packet id of a PUBACK/PUBREC/PUBREL/PUBCOMP/UNSUBACK body; the MQTT 5
-    reason code is read with ack_reason()."""
-    if n < 2 or (version == 4 and n != 2):
-        _fail("acknowledgement of %d bytes" % n)
-    pid = get_u16(body, 0)
-    if not pid:
-        _fail("acknowledgement with packet id 0")
-    return pid
-
-
-def ack_reason(body, n):  # noalloc
-    return body[2] if n > 2 else 0
-
-
-def parse_connack(body, n, version):
-    """(session_present, code, props dict or None)."""
-    if n < 2 or (version == 4 and n != 2):
-        _fail("CONNACK of %d bytes" % n)
-    if body[0] & 0xFE:
-        _fail("CONNACK reserved flags set (MQTT-3.2.2-1)")
-    props = None
-    if version == 5:
-        props, _ = decode_props(body, 2, n) if n > 2 else ({}, 2)
-    return bool(body[0] & 1), body[1], props
-
-
-def expected_flags(kind):  # noalloc
-    """Low-nibble flags a server packet of this type must carry (-1: any)."""
-    if kind == PUBLISH:
-        return -1
-    return 2 if kind == (PUBREL & 0xF0) else 0
-
-
-def reason_text(code, version, connack=False):
-    """The reason or return code as words (the tables load only when an
-    error needs them)."""
-    from .reasons import text
-    return text(code, version, connack)
+    off = put_varint(buf, 1, 1 + varint_size(len(props)) + len(props))
+    buf[off] = 0
+    return put_block(buf, off + 1, props)

@@ -23,12 +23,11 @@
 #   promises anyway.
 # - append(), the checkpoint calls and erase() allocate nothing: one staging
 #   buffer and one memoryview per commit length are made in __init__.
-import micropython
 from micropython import const
 
 from . import crc
+from .crc import copy
 from .errors import StoreFull, ERR_FULL
-from .memcopy import copy, fill
 
 FORMAT = const(1)
 _MAGIC0 = const(0x44)   # b"DMQR": block header magic
@@ -99,8 +98,8 @@ class RingStore:
         # One view per commit length (a multiple of P): writeblocks takes the
         # length from the buffer, and slicing at run time would allocate.
         self._views = [mv[0:k * P] for k in range(1, cmax // P + 1)]
-        self._hdr = bytearray(P)
-        fill(self._hdr, 0, P, 0xFF)
+        self._ones = b"\xff" * P             # padding source
+        self._hdr = bytearray(self._ones)
         h = self._hdr
         h[0] = _MAGIC0
         h[1] = _MAGIC1
@@ -127,7 +126,7 @@ class RingStore:
         budget = wmax - P - 2 * d
         if budget < P:
             raise ValueError("ring too small: %d blocks of %d bytes hold no checkpoint" % (N, B))
-        self._capacity = (budget // B) * qf + min(budget % B, qf - 1)
+        self.capacity = (budget // B) * qf + min(budget % B, qf - 1)
         self._threshold = wmax
 
         self.bytes_written = 0     # every byte handed to writeblocks
@@ -157,6 +156,7 @@ class RingStore:
         self._ck_bseq = 0
         self._ck_off = 0
         self._ck_total = 0
+        self._fill = 0               # bytes staged for the next append
         self._scan = None
         self._rescan()
 
@@ -303,7 +303,6 @@ class RingStore:
 
     # ------------------------------------------------------------ writing
 
-    @micropython.native
     def _program(self, size):  # noalloc
         # One writeblocks call for the staged commit of `size` bytes.
         try:
@@ -338,7 +337,7 @@ class RingStore:
         h[9] = (s >> 16) & 0xFF
         h[10] = (s >> 8) & 0xFF
         h[11] = s & 0xFF
-        crc.put(h, 0, _BHDR)
+        crc.seal(h, 0, _BHDR)
         # If this fails the head stays where it was (closed), so the next
         # attempt erases the same block again and the chain has no gap.
         self._bdev.writeblocks(self._first + nb, h, 0)
@@ -347,7 +346,6 @@ class RingStore:
         self._pos = self._p
         self.bytes_written += self._p
 
-    @micropython.native
     def _frame(self, kind, n):  # noalloc
         # Frame the n payload bytes already at stage[8:]; returns the size.
         st = self._stage
@@ -360,10 +358,10 @@ class RingStore:
         st[5] = (s >> 16) & 0xFF
         st[6] = (s >> 8) & 0xFF
         st[7] = s & 0xFF
-        crc.put(st, 0, _HDR + n)
+        crc.seal(st, 0, _HDR + n)
         P = self._p
         size = ((_OVH + n + P - 1) // P) * P
-        fill(st, _OVH + n, size - _OVH - n, 0xFF)
+        copy(st, _OVH + n, self._ones, 0, size - _OVH - n)
         return size
 
     def _format(self):  # noalloc
@@ -372,7 +370,6 @@ class RingStore:
         self._pos = self._bs
         self._empty_checkpoint(True)
 
-    @micropython.native
     def _empty_checkpoint(self, force):  # noalloc
         size = self._p
         if self._pos + size > self._bs:
@@ -385,19 +382,31 @@ class RingStore:
         self._tail_seq = bseq
         self._tail_off = off
 
-    def append(self, buf, n):  # noalloc
-        """Durably store buf[0:n] (n <= max_append) as one commit."""
+    def write(self, buf, off, n):  # noalloc
+        """Add buf[off:off+n] to the open checkpoint (any size), or else to
+        the append that sync() commits (at most max_append bytes in all)."""
         if self._ck_open:
-            raise ValueError("append during a checkpoint")
-        if n > self.max_append:
+            self._ck_write(buf, off, n)
+            return
+        f = self._fill
+        if f + n > self.max_append:
+            self._fill = 0
             raise ValueError("append larger than max_append")
         if self._tail < 0:
-            self._format()
+            self._format()           # first write to a blank region (before staging:
+        copy(self._stage, _HDR + f, buf, off, n)   # it frames its commit in the stage)
+        self._fill = f + n
+
+    def sync(self):  # noalloc
+        """Program what write() gathered as one commit (a record batch)."""
+        if self._ck_open:
+            raise ValueError("sync inside a checkpoint")
+        n = self._fill
+        self._fill = 0
         P = self._p
         size = ((_OVH + n + P - 1) // P) * P
         if self._pos + size > self._bs:
             self._advance(False)
-        copy(self._stage, _HDR, buf, 0, n)
         self._program(self._frame(K_APPEND, n))
         self.appends += 1
 
@@ -407,11 +416,9 @@ class RingStore:
         live = (self._head_seq - self._tail_seq) * self._bs + self._pos - self._tail_off
         return live > self._threshold
 
-    def capacity_bytes(self):
-        """The largest state (bytes) a checkpoint is guaranteed to hold."""
-        return self._capacity
-
-    def begin_checkpoint(self):  # noalloc
+    def begin(self):  # noalloc
+        """Start a checkpoint: the whole state follows through write()."""
+        self._fill = 0
         if self._tail < 0:
             self._format()
         self._ck_open = True
@@ -439,14 +446,10 @@ class RingStore:
         self._ck_first = False
         self._ck_lim = 0
 
-    @micropython.native
-    def write_checkpoint(self, buf, n):  # noalloc
-        """Add buf[0:n] (any n) to the open checkpoint."""
-        if not self._ck_open:
-            raise ValueError("write_checkpoint without begin_checkpoint")
-        if self._ck_total + n > self._capacity:
+    def _ck_write(self, buf, off, n):  # noalloc
+        if self._ck_total + n > self.capacity:
             self._ck_open = False
-            raise StoreFull(ERR_FULL, "session state exceeds the flash ring's capacity")
+            raise StoreFull(ERR_FULL, "session state exceeds the flash ring")
         i = 0
         try:
             while i < n:
@@ -457,7 +460,7 @@ class RingStore:
                     self._ck_flush(K_PART)
                     continue
                 k = min(n - i, self._ck_lim - self._ck_fill)
-                copy(self._stage, _HDR + self._ck_fill, buf, i, k)
+                copy(self._stage, _HDR + self._ck_fill, buf, off + i, k)
                 self._ck_fill += k
                 i += k
         except BaseException as e:
@@ -465,10 +468,10 @@ class RingStore:
             raise e
         self._ck_total += n
 
-    def end_checkpoint(self):  # noalloc
+    def end(self):  # noalloc
         """Write the END commit; from then on load() yields the checkpoint."""
         if not self._ck_open:
-            raise ValueError("end_checkpoint without begin_checkpoint")
+            raise ValueError("end without begin")
         self._ck_open = False
         if self._ck_lim == 0:
             self._ck_place()
@@ -482,6 +485,7 @@ class RingStore:
         """Forget the session: an empty checkpoint. Never raises StoreFull;
         the old bytes stay on flash until the ring wraps over them."""
         self._ck_open = False
+        self._fill = 0
         if self._tail < 0:
             self._format()
         else:
@@ -497,7 +501,7 @@ class RingStore:
         return {"bytes_programmed": self.bytes_written, "erases": self.erases,
                 "appends": self.appends, "checkpoints": self.checkpoints,
                 "live_bytes": live, "threshold": self._threshold,
-                "capacity": self._capacity, "blocks": self._n, "block_size": self._bs,
+                "capacity": self.capacity, "blocks": self._n, "block_size": self._bs,
                 "prog_size": self._p, "head": self._head, "tail": self._tail}
 
 

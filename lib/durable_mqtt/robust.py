@@ -1,46 +1,61 @@
 # RobustClient: MQTTClient plus the loop that keeps a session alive across a
-# flaky link, so the application writes no retry code.
+# flaky link and across brokers, so the application writes no retry code.
 #
 # Failure model (docs/resilience.md has the figures):
 # - a dead link is found by the core: a socket error, the peer closing, or a
-#   PINGRESP overdue by half the keepalive (a black-holed TCP connection
-#   never errors by itself; nothing came back for at most 1x keepalive);
-# - the client then reconnects with capped exponential backoff and jitter,
-#   bringing the network link back first through an optional `link` object
-#   (boards/wlan.py for ESP32 / Pico W: `up(timeout_ms) -> bool`,
-#   `isconnected() -> bool`);
-# - the session resumes (Clean Session 0 / Clean Start 0): what was in
-#   flight is resent, the outbox drains in order. publish() never blocks or
-#   fails while the link is down; only a full outbox refuses a message.
+#   PINGRESP overdue by half the keepalive;
+# - the client reconnects with capped exponential backoff and jitter, after
+#   bringing the network up through an optional `link` (boards/wlan.py:
+#   up(timeout_ms) -> bool, isconnected() -> bool);
+# - with several brokers (`servers`), a failed attempt passes the turn to
+#   the next one; a drop retries the same broker first. A switch to another
+#   broker waits until more than a second has passed since the last CONNECT
+#   (a clustered broker can wedge a session taken over within the second);
+# - the session resumes (Clean Session 0 / Clean Start 0) wherever it can:
+#   Session Present 1 resends what was in flight, Session Present 0 re-queues
+#   and resubscribes. publish() never blocks or fails while the link is down;
+#   only a full outbox refuses a message.
 import random
 import time
+from micropython import const
 
 from .client import MQTTClient
 from .errors import SessionError
+
+_SWITCH_MS = const(1100)
 
 
 class RobustClient(MQTTClient):
     """Keyword arguments beyond MQTTClient's:
 
+    servers       brokers to use in turn: [(host, port), ...] or host names
+                  (port: `port`); default [(server, port)]
     link          object with up(timeout_ms) and isconnected(), or None
     backoff_ms    (first, cap) reconnect delay; doubles per failure, jittered
                   between 50 % and 100 % so a fleet does not reconnect in step
-    on_up, on_down  callables f(client) / f(client, exc) for link events
+    on_up, on_down  f(client) / f(client, exc), called when the link changes
     """
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=60,
-                 ssl=None, *, link=None, backoff_ms=(250, 30000), on_up=None, on_down=None, **kw):
+                 ssl=None, *, servers=None, link=None, backoff_ms=(250, 30000), on_up=None,
+                 on_down=None, **kw):
         kw.setdefault("clean_session", False)
         super().__init__(client_id, server, port, user, password, keepalive, ssl, **kw)
+        self.servers = [s if isinstance(s, tuple) else (s, 0) for s in servers or ((server, port),)]
+        if not self.servers:
+            raise ValueError("servers: at least one broker")
         self.link = link
         self.backoff_min, self.backoff_max = backoff_ms
         self.on_up = on_up
         self.on_down = on_down
+        self.last_error = None
+        self._turn = 0                # index in servers of the next attempt
+        self._used = -1               # index of the last broker a CONNECT went to
+        self._connect_at = 0
         self._backoff = 0
         self._up = False              # the link was up (the core drops it before we hear)
         self._next_try = time.ticks_ms()
         self._pending_subs = []
-        self.last_error = None
         self.stats_counters["link_downs"] = 0
         self.stats_counters["connect_failures"] = 0
 
@@ -51,91 +66,110 @@ class RobustClient(MQTTClient):
 
     # ------------------------------------------------------------ the loop
     def poll(self, timeout_ms=0):
-        """One step: reconnect when the link is down and the backoff allows,
-        otherwise handle traffic for up to timeout_ms. Never raises for a
-        link or broker failure (see last_error); returns True while up."""
+        """One step: reconnect when down and the backoff allows, else handle
+        traffic for up to timeout_ms. Never raises for a link or broker
+        failure (see last_error); returns True while connected."""
         if not self._connected:
-            if self._up:
-                # The link failed inside publish() (its send path does not
-                # raise); report it now like any other drop.
-                self._went_down(self._pending_exc or OSError(-1, "link dropped while sending"))
-            st = self._store
-            if st is not None and st.fill:
-                st.tick()                 # batched mode: the batch is due offline too
-            wait = time.ticks_diff(self._next_try, time.ticks_ms())
+            wait = self.offline()
             if wait > 0:
                 if timeout_ms:
                     time.sleep_ms(min(wait, timeout_ms))
                 return False
-            self._try_connect()
-            return self._connected
+            try:
+                self._run(self.reconnecting())
+            except OSError as x:
+                self.link_down(x, True)
+                return False
+            self.link_up()
+            return True
         try:
             if timeout_ms:
                 self.wait_msg(timeout_ms)
             else:
                 self.check_msg()
-        except OSError as e:
-            self._went_down(e)
+        except OSError as x:
+            self.link_down(x)
         return self._connected
 
     def loop_forever(self, step_ms=1000):
         while True:
             self.poll(step_ms)
 
-    def _step(self, timeout_ms):
-        # flush() (MQTTClient's) reconnects as needed through poll().
-        self.poll(timeout_ms)
+    def _step(self, ms):
+        self.poll(ms)
 
     def subscribe(self, topic, qos=0, **kw):
         """Subscribes now when up; when down, remembers the subscription and
-        makes it after the next connect. Returns the granted QoS, or None
-        when deferred. A refusal by the broker still raises."""
+        makes it after the next connect (returns None then). A refusal by
+        the broker still raises."""
         if self._connected:
             try:
                 return super().subscribe(topic, qos, **kw)
-            except OSError as e:
-                if self._connected:      # the broker refused: not a link problem
+            except OSError as x:
+                if self._connected:       # the broker refused: not a link problem
                     raise
-                self._went_down(e)
+                self.link_down(x)
         self._pending_subs.append((topic, qos, kw))
         return None
 
-    # ------------------------------------------------------------ internals
-    def _try_connect(self):
+    # ------------------------------------------------------------ for the front ends
+    def offline(self):
+        """While down: reports a drop noticed inside publish() (its send path
+        does not raise), lets batches and acknowledgements due reach flash,
+        and returns the ms until the next connect attempt (0: now)."""
+        if self._up:
+            self.link_down(self._pending_exc or OSError(-1, "link dropped while sending"))
+        j = self._j
+        if j is not None and (j.nacks or j.nbatch):
+            j.tick(time.ticks_ms())
+        return max(0, time.ticks_diff(self._next_try, time.ticks_ms()))
+
+    def reconnecting(self):
+        """One connect attempt, as steps (a generator, see MQTTClient):
+        the network link, CONNECT to the broker whose turn it is (a clean
+        start if an MQTT 5 broker has a session this device lost), then the
+        subscriptions made while down."""
+        if self.link is not None and not self.link.isconnected():
+            if not self.link.up(self.timeout_ms):
+                raise OSError(-1, "network link did not come up")
+        host, port = self.servers[self._turn]
+        self.server = host
+        self.port = port or self.port
+        self._used = self._turn
+        self._connect_at = time.ticks_ms()
         try:
-            if self.link is not None and not self.link.isconnected():
-                if not self.link.up(self.timeout_ms):
-                    raise OSError(-1, "network link did not come up")
-            try:
-                self.connect()
-            except SessionError:
-                # MQTT 5: the broker holds a session this device has no
-                # state for (a new flash, a lost file). Start clean with a
-                # persistent expiry: the spec-correct way to go on.
-                self.connect_fresh()
-            while self._pending_subs:
-                topic, qos, kw = self._pending_subs[0]
-                MQTTClient.subscribe(self, topic, qos, **kw)
-                self._pending_subs.pop(0)
-        except OSError as e:
-            self.stats_counters["connect_failures"] += 1
-            self._went_down(e)
-            return
+            yield from self.connecting(None, None, host, port)
+        except SessionError:
+            yield from self.connecting(True, None, host, port, True)
+        while self._pending_subs:
+            topic, qos, kw = self._pending_subs[0]
+            yield from self.requesting(*self.subscription(topic, qos, **kw))
+            self._pending_subs.pop(0)
+
+    def link_up(self):
+        """An attempt succeeded."""
         self._backoff = 0
         self._up = True
         self.last_error = None
         if self.on_up:
             self.on_up(self)
 
-    def _went_down(self, exc):
+    def link_down(self, exc, attempt=False):
+        """The link failed (attempt=True: a connect attempt failed): schedule
+        the next attempt, on the next broker after a failed attempt."""
         was_up = self._up
         self._up = False
         self._drop_link()
         self._pending_exc = None
         self.last_error = exc
+        if attempt:
+            self.stats_counters["connect_failures"] += 1
+            self._turn = (self._turn + 1) % len(self.servers)
         self._backoff = min(self.backoff_max, self._backoff * 2 if self._backoff else self.backoff_min)
         jitter = self._backoff // 2
         delay = self._backoff - jitter + (random.getrandbits(16) * jitter >> 16)
+        if self._turn != self._used and self._used >= 0:
+            delay = max(delay, _SWITCH_MS - time.ticks_diff(time.ticks_ms(), self._connect_at))
         self._next_try = time.ticks_add(time.ticks_ms(), delay)
         if was_up:
             self.stats_counters["link_downs"] += 1

@@ -75,8 +75,7 @@ else:
                    clean_session=False, session_file=session, receive_max=8, ring_prog_size=32)
     c.set_callback(cb)
     connect(c)
-    if not c._subs:
-        c.subscribe(TOPIC, qos)
+    c.subscribe(TOPIC, qos)       # (again after a restart: replaces the same subscription)
     print("subscribed")
     t0 = time.ticks_ms()
     while time.ticks_diff(time.ticks_ms(), t0) < 30000:

@@ -27,7 +27,7 @@ import durable_mqtt                # noqa: E402,F401
 from durable_mqtt import MQTTClient  # noqa: E402
 mark("import")
 # Loaded lazily by a client with a session file: store and the file backend.
-from durable_mqtt import store, filestore  # noqa: E402,F401
+from durable_mqtt import store, filelog  # noqa: E402,F401
 mark("import_store")
 
 port, cid, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]

@@ -17,7 +17,6 @@
 #
 # append() allocates nothing once the file is open (the file object is kept
 # between appends). The checkpoint calls open a file, which allocates.
-import micropython
 import os
 
 from .errors import StoreFull, ERR_FULL
@@ -25,7 +24,7 @@ from .errors import StoreFull, ERR_FULL
 _ENOSPC = 28
 
 
-class FileStore:
+class FileLog:
     """Session backend on a file. `compact_bytes`: appended bytes after which
     needs_checkpoint() asks for a checkpoint (which rewrites the file)."""
 
@@ -43,7 +42,9 @@ class FileStore:
         self._since = 0          # bytes appended since the last checkpoint
         self._size = -1          # expected size of the log (-1: not known yet)
         self._torn = False       # a failed append may have left bytes behind
+        self._pending = 0        # bytes written since the last sync
         _remove(self.tmp)        # a checkpoint cut short before its rename
+        self.capacity = self.capacity_bytes()
 
     def load(self):
         """The file's bytes, b"" when there is no file. Boot only."""
@@ -71,27 +72,41 @@ class FileStore:
             except OSError:
                 pass
 
-    @micropython.native
-    def append(self, buf, n):  # noalloc (once the file is open)
-        """Durably store buf[0:n] at the end of the file."""
-        if self._ck is not None:
-            raise ValueError("append during a checkpoint")
-        if self._torn:
-            raise StoreFull(ERR_FULL, "session file full; a checkpoint must rewrite it")
-        if self._f is None:
-            self._open_log()
+    def write(self, buf, off, n):  # noalloc once the file is open
+        """buf[off:off+n] into the open checkpoint, or the next append."""
+        f = self._ck
+        if f is None:
+            if self._torn:
+                raise StoreFull(ERR_FULL, "session file needs a checkpoint")
+            if self._f is None:
+                self._open_log()
+            f = self._f
         try:
-            self._f.write(buf, n)
+            f.write(buf, off, n)
+        except OSError as e:
+            self._failed()
+            _raise_full(e)
+        self._pending += n
+
+    def sync(self):  # noalloc
+        """Make the append durable (LittleFS commits at flush)."""
+        n = self._pending
+        self._pending = 0
+        try:
             self._f.flush()
         except OSError as e:
-            self._failed_append()
-            if e.args[0] == _ENOSPC:
-                raise StoreFull(ERR_FULL, "filesystem full")
-            raise e
+            self._failed()
+            _raise_full(e)
         self._size += n
         self._since += n
         self.bytes_written += n
         self.appends += 1
+
+    def _failed(self):
+        if self._ck is not None:
+            self._abort_checkpoint()
+        else:
+            self._failed_append()
 
     def _failed_append(self):
         # On LittleFS a failed write marks the open file as errored: closing
@@ -121,29 +136,20 @@ class FileStore:
         free = (st[4] - 2) * st[0]
         return max(0, (free + _file_size(self.path)) // 2)
 
-    def begin_checkpoint(self):
+    def begin(self):
         self._abort_checkpoint()
+        self._pending = 0
         try:
             self._ck = open(self.tmp, "wb")
         except OSError as e:
             self._abort_checkpoint()
             _raise_full(e)
 
-    def write_checkpoint(self, buf, n):
-        if self._ck is None:
-            raise ValueError("write_checkpoint without begin_checkpoint")
-        try:
-            self._ck.write(buf, n)
-        except OSError as e:
-            self._abort_checkpoint()
-            _raise_full(e)
-        self.bytes_written += n
-
-    def end_checkpoint(self):
+    def end(self):
         """Complete the checkpoint: close the .tmp file, rename it over the log."""
         f = self._ck
         if f is None:
-            raise ValueError("end_checkpoint without begin_checkpoint")
+            raise ValueError("end without begin")
         try:
             f.close()              # flushes: LittleFS commits the file here
         except OSError as e:
@@ -156,6 +162,8 @@ class FileStore:
         except OSError as e:
             _remove(self.tmp)
             _raise_full(e)
+        self.bytes_written += self._pending
+        self._pending = 0
         self._size = -1
         self._since = 0
         self._torn = False

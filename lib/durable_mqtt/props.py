@@ -1,0 +1,211 @@
+# MQTT 5 properties (section 2.2.2). Only a client made with version=5
+# imports this module; an MQTT 3.1.1 client never pays for it.
+#
+#   encode(d)                          dict -> property block (no length prefix)
+#   check(buf, off, end, where, box)   validates a block strictly; allocates nothing
+#   decode(buf, off, end, where)       the same, and returns the properties as a dict
+#
+# A block that does not decode exactly is a malformed packet and closes the
+# link: an unknown identifier or one not allowed in that packet, a length
+# past the block, a repeated single-valued property, an ill-formed string
+# (MQTT-1.5.4-1), a value the specification forbids (a Receive Maximum,
+# Topic Alias, Maximum Packet Size or Subscription Identifier of 0; a byte
+# property other than 0 or 1).
+from micropython import const
+
+from .codec import fail, get_varint, u16, check_utf8, put_varint, put_str
+
+# The packets a broker may send a property in (the `where` argument).
+CONNACK = const(1)
+PUBLISH = const(2)
+ACK = const(4)            # PUBACK PUBREC PUBREL PUBCOMP SUBACK UNSUBACK
+DISCONNECT = const(8)
+
+_BYTE = const(1)
+_U16 = const(2)
+_U32 = const(3)
+_VAR = const(4)
+_STR = const(5)
+_BIN = const(6)
+_PAIR = const(7)
+
+_EXPIRY = const(0x02)
+_SUB_ID = const(0x0B)
+_KEEP_ALIVE = const(0x13)
+_ALIAS_MAX = const(0x22)
+_ALIAS = const(0x23)
+_USER = const(0x26)
+_MAX_PACKET = const(0x27)
+
+# Per identifier 0x00..0x2A: the value kind in the low 3 bits, the packets it
+# may arrive in from bit 3 up (CONNACK 0x08, PUBLISH 0x10, ACK 0x20,
+# DISCONNECT 0x40). Session Expiry (0x11) comes in CONNACK only: a broker
+# must not send it in DISCONNECT (MQTT-3.14.2-2). Properties only a client
+# sends (will delay, request flags, ...) keep their kind for encode().
+_T = bytes((
+    0, 0x11, 0x13, 0x15, 0, 0, 0, 0, 0x15, 0x16, 0, 0x14, 0, 0, 0, 0,
+    0, 0x0B, 0x0D, 0x0A, 0, 0x0D, 0x0E, 0x01, 0x03, 0x01, 0x0D, 0, 0x4D, 0, 0, 0x6D,
+    0, 0x0A, 0x0A, 0x12, 0x09, 0x09, 0x7F, 0x0B, 0x09, 0x09, 0x09))
+
+NAMES = ("", "payload_format", "message_expiry", "content_type", "", "", "", "",
+         "response_topic", "correlation_data", "", "subscription_id", "", "", "", "",
+         "", "session_expiry", "assigned_client_id", "server_keep_alive", "",
+         "auth_method", "auth_data", "request_problem_info", "will_delay",
+         "request_response_info", "response_info", "", "server_reference", "", "",
+         "reason_string", "", "receive_maximum", "topic_alias_maximum", "topic_alias",
+         "maximum_qos", "retain_available", "user_property", "maximum_packet_size",
+         "wildcard_sub_available", "sub_id_available", "shared_sub_available")
+
+
+def check(buf, off, end, where, box, out=None):  # noalloc without out
+    """Validates the block at off (its length varint first). It must end at
+    `end` exactly, except in a PUBLISH, where the payload follows. Notes
+    Topic Alias and Message Expiry in box. With a dict `out`, also fills it.
+    Returns the offset after the block."""
+    off = get_varint(buf, off, end, box)
+    stop = off + box.value
+    if stop > end or (where != PUBLISH and stop != end):
+        fail("property length beyond packet")
+    box.alias = 0
+    box.expiry = 0
+    lo = hi = 0                 # identifiers seen (two ints: small on 32 bits)
+    while off < stop:
+        pid = buf[off]
+        if pid > 0x2A or not _T[pid]:
+            fail("unknown property 0x%02x" % pid)
+        if not (_T[pid] >> 3) & where:
+            fail("property 0x%02x not allowed in this packet" % pid)
+        if pid != _USER and pid != _SUB_ID:    # the only two that may repeat
+            if pid < 28:
+                if lo >> pid & 1:
+                    fail("repeated property 0x%02x" % pid)
+                lo |= 1 << pid
+            else:
+                if hi >> (pid - 28) & 1:
+                    fail("repeated property 0x%02x" % pid)
+                hi |= 1 << (pid - 28)
+        off = _value(buf, off + 1, stop, pid, box, out)
+    return stop
+
+
+def _value(buf, off, stop, pid, box, out):  # noalloc without out
+    # One property value at off; returns the offset after it.
+    kind = _T[pid] & 7
+    v = None
+    if kind == _VAR:
+        off = get_varint(buf, off, stop, box)
+        v = box.value
+        if not v:
+            fail("subscription identifier 0")
+    elif kind >= _STR:
+        s = off + 2
+        off = _field(buf, off, stop, pid)
+        if kind == _PAIR:
+            off = _field(buf, off, stop, pid)
+        if out is not None:
+            v = _text(buf, s, off, kind)
+    else:
+        n = 1 if kind == _BYTE else 2 if kind == _U16 else 4
+        if off + n > stop:
+            fail("truncated property 0x%02x" % pid)
+        v = buf[off]
+        if kind == _BYTE:
+            if v > 1:
+                fail("property 0x%02x out of range" % pid)
+        elif kind == _U16:
+            v = u16(buf, off)
+            if pid == _ALIAS:
+                box.alias = v
+            if not v and pid != _KEEP_ALIVE and pid != _ALIAS_MAX:
+                fail("property 0x%02x is 0" % pid)
+        else:
+            # Kept below 2**30 (no big integer on a 32-bit board) unless a
+            # dict is wanted: 0x3FFFFFFF seconds is 34 years.
+            v = 0x3FFFFFFF if v >= 0x40 else (u16(buf, off) << 16) | u16(buf, off + 2)
+            if pid == _EXPIRY:
+                box.expiry = v
+            if out is not None:
+                v = int.from_bytes(bytes(buf[off:off + 4]), "big")
+            if pid == _MAX_PACKET and not (buf[off] | buf[off + 1] | buf[off + 2] | buf[off + 3]):
+                fail("maximum packet size 0")
+        off += n
+    if out is not None:
+        k = NAMES[pid]
+        if pid == _USER or pid == _SUB_ID:
+            out.setdefault(k, []).append(v)
+        else:
+            out[k] = v
+    return off
+
+
+def _field(buf, off, stop, pid):  # noalloc
+    # A length-prefixed string (checked UTF-8) or binary field; returns its end.
+    if off + 2 > stop or off + 2 + u16(buf, off) > stop:
+        fail("truncated property 0x%02x" % pid)
+    s = off + 2
+    off = s + u16(buf, off)
+    if _T[pid] & 7 != _BIN:
+        check_utf8(buf, s, off)
+    return off
+
+
+def _text(buf, s, e, kind):
+    if kind == _BIN:
+        return bytes(buf[s:e])
+    if kind == _STR:
+        return bytes(buf[s:e]).decode()
+    k = s + u16(buf, s - 2)                  # a user property: (name, value)
+    return bytes(buf[s:k]).decode(), bytes(buf[k + 2:e]).decode()
+
+
+def decode(buf, off, end, where):
+    """The block at off as a dict (checked like check()); allocates."""
+    d = {}
+    check(buf, off, end, where, _box, d)
+    return d
+
+
+def encode(d):
+    """A dict (names such as "message_expiry", or identifiers, as keys;
+    user_property a list of (name, value) pairs; subscription_id an int or a
+    list) -> the encoded block, without its length. Raises ValueError for
+    an unknown property."""
+    out = bytearray()
+    tmp = bytearray(4)
+    for key, val in d.items():
+        pid = NAMES.index(key) if isinstance(key, str) and key else key
+        if not isinstance(pid, int) or not 0 < pid <= 0x2A or not _T[pid]:
+            raise ValueError("unknown MQTT 5 property %r" % (key,))
+        kind = _T[pid] & 7
+        for v in val if isinstance(val, list) and (pid == _USER or pid == _SUB_ID) else (val,):
+            out.append(pid)
+            if kind == _VAR:
+                out += tmp[:put_varint(tmp, 0, v)]
+            elif kind < _VAR:
+                out += v.to_bytes((0, 1, 2, 4)[kind], "big")
+            else:
+                for s in v if kind == _PAIR else (v,):
+                    s = s.encode() if isinstance(s, str) else bytes(s)
+                    b = bytearray(2 + len(s))
+                    put_str(b, 0, s)
+                    out += b
+    return bytes(out)
+
+
+def scan(block, where=PUBLISH):
+    """Checks an encoded block (no length prefix) and returns the box with
+    its Topic Alias and Message Expiry. Allocates: once per props object."""
+    b = bytearray(4 + len(block))
+    e = put_varint(b, 0, len(block))
+    b[e:e + len(block)] = block
+    check(b, 0, e + len(block), where, _box)
+    return _box
+
+
+class _Box:
+    value = 0
+    alias = 0
+    expiry = 0
+
+
+_box = _Box()
