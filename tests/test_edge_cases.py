@@ -87,7 +87,7 @@ def test_queued_message_over_broker_maximum_packet_size_is_refused_not_sent():
     r = run_mp(PRE % fb.port + r"""
 done = []
 c = MQTTClient("mps", "127.0.0.1", PORT, version=5, timeout_ms=2000)
-c._on_done = lambda pid, code: done.append((pid, code))
+c.set_done_callback(lambda pid, code: done.append((pid, code)))
 c.publish("t", b"x" * 200, qos=1)        # accepted offline, before the limit is known
 c.publish("t", b"y", qos=1)
 c.connect()

@@ -1,21 +1,68 @@
-"""Every function marked `# noalloc` runs in a frame on the C stack. A
-bytecode frame of more than 11 words is taken from the heap on each call
-(and the heap_lock tests cannot see it: the VM falls back to the C stack
-when the heap is locked), so a hot function that grows past that must be
-split or made @micropython.native. tools/bench/frames.py reads the frame
-sizes from what mpy-cross compiles."""
+"""Which `# noalloc` functions take their VM frame from the heap.
+
+A bytecode function whose frame (locals and value stack, plus 3 words per
+exception handler) exceeds 11 words gets it from the heap on each call: a
+malloc and a free, not garbage (the zero-allocation proofs hold), but
+counted by micropython.mem_total() and reported per message by `make
+bench`. The library keeps per-message functions within 11 words where that
+is cheap, and native code out of the default build (ISSUE: bytecode first),
+so some per-message functions do take a heap frame. They are listed here,
+each with why; the test fails when a function not on the list grows past 11
+words (a regression) or one on the list no longer needs to be here.
+tools/bench/frames.py reads the frame sizes from what mpy-cross compiles."""
 import subprocess
 import sys
 
 from conftest import ROOT
 
+# function -> why its frame stays over 11 words
+HEAP_FRAMES = {
+    "MQTTClient._queue": "the whole admission of a publish; splitting it costs a call per message",
+    "Session.accept": "encodes the PUBLISH into the outbox: eight arguments",
+    "Session.next_out": "the send decision: state, window, expiry, limits",
+    "Link.publish0": "a try block (3 words) around the QoS 0 write",
+    "Link.drain": "a try block around the sends",
+    "Link.check_msg": "a try block: link errors become the pending failure",
+    "Link.wait_msg": "a try block and the wait's deadline",
+    "Link.head": "reads and splits the fixed header",
+    "Link.drain_big": "an oversize PUBLISH only",
+    "Link.ack": "PUBACK/PUBREC/PUBREL/PUBCOMP with MQTT 5 reasons and properties",
+    "Link.incoming": "a PUBLISH: parse, MQTT 5 checks, delivery, acknowledgement",
+    "Link.deliver": "the callback's arguments",
+    "codec.utf8": "a multi-byte UTF-8 sequence (ASCII topics never call it)",
+    "codec.put_publish": "seven arguments",
+    "codec.parse_publish": "five arguments and the topic check",
+    "props.check": "MQTT 5 only: the property walk",
+    "props._value": "MQTT 5 only: one property value",
+    "Transport.read_into": "a try block around readinto (EAGAIN is not an error)",
+    "Transport.write": "a try block and the write deadline",
+    "Transport._room": "only when the socket buffer is full",
+    "crcpy.add": "firmware without viper only",
+    "crcpy.copy": "firmware without viper only",
+    "FileLog.write": "a try block (ENOSPC)",
+    "FileLog.sync": "a try block (ENOSPC)",
+    "LogJournal._batched": "acknowledgements and batched records of one append",
+    "RingStore._program": "a try block (a failed program closes the block)",
+    "RingStore._frame": "frames a commit",
+    "RingStore._empty_checkpoint": "erase() and the first write only",
+    "RingStore._ck_write": "checkpoints only",
+}
 
-def test_no_noalloc_function_takes_its_frame_from_the_heap():
+
+def test_heap_frames_are_the_listed_ones():
     files = sorted(str(p) for p in (ROOT / "lib" / "durable_mqtt").glob("*.py"))
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench" / "frames.py"), *files],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     marked = [line for line in r.stdout.splitlines() if "# noalloc" in line]
-    assert len(marked) > 40, r.stdout            # it saw the marked functions
-    heap = [line for line in marked if "HEAP FRAME" in line]
-    assert not heap, "\n".join(heap)
+    assert len(marked) > 60, r.stdout            # it saw the marked functions
+    heap = set()
+    for line in marked:
+        if "HEAP FRAME" in line:
+            f = line.split()
+            name = f[1]
+            if "." not in name:
+                name = f[0][:-3] + "." + name    # a module-level function: module.name
+            heap.add(name)
+    assert heap - set(HEAP_FRAMES) == set(), "new heap frames:\n%s" % r.stdout
+    assert set(HEAP_FRAMES) - heap == set(), "no longer heap frames (update the list): %s" % (set(HEAP_FRAMES) - heap)

@@ -25,7 +25,9 @@ def cb(topic, msg, retained, qos):
 
 kw = {}
 if SESSION == "file":
-    kw = dict(session_file="/tmp/noalloc-%%d-%%d.bin" %% (VER, PORT), clean_session=False)
+    # The log-file layout (filelog.py): one file kept open, nothing allocated.
+    from durable_mqtt.filelog import FileLog
+    kw = dict(session_file=FileLog("/tmp/noalloc-%%d-%%d.bin" %% (VER, PORT)), clean_session=False)
 elif SESSION == "ring":
     from norflash import NorFlash
     kw = dict(session_file=NorFlash(4096, 16, prog_size=32), clean_session=False, ring_prog_size=32)
@@ -104,6 +106,46 @@ def test_hot_paths_allocate_nothing(broker, ver):
 @pytest.mark.parametrize("backend", ["file", "ring"])
 def test_hot_paths_allocate_nothing_with_session_on_flash(broker, ver, backend):
     # Every QoS 1/2 step writes to flash here (the ring: a NOR flash model
-    # that programs into erased space), and still nothing is allocated.
+    # that programs into erased space; the log-file layout: one file kept
+    # open), and still nothing is allocated.
     r = run_mp(SCRIPT % {"ver": ver, "port": broker.port, "session": backend})
     assert r.stdout.count("noalloc ok") == 8, r.stdout
+
+
+DIR_COST = r"""
+from durable_mqtt import MQTTClient
+from testlib import alloc_bytes
+import os
+PATH = %(path)r
+c = MQTTClient("dircost%(ver)d", "127.0.0.1", %(port)d, version=%(ver)d, clean_session=False, session_file=PATH)
+c.connect()
+T = b"na/dir"
+P = b"x" * 64
+def pub1():
+    c.publish(T, P, qos=1)
+    for _ in range(2000):
+        if not c.pending():
+            break
+        c.wait_msg(5)
+def idle():
+    c.check_msg()
+for _ in range(3):
+    pub1()
+print("PER_MESSAGE", alloc_bytes(pub1), "IDLE", alloc_bytes(idle))
+c.disconnect()
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_directory_layout_allocates_one_file_object_per_flash_write(broker, tmp_path, ver):
+    # The session directory (filestore.py) rewrites a small file per change,
+    # and LittleFS needs a file object for it: that is the one allocation
+    # on the path, bounded, once per flash write (here the message's slot,
+    # and its truncation when the link goes idle). Nothing else allocates;
+    # an idle link allocates nothing.
+    r = run_mp(DIR_COST % {"ver": ver, "port": broker.port, "path": str(tmp_path / "s")})
+    f = r.stdout.split()
+    per, idle = int(f[1]), int(f[3])
+    assert idle == 0, r.stdout
+    assert 0 < per <= 2 * 400, r.stdout          # two file objects (unix, 64-bit) at most
+    print(r.stdout.strip())

@@ -89,7 +89,7 @@ c.connect(clean_session=True)
 c.clean_session = False
 free = []
 for i in range(1000):
-    c._net.sock.close()            # the link dies under the client
+    c.socket().close()            # the link dies under the client
     c.poll()                       # -> error, link down
     while not c.poll():            # -> reconnect, session resumed
         pass
@@ -119,7 +119,7 @@ from durable_mqtt.robust import RobustClient
 c = RobustClient("down%d", "127.0.0.1", %d, version=%d, keepalive=5, backoff_ms=(20, 100), timeout_ms=500)
 c.poll()
 assert c.is_connected()
-c._net.sock.close()
+c.socket().close()
 c.poll()
 assert not c.is_connected()
 t0 = time.ticks_ms()

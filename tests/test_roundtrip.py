@@ -191,20 +191,6 @@ print("OK", last)
     assert "OK" in r.stdout
 
 
-def test_packet_ids_skip_ids_in_flight():
-    run_mp(r"""
-from durable_mqtt.session import PacketIds
-p = PacketIds()
-p.last = 65534
-held = {65535, 1, 2}
-ids = [p.next(lambda x: x in held) for _ in range(3)]
-assert ids == [3, 4, 5], ids
-p.last = 0
-assert p.next(lambda x: False) == 1
-print("OK")
-""")
-
-
 @pytest.mark.parametrize("ver", [4, 5])
 def test_publish_while_disconnected_goes_out_after_connect(broker, ver):
     r = mp(broker, ver, r"""

@@ -220,7 +220,7 @@ def test_v5_expiry_override_and_assigned_client_id_are_persisted(tmp_path):
     fb = FakeBroker([("send", pkt(0x20, bytes((0, 0)) + props_block(props))), ("recv",)],
                     [("send", connack(5, sp=1)), ("recv",)])
     r = run_mp(PRE % {"port": fb.port, "ver": 5, "path": str(sess)} + r"""
-from durable_mqtt.store import parse as parse_state
+from durable_mqtt.load import parse as parse_state
 c = MQTTClient("", "127.0.0.1", PORT, version=5, session_file=PATH, session_expiry=3600)
 c.connect()
 st = parse_state(c.save_session())
@@ -244,7 +244,7 @@ print("OK")
 def test_v5_disconnect_with_expiry_zero_ends_the_stored_session(broker, tmp_path):
     sess = tmp_path / "s.bin"
     r = mp(broker.port, 5, sess, r"""
-from durable_mqtt.store import parse as parse_state
+from durable_mqtt.load import parse as parse_state
 c = dev("end", session_expiry=600)
 c.connect()
 c.subscribe("end/x", 1)
@@ -276,12 +276,12 @@ def test_locally_expired_session_starts_clean(broker, tmp_path):
 c = dev("exp", session_expiry=60)
 c.connect()
 c.disconnect()
-c.publish("exp/x", b"old", qos=1)        # queued offline, appended after the DISCONNECT checkpoint
+c.publish("exp/x", b"old", qos=1)        # queued offline, stored after the DISCONNECT checkpoint
 c.close()
 """)
-    data = sess.read_bytes()
+    head = tmp_path / "s.bin.d" / "h"            # the header of the directory layout
     now_min = (int(time.time()) - 946684800) // 60
-    sess.write_bytes(_patch_header(data, now_min - 10))     # saved 10 minutes ago, expiry 60 s
+    head.write_bytes(_patch_header(head.read_bytes(), now_min - 10))     # saved 10 minutes ago, expiry 60 s
     r = mp(broker.port, 5, sess, r"""
 c = dev("exp", session_expiry=60)
 assert c.last_event == "expired", c.last_event
@@ -303,8 +303,7 @@ c.connect()
 c.publish("exp/y", b"m", qos=1)
 c.close()                                 # power cut while connected
 """)
-    data = sess.read_bytes()
-    sess.write_bytes(_patch_header(data, now_min - 10))
+    head.write_bytes(_patch_header(head.read_bytes(), now_min - 10))
     r = mp(broker.port, 5, sess, r"""
 c = dev("exp2", session_expiry=60)
 assert c.last_event is None and c.pending() >= 0, c.last_event
@@ -314,34 +313,43 @@ print("OK")
 
 
 @pytest.mark.parametrize("case", ["garbage", "truncated_header", "foreign_client", "future_version",
-                                  "other_protocol", "empty", "torn_tail"])
+                                  "other_protocol", "empty", "torn_slot", "stray_file"])
 def test_unusable_session_files_never_crash(broker, tmp_path, case):
+    # The directory layout (filestore.py): "h" holds the header, each slot
+    # file one message. A bad header sets the whole session aside (.bad) with
+    # the event `discarded`; a bad slot drops that message only.
     sess = tmp_path / "s.bin"
+    d = tmp_path / "s.bin.d"
     mp(broker.port, 4, sess, r"""
 c = dev("bad")
 for i in range(3):
     c.publish("bad/x", b"m%d" % i, qos=1)
 c.close()
 """)
-    good = sess.read_bytes()
+    head = (d / "h").read_bytes()
+
+    def other(ver, cid):
+        mp(broker.port, ver, tmp_path / "f.bin", 'c = dev(%r, session_file=%r)\nc.publish("x", b"y", qos=1)\nc.close()\n'
+           % (cid, str(tmp_path / "f.bin")))
+        return (tmp_path / "f.bin.d" / "h").read_bytes()
     if case == "garbage":
-        sess.write_bytes(bytes(range(256)) * 4)
+        (d / "h").write_bytes(bytes(range(256)) * 4)
     elif case == "truncated_header":
-        sess.write_bytes(good[:12])
+        (d / "h").write_bytes(head[:12])
     elif case == "foreign_client":
-        mp(broker.port, 4, tmp_path / "f.bin", 'c = dev("someone-else", session_file=%r)\nc.publish("x", b"y", qos=1)\nc.close()\n'
-           % str(tmp_path / "f.bin"))
-        sess.write_bytes((tmp_path / "f.bin").read_bytes())
+        (d / "h").write_bytes(other(4, "someone-else"))
     elif case == "future_version":
-        sess.write_bytes(good[:4] + b"\x09" + good[5:])
+        (d / "h").write_bytes(head[:4] + b"\x09" + head[5:])
     elif case == "other_protocol":
-        mp(broker.port, 5, tmp_path / "f.bin", 'c = dev("bad", session_file=%r)\nc.publish("x", b"y", qos=1)\nc.close()\n'
-           % str(tmp_path / "f.bin"))
-        sess.write_bytes((tmp_path / "f.bin").read_bytes())
+        (d / "h").write_bytes(other(5, "bad"))
     elif case == "empty":
-        sess.write_bytes(b"")
-    elif case == "torn_tail":
-        sess.write_bytes(good[:-3])
+        (d / "h").write_bytes(b"")
+    elif case == "torn_slot":
+        newest = max((p for p in d.iterdir() if p.name.isdigit() and p.stat().st_size),
+                     key=lambda p: p.read_bytes()[:4])
+        newest.write_bytes(newest.read_bytes()[:-3])
+    elif case == "stray_file":
+        (d / "notes.txt").write_bytes(b"left by someone")
     r = mp(broker.port, 4, sess, r"""
 c = dev("bad")
 print("EVENT", c.last_event, "PENDING", c.pending())
@@ -351,14 +359,50 @@ c = dev("bad")
 print("AFTER", c.pending())
 """)
     out = r.stdout
-    if case == "torn_tail":
-        # Only the damaged last record is dropped; the rest is restored.
-        assert "EVENT None PENDING 2" in out and "AFTER 3" in out, out
+    if case == "torn_slot":
+        # Only the damaged message is dropped (and reported); the rest is restored.
+        assert "EVENT damaged PENDING 2" in out and "AFTER 3" in out, out
+    elif case == "stray_file":
+        assert "EVENT None PENDING 3" in out and "AFTER 4" in out, out
+        assert not (d / "notes.txt").exists()
     elif case == "empty":
+        # No header: no session (its slots are emptied; nothing loads).
         assert "EVENT None PENDING 0" in out and "AFTER 1" in out, out
     else:
         assert "EVENT discarded PENDING 0" in out and "AFTER 1" in out, out
-        assert (tmp_path / "s.bin.bad").exists()        # kept aside, not deleted
+        assert (tmp_path / "s.bin.d.bad" / "h").exists()     # kept aside, not deleted
+
+
+@pytest.mark.parametrize("case", ["good", "garbage"])
+def test_session_file_of_the_log_layout_moves_into_the_directory(broker, tmp_path, case):
+    # A session written by 0.1.0 (one log file at the path: filelog.py's
+    # layout) is restored and moved into the directory; one that cannot be
+    # read is set aside with `discarded`, never silently lost.
+    sess = tmp_path / "s.bin"
+    mp(broker.port, 4, sess, r"""
+from durable_mqtt.filelog import FileLog
+c = dev("old", session_file=FileLog(PATH))
+for i in range(3):
+    c.publish("old/x", b"m%d" % i, qos=1)
+c.close()
+""")
+    assert sess.is_file() and sess.stat().st_size > 90
+    if case == "garbage":
+        sess.write_bytes(b"\x00" * 300)
+    r = mp(broker.port, 4, sess, r"""
+c = dev("old")
+print("EVENT", c.last_event, "PENDING", c.pending())
+c.close()
+c = dev("old")
+print("AGAIN", c.last_event, c.pending())
+""")
+    out = r.stdout
+    if case == "good":
+        assert "EVENT None PENDING 3" in out and "AGAIN None 3" in out, out
+        assert not sess.exists() and (tmp_path / "s.bin.d" / "h").exists()
+    else:
+        assert "EVENT discarded PENDING 0" in out and "AGAIN None 0" in out, out
+        assert (tmp_path / "s.bin.bad").read_bytes() == b"\x00" * 300
 
 
 def test_full_ring_refuses_publish_and_loses_nothing(tmp_path):
@@ -457,25 +501,31 @@ print("OK")
     assert "OK" in r.stdout
 
 
-def test_damage_in_the_middle_is_reported(broker, tmp_path):
-    # A torn last append is silent (test above); a bad record with intact
-    # ones after it loses those, and the client says so.
+@pytest.mark.parametrize("layout", ["dir", "log"])
+def test_damage_in_the_middle_is_reported(broker, tmp_path, layout):
+    # The log layout: a torn last append is silent; a bad record with intact
+    # ones after it loses those, and the client says so. The directory
+    # layout: a damaged slot loses its message, and the client says so.
     sess = tmp_path / "s.bin"
     mp(broker.port, 4, sess, r"""
-c = dev("mid")
+from durable_mqtt.filelog import FileLog
+c = dev("mid", session_file=PATH if %r == "dir" else FileLog(PATH))
 for i in range(4):
-    c.publish("mid/x", b"m%d" % i, qos=1)
+    c.publish("mid/x", b"m%%d" %% i, qos=1)
 c.close()
-""")
-    data = bytearray(sess.read_bytes())
+""" % layout)
+    f = sorted(p for p in (tmp_path / "s.bin.d").iterdir() if p.name.isdigit())[1] if layout == "dir" else sess
+    data = bytearray(f.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    sess.write_bytes(bytes(data))
+    f.write_bytes(bytes(data))
     r = mp(broker.port, 4, sess, r"""
-events = []
-c = dev("mid")
+from durable_mqtt.filelog import FileLog
+c = dev("mid", session_file=PATH if %r == "dir" else FileLog(PATH))
 print("EVENT", c.last_event, "PENDING", c.pending())
-""")
+""" % layout)
     assert "EVENT damaged" in r.stdout and "PENDING 4" not in r.stdout, r.stdout
+    if layout == "dir":
+        assert "PENDING 3" in r.stdout, r.stdout
 
 
 def test_topic_alias_in_publish_props_is_refused(tmp_path):

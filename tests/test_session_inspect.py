@@ -35,7 +35,26 @@ def inspect_json(*args):
 # What the library reads back, as JSON, for comparison with the inspector.
 LIB_READ = r"""
 import json, sys
-from durable_mqtt.store import parse as parse_state
+from durable_mqtt.load import parse as parse_state
+if sys.argv[1] == "dir":
+    # The directory as the library restores it, and its header file parsed.
+    from durable_mqtt import load
+    from durable_mqtt.session import Session
+    st = parse_state(open(sys.argv[2] + ".d/h", "rb").read())
+    e = Session(st.version == 5, st.client_id, 40, 32, 8192, 64, 16, 1024)
+    j = load.open_journal(sys.argv[2], e, None, 0, lambda ev, info: None)
+    out = []
+    for k in range(e.count):
+        i = e.index(k)
+        s = e.slot(k)
+        if s:
+            p = bytearray(e.arena[e.off[i]:e.off[i] + e.len[i]])
+            out.append([e.pid[i], "".join("%02x" % b for b in p) if s == 1 else None])
+    print(json.dumps({"client_id": e.cid.decode(), "version": st.version, "flags": st.flags,
+                      "expiry": st.expiry, "saved_min": st.saved_min, "next_pid": e.last_pid,
+                      "subs": [[f.decode(), o, s] for f, o, s in e.subs], "out": out,
+                      "in_qos2": sorted(e.rx2[k] for k in range(e.rx2_n)), "torn": False, "bytes": 0}))
+    raise SystemExit
 if sys.argv[1] == "ring":
     from norflash import NorFlash
     from durable_mqtt.ring import RingStore
@@ -79,7 +98,9 @@ def assert_same_as_library(doc, lib):
 PUBLISH_FEW = r"""
 import sys
 from durable_mqtt.client import MQTTClient
-c = MQTTClient("sensor-7", "localhost", clean_session=False, session_file=sys.argv[1])
+from durable_mqtt.filelog import FileLog
+where = FileLog(sys.argv[1]) if sys.argv[2] == "log" else sys.argv[1]
+c = MQTTClient("sensor-7", "localhost", clean_session=False, session_file=where)
 print(c.publish("plant/line1/temp", b"21.5", qos=1))
 print(c.publish("plant/line1/blob", bytes(range(256)) * 2, qos=2, retain=True))
 print(c.publish("plant/line1/qos0", b"not kept", qos=0))
@@ -89,8 +110,9 @@ print(c.publish(b"plant/line1/status", "\u00e9t\u00e9 ok".encode(), qos=1))
 
 @pytest.fixture
 def session_file(tmp_path):
+    # The log layout (filelog.py): one file, byte by byte.
     path = tmp_path / "session.dat"
-    out = run_mp(PUBLISH_FEW, args=[str(path)]).stdout.split()
+    out = run_mp(PUBLISH_FEW, args=[str(path), "log"]).stdout.split()
     assert out == ["1", "2", "None", "3"]
     return path
 
@@ -119,7 +141,7 @@ def commit(e, j):
         e.done_pid = 0
 
 def publish(e, j, topic, payload, qos, retain=False):
-    pid = e.accept(topic, len(topic), payload, len(payload), qos, retain, b"" if e.v5 else None, 0, 0, 0)
+    pid = e.accept(topic, payload, qos, retain, b"" if e.v5 else None, 0, 0)
     commit(e, j)
     return pid
 
@@ -162,7 +184,7 @@ RING_WRITER = ENGINE + r"""
 import sys
 from norflash import NorFlash
 from durable_mqtt.ring import RingStore
-from durable_mqtt.store import parse
+from durable_mqtt.load import parse
 path, B, N, P, start, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 acks = int(sys.argv[7]) if len(sys.argv) > 7 else 0
 dev = NorFlash(B, N, prog_size=P, path=path)
@@ -170,7 +192,8 @@ ring = RingStore(dev, prog_size=P, max_append=1100)
 data = ring.load()
 e, j = engine(b"ring-dev", True, ring, 3600)
 if data:
-    e.restore(parse(data), 0, 0)      # a reboot: restore, checkpoint, then appends
+    from durable_mqtt.load import restore
+    restore(e, parse(data), 0)        # a reboot: restore, checkpoint, then appends
     j.checkpoint()
 for i in range(start, start + count):
     pid = publish(e, j, b"ring/%04d" % i, b"m%04d" % i + bytes(i % 50), 1)
@@ -222,6 +245,55 @@ def test_file_session(session_file):
     rc, text, _ = inspect("--hex", session_file)
     assert rc == 0
     assert "44 4d 51 53 01" in text and "OUT_PUB" in text and "HEADER" in text
+
+
+def test_directory_session(tmp_path):
+    # The layout a path session_file gets (filestore.py): the inspector reads
+    # the directory as the library restores it, given the device's path.
+    path = tmp_path / "session.dmq"
+    out = run_mp(PUBLISH_FEW, args=[str(path), "dir"]).stdout.split()
+    assert out == ["1", "2", "None", "3"]
+    rc, doc = inspect_json(path)
+    assert rc == 0, doc
+    assert doc["source"]["mode"] == "directory"
+    assert [sl["state"] for sl in doc["source"]["directory"]["slots"]] == ["message"] * 3
+    assert [m["topic"] for m in doc["outgoing"]] == ["plant/line1/temp", "plant/line1/blob", "plant/line1/status"]
+    assert bytes.fromhex(doc["outgoing"][1]["payload_hex"]) == bytes(range(256)) * 2
+    assert doc["diagnostics"] == []
+    lib = lib_read("dir", path)
+    doc["session_bytes"] = 0
+    assert_same_as_library(doc, lib)
+    rc, text, _ = inspect(path)
+    assert rc == 0 and "session directory" in text and "OUT_PUB packet id 2" in text
+    # A damaged slot: reported, its message gone (as the library reads it).
+    slot = path.parent / "session.dmq.d" / "1"
+    slot.write_bytes(slot.read_bytes()[:-1] + b"\x00")
+    rc, doc = inspect_json(path.parent / "session.dmq.d")
+    assert rc == 0 and [m["pid"] for m in doc["outgoing"]] == [1, 3]
+    assert any(d["kind"] == "damaged_slot" for d in doc["diagnostics"])
+    # No header: no session.
+    (path.parent / "session.dmq.d" / "h").unlink()
+    rc, text, _ = inspect(path)
+    assert rc == 1 and "no session" in text and "ok:" not in text
+
+
+def test_missing_file_is_reported_without_an_ok(tmp_path):
+    rc, text, _ = inspect(tmp_path / "nothing.dat")
+    assert rc == 1 and "cannot read" in text and "ok:" not in text
+
+
+def test_flag_of_a_state_saved_at_disconnect_is_known(tmp_path):
+    path = tmp_path / "off.dat"
+    run_mp(r"""
+import sys
+from durable_mqtt.client import MQTTClient
+from durable_mqtt.filelog import FileLog
+c = MQTTClient("off", "localhost", clean_session=False, session_file=FileLog(sys.argv[1]))
+c.disconnect()                       # saves at DISCONNECT: header flag 0x02
+""", args=[str(path)])
+    rc, doc = inspect_json(path)
+    assert rc == 0 and doc["header"]["flags"] == 2 and doc["header"]["saved_at_disconnect"] is True
+    assert doc["diagnostics"] == []
 
 
 @pytest.mark.parametrize("ver", [4, 5])

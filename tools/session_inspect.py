@@ -3,9 +3,12 @@
 
 Reads one of:
 
-  * a session file of the file backend (`FileStore`: the latest checkpoint
-    followed by every record appended after it), or the bytes returned by
-    `MQTTClient.save_session()` -- the default;
+  * a session directory (the layout a path session_file gets since 0.2.0:
+    PATH.d/ with "h", "i" and slot files; docs/session-format.md) -- given
+    as the directory or as the session_file path it belongs to;
+  * a session file of the log layout (0.1.0's FileStore, filelog.FileLog:
+    the latest checkpoint followed by every record appended after it), or
+    the bytes returned by `MQTTClient.save_session()`;
   * a raw flash ring image (`RingStore`, a dump of the flash region or the
     image file of tests/mp/norflash.py) -- with --ring. The ring framing
     (block headers, commits, checkpoints) is decoded as docs/ring-format.md
@@ -47,10 +50,13 @@ R_OUT_REL = 0x04
 R_IN_QOS2 = 0x05
 R_IN_REL = 0x06
 R_SUB = 0x07
+R_IN_LIST = 0x08
 RECORD_NAMES = {R_HEADER: "HEADER", R_OUT_PUB: "OUT_PUB", R_OUT_ACKED: "OUT_ACKED",
-                R_OUT_REL: "OUT_REL", R_IN_QOS2: "IN_QOS2", R_IN_REL: "IN_REL", R_SUB: "SUB"}
+                R_OUT_REL: "OUT_REL", R_IN_QOS2: "IN_QOS2", R_IN_REL: "IN_REL", R_SUB: "SUB",
+                R_IN_LIST: "IN_LIST"}
 MIN_BODY = {R_OUT_PUB: 4, R_OUT_REL: 2, R_IN_QOS2: 2, R_SUB: 6}
 HF_ASSIGNED_ID = 0x01
+HF_OFFLINE = 0x02
 NEVER = 0xFFFFFFFF
 EPOCH_2000 = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
 PROTOCOLS = {4: "MQTT 3.1.1", 5: "MQTT 5.0"}
@@ -71,6 +77,10 @@ K_END = 0x04
 
 class Unreadable(Exception):
     """The input holds no usable session state (exit status 1)."""
+
+
+class _Done(Exception):
+    """The report is built (a directory: no single byte stream)."""
 
 
 def u16(b, i):
@@ -340,6 +350,73 @@ def parse_session(data, diag):
     return s
 
 
+def read_dir(path, diag, info):
+    """A session directory (filestore.py) read as load.py reads it: "h" is
+    the header and subscriptions (a record stream), "i" one IN_LIST record,
+    each slot file a sequence number (u32) and one OUT_PUB or OUT_REL
+    record whose CRC covers the number too. The messages in sequence order;
+    empty slots are free; a damaged slot, or an older copy of a packet id,
+    is reported (the library empties such slots at boot)."""
+    import os
+    names = sorted(os.listdir(path))
+    info.update(path=path, files=names, slots=[])
+    try:
+        with open(os.path.join(path, "h"), "rb") as f:
+            head = f.read()
+    except OSError:
+        head = b""
+    if not head:
+        diag.add("error", "no_header", "no header file \"h\" (or it is empty): the directory holds no session; "
+                 "the library empties its slots at boot")
+        raise Unreadable("no session in %s" % path)
+    s = parse_session(head, diag)
+    try:
+        with open(os.path.join(path, "i"), "rb") as f:
+            ids = f.read()
+    except OSError:
+        ids = b""
+    if ids:
+        if len(ids) >= 7 and ids[0] == R_IN_LIST and u16(ids, 1) == len(ids) - 7 and crc_ok(ids, 0, len(ids) - 4):
+            s.in_qos2 = [u16(ids, 3 + 2 * k) for k in range(u16(ids, 1) // 2)]
+        else:
+            diag.add("warning", "bad_ids", "the incoming QoS 2 file \"i\" does not hold one good IN_LIST record "
+                     "(the library ignores it)")
+    found = []
+    for name in names:
+        if name in ("h", "i"):
+            continue
+        if not name.isdigit():
+            diag.add("info", "stray_file", "%r is not the library's (removed at boot)" % name)
+            continue
+        with open(os.path.join(path, name), "rb") as f:
+            data = f.read()
+        n = len(data)
+        slot = {"slot": int(name), "bytes": n}
+        if not n:
+            slot["state"] = "free"
+        elif (n >= 13 and u16(data, 5) == n - 11 and data[4] in (R_OUT_PUB, R_OUT_REL)
+              and crc_ok(data, 0, n - 4)):
+            slot.update(state="message", seq=u32(data, 0), pid=u16(data, 7), record=RECORD_NAMES[data[4]])
+            found.append((u32(data, 0), int(name), u16(data, 7), bytes(data[9:n - 4]) if data[4] == R_OUT_PUB else None))
+        else:
+            slot["state"] = "damaged"
+            diag.add("warning", "damaged_slot", "slot %s (%d bytes) holds no good record: its message is lost "
+                     "(the library reports the event `damaged`)" % (name, n))
+        info["slots"].append(slot)
+    found.sort()
+    newest = {}
+    for seq, k, pid, pkt in found:
+        if pid in newest:
+            diag.add("info", "older_copy", "slot %d holds an older copy of packet id %d (seq %d): the newer wins"
+                     % (newest[pid][1], pid, newest[pid][0]))
+        newest[pid] = (seq, k, pid, pkt)
+    live = sorted(newest.values())
+    s.out = [[pid, pkt] for _, _, pid, pkt in live]
+    if live:
+        s.last_pid = live[-1][2]
+    return s
+
+
 def _torn(s, diag, p, n, msg):
     diag.add("warning", "torn_tail", msg, p, ignored_bytes=n - p)
     s.torn = True
@@ -598,6 +675,7 @@ def build_report(s, diag):
             "client_id": _text(h["client_id"]), "client_id_hex": h["client_id"].hex(),
             "protocol": version, "protocol_name": PROTOCOLS[version], "flags": h["flags"],
             "assigned_client_id": bool(h["flags"] & HF_ASSIGNED_ID),
+            "saved_at_disconnect": bool(h["flags"] & HF_OFFLINE),
             "session_expiry": h["session_expiry"], "session_expiry_never": h["session_expiry"] == NEVER,
             "saved_min": h["saved_min"], "saved_at": saved,
             "next_pid_field": h["next_pid"], "last_pid": s.last_pid,
@@ -610,8 +688,9 @@ def build_report(s, diag):
         "valid_bytes": s.valid_bytes,
         "torn": s.torn,
     }
-    if h["flags"] & ~HF_ASSIGNED_ID:
-        diag.add("info", "header_flags", "unknown header flag bits 0x%02x (ignored)" % (h["flags"] & ~HF_ASSIGNED_ID))
+    if h["flags"] & ~(HF_ASSIGNED_ID | HF_OFFLINE):
+        diag.add("info", "header_flags", "unknown header flag bits 0x%02x (ignored)"
+                 % (h["flags"] & ~(HF_ASSIGNED_ID | HF_OFFLINE)))
     if saved and h["session_expiry"] != NEVER:
         exp = EPOCH_2000 + datetime.timedelta(minutes=h["saved_min"], seconds=h["session_expiry"] + 59)
         rep["header"]["expires_at"] = exp.isoformat().replace("+00:00", "Z")
@@ -655,8 +734,15 @@ def build_report(s, diag):
 
 def print_text(rep, diag, src, session_bytes, show_hex, out):
     w = out.write
-    w("%s: %s, %d bytes\n" % (src["path"], "raw flash ring image" if src["mode"] == "ring" else "session file",
-                              src["bytes"]))
+    if src["mode"] == "directory":
+        dd = src["directory"]
+        w("%s: session directory, %d file(s)\n" % (dd.get("path", src["path"]), len(dd.get("files", ()))))
+        for sl in dd.get("slots", ()):
+            w("  slot %-3d %4d bytes  %s\n" % (sl["slot"], sl["bytes"], sl["state"] if sl["state"] != "message"
+              else "%s packet id %d, seq %d" % (sl["record"], sl["pid"], sl["seq"])))
+    else:
+        w("%s: %s, %d bytes\n" % (src["path"], "raw flash ring image" if src["mode"] == "ring" else "session file",
+                                  src["bytes"]))
     ring = src.get("ring")
     if ring and "formatted_blocks" in ring:
         w("ring          %d blocks of %d bytes (from block %d), prog_size %d, %d formatted\n"
@@ -677,14 +763,18 @@ def print_text(rep, diag, src, session_bytes, show_hex, out):
                 w("  block %2d offset %5d  seq %-6d %-14s %5d bytes\n"
                   % (cm["block"], cm["offset"], cm["seq"], _kind_name(cm["kind"]), cm["length"]))
     if rep is None:
-        _print_diags(diag, w)
+        _print_diags(diag, w, True)
         return
     h = rep["header"]
-    w("session       %d bytes, %d record(s), format version %d\n" % (len(session_bytes), len(rep["records"]),
-                                                                    rep["format"]))
+    if src["mode"] == "directory":
+        w("header file   %d record(s), format version %d\n" % (len(rep["records"]), rep["format"]))
+    else:
+        w("session       %d bytes, %d record(s), format version %d\n" % (len(session_bytes), len(rep["records"]),
+                                                                        rep["format"]))
     w("client id     %r%s\n" % (h["client_id"], " (assigned by the broker)" if h["assigned_client_id"] else ""))
     w("protocol      %s (level %d)\n" % (h["protocol_name"], h["protocol"]))
-    w("flags         0x%02x\n" % h["flags"])
+    w("flags         0x%02x%s%s\n" % (h["flags"], " assigned-id" if h["flags"] & HF_ASSIGNED_ID else "",
+                                      " saved-at-disconnect" if h["flags"] & HF_OFFLINE else ""))
     w("expiry        %s\n" % (_duration(h["session_expiry"]) if not h["session_expiry_never"] else "never (0xFFFFFFFF)"))
     w("saved at      %s\n" % (h["saved_at"] or "unknown (the board clock was not set)"))
     if "expires_at" in h:
@@ -746,9 +836,9 @@ def _hexcut(b, limit=48):
     return b[:limit].hex(" ") + " ... (%d bytes)" % len(b)
 
 
-def _print_diags(diag, w):
+def _print_diags(diag, w, unreadable=False):
     w("\ndiagnostics\n")
-    if not diag.items:
+    if not diag.items and not unreadable:
         w("  ok: every record has a good CRC, no unknown records\n")
     for d in diag.items:
         w("  %s: %s\n" % (d["level"], d["message"]))
@@ -765,7 +855,8 @@ diagnostics (torn tail, bad CRC at an offset, unknown records skipped,
 foreign magic, future format version; for a ring also torn commits, sequence
 gaps and abandoned checkpoints).
 
-FILE is a session file of the file backend or bytes saved from
+FILE is the session_file path of a device (its directory PATH.d is read),
+the directory itself, a session file of the log layout, or bytes saved from
 save_session(); with --ring it is a raw image of a flash ring region
 (RingStore), whose latest complete checkpoint and the appends after it are
 found first. Formats: docs/session-format.md, docs/ring-format.md."""
@@ -779,7 +870,7 @@ exit status:
   2  usage error
 
 examples:
-  python3 tools/session_inspect.py session.dat
+  python3 tools/session_inspect.py /flash/session.dmq     # reads /flash/session.dmq.d/
   python3 tools/session_inspect.py --hex session.dat
   python3 tools/session_inspect.py --ring --block-size 4096 flash.img
   python3 tools/session_inspect.py --ring --prog-size 256 --json pico.img | jq .outgoing"""
@@ -818,6 +909,14 @@ def main(argv=None):
     status = 0
     error = None
     try:
+        import os
+        d = a.file if os.path.isdir(a.file) else a.file + ".d" if os.path.isdir(a.file + ".d") else None
+        if d and not a.ring:
+            src["mode"] = "directory"
+            src["directory"] = {}
+            s = read_dir(d, diag, src["directory"])
+            rep = build_report(s, diag)
+            raise _Done()
         try:
             with open(a.file, "rb") as f:
                 raw = f.read()
@@ -832,6 +931,8 @@ def main(argv=None):
             session_bytes = raw
         s = parse_session(session_bytes, diag)
         rep = build_report(s, diag)
+    except _Done:
+        pass
     except Unreadable as e:
         status = 1
         error = str(e)

@@ -17,6 +17,7 @@
 import asyncio
 import time
 
+from .client import unload
 from .errors import MQTTException, Timeout, ERR_TIMEOUT
 from .robust import RobustClient
 
@@ -65,6 +66,8 @@ class AsyncClient:
         except BaseException:
             gen.close()             # its cleanup runs (e.g. a cancelled connect)
             raise
+        finally:
+            unload()
 
     # ------------------------------------------------------------ connection
     async def connect(self, timeout_ms=None):

@@ -1,26 +1,25 @@
-# MQTT 3.1.1 / 5.0 packet codec: bytes in, bytes out. No sockets, clock or
-# files. Encoders write a whole packet into the caller's bytearray and return
-# the end offset; decoders read a body the transport already placed in a
-# buffer. Functions marked `# noalloc` allocate nothing (heap-locked tests).
-# MQTT 5 properties are in props.py, which only an MQTT 5 client loads; here
-# a property block is bytes already encoded (or a length to skip).
+# MQTT 3.1.1 / 5.0 packet codec, the part every message uses: bytes in,
+# bytes out; no sockets, clock or files. Encoders write into the caller's
+# bytearray and return the end offset; decoders read a body already in a
+# buffer and raise ProtocolError for a malformed one (the link must close).
+# Functions marked `# noalloc` allocate nothing (heap-locked tests).
+# The packets sent once per connection (CONNECT, SUBSCRIBE, DISCONNECT) are
+# encoded in control.py; MQTT 5 properties in props.py, which only an MQTT 5
+# client loads. Here a property block is bytes already encoded.
 from micropython import const
 
-from .errors import ProtocolError, PacketTooLarge, ERR_PROTOCOL, ERR_TOO_LARGE
+from .errors import ProtocolError, PacketTooLarge
 
-_CONNECT = const(0x10)
-_PUBLISH = const(0x30)
-_SUBSCRIBE = const(0x82)     # SUBSCRIBE, UNSUBSCRIBE, PUBREL carry flags 0b0010 (MQTT-3.8.1-1)
-_UNSUBSCRIBE = const(0xA2)
-_DISCONNECT = const(0xE0)
+_ERR_PROTOCOL = const(-2)
+_ERR_TOO_LARGE = const(-3)
 
 
 def fail(msg):
-    raise ProtocolError(ERR_PROTOCOL, msg)
+    raise ProtocolError(_ERR_PROTOCOL, msg)
 
 
 def too_large(what, n, limit):
-    raise PacketTooLarge(ERR_TOO_LARGE, "%s of %d bytes exceeds the limit of %d" % (what, n, limit))
+    raise PacketTooLarge(_ERR_TOO_LARGE, "%s of %d bytes exceeds the limit of %d" % (what, n, limit))
 
 
 class Box:
@@ -31,14 +30,12 @@ class Box:
     pid = 0
     qos = 0
     retain = 0
-    props_off = 0      # MQTT 5: offset of the property block (its length varint)
+    props_off = 0      # MQTT 5: where the property block starts (its length varint)
     payload_off = 0
     payload_len = 0
-    alias = 0          # MQTT 5 Topic Alias seen in the last property block checked
-    expiry = 0         # MQTT 5 Message Expiry Interval of the same
+    alias = 0          # MQTT 5: the Topic Alias and Message Expiry in the
+    expiry = 0         # last property block checked (props.py)
 
-
-# ---------------------------------------------------------------- primitives
 
 def varint_size(n):  # noalloc
     return 1 if n < 128 else 2 if n < 16384 else 3 if n < 2097152 else 4
@@ -54,7 +51,7 @@ def put_varint(buf, off, n):  # noalloc
 
 
 def get_varint(buf, off, end, box):  # noalloc
-    """Variable Byte Integer at off -> box.value; returns the offset after."""
+    """A Variable Byte Integer at off into box.value; returns the offset after."""
     v = 0
     shift = 0
     while True:
@@ -64,6 +61,8 @@ def get_varint(buf, off, end, box):  # noalloc
         off += 1
         v |= (b & 0x7F) << shift
         if b < 0x80:
+            if not b and shift:
+                fail("variable byte integer not minimal (MQTT-1.5.5-1)")
             box.value = v
             return off
         shift += 7
@@ -94,66 +93,46 @@ def put_block(buf, off, block):
     return off + len(block)
 
 
-def header_length(hdr, got):  # noalloc
-    """Bytes of the fixed header in hdr[0:got], or 0 while incomplete."""
-    for i in range(1, got):
-        if hdr[i] < 0x80:
+def header_length(buf, n):  # noalloc
+    """Bytes of the fixed header in buf[0:n], or 0 while incomplete."""
+    for i in range(1, n):
+        if buf[i] < 0x80:
             return i + 1
         if i == 4:
             fail("remaining length longer than 4 bytes")
     return 0
 
 
-# ---------------------------------------------------------------- UTF-8
-
-def utf8_seq(b, i, end):  # noalloc
-    """Checks the multi-byte UTF-8 sequence starting at b[i] (>= 0x80) and
-    returns the offset after it. Ill-formed: overlongs, surrogates, code
-    points past U+10FFFF, stray continuation bytes (MQTT-1.5.3-1)."""
-    c = b[i]
-    if c < 0xC2 or c > 0xF4:
-        fail("ill-formed UTF-8 (MQTT-1.5.3-1)")
+def utf8(buf, i, end):  # noalloc
+    """Checks the multi-byte UTF-8 sequence at buf[i] (>= 0x80); returns the
+    offset after it. Ill-formed (MQTT-1.5.3-1): overlongs, surrogates, code
+    points past U+10FFFF, stray continuation bytes, a sequence cut short."""
+    c = buf[i]
     n = 1 if c < 0xE0 else 2 if c < 0xF0 else 3
-    if i + n >= end:
-        fail("truncated UTF-8 (MQTT-1.5.3-1)")
     lo = 0xA0 if c == 0xE0 else 0x90 if c == 0xF0 else 0x80
     hi = 0x9F if c == 0xED else 0x8F if c == 0xF4 else 0xBF
-    d = b[i + 1]
-    if d < lo or d > hi:
+    if c < 0xC2 or c > 0xF4 or i + n >= end or not lo <= buf[i + 1] <= hi:
         fail("ill-formed UTF-8 (MQTT-1.5.3-1)")
     for k in range(i + 2, i + n + 1):
-        if b[k] & 0xC0 != 0x80:
+        if buf[k] & 0xC0 != 0x80:
             fail("ill-formed UTF-8 (MQTT-1.5.3-1)")
     return i + n + 1
 
 
-def check_utf8(b, i, end):  # noalloc
-    """A UTF-8 Encoded String's bytes: well formed, no U+0000 (MQTT-1.5.3-2)."""
-    while i < end:
-        c = b[i]
-        if c >= 0x80:
-            i = utf8_seq(b, i, end)
-        elif c:
-            i += 1
-        else:
-            fail("U+0000 in a string (MQTT-1.5.3-2)")
-
-
-def check_topic(b, i, n):  # noalloc
-    """A Topic Name in a PUBLISH: at least one character (MQTT-4.7.3-1), no
-    wildcard (MQTT-3.3.2-2), well-formed UTF-8 without U+0000. The ASCII
-    bytes of a topic are checked one by one with no call."""
-    if not n:
+def check_utf8(buf, i, end, topic=False):  # noalloc
+    """A UTF-8 string: well formed, no U+0000 (MQTT-1.5.3-2); a Topic Name
+    (topic=True) also no wildcard (MQTT-3.3.2-2) and at least one character
+    (MQTT-4.7.3-1). ASCII bytes are checked in this loop, with no call."""
+    if topic and i == end:
         fail("empty topic name (MQTT-4.7.3-1)")
-    end = i + n
     while i < end:
-        c = b[i]
+        c = buf[i]
         if c >= 0x80:
-            i = utf8_seq(b, i, end)
-            continue
-        if c == 0x2B or c == 0x23 or not c:
-            fail("'+', '#' or U+0000 in a topic name (MQTT-3.3.2-2)")
-        i += 1
+            i = utf8(buf, i, end)
+        elif not c or topic and (c == 0x2B or c == 0x23):
+            fail("U+0000 or a wildcard in a name (MQTT-1.5.3-2, 3.3.2-2)")
+        else:
+            i += 1
 
 
 # ---------------------------------------------------------------- PUBLISH
@@ -161,69 +140,58 @@ def check_topic(b, i, n):  # noalloc
 def publish_size(tl, pl, qos, prl, v5):  # noalloc
     """Remaining Length of a PUBLISH (prl: bytes of its encoded properties)."""
     n = 2 + tl + pl + (2 if qos else 0)
-    if v5:
-        n += varint_size(prl) + prl
-    return n
+    return n + varint_size(prl) + prl if v5 else n
 
 
-def put_publish(buf, off, first, rl, topic, tl, pid, props, prl):  # noalloc
+def put_publish(buf, off, first, rl, topic, pid, props):  # noalloc
     """A PUBLISH up to its payload, at off; returns where the payload goes.
-    props: the encoded property block of an MQTT 5 PUBLISH, or None (3.1.1)."""
+    props: the encoded property block (MQTT 5), or None (3.1.1)."""
     buf[off] = first
     off = put_varint(buf, off + 1, rl)
-    off = put_u16(buf, off, tl)
-    buf[off:off + tl] = topic
-    off += tl
+    n = len(topic)
+    off = put_u16(buf, off, n)
+    buf[off:off + n] = topic
+    off += n
     if first & 6:
         off = put_u16(buf, off, pid)
     if props is not None:
-        off = put_varint(buf, off, prl)
-        if prl:
-            buf[off:off + prl] = props
-            off += prl
+        n = len(props)
+        off = put_varint(buf, off, n)
+        buf[off:off + n] = props
+        off += n
     return off
 
 
 def parse_publish(body, n, flags, v5, box):  # noalloc
-    """A PUBLISH body of n bytes into box (flags: low nibble of the first
-    byte). A malformed one raises ProtocolError: the link must close."""
+    """A PUBLISH body of n bytes into box (flags: the first byte's low nibble)."""
     qos = (flags >> 1) & 3
-    if qos == 3:
-        fail("PUBLISH with QoS 3 (MQTT-3.3.1-4)")
-    if n < 2:
-        fail("short PUBLISH")
-    tl = u16(body, 0)
+    if qos == 3 or not qos and flags & 8:
+        fail("PUBLISH with QoS 3, or DUP on QoS 0 (MQTT-3.3.1-4, -2)")
+    tl = u16(body, 0) if n > 1 else n
     off = 2 + tl + (2 if qos else 0)
     if off > n:
         fail("PUBLISH topic length beyond packet")
     if tl or not v5:              # (MQTT 5: empty with a Topic Alias; props decide)
-        check_topic(body, 2, tl)
+        check_utf8(body, 2, 2 + tl, True)
     box.qos = qos
     box.retain = flags & 1
     box.topic_off = 2
     box.topic_len = tl
-    pid = 0
-    if qos:
-        pid = u16(body, off - 2)
-        if not pid:
-            fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
-    box.pid = pid
+    box.pid = u16(body, off - 2) if qos else 0
+    if qos and not box.pid:
+        fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
     box.props_off = off
     if v5:
-        off = get_varint(body, off, n, box)
-        off += box.value
+        off = get_varint(body, off, n, box) + box.value
         if off > n:
             fail("PUBLISH property length beyond packet")
     box.payload_off = off
     box.payload_len = n - off
 
 
-# ---------------------------------------------------------------- small packets
-
 def put_ack(buf, kind, pid, reason):  # noalloc
     """PUBACK, PUBREC, PUBREL or PUBCOMP at offset 0. The reason code is
-    omitted when it is 0 (MQTT 5, section 3.4.2.1); the caller passes 0 in
-    3.1.1, which has none."""
+    left out when it is 0 (MQTT 5, section 3.4.2.1); 3.1.1 passes 0."""
     buf[0] = kind
     buf[1] = 3 if reason else 2
     put_u16(buf, 2, pid)
@@ -232,86 +200,9 @@ def put_ack(buf, kind, pid, reason):  # noalloc
 
 
 def parse_ack(body, n, v5):  # noalloc
-    """Packet id of a PUBACK/PUBREC/PUBREL/PUBCOMP/UNSUBACK (3.1.1: exactly
-    2 bytes; MQTT 5 may add a reason code and properties)."""
-    if n < 2 or (n != 2 and not v5):
-        fail("acknowledgement of %d bytes" % n)
-    pid = u16(body, 0)
-    if not pid:
-        fail("acknowledgement with packet id 0")
+    """The packet id of a PUBACK/PUBREC/PUBREL/PUBCOMP (3.1.1: exactly 2
+    bytes; MQTT 5 may add a reason code and properties)."""
+    pid = u16(body, 0) if n > 1 else 0
+    if not pid or n != 2 and not v5:
+        fail("acknowledgement of %d bytes, packet id %d" % (n, pid))
     return pid
-
-
-# ---------------------------------------------------------------- once per connection
-
-def connect(buf, cid, v5, keepalive, clean, user, pswd, will, props):
-    """CONNECT at offset 0; strings are bytes. will: (topic, msg, retain,
-    qos, props block) or None; props: the encoded CONNECT properties."""
-    rl = 12 + len(cid)
-    flags = 0x02 if clean else 0
-    if v5:
-        rl += varint_size(len(props)) + len(props)
-    if will:
-        flags |= 0x04 | (will[3] << 3) | (0x20 if will[2] else 0)
-        rl += 4 + len(will[0]) + len(will[1])
-        if v5:
-            rl += varint_size(len(will[4])) + len(will[4])
-    if user is not None:
-        flags |= 0x80
-        rl += 2 + len(user)
-    if pswd is not None:
-        flags |= 0x40
-        rl += 2 + len(pswd)
-    n = 1 + varint_size(rl) + rl
-    if n > len(buf):
-        too_large("CONNECT", n, len(buf))
-    buf[0] = _CONNECT
-    off = put_varint(buf, 1, rl)
-    off = put_str(buf, off, b"MQTT")
-    buf[off] = 5 if v5 else 4
-    buf[off + 1] = flags
-    off = put_u16(buf, off + 2, keepalive)
-    if v5:
-        off = put_block(buf, off, props)
-    off = put_str(buf, off, cid)
-    if will:
-        if v5:
-            off = put_block(buf, off, will[4])
-        off = put_str(buf, off, will[0])
-        off = put_str(buf, off, will[1])
-    if user is not None:
-        off = put_str(buf, off, user)
-    if pswd is not None:
-        off = put_str(buf, off, pswd)
-    return off
-
-
-def subscribe(buf, kind, pid, topic, opts, props):
-    """SUBSCRIBE (opts: the options byte) or UNSUBSCRIBE (opts < 0) for one
-    topic filter; props: the encoded properties (MQTT 5) or None."""
-    rl = 4 + len(topic) + (opts >= 0)
-    if props is not None:
-        rl += varint_size(len(props)) + len(props)
-    n = 1 + varint_size(rl) + rl
-    if n > len(buf):
-        too_large("SUBSCRIBE", n, len(buf))
-    buf[0] = kind
-    off = put_u16(buf, put_varint(buf, 1, rl), pid)
-    if props is not None:
-        off = put_block(buf, off, props)
-    off = put_str(buf, off, topic)
-    if opts >= 0:
-        buf[off] = opts
-        off += 1
-    return off
-
-
-def disconnect(buf, props):
-    """DISCONNECT: MQTT 5 with reason 0 and properties when props is given."""
-    buf[0] = _DISCONNECT
-    if not props:
-        buf[1] = 0
-        return 2
-    off = put_varint(buf, 1, 1 + varint_size(len(props)) + len(props))
-    buf[off] = 0
-    return put_block(buf, off + 1, props)

@@ -13,7 +13,7 @@
 # property other than 0 or 1).
 from micropython import const
 
-from .codec import fail, get_varint, u16, check_utf8, put_varint, put_str
+from .codec import fail, get_varint, u16, check_utf8, put_varint
 
 # The packets a broker may send a property in (the `where` argument).
 CONNACK = const(1)
@@ -30,6 +30,7 @@ _BIN = const(6)
 _PAIR = const(7)
 
 _EXPIRY = const(0x02)
+_RESPONSE_TOPIC = const(0x08)
 _SUB_ID = const(0x0B)
 _KEEP_ALIVE = const(0x13)
 _ALIAS_MAX = const(0x22)
@@ -40,11 +41,14 @@ _MAX_PACKET = const(0x27)
 # Per identifier 0x00..0x2A: the value kind in the low 3 bits, the packets it
 # may arrive in from bit 3 up (CONNACK 0x08, PUBLISH 0x10, ACK 0x20,
 # DISCONNECT 0x40). Session Expiry (0x11) comes in CONNACK only: a broker
-# must not send it in DISCONNECT (MQTT-3.14.2-2). Properties only a client
-# sends (will delay, request flags, ...) keep their kind for encode().
+# must not send it in DISCONNECT (MQTT-3.14.2-2). Authentication Method and
+# Data (0x15, 0x16) come only after a client asked for enhanced
+# authentication, which this one never does (section 4.12). Properties
+# only a client sends (will delay, request flags, ...) keep their kind for
+# encode().
 _T = bytes((
     0, 0x11, 0x13, 0x15, 0, 0, 0, 0, 0x15, 0x16, 0, 0x14, 0, 0, 0, 0,
-    0, 0x0B, 0x0D, 0x0A, 0, 0x0D, 0x0E, 0x01, 0x03, 0x01, 0x0D, 0, 0x4D, 0, 0, 0x6D,
+    0, 0x0B, 0x0D, 0x0A, 0, 0x05, 0x06, 0x01, 0x03, 0x01, 0x0D, 0, 0x4D, 0, 0, 0x6D,
     0, 0x0A, 0x0A, 0x12, 0x09, 0x09, 0x7F, 0x0B, 0x09, 0x09, 0x09))
 
 NAMES = ("", "payload_format", "message_expiry", "content_type", "", "", "", "",
@@ -139,13 +143,14 @@ def _value(buf, off, stop, pid, box, out):  # noalloc without out
 
 
 def _field(buf, off, stop, pid):  # noalloc
-    # A length-prefixed string (checked UTF-8) or binary field; returns its end.
+    # A length-prefixed string (checked UTF-8) or binary field; returns its
+    # end. A Response Topic is a Topic Name (MQTT-3.3.2-14: no wildcard).
     if off + 2 > stop or off + 2 + u16(buf, off) > stop:
         fail("truncated property 0x%02x" % pid)
     s = off + 2
     off = s + u16(buf, off)
     if _T[pid] & 7 != _BIN:
-        check_utf8(buf, s, off)
+        check_utf8(buf, s, off, pid == _RESPONSE_TOPIC)
     return off
 
 
@@ -186,9 +191,7 @@ def encode(d):
             else:
                 for s in v if kind == _PAIR else (v,):
                     s = s.encode() if isinstance(s, str) else bytes(s)
-                    b = bytearray(2 + len(s))
-                    put_str(b, 0, s)
-                    out += b
+                    out += len(s).to_bytes(2, "big") + s
     return bytes(out)
 
 

@@ -1,10 +1,11 @@
 # MQTT return and reason codes as words, for exception messages. Loaded on
-# the first error that needs one (codec.reason_text), not at import.
-CONNACK_V4 = {
+# the first error that needs one and unloaded after (client.unload), so it
+# costs no RAM while all is well.
+_V4 = {
     1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable",
     4: "bad user name or password", 5: "not authorized",
 }
-REASONS = {
+_V5 = {
     0x04: "disconnect with will message", 0x10: "no matching subscribers", 0x11: "no subscription existed",
     0x80: "unspecified error", 0x81: "malformed packet", 0x82: "protocol error",
     0x83: "implementation specific error", 0x84: "unsupported protocol version",
@@ -22,7 +23,13 @@ REASONS = {
 }
 
 
-def text(code, version, connack=False):
-    if connack and version == 4:
-        return CONNACK_V4.get(code, "return code %d" % code)
-    return REASONS.get(code, "reason code 0x%02x" % code)
+def text(code, v5, connack=False, props=None):
+    """The code as words (a CONNACK's 3.1.1 return codes when connack), with
+    the broker's MQTT 5 reason string when props hold one."""
+    if connack and not v5:
+        t = _V4.get(code, "return code %d" % code)
+    else:
+        t = _V5.get(code, "reason code 0x%02x" % code)
+    if props and "reason_string" in props:
+        t += " (%s)" % props["reason_string"]
+    return t

@@ -20,7 +20,7 @@ import time
 from micropython import const
 
 from .client import MQTTClient
-from .errors import SessionError
+from .errors import ConnectRefused, SessionError
 
 _SWITCH_MS = const(1100)
 
@@ -56,8 +56,8 @@ class RobustClient(MQTTClient):
         self._up = False              # the link was up (the core drops it before we hear)
         self._next_try = time.ticks_ms()
         self._pending_subs = []
-        self.stats_counters["link_downs"] = 0
-        self.stats_counters["connect_failures"] = 0
+        self.link_downs = 0
+        self.connect_failures = 0
 
     def connect(self, clean_session=None, timeout_ms=None):
         sp = super().connect(clean_session, timeout_ms)
@@ -69,14 +69,14 @@ class RobustClient(MQTTClient):
         """One step: reconnect when down and the backoff allows, else handle
         traffic for up to timeout_ms. Never raises for a link or broker
         failure (see last_error); returns True while connected."""
-        if not self._connected:
+        if not self.is_connected():
             wait = self.offline()
             if wait > 0:
                 if timeout_ms:
                     time.sleep_ms(min(wait, timeout_ms))
                 return False
             try:
-                self._run(self.reconnecting())
+                self.run(self.reconnecting())
             except OSError as x:
                 self.link_down(x, True)
                 return False
@@ -89,7 +89,7 @@ class RobustClient(MQTTClient):
                 self.check_msg()
         except OSError as x:
             self.link_down(x)
-        return self._connected
+        return self.is_connected()
 
     def loop_forever(self, step_ms=1000):
         while True:
@@ -98,15 +98,21 @@ class RobustClient(MQTTClient):
     def _step(self, ms):
         self.poll(ms)
 
+    def stats(self):
+        d = super().stats()
+        d["link_downs"] = self.link_downs
+        d["connect_failures"] = self.connect_failures
+        return d
+
     def subscribe(self, topic, qos=0, **kw):
         """Subscribes now when up; when down, remembers the subscription and
         makes it after the next connect (returns None then). A refusal by
         the broker still raises."""
-        if self._connected:
+        if self.is_connected():
             try:
                 return super().subscribe(topic, qos, **kw)
             except OSError as x:
-                if self._connected:       # the broker refused: not a link problem
+                if self.is_connected():  # the broker refused: not a link problem
                     raise
                 self.link_down(x)
         self._pending_subs.append((topic, qos, kw))
@@ -118,8 +124,8 @@ class RobustClient(MQTTClient):
         does not raise), lets batches and acknowledgements due reach flash,
         and returns the ms until the next connect attempt (0: now)."""
         if self._up:
-            self.link_down(self._pending_exc or OSError(-1, "link dropped while sending"))
-        j = self._j
+            self.link_down(self.conn.failure or OSError(-1, "link dropped while sending"))
+        j = self.journal
         if j is not None and (j.nacks or j.nbatch):
             j.tick(time.ticks_ms())
         return max(0, time.ticks_diff(self._next_try, time.ticks_ms()))
@@ -143,7 +149,13 @@ class RobustClient(MQTTClient):
             yield from self.connecting(True, None, host, port, True)
         while self._pending_subs:
             topic, qos, kw = self._pending_subs[0]
-            yield from self.requesting(*self.subscription(topic, qos, **kw))
+            try:
+                yield from self.requesting(*self.subscription(topic, qos, **kw))
+            except ConnectRefused as x:
+                # The broker refused it: reported, never retried (a refusal
+                # would otherwise fail every reconnect for ever). A link
+                # failure keeps it for the next connect.
+                self.last_error = x
             self._pending_subs.pop(0)
 
     def link_up(self):
@@ -159,11 +171,12 @@ class RobustClient(MQTTClient):
         the next attempt, on the next broker after a failed attempt."""
         was_up = self._up
         self._up = False
-        self._drop_link()
-        self._pending_exc = None
+        if self.link:
+            self.link.drop()
+            self.conn.failure = None
         self.last_error = exc
         if attempt:
-            self.stats_counters["connect_failures"] += 1
+            self.connect_failures += 1
             self._turn = (self._turn + 1) % len(self.servers)
         self._backoff = min(self.backoff_max, self._backoff * 2 if self._backoff else self.backoff_min)
         jitter = self._backoff // 2
@@ -172,6 +185,6 @@ class RobustClient(MQTTClient):
             delay = max(delay, _SWITCH_MS - time.ticks_diff(time.ticks_ms(), self._connect_at))
         self._next_try = time.ticks_add(time.ticks_ms(), delay)
         if was_up:
-            self.stats_counters["link_downs"] += 1
+            self.link_downs += 1
             if self.on_down:
                 self.on_down(self, exc)

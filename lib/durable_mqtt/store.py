@@ -1,7 +1,8 @@
 # The session on flash as a log of records (docs/session-format.md; decode
 # one with tools/session_inspect.py). This module knows the record format
-# and the order of writes; a backend stores bytes and knows nothing of MQTT:
-# the raw flash ring (ring.py) or a log file (filelog.py).
+# and the order of writes; reading it back is load.py's (boot only). A
+# backend stores bytes and knows nothing of MQTT: the raw flash ring
+# (ring.py) or a log file (filelog.py).
 #
 # A state is MAGIC, a HEADER record, then records. Every record carries a
 # CRC-32; a bad CRC ends the stream at the last good record (a torn write),
@@ -17,13 +18,11 @@
 # resend with DUP=1, which QoS 1 allows and QoS 2 absorbs.
 from array import array
 from micropython import const
-import sys
 import time
 
 from . import crc
 from .codec import put_u16, u16
 from .errors import StoreFull
-from .session import OUT_PUB, OUT_REL, IN_QOS2, IN_REL
 
 MAGIC = b"DMQS"
 FORMAT = const(1)          # the format version this code writes
@@ -38,10 +37,6 @@ R_SUB = const(0x07)        # sub_id u32, options u8, topic filter
 
 HF_ASSIGNED_ID = const(0x01)   # the client id was assigned by the broker
 HF_OFFLINE = const(0x02)       # written at DISCONNECT: saved_min starts the broker's expiry clock
-
-
-class FormatError(ValueError):
-    pass
 
 
 class LogJournal:
@@ -73,11 +68,12 @@ class LogJournal:
 
     # ------------------------------------------------------------ one change
     def put(self):  # noalloc (ring; a file backend may open a file)
-        """Write the change the engine just made (e.rec) before its packet goes out."""
+        """Write the change the engine just made before its packet goes out:
+        e.rec is the record type (session.py uses the same numbers)."""
         e = self.e
         k = e.rec
         e.rec = 0
-        if k == OUT_PUB and self.batch_ms:
+        if k == R_OUT_PUB and self.batch_ms:
             if self.nbatch >= len(self.batch):
                 self.flush()
             if not self.nbatch:
@@ -85,11 +81,11 @@ class LogJournal:
             self.batch[self.nbatch] = e.pid[e.rec_slot]
             self.nbatch += 1
             return
-        if not self._room(e.len[e.rec_slot] + 9 if k == OUT_PUB else 9):
+        if not self._room(e.len[e.rec_slot] + 9 if k == R_OUT_PUB else 9):
             self.checkpoint()                 # it holds the change: the RAM state has it
             return
         self._batched()
-        if k == OUT_PUB:
+        if k == R_OUT_PUB:
             self._pub(e.rec_slot)
         else:
             self._pid(k, e.rec_pid)
@@ -203,50 +199,34 @@ class LogJournal:
     def stats(self):
         return self.b.stats()
 
-    def load(self):
-        """The stored State, or None. Raises FormatError for a state that is
-        not this library's (the caller sets it aside)."""
-        data = self.b.load()
-        return parse(data) if data else None
-
     def fits(self, n):  # noalloc
-        """Would the state, grown by a record of n bytes, fit one checkpoint?"""
-        e = self.e
-        size = (30 + len(e.cid) + 16 * len(e.subs) + e.subs_len + e.nbytes + 9 * e.count
-                + 9 * e.rx2_n + n)
-        return size <= self.b.capacity
+        return fits(self.e, n, self.b.capacity)
 
 
-def open_journal(where, e, prog_size, batch_ms, event):
-    """The journal for session_file `where` (a path or a block device), with
-    the stored state restored into engine e. An unusable state is set aside
-    and reported through event(name, info)."""
-    if isinstance(where, str):
-        from .filelog import FileLog
-        b = FileLog(where)
-    else:
-        from .ring import RingStore
-        if prog_size is None and sys.platform == "rp2":
-            prog_size = 256           # rp2.Flash programs whole 256-byte pages
-        b = RingStore(where, prog_size=prog_size, max_append=e.buf_size + 16 + 2 * e.nslots)
-    j = LogJournal(b, e, batch_ms, e.qos12)
-    try:
-        st = j.load()
-        if st:
-            if st.intact_after:       # more than a torn last write: records lost
-                event("damaged", {"dropped_bytes": st.dropped})
-            e.restore(st, time.ticks_ms(), wall_minutes())
-            if e.expired:
-                event("expired", {"saved_min": st.saved_min, "expiry": st.expiry})
-            j.checkpoint()            # at once: drops a torn tail and the acks it replays
-    except ValueError as x:           # FormatError, or a state that is not ours
-        j.set_aside()
-        event("discarded", {"reason": str(x)})
-    return j
+def fits(e, n, capacity):  # noalloc
+    """Would engine e's state, grown by a record of n bytes, be at most
+    capacity bytes (what one checkpoint of the store can hold)?"""
+    n += 30 + len(e.cid) + e.nbytes + 13 * e.count + 9 * e.rx2_n
+    for k in range(len(e.subs)):
+        n += 16 + len(e.subs[k][0])
+    return n <= capacity
 
 
 def write_state(e, j, offline):
     """Stream engine e's whole state as records through journal j."""
+    write_head(e, j, offline)
+    for k in range(e.count):
+        s = e.slot(k)
+        if s == 1:
+            j._pub(e.index(k))
+        elif s == 3:
+            j._pid(R_OUT_REL, e.pid[e.index(k)])
+    for k in range(e.rx2_n):
+        j._pid(R_IN_QOS2, e.rx2[k])
+
+
+def write_head(e, j, offline):
+    """MAGIC, the HEADER record and a SUB record per subscription."""
     h = j.h
     h[0:4] = MAGIC
     h[4] = FORMAT
@@ -279,14 +259,6 @@ def write_state(e, j, offline):
         j._part(f, 0, len(f), False)
         crc.put(j.s, h, 0)
         j.b.write(h, 0, 4)
-    for k in range(e.count):
-        s = e.slot(k)
-        if s == 1:
-            j._pub(e.index(k))
-        elif s == 3:
-            j._pid(R_OUT_REL, e.pid[e.index(k)])
-    for k in range(e.rx2_n):
-        j._pid(R_IN_QOS2, e.rx2[k])
 
 
 _EPOCH_2000 = const(946684800)
@@ -301,119 +273,6 @@ def wall_minutes():
     return int(t) // 60 if t > 631152000 else 0
 
 
-class State:
-    """A stored state read back (boot time; allocates freely)."""
-
-    def __init__(self):
-        self.version = 0
-        self.flags = 0
-        self.assigned = False
-        self.offline = False
-        self.expiry = 0
-        self.saved_min = 0
-        self.next_pid = 0
-        self.client_id = b""
-        self.subs = []           # [(filter, options, sub_id)]
-        self.out = []            # [[pid, packet or None (a PUBREL owed)]] in send order
-        self.in_qos2 = []
-        self.records = 0
-        self.torn = False        # the stream ended at a bad record
-        self.dropped = 0         # bytes from there on
-        self.intact_after = False    # a good record follows the damage: not just a torn tail
-
-
-def parse(data):
-    """Bytes -> State. FormatError when they are not a state (no magic, a
-    newer format, a bad header); a damaged record after a good header only
-    ends the stream there (st.torn)."""
-    n = len(data)
-    if n < 5 or bytes(data[0:4]) != MAGIC:
-        raise FormatError("not a durable_mqtt session (no magic)")
-    if not 0 < data[4] <= FORMAT:
-        raise FormatError("session format %d is newer than this library's" % data[4])
-    buf = data if isinstance(data, (bytearray, memoryview)) else bytearray(data)
-    st = State()
-    p = 5
-    last = 0
-    out = {}
-    while p < n:
-        kind = buf[p]
-        ln = u16(buf, p + 1) if p + 3 <= n else 0
-        end = p + 3 + ln
-        if p + 3 > n or end + 4 > n or not crc.check(buf, p, ln + 3):
-            if not st.records:
-                raise FormatError("session header damaged")
-            st.torn = True
-            st.dropped = n - p
-            st.intact_after = _record_after(buf, p + 1, n)
-            break
-        b = p + 3
-        if kind == R_HEADER:
-            if ln < 14 or st.records or 14 + u16(buf, b + 12) != ln or buf[b] not in (4, 5):
-                raise FormatError("bad session header")
-            st.version = buf[b]
-            st.flags = buf[b + 1]
-            st.assigned = bool(buf[b + 1] & HF_ASSIGNED_ID)
-            st.offline = bool(buf[b + 1] & HF_OFFLINE)
-            st.expiry = int.from_bytes(bytes(buf[b + 2:b + 6]), "big")
-            st.saved_min = int.from_bytes(bytes(buf[b + 6:b + 10]), "big")
-            st.next_pid = last = u16(buf, b + 10)
-            st.client_id = bytes(buf[b + 14:end])
-        elif not st.records:
-            raise FormatError("session does not start with a header")
-        elif kind == R_SUB:
-            f = bytes(buf[b + 5:end])
-            st.subs = [s for s in st.subs if s[0] != f]
-            st.subs.append((f, buf[b + 4], int.from_bytes(bytes(buf[b:b + 4]), "big")))
-        elif kind == R_OUT_PUB:
-            last = u16(buf, b)
-            _drop(st.out, out, last)
-            ent = [last, bytes(buf[b + 2:end])]
-            st.out.append(ent)
-            out[last] = ent
-        elif kind == R_OUT_ACKED:
-            for q in range(b, end - 1, 2):
-                _drop(st.out, out, u16(buf, q))
-        elif kind == R_OUT_REL:
-            pid = u16(buf, b)
-            ent = out.get(pid)
-            if ent is None:
-                ent = out[pid] = [pid, None]
-                st.out.append(ent)
-            ent[1] = None
-        elif kind == R_IN_QOS2:
-            pid = u16(buf, b)
-            if pid not in st.in_qos2:
-                st.in_qos2.append(pid)
-        elif kind == R_IN_REL:
-            for q in range(b, end - 1, 2):
-                pid = u16(buf, q)
-                if pid in st.in_qos2:
-                    st.in_qos2.remove(pid)
-        st.records += 1              # (any other type: a newer writer's, skipped)
-        p = end + 4
-    if not st.records:
-        raise FormatError("empty session")
-    st.next_pid = last
-    return st
-
-
-def _record_after(buf, p, n):
-    # Is there a whole record with a good CRC past p? (boot only)
-    while p + 7 <= n:
-        ln = u16(buf, p + 1)
-        if 1 <= buf[p] <= R_SUB and p + ln + 7 <= n and crc.check(buf, p, ln + 3):
-            return True
-        p += 1
-    return False
-
-
-def _drop(lst, index, pid):
-    ent = index.pop(pid, None)
-    if ent is not None:
-        lst.remove(ent)
-
-
 class Bytes:
     """A backend that collects a checkpoint in RAM: save_session()."""
 
@@ -422,6 +281,13 @@ class Bytes:
 
     def write(self, buf, off, n):
         self.out.extend(buf[off:off + n])
+
+
+def head_bytes(e, offline):
+    """MAGIC, HEADER and SUB records as bytes (filestore.py's "h")."""
+    j = LogJournal(Bytes(), e)
+    write_head(e, j, offline)
+    return j.b.out
 
 
 def state_bytes(e):

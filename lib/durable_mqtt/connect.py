@@ -1,0 +1,179 @@
+# Opening a session's connection: CONNECT and CONNACK, the broker's limits,
+# Session Present against the stored state (the rules are session.py's).
+# Loaded by connect() and unloaded after (client.unload): a device pays for
+# it while connecting.
+#
+# connecting() is a generator: it yields how long it may wait for the socket
+# (ms; negative: for it to become writable). MQTTClient.run() waits
+# blocking; aio.AsyncClient awaits the same steps.
+import time
+from micropython import const
+
+from .codec import fail, put_str, put_block, put_u16, put_varint, varint_size, too_large
+from .errors import ConnectRefused, Timeout
+
+_CONNECT = const(0x10)
+_CONNACK = const(0x20)
+_NEVER = const(0xFFFFFFFF)
+_ERR_TIMEOUT = const(-4)
+_RECONNECTS = const(9)       # link.py's counter numbers
+_RESENT = const(8)
+
+
+def connecting(c, clean_session, timeout_ms, server, port, fresh):
+    e = c.engine
+    k = c.conn
+    if e.expired and clean_session is None:
+        e.expired = False                # the stored session outlived its expiry
+        clean_session = fresh = True
+    if fresh:
+        if c.v5 and c.expiry_arg is None:
+            c.expiry_arg = _NEVER
+        if not c.v5:                     # 3.1.1: a clean connection ends the old session
+            yield from connecting(c, True, timeout_ms, server, port, False)
+            k.disconnect(None)
+            clean_session = False
+    clean = c.clean = c.clean_session if clean_session is None else clean_session
+    tmo = timeout_ms or c.timeout_ms
+    host = server or c.server
+    port = port or c.port
+    k.drop()
+    k.failure = None
+    e.expiry = c.expiry_for(clean)
+    persistent = c.persistent(clean)
+    from . import dial
+    try:
+        s = dial.start(host, port, tmo, not c.async_connect)
+        if c.async_connect:
+            k.net.sock = s
+            yield -tmo                   # writable: connected (or failed: the write says)
+        k.net.opened(dial.secure(s, host, port, c.ssl, c.tls_verify, tmo))
+        k.connack = None
+        k.in_connect = True
+        k.send(c.tx, 0, _connect(c, clean))
+        deadline = time.ticks_add(time.ticks_ms(), tmo)
+        while True:
+            while k.connack is None and k.read():
+                pass
+            if k.connack is not None:
+                break
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                raise Timeout(_ERR_TIMEOUT, "no CONNACK in %d ms" % tmo)
+            yield left
+        sp, code, p = k.connack
+        if code:
+            from .reasons import text
+            raise ConnectRefused(code, "broker refused the connection: " + text(code, c.v5, True, p))
+        _limits(c, p)
+        ev = e.connected(sp, clean)
+    except BaseException:
+        k.drop()
+        raise
+    finally:
+        k.in_connect = False
+    k.connected = True
+    c.session_present = sp
+    k.last_tx = k.last_rx = time.ticks_ms()
+    c.counts[_RECONNECTS] += 1
+    info = {"queued": e.held}
+    if ev == "resumed":
+        c.counts[_RESENT] += e.held
+        info = {"resending": e.held, "awaiting_pubrel": e.rx2_n}
+    elif ev == "lost":
+        info = {"requeued": e.held, "dropped_released": e.dropped, "resubscribed": 0}
+    j = c.journal
+    c.persist = j is not None and persistent
+    if j:
+        if persistent or e.held:
+            j.checkpoint()               # accepted messages stay stored until sent
+        else:
+            j.erase()                    # MQTT-3.1.2-6: a clean session is never reused
+    if ev == "lost" and c.resubscribe:
+        from .request import requesting
+        for f, opts, sid in list(e.subs):
+            try:
+                yield from requesting(c, f, opts, sid)
+                info["resubscribed"] += 1
+            except ConnectRefused:
+                e.unsubscribed(f)        # the broker refused it: forgotten
+    c.event(ev, info)
+    if fresh and not clean:
+        c.clean_session = False
+    k.drain()
+    return sp
+
+
+def _connect(c, clean):
+    # CONNECT at tx[0]; returns its length.
+    props = b""
+    if c.v5:
+        d = {"receive_maximum": c.receive_max, "maximum_packet_size": c.buf_size}
+        if c.engine.expiry:
+            d["session_expiry"] = c.engine.expiry
+        props = c.props.encode(d)
+    return connect_packet(c.tx, c.engine.cid, c.v5, c.keepalive, clean, c.user, c.pswd, c.will, props)
+
+
+def connect_packet(buf, cid, v5, keepalive, clean, user, pswd, will, props):
+    """CONNECT at buf[0]; returns its length. Strings are bytes; will is
+    (topic, msg, retain, qos, props block) or None; props: the CONNECT
+    properties, encoded (MQTT 5)."""
+    rl = 12 + len(cid) + (varint_size(len(props)) + len(props) if v5 else 0)
+    flags = 0x02 if clean else 0
+    if will:
+        flags |= 0x04 | (will[3] << 3) | (0x20 if will[2] else 0)
+        rl += 4 + len(will[0]) + len(will[1]) + (varint_size(len(will[4])) + len(will[4]) if v5 else 0)
+    if user is not None:
+        flags |= 0x80
+        rl += 2 + len(user)
+    if pswd is not None:
+        flags |= 0x40
+        rl += 2 + len(pswd)
+    if 1 + varint_size(rl) + rl > len(buf):
+        too_large("CONNECT", 1 + varint_size(rl) + rl, len(buf))
+    buf[0] = _CONNECT
+    off = put_str(buf, put_varint(buf, 1, rl), b"MQTT")
+    buf[off] = 5 if v5 else 4
+    buf[off + 1] = flags
+    off = put_u16(buf, off + 2, keepalive)
+    if v5:
+        off = put_block(buf, off, props)
+    off = put_str(buf, off, cid)
+    if will:
+        if v5:
+            off = put_block(buf, off, will[4])
+        off = put_str(buf, put_str(buf, off, will[0]), will[1])
+    if user is not None:
+        off = put_str(buf, off, user)
+    if pswd is not None:
+        off = put_str(buf, off, pswd)
+    return off
+
+
+def connack(c, n):
+    """CONNACK (link.py hands it over while connecting)."""
+    k = c.conn
+    rx = k.rx
+    if n < 2 or (n != 2 and not c.v5) or rx[0] & 0xFE:
+        fail("malformed CONNACK (MQTT-3.2.2-1)")
+    k.connack = (bool(rx[0] & 1), rx[1], c.props.decode(rx, 2, n, 1) if c.v5 else None)
+
+
+def _limits(c, p):
+    # The broker's limits and overrides in CONNACK (MQTT 5).
+    e = c.engine
+    k = c.conn
+    k.ka_ms = c.keepalive * 1000
+    if not p:
+        e.limits(0, 0, 2, 1)
+        return
+    e.limits(p.get("receive_maximum", 0), p.get("maximum_packet_size", 0),   # MQTT-3.3.4-7, 3.2.2-15
+             p.get("maximum_qos", 2), p.get("retain_available", 1))         # MQTT-3.2.2-11, -14
+    if "server_keep_alive" in p:                                             # MQTT-3.2.2-21
+        k.ka_ms = p["server_keep_alive"] * 1000
+    if "session_expiry" in p:
+        e.expiry = p["session_expiry"]
+    if "assigned_client_id" in p:
+        e.cid = p["assigned_client_id"].encode()
+        e.cid_assigned = True

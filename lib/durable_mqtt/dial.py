@@ -1,0 +1,68 @@
+# Opening the connection to a broker: name lookup, TCP, TLS, and the errors
+# a user meets there as sentences (docs/troubleshooting.md). Used only while
+# connecting (connect.py), then unloaded.
+import errno
+import socket
+from micropython import const
+
+from .errors import MQTTException, Timeout
+
+_ERR_TIMEOUT = const(-4)
+_ERR_CLOSED = const(-5)
+_CERT_REQUIRED = const(2)     # ssl.CERT_REQUIRED (MBEDTLS_SSL_VERIFY_REQUIRED)
+_TIMEOUTS = (errno.ETIMEDOUT, 116, -110)
+
+
+def start(host, port, timeout_ms, wait):
+    """A TCP socket connected to host:port, or (wait=False) connecting:
+    the caller waits for it to become writable, then calls secure()."""
+    try:
+        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    except OSError as e:
+        raise MQTTException(_ERR_CLOSED, "cannot resolve %r (errno %s): is the network up?" % (host, e.args[0]))
+    s = socket.socket(ai[0], socket.SOCK_STREAM, ai[2])
+    try:
+        if wait:
+            s.settimeout(timeout_ms / 1000)
+        else:
+            s.setblocking(False)
+        s.connect(ai[-1])
+    except OSError as e:
+        if wait or e.args[0] not in (errno.EINPROGRESS, 119, 115):
+            _failed(s, e, host, port, timeout_ms, None)
+    return s
+
+
+def secure(s, host, port, ctx, verify, timeout_ms):
+    """TLS over s when ctx is given (a blocking handshake, bounded by
+    timeout_ms); returns the socket to use."""
+    if ctx is None:
+        return s
+    try:
+        # MicroPython's ssl.SSLContext starts with verify_mode CERT_NONE: the
+        # broker is verified unless the application opted out (tls_verify).
+        if verify and getattr(ctx, "verify_mode", _CERT_REQUIRED) != _CERT_REQUIRED:
+            ctx.verify_mode = _CERT_REQUIRED
+        s.settimeout(timeout_ms / 1000)
+        return ctx.wrap_socket(s, server_hostname=host)
+    except (OSError, ValueError) as e:
+        _failed(s, e, host, port, timeout_ms, ctx)
+
+
+def _failed(s, e, host, port, timeout_ms, tls):
+    s.close()
+    code = e.args[0] if e.args else None
+    if code in _TIMEOUTS:
+        raise Timeout(_ERR_TIMEOUT, "connect to %s:%d: no answer in %d ms" % (host, port, timeout_ms))
+    if tls is not None:
+        # mbedTLS reports a certificate it cannot verify as ValueError or
+        # OSError(-0x2700); with no CA loaded every broker fails so.
+        raise MQTTException(_ERR_CLOSED, "TLS handshake with %s:%d failed (%s): is the broker's CA loaded "
+                            "in the ssl context (load_verify_locations)?" % (host, port, e))
+    if code in (errno.ECONNREFUSED, 111):
+        why = "refused: no broker on that port"
+    elif code in (errno.EHOSTUNREACH, 113, -2, -202):
+        why = "host unreachable"
+    else:
+        why = "socket error"
+    raise MQTTException(_ERR_CLOSED, "connect to %s:%d failed, %s (errno %s)" % (host, port, why, code))

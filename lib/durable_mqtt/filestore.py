@@ -1,0 +1,304 @@
+# The session in a directory of small files on LittleFS, laid out for how
+# LittleFS commits (docs/file-format.md, docs/flash-wear.md):
+#
+#   PATH.d/h     the header and subscriptions (MAGIC, HEADER, SUB records)
+#   PATH.d/i     the incoming QoS 2 ids awaiting PUBREL (one IN_LIST record)
+#   PATH.d/0 ..  slot files: empty (free), or a sequence number (u32) and one
+#                OUT_PUB or OUT_REL record, its CRC covering the number too
+#
+# A file no larger than LittleFS's inline limit (128 bytes on a stock ESP32
+# mount, 512 on a stock RP2040 mount) lives in its directory's metadata log:
+# rewriting it appends one commit there instead of copying a 4 KB block, and
+# the commit is atomic. So every change is one whole-file rewrite (open "wb",
+# write, close) of the file it concerns: accepting a message writes a free
+# slot, a PUBREC rewrites the message's slot as its OUT_REL, an incoming QoS
+# 2 rewrites "i". An acknowledgement costs nothing at first: the slot is free
+# to be overwritten by the next message, which makes the ack durable; slots
+# acknowledged but not yet reused are emptied when nothing is in flight
+# (tick), at flush(), disconnect() and checkpoints. The sequence numbers give
+# the resend order; load.py reads it all back.
+#
+# Cost: a file object per write (LittleFS needs one; about 270 bytes on an
+# ESP32, 1.1 KB on an RP2040, garbage after the write). The log-file layout
+# (filelog.py) writes with no allocation but about one block erase per
+# message; pass session_file=FileLog(path) to choose it.
+from array import array
+import os
+import time
+from micropython import const
+
+from . import crc
+from .codec import put_u16
+from .errors import StoreFull
+from .store import fits, head_bytes
+
+_R_OUT_PUB = const(2)
+_R_OUT_REL = const(4)
+_R_IN_LIST = const(8)        # pid u16 * n: the incoming QoS 2 ids, whole
+_ENOSPC = const(28)
+_ERR_FULL = const(-7)
+
+
+class SlotJournal:
+    """The journal (store.py's interface) of engine e in directory dir."""
+
+    def __init__(self, dir, e, batch_ms=0):
+        self.dir = dir
+        self.e = e
+        self.batch_ms = batch_ms
+        n = e.qos12 + 1              # every message held, and one being replaced
+        self.paths = [dir + "/" + str(k) for k in range(n)]
+        self.pid = array("H", bytes(2 * n))      # the message each slot holds (0: none)
+        self.seq = array("i", bytes(4 * n))      # its sequence number
+        self.stale = bytearray(n)                # acknowledged, not yet emptied on flash
+        self.rel = bytearray(n)                  # holds an OUT_REL (PUBREC came)
+        self.made = 0                            # slot files that exist (0 .. made-1)
+        self.next = 1                            # the next sequence number
+        self.batch = array("H", bytes(2 * n))    # batched mode: OUT_PUB not yet written
+        self.nbatch = 0
+        self.batch_t0 = 0
+        self.nacks = 0                           # stale slots
+        self.h = bytearray(20)
+        self.s = bytearray(4)
+        self.appends = self.checkpoints = self.bytes_written = 0
+        _mkdir(dir)
+        self.capacity = _capacity(dir)
+
+    # ------------------------------------------------------------ per message
+    def put(self):
+        """Write the change the engine just made (e.rec) before its packet
+        goes out."""
+        e = self.e
+        k = e.rec
+        e.rec = 0
+        if k == _R_OUT_PUB:
+            pid = e.pid[e.rec_slot]
+            if self.batch_ms:
+                if not self.nbatch:
+                    self.batch_t0 = time.ticks_ms()
+                self.batch[self.nbatch] = pid
+                self.nbatch += 1
+                if self.nbatch == len(self.batch):
+                    self.flush()
+                return
+            self.stored(e.rec_slot)
+        elif k == _R_OUT_REL:
+            s = self._slot(e.rec_pid)
+            if s >= 0:
+                self._write(s, _R_OUT_REL, self.seq[s], e.rec_pid, None, 0, 0)
+        else:                        # IN_QOS2, IN_REL: the whole table again
+            self._ids()
+
+    def stored(self, i):
+        """Write the engine's slot i into a free slot file: its PUBLISH, or
+        its OUT_REL when it has no packet any more (PUBREC came)."""
+        e = self.e
+        pid = e.pid[i]
+        s = self._free()
+        self.pid[s] = pid
+        self.seq[s] = self.next
+        self.next += 1
+        n = e.len[i]
+        self._write(s, _R_OUT_PUB if n else _R_OUT_REL, self.seq[s], pid, e.arena, e.off[i], n)
+
+    def _slot(self, pid):
+        # The slot holding message pid (-1: none).
+        for s in range(self.made):
+            if self.pid[s] == pid:
+                return s
+        return -1
+
+    def _free(self):
+        # A slot to write a new message into: one acknowledged (its rewrite
+        # makes the ack durable), else an empty one, else a new file.
+        best = -1
+        for s in range(self.made):
+            if not self.pid[s]:
+                if self.stale[s]:
+                    return s
+                best = s
+        if best < 0:
+            best = self.made
+            self.made += 1
+        return best
+
+    def _write(self, s, kind, seq, pid, buf, off, n):
+        # Slot s := seq, record (type kind, pid, buf[off:off+n]); one commit.
+        h = self.h
+        h[0] = seq >> 24
+        h[1] = (seq >> 16) & 0xFF
+        put_u16(h, 2, seq & 0xFFFF)
+        h[4] = kind
+        put_u16(h, 5, n + 2)
+        put_u16(h, 7, pid)
+        crc.start(self.s)
+        crc.add(self.s, h, 0, 9)
+        if n:
+            crc.add(self.s, buf, off, n)
+        crc.put(self.s, h, 9)
+        try:
+            with open(self.paths[s], "wb") as f:
+                f.write(h, 0, 9)
+                if n:
+                    f.write(buf, off, n)
+                f.write(h, 9, 4)
+        except OSError as x:
+            _raise(x)
+        if self.stale[s]:
+            self.stale[s] = 0
+            self.nacks -= 1
+        self.rel[s] = kind == _R_OUT_REL
+        self.appends += 1
+        self.bytes_written += n + 13
+
+    def _ids(self):
+        # "i" := one IN_LIST record of the incoming QoS 2 ids awaiting PUBREL.
+        e = self.e
+        n = e.rx2_n
+        b = bytearray(7 + 2 * n)
+        b[0] = _R_IN_LIST
+        put_u16(b, 1, 2 * n)
+        for k in range(n):
+            put_u16(b, 3 + 2 * k, e.rx2[k])
+        crc.seal(b, 0, 3 + 2 * n)
+        self._file("i", b)
+
+    def _file(self, name, data):
+        try:
+            with open(self.dir + "/" + name, "wb") as f:
+                f.write(data)
+        except OSError as x:
+            _raise(x)
+        self.bytes_written += len(data)
+
+    def acked(self, pid):
+        """A QoS 1/2 message left the session: its slot becomes free, to be
+        overwritten (or emptied) later."""
+        s = self._slot(pid)
+        if s >= 0:
+            self.pid[s] = 0
+            self.stale[s] = 1
+            self.nacks += 1
+        else:
+            for k in range(self.nbatch):     # batched and never written
+                if self.batch[k] == pid:
+                    self.batch[k] = 0
+
+    def flush(self):
+        """Batched messages and emptied slots reach flash now."""
+        e = self.e
+        for k in range(self.nbatch):
+            pid = self.batch[k]
+            i = e.find(pid, 0) if pid else -1
+            if i >= 0 and e.len[i]:
+                self.stored(i)
+        self.nbatch = 0
+        for s in range(self.made):
+            if self.stale[s]:
+                self._file(str(s), b"")
+                self.stale[s] = 0
+        self.nacks = 0
+
+    def tick(self, now):
+        if self.nbatch and time.ticks_diff(now, self.batch_t0) >= self.batch_ms:
+            self.flush()
+        elif self.nacks and not self.e.held:
+            self.flush()              # idle: the acks reach flash before the program may end
+
+    def fits(self, n):  # noalloc
+        return fits(self.e, n, self.capacity)
+
+    # ------------------------------------------------------------ the whole state
+    def checkpoint(self, offline=False):
+        """The whole state made current: slots for the messages the engine
+        holds (restore_session(), a move from the log layout), none for
+        those it dropped (a clean start), the header and incoming ids
+        rewritten (the header last: it makes the session)."""
+        e = self.e
+        self.flush()
+        for s in range(self.made):
+            if self.pid[s] and e.find(self.pid[s], 0) < 0:
+                self.acked(self.pid[s])
+        for k in range(e.count):
+            if e.slot(k):
+                i = e.index(k)
+                s = self._slot(e.pid[i])
+                if s < 0:
+                    self.stored(i)
+                elif not e.len[i] and not self.rel[s]:
+                    self._write(s, _R_OUT_REL, self.seq[s], e.pid[i], None, 0, 0)
+        self.flush()
+        self._ids()
+        self._file("h", head_bytes(e, offline))
+        self.checkpoints += 1
+
+    def erase(self):
+        """Forget the session: "h" first (without it nothing loads), then
+        every slot."""
+        _remove(self.dir + "/h")
+        _remove(self.dir + "/i")
+        for s in range(self.made):
+            if self.pid[s] or self.stale[s]:
+                self._file(str(s), b"")
+            self.pid[s] = self.stale[s] = self.rel[s] = 0
+        self.nacks = self.nbatch = 0
+
+    def set_aside(self):
+        """Keep an unusable session for inspection (PATH.d.bad) and start empty."""
+        bad = self.dir + ".bad"
+        for name in _ls(bad):
+            _remove(bad + "/" + name)
+        try:
+            os.rmdir(bad)
+        except OSError:
+            pass
+        try:
+            os.rename(self.dir, bad)
+        except OSError:
+            pass
+        _mkdir(self.dir)
+        self.made = 0
+        self.nacks = 0
+
+    def close(self):
+        pass
+
+    def stats(self):
+        return {"bytes_written": self.bytes_written, "slots": self.made, "slot_writes": self.appends}
+
+
+def _raise(x):
+    if x.args and x.args[0] == _ENOSPC:
+        raise StoreFull(_ERR_FULL, "filesystem full")
+    raise x
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+
+
+def _ls(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return ()
+
+
+def _capacity(dir):
+    # The largest state this filesystem can take: half its free space (a
+    # rewrite may need room for the old and the new copy), less 2 blocks.
+    try:
+        st = os.statvfs(dir)
+    except OSError:
+        return 0
+    return max(0, (st[3] - 2) * st[0] // 2)

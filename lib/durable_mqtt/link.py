@@ -1,0 +1,442 @@
+# The connection of an MQTTClient, per packet: reading and dispatching what
+# the broker sends, acknowledgements, keepalive, and sending what the
+# session lets out. Loaded at the first connect (client.py explains the
+# split); connect, subscribe and disconnect are control.py's.
+#
+# The session engine decides, this module carries out: a change the engine
+# asks to keep (engine.rec) reaches flash before the packet that depends on
+# it is sent (put_send). Paths marked `# noalloc` allocate nothing.
+import time
+from micropython import const
+
+from . import codec
+from .errors import ProtocolError, PacketTooLarge, PeerClosed, Timeout
+from .transport import Transport
+
+_CONNACK = const(0x20)
+_PUBLISH = const(0x30)
+_PUBACK = const(0x40)
+_PUBREC = const(0x50)
+_PUBREL = const(0x60)
+_PUBCOMP = const(0x70)
+_PINGREQ = const(0xC0)
+_PINGRESP = const(0xD0)
+_SUBACK = const(0x90)
+_UNSUBACK = const(0xB0)
+_DISCONNECT = const(0xE0)
+_ERR_TOO_LARGE = const(-3)
+_ERR_TIMEOUT = const(-4)
+_HDR = const(5)              # bytes read at once: a fixed header, or a whole small packet
+_VIEWS = const(24)           # views of the receive buffer kept for callbacks
+_HEAD = const(0)             # reader states
+_BODY = const(1)
+_DRAIN = const(2)
+# Counters: their index in MQTTClient.counts (control.stats() names them).
+SENT = const(0)
+ACKED = const(1)
+REFUSED = const(2)
+EXPIRED = const(3)
+RECEIVED = const(4)
+DUP_IN = const(5)
+DROPPED_QOS0 = const(6)
+OVERSIZE_IN = const(7)
+RESENT = const(8)
+RECONNECTS = const(9)
+# MQTT 5 reason codes a broker may put in PUBACK/PUBREC, and in PUBREL/PUBCOMP.
+_RC_PUB = b"\x00\x10\x80\x83\x87\x90\x91\x97\x99"
+_RC_REL = b"\x00\x92"
+
+
+class Link:
+    def __init__(self, c):
+        self.c = c
+        self.net = Transport()
+        self.rx = bytearray(c.buf_size)
+        self.box = codec.Box()
+        self.hdr = bytearray(_HDR)
+        self.hdrv = [memoryview(self.hdr)[i:] for i in range(_HDR)]
+        self.views = {}
+        self.connected = self.in_connect = self.due = False
+        self.connack = self.failure = None   # failure: kept for the next call (client.need_link)
+        self.result = -1                     # the code of the SUBACK / UNSUBACK awaited
+        self.ka_ms = c.keepalive * 1000
+        self.last_tx = self.last_rx = 0
+        self.oversize = 0
+        self.drop()
+
+    def drop(self):  # noalloc
+        """Close the connection; the next one starts with a fresh reader."""
+        self.connected = False
+        self.net.close()
+        self.ping_at = -1                    # ticks_ms of the PINGREQ awaiting its PINGRESP
+        self.rs = _HEAD
+        self.carry = self.got = self.rlen = self.first = self.left = 0
+
+    def failed(self, exc):  # noalloc
+        # The first failure is kept; the next call that needs the link raises it.
+        if self.failure is None:
+            self.failure = exc
+        self.drop()
+
+    def send(self, buf, off, n):  # noalloc
+        self.net.write(buf, off, n, self.c.timeout_ms)
+        self.last_tx = time.ticks_ms()
+
+    def put_send(self, n):  # noalloc
+        """What the session just asked to keep goes to flash, then n bytes of tx out."""
+        c = self.c
+        if c.engine.rec:
+            if c.persist:
+                c.journal.put()
+            c.engine.rec = 0
+        if n:
+            self.send(c.tx, 0, n)
+
+    def disconnect(self, session_expiry):
+        """DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
+        session state reached flash; the connection closes."""
+        c = self.c
+        e = c.engine
+        if session_expiry is not None:
+            if not c.v5:
+                raise ValueError("session_expiry on DISCONNECT needs MQTT 5")
+            if not e.expiry and session_expiry:
+                raise ValueError("a session with expiry 0 cannot be extended (MQTT-3.14.2-1)")
+            e.expiry = session_expiry
+        if c.persist:
+            if c.v5 and not e.expiry:
+                c.journal.erase()            # the session ends here
+                c.persist = False
+            else:
+                c.journal.checkpoint(True)   # the broker's expiry clock starts now
+        if not c.persistent(c.clean):
+            e.has_state = False              # the broker ends such a session with the connection
+        if self.connected:
+            buf = c.tx
+            buf[0] = _DISCONNECT
+            buf[1] = 0
+            n = 2
+            if session_expiry is not None:   # MQTT 5: reason 0, Session Expiry
+                p = c.props.encode({"session_expiry": session_expiry})
+                buf[1] = len(p) + 2
+                buf[2] = 0
+                n = codec.put_block(buf, 3, p)
+            try:
+                self.send(buf, 0, n)
+            except OSError:
+                pass
+        self.drop()
+
+    # ------------------------------------------------------------ sending
+    def publish0(self, t, msg, retain, rl, pr, n):  # noalloc
+        """A QoS 0 PUBLISH straight out of tx, never queued."""
+        tx = self.c.tx
+        p = codec.put_publish(tx, 0, 0x30 | retain, rl, t, 0, pr)
+        tx[p:p + len(msg)] = msg
+        try:
+            self.send(tx, 0, n)
+            self.c.counts[SENT] += 1
+        except OSError as x:
+            # The link just broke: a QoS 0 message is lost (counted); the
+            # error comes from the next check_msg() / wait_msg().
+            self.failed(x)
+            self.c.counts[DROPPED_QOS0] += 1
+
+    def drain(self):  # noalloc
+        """Send what the session lets out now: queued PUBLISH, owed PUBREL."""
+        e = self.c.engine
+        try:
+            while self.connected:
+                n = e.next_out(time.ticks_ms(), self.c.tx)
+                if n > 0:
+                    if e.src is e.arena:
+                        self.c.counts[SENT] += 1
+                    self.send(e.src, e.src_off, n)
+                elif n:
+                    self.done()
+                else:
+                    return
+        except OSError as x:
+            self.failed(x)
+
+    def done(self):  # noalloc
+        """A QoS 1/2 message left the session: logged lazily, reported; its
+        window place goes to the next one once the reads are handled."""
+        c = self.c
+        e = c.engine
+        pid = e.done_pid
+        r = e.done_reason
+        e.done_pid = 0
+        c.counts[REFUSED if r >= 0x80 else EXPIRED if r < 0 else ACKED] += 1
+        if c.persist:
+            c.journal.acked(pid)
+        if c.on_done:
+            c.on_done(pid, r)
+        self.due = True
+
+    # ------------------------------------------------------------ receiving
+    def check_msg(self):  # noalloc
+        try:
+            while self.connected and self.read():
+                pass
+            self.keepalive()
+        except OSError as x:
+            self.failed(x)
+            self.c.need_link()
+        self.after()
+
+    def wait_msg(self, timeout_ms):  # noalloc
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms or 0)
+        kind = None
+        try:
+            while True:
+                k = self.read()
+                wait = self.keepalive()
+                if k:
+                    kind = k
+                    break
+                if not self.connected:
+                    self.c.need_link()
+                if timeout_ms is not None:
+                    left = time.ticks_diff(deadline, time.ticks_ms())
+                    if left <= 0:
+                        break
+                    wait = left if wait < 0 or left < wait else wait
+                self.net.wait(wait)
+        except OSError as x:
+            self.failed(x)
+            self.c.need_link()
+        self.after()
+        return kind
+
+    def after(self):  # noalloc
+        # After reading: the window places freed go to the next messages, the
+        # store writes what is due, an oversize PUBLISH dropped is reported.
+        if self.due:
+            self.due = False
+            self.drain()
+        j = self.c.journal
+        if j is not None and (j.nacks or j.nbatch):
+            j.tick(time.ticks_ms())
+        if self.oversize:
+            n = self.oversize
+            self.oversize = 0
+            raise PacketTooLarge(_ERR_TOO_LARGE, "dropped an incoming PUBLISH of %d bytes: buf_size is %d"
+                                 % (n, self.c.buf_size))
+
+    def ping(self):
+        try:
+            self.ping_now()
+        except OSError as x:
+            self.failed(x)
+            self.c.need_link()
+
+    def ping_now(self):  # noalloc
+        tx = self.c.tx
+        tx[0] = _PINGREQ
+        tx[1] = 0
+        self.send(tx, 0, 2)
+        if self.ping_at < 0:
+            self.ping_at = self.last_tx
+
+    def keepalive(self):  # noalloc
+        """Ping when idle half the keepalive; a PINGRESP half a keepalive late
+        means a dead link (a black-holed TCP connection never errors by
+        itself). Returns ms until the next keepalive action, -1 for none."""
+        ka = self.ka_ms >> 1
+        if not ka or not self.connected:
+            return -1
+        now = time.ticks_ms()
+        if self.ping_at >= 0:
+            late = time.ticks_diff(now, self.ping_at)
+            if late >= ka:
+                raise Timeout(_ERR_TIMEOUT, "no PINGRESP in %d ms: link dead" % ka)
+            return ka - late
+        idle = max(time.ticks_diff(now, self.last_tx), time.ticks_diff(now, self.last_rx))
+        if idle >= ka:
+            self.ping_now()
+            return ka
+        return ka - idle
+
+    def keepalive_wait(self):
+        w = self.keepalive()
+        return 1000 if w < 0 else max(1, w)
+
+    def view(self, off, n):  # noalloc after the first sight of (off, n)
+        """A memoryview of rx[off:off+n], kept: a repeated size costs nothing."""
+        key = (off << 20) | n
+        v = self.views.get(key)
+        if v is None:
+            if len(self.views) >= _VIEWS:
+                self.views.clear()
+            v = self.views[key] = memoryview(self.rx)[off:off + n]
+        return v
+
+    def read(self):  # noalloc
+        """Advance the reader with what the socket has; when a whole packet
+        is in, handle it and return its type, else 0."""
+        if self.rs == _HEAD and not self.head():
+            return 0
+        if self.rs == _DRAIN:
+            return self.drain_big()
+        got = self.got
+        while got < self.rlen:
+            r = self.net.read_into(self.view(got, len(self.rx) - got) if got else self.rx, self.rlen - got)
+            if not r:
+                self.got = got
+                return 0
+            got += r
+        self.last_rx = time.ticks_ms()
+        return self.dispatch()
+
+    def head(self):  # noalloc
+        # Up to 5 bytes at once: the fixed header and, for the small packets
+        # that dominate (a PUBACK is 4 bytes), the body too. Bytes past this
+        # packet stay in hdr as the start of the next one.
+        hdr = self.hdr
+        got = self.carry
+        h = codec.header_length(hdr, got)
+        while not h:
+            r = self.net.read_into(self.hdrv[got], _HDR - got)
+            if not r:
+                self.carry = got
+                return False
+            got += r
+            h = codec.header_length(hdr, got)
+        self.last_rx = time.ticks_ms()
+        self.first = hdr[0]
+        codec.get_varint(hdr, 1, h, self.box)
+        rl = self.rlen = self.box.value
+        take = self.got = min(got - h, rl)
+        for k in range(take):
+            self.rx[k] = hdr[h + k]
+        self.carry = got - h - take
+        for k in range(self.carry):
+            hdr[k] = hdr[h + take + k]
+        self.rs = _BODY
+        if h + rl > len(self.rx):
+            if self.first & 0xF0 != _PUBLISH:
+                codec.too_large("incoming packet type 0x%02x" % (self.first & 0xF0), h + rl, len(self.rx))
+            self.rs = _DRAIN
+            self.left = rl - take
+            self.oversize = h + rl
+        return True
+
+    def drain_big(self):  # noalloc
+        # An oversize PUBLISH: its first buf_size bytes (topic, packet id)
+        # stay in rx, the rest is read into tx (free: nothing is sent
+        # meanwhile) and dropped. It is acknowledged, so the broker does not
+        # resend it for ever, and reported by the call that read it
+        # (PacketTooLarge); the link stays up.
+        rx = self.rx
+        keep = min(len(rx), self.rlen)
+        while self.left:
+            got = self.got
+            if got < keep:
+                r = self.net.read_into(self.view(got, keep - got) if got else rx, keep - got)
+                self.got += r
+            else:
+                r = self.net.read_into(self.c.tx, min(len(rx), self.left))
+            if not r:
+                return 0
+            self.left -= r
+        self.rs = _HEAD
+        self.last_rx = time.ticks_ms()
+        self.c.counts[OVERSIZE_IN] += 1
+        qos = (self.first >> 1) & 3
+        t = codec.u16(rx, 0) + 2
+        if qos and t + 2 <= keep and codec.u16(rx, t):
+            self.put_send(self.c.engine.ack_incoming(qos, codec.u16(rx, t), 0x97 if self.c.v5 else 0, self.c.tx))
+        return _PUBLISH
+
+    def dispatch(self):  # noalloc
+        first = self.first
+        kind = first & 0xF0
+        self.rs = _HEAD
+        if first & 0x0F != (2 if kind == _PUBREL else 0) and kind != _PUBLISH:
+            codec.fail("reserved flags 0x%x in packet type 0x%02x" % (first & 15, kind))
+        if (kind == _CONNACK) != self.in_connect:
+            codec.fail("packet type 0x%02x %s CONNACK" % (kind, "before" if self.in_connect else "after"))
+        if kind == _PUBLISH:
+            self.incoming()
+        elif _PUBACK <= kind <= _PUBCOMP:
+            self.ack(kind)
+        elif kind == _PINGRESP and not self.rlen:
+            self.ping_at = -1
+        elif kind == _CONNACK:
+            from .connect import connack     # (loaded: this is connect()'s time)
+            connack(self.c, self.rlen)
+        elif kind == _SUBACK or kind == _UNSUBACK:
+            from .request import ack
+            ack(self.c, kind, self.rlen)
+        elif kind == _DISCONNECT and self.c.v5:
+            self.disconnected()
+        else:
+            codec.fail("unexpected packet type 0x%02x" % kind)
+        return kind
+
+    def disconnected(self):
+        # MQTT 5: the broker closes the connection with a reason.
+        rx = self.rx
+        n = self.rlen
+        code = rx[0] if n else 0
+        from .reasons import text
+        raise PeerClosed(code, "broker sent DISCONNECT: " + text(code, True, False,
+                         self.c.props.decode(rx, 1, n, 8) if n > 1 else None))
+
+    def ack(self, kind):  # noalloc
+        c = self.c
+        e = c.engine
+        rx = self.rx
+        n = self.rlen
+        pid = codec.parse_ack(rx, n, c.v5)
+        r = 0
+        if n > 2:                            # MQTT 5: a reason code, maybe properties
+            r = rx[2]
+            if r not in (_RC_PUB if kind < _PUBREL else _RC_REL):
+                codec.fail("reason code 0x%02x not allowed here" % r)
+            if n > 3:
+                c.props.check(rx, 3, n, 4, self.box)
+        if kind == _PUBACK:
+            e.puback(pid, r)
+        elif kind == _PUBREC:
+            self.put_send(e.pubrec(pid, r, c.tx))
+        elif kind == _PUBREL:
+            self.put_send(e.pubrel(pid, c.tx))
+        else:
+            e.pubcomp(pid)
+        if e.done_pid:
+            self.done()
+
+    def incoming(self):  # noalloc
+        c = self.c
+        box = self.box
+        rx = self.rx
+        n = self.rlen
+        codec.parse_publish(rx, n, self.first & 0x0F, c.v5, box)
+        if c.v5:
+            c.props.check(rx, box.props_off, n, 2, box)
+            if box.alias:
+                # This client announces Topic Alias Maximum 0 (MQTT-3.3.2-8).
+                raise ProtocolError(0x94, "topic alias used; the client allows none")
+            if not box.topic_len:
+                codec.check_utf8(rx, 2, 2, True)
+        c.counts[RECEIVED] += 1
+        if not c.engine.incoming(box.qos, box.pid):
+            c.counts[DUP_IN] += 1                        # MQTT-4.3.3-10: not again
+        elif c.cb is not None:
+            self.deliver()
+        # QoS 2: the id reaches flash after delivery and before the PUBREC:
+        # a power cut in between delivers it again (docs/sessions.md).
+        self.put_send(c.engine.ack_incoming(box.qos, box.pid, 0, c.tx))
+
+    def deliver(self):  # noalloc
+        c = self.c
+        box = self.box
+        topic = self.view(box.topic_off, box.topic_len)
+        msg = self.view(box.payload_off, box.payload_len)
+        if c.cb_props:
+            p = c.props.decode(self.rx, box.props_off, box.payload_off, 2) if c.v5 else None
+            c.cb(topic, msg, bool(box.retain), box.qos, p)
+        else:
+            c.cb(topic, msg, bool(box.retain), box.qos)

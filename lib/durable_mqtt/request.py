@@ -1,0 +1,116 @@
+# SUBSCRIBE and UNSUBSCRIBE, one topic filter each, and their acks. Loaded
+# by subscribe() / unsubscribe() (and by connect() when it resubscribes)
+# and unloaded after (client.unload).
+#
+# requesting() is a generator, like connect.connecting().
+import time
+from micropython import const
+
+from .codec import fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
+from .errors import ConnectRefused, Timeout
+
+_SUBSCRIBE = const(0x82)     # SUBSCRIBE, UNSUBSCRIBE carry flags 0b0010 (MQTT-3.8.1-1, 3.10.1-1)
+_SUBACK = const(0x90)
+_UNSUBSCRIBE = const(0xA2)
+_UNSUBACK = const(0xB0)
+_ERR_TIMEOUT = const(-4)
+# Reason codes a broker may put in a SUBACK (3.1.1: 0 1 2 0x80) and an MQTT 5 UNSUBACK.
+_RC_SUB = b"\x00\x01\x02\x80\x83\x87\x8f\x91\x97\x9e\xa1\xa2"
+_RC_SUB4 = b"\x00\x01\x02\x80"
+_RC_UNSUB = b"\x00\x11\x80\x83\x87\x8f\x91"
+
+
+def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, sub_id):
+    if qos not in (0, 1, 2):
+        raise ValueError("qos must be 0, 1 or 2")
+    f = topic.encode() if isinstance(topic, str) else bytes(topic)
+    if not f:
+        raise ValueError("empty topic filter")
+    if c.v5:
+        qos |= (4 if no_local else 0) | (8 if retain_as_published else 0) | ((retain_handling & 3) << 4)
+    elif no_local or retain_as_published or retain_handling or sub_id:
+        raise ValueError("subscription options need MQTT 5")
+    return f, qos, sub_id
+
+
+def requesting(c, f, opts, sid):
+    """SUBSCRIBE to filter f with the options byte opts, or (opts < 0)
+    UNSUBSCRIBE; returns the SUBACK / UNSUBACK code (a refusal raises)."""
+    e = c.engine
+    k = c.conn
+    sub = opts >= 0
+    pid = e.request(_SUBACK if sub else _UNSUBACK)
+    props = None
+    if c.v5:
+        props = c.props.encode({"subscription_id": sid}) if sid else b""
+    n = subscribe_packet(c.tx, pid, f, opts, props)
+    k.result = -1
+    try:
+        k.send(c.tx, 0, n)
+        deadline = time.ticks_add(time.ticks_ms(), c.timeout_ms)
+        while True:
+            while k.connected and k.read():
+                pass
+            k.keepalive()
+            if k.result >= 0:
+                break
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                raise Timeout(_ERR_TIMEOUT, "no %sACK in %d ms" % ("SUB" if sub else "UNSUB", c.timeout_ms))
+            yield left
+    except OSError as x:
+        e.abandon()
+        k.failed(x)
+        k.failure = None
+        raise
+    except BaseException:
+        e.abandon()                      # e.g. the message callback raised meanwhile
+        raise
+    code = k.result
+    if sub:
+        if code >= 0x80:
+            from .reasons import text
+            raise ConnectRefused(code, "broker refused the subscription to %r: %s" % (f, text(code, True)))
+        e.subscribed(f, opts, sid)
+    else:
+        e.unsubscribed(f)
+    if c.persist:
+        c.journal.checkpoint()
+    return code
+
+
+def subscribe_packet(buf, pid, f, opts, props):
+    """SUBSCRIBE to f with the options byte opts, or (opts < 0) UNSUBSCRIBE,
+    at buf[0]; returns its length. props: the encoded properties (MQTT 5)
+    or None (3.1.1)."""
+    sub = opts >= 0
+    rl = 4 + len(f) + sub + (varint_size(len(props)) + len(props) if props is not None else 0)
+    if 1 + varint_size(rl) + rl > len(buf):
+        too_large("SUBSCRIBE", 1 + varint_size(rl) + rl, len(buf))
+    buf[0] = _SUBSCRIBE if sub else _UNSUBSCRIBE
+    n = put_u16(buf, put_varint(buf, 1, rl), pid)
+    if props is not None:
+        n = put_block(buf, n, props)
+    n = put_str(buf, n, f)
+    if sub:
+        buf[n] = opts
+        n += 1
+    return n
+
+
+def ack(c, kind, n):
+    """A SUBACK or UNSUBACK (link.py hands it over): one reason code for
+    the one filter asked (3.1.1 UNSUBACK: none)."""
+    k = c.conn
+    rx = k.rx
+    codes = 1 if kind == _SUBACK or c.v5 else 0
+    off = 2
+    if c.v5 and n > 3:
+        off = c.props.check(rx, 2, n - 1, 4, k.box)
+    if n != off + codes or c.v5 and n < 4:
+        fail("malformed %sACK" % ("SUB" if kind == _SUBACK else "UNSUB"))
+    code = rx[off] if codes else 0
+    if codes and code not in (_RC_UNSUB if kind == _UNSUBACK else _RC_SUB if c.v5 else _RC_SUB4):
+        fail("reason code 0x%02x not allowed here" % code)
+    if c.engine.answer(kind, u16(rx, 0)):
+        k.result = code

@@ -1,0 +1,558 @@
+"""The session engine (lib/durable_mqtt/session.py) on its own: no broker,
+no socket, no store, no clock. Each test feeds it the events a broker
+would cause and checks what it returns: bytes to send, records to keep,
+messages that left, deliveries. One test per MQTT 3.1.1 / 5.0 statement
+about the client that the engine implements, named after it.
+
+The engine runs in the MicroPython unix port, as on a board."""
+import pytest
+
+from conftest import run_mp
+
+PRELUDE = r"""
+from durable_mqtt.session import Session
+from durable_mqtt.errors import ProtocolError, SessionError, QueueFull
+tx = bytearray(64)
+PUBACK, PUBREC, PUBREL, PUBCOMP = 0x40, 0x50, 0x62, 0x70
+
+def engine(v5=False, slots=12, qos12=8, arena=2048, rx2=4, window=4, max_out=256):
+    return Session(v5, b"dev", slots, qos12, arena, rx2, window, max_out)
+
+def pub(e, qos, payload=b"m", topic=b"t", now=0, ttl=0, retain=0):
+    pid = e.accept(topic, payload, qos, retain, b"" if e.v5 else None, now, ttl)
+    e.rec = 0
+    return pid
+
+def out(e, now=0):
+    # Everything the engine lets out now, as (first byte, pid or None, dup).
+    sent = []
+    while True:
+        n = e.next_out(now, tx)
+        if n == 0:
+            return sent
+        if n < 0:
+            sent.append(("left", e.done_pid, e.done_reason))
+            e.done_pid = 0
+            continue
+        b = e.src
+        o = e.src_off
+        first = b[o]
+        if first & 0xF0 == 0x30:
+            tl = (b[o + 2] << 8) | b[o + 3]
+            pid = (b[o + 4 + tl] << 8) | b[o + 5 + tl] if first & 6 else None
+            sent.append(("PUBLISH", pid, bool(first & 8)))
+        else:
+            sent.append((hex(first), (b[o + 2] << 8) | b[o + 3], None))
+
+def raises(exc, f, *a):
+    try:
+        f(*a)
+    except exc as x:
+        return x
+    raise AssertionError("no %s" % exc.__name__)
+"""
+
+
+def run(body):
+    r = run_mp(PRELUDE + body + '\nprint("OK")\n')
+    assert r.stdout.strip().endswith("OK"), r.stdout
+
+
+# ---------------------------------------------------------------- packet ids
+
+def test_MQTT_2_2_1_3_new_packet_id_nonzero_unused_and_wraps():
+    # 3.1.1 MQTT-2.2.1-3 / 5.0 MQTT-2.2.1-3: a new SUBSCRIBE, UNSUBSCRIBE or
+    # QoS>0 PUBLISH gets a non-zero id currently unused; 65535 wraps to 1.
+    run(r"""
+e = engine()
+e.last_pid = 65533
+ids = [pub(e, 1) for _ in range(4)]
+assert ids == [65534, 65535, 1, 2], ids
+out(e)
+e.puback(65535, 0)                 # 65534, 1, 2 still held
+e.last_pid = 65533
+assert pub(e, 1) == 65535          # freed: usable again
+assert pub(e, 1) == 3              # 65534 (held) and 1, 2 (held) skipped
+assert e.request(0x90) == 4        # SUBSCRIBE ids come from the same pool
+assert pub(e, 2) == 5              # ... and are in use until their ack
+""")
+
+
+def test_MQTT_2_3_1_1_qos0_has_no_packet_id():
+    run(r"""
+e = engine()
+assert pub(e, 0) == 0 and e.held == 0
+assert out(e) == [("PUBLISH", None, False)]
+""")
+
+
+# ---------------------------------------------------------------- sending QoS 1 / 2
+
+def test_MQTT_4_3_2_1_qos1_held_until_puback():
+    # The PUBLISH is unacknowledged until its PUBACK; then it leaves.
+    run(r"""
+e = engine()
+pid = pub(e, 1)
+assert e.rec == 0 and e.held == 1
+assert out(e) == [("PUBLISH", pid, False)]
+assert e.held == 1 and e.inflight == 1
+e.puback(pid, 0)
+assert e.done_pid == pid and e.done_reason == 0 and e.held == 0 and e.inflight == 0
+""")
+
+
+def test_accepting_a_qos12_message_asks_for_its_record_first():
+    # Durability: accept() asks the front end to store OUT_PUB (type 2)
+    # before anything is sent; QoS 0 asks for nothing.
+    run(r"""
+e = engine()
+e.accept(b"t", b"x", 1, 0, None, 0, 0)
+assert e.rec == 2 and e.pid[e.rec_slot] == 1
+e.rec = 0
+e.accept(b"t", b"x", 0, 0, None, 0, 0)
+assert e.rec == 0
+""")
+
+
+def test_MQTT_4_3_3_1_qos2_sender_flow():
+    # 3.1.1 MQTT-4.3.3-1 / 5.0 MQTT-4.3.3-1..-5: unacknowledged until PUBREC;
+    # then PUBREL (stored first: OUT_REL, type 4), unacknowledged until PUBCOMP.
+    run(r"""
+e = engine()
+pid = pub(e, 2)
+assert out(e) == [("PUBLISH", pid, False)]
+n = e.pubrec(pid, 0, tx)
+assert e.rec == 4 and e.rec_pid == pid and tx[:n] == bytes((0x62, 2, 0, pid))
+e.rec = 0
+assert e.held == 1 and e.done_pid == 0
+e.pubcomp(pid)
+assert e.done_pid == pid and e.held == 0 and e.inflight == 0
+""")
+
+
+def test_MQTT_4_3_3_6_never_resend_publish_after_pubrel():
+    # 5.0 MQTT-4.3.3-6 (3.1.1 MQTT-4.3.3-1): once the PUBREL was sent, the
+    # PUBLISH is never sent again: a resume owes only the PUBREL.
+    run(r"""
+e = engine()
+pid = pub(e, 2)
+out(e)
+e.pubrec(pid, 0, tx)
+e.rec = 0
+assert e.connected(True, False) == "resumed"
+assert out(e) == [("0x62", pid, None)]
+""")
+
+
+def test_MQTT_4_4_0_1_resend_with_original_ids():
+    # On resume (Session Present 1): every unacknowledged PUBLISH again with
+    # DUP=1 (MQTT-3.3.1-1) and its original id, and the PUBRELs owed, in
+    # the original order (MQTT-4.6.0-1).
+    run(r"""
+e = engine(window=8)
+e.has_state = True
+a = pub(e, 1, b"a")
+b = pub(e, 2, b"b")
+c = pub(e, 2, b"c")
+d = pub(e, 1, b"d")
+out(e)
+e.pubrec(b, 0, tx)
+e.rec = 0
+assert e.connected(True, False) == "resumed"
+assert out(e) == [("PUBLISH", a, True), ("0x62", b, None), ("PUBLISH", c, True), ("PUBLISH", d, True)]
+""")
+
+
+def test_MQTT_4_4_0_1_no_resend_at_any_other_time():
+    # 5.0: clients MUST NOT resend at any other time: sent messages stay sent
+    # whatever else happens on the connection.
+    run(r"""
+e = engine()
+a = pub(e, 1)
+assert out(e) == [("PUBLISH", a, False)]
+b = pub(e, 1)
+assert out(e) == [("PUBLISH", b, False)]      # only the new one
+e.puback(b, 0)
+e.done_pid = 0
+assert out(e) == []
+""")
+
+
+def test_MQTT_4_6_0_1_resend_order_is_the_original_order():
+    run(r"""
+e = engine(window=8)
+e.has_state = True
+ids = [pub(e, 1, bytes([65 + i])) for i in range(6)]
+out(e)
+e.puback(ids[2], 0)                 # acknowledged out of order: a hole
+e.done_pid = 0
+e.connected(True, False)
+assert [p for _, p, _ in out(e)] == [ids[0], ids[1], ids[3], ids[4], ids[5]]
+""")
+
+
+def test_MQTT_4_6_0_4_pubrel_in_the_order_of_pubrec():
+    run(r"""
+e = engine(window=8)
+a, b = pub(e, 2), pub(e, 2)
+out(e)
+assert e.pubrec(a, 0, tx) and tx[3] == a
+assert e.pubrec(b, 0, tx) and tx[3] == b
+""")
+
+
+def test_MQTT_4_4_0_2_reason_0x80_or_more_ends_the_message():
+    # 5.0: PUBACK or PUBREC with a reason >= 0x80: acknowledged, never resent.
+    run(r"""
+e = engine(v5=True)
+e.has_state = True
+a, b = pub(e, 1), pub(e, 2)
+out(e)
+e.puback(a, 0x87)
+assert e.done_pid == a and e.done_reason == 0x87
+e.done_pid = 0
+assert e.pubrec(b, 0x97, tx) == 0 and e.done_pid == b and e.done_reason == 0x97 and e.rec == 0
+assert e.held == 0 and e.inflight == 0
+e.connected(True, False)
+assert out(e) == []
+""")
+
+
+# ---------------------------------------------------------------- flow control
+
+def test_MQTT_3_3_4_7_no_more_than_receive_maximum_in_flight():
+    # 5.0 MQTT-3.3.4-7 / MQTT-4.9.0-2: at most Receive Maximum (or
+    # max_inflight) unacknowledged QoS 1/2 PUBLISH; the rest wait in order.
+    run(r"""
+e = engine(v5=True, window=4)
+e.limits(2, 0, 2, 1)                   # the broker's Receive Maximum
+ids = [pub(e, 1) for _ in range(5)]
+assert [p for _, p, _ in out(e)] == ids[:2]
+e.puback(ids[0], 0)
+e.done_pid = 0
+assert [p for _, p, _ in out(e)] == ids[2:3]
+e.limits(0, 0, 2, 1)                   # none given: max_inflight
+e.puback(ids[1], 0)
+e.done_pid = 0
+assert [p for _, p, _ in out(e)] == ids[3:]
+""")
+
+
+def test_MQTT_3_3_4_8_pubrel_not_delayed_by_a_full_window():
+    # 5.0 MQTT-3.3.4-8: only PUBLISH waits for quota; a PUBREL owed after a
+    # reconnect goes out even when the window is full of PUBLISH.
+    run(r"""
+e = engine(v5=True, window=2)
+e.has_state = True
+a, b, r = pub(e, 1), pub(e, 1), pub(e, 2)
+out(e)
+e.puback(a, 0)
+e.done_pid = 0
+assert [p for _, p, _ in out(e)] == [r]
+e.pubrec(r, 0, tx)
+e.rec = 0
+e.connected(True, False)
+e.limits(1, 0, 2, 1)                   # the new connection allows one in flight
+# r awaits its PUBCOMP and holds the one place: b waits, the PUBREL does not.
+assert out(e) == [("0x62", r, None)]
+e.pubcomp(r)
+e.done_pid = 0
+assert out(e) == [("PUBLISH", b, True)]
+""")
+
+
+def test_MQTT_3_2_2_15_queued_message_over_maximum_packet_size_is_refused():
+    # 5.0: never send a packet larger than the broker's Maximum Packet Size;
+    # one queued before the limit was known leaves as refused (0x95).
+    run(r"""
+e = engine(v5=True)
+big = pub(e, 1, b"x" * 100)
+small = pub(e, 1, b"y")
+e.limits(0, 50, 2, 1)
+assert out(e) == [("left", big, 0x95), ("PUBLISH", small, False)]
+""")
+
+
+def test_MQTT_3_2_2_11_queued_message_above_maximum_qos_is_refused():
+    run(r"""
+e = engine(v5=True)
+q2 = pub(e, 2)
+q1 = pub(e, 1)
+e.limits(0, 0, 1, 1)
+assert out(e) == [("left", q2, 0x9B), ("PUBLISH", q1, False)]
+""")
+
+
+def test_MQTT_3_2_2_14_retained_message_refused_when_retain_unavailable():
+    # 5.0: after Retain Available 0 the client sends no PUBLISH with RETAIN
+    # 1; one queued before it was known leaves refused (0x9A).
+    run(r"""
+e = engine(v5=True)
+r = pub(e, 1, retain=1)
+n = pub(e, 1)
+e.limits(0, 0, 2, 0)
+assert out(e) == [("left", r, 0x9A), ("PUBLISH", n, False)]
+""")
+
+
+def test_MQTT_4_3_3_7_expiry_only_before_the_first_send():
+    # 5.0 Message Expiry: a message that waited past it unsent is dropped
+    # (reason -1); once a PUBLISH was sent, expiry no longer applies
+    # (MQTT-4.3.3-7): a resume resends it whatever the time.
+    run(r"""
+e = engine(v5=True, window=1)
+e.has_state = True
+a = pub(e, 1, now=0, ttl=1)
+b = pub(e, 1, now=0, ttl=1)
+assert out(e, now=10) == [("PUBLISH", a, False)]
+e.connected(True, False)
+assert out(e, now=5000) == [("PUBLISH", a, True)]      # sent before: never expires
+e.puback(a, 0)
+e.done_pid = 0
+assert out(e, now=5000) == [("left", b, -1)]           # waited 5 s > 1 s, never sent
+""")
+
+
+# ---------------------------------------------------------------- Session Present
+
+def test_MQTT_3_2_2_1_session_present_after_clean_start_is_an_error():
+    # 3.1.1 MQTT-3.2.2-1 / 5.0 MQTT-3.2.2-2: a broker must answer a clean
+    # start with Session Present 0; 1 is a protocol error.
+    run(r"""
+e = engine()
+x = raises(ProtocolError, e.connected, True, True)
+assert "MQTT-3.2.2-1" in x.args[1]
+""")
+
+
+def test_MQTT_3_2_2_4_session_present_without_local_state_closes():
+    # 5.0: a client without Session State that gets Session Present 1 MUST
+    # close the connection (SessionError); 3.1.1 has no such rule.
+    run(r"""
+e = engine(v5=True)
+x = raises(SessionError, e.connected, True, False)
+assert "MQTT-3.2.2-4" in x.args[1]
+assert engine(v5=False).connected(True, False) == "resumed"
+""")
+
+
+def test_MQTT_3_2_2_5_session_present_0_discards_session_state():
+    # 5.0 MQTT-3.2.2-5 (3.1.1 MQTT-3.1.2-6 on the broker's side): the old
+    # session's state is not reused: incoming QoS 2 ids are dropped; a QoS 2
+    # past PUBREC is gone with the broker's session; accepted messages keep
+    # their ids and go out as new PUBLISH with DUP 0 (API.md).
+    run(r"""
+e = engine(window=8)
+e.has_state = True
+a, r = pub(e, 1), pub(e, 2)
+out(e)
+e.pubrec(r, 0, tx)
+e.rec = 0
+assert e.incoming(2, 70)
+e.ack_incoming(2, 70, 0, tx)
+e.rec = 0
+assert e.connected(False, False) == "lost"
+assert e.dropped == 1 and e.rx2_n == 0 and e.held == 1
+assert out(e) == [("PUBLISH", a, False)]
+""")
+
+
+def test_MQTT_3_1_2_6_clean_start_reuses_no_state():
+    # 3.1.1 MQTT-3.1.2-6 / 5.0 MQTT-3.1.2-4: a clean start begins a new
+    # session; accepted messages are kept and sent as new ones.
+    run(r"""
+e = engine()
+e.has_state = True
+a = pub(e, 1)
+out(e)
+assert e.connected(False, True) == "new"
+assert out(e) == [("PUBLISH", a, False)]
+""")
+
+
+# ---------------------------------------------------------------- receiving
+
+def test_MQTT_4_3_2_2_qos1_receiver_acknowledges_with_puback():
+    run(r"""
+e = engine()
+assert e.incoming(1, 9)
+n = e.ack_incoming(1, 9, 0, tx)
+assert tx[:n] == bytes((0x40, 2, 0, 9)) and e.rec == 0
+""")
+
+
+def test_MQTT_4_3_3_10_qos2_delivered_once_until_pubrel():
+    # 5.0 MQTT-4.3.3-8..-11 (3.1.1 MQTT-4.3.3-2): PUBREC after delivery, the
+    # id stored first (IN_QOS2, type 5); the same PUBLISH again is
+    # acknowledged, not delivered; PUBREL releases it (IN_REL, type 6) and
+    # gets PUBCOMP; after that the id is a new message.
+    run(r"""
+e = engine()
+assert e.incoming(2, 7) is True
+n = e.ack_incoming(2, 7, 0, tx)
+assert e.rec == 5 and e.rec_pid == 7 and tx[:n] == bytes((0x50, 2, 0, 7))
+e.rec = 0
+assert e.incoming(2, 7) is False                  # a duplicate: not delivered
+n = e.ack_incoming(2, 7, 0, tx)
+assert e.rec == 0 and tx[:n] == bytes((0x50, 2, 0, 7))
+n = e.pubrel(7, tx)
+assert e.rec == 6 and tx[:n] == bytes((0x70, 2, 0, 7))
+e.rec = 0
+assert e.incoming(2, 7) is True                   # released: a new message
+""")
+
+
+def test_MQTT_4_3_3_10_qos2_ids_survive_a_resume():
+    # The ids awaiting PUBREL are session state: kept across a resume, so a
+    # broker's resend after a reconnect is not delivered again.
+    run(r"""
+e = engine()
+e.has_state = True
+e.incoming(2, 3)
+e.ack_incoming(2, 3, 0, tx)
+e.rec = 0
+e.connected(True, False)
+assert e.incoming(2, 3) is False
+""")
+
+
+def test_pubrel_for_an_unknown_id_is_completed():
+    # 3.1.1: PUBCOMP anyway (the id may have been released before a power
+    # cut); 5.0: PUBCOMP with 0x92 Packet Identifier not found.
+    run(r"""
+for v5, want in ((False, bytes((0x70, 2, 0, 9))), (True, bytes((0x70, 3, 0, 9, 0x92)))):
+    e = engine(v5=v5)
+    n = e.pubrel(9, tx)
+    assert tx[:n] == want and e.rec == 0
+""")
+
+
+def test_receive_maximum_exceeded_is_a_protocol_error():
+    # 5.0 MQTT-3.3.4-9 (broker side) seen from here: more QoS 2 messages
+    # unreleased than the table holds is 0x93 Receive Maximum exceeded.
+    run(r"""
+e = engine(rx2=2)
+for pid in (1, 2):
+    e.incoming(2, pid)
+    e.ack_incoming(2, pid, 0, tx)
+x = raises(ProtocolError, e.incoming, 2, 3)
+assert x.args[0] == 0x93
+""")
+
+
+def test_acks_for_ids_not_awaiting_one_are_errors_or_answered():
+    # A PUBACK for an id not in flight is a protocol error; a repeated PUBREC
+    # gets its PUBREL again; an unknown PUBREC: 5.0 PUBREL 0x92, 3.1.1 error.
+    run(r"""
+e = engine()
+raises(ProtocolError, e.puback, 5, 0)
+r = pub(e, 2)
+out(e)
+e.pubrec(r, 0, tx)
+e.rec = 0
+n = e.pubrec(r, 0, tx)
+assert tx[:n] == bytes((0x62, 2, 0, r)) and e.rec == 0
+raises(ProtocolError, e.pubrec, 99, 0, tx)
+v = engine(v5=True)
+n = v.pubrec(99, 0, tx)
+assert tx[:n] == bytes((0x62, 3, 0, 99, 0x92))
+q1 = pub(e, 1)
+out(e)
+raises(ProtocolError, e.pubrec, q1, 0, tx)       # a QoS 1 message gets no PUBREC
+""")
+
+
+# ---------------------------------------------------------------- subscriptions
+
+def test_suback_must_match_the_request():
+    run(r"""
+e = engine()
+pid = e.request(0x90)
+raises(ProtocolError, e.answer, 0x90, pid + 1)
+raises(ProtocolError, e.answer, 0xB0, pid)
+assert e.answer(0x90, pid) is True
+pid = e.request(0xB0)
+e.abandon()                          # the wait ended (an error, a timeout)
+assert e.answer(0xB0, pid) is False  # its late answer is ignored
+e.subscribed(b"a/#", 1, 0)
+e.subscribed(b"a/#", 2, 0)           # the same filter again replaces it
+e.subscribed(b"b", 0, 0)
+assert e.subs == [(b"a/#", 2, 0), (b"b", 0, 0)]
+e.unsubscribed(b"a/#")
+assert e.subs == [(b"b", 0, 0)]
+""")
+
+
+# ---------------------------------------------------------------- the outbox
+
+def test_outbox_admission_and_qos0_room_of_its_own():
+    # QoS 1/2: accepted until qos12 are held, then QueueFull (not accepted,
+    # nothing changed). QoS 0 waits only in room of its own and is dropped
+    # (-1) when that is full: it never takes a place QoS 1/2 was promised.
+    run(r"""
+e = engine(slots=6, qos12=4)
+ids = [pub(e, 1) for _ in range(4)]
+x = raises(QueueFull, pub, e, 1)
+assert e.held == 4 and x.args[0] == -7
+assert pub(e, 0) == 0 and pub(e, 0) == 0
+assert pub(e, 0) == -1                   # its two places are taken
+""")
+
+
+def test_outbox_bytes_and_holes_are_reused():
+    # Acknowledged messages free their bytes and places even when an older
+    # one is still held (a QoS 2 awaiting PUBCOMP); the arena wraps round.
+    run(r"""
+e = engine(slots=6, qos12=5, arena=400, window=5)
+q2 = pub(e, 2, b"x" * 40)
+out(e)
+e.pubrec(q2, 0, tx)
+e.rec = 0
+for i in range(40):
+    p = pub(e, 1, b"%d" % i * 20)
+    assert [q for _, q, _ in out(e)] == [p]
+    e.puback(p, 0)
+    e.done_pid = 0
+assert e.held == 1
+raises(QueueFull, pub, e, 1, b"z" * 500)   # larger than the arena
+""")
+
+
+def test_unaccept_takes_back_a_message_whose_record_failed():
+    run(r"""
+e = engine()
+a = pub(e, 1)
+b = pub(e, 1, b"long" * 10)
+e.unaccept()
+assert e.held == 1 and e.find(b, 0) < 0 and e.find(a, 0) >= 0
+c = pub(e, 1)
+assert out(e) == [("PUBLISH", a, False), ("PUBLISH", c, False)]
+""")
+
+
+def test_engine_paths_allocate_nothing():
+    # The per-message calls: accept, next_out, acks, incoming.
+    run(r"""
+from testlib import assert_no_alloc
+e = engine(v5=True, window=8)
+T = b"tele/x"
+P = b"p" * 40
+def cycle():
+    for q in (1, 2):
+        pid = e.accept(T, P, q, 0, b"", 0, 0)
+        e.rec = 0
+        while e.next_out(0, tx):
+            pass
+        if q == 1:
+            e.puback(pid, 0)
+        else:
+            e.pubrec(pid, 0, tx)
+            e.rec = 0
+            e.pubcomp(pid)
+        e.done_pid = 0
+    e.incoming(2, 11)
+    e.ack_incoming(2, 11, 0, tx)
+    e.pubrel(11, tx)
+    e.rec = 0
+assert_no_alloc("engine cycle", cycle)
+""")
