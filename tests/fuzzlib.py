@@ -5,22 +5,38 @@ Two fuzzers share this module (tests/test_fuzz.py drives both):
 A. Protocol. `FuzzBroker` is a fake broker on a loopback port that serves
    one *case* per TCP connection: a seeded-random, valid stream a broker may
    send after CONNECT (CONNACK, PUBLISH, acks, SUBACK, PINGRESP, DISCONNECT),
-   usually mutated (`mutate_case`). It also reads what the client sends and
+   usually mutated (`Case`, `mutate_packet`). It also reads what the client sends and
    answers it (SUBACK, PUBACK/PUBREC/PUBCOMP, PINGRESP), itself sometimes
    mutated. tests/mp/fuzz_client.py (MicroPython) runs thousands of cases in
    one process and reports, per case, every exception and every delivered
-   message. `judge_protocol_case` checks them against `evaluate_stream`, a
-   strict reference reading of exactly the bytes the broker sent.
+   message. `judge_protocol_case` checks them against `Reading`, a strict
+   reference reading of exactly the bytes the broker sent (written from the
+   MQTT 3.1.1 and 5.0 specifications; each problem names its clause).
 
 B. Session store. tests/mp/fuzz_store.py writes valid session images (file
    and raw flash ring) with the library, then loads thousands of mutated
    copies (`store_recipes`) through the public constructor; `StoreBroker`
    records what a restored client resends, `judge_store_case` checks it.
 
-Replay one case (prints every frame, its reading and the verdict):
+Replay one case (prints every frame, its reading and the verdict). The
+scripted stream of a case is a function of its seed; where the broker's
+answers to the client land between the scripted chunks depends on timing, so
+a replay may interleave them a little differently (the printed reading is
+always of the bytes actually sent in that run). A case in a reuse chain is
+replayed from the chain's first case.
 
     .venv/bin/python tests/fuzzlib.py replay 4:1:1234      # protocol, version:seed:case
     .venv/bin/python tests/fuzzlib.py store-replay 1:ring:57
+
+Failure kinds are named after the problem the reference reader found, with
+a tier: "malformed" (the packet does not decode exactly: ill-formed or
+forbidden Topic Names, property blocks, lengths, flags; what API.md's rule
+on malformed packets covers) or "protocol" (it decodes, but breaks a MUST of
+the specification: DUP on QoS 0, a non-minimal variable byte integer, a
+Topic Alias the client never allowed, CONNACK values, limits the CONNACK set
+for the client). "after-TYPE/problem" is a message delivered after a TYPE
+packet with that problem, on which the client had to close the connection.
+FUZZ_IGNORE=kind,kind (environment) treats those kinds as acceptable.
 
 Everything here is stdlib only. Never imported by MicroPython.
 """
@@ -763,13 +779,15 @@ class Reading:
             if self.cut is not None and st not in ("partial",):
                 st = "after"
             elif st in ("bad", "closing") and self.cut is None:
+                tier = "closing"
                 if st == "bad":
                     kind = eff[0].kind if eff else "rl-too-long"
+                    tier = eff[0].tier if eff else "malformed"
                     text = "; ".join(p.text for p in eff) or "Remaining Length longer than 4 bytes"
                 else:
                     kind = "disconnect" if info.get("disconnect") else "connack-refused" if info.get("refused") else "connack-unreadable"
                     text = kind
-                self.cut = (f.index, kind, text, info.get("type", "?"))
+                self.cut = (f.index, kind, text, info.get("type", "?"), tier)
             self.status.append(st)
             self.problems.append(probs)
             self.info.append(info)
@@ -807,34 +825,50 @@ def match_deliveries(reading, deliveries, version):
         if found is not None:
             j = found + 1
             continue
-        # Name the frame it came from: the first later frame carrying the
-        # same fields, read leniently.
+        # Name the frame it came from: a later frame carrying the same
+        # fields, read leniently. Several may: "qos2-duplicate" is claimed
+        # only when no other frame explains the delivery.
+        cands = [k for k in range(j, len(frames))
+                 if frames[k].first is not None and frames[k].first & 0xF0 == 0x30 and frames[k].body
+                 and loose_publish(frames[k].first, frames[k].body, version) == d]
+        earlier = not cands
+        if earlier:
+            cands = [k for k in range(0, j)
+                     if frames[k].first is not None and frames[k].first & 0xF0 == 0x30 and frames[k].body
+                     and loose_publish(frames[k].first, frames[k].body, version) == d]
         src = None
-        for scan in (range(j, len(frames)), range(0, len(frames))):
-            for k in scan:
-                f = frames[k]
-                if f.first is not None and f.first & 0xF0 == 0x30 and f.body and loose_publish(f.first, f.body, version) == d:
-                    src = k
-                    break
-            if src is not None:
-                break
+        if cands:
+            if earlier:
+                # Every frame with these fields was passed already: a
+                # second delivery. Of a QoS 2 duplicate, if one is among them.
+                dups = [k for k in cands if reading.status[k] == "dup"]
+                src = (dups or cands)[-1]
+            else:
+                others = [k for k in cands if reading.status[k] != "dup"]
+                src = (others or cands)[0]
+                j = cands[0] + 1     # deliveries are in stream order
         topic, payload, qos, retain = d
         fail = {"delivery": di, "topic": topic, "payload": payload, "qos": qos, "retain": retain}
         if src is None:
             fail.update(kind="unknown-delivery", text="no PUBLISH with these fields was sent on this connection (after the ones already matched)")
         else:
             st = reading.status[src]
+            if earlier and st != "dup":
+                st = "earlier"
             f = frames[src]
             fail["frame"] = src
+            if len(cands) > 1:
+                fail["also"] = ["frame %d (%s)" % (k, reading.status[k]) for k in cands if k != src][:4]
             fail["hex"] = hexdump(f.raw(reading.data))
             if st == "bad":
                 p = [p for p in reading.problems[src]]
-                fail.update(kind=p[0].kind if p else "bad", text="; ".join(x.text for x in p))
+                fail.update(kind=p[0].kind if p else "bad", tier=p[0].tier if p else "malformed",
+                            text="; ".join(x.text for x in p))
             elif st == "dup":
-                fail.update(kind="qos2-duplicate", text="QoS 2 packet id %d delivered again before its PUBREL (MQTT-4.3.3-10)" % reading.msg(src).pid)
+                fail.update(kind="qos2-duplicate", tier="protocol", text="QoS 2 packet id %d delivered again before its PUBREL (MQTT-4.3.3-10)" % reading.msg(src).pid)
             elif st == "after":
-                ci, ckind, ctext, ctype = reading.cut
-                fail.update(kind="after-%s/%s" % (ctype, ckind), cause_frame=ci, cause_type=ctype,
+                ci, ckind, ctext, ctype, ctier = reading.cut
+                fail.update(kind="after-%s/%s" % (ctype, ckind), cause_frame=ci, cause_type=ctype, tier=ctier,
                             cause_hex=hexdump(frames[ci].raw(reading.data)),
                             text="delivered from frame %d, after frame %d (%s) where the client had to close: %s"
                                  % (src, ci, ctype, ctext))
@@ -846,7 +880,7 @@ def match_deliveries(reading, deliveries, version):
             elif st == "closing":
                 fail.update(kind="delivered-closing", text="delivered from a closing frame")
             else:
-                fail.update(kind="out-of-order", text="the matching frame %d was already passed: delivered out of order or twice" % src)
+                fail.update(kind="out-of-order", text="the only matching frames (%s) were already passed: delivered out of order or twice" % cands)
         fails.append(fail)
     return fails
 
@@ -912,14 +946,17 @@ def check_client_limits(rec, reading):
     maxq = props.get(0x24, 2)
     retain_ok = props.get(0x25, 1)
     rmax = props.get(0x21, 65535)
-    acks = []                        # (end offset in the sent stream, pid) of valid completing acks
-    for i, f in enumerate(reading.frames):
-        if reading.status[i] != "neutral":
+    # Every frame a client could take for a completing ack counts, even a
+    # malformed one or one after a packet the client should have closed on:
+    # a lenient client may have honoured it, and the count must never be
+    # above the client's own.
+    acks = []                        # (end offset in the sent stream, pid)
+    for f in reading.frames:
+        if not f.complete or len(f.body) < 2:
             continue
-        info = reading.info[i]
-        t = info.get("type")
-        if "pid" in info and (t in ("PUBACK", "PUBCOMP") or (t == "PUBREC" and info.get("reason", 0) >= 0x80)):
-            acks.append((f.off + f.total, info["pid"]))
+        t = f.first & 0xF0
+        if t in (0x40, 0x70) or (t == 0x50 and len(f.body) > 2 and f.body[2] >= 0x80):
+            acks.append((f.off + f.total, int.from_bytes(f.body[0:2], "big")))
     cframes = [f for f in split_frames(rec["client_raw"]) if f.complete]
     pos = rec.get("client_pos") or []
     outstanding = set()
@@ -1339,6 +1376,12 @@ class Case:
         stream = [self.connack.encode(version)] + [p.encode(version) for p in self.body]
         self.connack_bytes = stream[0]
         body = b"".join(stream[1:])
+        self.boundaries = set()      # offsets in body_bytes between two scripted packets
+        pos = 0
+        for b in stream[1:]:
+            self.boundaries.add(pos)
+            pos += len(b)
+        self.boundaries.add(pos)
         if self.truncate is not None:
             body = body[:int(len(body) * self.truncate)]
         self.body_bytes = body
@@ -1402,7 +1445,6 @@ class Case:
             self.mutations.append("garbage@%d=%s" % (i, p.raw.hex()))
             return
         if r < 0.36:
-            i = len(body) - 1
             body.append(gen_publish(rng, v))
             self.mutations.append("append-publish")
         # A packet-level mutation; acks and PUBLISH are favoured.
@@ -1596,7 +1638,7 @@ class FuzzBroker:
                     sock.close()
                     continue
                 rec = self.serve(sock, idx)
-            except Exception as e:  # noqa: BLE001 - a harness bug must be visible, not kill the thread
+            except Exception:  # noqa: BLE001 - a harness bug must be visible, not kill the thread
                 import traceback
                 self.errors.append("case %s: broker error %s" % (idx, traceback.format_exc()))
                 try:
@@ -1626,7 +1668,9 @@ class FuzzBroker:
         if connect is not None:
             c.send(case.connack_bytes)
 
-            def serve_for(t):
+            held = []                # answers wait for a packet boundary of the script
+
+            def serve_for(t, at_boundary=True):
                 nonlocal handled
                 c.pump(t)
                 while handled < len(c.packets):
@@ -1634,13 +1678,20 @@ class FuzzBroker:
                     handled += 1
                     if first & 0xF0 == 0xE0:
                         continue
-                    for out in case.reply(first, body, state):
+                    held.extend(case.reply(first, body, state))
+                if at_boundary:
+                    # A broker never puts a packet inside another one: answers
+                    # go out only between scripted packets.
+                    for out in held:
                         c.send(out)
+                    del held[:]
 
             serve_for(0.003)
+            sent_body = 0
             for chunk, gap in zip(case.chunks, case.gaps):
                 c.send(chunk)
-                serve_for(gap)
+                sent_body += len(chunk)
+                serve_for(gap, sent_body in case.boundaries)
             if case.truncate is None:
                 end = time.monotonic() + self.FINAL_MAX
                 last = len(c.packets)
@@ -1667,7 +1718,6 @@ def judge_protocol_case(version, rec, res, ignore=(), stats=None):
     """All failures of one case: rec from the broker, res the client's report.
     `stats` (a dict) collects what the reference reading saw."""
     fails = []
-    seed = rec["seed"] if rec else case_seed(version, 0, res["i"])
     for e in res.get("e", []):
         step, cls, arg0, is_os = e[:4]
         if not is_os:
@@ -1704,7 +1754,7 @@ def judge_protocol_case(version, rec, res, ignore=(), stats=None):
     for p in client_probs:
         if p.kind in ignore:
             continue
-        fails.append({"verdict": "client-packet", "kind": p.kind, "text": p.text})
+        fails.append({"verdict": "client-packet", "kind": p.kind, "tier": p.tier, "text": p.text})
     return fails
 
 
@@ -1796,6 +1846,11 @@ class ProtocolRun:
         for e in res.get("e", []):
             k = e[1]
             st["exceptions"][k] = st["exceptions"].get(k, 0) + 1
+        if rec is not None and not rec["mutated"]:
+            st["unmutated"] = st.get("unmutated", 0) + 1
+            r = Reading(rec["sent"], self.version, 1 << 28, rec["connect"]["clean"] if rec["connect"] else None)
+            if "bad" in r.status:
+                st["harness"].append("unmutated case %s sent a stream with a problem: %s" % (rec["seed"], r.cut))
         for f in judge_protocol_case(self.version, rec, res, self.ignore, st):
             f.setdefault("seed", rec["seed"] if rec else case_seed(self.version, self.base, idx))
             if rec is not None and f.get("verdict") == "delivery" and len(self.failures) < 20000:
@@ -1892,16 +1947,20 @@ class ProtocolRun:
         for k in sorted(kinds, key=lambda k: -len(kinds[k])):
             lst = kinds[k]
             cases = sorted(set(i for i, _ in lst))
-            lines.append("  %-34s %5d in %4d cases, e.g. %s" % (k, len(lst), len(cases),
-                                                               ", ".join(case_seed(self.version, self.base, i) for i in cases[:examples])))
+            tier = lst[0][1].get("tier", "")
+            lines.append("  %-40s %-9s %5d in %4d cases, e.g. %s" % (k, tier, len(lst), len(cases),
+                                                                    ", ".join(case_seed(self.version, self.base, i) for i in cases[:examples])))
         return "\n".join(lines)
 
     def explain(self, idx, f):
-        s = ["FAIL v%d case %d (seed %s) [%s/%s]: %s" % (self.version, idx, f["seed"], f["verdict"], f["kind"], f["text"])]
+        s = ["FAIL v%d case %d (seed %s) [%s/%s%s]: %s" % (self.version, idx, f["seed"], f["verdict"], f["kind"],
+                                                         ", " + f["tier"] if f.get("tier") else "", f["text"])]
         if "topic" in f:
             s.append("    delivered: topic=%s payload=%s qos=%d retain=%d" % (_short(f["topic"]), _short(f["payload"], 24), f["qos"], f["retain"]))
         if "hex" in f:
             s.append("    frame %s: %s" % (f.get("frame"), f["hex"]))
+        if f.get("also"):
+            s.append("    (the same fields are also in %s)" % ", ".join(f["also"]))
         if "cause_hex" in f:
             s.append("    cause frame %s (%s): %s" % (f["cause_frame"], f["cause_type"], f["cause_hex"]))
         if f.get("mutations"):
@@ -2291,7 +2350,6 @@ def judge_store_case(rec, res, lin, conn_packets, baseline):
     client sent to the fake broker, `baseline` pending() of the same
     snapshot loaded unmutated."""
     fails = []
-    seed = res.get("seed")
     v = lin["version"]
 
     def fail(kind, text):

@@ -54,14 +54,13 @@ def _report_file(tmp_root, name, lines):
     return path
 
 
-def _fail_with(run, fails, what, tmp_root, name):
+def _fail_with(run, fails, what, tmp_root, name, legend="by kind (tier, failures, cases, example seeds):"):
     lines = [run.explain(i, f) for i, f in fails]
     path = _report_file(tmp_root, name, lines)
     msg = ["%s: %d failure(s) in %d case(s) of %d (MQTT %s, seed %d, library %s)"
            % (what, len(fails), len(set(i for i, _ in fails)), run.stats["cases"],
               "3.1.1" if run.version == 4 else "5.0", run.base, fuzzlib.LIB),
-           "by kind (\"after-TYPE/problem\": delivered after a TYPE packet with that problem, on which the client"
-           " had to close the connection; otherwise the delivered packet's own problem):", run.summary(fails), "",
+           legend, run.summary(fails), "",
            "first failures:"]
     seen = set()
     for i, f in fails:
@@ -280,7 +279,10 @@ def test_protocol_deliveries_are_wellformed_publishes(protocol, v):
     fails = r.by_verdict("delivery")
     if fails:
         _fail_with(r, fails, "deliveries of messages that are not well-formed PUBLISH packets of the case",
-                   protocol["tmp"], "fuzz-deliveries-v%d.txt" % v)
+                   protocol["tmp"], "fuzz-deliveries-v%d.txt" % v,
+                   legend="by kind (\"after-TYPE/problem\": delivered after a TYPE packet with that problem, on which the "
+                          "client had to close the connection; otherwise the delivered packet's own problem. Tier "
+                          "'malformed': does not decode exactly; 'protocol': breaks a MUST of the specification):")
 
 
 @pytest.mark.parametrize("v", VERSIONS)

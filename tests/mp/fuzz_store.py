@@ -28,6 +28,7 @@ import json
 from binascii import hexlify
 
 from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
 from norflash import NorFlash
 
 GEOM = (4096, 8, 32)       # fuzzlib.RING_GEOM
@@ -83,7 +84,7 @@ def gen(d, port):
             path = d + "/" + name + ".dmq"
             for p in (path, path + ".bad", path + ".tmp"):
                 rm(p)
-            sf = path
+            sf = FileLog(path)          # the log layout: one byte stream to mutate
             image = lambda: read(path)  # noqa: E731
         else:
             nf = NorFlash(GEOM[0], GEOM[1], prog_size=GEOM[2])
@@ -208,7 +209,7 @@ def run(d, port, recipes, backend):
             for p in (path, path + ".bad", path + ".tmp"):
                 rm(p)
             write(path, img)
-            return path
+            return FileLog(path)
         nf = NorFlash(GEOM[0], GEOM[1], prog_size=GEOM[2])
         if len(img) == nf.size:
             nf.restore(img)
