@@ -21,7 +21,7 @@ directory:
     cookie         the Erlang cookie (random, shared by a cluster's nodes)
     spool/         the Mnesia database (ejabberdctl --spool)
     log/           ejabberd.log, error.log, crash.log (ejabberdctl --logs)
-    vm.out         the VM's own stdout/stderr
+    vm.out         the VM's stdout/stderr: every log line, unbuffered (log_text())
 
 /usr/sbin/ejabberdctl, run as root, always re-executes itself as the user
 `ejabberd` through `su` (INSTALLUSER is hard-wired), so that user would
@@ -39,10 +39,10 @@ EJABBERD_LOG_PATH, ERL_LIBS (parsed from /usr/sbin/ejabberdctl: the
 directory holding ejabberd-23.01/), ERL_INETRC, ERL_CRASH_DUMP(_BYTES=0),
 plus HOME=DIR (so nothing lands in ~root). `erl` execs erlexec, which execs
 beam.smp: the PID Popen returns *is* the VM, so stop()/kill() signal it
-directly; its helper erl_child_setup exits with it. The equivalent by hand,
-for a human poking at a node (as root, the directory must be readable by
-user ejabberd): `ejabberdctl --config-dir DIR --spool DIR/spool --logs
-DIR/log --node ejab1@localhost foreground`, with an ejabberdctl.cfg in DIR.
+directly; its helper erl_child_setup exits with it. To run a node through
+ejabberdctl by hand instead (`ejabberdctl --config-dir DIR --spool
+DIR/spool --logs DIR/log foreground`, an ejabberdctl.cfg with ERLANG_NODE
+in DIR, DIR owned by user ejabberd), see ../shared/TOOLCHAIN.md section 12.
 
 Commands (`ejabberdctl status`, `join_cluster`, `list_cluster`, ...) go
 through node.ctl(...), which runs what ejabberdctl runs for them: a hidden
@@ -238,22 +238,23 @@ class EjabberdNode:
         os.chmod(self.dir / "cookie", 0o600)
 
     def _config(self):
-        opts = "".join("    %s: %d\n" % (k, v) for k, v in self.mqtt_opts.items() if v is not None)
-        return (
-            "# Written by tools/ejabberd_broker.py: one private test node.\n"
-            "hosts: [localhost]\n"
-            "loglevel: %s\n" % self.loglevel
-            + "acme: {auto: false}\n"          # no certificate requests
-            "listen:\n"
-            # Only MQTT: no XMPP (5222/5269/5280) listeners at all.
-            "  - {port: %d, ip: \"127.0.0.1\", module: mod_mqtt, backlog: 1000}\n" % self.port
-            + "auth_method: [anonymous]\n"
-            "anonymous_protocol: login_anon\n"
-            "allow_multiple_connections: true\n"
-            "api_permissions:\n"
-            "  \"console commands\": {from: [ejabberd_ctl], who: all, what: \"*\"}\n"
-            "modules:\n"
-            "  mod_mqtt:%s\n" % ("\n" + opts.rstrip("\n") if opts else " {}"))
+        lines = [
+            "# Written by tools/ejabberd_broker.py: one private test node.",
+            "hosts: [localhost]",
+            "loglevel: %s" % self.loglevel,
+            "acme: {auto: false}",                  # no certificate requests
+            "listen:",                              # MQTT only: no XMPP listeners at all
+            '  - {port: %d, ip: "127.0.0.1", module: mod_mqtt, backlog: 1000}' % self.port,
+            "auth_method: [anonymous]",             # see "MQTT login" above
+            "anonymous_protocol: login_anon",
+            "allow_multiple_connections: true",
+            "api_permissions:",                     # ctl() may run every command
+            '  "console commands": {from: [ejabberd_ctl], who: all, what: "*"}',
+            "modules:",
+        ]
+        opts = ["    %s: %d" % (k, v) for k, v in self.mqtt_opts.items() if v is not None]
+        lines += ["  mod_mqtt:"] + opts if opts else ["  mod_mqtt: {}"]
+        return "\n".join(lines) + "\n"
 
     def _env(self):
         env = dict(os.environ)
@@ -364,12 +365,18 @@ class EjabberdNode:
         return r
 
     def log_text(self):
-        parts = []
-        for p in (self.logdir / "ejabberd.log", self.logdir / "error.log",
-                  self.logdir / "crash.log", self.dir / "vm.out"):
-            if p.exists() and p.stat().st_size:
-                parts.append("--- %s\n%s" % (p.name, p.read_text(errors="replace")))
-        return "\n".join(parts)
+        """Everything the VM printed (vm.out): ejabberd's log lines through
+        its console handler, unbuffered, so complete even after kill(), and
+        what ejabberd cannot log itself (a VM that fails to boot). The same
+        lines are in log/ejabberd.log (error.log, crash.log beside it), but
+        the file handler writes with a delay of up to a few seconds."""
+        text = ""
+        for p in (self.dir / "vm.out", self.logdir / "ejabberd.log"):
+            if p.exists():
+                text = p.read_text(errors="replace")
+                if text.strip():
+                    break
+        return text
 
 
 class Cluster:
@@ -383,10 +390,18 @@ class Cluster:
     left node A and connects to node B with Clean Session 0 resumes its
     session there, Session Present 1). Not shared: the session itself is a
     process on one node and dies with it (SIGKILL A: a reconnect to B gets
-    Session Present 0). ejabberd 23.01's takeover race: a connect to the
-    other node within the same wall-clock second as the previous connect
-    of that client can wedge the session for ~60 s, so space node switches
-    by more than a second.
+    Session Present 0).
+
+    ejabberd 23.01's takeover race (measured with raw clients): when a
+    client whose connection to A was not ended by DISCONNECT (dropped, or
+    still open) connects to B within the same wall-clock second as its
+    connect to A, B sends CONNACK and closes the connection at once; from
+    then on every CONNECT of that client, on either node, gets CONNACK
+    0x80 (3.1.1 too) for ~60 s, and the session is lost (Session Present 0)
+    after that. Sessions are ordered by (wall-clock second, per-node
+    counter), so the old one can win. Moving in the next second works
+    (Session Present 1), and so does a same-second move after a clean
+    DISCONNECT. So space node switches by more than a second.
     """
 
     def __init__(self, directory, n=2, **node_kw):
