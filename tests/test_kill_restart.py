@@ -7,7 +7,12 @@ QoS 2 no message that the library accepted arrives twice. Receiving side:
 a publisher sends a numbered stream while the device keeps dying; the
 broker queues for the offline session and the device gets every message
 after its restarts, at QoS 2 once (the only exception being a kill between
-delivery and the flash write, see docs/sessions.md; counted below)."""
+delivery and the flash write, see docs/sessions.md; counted below).
+
+The session lives on the host file system, on the raw ring in a NOR flash
+image, or in a LittleFS file system on a NOR flash image mounted as an ESP32
+(32-byte programs) or an RP2040 (256-byte programs) mounts it; the image is
+a file, so it survives each kill as a board's flash survives a power cut."""
 import random
 import subprocess
 import time
@@ -42,6 +47,17 @@ def run_with_kills(args, rng, kills, done_marker="DONE", budget_s=60):
     raise AssertionError("device did not finish in %d s" % budget_s)
 
 
+def session_arg(tmp_path, backend):
+    """Where the device keeps its session: a host file, the raw ring on a NOR
+    image, or LittleFS on a NOR image (lfs32: ESP32's 32-byte programs,
+    lfs256: RP2040's 256)."""
+    if backend == "file":
+        return tmp_path / "session.bin"
+    if backend == "ring":
+        return "ring:%s" % (tmp_path / "flash.img")
+    return "lfs:%s:%s" % (backend[3:], tmp_path / "flash.img")
+
+
 def subscriber(port, ver, topic):
     return subprocess.Popen(["mosquitto_sub", "-p", str(port), "-q", "2", "-t", topic,
                              "-V", "mqttv5" if ver == 5 else "mqttv311"],
@@ -49,13 +65,14 @@ def subscriber(port, ver, topic):
 
 
 @pytest.mark.parametrize("ver,qos,backend", [(4, 1, "file"), (4, 2, "file"), (5, 1, "file"), (5, 2, "file"),
-                                             (4, 2, "ring"), (5, 1, "ring")])
+                                             (4, 2, "ring"), (5, 1, "ring"),
+                                             (4, 2, "lfs32"), (5, 1, "lfs32"), (5, 2, "lfs256"), (4, 1, "lfs256")])
 def test_publisher_killed_at_random_loses_nothing(broker, tmp_path, ver, qos, backend):
     rng = random.Random(1000 * ver + qos)
     topic = "stream/%d/%d" % (ver, qos)
     sub = subscriber(broker.port, ver, topic)
     time.sleep(0.3)
-    session = tmp_path / "session.bin" if backend == "file" else "ring:%s" % (tmp_path / "flash.img")
+    session = session_arg(tmp_path, backend)
     progress = tmp_path / "progress"
     kills = 0
     boot = 0
@@ -93,10 +110,10 @@ def test_publisher_killed_at_random_loses_nothing(broker, tmp_path, ver, qos, ba
 
 
 @pytest.mark.parametrize("ver,qos,backend", [(4, 1, "file"), (4, 2, "file"), (5, 1, "file"), (5, 2, "file"),
-                                             (5, 2, "ring")])
+                                             (5, 2, "ring"), (5, 2, "lfs32"), (4, 2, "lfs256")])
 def test_receiver_killed_at_random_gets_everything(broker, tmp_path, ver, qos, backend):
     rng = random.Random(7 * ver + qos)
-    session = tmp_path / "session.bin" if backend == "file" else "ring:%s" % (tmp_path / "flash.img")
+    session = session_arg(tmp_path, backend)
     delivered = tmp_path / "delivered"
     # First boot subscribes; the session (and the subscription) then persists.
     first = spawn_mp(DEVICE, "sub", broker.port, ver, qos, 0, session, delivered, 0)

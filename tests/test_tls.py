@@ -3,13 +3,14 @@ time with the openssl CLI (a CA, a server certificate for localhost with
 SAN DNS:localhost and IP:127.0.0.1, the CA also in DER, which mbedTLS
 needs), a second listener with TLS on the broker. A round trip in both
 protocol versions; a wrong CA is refused with an MQTTException that names
-the certificate problem."""
+the certificate problem. The verification matrix (right CA, another CA,
+no CA, opt-out) builds its contexts with the code blocks of docs/tls.md."""
 import json
 import subprocess
 
 import pytest
 
-from conftest import Broker, free_port, run_mp, wait_port
+from conftest import ROOT, Broker, free_port, run_mp, wait_port
 
 VERSIONS = (4, 5)
 
@@ -181,3 +182,73 @@ emit("ports", tls=MQTTClient("x", "h", ssl=ctx).port, plain=MQTTClient("x", "h")
 """ % str(tls.ca_der))
     assert res["ports"] == {"tag": "ports", "tls": 8883, "plain": 1883, "tls5": 8883,
                             "explicit": 1234, "explicit_plain": 8883}, out
+
+
+# --- The verification matrix, with contexts built by the code of docs/tls.md.
+
+def recipe(name):
+    """The python block that follows `<!-- recipe: NAME -->` in docs/tls.md."""
+    text = (ROOT / "docs" / "tls.md").read_text()
+    at = text.index("<!-- recipe: %s -->" % name)
+    start = text.index("```python\n", at) + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+MATRIX = """
+from durable_mqtt import MQTTClient, MQTTException
+from fake_report import report, emit
+%s
+c = MQTTClient("tls-matrix-%d-%s", "localhost", port=%d, ssl=ctx, version=%d, timeout_ms=5000%s)
+report("connect", c.connect)
+emit("after", connected=c.is_connected(), verify_mode=ctx.verify_mode)
+if c.is_connected():
+    report("pub", lambda: c.publish("tls/matrix", b"x", qos=1))
+    report("disconnect", c.disconnect)
+"""
+
+
+def matrix(tls, tmp_path, v, ca, context, tag, extra=""):
+    if ca is not None:
+        (tmp_path / "ca.der").write_bytes(ca.read_bytes())
+    r = run_mp(MATRIX % (recipe(context), v, tag, tls.tls_port, v, extra), timeout=30, cwd=str(tmp_path))
+    res = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("R "):
+            d = json.loads(line[2:])
+            res[d["tag"]] = d
+    return res, r.stdout
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_docs_context_with_the_right_ca_verifies_and_connects(tls, tmp_path, v):
+    res, out = matrix(tls, tmp_path, v, tls.ca_der, "tls-context", "right")
+    assert res["connect"]["ok"] and res["pub"]["ok"], out
+    # The recipe never sets verify_mode; the client made it CERT_REQUIRED (2).
+    assert res["after"] == {"tag": "after", "connected": True, "verify_mode": 2}, out
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_docs_context_with_another_ca_is_refused(tls, tmp_path, v):
+    res, out = matrix(tls, tmp_path, v, tls.other_der, "tls-context", "other")
+    e = res["connect"]
+    assert not e["ok"] and e["mqtt"] and e["cls"] != "ValueError", (e, out)
+    assert "TLS handshake with localhost:%d failed" % tls.tls_port in e["args"][1], e
+    assert res["after"]["connected"] is False, out
+    assert "tls-matrix-%d-other" % v not in tls.log_text()     # no CONNECT reached the broker
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_context_without_a_ca_fails_with_a_clear_error(tls, tmp_path, v):
+    res, out = matrix(tls, tmp_path, v, None, "tls-no-verify", "noca")
+    e = res["connect"]
+    assert not e["ok"] and e["mqtt"], (e, out)
+    msg = e["args"][1]
+    assert "TLS handshake" in msg and "load_verify_locations" in msg, e
+    assert res["after"] == {"tag": "after", "connected": False, "verify_mode": 2}, out
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_documented_opt_out_connects_without_verification(tls, tmp_path, v):
+    res, out = matrix(tls, tmp_path, v, None, "tls-no-verify", "optout", ", tls_verify=False")
+    assert res["connect"]["ok"] and res["pub"]["ok"], out
+    assert res["after"] == {"tag": "after", "connected": True, "verify_mode": 0}, out     # left as given

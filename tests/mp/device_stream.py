@@ -1,5 +1,7 @@
 # A device that publishes or receives a numbered stream with its session on
-# a file, meant to be SIGKILLed at random and started again.
+# flash, meant to be SIGKILLed at random and started again. SESSION is a
+# path (host file system), ring:IMG (the raw ring on a NOR image) or
+# lfs:PROG:IMG (a path on LittleFS mounted on a NOR image).
 #
 #   micropython device_stream.py pub PORT VER QOS N SESSION PROGRESS BOOT
 #   micropython device_stream.py sub PORT VER QOS N SESSION DELIVERED BOOT
@@ -16,11 +18,27 @@ from durable_mqtt import MQTTClient
 
 mode, port, ver, qos, n, session, aux, boot = sys.argv[1:9]
 port, ver, qos, n = int(port), int(ver), int(qos), int(n)
-KIND = "ring" if session.startswith("ring:") else "file"
+KIND = session.split(":")[0] if ":" in session else "file"
 if KIND == "ring":
     # The raw ring on a file-backed NOR flash image (survives SIGKILL).
     from norflash import NorFlash
     session = NorFlash(4096, 16, prog_size=32, path=session[5:])
+elif KIND == "lfs":
+    # The session directory on LittleFS in a file-backed NOR flash image,
+    # mounted as the board mounts it: lfs:32:IMG like ESP32, lfs:256:IMG like
+    # RP2040. First boot formats the image (again if a kill cut the format).
+    import vfs
+    from norflash import NorFlash
+    _, prog, image = session.split(":", 2)
+    prog = int(prog)
+    KIND = "lfs%d" % prog
+    dev = NorFlash(4096, 64, prog_size=prog, path=image)
+    try:
+        vfs.mount(vfs.VfsLfs2(dev, progsize=prog), "/fl")
+    except OSError:
+        vfs.VfsLfs2.mkfs(dev, progsize=prog)
+        vfs.mount(vfs.VfsLfs2(dev, progsize=prog), "/fl")
+    session = "/fl/session"
 TOPIC = "stream/%d/%d" % (ver, qos)
 
 

@@ -1,0 +1,102 @@
+"""The asyncio front end never holds the event loop while the broker is slow
+to answer: CONNECT, SUBSCRIBE and UNSUBSCRIBE are awaited (the same step
+generators the blocking client runs, aio.AsyncClient.steps awaiting the
+socket), so other tasks keep running. Brokers here are silent on purpose: a
+TCP listener that never answers, and a fake broker that sends CONNACK and
+then nothing."""
+import socket
+import threading
+
+import pytest
+
+from conftest import run_mp
+from fakebroker import FakeBroker, connack
+
+SCRIPT = r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+from durable_mqtt import Timeout
+
+ticks = [0]
+gap = [0]
+
+async def ticker():
+    last = time.ticks_ms()
+    while True:
+        await asyncio.sleep_ms(10)
+        now = time.ticks_ms()
+        gap[0] = max(gap[0], time.ticks_diff(now, last))
+        last = now
+        ticks[0] += 1
+
+async def main():
+    asyncio.create_task(ticker())
+    c = AsyncClient("aio-silent", "127.0.0.1", %(port)d, version=%(ver)d, timeout_ms=1500,
+                    backoff_ms=(5000, 5000))
+    t0 = time.ticks_ms()
+    %(body)s
+    print("TICKS", ticks[0], "GAP", gap[0], "MS", time.ticks_diff(time.ticks_ms(), t0))
+
+asyncio.run(main())
+"""
+
+CONNECT = """try:
+        await c.connect(timeout_ms=1200)
+        print("CONNECTED")
+    except Timeout:
+        print("TIMEOUT connect")"""
+
+SUBSCRIBE = """await c.connect(timeout_ms=2000)
+    t0 = time.ticks_ms()
+    ticks[0] = 0
+    try:
+        await c.subscribe("aio/x", 1, timeout_ms=1000)
+        print("SUBSCRIBED")
+    except Timeout:
+        print("TIMEOUT subscribe")"""
+
+
+def silent_listener():
+    s = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def run():
+        while True:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                return
+            held.append(c)          # accepted, never answered
+    threading.Thread(target=run, daemon=True).start()
+    return s, held
+
+
+def ticks_of(out):
+    f = out.split()
+    return int(f[f.index("TICKS") + 1]), int(f[f.index("GAP") + 1])
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_connect_to_a_silent_broker_leaves_other_tasks_running(ver):
+    s, held = silent_listener()
+    try:
+        r = run_mp(SCRIPT % {"port": s.getsockname()[1], "ver": ver, "body": CONNECT}, timeout=30)
+    finally:
+        s.close()
+    assert "TIMEOUT connect" in r.stdout, r.stdout
+    ticks, gap = ticks_of(r.stdout)
+    # 1.2 s of waiting for a CONNACK that never comes: the ticker ran all along.
+    assert ticks >= 60 and gap < 200, r.stdout
+    assert held, "the client never reached the broker"
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_subscribe_without_suback_leaves_other_tasks_running(ver):
+    fb = FakeBroker([("send", connack(ver)), ("sleep", 2)])
+    r = run_mp(SCRIPT % {"port": fb.port, "ver": ver, "body": SUBSCRIBE}, timeout=30)
+    fb.join()
+    assert "TIMEOUT subscribe" in r.stdout, r.stdout
+    ticks, gap = ticks_of(r.stdout)
+    assert ticks >= 50 and gap < 200, r.stdout
+    # the SUBSCRIBE did go out
+    assert any(p[0] == 0x82 for p in fb.conns[0]), fb.conns
