@@ -46,6 +46,8 @@ HEAP_FRAMES = {
     "RingStore._frame": "frames a commit",
     "RingStore._empty_checkpoint": "erase() and the first write only",
     "RingStore._ck_write": "checkpoints only",
+    "records.header": "checkpoints only: the HEADER record",
+    "records.sub": "checkpoints only: one SUB record",
 }
 
 

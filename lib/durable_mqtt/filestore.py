@@ -30,7 +30,7 @@ from micropython import const
 from . import crc
 from .codec import put_u16
 from .errors import StoreFull
-from .store import fits, head_bytes
+from .records import fits, head_bytes
 
 _R_OUT_PUB = const(2)
 _R_OUT_REL = const(4)
@@ -47,7 +47,6 @@ class SlotJournal:
         self.e = e
         self.batch_ms = batch_ms
         n = e.qos12 + 1              # every message held, and one being replaced
-        self.paths = [dir + "/" + str(k) for k in range(n)]
         self.pid = array("H", bytes(2 * n))      # the message each slot holds (0: none)
         self.seq = array("i", bytes(4 * n))      # its sequence number
         self.stale = bytearray(n)                # acknowledged, not yet emptied on flash
@@ -137,7 +136,7 @@ class SlotJournal:
             crc.add(self.s, buf, off, n)
         crc.put(self.s, h, 9)
         try:
-            with open(self.paths[s], "wb") as f:
+            with open(self._path(s), "wb") as f:
                 f.write(h, 0, 9)
                 if n:
                     f.write(buf, off, n)
@@ -151,6 +150,11 @@ class SlotJournal:
         self.appends += 1
         self.bytes_written += n + 13
 
+    def _path(self, s):
+        # Made per write (a file object is made per write anyway): a list of
+        # the paths would hold 40-odd strings for the life of the client.
+        return "%s/%d" % (self.dir, s)
+
     def _ids(self):
         # "i" := one IN_LIST record of the incoming QoS 2 ids awaiting PUBREL.
         e = self.e
@@ -161,9 +165,10 @@ class SlotJournal:
         for k in range(n):
             put_u16(b, 3 + 2 * k, e.rx2[k])
         crc.seal(b, 0, 3 + 2 * n)
-        self._file("i", b)
+        self.put_file("i", b)
 
-    def _file(self, name, data):
+    def put_file(self, name, data):
+        """File `name` of the directory := data, in one commit."""
         try:
             with open(self.dir + "/" + name, "wb") as f:
                 f.write(data)
@@ -195,7 +200,7 @@ class SlotJournal:
         self.nbatch = 0
         for s in range(self.made):
             if self.stale[s]:
-                self._file(str(s), b"")
+                self.put_file(str(s), b"")
                 self.stale[s] = 0
         self.nacks = 0
 
@@ -229,7 +234,7 @@ class SlotJournal:
                     self._write(s, _R_OUT_REL, self.seq[s], e.pid[i], None, 0, 0)
         self.flush()
         self._ids()
-        self._file("h", head_bytes(e, offline))
+        self.put_file("h", head_bytes(e, offline))
         self.checkpoints += 1
 
     def erase(self):
@@ -239,7 +244,7 @@ class SlotJournal:
         _remove(self.dir + "/i")
         for s in range(self.made):
             if self.pid[s] or self.stale[s]:
-                self._file(str(s), b"")
+                self.put_file(str(s), b"")
             self.pid[s] = self.stale[s] = self.rel[s] = 0
         self.nacks = self.nbatch = 0
 

@@ -9,7 +9,7 @@ from micropython import const
 
 from . import crc
 from .codec import u16
-from .store import LogJournal, state_bytes, wall_minutes
+from .records import wall_minutes
 
 # docs/session-format.md (the same numbers as store.py's)
 _FORMAT = const(1)
@@ -43,6 +43,7 @@ def open_journal(where, e, prog_size, batch_ms, event):
         if prog_size is None and sys.platform == "rp2":
             prog_size = 256           # rp2.Flash programs whole 256-byte pages
         where = RingStore(where, prog_size=prog_size, max_append=e.buf_size + 16 + 2 * e.nslots)
+    from .store import LogJournal
     j = LogJournal(where, e, batch_ms, e.qos12)
     try:
         data = where.load()
@@ -106,7 +107,7 @@ def _read_dir(j):
     if not head:
         for name in names:            # no session: whatever else is there goes
             if name.isdigit() and _read(j.dir + "/" + name):
-                j._file(name, b"")
+                j.put_file(name, b"")
         return None
     st = parse(head)
     ids = _read(j.dir + "/i")
@@ -122,7 +123,7 @@ def _read_dir(j):
         data = _read(j.dir + "/" + name)
         n = len(data) if data else 0
         ok = n >= 13 and u16(data, 5) == n - 11 and data[4] in (_R_OUT_PUB, _R_OUT_REL) and crc.check(data, 0, n - 4)
-        if s >= len(j.paths):
+        if s >= len(j.pid):
             if ok:
                 raise ValueError("session holds more messages than this client's outbox")
             os.remove(j.dir + "/" + name)
@@ -132,14 +133,14 @@ def _read_dir(j):
             found.append(((data[0] << 24) | (data[1] << 16) | u16(data, 2), s, u16(data, 7),
                           bytes(data[9:n - 4]) if data[4] == _R_OUT_PUB else None))
         elif n:
-            j._file(name, b"")        # damaged (LittleFS never leaves a write half done)
+            j.put_file(name, b"")        # damaged (LittleFS never leaves a write half done)
             st.dropped += n
             st.intact_after = True    # reported as `damaged`
     found.sort()
     seen = {}
     for seq, s, pid, pkt in found:    # an id twice (reused while the old slot waited): the newer wins
         if pid in seen:
-            j._file(str(seen[pid][1]), b"")
+            j.put_file(str(seen[pid][1]), b"")
         seen[pid] = (seq, s, pid, pkt)
     live = sorted(seen.values())
     for seq, s, pid, pkt in live:
@@ -155,6 +156,7 @@ def _read_dir(j):
 def save_session(c):
     if c.journal:
         c.journal.flush()
+    from .store import state_bytes
     return state_bytes(c.engine)
 
 

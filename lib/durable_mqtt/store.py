@@ -21,22 +21,16 @@ from micropython import const
 import time
 
 from . import crc
-from .codec import put_u16, u16
+from .codec import put_u16
 from .errors import StoreFull
+from .records import MAGIC, FORMAT, header, sub, fits
 
-MAGIC = b"DMQS"
-FORMAT = const(1)          # the format version this code writes
-
-R_HEADER = const(0x01)     # proto u8, flags u8, expiry u32, saved_min u32, next_pid u16, id_len u16, id
+# Record types (docs/session-format.md; session.py uses the same numbers).
 R_OUT_PUB = const(0x02)    # pid u16, the PUBLISH packet
 R_OUT_ACKED = const(0x03)  # pid u16 * n: completed (PUBACK, PUBCOMP, refusal, expiry)
 R_OUT_REL = const(0x04)    # pid u16: PUBREC received, PUBREL owed
 R_IN_QOS2 = const(0x05)    # pid u16: incoming QoS 2 delivered, awaiting PUBREL
 R_IN_REL = const(0x06)     # pid u16 * n: PUBREL received, id released
-R_SUB = const(0x07)        # sub_id u32, options u8, topic filter
-
-HF_ASSIGNED_ID = const(0x01)   # the client id was assigned by the broker
-HF_OFFLINE = const(0x02)       # written at DISCONNECT: saved_min starts the broker's expiry clock
 
 
 class LogJournal:
@@ -203,15 +197,6 @@ class LogJournal:
         return fits(self.e, n, self.b.capacity)
 
 
-def fits(e, n, capacity):  # noalloc
-    """Would engine e's state, grown by a record of n bytes, be at most
-    capacity bytes (what one checkpoint of the store can hold)?"""
-    n += 30 + len(e.cid) + e.nbytes + 13 * e.count + 9 * e.rx2_n
-    for k in range(len(e.subs)):
-        n += 16 + len(e.subs[k][0])
-    return n <= capacity
-
-
 def write_state(e, j, offline):
     """Stream engine e's whole state as records through journal j."""
     write_head(e, j, offline)
@@ -231,46 +216,17 @@ def write_head(e, j, offline):
     h[0:4] = MAGIC
     h[4] = FORMAT
     j.b.write(h, 0, 5)
-    cid = e.cid
-    h[0] = R_HEADER
-    put_u16(h, 1, 14 + len(cid))
-    h[3] = 5 if e.v5 else 4
-    h[4] = (HF_ASSIGNED_ID if e.cid_assigned else 0) | (HF_OFFLINE if offline else 0)
-    h[5:9] = j.expiry_bytes()
-    # The time is kept only for a state saved at DISCONNECT, the one case
-    # the expiry rule judges (session.py); reading it allocates on some ports.
-    m = wall_minutes() if offline else 0
-    put_u16(h, 9, m >> 16)
-    put_u16(h, 11, m & 0xFFFF)
-    put_u16(h, 13, e.last_pid)
-    put_u16(h, 15, len(cid))
+    header(e, h, j.expiry_bytes(), offline)
     j._part(h, 0, 17, True)
-    j._part(cid, 0, len(cid), False)
+    j._part(e.cid, 0, len(e.cid), False)
     crc.put(j.s, h, 0)
     j.b.write(h, 0, 4)
     for k in range(len(e.subs)):         # (a for-in over a list allocates an iterator)
-        f, opts, sid = e.subs[k]
-        h[0] = R_SUB
-        put_u16(h, 1, 5 + len(f))
-        put_u16(h, 3, sid >> 16)
-        put_u16(h, 5, sid & 0xFFFF)
-        h[7] = opts
+        f = sub(h, k, e)
         j._part(h, 0, 8, True)
         j._part(f, 0, len(f), False)
         crc.put(j.s, h, 0)
         j.b.write(h, 0, 4)
-
-
-_EPOCH_2000 = const(946684800)
-
-
-def wall_minutes():
-    """Minutes since 2000-01-01 UTC from the board's clock, 0 when the clock
-    is not set (before 2020). Below 2**30: no big integer on a board."""
-    t = time.time()
-    if time.gmtime(0)[0] != 2000:
-        t -= _EPOCH_2000
-    return int(t) // 60 if t > 631152000 else 0
 
 
 class Bytes:
@@ -281,13 +237,6 @@ class Bytes:
 
     def write(self, buf, off, n):
         self.out.extend(buf[off:off + n])
-
-
-def head_bytes(e, offline):
-    """MAGIC, HEADER and SUB records as bytes (filestore.py's "h")."""
-    j = LogJournal(Bytes(), e)
-    write_head(e, j, offline)
-    return j.b.out
 
 
 def state_bytes(e):

@@ -1,0 +1,83 @@
+# The session's header and subscription records (docs/session-format.md),
+# shared by both layouts: the log (store.py streams them, allocating
+# nothing) and the session directory (filestore.py writes them as the "h"
+# file). Also the size check both stores use before accepting a message.
+import time
+from micropython import const
+
+from . import crc
+from .codec import put_u16
+
+MAGIC = b"DMQS"
+FORMAT = const(1)          # the format version this code writes
+_R_HEADER = const(0x01)    # proto u8, flags u8, expiry u32, saved_min u32, next_pid u16, id_len u16, id
+_R_SUB = const(0x07)       # sub_id u32, options u8, topic filter
+_HF_ASSIGNED_ID = const(0x01)   # the client id was assigned by the broker
+_HF_OFFLINE = const(0x02)       # written at DISCONNECT: saved_min starts the broker's expiry clock
+_EPOCH_2000 = const(946684800)
+
+
+def header(e, h, expiry, offline):  # noalloc when offline is False
+    """The HEADER record of engine e into h[0:17], up to the client id;
+    expiry: the Session Expiry Interval as 4 bytes."""
+    cid = e.cid
+    h[0] = _R_HEADER
+    put_u16(h, 1, 14 + len(cid))
+    h[3] = 5 if e.v5 else 4
+    h[4] = (_HF_ASSIGNED_ID if e.cid_assigned else 0) | (_HF_OFFLINE if offline else 0)
+    h[5:9] = expiry
+    # The time is kept only for a state saved at DISCONNECT, the one case
+    # the expiry rule judges (session.py); reading it allocates on some ports.
+    m = wall_minutes() if offline else 0
+    put_u16(h, 9, m >> 16)
+    put_u16(h, 11, m & 0xFFFF)
+    put_u16(h, 13, e.last_pid)
+    put_u16(h, 15, len(cid))
+
+
+def sub(h, k, e):  # noalloc
+    """The SUB record of e's subscription k into h[0:8], up to the filter;
+    returns the filter."""
+    f, opts, sid = e.subs[k]
+    h[0] = _R_SUB
+    put_u16(h, 1, 5 + len(f))
+    put_u16(h, 3, sid >> 16)
+    put_u16(h, 5, sid & 0xFFFF)
+    h[7] = opts
+    return f
+
+
+def head_bytes(e, offline):
+    """MAGIC, the HEADER record and a SUB record per subscription, as bytes."""
+    cid = e.cid
+    b = bytearray(26 + len(cid))
+    b[0:4] = MAGIC
+    b[4] = FORMAT
+    header(e, memoryview(b)[5:], e.expiry.to_bytes(4, "big"), offline)
+    b[22:22 + len(cid)] = cid
+    crc.seal(b, 5, 17 + len(cid))
+    h = bytearray(8)
+    for k in range(len(e.subs)):
+        f = sub(h, k, e)
+        r = h + f + b"1234"
+        crc.seal(r, 0, 8 + len(f))
+        b += r
+    return b
+
+
+def fits(e, n, capacity):  # noalloc
+    """Would engine e's state, grown by a record of n bytes, be at most
+    capacity bytes (what one checkpoint of the store can hold)?"""
+    n += 30 + len(e.cid) + e.nbytes + 13 * e.count + 9 * e.rx2_n
+    for k in range(len(e.subs)):
+        n += 16 + len(e.subs[k][0])
+    return n <= capacity
+
+
+def wall_minutes():
+    """Minutes since 2000-01-01 UTC from the board's clock, 0 when the clock
+    is not set (before 2020). Below 2**30: no big integer on a board."""
+    t = time.time()
+    if time.gmtime(0)[0] != 2000:
+        t -= _EPOCH_2000
+    return int(t) // 60 if t > 631152000 else 0
