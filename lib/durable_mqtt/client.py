@@ -15,12 +15,10 @@
 # the paths marked `# noalloc` allocate nothing in steady state
 # (tests/test_noalloc.py).
 import time
-from array import array
 from micropython import const
 
 from .codec import publish_size, varint_size
 from .errors import MQTTException, PacketTooLarge, NotConnected, StoreFull
-from .session import Session
 
 _NEVER = const(0xFFFFFFFF)
 _TOPICS = const(8)           # str topics kept encoded
@@ -39,7 +37,7 @@ def _b(s):
 
 # Modules of what runs once (connect, subscribe, boot, error texts): unload()
 # drops them when the call that needed them is over.
-_ONCE = ("connect", "request", "load", "dial", "reasons")
+_ONCE = ("configure", "connect", "request", "load", "dial", "reasons")
 
 
 def unload():
@@ -55,81 +53,24 @@ def unload():
 
 class MQTTClient:
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
-                 ssl=None, *, version=4, clean_session=True, session_expiry=None,
-                 session_file=None, buf_size=1024, max_inflight=16, receive_max=8,
-                 outbox_size=32, outbox_bytes=None, timeout_ms=10000, resubscribe=True,
-                 ring_prog_size=None, persist_batch_ms=0, tls_verify=True, event_callback=None):
+                 ssl=None, **kw):
         # The connection's modules first, while the heap is emptiest: they
         # stay loaded, and on a board that compiles .py this is the largest
         # compile (measured on 32 bits: 44 KB less heap needed than
         # importing them at the first connect, after the session is loaded).
-        from . import link  # noqa: F401
-        if not (version in (4, 5) and 63 < buf_size < 268435461 and 0 < max_inflight < 65536
-                and 0 < receive_max < 65536 and outbox_size >= 0 and 0 <= keepalive < 65536
-                and (session_expiry is None or 0 <= session_expiry <= _NEVER)):
-            raise ValueError("version 4 or 5; buf_size >= 64; max_inflight, receive_max 1..65535; "
-                             "outbox_size >= 0; keepalive 0..65535; session_expiry 0..0xFFFFFFFF")
-        if ssl is not None and not hasattr(ssl, "wrap_socket"):
-            raise TypeError("ssl must be an ssl.SSLContext")
-        if password is not None and user is None and version == 4:
-            raise ValueError("a password needs a user name in MQTT 3.1.1 (MQTT-3.1.2-22)")
-        self.server = server
-        self.port = port or (8883 if ssl else 1883)
-        self.user = None if user is None else _b(user)
-        self.pswd = None if password is None else _b(password)
-        self.keepalive = keepalive
-        self.ssl = ssl
-        self.tls_verify = tls_verify
-        self.clean_session = self.clean = clean_session      # clean: the last connect's
-        self.buf_size = buf_size
-        self.receive_max = receive_max
-        self.timeout_ms = timeout_ms
-        self.resubscribe = resubscribe
-        self.session_present = False
-        self.async_connect = False       # aio: the TCP connect yields
-        self.last_event = None
-        self.v5 = version == 5
-        self.props = None
-        if self.v5:
-            from . import props          # MQTT 5 only: 3.1.1 never loads it
-            self.props = props
-        self.expiry_arg = session_expiry
-        # QoS 1/2 get max_inflight + outbox_size places; QoS 0 queued while
-        # the link is down a quarter of that on top (and a fifth of the
-        # bytes). The arena: 96 bytes a place (an 86-byte PUBLISH: 16-byte
-        # topic, 64-byte payload), two full packets at least. Incoming QoS 2
-        # ids: twice receive_max, as a broker resends the last connection's
-        # messages beside a fresh quota (mosquitto was seen with 11
-        # unreleased against 8); 3.1.1 has no Receive Maximum: the broker's
-        # own limit applies (mosquitto 20).
-        q = max_inflight + outbox_size
-        s = q + max(4, q // 4)
-        self.engine = e = Session(self.v5, _b(client_id), s, q, outbox_bytes or max(96 * s, 2 * buf_size + 64),
-                                  2 * receive_max if self.v5 else max(2 * receive_max, 64), max_inflight, buf_size)
-        e.expiry = self.expiry_for(clean_session)
-        self.tx = bytearray(buf_size)
-        self.conn = None                 # link.Link, made at the first connect
-        self.counts = array("I", bytes(40))   # counters, numbered in link.py
-        self.topics = {}
-        self._pc = _NO_PROPS             # the last publish() props checked
-        self.cb = self.on_done = self.will = None
-        self.cb_props = False
-        self._event_cb = event_callback
-        self._early = []                 # the constructor's events, replayed to a callback set later
-        self.persist = False
-        self.journal = None
-        if session_file is not None:
-            from .load import open_journal
-            self.journal = j = open_journal(session_file, e, ring_prog_size, persist_batch_ms, self.event)
+        from . import session, link  # noqa: F401
+        from .configure import configure
+        try:
+            f = configure(self, client_id, server, port, user, password, keepalive, ssl, **kw)
+            del configure
             unload()
-            if e.has_state:
-                self.clean_session = False
-                self.persist = True
-            elif self.persistent(clean_session):
-                self.persist = True      # what is accepted before the first connect is kept
-                j.checkpoint()
-        if not self._early:
-            self._early = None
+            if f:
+                from .load import open_session
+                open_session(self, *f)
+        finally:
+            unload()
+        if not self.early:
+            self.early = None
 
     # ------------------------------------------------------------ settings and figures
     def expiry_for(self, clean):
@@ -148,10 +89,10 @@ class MQTTClient:
         """f(event, info): "new", "resumed", "lost", "expired", "discarded" or
         "damaged", and a dict of figures. The events the constructor raised
         (restoring the stored session) are passed to f at once."""
-        self._event_cb = f
-        for ev, info in self._early or ():
+        self.on_event = f
+        for ev, info in self.early or ():
             f(ev, info)
-        self._early = None
+        self.early = None
 
     def set_done_callback(self, f):
         """f(pid, reason) when a QoS 1/2 message leaves the session: reason 0
@@ -160,10 +101,10 @@ class MQTTClient:
 
     def event(self, ev, info):
         self.last_event = ev
-        if self._event_cb:
-            self._event_cb(ev, info)
-        elif self._early is not None:
-            self._early.append((ev, info))
+        if self.on_event:
+            self.on_event(ev, info)
+        elif self.early is not None:
+            self.early.append((ev, info))
 
     def set_last_will(self, topic, msg, retain=False, qos=0, props=None):
         if not topic or qos not in (0, 1, 2):
@@ -391,15 +332,15 @@ class MQTTClient:
         # checked once per props object.
         if props is None:
             return _NO_PROPS
-        if props is not self._pc[0]:
+        if props is not self.pc[0]:
             pr = props if isinstance(props, bytes) else self.props.encode(props)
             box = self.props.scan(pr)
             if box.alias:
                 # Aliases belong to one connection (MQTT-3.3.2-7); a stored
                 # message must not carry one.
                 raise ValueError("no topic alias in publish() props")
-            self._pc = (props, pr, box.expiry)
-        return self._pc
+            self.pc = (props, pr, box.expiry)
+        return self.pc
 
 
 def _check_topic(t):  # noalloc

@@ -29,7 +29,20 @@ class FormatError(ValueError):
     """Bytes that are not a session state of this library."""
 
 
-def open_journal(where, e, prog_size, batch_ms, event):
+def open_session(c, where, prog_size, batch, clean):
+    """Client c's journal on session_file `where`, its stored state restored;
+    batch: (persist_batch_ms, persist_batch_bytes)."""
+    e = c.engine
+    c.journal = j = open_journal(where, e, prog_size, batch[0], c.event, batch[1])
+    if e.has_state:
+        c.clean_session = False
+        c.persist = True
+    elif c.persistent(clean):
+        c.persist = True              # what is accepted before the first connect is kept
+        j.checkpoint()
+
+
+def open_journal(where, e, prog_size, batch_ms, event, batch_bytes=None):
     """The journal for session_file `where`, with the stored state restored
     into engine e: a path (a directory of slot files, filestore.py; a
     session file of the older log layout is moved into it), a block device
@@ -44,7 +57,7 @@ def open_journal(where, e, prog_size, batch_ms, event):
             prog_size = 256           # rp2.Flash programs whole 256-byte pages
         where = RingStore(where, prog_size=prog_size, max_append=e.buf_size + 16 + 2 * e.nslots)
     from .store import LogJournal
-    j = LogJournal(where, e, batch_ms, e.qos12)
+    j = LogJournal(where, e, batch_ms, e.qos12, batch_bytes)
     try:
         data = where.load()
         if data:
@@ -110,14 +123,19 @@ def _read_dir(j):
                 j.put_file(name, b"")
         return None
     st = parse(head)
-    ids = _read(j.dir + "/i")
-    if ids and len(ids) >= 7 and ids[0] == _R_IN_LIST and crc.check(ids, 0, len(ids) - 4):
-        st.in_qos2 = [u16(ids, 3 + 2 * k) for k in range(u16(ids, 1) // 2)]
+    for name in ("i0", "i1"):         # the newer intact one holds the incoming QoS 2 ids
+        d = _read(j.dir + "/" + name)
+        n = len(d) if d else 0
+        if n >= 11 and d[4] == _R_IN_LIST and u16(d, 5) == n - 11 and crc.check(d, 0, n - 4):
+            q = _seq(d)
+            if q > j.iseq:
+                j.iseq = q
+                st.in_qos2 = [u16(d, 7 + 2 * k) for k in range(u16(d, 5) // 2)]
     found = []
     for name in names:
         if not name.isdigit():
-            if name not in ("h", "i"):
-                os.remove(j.dir + "/" + name)
+            if name not in ("h", "i0", "i1"):
+                os.remove(j.dir + "/" + name)     # h.tmp of a cut checkpoint, or a stranger
             continue
         s = int(name)
         data = _read(j.dir + "/" + name)
@@ -130,15 +148,19 @@ def _read_dir(j):
             continue
         j.made = max(j.made, s + 1)
         if ok:
-            found.append(((data[0] << 24) | (data[1] << 16) | u16(data, 2), s, u16(data, 7),
-                          bytes(data[9:n - 4]) if data[4] == _R_OUT_PUB else None))
+            # (seq, 1 for an OUT_REL: it follows its OUT_PUB of the same seq)
+            rel = data[4] == _R_OUT_REL
+            found.append((_seq(data), rel, s, u16(data, 7), None if rel else bytes(data[9:n - 4])))
         elif n:
             j.put_file(name, b"")        # damaged (LittleFS never leaves a write half done)
             st.dropped += n
             st.intact_after = True    # reported as `damaged`
     found.sort()
     seen = {}
-    for seq, s, pid, pkt in found:    # an id twice (reused while the old slot waited): the newer wins
+    for seq, rel, s, pid, pkt in found:
+        # An id twice: reused while the old slot waited to be emptied (the
+        # higher seq wins), or an OUT_PUB and its OUT_REL (same seq: the
+        # OUT_REL wins). The loser is emptied.
         if pid in seen:
             j.put_file(str(seen[pid][1]), b"")
         seen[pid] = (seq, s, pid, pkt)
@@ -151,6 +173,10 @@ def _read_dir(j):
         st.next_pid = pid             # the newest message's id: the last issued
     st.out = [[pid, pkt] for _, _, pid, pkt in live]
     return st
+
+
+def _seq(b):
+    return (b[0] << 24) | (b[1] << 16) | u16(b, 2)
 
 
 def save_session(c):

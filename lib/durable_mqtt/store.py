@@ -38,12 +38,15 @@ class LogJournal:
     OUT_PUB records are written together within batch_ms (or with the next
     synchronous record), the loss window of docs/sessions.md."""
 
-    def __init__(self, backend, e, batch_ms=0, batch_max=16):
+    def __init__(self, backend, e, batch_ms=0, batch_max=16, batch_bytes=None):
         self.b = backend
         self.e = e
         self.batch_ms = batch_ms
         self.batch = array("H", bytes(2 * batch_max))   # OUT_PUB records not yet written
         self.nbatch = 0
+        self.nbytes = 0                                 # their bytes: they go out in one append
+        most = getattr(backend, "max_append", 0x3FFFFFFF)
+        self.batch_bytes = min(batch_bytes or most, most)
         self.batch_t0 = 0
         self.acks = bytearray(7 + 2 * e.nslots)        # the OUT_ACKED record being gathered
         self.nacks = 0
@@ -68,12 +71,14 @@ class LogJournal:
         k = e.rec
         e.rec = 0
         if k == R_OUT_PUB and self.batch_ms:
-            if self.nbatch >= len(self.batch):
-                self.flush()
+            n = e.len[e.rec_slot] + 9
+            if self.nbatch >= len(self.batch) or self.nbytes + n + 2 * self.nacks + 7 > self.batch_bytes:
+                self.flush()              # the batch would not fit one append
             if not self.nbatch:
                 self.batch_t0 = time.ticks_ms()
             self.batch[self.nbatch] = e.pid[e.rec_slot]
             self.nbatch += 1
+            self.nbytes += n
             return
         if not self._room(e.len[e.rec_slot] + 9 if k == R_OUT_PUB else 9):
             self.checkpoint()                 # it holds the change: the RAM state has it
@@ -112,7 +117,7 @@ class LogJournal:
     def _room(self, n):  # noalloc
         # Can this append go to the backend, or must a checkpoint replace it?
         b = self.b
-        return not b.needs_checkpoint() and n + 2 * self.nacks + 7 <= b.max_append
+        return not b.needs_checkpoint() and n + self.nbytes + 2 * self.nacks + 7 <= b.max_append
 
     def _batched(self):  # noalloc
         # The pending acknowledgements and batched OUT_PUB, into the open append.
@@ -137,7 +142,7 @@ class LogJournal:
             self.checkpoint()
             return
         self.nacks = 0
-        self.nbatch = 0
+        self.nbatch = self.nbytes = 0
         self.appends += 1
 
     def _pub(self, i):  # noalloc
@@ -174,12 +179,12 @@ class LogJournal:
         write_state(self.e, self, offline)
         b.end()
         self.nacks = 0
-        self.nbatch = 0
+        self.nbatch = self.nbytes = 0
         self.checkpoints += 1
 
     def erase(self):
         self.nacks = 0
-        self.nbatch = 0
+        self.nbatch = self.nbytes = 0
         self.b.erase()
 
     def set_aside(self):

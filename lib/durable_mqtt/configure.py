@@ -1,0 +1,80 @@
+# The constructor's work (MQTTClient.__init__): checks the arguments, sizes
+# the session engine and its buffers. Runs once per client, then unloaded
+# (client.unload); load.py then opens the session file.
+from array import array
+from micropython import const
+
+from .session import Session
+
+_NEVER = const(0xFFFFFFFF)
+
+
+def _b(s):
+    return s.encode() if isinstance(s, str) else bytes(s)
+
+
+def configure(self, client_id, server, port=0, user=None, password=None, keepalive=0,
+              ssl=None, *, version=4, clean_session=True, session_expiry=None,
+              session_file=None, buf_size=1024, max_inflight=16, receive_max=8,
+              outbox_size=32, outbox_bytes=None, timeout_ms=10000, resubscribe=True,
+              ring_prog_size=None, persist_batch_ms=0, persist_batch_bytes=None, tls_verify=True,
+              event_callback=None):
+    """MQTTClient(...) (docs/api.md lists the arguments)."""
+    if not (version in (4, 5) and 63 < buf_size < 268435461 and 0 < max_inflight < 65536
+            and 0 < receive_max < 65536 and outbox_size >= 0 and 0 <= keepalive < 65536
+            and (session_expiry is None or 0 <= session_expiry <= _NEVER)):
+        raise ValueError("version 4 or 5; buf_size >= 64; max_inflight, receive_max 1..65535; "
+                         "outbox_size >= 0; keepalive 0..65535; session_expiry 0..0xFFFFFFFF")
+    if ssl is not None and not hasattr(ssl, "wrap_socket"):
+        raise TypeError("ssl must be an ssl.SSLContext")
+    if password is not None and user is None and version == 4:
+        raise ValueError("a password needs a user name in MQTT 3.1.1 (MQTT-3.1.2-22)")
+    self.server = server
+    self.port = port or (8883 if ssl else 1883)
+    self.user = None if user is None else _b(user)
+    self.pswd = None if password is None else _b(password)
+    self.keepalive = keepalive
+    self.ssl = ssl
+    self.tls_verify = tls_verify
+    self.clean_session = self.clean = clean_session      # clean: the last connect's
+    self.buf_size = buf_size
+    self.receive_max = receive_max
+    self.timeout_ms = timeout_ms
+    self.resubscribe = resubscribe
+    self.session_present = False
+    self.async_connect = False       # aio: the TCP connect yields
+    self.last_event = None
+    self.v5 = version == 5
+    self.props = None
+    if self.v5:
+        from . import props          # MQTT 5 only: 3.1.1 never loads it
+        self.props = props
+    self.expiry_arg = session_expiry
+    # QoS 1/2 get max_inflight + outbox_size places; QoS 0 queued while
+    # the link is down a quarter of that on top (and a fifth of the
+    # bytes). The arena: 96 bytes a place (an 86-byte PUBLISH: 16-byte
+    # topic, 64-byte payload), two full packets at least. Incoming QoS 2
+    # ids: twice receive_max, as a broker resends the last connection's
+    # messages beside a fresh quota (mosquitto was seen with 11
+    # unreleased against 8); 3.1.1 has no Receive Maximum: the broker's
+    # own limit applies (mosquitto 20).
+    q = max_inflight + outbox_size
+    s = q + max(4, q // 4)
+    self.engine = e = Session(self.v5, _b(client_id), s, q, outbox_bytes or max(96 * s, 2 * buf_size + 64),
+                              2 * receive_max if self.v5 else max(2 * receive_max, 64), max_inflight, buf_size)
+    e.expiry = self.expiry_for(clean_session)
+    self.tx = bytearray(buf_size)
+    self.conn = None                 # link.Link, made at the first connect
+    self.counts = array("I", bytes(40))   # counters, numbered in link.py
+    self.topics = {}
+    self.pc = (None, b"", 0)        # the last publish() props checked (client._props)
+    self.cb = self.on_done = self.will = None
+    self.cb_props = False
+    self.on_event = event_callback
+    self.early = []                  # the constructor's events, replayed to a callback set later
+    self.persist = False
+    self.journal = None
+    # The session file is opened by load.open_session once this module is
+    # gone (client.py): the two are the constructor's largest transients.
+    return None if session_file is None else (session_file, ring_prog_size, (persist_batch_ms, persist_batch_bytes),
+                                            clean_session)
