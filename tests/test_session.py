@@ -589,3 +589,65 @@ assert kept.pending() == lost.pending(), (kept.pending(), lost.pending())
 print("OK")
 """ % (backend, tmp_path))
     assert "OK" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+@pytest.mark.parametrize("layout", ["dir", "ring", "log"])
+def test_short_program_ends_with_its_acknowledgements_on_flash(broker, tmp_path, layout, ver):
+    """The quick start: publish, wait until nothing is pending, end without
+    flush() or disconnect(). The acknowledgements reached flash in the call
+    that handled the last one (nothing left in flight), so the next boot
+    holds nothing and resends nothing. Prints what that idle write cost."""
+    prog = r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
+from norflash import NorFlash
+import sys
+LAYOUT, PATH, PORT, VER = %r, %r, %d, %d
+flash = NorFlash(4096, 16, prog_size=32, path=PATH + ".img")
+where = {"dir": PATH, "ring": flash, "log": FileLog(PATH + ".log")}[LAYOUT]
+c = MQTTClient("short-%%s-%%d" %% (LAYOUT, VER), "127.0.0.1", PORT, version=VER, clean_session=False,
+               session_file=where)
+print("BOOT pending", c.pending())
+if sys.argv[-1] == "publish":
+    c.connect()
+    for i in range(3):
+        c.publish("short/%%s" %% LAYOUT, b"reading %%d" %% i, qos=1)
+    before = c.stats()
+    while c.pending():
+        c.wait_msg(1000)
+    after = c.stats()
+    print("COST", {k: after[k] - before[k] for k in after if k.startswith("flash_") and k in before})
+""" % (layout, str(tmp_path / "s"), broker.port, ver)
+    first = run_mp(prog, args=("publish",))
+    assert "BOOT pending 0" in first.stdout, first.stdout
+    cost = [line for line in first.stdout.splitlines() if line.startswith("COST")]
+    assert cost, first.stdout
+    print(layout, ver, cost[0])
+    second = run_mp(prog, args=("boot",))
+    assert "BOOT pending 0" in second.stdout, (first.stdout, second.stdout)
+
+
+def test_batched_persistence_on_the_ring_never_exceeds_one_append(tmp_path):
+    """A batch is written as one ring append: records that would not fit
+    (buf_size-sized messages, or persist_batch_bytes) go in the next one."""
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+from norflash import NorFlash
+flash = NorFlash(4096, 16, prog_size=32)
+seen = []
+for limit in (None, 250):
+    c = MQTTClient("batchbig", "127.0.0.1", 1, clean_session=False, session_file=flash, buf_size=256,
+                   persist_batch_ms=60000, persist_batch_bytes=limit)
+    for i in range(20):
+        c.publish("b/big", b"x" * 100, qos=1)
+    c.flush(0)
+    appends = c.stats()["store_appends"]
+    flash = flash.reboot()
+    kept = MQTTClient("batchbig", "127.0.0.1", 1, clean_session=False, session_file=flash, buf_size=256)
+    print("LIMIT", limit, "appends", appends, "kept", kept.pending())
+    assert kept.pending() == 20 * (1 if limit is None else 2), kept.pending()
+    seen.append(appends)
+assert seen[0] < seen[1] < 20, seen       # the smaller bound, more appends; both fewer than 20
+""")
+    assert r.stdout.count("LIMIT") == 2, r.stdout

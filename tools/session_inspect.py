@@ -4,7 +4,7 @@
 Reads one of:
 
   * a session directory (the layout a path session_file gets since 0.2.0:
-    PATH.d/ with "h", "i" and slot files; docs/session-format.md) -- given
+    PATH.d/ with "h", "i0", "i1" and slot files; docs/session-format.md) -- given
     as the directory or as the session_file path it belongs to;
   * a session file of the log layout (0.1.0's FileStore, filelog.FileLog:
     the latest checkpoint followed by every record appended after it), or
@@ -352,11 +352,13 @@ def parse_session(data, diag):
 
 def read_dir(path, diag, info):
     """A session directory (filestore.py) read as load.py reads it: "h" is
-    the header and subscriptions (a record stream), "i" one IN_LIST record,
-    each slot file a sequence number (u32) and one OUT_PUB or OUT_REL
-    record whose CRC covers the number too. The messages in sequence order;
-    empty slots are free; a damaged slot, or an older copy of a packet id,
-    is reported (the library empties such slots at boot)."""
+    the header and subscriptions (a record stream); "i0" and "i1" each a
+    sequence number (u32) and one IN_LIST record, the newer intact one
+    counting; each slot file a sequence number and one OUT_PUB or OUT_REL
+    record, CRCs covering the number too. The messages in sequence order (an
+    OUT_REL wins over the OUT_PUB of the same number); empty slots are free;
+    a damaged slot, or an older copy of a packet id, is reported (the library
+    empties such slots at boot)."""
     import os
     names = sorted(os.listdir(path))
     info.update(path=path, files=names, slots=[])
@@ -370,20 +372,24 @@ def read_dir(path, diag, info):
                  "the library empties its slots at boot")
         raise Unreadable("no session in %s" % path)
     s = parse_session(head, diag)
-    try:
-        with open(os.path.join(path, "i"), "rb") as f:
-            ids = f.read()
-    except OSError:
-        ids = b""
-    if ids:
-        if len(ids) >= 7 and ids[0] == R_IN_LIST and u16(ids, 1) == len(ids) - 7 and crc_ok(ids, 0, len(ids) - 4):
-            s.in_qos2 = [u16(ids, 3 + 2 * k) for k in range(u16(ids, 1) // 2)]
-        else:
-            diag.add("warning", "bad_ids", "the incoming QoS 2 file \"i\" does not hold one good IN_LIST record "
-                     "(the library ignores it)")
+    best = -1
+    for iname in ("i0", "i1"):
+        try:
+            with open(os.path.join(path, iname), "rb") as f:
+                ids = f.read()
+        except OSError:
+            continue
+        n = len(ids)
+        if n >= 11 and ids[4] == R_IN_LIST and u16(ids, 5) == n - 11 and crc_ok(ids, 0, n - 4):
+            if u32(ids, 0) > best:
+                best = u32(ids, 0)
+                s.in_qos2 = [u16(ids, 7 + 2 * k) for k in range(u16(ids, 5) // 2)]
+        elif n:
+            diag.add("warning", "bad_ids", "the incoming QoS 2 file %r does not hold a sequence number and one "
+                     "good IN_LIST record (the library uses the other one)" % iname)
     found = []
     for name in names:
-        if name in ("h", "i"):
+        if name in ("h", "i0", "i1"):
             continue
         if not name.isdigit():
             diag.add("info", "stray_file", "%r is not the library's (removed at boot)" % name)
@@ -397,18 +403,19 @@ def read_dir(path, diag, info):
         elif (n >= 13 and u16(data, 5) == n - 11 and data[4] in (R_OUT_PUB, R_OUT_REL)
               and crc_ok(data, 0, n - 4)):
             slot.update(state="message", seq=u32(data, 0), pid=u16(data, 7), record=RECORD_NAMES[data[4]])
-            found.append((u32(data, 0), int(name), u16(data, 7), bytes(data[9:n - 4]) if data[4] == R_OUT_PUB else None))
+            rel = data[4] == R_OUT_REL
+            found.append((u32(data, 0), rel, int(name), u16(data, 7), None if rel else bytes(data[9:n - 4])))
         else:
             slot["state"] = "damaged"
             diag.add("warning", "damaged_slot", "slot %s (%d bytes) holds no good record: its message is lost "
                      "(the library reports the event `damaged`)" % (name, n))
         info["slots"].append(slot)
-    found.sort()
+    found.sort()            # by seq; an OUT_REL after the OUT_PUB of the same seq
     newest = {}
-    for seq, k, pid, pkt in found:
+    for seq, rel, k, pid, pkt in found:
         if pid in newest:
-            diag.add("info", "older_copy", "slot %d holds an older copy of packet id %d (seq %d): the newer wins"
-                     % (newest[pid][1], pid, newest[pid][0]))
+            diag.add("info", "older_copy", "slot %d holds an older copy of packet id %d (seq %d): the %s wins"
+                     % (newest[pid][1], pid, newest[pid][0], "OUT_REL" if rel and seq == newest[pid][0] else "newer"))
         newest[pid] = (seq, k, pid, pkt)
     live = sorted(newest.values())
     s.out = [[pid, pkt] for _, _, pid, pkt in live]

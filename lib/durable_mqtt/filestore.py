@@ -1,22 +1,28 @@
 # The session in a directory of small files on LittleFS, laid out for how
-# LittleFS commits (docs/file-format.md, docs/flash-wear.md):
+# LittleFS commits (docs/session-format.md#session-directory, flash-wear.md):
 #
-#   PATH.d/h     the header and subscriptions (MAGIC, HEADER, SUB records)
-#   PATH.d/i     the incoming QoS 2 ids awaiting PUBREL (one IN_LIST record)
-#   PATH.d/0 ..  slot files: empty (free), or a sequence number (u32) and one
-#                OUT_PUB or OUT_REL record, its CRC covering the number too
+#   PATH.d/h       the header and subscriptions (MAGIC, HEADER, SUB records)
+#   PATH.d/i0, i1  the incoming QoS 2 ids awaiting PUBREL: a sequence number
+#                  (u32) and one IN_LIST record; written in turn, the newer
+#                  intact one counts
+#   PATH.d/0 ..    slot files: empty (free), or a sequence number (u32) and
+#                  one OUT_PUB or OUT_REL record, its CRC covering the number
 #
 # A file no larger than LittleFS's inline limit (128 bytes on a stock ESP32
 # mount, 512 on a stock RP2040 mount) lives in its directory's metadata log:
-# rewriting it appends one commit there instead of copying a 4 KB block, and
-# the commit is atomic. So every change is one whole-file rewrite (open "wb",
-# write, close) of the file it concerns: accepting a message writes a free
-# slot, a PUBREC rewrites the message's slot as its OUT_REL, an incoming QoS
-# 2 rewrites "i". An acknowledgement costs nothing at first: the slot is free
-# to be overwritten by the next message, which makes the ack durable; slots
-# acknowledged but not yet reused are emptied when nothing is in flight
-# (tick), at flush(), disconnect() and checkpoints. The sequence numbers give
-# the resend order; load.py reads it all back.
+# rewriting it appends one commit there instead of copying a 4 KB block. So
+# every change is one whole-file write (open "wb", write, close): accepting
+# a message writes a free slot, a PUBREC writes the message's OUT_REL into
+# another free slot (same sequence number; the OUT_PUB slot is then free),
+# an incoming QoS 2 writes the older of i0/i1, a checkpoint writes "h" as
+# h.tmp and renames it over "h". No write ever replaces the only copy of
+# something still needed, so a cut anywhere leaves the old state or the
+# new one on any file system, not only on LittleFS, whose commits are
+# atomic anyway. An acknowledgement costs nothing at first: the slot is
+# free to be overwritten by the next message, which makes the ack durable;
+# slots acknowledged but not yet reused are emptied when nothing is in
+# flight (tick), at flush(), disconnect() and checkpoints. The sequence
+# numbers give the resend order; load.py reads it all back.
 #
 # Cost: a file object per write (LittleFS needs one; about 270 bytes on an
 # ESP32, 1.1 KB on an RP2040, garbage after the write). The log-file layout
@@ -51,15 +57,23 @@ class SlotJournal:
         self.seq = array("i", bytes(4 * n))      # its sequence number
         self.stale = bytearray(n)                # acknowledged, not yet emptied on flash
         self.rel = bytearray(n)                  # holds an OUT_REL (PUBREC came)
+        # After a PUBREC the message's OUT_PUB stays in its old slot until
+        # that slot is emptied or reused: guard[s] = r + 1 for the slot r of
+        # its OUT_REL, which must outlive it (blocked[r]): were r reused
+        # first, a reboot would find the OUT_PUB alone and send the PUBLISH
+        # again after its PUBREL, a second delivery.
+        self.guard = array("H", bytes(2 * n))
+        self.blocked = bytearray(n)
         self.made = 0                            # slot files that exist (0 .. made-1)
         self.next = 1                            # the next sequence number
+        self.iseq = 0                            # that of the newer of i0 / i1
         self.batch = array("H", bytes(2 * n))    # batched mode: OUT_PUB not yet written
         self.nbatch = 0
         self.batch_t0 = 0
         self.nacks = 0                           # stale slots
         self.h = bytearray(20)
         self.s = bytearray(4)
-        self.appends = self.checkpoints = self.bytes_written = 0
+        self.appends = self.checkpoints = self.bytes_written = self.file_writes = 0
         _mkdir(dir)
         self.capacity = _capacity(dir)
 
@@ -84,7 +98,7 @@ class SlotJournal:
         elif k == _R_OUT_REL:
             s = self._slot(e.rec_pid)
             if s >= 0:
-                self._write(s, _R_OUT_REL, self.seq[s], e.rec_pid, None, 0, 0)
+                self.released(s)
         else:                        # IN_QOS2, IN_REL: the whole table again
             self._ids()
 
@@ -100,6 +114,22 @@ class SlotJournal:
         n = e.len[i]
         self._write(s, _R_OUT_PUB if n else _R_OUT_REL, self.seq[s], pid, e.arena, e.off[i], n)
 
+    def released(self, s):
+        """PUBREC came for the message in slot s: its OUT_REL goes into a free
+        slot with the same sequence number (the reader prefers it to the
+        OUT_PUB); slot s is then free. The OUT_PUB stays intact until the
+        OUT_REL is complete."""
+        pid = self.pid[s]
+        r = self._free()
+        self.pid[r] = pid
+        self.seq[r] = self.seq[s]
+        self._write(r, _R_OUT_REL, self.seq[s], pid, None, 0, 0)
+        self.pid[s] = 0
+        self.stale[s] = 1
+        self.nacks += 1
+        self.guard[s] = r + 1
+        self.blocked[r] = 1
+
     def _slot(self, pid):
         # The slot holding message pid (-1: none).
         for s in range(self.made):
@@ -108,25 +138,35 @@ class SlotJournal:
         return -1
 
     def _free(self):
-        # A slot to write a new message into: one acknowledged (its rewrite
-        # makes the ack durable), else an empty one, else a new file.
+        # A slot to write a new message into: an acknowledged one (its
+        # rewrite makes the ack durable), the OUT_PUB of a released message
+        # first; else an empty one; else a new file. Never a blocked one.
         best = -1
         for s in range(self.made):
-            if not self.pid[s]:
-                if self.stale[s]:
+            if not self.pid[s] and not self.blocked[s]:
+                if self.guard[s]:
                     return s
-                best = s
+                if self.stale[s] or best < 0:
+                    best = s
         if best < 0:
             best = self.made
             self.made += 1
         return best
 
+    def _rewritten(self, s):
+        # Slot s no longer holds what it held: a guard it kept is lifted.
+        g = self.guard[s]
+        if g:
+            self.blocked[g - 1] = 0
+            self.guard[s] = 0
+        if self.stale[s]:
+            self.stale[s] = 0
+            self.nacks -= 1
+
     def _write(self, s, kind, seq, pid, buf, off, n):
         # Slot s := seq, record (type kind, pid, buf[off:off+n]); one commit.
         h = self.h
-        h[0] = seq >> 24
-        h[1] = (seq >> 16) & 0xFF
-        put_u16(h, 2, seq & 0xFFFF)
+        _put_seq(h, seq)
         h[4] = kind
         put_u16(h, 5, n + 2)
         put_u16(h, 7, pid)
@@ -143,9 +183,7 @@ class SlotJournal:
                 f.write(h, 9, 4)
         except OSError as x:
             _raise(x)
-        if self.stale[s]:
-            self.stale[s] = 0
-            self.nacks -= 1
+        self._rewritten(s)
         self.rel[s] = kind == _R_OUT_REL
         self.appends += 1
         self.bytes_written += n + 13
@@ -156,16 +194,19 @@ class SlotJournal:
         return "%s/%d" % (self.dir, s)
 
     def _ids(self):
-        # "i" := one IN_LIST record of the incoming QoS 2 ids awaiting PUBREL.
+        # The older of i0 / i1 := a sequence number and one IN_LIST record of
+        # the incoming QoS 2 ids awaiting PUBREL (the newer stays intact).
         e = self.e
         n = e.rx2_n
-        b = bytearray(7 + 2 * n)
-        b[0] = _R_IN_LIST
-        put_u16(b, 1, 2 * n)
+        b = bytearray(11 + 2 * n)
+        self.iseq += 1
+        _put_seq(b, self.iseq)
+        b[4] = _R_IN_LIST
+        put_u16(b, 5, 2 * n)
         for k in range(n):
-            put_u16(b, 3 + 2 * k, e.rx2[k])
-        crc.seal(b, 0, 3 + 2 * n)
-        self.put_file("i", b)
+            put_u16(b, 7 + 2 * k, e.rx2[k])
+        crc.seal(b, 0, 7 + 2 * n)
+        self.put_file("i1" if self.iseq & 1 else "i0", b)
 
     def put_file(self, name, data):
         """File `name` of the directory := data, in one commit."""
@@ -174,6 +215,7 @@ class SlotJournal:
                 f.write(data)
         except OSError as x:
             _raise(x)
+        self.file_writes += 1
         self.bytes_written += len(data)
 
     def acked(self, pid):
@@ -198,11 +240,11 @@ class SlotJournal:
             if i >= 0 and e.len[i]:
                 self.stored(i)
         self.nbatch = 0
-        for s in range(self.made):
-            if self.stale[s]:
-                self.put_file(str(s), b"")
-                self.stale[s] = 0
-        self.nacks = 0
+        for first in (1, 0):          # guarded OUT_PUB slots before the OUT_REL they guard
+            for s in range(self.made):
+                if self.stale[s] and (self.guard[s] or not first):
+                    self.put_file(str(s), b"")
+                    self._rewritten(s)
 
     def tick(self, now):
         if self.nbatch and time.ticks_diff(now, self.batch_t0) >= self.batch_ms:
@@ -231,21 +273,26 @@ class SlotJournal:
                 if s < 0:
                     self.stored(i)
                 elif not e.len[i] and not self.rel[s]:
-                    self._write(s, _R_OUT_REL, self.seq[s], e.pid[i], None, 0, 0)
+                    self.released(s)
         self.flush()
         self._ids()
-        self.put_file("h", head_bytes(e, offline))
+        self.put_file("h.tmp", head_bytes(e, offline))
+        try:
+            os.rename(self.dir + "/h.tmp", self.dir + "/h")    # the commit point
+        except OSError as x:
+            _raise(x)
         self.checkpoints += 1
 
     def erase(self):
         """Forget the session: "h" first (without it nothing loads), then
         every slot."""
         _remove(self.dir + "/h")
-        _remove(self.dir + "/i")
+        _remove(self.dir + "/i0")
+        _remove(self.dir + "/i1")
         for s in range(self.made):
             if self.pid[s] or self.stale[s]:
                 self.put_file(str(s), b"")
-            self.pid[s] = self.stale[s] = self.rel[s] = 0
+            self.pid[s] = self.stale[s] = self.rel[s] = self.guard[s] = self.blocked[s] = 0
         self.nacks = self.nbatch = 0
 
     def set_aside(self):
@@ -262,6 +309,8 @@ class SlotJournal:
         except OSError:
             pass
         _mkdir(self.dir)
+        for s in range(self.made):
+            self.pid[s] = self.stale[s] = self.rel[s] = self.guard[s] = self.blocked[s] = 0
         self.made = 0
         self.nacks = 0
 
@@ -269,7 +318,15 @@ class SlotJournal:
         pass
 
     def stats(self):
-        return {"bytes_written": self.bytes_written, "slots": self.made, "slot_writes": self.appends}
+        return {"bytes_written": self.bytes_written, "slots": self.made, "slot_writes": self.appends,
+                "other_writes": self.file_writes}
+
+
+def _put_seq(b, seq):  # noalloc
+    # A sequence number as u32 at b[0:4] (no big integer on a board).
+    b[0] = seq >> 24
+    b[1] = (seq >> 16) & 0xFF
+    put_u16(b, 2, seq & 0xFFFF)
 
 
 def _raise(x):
