@@ -164,3 +164,42 @@ print("RAM import_robust=%%d import_asyncio_and_aio=%%d robust_client=%%d async_
 """ % (broker.port, broker.port))
     assert "RAM" in r.stdout
     print(r.stdout.strip())
+
+
+def test_network_link_is_brought_up_only_when_it_reports_down(broker):
+    """RobustClient(link=...): after a drop the client asks isconnected();
+    up() runs only when the network reports down, and a network that does
+    not come up is a failed attempt (backoff), not an exception."""
+    r = run_mp(r"""
+from durable_mqtt.robust import RobustClient
+class Net:
+    def __init__(self):
+        self.connected = True
+        self.ups = 0
+        self.works = True
+    def isconnected(self):
+        return self.connected
+    def up(self, timeout_ms):
+        self.ups += 1
+        self.connected = self.works
+        return self.works
+net = Net()
+c = RobustClient("netlink", "127.0.0.1", %d, keepalive=5, backoff_ms=(1, 2), timeout_ms=1000, link=net)
+assert c.poll() and net.ups == 0                 # Wi-Fi up: no up() call
+c.socket().close()                               # the broker link drops, Wi-Fi stays
+while not c.poll(5):
+    pass
+assert net.ups == 0, net.ups
+c.socket().close()
+net.connected = False                            # this time Wi-Fi is gone too
+net.works = False                                # and does not come back at first
+for i in range(5):
+    c.poll(5)
+assert not c.is_connected() and net.ups >= 2, net.ups
+assert "network link did not come up" in str(c.last_error), c.last_error
+net.works = True
+while not c.poll(5):
+    pass
+print("OK ups", net.ups, "downs", c.stats()["link_downs"], "failures", c.stats()["connect_failures"])
+""" % broker.port)
+    assert "OK" in r.stdout, r.stdout

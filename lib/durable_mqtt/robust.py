@@ -171,9 +171,10 @@ class RobustClient(MQTTClient):
         the next attempt, on the next broker after a failed attempt."""
         was_up = self._up
         self._up = False
-        if self.link:
-            self.link.drop()
-            self.conn.failure = None
+        k = self.conn
+        if k is not None:
+            k.drop()                  # (the core has closed it already when it failed)
+            k.failure = None          # reported here, not again by the next call
         self.last_error = exc
         if attempt:
             self.connect_failures += 1
