@@ -1,8 +1,11 @@
 # Network link glue for RobustClient (`link=`), kept out of the MQTT core.
+# `make deploy` copies it to the board's root as /wlan.py (firmware/main.py
+# imports it); the unix board's profile uses its NullLink.
 #
 #   from wlan import WLANLink
 #   link = WLANLink("my-ssid", "secret")
-#   c = RobustClient(..., link=link)    # up() is called before each reconnect
+#   c = RobustClient(..., link=link)    # up() is called before a reconnect
+#                                       # when isconnected() says the link is down
 #
 # The interface is two methods, so any transport can provide it:
 #   up(timeout_ms) -> bool     bring the link up; True when usable

@@ -1,11 +1,13 @@
 # Example device application: telemetry at QoS 1 and commands, on a session
 # that survives Wi-Fi drops and resets.
 #
-# Files beside it on the board (make deploy copies them):
+# Files beside it on the board (`make deploy BOARD=esp32|rp2040` copies them,
+# with the library in /lib/durable_mqtt):
 #   config.json    broker, client id, topics, interval (in the repository)
 #   secrets.json   Wi-Fi and MQTT credentials (never committed; see
-#                  secrets.example.json)
+#                  secrets.example.json; copied with DEPLOY_ARGS=--with-secrets)
 #   profile.py     the board profile (boards/<board>/profile.py)
+#   wlan.py        the Wi-Fi link (boards/wlan.py)
 #
 # Topics, under topic_base:
 #   <base>/tele    {"boot": B, "seq": S, "up_ms": T} every interval_ms, QoS 1
@@ -41,7 +43,10 @@ def main(config="config.json", secrets="secrets.json"):
         link = profile.setup(**cfg.get("sim", {}))
     else:
         from wlan import WLANLink
-        link = WLANLink(cfg["wifi_ssid"], cfg["wifi_password"], cfg.get("hostname"))
+        if not cfg.get("wifi_ssid"):
+            raise ValueError("no wifi_ssid: put secrets.json (see secrets.example.json) beside main.py, "
+                             "e.g. make deploy DEPLOY_ARGS=--with-secrets")
+        link = WLANLink(cfg["wifi_ssid"], cfg.get("wifi_password"), cfg.get("hostname"))
     boot = next_boot(profile.SESSION_PATH.rsplit("/", 1)[0] + "/boot_count")
     base = cfg["topic_base"]
     state = {"interval": cfg.get("interval_ms", 1000), "run": True}

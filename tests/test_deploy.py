@@ -1,17 +1,31 @@
-"""tools/deploy.py (`make deploy PORT=...`): the mpremote command it prints
-with --dry-run (paths, secrets left out, the .mpy variant taken from the
-build), and one real run against the unix port behind a socat PTY."""
+"""tools/deploy.py and `make deploy`: the mpremote command it prints with
+--dry-run (library, the board's profile.py and wlan.py, the app; secrets
+left out; the .mpy variant taken from the build), one real mpremote run
+against the unix port behind a socat PTY, and the deployed file list booted:
+
+The boot test lays out exactly the files a deploy for a board copies (the
+real esp32 and rp2040 lists, .py and .mpy) as a directory, makes that
+directory the filesystem root of a unix port process (tests/mp/board_rom.py:
+VfsPosix rooted there at "/", a board's sys.path, boot.py then main.py as
+after a reset) and runs firmware/main.py from it against mosquitto. Nothing
+from the checkout is on the path, so a file the deploy forgot is an
+ImportError as on a board. The only stand-ins are modules the firmware has
+built in and the unix port lacks: `network` (a station that associates at
+once) and, for the esp32, `esp32` (a stock partition table). The profiles
+and wlan.py run unchanged; no degraded code path exists only for the test.
+"""
+import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import MICROPYTHON, ROOT
+from conftest import MICROPYTHON, MP_HELPERS, ROOT
+from ptyboard import unix_board  # noqa: F401  (a fixture)
 
 sys.path.insert(0, str(ROOT / "tools"))
 import build_mpy  # noqa: E402
@@ -19,11 +33,18 @@ import deploy  # noqa: E402
 
 TOOL = ROOT / "tools" / "deploy.py"
 MODULES = sorted(p.stem for p in (ROOT / "lib" / "durable_mqtt").glob("*.py"))
+BOARDS = ("esp32", "rp2040", "unix")
+BOARD_FILES = ["profile.py", "wlan.py"]
 
 
 def run_tool(*args, cwd=ROOT):
     return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True,
                           timeout=120, cwd=cwd)
+
+
+def run_make(*args, timeout=120):
+    return subprocess.run(["make", "-s", "--no-print-directory", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
 
 
 def parse(listing):
@@ -48,7 +69,7 @@ def parse(listing):
 def app(tmp_path):
     d = tmp_path / "firmware"
     d.mkdir()
-    for name, text in (("boot.py", "print('boot')\n"), ("main.py", "print('main')\n"),
+    for name, text in (("boot.py", "print('boot')\n"), ("main.py", "import profile, wlan\nprint('main')\n"),
                        ("config.json", '{"broker": "10.0.0.2"}\n'),
                        ("secrets.json", '{"wifi_password": "hunter2"}\n'),
                        ("README.md", "not for the board\n")):
@@ -63,11 +84,11 @@ def copies(step_list):
 def test_help():
     r = run_tool("--help")
     assert r.returncode == 0
-    for opt in ("--port", "--dry-run", "--mpy", "--with-secrets", "--no-reset"):
+    for opt in ("--port", "--board", "--dry-run", "--mpy", "--with-secrets", "--no-reset"):
         assert opt in r.stdout
 
 
-def test_dry_run_lists_library_and_app_without_secrets(app):
+def test_dry_run_lists_library_board_files_and_app_without_secrets(app):
     r = run_tool("--dry-run", "--port", "/dev/ttyUSB0", "--firmware", str(app))
     assert r.returncode == 0, r.stderr
     head, st = parse(r.stdout)
@@ -80,24 +101,57 @@ def test_dry_run_lists_library_and_app_without_secrets(app):
     assert ".mpy" not in prepare
     assert copies(st) == (
         [("lib/durable_mqtt/%s.py" % m, ":/lib/durable_mqtt/%s.py" % m) for m in MODULES]
+        + [("boards/esp32/profile.py", ":/profile.py"), ("boards/wlan.py", ":/wlan.py")]
         + [(str(app / n), ":/" + n) for n in ("boot.py", "config.json", "main.py")])
     assert st[-1] == ["reset"]
     assert "secrets" not in r.stdout and "README" not in r.stdout
+    assert "warning" not in r.stderr
     # The printed command is the one main() runs.
     assert parse(deploy.show("mpremote", "/dev/ttyUSB0", deploy.steps(firmware_dir=app)))[1] == st
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_every_import_of_the_firmware_is_deployed_or_built_in(board):
+    """firmware/*.py, profile.py and wlan.py import nothing the deploy leaves
+    out (the 0.1.0 deploy left out profile.py and wlan.py: shown below)."""
+    for arch in (None, deploy.BOARD_ARCHES[board][0]):
+        lib = [n for _, n in deploy.library_files(arch, ROOT / "build" / "mpy")]
+        files = deploy.root_files(board)
+        assert [n for _, n in files][:2] == BOARD_FILES
+        assert deploy.unresolved_imports(files, lib) == []
+        # What 0.1.0 shipped: the app without the board's files.
+        missing = deploy.unresolved_imports(files[2:], lib)
+        assert ("main.py", "profile") in missing and ("main.py", "wlan") in missing, missing
+    r = run_tool("--dry-run", "--board", board)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert ("boards/%s/profile.py" % board, ":/profile.py") in copies(parse(r.stdout)[1])
+    # The Wi-Fi boards read their credentials from secrets.json: said when it is not copied.
+    assert ("--with-secrets" in r.stderr) == (board != "unix"), r.stderr
+
+
+def test_an_import_nobody_provides_is_reported(app):
+    (app / "main.py").write_text("import profile\nfrom durable_mqtt import MQTTClient, nothere\n"
+                                 "import sensorlib\n")
+    r = run_tool("--dry-run", "--firmware", str(app))
+    assert r.returncode == 0
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2, r.stderr
+    assert "main.py imports durable_mqtt.nothere" in warnings[0]
+    assert "main.py imports sensorlib" in warnings[1]
 
 
 def test_secrets_only_when_asked(app):
     r = run_tool("--dry-run", "--firmware", str(app), "--with-secrets")
     assert r.returncode == 0
     assert (str(app / "secrets.json"), ":/secrets.json") in copies(parse(r.stdout)[1])
+    assert "note:" not in r.stderr
 
 
 def test_mpy_variant_copies_the_build_output(app, tmp_path):
     build = tmp_path / "build"
     build_mpy.build(["armv6m"], build)
-    r = run_tool("--dry-run", "--firmware", str(app), "--mpy", "rp2040", "--build-dir", str(build),
-                 "--port", "/dev/ttyACM0")
+    r = run_tool("--dry-run", "--firmware", str(app), "--board", "rp2040", "--mpy", "rp2040",
+                 "--build-dir", str(build), "--port", "/dev/ttyACM0")
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     head, st = parse(r.stdout)
     lib = [c for c in copies(st) if c[1].startswith(":/lib/")]
@@ -105,66 +159,242 @@ def test_mpy_variant_copies_the_build_output(app, tmp_path):
                    for m in MODULES]
     prepare = st[0][1]
     assert '"client.mpy"' in prepare and '"client.py"' not in prepare   # old .py files get removed
-    # App files stay .py (boot.py and main.py must be source).
+    # The board's files and the app stay .py (boot.py and main.py must be source).
+    assert ("boards/rp2040/profile.py", ":/profile.py") in copies(st)
+    assert ("boards/wlan.py", ":/wlan.py") in copies(st)
     assert (str(app / "main.py"), ":/main.py") in copies(st)
+    # Without --board (as docs/getting-started-pico-w.md types it): the board
+    # whose arch --mpy names.
+    r2 = run_tool("--dry-run", "--port", "/dev/ttyACM0", "--mpy", "armv6m", "--firmware", str(app),
+                  "--build-dir", str(build))
+    assert r2.returncode == 0 and r2.stdout == r.stdout, r2.stderr
 
 
-def test_mpy_variant_refuses_a_missing_or_stale_build(app, tmp_path):
+def test_mpy_variant_refuses_a_missing_stale_or_foreign_build(app, tmp_path):
     build = tmp_path / "build"
     r = run_tool("--firmware", str(app), "--mpy", "xtensawin", "--build-dir", str(build), "--port", "/nonexistent")
     assert r.returncode == 2 and "make mpy" in r.stderr
-    build_mpy.build(["xtensawin"], build)
+    build_mpy.build(["xtensawin", "armv6m"], build)
+    native = build / "xtensawin" / "durable_mqtt" / "native.mpy"
+    good = native.read_bytes()
+    native.write_bytes((build / "armv6m" / "durable_mqtt" / "native.mpy").read_bytes())
+    r = run_tool("--firmware", str(app), "--mpy", "xtensawin", "--build-dir", str(build), "--port", "/nonexistent")
+    assert r.returncode == 2 and "holds armv6m machine code, not xtensawin" in r.stderr, r.stderr
+    native.write_bytes(good)
     old = build / "xtensawin" / "durable_mqtt" / "client.mpy"
     os.utime(old, (0, 0))
     r = run_tool("--firmware", str(app), "--mpy", "esp32", "--build-dir", str(build), "--port", "/nonexistent")
     assert r.returncode == 2 and "older than" in r.stderr
+    # An .mpy build for another board than --board.
+    r = run_tool("--firmware", str(app), "--board", "esp32", "--mpy", "armv6m", "--build-dir", str(build))
+    assert r.returncode == 2 and "not the arch of --board esp32" in r.stderr
 
 
-@pytest.fixture
-def unix_board(tmp_path):
-    """The unix port on a PTY, as mpremote sees a board (TOOLCHAIN §5)."""
-    socat = shutil.which("socat")
-    if not socat:
-        pytest.skip("socat is not installed (apt-get install socat)")
-    link = tmp_path / "tty"
-    p = subprocess.Popen([socat, "PTY,link=%s,raw,echo=0" % link,
-                          "EXEC:%s,pty,raw,echo=0,stderr,setsid,ctty" % MICROPYTHON],
-                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
-    for _ in range(200):
-        if link.exists():
-            break
-        time.sleep(0.01)
-    yield str(link)
-    try:
-        os.killpg(p.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    p.wait(5)
-
-
-def test_deploy_to_unix_port_then_switch_to_mpy(app, tmp_path, unix_board):
-    """A real mpremote session: .py first (an old module on the board goes),
-    then the x64 .mpy build over it (every .py goes, so none shadows a .mpy);
-    then the deployed library imports from the board's /lib alone."""
-    board = tmp_path / "board"
-    (board / "lib" / "durable_mqtt").mkdir(parents=True)
-    (board / "lib" / "durable_mqtt" / "old_module.py").write_text("gone = False\n")
-    common = ["--port", unix_board, "--resume", "--no-reset", "--remote-root", str(board),
-              "--firmware", str(app)]
-    r = run_tool(*common)
+def test_make_deploy_dry_run_as_typed(tmp_path):
+    """`make deploy DEPLOY_ARGS=--dry-run` prints what tools/deploy.py does for
+    the defaults (ESP32 on /dev/ttyUSB0); with BOARD= and MPY= it builds
+    that arch first (into MPY_OUT) and lists the .mpy files."""
+    r = run_make("deploy", "DEPLOY_ARGS=--dry-run")
     assert r.returncode == 0, r.stdout + r.stderr
+    want = run_tool("--dry-run", "--port", "/dev/ttyUSB0", "--board", "esp32")
+    assert r.stdout == want.stdout
+    out = tmp_path / "mpy"
+    r = run_make("deploy", "BOARD=rp2040", "MPY=armv6m", "PORT=/dev/ttyACM0", "MPY_OUT=%s" % out,
+                 "DEPLOY_ARGS=--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    listing = r.stdout[r.stdout.index(str(ROOT / ".venv" / "bin" / "mpremote")):]
+    head, st = parse(listing)
+    assert head[1:] == ["connect", "/dev/ttyACM0"]
+    assert [c[1] for c in copies(st)][:len(MODULES)] == [":/lib/durable_mqtt/%s.mpy" % m for m in MODULES]
+    assert ("boards/rp2040/profile.py", ":/profile.py") in copies(st)
+    assert build_mpy.mpy_arch(out / "armv6m" / "durable_mqtt" / "native.mpy") == "armv6m"
+    assert "warning" not in r.stderr
+
+
+# ---------------------------------------------------------------- real mpremote
+
+def _seed(src_dir, dst_dir, names):
+    """Copies on the board that equal the deploy's: mpremote finds the same
+    hash and skips them, which keeps the transfer (and the test) short; the
+    rest go over the PTY for real."""
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        shutil.copyfile(src_dir / n, dst_dir / n)
+
+
+def test_make_deploy_to_unix_port_then_switch_to_mpy(app, tmp_path, unix_board):
+    """A real mpremote session started by `make deploy`: .py first (an old
+    module on the board goes), then the .mpy build over it (every .py goes,
+    so none shadows a .mpy); then the deployed library imports from the
+    board's /lib alone."""
+    board = tmp_path / "board"
     pkg = board / "lib" / "durable_mqtt"
+    lib = ROOT / "lib" / "durable_mqtt"
+    sent = ["client.py", "errors.py"]             # these two really go over the PTY
+    _seed(lib, pkg, [m + ".py" for m in MODULES if m + ".py" not in sent])
+    (pkg / "old_module.py").write_text("gone = False\n")
+    args = "--resume --no-reset --remote-root %s --firmware %s" % (board, app)
+    r = run_make("deploy", "PORT=" + unix_board, "DEPLOY_ARGS=" + args)
+    assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(p.name for p in pkg.iterdir()) == [m + ".py" for m in MODULES]
-    assert sorted(p.name for p in board.iterdir()) == ["boot.py", "config.json", "lib", "main.py"]
+    for m in MODULES:
+        assert (pkg / (m + ".py")).read_bytes() == (lib / (m + ".py")).read_bytes()
+    assert sorted(p.name for p in board.iterdir()) == ["boot.py", "config.json", "lib", "main.py",
+                                                       "profile.py", "wlan.py"]
+    assert (board / "profile.py").read_bytes() == (ROOT / "boards" / "esp32" / "profile.py").read_bytes()
 
     build = tmp_path / "build"
     build_mpy.build(["x64"], build)
-    r = run_tool(*common, "--mpy", "x64", "--build-dir", str(build))
+    _seed(build / "x64" / "durable_mqtt", pkg, [m + ".mpy" for m in MODULES if m + ".py" not in sent])
+    r = run_make("deploy", "PORT=" + unix_board, "BOARD=unix", "MPY=x64", "MPY_OUT=%s" % build,
+                 "DEPLOY_ARGS=" + args)
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(p.name for p in pkg.iterdir()) == [m + ".mpy" for m in MODULES]
+    assert (board / "profile.py").read_bytes() == (ROOT / "boards" / "unix" / "profile.py").read_bytes()
 
     env = dict(os.environ, MICROPYPATH="%s:.frozen" % (board / "lib"), HOME=str(tmp_path))
     r = subprocess.run([MICROPYTHON, "-c", "from durable_mqtt import MQTTClient, client\nprint(client.__file__)"],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
     assert r.returncode == 0 and r.stdout.strip() == str(pkg / "client.mpy"), r.stdout
+
+
+# ---------------------------------------------------------------- the deploy boots
+
+# Built-in modules of the board's firmware that the unix port lacks.
+STAND_INS = {"esp32": ["network=fw_network", "esp32=fw_esp32"], "rp2040": ["network=fw_network"], "unix": []}
+
+
+@pytest.fixture(scope="module")
+def board_builds(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mpy")
+    build_mpy.build(["xtensawin", "armv6m"], out)
+    return out
+
+
+def lay_out(board, arch, build, dest):
+    """The board's filesystem after `make deploy BOARD=board [MPY=arch]`."""
+    files = deploy.layout(deploy.steps(arch, board=board, build_dir=build, reset=False))
+    for rel, src in files.items():
+        target = dest / rel
+        assert not rel.startswith("/") and dest in target.parents, rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src if src.is_absolute() else ROOT / src, target)
+    return sorted(files)
+
+
+def power_on(board_dir, board, tmp_path):
+    env = dict(os.environ, MICROPYPATH="%s:.frozen" % MP_HELPERS, HOME=str(tmp_path))
+    return subprocess.Popen([MICROPYTHON, str(MP_HELPERS / "board_rom.py"), str(board_dir)] + STAND_INS[board],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+
+
+def wait_for(path, needle, proc, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if needle in path.read_text():
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    if proc.poll() is None:
+        proc.kill()
+    pytest.fail("%r never seen; device output:\n%s" % (needle, proc.communicate(timeout=5)[0]))
+
+
+@pytest.mark.parametrize("board,arch", [("esp32", None), ("esp32", "xtensawin"), ("rp2040", None),
+                                        ("rp2040", "armv6m"), ("unix", None)])
+def test_deployed_files_boot_firmware_main(board, arch, board_builds, broker, tmp_path):
+    """Boot 1: Wi-Fi up from secrets.json, telemetry reaches a subscriber,
+    the "stop" command ends the run cleanly. Boot 2 (a reset): the boot
+    counter and the session survived on the board's flash, and a command
+    queued while the device was off arrives."""
+    root = tmp_path / "board"
+    listed = lay_out(board, arch, board_builds, root)
+    assert "profile.py" in listed and "wlan.py" in listed and "main.py" in listed
+    # What a user edits before deploying: the broker, and the credentials.
+    base = "boot/%s-%s" % (board, arch or "py")
+    cfg = json.loads((root / "config.json").read_text())
+    cfg.update(broker="127.0.0.1", port=broker.port, client_id=base.replace("/", "-"), topic_base=base,
+               interval_ms=50, keepalive=10)
+    (root / "config.json").write_text(json.dumps(cfg))
+    (root / "secrets.json").write_text(json.dumps({"wifi_ssid": "test-ssid", "wifi_password": "pw"}))
+
+    seen = tmp_path / "seen.txt"
+    watcher = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-q", "1", "-v", "-t", base + "/#"],
+                               stdout=open(seen, "w"))
+    try:
+        time.sleep(0.3)
+        dev = power_on(root, board, tmp_path)
+        wait_for(seen, base + "/tele", dev)
+        subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", base + "/cmd", "-m", "stop"],
+                       check=True, timeout=10)
+        out = dev.communicate(timeout=30)[0]
+        assert dev.returncode == 0, out
+        # Boot 2, with a command queued for the session while the device was off.
+        subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", base + "/cmd", "-m", "stop"],
+                       check=True, timeout=10)
+        dev = power_on(root, board, tmp_path)
+        out2 = dev.communicate(timeout=30)[0]
+        assert dev.returncode == 0, out2
+        time.sleep(0.2)
+    finally:
+        watcher.terminate()
+        watcher.wait(5)
+    lines = out.splitlines()
+    assert [x for x in lines if x.startswith("BOOT ")] == ["BOOT 1 restored 0 event None"], out
+    assert ("WLAN connect test-ssid" in lines) == (board != "unix"), out
+    assert "CMD stop" in lines and "STOPPED" in lines[lines.index("CMD stop"):], out
+    assert [x for x in out2.splitlines() if x.startswith("BOOT ")][0].startswith("BOOT 2 "), out2
+    assert "CMD stop" in out2 and "STOPPED" in out2, out2
+    got = seen.read_text()
+    assert base + '/tele {"boot":1,"seq":0,' in got and base + "/reply boot 1: stop ok" in got, got
+    assert base + "/reply boot 2: stop ok" in got, got
+    # Every library module came from the deploy: .py, or .mpy with MPY=.
+    loaded = dict(x.split()[1:] for x in lines if x.startswith("LOADED "))
+    assert loaded and all(f.startswith("/lib/durable_mqtt/") for f in loaded.values()), loaded
+    suffix = ".mpy" if arch else ".py"
+    assert all(f.endswith(suffix) for f in loaded.values()), loaded
+    # The board's viper CRC (native.mpy for xtensawin/armv6m) cannot run on
+    # the unix port: crc.py falls back to its bytecode twin, as designed.
+    assert ("durable_mqtt.crcpy" in loaded) == bool(arch), loaded
+
+
+def test_deployed_firmware_waits_for_a_broker_that_is_not_up_yet(tmp_path):
+    """Power-on before the broker is reachable (a router still booting): the
+    firmware retries with backoff, connects once the broker is up, and its
+    telemetry gets through. (It crashed with an AttributeError, link.drop()
+    on the Wi-Fi link, in robust.py as of b141efd.)"""
+    from testbroker import Broker, free_port
+    root = tmp_path / "board"
+    lay_out("esp32", None, None, root)
+    port = free_port()
+    base = "boot/late-broker"
+    cfg = json.loads((root / "config.json").read_text())
+    cfg.update(broker="127.0.0.1", port=port, client_id="late-broker", topic_base=base, interval_ms=50,
+               timeout_ms=1000)
+    (root / "config.json").write_text(json.dumps(cfg))
+    (root / "secrets.json").write_text(json.dumps({"wifi_ssid": "test-ssid", "wifi_password": "pw"}))
+    dev = power_on(root, "esp32", tmp_path)
+    broker = None
+    try:
+        time.sleep(1.5)
+        assert dev.poll() is None, dev.communicate(timeout=5)[0]
+        broker = Broker(tmp_path / "broker", port=port).start()
+        seen = tmp_path / "seen.txt"
+        watcher = subprocess.Popen(["mosquitto_sub", "-p", str(port), "-q", "1", "-v", "-t", base + "/#"],
+                                   stdout=open(seen, "w"))
+        try:
+            wait_for(seen, base + "/tele", dev, timeout=30)
+            subprocess.run(["mosquitto_pub", "-p", str(port), "-q", "1", "-t", base + "/cmd", "-m", "stop"],
+                           check=True, timeout=10)
+            out = dev.communicate(timeout=30)[0]
+        finally:
+            watcher.terminate()
+            watcher.wait(5)
+        assert dev.returncode == 0 and "STOPPED" in out, out
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait(5)
+        if broker:
+            broker.stop()

@@ -1,4 +1,6 @@
 # durable_mqtt settings for an ESP32 without PSRAM (boards/esp32/README.md).
+# `make deploy BOARD=esp32` copies it to the board's root as /profile.py,
+# where firmware/main.py imports it.
 #
 #   from profile import PROFILE, session_file
 #   c = MQTTClient("sensor-17", "broker.lan", session_file=session_file(),

@@ -1,4 +1,6 @@
 # durable_mqtt settings for a Raspberry Pi Pico W (RP2040) (boards/rp2040/README.md).
+# `make deploy BOARD=rp2040` copies it to the board's root as /profile.py,
+# where firmware/main.py imports it.
 #
 #   from profile import PROFILE, session_file
 #   c = MQTTClient("pico-3", "broker.lan", session_file=session_file(),

@@ -1,6 +1,7 @@
 # The simulated board: the unix port with its flash as an image file and
 # Wi-Fi as a no-op. Same shape as boards/esp32/profile.py, so firmware/main.py
-# runs unchanged here and on a board.
+# runs unchanged here and on a board (tools/sim.py; `make deploy BOARD=unix`
+# copies it as /profile.py, like the boards' own).
 #
 # Flash is a file-backed block device (4 KB blocks, erased = 0xFF) holding a
 # LittleFS filesystem mounted at /flash, like a board's internal flash. It

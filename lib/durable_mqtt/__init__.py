@@ -4,4 +4,4 @@ from .errors import (MQTTException, ConnectRefused, ProtocolError, PacketTooLarg
                      PeerClosed, NotConnected, QueueFull, StoreFull, SessionError)
 from .client import MQTTClient
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
