@@ -1,0 +1,106 @@
+"""The first script of each getting-started page, run as a user runs it: its
+`main.py` block taken from the page, on a board laid out as a directory
+(tests/mp/board_rom.py: that directory is "/", a board's sys.path, the
+board's own profile.py in /lib), against mosquitto. The only edits are the
+broker's address and port (and, for one test, the protocol version), made
+where the page says "BROKER", and a client id of its own per test; each is
+checked to have happened.
+
+What a new user meets in the first hour: the session and its events survive
+a kill -9 (the events the constructor raises reach the page's on_event),
+and the page's reconnect loop recovers from SessionError, the MQTT 5 answer
+to a device that lost its session file (without the recovery it would fail
+the same way for ever)."""
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import MICROPYTHON, MP_HELPERS, ROOT, mp_env
+
+PAGES = {"esp32": "docs/getting-started-esp32.md", "rp2040": "docs/getting-started-pico-w.md"}
+STAND_INS = {"esp32": ["network=fw_network", "esp32=fw_esp32"], "rp2040": ["network=fw_network"]}
+
+
+def first_script(page):
+    text = (ROOT / page).read_text()
+    m = re.search(r"```python\n(# main\.py:.*?)```", text, re.S)
+    assert m, "no main.py block in " + page
+    return m.group(1)
+
+
+def lay_out(tmp_path, board, port, version=None):
+    root = tmp_path / "board"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "lib").mkdir(parents=True)
+    shutil.copytree(ROOT / "lib" / "durable_mqtt", root / "lib" / "durable_mqtt",
+                    ignore=shutil.ignore_patterns("*.pyi", "__pycache__"))
+    shutil.copy(ROOT / "boards" / board / "profile.py", root / "lib" / "profile.py")
+    src, n = re.subn(r'BROKER = "[^"]*"', 'BROKER = "127.0.0.1"', first_script(PAGES[board]))
+    assert n == 1, "the page's BROKER line changed"
+    # One id per test: the broker is shared and keeps sessions.
+    src, n = re.subn(r'CLIENT_ID = "([^"]*)"', r'CLIENT_ID = "\1-%s"' % tmp_path.name[-12:], src)
+    assert n == 1, "the page's CLIENT_ID line changed"
+    extra = "%d, version=%d," % (port, version) if version else "%d," % port
+    src, n = re.subn(r"MQTTClient\(CLIENT_ID, BROKER,", "MQTTClient(CLIENT_ID, BROKER, " + extra, src)
+    assert n == 1, "the page's MQTTClient(...) line changed"
+    (root / "main.py").write_text(src)
+    return root
+
+
+def power_on(root, board, tmp_path):
+    return subprocess.Popen([MICROPYTHON, str(MP_HELPERS / "board_rom.py"), str(root)] + STAND_INS[board],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(mp_env(()), MICROPYPATH="%s:.frozen" % MP_HELPERS), cwd=tmp_path)
+
+
+def run_until(proc, needle, timeout=20):
+    """Output of the board until a line holds `needle`; then the board is
+    killed (SIGKILL, as a power cut stops it)."""
+    out = []
+    end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < end:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(line)
+            if needle in line:
+                return "".join(out)
+        raise AssertionError("no %r from the board:\n%s" % (needle, "".join(out)))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("board", sorted(PAGES))
+def test_first_script_resumes_after_a_kill_and_shows_its_events(broker, tmp_path, board):
+    root = lay_out(tmp_path, board, broker.port)
+    first = run_until(power_on(root, board, tmp_path), "queued 0")
+    assert "messages restored" in first and "session: new" in first, first
+    assert (root / "session.dmq.d" / "h").exists(), sorted(p.name for p in root.iterdir())
+    second = run_until(power_on(root, board, tmp_path), "queued 0")
+    assert "session: resumed" in second, second
+    # A session that cannot be used is reported through the page's on_event,
+    # though the constructor found it before any other line of main.py ran.
+    (root / "session.dmq.d" / "h").write_bytes(b"not a session")
+    third = run_until(power_on(root, board, tmp_path), "queued 0")
+    assert "session: discarded" in third, third
+    assert (root / "session.dmq.d.bad" / "h").read_bytes() == b"not a session"     # kept for inspection
+
+
+@pytest.mark.parametrize("board", sorted(PAGES))
+def test_first_script_loop_recovers_from_session_error(broker, tmp_path, board):
+    """MQTT 5: the broker keeps the session, the board loses its session
+    file. The broker answers Session Present 1 to a client with no state,
+    which must close the connection (MQTT-3.2.2-4): SessionError. The page's
+    loop starts a fresh session and goes on publishing."""
+    root = lay_out(tmp_path, board, broker.port, version=5)
+    run_until(power_on(root, board, tmp_path), "queued 0")
+    shutil.rmtree(root / "session.dmq.d")               # the flash was wiped
+    again = run_until(power_on(root, board, tmp_path), "queued 0")
+    assert "connect failed" not in again, again        # recovered inside the loop, at once
+    assert "session: new" in again, again
+    assert (root / "session.dmq.d" / "h").exists()
