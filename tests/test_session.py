@@ -220,7 +220,7 @@ def test_v5_expiry_override_and_assigned_client_id_are_persisted(tmp_path):
     fb = FakeBroker([("send", pkt(0x20, bytes((0, 0)) + props_block(props))), ("recv",)],
                     [("send", connack(5, sp=1)), ("recv",)])
     r = run_mp(PRE % {"port": fb.port, "ver": 5, "path": str(sess)} + r"""
-from durable_mqtt.load import parse as parse_state
+from durable_mqtt.stream import parse as parse_state
 c = MQTTClient("", "127.0.0.1", PORT, version=5, session_file=PATH, session_expiry=3600)
 c.connect()
 st = parse_state(c.save_session())
@@ -244,7 +244,7 @@ print("OK")
 def test_v5_disconnect_with_expiry_zero_ends_the_stored_session(broker, tmp_path):
     sess = tmp_path / "s.bin"
     r = mp(broker.port, 5, sess, r"""
-from durable_mqtt.load import parse as parse_state
+from durable_mqtt.stream import parse as parse_state
 c = dev("end", session_expiry=600)
 c.connect()
 c.subscribe("end/x", 1)

@@ -35,7 +35,7 @@ def inspect_json(*args):
 # What the library reads back, as JSON, for comparison with the inspector.
 LIB_READ = r"""
 import json, sys
-from durable_mqtt.load import parse as parse_state
+from durable_mqtt.stream import parse as parse_state
 if sys.argv[1] == "dir":
     # The directory as the library restores it, and its header file parsed.
     from durable_mqtt import load
@@ -184,7 +184,7 @@ RING_WRITER = ENGINE + r"""
 import sys
 from norflash import NorFlash
 from durable_mqtt.ring import RingStore
-from durable_mqtt.load import parse
+from durable_mqtt.stream import parse
 path, B, N, P, start, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 acks = int(sys.argv[7]) if len(sys.argv) > 7 else 0
 dev = NorFlash(B, N, prog_size=P, path=path)
@@ -192,7 +192,7 @@ ring = RingStore(dev, prog_size=P, max_append=1100)
 data = ring.load()
 e, j = engine(b"ring-dev", True, ring, 3600)
 if data:
-    from durable_mqtt.load import restore
+    from durable_mqtt.stream import restore
     restore(e, parse(data), 0)        # a reboot: restore, checkpoint, then appends
     j.checkpoint()
 for i in range(start, start + count):

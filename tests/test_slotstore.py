@@ -26,11 +26,30 @@ from conftest import run_mp
 
 SOAK = bool(os.environ.get("SOAK"))
 
-SCRIPT = r"""
-import gc, vfs
-from norflash import NorFlash, PowerCut
+# What both scripts share: an engine as the client would make it for a
+# small outbox, and its changes handed to the journal as the client does.
+ENGINE = r"""
 from durable_mqtt.session import Session
 from durable_mqtt import load
+
+
+def engine():
+    e = Session(False, b"dev", 24, 16, 4096, 16, 8, 1024)
+    e.expiry = 0xFFFFFFFF
+    return e
+
+
+def commit(e, j):
+    if e.rec:
+        j.put()
+    if e.done_pid:
+        j.acked(e.done_pid)
+        e.done_pid = 0
+"""
+
+SCRIPT = ENGINE + r"""
+import gc, vfs
+from norflash import NorFlash, PowerCut
 
 P = %(prog)d                  # program size: 32 as on ESP32, 256 as on RP2040
 STEPS = %(steps)d
@@ -47,8 +66,7 @@ def mount(dev):
 
 def boot(dev):
     # A reset: a new engine, the journal opened on the mounted image.
-    e = Session(False, b"dev", 24, 16, 4096, 16, 8, 1024)
-    e.expiry = 0xFFFFFFFF
+    e = engine()
     events = []
     j = load.open_journal(PATH, e, None, 0, lambda ev, info: events.append(ev))
     return e, j, events
@@ -67,14 +85,6 @@ def state(e):
                 pkt[0] &= 0xF7                   # DUP: set by a resend, not session state
             out.append((e.pid[i], pkt))
     return out, sorted(e.rx2[k] for k in range(e.rx2_n))
-
-
-def commit(e, j):
-    if e.rec:
-        j.put()
-    if e.done_pid:
-        j.acked(e.done_pid)
-        e.done_pid = 0
 
 
 def resume(e):
@@ -139,8 +149,7 @@ def reads_back(dev, e, last, gone):
     d = NorFlash(4096, 32, prog_size=P)
     d.restore(dev.snapshot())
     vfs.mount(vfs.VfsLfs2(d, progsize=P), "/chk")
-    e2 = Session(False, b"dev", 24, 16, 4096, 16, 8, 1024)
-    e2.expiry = 0xFFFFFFFF
+    e2 = engine()
     load.open_journal("/chk/s", e2, None, 0, lambda ev, info: None)
     vfs.umount("/chk")
     (ram, ram_ids), (got, got_ids) = state(e), state(e2)
@@ -304,7 +313,7 @@ good = {n: read(PATH + ".d/" + n) for n in ls(PATH + ".d")}
 
 def packets(cl):
     # The restored messages as the client would resend them (save_session()).
-    from durable_mqtt.load import parse
+    from durable_mqtt.stream import parse
     return parse(cl.save_session()).out
 
 base = packets(MQTTClient("fz", "127.0.0.1", 1, clean_session=False, session_file=PATH, max_inflight=4, outbox_size=8))
@@ -376,22 +385,13 @@ def test_qos2_publish_never_comes_back_after_its_pubrel(tmp_path):
     is the first free one when the PUBREC comes (its message was acked), so
     it takes the OUT_REL, and is the first free one again when the next
     message comes."""
-    r = run_mp(r"""
-from durable_mqtt.session import Session
-from durable_mqtt import load
+    r = run_mp(ENGINE + r"""
 PATH = %r
 tx = bytearray(64)
 def boot():
-    e = Session(False, b"dev", 24, 16, 4096, 16, 8, 1024)
-    e.expiry = 0xFFFFFFFF
+    e = engine()
     j = load.open_journal(PATH, e, None, 0, lambda ev, info: None)
     return e, j
-def commit(e, j):
-    if e.rec:
-        j.put()
-    if e.done_pid:
-        j.acked(e.done_pid)
-        e.done_pid = 0
 def held(e):
     out = []
     for k in range(e.count):

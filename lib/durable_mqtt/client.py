@@ -37,7 +37,7 @@ def _b(s):
 
 # Modules of what runs once (connect, subscribe, boot, error texts): unload()
 # drops them when the call that needed them is over.
-_ONCE = ("configure", "connect", "request", "load", "dial", "reasons")
+_ONCE = ("configure", "connect", "request", "load", "stream", "dial", "reasons")
 
 
 def unload():
@@ -213,7 +213,13 @@ class MQTTClient:
         return self.run(self.requesting(_b(topic), -1, 0))
 
     def disconnect(self, session_expiry=None):
-        self.connection().disconnect(session_expiry)
+        """DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
+        session state reached flash; the connection closes."""
+        from .connect import disconnect
+        try:
+            disconnect(self, session_expiry)
+        finally:
+            unload()
 
     def close(self):
         """Drop the connection without DISCONNECT (the will fires); the

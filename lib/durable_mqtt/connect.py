@@ -1,7 +1,7 @@
 # Opening a session's connection: CONNECT and CONNACK, the broker's limits,
-# Session Present against the stored state (the rules are session.py's).
-# Loaded by connect() and unloaded after (client.unload): a device pays for
-# it while connecting.
+# Session Present against the stored state (the rules are session.py's);
+# and closing it: DISCONNECT. Loaded by connect() and disconnect() and
+# unloaded after (client.unload): a device pays for it while connecting.
 #
 # connecting() is a generator: it yields how long it may wait for the socket
 # (ms; negative: for it to become writable). MQTTClient.run() waits
@@ -14,6 +14,7 @@ from .errors import ConnectRefused, Timeout
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
+_DISCONNECT = const(0xE0)
 _NEVER = const(0xFFFFFFFF)
 _ERR_TIMEOUT = const(-4)
 _RECONNECTS = const(9)       # link.py's counter numbers
@@ -31,7 +32,7 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
             c.expiry_arg = _NEVER
         if not c.v5:                     # 3.1.1: a clean connection ends the old session
             yield from connecting(c, True, timeout_ms, server, port, False)
-            k.disconnect(None)
+            disconnect(c, None)
             clean_session = False
     clean = c.clean = c.clean_session if clean_session is None else clean_session
     tmo = timeout_ms or c.timeout_ms
@@ -177,3 +178,39 @@ def _limits(c, p):
     if "assigned_client_id" in p:
         e.cid = p["assigned_client_id"].encode()
         e.cid_assigned = True
+
+
+def disconnect(c, session_expiry):
+    """DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
+    session state reached flash; the connection closes."""
+    e = c.engine
+    k = c.connection()
+    if session_expiry is not None:
+        if not c.v5:
+            raise ValueError("session_expiry on DISCONNECT needs MQTT 5")
+        if not e.expiry and session_expiry:
+            raise ValueError("a session with expiry 0 cannot be extended (MQTT-3.14.2-1)")
+        e.expiry = session_expiry
+    if c.persist:
+        if c.v5 and not e.expiry:
+            c.journal.erase()            # the session ends here
+            c.persist = False
+        else:
+            c.journal.checkpoint(True)   # the broker's expiry clock starts now
+    if not c.persistent(c.clean):
+        e.has_state = False              # the broker ends such a session with the connection
+    if k.connected:
+        buf = c.tx
+        buf[0] = _DISCONNECT
+        buf[1] = 0
+        n = 2
+        if session_expiry is not None:   # MQTT 5: reason 0, Session Expiry
+            p = c.props.encode({"session_expiry": session_expiry})
+            buf[1] = len(p) + 2
+            buf[2] = 0
+            n = put_block(buf, 3, p)
+        try:
+            k.send(buf, 0, n)
+        except OSError:
+            pass
+    k.drop()

@@ -92,41 +92,6 @@ class Link:
         if n:
             self.send(c.tx, 0, n)
 
-    def disconnect(self, session_expiry):
-        """DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
-        session state reached flash; the connection closes."""
-        c = self.c
-        e = c.engine
-        if session_expiry is not None:
-            if not c.v5:
-                raise ValueError("session_expiry on DISCONNECT needs MQTT 5")
-            if not e.expiry and session_expiry:
-                raise ValueError("a session with expiry 0 cannot be extended (MQTT-3.14.2-1)")
-            e.expiry = session_expiry
-        if c.persist:
-            if c.v5 and not e.expiry:
-                c.journal.erase()            # the session ends here
-                c.persist = False
-            else:
-                c.journal.checkpoint(True)   # the broker's expiry clock starts now
-        if not c.persistent(c.clean):
-            e.has_state = False              # the broker ends such a session with the connection
-        if self.connected:
-            buf = c.tx
-            buf[0] = _DISCONNECT
-            buf[1] = 0
-            n = 2
-            if session_expiry is not None:   # MQTT 5: reason 0, Session Expiry
-                p = c.props.encode({"session_expiry": session_expiry})
-                buf[1] = len(p) + 2
-                buf[2] = 0
-                n = codec.put_block(buf, 3, p)
-            try:
-                self.send(buf, 0, n)
-            except OSError:
-                pass
-        self.drop()
-
     # ------------------------------------------------------------ sending
     def publish0(self, t, msg, retain, rl, pr, n):  # noalloc
         """A QoS 0 PUBLISH straight out of tx, never queued."""

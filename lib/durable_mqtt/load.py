@@ -1,7 +1,8 @@
 # The session from flash or bytes into the engine, and out as bytes: the
-# journal for a session_file (with its stored state restored), the record
-# stream read back (docs/session-format.md), save_session() and
-# restore_session(). Boot-time code: loaded when needed and unloaded after
+# journal for a session_file (with its stored state restored), the session
+# directory read back (docs/session-format.md#session-directory),
+# save_session() and restore_session(). The record stream itself is
+# stream.py's. Boot-time code: loaded when needed and unloaded after
 # (client.unload); it allocates freely.
 import os
 import sys
@@ -11,22 +12,9 @@ from . import crc
 from .codec import u16
 from .records import wall_minutes
 
-# docs/session-format.md (the same numbers as store.py's)
-_FORMAT = const(1)
-_R_HEADER = const(0x01)
-_R_OUT_PUB = const(0x02)
-_R_OUT_ACKED = const(0x03)
+_R_OUT_PUB = const(0x02)     # docs/session-format.md (store.py's numbers)
 _R_OUT_REL = const(0x04)
-_R_IN_QOS2 = const(0x05)
-_R_IN_REL = const(0x06)
-_R_SUB = const(0x07)
-_HF_ASSIGNED_ID = const(0x01)
-_HF_OFFLINE = const(0x02)
 _R_IN_LIST = const(0x08)
-
-
-class FormatError(ValueError):
-    """Bytes that are not a session state of this library."""
 
 
 def open_session(c, where, prog_size, batch, clean):
@@ -61,6 +49,7 @@ def open_journal(where, e, prog_size, batch_ms, event, batch_bytes=None):
     try:
         data = where.load()
         if data:
+            from .stream import parse
             _restore(e, parse(data), event)
             j.checkpoint()            # at once: drops a torn tail and the acks it replays
     except ValueError as x:           # FormatError, or a state that is not ours
@@ -70,6 +59,7 @@ def open_journal(where, e, prog_size, batch_ms, event, batch_bytes=None):
 
 
 def _restore(e, st, event):
+    from .stream import restore
     if st.intact_after:               # more than a torn last write: records lost
         event("damaged", {"dropped_bytes": st.dropped})
     restore(e, st, wall_minutes())
@@ -84,6 +74,7 @@ def _open_dir(path, e, batch_ms, event):
     try:
         st = _read_dir(j)
         if st is None and old:
+            from .stream import parse
             st = parse(old)
         if st is not None:
             _restore(e, st, event)
@@ -111,6 +102,7 @@ def _read(path):
         return None
 
 
+
 def _read_dir(j):
     """The state in j's directory (filestore.py), or None without a valid
     "h". Slots that hold nothing valid are emptied before anything new is
@@ -122,6 +114,7 @@ def _read_dir(j):
             if name.isdigit() and _read(j.dir + "/" + name):
                 j.put_file(name, b"")
         return None
+    from .stream import parse       # (a fresh directory never loads it)
     st = parse(head)
     for name in ("i0", "i1"):         # the newer intact one holds the incoming QoS 2 ids
         d = _read(j.dir + "/" + name)
@@ -191,6 +184,7 @@ def restore_session(c, data):
         from .errors import MQTTException
         raise MQTTException(-8, "restore_session() needs a disconnected client")
     try:
+        from .stream import parse, restore
         st = parse(data)
         if st.torn:
             raise ValueError("truncated or damaged (save_session() bytes are whole)")
@@ -201,152 +195,3 @@ def restore_session(c, data):
     if c.journal:
         c.persist = True
         c.journal.checkpoint()
-
-
-def restore(e, st, now_min):
-    """Replace engine e's state with a stored one. Raises ValueError,
-    changing nothing, when it is not this client's or does not fit."""
-    if (st.version == 5) != e.v5:
-        raise ValueError("session is for another MQTT version")
-    if st.client_id != e.cid and not (st.assigned and not e.cid):
-        raise ValueError("session belongs to client id %r" % st.client_id)
-    need = 0
-    for _, pkt in st.out:
-        if pkt and len(pkt) > e.buf_size:
-            raise ValueError("stored packet larger than buf_size")
-        need += len(pkt) if pkt else 0
-    if len(st.out) > e.qos12 or need > len(e.arena) or len(st.in_qos2) > len(e.rx2):
-        raise ValueError("stored session larger than this client's outbox")
-    # Saved at DISCONNECT (where the broker's expiry clock starts) longer ago
-    # than the expiry: the broker has dropped it. The next connect starts
-    # clean; the messages are kept and go out as new ones. A state saved
-    # while connected is never judged: a power cut has no time.
-    e.expired = bool(st.offline and st.saved_min and now_min and st.expiry != 0xFFFFFFFF
-                     and now_min - st.saved_min > (st.expiry + 59) // 60)
-    e.clear()
-    for pid, pkt in st.out:
-        e.stored(pid, pkt)
-    for pid in st.in_qos2:
-        e.rx2[e.rx2_n] = pid
-        e.rx2_n += 1
-    e.subs = list(st.subs)
-    e.last_pid = st.next_pid
-    e.cid = st.client_id
-    e.cid_assigned = st.assigned
-    e.expiry = st.expiry
-    e.has_state = True
-
-
-class State:
-    """A stored state read back (boot time; allocates freely)."""
-
-    def __init__(self):
-        self.version = 0
-        self.flags = 0
-        self.assigned = False
-        self.offline = False
-        self.expiry = 0
-        self.saved_min = 0
-        self.next_pid = 0
-        self.client_id = b""
-        self.subs = []           # [(filter, options, sub_id)]
-        self.out = []            # [[pid, packet or None (a PUBREL owed)]] in send order
-        self.in_qos2 = []
-        self.records = 0
-        self.torn = False        # the stream ended at a bad record
-        self.dropped = 0         # bytes from there on
-        self.intact_after = False    # a good record follows the damage: not just a torn tail
-
-
-def parse(data):
-    """Bytes -> State. FormatError when they are not a state (no magic, a
-    newer format, a bad header); a damaged record after a good header only
-    ends the stream there (st.torn)."""
-    n = len(data)
-    if n < 5 or bytes(data[0:4]) != b"DMQS":
-        raise FormatError("not a durable_mqtt session (no magic)")
-    if not 0 < data[4] <= _FORMAT:
-        raise FormatError("session format %d is newer than this library's" % data[4])
-    buf = data if isinstance(data, (bytearray, memoryview)) else bytearray(data)
-    st = State()
-    p = 5
-    last = 0
-    out = {}
-    while p < n:
-        kind = buf[p]
-        ln = u16(buf, p + 1) if p + 3 <= n else 0
-        end = p + 3 + ln
-        if p + 3 > n or end + 4 > n or not crc.check(buf, p, ln + 3):
-            if not st.records:
-                raise FormatError("session header damaged")
-            st.torn = True
-            st.dropped = n - p
-            st.intact_after = _record_after(buf, p + 1, n)
-            break
-        b = p + 3
-        if kind == _R_HEADER:
-            if ln < 14 or st.records or 14 + u16(buf, b + 12) != ln or buf[b] not in (4, 5):
-                raise FormatError("bad session header")
-            st.version = buf[b]
-            st.flags = buf[b + 1]
-            st.assigned = bool(buf[b + 1] & _HF_ASSIGNED_ID)
-            st.offline = bool(buf[b + 1] & _HF_OFFLINE)
-            st.expiry = int.from_bytes(bytes(buf[b + 2:b + 6]), "big")
-            st.saved_min = int.from_bytes(bytes(buf[b + 6:b + 10]), "big")
-            st.next_pid = last = u16(buf, b + 10)
-            st.client_id = bytes(buf[b + 14:end])
-        elif not st.records:
-            raise FormatError("session does not start with a header")
-        elif kind == _R_SUB:
-            f = bytes(buf[b + 5:end])
-            st.subs = [s for s in st.subs if s[0] != f]
-            st.subs.append((f, buf[b + 4], int.from_bytes(bytes(buf[b:b + 4]), "big")))
-        elif kind == _R_OUT_PUB:
-            last = u16(buf, b)
-            _drop(st.out, out, last)
-            ent = [last, bytes(buf[b + 2:end])]
-            st.out.append(ent)
-            out[last] = ent
-        elif kind == _R_OUT_ACKED:
-            for q in range(b, end - 1, 2):
-                _drop(st.out, out, u16(buf, q))
-        elif kind == _R_OUT_REL:
-            pid = u16(buf, b)
-            ent = out.get(pid)
-            if ent is None:
-                ent = out[pid] = [pid, None]
-                st.out.append(ent)
-            ent[1] = None
-        elif kind == _R_IN_QOS2:
-            pid = u16(buf, b)
-            if pid not in st.in_qos2:
-                st.in_qos2.append(pid)
-        elif kind == _R_IN_REL:
-            for q in range(b, end - 1, 2):
-                pid = u16(buf, q)
-                if pid in st.in_qos2:
-                    st.in_qos2.remove(pid)
-        st.records += 1              # (any other type: a newer writer's, skipped)
-        p = end + 4
-    if not st.records:
-        raise FormatError("empty session")
-    st.next_pid = last
-    return st
-
-
-def _record_after(buf, p, n):
-    # Is there a whole record with a good CRC past p? (boot only)
-    while p + 7 <= n:
-        ln = u16(buf, p + 1)
-        if 1 <= buf[p] <= _R_SUB and p + ln + 7 <= n and crc.check(buf, p, ln + 3):
-            return True
-        p += 1
-    return False
-
-
-def _drop(lst, index, pid):
-    ent = index.pop(pid, None)
-    if ent is not None:
-        lst.remove(ent)
-
-
