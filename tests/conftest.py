@@ -5,10 +5,12 @@ Tests drive the library the way a device runs it: a script executed by the
 unix port with `lib/` and `tests/mp/` on its path. pytest itself only starts
 processes, feeds them scripts and checks what they print.
 """
+import json
 import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -52,6 +54,47 @@ def spawn_mp(script_path, *args, heapsize=None, cwd=None, extra_path=(), stdout=
     cmd += [str(script_path), *map(str, args)]
     return subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, text=True,
                             env=mp_env(extra_path), cwd=cwd)
+
+
+def reports(out):
+    """The `R {json}` lines tests/mp/fake_report.py printed, by tag."""
+    res = {}
+    for line in out.splitlines():
+        if line.startswith("R "):
+            d = json.loads(line[2:])
+            res[d["tag"]] = d
+    return res
+
+
+def boot_with_kills(start, rng, kills, *, pause=(0.05, 0.3), budget_s=60, done="DONE"):
+    """Boot a device again and again (start(boot) -> Popen, boot = 1, 2,
+    ...), SIGKILLing it at a random moment of each of the first `kills`
+    boots, as a power cut would stop it; then let it run until its output
+    says `done`. Returns (kills made, the last boot's output). A boot that
+    fails, or no `done` within budget_s, fails the test."""
+    made = boot = 0
+    p = None
+    deadline = time.monotonic() + budget_s
+    try:
+        while time.monotonic() < deadline:
+            boot += 1
+            p = start(boot)
+            if made < kills:
+                time.sleep(rng.uniform(*pause))
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                    made += 1
+                    continue
+            out, _ = p.communicate(timeout=max(1, deadline - time.monotonic()))
+            if done in out:
+                return made, out
+            assert p.returncode == 0, "device failed:\n" + out
+    finally:
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
+    raise AssertionError("device did not finish in %d s" % budget_s)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

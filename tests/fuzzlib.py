@@ -87,15 +87,7 @@ CASE_BOUND_MS = 2 * CLIENT_TIMEOUT_MS + 1500
 
 # ====================================================================== encoding
 
-def vbi(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
+from fakebroker import pkt, vbi  # noqa: E402  (the same packet framing as the scripted tests)
 
 def u16(n):
     return struct.pack(">H", n & 0xFFFF)
@@ -107,10 +99,6 @@ def u32(n):
 
 def lstr(b):
     return u16(len(b)) + b
-
-
-def pkt(first, body=b""):
-    return bytes((first,)) + vbi(len(body)) + body
 
 
 # MQTT 5 properties (section 2.2.2.2): id -> (name, data type).

@@ -3,7 +3,6 @@ their DUP flag, PUBRELs are not held behind a full window, queued messages
 over the broker's limits are refused rather than sent, QoS 0 never takes a
 QoS 1/2 place, restores that do not fit change nothing, malformed UTF-8 in
 properties is a protocol error, array payloads are sent whole."""
-import pytest
 
 from conftest import run_mp
 from fakebroker import FakeBroker, connack, props_block, pkt, u16

@@ -57,7 +57,7 @@ import time
 
 import pytest
 
-from conftest import MP_HELPERS, spawn_mp, run_mp
+from conftest import MP_HELPERS, boot_with_kills, spawn_mp, run_mp
 from ejabberd_broker import PASSWORD, USER, Cluster, EjabberdNode, erl_libs
 
 DEVICE = MP_HELPERS / "device_stream.py"
@@ -436,29 +436,10 @@ def test_publisher_killed_at_random_loses_nothing(ejabberd, device, tmp_path, ve
         sub_ready(ejabberd.port, ver, topic, out_path)
         session = tmp_path / "session.bin"
         progress = tmp_path / "progress"
-        kills = boot = 0
-        deadline = time.monotonic() + 40
-        out, p = "", None
-        while time.monotonic() < deadline:
-            boot += 1
-            p = spawn_mp(device, "pub", ejabberd.port, ver, qos, N, session, progress, boot)
-            if kills < KILLS:
-                time.sleep(rng.uniform(0.05, 0.3))
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-                    kills += 1
-                    continue
-            out, _ = p.communicate(timeout=30)
-            assert p.returncode == 0, out
-            if "DONE" in out:
-                break
-        assert "DONE" in out, "the device did not finish: " + out
+        kills, _ = boot_with_kills(lambda boot: spawn_mp(device, "pub", ejabberd.port, ver, qos, N, session,
+                                                         progress, boot), rng, KILLS, budget_s=40)
         time.sleep(0.5)
     finally:
-        if p is not None and p.poll() is None:
-            p.kill()
-            p.wait()
         sub.terminate()
         sub.wait(5)
     received = [x for x in out_path.read_text().split() if x != "ready"]
@@ -487,28 +468,10 @@ def test_receiver_killed_at_random_gets_everything(ejabberd, device, tmp_path, v
                             % (N - 1, ejabberd.port, qos, topic, "mqttv5" if ver == 5 else "mqttv311",
                                USER, PASSWORD)], start_new_session=True)
     try:
-        kills = 0
-        deadline = time.monotonic() + 40
-        out, p = "", None
-        while time.monotonic() < deadline:
-            p = spawn_mp(device, "sub", ejabberd.port, ver, qos, N, session, delivered, 1)
-            if kills < KILLS:
-                time.sleep(rng.uniform(0.05, 0.35))
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-                    kills += 1
-                    continue
-            out, _ = p.communicate(timeout=40)
-            if "DONE" in out:
-                break
-            assert p.returncode == 0, "device failed:\n" + out
-        assert "DONE" in out, "the device did not finish: " + out
+        kills, _ = boot_with_kills(lambda boot: spawn_mp(device, "sub", ejabberd.port, ver, qos, N, session,
+                                                         delivered, 1), rng, KILLS, pause=(0.05, 0.35), budget_s=40)
         assert pub.wait(30) == 0
     finally:
-        if p is not None and p.poll() is None:
-            p.kill()
-            p.wait()
         if pub.poll() is None:            # the shell and its mosquitto_pub
             os.killpg(pub.pid, signal.SIGTERM)
             pub.wait(5)

@@ -5,7 +5,6 @@ messages that left, deliveries. One test per MQTT 3.1.1 / 5.0 statement
 about the client that the engine implements, named after it.
 
 The engine runs in the MicroPython unix port, as on a board."""
-import pytest
 
 from conftest import run_mp
 

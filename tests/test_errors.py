@@ -4,7 +4,6 @@ breaks under a connected client (a small relay started here is cut). Every
 failure is an MQTTException, hence an OSError; after a broken link the
 session survives and the next connect() delivers what was published while
 the link was down."""
-import json
 import select
 import socket
 import subprocess
@@ -12,7 +11,7 @@ import threading
 
 import pytest
 
-from conftest import free_port, run_mp
+from conftest import free_port, reports, run_mp
 
 VERSIONS = (4, 5)
 
@@ -26,12 +25,7 @@ V = %d
 
 def mp(v, body, timeout=30):
     r = run_mp(PRELUDE % v + body, timeout=timeout)
-    res = {}
-    for line in r.stdout.splitlines():
-        if line.startswith("R "):
-            d = json.loads(line[2:])
-            res[d["tag"]] = d
-    return res, r.stdout
+    return reports(r.stdout), r.stdout
 
 
 def assert_error(res, cls, *words, codes=None):

@@ -19,32 +19,10 @@ import time
 
 import pytest
 
-from conftest import MP_HELPERS, spawn_mp, run_mp
+from conftest import MP_HELPERS, boot_with_kills, spawn_mp
 
 DEVICE = MP_HELPERS / "device_stream.py"
 N = 300
-
-
-def run_with_kills(args, rng, kills, done_marker="DONE", budget_s=60):
-    """Start the device, SIGKILL it `kills` times at random moments, then
-    let it finish. Returns (number of kills done, last output)."""
-    done = 0
-    deadline = time.monotonic() + budget_s
-    while time.monotonic() < deadline:
-        p = spawn_mp(DEVICE, *args)
-        if done < kills:
-            time.sleep(rng.uniform(0.05, 0.35))
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-                done += 1
-                continue
-        out, _ = p.communicate(timeout=max(1, deadline - time.monotonic()))
-        if done_marker in out:
-            return done, out
-        if p.returncode not in (0, None):
-            raise AssertionError("device failed:\n" + out)
-    raise AssertionError("device did not finish in %d s" % budget_s)
 
 
 def session_arg(tmp_path, backend):
@@ -74,27 +52,9 @@ def test_publisher_killed_at_random_loses_nothing(broker, tmp_path, ver, qos, ba
     time.sleep(0.3)
     session = session_arg(tmp_path, backend)
     progress = tmp_path / "progress"
-    kills = 0
-    boot = 0
-
-    def args():
-        return ["pub", broker.port, ver, qos, N, session, progress, boot]
-
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        boot += 1
-        p = spawn_mp(DEVICE, *args())
-        if kills < 15:
-            time.sleep(rng.uniform(0.05, 0.3))
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-                kills += 1
-                continue
-        out, _ = p.communicate(timeout=60)
-        assert p.returncode == 0, out
-        if "DONE" in out:
-            break
+    # Each boot publishes from the last recorded progress under its own tag.
+    kills, _ = boot_with_kills(lambda boot: spawn_mp(DEVICE, "pub", broker.port, ver, qos, N, session, progress, boot),
+                               rng, 15, budget_s=90)
     time.sleep(0.5)
     sub.terminate()
     received = sub.communicate(timeout=5)[0].split()
@@ -123,7 +83,8 @@ def test_receiver_killed_at_random_gets_everything(broker, tmp_path, ver, qos, b
     pub = subprocess.Popen(["sh", "-c", "for i in $(seq 0 %d); do echo $i:x; sleep 0.008; done | "
                             "mosquitto_pub -p %d -q %d -t %s -l -V %s"
                             % (N - 1, broker.port, qos, topic, "mqttv5" if ver == 5 else "mqttv311")])
-    kills, out = run_with_kills(["sub", broker.port, ver, qos, N, session, delivered, 1], rng, 12)
+    kills, out = boot_with_kills(lambda boot: spawn_mp(DEVICE, "sub", broker.port, ver, qos, N, session, delivered, 1),
+                                 rng, 12, pause=(0.05, 0.35))
     pub.wait(30)
     lines = delivered.read_text().split()
     numbers = [int(x.split(":")[0]) for x in lines]

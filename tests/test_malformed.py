@@ -4,14 +4,10 @@ malformed or unexpected packet into a clear MQTTException subclass: never
 MemoryError, IndexError, a hang or a bare OSError. Bad arguments to the
 public calls are refused with ValueError / MQTTException and clear text.
 """
-import json
-import socket
-import threading
-import time
 
 import pytest
 
-from conftest import run_mp
+from conftest import reports, run_mp
 
 VERSIONS = (4, 5)
 
@@ -35,12 +31,7 @@ def mp(fake, v, body, timeout=20):
     """Run body (after PRELUDE) in the unix port; return {tag: result}."""
     r = run_mp(PRELUDE % (fake.port, v) + body, timeout=timeout)
     fake.join()
-    res = {}
-    for line in r.stdout.splitlines():
-        if line.startswith("R "):
-            d = json.loads(line[2:])
-            res[d["tag"]] = d
-    return res
+    return reports(r.stdout)
 
 
 def assert_error(res, cls, *words, code=None):
@@ -584,12 +575,7 @@ def bad_args():
     """One MicroPython run tries every bad call (no broker needed)."""
     r = run_mp("from fake_report import report, emit\nfrom durable_mqtt import MQTTClient\n" + BAD_ARGS,
                timeout=20)
-    res = {}
-    for line in r.stdout.splitlines():
-        if line.startswith("R "):
-            d = json.loads(line[2:])
-            res[d["tag"]] = d
-    return res
+    return reports(r.stdout)
 
 
 BAD_CASES = [

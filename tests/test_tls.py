@@ -5,12 +5,11 @@ needs), a second listener with TLS on the broker. A round trip in both
 protocol versions; a wrong CA is refused with an MQTTException that names
 the certificate problem. The verification matrix (right CA, another CA,
 no CA, opt-out) builds its contexts with the code blocks of docs/tls.md."""
-import json
 import subprocess
 
 import pytest
 
-from conftest import ROOT, Broker, free_port, run_mp, wait_port
+from conftest import ROOT, Broker, free_port, reports, run_mp, wait_port
 
 VERSIONS = (4, 5)
 
@@ -76,12 +75,7 @@ def ctx_for(path):
 
 def mp(tls, v, body):
     r = run_mp(PRELUDE % (tls.tls_port, tls.port, v) + body, timeout=30)
-    res = {}
-    for line in r.stdout.splitlines():
-        if line.startswith("R "):
-            d = json.loads(line[2:])
-            res[d["tag"]] = d
-    return res, r.stdout
+    return reports(r.stdout), r.stdout
 
 
 @pytest.mark.parametrize("server", ["localhost", "127.0.0.1"])
@@ -211,12 +205,7 @@ def matrix(tls, tmp_path, v, ca, context, tag, extra=""):
     if ca is not None:
         (tmp_path / "ca.der").write_bytes(ca.read_bytes())
     r = run_mp(MATRIX % (recipe(context), v, tag, tls.tls_port, v, extra), timeout=30, cwd=str(tmp_path))
-    res = {}
-    for line in r.stdout.splitlines():
-        if line.startswith("R "):
-            d = json.loads(line[2:])
-            res[d["tag"]] = d
-    return res, r.stdout
+    return reports(r.stdout), r.stdout
 
 
 @pytest.mark.parametrize("v", VERSIONS)
