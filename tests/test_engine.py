@@ -430,12 +430,35 @@ def test_receive_maximum_exceeded_is_a_protocol_error():
     # 5.0 MQTT-3.3.4-9 (broker side) seen from here: more QoS 2 messages
     # unreleased than the table holds is 0x93 Receive Maximum exceeded.
     run(r"""
-e = engine(rx2=2)
+e = engine(v5=True, rx2=2)
 for pid in (1, 2):
     e.incoming(2, pid)
     e.ack_incoming(2, pid, 0, tx)
 x = raises(ProtocolError, e.incoming, 2, 3)
 assert x.args[0] == 0x93
+""")
+
+
+def test_v311_full_qos2_table_lets_the_oldest_id_go():
+    # 3.1.1 has no Receive Maximum: a broker may have any number of QoS 2
+    # messages past PUBREC awaiting PUBREL (mosquitto counts one in flight
+    # only until its PUBREC). A full table keeps the newest ids; the oldest,
+    # whose PUBREC the broker has had (MQTT-4.3.3-1: it sends PUBREL, never
+    # the PUBLISH again), leaves it, and is reported for the journal.
+    run(r"""
+e = engine(rx2=3)
+for pid in (1, 2, 3):
+    assert e.incoming(2, pid)
+    e.ack_incoming(2, pid, 0, tx)
+    e.rec = 0
+assert e.incoming(2, 4)                     # delivered, no error
+e.ack_incoming(2, 4, 0, tx)
+assert (e.rec, e.rec_pid, e.evicted) == (5, 4, 1), (e.rec, e.rec_pid, e.evicted)
+assert [e.rx2[k] for k in range(e.rx2_n)] == [2, 3, 4]
+assert not e.incoming(2, 3)                 # still deduplicated
+e.pubrel(3, tx)                             # removal keeps the arrival order
+assert [e.rx2[k] for k in range(e.rx2_n)] == [2, 4]
+assert e.pubrel(1, tx) == 4 and tx[0] == PUBCOMP    # the evicted id's PUBREL is completed
 """)
 
 

@@ -3,6 +3,7 @@ wire through mosquitto's log or a scripted broker), Session Present
 reconciliation, expiry, assigned client ids, unusable files, a full store
 and the save_session()/restore_session() bytes."""
 import re
+import subprocess
 import time
 import zlib
 
@@ -651,3 +652,42 @@ for limit in (None, 250):
 assert seen[0] < seen[1] < 20, seen       # the smaller bound, more appends; both fewer than 20
 """)
     assert r.stdout.count("LIMIT") == 2, r.stdout
+
+
+@pytest.mark.parametrize("layout", ["dir", "ring"])
+def test_v311_qos2_burst_beyond_the_id_table_is_received_once(broker, tmp_path, layout):
+    """MQTT 3.1.1 and mosquitto: a burst of QoS 2 messages brings more ids
+    awaiting PUBREL than the client's table holds (3.1.1 has no Receive
+    Maximum; mosquitto counts a QoS 2 message in flight only until its
+    PUBREC). The oldest ids leave the table, on flash too, and the stream
+    arrives whole and once; the stored session then restores."""
+    n = 400
+    prog = r"""
+from durable_mqtt import MQTTClient
+from norflash import NorFlash
+import sys
+LAYOUT, PATH, PORT, N = %r, %r, %d, %d
+where = PATH if LAYOUT == "dir" else NorFlash(4096, 16, prog_size=32, path=PATH + ".img")
+got = []
+c = MQTTClient("burst-" + LAYOUT, "127.0.0.1", PORT, clean_session=False, session_file=where, receive_max=4)
+c.set_callback(lambda t, m, r, q: got.append(int(bytes(m))))
+print("EVENT", c.last_event)
+c.connect()
+if sys.argv[-1] == "sub":
+    c.subscribe("burst/" + LAYOUT, 2)
+    print("SUBSCRIBED")
+else:
+    while len(got) < N:
+        c.wait_msg(5000)
+    c.disconnect()
+    print("GOT", len(got), len(set(got)), sorted(set(range(N)) - set(got))[:5])
+""" % (layout, str(tmp_path / "s"), broker.port, n)
+    r = run_mp(prog, args=("sub",))
+    assert "SUBSCRIBED" in r.stdout, r.stdout
+    # The broker queues the burst for the offline session; the client takes it at once.
+    subprocess.run(["sh", "-c", "seq 0 %d | mosquitto_pub -p %d -q 2 -t burst/%s -l" % (n - 1, broker.port, layout)],
+                   check=True, timeout=60)
+    r = run_mp(prog, args=("recv",), timeout=120)
+    assert "GOT %d %d []" % (n, n) in r.stdout, r.stdout
+    again = run_mp(prog, args=("sub",))
+    assert "EVENT None" in again.stdout and "SUBSCRIBED" in again.stdout, again.stdout   # restored as stored

@@ -100,6 +100,7 @@ class SlotJournal:
             if s >= 0:
                 self.released(s)
         else:                        # IN_QOS2, IN_REL: the whole table again
+            e.evicted = 0
             self._ids()
 
     def stored(self, i):

@@ -100,6 +100,7 @@ class Session:
         self.req_kind = 0
         self.stale_pid = 0              # one whose wait was abandoned
         self.rec = self.rec_pid = self.rec_slot = 0
+        self.evicted = 0                # with rec IN_QOS2: the id that left the full table
         self.done_pid = self.done_reason = 0
         self.src = None
         self.src_off = 0
@@ -409,7 +410,8 @@ class Session:
         if qos == 2:
             if self.rx2_index(pid) >= 0:
                 return False
-            if self.rx2_n >= len(self.rx2):
+            if self.rx2_n >= len(self.rx2) and self.v5:
+                # More than twice our Receive Maximum (MQTT-3.3.4-9).
                 raise ProtocolError(0x93, "more than %d QoS 2 messages unreleased" % len(self.rx2))
         return True
 
@@ -419,7 +421,17 @@ class Session:
         if qos == 1:
             return put_ack(tx, _PUBACK, pid, reason)
         if qos:
-            if not reason and self.rx2_index(pid) < 0 and self.rx2_n < len(self.rx2):
+            if not reason and self.rx2_index(pid) < 0:
+                if self.rx2_n >= len(self.rx2):
+                    # 3.1.1 has no Receive Maximum, and mosquitto counts a
+                    # QoS 2 message in flight only until its PUBREC: a fast
+                    # stream brings more ids than the table holds. The
+                    # oldest goes: with more ids held than the broker's
+                    # in-flight window (mosquitto 20), the broker has had
+                    # its PUBREC, so it will send a PUBREL for it, never the
+                    # PUBLISH again (MQTT-4.3.3-1).
+                    self.evicted = self.rx2[0]
+                    self._rx2_remove(0)
                 self.rx2[self.rx2_n] = pid
                 self.rx2_n += 1
                 self.rec = _IN_QOS2
@@ -427,11 +439,16 @@ class Session:
             return put_ack(tx, _PUBREC, pid, reason)
         return 0
 
+    def _rx2_remove(self, k):  # noalloc
+        # The table stays in arrival order: the oldest first.
+        self.rx2_n -= 1
+        for i in range(k, self.rx2_n):
+            self.rx2[i] = self.rx2[i + 1]
+
     def pubrel(self, pid, tx):  # noalloc
         k = self.rx2_index(pid)
         if k >= 0:
-            self.rx2_n -= 1
-            self.rx2[k] = self.rx2[self.rx2_n]
+            self._rx2_remove(k)
             self.rec = _IN_REL
             self.rec_pid = pid
         return put_ack(tx, _PUBCOMP, pid, 0x92 if k < 0 and self.v5 else 0)

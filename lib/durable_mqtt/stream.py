@@ -35,7 +35,7 @@ def restore(e, st, now_min):
         if pkt and len(pkt) > e.buf_size:
             raise ValueError("stored packet larger than buf_size")
         need += len(pkt) if pkt else 0
-    if len(st.out) > e.qos12 or need > len(e.arena) or len(st.in_qos2) > len(e.rx2):
+    if len(st.out) > e.qos12 or need > len(e.arena):
         raise ValueError("stored session larger than this client's outbox")
     # Saved at DISCONNECT (where the broker's expiry clock starts) longer ago
     # than the expiry: the broker has dropped it. The next connect starts
@@ -46,7 +46,9 @@ def restore(e, st, now_min):
     e.clear()
     for pid, pkt in st.out:
         e.stored(pid, pkt)
-    for pid in st.in_qos2:
+    # More incoming QoS 2 ids than this client's table (a smaller
+    # receive_max now): the newest are kept, as the table itself would.
+    for pid in st.in_qos2[-len(e.rx2):]:
         e.rx2[e.rx2_n] = pid
         e.rx2_n += 1
     e.subs = list(st.subs)
