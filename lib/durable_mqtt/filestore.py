@@ -24,10 +24,12 @@
 # flight (tick), at flush(), disconnect() and checkpoints. The sequence
 # numbers give the resend order; load.py reads it all back.
 #
-# Cost: a file object per write (LittleFS needs one; about 270 bytes on an
-# ESP32, 1.1 KB on an RP2040, garbage after the write). The log-file layout
-# (filelog.py) writes with no allocation but about one block erase per
-# message; pass session_file=FileLog(path) to choose it.
+# Cost: a file object and its LittleFS cache per write, garbage after the
+# write (make bench reports the bytes per message, per mount); a QoS 1
+# message usually costs two writes, its slot and, once the window drains,
+# the emptying. The log-file layout (filelog.py) allocates nothing per
+# append but erases about one block per message; pass
+# session_file=FileLog(path) to choose it.
 from array import array
 import os
 import time
