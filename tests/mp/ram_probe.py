@@ -26,8 +26,9 @@ mark("profile")
 import durable_mqtt                # noqa: E402,F401
 from durable_mqtt import MQTTClient  # noqa: E402
 mark("import")
-# Loaded lazily by a client with a session file: store and the file backend.
-from durable_mqtt import store, filelog  # noqa: E402,F401
+# Loaded lazily by a client with a session path (and kept): the session
+# directory layout, with what it imports.
+from durable_mqtt import filestore  # noqa: E402,F401
 mark("import_store")
 
 port, cid, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]

@@ -2,17 +2,18 @@
 feeds the receive benchmarks.
 
 The publisher is a few lines of raw MQTT 3.1.1 over a socket (no client
-library): it builds a whole burst of QoS 1 PUBLISH packets in memory, sends
+library): it builds a whole burst of QoS 1 (or 2) PUBLISH packets in memory, sends
 it with one sendall() and then reads the PUBACKs. mosquitto takes the burst
 at once and hands it to the subscriber as fast as the subscriber reads and
 acknowledges, so the receive rate measured in the workload is the client's
-(and the broker's), not the publisher's. The subscription's QoS (0 or 1)
-sets the delivery QoS.
+(and the broker's), not the publisher's. The delivery QoS is the lower of the
+publisher's and the subscription's.
 """
 import socket
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -64,8 +65,11 @@ def _recv_exact(s, n):
     return bytes(buf)
 
 
+_QOS2_CHUNK = 16
+
+
 class Publisher:
-    """Raw MQTT 3.1.1 publisher (QoS 1) on its own connection."""
+    """Raw MQTT 3.1.1 publisher (QoS 1 or 2) on its own connection."""
 
     def __init__(self, port, client_id=b"bench-publisher"):
         self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -77,22 +81,45 @@ class Publisher:
             raise RuntimeError("publisher CONNECT refused: %r" % ack)
         self.pid = 0
 
-    def burst(self, topic, payload, count):
-        """Publish `count` QoS 1 messages in one write; return once all are
-        acknowledged by the broker."""
+    def burst(self, topic, payload, count, qos=1, pause_s=0.0):
+        """Publish `count` messages at QoS 0, 1 or 2 in one write; return once
+        all are acknowledged by the broker (PUBACK; for QoS 2 PUBREC, our
+        PUBREL, PUBCOMP)."""
+        if qos == 2 and count > _QOS2_CHUNK:
+            # mosquitto 2.0 takes at most max_inflight_messages (20) unreleased
+            # QoS 2 messages from a 3.1.1 client at once and silently drops
+            # the others' deliveries: a long burst goes in chunks.
+            # pause_s between chunks lets a slow receiver keep up: mosquitto
+            # counts a QoS 2 message in flight only until its PUBREC.
+            while count > 0:
+                self.burst(topic, payload, min(count, _QOS2_CHUNK), 2)
+                count -= _QOS2_CHUNK
+                if count > 0 and pause_s:
+                    time.sleep(pause_s)
+            return
         t = _str(topic)
         parts = []
         for _ in range(count):
-            self.pid = self.pid % 65535 + 1
-            body = t + struct.pack("!H", self.pid) + payload
-            parts.append(b"\x32" + _varint(len(body)) + body)
+            body = t + payload
+            if qos:
+                self.pid = self.pid % 65535 + 1
+                body = t + struct.pack("!H", self.pid) + payload
+            parts.append(bytes([0x30 | qos << 1]) + _varint(len(body)) + body)
         self.s.sendall(b"".join(parts))
+        if not qos:                       # nothing to wait for: a ping marks the end
+            self.s.sendall(b"\xc0\x00")
+            if _recv_exact(self.s, 2)[0] != 0xD0:
+                raise RuntimeError("publisher expected PINGRESP")
+            return
         left = count
         while left:
             hdr = _recv_exact(self.s, 2)
-            if hdr[0] != 0x40:
-                raise RuntimeError("publisher expected PUBACK, got 0x%02x" % hdr[0])
-            _recv_exact(self.s, hdr[1])
+            body = _recv_exact(self.s, hdr[1])
+            if qos == 2 and hdr[0] == 0x50:          # PUBREC: release it
+                self.s.sendall(b"\x62\x02" + body[:2])
+                continue
+            if hdr[0] != (0x70 if qos == 2 else 0x40):
+                raise RuntimeError("publisher expected %s, got 0x%02x" % ("PUBCOMP" if qos == 2 else "PUBACK", hdr[0]))
             left -= 1
 
     def close(self):

