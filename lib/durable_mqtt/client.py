@@ -17,7 +17,7 @@
 import time
 from micropython import const
 
-from .codec import publish_size, varint_size
+from .codec import as_bytes, publish_size, varint_size
 from .errors import MQTTException, PacketTooLarge, NotConnected, StoreFull
 
 _NEVER = const(0xFFFFFFFF)
@@ -29,10 +29,6 @@ _DROPPED_QOS0 = const(6)     # link.py numbers the counters
 _NO_PROPS = (None, b"", 0)   # publish() props: (object, encoded block, expiry s)
 _COUNTS = ("sent", "acked", "refused", "dropped_expired", "received", "dup_in", "dropped_qos0",
            "oversize_in", "resent", "reconnects")      # counts[], in link.py's numbering
-
-
-def _b(s):
-    return s.encode() if isinstance(s, str) else bytes(s)
 
 
 # Modules of what runs once (connect, subscribe, boot, error texts): unload()
@@ -71,6 +67,7 @@ class MQTTClient:
             unload()
         if not self.early:
             self.early = None
+        self.pc = _NO_PROPS             # the last publish() props checked (_props)
 
     # ------------------------------------------------------------ settings and figures
     def expiry_for(self, clean):
@@ -109,7 +106,7 @@ class MQTTClient:
     def set_last_will(self, topic, msg, retain=False, qos=0, props=None):
         if not topic or qos not in (0, 1, 2):
             raise ValueError("a will needs a topic and QoS 0..2")
-        self.will = (_b(topic), _b(msg), retain, qos, self.props.encode(props) if props and self.v5 else b"")
+        self.will = (as_bytes(topic), as_bytes(msg), retain, qos, self.props.encode(props) if props and self.v5 else b"")
 
     def pending(self):
         return self.engine.held
@@ -210,7 +207,7 @@ class MQTTClient:
                                                            retain_handling, sub_id)))
 
     def unsubscribe(self, topic):
-        return self.run(self.requesting(_b(topic), -1, 0))
+        return self.run(self.requesting(as_bytes(topic), -1, 0))
 
     def disconnect(self, session_expiry=None):
         """DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the

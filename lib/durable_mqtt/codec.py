@@ -74,6 +74,11 @@ def put_u16(buf, off, v):  # noalloc
     return off + 2
 
 
+def as_bytes(s):
+    """A str (UTF-8) or bytes-like argument of the API as bytes."""
+    return s.encode() if isinstance(s, str) else bytes(s)
+
+
 def u16(buf, off):  # noalloc
     return (buf[off] << 8) | buf[off + 1]
 

@@ -4,13 +4,10 @@
 from array import array
 from micropython import const
 
+from .codec import as_bytes
 from .session import Session
 
 _NEVER = const(0xFFFFFFFF)
-
-
-def _b(s):
-    return s.encode() if isinstance(s, str) else bytes(s)
 
 
 def configure(self, client_id, server, port=0, user=None, password=None, keepalive=0,
@@ -31,8 +28,8 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
         raise ValueError("a password needs a user name in MQTT 3.1.1 (MQTT-3.1.2-22)")
     self.server = server
     self.port = port or (8883 if ssl else 1883)
-    self.user = None if user is None else _b(user)
-    self.pswd = None if password is None else _b(password)
+    self.user = None if user is None else as_bytes(user)
+    self.pswd = None if password is None else as_bytes(password)
     self.keepalive = keepalive
     self.ssl = ssl
     self.tls_verify = tls_verify
@@ -60,14 +57,13 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     # own limit applies (mosquitto 20).
     q = max_inflight + outbox_size
     s = q + max(4, q // 4)
-    self.engine = e = Session(self.v5, _b(client_id), s, q, outbox_bytes or max(96 * s, 2 * buf_size + 64),
+    self.engine = e = Session(self.v5, as_bytes(client_id), s, q, outbox_bytes or max(96 * s, 2 * buf_size + 64),
                               2 * receive_max if self.v5 else max(2 * receive_max, 64), max_inflight, buf_size)
     e.expiry = self.expiry_for(clean_session)
     self.tx = bytearray(buf_size)
     self.conn = None                 # link.Link, made at the first connect
     self.counts = array("I", bytes(40))   # counters, numbered in link.py
     self.topics = {}
-    self.pc = (None, b"", 0)        # the last publish() props checked (client._props)
     self.cb = self.on_done = self.will = None
     self.cb_props = False
     self.on_event = event_callback

@@ -6,7 +6,7 @@
 import time
 from micropython import const
 
-from .codec import fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
+from .codec import as_bytes, fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
 from .errors import ConnectRefused, Timeout
 
 _SUBSCRIBE = const(0x82)     # SUBSCRIBE, UNSUBSCRIBE carry flags 0b0010 (MQTT-3.8.1-1, 3.10.1-1)
@@ -23,7 +23,7 @@ _RC_UNSUB = b"\x00\x11\x80\x83\x87\x8f\x91"
 def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, sub_id):
     if qos not in (0, 1, 2):
         raise ValueError("qos must be 0, 1 or 2")
-    f = topic.encode() if isinstance(topic, str) else bytes(topic)
+    f = as_bytes(topic)
     if not f:
         raise ValueError("empty topic filter")
     if c.v5:
