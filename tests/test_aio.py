@@ -17,25 +17,16 @@ import asyncio, time
 from durable_mqtt.aio import AsyncClient
 from durable_mqtt import Timeout
 
-ticks = [0]
-gap = [0]
-
-async def ticker():
-    last = time.ticks_ms()
-    while True:
-        await asyncio.sleep_ms(10)
-        now = time.ticks_ms()
-        gap[0] = max(gap[0], time.ticks_diff(now, last))
-        last = now
-        ticks[0] += 1
+from testlib import ticker
+loop = [0, 0]               # ticker's wake-ups, longest gap (ms)
 
 async def main():
-    asyncio.create_task(ticker())
+    asyncio.create_task(ticker(loop))
     c = AsyncClient("aio-silent", "127.0.0.1", %(port)d, version=%(ver)d, timeout_ms=1500,
                     backoff_ms=(5000, 5000))
     t0 = time.ticks_ms()
     %(body)s
-    print("TICKS", ticks[0], "GAP", gap[0], "MS", time.ticks_diff(time.ticks_ms(), t0))
+    print("TICKS", loop[0], "GAP", loop[1], "MS", time.ticks_diff(time.ticks_ms(), t0))
 
 asyncio.run(main())
 """
@@ -48,7 +39,7 @@ CONNECT = """try:
 
 SUBSCRIBE = """await c.connect(timeout_ms=2000)
     t0 = time.ticks_ms()
-    ticks[0] = 0
+    loop[0] = 0
     try:
         await c.subscribe("aio/x", 1, timeout_ms=1000)
         print("SUBSCRIBED")

@@ -4,28 +4,19 @@
 #   micropython device_flaky_aio.py PORT VER QOS N KEEPALIVE
 import asyncio
 import sys
-import time
 
 from durable_mqtt.aio import AsyncClient
+from testlib import ticker
 
 port, ver, qos, n, ka = (int(x) for x in sys.argv[1:6])
-worst_gap = [0]
-
-
-async def ticker():
-    last = time.ticks_ms()
-    while True:
-        await asyncio.sleep_ms(10)
-        now = time.ticks_ms()
-        worst_gap[0] = max(worst_gap[0], time.ticks_diff(now, last))
-        last = now
+loop = [0, 0]               # testlib.ticker: wake-ups, longest gap (ms)
 
 
 async def main():
     c = AsyncClient("aflaky-%d-%d" % (ver, qos), "127.0.0.1", port, keepalive=ka, version=ver,
                     backoff_ms=(50, 400), timeout_ms=1000, max_inflight=8, outbox_size=64,
                     clean_session=False)
-    asyncio.create_task(ticker())
+    asyncio.create_task(ticker(loop))
     await c.connect()
     for k in range(n):
         if k % 10 == 9:
@@ -38,7 +29,7 @@ async def main():
     ok = await c.flush(120000)
     s = c.stats()
     print("RESULT flushed=%s reconnects=%d link_downs=%d worst_loop_gap_ms=%d" % (
-        ok, s["reconnects"], s["link_downs"], worst_gap[0]))
+        ok, s["reconnects"], s["link_downs"], loop[1]))
     await c.disconnect()
 
 

@@ -56,3 +56,17 @@ def wait_until(client, cond, timeout_ms=5000, step_ms=20):
         if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
             raise AssertionError("timed out waiting")
         client.wait_msg(step_ms)
+
+
+async def ticker(loop_stats, step_ms=10):
+    """A task beside the code under test, counting its wake-ups
+    (loop_stats[0]) and the longest gap between two (loop_stats[1], ms): how
+    long the event loop was ever held up."""
+    import asyncio
+    last = time.ticks_ms()
+    while True:
+        await asyncio.sleep_ms(step_ms)
+        now = time.ticks_ms()
+        loop_stats[1] = max(loop_stats[1], time.ticks_diff(now, last))
+        last = now
+        loop_stats[0] += 1
