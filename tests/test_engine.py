@@ -77,6 +77,34 @@ assert pub(e, 2) == 5              # ... and are in use until their ack
 """)
 
 
+def test_MQTT_2_2_1_3_restored_ids_are_skipped_all_the_way_round():
+    # Ids read back from flash (a PUBLISH and a PUBREL owed) stay in use:
+    # fresh ids step over them now and after going round all 65535.
+    run(r"""
+from durable_mqtt.codec import put_publish
+pkt = bytearray(9)
+put_publish(pkt, 0, 0x32, 7, b"t", 7, None)
+pkt[7:9] = b"hi"
+e = engine(window=8)
+e.stored(7, pkt)
+e.stored(9, None)
+e.last_pid = 5
+assert [pub(e, 1) for _ in range(4)] == [6, 8, 10, 11]
+sent = [x[1] for x in out(e)]
+assert sent == [7, 9, 6, 8, 10, 11], sent     # in order: the restored ones first
+for pid in (7, 6, 8, 10, 11):
+    e.puback(pid, 0)               # the PUBREL for 9 stays owed
+seen = 0
+for _ in range(65540):
+    pid = pub(e, 1)
+    assert pid and pid != 9, pid
+    out(e)
+    e.puback(pid, 0)
+    seen += pid == 7
+assert seen == 1, seen             # round once: 7, free again, came back; 9 never
+""")
+
+
 def test_MQTT_2_3_1_1_qos0_has_no_packet_id():
     run(r"""
 e = engine()

@@ -97,6 +97,8 @@ class Session:
         self.st = bytearray(slots)
         self.rx2 = array("H", bytes(2 * rx2))
         self.req_pid = 0                # SUBSCRIBE / UNSUBSCRIBE awaiting its ack
+        self.run_pid = self.run_end = 0  # next_pid: ids run_pid..run_end-1 free
+        self.rel_due = False            # a slot may owe a PUBREL (_REL_DUE)
         self.req_kind = 0
         self.stale_pid = 0              # one whose wait was abandoned
         self.rec = self.rec_pid = self.rec_slot = 0
@@ -132,13 +134,31 @@ class Session:
 
     # ------------------------------------------------------------ slots
     def next_pid(self):  # noalloc
+        # Ids go round 1..65535, skipping any still in use (MQTT-2.2.1-3).
+        # run_pid..run_end-1 are known free, so the slots are scanned once
+        # per run of ids, not once per message.
         pid = self.last_pid
         for _ in range(65535):
             pid = pid + 1 if pid < 65535 else 1
-            if pid != self.req_pid and self.find(pid, 0) < 0:
+            if pid != self.run_pid:
+                self.run_end = self._free_run(pid)
+            if pid < self.run_end:
                 self.last_pid = pid
+                self.run_pid = pid + 1
                 return pid
         raise QueueFull(_ERR_FULL, "no packet id free")
+
+    def _free_run(self, pid):  # noalloc
+        # The first id at or after pid (not wrapping past 65535) in use by a
+        # held slot or the request awaiting its ack; 65536 when none is.
+        end = self.req_pid if self.req_pid >= pid else 65536
+        i = self.first
+        for _ in range(self.count):
+            p = self.pid[i]
+            if self.st[i] & _STATE and pid <= p < end:
+                end = p
+            i = i + 1 if i + 1 < self.nslots else 0
+        return end
 
     def find(self, pid, want):  # noalloc
         """Ring index of the slot holding pid in state `want` (0: any), or -1."""
@@ -198,6 +218,7 @@ class Session:
         self.len[i] = n
         self.dl[i] = dl
         self.st[i] = _QUEUED if n else _RELEASE | _REL_DUE
+        self.rel_due = self.rel_due or not n
         self.count += 1
         if pid:
             self.held += 1
@@ -212,6 +233,7 @@ class Session:
         resend with DUP=1 (MQTT-4.4.0-1), or, for pkt None, a PUBREL owed."""
         n = len(pkt) if pkt else 0
         off = self.a_tail
+        self.run_pid = 0                # its id may lie in the free run
         if n:
             self.arena[off:off + n] = pkt
             self.arena[off] &= 0xF7
@@ -354,10 +376,12 @@ class Session:
         # The window blocks the next PUBLISH; a PUBREL owed further on uses no
         # quota and must not wait behind it (MQTT-4.4.0-1 after a reconnect
         # with a smaller Receive Maximum).
-        for k in range(self.send + 1, self.count):
-            i = self.index(k)
-            if self.st[i] == _RELEASE | _REL_DUE:
-                return self._pubrel(i, tx)
+        if self.rel_due:
+            for k in range(self.send + 1, self.count):
+                i = self.index(k)
+                if self.st[i] == _RELEASE | _REL_DUE:
+                    return self._pubrel(i, tx)
+            self.rel_due = False    # none owed past send; earlier ones are sent in order
         return 0
 
     def _pubrel(self, i, tx):  # noalloc
@@ -504,6 +528,7 @@ class Session:
                     self.st[i] = _QUEUED | _DUP
                 elif s == _RELEASE:
                     self.st[i] = _RELEASE | _REL_DUE
+                    self.rel_due = True
                     self.inflight += 1
             self.send = 0
         else:
