@@ -684,7 +684,9 @@ def page(fig):
     a("- **Smallest heap**: bisection of `-X heapsize` (256-byte resolution) over a process that imports "
       "the client, connects, subscribes at QoS 1, publishes one QoS 1 message, receives it back and "
       "disconnects; with a session file, a fresh one per attempt (`clean_session=False`, a short relative "
-      "path as on a board). Bisected once per repetition, the median shown.")
+      "path as on a board). The process runs `tools/bench/workloads/min_<client>.py`, a 20-to-50-line script "
+      "that reads its arguments and does only that, so no harness code sits in the heap beside the client. "
+      "Bisected once per repetition, the median shown.")
     a("- **QoS 2 receive**: the driver sends QoS 2 in chunks of 16, 20 ms apart: with MQTT 3.1.1 mosquitto "
       "2.0 sends new QoS 2 messages before the PUBRELs of the last ones (it counts a message in flight "
       "only until its PUBREC), and durable_mqtt allows 64 unreleased ones (MQTT 3.1.1 has no Receive "

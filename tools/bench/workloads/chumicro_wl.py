@@ -95,14 +95,6 @@ elif test in ("rx0", "rx1"):
 elif test == "idle":
     w.result(**w.idle_window(lambda: c.handle(ticks_ms()), a))
 
-elif test == "minheap":
-    c.on_publish = on_publish
-    c.subscribe(T, 1)
-    cnt["sent"] = 1
-    c.publish(T, P, qos=1)
-    tick_until(lambda: cnt["got"] and cnt["acked"])
-    w.emit(ok=1)
-
 c.disconnect()
 for _ in range(5):
     c.handle(ticks_ms())

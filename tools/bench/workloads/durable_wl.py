@@ -268,13 +268,6 @@ elif test in ("rx0", "rx1"):
 elif test == "idle":
     w.result(**w.idle_window(c.check_msg, a))
 
-elif test == "minheap":
-    c.subscribe(T, 1)
-    c.publish(T, P, False, 1)
-    while c.pending() or not got[0]:
-        c.wait_msg(1000)
-    w.emit(ok=1)
-
 elif test == "paths":
     w.result(**paths())
 

@@ -141,12 +141,6 @@ async def main():
         w.result(**meter.result())
     elif test == "idle":
         w.result(**(await idle(a)))
-    elif test == "minheap":
-        await c.subscribe(T, 1)
-        done.clear()
-        await c.publish(T, P, False, 1)
-        await done.wait()
-        w.emit(ok=1)
     await c.disconnect()
 
 

@@ -57,17 +57,4 @@ elif test in ("rx0", "rx1"):
 elif test == "idle":
     w.result(**w.idle_window(c.check_msg, a))
 
-elif test == "minheap":
-    got = [0]
-
-    def on_own(topic, msg):
-        got[0] += 1
-
-    c.set_callback(on_own)
-    c.subscribe(T, 1)
-    c.publish(T, P, False, 1)
-    while not got[0]:
-        c.wait_msg()
-    w.emit(ok=1)
-
 c.disconnect()
