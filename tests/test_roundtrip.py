@@ -231,3 +231,61 @@ c.disconnect()
 print("OK")
 """)
     assert "OK" in r.stdout
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+@pytest.mark.parametrize("qos", [1, 2])
+def test_acknowledgements_of_a_burst_share_writes_and_all_arrive(broker, ver, qos):
+    # A burst received with wait_msg(), one packet a call: the PUBACKs /
+    # PUBRECs wait while more input is already there and go out together
+    # (link.py), in order. The socket is wrapped to count the writes; the
+    # broker's view is checked by resuming the session: nothing comes again.
+    r = mp(broker, ver, r"""
+QOS = %d
+class Counting:
+    def __init__(self, s):
+        self.s = s
+        self.writes = 0
+    def write(self, b, off=0, n=None):
+        self.writes += 1
+        return self.s.write(b, off, n) if n is not None else self.s.write(b)
+    def __getattr__(self, name):
+        return getattr(self.s, name)
+rx = client("burst-rx%%d-" %% QOS, clean_session=False, keepalive=30, receive_max=32)
+rx.connect()
+rx.subscribe("burst/%%d" %% VER, QOS)
+rx.disconnect()                      # the broker queues the burst for the session
+tx = client("burst-tx%%d-" %% QOS)
+tx.connect()
+N = 24
+for i in range(N):
+    tx.publish("burst/%%d" %% VER, b"%%02d" %% i, qos=QOS)
+wait_until(tx, lambda: not tx.pending())
+tx.disconnect()
+rx.connect()
+sock = rx.conn.net.sock
+counting = rx.conn.net.sock = Counting(sock)
+deadline = time.ticks_add(time.ticks_ms(), 10000)
+while len(got) < N and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+    rx.wait_msg(500)
+for _ in range(20):                  # QoS 2: the PUBRELs, their PUBCOMPs
+    rx.check_msg()
+    time.sleep_ms(20)
+assert [m for _, m, _, _ in got] == [b"%%02d" %% i for i in range(N)], got
+writes = counting.writes
+rx.conn.net.sock = sock
+rx.disconnect()
+got.clear()
+rx.connect()                         # resumed: anything unacknowledged would come again
+for _ in range(30):
+    rx.check_msg()
+    time.sleep_ms(20)
+assert not got, got
+rx.disconnect()
+print("OK", N, writes)
+""" % qos)
+    out = r.stdout.split()
+    assert out[-3] == "OK", r.stdout
+    n, writes = int(out[-2]), int(out[-1])
+    # One write per acknowledgement would be n (QoS 2: 2n with the PUBCOMPs).
+    assert writes <= n // 2, r.stdout

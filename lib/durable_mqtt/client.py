@@ -350,6 +350,11 @@ def _check_topic(t):  # noalloc
     # An outgoing topic: at least one character, no wildcards (MQTT-3.3.2-2).
     if not len(t):
         raise ValueError("empty topic")
+    mt = type(t)
+    if mt is bytes or mt is bytearray:      # searched in C ("in" on a memoryview is always False)
+        if b"+" in t or b"#" in t:
+            raise ValueError("no wildcards in a PUBLISH topic (MQTT-3.3.2-2)")
+        return
     for i in range(len(t)):
         if t[i] == 0x2B or t[i] == 0x23:
             raise ValueError("no wildcards in a PUBLISH topic (MQTT-3.3.2-2)")

@@ -1,11 +1,15 @@
 # The connection of an MQTTClient, per packet: reading and dispatching what
 # the broker sends, acknowledgements, keepalive, and sending what the
 # session lets out. Loaded at the first connect (client.py explains the
-# split); connect, subscribe and disconnect are control.py's.
+# split); connecting, requests and disconnecting are connect.py's,
+# request.py's and leave.py's.
 #
 # The session engine decides, this module carries out: a change the engine
 # asks to keep (engine.rec) reaches flash before the packet that depends on
-# it is sent (put_send). Paths marked `# noalloc` allocate nothing.
+# it is sent (put_send). Acknowledgements wait in a small buffer and go out
+# together, in order, once the socket has no more input for now or before
+# any other packet: a burst of 16 PUBACKs is one write, one TCP segment.
+# Paths marked `# noalloc` allocate nothing.
 import time
 from micropython import const
 
@@ -27,6 +31,7 @@ _DISCONNECT = const(0xE0)
 _ERR_TOO_LARGE = const(-3)
 _ERR_TIMEOUT = const(-4)
 _HDR = const(5)              # bytes read at once: a fixed header, or a whole small packet
+_ACKS = const(64)            # bytes of acknowledgements sent in one write (PUBACK: 4 or 5)
 _VIEWS = const(24)           # views of the receive buffer kept for callbacks
 _HEAD = const(0)             # reader states
 _BODY = const(1)
@@ -54,6 +59,7 @@ class Link:
         self.rx = bytearray(c.buf_size)
         self.box = codec.Box()
         self.hdr = bytearray(_HDR)
+        self.acks = bytearray(_ACKS)
         self.hdrv = [memoryview(self.hdr)[i:] for i in range(_HDR)]
         self.views = {}
         self.connected = self.in_connect = self.due = False
@@ -71,6 +77,8 @@ class Link:
         self.ping_at = -1                    # ticks_ms of the PINGREQ awaiting its PINGRESP
         self.rs = _HEAD
         self.carry = self.got = self.rlen = self.first = self.left = 0
+        self.owed = 0           # bytes of acknowledgements waiting in acks
+        self.dry = False        # the last read took less than asked: the socket had no more
 
     def failed(self, exc):  # noalloc
         # The first failure is kept; the next call that needs the link raises it.
@@ -79,18 +87,36 @@ class Link:
         self.drop()
 
     def send(self, buf, off, n):  # noalloc
+        if self.owed:
+            self.flush()                 # acknowledgements first: the order read is the order sent
         self.net.write(buf, off, n, self.c.timeout_ms)
         self.last_tx = time.ticks_ms()
 
     def put_send(self, n):  # noalloc
-        """What the session just asked to keep goes to flash, then n bytes of tx out."""
+        """What the session just asked to keep goes to flash, then the n-byte
+        acknowledgement in tx joins those waiting to be sent."""
         c = self.c
         if c.engine.rec:
             if c.persist:
                 c.journal.put()
             c.engine.rec = 0
         if n:
-            self.send(c.tx, 0, n)
+            self.owe(c.tx, n)
+
+    def owe(self, tx, n):  # noalloc
+        # The n-byte acknowledgement at tx[0] joins those waiting in acks.
+        if self.owed + n > _ACKS:
+            self.flush()
+        a = self.owed
+        self.owed = a + n
+        for k in range(n):
+            self.acks[a + k] = tx[k]
+
+    def flush(self):  # noalloc
+        n = self.owed
+        self.owed = 0
+        self.net.write(self.acks, 0, n, self.c.timeout_ms)
+        self.last_tx = time.ticks_ms()
 
     # ------------------------------------------------------------ sending
     def publish0(self, t, msg, retain, rl, pr, n):  # noalloc
@@ -143,7 +169,9 @@ class Link:
     def check_msg(self):  # noalloc
         try:
             while self.connected and self.read():
-                pass
+                if self.dry and not self.carry:
+                    self.idle()
+                    break   # that read emptied the socket: no call just to hear "nothing yet"
             self.keepalive()
         except OSError as x:
             self.failed(x)
@@ -159,6 +187,11 @@ class Link:
                 wait = self.keepalive()
                 if k:
                     kind = k
+                    # The acknowledgements owed go now, unless more input is
+                    # already waiting: the caller comes back for it, and the
+                    # next packets' acknowledgements join them in one write.
+                    if self.owed and (self.dry or not self.net.wait(0)):
+                        self.flush()
                     break
                 if not self.connected:
                     self.c.need_link()
@@ -239,20 +272,27 @@ class Link:
 
     def read(self):  # noalloc
         """Advance the reader with what the socket has; when a whole packet
-        is in, handle it and return its type, else 0."""
+        is in, handle it and return its type, else 0 (the acknowledgements
+        owed are sent then: no more input now)."""
         if self.rs == _HEAD and not self.head():
-            return 0
+            return self.idle()
         if self.rs == _DRAIN:
-            return self.drain_big()
+            return self.drain_big() or self.idle()
         got = self.got
         while got < self.rlen:
             r = self.net.read_into(self.view(got, len(self.rx) - got) if got else self.rx, self.rlen - got)
             if not r:
                 self.got = got
-                return 0
+                return self.idle()
+            self.dry = r < self.rlen - got
             got += r
         self.last_rx = time.ticks_ms()
         return self.dispatch()
+
+    def idle(self):  # noalloc
+        if self.owed:
+            self.flush()
+        return 0
 
     def head(self):  # noalloc
         # Up to 5 bytes at once: the fixed header and, for the small packets
@@ -266,9 +306,9 @@ class Link:
             if not r:
                 self.carry = got
                 return False
+            self.dry = r < _HDR - got
             got += r
             h = codec.header_length(hdr, got)
-        self.last_rx = time.ticks_ms()
         self.first = hdr[0]
         codec.get_varint(hdr, 1, h, self.box)
         rl = self.rlen = self.box.value

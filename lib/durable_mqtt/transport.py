@@ -76,7 +76,7 @@ class Transport:
         """buf[off:off+n] completely, waiting for room at most timeout_ms. A
         packet goes out in one write where the stack allows: a header and a
         body in two would cost the peer's delayed ACK."""
-        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        deadline = None             # set by the first write that finds no room
         while n:
             try:
                 w = self.sock.write(buf, off, n)
@@ -87,7 +87,10 @@ class Transport:
             if w:
                 off += w
                 n -= w
-            elif not self._room(deadline, timeout_ms):
+                continue
+            if deadline is None:
+                deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+            if not self._room(deadline, timeout_ms):
                 raise Timeout(_ERR_TIMEOUT, "write stalled %d ms: link congested or dead" % timeout_ms)
 
     def _room(self, deadline, timeout_ms):  # noalloc
