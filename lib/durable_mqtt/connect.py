@@ -1,7 +1,7 @@
 # Opening a session's connection: CONNECT and CONNACK, the broker's limits,
-# Session Present against the stored state (the rules are session.py's);
-# and closing it: DISCONNECT. Loaded by connect() and disconnect() and
-# unloaded after (client.unload): a device pays for it while connecting.
+# Session Present against the stored state (the rules are session.py's).
+# Loaded by connect() and unloaded after (client.unload): a device pays for
+# it while connecting. Closing is leave.py's.
 #
 # connecting() is a generator: it yields how long it may wait for the socket
 # (ms; negative: for it to become writable). MQTTClient.run() waits
@@ -14,7 +14,6 @@ from .errors import ConnectRefused, Timeout
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
-_DISCONNECT = const(0xE0)
 _NEVER = const(0xFFFFFFFF)
 _ERR_TIMEOUT = const(-4)
 _RECONNECTS = const(9)       # link.py's counter numbers
@@ -22,8 +21,9 @@ _RESENT = const(8)
 
 
 def connecting(c, clean_session, timeout_ms, server, port, fresh):
+    # (Three generators, not one: a device that reconnects after days finds
+    # its heap in pieces, and each function's bytecode needs one piece.)
     e = c.engine
-    k = c.conn
     if e.expired and clean_session is None:
         e.expired = False                # the stored session outlived its expiry
         clean_session = fresh = True
@@ -32,16 +32,27 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
             c.expiry_arg = _NEVER
         if not c.v5:                     # 3.1.1: a clean connection ends the old session
             yield from connecting(c, True, timeout_ms, server, port, False)
+            from .leave import disconnect
             disconnect(c, None)
             clean_session = False
     clean = c.clean = c.clean_session if clean_session is None else clean_session
-    tmo = timeout_ms or c.timeout_ms
-    host = server or c.server
-    port = port or c.port
+    k = c.conn
     k.drop()
     k.failure = None
     e.expiry = c.expiry_for(clean)
     persistent = c.persistent(clean)
+    sp, ev = yield from _handshake(c, clean, timeout_ms or c.timeout_ms, server or c.server, port or c.port)
+    yield from _settle(c, ev, persistent)
+    if fresh and not clean:
+        c.clean_session = False
+    k.drain()
+    return sp
+
+
+def _handshake(c, clean, tmo, host, port):
+    # TCP (and TLS), CONNECT, CONNACK; returns (Session Present, the
+    # session's event: "resumed", "lost" or "new").
+    k = c.conn
     from . import dial
     try:
         s = dial.start(host, port, tmo, not c.async_connect)
@@ -67,7 +78,7 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
             from .reasons import text
             raise ConnectRefused(code, "broker refused the connection: " + text(code, c.v5, True, p))
         _limits(c, p)
-        ev = e.connected(sp, clean)
+        ev = c.engine.connected(sp, clean)
     except BaseException:
         k.drop()
         raise
@@ -76,6 +87,13 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     k.connected = True
     c.session_present = sp
     k.last_tx = k.last_rx = time.ticks_ms()
+    return sp, ev
+
+
+def _settle(c, ev, persistent):
+    # After CONNACK: the counters, the journal, a lost session's
+    # subscriptions made again, the event.
+    e = c.engine
     c.counts[_RECONNECTS] += 1
     info = {"queued": e.held}
     if ev == "resumed":
@@ -99,10 +117,6 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
             except ConnectRefused:
                 e.unsubscribed(f)        # the broker refused it: forgotten
     c.event(ev, info)
-    if fresh and not clean:
-        c.clean_session = False
-    k.drain()
-    return sp
 
 
 def _connect(c, clean):
@@ -178,39 +192,3 @@ def _limits(c, p):
     if "assigned_client_id" in p:
         e.cid = p["assigned_client_id"].encode()
         e.cid_assigned = True
-
-
-def disconnect(c, session_expiry):
-    """DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
-    session state reached flash; the connection closes."""
-    e = c.engine
-    k = c.connection()
-    if session_expiry is not None:
-        if not c.v5:
-            raise ValueError("session_expiry on DISCONNECT needs MQTT 5")
-        if not e.expiry and session_expiry:
-            raise ValueError("a session with expiry 0 cannot be extended (MQTT-3.14.2-1)")
-        e.expiry = session_expiry
-    if c.persist:
-        if c.v5 and not e.expiry:
-            c.journal.erase()            # the session ends here
-            c.persist = False
-        else:
-            c.journal.checkpoint(True)   # the broker's expiry clock starts now
-    if not c.persistent(c.clean):
-        e.has_state = False              # the broker ends such a session with the connection
-    if k.connected:
-        buf = c.tx
-        buf[0] = _DISCONNECT
-        buf[1] = 0
-        n = 2
-        if session_expiry is not None:   # MQTT 5: reason 0, Session Expiry
-            p = c.props.encode({"session_expiry": session_expiry})
-            buf[1] = len(p) + 2
-            buf[2] = 0
-            n = put_block(buf, 3, p)
-        try:
-            k.send(buf, 0, n)
-        except OSError:
-            pass
-    k.drop()

@@ -1,0 +1,45 @@
+# Closing a session's connection: DISCONNECT, after the session state
+# reached flash. Loaded by disconnect() and unloaded after (client.unload):
+# a module of its own, so that closing does not load connect.py again into
+# the heap of a device that has run for days.
+from micropython import const
+
+from .codec import put_block
+
+_DISCONNECT = const(0xE0)
+
+
+def disconnect(c, session_expiry):
+    """DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
+    session state reached flash; the connection closes."""
+    e = c.engine
+    k = c.connection()
+    if session_expiry is not None:
+        if not c.v5:
+            raise ValueError("session_expiry on DISCONNECT needs MQTT 5")
+        if not e.expiry and session_expiry:
+            raise ValueError("a session with expiry 0 cannot be extended (MQTT-3.14.2-1)")
+        e.expiry = session_expiry
+    if c.persist:
+        if c.v5 and not e.expiry:
+            c.journal.erase()            # the session ends here
+            c.persist = False
+        else:
+            c.journal.checkpoint(True)   # the broker's expiry clock starts now
+    if not c.persistent(c.clean):
+        e.has_state = False              # the broker ends such a session with the connection
+    if k.connected:
+        buf = c.tx
+        buf[0] = _DISCONNECT
+        buf[1] = 0
+        n = 2
+        if session_expiry is not None:   # MQTT 5: reason 0, Session Expiry
+            p = c.props.encode({"session_expiry": session_expiry})
+            buf[1] = len(p) + 2
+            buf[2] = 0
+            n = put_block(buf, 3, p)
+        try:
+            k.send(buf, 0, n)
+        except OSError:
+            pass
+    k.drop()
