@@ -55,11 +55,6 @@ class MQTTClient:
         # compile (measured on 32 bits: 44 KB less heap needed than
         # importing them at the first connect, after the session is loaded).
         from . import session, link  # noqa: F401
-        if isinstance(kw.get("session_file"), str):
-            # The session directory's module too, before the buffers: from
-            # source it is the last large compile (32-bit smallest heap of
-            # the small configuration with a session: 83.2K -> 78.7K).
-            from . import filestore  # noqa: F401
         from .configure import configure
         try:
             f = configure(self, client_id, server, port, user, password, keepalive, ssl, **kw)
