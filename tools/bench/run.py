@@ -307,21 +307,37 @@ class Bench:
         return res
 
     def bisect(self, ok, what):
-        """Smallest heap (bytes, 256-byte resolution) for which ok(h) holds;
-        None when even 4 MB fails."""
+        """Smallest heap (bytes, 256-byte resolution) for which ok(h) holds
+        and keeps holding above it; None when even 4 MB fails.
+
+        A fragmented heap need not be monotonic: a run can fail at a size
+        above one where it works (a large block finds no hole in that
+        layout), and a device's heap is whatever size it is. So after the
+        bisection the sizes 0.5, 1, 2, 4 and 8 KB above the result are tried
+        too; a failure there moves the search above it."""
         lo, hi = 2048, 65536
         while not ok(hi):
             lo, hi = hi, hi * 2
             if hi > 4 << 20:
                 self.errors.append("%s: fails even with a 4 MB heap" % what)
                 return None
-        while hi - lo > 256:
-            mid = (lo + hi) // 2 // 64 * 64
-            if ok(mid):
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        while True:
+            while hi - lo > 256:
+                mid = (lo + hi) // 2 // 64 * 64
+                if ok(mid):
+                    hi = mid
+                else:
+                    lo = mid
+            bad = [hi + d for d in (512, 1024, 2048, 4096, 8192) if not ok(hi + d)]
+            if not bad:
+                return hi
+            log("bench: %s fails at %d above a success at %d: searching above it" % (what, bad[-1], hi))
+            lo = hi = bad[-1]
+            while not ok(hi):
+                lo, hi = hi, hi + 8192
+                if hi > 4 << 20:
+                    self.errors.append("%s: fails even with a 4 MB heap" % what)
+                    return None
 
     def min_heap(self, rt, client, extra=None, fresh_session=False, variant="mpy"):
         """Smallest -X heapsize at which the minheap workload completes.
