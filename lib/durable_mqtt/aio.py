@@ -51,8 +51,8 @@ class AsyncClient:
         self.dropped_messages = 0
 
     async def steps(self, gen):
-        """Run a step generator of the client (connecting, requesting,
-        reconnecting), awaiting the socket where it would block."""
+        # Run a step generator of the client (connecting, requesting,
+        # reconnecting), awaiting the socket where it would block.
         c = self.client
         try:
             while True:
@@ -71,8 +71,8 @@ class AsyncClient:
 
     # ------------------------------------------------------------ connection
     async def connect(self, timeout_ms=None):
-        """Start the background task and wait for the first connection
-        (timeout_ms None: as long as it takes). Returns Session Present."""
+        # Start the background task and wait for the first connection
+        # (timeout_ms None: as long as it takes). Returns Session Present.
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         if timeout_ms is None:
@@ -102,16 +102,16 @@ class AsyncClient:
 
     # ------------------------------------------------------------ publishing
     def publish_nowait(self, topic, msg, retain=False, qos=0, props=None):
-        """Enqueue and return at once (the packet id for QoS 1/2). Raises
-        QueueFull when the outbox is full; never waits for the link."""
+        # Enqueue and return at once (the packet id for QoS 1/2). Raises
+        # QueueFull when the outbox is full; never waits for the link.
         return self.client.publish(topic, msg, retain, qos, props)
 
     async def publish(self, topic, msg, retain=False, qos=0, props=None, timeout_ms=None):
-        """Publish and wait until the QoS flow completes (PUBACK, PUBCOMP),
-        across outages. Returns the packet id (None for QoS 0). Raises
-        MQTTException with the broker's reason code if it refused the
-        message (MQTT 5, >= 0x80); Timeout after timeout_ms (the message
-        stays queued and is still delivered)."""
+        # Publish and wait until the QoS flow completes (PUBACK, PUBCOMP),
+        # across outages. Returns the packet id (None for QoS 0). Raises
+        # MQTTException with the broker's reason code if it refused the
+        # message (MQTT 5, >= 0x80); Timeout after timeout_ms (the message
+        # stays queued and is still delivered).
         pid = self.client.publish(topic, msg, retain, qos, props)
         if not qos or not pid:
             return pid
@@ -139,7 +139,7 @@ class AsyncClient:
             w[0].set()
 
     async def flush(self, timeout_ms=10000):
-        """Wait until nothing is pending (before deep sleep). True on success."""
+        # Wait until nothing is pending (before deep sleep). True on success.
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         c = self.client
         while c.pending() and time.ticks_diff(deadline, time.ticks_ms()) > 0:
@@ -154,7 +154,7 @@ class AsyncClient:
 
     # ------------------------------------------------------------ subscriptions
     async def subscribe(self, topic, qos=0, timeout_ms=None, **kw):
-        """Wait for the connection, then SUBSCRIBE and await the SUBACK."""
+        # Wait for the connection, then SUBSCRIBE and await the SUBACK.
         c = self.client
         return await self._request(c.subscription(topic, qos, **kw), timeout_ms)
 
@@ -175,8 +175,8 @@ class AsyncClient:
 
     # ------------------------------------------------------------ receiving
     def set_callback(self, f, props=False):
-        """f(topic, msg, retained, qos[, props]) runs in the background task
-        with views valid only during the call (no copy, no allocation)."""
+        # f(topic, msg, retained, qos[, props]) runs in the background task
+        # with views valid only during the call (no copy, no allocation).
         self._cb = f
         self._props = props
         self.client.set_callback(self._deliver, props)
@@ -197,8 +197,8 @@ class AsyncClient:
         self._queue_ev.set()
 
     def messages(self):
-        """Async iterator of (topic, msg, retained, qos) copies, used when no
-        callback is set: `async for topic, msg, retained, qos in c.messages()`."""
+        # Async iterator of (topic, msg, retained, qos) copies, used when no
+        # callback is set: `async for topic, msg, retained, qos in c.messages()`.
         return _Messages(self)
 
     # ------------------------------------------------------------ background task

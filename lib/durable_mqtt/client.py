@@ -75,7 +75,7 @@ class MQTTClient:
         return x if x is not None else 0 if clean else _NEVER
 
     def persistent(self, clean):
-        """Does a session connected with this clean flag outlive its connection?"""
+        # Does a session connected with this clean flag outlive its connection?
         return self.engine.expiry > 0 if self.v5 else not clean
 
     def set_callback(self, f, props=False):
@@ -83,17 +83,17 @@ class MQTTClient:
         self.cb_props = props
 
     def set_event_callback(self, f):
-        """f(event, info): "new", "resumed", "lost", "expired", "discarded" or
-        "damaged", and a dict of figures. The events the constructor raised
-        (restoring the stored session) are passed to f at once."""
+        # f(event, info): "new", "resumed", "lost", "expired", "discarded" or
+        # "damaged", and a dict of figures. The events the constructor raised
+        # (restoring the stored session) are passed to f at once.
         self.on_event = f
         for ev, info in self.early or ():
             f(ev, info)
         self.early = None
 
     def set_done_callback(self, f):
-        """f(pid, reason) when a QoS 1/2 message leaves the session: reason 0
-        acknowledged, >= 0x80 refused (MQTT 5), -1 expired unsent."""
+        # f(pid, reason) when a QoS 1/2 message leaves the session: reason 0
+        # acknowledged, >= 0x80 refused (MQTT 5), -1 expired unsent.
         self.on_done = f
 
     def event(self, ev, info):
@@ -115,11 +115,11 @@ class MQTTClient:
         return self.conn is not None and self.conn.connected
 
     def holds(self, pid):
-        """True while the QoS 1/2 message with this packet id is in the session."""
+        # True while the QoS 1/2 message with this packet id is in the session.
         return self.engine.find(pid, 0) >= 0
 
     def stats(self):
-        """Counters and state as a dict (docs/api.md names them)."""
+        # Counters and state as a dict (docs/api.md names them).
         d = {}
         for i in range(len(_COUNTS)):
             d[_COUNTS[i]] = self.counts[i]
@@ -136,9 +136,9 @@ class MQTTClient:
         return d
 
     def flush(self, timeout_ms=10000):
-        """Send what is queued and wait for its acknowledgements, e.g. before
-        deep sleep; what the store holds back reaches flash. True when
-        nothing is pending any more, False at the timeout."""
+        # Send what is queued and wait for its acknowledgements, e.g. before
+        # deep sleep; what the store holds back reaches flash. True when
+        # nothing is pending any more, False at the timeout.
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
             if self.journal:
@@ -154,15 +154,15 @@ class MQTTClient:
 
     # ------------------------------------------------------------ connection
     def connection(self):
-        """The connection (link.Link), made at the first call."""
+        # The connection (link.Link), made at the first call.
         if self.conn is None:
             from .link import Link
             self.conn = Link(self)
         return self.conn
 
     def run(self, steps):
-        """Runs a step generator (connecting, requesting) to its end,
-        waiting on the socket as it asks; returns its result."""
+        # Runs a step generator (connecting, requesting) to its end,
+        # waiting on the socket as it asks; returns its result.
         try:
             while True:
                 w = next(steps)
@@ -176,28 +176,28 @@ class MQTTClient:
         return self.run(self.connecting(clean_session, timeout_ms))
 
     def connect_fresh(self, timeout_ms=None):
-        """Start afresh and persist from now on: MQTT 5 in one CONNECT (Clean
-        Start with a Session Expiry); 3.1.1 the spec-correct way, connect
-        clean, disconnect, connect with Clean Session 0."""
+        # Start afresh and persist from now on: MQTT 5 in one CONNECT (Clean
+        # Start with a Session Expiry); 3.1.1 the spec-correct way, connect
+        # clean, disconnect, connect with Clean Session 0.
         return self.run(self.connecting(True, timeout_ms, None, 0, True))
 
     def connecting(self, clean_session=None, timeout_ms=None, server=None, port=0, fresh=False):
-        """The steps of connect(): a generator that yields how long it may
-        wait for the socket (ms; negative: to become writable)."""
+        # The steps of connect(): a generator that yields how long it may
+        # wait for the socket (ms; negative: to become writable).
         self.connection()
         from .connect import connecting
         return connecting(self, clean_session, timeout_ms, server, port, fresh)
 
     def requesting(self, f, opts, sid):
-        """The steps of subscribe() (opts: the options byte) and of
-        unsubscribe() (opts < 0); returns the SUBACK / UNSUBACK code."""
+        # The steps of subscribe() (opts: the options byte) and of
+        # unsubscribe() (opts < 0); returns the SUBACK / UNSUBACK code.
         self.need_link()
         from .request import requesting
         return requesting(self, f, opts, sid)
 
     def subscription(self, topic, qos=0, no_local=False, retain_as_published=False,
                      retain_handling=0, sub_id=0):
-        """(filter, options byte, subscription id): what requesting() takes."""
+        # (filter, options byte, subscription id): what requesting() takes.
         from .request import subscription
         return subscription(self, topic, qos, no_local, retain_as_published, retain_handling, sub_id)
 
@@ -210,8 +210,8 @@ class MQTTClient:
         return self.run(self.requesting(as_bytes(topic), -1, 0))
 
     def disconnect(self, session_expiry=None):
-        """DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
-        session state reached flash; the connection closes."""
+        # DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
+        # session state reached flash; the connection closes.
         from .leave import disconnect
         try:
             disconnect(self, session_expiry)
@@ -219,8 +219,8 @@ class MQTTClient:
             unload()
 
     def close(self):
-        """Drop the connection without DISCONNECT (the will fires); the
-        store writes what it holds back, and closes."""
+        # Drop the connection without DISCONNECT (the will fires); the
+        # store writes what it holds back, and closes.
         if self.conn:
             self.conn.drop()
         if self.journal:
@@ -242,8 +242,8 @@ class MQTTClient:
             unload()
 
     def need_link(self):  # noalloc
-        """Raises the failure the link met since the last call, or
-        NotConnected; returns the link when it is up."""
+        # Raises the failure the link met since the last call, or
+        # NotConnected; returns the link when it is up.
         k = self.conn
         if k is not None:
             x = k.failure
@@ -255,7 +255,7 @@ class MQTTClient:
         raise NotConnected(_ERR_NOT_CONNECTED, "not connected")
 
     def socket(self):
-        """The connection's socket (front ends wait on it), or None."""
+        # The connection's socket (front ends wait on it), or None.
         return self.conn.net.sock if self.conn else None
 
     def check_msg(self):  # noalloc
@@ -268,7 +268,7 @@ class MQTTClient:
         self.need_link().ping()
 
     def keepalive_wait(self):
-        """ms until the keepalive needs attention (front ends sleep no longer)."""
+        # ms until the keepalive needs attention (front ends sleep no longer).
         return self.conn.keepalive_wait() if self.conn else 1000
 
     # ------------------------------------------------------------ publish

@@ -23,7 +23,7 @@ def too_large(what, n, limit):
 
 
 class Box:
-    """Preallocated decode results: a varint's value, a PUBLISH's fields."""
+    # Preallocated decode results: a varint's value, a PUBLISH's fields.
     value = 0
     topic_off = 0
     topic_len = 0
@@ -51,7 +51,7 @@ def put_varint(buf, off, n):  # noalloc
 
 
 def get_varint(buf, off, end, box):  # noalloc
-    """A Variable Byte Integer at off into box.value; returns the offset after."""
+    # A Variable Byte Integer at off into box.value; returns the offset after.
     v = 0
     shift = 0
     while True:
@@ -75,7 +75,7 @@ def put_u16(buf, off, v):  # noalloc
 
 
 def as_bytes(s):
-    """A str (UTF-8) or bytes-like argument of the API as bytes."""
+    # A str (UTF-8) or bytes-like argument of the API as bytes.
     return s.encode() if isinstance(s, str) else bytes(s)
 
 
@@ -84,7 +84,7 @@ def u16(buf, off):  # noalloc
 
 
 def put_str(buf, off, s):
-    """A length-prefixed string or binary field (s: bytes-like)."""
+    # A length-prefixed string or binary field (s: bytes-like).
     n = len(s)
     put_u16(buf, off, n)
     buf[off + 2:off + 2 + n] = s
@@ -92,14 +92,14 @@ def put_str(buf, off, s):
 
 
 def put_block(buf, off, block):
-    """An MQTT 5 property block: its length, then the encoded properties."""
+    # An MQTT 5 property block: its length, then the encoded properties.
     off = put_varint(buf, off, len(block))
     buf[off:off + len(block)] = block
     return off + len(block)
 
 
 def header_length(buf, n):  # noalloc
-    """Bytes of the fixed header in buf[0:n], or 0 while incomplete."""
+    # Bytes of the fixed header in buf[0:n], or 0 while incomplete.
     for i in range(1, n):
         if buf[i] < 0x80:
             return i + 1
@@ -109,9 +109,9 @@ def header_length(buf, n):  # noalloc
 
 
 def utf8(buf, i, end):  # noalloc
-    """Checks the multi-byte UTF-8 sequence at buf[i] (>= 0x80); returns the
-    offset after it. Ill-formed (MQTT-1.5.3-1): overlongs, surrogates, code
-    points past U+10FFFF, stray continuation bytes, a sequence cut short."""
+    # Checks the multi-byte UTF-8 sequence at buf[i] (>= 0x80); returns the
+    # offset after it. Ill-formed (MQTT-1.5.3-1): overlongs, surrogates, code
+    # points past U+10FFFF, stray continuation bytes, a sequence cut short.
     c = buf[i]
     n = 1 if c < 0xE0 else 2 if c < 0xF0 else 3
     lo = 0xA0 if c == 0xE0 else 0x90 if c == 0xF0 else 0x80
@@ -125,9 +125,9 @@ def utf8(buf, i, end):  # noalloc
 
 
 def check_utf8(buf, i, end, topic=False):  # noalloc
-    """A UTF-8 string: well formed, no U+0000 (MQTT-1.5.3-2); a Topic Name
-    (topic=True) also no wildcard (MQTT-3.3.2-2) and at least one character
-    (MQTT-4.7.3-1). ASCII bytes are checked in this loop, with no call."""
+    # A UTF-8 string: well formed, no U+0000 (MQTT-1.5.3-2); a Topic Name
+    # (topic=True) also no wildcard (MQTT-3.3.2-2) and at least one character
+    # (MQTT-4.7.3-1). ASCII bytes are checked in this loop, with no call.
     if topic and i == end:
         fail("empty topic name (MQTT-4.7.3-1)")
     while i < end:
@@ -143,14 +143,14 @@ def check_utf8(buf, i, end, topic=False):  # noalloc
 # ---------------------------------------------------------------- PUBLISH
 
 def publish_size(tl, pl, qos, prl, v5):  # noalloc
-    """Remaining Length of a PUBLISH (prl: bytes of its encoded properties)."""
+    # Remaining Length of a PUBLISH (prl: bytes of its encoded properties).
     n = 2 + tl + pl + (2 if qos else 0)
     return n + varint_size(prl) + prl if v5 else n
 
 
 def put_publish(buf, off, first, rl, topic, pid, props):  # noalloc
-    """A PUBLISH up to its payload, at off; returns where the payload goes.
-    props: the encoded property block (MQTT 5), or None (3.1.1)."""
+    # A PUBLISH up to its payload, at off; returns where the payload goes.
+    # props: the encoded property block (MQTT 5), or None (3.1.1).
     buf[off] = first
     off = put_varint(buf, off + 1, rl)
     n = len(topic)
@@ -168,7 +168,7 @@ def put_publish(buf, off, first, rl, topic, pid, props):  # noalloc
 
 
 def parse_publish(body, n, flags, v5, box):  # noalloc
-    """A PUBLISH body of n bytes into box (flags: the first byte's low nibble)."""
+    # A PUBLISH body of n bytes into box (flags: the first byte's low nibble).
     qos = (flags >> 1) & 3
     if qos == 3 or not qos and flags & 8:
         fail("PUBLISH with QoS 3, or DUP on QoS 0 (MQTT-3.3.1-4, -2)")
@@ -195,8 +195,8 @@ def parse_publish(body, n, flags, v5, box):  # noalloc
 
 
 def put_ack(buf, kind, pid, reason):  # noalloc
-    """PUBACK, PUBREC, PUBREL or PUBCOMP at offset 0. The reason code is
-    left out when it is 0 (MQTT 5, section 3.4.2.1); 3.1.1 passes 0."""
+    # PUBACK, PUBREC, PUBREL or PUBCOMP at offset 0. The reason code is
+    # left out when it is 0 (MQTT 5, section 3.4.2.1); 3.1.1 passes 0.
     buf[0] = kind
     buf[1] = 3 if reason else 2
     put_u16(buf, 2, pid)
@@ -205,8 +205,8 @@ def put_ack(buf, kind, pid, reason):  # noalloc
 
 
 def parse_ack(body, n, v5):  # noalloc
-    """The packet id of a PUBACK/PUBREC/PUBREL/PUBCOMP (3.1.1: exactly 2
-    bytes; MQTT 5 may add a reason code and properties)."""
+    # The packet id of a PUBACK/PUBREC/PUBREL/PUBCOMP (3.1.1: exactly 2
+    # bytes; MQTT 5 may add a reason code and properties).
     pid = u16(body, 0) if n > 1 else 0
     if not pid or n != 2 and not v5:
         fail("acknowledgement of %d bytes, packet id %d" % (n, pid))

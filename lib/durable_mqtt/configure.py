@@ -16,7 +16,7 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
               outbox_size=32, outbox_bytes=None, timeout_ms=10000, resubscribe=True,
               ring_prog_size=None, persist_batch_ms=0, persist_batch_bytes=None, tls_verify=True,
               event_callback=None):
-    """MQTTClient(...) (docs/api.md lists the arguments)."""
+    # MQTTClient(...) (docs/api.md lists the arguments).
     if not (version in (4, 5) and 63 < buf_size < 268435461 and 0 < max_inflight < 65536
             and 0 < receive_max < 65536 and outbox_size >= 0 and 0 <= keepalive < 65536
             and (session_expiry is None or 0 <= session_expiry <= _NEVER)):

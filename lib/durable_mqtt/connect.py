@@ -131,9 +131,9 @@ def _connect(c, clean):
 
 
 def connect_packet(buf, cid, v5, keepalive, clean, user, pswd, will, props):
-    """CONNECT at buf[0]; returns its length. Strings are bytes; will is
-    (topic, msg, retain, qos, props block) or None; props: the CONNECT
-    properties, encoded (MQTT 5)."""
+    # CONNECT at buf[0]; returns its length. Strings are bytes; will is
+    # (topic, msg, retain, qos, props block) or None; props: the CONNECT
+    # properties, encoded (MQTT 5).
     rl = 12 + len(cid) + (varint_size(len(props)) + len(props) if v5 else 0)
     flags = 0x02 if clean else 0
     if will:
@@ -167,7 +167,7 @@ def connect_packet(buf, cid, v5, keepalive, clean, user, pswd, will, props):
 
 
 def connack(c, n):
-    """CONNACK (link.py hands it over while connecting)."""
+    # CONNACK (link.py hands it over while connecting).
     k = c.conn
     rx = k.rx
     if n < 2 or (n != 2 and not c.v5) or rx[0] & 0xFE:

@@ -38,7 +38,7 @@ def put(s, dst, off):  # noalloc
 
 
 def seal(buf, off, n):  # noalloc
-    """Write the CRC of buf[off:off+n] at buf[off+n]."""
+    # Write the CRC of buf[off:off+n] at buf[off+n].
     start(_s)
     add(_s, buf, off, n)
     put(_s, buf, off + n)

@@ -14,8 +14,8 @@ _TIMEOUTS = (errno.ETIMEDOUT, 116, -110)
 
 
 def start(host, port, timeout_ms, wait):
-    """A TCP socket connected to host:port, or (wait=False) connecting:
-    the caller waits for it to become writable, then calls secure()."""
+    # A TCP socket connected to host:port, or (wait=False) connecting:
+    # the caller waits for it to become writable, then calls secure().
     try:
         ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     except OSError as e:
@@ -43,8 +43,8 @@ def start(host, port, timeout_ms, wait):
 
 
 def secure(s, host, port, ctx, verify, timeout_ms):
-    """TLS over s when ctx is given (a blocking handshake, bounded by
-    timeout_ms); returns the socket to use."""
+    # TLS over s when ctx is given (a blocking handshake, bounded by
+    # timeout_ms); returns the socket to use.
     if ctx is None:
         return s
     try:

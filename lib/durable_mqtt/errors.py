@@ -15,40 +15,50 @@ ERR_SESSION = -8        # session state problem (e.g. MQTT-3.2.2-4)
 
 
 class MQTTException(OSError):
-    """Any MQTT failure. args[0]: reason/return code; args[1]: explanation."""
+    # Any MQTT failure. args[0]: reason/return code; args[1]: explanation.
+    pass
 
 
 class ConnectRefused(MQTTException):
-    """The broker answered CONNECT with a refusal (args[0]: its code)."""
+    # The broker answered CONNECT with a refusal (args[0]: its code).
+    pass
 
 
 class ProtocolError(MQTTException):
-    """Malformed or unexpected packet; the connection is closed."""
+    # Malformed or unexpected packet; the connection is closed.
+    pass
 
 
 class PacketTooLarge(MQTTException):
-    """A packet does not fit buf_size (or the broker's Maximum Packet Size)."""
+    # A packet does not fit buf_size (or the broker's Maximum Packet Size).
+    pass
 
 
 class Timeout(MQTTException):
-    """A network wait (connect, CONNACK, SUBACK, read, write, ping) ran out."""
+    # A network wait (connect, CONNACK, SUBACK, read, write, ping) ran out.
+    pass
 
 
 class PeerClosed(MQTTException):
-    """The broker or the network closed the connection."""
+    # The broker or the network closed the connection.
+    pass
 
 
 class NotConnected(MQTTException):
-    """The call needs a live connection."""
+    # The call needs a live connection.
+    pass
 
 
 class QueueFull(MQTTException):
-    """The outbox cannot accept another message; the message was not accepted."""
+    # The outbox cannot accept another message; the message was not accepted.
+    pass
 
 
 class StoreFull(QueueFull):
-    """The flash store has no room for the change; nothing accepted was lost."""
+    # The flash store has no room for the change; nothing accepted was lost.
+    pass
 
 
 class SessionError(MQTTException):
-    """The session cannot continue as the specification requires."""
+    # The session cannot continue as the specification requires.
+    pass

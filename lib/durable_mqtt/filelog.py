@@ -25,8 +25,8 @@ _ENOSPC = 28
 
 
 class FileLog:
-    """Session backend on a file. `compact_bytes`: appended bytes after which
-    needs_checkpoint() asks for a checkpoint (which rewrites the file)."""
+    # Session backend on a file. `compact_bytes`: appended bytes after which
+    # needs_checkpoint() asks for a checkpoint (which rewrites the file).
 
     max_append = 0x3FFFFFFF     # no limit of its own
 
@@ -47,7 +47,7 @@ class FileLog:
         self.capacity = self.capacity_bytes()
 
     def load(self):
-        """The file's bytes, b"" when there is no file. Boot only."""
+        # The file's bytes, b"" when there is no file. Boot only.
         self._close_log()
         try:
             with open(self.path, "rb") as f:
@@ -73,7 +73,7 @@ class FileLog:
                 pass
 
     def write(self, buf, off, n):  # noalloc once the file is open
-        """buf[off:off+n] into the open checkpoint, or the next append."""
+        # buf[off:off+n] into the open checkpoint, or the next append.
         f = self._ck
         if f is None:
             if self._torn:
@@ -89,7 +89,7 @@ class FileLog:
         self._pending += n
 
     def sync(self):  # noalloc
-        """Make the append durable (LittleFS commits at flush)."""
+        # Make the append durable (LittleFS commits at flush).
         n = self._pending
         self._pending = 0
         try:
@@ -124,10 +124,10 @@ class FileLog:
         return self._since > self.compact_bytes
 
     def capacity_bytes(self):
-        """An estimate of the largest state a checkpoint can write now: half
-        of the free space plus the current file (the old file and the new
-        .tmp coexist until the rename), less two blocks of filesystem
-        metadata. Asks the filesystem (allocates; not for hot paths)."""
+        # An estimate of the largest state a checkpoint can write now: half
+        # of the free space plus the current file (the old file and the new
+        # .tmp coexist until the rename), less two blocks of filesystem
+        # metadata. Asks the filesystem (allocates; not for hot paths).
         d = self.path.rsplit("/", 1)[0] if "/" in self.path else "."
         try:
             st = os.statvfs(d or "/")
@@ -146,7 +146,7 @@ class FileLog:
             _raise_full(e)
 
     def end(self):
-        """Complete the checkpoint: close the .tmp file, rename it over the log."""
+        # Complete the checkpoint: close the .tmp file, rename it over the log.
         f = self._ck
         if f is None:
             raise ValueError("end without begin")
@@ -180,7 +180,7 @@ class FileLog:
             _remove(self.tmp)
 
     def erase(self):
-        """Forget everything: remove the file (one atomic metadata commit)."""
+        # Forget everything: remove the file (one atomic metadata commit).
         self._abort_checkpoint()
         self._close_log()
         _remove(self.path)
@@ -189,8 +189,8 @@ class FileLog:
         self._torn = False
 
     def set_aside(self, suffix=".bad"):
-        """Keep an unusable session file for inspection and start clean:
-        rename it to path + suffix (replacing an older one)."""
+        # Keep an unusable session file for inspection and start clean:
+        # rename it to path + suffix (replacing an older one).
         self._abort_checkpoint()
         self._close_log()
         try:

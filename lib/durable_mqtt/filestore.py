@@ -48,7 +48,7 @@ _ERR_FULL = const(-7)
 
 
 class SlotJournal:
-    """The journal (store.py's interface) of engine e in directory dir."""
+    # The journal (store.py's interface) of engine e in directory dir.
 
     def __init__(self, dir, e, batch_ms=0):
         self.dir = dir
@@ -81,8 +81,8 @@ class SlotJournal:
 
     # ------------------------------------------------------------ per message
     def put(self):
-        """Write the change the engine just made (e.rec) before its packet
-        goes out."""
+        # Write the change the engine just made (e.rec) before its packet
+        # goes out.
         e = self.e
         k = e.rec
         e.rec = 0
@@ -106,8 +106,8 @@ class SlotJournal:
             self._ids()
 
     def stored(self, i):
-        """Write the engine's slot i into a free slot file: its PUBLISH, or
-        its OUT_REL when it has no packet any more (PUBREC came)."""
+        # Write the engine's slot i into a free slot file: its PUBLISH, or
+        # its OUT_REL when it has no packet any more (PUBREC came).
         e = self.e
         pid = e.pid[i]
         s = self._free()
@@ -118,10 +118,10 @@ class SlotJournal:
         self._write(s, _R_OUT_PUB if n else _R_OUT_REL, self.seq[s], pid, e.arena, e.off[i], n)
 
     def released(self, s):
-        """PUBREC came for the message in slot s: its OUT_REL goes into a free
-        slot with the same sequence number (the reader prefers it to the
-        OUT_PUB); slot s is then free. The OUT_PUB stays intact until the
-        OUT_REL is complete."""
+        # PUBREC came for the message in slot s: its OUT_REL goes into a free
+        # slot with the same sequence number (the reader prefers it to the
+        # OUT_PUB); slot s is then free. The OUT_PUB stays intact until the
+        # OUT_REL is complete.
         pid = self.pid[s]
         r = self._free()
         self.pid[r] = pid
@@ -212,7 +212,7 @@ class SlotJournal:
         self.put_file("i1" if self.iseq & 1 else "i0", b)
 
     def put_file(self, name, data):
-        """File `name` of the directory := data, in one commit."""
+        # File `name` of the directory := data, in one commit.
         try:
             with open(self.dir + "/" + name, "wb") as f:
                 f.write(data)
@@ -222,8 +222,8 @@ class SlotJournal:
         self.bytes_written += len(data)
 
     def acked(self, pid):
-        """A QoS 1/2 message left the session: its slot becomes free, to be
-        overwritten (or emptied) later."""
+        # A QoS 1/2 message left the session: its slot becomes free, to be
+        # overwritten (or emptied) later.
         s = self._slot(pid)
         if s >= 0:
             self.pid[s] = 0
@@ -235,7 +235,7 @@ class SlotJournal:
                     self.batch[k] = 0
 
     def flush(self):
-        """Batched messages and emptied slots reach flash now."""
+        # Batched messages and emptied slots reach flash now.
         e = self.e
         for k in range(self.nbatch):
             pid = self.batch[k]
@@ -260,10 +260,10 @@ class SlotJournal:
 
     # ------------------------------------------------------------ the whole state
     def checkpoint(self, offline=False):
-        """The whole state made current: slots for the messages the engine
-        holds (restore_session(), a move from the log layout), none for
-        those it dropped (a clean start), the header and incoming ids
-        rewritten (the header last: it makes the session)."""
+        # The whole state made current: slots for the messages the engine
+        # holds (restore_session(), a move from the log layout), none for
+        # those it dropped (a clean start), the header and incoming ids
+        # rewritten (the header last: it makes the session).
         e = self.e
         self.flush()
         for s in range(self.made):
@@ -287,8 +287,8 @@ class SlotJournal:
         self.checkpoints += 1
 
     def erase(self):
-        """Forget the session: "h" first (without it nothing loads), then
-        every slot."""
+        # Forget the session: "h" first (without it nothing loads), then
+        # every slot.
         _remove(self.dir + "/h")
         _remove(self.dir + "/i0")
         _remove(self.dir + "/i1")
@@ -299,7 +299,7 @@ class SlotJournal:
         self.nacks = self.nbatch = 0
 
     def set_aside(self):
-        """Keep an unusable session for inspection (PATH.d.bad) and start empty."""
+        # Keep an unusable session for inspection (PATH.d.bad) and start empty.
         bad = self.dir + ".bad"
         for name in _ls(bad):
             _remove(bad + "/" + name)

@@ -10,8 +10,8 @@ _DISCONNECT = const(0xE0)
 
 
 def disconnect(c, session_expiry):
-    """DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
-    session state reached flash; the connection closes."""
+    # DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
+    # session state reached flash; the connection closes.
     e = c.engine
     k = c.connection()
     if session_expiry is not None:

@@ -71,7 +71,7 @@ class Link:
         self.drop()
 
     def drop(self):  # noalloc
-        """Close the connection; the next one starts with a fresh reader."""
+        # Close the connection; the next one starts with a fresh reader.
         self.connected = False
         self.net.close()
         self.ping_at = -1                    # ticks_ms of the PINGREQ awaiting its PINGRESP
@@ -93,8 +93,8 @@ class Link:
         self.last_tx = time.ticks_ms()
 
     def put_send(self, n):  # noalloc
-        """What the session just asked to keep goes to flash, then the n-byte
-        acknowledgement in tx joins those waiting to be sent."""
+        # What the session just asked to keep goes to flash, then the n-byte
+        # acknowledgement in tx joins those waiting to be sent.
         c = self.c
         if c.engine.rec:
             if c.persist:
@@ -120,7 +120,7 @@ class Link:
 
     # ------------------------------------------------------------ sending
     def publish0(self, t, msg, retain, rl, pr, n):  # noalloc
-        """A QoS 0 PUBLISH straight out of tx, never queued."""
+        # A QoS 0 PUBLISH straight out of tx, never queued.
         tx = self.c.tx
         p = codec.put_publish(tx, 0, 0x30 | retain, rl, t, 0, pr)
         tx[p:p + len(msg)] = msg
@@ -134,7 +134,7 @@ class Link:
             self.c.counts[DROPPED_QOS0] += 1
 
     def drain(self):  # noalloc
-        """Send what the session lets out now: queued PUBLISH, owed PUBREL."""
+        # Send what the session lets out now: queued PUBLISH, owed PUBREL.
         e = self.c.engine
         try:
             while self.connected:
@@ -151,8 +151,8 @@ class Link:
             self.failed(x)
 
     def done(self):  # noalloc
-        """A QoS 1/2 message left the session: logged lazily, reported; its
-        window place goes to the next one once the reads are handled."""
+        # A QoS 1/2 message left the session: logged lazily, reported; its
+        # window place goes to the next one once the reads are handled.
         c = self.c
         e = c.engine
         pid = e.done_pid
@@ -238,9 +238,9 @@ class Link:
             self.ping_at = self.last_tx
 
     def keepalive(self):  # noalloc
-        """Ping when idle half the keepalive; a PINGRESP half a keepalive late
-        means a dead link (a black-holed TCP connection never errors by
-        itself). Returns ms until the next keepalive action, -1 for none."""
+        # Ping when idle half the keepalive; a PINGRESP half a keepalive late
+        # means a dead link (a black-holed TCP connection never errors by
+        # itself). Returns ms until the next keepalive action, -1 for none.
         ka = self.ka_ms >> 1
         if not ka or not self.connected:
             return -1
@@ -261,7 +261,7 @@ class Link:
         return 1000 if w < 0 else max(1, w)
 
     def view(self, off, n):  # noalloc after the first sight of (off, n)
-        """A memoryview of rx[off:off+n], kept: a repeated size costs nothing."""
+        # A memoryview of rx[off:off+n], kept: a repeated size costs nothing.
         key = (off << 20) | n
         v = self.views.get(key)
         if v is None:
@@ -271,9 +271,9 @@ class Link:
         return v
 
     def read(self):  # noalloc
-        """Advance the reader with what the socket has; when a whole packet
-        is in, handle it and return its type, else 0 (the acknowledgements
-        owed are sent then: no more input now)."""
+        # Advance the reader with what the socket has; when a whole packet
+        # is in, handle it and return its type, else 0 (the acknowledgements
+        # owed are sent then: no more input now).
         if self.rs == _HEAD and not self.head():
             return self.idle()
         if self.rs == _DRAIN:

@@ -18,8 +18,8 @@ _R_IN_LIST = const(0x08)
 
 
 def open_session(c, where, prog_size, batch, clean):
-    """Client c's journal on session_file `where`, its stored state restored;
-    batch: (persist_batch_ms, persist_batch_bytes)."""
+    # Client c's journal on session_file `where`, its stored state restored;
+    # batch: (persist_batch_ms, persist_batch_bytes).
     e = c.engine
     c.journal = j = open_journal(where, e, prog_size, batch[0], c.event, batch[1])
     if e.has_state:
@@ -31,12 +31,12 @@ def open_session(c, where, prog_size, batch, clean):
 
 
 def open_journal(where, e, prog_size, batch_ms, event, batch_bytes=None):
-    """The journal for session_file `where`, with the stored state restored
-    into engine e: a path (a directory of slot files, filestore.py; a
-    session file of the older log layout is moved into it), a block device
-    (the raw ring, ring.py), or a log backend object such as
-    filelog.FileLog. An unusable state is set aside and reported through
-    event(name, info)."""
+    # The journal for session_file `where`, with the stored state restored
+    # into engine e: a path (a directory of slot files, filestore.py; a
+    # session file of the older log layout is moved into it), a block device
+    # (the raw ring, ring.py), or a log backend object such as
+    # filelog.FileLog. An unusable state is set aside and reported through
+    # event(name, info).
     if isinstance(where, str):
         return _open_dir(where, e, batch_ms, event)
     if hasattr(where, "readblocks"):
@@ -104,9 +104,9 @@ def _read(path):
 
 
 def _read_dir(j):
-    """The state in j's directory (filestore.py), or None without a valid
-    "h". Slots that hold nothing valid are emptied before anything new is
-    written, so that an old copy cannot come back later."""
+    # The state in j's directory (filestore.py), or None without a valid
+    # "h". Slots that hold nothing valid are emptied before anything new is
+    # written, so that an old copy cannot come back later.
     head = _read(j.dir + "/h")
     names = os.listdir(j.dir)
     if not head:

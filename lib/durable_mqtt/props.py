@@ -62,10 +62,10 @@ NAMES = ("", "payload_format", "message_expiry", "content_type", "", "", "", "",
 
 
 def check(buf, off, end, where, box, out=None):  # noalloc without out
-    """Validates the block at off (its length varint first). It must end at
-    `end` exactly, except in a PUBLISH, where the payload follows. Notes
-    Topic Alias and Message Expiry in box. With a dict `out`, also fills it.
-    Returns the offset after the block."""
+    # Validates the block at off (its length varint first). It must end at
+    # `end` exactly, except in a PUBLISH, where the payload follows. Notes
+    # Topic Alias and Message Expiry in box. With a dict `out`, also fills it.
+    # Returns the offset after the block.
     off = get_varint(buf, off, end, box)
     stop = off + box.value
     if stop > end or (where != PUBLISH and stop != end):
@@ -164,17 +164,17 @@ def _text(buf, s, e, kind):
 
 
 def decode(buf, off, end, where):
-    """The block at off as a dict (checked like check()); allocates."""
+    # The block at off as a dict (checked like check()); allocates.
     d = {}
     check(buf, off, end, where, _box, d)
     return d
 
 
 def encode(d):
-    """A dict (names such as "message_expiry", or identifiers, as keys;
-    user_property a list of (name, value) pairs; subscription_id an int or a
-    list) -> the encoded block, without its length. Raises ValueError for
-    an unknown property."""
+    # A dict (names such as "message_expiry", or identifiers, as keys;
+    # user_property a list of (name, value) pairs; subscription_id an int or a
+    # list) -> the encoded block, without its length. Raises ValueError for
+    # an unknown property.
     out = bytearray()
     tmp = bytearray(4)
     for key, val in d.items():
@@ -196,8 +196,8 @@ def encode(d):
 
 
 def scan(block, where=PUBLISH):
-    """Checks an encoded block (no length prefix) and returns the box with
-    its Topic Alias and Message Expiry. Allocates: once per props object."""
+    # Checks an encoded block (no length prefix) and returns the box with
+    # its Topic Alias and Message Expiry. Allocates: once per props object.
     b = bytearray(4 + len(block))
     e = put_varint(b, 0, len(block))
     b[e:e + len(block)] = block

@@ -24,8 +24,8 @@ _V5 = {
 
 
 def text(code, v5, connack=False, props=None):
-    """The code as words (a CONNACK's 3.1.1 return codes when connack), with
-    the broker's MQTT 5 reason string when props hold one."""
+    # The code as words (a CONNACK's 3.1.1 return codes when connack), with
+    # the broker's MQTT 5 reason string when props hold one.
     if connack and not v5:
         t = _V4.get(code, "return code %d" % code)
     else:

@@ -18,8 +18,8 @@ _EPOCH_2000 = const(946684800)
 
 
 def header(e, h, expiry, offline):  # noalloc when offline is False
-    """The HEADER record of engine e into h[0:17], up to the client id;
-    expiry: the Session Expiry Interval as 4 bytes."""
+    # The HEADER record of engine e into h[0:17], up to the client id;
+    # expiry: the Session Expiry Interval as 4 bytes.
     cid = e.cid
     h[0] = _R_HEADER
     put_u16(h, 1, 14 + len(cid))
@@ -36,8 +36,8 @@ def header(e, h, expiry, offline):  # noalloc when offline is False
 
 
 def sub(h, k, e):  # noalloc
-    """The SUB record of e's subscription k into h[0:8], up to the filter;
-    returns the filter."""
+    # The SUB record of e's subscription k into h[0:8], up to the filter;
+    # returns the filter.
     f, opts, sid = e.subs[k]
     h[0] = _R_SUB
     put_u16(h, 1, 5 + len(f))
@@ -48,7 +48,7 @@ def sub(h, k, e):  # noalloc
 
 
 def head_bytes(e, offline):
-    """MAGIC, the HEADER record and a SUB record per subscription, as bytes."""
+    # MAGIC, the HEADER record and a SUB record per subscription, as bytes.
     cid = e.cid
     b = bytearray(26 + len(cid))
     b[0:4] = MAGIC
@@ -66,8 +66,8 @@ def head_bytes(e, offline):
 
 
 def fits(e, n, capacity):  # noalloc
-    """Would engine e's state, grown by a record of n bytes, be at most
-    capacity bytes (what one checkpoint of the store can hold)?"""
+    # Would engine e's state, grown by a record of n bytes, be at most
+    # capacity bytes (what one checkpoint of the store can hold)?
     n += 30 + len(e.cid) + e.nbytes + 13 * e.count + 9 * e.rx2_n
     for k in range(len(e.subs)):
         n += 16 + len(e.subs[k][0])
@@ -75,8 +75,8 @@ def fits(e, n, capacity):  # noalloc
 
 
 def wall_minutes():
-    """Minutes since 2000-01-01 UTC from the board's clock, 0 when the clock
-    is not set (before 2020). Below 2**30: no big integer on a board."""
+    # Minutes since 2000-01-01 UTC from the board's clock, 0 when the clock
+    # is not set (before 2020). Below 2**30: no big integer on a board.
     t = time.time()
     if time.gmtime(0)[0] != 2000:
         t -= _EPOCH_2000

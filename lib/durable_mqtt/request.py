@@ -34,8 +34,8 @@ def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, 
 
 
 def requesting(c, f, opts, sid):
-    """SUBSCRIBE to filter f with the options byte opts, or (opts < 0)
-    UNSUBSCRIBE; returns the SUBACK / UNSUBACK code (a refusal raises)."""
+    # SUBSCRIBE to filter f with the options byte opts, or (opts < 0)
+    # UNSUBSCRIBE; returns the SUBACK / UNSUBACK code (a refusal raises).
     e = c.engine
     k = c.conn
     sub = opts >= 0
@@ -80,9 +80,9 @@ def requesting(c, f, opts, sid):
 
 
 def subscribe_packet(buf, pid, f, opts, props):
-    """SUBSCRIBE to f with the options byte opts, or (opts < 0) UNSUBSCRIBE,
-    at buf[0]; returns its length. props: the encoded properties (MQTT 5)
-    or None (3.1.1)."""
+    # SUBSCRIBE to f with the options byte opts, or (opts < 0) UNSUBSCRIBE,
+    # at buf[0]; returns its length. props: the encoded properties (MQTT 5)
+    # or None (3.1.1).
     sub = opts >= 0
     rl = 4 + len(f) + sub + (varint_size(len(props)) + len(props) if props is not None else 0)
     if 1 + varint_size(rl) + rl > len(buf):
@@ -99,8 +99,8 @@ def subscribe_packet(buf, pid, f, opts, props):
 
 
 def ack(c, kind, n):
-    """A SUBACK or UNSUBACK (link.py hands it over): one reason code for
-    the one filter asked (3.1.1 UNSUBACK: none)."""
+    # A SUBACK or UNSUBACK (link.py hands it over): one reason code for
+    # the one filter asked (3.1.1 UNSUBACK: none).
     k = c.conn
     rx = k.rx
     codes = 1 if kind == _SUBACK or c.v5 else 0

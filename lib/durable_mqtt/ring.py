@@ -57,15 +57,15 @@ def _u32(b, i):
 
 
 class RingStore:
-    """Session backend on a raw flash region of `num_blocks` erase blocks
-    starting at block `first_block` of `bdev`.
-
-    prog_size: program granularity; every commit is a multiple of it at an
-    aligned offset. 32 (default) suits ESP32 (16 is its minimum with flash
-    encryption); use 256 on RP2040, whose rp2.Flash programs whole 256-byte
-    pages. max_append: the largest payload one append() takes (and the size
-    of the staging buffer, rounded up to prog_size with 12 bytes of framing).
-    """
+    # Session backend on a raw flash region of `num_blocks` erase blocks
+    # starting at block `first_block` of `bdev`.
+    #
+    # prog_size: program granularity; every commit is a multiple of it at an
+    # aligned offset. 32 (default) suits ESP32 (16 is its minimum with flash
+    # encryption); use 256 on RP2040, whose rp2.Flash programs whole 256-byte
+    # pages. max_append: the largest payload one append() takes (and the size
+    # of the staging buffer, rounded up to prog_size with 12 bytes of framing).
+    #
 
     def __init__(self, bdev, prog_size=None, first_block=0, num_blocks=None, max_append=1012):
         P = 32 if prog_size is None else prog_size
@@ -170,9 +170,9 @@ class RingStore:
         self._bdev.readblocks(self._first + i, buf, 0)
 
     def _walk(self, start_c, start_off, visit):
-        """Call visit(c, pos, kind, n, seq, buf) for every valid commit in
-        chain order from chain index start_c, offset start_off. Returns (end
-        offset in the last block, that block's rest is all 0xFF)."""
+        # Call visit(c, pos, kind, n, seq, buf) for every valid commit in
+        # chain order from chain index start_c, offset start_off. Returns (end
+        # offset in the last block, that block's rest is all 0xFF).
         sc = self._scan
         B = self._bs
         P = self._p
@@ -199,8 +199,8 @@ class RingStore:
         return pos, clean
 
     def _rescan(self):
-        """Find the chain of blocks, the latest complete checkpoint and the
-        write position. Boot only: allocates a block buffer."""
+        # Find the chain of blocks, the latest complete checkpoint and the
+        # write position. Boot only: allocates a block buffer.
         N = self._n
         B = self._bs
         P = self._p
@@ -277,8 +277,8 @@ class RingStore:
             self._tail_off = sc["chosen_off"]
 
     def load(self):
-        """The latest complete checkpoint followed by every append after it
-        (bytes); b"" for a blank, foreign or erased region. Boot only."""
+        # The latest complete checkpoint followed by every append after it
+        # (bytes); b"" for a blank, foreign or erased region. Boot only.
         if self._scan is None:
             self._rescan()
         sc = self._scan
@@ -383,8 +383,8 @@ class RingStore:
         self._tail_off = off
 
     def write(self, buf, off, n):  # noalloc
-        """Add buf[off:off+n] to the open checkpoint (any size), or else to
-        the append that sync() commits (at most max_append bytes in all)."""
+        # Add buf[off:off+n] to the open checkpoint (any size), or else to
+        # the append that sync() commits (at most max_append bytes in all).
         if self._ck_open:
             self._ck_write(buf, off, n)
             return
@@ -398,7 +398,7 @@ class RingStore:
         self._fill = f + n
 
     def sync(self):  # noalloc
-        """Program what write() gathered as one commit (a record batch)."""
+        # Program what write() gathered as one commit (a record batch).
         if self._ck_open:
             raise ValueError("sync inside a checkpoint")
         n = self._fill
@@ -417,7 +417,7 @@ class RingStore:
         return live > self._threshold
 
     def begin(self):  # noalloc
-        """Start a checkpoint: the whole state follows through write()."""
+        # Start a checkpoint: the whole state follows through write().
         self._fill = 0
         if self._tail < 0:
             self._format()
@@ -469,7 +469,7 @@ class RingStore:
         self._ck_total += n
 
     def end(self):  # noalloc
-        """Write the END commit; from then on load() yields the checkpoint."""
+        # Write the END commit; from then on load() yields the checkpoint.
         if not self._ck_open:
             raise ValueError("end without begin")
         self._ck_open = False
@@ -482,8 +482,8 @@ class RingStore:
         self.checkpoints += 1
 
     def erase(self):  # noalloc
-        """Forget the session: an empty checkpoint. Never raises StoreFull;
-        the old bytes stay on flash until the ring wraps over them."""
+        # Forget the session: an empty checkpoint. Never raises StoreFull;
+        # the old bytes stay on flash until the ring wraps over them.
         self._ck_open = False
         self._fill = 0
         if self._tail < 0:

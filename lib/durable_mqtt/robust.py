@@ -26,15 +26,15 @@ _SWITCH_MS = const(1100)
 
 
 class RobustClient(MQTTClient):
-    """Keyword arguments beyond MQTTClient's:
-
-    servers       brokers to use in turn: [(host, port), ...] or host names
-                  (port: `port`); default [(server, port)]
-    link          object with up(timeout_ms) and isconnected(), or None
-    backoff_ms    (first, cap) reconnect delay; doubles per failure, jittered
-                  between 50 % and 100 % so a fleet does not reconnect in step
-    on_up, on_down  f(client) / f(client, exc), called when the link changes
-    """
+    # Keyword arguments beyond MQTTClient's:
+    #
+    # servers       brokers to use in turn: [(host, port), ...] or host names
+    #               (port: `port`); default [(server, port)]
+    # link          object with up(timeout_ms) and isconnected(), or None
+    # backoff_ms    (first, cap) reconnect delay; doubles per failure, jittered
+    #               between 50 % and 100 % so a fleet does not reconnect in step
+    # on_up, on_down  f(client) / f(client, exc), called when the link changes
+    #
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=60,
                  ssl=None, *, servers=None, link=None, backoff_ms=(250, 30000), on_up=None,
@@ -66,9 +66,9 @@ class RobustClient(MQTTClient):
 
     # ------------------------------------------------------------ the loop
     def poll(self, timeout_ms=0):
-        """One step: reconnect when down and the backoff allows, else handle
-        traffic for up to timeout_ms. Never raises for a link or broker
-        failure (see last_error); returns True while connected."""
+        # One step: reconnect when down and the backoff allows, else handle
+        # traffic for up to timeout_ms. Never raises for a link or broker
+        # failure (see last_error); returns True while connected.
         if not self.is_connected():
             wait = self.offline()
             if wait > 0:
@@ -105,9 +105,9 @@ class RobustClient(MQTTClient):
         return d
 
     def subscribe(self, topic, qos=0, **kw):
-        """Subscribes now when up; when down, remembers the subscription and
-        makes it after the next connect (returns None then). A refusal by
-        the broker still raises."""
+        # Subscribes now when up; when down, remembers the subscription and
+        # makes it after the next connect (returns None then). A refusal by
+        # the broker still raises.
         if self.is_connected():
             try:
                 return super().subscribe(topic, qos, **kw)
@@ -120,9 +120,9 @@ class RobustClient(MQTTClient):
 
     # ------------------------------------------------------------ for the front ends
     def offline(self):
-        """While down: reports a drop noticed inside publish() (its send path
-        does not raise), lets batches and acknowledgements due reach flash,
-        and returns the ms until the next connect attempt (0: now)."""
+        # While down: reports a drop noticed inside publish() (its send path
+        # does not raise), lets batches and acknowledgements due reach flash,
+        # and returns the ms until the next connect attempt (0: now).
         if self._up:
             self.link_down(self.conn.failure or OSError(-1, "link dropped while sending"))
         j = self.journal
@@ -131,10 +131,10 @@ class RobustClient(MQTTClient):
         return max(0, time.ticks_diff(self._next_try, time.ticks_ms()))
 
     def reconnecting(self):
-        """One connect attempt, as steps (a generator, see MQTTClient):
-        the network link, CONNECT to the broker whose turn it is (a clean
-        start if an MQTT 5 broker has a session this device lost), then the
-        subscriptions made while down."""
+        # One connect attempt, as steps (a generator, see MQTTClient):
+        # the network link, CONNECT to the broker whose turn it is (a clean
+        # start if an MQTT 5 broker has a session this device lost), then the
+        # subscriptions made while down.
         if self.link is not None and not self.link.isconnected():
             if not self.link.up(self.timeout_ms):
                 raise OSError(-1, "network link did not come up")
@@ -159,7 +159,7 @@ class RobustClient(MQTTClient):
             self._pending_subs.pop(0)
 
     def link_up(self):
-        """An attempt succeeded."""
+        # An attempt succeeded.
         self._backoff = 0
         self._up = True
         self.last_error = None
@@ -167,8 +167,8 @@ class RobustClient(MQTTClient):
             self.on_up(self)
 
     def link_down(self, exc, attempt=False):
-        """The link failed (attempt=True: a connect attempt failed): schedule
-        the next attempt, on the next broker after a failed attempt."""
+        # The link failed (attempt=True: a connect attempt failed): schedule
+        # the next attempt, on the next broker after a failed attempt.
         was_up = self._up
         self._up = False
         k = self.conn

@@ -67,10 +67,10 @@ _REL_DUE = const(0x20)   # PUBREL not yet sent on this connection
 
 
 class Session:
-    """slots: outbox places in all, of which qos12 are promised to QoS 1/2;
-    arena: bytes for the encoded packets; rx2: incoming QoS 2 ids awaiting
-    PUBREL; window: QoS 1/2 messages in flight at most; max_out: the
-    largest packet (buf_size)."""
+    # slots: outbox places in all, of which qos12 are promised to QoS 1/2;
+    # arena: bytes for the encoded packets; rx2: incoming QoS 2 ids awaiting
+    # PUBREL; window: QoS 1/2 messages in flight at most; max_out: the
+    # largest packet (buf_size).
 
     def __init__(self, v5, cid, slots, qos12, arena, rx2, window, max_out):
         self.v5 = v5
@@ -109,7 +109,7 @@ class Session:
         self.clear()
 
     def clear(self):
-        """An empty outbox, no incoming QoS 2 id."""
+        # An empty outbox, no incoming QoS 2 id.
         self.first = 0          # ring index of the oldest slot
         self.count = 0          # slots from first, holes included
         self.send = 0           # slots from first handled on this connection
@@ -124,8 +124,8 @@ class Session:
             self.st[i] = _FREE
 
     def limits(self, receive_max, max_packet, max_qos, retain):
-        """The broker's limits from CONNACK (MQTT 5; 0: not given, but
-        retain 0: Retain Available 0)."""
+        # The broker's limits from CONNACK (MQTT 5; 0: not given, but
+        # retain 0: Retain Available 0).
         w = self.max_inflight
         self.window = min(w, receive_max) if receive_max else w      # MQTT-3.3.4-7
         self.max_out = min(self.buf_size, max_packet) if max_packet else self.buf_size
@@ -161,7 +161,7 @@ class Session:
         return end
 
     def find(self, pid, want):  # noalloc
-        """Ring index of the slot holding pid in state `want` (0: any), or -1."""
+        # Ring index of the slot holding pid in state `want` (0: any), or -1.
         i = self.first
         for _ in range(self.count):
             s = self.st[i] & _STATE
@@ -175,18 +175,18 @@ class Session:
         return i - self.nslots if i >= self.nslots else i
 
     def slot(self, k):  # noalloc
-        """What the k-th slot from the oldest holds, as the store sees it:
-        0 nothing, 1 a PUBLISH owed (arena at off[i]), 3 a PUBREL owed."""
+        # What the k-th slot from the oldest holds, as the store sees it:
+        # 0 nothing, 1 a PUBLISH owed (arena at off[i]), 3 a PUBREL owed.
         i = self.index(k)
         s = self.st[i] & _STATE
         return 0 if not s or not self.pid[i] else 3 if s == _RELEASE else 1
 
     # ------------------------------------------------------------ outbox
     def accept(self, topic, msg, qos, retain, props, now, ttl):  # noalloc
-        """Encode a PUBLISH into the outbox. Returns its packet id (QoS 1/2),
-        0 (QoS 0 queued) or -1 (QoS 0 dropped: its room is full). A QoS 1/2
-        message that does not fit raises QueueFull. props: the encoded
-        property block (MQTT 5) or None; ttl: Message Expiry in s, or 0."""
+        # Encode a PUBLISH into the outbox. Returns its packet id (QoS 1/2),
+        # 0 (QoS 0 queued) or -1 (QoS 0 dropped: its room is full). A QoS 1/2
+        # message that does not fit raises QueueFull. props: the encoded
+        # property block (MQTT 5) or None; ttl: Message Expiry in s, or 0.
         prl = len(props) if props else 0
         rl = publish_size(len(topic), len(msg), qos, prl, self.v5)
         n = 1 + varint_size(rl) + rl
@@ -229,8 +229,8 @@ class Session:
             self.a_tail = off + n
 
     def stored(self, pid, pkt):
-        """Append a message read back from flash (load.py): a PUBLISH to
-        resend with DUP=1 (MQTT-4.4.0-1), or, for pkt None, a PUBREL owed."""
+        # Append a message read back from flash (load.py): a PUBLISH to
+        # resend with DUP=1 (MQTT-4.4.0-1), or, for pkt None, a PUBREL owed.
         n = len(pkt) if pkt else 0
         off = self.a_tail
         self.run_pid = 0                # its id may lie in the free run
@@ -242,7 +242,7 @@ class Session:
             self.st[self.index(self.count - 1)] = _QUEUED | _DUP
 
     def unaccept(self):  # noalloc
-        """Take back the newest message (its record could not be stored)."""
+        # Take back the newest message (its record could not be stored).
         self.count -= 1
         i = self.index(self.count)
         self.held -= 1
@@ -325,9 +325,9 @@ class Session:
         self._trim()
 
     def next_out(self, now, tx):  # noalloc
-        """The next packet to send, in order, as the window allows. Returns
-        n > 0: send n bytes of self.src from self.src_off; -1: a message
-        left the session unsent (see done_pid); 0: nothing to send now."""
+        # The next packet to send, in order, as the window allows. Returns
+        # n > 0: send n bytes of self.src from self.src_off; -1: a message
+        # left the session unsent (see done_pid); 0: nothing to send now.
         while self.send < self.count:
             i = self.index(self.send)
             s = self.st[i]
@@ -398,7 +398,7 @@ class Session:
         self._finish(i, reason)
 
     def pubrec(self, pid, reason, tx):  # noalloc
-        """Returns the bytes of the PUBREL in tx (send after rec is stored)."""
+        # Returns the bytes of the PUBREL in tx (send after rec is stored).
         i = self.find(pid, _SENT)
         if i < 0 or (self.arena[self.off[i]] & 6) != 4:
             if self.find(pid, _RELEASE) >= 0:            # a repeated PUBREC: PUBREL again
@@ -429,8 +429,8 @@ class Session:
         return -1
 
     def incoming(self, qos, pid):  # noalloc
-        """A PUBLISH arrived: True to deliver it, False for a QoS 2 id
-        delivered before and not yet released (MQTT-4.3.3-10)."""
+        # A PUBLISH arrived: True to deliver it, False for a QoS 2 id
+        # delivered before and not yet released (MQTT-4.3.3-10).
         if qos == 2:
             if self.rx2_index(pid) >= 0:
                 return False
@@ -440,8 +440,8 @@ class Session:
         return True
 
     def ack_incoming(self, qos, pid, reason, tx):  # noalloc
-        """The acknowledgement of an incoming PUBLISH, after delivery. QoS 2
-        records the id first (rec): delivered once, ever."""
+        # The acknowledgement of an incoming PUBLISH, after delivery. QoS 2
+        # records the id first (rec): delivered once, ever.
         if qos == 1:
             return put_ack(tx, _PUBACK, pid, reason)
         if qos:
@@ -479,20 +479,20 @@ class Session:
 
     # ------------------------------------------------------------ subscriptions
     def request(self, kind):
-        """A packet id for a SUBSCRIBE (kind: the ack awaited) or UNSUBSCRIBE."""
+        # A packet id for a SUBSCRIBE (kind: the ack awaited) or UNSUBSCRIBE.
         self.req_pid = 0
         self.req_pid = self.next_pid()
         self.req_kind = kind
         return self.req_pid
 
     def abandon(self):
-        """The wait for the request's answer ended without it."""
+        # The wait for the request's answer ended without it.
         self.stale_pid = self.req_pid
         self.req_pid = 0
 
     def answer(self, kind, pid):
-        """A SUBACK / UNSUBACK: True when it is the one awaited, False for
-        the late answer to an abandoned request."""
+        # A SUBACK / UNSUBACK: True when it is the one awaited, False for
+        # the late answer to an abandoned request.
         if pid and pid == self.stale_pid:
             self.stale_pid = 0
             return False
@@ -510,9 +510,9 @@ class Session:
 
     # ------------------------------------------------------------ connection
     def connected(self, sp, clean):
-        """Session Present against what this client holds, after CONNACK.
-        Returns "resumed", "lost" or "new"; raises when the connection must
-        close (MQTT-3.2.2-1, MQTT-3.2.2-4)."""
+        # Session Present against what this client holds, after CONNACK.
+        # Returns "resumed", "lost" or "new"; raises when the connection must
+        # close (MQTT-3.2.2-1, MQTT-3.2.2-4).
         if sp and clean:
             fail("Session Present after a clean start (MQTT-3.2.2-1)")
         if sp and not self.has_state and self.v5:
@@ -537,10 +537,10 @@ class Session:
         return ev
 
     def start_clean(self):
-        """No state of an old session is reused (MQTT-3.1.2-6): incoming
-        QoS 2 ids are dropped; accepted messages go out as new PUBLISH with
-        DUP 0 and their ids; a QoS 2 message past PUBREC was received by the
-        old session and is dropped (counted in `dropped`)."""
+        # No state of an old session is reused (MQTT-3.1.2-6): incoming
+        # QoS 2 ids are dropped; accepted messages go out as new PUBLISH with
+        # DUP 0 and their ids; a QoS 2 message past PUBREC was received by the
+        # old session and is dropped (counted in `dropped`).
         self.rx2_n = 0
         self.has_state = False
         self.dropped = 0

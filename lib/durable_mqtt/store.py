@@ -34,9 +34,9 @@ R_IN_REL = const(0x06)     # pid u16 * n: PUBREL received, id released
 
 
 class LogJournal:
-    """The session engine `e` logged as records to `backend`. batch_ms > 0:
-    OUT_PUB records are written together within batch_ms (or with the next
-    synchronous record), the loss window of docs/sessions.md."""
+    # The session engine `e` logged as records to `backend`. batch_ms > 0:
+    # OUT_PUB records are written together within batch_ms (or with the next
+    # synchronous record), the loss window of docs/sessions.md.
 
     def __init__(self, backend, e, batch_ms=0, batch_max=16, batch_bytes=None):
         self.b = backend
@@ -65,8 +65,8 @@ class LogJournal:
 
     # ------------------------------------------------------------ one change
     def put(self):  # noalloc (ring; a file backend may open a file)
-        """Write the change the engine just made before its packet goes out:
-        e.rec is the record type (session.py uses the same numbers)."""
+        # Write the change the engine just made before its packet goes out:
+        # e.rec is the record type (session.py uses the same numbers).
         e = self.e
         k = e.rec
         e.rec = 0
@@ -95,14 +95,14 @@ class LogJournal:
         self._sync()
 
     def acked(self, pid):  # noalloc
-        """A QoS 1/2 message left the session: logged lazily."""
+        # A QoS 1/2 message left the session: logged lazily.
         if self.nacks >= self.e.nslots:
             self.flush()
         put_u16(self.acks, 3 + 2 * self.nacks, pid)
         self.nacks += 1
 
     def flush(self):  # noalloc
-        """Write batched records and acknowledgements now."""
+        # Write batched records and acknowledgements now.
         if self.nacks or self.nbatch:
             if not self._room(0):
                 self.checkpoint()
@@ -111,8 +111,8 @@ class LogJournal:
             self._sync()
 
     def tick(self, now):  # noalloc
-        """Called from the front end's loop: batches and acknowledgements
-        that are due reach flash."""
+        # Called from the front end's loop: batches and acknowledgements
+        # that are due reach flash.
         if self.nbatch and time.ticks_diff(now, self.batch_t0) >= self.batch_ms:
             self.flush()
         elif self.nacks and not self.e.held:
@@ -177,7 +177,7 @@ class LogJournal:
 
     # ------------------------------------------------------------ the whole state
     def checkpoint(self, offline=False):
-        """Write the whole state as the backend's new base (compaction)."""
+        # Write the whole state as the backend's new base (compaction).
         b = self.b
         b.begin()
         write_state(self.e, self, offline)
@@ -207,7 +207,7 @@ class LogJournal:
 
 
 def write_state(e, j, offline):
-    """Stream engine e's whole state as records through journal j."""
+    # Stream engine e's whole state as records through journal j.
     write_head(e, j, offline)
     for k in range(e.count):
         s = e.slot(k)
@@ -220,7 +220,7 @@ def write_state(e, j, offline):
 
 
 def write_head(e, j, offline):
-    """MAGIC, the HEADER record and a SUB record per subscription."""
+    # MAGIC, the HEADER record and a SUB record per subscription.
     h = j.h
     h[0:4] = MAGIC
     h[4] = FORMAT
@@ -239,7 +239,7 @@ def write_head(e, j, offline):
 
 
 class Bytes:
-    """A backend that collects a checkpoint in RAM: save_session()."""
+    # A backend that collects a checkpoint in RAM: save_session().
 
     def __init__(self):
         self.out = bytearray()
@@ -249,7 +249,7 @@ class Bytes:
 
 
 def state_bytes(e):
-    """The whole state of engine e as bytes (save_session())."""
+    # The whole state of engine e as bytes (save_session()).
     j = LogJournal(Bytes(), e)
     write_state(e, j, False)
     return bytes(j.b.out)

@@ -20,12 +20,13 @@ _HF_OFFLINE = const(0x02)
 
 
 class FormatError(ValueError):
-    """Bytes that are not a session state of this library."""
+    # Bytes that are not a session state of this library.
+    pass
 
 
 def restore(e, st, now_min):
-    """Replace engine e's state with a stored one. Raises ValueError,
-    changing nothing, when it is not this client's or does not fit."""
+    # Replace engine e's state with a stored one. Raises ValueError,
+    # changing nothing, when it is not this client's or does not fit.
     if (st.version == 5) != e.v5:
         raise ValueError("session is for another MQTT version")
     if st.client_id != e.cid and not (st.assigned and not e.cid):
@@ -60,7 +61,7 @@ def restore(e, st, now_min):
 
 
 class State:
-    """A stored state read back (boot time; allocates freely)."""
+    # A stored state read back (boot time; allocates freely).
 
     def __init__(self):
         self.version = 0
@@ -81,9 +82,9 @@ class State:
 
 
 def parse(data):
-    """Bytes -> State. FormatError when they are not a state (no magic, a
-    newer format, a bad header); a damaged record after a good header only
-    ends the stream there (st.torn)."""
+    # Bytes -> State. FormatError when they are not a state (no magic, a
+    # newer format, a bad header); a damaged record after a good header only
+    # ends the stream there (st.torn).
     n = len(data)
     if n < 5 or bytes(data[0:4]) != b"DMQS":
         raise FormatError("not a durable_mqtt session (no magic)")

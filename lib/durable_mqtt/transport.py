@@ -29,7 +29,7 @@ def _closed(e):
 
 
 class Transport:
-    """One TCP (optionally TLS) connection; `sock` is set by dial.py."""
+    # One TCP (optionally TLS) connection; `sock` is set by dial.py.
 
     def __init__(self):
         self.sock = None
@@ -37,7 +37,7 @@ class Transport:
         self._pout = select.poll()
 
     def opened(self, s):
-        """Take the connected socket s (dial.py): non-blocking from now on."""
+        # Take the connected socket s (dial.py): non-blocking from now on.
         s.setblocking(False)
         self.sock = s
         self._pin.register(s, _POLLIN)
@@ -58,8 +58,8 @@ class Transport:
                 pass
 
     def read_into(self, buf, n):  # noalloc
-        """Up to n bytes into buf without waiting; 0 when none are ready.
-        Raises PeerClosed at the end of the stream."""
+        # Up to n bytes into buf without waiting; 0 when none are ready.
+        # Raises PeerClosed at the end of the stream.
         try:
             r = self.sock.readinto(buf, n)
         except OSError as e:
@@ -73,9 +73,9 @@ class Transport:
         return r
 
     def write(self, buf, off, n, timeout_ms):  # noalloc
-        """buf[off:off+n] completely, waiting for room at most timeout_ms. A
-        packet goes out in one write where the stack allows: a header and a
-        body in two would cost the peer's delayed ACK."""
+        # buf[off:off+n] completely, waiting for room at most timeout_ms. A
+        # packet goes out in one write where the stack allows: a header and a
+        # body in two would cost the peer's delayed ACK.
         deadline = None             # set by the first write that finds no room
         while n:
             try:
@@ -101,7 +101,7 @@ class Transport:
         return left > 0
 
     def wait(self, timeout_ms):  # noalloc
-        """Until the socket is readable, at most timeout_ms (-1: no limit)."""
+        # Until the socket is readable, at most timeout_ms (-1: no limit).
         for _, ev in self._pin.ipoll(timeout_ms):
             return True
         return False
