@@ -453,6 +453,8 @@ TESTED = [
     (r"make mpy", "test_mpy.py (the build), test_host_targets.py (no broker)"),
     (r'include\("/path/to/durable_mqtt/lib/manifest\.py"\)', "test_manifest_freezes_every_module_with_micropythons_tool"),
     (r"mpremote run tools/mpy_check\.py", "test_mpy_check.py"),
+    (r"\.venv/bin/mpremote romfs --no-mpy -o build/(esp32|rp2040)\.romfs build build/mpy/(xtensawin|armv6m)",
+     "test_romfs.py::test_install_md_romfs_build_as_typed"),
     (r"git tag -a v\d+\.\d+\.\d+ -m \"durable_mqtt \d+\.\d+\.\d+\"", "test_one_version_everywhere"),
 ]
 
@@ -461,7 +463,7 @@ def test_install_md_gives_only_tested_commands():
     text = (ROOT / "INSTALL.md").read_text()
     blocks = re.findall(r"```(?:sh|python)?\n(.*?)```", text, re.S)
     commands = [line.split("  #")[0].strip() for b in blocks for line in b.splitlines()
-                if re.match(r"\s*(mpremote |mip\.install|make (deploy|mpy)|include\(|python3 -m http|git tag)",
+                if re.match(r"\s*((\.venv/bin/)?mpremote |mip\.install|make (deploy|mpy)|include\(|python3 -m http|git tag)",
                             line)]
     assert len(commands) >= 10, commands
     for c in commands:

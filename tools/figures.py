@@ -32,13 +32,15 @@ sys.path.insert(0, str(ROOT / "tools" / "bench"))
 import report as R   # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures.json"
-PAGES = ["README.md", "docs/api.md", "docs/flash-wear.md", "boards/esp32/README.md", "boards/rp2040/README.md"]
+PAGES = ["README.md", "INSTALL.md", "docs/api.md", "docs/flash-wear.md", "boards/esp32/README.md",
+         "boards/rp2040/README.md"]
 WHOLE = {"docs/benchmarks.md": R.page, "docs/benchmarks.svg": R.svg}
 MARK = re.compile(r"<!-- figures:([a-z][\w-]*) -->(.*?)<!-- /figures -->", re.S)
 # Blocks every page must keep (the test fails when one goes missing).
 REQUIRED = {
     "README.md": ["readme-table", "readme-alloc", "readme-flash", "readme-lifetime", "readme-limit-flash",
                   "readme-limit-ram"],
+    "INSTALL.md": ["install-romfs"],
     "docs/api.md": ["api-outbox-bytes"],
     "docs/flash-wear.md": ["wear-method", "wear-stream", "wear-slow", "wear-lifetime", "wear-targets"],
     "boards/esp32/README.md": ["esp32-quick", "esp32-flash", "esp32-ring-capacity", "esp32-budget", "esp32-ram",
@@ -124,6 +126,9 @@ def readme_table(fig):
         a("| 32-bit: smallest heap, `buf_size=256, max_inflight=4, receive_max=4`, session file: .mpy / .py source "
           "| %s / %s B | %s / %s B |" % (num(sm["heap_mpy"]), num(sm["heap_py"]), num(u32 and u32["heap_mpy"]),
                                           num(u32 and u32["heap_py"])))
+        if sm.get("heap_romfs"):
+            a("| 32-bit: the same, the library's .mpy in a ROMFS image (firmware with a romfs partition: "
+              "bytecode read in place from flash) | %s B | |" % num(sm["heap_romfs"]))
         a("| 32-bit: smallest heap, defaults (`buf_size=1024`), no session: .mpy / .py source | %s / %s B | |"
           % (num(df and df["heap_mpy"]), num(df and df["heap_py"])))
     else:
@@ -235,9 +240,11 @@ def readme_limit_ram(fig):
             "keeps %s B of code in all, and the smallest heap for connect, subscribe, publish and "
             "receive with `buf_size=256, max_inflight=4, receive_max=4` and a session file is %s B from .mpy, "
             "%s B from .py source (compiled on the board, as `mip install github:` leaves it). Freeze the library "
-            "on small boards: then its bytecode stays in flash. Machine code: %s B of .mpy (x86)."
+            "on small boards, or put its .mpy in a ROMFS image (INSTALL.md): then its bytecode stays in flash%s. "
+            "Machine code: %s B of .mpy (x86)."
             % (num(sm["import"]), num(u32 and u32["import"]), num(sm["code"]), num(sm["heap_mpy"]),
-               num(sm["heap_py"]), num(sum(b["march"].values()))))
+               num(sm["heap_py"]), " and the same run needs %s B" % num(sm["heap_romfs"]) if sm.get("heap_romfs") else "",
+               num(sum(b["march"].values()))))
 
 
 def readme_limit_rate(fig):
@@ -475,7 +482,17 @@ def board_mpy(board):
     return f
 
 
+def install_romfs(fig):
+    sm = _b32(fig, "small + session file")
+    if not (sm and sm.get("heap_romfs")):
+        return "needs far less heap than the same `.mpy` files on the filesystem (32-bit figures: not measured)"
+    return ("needs %s B of heap on the 32-bit unix port, against %s B with the same `.mpy` files on the "
+            "filesystem (`buf_size=256, max_inflight=4, receive_max=4`, a session file; `make bench`, the image "
+            "not counted: on a board it is flash)" % (num(sm["heap_romfs"]), num(sm["heap_mpy"])))
+
+
 BLOCKS = {
+    "install-romfs": install_romfs,
     "readme-table": readme_table,
     "readme-alloc": readme_alloc,
     "readme-flash": readme_flash,

@@ -277,6 +277,9 @@ def b32_table(fig):
                 lines.append("| **durable_mqtt** | %s | %s | %s | **%s** | **%s** | %s |" % (
                     cfg_text(d["cfg"], d["session"]), num(d["import"]), num(d["connect"]),
                     num(d["heap_mpy"]), num(d["heap_py"]), num(d["mpy_loaded"])))
+                if d.get("heap_romfs"):
+                    lines.append("| **durable_mqtt** | the same, its .mpy in a ROMFS image (bytecode read in place; "
+                                 "`tools/bench/workloads/romboot.py`) | | | **%s** | | |" % num(d["heap_romfs"]))
         else:
             d = b["clients"].get(c)
             if d:

@@ -551,6 +551,10 @@ def part_b32(b, o, fig):
                     for _ in range(o.reps)]
             d["heap_" + variant] = imedian(runs)
             d["runs_" + variant] = runs
+        if sess:
+            runs = [romfs_heap(b, rt, cfg) for _ in range(o.reps)]
+            d["heap_romfs"] = imedian(runs)
+            d["runs_romfs"] = runs
         out["durable"][label] = d
         log("bench: 32-bit durable_mqtt %s: %s" % (label, d))
     out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -559,6 +563,37 @@ def part_b32(b, o, fig):
     out["mpy_total"] = sum(p.stat().st_size for p in rt.mpy["durable_mqtt"].rglob("*.mpy"))
     out["binary"] = str(rt.binary)
     fig["b32"] = out
+
+
+def romfs_heap(b, rt, cfg):
+    """32-bit smallest heap of min_durable.py with the library's .mpy in a
+    ROMFS image (workloads/romboot.py): the heap a board needs when the
+    library sits in a romfs partition, the image itself not counted."""
+    from mpremote.romfs import make_romfs     # pinned in requirements-dev.txt
+    img = b.tmp / "durable.romfs"
+    if not img.exists():
+        img.write_bytes(make_romfs(str(rt.mpy["durable_mqtt"]), mpy_cross=False))
+
+    def run(e, heapsize=None):
+        b.seq += 1
+        a = dict(e, port=b.broker.port, payload=PAYLOAD_LEN, topic=b.topic(), keepalive=KEEPALIVE,
+                 cid="bench-%d-%d" % (os.getpid(), b.seq), module="durable_mqtt")
+        argfile = b.tmp / "args" / ("%d.json" % b.seq)
+        argfile.parent.mkdir(exist_ok=True)
+        argfile.write_text(json.dumps(a))
+        cmd = [rt.binary] + (["-X", "heapsize=%d" % heapsize] if heapsize else [])
+        cmd += ["-m", "romboot", str(argfile), str(img)] + ([] if heapsize else ["alloc"])
+        return b._proc(cmd, [str(rt.helpers)], 20, heapsize, "durable_mqtt/32 romfs %s" % json.dumps(e), a)
+
+    rom = run({"cfg": cfg})
+    if not rom:
+        return None
+    (b.tmp / "sess").mkdir(exist_ok=True)
+
+    def ok(h):
+        b.seq += 1
+        return run({"cfg": cfg, "session": "sess/rom%d" % b.seq}, h + rom["rom_alloc"]) is not None
+    return b.bisect(ok, "durable_mqtt/32 romfs minheap")
 
 
 def part_boards(b, o, fig):
