@@ -248,10 +248,13 @@ class Bench:
             p.append(str(rt.shims))
         return p
 
-    def run(self, rt, client, test, extra=None, heapsize=None, timeout=120, variant="mpy", big_heap=False):
+    def run(self, rt, client, test, extra=None, heapsize=None, timeout=120, variant="mpy", big_heap=False,
+            workload=None, argv=(), path=None):
         """One workload process; returns its result dict, or None (the
         failure is kept in self.errors unless it is a bisection step).
-        big_heap: a 32 MB heap (windows run with the collector off)."""
+        big_heap: a 32 MB heap (windows run with the collector off);
+        workload, argv, path: another helper module than the client's
+        workload, its arguments after the arguments file, its MICROPYPATH."""
         a = {"test": test, "port": self.broker.port, "n": self.o.n, "warm": self.o.warm,
              "cap_ms": self.o.cap_ms, "min_ms": self.o.min_ms, "rx_rate_n": self.o.rx_rate_n,
              "idle_ms": self.o.idle_ms, "payload": PAYLOAD_LEN,
@@ -264,12 +267,29 @@ class Bench:
         argfile.write_text(json.dumps(a))
         cmd = [rt.binary] + (["-X", "heapsize=%d" % heapsize] if heapsize else
                              ["-X", "heapsize=32M"] if big_heap else [])
-        wl = self.workload[client]
-        if test == "minheap":           # min_<client>.py: no harness code beyond the arguments
+        wl = workload or self.workload[client]
+        if test == "minheap" and not workload:   # min_<client>.py: no harness code beyond the arguments
             wl = "min_" + wl[:-3]
-        cmd += ["-m", wl, str(argfile)]
-        return self._proc(cmd, self.path(rt, client, variant), timeout, heapsize,
-                          "%s/%s %s %s %s" % (client, rt.name, variant, test, json.dumps(extra or {})), a)
+        cmd += ["-m", wl, str(argfile)] + list(argv)
+        return self._proc(cmd, path or self.path(rt, client, variant), timeout, heapsize,
+                          "%s/%s %s %s %s" % (client, rt.name, workload or variant, test, json.dumps(extra or {})), a)
+
+    def session(self, prefix):
+        """A fresh, empty session path (relative to the run's folder)."""
+        self.seq += 1
+        (self.tmp / "sess").mkdir(exist_ok=True)
+        return "sess/%s%d" % (prefix, self.seq)
+
+    def ram_runs(self, rt, cfg, sess):
+        """durable_mqtt's "ram" test in configuration cfg (with a session
+        file when sess), once per repetition."""
+        runs = []
+        for _ in range(self.o.reps):
+            e = {"cfg": cfg}
+            if sess:
+                e["session"] = self.session("r")
+            runs.append(self.run(rt, "durable_mqtt", "ram", e))
+        return runs
 
     def _proc(self, cmd, path, timeout, heapsize, what, a=None):
         env = dict(os.environ)
@@ -345,8 +365,7 @@ class Bench:
         def ok(h):
             e = dict(extra or {})
             if fresh_session:
-                self.seq += 1
-                e["session"] = "sess/h%d" % self.seq
+                e["session"] = self.session("h")
             return self.run(rt, client, "minheap", e, heapsize=h, timeout=20, variant=variant) is not None
         (self.tmp / "sess").mkdir(exist_ok=True)
         got = self.bisect(ok, "%s/%s %s minheap %s" % (client, rt.name, variant, json.dumps(extra or {})))
@@ -474,14 +493,7 @@ def part_clients(b, o, fig):
     # durable_mqtt's configurations: RAM after connect
     cfgs = {}
     for label, cfg, sess in (("defaults", {}, False), ("small", SMALL, False), ("small + session file", SMALL, True)):
-        rs = []
-        for _ in range(o.reps):
-            e = {"cfg": cfg}
-            if sess:
-                b.seq += 1
-                (b.tmp / "sess").mkdir(exist_ok=True)
-                e["session"] = "sess/r%d" % b.seq
-            rs.append(b.run(rt, "durable_mqtt", "ram", e))
+        rs = b.ram_runs(rt, cfg, sess)
         cfgs[label] = {"cfg": cfg, "session": sess,
                        "ram": imedian([x and x["connect"] for x in rs]),
                        "code": imedian([x and x.get("code") for x in rs]),
@@ -534,14 +546,7 @@ def part_b32(b, o, fig):
         out["clients"][c] = d
         log("bench: 32-bit %s: %s" % (c, d))
     for label, cfg, sess in CONFIGS32:
-        rs = []
-        for _ in range(o.reps):
-            e = {"cfg": cfg}
-            if sess:
-                b.seq += 1
-                (b.tmp / "sess").mkdir(exist_ok=True)
-                e["session"] = "sess/r%d" % b.seq
-            rs.append(b.run(rt, "durable_mqtt", "ram", e))
+        rs = b.ram_runs(rt, cfg, sess)
         d = {"cfg": cfg, "session": sess}
         for k in ("import", "code", "client", "connect"):
             d[k] = imedian([x and x.get(k) for x in rs])
@@ -574,26 +579,15 @@ def romfs_heap(b, rt, cfg):
     if not img.exists():
         img.write_bytes(make_romfs(str(rt.mpy["durable_mqtt"]), mpy_cross=False))
 
-    def run(e, heapsize=None):
-        b.seq += 1
-        a = dict(e, port=b.broker.port, payload=PAYLOAD_LEN, topic=b.topic(), keepalive=KEEPALIVE,
-                 cid="bench-%d-%d" % (os.getpid(), b.seq), module="durable_mqtt")
-        argfile = b.tmp / "args" / ("%d.json" % b.seq)
-        argfile.parent.mkdir(exist_ok=True)
-        argfile.write_text(json.dumps(a))
-        cmd = [rt.binary] + (["-X", "heapsize=%d" % heapsize] if heapsize else [])
-        cmd += ["-m", "romboot", str(argfile), str(img)] + ([] if heapsize else ["alloc"])
-        return b._proc(cmd, [str(rt.helpers)], 20, heapsize, "durable_mqtt/32 romfs %s" % json.dumps(e), a)
+    def run(e, heapsize=None):      # only romboot.py and min_durable.py on MICROPYPATH
+        return b.run(rt, "durable_mqtt", "minheap", e, heapsize=heapsize, timeout=20, workload="romboot",
+                     argv=[str(img)] + ([] if heapsize else ["alloc"]), path=[str(rt.helpers)])
 
     rom = run({"cfg": cfg})
     if not rom:
         return None
-    (b.tmp / "sess").mkdir(exist_ok=True)
-
-    def ok(h):
-        b.seq += 1
-        return run({"cfg": cfg, "session": "sess/rom%d" % b.seq}, h + rom["rom_alloc"]) is not None
-    return b.bisect(ok, "durable_mqtt/32 romfs minheap")
+    return b.bisect(lambda h: run({"cfg": cfg, "session": b.session("rom")}, h + rom["rom_alloc"]) is not None,
+                    "durable_mqtt/32 romfs minheap")
 
 
 def part_boards(b, o, fig):
