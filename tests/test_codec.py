@@ -102,7 +102,7 @@ for rl, hdr in ((127, "307f"), (128, "308001")):
     n = publish(b"t", bytes(pl), 0, 0, 0, None, False)
     eq("publish rl %d header" % rl, hx(len(hdr) // 2), hdr)
     assert n == len(hdr) // 2 + rl
-    assert codec.header_length(B, 5) == len(hdr) // 2
+    assert codec.header_length(B, 0, 5) == len(hdr) // 2
 """)
 
 

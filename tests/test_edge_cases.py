@@ -173,3 +173,40 @@ pump(c, 200)
     fb.join()
     first, body = fb.conns[0][1]
     assert body.endswith(b"AABBCC"), body
+
+
+def test_reader_packets_packed_in_one_write_or_split_byte_by_byte():
+    # The reader takes up to 16 bytes per read: several small packets from
+    # one read, a fixed header cut by the end of a read, a body begun in
+    # the read-ahead, bytes after the CONNACK read with it. The same stream
+    # once in one write (right behind the CONNACK) and once a byte at a
+    # time: every PUBLISH delivered once, in order, each acknowledged.
+    from fakebroker import publish
+    msgs = [publish(4, b"t", b"m%d" % i, 1, i + 1) for i in range(5)]
+    msgs += [pkt(0xD0), publish(4, b"topic/long", b"x" * 200, 1, 6), publish(4, b"t", b"end", 0)]
+    stream = b"".join(msgs)
+    assert len(stream) > 230 and msgs[6][1] & 0x80          # a 3-byte fixed header
+    split = [("send", stream[i:i + 1]) for i in range(len(stream))]
+    split = [s for step in split for s in (step, ("sleep", 0.002))]
+    fb = FakeBroker([("send", connack(4) + stream), ("sleep", 0.5)],
+                    [("send", connack(4))] + split + [("sleep", 0.5)])
+    r = run_mp(PRE % fb.port + r"""
+got = []
+c = MQTTClient("packed", "127.0.0.1", PORT, timeout_ms=3000)
+c.set_callback(lambda t, m, r, q: got.append((bytes(t), len(m), bytes(m[:3]), q)))
+for attempt in range(2):
+    c.connect()
+    t0 = time.ticks_ms()
+    while (not got or got[-1][2] != b"end") and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+        c.wait_msg(50)
+    print("GOT", got)
+    got.clear()
+    pump(c, 100)
+    c.close()
+""")
+    fb.join()
+    want = [(b"t", 2, b"m%d" % i, 1) for i in range(5)] + [(b"topic/long", 200, b"xxx", 1), (b"t", 3, b"end", 0)]
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("GOT")]
+    assert lines == ["GOT %r" % want] * 2, r.stdout
+    for conn in fb.conns:
+        assert [(f, b) for f, b in conn[1:]] == [(0x40, u16(i)) for i in range(1, 7)], conn

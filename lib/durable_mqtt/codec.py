@@ -98,12 +98,13 @@ def put_block(buf, off, block):
     return off + len(block)
 
 
-def header_length(buf, n):  # noalloc
-    # Bytes of the fixed header in buf[0:n], or 0 while incomplete.
-    for i in range(1, n):
+def header_length(buf, start, end):  # noalloc
+    # Bytes of the fixed header that starts at buf[start], or 0 while
+    # buf[start:end] holds only part of it.
+    for i in range(start + 1, end):
         if buf[i] < 0x80:
-            return i + 1
-        if i == 4:
+            return i + 1 - start
+        if i - start == 4:
             fail("remaining length longer than 4 bytes")
     return 0
 

@@ -30,7 +30,7 @@ _UNSUBACK = const(0xB0)
 _DISCONNECT = const(0xE0)
 _ERR_TOO_LARGE = const(-3)
 _ERR_TIMEOUT = const(-4)
-_HDR = const(5)              # bytes read at once: a fixed header, or a whole small packet
+_HDR = const(16)             # bytes read at once for a fixed header: 4 PUBACKs, or a header and the start of a body
 _ACKS = const(64)            # bytes of acknowledgements sent in one write (PUBACK: 4 or 5)
 _VIEWS = const(24)           # views of the receive buffer kept for callbacks
 _HEAD = const(0)             # reader states
@@ -60,7 +60,7 @@ class Link:
         self.box = codec.Box()
         self.hdr = bytearray(_HDR)
         self.acks = bytearray(_ACKS)
-        self.hdrv = [memoryview(self.hdr)[i:] for i in range(_HDR)]
+        self.hdrv = [memoryview(self.hdr)[i:] for i in range(5)]   # where a read into hdr starts
         self.views = {}
         self.connected = self.in_connect = self.due = False
         self.connack = self.failure = None   # failure: kept for the next call (client.need_link)
@@ -76,7 +76,8 @@ class Link:
         self.net.close()
         self.ping_at = -1                    # ticks_ms of the PINGREQ awaiting its PINGRESP
         self.rs = _HEAD
-        self.carry = self.got = self.rlen = self.first = self.left = 0
+        self.pos = self.end = 0 # hdr[pos:end]: read, not yet handled
+        self.got = self.rlen = self.first = self.left = 0
         self.owed = 0           # bytes of acknowledgements waiting in acks
         self.dry = False        # the last read took less than asked: the socket had no more
 
@@ -169,7 +170,7 @@ class Link:
     def check_msg(self):  # noalloc
         try:
             while self.connected and self.read():
-                if self.dry and not self.carry:
+                if self.dry and not self.end:
                     self.idle()
                     break   # that read emptied the socket: no call just to hear "nothing yet"
             self.keepalive()
@@ -190,7 +191,7 @@ class Link:
                     # The acknowledgements owed go now, unless more input is
                     # already waiting: the caller comes back for it, and the
                     # next packets' acknowledgements join them in one write.
-                    if self.owed and (self.dry or not self.net.wait(0)):
+                    if self.owed and not self.end and (self.dry or not self.net.wait(0)):
                         self.flush()
                     break
                 if not self.connected:
@@ -295,29 +296,41 @@ class Link:
         return 0
 
     def head(self):  # noalloc
-        # Up to 5 bytes at once: the fixed header and, for the small packets
-        # that dominate (a PUBACK is 4 bytes), the body too. Bytes past this
-        # packet stay in hdr as the start of the next one.
+        # The next fixed header, from what an earlier read left in hdr or
+        # from one read of up to _HDR bytes: a burst of acknowledgements
+        # (4 bytes each) comes in a few reads, not one each. The body bytes
+        # that came with it go to rx; the rest wait in hdr[pos:end].
         hdr = self.hdr
-        got = self.carry
-        h = codec.header_length(hdr, got)
+        pos = self.pos
+        end = self.end
+        h = codec.header_length(hdr, pos, end)
         while not h:
-            r = self.net.read_into(self.hdrv[got], _HDR - got)
+            if pos:                  # part of a header (< 5 bytes) moves to the front
+                end -= pos
+                for k in range(end):
+                    hdr[k] = hdr[pos + k]
+                pos = 0
+            r = self.net.read_into(self.hdrv[end], _HDR - end)
             if not r:
-                self.carry = got
+                self.pos = pos
+                self.end = end
                 return False
-            self.dry = r < _HDR - got
-            got += r
-            h = codec.header_length(hdr, got)
-        self.first = hdr[0]
-        codec.get_varint(hdr, 1, h, self.box)
+            self.dry = r < _HDR - end
+            end += r
+            h = codec.header_length(hdr, pos, end)
+        self.first = hdr[pos]
+        codec.get_varint(hdr, pos + 1, pos + h, self.box)
         rl = self.rlen = self.box.value
-        take = self.got = min(got - h, rl)
+        pos += h
+        take = self.got = min(end - pos, rl)
+        rx = self.rx
         for k in range(take):
-            self.rx[k] = hdr[h + k]
-        self.carry = got - h - take
-        for k in range(self.carry):
-            hdr[k] = hdr[h + take + k]
+            rx[k] = hdr[pos + k]
+        pos += take
+        if pos == end:
+            pos = end = 0
+        self.pos = pos
+        self.end = end
         self.rs = _BODY
         if h + rl > len(self.rx):
             if self.first & 0xF0 != _PUBLISH:
