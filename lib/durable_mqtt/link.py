@@ -30,7 +30,7 @@ _UNSUBACK = const(0xB0)
 _DISCONNECT = const(0xE0)
 _ERR_TOO_LARGE = const(-3)
 _ERR_TIMEOUT = const(-4)
-_HDR = const(16)             # bytes read at once for a fixed header: 4 PUBACKs, or a header and the start of a body
+_HDR = const(16)             # bytes read for a fixed header: 4 PUBACKs, or a header and a body's start
 _ACKS = const(64)            # bytes of acknowledgements sent in one write (PUBACK: 4 or 5)
 _VIEWS = const(24)           # views of the receive buffer kept for callbacks
 _HEAD = const(0)             # reader states
@@ -76,7 +76,7 @@ class Link:
         self.net.close()
         self.ping_at = -1                    # ticks_ms of the PINGREQ awaiting its PINGRESP
         self.rs = _HEAD
-        self.pos = self.end = 0 # hdr[pos:end]: read, not yet handled
+        self.pos = self.end = 0  # hdr[pos:end]: read, not yet handled
         self.got = self.rlen = self.first = self.left = 0
         self.owed = 0           # bytes of acknowledgements waiting in acks
         self.dry = False        # the last read took less than asked: the socket had no more
