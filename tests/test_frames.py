@@ -19,7 +19,6 @@ from conftest import ROOT
 HEAP_FRAMES = {
     "MQTTClient._queue": "the whole admission of a publish; splitting it costs a call per message",
     "Session.accept": "encodes the PUBLISH into the outbox: eight arguments",
-    "Session.next_out": "the send decision: state, window, expiry, limits",
     "Link.publish0": "a try block (3 words) around the QoS 0 write",
     "Link.drain": "a try block around the sends",
     "Link.check_msg": "a try block: link errors become the pending failure",

@@ -138,7 +138,7 @@ class Link:
         # Send what the session lets out now: queued PUBLISH, owed PUBREL.
         e = self.c.engine
         try:
-            while self.connected:
+            while self.connected and e.pending_out():
                 n = e.next_out(time.ticks_ms(), self.c.tx)
                 if n > 0:
                     if e.src is e.arena:
@@ -213,7 +213,8 @@ class Link:
         # store writes what is due, an oversize PUBLISH dropped is reported.
         if self.due:
             self.due = False
-            self.drain()
+            if self.c.engine.pending_out():     # (drain() takes a heap frame: a try block)
+                self.drain()
         j = self.c.journal
         if j is not None and (j.nacks or j.nbatch):
             j.tick(time.ticks_ms())

@@ -324,10 +324,16 @@ class Session:
         self._free(i)
         self._trim()
 
+    def pending_out(self):  # noalloc
+        # Is anything left to send on this connection (a queued PUBLISH, an
+        # owed PUBREL)? next_out() may still hold it back (the window).
+        return self.send < self.count
+
     def next_out(self, now, tx):  # noalloc
         # The next packet to send, in order, as the window allows. Returns
         # n > 0: send n bytes of self.src from self.src_off; -1: a message
         # left the session unsent (see done_pid); 0: nothing to send now.
+        # (Within 11 words of frame: no heap frame for a call per message.)
         while self.send < self.count:
             i = self.index(self.send)
             s = self.st[i]
@@ -336,8 +342,6 @@ class Session:
                 if pid and self.inflight >= self.window:
                     return self._release_beyond(tx)
                 self.send += 1
-                off = self.off[i]
-                n = self.len[i]
                 if self.dl[i] and ticks_diff(now, self.dl[i]) >= 0:        # MQTT-3.3.2-5
                     if pid:
                         self._finish(i, -1)
@@ -346,31 +350,38 @@ class Session:
                     self._trim()
                     continue
                 self.src = self.arena
-                self.src_off = off
+                self.src_off = self.off[i]
                 if not pid:
-                    self._free(i)              # QoS 0: gone once written
-                    self._trim()
-                    return n
-                r = self._refused(off, n)
-                if r:
-                    self._finish(i, r)
+                    return self._qos0_out(i)
+                if self._refused(i):
                     return -1
                 if s & _DUP:
-                    self.arena[off] |= 0x08    # MQTT-3.3.1-1
+                    self.arena[self.src_off] |= 0x08    # MQTT-3.3.1-1
                 self.dl[i] = 0                 # sent: no expiry any more (MQTT-4.3.3-7)
                 self.st[i] = _SENT
                 self.inflight += 1
-                return n
+                return self.len[i]
             self.send += 1
             if s == _RELEASE | _REL_DUE:
                 return self._pubrel(i, tx)
         return 0
 
-    def _refused(self, off, n):  # noalloc
-        # Why the broker's limits forbid sending this packet, or 0.
-        first = self.arena[off]
-        return (0x95 if n > self.max_out else 0x9B if (first >> 1) & 3 > self.max_qos
-                else 0x9A if first & 1 and not self.retain else 0)
+    def _qos0_out(self, i):  # noalloc
+        # A QoS 0 packet is gone from the outbox once written; its length.
+        n = self.len[i]
+        self._free(i)
+        self._trim()
+        return n
+
+    def _refused(self, i):  # noalloc
+        # Does the broker's limits forbid sending slot i's PUBLISH? Then it
+        # leaves the session with the reason (MQTT 5 reason code).
+        first = self.arena[self.off[i]]
+        r = (0x95 if self.len[i] > self.max_out else 0x9B if (first >> 1) & 3 > self.max_qos
+             else 0x9A if first & 1 and not self.retain else 0)
+        if r:
+            self._finish(i, r)
+        return r
 
     def _release_beyond(self, tx):  # noalloc
         # The window blocks the next PUBLISH; a PUBREL owed further on uses no
