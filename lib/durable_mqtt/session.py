@@ -374,7 +374,7 @@ class Session:
         return n
 
     def _refused(self, i):  # noalloc
-        # Does the broker's limits forbid sending slot i's PUBLISH? Then it
+        # Do the broker's limits forbid sending slot i's PUBLISH? Then it
         # leaves the session with the reason (MQTT 5 reason code).
         first = self.arena[self.off[i]]
         r = (0x95 if self.len[i] > self.max_out else 0x9B if (first >> 1) & 3 > self.max_qos
