@@ -671,7 +671,11 @@ def page(fig):
       "(\"garbage\"). \"all\" includes blocks freed again at once, notably the VM's call frames: a call to a "
       "Python function whose locals and stack need more than 11 words takes its frame from the heap and "
       "frees it on return. \"all\" counts the bytes requested, \"garbage\" whole GC blocks, so for a client "
-      "making many small objects \"garbage\" can come out above \"all\".")
+      "making many small objects \"garbage\" can come out above \"all\". Such a frame is dearer than its "
+      "size says after a `gc.collect()` (each window starts with one): the collector then searches for free "
+      "blocks from the heap's first hole, and only single-block allocations move that start on, so a client "
+      "that makes no garbage pays a search through the fragmented low heap for every heap frame, while a "
+      "client that makes garbage keeps moving it.")
     a("- **Idle**: the client polls an idle connection every 10 ms for %d ms (umqtt and durable_mqtt: "
       "`check_msg()`; chumicro-mqtt: `handle(now)`; micropython-mqtt: `await asyncio.sleep_ms(10)`, "
       "its tasks running), GC disabled; bytes per second." % o["idle_ms"])
