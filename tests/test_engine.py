@@ -265,6 +265,27 @@ assert [p for _, p, _ in out(e)] == ids[3:]
 """)
 
 
+def test_pending_out_says_whether_next_out_has_anything_to_look_at():
+    # The link asks pending_out() before next_out() (which takes more
+    # frame); it must be true whenever next_out() could return a packet.
+    run(r"""
+e = engine(window=1)
+assert not e.pending_out()
+a, b = pub(e, 1), pub(e, 2)
+assert e.pending_out()
+assert out(e) == [("PUBLISH", a, False)]
+assert e.pending_out()                  # b waits behind the full window
+e.puback(a, 0)
+e.done_pid = 0
+assert out(e) == [("PUBLISH", b, False)] and not e.pending_out()
+e.pubrec(b, 0, tx)                      # the PUBREL goes back at once, in tx
+e.rec = 0
+assert not e.pending_out()
+e.connected(True, False)                # a reconnect owes the PUBREL again
+assert e.pending_out() and out(e) == [("0x62", b, None)] and not e.pending_out()
+""")
+
+
 def test_MQTT_3_3_4_8_pubrel_not_delayed_by_a_full_window():
     # 5.0 MQTT-3.3.4-8: only PUBLISH waits for quota; a PUBREL owed after a
     # reconnect goes out even when the window is full of PUBLISH.
