@@ -367,20 +367,17 @@ class Bench:
             if fresh_session:
                 e["session"] = self.session("h")
             return self.run(rt, client, "minheap", e, heapsize=h, timeout=20, variant=variant) is not None
-        (self.tmp / "sess").mkdir(exist_ok=True)
         got = self.bisect(ok, "%s/%s %s minheap %s" % (client, rt.name, variant, json.dumps(extra or {})))
         if got is None:      # once more without a limit: keeps the error
             e = dict(extra or {})
             if fresh_session:
-                e["session"] = "sess/unlimited"
+                e["session"] = self.session("u")
             self.run(rt, client, "minheap", e, variant=variant)
         return got
 
     def probe(self, rt, board, variant, heapsize=None):
         """tests/mp/ram_probe.py with the board's profile (library as .mpy or .py)."""
-        self.seq += 1
-        sess = "sess/p%d" % self.seq
-        (self.tmp / "sess").mkdir(exist_ok=True)
+        sess = self.session("p")
         cmd = [rt.binary] + (["-X", "heapsize=%d" % heapsize] if heapsize else [])
         cmd += ["-m", "ram_probe", str(self.broker.port), "probe-%d-%d" % (os.getpid(), self.seq), str(sess)]
         lib = str(rt.mpy["durable_mqtt"] if variant == "mpy" else LIB)
