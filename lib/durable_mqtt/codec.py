@@ -83,7 +83,7 @@ def u16(buf, off):  # noalloc
     return (buf[off] << 8) | buf[off + 1]
 
 
-def put_str(buf, off, s):
+def put_str(buf, off, s):  # noalloc
     # A length-prefixed string or binary field (s: bytes-like).
     n = len(s)
     put_u16(buf, off, n)
@@ -91,7 +91,7 @@ def put_str(buf, off, s):
     return off + 2 + n
 
 
-def put_block(buf, off, block):
+def put_block(buf, off, block):  # noalloc
     # An MQTT 5 property block: its length, then the encoded properties.
     off = put_varint(buf, off, len(block))
     buf[off:off + len(block)] = block
@@ -107,6 +107,17 @@ def header_length(buf, start, end):  # noalloc
         if i - start == 4:
             fail("remaining length longer than 4 bytes")
     return 0
+
+
+def remaining_length(buf, start, h):  # noalloc
+    # The Remaining Length of the h-byte fixed header at buf[start], whose
+    # end header_length() found.
+    v = 0
+    for i in range(start + h - 1, start, -1):
+        v = (v << 7) | (buf[i] & 0x7F)
+    if h > 2 and not buf[start + h - 1]:
+        fail("variable byte integer not minimal (MQTT-1.5.5-1)")
+    return v
 
 
 def utf8(buf, i, end):  # noalloc
@@ -154,18 +165,10 @@ def put_publish(buf, off, first, rl, topic, pid, props):  # noalloc
     # props: the encoded property block (MQTT 5), or None (3.1.1).
     buf[off] = first
     off = put_varint(buf, off + 1, rl)
-    n = len(topic)
-    off = put_u16(buf, off, n)
-    buf[off:off + n] = topic
-    off += n
+    off = put_str(buf, off, topic)
     if first & 6:
         off = put_u16(buf, off, pid)
-    if props is not None:
-        n = len(props)
-        off = put_varint(buf, off, n)
-        buf[off:off + n] = props
-        off += n
-    return off
+    return off if props is None else put_block(buf, off, props)
 
 
 def parse_publish(body, n, flags, v5, box):  # noalloc

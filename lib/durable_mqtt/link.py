@@ -10,7 +10,7 @@
 # together, in order, once the socket has no more input for now or before
 # any other packet: a burst of 16 PUBACKs is one write, one TCP segment.
 # Paths marked `# noalloc` allocate nothing.
-import time
+from time import ticks_add, ticks_diff, ticks_ms
 from micropython import const
 
 from . import codec
@@ -55,6 +55,9 @@ _RC_REL = b"\x00\x92"
 class Link:
     def __init__(self, c):
         self.c = c
+        self.engine = c.engine      # the client's, fixed for its lifetime: one lookup, not two
+        self.tx = c.tx
+        self.counts = c.counts
         self.net = Transport()
         self.rx = bytearray(c.buf_size)
         self.box = codec.Box()
@@ -91,18 +94,19 @@ class Link:
         if self.owed:
             self.flush()                 # acknowledgements first: the order read is the order sent
         self.net.write(buf, off, n, self.c.timeout_ms)
-        self.last_tx = time.ticks_ms()
+        self.last_tx = ticks_ms()
 
     def put_send(self, n):  # noalloc
         # What the session just asked to keep goes to flash, then the n-byte
         # acknowledgement in tx joins those waiting to be sent.
-        c = self.c
-        if c.engine.rec:
+        e = self.engine
+        if e.rec:
+            c = self.c
             if c.persist:
                 c.journal.put()
-            c.engine.rec = 0
+            e.rec = 0
         if n:
-            self.owe(c.tx, n)
+            self.owe(self.tx, n)
 
     def owe(self, tx, n):  # noalloc
         # The n-byte acknowledgement at tx[0] joins those waiting in acks.
@@ -117,32 +121,32 @@ class Link:
         n = self.owed
         self.owed = 0
         self.net.write(self.acks, 0, n, self.c.timeout_ms)
-        self.last_tx = time.ticks_ms()
+        self.last_tx = ticks_ms()
 
     # ------------------------------------------------------------ sending
     def publish0(self, t, msg, retain, rl, pr, n):  # noalloc
         # A QoS 0 PUBLISH straight out of tx, never queued.
-        tx = self.c.tx
+        tx = self.tx
         p = codec.put_publish(tx, 0, 0x30 | retain, rl, t, 0, pr)
         tx[p:p + len(msg)] = msg
         try:
             self.send(tx, 0, n)
-            self.c.counts[SENT] += 1
+            self.counts[SENT] += 1
         except OSError as x:
             # The link just broke: a QoS 0 message is lost (counted); the
             # error comes from the next check_msg() / wait_msg().
             self.failed(x)
-            self.c.counts[DROPPED_QOS0] += 1
+            self.counts[DROPPED_QOS0] += 1
 
     def drain(self):  # noalloc
         # Send what the session lets out now: queued PUBLISH, owed PUBREL.
-        e = self.c.engine
+        e = self.engine
         try:
-            while self.connected and e.pending_out():
-                n = e.next_out(time.ticks_ms(), self.c.tx)
+            while self.connected and e.send < e.count:     # (e.pending_out(), inline)
+                n = e.next_out(ticks_ms(), self.tx)
                 if n > 0:
                     if e.src is e.arena:
-                        self.c.counts[SENT] += 1
+                        self.counts[SENT] += 1
                     self.send(e.src, e.src_off, n)
                 elif n:
                     self.done()
@@ -155,11 +159,11 @@ class Link:
         # A QoS 1/2 message left the session: logged lazily, reported; its
         # window place goes to the next one once the reads are handled.
         c = self.c
-        e = c.engine
+        e = self.engine
         pid = e.done_pid
         r = e.done_reason
         e.done_pid = 0
-        c.counts[REFUSED if r >= 0x80 else EXPIRED if r < 0 else ACKED] += 1
+        self.counts[REFUSED if r >= 0x80 else EXPIRED if r < 0 else ACKED] += 1
         if c.persist:
             c.journal.acked(pid)
         if c.on_done:
@@ -168,19 +172,23 @@ class Link:
 
     # ------------------------------------------------------------ receiving
     def check_msg(self):  # noalloc
+        # (MQTTClient.check_msg() raised any failure kept before it called
+        # this, so dropping the link and raising this one is what failed()
+        # and need_link() would do; a handler without "as x" keeps the frame
+        # within 11 words, off the heap.)
         try:
             while self.connected and self.read():
                 if self.dry and not self.end:
                     self.idle()
                     break   # that read emptied the socket: no call just to hear "nothing yet"
             self.keepalive()
-        except OSError as x:
-            self.failed(x)
-            self.c.need_link()
+        except OSError:
+            self.drop()
+            raise
         self.after()
 
     def wait_msg(self, timeout_ms):  # noalloc
-        deadline = time.ticks_add(time.ticks_ms(), timeout_ms or 0)
+        deadline = ticks_add(ticks_ms(), timeout_ms or 0)
         kind = None
         try:
             while True:
@@ -197,7 +205,7 @@ class Link:
                 if not self.connected:
                     self.c.need_link()
                 if timeout_ms is not None:
-                    left = time.ticks_diff(deadline, time.ticks_ms())
+                    left = ticks_diff(deadline, ticks_ms())
                     if left <= 0:
                         break
                     wait = left if wait < 0 or left < wait else wait
@@ -213,11 +221,11 @@ class Link:
         # store writes what is due, an oversize PUBLISH dropped is reported.
         if self.due:
             self.due = False
-            if self.c.engine.pending_out():     # (drain() takes a heap frame: a try block)
+            if self.engine.pending_out():     # (drain() takes a heap frame: a try block)
                 self.drain()
         j = self.c.journal
         if j is not None and (j.nacks or j.nbatch):
-            j.tick(time.ticks_ms())
+            j.tick(ticks_ms())
         if self.oversize:
             n = self.oversize
             self.oversize = 0
@@ -232,7 +240,7 @@ class Link:
             self.c.need_link()
 
     def ping_now(self):  # noalloc
-        tx = self.c.tx
+        tx = self.tx
         tx[0] = _PINGREQ
         tx[1] = 0
         self.send(tx, 0, 2)
@@ -246,13 +254,13 @@ class Link:
         ka = self.ka_ms >> 1
         if not ka or not self.connected:
             return -1
-        now = time.ticks_ms()
+        now = ticks_ms()
         if self.ping_at >= 0:
-            late = time.ticks_diff(now, self.ping_at)
+            late = ticks_diff(now, self.ping_at)
             if late >= ka:
                 raise Timeout(_ERR_TIMEOUT, "no PINGRESP in %d ms: link dead" % ka)
             return ka - late
-        idle = max(time.ticks_diff(now, self.last_tx), time.ticks_diff(now, self.last_rx))
+        idle = max(ticks_diff(now, self.last_tx), ticks_diff(now, self.last_rx))
         if idle >= ka:
             self.ping_now()
             return ka
@@ -288,7 +296,7 @@ class Link:
                 return self.idle()
             self.dry = r < self.rlen - got
             got += r
-        self.last_rx = time.ticks_ms()
+        self.last_rx = ticks_ms()
         return self.dispatch()
 
     def idle(self):  # noalloc
@@ -299,47 +307,59 @@ class Link:
     def head(self):  # noalloc
         # The next fixed header, from what an earlier read left in hdr or
         # from one read of up to _HDR bytes: a burst of acknowledgements
-        # (4 bytes each) comes in a few reads, not one each. The body bytes
-        # that came with it go to rx; the rest wait in hdr[pos:end].
+        # (4 bytes each) comes in a few reads, not one each. Its length, or
+        # 0 while the socket has no more for now.
+        h = codec.header_length(self.hdr, self.pos, self.end) or self.more()
+        if h:
+            self.header(h)
+        return h
+
+    def more(self):  # noalloc
+        # Reads until hdr holds a whole fixed header; its length, or 0.
         hdr = self.hdr
         pos = self.pos
         end = self.end
-        h = codec.header_length(hdr, pos, end)
-        while not h:
-            if pos:                  # part of a header (< 5 bytes) moves to the front
-                end -= pos
-                for k in range(end):
-                    hdr[k] = hdr[pos + k]
-                pos = 0
+        if pos:                      # part of a header (< 5 bytes) moves to the front
+            end -= pos
+            _copy(hdr, hdr, pos, end)
+            self.pos = pos = 0
+        while True:
             r = self.net.read_into(self.hdrv[end], _HDR - end)
             if not r:
-                self.pos = pos
                 self.end = end
-                return False
+                return 0
             self.dry = r < _HDR - end
             end += r
-            h = codec.header_length(hdr, pos, end)
-        self.first = hdr[pos]
-        codec.get_varint(hdr, pos + 1, pos + h, self.box)
-        rl = self.rlen = self.box.value
+            self.end = end
+            h = codec.header_length(hdr, 0, end)
+            if h:
+                return h
+
+    def header(self, h):  # noalloc
+        # Takes the h-byte fixed header at hdr[pos]; the body bytes that came
+        # with it go to rx, the rest wait in hdr[pos:end].
+        pos = self.pos
+        self.first = self.hdr[pos]
+        rl = self.rlen = codec.remaining_length(self.hdr, pos, h)
         pos += h
-        take = self.got = min(end - pos, rl)
-        rx = self.rx
-        for k in range(take):
-            rx[k] = hdr[pos + k]
+        take = self.got = min(self.end - pos, rl)
+        _copy(self.rx, self.hdr, pos, take)
         pos += take
-        if pos == end:
-            pos = end = 0
+        if pos == self.end:
+            pos = self.end = 0
         self.pos = pos
-        self.end = end
         self.rs = _BODY
         if h + rl > len(self.rx):
-            if self.first & 0xF0 != _PUBLISH:
-                codec.too_large("incoming packet type 0x%02x" % (self.first & 0xF0), h + rl, len(self.rx))
-            self.rs = _DRAIN
-            self.left = rl - take
-            self.oversize = h + rl
-        return True
+            self.oversized(h + rl, rl - take)
+
+    def oversized(self, n, left):
+        # An incoming packet of n bytes does not fit rx: a PUBLISH is read
+        # and dropped (drain_big), anything else breaks the link.
+        if self.first & 0xF0 != _PUBLISH:
+            codec.too_large("incoming packet type 0x%02x" % (self.first & 0xF0), n, len(self.rx))
+        self.rs = _DRAIN
+        self.left = left
+        self.oversize = n
 
     def drain_big(self):  # noalloc
         # An oversize PUBLISH: its first buf_size bytes (topic, packet id)
@@ -355,17 +375,17 @@ class Link:
                 r = self.net.read_into(self.view(got, keep - got) if got else rx, keep - got)
                 self.got += r
             else:
-                r = self.net.read_into(self.c.tx, min(len(rx), self.left))
+                r = self.net.read_into(self.tx, min(len(rx), self.left))
             if not r:
                 return 0
             self.left -= r
         self.rs = _HEAD
-        self.last_rx = time.ticks_ms()
-        self.c.counts[OVERSIZE_IN] += 1
+        self.last_rx = ticks_ms()
+        self.counts[OVERSIZE_IN] += 1
         qos = (self.first >> 1) & 3
         t = codec.u16(rx, 0) + 2
         if qos and t + 2 <= keep and codec.u16(rx, t):
-            self.put_send(self.c.engine.ack_incoming(qos, codec.u16(rx, t), 0x97 if self.c.v5 else 0, self.c.tx))
+            self.put_send(self.engine.ack_incoming(qos, codec.u16(rx, t), 0x97 if self.c.v5 else 0, self.tx))
         return _PUBLISH
 
     def dispatch(self):  # noalloc
@@ -404,28 +424,32 @@ class Link:
                          self.c.props.decode(rx, 1, n, 8) if n > 1 else None))
 
     def ack(self, kind):  # noalloc
-        c = self.c
-        e = c.engine
-        rx = self.rx
-        n = self.rlen
-        pid = codec.parse_ack(rx, n, c.v5)
-        r = 0
-        if n > 2:                            # MQTT 5: a reason code, maybe properties
-            r = rx[2]
-            if r not in (_RC_PUB if kind < _PUBREL else _RC_REL):
-                codec.fail("reason code 0x%02x not allowed here" % r)
-            if n > 3:
-                c.props.check(rx, 3, n, 4, self.box)
+        e = self.engine
+        pid = codec.parse_ack(self.rx, self.rlen, self.c.v5)
+        r = self.reason(kind) if self.rlen > 2 else 0
         if kind == _PUBACK:
             e.puback(pid, r)
         elif kind == _PUBREC:
-            self.put_send(e.pubrec(pid, r, c.tx))
+            r = e.pubrec(pid, r, self.tx)
+            self.put_send(r)
         elif kind == _PUBREL:
-            self.put_send(e.pubrel(pid, c.tx))
+            r = e.pubrel(pid, self.tx)
+            self.put_send(r)
         else:
             e.pubcomp(pid)
         if e.done_pid:
             self.done()
+
+    def reason(self, kind):  # noalloc
+        # MQTT 5: the reason code of an acknowledgement, checked, and its
+        # properties, if any.
+        rx = self.rx
+        r = rx[2]
+        if r not in (_RC_PUB if kind < _PUBREL else _RC_REL):
+            codec.fail("reason code 0x%02x not allowed here" % r)
+        if self.rlen > 3:
+            self.c.props.check(rx, 3, self.rlen, 4, self.box)
+        return r
 
     def incoming(self):  # noalloc
         c = self.c
@@ -440,14 +464,14 @@ class Link:
                 raise ProtocolError(0x94, "topic alias used; the client allows none")
             if not box.topic_len:
                 codec.check_utf8(rx, 2, 2, True)
-        c.counts[RECEIVED] += 1
-        if not c.engine.incoming(box.qos, box.pid):
-            c.counts[DUP_IN] += 1                        # MQTT-4.3.3-10: not again
+        self.counts[RECEIVED] += 1
+        if not self.engine.incoming(box.qos, box.pid):
+            self.counts[DUP_IN] += 1                     # MQTT-4.3.3-10: not again
         elif c.cb is not None:
             self.deliver()
         # QoS 2: the id reaches flash after delivery and before the PUBREC:
         # a power cut in between delivers it again (docs/sessions.md).
-        self.put_send(c.engine.ack_incoming(box.qos, box.pid, 0, c.tx))
+        self.put_send(self.engine.ack_incoming(box.qos, box.pid, 0, self.tx))
 
     def deliver(self):  # noalloc
         c = self.c
@@ -459,3 +483,11 @@ class Link:
             c.cb(topic, msg, bool(box.retain), box.qos, p)
         else:
             c.cb(topic, msg, bool(box.retain), box.qos)
+
+
+
+def _copy(dst, src, pos, n):  # noalloc
+    # dst[0:n] = src[pos:pos+n] (dst may be src: pos >= 0), without a
+    # slice's copy.
+    for k in range(n):
+        dst[k] = src[pos + k]
