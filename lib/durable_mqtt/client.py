@@ -15,6 +15,7 @@
 # the paths marked `# noalloc` allocate nothing in steady state
 # (tests/test_noalloc.py).
 import time
+from time import ticks_ms
 from micropython import const
 
 from .codec import as_bytes, publish_size, varint_size
@@ -259,7 +260,10 @@ class MQTTClient:
         return self.conn.net.sock if self.conn else None
 
     def check_msg(self):  # noalloc
-        self.need_link().check_msg()
+        k = self.conn
+        if k is None or k.failure is not None or not k.connected:
+            k = self.need_link()         # raises
+        k.check_msg()
 
     def wait_msg(self, timeout_ms=None):  # noalloc
         return self.need_link().wait_msg(timeout_ms)
@@ -272,13 +276,12 @@ class MQTTClient:
         return self.conn.keepalive_wait() if self.conn else 1000
 
     # ------------------------------------------------------------ publish
-    def publish(self, topic, msg, retain=False, qos=0, props=None):
-        if qos not in (0, 1, 2):
-            raise ValueError("qos must be 0, 1 or 2")
+    def publish(self, topic, msg, retain=False, qos=0, props=None):  # noalloc
+        # (One function from the arguments to the wire: a call with this many
+        # arguments needs a heap frame, so a second one would cost another.)
         e = self.engine
-        if qos > e.max_qos or retain and not e.retain:
-            raise MQTTException(0x9A if qos <= e.max_qos else 0x9B, "broker takes QoS %d at most, retain %s "
-                                "(MQTT-3.2.2-11, -14)" % (e.max_qos, bool(e.retain)))
+        if qos not in (0, 1, 2) or qos > e.max_qos or retain and not e.retain:
+            _refuse(e, qos, retain)
         t = self.topics.get(topic) if isinstance(topic, str) else topic
         if t is None:
             t = self._topic(topic)
@@ -290,10 +293,7 @@ class MQTTClient:
             mt = type(msg)               # (a tuple of types here would allocate)
             if mt is not bytes and mt is not bytearray and mt is not memoryview:
                 msg = bytes(msg)         # e.g. array("H"): len() counts items, not bytes
-        return self._queue(t, msg, retain, qos, self._props(props) if self.v5 else _NO_PROPS)
-
-    def _queue(self, t, msg, retain, qos, pc):  # noalloc
-        e = self.engine
+        pc = self._props(props) if self.v5 else _NO_PROPS
         pr = pc[1] if self.v5 else None
         rl = publish_size(len(t), len(msg), qos, len(pr) if pr else 0, self.v5)
         n = 1 + varint_size(rl) + rl
@@ -305,20 +305,25 @@ class MQTTClient:
             return None
         if qos and self.persist and not self.journal.fits(n + 9):
             raise StoreFull(_ERR_FULL, "flash store full")
-        pid = e.accept(t, msg, qos, retain, pr, time.ticks_ms(), pc[2])
+        pid = e.accept(t, msg, qos, retain, pr, ticks_ms(), pc[2])
         if pid < 0:
             self.counts[_DROPPED_QOS0] += 1
             return None
         if pid and self.persist:
-            try:
-                self.journal.put()       # on flash before the wire
-            except BaseException as x:
-                e.unaccept()
-                raise x
+            self._store(e)               # on flash before the wire
         e.rec = 0
         if k and k.connected:
             k.drain()
         return pid or None
+
+    def _store(self, e):  # noalloc
+        # The message just accepted goes to flash; if it cannot, it is not
+        # accepted either.
+        try:
+            self.journal.put()
+        except BaseException:
+            e.unaccept()
+            raise
 
     def _topic(self, topic):
         if not isinstance(topic, str):
@@ -344,6 +349,14 @@ class MQTTClient:
                 raise ValueError("no topic alias in publish() props")
             self.pc = (props, pr, box.expiry)
         return self.pc
+
+
+def _refuse(e, qos, retain):
+    # publish() with a QoS or retain flag that is not allowed: raises.
+    if qos not in (0, 1, 2):
+        raise ValueError("qos must be 0, 1 or 2")
+    raise MQTTException(0x9A if qos <= e.max_qos else 0x9B, "broker takes QoS %d at most, retain %s "
+                        "(MQTT-3.2.2-11, -14)" % (e.max_qos, bool(e.retain)))
 
 
 def _check_topic(t):  # noalloc

@@ -204,15 +204,17 @@ class Session:
         p = put_publish(self.arena, off, 0x30 | qos << 1 | retain, rl, topic, pid, props)
         self.arena[p:p + len(msg)] = msg
         # (ticks_ms differences hold about 6 days: a longer expiry is none)
-        self._slot(pid, off, n, ticks_add(now, ttl * 1000) | 1 if 0 < ttl < 500000 else 0)
+        i = self._slot(pid, off, n, ticks_add(now, ttl * 1000) | 1 if 0 < ttl < 500000 else 0)
         if qos:
             self.rec = _OUT_PUB
-            self.rec_slot = self.index(self.count - 1)
+            self.rec_slot = i
         return pid
 
     def _slot(self, pid, off, n, dl):  # noalloc
-        # Append a slot for the n-byte packet at arena[off].
-        i = self.index(self.count)
+        # Append a slot for the n-byte packet at arena[off]; its index.
+        i = self.first + self.count            # (index(), inline: once per message)
+        if i >= self.nslots:
+            i -= self.nslots
         self.pid[i] = pid
         self.off[i] = off
         self.len[i] = n
@@ -227,6 +229,7 @@ class Session:
             self.nbytes0 += n
         if n:
             self.a_tail = off + n
+        return i
 
     def stored(self, pid, pkt):
         # Append a message read back from flash (load.py): a PUBLISH to
@@ -335,7 +338,9 @@ class Session:
         # left the session unsent (see done_pid); 0: nothing to send now.
         # (Within 11 words of frame: no heap frame for a call per message.)
         while self.send < self.count:
-            i = self.index(self.send)
+            i = self.first + self.send         # (index(), inline: once per message)
+            if i >= self.nslots:
+                i -= self.nslots
             s = self.st[i]
             if s & _STATE == _QUEUED:
                 pid = self.pid[i]
