@@ -96,6 +96,19 @@ for rl, want in ((127, "7f"), (128, "8001"), (16383, "ff7f"), (16384, "808001"),
     eq("varint %d" % rl, hx(n), want)
     assert codec.varint_size(rl) == n
     assert codec.get_varint(B, 0, n, box) == n and box.value == rl
+    # The reader's way: a fixed header delimited by header_length(), then decoded.
+    B[0] = 0x30
+    codec.put_varint(B, 1, rl)
+    assert codec.header_length(B, 0, n + 1) == n + 1
+    assert codec.remaining_length(B, 0, n + 1) == rl
+# 1.5.5: the fewest bytes (MQTT-1.5.5-1): 80 00 is 0 in two bytes, refused.
+B[0:3] = bytes((0x30, 0x80, 0))
+assert codec.header_length(B, 0, 3) == 3
+try:
+    codec.remaining_length(B, 0, 3)
+    raise AssertionError("a non-minimal remaining length was taken")
+except codec.ProtocolError as x:
+    assert "MQTT-1.5.5-1" in str(x), x
 # A PUBLISH whose remaining length is exactly 127 and 128.
 for rl, hdr in ((127, "307f"), (128, "308001")):
     pl = rl - 2 - 1
