@@ -276,7 +276,7 @@ class MQTTClient:
         return self.conn.keepalive_wait() if self.conn else 1000
 
     # ------------------------------------------------------------ publish
-    def publish(self, topic, msg, retain=False, qos=0, props=None):  # noalloc
+    def publish(self, topic, msg, retain=False, qos=0, props=None):  # noalloc for a bytes-like msg
         # (One function from the arguments to the wire: a call with this many
         # arguments needs a heap frame, so a second one would cost another.)
         e = self.engine
