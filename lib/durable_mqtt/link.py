@@ -322,7 +322,7 @@ class Link:
         if pos:                      # part of a header (< 5 bytes) moves to the front
             end -= pos
             _copy(hdr, hdr, pos, end)
-            self.pos = pos = 0
+            self.pos = 0
         while True:
             r = self.net.read_into(self.hdrv[end], _HDR - end)
             if not r:
@@ -430,7 +430,7 @@ class Link:
         if kind == _PUBACK:
             e.puback(pid, r)
         elif kind == _PUBREC:
-            r = e.pubrec(pid, r, self.tx)
+            r = e.pubrec(pid, r, self.tx)    # r: the PUBREL's length now (no new local: 11 words)
             self.put_send(r)
         elif kind == _PUBREL:
             r = e.pubrel(pid, self.tx)
@@ -483,7 +483,6 @@ class Link:
             c.cb(topic, msg, bool(box.retain), box.qos, p)
         else:
             c.cb(topic, msg, bool(box.retain), box.qos)
-
 
 
 def _copy(dst, src, pos, n):  # noalloc
