@@ -184,23 +184,221 @@ print("ok decoders")
 """)
 
 
-def test_topic_names_the_codec_refuses():
-    # MQTT-4.7.3-1 (empty), MQTT-3.3.2-2 (wildcards), MQTT-1.5.3-1 (ill-formed
-    # UTF-8: overlong, surrogate, past U+10FFFF, stray continuation, cut
-    # short), MQTT-1.5.3-2 (U+0000). Well-formed multi-byte names pass.
-    check(r'''
-from durable_mqtt import ProtocolError
-ok = ["a", "a/b/c", "\u00e9t\u00e9", "\u20ac/\U0001F600", "x" * 300]
-bad = [b"", b"a/+", b"#", b"a\x00b", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
-       b"\x80", b"a\xbf", b"\xe2\x82", b"\xf8\x88\x80\x80\x80", b"\xc3"]
-for t in ok:
-    t = t.encode()
-    codec.check_utf8(t, 0, len(t), True)
-for t in bad:
+# ---------------------------------------------------------------- statements
+# One test per MQTT 3.1.1 / 5.0 statement the codec (and the argument checks
+# beside it) implements, named after it; no broker.
+
+REFUSED = r"""
+from durable_mqtt import ProtocolError, MQTTClient
+def refused(f, *a):
     try:
-        codec.check_utf8(t, 0, len(t), True)
-        raise AssertionError("accepted %r" % t)
-    except ProtocolError:
+        f(*a)
+    except (ProtocolError, ValueError) as x:
+        return x
+    raise AssertionError("accepted %r" % (a,))
+def name(t):
+    return codec.check_utf8(t, 0, len(t), True)
+def incoming(topic, v5=False, flags=0):
+    # A PUBLISH body as a broker sends it (QoS 0; MQTT 5: no properties).
+    body = bytes((len(topic) >> 8, len(topic) & 255)) + topic + (b"\x00" if v5 else b"") + b"m"
+    codec.parse_publish(body, len(body), flags, v5, codec.Box())
+def block(*props):
+    # A property block with its length, from (identifier, value bytes).
+    b = b"".join(bytes((i,)) + v for i, v in props)
+    return bytes((len(b),)) + b
+def s16(x):
+    return bytes((len(x) >> 8, len(x) & 255)) + x
+offline = MQTTClient("a", "h")
+"""
+
+
+def test_MQTT_4_7_3_1_topic_name_has_at_least_one_character():
+    # MQTT-4.7.3-1: a Topic Name is at least one character long: refused
+    # in an incoming PUBLISH (3.1.1; 5.0 allows it only with a Topic Alias,
+    # which this client never allows) and by publish().
+    check(REFUSED + r"""
+refused(name, b"")
+refused(incoming, b"")
+refused(offline.publish, "", b"m")
+refused(offline.publish, b"", b"m")
+name(b"a")
+print("ok")
+""")
+
+
+def test_MQTT_3_3_2_2_no_wildcards_in_a_topic_name():
+    # MQTT-3.3.2-2: the Topic Name in a PUBLISH has no wildcard characters:
+    # refused coming in, and by publish() whatever the topic's type.
+    check(REFUSED + r"""
+for t in (b"a/+", b"#", b"a/#", b"+/b"):
+    refused(name, t)
+    refused(incoming, t)
+    refused(incoming, t, True)
+    for arg in (t.decode(), t, bytearray(t), memoryview(t)):
+        x = refused(offline.publish, arg, b"m")
+        assert "MQTT-3.3.2-2" in str(x), x
+assert offline.publish(memoryview(b"a/b"), b"m") is None     # QoS 0 offline: queued
+print("ok")
+""")
+
+
+def test_MQTT_1_5_3_1_ill_formed_utf8_is_refused():
+    # MQTT-1.5.3-1: ill-formed UTF-8 (overlong forms, UTF-16 surrogates,
+    # code points past U+10FFFF, stray continuation bytes, a sequence cut
+    # short) is a malformed packet. Well-formed multi-byte text passes.
+    check(REFUSED + r"""
+ok = ["a", "a/b/c", "\u00e9t\u00e9", "\u20ac/\U0001F600", "x" * 300]
+bad = [b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\x80", b"a\xbf",
+       b"\xe2\x82", b"\xf8\x88\x80\x80\x80", b"\xc3"]
+for t in ok:
+    name(t.encode())
+    incoming(t.encode())
+for t in bad:
+    refused(name, t)
+    refused(incoming, t)
+    refused(codec.check_utf8, t, 0, len(t), False)     # any UTF-8 string, not only names
+print("ok", len(ok), len(bad))
+""")
+
+
+def test_MQTT_1_5_3_2_no_null_character():
+    # MQTT-1.5.3-2: a UTF-8 string holds no U+0000, in a Topic Name or any
+    # other string field.
+    check(REFUSED + r"""
+for t in (b"a\x00b", b"\x00"):
+    refused(name, t)
+    refused(incoming, t)
+    refused(codec.check_utf8, t, 0, len(t), False)
+print("ok")
+""")
+
+
+def test_MQTT_1_5_4_1_ill_formed_string_in_a_property_is_malformed():
+    # 5.0 MQTT-1.5.4-1 (UTF-8 strings in properties): a Content Type or a
+    # Reason String that is not well-formed UTF-8 is a malformed packet.
+    check(REFUSED + r"""
+box = codec.Box()
+for bad in (b"\xc0\xaf", b"a\x00"):
+    b = block((0x03, s16(bad)))
+    refused(props.check, b, 0, len(b), props.PUBLISH, box)
+    b = block((0x1F, s16(bad)))
+    refused(props.check, b, 0, len(b), props.ACK, box)
+b = block((0x03, s16(b"text/plain")))
+assert props.check(b, 0, len(b), props.PUBLISH, box) == len(b)
+print("ok")
+""")
+
+
+def test_MQTT_1_5_5_1_variable_byte_integer_is_minimal():
+    # MQTT-1.5.5-1: a Variable Byte Integer uses the fewest bytes: 0x80 0x00
+    # for 0 is malformed as a Remaining Length and as a property length.
+    check(REFUSED + r"""
+refused(codec.remaining_length, b"\x30\x80\x00", 0, 3)
+assert codec.remaining_length(b"\x30\x80\x01", 0, 3) == 128
+box = codec.Box()
+refused(codec.get_varint, b"\x80\x00", 0, 2, box)
+assert codec.get_varint(b"\x80\x01", 0, 2, box) == 2 and box.value == 128
+body = b"\x00\x01t\x80\x00m"                  # MQTT 5 PUBLISH, property length 0 in 2 bytes
+refused(codec.parse_publish, body, len(body), 0, True, box)
+print("ok")
+""")
+
+
+def test_MQTT_3_3_1_4_publish_with_qos_3_is_malformed():
+    # MQTT-3.3.1-4: a PUBLISH with both QoS bits set is malformed; so is an
+    # incoming QoS 0 PUBLISH with DUP set (MQTT-3.3.1-2).
+    check(REFUSED + r"""
+for flags in (0x06, 0x07, 0x0E, 0x08, 0x09):
+    x = refused(incoming, b"t", False, flags)
+    assert "MQTT-3.3.1-" in str(x), x
+incoming(b"t", False, 0x01)                         # retained QoS 0: fine
+print("ok")
+""")
+
+
+def test_MQTT_3_8_1_1_subscribe_and_unsubscribe_flags_are_0010():
+    # MQTT-3.8.1-1 / 3.10.1-1: SUBSCRIBE and UNSUBSCRIBE carry the fixed
+    # header flags 0,0,1,0 (first bytes 0x82 and 0xA2), both versions.
+    check(r"""
+for pr in (None, b""):
+    request.subscribe_packet(B, 1, b"a", 1, pr)
+    assert B[0] == 0x82, B[0]
+    request.subscribe_packet(B, 1, b"a", -1, pr)
+    assert B[0] == 0xA2, B[0]
+print("ok")
+""")
+
+
+def test_MQTT_3_3_2_14_response_topic_is_a_topic_name():
+    # 5.0 MQTT-3.3.2-14: a Response Topic is a Topic Name: no wildcards.
+    check(REFUSED + r"""
+box = codec.Box()
+for bad in (b"a/+", b"#"):
+    b = block((0x08, s16(bad)))
+    refused(props.check, b, 0, len(b), props.PUBLISH, box)
+b = block((0x08, s16(b"reply/to/me")))
+assert props.check(b, 0, len(b), props.PUBLISH, box) == len(b)
+print("ok")
+""")
+
+
+def test_MQTT_3_14_2_2_session_expiry_in_a_broker_disconnect_is_malformed():
+    # 5.0 MQTT-3.14.2-2: the Server must not send a Session Expiry Interval
+    # in DISCONNECT: one that does sent a malformed packet. CONNACK may.
+    check(REFUSED + r"""
+box = codec.Box()
+b = block((0x11, b"\x00\x00\x00\x3c"))
+refused(props.check, b, 0, len(b), props.DISCONNECT, box)
+assert props.decode(b, 0, len(b), props.CONNACK) == {"session_expiry": 60}
+b = block((0x1F, s16(b"bye")))
+assert props.check(b, 0, len(b), props.DISCONNECT, box) == len(b)
+print("ok")
+""")
+
+
+def test_MQTT_3_3_2_7_no_topic_alias_in_publish_props():
+    # 5.0 MQTT-3.3.2-7: a Topic Alias belongs to one network connection; an
+    # accepted message outlives it (it is resent on the next), so publish()
+    # refuses props with a Topic Alias.
+    check(REFUSED + r"""
+c = MQTTClient("a", "h", version=5)
+x = refused(c.publish, "t", b"m", False, 1, {"topic_alias": 1})
+assert "alias" in str(x), x
+assert c.pending() == 0
+assert c.publish("t", b"m", False, 1, {"message_expiry": 5}) == 1
+print("ok")
+""")
+
+
+def test_MQTT_3_1_2_22_password_needs_a_user_name_in_3_1_1():
+    # 3.1.1 MQTT-3.1.2-22: no Password without a User Name; 5.0 allows it.
+    check(REFUSED + r"""
+x = refused(MQTTClient, "a", "h", 0, None, "secret")
+assert "MQTT-3.1.2-22" in str(x), x
+MQTTClient("a", "h", 0, None, "secret", version=5)
+MQTTClient("a", "h", 0, "user", "secret")
+print("ok")
+""")
+
+
+def test_MQTT_3_14_2_1_session_expiry_0_is_not_extended_on_disconnect():
+    # 5.0 MQTT-3.14.2-1: a session connected with Session Expiry 0 cannot be
+    # given one on DISCONNECT: disconnect(expiry) refuses before sending.
+    check(REFUSED + r"""
+wire = []
+class Net:
+    sock = None
+    def write(self, buf, off, n, timeout_ms):
+        wire.append(bytes(buf[off:off + n]))
+    def close(self):
         pass
-print("ok topics", len(ok), len(bad))
-''')
+c = MQTTClient("a", "h", version=5)          # clean, no session_expiry: expiry 0
+k = c.connection()
+k.net = Net()
+k.connected = True
+x = refused(c.disconnect, 60)
+assert "MQTT-3.14.2-1" in str(x) and wire == [], (x, wire)
+c.disconnect(0)                              # 0 stays 0: allowed
+assert wire[0][0] == 0xE0, wire
+print("ok")
+""")

@@ -210,3 +210,54 @@ for attempt in range(2):
     assert lines == ["GOT %r" % want] * 2, r.stdout
     for conn in fb.conns:
         assert [(f, b) for f, b in conn[1:]] == [(0x40, u16(i)) for i in range(1, 7)], conn
+
+
+# ---------------------------------------------------------------- statements (link)
+# Rules the link implements, against a scripted broker, named after the
+# MQTT 5.0 statement.
+
+def test_MQTT_3_3_2_8_incoming_topic_alias_is_a_protocol_error():
+    # 5.0 MQTT-3.3.2-8: a broker must not send a Topic Alias above the
+    # client's Topic Alias Maximum; this client announces none (0), so any
+    # alias is a protocol error (0x94): the message is not delivered and
+    # the connection closes.
+    alias = bytes((0x23,)) + u16(1)
+    body = u16(1) + b"t" + props_block(alias) + b"m"
+    fb = FakeBroker([("send", connack(5)), ("send", pkt(0x30, body)), ("sleep", 0.3)])
+    r = run_mp(PRE % fb.port + r"""
+got = []
+c = MQTTClient("alias", "127.0.0.1", PORT, version=5, timeout_ms=2000)
+c.set_callback(lambda t, m, r, q: got.append(m))
+c.connect()
+try:
+    c.wait_msg(1000)
+    raise AssertionError("no error")
+except MQTTException as e:
+    print("ERR", type(e).__name__, hex(e.args[0]))
+print("delivered", len(got), "connected", c.is_connected())
+""")
+    fb.join()
+    assert "ERR ProtocolError 0x94" in r.stdout and "delivered 0 connected False" in r.stdout, r.stdout
+    sent = [(first, body) for first, body in fb.conns[0][1:]]
+    assert sent in ([], [(0xE0, bytes((0x94, 0)))], [(0xE0, bytes((0x94,)))]), sent
+
+
+def test_MQTT_3_2_2_21_server_keep_alive_replaces_the_clients():
+    # 5.0 MQTT-3.2.2-21: with a Server Keep Alive in CONNACK the client uses
+    # it instead of the Keep Alive it sent: asked for 60 s, told 1 s, it
+    # pings within 1.2 s of idling (with 60 s it would not before 30 s).
+    ska = bytes((0x13,)) + u16(1)
+    fb = FakeBroker([("send", pkt(0x20, bytes((0, 0)) + props_block(ska))),
+                     ("recv",), ("send", pkt(0xD0)), ("recv",), ("send", pkt(0xD0))], io_timeout=5)
+    run_mp(PRE % fb.port + r"""
+c = MQTTClient("ska", "127.0.0.1", PORT, version=5, keepalive=60, timeout_ms=2000)
+c.connect()
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 1200:
+    c.wait_msg(20)
+c.disconnect()
+""")
+    fb.join()
+    assert fb.conns[0][0][1][8:10] == u16(60), fb.conns[0][0]     # CONNECT asked for 60 s
+    kinds = [first for first, _ in fb.conns[0][1:]]
+    assert kinds[0] == 0xC0 and kinds[-1] == 0xE0 and set(kinds[1:-1]) <= {0xC0}, kinds

@@ -171,6 +171,40 @@ assert out(e) == [("0x62", pid, None)]
 """)
 
 
+def test_MQTT_3_3_1_1_dup_only_when_a_publish_goes_again():
+    # 3.1.1 and 5.0 MQTT-3.3.1-1: DUP is 1 when the client attempts to
+    # re-deliver a PUBLISH, 0 on the first attempt. A message re-queued
+    # after the broker lost the session is a new PUBLISH: DUP 0 again.
+    run(r"""
+e = engine(window=8)
+e.has_state = True
+a = pub(e, 1)
+b = pub(e, 2)
+assert out(e) == [("PUBLISH", a, False), ("PUBLISH", b, False)]
+assert e.connected(True, False) == "resumed"
+assert out(e) == [("PUBLISH", a, True), ("PUBLISH", b, True)]
+assert e.connected(True, False) == "resumed"           # a second resume: DUP still 1
+assert out(e) == [("PUBLISH", a, True), ("PUBLISH", b, True)]
+assert e.connected(False, False) == "lost"
+assert out(e) == [("PUBLISH", a, False), ("PUBLISH", b, False)]
+""")
+
+
+def test_MQTT_3_3_1_2_qos0_is_never_sent_again_nor_with_dup():
+    # MQTT-3.3.1-2: DUP is 0 in every QoS 0 PUBLISH. A QoS 0 message leaves
+    # the outbox when written, so a resume has nothing of it to resend.
+    run(r"""
+e = engine()
+e.has_state = True
+pub(e, 0)
+a = pub(e, 1)
+pub(e, 0)
+assert out(e) == [("PUBLISH", None, False), ("PUBLISH", a, False), ("PUBLISH", None, False)]
+e.connected(True, False)
+assert out(e) == [("PUBLISH", a, True)]
+""")
+
+
 def test_MQTT_4_4_0_1_resend_with_original_ids():
     # On resume (Session Present 1): every unacknowledged PUBLISH again with
     # DUP=1 (MQTT-3.3.1-1) and its original id, and the PUBRELs owed, in
@@ -361,6 +395,24 @@ assert out(e, now=5000) == [("left", b, -1)]           # waited 5 s > 1 s, never
 """)
 
 
+def test_MQTT_3_3_2_5_expired_message_is_dropped_unsent():
+    # 5.0 MQTT-3.3.2-5 (applied to the client's own outbox): a message that
+    # waited past its Message Expiry Interval before it could be sent is not
+    # sent; a QoS 1/2 one leaves the session with reason -1 (reported), a
+    # QoS 0 one silently. One without expiry waits as long as it takes.
+    run(r"""
+e = engine(v5=True)
+pub(e, 0, now=0, ttl=2)
+a = pub(e, 1, now=0, ttl=2)
+b = pub(e, 2, now=0, ttl=0)
+c = pub(e, 1, now=0, ttl=3)
+assert out(e, now=2500) == [("left", a, -1), ("PUBLISH", b, False), ("PUBLISH", c, False)]
+assert e.held == 2
+d = pub(e, 1, now=5000, ttl=2)
+assert out(e, now=6999) == [("PUBLISH", d, False)]      # 1 ms before its expiry: sent
+""")
+
+
 # ---------------------------------------------------------------- Session Present
 
 def test_MQTT_3_2_2_1_session_present_after_clean_start_is_an_error():
@@ -475,7 +527,27 @@ for v5, want in ((False, bytes((0x70, 2, 0, 9))), (True, bytes((0x70, 3, 0, 9, 0
 """)
 
 
-def test_receive_maximum_exceeded_is_a_protocol_error():
+def test_MQTT_3_6_1_1_pubrel_fixed_header_flags_are_0010():
+    # MQTT-3.6.1-1: PUBREL's fixed header is 0x62, on the first send, on a
+    # resume, for a repeated PUBREC and (5.0) for an unknown one (0x92).
+    run(r"""
+e = engine(v5=True, window=8)
+e.has_state = True
+r = pub(e, 2)
+out(e)
+n = e.pubrec(r, 0, tx)
+assert tx[:n] == bytes((0x62, 2, 0, r)), bytes(tx[:n])
+e.rec = 0
+n = e.pubrec(r, 0, tx)
+assert tx[:n] == bytes((0x62, 2, 0, r)), bytes(tx[:n])
+e.connected(True, False)
+assert out(e) == [("0x62", r, None)]
+n = e.pubrec(99, 0, tx)
+assert tx[:n] == bytes((0x62, 3, 0, 99, 0x92)), bytes(tx[:n])
+""")
+
+
+def test_MQTT_3_3_4_9_more_qos2_than_receive_maximum_is_0x93():
     # 5.0 MQTT-3.3.4-9 (broker side) seen from here: more QoS 2 messages
     # unreleased than the table holds is 0x93 Receive Maximum exceeded.
     run(r"""
