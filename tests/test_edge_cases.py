@@ -261,3 +261,42 @@ c.disconnect()
     assert fb.conns[0][0][1][8:10] == u16(60), fb.conns[0][0]     # CONNECT asked for 60 s
     kinds = [first for first, _ in fb.conns[0][1:]]
     assert kinds[0] == 0xC0 and kinds[-1] == 0xE0 and set(kinds[1:-1]) <= {0xC0}, kinds
+
+
+def test_the_first_failure_of_a_check_msg_call_is_the_one_raised():
+    # A message callback answers with a QoS 0 publish() that cannot write
+    # (the link keeps that failure and drops), then raises an OSError of its
+    # own. check_msg() raises the link's failure, the first, as wait_msg()
+    # does; the next call says the link is down, not the old failure again.
+    # (A stand-in socket: the order of the two failures must be exact.)
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+class Sock:
+    def __init__(self):
+        self.data = [b"\x30\x05\x00\x01tab"]     # PUBLISH QoS 0, topic "t", payload "ab"
+    def readinto(self, b, n):
+        if not self.data:
+            return None
+        d = self.data.pop(0)
+        b[:len(d)] = d
+        return len(d)
+    def write(self, b, o, n):
+        raise OSError(104)                       # the broker reset the connection
+    def close(self):
+        pass
+c = MQTTClient("first", "127.0.0.1", keepalive=0)
+k = c.connection()
+k.net.sock = Sock()
+k.connected = True
+def cb(t, m, r, q):
+    c.publish("reply", b"x")
+    raise OSError(28, "log write failed")
+c.set_callback(cb)
+for i in range(2):
+    try:
+        c.check_msg()
+        print("call", i, "returned")
+    except OSError as x:
+        print("call", i, type(x).__name__, x.args[0])
+""")
+    assert "call 0 PeerClosed -5" in r.stdout and "call 1 NotConnected -6" in r.stdout, r.stdout

@@ -173,8 +173,9 @@ class Link:
     # ------------------------------------------------------------ receiving
     def check_msg(self):  # noalloc
         # (MQTTClient.check_msg() raised any failure kept before it called
-        # this, so dropping the link and raising this one is what failed()
-        # and need_link() would do; a handler without "as x" keeps the frame
+        # this; one kept during this call, e.g. a callback's publish() that
+        # could not write, is the first and is raised instead, as failed()
+        # and need_link() would. A handler without "as x" keeps the frame
         # within 11 words, off the heap.)
         try:
             while self.connected and self.read():
@@ -184,6 +185,8 @@ class Link:
             self.keepalive()
         except OSError:
             self.drop()
+            if self.failure is not None:
+                self.c.need_link()      # raises that one, and clears it
             raise
         self.after()
 
