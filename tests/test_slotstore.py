@@ -415,3 +415,51 @@ assert (c, "OUT_PUB") in held(e2), held(e2)
 print("OK")
 """ % str(tmp_path / "s"))
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_slot_longer_than_this_clients_buf_size(tmp_path):
+    """A session directory written with a larger buf_size than the client
+    that reads it back: a whole message longer than buf_size cannot be
+    restored, so the state is set aside ("discarded", the reason named);
+    a damaged file of that length is only emptied ("damaged"), the rest
+    restored. Boot reads each slot into a buffer of buf_size + 14 bytes;
+    these are the files that do not fit it."""
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+PATH = %r
+def boot(path, **kw):
+    events = []
+    c = MQTTClient("big", "127.0.0.1", 1, clean_session=False, session_file=path, event_callback=lambda ev, info: events.append((ev, info)), **kw)
+    return c, events
+# 1. a whole 600-byte message: discarded
+c, _ = boot(PATH + "1", buf_size=1024)
+c.publish("t", b"s" * 10, qos=1)
+c.publish("t", b"L" * 600, qos=1)
+c.close()
+c, ev = boot(PATH + "1", buf_size=256)
+assert [e for e, _ in ev] == ["discarded"] and "larger than buf_size" in ev[0][1]["reason"], ev
+assert c.pending() == 0
+c.publish("t", b"after", qos=1)
+c.close()
+c, ev = boot(PATH + "1", buf_size=256)
+assert ev == [] and c.pending() == 1, (ev, c.pending())
+c.close()
+# 2. the same message with a bit flipped: that slot is damaged, the other comes back
+c, _ = boot(PATH + "2", buf_size=1024)
+c.publish("t", b"s" * 10, qos=1)
+c.publish("t", b"L" * 600, qos=1)
+c.close()
+import os
+d = PATH + "2.d/"
+big = [n for n in os.listdir(d) if n.isdigit() and os.stat(d + n)[6] > 600][0]
+with open(d + big, "rb") as f:
+    b = bytearray(f.read())
+b[300] ^= 1
+with open(d + big, "wb") as f:
+    f.write(b)
+c, ev = boot(PATH + "2", buf_size=256)
+assert [e for e, _ in ev] == ["damaged"] and ev[0][1]["dropped_bytes"] == len(b), ev
+assert c.pending() == 1, c.pending()
+print("OK")
+""" % str(tmp_path / "s"))
+    assert "OK" in r.stdout, r.stdout

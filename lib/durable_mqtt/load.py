@@ -6,6 +6,7 @@
 # (client.unload); it allocates freely.
 import os
 import sys
+from array import array
 from micropython import const
 
 from . import crc
@@ -124,48 +125,82 @@ def _read_dir(j):
             if q > j.iseq:
                 j.iseq = q
                 st.in_qos2 = [u16(d, 7 + 2 * k) for k in range(u16(d, 5) // 2)]
-    found = []
+    # Boot with a full outbox is where this client needs the most heap: the
+    # slots are noted in the journal's own arrays (no object per message),
+    # and each packet is read again, into one buffer, as restore() copies
+    # it into the outbox (st.fetch).
+    buf = bytearray(j.e.buf_size + 14)
+    size = array("H", bytes(2 * len(j.pid)))
     for name in names:
         if not name.isdigit():
             if name not in ("h", "i0", "i1"):
                 os.remove(j.dir + "/" + name)     # h.tmp of a cut checkpoint, or a stranger
             continue
         s = int(name)
-        data = _read(j.dir + "/" + name)
-        n = len(data) if data else 0
-        ok = n >= 13 and u16(data, 5) == n - 11 and data[4] in (_R_OUT_PUB, _R_OUT_REL) and crc.check(data, 0, n - 4)
+        n = _read_slot(j.dir + "/" + name, buf)
         if s >= len(j.pid):
-            if ok:
+            if n > 0:
                 raise ValueError("session holds more messages than this client's outbox")
             os.remove(j.dir + "/" + name)
             continue
         j.made = max(j.made, s + 1)
-        if ok:
-            # (seq, 1 for an OUT_REL: it follows its OUT_PUB of the same seq)
-            rel = data[4] == _R_OUT_REL
-            found.append((_seq(data), rel, s, u16(data, 7), None if rel else bytes(data[9:n - 4])))
+        if n > 0:
+            j.pid[s] = u16(buf, 7)
+            j.seq[s] = _seq(buf)
+            j.rel[s] = buf[4] == _R_OUT_REL
+            size[s] = n - 13
         elif n:
             j.put_file(name, b"")        # damaged (LittleFS never leaves a write half done)
-            st.dropped += n
+            st.dropped -= n           # (n < 0: minus its length)
             st.intact_after = True    # reported as `damaged`
-    found.sort()
-    seen = {}
-    for seq, rel, s, pid, pkt in found:
+    for s in range(j.made):
         # An id twice: reused while the old slot waited to be emptied (the
         # higher seq wins), or an OUT_PUB and its OUT_REL (same seq: the
         # OUT_REL wins). The loser is emptied.
-        if pid in seen:
-            j.put_file(str(seen[pid][1]), b"")
-        seen[pid] = (seq, s, pid, pkt)
-    live = sorted(seen.values())
-    for seq, s, pid, pkt in live:
-        j.pid[s] = pid
-        j.seq[s] = seq
-        j.rel[s] = pkt is None
-        j.next = seq + 1
-        st.next_pid = pid             # the newest message's id: the last issued
-    st.out = [[pid, pkt] for _, _, pid, pkt in live]
+        for t in range(s + 1, j.made):
+            if j.pid[s] and j.pid[t] == j.pid[s]:
+                lose = s if (j.seq[s], j.rel[s]) < (j.seq[t], j.rel[t]) else t
+                j.pid[lose] = j.seq[lose] = j.rel[lose] = 0
+                j.put_file(str(lose), b"")
+    live = [s for s in range(j.made) if j.pid[s]]
+    live.sort(key=lambda s: j.seq[s])
+    for s in live:
+        j.next = j.seq[s] + 1
+        st.next_pid = j.pid[s]        # the newest message's id: the last issued
+    st.out = [(j.pid[s], None if j.rel[s] else size[s]) for s in live]
+
+    def fetch(k):
+        # The k-th message's PUBLISH, read again from its slot (a view of buf).
+        n = _read_slot(j.dir + "/" + str(live[k]), buf)
+        if n != size[live[k]] + 13:
+            raise OSError(5, "session slot %d changed while it was restored" % live[k])
+        return memoryview(buf)[9:n - 4]
+    st.fetch = fetch
     return st
+
+
+def _read_slot(path, buf):
+    # A slot file into buf: its length when it holds a whole OUT_PUB or
+    # OUT_REL record (docs/session-format.md#session-directory), -length
+    # when it holds anything else, 0 when empty or absent. Raises
+    # ValueError for a whole record longer than buf (a packet larger than
+    # buf_size).
+    try:
+        with open(path, "rb") as f:
+            n = f.readinto(buf)
+    except OSError:
+        return 0
+    if n == len(buf):
+        data = _read(path)            # longer than any packet this client takes
+        n = len(data)
+        if _whole(data, n):
+            raise ValueError("stored packet larger than buf_size")
+        return -n
+    return n if _whole(buf, n) else -n
+
+
+def _whole(d, n):
+    return n >= 13 and u16(d, 5) == n - 11 and d[4] in (_R_OUT_PUB, _R_OUT_REL) and crc.check(d, 0, n - 4)
 
 
 def _seq(b):

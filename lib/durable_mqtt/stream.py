@@ -33,9 +33,10 @@ def restore(e, st, now_min):
         raise ValueError("session belongs to client id %r" % st.client_id)
     need = 0
     for _, pkt in st.out:
-        if pkt and len(pkt) > e.buf_size:
+        n = pkt if type(pkt) is int else len(pkt) if pkt else 0
+        if n > e.buf_size:
             raise ValueError("stored packet larger than buf_size")
-        need += len(pkt) if pkt else 0
+        need += n
     if len(st.out) > e.qos12 or need > len(e.arena):
         raise ValueError("stored session larger than this client's outbox")
     # Saved at DISCONNECT (where the broker's expiry clock starts) longer ago
@@ -45,8 +46,9 @@ def restore(e, st, now_min):
     e.expired = bool(st.offline and st.saved_min and now_min and st.expiry != 0xFFFFFFFF
                      and now_min - st.saved_min > (st.expiry + 59) // 60)
     e.clear()
-    for pid, pkt in st.out:
-        e.stored(pid, pkt)
+    for k in range(len(st.out)):
+        pid, pkt = st.out[k]
+        e.stored(pid, st.fetch(k) if type(pkt) is int else pkt)
     # More incoming QoS 2 ids than this client's table (a smaller
     # receive_max now): the newest are kept, as the table itself would.
     for pid in st.in_qos2[-len(e.rx2):]:
@@ -73,7 +75,9 @@ class State:
         self.next_pid = 0
         self.client_id = b""
         self.subs = []           # [(filter, options, sub_id)]
-        self.out = []            # [[pid, packet or None (a PUBREL owed)]] in send order
+        self.out = []            # [[pid, packet or None (a PUBREL owed)]] in send order; the
+                                 # session directory gives the packet's length, and
+        self.fetch = None        # fetch(k) reads out[k]'s packet when restore() copies it
         self.in_qos2 = []
         self.records = 0
         self.torn = False        # the stream ended at a bad record
