@@ -126,6 +126,9 @@ def readme_table(fig):
         a("| 32-bit: smallest heap, `buf_size=256, max_inflight=4, receive_max=4`, session file: .mpy / .py source "
           "| %s / %s B | %s / %s B |" % (num(sm["heap_mpy"]), num(sm["heap_py"]), num(u32 and u32["heap_mpy"]),
                                           num(u32 and u32["heap_py"])))
+        if sm.get("heap_reboot_mpy"):
+            a("| 32-bit: the same, booting with the outbox full (%s messages restored, then sent): .mpy / .py source "
+              "| %s / %s B | |" % (sm["reboot_messages"], num(sm["heap_reboot_mpy"]), num(sm.get("heap_reboot_py"))))
         if sm.get("heap_romfs"):
             a("| 32-bit: the same, the library's .mpy in a ROMFS image (firmware with a romfs partition: "
               "bytecode read in place from flash) | %s B | |" % num(sm["heap_romfs"]))
@@ -239,11 +242,15 @@ def readme_limit_ram(fig):
     return ("On a 32-bit port the import takes %s B (umqtt.simple: %s B); a client with a session file loads and "
             "keeps %s B of code in all, and the smallest heap for connect, subscribe, publish and "
             "receive with `buf_size=256, max_inflight=4, receive_max=4` and a session file is %s B from .mpy, "
-            "%s B from .py source (compiled on the board, as `mip install github:` leaves it). Freeze the library "
+            "%s B from .py source (compiled on the board, as `mip install github:` leaves it)%s. Freeze the library "
             "on small boards, or put its .mpy in a ROMFS image (INSTALL.md): then its bytecode stays in flash%s. "
             "Machine code: %s B of .mpy (x86)."
             % (num(sm["import"]), num(u32 and u32["import"]), num(sm["code"]), num(sm["heap_mpy"]),
-               num(sm["heap_py"]), " and the same run needs %s B" % num(sm["heap_romfs"]) if sm.get("heap_romfs") else "",
+               num(sm["heap_py"]),
+               "; a reboot that restores a full outbox (%s messages) and sends it needs %s / %s B"
+               % (sm["reboot_messages"], num(sm["heap_reboot_mpy"]), num(sm.get("heap_reboot_py")))
+               if sm.get("heap_reboot_mpy") else "",
+               " and the same run needs %s B" % num(sm["heap_romfs"]) if sm.get("heap_romfs") else "",
                num(sum(b["march"].values()))))
 
 
@@ -418,18 +425,26 @@ def board_budget(board):
             arch, ", ".join("`%s`" % x[:-3] for x in mods) or "none", num(nat),
             "copied into executable RAM from the ESP-IDF heap (`MALLOC_CAP_EXEC`)" if board == "esp32"
             else "loaded into the GC heap"))
-        rows.append("| smallest heap the whole run fits in, library as .mpy | %s | %s |" % (num(m and m["heap"]), meas))
-        rows.append("| smallest heap, library as .py source (`mpremote mip install github:...`) | %s | %s |"
-                    % (num(p and p["heap"]), meas))
+        nr = ((fig.get("boards") or {}).get("reboot_messages") or {}).get(board)
+        rows.append("| smallest heap the whole run fits in, library as .mpy; after a reboot with the outbox full "
+                    "(%s messages restored, then sent) | %s; %s | %s |"
+                    % (nr or "n/a", num(m and m["heap"]), num(m and m.get("heap_reboot")), meas))
+        rows.append("| smallest heap, library as .py source (`mpremote mip install github:...`); after that "
+                    "reboot | %s; %s | %s |" % (num(p and p["heap"]), num(p and p.get("heap_reboot")), meas))
         left = []
         for v, d in ((".mpy", m), (".py", p)):
             if d and d["heap"]:
-                x = gc_heap - tls - d["heap"]
+                x = gc_heap - tls - _worst(d)
                 left.append("%s: %s" % (v, num(x) if x > 0 else "**does not fit** (%s short)" % num(-x)))
-        rows.append("| **left for the application** (GC heap%s less the smallest heap) | %s | computed |"
+        rows.append("| **left for the application** (GC heap%s less the larger smallest heap) | %s | computed |"
                     % ("" if not tls else " less TLS", "; ".join(left) or "n/a"))
         return "\n".join(rows)
     return f
+
+
+def _worst(d):
+    # The larger smallest heap: a first boot, or a reboot restoring a full outbox.
+    return max(d["heap"], d.get("heap_reboot") or 0)
 
 
 def board_budget_text(board):
@@ -438,13 +453,13 @@ def board_budget_text(board):
         if not (m and p and m["heap"] and p["heap"]):
             return "Budget: not measured in this run."
         if board == "esp32":
-            lm, lp = GC_ESP32 - m["heap"], GC_ESP32 - p["heap"]
+            lm, lp = GC_ESP32 - _worst(m), GC_ESP32 - _worst(p)
             return ("So on an ESP32 without PSRAM the library from `.mpy` leaves %s of the grown GC heap to the "
                     "application, from `.py` source %s: %s TLS takes no GC heap on this chip."
                     % (kb(lm) if lm > 0 else "nothing", kb(lp) if lp > 0 else "nothing (it does not fit)",
                        "install `.mpy` (`make mpy`) or freeze the library when the application needs more;"
                        if lp < lm else ""))
-        lm, lp = GC_PICOW - TLS_RP2 - m["heap"], GC_PICOW - TLS_RP2 - p["heap"]
+        lm, lp = GC_PICOW - TLS_RP2 - _worst(m), GC_PICOW - TLS_RP2 - _worst(p)
         return ("So on a Pico W with one TLS connection (in the same heap) the library from `.mpy` leaves %s to "
                 "the application, from `.py` source %s. Import the library before opening the TLS connection, so "
                 "that compiling `.py` files and the TLS buffers do not need the heap at the same moment."

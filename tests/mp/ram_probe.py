@@ -1,7 +1,11 @@
 # RAM taken by durable_mqtt on the unix port, step by step (MicroPython).
 #
-#   micropython [-X heapsize=..] ram_probe.py PORT CLIENT_ID SESSION_PATH
+#   micropython [-X heapsize=..] ram_probe.py PORT CLIENT_ID SESSION_PATH [fill|restored N]
 #
+# "fill N": only publishes N QoS 1/2 messages offline into the session and
+# closes (the outbox a device leaves when it loses Wi-Fi, then power);
+# "restored N": the run, after checking that the boot restored those N (the
+# run then sends them too).
 # with MICROPYPATH holding the library (.py or .mpy) and a board folder
 # (boards/esp32 or boards/rp2040), whose profile.PROFILE gives the client's
 # keyword arguments. Prints one JSON line: gc.mem_alloc() after each step,
@@ -32,9 +36,18 @@ from durable_mqtt import filestore  # noqa: E402,F401
 mark("import_store")
 
 port, cid, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+mode, n = (sys.argv[4], int(sys.argv[5])) if len(sys.argv) > 5 else ("", 0)
 got = []
 c = MQTTClient(cid, "127.0.0.1", port, keepalive=30, clean_session=False,
                session_file=path, **profile.PROFILE)
+if mode == "fill":
+    for i in range(n):
+        c.publish("ram/" + cid, b"f" * 64, qos=1 + i % 2)
+    c.close()
+    print('{"ok": 1, "filled": %d}' % c.pending())
+    sys.exit()
+if c.pending() != n:
+    raise AssertionError("restored %d of %d" % (c.pending(), n))
 c.set_callback(lambda t, m, r, q: got.append(q))
 mark("client")
 c.connect()

@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import runpy
 import shutil
 import statistics
 import subprocess
@@ -359,13 +360,20 @@ class Bench:
                     self.errors.append("%s: fails even with a 4 MB heap" % what)
                     return None
 
-    def min_heap(self, rt, client, extra=None, fresh_session=False, variant="mpy"):
+    def min_heap(self, rt, client, extra=None, fresh_session=False, variant="mpy", restore=0):
         """Smallest -X heapsize at which the minheap workload completes.
-        With fresh_session every attempt gets a new, empty session path."""
+        With fresh_session every attempt gets a new, empty session path;
+        with restore, a first run (no heap limit) leaves that many messages
+        in it, which the measured run's boot restores and sends."""
         def ok(h):
             e = dict(extra or {})
             if fresh_session:
                 e["session"] = self.session("h")
+            if restore:
+                e["cid"] = "bench-reboot-%d" % self.seq      # the session's client id, both runs
+                if self.run(rt, client, "minheap", dict(e, fill=restore), variant=variant) is None:
+                    return False
+                e["restored"] = restore
             return self.run(rt, client, "minheap", e, heapsize=h, timeout=20, variant=variant) is not None
         got = self.bisect(ok, "%s/%s %s minheap %s" % (client, rt.name, variant, json.dumps(extra or {})))
         if got is None:      # once more without a limit: keeps the error
@@ -375,14 +383,27 @@ class Bench:
             self.run(rt, client, "minheap", e, variant=variant)
         return got
 
-    def probe(self, rt, board, variant, heapsize=None):
-        """tests/mp/ram_probe.py with the board's profile (library as .mpy or .py)."""
+    def probe(self, rt, board, variant, heapsize=None, reboot=0):
+        """tests/mp/ram_probe.py with the board's profile (library as .mpy or
+        .py); with reboot, a first run (no heap limit) leaves that many
+        messages in the session, which the measured run's boot restores."""
         sess = self.session("p")
+        cid = "probe-%d-%d" % (os.getpid(), self.seq)
         cmd = [rt.binary] + (["-X", "heapsize=%d" % heapsize] if heapsize else [])
-        cmd += ["-m", "ram_probe", str(self.broker.port), "probe-%d-%d" % (os.getpid(), self.seq), str(sess)]
+        cmd += ["-m", "ram_probe", str(self.broker.port), cid, str(sess)]
+        if reboot:
+            if self.probe_fill(rt, board, variant, cmd[-3:], reboot) is None:
+                return None
+            cmd += ["restored", str(reboot)]
         lib = str(rt.mpy["durable_mqtt"] if variant == "mpy" else LIB)
         return self._proc(cmd, [lib, str(rt.boards[board]), str(rt.helpers)], 30, heapsize,
                           "ram_probe %s/%s %s" % (board, rt.name, variant))
+
+    def probe_fill(self, rt, board, variant, args, n):
+        lib = str(rt.mpy["durable_mqtt"] if variant == "mpy" else LIB)
+        return self._proc([rt.binary, "-m", "ram_probe"] + args + ["fill", str(n)],
+                          [lib, str(rt.boards[board]), str(rt.helpers)], 30, None,
+                          "ram_probe fill %s/%s %s" % (board, rt.name, variant))
 
     def micropython(self, rt, code, path):
         env = dict(os.environ)
@@ -557,6 +578,14 @@ def part_b32(b, o, fig):
             runs = [romfs_heap(b, rt, cfg) for _ in range(o.reps)]
             d["heap_romfs"] = imedian(runs)
             d["runs_romfs"] = runs
+            # A reboot with the outbox full (every QoS 1/2 place taken: the
+            # window and the outbox), all of it restored, then sent.
+            n = d["reboot_messages"] = cfg.get("max_inflight", 16) + cfg.get("outbox_size", 32)
+            for variant in ("mpy", "py"):
+                runs = [b.min_heap(rt, "durable_mqtt", {"cfg": cfg}, fresh_session=True, variant=variant, restore=n)
+                        for _ in range(o.reps)]
+                d["heap_reboot_" + variant] = imedian(runs)
+                d["runs_reboot_" + variant] = runs
         out["durable"][label] = d
         log("bench: 32-bit durable_mqtt %s: %s" % (label, d))
     out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -587,6 +616,13 @@ def romfs_heap(b, rt, cfg):
                     "durable_mqtt/32 romfs minheap")
 
 
+def profile_places(board):
+    """QoS 1/2 places of a client made with the board's PROFILE: the window
+    and the outbox (configure.py's defaults where the profile is silent)."""
+    p = runpy.run_path(str(BOARDS_DIR / board / "profile.py"))["PROFILE"]
+    return p.get("max_inflight", 16) + p.get("outbox_size", 32)
+
+
 def part_boards(b, o, fig):
     """The boards' RAM probe (PROFILE, a session path) on the 32-bit port,
     and the ring capacities."""
@@ -605,6 +641,15 @@ def part_boards(b, o, fig):
                 runs.append(b.bisect(lambda h: b.probe(rt, board, variant, h) is not None,
                                      "ram_probe %s %s" % (board, variant)))
             d[variant] = {"steps": steps, "heap": imedian(runs), "runs": runs}
+            # The same run after a reboot with the outbox full (every QoS 1/2
+            # place: the window and the outbox), all of it restored, then sent.
+            n = out.setdefault("reboot_messages", {})[board] = profile_places(board)
+            runs = []
+            for _ in range(o.reps):
+                runs.append(b.bisect(lambda h: b.probe(rt, board, variant, h, reboot=n) is not None,
+                                     "ram_probe %s %s reboot" % (board, variant)))
+            d[variant]["heap_reboot"] = imedian(runs)
+            d[variant]["runs_reboot"] = runs
             log("bench: board %s %s (%s-bit): %s" % (board, variant, rt.name, d[variant]))
         out[board] = d
     # ring capacity and outbox bytes per profile (what the client computes)
