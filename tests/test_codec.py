@@ -208,6 +208,13 @@ def block(*props):
     return bytes((len(b),)) + b
 def s16(x):
     return bytes((len(x) >> 8, len(x) & 255)) + x
+def props_ok(where, *items):
+    # A property block of (identifier, value bytes) that props.check() takes whole.
+    b = block(*items)
+    assert props.check(b, 0, len(b), where, codec.Box()) == len(b), items
+def props_refused(where, *items):
+    b = block(*items)
+    return refused(props.check, b, 0, len(b), where, codec.Box())
 offline = MQTTClient("a", "h")
 """
 
@@ -277,14 +284,10 @@ def test_MQTT_1_5_4_1_ill_formed_string_in_a_property_is_malformed():
     # 5.0 MQTT-1.5.4-1 (UTF-8 strings in properties): a Content Type or a
     # Reason String that is not well-formed UTF-8 is a malformed packet.
     check(REFUSED + r"""
-box = codec.Box()
 for bad in (b"\xc0\xaf", b"a\x00"):
-    b = block((0x03, s16(bad)))
-    refused(props.check, b, 0, len(b), props.PUBLISH, box)
-    b = block((0x1F, s16(bad)))
-    refused(props.check, b, 0, len(b), props.ACK, box)
-b = block((0x03, s16(b"text/plain")))
-assert props.check(b, 0, len(b), props.PUBLISH, box) == len(b)
+    props_refused(props.PUBLISH, (0x03, s16(bad)))
+    props_refused(props.ACK, (0x1F, s16(bad)))
+props_ok(props.PUBLISH, (0x03, s16(b"text/plain")))
 print("ok")
 """)
 
@@ -332,12 +335,9 @@ print("ok")
 def test_MQTT_3_3_2_14_response_topic_is_a_topic_name():
     # 5.0 MQTT-3.3.2-14: a Response Topic is a Topic Name: no wildcards.
     check(REFUSED + r"""
-box = codec.Box()
 for bad in (b"a/+", b"#"):
-    b = block((0x08, s16(bad)))
-    refused(props.check, b, 0, len(b), props.PUBLISH, box)
-b = block((0x08, s16(b"reply/to/me")))
-assert props.check(b, 0, len(b), props.PUBLISH, box) == len(b)
+    props_refused(props.PUBLISH, (0x08, s16(bad)))
+props_ok(props.PUBLISH, (0x08, s16(b"reply/to/me")))
 print("ok")
 """)
 
@@ -346,12 +346,11 @@ def test_MQTT_3_14_2_2_session_expiry_in_a_broker_disconnect_is_malformed():
     # 5.0 MQTT-3.14.2-2: the Server must not send a Session Expiry Interval
     # in DISCONNECT: one that does sent a malformed packet. CONNACK may.
     check(REFUSED + r"""
-box = codec.Box()
-b = block((0x11, b"\x00\x00\x00\x3c"))
-refused(props.check, b, 0, len(b), props.DISCONNECT, box)
+expiry = (0x11, b"\x00\x00\x00\x3c")
+props_refused(props.DISCONNECT, expiry)
+b = block(expiry)
 assert props.decode(b, 0, len(b), props.CONNACK) == {"session_expiry": 60}
-b = block((0x1F, s16(b"bye")))
-assert props.check(b, 0, len(b), props.DISCONNECT, box) == len(b)
+props_ok(props.DISCONNECT, (0x1F, s16(b"bye")))
 print("ok")
 """)
 
