@@ -463,3 +463,44 @@ assert c.pending() == 1, c.pending()
 print("OK")
 """ % str(tmp_path / "s"))
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_qos12_message_larger_than_a_session_record_is_refused(tmp_path):
+    """buf_size may be set far above 64 KB (a board with PSRAM), but a
+    session record's length is a u16: a QoS 1/2 PUBLISH of more than 65,533
+    bytes cannot be stored. With a session file (directory or log) publish()
+    refuses it (PacketTooLarge, not accepted) instead of writing a record
+    that the next boot would find damaged; one just under the limit is
+    restored whole. save_session() refuses to write such a message."""
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient, PacketTooLarge
+from durable_mqtt.filelog import FileLog
+PATH = %r
+msg = bytes(range(256)) * 255                   # 65,280 B: the PUBLISH is 65,288
+big = msg + bytes(1000)
+for where in (lambda: PATH, lambda: FileLog(PATH + ".log")):
+    c = MQTTClient("huge", "127.0.0.1", 1, clean_session=False, session_file=where(), buf_size=70000)
+    try:
+        c.publish("t", big, qos=1)
+        raise AssertionError("accepted")
+    except PacketTooLarge as x:
+        assert "65,533" in x.args[1], x
+    assert c.pending() == 0
+    pid = c.publish("t", msg, qos=2)
+    assert c.publish("t", big, qos=0) is None   # QoS 0 is never stored: queued offline
+    c.close()
+    c = MQTTClient("huge", "127.0.0.1", 1, clean_session=False, session_file=where(), buf_size=70000,
+                   event_callback=lambda ev, info: print("EVENT", ev, info))
+    assert c.pending() == 1 and c.holds(pid), c.pending()
+    assert msg in c.save_session()
+    c.close()
+c = MQTTClient("nosess", "127.0.0.1", 1, buf_size=70000)
+c.publish("t", big, qos=1)                      # no session file: held in RAM only
+try:
+    c.save_session()
+    raise AssertionError("saved")
+except ValueError as x:
+    assert "larger than a session record" in str(x), x
+print("OK")
+""" % str(tmp_path / "s"))
+    assert "OK" in r.stdout and "EVENT" not in r.stdout, r.stdout

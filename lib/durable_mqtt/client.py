@@ -304,7 +304,7 @@ class MQTTClient:
             k.publish0(t, msg, retain, rl, pr, n)
             return None
         if qos and self.persist and not self.journal.fits(n + 9):
-            raise StoreFull(_ERR_FULL, "flash store full")
+            _unstorable(n)
         pid = e.accept(t, msg, qos, retain, pr, ticks_ms(), pc[2])
         if pid < 0:
             self.counts[_DROPPED_QOS0] += 1
@@ -349,6 +349,14 @@ class MQTTClient:
                 raise ValueError("no topic alias in publish() props")
             self.pc = (props, pr, box.expiry)
         return self.pc
+
+
+def _unstorable(n):
+    # publish(): the store cannot take this QoS 1/2 message of n bytes: raises.
+    if n > 65533:                # records.MAX_PACKET: a record's u16 length
+        raise PacketTooLarge(_ERR_TOO_LARGE, "a QoS 1/2 PUBLISH of %d bytes is larger than the session on "
+                             "flash holds (65,533)" % n)
+    raise StoreFull(_ERR_FULL, "flash store full")
 
 
 def _refuse(e, qos, retain):

@@ -130,7 +130,7 @@ def _read_dir(j):
     # and each packet is read again, into one buffer, as restore() copies
     # it into the outbox (st.fetch).
     buf = bytearray(j.e.buf_size + 14)
-    size = array("H", bytes(2 * len(j.pid)))
+    size = array("i", bytes(4 * len(j.pid)))
     for name in names:
         if not name.isdigit():
             if name not in ("h", "i0", "i1"):

@@ -9,6 +9,7 @@ from . import crc
 from .codec import put_u16
 
 MAGIC = b"DMQS"
+MAX_PACKET = const(65533)  # the largest PUBLISH a record holds (its u16 length: pid + packet)
 FORMAT = const(1)          # the format version this code writes
 _R_HEADER = const(0x01)    # proto u8, flags u8, expiry u32, saved_min u32, next_pid u16, id_len u16, id
 _R_SUB = const(0x07)       # sub_id u32, options u8, topic filter
@@ -66,8 +67,12 @@ def head_bytes(e, offline):
 
 
 def fits(e, n, capacity):  # noalloc
-    # Would engine e's state, grown by a record of n bytes, be at most
-    # capacity bytes (what one checkpoint of the store can hold)?
+    # Would engine e's state, grown by a record of n bytes (a PUBLISH and 9),
+    # be at most capacity bytes (what one checkpoint of the store can hold)?
+    # A record's length is a u16: a PUBLISH of more than MAX_PACKET bytes
+    # can never be stored.
+    if n > MAX_PACKET + 9:
+        return False
     n += 30 + len(e.cid) + e.nbytes + 13 * e.count + 9 * e.rx2_n
     for k in range(len(e.subs)):
         n += 16 + len(e.subs[k][0])

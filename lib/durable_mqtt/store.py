@@ -23,7 +23,7 @@ import time
 from . import crc
 from .codec import put_u16
 from .errors import StoreFull
-from .records import MAGIC, FORMAT, header, sub, fits
+from .records import MAGIC, FORMAT, MAX_PACKET, header, sub, fits
 
 # Record types (docs/session-format.md; session.py uses the same numbers).
 R_OUT_PUB = const(0x02)    # pid u16, the PUBLISH packet
@@ -250,6 +250,10 @@ class Bytes:
 
 def state_bytes(e):
     # The whole state of engine e as bytes (save_session()).
+    for k in range(e.count):
+        if e.len[e.index(k)] > MAX_PACKET:
+            raise ValueError("a message of %d bytes is larger than a session record holds (%d)"
+                             % (e.len[e.index(k)], MAX_PACKET))
     j = LogJournal(Bytes(), e)
     write_state(e, j, False)
     return bytes(j.b.out)
