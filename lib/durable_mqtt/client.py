@@ -19,13 +19,12 @@ from time import ticks_ms
 from micropython import const
 
 from .codec import as_bytes, publish_size, varint_size
-from .errors import MQTTException, PacketTooLarge, NotConnected, StoreFull
+from .errors import MQTTException, PacketTooLarge, NotConnected
 
 _NEVER = const(0xFFFFFFFF)
 _TOPICS = const(8)           # str topics kept encoded
 _ERR_TOO_LARGE = const(-3)
 _ERR_NOT_CONNECTED = const(-6)
-_ERR_FULL = const(-7)
 _DROPPED_QOS0 = const(6)     # link.py numbers the counters
 _NO_PROPS = (None, b"", 0)   # publish() props: (object, encoded block, expiry s)
 _COUNTS = ("sent", "acked", "refused", "dropped_expired", "received", "dup_in", "dropped_qos0",
@@ -304,7 +303,8 @@ class MQTTClient:
             k.publish0(t, msg, retain, rl, pr, n)
             return None
         if qos and self.persist and not self.journal.fits(n + 9):
-            _unstorable(n)
+            from .records import refusal
+            raise refusal(n)
         pid = e.accept(t, msg, qos, retain, pr, ticks_ms(), pc[2])
         if pid < 0:
             self.counts[_DROPPED_QOS0] += 1
@@ -349,14 +349,6 @@ class MQTTClient:
                 raise ValueError("no topic alias in publish() props")
             self.pc = (props, pr, box.expiry)
         return self.pc
-
-
-def _unstorable(n):
-    # publish(): the store cannot take this QoS 1/2 message of n bytes: raises.
-    if n > 65533:                # records.MAX_PACKET: a record's u16 length
-        raise PacketTooLarge(_ERR_TOO_LARGE, "a QoS 1/2 PUBLISH of %d bytes is larger than the session on "
-                             "flash holds (65,533)" % n)
-    raise StoreFull(_ERR_FULL, "flash store full")
 
 
 def _refuse(e, qos, retain):

@@ -7,6 +7,7 @@ from micropython import const
 
 from . import crc
 from .codec import put_u16
+from .errors import PacketTooLarge, StoreFull
 
 MAGIC = b"DMQS"
 MAX_PACKET = const(65533)  # the largest PUBLISH a record holds (its u16 length: pid + packet)
@@ -77,6 +78,14 @@ def fits(e, n, capacity):  # noalloc
     for k in range(len(e.subs)):
         n += 16 + len(e.subs[k][0])
     return n <= capacity
+
+
+def refusal(n):
+    # Why a store cannot take a QoS 1/2 PUBLISH of n bytes (publish() raises it).
+    if n > MAX_PACKET:
+        return PacketTooLarge(-3, "a QoS 1/2 PUBLISH of %d bytes is larger than the session on flash holds "
+                              "(%d)" % (n, MAX_PACKET))
+    return StoreFull(-7, "flash store full")
 
 
 def wall_minutes():
