@@ -85,7 +85,7 @@ def refusal(n):
     if n > MAX_PACKET:
         return PacketTooLarge(-3, "a QoS 1/2 PUBLISH of %d bytes is larger than the session on flash holds "
                               "(%d)" % (n, MAX_PACKET))
-    return StoreFull(-7, "flash store full")
+    return StoreFull(-7, "flash store full")     # (-3, -7: errors.ERR_TOO_LARGE, ERR_FULL)
 
 
 def wall_minutes():

@@ -387,23 +387,16 @@ class Bench:
         """tests/mp/ram_probe.py with the board's profile (library as .mpy or
         .py); with reboot, a first run (no heap limit) leaves that many
         messages in the session, which the measured run's boot restores."""
-        sess = self.session("p")
-        cid = "probe-%d-%d" % (os.getpid(), self.seq)
-        cmd = [rt.binary] + (["-X", "heapsize=%d" % heapsize] if heapsize else [])
-        cmd += ["-m", "ram_probe", str(self.broker.port), cid, str(sess)]
+        path = [str(rt.mpy["durable_mqtt"] if variant == "mpy" else LIB), str(rt.boards[board]), str(rt.helpers)]
+        args = ["-m", "ram_probe", str(self.broker.port), "probe-%d-%d" % (os.getpid(), self.seq),
+                str(self.session("p"))]
+        what = "ram_probe %s/%s %s" % (board, rt.name, variant)
         if reboot:
-            if self.probe_fill(rt, board, variant, cmd[-3:], reboot) is None:
+            if self._proc([rt.binary] + args + ["fill", str(reboot)], path, 30, None, what + " fill") is None:
                 return None
-            cmd += ["restored", str(reboot)]
-        lib = str(rt.mpy["durable_mqtt"] if variant == "mpy" else LIB)
-        return self._proc(cmd, [lib, str(rt.boards[board]), str(rt.helpers)], 30, heapsize,
-                          "ram_probe %s/%s %s" % (board, rt.name, variant))
-
-    def probe_fill(self, rt, board, variant, args, n):
-        lib = str(rt.mpy["durable_mqtt"] if variant == "mpy" else LIB)
-        return self._proc([rt.binary, "-m", "ram_probe"] + args + ["fill", str(n)],
-                          [lib, str(rt.boards[board]), str(rt.helpers)], 30, None,
-                          "ram_probe fill %s/%s %s" % (board, rt.name, variant))
+            args += ["restored", str(reboot)]
+        cmd = [rt.binary] + (["-X", "heapsize=%d" % heapsize] if heapsize else []) + args
+        return self._proc(cmd, path, 30, heapsize, what)
 
     def micropython(self, rt, code, path):
         env = dict(os.environ)
