@@ -135,16 +135,16 @@ def test_subscribe_unsubscribe_disconnect():
     # 3.8: SUBSCRIBE 82, pid, [props], filter, options. 3.10: UNSUBSCRIBE a2.
     # 3.14 DISCONNECT e0 00; v5 with reason 0 and Session Expiry (0x11).
     check("""
-n = request.subscribe_packet(B, 1, b"a/#", 1, None)
+n = request.subscribe_packet(B, 1, b"a/#", 1, None, len(B))
 eq("subscribe v4", hx(n), "82 08 0001 0003 612f23 01")
-n = request.subscribe_packet(B, 1, b"a", 0x05, b"")
+n = request.subscribe_packet(B, 1, b"a", 0x05, b"", len(B))
 eq("subscribe v5 no-local", hx(n), "82 07 0001 00 0001 61 05")
 p = props.encode({"subscription_id": 300})
-n = request.subscribe_packet(B, 2, b"a", 2, p)
+n = request.subscribe_packet(B, 2, b"a", 2, p, len(B))
 eq("subscribe v5 sub id", hx(n), "82 0a 0002 03 0bac02 0001 61 02")
-n = request.subscribe_packet(B, 2, b"a/#", -1, None)
+n = request.subscribe_packet(B, 2, b"a/#", -1, None, len(B))
 eq("unsubscribe v4", hx(n), "a2 07 0002 0003 612f23")
-n = request.subscribe_packet(B, 2, b"a", -1, b"")
+n = request.subscribe_packet(B, 2, b"a", -1, b"", len(B))
 eq("unsubscribe v5", hx(n), "a2 06 0002 00 0001 61")
 # DISCONNECT as link.disconnect() writes it, through a stand-in transport.
 from durable_mqtt import MQTTClient
@@ -264,6 +264,15 @@ for t in bad:
     refused(name, t)
     refused(incoming, t)
     refused(codec.check_utf8, t, 0, len(t), False)     # any UTF-8 string, not only names
+    for arg in (t, bytearray(t), memoryview(t)):         # going out
+        x = refused(offline.publish, arg, b"m", False, 1)
+        assert isinstance(x, ValueError) and "MQTT-1.5.3-1" in str(x), x
+    assert isinstance(refused(request.check_filter, t), ValueError)
+x = refused(offline.publish, "\ud800", b"m", False, 1)    # a surrogate in a str
+assert isinstance(x, ValueError), x
+assert offline.pending() == 0
+for t in ok:
+    assert offline.publish(t, b"m", False, 1) and offline.publish(t.encode(), b"m", False, 1)
 print("ok", len(ok), len(bad))
 """)
 
@@ -276,6 +285,40 @@ for t in (b"a\x00b", b"\x00"):
     refused(name, t)
     refused(incoming, t)
     refused(codec.check_utf8, t, 0, len(t), False)
+    # going out: publish() whatever the topic's type, the will, a filter
+    # (a broker closes the connection over it, and a stored message with
+    # such a topic would be refused at every connect)
+    for arg in (t.decode(), t, bytearray(t), memoryview(t)):
+        x = refused(offline.publish, arg, b"m", False, 1)
+        assert isinstance(x, ValueError) and "MQTT-1.5.3-2" in str(x), x
+        assert isinstance(refused(offline.set_last_will, arg, b"m"), ValueError)
+        assert isinstance(refused(request.check_filter, t), ValueError)
+assert offline.pending() == 0
+print("ok")
+""")
+
+
+def test_MQTT_3_1_3_11_will_topic_is_a_topic_name():
+    # MQTT-3.1.3-11: the Will Topic is a UTF-8 string; as the broker
+    # publishes it, a Topic Name: no wildcards, not empty.
+    check(REFUSED + r"""
+for t in ("a/+", "#", b"a\xff", "a\x00"):
+    assert isinstance(refused(offline.set_last_will, t, b"gone"), ValueError), t
+offline.set_last_will("dev/1/status", b"gone")
+print("ok")
+""")
+
+
+def test_MQTT_4_7_1_2_and_4_7_1_3_wildcards_fill_whole_levels_in_a_filter():
+    # MQTT-4.7.1-2: "#" alone or after "/", and last; MQTT-4.7.1-3: "+"
+    # fills a whole level. subscribe() and unsubscribe() refuse other
+    # filters with ValueError before anything is sent.
+    check(REFUSED + r"""
+for f in (b"#", b"a/#", b"+", b"+/b", b"a/+", b"a/+/c", b"+/+/#", b"/#", b"$share/g/a/+", b"a/b"):
+    request.check_filter(f)
+for f in (b"a#", b"a/#/b", b"#/", b"a+", b"+a", b"a/b+", b"a/++", b"", b"##"):
+    x = refused(request.check_filter, f)
+    assert isinstance(x, ValueError), (f, x)
 print("ok")
 """)
 
@@ -324,9 +367,9 @@ def test_MQTT_3_8_1_1_subscribe_and_unsubscribe_flags_are_0010():
     # header flags 0,0,1,0 (first bytes 0x82 and 0xA2), both versions.
     check(r"""
 for pr in (None, b""):
-    request.subscribe_packet(B, 1, b"a", 1, pr)
+    request.subscribe_packet(B, 1, b"a", 1, pr, len(B))
     assert B[0] == 0x82, B[0]
-    request.subscribe_packet(B, 1, b"a", -1, pr)
+    request.subscribe_packet(B, 1, b"a", -1, pr, len(B))
     assert B[0] == 0xA2, B[0]
 print("ok")
 """)

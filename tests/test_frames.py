@@ -27,6 +27,7 @@ HEAP_FRAMES = {
     "Link.deliver": "the callback's arguments",
     "codec.utf8": "a multi-byte UTF-8 sequence (ASCII topics never call it)",
     "codec.parse_publish": "five arguments and the topic check",
+    "codec.topic_name": "a try block; publish() checks a str or bytes topic once, a bytearray or memoryview one each time",
     "props.check": "MQTT 5 only: the property walk",
     "props._value": "MQTT 5 only: one property value",
     "Transport.read_into": "a try block around readinto (EAGAIN is not an error)",

@@ -18,7 +18,7 @@ import time
 from time import ticks_ms
 from micropython import const
 
-from .codec import as_bytes, publish_size, varint_size
+from .codec import as_bytes, publish_size, topic_name, varint_size
 from .errors import MQTTException, PacketTooLarge, NotConnected
 
 _NEVER = const(0xFFFFFFFF)
@@ -106,7 +106,9 @@ class MQTTClient:
     def set_last_will(self, topic, msg, retain=False, qos=0, props=None):
         if not topic or qos not in (0, 1, 2):
             raise ValueError("a will needs a topic and QoS 0..2")
-        self.will = (as_bytes(topic), as_bytes(msg), retain, qos, self.props.encode(props) if props and self.v5 else b"")
+        t = as_bytes(topic)
+        topic_name(t)                    # the Will Topic is a Topic Name (MQTT-3.1.3-11)
+        self.will = (t, as_bytes(msg), retain, qos, self.props.encode(props) if props and self.v5 else b"")
 
     def pending(self):
         return self.engine.held
@@ -281,11 +283,10 @@ class MQTTClient:
         e = self.engine
         if qos not in (0, 1, 2) or qos > e.max_qos or retain and not e.retain:
             _refuse(e, qos, retain)
-        t = self.topics.get(topic) if isinstance(topic, str) else topic
+        mt = type(topic)
+        t = self.topics.get(topic) if mt is str or mt is bytes else None
         if t is None:
             t = self._topic(topic)
-        elif t is topic:
-            _check_topic(t)
         if isinstance(msg, str) or msg is None:
             msg = msg.encode() if msg else b""
         else:
@@ -325,14 +326,21 @@ class MQTTClient:
             e.unaccept()
             raise
 
-    def _topic(self, topic):
-        if not isinstance(topic, str):
+    def _topic(self, topic):  # noalloc for a bytearray or memoryview topic
+        # publish()'s topic as bytes, checked. A str or bytes topic is
+        # remembered: checked (and encoded) once, not at every publish().
+        mt = type(topic)
+        if mt is str:
+            t = topic.encode()
+        elif mt is bytes or mt is bytearray or mt is memoryview:
+            t = topic
+        else:
             raise TypeError("topic must be str or bytes-like")
-        t = topic.encode()
-        _check_topic(t)
-        if len(self.topics) >= _TOPICS:
-            self.topics.clear()
-        self.topics[topic] = t
+        topic_name(t)
+        if mt is str or mt is bytes:
+            if len(self.topics) >= _TOPICS:
+                self.topics.clear()
+            self.topics[topic] = t
         return t
 
     def _props(self, props):  # noalloc for the same props object
@@ -357,17 +365,3 @@ def _refuse(e, qos, retain):
         raise ValueError("qos must be 0, 1 or 2")
     raise MQTTException(0x9A if qos <= e.max_qos else 0x9B, "broker takes QoS %d at most, retain %s "
                         "(MQTT-3.2.2-11, -14)" % (e.max_qos, bool(e.retain)))
-
-
-def _check_topic(t):  # noalloc
-    # An outgoing topic: at least one character, no wildcards (MQTT-3.3.2-2).
-    if not len(t):
-        raise ValueError("empty topic")
-    mt = type(t)
-    if mt is bytes or mt is bytearray:      # searched in C ("in" on a memoryview is always False)
-        if b"+" in t or b"#" in t:
-            raise ValueError("no wildcards in a PUBLISH topic (MQTT-3.3.2-2)")
-        return
-    for i in range(len(t)):
-        if t[i] == 0x2B or t[i] == 0x23:
-            raise ValueError("no wildcards in a PUBLISH topic (MQTT-3.3.2-2)")

@@ -146,10 +146,23 @@ def check_utf8(buf, i, end, topic=False):  # noalloc
         c = buf[i]
         if c >= 0x80:
             i = utf8(buf, i, end)
-        elif not c or topic and (c == 0x2B or c == 0x23):
-            fail("U+0000 or a wildcard in a name (MQTT-1.5.3-2, 3.3.2-2)")
+        elif not c:
+            fail("U+0000 in a string (MQTT-1.5.3-2)")
+        elif topic and (c == 0x2B or c == 0x23):
+            fail("a wildcard in a Topic Name (MQTT-3.3.2-2)")
         else:
             i += 1
+
+
+def topic_name(t):  # noalloc
+    # An outgoing Topic Name (publish(), the will): ValueError unless it is
+    # one, so that the broker never closes the connection over it: a stored
+    # message with a bad topic would be resent, and refused, at every
+    # connect (MQTT-4.7.3-1, 1.5.3-1, 1.5.3-2, 3.3.2-2).
+    try:
+        check_utf8(t, 0, len(t), True)
+    except ProtocolError as x:
+        raise ValueError("topic %r: %s" % (bytes(t), x.args[1]))
 
 
 # ---------------------------------------------------------------- PUBLISH
@@ -171,11 +184,17 @@ def put_publish(buf, off, first, rl, topic, pid, props):  # noalloc
     return off if props is None else put_block(buf, off, props)
 
 
-def parse_publish(body, n, flags, v5, box):  # noalloc
-    # A PUBLISH body of n bytes into box (flags: the first byte's low nibble).
+def publish_qos(flags):  # noalloc
+    # The QoS of a PUBLISH from flags, its first byte's low nibble.
     qos = (flags >> 1) & 3
     if qos == 3 or not qos and flags & 8:
         fail("PUBLISH with QoS 3, or DUP on QoS 0 (MQTT-3.3.1-4, -2)")
+    return qos
+
+
+def parse_publish(body, n, flags, v5, box):  # noalloc
+    # A PUBLISH body of n bytes into box (flags: the first byte's low nibble).
+    qos = publish_qos(flags)
     tl = u16(body, 0) if n > 1 else n
     off = 2 + tl + (2 if qos else 0)
     if off > n:

@@ -6,8 +6,8 @@
 import time
 from micropython import const
 
-from .codec import as_bytes, fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
-from .errors import ConnectRefused, Timeout
+from .codec import as_bytes, check_utf8, fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
+from .errors import ConnectRefused, ProtocolError, Timeout
 
 _SUBSCRIBE = const(0x82)     # SUBSCRIBE, UNSUBSCRIBE carry flags 0b0010 (MQTT-3.8.1-1, 3.10.1-1)
 _SUBACK = const(0x90)
@@ -39,11 +39,12 @@ def requesting(c, f, opts, sid):
     e = c.engine
     k = c.conn
     sub = opts >= 0
-    pid = e.request(_SUBACK if sub else _UNSUBACK)
+    check_filter(f)
     props = None
     if c.v5:
         props = c.props.encode({"subscription_id": sid}) if sid else b""
-    n = subscribe_packet(c.tx, pid, f, opts, props)
+    pid = e.request(_SUBACK if sub else _UNSUBACK)
+    n = subscribe_packet(c.tx, pid, f, opts, props, e.max_out)
     k.result = -1
     try:
         k.send(c.tx, 0, n)
@@ -79,14 +80,35 @@ def requesting(c, f, opts, sid):
     return code
 
 
-def subscribe_packet(buf, pid, f, opts, props):
+def check_filter(f):
+    # A Topic Filter, or ValueError: a broker closes the connection over a
+    # bad one. Well-formed UTF-8 without U+0000 (MQTT-1.5.3-1, -2), at least
+    # one character (MQTT-4.7.3-1), "#" alone or after "/" and last
+    # (MQTT-4.7.1-2), "+" a whole level (MQTT-4.7.1-3).
+    n = len(f)
+    try:
+        check_utf8(f, 0, n, False)
+        if not n:
+            fail("empty (MQTT-4.7.3-1)")
+    except ProtocolError as x:
+        raise ValueError("topic filter %r: %s" % (bytes(f), x.args[1]))
+    for i in range(n):
+        w = f[i]
+        if w == 0x23 and (i < n - 1 or i and f[i - 1] != 0x2F) or \
+                w == 0x2B and (i and f[i - 1] != 0x2F or i < n - 1 and f[i + 1] != 0x2F):
+            raise ValueError("topic filter %r: a wildcard fills a whole level, and # comes last "
+                             "(MQTT-4.7.1-2, -3)" % bytes(f))
+
+
+def subscribe_packet(buf, pid, f, opts, props, limit):
     # SUBSCRIBE to f with the options byte opts, or (opts < 0) UNSUBSCRIBE,
     # at buf[0]; returns its length. props: the encoded properties (MQTT 5)
-    # or None (3.1.1).
+    # or None (3.1.1). limit: the largest packet the broker takes
+    # (MQTT-3.2.2-15) and buf holds.
     sub = opts >= 0
     rl = 4 + len(f) + sub + (varint_size(len(props)) + len(props) if props is not None else 0)
-    if 1 + varint_size(rl) + rl > len(buf):
-        too_large("SUBSCRIBE", 1 + varint_size(rl) + rl, len(buf))
+    if 1 + varint_size(rl) + rl > min(len(buf), limit):
+        too_large("SUBSCRIBE" if sub else "UNSUBSCRIBE", 1 + varint_size(rl) + rl, min(len(buf), limit))
     buf[0] = _SUBSCRIBE if sub else _UNSUBSCRIBE
     n = put_u16(buf, put_varint(buf, 1, rl), pid)
     if props is not None:
