@@ -4,8 +4,10 @@ over the broker's limits are refused rather than sent, QoS 0 never takes a
 QoS 1/2 place, restores that do not fit change nothing, malformed UTF-8 in
 properties is a protocol error, array payloads are sent whole."""
 
+import pytest
+
 from conftest import run_mp
-from fakebroker import FakeBroker, connack, props_block, pkt, u16
+from fakebroker import FakeBroker, connack, props_block, pkt, publish, u16
 
 PRE = r"""
 from durable_mqtt import MQTTClient, MQTTException, QueueFull
@@ -300,3 +302,137 @@ for i in range(2):
         print("call", i, type(x).__name__, x.args[0])
 """)
     assert "call 0 PeerClosed -5" in r.stdout and "call 1 NotConnected -6" in r.stdout, r.stdout
+
+
+def test_MQTT_3_3_1_4_an_oversize_publish_with_qos_3_closes_the_link():
+    # MQTT-3.3.1-4: a PUBLISH with both QoS bits set is malformed, however
+    # large: one too big for buf_size is not drained and acknowledged (as
+    # a well-formed one is) but closes the connection; so does a QoS 1/2
+    # one with packet id 0 (MQTT-2.3.1-1).
+    for first, pid in ((0x36, 7), (0x32, 0)):
+        big = publish(4, b"t", b"x" * 200, 2, pid, first=first)
+        fb = FakeBroker([("send", connack(4)), ("send", big), ("sleep", 0.3)])
+        r = run_mp(PRE % fb.port + r"""
+c = MQTTClient("q3", "127.0.0.1", PORT, buf_size=64, timeout_ms=2000)
+c.connect()
+try:
+    for i in range(20):
+        c.wait_msg(50)
+    raise AssertionError("no error")
+except MQTTException as e:
+    print("ERR", type(e).__name__, e.args[1])
+print("connected", c.is_connected())
+""")
+        fb.join()
+        assert "ERR ProtocolError" in r.stdout and "connected False" in r.stdout, r.stdout
+        assert "MQTT-3.3.1-4" in r.stdout if pid else "MQTT-2.3.1-1" in r.stdout, r.stdout
+        assert fb.conns[0][1:] == [], fb.conns[0]          # no PUBACK / PUBREC
+
+
+def test_MQTT_3_2_2_15_subscribe_over_the_brokers_maximum_packet_size_is_refused():
+    # 5.0 MQTT-3.2.2-15: no packet larger than the broker's Maximum Packet
+    # Size, a SUBSCRIBE or UNSUBSCRIBE included: refused before it is sent,
+    # and the link stays up.
+    mps = bytes((0x27,)) + (30).to_bytes(4, "big")
+    fb = FakeBroker([("send", pkt(0x20, bytes((0, 0)) + props_block(mps))), ("sleep", 0.3)])
+    r = run_mp(PRE % fb.port + r"""
+from durable_mqtt import PacketTooLarge
+c = MQTTClient("mps", "127.0.0.1", PORT, version=5, timeout_ms=2000)
+c.connect()
+for f in (c.subscribe, c.unsubscribe):
+    try:
+        f("a/" + "x" * 60)
+        raise AssertionError("sent")
+    except PacketTooLarge as e:
+        print("refused", e.args[1])
+print("connected", c.is_connected())
+""")
+    fb.join()
+    assert r.stdout.count("refused") == 2 and "limit of 30" in r.stdout and "connected True" in r.stdout, r.stdout
+    assert [f for f, _ in fb.conns[0][1:] if f in (0x82, 0xA2)] == [], fb.conns[0]
+
+
+def test_MQTT_3_2_2_15_queued_qos0_the_brokers_limits_refuse_is_dropped_and_counted():
+    # 5.0 MQTT-3.2.2-15 and -14: QoS 0 messages queued while the link was
+    # down are held to the CONNACK's limits as QoS 1/2 ones are: one over
+    # the Maximum Packet Size and a retained one with Retain Available 0
+    # are dropped (counted in dropped_qos0); one within the limits is sent.
+    lim = bytes((0x27,)) + (64).to_bytes(4, "big") + bytes((0x25, 0))
+    fb = FakeBroker([("send", pkt(0x20, bytes((0, 0)) + props_block(lim))), ("recv",), ("sleep", 0.3)])
+    r = run_mp(PRE % fb.port + r"""
+c = MQTTClient("q0lim", "127.0.0.1", PORT, version=5, timeout_ms=2000)
+c.publish("t", b"x" * 200)
+c.publish("r", b"keep", retain=True)
+c.publish("t", b"fits")
+c.connect()
+pump(c)
+print("dropped", c.stats()["dropped_qos0"])
+""")
+    fb.join()
+    assert "dropped 2" in r.stdout, r.stdout
+    sent = [(f, body) for f, body in fb.conns[0][1:]]
+    assert sent == [(0x30, u16(1) + b"t" + b"\x00" + b"fits")], sent
+
+
+def test_MQTT_4_3_3_2_a_qos2_message_past_a_full_table_is_not_taken_nor_delivered_twice():
+    # 3.1.1: 65 QoS 2 PUBLISH unreleased (the table holds 64). The 65th is
+    # not taken: the connection closes with an error. Resumed, the broker
+    # resends id 1 with DUP (its PUBREC may not have arrived): not delivered
+    # again; PUBREL 1 frees a place, and the resent 65th is delivered once.
+    burst = b"".join(publish(4, b"t", b"m%d" % i, 2, i) for i in range(1, 66))
+    fb = FakeBroker([("send", connack(4)), ("send", burst), ("sleep", 0.5)],
+                    [("send", connack(4, sp=1)), ("send", publish(4, b"t", b"m1", 2, 1, first=0x3C)),
+                     ("send", pkt(0x62, u16(1))), ("send", publish(4, b"t", b"m65", 2, 65, first=0x3C)),
+                     ("sleep", 0.5)])
+    r = run_mp(PRE % fb.port + r"""
+got = []
+c = MQTTClient("full2", "127.0.0.1", PORT, clean_session=False, timeout_ms=2000)
+c.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+c.connect()
+try:
+    for i in range(200):
+        c.wait_msg(20)
+    raise AssertionError("no error")
+except MQTTException as e:
+    print("ERR", e.args[0], "connected", c.is_connected())
+print("first", len(got))
+c.connect()
+pump(c, 600)
+print("total", len(got), "m1", got.count(b"m1"), "m65", got.count(b"m65"))
+""")
+    fb.join()
+    assert "ERR -7 connected False" in r.stdout and "first 64" in r.stdout, r.stdout
+    assert "total 65 m1 1 m65 1" in r.stdout, r.stdout
+    recs = [body[:2] for first, body in fb.conns[0][1:] if first == 0x50]
+    assert u16(65) not in recs, "the 65th was acknowledged"
+
+
+@pytest.mark.parametrize("layout", ["dir", "ring", "log"])
+def test_MQTT_4_6_0_4_pubrels_after_a_reboot_go_out_in_the_order_of_their_pubrecs(tmp_path, layout):
+    # MQTT-4.6.0-4 across a power cut: PUBRECs came for c, a, b (published
+    # a, b, c); the board restarts, the session resumes, and the PUBRELs
+    # go out again c, a, b, from every store.
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("recv",), ("recv",),
+                     ("send", pkt(0x50, u16(3)) + pkt(0x50, u16(1)) + pkt(0x50, u16(2))),
+                     ("recv",), ("recv",), ("recv",), ("sleep", 0.2)],
+                    [("send", connack(4, sp=1)), ("recv",), ("recv",), ("recv",), ("sleep", 0.2)])
+    prog = PRE % fb.port + r"""
+import sys
+from norflash import NorFlash
+from durable_mqtt.filelog import FileLog
+LAYOUT, PATH = %r, %r
+where = PATH if LAYOUT == "dir" else FileLog(PATH + ".log") if LAYOUT == "log" else NorFlash(4096, 16, prog_size=32, path=PATH + ".img")
+c = MQTTClient("rel", "127.0.0.1", PORT, clean_session=False, session_file=where, timeout_ms=2000)
+c.connect()
+if sys.argv[-1] == "first":
+    for m in (b"a", b"b", b"c"):
+        c.publish("t", m, qos=2)
+pump(c, 400)
+print("pending", c.pending())
+""" % (layout, str(tmp_path / "s"))
+    r1 = run_mp(prog, args=("first",))
+    r2 = run_mp(prog, args=("reboot",))
+    fb.join()
+    assert "pending 3" in r1.stdout and "pending 3" in r2.stdout, (r1.stdout, r2.stdout)
+    rels = [[body[:2] for first, body in conn[1:] if first == 0x62] for conn in fb.conns]
+    assert rels == [[u16(3), u16(1), u16(2)]] * 2, rels

@@ -220,7 +220,42 @@ out(e)
 e.pubrec(b, 0, tx)
 e.rec = 0
 assert e.connected(True, False) == "resumed"
-assert out(e) == [("PUBLISH", a, True), ("0x62", b, None), ("PUBLISH", c, True), ("PUBLISH", d, True)]
+got = out(e)
+assert got == [("PUBLISH", a, True), ("PUBLISH", c, True), ("PUBLISH", d, True), ("0x62", b, None)], got
+""")
+
+
+def test_MQTT_4_6_0_4_pubrels_go_out_again_in_the_order_of_their_pubrecs():
+    # MQTT-4.6.0-4: PUBRELs are sent in the order the PUBRECs came, after a
+    # reconnect too: PUBREC c, then a, then b. (The PUBLISH resent keep
+    # their own order, MQTT-4.6.0-1.) A full ring is compacted to make the
+    # room a PUBREL moves into.
+    run(r"""
+e = engine(window=8)
+e.has_state = True
+a, b, c, q = pub(e, 2, b"a"), pub(e, 2, b"b"), pub(e, 2, b"c"), pub(e, 1, b"q")
+out(e)
+for r in (c, a, b):
+    assert e.pubrec(r, 0, tx) == 4 and tx[:4] == bytes((0x62, 2, 0, r))   # at once, in this order
+    e.rec = 0
+assert e.connected(True, False) == "resumed"
+got = out(e)
+assert got == [("PUBLISH", q, True), ("0x62", c, None), ("0x62", a, None), ("0x62", b, None)], got
+for r in (c, a, b):
+    e.pubcomp(r)
+    e.done_pid = 0
+assert e.held == 1
+f = engine(slots=3, qos12=3, window=3)
+x, y, z = pub(f, 2), pub(f, 2), pub(f, 1)
+out(f)
+f.pubrec(y, 0, tx)
+f.rec = 0
+f.pubrec(x, 0, tx)
+f.rec = 0
+assert f.held == 3 and f.count == 3
+f.connected(True, False)
+got = out(f)
+assert got == [("PUBLISH", z, True), ("0x62", y, None), ("0x62", x, None)], got
 """)
 
 
@@ -316,7 +351,8 @@ e.pubrec(b, 0, tx)                      # the PUBREL goes back at once, in tx
 e.rec = 0
 assert not e.pending_out()
 e.connected(True, False)                # a reconnect owes the PUBREL again
-assert e.pending_out() and out(e) == [("0x62", b, None)] and not e.pending_out()
+got = out(e)
+assert got == [("0x62", b, None)] and not e.pending_out(), got
 """)
 
 
@@ -560,26 +596,30 @@ assert x.args[0] == 0x93
 """)
 
 
-def test_v311_full_qos2_table_lets_the_oldest_id_go():
-    # 3.1.1 has no Receive Maximum: a broker may have any number of QoS 2
-    # messages past PUBREC awaiting PUBREL (mosquitto counts one in flight
-    # only until its PUBREC). A full table keeps the newest ids; the oldest,
-    # whose PUBREC the broker has had (MQTT-4.3.3-1: it sends PUBREL, never
-    # the PUBLISH again), leaves it, and is reported for the journal.
+def test_MQTT_4_3_3_2_a_full_qos2_table_never_forgets_an_id():
+    # 3.1.1 has no Receive Maximum: a broker may have more QoS 2 messages
+    # unreleased than the table holds. Until its PUBREL an id must stay
+    # (MQTT-4.3.3-2: a resent PUBLISH is acknowledged, never delivered
+    # again), so a full table takes no new message: an error closes the
+    # connection (the broker resends the message later); the ids held stay
+    # deduplicated, and one released makes room again.
     run(r"""
+from durable_mqtt.errors import MQTTException
 e = engine(rx2=3)
 for pid in (1, 2, 3):
     assert e.incoming(2, pid)
     e.ack_incoming(2, pid, 0, tx)
     e.rec = 0
-assert e.incoming(2, 4)                     # delivered, no error
+x = raises(MQTTException, e.incoming, 2, 4)
+assert x.args[0] == -7 and "unreleased" in x.args[1], x.args
+raises(MQTTException, e.ack_incoming, 2, 4, 0, tx)      # (an oversize PUBLISH skips incoming())
+assert [e.rx2[k] for k in range(e.rx2_n)] == [1, 2, 3] and e.rec == 0
+assert not e.incoming(2, 1)                 # still deduplicated, the oldest too
+e.pubrel(2, tx)                             # removal keeps the arrival order
+assert [e.rx2[k] for k in range(e.rx2_n)] == [1, 3]
+assert e.incoming(2, 4)
 e.ack_incoming(2, 4, 0, tx)
-assert (e.rec, e.rec_pid, e.evicted) == (5, 4, 1), (e.rec, e.rec_pid, e.evicted)
-assert [e.rx2[k] for k in range(e.rx2_n)] == [2, 3, 4]
-assert not e.incoming(2, 3)                 # still deduplicated
-e.pubrel(3, tx)                             # removal keeps the arrival order
-assert [e.rx2[k] for k in range(e.rx2_n)] == [2, 4]
-assert e.pubrel(1, tx) == 4 and tx[0] == PUBCOMP    # the evicted id's PUBREL is completed
+assert [e.rx2[k] for k in range(e.rx2_n)] == [1, 3, 4]
 """)
 
 

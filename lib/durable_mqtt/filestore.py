@@ -13,7 +13,7 @@
 # rewriting it appends one commit there instead of copying a 4 KB block. So
 # every change is one whole-file write (open "wb", write, close): accepting
 # a message writes a free slot, a PUBREC writes the message's OUT_REL into
-# another free slot (same sequence number; the OUT_PUB slot is then free),
+# another free slot (a newer sequence number; the OUT_PUB slot is then free),
 # an incoming QoS 2 writes the older of i0/i1, a checkpoint writes "h" as
 # h.tmp and renames it over "h". No write ever replaces the only copy of
 # something still needed, so a cut anywhere leaves the old state or the
@@ -102,7 +102,6 @@ class SlotJournal:
             if s >= 0:
                 self.released(s)
         else:                        # IN_QOS2, IN_REL: the whole table again
-            e.evicted = 0
             self._ids()
 
     def stored(self, i):
@@ -119,14 +118,16 @@ class SlotJournal:
 
     def released(self, s):
         # PUBREC came for the message in slot s: its OUT_REL goes into a free
-        # slot with the same sequence number (the reader prefers it to the
-        # OUT_PUB); slot s is then free. The OUT_PUB stays intact until the
-        # OUT_REL is complete.
+        # slot with the next sequence number (the reader takes the newer
+        # record of an id; PUBRELs go out again in the order their PUBRECs
+        # came, MQTT-4.6.0-4); slot s is then free. The OUT_PUB stays intact
+        # until the OUT_REL is complete.
         pid = self.pid[s]
         r = self._free()
         self.pid[r] = pid
-        self.seq[r] = self.seq[s]
-        self._write(r, _R_OUT_REL, self.seq[s], pid, None, 0, 0)
+        self.seq[r] = self.next
+        self.next += 1
+        self._write(r, _R_OUT_REL, self.seq[r], pid, None, 0, 0)
         self.pid[s] = 0
         self.stale[s] = 1
         self.nacks += 1

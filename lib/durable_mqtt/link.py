@@ -162,6 +162,9 @@ class Link:
         e = self.engine
         pid = e.done_pid
         r = e.done_reason
+        if not pid:                      # a queued QoS 0 message the broker's limits refuse
+            self.counts[DROPPED_QOS0] += 1
+            return
         e.done_pid = 0
         self.counts[REFUSED if r >= 0x80 else EXPIRED if r < 0 else ACKED] += 1
         if c.persist:
@@ -360,6 +363,7 @@ class Link:
         # and dropped (drain_big), anything else breaks the link.
         if self.first & 0xF0 != _PUBLISH:
             codec.too_large("incoming packet type 0x%02x" % (self.first & 0xF0), n, len(self.rx))
+        codec.publish_qos(self.first & 0x0F)     # malformed flags close the link, whatever the size
         self.rs = _DRAIN
         self.left = left
         self.oversize = n
@@ -387,7 +391,9 @@ class Link:
         self.counts[OVERSIZE_IN] += 1
         qos = (self.first >> 1) & 3
         t = codec.u16(rx, 0) + 2
-        if qos and t + 2 <= keep and codec.u16(rx, t):
+        if qos and t + 2 <= keep:
+            if not codec.u16(rx, t):
+                codec.fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
             self.put_send(self.engine.ack_incoming(qos, codec.u16(rx, t), 0x97 if self.c.v5 else 0, self.tx))
         return _PUBLISH
 

@@ -154,9 +154,9 @@ def _read_dir(j):
             st.dropped -= n           # (n < 0: minus its length)
             st.intact_after = True    # reported as `damaged`
     for s in range(j.made):
-        # An id twice: reused while the old slot waited to be emptied (the
-        # higher seq wins), or an OUT_PUB and its OUT_REL (same seq: the
-        # OUT_REL wins). The loser is emptied.
+        # An id twice: reused while the old slot waited to be emptied, or an
+        # OUT_PUB and its OUT_REL: the higher seq wins (on a tie, the
+        # OUT_REL). The loser is emptied.
         for t in range(s + 1, j.made):
             if j.pid[s] and j.pid[t] == j.pid[s]:
                 lose = s if (j.seq[s], j.rel[s]) < (j.seq[t], j.rel[t]) else t
@@ -166,7 +166,8 @@ def _read_dir(j):
     live.sort(key=lambda s: j.seq[s])
     for s in live:
         j.next = j.seq[s] + 1
-        st.next_pid = j.pid[s]        # the newest message's id: the last issued
+        if not j.rel[s]:
+            st.next_pid = j.pid[s]    # the newest PUBLISH's id: the last issued
     st.out = [(j.pid[s], None if j.rel[s] else size[s]) for s in live]
 
     def fetch(k):

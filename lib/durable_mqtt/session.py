@@ -39,7 +39,7 @@ from micropython import const
 from time import ticks_add, ticks_diff
 
 from .codec import publish_size, varint_size, put_publish, put_ack, fail
-from .errors import ProtocolError, QueueFull, SessionError
+from .errors import MQTTException, ProtocolError, QueueFull, SessionError
 
 _ERR_FULL = const(-7)
 _ERR_SESSION = const(-8)
@@ -102,7 +102,6 @@ class Session:
         self.req_kind = 0
         self.stale_pid = 0              # one whose wait was abandoned
         self.rec = self.rec_pid = self.rec_slot = 0
-        self.evicted = 0                # with rec IN_QOS2: the id that left the full table
         self.done_pid = self.done_reason = 0
         self.src = None
         self.src_off = 0
@@ -372,21 +371,34 @@ class Session:
         return 0
 
     def _qos0_out(self, i):  # noalloc
-        # A QoS 0 packet is gone from the outbox once written; its length.
+        # A QoS 0 packet is gone from the outbox once written; its length,
+        # or -1 (done_pid 0) when the broker's limits refuse it: queued
+        # while the link was down, it is dropped.
         n = self.len[i]
+        r = self._limit(i)
         self._free(i)
         self._trim()
+        if r:
+            self.done_pid = 0
+            self.done_reason = r
+            return -1
         return n
 
     def _refused(self, i):  # noalloc
         # Do the broker's limits forbid sending slot i's PUBLISH? Then it
-        # leaves the session with the reason (MQTT 5 reason code).
-        first = self.arena[self.off[i]]
-        r = (0x95 if self.len[i] > self.max_out else 0x9B if (first >> 1) & 3 > self.max_qos
-             else 0x9A if first & 1 and not self.retain else 0)
+        # leaves the session with the reason.
+        r = self._limit(i)
         if r:
             self._finish(i, r)
         return r
+
+    def _limit(self, i):  # noalloc
+        # The MQTT 5 reason code for which the CONNACK's limits forbid
+        # sending slot i's PUBLISH, or 0: Maximum Packet Size (MQTT-3.2.2-15),
+        # Maximum QoS (MQTT-3.2.2-11), Retain Available (MQTT-3.2.2-14).
+        first = self.arena[self.off[i]]
+        return (0x95 if self.len[i] > self.max_out else 0x9B if (first >> 1) & 3 > self.max_qos
+                else 0x9A if first & 1 and not self.retain else 0)
 
     def _release_beyond(self, tx):  # noalloc
         # The window blocks the next PUBLISH; a PUBREL owed further on uses no
@@ -425,9 +437,17 @@ class Session:
         if reason >= 0x80:                                # MQTT-4.4.0-2
             self._finish(i, reason)
             return 0
-        self._free(i)                                     # MQTT-4.3.3-6: only the PUBREL now
-        self.st[i] = _RELEASE
+        # MQTT-4.3.3-6: only the PUBREL now. It moves to the end, so that
+        # PUBRELs go out again in the order their PUBRECs came (MQTT-4.6.0-4).
+        self._free(i)
         self._trim()
+        if self.count >= self.nslots:
+            self._compact()
+        i = self._slot(pid, 0, 0, 0)
+        self.st[i] = _RELEASE                             # (sent now: not due)
+        self.held -= 1                                    # (the same message)
+        if self.send == self.count - 1:
+            self.send = self.count                        # nothing before it left to send
         self.rec = _OUT_REL
         self.rec_pid = pid
         return put_ack(tx, _PUBREL, pid, 0)
@@ -450,10 +470,22 @@ class Session:
         if qos == 2:
             if self.rx2_index(pid) >= 0:
                 return False
-            if self.rx2_n >= len(self.rx2) and self.v5:
-                # More than twice our Receive Maximum (MQTT-3.3.4-9).
-                raise ProtocolError(0x93, "more than %d QoS 2 messages unreleased" % len(self.rx2))
+            if self.rx2_n >= len(self.rx2):
+                self._rx2_full()
         return True
+
+    def _rx2_full(self):
+        # More incoming QoS 2 ids unreleased than the table holds. MQTT 5:
+        # more than twice our Receive Maximum (MQTT-3.3.4-9). 3.1.1 has no
+        # Receive Maximum, and mosquitto counts a message in flight only
+        # until its PUBREC; but an id forgotten before its PUBREL could let
+        # a resent PUBLISH be delivered twice (MQTT-4.3.3-2). Either way the
+        # message is not taken: the connection closes, and the broker sends
+        # it again after the PUBRELs that free the table.
+        if self.v5:
+            raise ProtocolError(0x93, "more than %d QoS 2 messages unreleased" % len(self.rx2))
+        raise MQTTException(_ERR_FULL, "more than %d QoS 2 messages unreleased: the table is full; "
+                            "the broker sends the message again" % len(self.rx2))
 
     def ack_incoming(self, qos, pid, reason, tx):  # noalloc
         # The acknowledgement of an incoming PUBLISH, after delivery. QoS 2
@@ -463,15 +495,7 @@ class Session:
         if qos:
             if not reason and self.rx2_index(pid) < 0:
                 if self.rx2_n >= len(self.rx2):
-                    # 3.1.1 has no Receive Maximum, and mosquitto counts a
-                    # QoS 2 message in flight only until its PUBREC: a fast
-                    # stream brings more ids than the table holds. The
-                    # oldest goes: with more ids held than the broker's
-                    # in-flight window (mosquitto 20), the broker has had
-                    # its PUBREC, so it will send a PUBREL for it, never the
-                    # PUBLISH again (MQTT-4.3.3-1).
-                    self.evicted = self.rx2[0]
-                    self._rx2_remove(0)
+                    self._rx2_full()      # (an oversize PUBLISH comes here without incoming())
                 self.rx2[self.rx2_n] = pid
                 self.rx2_n += 1
                 self.rec = _IN_QOS2

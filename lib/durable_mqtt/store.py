@@ -80,17 +80,13 @@ class LogJournal:
             self.nbatch += 1
             self.nbytes += n
             return
-        gone = e.evicted                      # an incoming QoS 2 id the full table let go
-        e.evicted = 0
-        if not self._room(e.len[e.rec_slot] + 9 if k == R_OUT_PUB else 18 if gone else 9):
+        if not self._room(e.len[e.rec_slot] + 9 if k == R_OUT_PUB else 9):
             self.checkpoint()                 # it holds the change: the RAM state has it
             return
         self._batched()
         if k == R_OUT_PUB:
             self._pub(e.rec_slot)
         else:
-            if gone:
-                self._pid(R_IN_REL, gone)
             self._pid(k, e.rec_pid)
         self._sync()
 

@@ -155,12 +155,12 @@ def _record(st, out, kind, buf, b, end):
         for q in range(b, end - 1, 2):
             _drop(st.out, out, u16(buf, q))
     elif kind == _R_OUT_REL:
+        # The PUBREL owed goes after those owed before it: PUBRELs go out
+        # again in the order their PUBRECs came (MQTT-4.6.0-4).
         pid = u16(buf, b)
-        ent = out.get(pid)
-        if ent is None:
-            ent = out[pid] = [pid, None]
-            st.out.append(ent)
-        ent[1] = None
+        _drop(st.out, out, pid)
+        ent = out[pid] = [pid, None]
+        st.out.append(ent)
     elif kind == _R_IN_QOS2:
         pid = u16(buf, b)
         if pid not in st.in_qos2:
