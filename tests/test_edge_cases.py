@@ -436,3 +436,34 @@ print("pending", c.pending())
     assert "pending 3" in r1.stdout and "pending 3" in r2.stdout, (r1.stdout, r2.stdout)
     rels = [[body[:2] for first, body in conn[1:] if first == 0x62] for conn in fb.conns]
     assert rels == [[u16(3), u16(1), u16(2)]] * 2, rels
+
+
+@pytest.mark.parametrize("layout", ["dir", "ring"])
+def test_a_clean_session_keeps_what_it_held_at_connect_only_until_sent(tmp_path, layout):
+    # A clean session (the default) with a session_file: a QoS 2 message
+    # accepted before connect() stays on flash until it is sent, and its
+    # PUBREC and PUBCOMP are written too; the last one sent erases the
+    # session. Before, its acknowledgements were not written: the next boot
+    # found it stored and published it again, a second delivery.
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("send", pkt(0x50, u16(1))), ("recv",),
+                     ("send", pkt(0x70, u16(1))), ("recv",)],
+                    [("send", connack(4)), ("sleep", 0.3)])
+    prog = PRE % fb.port + r"""
+import sys
+from norflash import NorFlash
+LAYOUT, PATH = %r, %r
+where = PATH if LAYOUT == "dir" else NorFlash(4096, 16, prog_size=32, path=PATH + ".img")
+c = MQTTClient("clean", "127.0.0.1", PORT, session_file=where, timeout_ms=2000)
+print("pending at boot", c.pending())
+if sys.argv[-1] == "first":
+    c.publish("t", b"reading", qos=2)
+c.connect()
+pump(c, 300)
+print("pending", c.pending())
+c.disconnect()
+""" % (layout, str(tmp_path / "s"))
+    r1 = run_mp(prog, args=("first",))
+    r2 = run_mp(prog, args=("reboot",))
+    fb.join()
+    assert "pending 0" in r1.stdout and "pending at boot 0" in r2.stdout, (r1.stdout, r2.stdout)
+    assert [f for f, _ in fb.conns[1][1:] if f & 0xF0 == 0x30] == [], fb.conns[1]

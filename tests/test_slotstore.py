@@ -504,3 +504,136 @@ except ValueError as x:
 print("OK")
 """ % str(tmp_path / "s"))
     assert "OK" in r.stdout and "EVENT" not in r.stdout, r.stdout
+
+
+BOOT = ENGINE + r"""
+import os
+PATH = %r
+tx = bytearray(64)
+
+
+def engine_of(q):
+    e = Session(False, b"dev", q + 8, q, 4096, 16, 8, 1024)
+    e.expiry = 0xFFFFFFFF
+    return e
+
+
+def boot(q=16, batch_ms=0):
+    e = engine_of(q)
+    ev = []
+    j = load.open_journal(PATH, e, None, batch_ms, lambda a, b: ev.append(a))
+    return e, j, ev
+
+
+def held(e):
+    out = []
+    for k in range(e.count):
+        i = e.index(k)
+        s = e.slot(k)
+        if s:
+            out.append((e.pid[i], "PUB" if s == 1 else "REL"))
+    return out
+
+
+def send_all(e):
+    while e.next_out(0, tx) > 0:
+        pass
+"""
+
+
+def test_a_full_outbox_beside_a_finished_qos2_message_survives_a_reboot(tmp_path):
+    """Outbox of two: QoS 2 A gets PUBREC and PUBCOMP while QoS 1 B waits
+    for its PUBACK, then C is accepted. C's slot is A's old OUT_PUB (it had
+    to go first); A's OUT_REL would stay until the next flush, one message
+    more on flash than the outbox holds, and a reboot would set the whole
+    session aside as another client's, B and C with it. The OUT_REL goes at
+    once: the reboot restores B and C."""
+    r = run_mp(BOOT % str(tmp_path / "s") + r"""
+e, j, _ = boot(2)
+j.checkpoint()
+a = e.accept(b"t", b"A", 2, 0, None, 0, 0); commit(e, j)
+b = e.accept(b"t", b"B", 1, 0, None, 0, 0); commit(e, j)
+send_all(e)
+e.pubrec(a, 0, tx); commit(e, j)
+e.pubcomp(a); commit(e, j); j.tick(0)        # B still held: nothing emptied by tick
+c = e.accept(b"t", b"C", 1, 0, None, 0, 0); commit(e, j)
+e2, j2, ev = boot(2)
+assert ev == [] and held(e2) == [(b, "PUB"), (c, "PUB")], (ev, held(e2))
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout
+
+
+def test_batched_mode_a_pubrec_before_the_batch_is_written_stores_the_pubrel(tmp_path):
+    """persist_batch_ms with a directory: a QoS 2 message still in the
+    batch when its PUBREC comes. The OUT_REL is a QoS 2 record, written at
+    once, and takes the batch with it: its message is written as the PUBREL
+    it now owes (before, nothing was written until a checkpoint, and a
+    reboot lost it)."""
+    r = run_mp(BOOT % str(tmp_path / "s") + r"""
+e, j, _ = boot(16, batch_ms=60000)
+j.checkpoint()
+q1 = e.accept(b"t", b"q1", 1, 0, None, 0, 0); commit(e, j)
+a = e.accept(b"t", b"A", 2, 0, None, 0, 0); commit(e, j)
+assert j.nbatch == 2
+send_all(e)
+e.pubrec(a, 0, tx); commit(e, j)
+assert j.nbatch == 0
+e2, j2, _ = boot(16)
+assert held(e2) == [(q1, "PUB"), (a, "REL")], held(e2)
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout
+
+
+def test_restore_session_replaces_a_stored_message_with_the_same_packet_id(tmp_path):
+    """restore_session(): the bytes win. A slot on flash holding the same
+    packet id as a restored message holds another message; the checkpoint
+    writes every restored message again, so a reboot brings back the
+    restored one, not the old."""
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+PATH = %r
+def client():
+    return MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=PATH)
+c = client()
+c.publish("t", b"NEW", qos=1)
+saved = c.save_session()
+c.close()
+import os
+for n in os.listdir(PATH + ".d"):
+    os.remove(PATH + ".d/" + n)
+os.rmdir(PATH + ".d")
+c = client()
+assert c.publish("t", b"OLD", qos=1) == 1
+c.restore_session(saved)
+c.close()
+c = client()
+st = c.save_session()
+assert b"NEW" in st and b"OLD" not in st, st
+print("OK")
+""" % str(tmp_path / "s"))
+    assert "OK" in r.stdout, r.stdout
+
+
+def test_stale_incoming_ids_left_by_a_cut_erase_do_not_come_back(tmp_path):
+    """erase() removes "h", then i0 and i1: cut in between, the next boot
+    has no session but old id files. They go with the rest (else the new
+    session's first id file, numbered from 1, would rank below an old one,
+    and a second cut would bring the old ids back: a new message with a
+    recycled id taken for a duplicate and never delivered)."""
+    r = run_mp(BOOT % str(tmp_path / "s") + r"""
+e, j, _ = boot()
+j.checkpoint()
+for pid in (1, 2, 3):
+    e.incoming(2, pid)
+    e.ack_incoming(2, pid, 0, tx); commit(e, j)
+os.remove(PATH + ".d/h")                        # erase() cut after its first step
+e, j, _ = boot()
+assert sorted(os.listdir(PATH + ".d")) == [], os.listdir(PATH + ".d")
+j.checkpoint()                                  # a new session; cut again
+e, j, _ = boot()
+assert e.rx2_n == 0, [e.rx2[k] for k in range(e.rx2_n)]
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout

@@ -102,7 +102,12 @@ def _settle(c, ev, persistent):
     elif ev == "lost":
         info = {"requeued": e.held, "dropped_released": e.dropped, "resubscribed": 0}
     j = c.journal
-    c.persist = j is not None and persistent
+    # A clean session is not stored, but the messages it holds now (accepted
+    # offline, or restored) stay on flash until sent: their acknowledgements
+    # are written too, else a reboot would send them again; the last one
+    # sent erases it all (link.done).
+    c.persist = j is not None and (persistent or e.held > 0)
+    c.until_sent = c.persist and not persistent
     if j:
         if persistent or e.held:
             j.checkpoint()               # accepted messages stay stored until sent

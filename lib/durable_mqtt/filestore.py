@@ -101,7 +101,11 @@ class SlotJournal:
             s = self._slot(e.rec_pid)
             if s >= 0:
                 self.released(s)
-        else:                        # IN_QOS2, IN_REL: the whole table again
+            elif self.nbatch:
+                self.flush()          # batched, never written: it goes now, as its OUT_REL
+        else:                        # IN_QOS2, IN_REL: the whole table again, the batch first
+            if self.nbatch:
+                self.flush()
             self._ids()
 
     def stored(self, i):
@@ -110,11 +114,28 @@ class SlotJournal:
         e = self.e
         pid = e.pid[i]
         s = self._free()
+        g = self.guard[s]
         self.pid[s] = pid
         self.seq[s] = self.next
         self.next += 1
         n = e.len[i]
         self._write(s, _R_OUT_PUB if n else _R_OUT_REL, self.seq[s], pid, e.arena, e.off[i], n)
+        if g and self.stale[g - 1] and self._records() > e.qos12:
+            # The OUT_REL of a finished message, kept while its OUT_PUB was
+            # on flash, is one message more than the outbox holds: a reboot
+            # would refuse the session as another client's (load.py). It
+            # goes now, not at the next flush.
+            self.put_file(str(g - 1), b"")
+            self._rewritten(g - 1)
+
+    def _records(self):
+        # Slots holding a record that a reboot would read: messages held,
+        # and those acknowledged but not yet emptied.
+        n = self.nacks
+        for s in range(self.made):
+            if self.pid[s]:
+                n += 1
+        return n
 
     def released(self, s):
         # PUBREC came for the message in slot s: its OUT_REL goes into a free
@@ -241,8 +262,8 @@ class SlotJournal:
         for k in range(self.nbatch):
             pid = self.batch[k]
             i = e.find(pid, 0) if pid else -1
-            if i >= 0 and e.len[i]:
-                self.stored(i)
+            if i >= 0:
+                self.stored(i)        # its OUT_PUB, or its OUT_REL when PUBREC came first
         self.nbatch = 0
         for first in (1, 0):          # guarded OUT_PUB slots before the OUT_REL they guard
             for s in range(self.made):
@@ -260,15 +281,18 @@ class SlotJournal:
         return fits(self.e, n, self.capacity)
 
     # ------------------------------------------------------------ the whole state
-    def checkpoint(self, offline=False):
+    def checkpoint(self, offline=False, replaced=False):
         # The whole state made current: slots for the messages the engine
         # holds (restore_session(), a move from the log layout), none for
         # those it dropped (a clean start), the header and incoming ids
-        # rewritten (the header last: it makes the session).
+        # rewritten (the header last: it makes the session). replaced: the
+        # engine's state is not the one stored (restore_session()): a slot
+        # with one of its packet ids may hold another message, so every
+        # message is written again (each into a slot it frees, newer).
         e = self.e
         self.flush()
         for s in range(self.made):
-            if self.pid[s] and e.find(self.pid[s], 0) < 0:
+            if self.pid[s] and (replaced or e.find(self.pid[s], 0) < 0):
                 self.acked(self.pid[s])
         for k in range(e.count):
             if e.slot(k):

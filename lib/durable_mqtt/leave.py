@@ -21,7 +21,7 @@ def disconnect(c, session_expiry):
             raise ValueError("a session with expiry 0 cannot be extended (MQTT-3.14.2-1)")
         e.expiry = session_expiry
     if c.persist:
-        if c.v5 and not e.expiry:
+        if c.v5 and not e.expiry and not c.until_sent:
             c.journal.erase()            # the session ends here
             c.persist = False
         else:

@@ -114,6 +114,8 @@ def _read_dir(j):
         for name in names:            # no session: whatever else is there goes
             if name.isdigit() and _read(j.dir + "/" + name):
                 j.put_file(name, b"")
+            elif name in ("i0", "i1"):   # (an erase() cut short) else the new
+                os.remove(j.dir + "/" + name)   # session's ids could rank below them
         return None
     from .stream import parse       # (a fresh directory never loads it)
     st = parse(head)
@@ -230,4 +232,4 @@ def restore_session(c, data):
     c.clean_session = False
     if c.journal:
         c.persist = True
-        c.journal.checkpoint()
+        c.journal.checkpoint(replaced=True)

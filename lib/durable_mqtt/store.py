@@ -172,8 +172,9 @@ class LogJournal:
         self.b.write(h, 0, 9)
 
     # ------------------------------------------------------------ the whole state
-    def checkpoint(self, offline=False):
-        # Write the whole state as the backend's new base (compaction).
+    def checkpoint(self, offline=False, replaced=False):
+        # Write the whole state as the backend's new base (compaction); a
+        # state replaced (restore_session()) needs nothing more.
         b = self.b
         b.begin()
         write_state(self.e, self, offline)
