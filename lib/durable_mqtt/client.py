@@ -33,7 +33,7 @@ _COUNTS = ("sent", "acked", "refused", "dropped_expired", "received", "dup_in", 
 
 # Modules of what runs once (connect, subscribe, boot, error texts): unload()
 # drops them when the call that needed them is over.
-_ONCE = ("configure", "connect", "leave", "request", "load", "stream", "dial", "reasons")
+_ONCE = ("configure", "connect", "leave", "request", "load", "stream", "dial", "reasons", "dirstate")
 
 
 def unload():

@@ -38,7 +38,7 @@ from micropython import const
 from . import crc
 from .codec import put_u16
 from .errors import StoreFull
-from .records import fits, head_bytes
+from .records import fits
 
 _R_OUT_PUB = const(2)
 _R_OUT_REL = const(4)
@@ -76,7 +76,7 @@ class SlotJournal:
         self.h = bytearray(20)
         self.s = bytearray(4)
         self.appends = self.checkpoints = self.bytes_written = self.file_writes = 0
-        _mkdir(dir)
+        make_dir(dir)
         self.capacity = _capacity(dir)
 
     # ------------------------------------------------------------ per message
@@ -98,7 +98,7 @@ class SlotJournal:
                 return
             self.stored(e.rec_slot)
         elif k == _R_OUT_REL:
-            s = self._slot(e.rec_pid)
+            s = self.slot_of(e.rec_pid)
             if s >= 0:
                 self.released(s)
             elif self.nbatch:
@@ -106,7 +106,7 @@ class SlotJournal:
         else:                        # IN_QOS2, IN_REL: the whole table again, the batch first
             if self.nbatch:
                 self.flush()
-            self._ids()
+            self.write_ids()
 
     def stored(self, i):
         # Write the engine's slot i into a free slot file: its PUBLISH, or
@@ -155,7 +155,7 @@ class SlotJournal:
         self.guard[s] = r + 1
         self.blocked[r] = 1
 
-    def _slot(self, pid):
+    def slot_of(self, pid):
         # The slot holding message pid (-1: none).
         for s in range(self.made):
             if self.pid[s] == pid:
@@ -207,7 +207,7 @@ class SlotJournal:
                     f.write(buf, off, n)
                 f.write(h, 9, 4)
         except OSError as x:
-            _raise(x)
+            raise_full(x)
         self._rewritten(s)
         self.rel[s] = kind == _R_OUT_REL
         self.appends += 1
@@ -218,7 +218,7 @@ class SlotJournal:
         # the paths would hold 40-odd strings for the life of the client.
         return "%s/%d" % (self.dir, s)
 
-    def _ids(self):
+    def write_ids(self):
         # The older of i0 / i1 := a sequence number and one IN_LIST record of
         # the incoming QoS 2 ids awaiting PUBREL (the newer stays intact).
         e = self.e
@@ -239,14 +239,14 @@ class SlotJournal:
             with open(self.dir + "/" + name, "wb") as f:
                 f.write(data)
         except OSError as x:
-            _raise(x)
+            raise_full(x)
         self.file_writes += 1
         self.bytes_written += len(data)
 
     def acked(self, pid):
         # A QoS 1/2 message left the session: its slot becomes free, to be
         # overwritten (or emptied) later.
-        s = self._slot(pid)
+        s = self.slot_of(pid)
         if s >= 0:
             self.pid[s] = 0
             self.stale[s] = 1
@@ -281,66 +281,19 @@ class SlotJournal:
         return fits(self.e, n, self.capacity)
 
     # ------------------------------------------------------------ the whole state
+    # (dirstate.py: what a connect, subscribe, disconnect or boot does, not a
+    # message; loaded for the call)
     def checkpoint(self, offline=False, replaced=False):
-        # The whole state made current: slots for the messages the engine
-        # holds (restore_session(), a move from the log layout), none for
-        # those it dropped (a clean start), the header and incoming ids
-        # rewritten (the header last: it makes the session). replaced: the
-        # engine's state is not the one stored (restore_session()): a slot
-        # with one of its packet ids may hold another message, so every
-        # message is written again (each into a slot it frees, newer).
-        e = self.e
-        self.flush()
-        for s in range(self.made):
-            if self.pid[s] and (replaced or e.find(self.pid[s], 0) < 0):
-                self.acked(self.pid[s])
-        for k in range(e.count):
-            if e.slot(k):
-                i = e.index(k)
-                s = self._slot(e.pid[i])
-                if s < 0:
-                    self.stored(i)
-                elif not e.len[i] and not self.rel[s]:
-                    self.released(s)
-        self.flush()
-        self._ids()
-        self.put_file("h.tmp", head_bytes(e, offline))
-        try:
-            os.rename(self.dir + "/h.tmp", self.dir + "/h")    # the commit point
-        except OSError as x:
-            _raise(x)
-        self.checkpoints += 1
+        from .dirstate import checkpoint
+        checkpoint(self, offline, replaced)
 
     def erase(self):
-        # Forget the session: "h" first (without it nothing loads), then
-        # every slot.
-        _remove(self.dir + "/h")
-        _remove(self.dir + "/i0")
-        _remove(self.dir + "/i1")
-        for s in range(self.made):
-            if self.pid[s] or self.stale[s]:
-                self.put_file(str(s), b"")
-            self.pid[s] = self.stale[s] = self.rel[s] = self.guard[s] = self.blocked[s] = 0
-        self.nacks = self.nbatch = 0
+        from .dirstate import erase
+        erase(self)
 
     def set_aside(self):
-        # Keep an unusable session for inspection (PATH.d.bad) and start empty.
-        bad = self.dir + ".bad"
-        for name in _ls(bad):
-            _remove(bad + "/" + name)
-        try:
-            os.rmdir(bad)
-        except OSError:
-            pass
-        try:
-            os.rename(self.dir, bad)
-        except OSError:
-            pass
-        _mkdir(self.dir)
-        for s in range(self.made):
-            self.pid[s] = self.stale[s] = self.rel[s] = self.guard[s] = self.blocked[s] = 0
-        self.made = 0
-        self.nacks = 0
+        from .dirstate import set_aside
+        set_aside(self)
 
     def close(self):
         pass
@@ -357,31 +310,19 @@ def _put_seq(b, seq):  # noalloc
     put_u16(b, 2, seq & 0xFFFF)
 
 
-def _raise(x):
+def raise_full(x):
     if x.args and x.args[0] == _ENOSPC:
         raise StoreFull(_ERR_FULL, "filesystem full")
     raise x
 
 
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
-
-def _mkdir(path):
+def make_dir(path):
     try:
         os.mkdir(path)
     except OSError:
         pass
 
-
-def _ls(path):
-    try:
-        return os.listdir(path)
-    except OSError:
-        return ()
 
 
 def _capacity(dir):

@@ -1,0 +1,91 @@
+# The session directory's whole-state operations (filestore.py keeps what a
+# message does): a checkpoint (constructor, connect(), subscribe(),
+# disconnect()), erasing the session (a clean start), setting an unusable
+# one aside (boot). Loaded for the call and unloaded after (client.unload):
+# on a board that compiles .py, filestore.py compiles at boot while load.py
+# is in the heap, the client's largest moment, and these lines need not be
+# part of it (32-bit, small configuration with a session directory: 4.9 KB
+# less heap from source). docs/session-format.md#session-directory.
+import os
+
+from .filestore import make_dir, raise_full
+from .records import head_bytes
+
+
+def checkpoint(j, offline, replaced):
+    # Journal j's whole state made current: slots for the messages the
+    # engine holds (restore_session(), a move from the log layout), none for
+    # those it dropped (a clean start), the header and incoming ids
+    # rewritten (the header last: it makes the session). replaced: the
+    # engine's state is not the one stored (restore_session()): a slot with
+    # one of its packet ids may hold another message, so every message is
+    # written again (each into a slot it frees, newer).
+    e = j.e
+    j.flush()
+    for s in range(j.made):
+        if j.pid[s] and (replaced or e.find(j.pid[s], 0) < 0):
+            j.acked(j.pid[s])
+    for k in range(e.count):
+        if e.slot(k):
+            i = e.index(k)
+            s = j.slot_of(e.pid[i])
+            if s < 0:
+                j.stored(i)
+            elif not e.len[i] and not j.rel[s]:
+                j.released(s)
+    j.flush()
+    j.write_ids()
+    j.put_file("h.tmp", head_bytes(e, offline))
+    try:
+        os.rename(j.dir + "/h.tmp", j.dir + "/h")    # the commit point
+    except OSError as x:
+        raise_full(x)
+    j.checkpoints += 1
+
+
+def erase(j):
+    # Forget the session: "h" first (without it nothing loads), then every
+    # slot.
+    _remove(j.dir + "/h")
+    _remove(j.dir + "/i0")
+    _remove(j.dir + "/i1")
+    for s in range(j.made):
+        if j.pid[s] or j.stale[s]:
+            j.put_file(str(s), b"")
+        _forget(j, s)
+    j.nacks = j.nbatch = 0
+
+
+def set_aside(j):
+    # Keep an unusable session for inspection (PATH.d.bad) and start empty.
+    bad = j.dir + ".bad"
+    try:
+        names = os.listdir(bad)
+    except OSError:
+        names = ()
+    for name in names:
+        _remove(bad + "/" + name)
+    try:
+        os.rmdir(bad)
+    except OSError:
+        pass
+    try:
+        os.rename(j.dir, bad)
+    except OSError:
+        pass
+    make_dir(j.dir)
+    for s in range(j.made):
+        _forget(j, s)
+    j.made = 0
+    j.nacks = 0
+
+
+def _forget(j, s):
+    j.pid[s] = j.stale[s] = j.rel[s] = j.guard[s] = j.blocked[s] = 0
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
