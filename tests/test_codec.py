@@ -362,7 +362,7 @@ print("ok")
 """)
 
 
-def test_MQTT_3_8_1_1_subscribe_and_unsubscribe_flags_are_0010():
+def test_MQTT_3_8_1_1_and_3_10_1_1_subscribe_and_unsubscribe_flags_are_0010():
     # MQTT-3.8.1-1 / 3.10.1-1: SUBSCRIBE and UNSUBSCRIBE carry the fixed
     # header flags 0,0,1,0 (first bytes 0x82 and 0xA2), both versions.
     check(r"""
