@@ -42,6 +42,7 @@ from .codec import publish_size, varint_size, put_publish, put_ack, fail
 from .errors import MQTTException, ProtocolError, QueueFull, SessionError
 
 _ERR_FULL = const(-7)
+_LONG_BYTES = 8 // len(array("l", bytes(8)))     # 4 on a board, 8 on the 64-bit unix port
 _ERR_SESSION = const(-8)
 
 # What must reach flash before the packet just returned is sent (`rec`).
@@ -90,10 +91,13 @@ class Session:
         self.qos12 = qos12
         self.qos0_bytes = arena // 5    # QoS 0 waits only in room of its own
         t = "H" if arena < 65536 else "i"
+        w = 2 if arena < 65536 else 4
         self.pid = array("H", bytes(2 * slots))
-        self.off = array(t, bytes(4 * slots))
-        self.len = array(t, bytes(4 * slots))
-        self.dl = array("i", bytes(4 * slots))     # MQTT 5 expiry: ticks_ms deadline, 0 none
+        self.off = array(t, bytes(w * slots))
+        self.len = array(t, bytes(w * slots))
+        # MQTT 5 expiry: a ticks_ms deadline, 0 none. A C long: ticks_ms
+        # wraps at 2**30 on a board, at 2**62 on the 64-bit unix port.
+        self.dl = array("l", bytes(_LONG_BYTES * slots))
         self.st = bytearray(slots)
         self.rx2 = array("H", bytes(2 * rx2))
         self.req_pid = 0                # SUBSCRIBE / UNSUBSCRIBE awaiting its ack
@@ -116,6 +120,7 @@ class Session:
         self.held = 0           # QoS 1/2 messages in the session: pending()
         self.nbytes = 0         # bytes of the QoS 1/2 packets held
         self.nbytes0 = 0        # bytes of queued QoS 0 packets
+        self.n0 = 0             # queued QoS 0 packets (count - held counts holes too)
         self.a_head = 0         # arena: oldest byte in use
         self.a_tail = 0         # arena: next free byte
         self.rx2_n = 0
@@ -192,7 +197,7 @@ class Session:
         if qos:
             if self.held >= self.qos12:
                 raise QueueFull(_ERR_FULL, "outbox full: %d messages" % self.held)
-        elif self.count - self.held >= self.nslots - self.qos12 or self.nbytes0 + n > self.qos0_bytes:
+        elif self.n0 >= self.nslots - self.qos12 or self.nbytes0 + n > self.qos0_bytes:
             return -1
         off = self._reserve(n)
         if off < 0:
@@ -226,6 +231,7 @@ class Session:
             self.nbytes += n
         else:
             self.nbytes0 += n
+            self.n0 += 1
         if n:
             self.a_tail = off + n
         return i
@@ -296,6 +302,7 @@ class Session:
             self.nbytes -= self.len[i]
         else:
             self.nbytes0 -= self.len[i]
+            self.n0 -= 1
         self.len[i] = 0
         self.st[i] = _FREE
 

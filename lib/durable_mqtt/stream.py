@@ -2,6 +2,7 @@
 # State of the bytes, restore() puts a State into the engine. Used at boot
 # by load.py (the stream of a log, the ring, a session directory's "h") and
 # by restore_session(); unloaded after (client.unload). Allocates freely.
+from array import array
 from micropython import const
 
 from . import crc
@@ -50,8 +51,11 @@ def restore(e, st, now_min):
         pid, pkt = st.out[k]
         e.stored(pid, st.fetch(k) if type(pkt) is int else pkt)
     # More incoming QoS 2 ids than this client's table (a smaller
-    # receive_max now): the newest are kept, as the table itself would.
-    for pid in st.in_qos2[-len(e.rx2):]:
+    # receive_max now): the table grows to hold them, since an id forgotten
+    # before its PUBREL could let a message be delivered twice (MQTT-4.3.3-2).
+    if len(st.in_qos2) > len(e.rx2):
+        e.rx2 = array("H", bytes(2 * len(st.in_qos2)))
+    for pid in st.in_qos2:
         e.rx2[e.rx2_n] = pid
         e.rx2_n += 1
     e.subs = list(st.subs)
