@@ -43,7 +43,17 @@ class FileLog:
         self._size = -1          # expected size of the log (-1: not known yet)
         self._torn = False       # a failed append may have left bytes behind
         self._pending = 0        # bytes written since the last sync
-        _remove(self.tmp)        # a checkpoint cut short before its rename
+        if _file_size(path) or not _file_size(self.tmp):
+            _remove(self.tmp)    # a checkpoint cut short before its rename
+        else:
+            # No log but a .tmp: a rename cut between removing the old file
+            # and naming the new one (FAT does it in two steps): the .tmp is
+            # the newest state (whole, or cut short: the parser keeps what
+            # is intact).
+            try:
+                os.rename(self.tmp, path)
+            except OSError:
+                pass
         self.capacity = self.capacity_bytes()
 
     def load(self):

@@ -93,8 +93,8 @@ class SlotJournal:
                     self.batch_t0 = time.ticks_ms()
                 self.batch[self.nbatch] = pid
                 self.nbatch += 1
-                if self.nbatch == len(self.batch):
-                    self.flush()
+                if self.nbatch == len(self.batch) or time.ticks_diff(time.ticks_ms(), self.batch_t0) >= self.batch_ms:
+                    self.flush()          # full, or the oldest has waited its time
                 return
             self.stored(e.rec_slot)
         elif k == _R_OUT_REL:

@@ -52,11 +52,24 @@ def open_journal(where, e, prog_size, batch_ms, event, batch_bytes=None):
         if data:
             from .stream import parse
             _restore(e, parse(data), event)
-            j.checkpoint()            # at once: drops a torn tail and the acks it replays
+            _checkpoint(j, event)     # at once: drops a torn tail and the acks it replays
     except ValueError as x:           # FormatError, or a state that is not ours
         j.set_aside()
         event("discarded", {"reason": str(x)})
     return j
+
+
+def _checkpoint(j, event):
+    # A checkpoint at boot or connect that may find the state larger than
+    # one checkpoint holds (a ring that boot checkpoints cut at two boots in
+    # a row have filled): the state stays in RAM and on flash as it was,
+    # reported; acknowledgements make room, and a later checkpoint takes it.
+    # Raised, it would stop every boot, and every connect that could drain it.
+    from .errors import StoreFull
+    try:
+        j.checkpoint()
+    except StoreFull as x:
+        event("store_full", {"reason": x.args[1]})
 
 
 def _restore(e, st, event):

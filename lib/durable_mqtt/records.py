@@ -70,11 +70,13 @@ def head_bytes(e, offline):
 def fits(e, n, capacity):  # noalloc
     # Would engine e's state, grown by a record of n bytes (a PUBLISH and 9),
     # be at most capacity bytes (what one checkpoint of the store can hold)?
-    # A record's length is a u16: a PUBLISH of more than MAX_PACKET bytes
-    # can never be stored.
+    # The incoming QoS 2 table counts full: those ids are taken without
+    # asking (a state past capacity could never be checkpointed again, not
+    # even at boot). A record's length is a u16: a PUBLISH of more than
+    # MAX_PACKET bytes can never be stored.
     if n > MAX_PACKET + 9:
         return False
-    n += 30 + len(e.cid) + e.nbytes + 13 * e.count + 9 * e.rx2_n
+    n += 30 + len(e.cid) + e.nbytes + 13 * e.count + 9 * len(e.rx2)
     for k in range(len(e.subs)):
         n += 16 + len(e.subs[k][0])
     return n <= capacity

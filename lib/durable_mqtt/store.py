@@ -79,6 +79,8 @@ class LogJournal:
             self.batch[self.nbatch] = e.pid[e.rec_slot]
             self.nbatch += 1
             self.nbytes += n
+            if time.ticks_diff(time.ticks_ms(), self.batch_t0) >= self.batch_ms:
+                self.flush()              # the oldest has waited its time (no tick while offline)
             return
         if not self._room(e.len[e.rec_slot] + 9 if k == R_OUT_PUB else 9):
             self.checkpoint()                 # it holds the change: the RAM state has it
