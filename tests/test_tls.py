@@ -241,3 +241,28 @@ def test_documented_opt_out_connects_without_verification(tls, tmp_path, v):
     res, out = matrix(tls, tmp_path, v, None, "tls-no-verify", "optout", ", tls_verify=False")
     assert res["connect"]["ok"] and res["pub"]["ok"], out
     assert res["after"] == {"tag": "after", "connected": True, "verify_mode": 0}, out     # left as given
+
+
+def test_an_ssl_object_that_cannot_be_made_to_verify_is_refused():
+    # API.md: the broker's certificate is always verified. The ssl module
+    # itself has a wrap_socket() that verifies nothing, and an object with
+    # no verify_mode cannot be switched to CERT_REQUIRED: both are refused
+    # (TypeError) unless the documented opt-out (tls_verify=False) is given.
+    r = run_mp(r"""
+import ssl
+from durable_mqtt import MQTTClient
+class Wrapper:
+    def wrap_socket(self, sock, server_hostname=None):
+        return sock
+for bad in (ssl, Wrapper()):
+    try:
+        MQTTClient("x", "h", ssl=bad)
+        print("accepted", bad)
+    except TypeError as e:
+        print("refused:", e)
+MQTTClient("x", "h", ssl=Wrapper(), tls_verify=False)
+MQTTClient("x", "h", ssl=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+print("ok")
+""")
+    assert r.stdout.count("refused: ssl must be an ssl.SSLContext") == 2 and "accepted" not in r.stdout, r.stdout
+    assert r.stdout.strip().endswith("ok"), r.stdout

@@ -12,16 +12,22 @@
 #   c.publish_nowait("tele/dev1", b"21.6", qos=1)  # only enqueues
 #   async for topic, msg, retained, qos in c.messages(): ...
 #
-# Stated limit: a TLS handshake runs to its end (bounded by timeout_ms)
-# without yielding; the TCP connect before it does yield.
+# Stated limits (docs/resilience.md): a TLS handshake runs to its end
+# without yielding (timeout_ms bounds each of its reads, not the whole), as
+# does the DNS lookup; the TCP connect does yield. publish_nowait() writes
+# at once when connected, so a broker that stops reading holds it up to
+# timeout_ms.
 import asyncio
+import sys
 import time
+from micropython import const
 
 from .client import unload
-from .errors import MQTTException, Timeout, ERR_TIMEOUT
+from .errors import MQTTException, NotConnected, Timeout, ERR_NOT_CONNECTED, ERR_TIMEOUT
 from .robust import RobustClient
 
 _io = asyncio.core._io_queue
+_LOOK_MS = const(20)         # a SUBSCRIBE / UNSUBSCRIBE looks for its answer this often
 
 
 async def _ready(sock, out):
@@ -45,20 +51,32 @@ class AsyncClient:
         self._queue = []                # copies of messages for messages()
         self._queue_size = queue_size
         self._queue_ev = asyncio.Event()
+        self._space = asyncio.Event()   # messages() took one from a full queue
+        self._req = asyncio.Lock()      # one SUBSCRIBE / UNSUBSCRIBE at a time
         self._task = None
         self._cb = None
         self._props = False
         self.dropped_messages = 0
+        self.callback_errors = 0
 
-    async def steps(self, gen):
+    async def steps(self, gen, look=False):
         # Run a step generator of the client (connecting, requesting,
-        # reconnecting), awaiting the socket where it would block.
+        # reconnecting), awaiting the socket where it would block. look: the
+        # background task is the socket's reader (asyncio keeps one waiter
+        # per socket: a second would take its place and leave it deaf), so
+        # the generator only looks again every _LOOK_MS for what it read.
         c = self.client
         try:
             while True:
                 w = next(gen)
+                if look:
+                    await asyncio.sleep_ms(min(abs(w), _LOOK_MS))
+                    continue
+                sock = c.socket()
+                if sock is None:
+                    raise NotConnected(ERR_NOT_CONNECTED, "the link closed")
                 try:
-                    await asyncio.wait_for_ms(_ready(c.socket(), w < 0), abs(w))
+                    await asyncio.wait_for_ms(_ready(sock, w < 0), abs(w))
                 except asyncio.TimeoutError:
                     pass
         except StopIteration as s:
@@ -115,9 +133,7 @@ class AsyncClient:
         pid = self.client.publish(topic, msg, retain, qos, props)
         if not qos or not pid:
             return pid
-        w = self._waiters.get(pid)
-        if w is None:
-            w = self._waiters[pid] = [asyncio.Event(), 0]
+        w = self._waiters[pid] = [asyncio.Event(), 0]    # (this message's: an id comes round again)
         try:
             if timeout_ms is None:
                 await w[0].wait()
@@ -126,8 +142,8 @@ class AsyncClient:
         except asyncio.TimeoutError:
             raise Timeout(ERR_TIMEOUT, "message %d not acknowledged in %d ms (still queued)" % (pid, timeout_ms))
         finally:
-            if w[0].is_set():
-                self._waiters.pop(pid, None)
+            if self._waiters.get(pid) is w:
+                del self._waiters[pid]       # done, timed out or cancelled: no waiter stays behind
         if w[1] >= 0x80:
             raise MQTTException(w[1], "broker refused message %d (reason 0x%02x)" % (pid, w[1]))
         return pid
@@ -163,15 +179,16 @@ class AsyncClient:
         return await self._request((f, -1, 0), timeout_ms)
 
     async def _request(self, args, timeout_ms):
-        await self.up.wait()
-        c = self.client
-        old = c.timeout_ms
-        if timeout_ms:
-            c.timeout_ms = timeout_ms
-        try:
-            return await self.steps(c.requesting(*args))
-        finally:
-            c.timeout_ms = old
+        async with self._req:           # the session awaits one answer at a time
+            await self.up.wait()
+            c = self.client
+            old = c.timeout_ms
+            if timeout_ms:
+                c.timeout_ms = timeout_ms
+            try:
+                return await self.steps(c.requesting(*args), True)
+            finally:
+                c.timeout_ms = old
 
     # ------------------------------------------------------------ receiving
     def set_callback(self, f, props=False):
@@ -188,9 +205,11 @@ class AsyncClient:
             else:
                 self._cb(topic, msg, retained, qos)
             return
-        if len(self._queue) >= self._queue_size:
-            # Bounded: the oldest copy goes (counted). At QoS 1/2 the broker
-            # holds back beyond receive_max, so this is rare.
+        if len(self._queue) >= self._queue_size and not qos:
+            # Bounded for QoS 0: the oldest copy goes (counted). A QoS 1/2
+            # message is already acknowledged when it arrives here, so it is
+            # kept: the background task reads no more while the queue is
+            # full (the broker holds the rest back).
             self._queue.pop(0)
             self.dropped_messages += 1
         self._queue.append((bytes(topic), bytes(msg), retained, qos))
@@ -230,11 +249,29 @@ class AsyncClient:
                     continue
                 c.link_up()
                 continue
+            if self._cb is None and len(self._queue) >= self._queue_size:
+                # messages() is behind: nothing more is read until it takes
+                # one (a consumer stalled past the keepalive lets the broker
+                # close the link; what it holds comes again after).
+                self._space.clear()
+                try:
+                    await asyncio.wait_for_ms(self._space.wait(), c.keepalive_wait())
+                except asyncio.TimeoutError:
+                    pass
+                continue
             try:
                 c.check_msg()
             except OSError as x:
                 c.link_down(x)
                 continue
+            except Exception as x:
+                # The application's callback raised. The task goes on (the
+                # message it was given is not acknowledged: the broker sends
+                # it again after a reconnect); counted, reported as the
+                # event "callback_error" and printed.
+                self.callback_errors += 1
+                c.event("callback_error", {"error": repr(x)})
+                sys.print_exception(x)
             if c.is_connected():
                 try:
                     await asyncio.wait_for_ms(_ready(c.socket(), False), c.keepalive_wait())
@@ -254,4 +291,5 @@ class _Messages:
         while not o._queue:
             o._queue_ev.clear()
             await o._queue_ev.wait()
+        o._space.set()
         return o._queue.pop(0)

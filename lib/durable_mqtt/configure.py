@@ -22,8 +22,10 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
             and (session_expiry is None or 0 <= session_expiry <= _NEVER)):
         raise ValueError("version 4 or 5; buf_size >= 64; max_inflight, receive_max 1..65535; "
                          "outbox_size >= 0; keepalive 0..65535; session_expiry 0..0xFFFFFFFF")
-    if ssl is not None and not hasattr(ssl, "wrap_socket"):
-        raise TypeError("ssl must be an ssl.SSLContext")
+    if ssl is not None and not (hasattr(ssl, "wrap_socket") and (hasattr(ssl, "verify_mode") or not tls_verify)):
+        # (The ssl module itself has a wrap_socket() that verifies nothing:
+        # an object without verify_mode cannot be made to verify.)
+        raise TypeError("ssl must be an ssl.SSLContext (with the broker's CA loaded)")
     if password is not None and user is None and version == 4:
         raise ValueError("a password needs a user name in MQTT 3.1.1 (MQTT-3.1.2-22)")
     self.server = server
@@ -70,6 +72,7 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     self.early = []                  # the constructor's events, replayed to a callback set later
     self.persist = False
     self.until_sent = False          # a clean session keeps on flash only what it held at connect
+    self.resub_owed = False          # a lost session's subscriptions not all made again yet
     self.journal = None
     # The session file is opened by load.open_session once this module is
     # gone (client.py): the two are the constructor's largest transients.

@@ -10,7 +10,7 @@ import time
 from micropython import const
 
 from .codec import fail, put_str, put_block, put_u16, put_varint, varint_size, too_large
-from .errors import ConnectRefused, Timeout
+from .errors import ConnectRefused, StoreFull, Timeout
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
@@ -110,17 +110,24 @@ def _settle(c, ev, persistent):
     c.until_sent = c.persist and not persistent
     if j:
         if persistent or e.held:
-            j.checkpoint()               # accepted messages stay stored until sent
+            try:
+                j.checkpoint()           # accepted messages stay stored until sent
+            except StoreFull as x:       # (connected all the same: acknowledgements make room)
+                c.event("store_full", {"reason": x.args[1]})
         else:
             j.erase()                    # MQTT-3.1.2-6: a clean session is never reused
-    if ev == "lost" and c.resubscribe:
+    if c.resubscribe and (ev == "lost" or ev == "resumed" and c.resub_owed):
+        # Owed until every one is made again: a link lost meanwhile leaves
+        # the broker a session without them, which it then says is present.
+        c.resub_owed = True
         from .request import requesting
         for f, opts, sid in list(e.subs):
             try:
                 yield from requesting(c, f, opts, sid)
-                info["resubscribed"] += 1
+                info["resubscribed"] = info.get("resubscribed", 0) + 1
             except ConnectRefused:
                 e.unsubscribed(f)        # the broker refused it: forgotten
+        c.resub_owed = False
     c.event(ev, info)
 
 

@@ -43,14 +43,14 @@ def start(host, port, timeout_ms, wait):
 
 
 def secure(s, host, port, ctx, verify, timeout_ms):
-    # TLS over s when ctx is given (a blocking handshake, bounded by
-    # timeout_ms); returns the socket to use.
+    # TLS over s when ctx is given (a blocking handshake: timeout_ms bounds
+    # each of its reads); returns the socket to use.
     if ctx is None:
         return s
     try:
         # MicroPython's ssl.SSLContext starts with verify_mode CERT_NONE: the
         # broker is verified unless the application opted out (tls_verify).
-        if verify and getattr(ctx, "verify_mode", _CERT_REQUIRED) != _CERT_REQUIRED:
+        if verify and ctx.verify_mode != _CERT_REQUIRED:
             ctx.verify_mode = _CERT_REQUIRED
         s.settimeout(timeout_ms / 1000)
         return ctx.wrap_socket(s, server_hostname=host)

@@ -482,8 +482,11 @@ class Link:
         elif c.cb is not None:
             self.deliver()
         # QoS 2: the id reaches flash after delivery and before the PUBREC:
-        # a power cut in between delivers it again (docs/sessions.md).
-        self.put_send(self.engine.ack_incoming(box.qos, box.pid, 0, self.tx))
+        # a power cut in between delivers it again (docs/sessions.md). A
+        # callback that closed the link (disconnect()) still has the id
+        # recorded; no acknowledgement is owed on a link that is gone.
+        n = self.engine.ack_incoming(box.qos, box.pid, 0, self.tx)
+        self.put_send(n if self.connected else 0)
 
     def deliver(self):  # noalloc
         c = self.c

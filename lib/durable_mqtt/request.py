@@ -7,13 +7,14 @@ import time
 from micropython import const
 
 from .codec import as_bytes, check_utf8, fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
-from .errors import ConnectRefused, ProtocolError, Timeout
+from .errors import ConnectRefused, NotConnected, ProtocolError, Timeout
 
 _SUBSCRIBE = const(0x82)     # SUBSCRIBE, UNSUBSCRIBE carry flags 0b0010 (MQTT-3.8.1-1, 3.10.1-1)
 _SUBACK = const(0x90)
 _UNSUBSCRIBE = const(0xA2)
 _UNSUBACK = const(0xB0)
 _ERR_TIMEOUT = const(-4)
+_ERR_NOT_CONNECTED = const(-6)
 # Reason codes a broker may put in a SUBACK (3.1.1: 0 1 2 0x80) and an MQTT 5 UNSUBACK.
 _RC_SUB = b"\x00\x01\x02\x80\x83\x87\x8f\x91\x97\x9e\xa1\xa2"
 _RC_SUB4 = b"\x00\x01\x02\x80"
@@ -55,6 +56,8 @@ def requesting(c, f, opts, sid):
             k.keepalive()
             if k.result >= 0:
                 break
+            if not k.connected:          # closed meanwhile (disconnect(), a failure): no answer comes
+                raise NotConnected(_ERR_NOT_CONNECTED, "the link closed before the %sACK" % ("SUB" if sub else "UNSUB"))
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
                 raise Timeout(_ERR_TIMEOUT, "no %sACK in %d ms" % ("SUB" if sub else "UNSUB", c.timeout_ms))

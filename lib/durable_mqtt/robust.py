@@ -62,6 +62,7 @@ class RobustClient(MQTTClient):
     def connect(self, clean_session=None, timeout_ms=None):
         sp = super().connect(clean_session, timeout_ms)
         self._up = True               # a drop from here on is reported (on_down)
+        self.run(self._subscribe_pending())
         return sp
 
     # ------------------------------------------------------------ the loop
@@ -147,6 +148,10 @@ class RobustClient(MQTTClient):
             yield from self.connecting(None, None, host, port)
         except SessionError:
             yield from self.connecting(True, None, host, port, True)
+        yield from self._subscribe_pending()
+
+    def _subscribe_pending(self):
+        # The subscriptions made while down, as steps (after any connect).
         while self._pending_subs:
             topic, qos, kw = self._pending_subs[0]
             try:

@@ -1,0 +1,246 @@
+"""The front ends under the cases a review found wanting: the asyncio client
+while a SUBSCRIBE waits (one reader per socket), two SUBSCRIBEs at once, a
+disconnect meanwhile, an application callback that raises, messages() with
+more QoS 1 messages than its queue, a publish() that timed out; the
+blocking client when the callback disconnects; TLS with something that is
+not an SSLContext. Scripted fake brokers answer each packet as it comes;
+mosquitto where a real stream is needed."""
+from conftest import run_mp
+from fakebroker import FakeBroker, connack, pkt, publish, u16
+
+AIO = r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+from durable_mqtt import MQTTException, NotConnected, Timeout
+PORT = %d
+async def connected(cid, timeout_ms=2000, cb=None, **kw):
+    c = AsyncClient(cid, "127.0.0.1", PORT, keepalive=20, timeout_ms=timeout_ms, **kw)
+    if cb:
+        c.set_callback(cb)
+    await c.connect(timeout_ms=2000)
+    return c
+"""
+
+
+def suback_to(i, code=1):
+    # A SUBACK for the i-th packet the broker received on this connection.
+    return ("reply", lambda got: pkt(0x90, got[i][1][:2] + bytes((code,))))
+
+
+def test_aio_stays_a_reader_while_a_subscribe_waits():
+    # asyncio keeps one waiter per socket: a SUBSCRIBE that waited on the
+    # socket too took the background task's place, and after it the task
+    # heard nothing until its keepalive timer (10 s here): the PUBACK of
+    # the next publish, sent at once, was seen ~10 s late. Now the task
+    # stays the reader: the SUBACK ends subscribe() when it comes, and the
+    # PUBACK and a PUBLISH after it are taken at once.
+    def pid_of(got):
+        body = got[-1][1]
+        return body[2 + (body[0] << 8 | body[1]):][:2]
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("sleep", 0.3), suback_to(1),
+                     ("recv",), ("reply", lambda got: pkt(0x40, pid_of(got))),
+                     ("send", publish(4, b"aio/m", b"after", 1, 77)), ("recv",), ("sleep", 0.3)], io_timeout=30)
+    r = run_mp(AIO % fb.port + r"""
+got = []
+async def main():
+    c = await connected("aio-one", 5000, lambda t, m, r, q: got.append(time.ticks_ms()))
+    t0 = time.ticks_ms()
+    print("granted", await c.subscribe("aio/x", 1))
+    print("subscribe", time.ticks_diff(time.ticks_ms(), t0))
+    t0 = time.ticks_ms()
+    await c.publish("aio/x", b"p", qos=1)
+    print("acked", time.ticks_diff(time.ticks_ms(), t0))
+    while not got:
+        await asyncio.sleep_ms(10)
+    print("delivered", time.ticks_diff(got[0], t0))
+    await c.disconnect()
+asyncio.run(main())
+""", timeout=60)
+    fb.join()
+    out = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+    assert out.get("granted") == "1", r.stdout
+    assert int(out["subscribe"]) < 1500, r.stdout      # SUBACK at ~300 ms, not the 5,000 ms timeout
+    assert int(out["acked"]) < 1000 and int(out["delivered"]) < 1000, r.stdout     # not ~10,000
+
+
+def test_aio_two_subscribes_at_once_both_complete():
+    # One SUBSCRIBE awaits its SUBACK at a time (the session tracks one
+    # request id): the second waits for the first instead of overwriting
+    # its id, and both subscriptions are granted and kept.
+    fb = FakeBroker([("send", connack(4)), ("recv",), suback_to(1), ("recv",), suback_to(2), ("sleep", 0.3)])
+    r = run_mp(AIO % fb.port + r"""
+async def main():
+    c = await connected("aio-two", 2000)
+    r = await asyncio.gather(c.subscribe("aio/a", 1), c.subscribe("aio/b", 1), return_exceptions=True)
+    print("results", r)
+    print("subs", sorted(f for f, _, _ in c.client.engine.subs), "connected", c.is_connected())
+    await c.disconnect()
+asyncio.run(main())
+""")
+    fb.join()
+    assert "results [1, 1]" in r.stdout and "subs [b'aio/a', b'aio/b'] connected True" in r.stdout, r.stdout
+
+
+def test_aio_disconnect_while_a_subscribe_waits_raises_not_connected():
+    # The SUBSCRIBE waited on a socket that disconnect() had closed (and
+    # set to None): the interpreter crashed. Now it ends with NotConnected.
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("sleep", 1.0)])
+    r = run_mp(AIO % fb.port + r"""
+async def main():
+    c = await connected("aio-disc", 3000)
+    t = asyncio.create_task(c.subscribe("aio/x", 1))
+    await asyncio.sleep_ms(200)
+    await c.disconnect()
+    try:
+        await t
+    except NotConnected as e:
+        print("NotConnected", e.args[1])
+    print("subs", c.client.engine.subs)
+asyncio.run(main())
+""")
+    fb.join()
+    assert "NotConnected the link closed before the SUBACK" in r.stdout and "subs []" in r.stdout, r.stdout
+
+
+def test_aio_a_raising_callback_does_not_stop_the_client():
+    # The background task caught only OSError: a callback's ValueError
+    # ended it silently, and nothing was read or acknowledged again. Now
+    # it is counted, reported as the event "callback_error" and the task
+    # goes on: the next message is delivered, a publish is acknowledged.
+    fb = FakeBroker([("send", connack(4)), ("send", publish(4, b"aio/cb", b"boom", 0)),
+                     ("send", publish(4, b"aio/cb", b"second", 0)), ("recv",),
+                     ("reply", lambda got: pkt(0x40, u16(1))), ("sleep", 0.3)])
+    r = run_mp(AIO % fb.port + r"""
+seen = []
+events = []
+def cb(t, m, r, q):
+    seen.append(bytes(m))
+    if bytes(m) == b"boom":
+        raise ValueError("application bug")
+async def main():
+    c = await connected("aio-cb", 2000, cb, event_callback=lambda ev, info: events.append(ev))
+    await asyncio.sleep_ms(300)
+    print("pid", await c.publish("aio/x", b"p", qos=1, timeout_ms=2000))
+    print("seen", seen, "errors", c.callback_errors, "event", "callback_error" in events, "connected", c.is_connected())
+    await c.disconnect()
+asyncio.run(main())
+""")
+    fb.join()
+    assert "pid 1" in r.stdout, r.stdout
+    assert "seen [b'boom', b'second'] errors 1 event True connected True" in r.stdout, r.stdout
+
+
+def test_aio_messages_keeps_every_acknowledged_message(broker):
+    # messages() with a queue of 8 and 20 QoS 1 messages arriving at once:
+    # each is acknowledged when it is queued, so none may be dropped; the
+    # background task reads no more while the queue is full.
+    r = run_mp(AIO % broker.port + r"""
+from durable_mqtt import MQTTClient
+async def main():
+    c = await connected("aio-q", 2000, queue_size=8)
+    await c.subscribe("aio/q", 1)
+    p = MQTTClient("aio-q-pub", "127.0.0.1", PORT)
+    p.connect()
+    for i in range(20):
+        p.publish("aio/q", b"%d" % i, qos=1)
+    while p.pending():
+        p.wait_msg(1000)
+    p.disconnect()
+    got = []
+    await asyncio.sleep_ms(300)              # the messages arrive before anyone takes one
+    async for t, m, retained, qos in c.messages():
+        got.append(int(m))
+        if len(got) == 20:
+            break
+    print("got", got == list(range(20)), "dropped", c.dropped_messages)
+    await c.disconnect()
+asyncio.run(main())
+""", timeout=60)
+    assert "got True dropped 0" in r.stdout, r.stdout
+
+
+def test_aio_a_publish_that_timed_out_leaves_no_waiter():
+    # A timed-out (or cancelled) publish() left its waiter behind: the dict
+    # grew, and a later message with the same id found it set and returned
+    # before its own acknowledgement.
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("sleep", 0.6)])
+    r = run_mp(AIO % fb.port + r"""
+async def main():
+    c = await connected("aio-w", 2000)
+    try:
+        await c.publish("aio/x", b"p", qos=1, timeout_ms=200)
+    except Timeout:
+        print("timeout")
+    print("waiters", len(c._waiters), "pending", c.pending())
+asyncio.run(main())
+""")
+    fb.join()
+    assert "timeout" in r.stdout and "waiters 0 pending 1" in r.stdout, r.stdout
+
+
+def test_a_callback_that_disconnects_inside_wait_msg():
+    # disconnect() from the message callback: wait_msg() then flushed the
+    # owed PUBACK to a socket that was gone (AttributeError, which a
+    # umqtt-style `except OSError` loop misses). Now nothing is owed on a
+    # closed link and wait_msg() returns; the broker sends the message
+    # again after the reconnect.
+    fb = FakeBroker([("send", connack(4)), ("send", publish(4, b"t", b"bye", 1, 7)), ("recv",)],
+                    [("send", connack(4, sp=1)), ("sleep", 0.2)])
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+c = MQTTClient("cbd", "127.0.0.1", %d, clean_session=False, timeout_ms=2000)
+c.set_callback(lambda t, m, r, q: c.disconnect())
+c.connect()
+print("wait_msg", c.wait_msg(1000))
+print("connected", c.is_connected())
+print("reconnect", c.connect())
+""" % fb.port)
+    fb.join()
+    assert "wait_msg 48" in r.stdout and "connected False" in r.stdout and "reconnect True" in r.stdout, r.stdout
+    assert [f for f, _ in fb.conns[0][1:]] == [0xE0], fb.conns[0]      # DISCONNECT, no PUBACK after it
+
+
+def test_a_resubscribe_cut_short_is_made_again_on_the_next_connection():
+    # The broker lost the session (Session Present 0): the client starts
+    # resubscribing and the link drops before the SUBACK. The broker keeps
+    # the new, empty session and next time says it is present: the
+    # resubscribing was owed still, and is made on that connection.
+    fb = FakeBroker([("send", connack(4)), ("recv",), suback_to(1), ("sleep", 0.3), ("close",)],
+                    [("send", connack(4, sp=0)), ("recv",), ("close",)],
+                    [("send", connack(4, sp=1)), ("recv",), suback_to(1), ("sleep", 0.5)])
+    r = run_mp(r"""
+import time
+from durable_mqtt.robust import RobustClient
+c = RobustClient("resub", "127.0.0.1", %d, keepalive=30, timeout_ms=1500, backoff_ms=(100, 100))
+c.connect()
+c.subscribe("cmd/a", 1)
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 1500:
+    c.poll(50)
+print("connected", c.is_connected(), "subs", c.engine.subs)
+""" % fb.port)
+    fb.join()
+    assert "connected True" in r.stdout, r.stdout
+    assert [f for f, _ in fb.conns[2][1:]][:1] == [0x82], fb.conns[2]          # SUBSCRIBE again
+
+
+def test_robust_subscribe_while_down_then_connect_subscribes(broker):
+    # RobustClient.subscribe() while down remembers the subscription; an
+    # explicit connect() (not only the reconnect loop) now makes it.
+    r = run_mp(r"""
+from durable_mqtt.robust import RobustClient
+from durable_mqtt import MQTTClient
+got = []
+c = RobustClient("subfirst", "127.0.0.1", %d, timeout_ms=2000)
+c.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+print("while down", c.subscribe("rb/sf", 1))
+c.connect()
+p = MQTTClient("subfirst-pub", "127.0.0.1", %d)
+p.connect()
+p.publish("rb/sf", b"hello", qos=1)
+p.disconnect()
+for i in range(20):
+    c.poll(50)
+print("got", got, "subs", c.engine.subs)
+""" % (broker.port, broker.port))
+    assert "while down None" in r.stdout and "got [b'hello']" in r.stdout, r.stdout
