@@ -780,3 +780,46 @@ for c1 in range(1, 12):
 print("held", held, "events", sorted(seen))
 """)
     assert "store_full" in r.stdout, r.stdout          # the case happened, and every boot kept it all
+
+
+def test_a_program_that_lands_whole_but_reports_an_error_counts():
+    """A driver may program a commit whole and then raise (a verify or
+    timeout error). The next commit reused its sequence number, the boot
+    read a gap and dropped the whole session as stale, with no event. Read
+    back, a commit that is on flash whole now counts: the publish succeeds
+    and a reboot restores every message."""
+    r = run_mp(r"""
+from norflash import NorFlash
+from durable_mqtt import MQTTClient
+
+class Flaky:
+    # programs, then reports an error, when told to
+    def __init__(self, d):
+        self.d = d
+        self.fail_next = False
+    def readblocks(self, n, buf, off=0):
+        return self.d.readblocks(n, buf, off)
+    def writeblocks(self, n, buf, off=None):
+        self.d.writeblocks(n, buf, off)
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError(116, "flash write reported an error")
+    def ioctl(self, op, arg):
+        return self.d.ioctl(op, arg)
+
+nor = NorFlash(4096, 8, prog_size=32)
+dev = Flaky(nor)
+c = MQTTClient("dev1", "127.0.0.1", session_file=dev, clean_session=False, buf_size=256)
+for i in range(3):
+    c.publish("t/a", b"held %d" % i, qos=1)
+dev.fail_next = True
+c.publish("t/a", b"msg 3", qos=1)
+for i in range(40):                       # on into the next block
+    c.publish("t/a", b"after %d" % i, qos=1)
+held = c.pending()
+ev = []
+c2 = MQTTClient("dev1", "127.0.0.1", session_file=Flaky(nor.reboot()), clean_session=False, buf_size=256,
+                event_callback=lambda e, i: ev.append(e))
+print("held", held, "restored", c2.pending(), "events", ev)
+""")
+    assert "held 44 restored 44 events []" in r.stdout, r.stdout

@@ -308,14 +308,34 @@ class RingStore:
         try:
             self._bdev.writeblocks(self._first + self._head, self._views[size // self._p - 1], self._pos)
         except BaseException as e:
-            # Unknown state on flash: never write after it in this block.
-            self._pos = self._bs
-            self._ck_open = False
-            raise e
+            # A driver may program the commit whole and still report an
+            # error (a verify or timeout error, an interrupt): read back, the
+            # commit on flash counts, and with its sequence number (were the
+            # next commit to reuse it, the boot would read a gap and drop
+            # everything before it as stale). An error is an error only if
+            # flash does not hold the commit; then, or for an interrupt, the
+            # state on flash is unknown: nothing more goes into this block.
+            landed = self._landed(size)
+            if not landed or not isinstance(e, Exception):
+                if landed:
+                    self._seq = (self._seq + 1) & _SEQ_MASK
+                self._pos = self._bs
+                self._ck_open = False
+                raise e
         self._pos += size
         self.bytes_written += size
         self._seq = (self._seq + 1) & _SEQ_MASK
         self._scan = None
+
+    def _landed(self, size):
+        # After a failed program: does flash hold the staged commit whole?
+        # (The error path: it allocates.)
+        try:
+            b = bytearray(size)
+            self._bdev.readblocks(self._first + self._head, b, self._pos)
+            return b == bytes(self._views[size // self._p - 1])
+        except Exception:
+            return False
 
     def _advance(self, force):  # noalloc
         # Erase the next block and write its header. force=True may wipe the
