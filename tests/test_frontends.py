@@ -13,8 +13,8 @@ import asyncio, time
 from durable_mqtt.aio import AsyncClient
 from durable_mqtt import MQTTException, NotConnected, Timeout
 PORT = %d
-async def connected(cid, timeout_ms=2000, cb=None, **kw):
-    c = AsyncClient(cid, "127.0.0.1", PORT, keepalive=20, timeout_ms=timeout_ms, **kw)
+async def connected(cid, timeout_ms=2000, cb=None, keepalive=20, **kw):
+    c = AsyncClient(cid, "127.0.0.1", PORT, keepalive=keepalive, timeout_ms=timeout_ms, **kw)
     if cb:
         c.set_callback(cb)
     await c.connect(timeout_ms=2000)
@@ -244,3 +244,52 @@ for i in range(20):
 print("got", got, "subs", c.engine.subs)
 """ % (broker.port, broker.port))
     assert "while down None" in r.stdout and "got [b'hello']" in r.stdout, r.stdout
+
+
+def test_aio_a_queue_full_past_the_keepalive_reconnects_and_keeps_going(broker):
+    # messages() full and not read for longer than the keepalive: the ping
+    # nobody reads the answer to times out. That Timeout ended the
+    # background task (connected() stayed True, nothing more was read). Now
+    # the link goes down and comes back; every message is delivered.
+    r = run_mp(AIO % broker.port + r"""
+from durable_mqtt import MQTTClient
+async def main():
+    c = await connected("aio-ka", 2000, keepalive=2, queue_size=1)
+    await c.subscribe("aio/ka", 1)
+    p = MQTTClient("aio-ka-pub", "127.0.0.1", PORT)
+    p.connect()
+    for i in range(3):
+        p.publish("aio/ka", b"%d" % i, qos=1)
+    p.disconnect()
+    await asyncio.sleep_ms(4000)              # nobody takes a message for 2 keepalives
+    got = []
+    it = c.messages()
+    for i in range(3):
+        got.append(int((await asyncio.wait_for_ms(it.__anext__(), 5000))[1]))
+    print("got", got, "task alive", not c._task.done())
+    await c.disconnect()
+asyncio.run(main())
+""", timeout=60)
+    assert "got [0, 1, 2] task alive True" in r.stdout, r.stdout
+
+
+def test_robust_a_pending_subscription_the_broker_cannot_take_is_dropped():
+    # RobustClient: a subscription made while down that is larger than the
+    # broker's Maximum Packet Size failed every reconnect for ever. It is
+    # reported (last_error) and dropped, like a refused one; a bad filter is
+    # refused at subscribe() itself.
+    mps = bytes((0x27,)) + (30).to_bytes(4, "big")
+    fb = FakeBroker([("send", pkt(0x20, bytes((0, 0)) + bytes((len(mps),)) + mps)), ("sleep", 0.3)])
+    r = run_mp(r"""
+from durable_mqtt.robust import RobustClient
+c = RobustClient("pend", "127.0.0.1", %d, version=5, timeout_ms=2000)
+try:
+    c.subscribe("a/b#", 1)
+except ValueError:
+    print("bad filter refused")
+print("while down", c.subscribe("a/" + "x" * 60, 1))
+c.connect()
+print("connected", c.is_connected(), "error", type(c.last_error).__name__, "pending", len(c._pending_subs))
+""" % fb.port)
+    fb.join()
+    assert "bad filter refused" in r.stdout and "connected True error PacketTooLarge pending 0" in r.stdout, r.stdout

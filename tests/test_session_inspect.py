@@ -312,10 +312,11 @@ def test_every_record_type(tmp_path, ver):
         [("cmd/#", 2, ver == 5, 7 if ver == 5 else 0)]
     out = doc["outgoing"]
     # 1 PUBACKed, 4 PUBCOMPed: gone; 2 past PUBREC: PUBREL owed, in its place.
-    assert [(m["pid"], m["state"]) for m in out] == [(2, "pubrel"), (3, "publish"), (5, "publish"), (6, "publish")]
-    assert [m.get("topic") for m in out] == [None, "out/3", "out/5", "out/6"]
-    assert out[1]["retain"] is True and out[3]["qos"] == 2
-    assert bytes.fromhex(out[2]["payload_hex"]) == b"payload-5"
+    # the PUBREL owed comes last: PUBRELs in the order of their PUBRECs (MQTT-4.6.0-4)
+    assert [(m["pid"], m["state"]) for m in out] == [(3, "publish"), (5, "publish"), (6, "publish"), (2, "pubrel")]
+    assert [m.get("topic") for m in out] == ["out/3", "out/5", "out/6", None]
+    assert out[0]["retain"] is True and out[2]["qos"] == 2
+    assert bytes.fromhex(out[1]["payload_hex"]) == b"payload-5"
     assert doc["incoming_qos2"] == [101]
     assert doc["diagnostics"] == []
     assert_same_as_library(doc, lib_read("file", path))

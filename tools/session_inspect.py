@@ -323,13 +323,12 @@ def parse_session(data, diag):
                     diag.add("info", "ack_unknown", "OUT_ACKED at offset %d names packet id %d, which is not held" % (p, pid), p)
                 _drop(s.out, out_index, pid)
         elif kind == R_OUT_REL:
+            # the PUBREL owed goes to the end: PUBRELs in PUBREC order (MQTT-4.6.0-4)
             pid = u16(data, b)
-            ent = out_index.get(pid)
-            if ent is None:
-                ent = [pid, None]
-                s.out.append(ent)
-                out_index[pid] = ent
-            ent[1] = None
+            _drop(s.out, out_index, pid)
+            ent = [pid, None]
+            s.out.append(ent)
+            out_index[pid] = ent
         elif kind == R_IN_QOS2:
             pid = u16(data, b)
             if pid not in s.in_qos2:
@@ -419,8 +418,9 @@ def read_dir(path, diag, info):
         newest[pid] = (seq, k, pid, pkt)
     live = sorted(newest.values())
     s.out = [[pid, pkt] for _, _, pid, pkt in live]
-    if live:
-        s.last_pid = live[-1][2]
+    pubs = [pid for _, _, pid, pkt in live if pkt is not None]
+    if pubs:
+        s.last_pid = pubs[-1]      # the newest PUBLISH's id (an OUT_REL's seq is its PUBREC's)
     return s
 
 

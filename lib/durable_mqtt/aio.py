@@ -255,7 +255,7 @@ class AsyncClient:
                 # close the link; what it holds comes again after).
                 self._space.clear()
                 try:
-                    await asyncio.wait_for_ms(self._space.wait(), c.keepalive_wait())
+                    await asyncio.wait_for_ms(self._space.wait(), self._keepalive())
                 except asyncio.TimeoutError:
                     pass
                 continue
@@ -272,11 +272,22 @@ class AsyncClient:
                 self.callback_errors += 1
                 c.event("callback_error", {"error": repr(x)})
                 sys.print_exception(x)
+            w = self._keepalive()
             if c.is_connected():
                 try:
-                    await asyncio.wait_for_ms(_ready(c.socket(), False), c.keepalive_wait())
+                    await asyncio.wait_for_ms(_ready(c.socket(), False), w)
                 except asyncio.TimeoutError:
                     pass
+
+    def _keepalive(self):
+        # ms until the keepalive needs the task; a ping the broker did not
+        # answer in time takes the link down (it is then reconnected).
+        c = self.client
+        try:
+            return c.keepalive_wait()
+        except OSError as x:
+            c.link_down(x)
+            return 0
 
 
 class _Messages:

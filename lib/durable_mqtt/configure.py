@@ -25,7 +25,7 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     if ssl is not None and not (hasattr(ssl, "wrap_socket") and (hasattr(ssl, "verify_mode") or not tls_verify)):
         # (The ssl module itself has a wrap_socket() that verifies nothing:
         # an object without verify_mode cannot be made to verify.)
-        raise TypeError("ssl must be an ssl.SSLContext (with the broker's CA loaded)")
+        raise TypeError("ssl must be an ssl.SSLContext")
     if password is not None and user is None and version == 4:
         raise ValueError("a password needs a user name in MQTT 3.1.1 (MQTT-3.1.2-22)")
     self.server = server

@@ -10,7 +10,7 @@ import time
 from micropython import const
 
 from .codec import fail, put_str, put_block, put_u16, put_varint, varint_size, too_large
-from .errors import ConnectRefused, StoreFull, Timeout
+from .errors import ConnectRefused, PacketTooLarge, StoreFull, Timeout
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
@@ -125,8 +125,8 @@ def _settle(c, ev, persistent):
             try:
                 yield from requesting(c, f, opts, sid)
                 info["resubscribed"] = info.get("resubscribed", 0) + 1
-            except ConnectRefused:
-                e.unsubscribed(f)        # the broker refused it: forgotten
+            except (ConnectRefused, PacketTooLarge):
+                e.unsubscribed(f)        # the broker refuses it, or takes no packet that large: forgotten
         c.resub_owed = False
     c.event(ev, info)
 

@@ -7,7 +7,7 @@ import time
 from micropython import const
 
 from .codec import as_bytes, check_utf8, fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
-from .errors import ConnectRefused, NotConnected, ProtocolError, Timeout
+from .errors import ConnectRefused, NotConnected, PacketTooLarge, ProtocolError, Timeout
 
 _SUBSCRIBE = const(0x82)     # SUBSCRIBE, UNSUBSCRIBE carry flags 0b0010 (MQTT-3.8.1-1, 3.10.1-1)
 _SUBACK = const(0x90)
@@ -45,7 +45,11 @@ def requesting(c, f, opts, sid):
     if c.v5:
         props = c.props.encode({"subscription_id": sid}) if sid else b""
     pid = e.request(_SUBACK if sub else _UNSUBACK)
-    n = subscribe_packet(c.tx, pid, f, opts, props, e.max_out)
+    try:
+        n = subscribe_packet(c.tx, pid, f, opts, props, e.max_out)
+    except PacketTooLarge:
+        e.abandon()                      # (its id is free again)
+        raise
     k.result = -1
     try:
         k.send(c.tx, 0, n)

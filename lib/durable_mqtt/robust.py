@@ -20,7 +20,7 @@ import time
 from micropython import const
 
 from .client import MQTTClient
-from .errors import ConnectRefused, SessionError
+from .errors import ConnectRefused, PacketTooLarge, SessionError
 
 _SWITCH_MS = const(1100)
 
@@ -116,6 +116,8 @@ class RobustClient(MQTTClient):
                 if self.is_connected():  # the broker refused: not a link problem
                     raise
                 self.link_down(x)
+        from .request import check_filter
+        check_filter(self.subscription(topic, qos, **kw)[0])   # a bad one raises now, not at a reconnect
         self._pending_subs.append((topic, qos, kw))
         return None
 
@@ -156,10 +158,11 @@ class RobustClient(MQTTClient):
             topic, qos, kw = self._pending_subs[0]
             try:
                 yield from self.requesting(*self.subscription(topic, qos, **kw))
-            except ConnectRefused as x:
-                # The broker refused it: reported, never retried (a refusal
-                # would otherwise fail every reconnect for ever). A link
-                # failure keeps it for the next connect.
+            except (ConnectRefused, PacketTooLarge) as x:
+                # The broker refused it, or it is larger than the broker
+                # takes: reported, never retried (it would otherwise fail
+                # every reconnect for ever). A link failure keeps it for the
+                # next connect.
                 self.last_error = x
             self._pending_subs.pop(0)
 

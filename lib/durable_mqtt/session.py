@@ -224,7 +224,6 @@ class Session:
         self.len[i] = n
         self.dl[i] = dl
         self.st[i] = _QUEUED if n else _RELEASE | _REL_DUE
-        self.rel_due = self.rel_due or not n
         self.count += 1
         if pid:
             self.held += 1
@@ -248,6 +247,8 @@ class Session:
         self._slot(pid, off, n, 0)
         if n:
             self.st[self.index(self.count - 1)] = _QUEUED | _DUP
+        else:
+            self.rel_due = True         # a PUBREL owed (pubrec() moves one that is not)
 
     def unaccept(self):  # noalloc
         # Take back the newest message (its record could not be stored).
