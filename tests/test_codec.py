@@ -423,9 +423,12 @@ print("ok")
 """)
 
 
-def test_MQTT_3_14_2_1_session_expiry_0_is_not_extended_on_disconnect():
-    # 5.0 MQTT-3.14.2-1: a session connected with Session Expiry 0 cannot be
-    # given one on DISCONNECT: disconnect(expiry) refuses before sending.
+def test_session_expiry_0_of_the_connect_is_not_extended_on_disconnect():
+    # MQTT 5, 3.14.2.2.2: a session connected with Session Expiry 0 cannot be
+    # given one on DISCONNECT (the CONNECT's value counts, whatever the
+    # CONNACK said): disconnect(expiry) refuses before sending; so does a
+    # value out of range, or a disconnect(expiry) without the connection
+    # (the broker, told nothing, would keep its half).
     check(REFUSED + r"""
 wire = []
 class Net:
@@ -439,8 +442,41 @@ k = c.connection()
 k.net = Net()
 k.connected = True
 x = refused(c.disconnect, 60)
-assert "MQTT-3.14.2-1" in str(x) and wire == [], (x, wire)
-c.disconnect(0)                              # 0 stays 0: allowed
+assert "3.14.2.2.2" in str(x) and wire == [], (x, wire)
+c.sent_expiry = 3600                         # CONNECT 3600, CONNACK 0: extending is legal
+c.engine.expiry = 0
+for bad in (-5, 2 ** 32):
+    refused(c.disconnect, bad)
+assert wire == [], wire
+c.disconnect(0)                              # 0: allowed
 assert wire[0][0] == 0xE0, wire
 print("ok")
 """)
+
+
+def test_MQTT_3_1_3_7_an_empty_client_id_needs_a_clean_session_in_3_1_1():
+    # 3.1.1 MQTT-3.1.3-7: a zero-length ClientId needs CleanSession 1 (the
+    # broker would refuse it); MQTT 5 allows it, the broker assigns one.
+    check(REFUSED + r'''
+assert isinstance(refused(lambda: MQTTClient("", "h", clean_session=False)), ValueError)
+MQTTClient("", "h")
+MQTTClient("", "h", version=5, clean_session=False, session_expiry=60)
+print("ok")
+''')
+
+
+def test_MQTT_3_3_4_6_no_subscription_identifier_in_a_publish_and_utf8_payloads():
+    # 5.0 MQTT-3.3.4-6: a client's PUBLISH carries no Subscription
+    # Identifier; Payload Format Indicator 1 says the payload is well-formed
+    # UTF-8 (3.3.2.3.2): both refused by publish() with ValueError, nothing
+    # queued. A sub_id out of the Variable Byte Integer's range is refused.
+    check(REFUSED + r'''
+c = MQTTClient("a", "h", version=5)
+assert isinstance(refused(c.publish, "t", b"m", False, 1, {"subscription_id": 7}), ValueError)
+assert isinstance(refused(c.publish, "t", b"\xff\xfe", False, 1, {"payload_format": 1}), ValueError)
+assert c.pending() == 0
+assert c.publish("t", "h\u00e9llo\x00".encode(), False, 1, {"payload_format": 1}) == 1
+for bad in (-1, 2 ** 28):
+    assert isinstance(refused(lambda: c.subscription("t", 1, sub_id=bad)), ValueError)
+print("ok")
+''')

@@ -18,7 +18,7 @@ import time
 from time import ticks_ms
 from micropython import const
 
-from .codec import as_bytes, publish_size, topic_name, varint_size
+from .codec import as_bytes, publish_size, topic_name, utf8_payload, varint_size
 from .errors import MQTTException, PacketTooLarge, NotConnected
 
 _NEVER = const(0xFFFFFFFF)
@@ -26,7 +26,7 @@ _TOPICS = const(8)           # str topics kept encoded
 _ERR_TOO_LARGE = const(-3)
 _ERR_NOT_CONNECTED = const(-6)
 _DROPPED_QOS0 = const(6)     # link.py numbers the counters
-_NO_PROPS = (None, b"", 0)   # publish() props: (object, encoded block, expiry s)
+_NO_PROPS = (None, b"", 0, False)   # publish() props: (object, encoded block, expiry s, UTF-8 payload)
 _COUNTS = ("sent", "acked", "refused", "dropped_expired", "received", "dup_in", "dropped_qos0",
            "oversize_in", "resent", "reconnects")      # counts[], in link.py's numbering
 
@@ -295,6 +295,8 @@ class MQTTClient:
                 msg = bytes(msg)         # e.g. array("H"): len() counts items, not bytes
         pc = self._props(props) if self.v5 else _NO_PROPS
         pr = pc[1] if self.v5 else None
+        if pc[3]:
+            utf8_payload(msg)            # Payload Format Indicator 1 (MQTT 5, 3.3.2.3.2)
         rl = publish_size(len(t), len(msg), qos, len(pr) if pr else 0, self.v5)
         n = 1 + varint_size(rl) + rl
         if n > e.max_out:
@@ -350,12 +352,15 @@ class MQTTClient:
             return _NO_PROPS
         if props is not self.pc[0]:
             pr = props if isinstance(props, bytes) else self.props.encode(props)
-            box = self.props.scan(pr)
+            d = {}
+            box = self.props.scan(pr, out=d)
             if box.alias:
                 # Aliases belong to one connection (MQTT-3.3.2-7); a stored
                 # message must not carry one.
                 raise ValueError("no topic alias in publish() props")
-            self.pc = (props, pr, box.expiry)
+            if "subscription_id" in d:
+                raise ValueError("no subscription_id in publish() props: the broker's to set (MQTT-3.3.4-6)")
+            self.pc = (props, pr, box.expiry, d.get("payload_format") == 1)
         return self.pc
 
 

@@ -165,6 +165,19 @@ def topic_name(t):  # noalloc
         raise ValueError("topic %r: %s" % (bytes(t), x.args[1]))
 
 
+def utf8_payload(msg):
+    # A payload said to be UTF-8 (Payload Format Indicator 1): ValueError
+    # unless it is well-formed (U+0000 allowed: character data, not an MQTT
+    # string).
+    i = 0
+    n = len(msg)
+    try:
+        while i < n:
+            i = utf8(msg, i, n) if msg[i] >= 0x80 else i + 1
+    except ProtocolError as x:
+        raise ValueError("payload_format 1 and a payload that is not UTF-8: %s" % x.args[1])
+
+
 # ---------------------------------------------------------------- PUBLISH
 
 def publish_size(tl, pl, qos, prl, v5):  # noalloc

@@ -26,6 +26,8 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
         # (The ssl module itself has a wrap_socket() that verifies nothing:
         # an object without verify_mode cannot be made to verify.)
         raise TypeError("ssl must be an ssl.SSLContext")
+    if not client_id and version == 4 and not clean_session:
+        raise ValueError("an empty client id needs clean_session=True in MQTT 3.1.1 (MQTT-3.1.3-7)")
     if password is not None and user is None and version == 4:
         raise ValueError("a password needs a user name in MQTT 3.1.1 (MQTT-3.1.2-22)")
     self.server = server
@@ -62,6 +64,7 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     self.engine = e = Session(self.v5, as_bytes(client_id), s, q, outbox_bytes or max(96 * s, 2 * buf_size + 64),
                               2 * receive_max if self.v5 else max(2 * receive_max, 64), max_inflight, buf_size)
     e.expiry = self.expiry_for(clean_session)
+    self.sent_expiry = e.expiry      # the Session Expiry of the last CONNECT
     self.tx = bytearray(buf_size)
     self.conn = None                 # link.Link, made at the first connect
     self.counts = array("I", bytes(40))   # counters, numbered in link.py

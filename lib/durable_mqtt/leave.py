@@ -17,8 +17,16 @@ def disconnect(c, session_expiry):
     if session_expiry is not None:
         if not c.v5:
             raise ValueError("session_expiry on DISCONNECT needs MQTT 5")
-        if not e.expiry and session_expiry:
-            raise ValueError("a session with expiry 0 cannot be extended (MQTT-3.14.2-1)")
+        if not 0 <= session_expiry <= 0xFFFFFFFF:
+            raise ValueError("session_expiry 0..0xFFFFFFFF")
+        # (The CONNECT's value counts, not the CONNACK's: MQTT 5, 3.14.2.2.2.)
+        if not c.sent_expiry and session_expiry:
+            raise ValueError("a session connected with expiry 0 cannot be extended (MQTT 5, 3.14.2.2.2)")
+        if not k.connected:
+            # Only the broker can end or keep its half: told nothing, it
+            # would resume a session this client had dropped.
+            from .errors import NotConnected
+            raise NotConnected(-6, "disconnect(session_expiry) needs the connection it applies to")
         e.expiry = session_expiry
     if c.persist:
         if c.v5 and not e.expiry and not c.until_sent:

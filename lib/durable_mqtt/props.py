@@ -195,13 +195,14 @@ def encode(d):
     return bytes(out)
 
 
-def scan(block, where=PUBLISH):
+def scan(block, where=PUBLISH, out=None):
     # Checks an encoded block (no length prefix) and returns the box with
-    # its Topic Alias and Message Expiry. Allocates: once per props object.
+    # its Topic Alias and Message Expiry; fills the dict out if given.
+    # Allocates: once per props object.
     b = bytearray(4 + len(block))
     e = put_varint(b, 0, len(block))
     b[e:e + len(block)] = block
-    check(b, 0, e + len(block), where, _box)
+    check(b, 0, e + len(block), where, _box, out)
     return _box
 
 

@@ -31,6 +31,8 @@ def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, 
         qos |= (4 if no_local else 0) | (8 if retain_as_published else 0) | ((retain_handling & 3) << 4)
     elif no_local or retain_as_published or retain_handling or sub_id:
         raise ValueError("subscription options need MQTT 5")
+    if sub_id and not 0 < sub_id < 268435456:
+        raise ValueError("sub_id 1..268435455 (a Variable Byte Integer)")
     return f, qos, sub_id
 
 
