@@ -18,7 +18,7 @@ import time
 from time import ticks_ms
 from micropython import const
 
-from .codec import as_bytes, publish_size, topic_name, utf8_payload, varint_size
+from .codec import as_bytes, publish_size, topic_name, varint_size
 from .errors import MQTTException, PacketTooLarge, NotConnected
 
 _NEVER = const(0xFFFFFFFF)
@@ -295,8 +295,9 @@ class MQTTClient:
                 msg = bytes(msg)         # e.g. array("H"): len() counts items, not bytes
         pc = self._props(props) if self.v5 else _NO_PROPS
         pr = pc[1] if self.v5 else None
-        if pc[3]:
-            utf8_payload(msg)            # Payload Format Indicator 1 (MQTT 5, 3.3.2.3.2)
+        if pc[3]:                        # Payload Format Indicator 1 (MQTT 5, 3.3.2.3.2)
+            from .codec import utf8_payload     # (not a global: the dict's layout is on the hot path)
+            utf8_payload(msg)
         rl = publish_size(len(t), len(msg), qos, len(pr) if pr else 0, self.v5)
         n = 1 + varint_size(rl) + rl
         if n > e.max_out:
