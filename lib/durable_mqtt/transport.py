@@ -60,8 +60,11 @@ class Transport:
     def read_into(self, buf, n):  # noalloc
         # Up to n bytes into buf without waiting; 0 when none are ready.
         # Raises PeerClosed at the end of the stream.
+        s = self.sock
+        if s is None:
+            raise PeerClosed(_ERR_CLOSED, "the connection is closed")
         try:
-            r = self.sock.readinto(buf, n)
+            r = s.readinto(buf, n)
         except OSError as e:
             if e.args[0] in BUSY:
                 return 0
@@ -77,9 +80,12 @@ class Transport:
         # packet goes out in one write where the stack allows: a header and a
         # body in two would cost the peer's delayed ACK.
         deadline = None             # set by the first write that finds no room
+        s = self.sock
+        if s is None:               # closed meanwhile (a callback's disconnect(), a failure)
+            raise PeerClosed(_ERR_CLOSED, "the connection is closed")
         while n:
             try:
-                w = self.sock.write(buf, off, n)
+                w = s.write(buf, off, n)
             except OSError as e:
                 if e.args[0] not in BUSY:
                     raise _closed(e)
