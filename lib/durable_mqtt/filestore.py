@@ -97,15 +97,16 @@ class SlotJournal:
                     self.flush()          # full, or the oldest has waited its time
                 return
             self.stored(e.rec_slot)
-        elif k == _R_OUT_REL:
+            return
+        # A QoS 2 record goes at once and takes the batch with it (sessions.md);
+        # a message batched before its PUBREC is then written as its OUT_REL.
+        if self.nbatch:
+            self.flush()
+        if k == _R_OUT_REL:
             s = self.slot_of(e.rec_pid)
-            if s >= 0:
+            if s >= 0 and not self.rel[s]:
                 self.released(s)
-            elif self.nbatch:
-                self.flush()          # batched, never written: it goes now, as its OUT_REL
-        else:                        # IN_QOS2, IN_REL: the whole table again, the batch first
-            if self.nbatch:
-                self.flush()
+        else:                        # IN_QOS2, IN_REL: the whole table again
             self.write_ids()
 
     def stored(self, i):
