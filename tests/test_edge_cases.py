@@ -468,3 +468,53 @@ c.disconnect()
     fb.join()
     assert "pending 0" in r1.stdout and "pending at boot 0" in r2.stdout, (r1.stdout, r2.stdout)
     assert [f for f, _ in fb.conns[1][1:] if f & 0xF0 == 0x30] == [], fb.conns[1]
+
+
+@pytest.mark.parametrize("layout,version", [("dir", 4), ("ring", 4), ("log", 5)])
+def test_a_clean_session_rebooted_with_messages_held_stays_clean(tmp_path, layout, version):
+    # A clean session (the default) accepts a QoS 1 message offline and
+    # connects: the message is stored until sent. The link drops before the
+    # PUBACK and the board reboots. The next boot finds it on flash and
+    # sends it on a clean connection (Clean Session / Clean Start 1, and in
+    # MQTT 5 no Session Expiry): the application asked for a clean session,
+    # and a stored message must not turn it into a persistent one
+    # (MQTT-3.1.2-6 says the broker discards a clean session's state; the
+    # client must not ask it to keep one). Before, that boot connected with
+    # Clean Session 0. The third boot finds nothing.
+    fb = FakeBroker([("send", connack(version)), ("recv",), ("close",)],
+                    [("send", connack(version)), ("recv",), ("send", pkt(0x40, u16(1) + (b"\x00" if version == 5 else b""))),
+                     ("sleep", 0.3)])
+    prog = PRE % fb.port + r"""
+import sys
+from norflash import NorFlash
+from durable_mqtt.filelog import FileLog
+LAYOUT, PATH, V = %r, %r, %d
+where = (PATH if LAYOUT == "dir" else FileLog(PATH + ".log") if LAYOUT == "log"
+         else NorFlash(4096, 16, prog_size=32, path=PATH + ".img"))
+c = MQTTClient("clean", "127.0.0.1", PORT, session_file=where, timeout_ms=2000, version=V)
+print("pending at boot", c.pending())
+if sys.argv[-1] == "offline":
+    c.publish("t", b"reading", qos=1)
+    c.connect()
+    pump(c, 300)
+    print("held", c.pending())
+elif sys.argv[-1] == "send":
+    c.connect()
+    pump(c, 300)
+    print("pending", c.pending())
+    c.disconnect()
+""" % (layout, str(tmp_path / "s"), version)
+    r1 = run_mp(prog, args=("offline",))
+    r2 = run_mp(prog, args=("send",))
+    r3 = run_mp(prog, args=("third",))
+    fb.join()
+    assert "held 1" in r1.stdout, r1.stdout
+    assert "pending at boot 1" in r2.stdout and "pending 0" in r2.stdout, r2.stdout
+    assert "pending at boot 0" in r3.stdout, r3.stdout
+    assert len(fb.conns) == 2, fb.conns
+    assert fb.connect_flags(1) & 0x02, "connected with Clean Session 0: %r" % fb.conns[1][0][1]
+    if version == 5:
+        body = fb.conns[1][0][1]
+        plen = body[10]                      # one-byte property length (a short CONNECT)
+        assert b"\x11" not in body[11:11 + plen], "a Session Expiry was sent: %r" % body
+    assert [f & 0xF0 for f, _ in fb.conns[1][1:] if f & 0xF0 == 0x30] == [0x30], fb.conns[1]
