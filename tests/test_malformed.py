@@ -566,6 +566,15 @@ report("version3", lambda: MQTTClient("x", "h", version=3))
 report("sub_qos5", lambda: c.subscribe("a/b", 5))
 report("sub_empty", lambda: c.subscribe("", 1))
 report("will_qos", lambda: c.set_last_will("w", "x", qos=3))
+c5 = MQTTClient("fake5", "127.0.0.1", port=1, version=5)
+# Only the Will Properties of MQTT 5 section 3.1.3.2 go in a will.
+report("will_alias", lambda: c5.set_last_will("w", "x", props={"topic_alias": 3}))
+report("will_sub_id", lambda: c5.set_last_will("w", "x", props={"subscription_id": 7}))
+report("will_session_expiry", lambda: c5.set_last_will("w", "x", props={"session_expiry": 7}))
+report("will_not_utf8", lambda: c5.set_last_will("w", b"\\xff", props={"payload_format": 1}))
+c5.set_last_will("w", "gone", props={"will_delay": 30, "payload_format": 1, "message_expiry": 60,
+                                      "content_type": "text/plain", "response_topic": "r",
+                                      "correlation_data": b"\\x01", "user_property": [("k", "v")]})
 emit("state", pending=c.pending())
 """
 
@@ -586,7 +595,9 @@ BAD_CASES = [
     ("too_big_q0", ["exceeds"], "PacketTooLarge"), ("too_big_q1", ["exceeds"], "PacketTooLarge"),
     ("too_big_huge", ["exceeds"], "PacketTooLarge"), ("plus_one_out", ["129", "128"], "PacketTooLarge"),
     ("version6", ["version"], None), ("version3", ["version"], None),
-    ("sub_qos5", ["qos"], None), ("sub_empty", ["empty"], None), ("will_qos", ["qos"], None)]
+    ("sub_qos5", ["qos"], None), ("sub_empty", ["empty"], None), ("will_qos", ["qos"], None),
+    ("will_alias", ["topic_alias", "will"], None), ("will_sub_id", ["subscription_id", "will"], None),
+    ("will_session_expiry", ["session_expiry", "will"], None), ("will_not_utf8", ["UTF-8"], None)]
 
 
 @pytest.mark.parametrize("tag,words,cls", BAD_CASES, ids=[c[0] for c in BAD_CASES])

@@ -84,11 +84,25 @@ w = client("will-watch")
 w.connect()
 w.subscribe("will/%d" % VER, 1)
 d = client("will-dev", keepalive=5)
-d.set_last_will("will/%d" % VER, "dead", qos=1)
+wp = None
+if VER == 5:
+    # Every MQTT 5 will property; the broker passes the message ones on.
+    def cb5(t, m, r, q, p):
+        got.append((bytes(t), bytes(m), r, q, p))
+    w.set_callback(cb5, props=True)
+    wp = {"will_delay": 0, "payload_format": 1, "message_expiry": 60, "content_type": "text/plain",
+          "response_topic": "will/reply", "correlation_data": b"\x07", "user_property": [("k", "v")]}
+d.set_last_will("will/%d" % VER, "dead", qos=1, props=wp)
 d.connect()
 d.close()                     # no DISCONNECT: the broker must publish the will
 wait_until(w, lambda: got, 3000)
 assert got[0][:2] == (b"will/%d" % VER, b"dead"), got
+if VER == 5:
+    p = got[0][4]
+    assert p["content_type"] == "text/plain" and p["response_topic"] == "will/reply", p
+    assert p["correlation_data"] == b"\x07" and p["user_property"] == [("k", "v")], p
+    assert p["payload_format"] == 1 and 0 < p["message_expiry"] <= 60, p
+    w.set_callback(cb)
 # A normal DISCONNECT does not fire it.
 got.clear()
 d2 = client("will-dev2")

@@ -108,7 +108,8 @@ class MQTTClient:
             raise ValueError("a will needs a topic and QoS 0..2")
         t = as_bytes(topic)
         topic_name(t)                    # the Will Topic is a Topic Name (MQTT-3.1.3-11)
-        self.will = (t, as_bytes(msg), retain, qos, self.props.encode(props) if props and self.v5 else b"")
+        msg = as_bytes(msg)
+        self.will = (t, msg, retain, qos, self.props.will(props, msg) if props and self.v5 else b"")
 
     def pending(self):
         return self.engine.held

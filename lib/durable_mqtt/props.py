@@ -195,6 +195,25 @@ def encode(d):
     return bytes(out)
 
 
+# The Will Properties (section 3.1.3.2): Payload Format Indicator, Message
+# Expiry, Content Type, Response Topic, Correlation Data, Will Delay, User.
+_WILL = b"\x01\x02\x03\x08\x09\x18\x26"
+
+
+def will(d, msg):
+    # set_last_will() props: the encoded block; ValueError for a property
+    # that is not a will property, or payload_format 1 and a payload msg
+    # that is not UTF-8.
+    block = encode(d)
+    for key in d:
+        if (NAMES.index(key) if isinstance(key, str) else key) not in _WILL:
+            raise ValueError("%r is not a will property (MQTT 5 section 3.1.3.2)" % (key,))
+    if d.get("payload_format", d.get(1)) == 1:
+        from .codec import utf8_payload
+        utf8_payload(msg)
+    return block
+
+
 def scan(block, where=PUBLISH, out=None):
     # Checks an encoded block (no length prefix) and returns the box with
     # its Topic Alias and Message Expiry; fills the dict out if given.
