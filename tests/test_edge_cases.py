@@ -518,3 +518,30 @@ elif sys.argv[-1] == "send":
         plen = body[10]                      # one-byte property length (a short CONNECT)
         assert b"\x11" not in body[11:11 + plen], "a Session Expiry was sent: %r" % body
     assert [f & 0xF0 for f, _ in fb.conns[1][1:] if f & 0xF0 == 0x30] == [0x30], fb.conns[1]
+
+
+def test_a_subscription_the_broker_said_it_cannot_take_is_refused_before_it_is_sent():
+    # MQTT 5 CONNACK: Wildcard Subscription Available 0, Subscription
+    # Identifiers Available 0, Shared Subscription Available 0. A SUBSCRIBE
+    # using one of them would make the broker close the connection (DISCONNECT
+    # 0xA2, 0xA1, 0x9E); subscribe() raises ConnectRefused with that code
+    # instead, nothing is sent, and the link stays up for the ones it takes.
+    fb = FakeBroker([("send", connack(5, props=b"\x28\x00\x29\x00\x2a\x00")), ("recv",),
+                     ("send", pkt(0x90, u16(1) + b"\x00\x01")), ("sleep", 0.3)])
+    r = run_mp(PRE % fb.port + r"""
+from durable_mqtt import ConnectRefused
+c = MQTTClient("feat", "127.0.0.1", PORT, version=5, timeout_ms=2000)
+c.connect()
+for f, kw in (("a/+", {}), ("a/#", {}), ("a/b", {"sub_id": 3}), ("$share/g/a", {})):
+    try:
+        c.subscribe(f, 1, **kw)
+        print("sent", f)
+    except ConnectRefused as x:
+        print("refused %s 0x%02x" % (f, x.args[0]))
+print("subscribed", c.subscribe("a/b", 1))
+c.disconnect()
+""")
+    fb.join()
+    assert r.stdout.split("\n")[:5] == ["refused a/+ 0xa2", "refused a/# 0xa2", "refused a/b 0xa1",
+                                        "refused $share/g/a 0x9e", "subscribed 1"], r.stdout
+    assert [f for f, _ in fb.conns[0][1:]] == [0x82, 0xE0], fb.conns[0]

@@ -193,9 +193,15 @@ def _limits(c, p):
     e = c.engine
     k = c.conn
     k.ka_ms = c.keepalive * 1000
+    k.sub_avail = 7
     if not p:
         e.limits(0, 0, 2, 1)
         return
+    # Subscriptions the broker takes: wildcards 1, identifiers 2, shared 4
+    # (CONNACK's Wildcard / Subscription Identifiers / Shared Subscription
+    # Available; absent means available). request.py refuses the others.
+    k.sub_avail = (p.get("wildcard_sub_available", 1) | p.get("sub_id_available", 1) << 1
+                   | p.get("shared_sub_available", 1) << 2)
     e.limits(p.get("receive_maximum", 0), p.get("maximum_packet_size", 0),   # MQTT-3.3.4-7, 3.2.2-15
              p.get("maximum_qos", 2), p.get("retain_available", 1))         # MQTT-3.2.2-11, -14
     if "server_keep_alive" in p:                                             # MQTT-3.2.2-21

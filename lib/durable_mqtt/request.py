@@ -45,6 +45,8 @@ def requesting(c, f, opts, sid):
     check_filter(f)
     props = None
     if c.v5:
+        if sub:
+            _available(k.sub_avail, f, sid)
         props = c.props.encode({"subscription_id": sid}) if sid else b""
     pid = e.request(_SUBACK if sub else _UNSUBACK)
     try:
@@ -87,6 +89,23 @@ def requesting(c, f, opts, sid):
     if c.persist:
         c.journal.checkpoint()
     return code
+
+
+def _available(avail, f, sid):
+    # MQTT 5: a subscription using what the broker's CONNACK said it does
+    # not support raises ConnectRefused with the code the broker would
+    # close the connection with, before anything is sent.
+    if not avail & 1 and (b"+" in f or b"#" in f):
+        code = 0xA2
+    elif not avail & 2 and sid:
+        code = 0xA1
+    elif not avail & 4 and f.startswith(b"$share/"):
+        code = 0x9E
+    else:
+        return
+    raise ConnectRefused(code, "the broker takes no %s (its CONNACK)" % (
+        "wildcard subscriptions" if code == 0xA2 else "subscription identifiers" if code == 0xA1
+        else "shared subscriptions"))
 
 
 def check_filter(f):
