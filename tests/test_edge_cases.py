@@ -545,3 +545,33 @@ c.disconnect()
     assert r.stdout.split("\n")[:5] == ["refused a/+ 0xa2", "refused a/# 0xa2", "refused a/b 0xa1",
                                         "refused $share/g/a 0x9e", "subscribed 1"], r.stdout
     assert [f for f, _ in fb.conns[0][1:]] == [0x82, 0xE0], fb.conns[0]
+
+
+@pytest.mark.parametrize("how", ["connack", "disconnect"])
+def test_a_server_reference_is_surfaced(how):
+    # MQTT 5: a broker that refuses with 0x9C "use another server" (or
+    # disconnects with 0x9D "server moved") may name the other server in a
+    # Server Reference property. It is in the exception's message and in
+    # client.server_reference, for the application to follow.
+    ref = b"\x1c" + u16(10) + b"other:1884"
+    if how == "connack":
+        fb = FakeBroker([("send", connack(5, code=0x9C, props=ref))])
+    else:
+        fb = FakeBroker([("send", connack(5)), ("send", pkt(0xE0, b"\x9d" + props_block(ref)))])
+    r = run_mp(PRE % fb.port + r"""
+c = MQTTClient("moved", "127.0.0.1", PORT, version=5, timeout_ms=2000)
+print("before", c.server_reference)
+try:
+    c.connect()
+    x = first_error(c)
+except MQTTException as e:
+    x = e
+print("code 0x%02x" % x.args[0])
+print("message", x.args[1])
+print("reference", c.server_reference)
+""")
+    fb.join()
+    lines = r.stdout.split("\n")
+    assert lines[0] == "before None", r.stdout
+    assert lines[1] == ("code 0x9c" if how == "connack" else "code 0x9d"), r.stdout
+    assert "other:1884" in lines[2] and lines[3] == "reference other:1884", r.stdout

@@ -62,6 +62,7 @@ class MQTTClient:
     timeout_ms: int
     resubscribe: bool
     session_present: bool
+    server_reference: Optional[str]
     last_event: Optional[str]
 
     def __init__(

@@ -75,6 +75,8 @@ def _handshake(c, clean, tmo, host, port):
             yield left
         sp, code, p = k.connack
         if code:
+            if p and "server_reference" in p:
+                c.server_reference = p["server_reference"]
             from .reasons import text
             raise ConnectRefused(code, "broker refused the connection: " + text(code, c.v5, True, p))
         _limits(c, p)

@@ -431,9 +431,11 @@ class Link:
         rx = self.rx
         n = self.rlen
         code = rx[0] if n else 0
+        p = self.c.props.decode(rx, 1, n, 8) if n > 1 else None
+        if p and "server_reference" in p:
+            self.c.server_reference = p["server_reference"]
         from .reasons import text
-        raise PeerClosed(code, "broker sent DISCONNECT: " + text(code, True, False,
-                         self.c.props.decode(rx, 1, n, 8) if n > 1 else None))
+        raise PeerClosed(code, "broker sent DISCONNECT: " + text(code, True, False, p))
 
     def ack(self, kind):  # noalloc
         e = self.engine

@@ -32,4 +32,6 @@ def text(code, v5, connack=False, props=None):
         t = _V5.get(code, "reason code 0x%02x" % code)
     if props and "reason_string" in props:
         t += " (%s)" % props["reason_string"]
+    if props and "server_reference" in props:
+        t += "; server reference: %s" % props["server_reference"]
     return t
