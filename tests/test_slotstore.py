@@ -637,3 +637,41 @@ assert e.rx2_n == 0, [e.rx2[k] for k in range(e.rx2_n)]
 print("OK")
 """)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_two_released_qos2_messages_and_a_full_outbox_survive_a_cut_after_any_write(tmp_path):
+    """Outbox of three: QoS 2 A and B both get PUBREC (B's OUT_REL takes A's
+    old OUT_PUB slot), A gets PUBCOMP, then D is accepted into B's old
+    OUT_PUB slot (the guarded one, _free's first choice). A's OUT_REL,
+    finished but not emptied, was a fourth record on flash: a power cut
+    then made the reboot set the whole session aside (B, C and D lost).
+    After every single file write of the sequence a boot must restore the
+    session, never discard it."""
+    r = run_mp(BOOT % str(tmp_path / "s") + r"""
+e, j, _ = boot(3)
+j.checkpoint()
+cuts = [0]
+def check():
+    e2, j2, ev = boot(3)
+    assert "discarded" not in ev, (cuts[0], ev)
+    cuts[0] += 1
+w, pf = j._write, j.put_file
+def _write(*a):
+    w(*a); check()
+def put_file(*a):
+    pf(*a); check()
+j._write, j.put_file = _write, put_file
+a = e.accept(b"t", b"A", 2, 0, None, 0, 0); commit(e, j)
+b = e.accept(b"t", b"B", 2, 0, None, 0, 0); commit(e, j)
+c = e.accept(b"t", b"C", 1, 0, None, 0, 0); commit(e, j)
+send_all(e)
+e.pubrec(a, 0, tx); commit(e, j)
+e.pubrec(b, 0, tx); commit(e, j)
+e.pubcomp(a); commit(e, j); j.tick(0)        # B, C still held: nothing emptied by tick
+d = e.accept(b"t", b"D", 1, 0, None, 0, 0); commit(e, j)
+j._write, j.put_file = w, pf
+e2, j2, ev = boot(3)
+assert ev == [] and sorted(held(e2)) == sorted([(b, "REL"), (c, "PUB"), (d, "PUB")]), (ev, held(e2))
+print("OK", cuts[0])
+""")
+    assert "OK" in r.stdout, r.stdout + r.stderr

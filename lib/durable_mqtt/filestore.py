@@ -115,19 +115,34 @@ class SlotJournal:
         e = self.e
         pid = e.pid[i]
         s = self._free()
-        g = self.guard[s]
+        while self._records() - self.stale[s] + 1 > e.qos12:
+            # An acknowledged record still on flash (the OUT_REL of a
+            # finished message, kept while its OUT_PUB was there) would be
+            # one message more than the outbox holds: a reboot would refuse
+            # the whole session (load.py). It goes before the new record is
+            # written, so that no cut finds one too many.
+            t = self._stale(s)
+            if t < 0:
+                break
+            self.put_file(str(t), b"")
+            self._rewritten(t)
         self.pid[s] = pid
         self.seq[s] = self.next
         self.next += 1
         n = e.len[i]
         self._write(s, _R_OUT_PUB if n else _R_OUT_REL, self.seq[s], pid, e.arena, e.off[i], n)
-        if g and self.stale[g - 1] and self._records() > e.qos12:
-            # The OUT_REL of a finished message, kept while its OUT_PUB was
-            # on flash, is one message more than the outbox holds: a reboot
-            # would refuse the session as another client's (load.py). It
-            # goes now, not at the next flush.
-            self.put_file(str(g - 1), b"")
-            self._rewritten(g - 1)
+
+    def _stale(self, s):
+        # A stale slot other than s that may be emptied now (never an
+        # OUT_REL whose OUT_PUB is still on flash: its guard, possibly s
+        # itself, goes first), or -1.
+        t = -1
+        for r in range(self.made):
+            if self.stale[r] and not self.blocked[r] and (r != s or self.guard[r]):
+                if self.guard[r]:
+                    return r
+                t = r
+        return t
 
     def _records(self):
         # Slots holding a record that a reboot would read: messages held,
