@@ -250,11 +250,13 @@ def test_aio_a_queue_full_past_the_keepalive_reconnects_and_keeps_going(broker):
     # messages() full and not read for longer than the keepalive: the ping
     # nobody reads the answer to times out. That Timeout ended the
     # background task (connected() stayed True, nothing more was read). Now
-    # the link goes down and comes back; every message is delivered.
+    # the link goes down and comes back; every message is delivered. (A
+    # persistent session: what the client had not acknowledged when the
+    # link went down, a clean session would lose, by MQTT's rules.)
     r = run_mp(AIO % broker.port + r"""
 from durable_mqtt import MQTTClient
 async def main():
-    c = await connected("aio-ka", 2000, keepalive=2, queue_size=1)
+    c = await connected("aio-ka", 2000, keepalive=2, queue_size=1, clean_session=False)
     await c.subscribe("aio/ka", 1)
     p = MQTTClient("aio-ka-pub", "127.0.0.1", PORT)
     p.connect()

@@ -31,7 +31,7 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
         if c.v5 and c.expiry_arg is None:
             c.expiry_arg = _NEVER
         if not c.v5:                     # 3.1.1: a clean connection ends the old session
-            yield from connecting(c, True, timeout_ms, server, port, False)
+            yield from connecting(c, True, timeout_ms, server, port, None)
             from .leave import disconnect
             disconnect(c, None)
             clean_session = False
@@ -42,10 +42,11 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     e.expiry = c.expiry_for(clean)
     persistent = c.persistent(clean)
     sp, ev = yield from _handshake(c, clean, timeout_ms or c.timeout_ms, server or c.server, port or c.port)
-    yield from _settle(c, ev, persistent)
+    yield from _settle(c, ev, persistent, fresh is None)
     if fresh and not clean:
         c.clean_session = False
-    k.drain()
+    if fresh is not None:                # (not on the clean leg of connect_fresh: nothing goes out there)
+        k.drain()
     return sp
 
 
@@ -92,7 +93,7 @@ def _handshake(c, clean, tmo, host, port):
     return sp, ev
 
 
-def _settle(c, ev, persistent):
+def _settle(c, ev, persistent, keep):
     # After CONNACK: the counters, the journal, a lost session's
     # subscriptions made again, the event.
     e = c.engine
@@ -104,20 +105,19 @@ def _settle(c, ev, persistent):
     elif ev == "lost":
         info = {"requeued": e.held, "dropped_released": e.dropped, "resubscribed": 0}
     j = c.journal
-    # A clean session is not stored, but the messages it holds now (accepted
-    # offline, or restored) stay on flash until sent: their acknowledgements
-    # are written too, else a reboot would send them again; the last one
-    # sent erases it all (link.done).
-    c.persist = j is not None and (persistent or e.held > 0)
-    c.until_sent = c.persist and not persistent
+    # A clean session's state is never written, so never reused
+    # (MQTT-3.1.2-6): connecting clean clears what is stored. The messages
+    # held go out from RAM. (keep: the clean leg of connect_fresh(), whose
+    # persistent connect writes the state over at once.)
+    c.persist = j is not None and persistent
     if j:
-        if persistent or e.held:
+        if persistent:
             try:
-                j.checkpoint()           # accepted messages stay stored until sent
+                j.checkpoint()
             except StoreFull as x:       # (connected all the same: acknowledgements make room)
                 c.event("store_full", {"reason": x.args[1]})
-        else:
-            j.erase()                    # MQTT-3.1.2-6: a clean session is never reused
+        elif not keep:
+            j.erase()
     if c.resubscribe and (ev == "lost" or ev == "resumed" and c.resub_owed):
         # Owed until every one is made again: a link lost meanwhile leaves
         # the broker a session without them, which it then says is present.

@@ -29,7 +29,7 @@ def disconnect(c, session_expiry):
             raise NotConnected(-6, "disconnect(session_expiry) needs the connection it applies to")
         e.expiry = session_expiry
     if c.persist:
-        if c.v5 and not e.expiry and not c.until_sent:
+        if c.v5 and not e.expiry:
             c.journal.erase()            # the session ends here
             c.persist = False
         else:

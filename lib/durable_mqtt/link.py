@@ -169,9 +169,6 @@ class Link:
         self.counts[REFUSED if r >= 0x80 else EXPIRED if r < 0 else ACKED] += 1
         if c.persist:
             c.journal.acked(pid)
-            if c.until_sent and not e.held:
-                c.until_sent = c.persist = False
-                c.journal.erase()         # a clean session's last stored message is sent
         if c.on_done:
             c.on_done(pid, r)
         self.due = True

@@ -24,15 +24,8 @@ def open_session(c, where, prog_size, batch, clean):
     e = c.engine
     c.journal = j = open_journal(where, e, prog_size, batch[0], c.event, batch[1])
     if e.has_state:
+        c.clean_session = False
         c.persist = True
-        if e.expiry:
-            c.clean_session = False
-        else:
-            # Expiry 0: what a clean session held when it connected, kept
-            # only until sent (connect.py). It stays a clean session, sent
-            # again on a clean connection; it has no expiry to outlive.
-            e.expired = False
-            c.until_sent = True
     elif c.persistent(clean):
         c.persist = True              # what is accepted before the first connect is kept
         j.checkpoint()
