@@ -63,7 +63,8 @@ class FakeBroker:
       ("reply", f)           write f(received_packets_of_this_connection)
       ("sleep", seconds)
       ("close",)             close at once
-    then record whatever the client still sends until it closes."""
+    then record whatever the client still sends until it closes or sends
+    DISCONNECT (then the broker closes, as mosquitto does)."""
 
     def __init__(self, *sessions, io_timeout=10):
         self.sessions = sessions
@@ -152,6 +153,8 @@ class FakeBroker:
                         if p is None:
                             break
                         got.append(p)
+                        if p[0] == 0xE0:
+                            break        # a DISCONNECT: the broker closes, as mosquitto does
             except OSError:
                 pass
             finally:

@@ -2,11 +2,13 @@
 # reached flash. Loaded by disconnect() and unloaded after (client.unload):
 # a module of its own, so that closing does not load connect.py again into
 # the heap of a device that has run for days.
+from time import ticks_add, ticks_diff, ticks_ms
 from micropython import const
 
 from .codec import put_block
 
 _DISCONNECT = const(0xE0)
+_LINGER_MS = const(500)      # at most, for the broker to close its side
 
 
 def disconnect(c, session_expiry):
@@ -48,6 +50,23 @@ def disconnect(c, session_expiry):
             n = put_block(buf, 3, p)
         try:
             k.send(buf, 0, n)
+            _linger(k.net, buf, min(c.timeout_ms, _LINGER_MS))
         except OSError:
             pass
     k.drop()
+
+
+def _linger(net, buf, ms):
+    # Reads (and drops) what still comes until the broker closes its side,
+    # at most ms. A socket closed with bytes unread sends a TCP reset, not a
+    # FIN, and a broker that meets the reset before it has read everything
+    # loses the rest: seen with mosquitto, the last PUBLISH and the
+    # DISCONNECT itself, so the will fired. An acknowledgement dropped here
+    # only means a resend, as after any lost link.
+    deadline = ticks_add(ticks_ms(), ms)
+    while True:
+        left = ticks_diff(deadline, ticks_ms())
+        if left <= 0:
+            return
+        if net.wait(left):
+            net.read_into(buf, len(buf))     # PeerClosed at the end of the stream
