@@ -210,6 +210,9 @@ def _limits(c, p):
         k.ka_ms = p["server_keep_alive"] * 1000
     if "session_expiry" in p:
         e.expiry = p["session_expiry"]
-    if "assigned_client_id" in p:
+    if "assigned_client_id" in p and not e.cid:
+        # Only for a CONNECT with an empty client id (MQTT 5, 3.2.2.3.7):
+        # taking one for an id of our own would make the stored session
+        # another client's (stream.restore discards it at the next boot).
         e.cid = p["assigned_client_id"].encode()
         e.cid_assigned = True
