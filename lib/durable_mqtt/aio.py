@@ -262,8 +262,11 @@ class AsyncClient:
             try:
                 c.check_msg()
             except OSError as x:
-                c.link_down(x)
-                continue
+                if c.is_connected():
+                    c.last_error = x     # reported with the link up (an oversize PUBLISH dropped)
+                else:
+                    c.link_down(x)
+                    continue
             except Exception as x:
                 # The application's callback raised. The task goes on (the
                 # message it was given is not acknowledged: the broker sends
@@ -273,7 +276,9 @@ class AsyncClient:
                 c.event("callback_error", {"error": repr(x)})
                 sys.print_exception(x)
             w = self._keepalive()
-            if c.is_connected():
+            if c.is_connected() and c.conn.end:
+                await asyncio.sleep_ms(0)    # input already read, not yet handled: no socket wait
+            elif c.is_connected():
                 try:
                     await asyncio.wait_for_ms(_ready(c.socket(), False), w)
                 except asyncio.TimeoutError:

@@ -33,6 +33,7 @@ _ERR_TIMEOUT = const(-4)
 _HDR = const(16)             # bytes read for a fixed header: 4 PUBACKs, or a header and a body's start
 _ACKS = const(64)            # bytes of acknowledgements sent in one write (PUBACK: 4 or 5)
 _VIEWS = const(24)           # views of the receive buffer kept for callbacks
+_BURST = const(32)           # packets handled by one check_msg() at most: a flood cannot hold it
 _HEAD = const(0)             # reader states
 _BODY = const(1)
 _DRAIN = const(2)
@@ -181,8 +182,10 @@ class Link:
         # and need_link() would. A handler without "as x" keeps the frame
         # within 11 words, off the heap.)
         try:
+            n = _BURST
             while self.connected and self.read():
-                if self.dry and not self.end:
+                n -= 1
+                if self.dry and not self.end or not n:
                     self.idle()
                     break   # that read emptied the socket: no call just to hear "nothing yet"
             self.keepalive()

@@ -60,7 +60,8 @@ def requesting(c, f, opts, sid):
         deadline = time.ticks_add(time.ticks_ms(), c.timeout_ms)
         while True:
             while k.connected and k.read():
-                pass
+                if k.result >= 0 or time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                    break
             k.keepalive()
             if k.result >= 0:
                 break

@@ -89,7 +89,10 @@ class RobustClient(MQTTClient):
             else:
                 self.check_msg()
         except OSError as x:
-            self.link_down(x)
+            if self.is_connected():
+                self.last_error = x      # reported with the link up (an oversize PUBLISH dropped)
+            else:
+                self.link_down(x)
         return self.is_connected()
 
     def loop_forever(self, step_ms=1000):

@@ -1,0 +1,153 @@
+"""A broker that lies or floods, found in review: an Assigned Client
+Identifier for a client that gave its own id, a flood that held one
+check_msg() (and the asyncio loop) for as long as it lasted, an oversize
+incoming PUBLISH that RobustClient and AsyncClient took for a lost link."""
+import pytest
+
+from conftest import run_mp
+from fakebroker import FakeBroker, connack, props_block, pkt, publish, u16
+
+PRE = r"""
+from durable_mqtt import MQTTClient, MQTTException
+import time, sys
+PORT = %d
+def pump(c, ms=300):
+    t0 = time.ticks_ms()
+    try:
+        while time.ticks_diff(time.ticks_ms(), t0) < ms:
+            c.wait_msg(20)
+    except OSError as x:
+        print("pump err", type(x).__name__, x.args)
+"""
+
+
+def test_an_assigned_client_id_is_taken_only_for_an_empty_one(tmp_path):
+    # MQTT 5, 3.2.2.3.7: the Assigned Client Identifier is sent only when
+    # the CONNECT had a zero-length client id. This broker sends one to
+    # "dev1" anyway. The client took it and stored its session under
+    # "other"; the next boot set that session aside as another client's
+    # and the unacknowledged QoS 1 message was lost. Its own id stands now.
+    aci = bytes((0x12,)) + u16(5) + b"other"
+    fb = FakeBroker([("send", pkt(0x20, bytes((0, 0)) + props_block(aci))), ("sleep", 0.3), ("close",)],
+                    [("send", connack(5, sp=1)), ("recv",), ("sleep", 0.3)])
+    prog = PRE % fb.port + r"""
+c = MQTTClient("dev1", "127.0.0.1", PORT, version=5, clean_session=False,
+               session_file=%r, timeout_ms=2000)
+c.set_event_callback(lambda ev, info: print("event", ev, info))
+print("pending at boot", c.pending())
+if sys.argv[-1] == "first":
+    c.connect()
+    c.publish("t", b"precious", qos=1)   # not acknowledged on this connection
+    pump(c, 300)
+    c.close()                             # power cut
+else:
+    c.connect()
+    pump(c, 300)
+""" % str(tmp_path / "s")
+    r1 = run_mp(prog, args=("first",))
+    r2 = run_mp(prog, args=("reboot",))
+    fb.join()
+    assert "pending at boot 1" in r2.stdout and "discarded" not in r2.stdout, (r1.stdout, r2.stdout)
+    assert [conn[0][1].endswith(b"dev1") for conn in fb.conns] == [True, True], fb.conns
+    assert [f & 0xF0 for f, _ in fb.conns[1][1:2]] == [0x30], fb.conns[1]
+
+
+@pytest.mark.parametrize("front", ["check_msg", "async"])
+def test_a_flood_does_not_hold_one_check_msg_or_the_event_loop(front):
+    # The broker sends QoS 0 messages without pause for a few seconds. One
+    # check_msg() call handled them all until the broker stopped (2 s,
+    # 240,000 messages), keepalive unserved; AsyncClient's task, calling it
+    # without yielding, starved every other task (a 10 ms ticker saw a
+    # 1.9 s gap). Now a call handles 32 packets at most.
+    burst = publish(4, b"t", b"x" * 10) * 20000       # 300 KB
+    steps = [("send", connack(4))] + [("send", burst)] * 12
+    fb = FakeBroker(steps)
+    if front == "check_msg":
+        body = r"""
+n = [0]
+c = MQTTClient("flood", "127.0.0.1", PORT, keepalive=10, timeout_ms=2000)
+def cb(t, m, r, q):
+    n[0] += 1
+c.set_callback(cb)
+c.connect()
+time.sleep_ms(100)
+t0 = time.ticks_ms()
+c.check_msg()
+print("one check_msg: ms", time.ticks_diff(time.ticks_ms(), t0), "messages", n[0])
+c.close()
+"""
+    else:
+        body = r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+n = [0]
+gaps = []
+async def ticker():
+    last = time.ticks_ms()
+    while True:
+        await asyncio.sleep_ms(10)
+        now = time.ticks_ms()
+        gaps.append(time.ticks_diff(now, last))
+        last = now
+async def main():
+    c = AsyncClient("flood", "127.0.0.1", PORT, keepalive=10, timeout_ms=2000)
+    def cb(t, m, r, q):
+        n[0] += 1
+    c.set_callback(cb)
+    t = asyncio.create_task(ticker())
+    await c.connect()
+    await asyncio.sleep_ms(3000)
+    print("messages", n[0], "longest ticker gap ms", max(gaps) if gaps else None, "ticks", len(gaps))
+asyncio.run(main())
+"""
+    r = run_mp(PRE % fb.port + body, timeout=60)
+    fb.join()
+    if front == "check_msg":
+        n = int(r.stdout.split("messages ")[1].split()[0])
+        assert 0 < n <= 32, r.stdout
+    else:
+        gap = int(r.stdout.split("gap ms ")[1].split()[0])
+        assert gap < 500, r.stdout
+
+
+@pytest.mark.parametrize("front", ["robust", "async"])
+@pytest.mark.parametrize("v", [4, 5])
+def test_an_oversize_incoming_publish_keeps_the_link_in_robust_and_async(v, front):
+    # MQTTClient reports an oversize incoming PUBLISH (PacketTooLarge) and
+    # keeps the link (test_malformed.py; troubleshooting.md "the
+    # connection stays up"). RobustClient.poll() and AsyncClient treat
+    # that report as a link failure: the link is closed and reconnected,
+    # and what the broker sent meanwhile on the old connection is lost
+    # (here a QoS 0 message 0.2 s later).
+    big = publish(v, b"big", b"B" * 600, qos=1, pid=7)
+    fb = FakeBroker([("send", connack(v)), ("send", big), ("sleep", 0.2),
+                     ("send", publish(v, b"small", b"s")), ("sleep", 1.0)],
+                    [("send", connack(v, sp=1)), ("sleep", 1.0)])
+    if front == "robust":
+        body = r"""
+from durable_mqtt.robust import RobustClient
+c = RobustClient("x", "127.0.0.1", PORT, version=%d, buf_size=256, timeout_ms=2000)
+got = []
+c.set_callback(lambda t, m, r, q: got.append(bytes(t)))
+c.connect()
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 1500:
+    c.poll(20)
+print("got", got, "link_downs", c.link_downs)
+""" % v
+    else:
+        body = r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+got = []
+async def main():
+    c = AsyncClient("x", "127.0.0.1", PORT, version=%d, buf_size=256, timeout_ms=2000)
+    c.set_callback(lambda t, m, r, q: got.append(bytes(t)))
+    await c.connect()
+    await asyncio.sleep_ms(1500)
+    print("got", got, "link_downs", c.client.link_downs)
+asyncio.run(main())
+""" % v
+    r = run_mp(PRE % fb.port + body)
+    fb.join()
+    assert len(fb.conns) == 1 and "got [b'small'] link_downs 0" in r.stdout, (len(fb.conns), r.stdout)
