@@ -541,3 +541,30 @@ print("reference", c.server_reference)
     assert lines[0] == "before None", r.stdout
     assert lines[1] == ("code 0x9c" if how == "connack" else "code 0x9d"), r.stdout
     assert "other:1884" in lines[2] and lines[3] == "reference other:1884", r.stdout
+
+
+def test_session_expiry_is_ignored_for_version_4(tmp_path):
+    # API.md: session_expiry is "Ignored for version 4". It was kept with a
+    # 3.1.1 session, and a boot more than that long after the DISCONNECT
+    # judged the session expired and started clean (clean CONNECT first,
+    # the broker's session and its queued messages thrown away).
+    fb = FakeBroker([("send", connack(4)), ("recv",)],
+                    [("send", connack(4, sp=1)), ("sleep", 0.3)])
+    prog = r"""
+import sys
+import durable_mqtt.records as rec
+if sys.argv[-1] == "later":
+    w = rec.wall_minutes
+    rec.wall_minutes = lambda: w() + 10          # ten minutes on
+""" + PRE % fb.port + r"""
+c = MQTTClient("v4exp", "127.0.0.1", PORT, clean_session=False, session_expiry=60,
+               session_file=%r, timeout_ms=2000)
+c.set_event_callback(lambda ev, info: print("event", ev))
+print("present", c.connect())
+c.disconnect()
+""" % str(tmp_path / "s")
+    r1 = run_mp(prog, args=("first",))
+    r2 = run_mp(prog, args=("later",))
+    fb.join()
+    assert "expired" not in r2.stdout and "present True" in r2.stdout, (r1.stdout, r2.stdout)
+    assert len(fb.conns) == 2 and not fb.connect_flags(1) & 0x02, fb.conns

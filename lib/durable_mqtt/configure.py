@@ -51,7 +51,7 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     if self.v5:
         from . import props          # MQTT 5 only: 3.1.1 never loads it
         self.props = props
-    self.expiry_arg = session_expiry
+    self.expiry_arg = session_expiry if self.v5 else None   # ignored for 3.1.1 (API.md)
     # QoS 1/2 get max_inflight + outbox_size places; QoS 0 queued while
     # the link is down a quarter of that on top (and a fifth of the
     # bytes). The arena: 96 bytes a place (an 86-byte PUBLISH: 16-byte
