@@ -568,3 +568,24 @@ c.disconnect()
     fb.join()
     assert "expired" not in r2.stdout and "present True" in r2.stdout, (r1.stdout, r2.stdout)
     assert len(fb.conns) == 2 and not fb.connect_flags(1) & 0x02, fb.conns
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_ping_on_a_link_the_broker_closed_raises(version):
+    # API.md: a closed link surfaces from the next check_msg() / wait_msg()
+    # / ping(). ping() only wrote its PINGREQ, and the first write after the
+    # broker's close succeeds: it returned None with is_connected() True,
+    # and only a second ping() raised. It now reads what arrived first.
+    fb = FakeBroker([("send", connack(version)), ("close",)])
+    r = run_mp(PRE % fb.port + r"""
+c = MQTTClient("pinger", "127.0.0.1", PORT, version=%d, timeout_ms=2000)
+c.connect()
+time.sleep_ms(200)
+try:
+    c.ping()
+    print("ping returned, connected", c.is_connected())
+except OSError as x:
+    print("ping raised", type(x).__name__, "connected", c.is_connected())
+""" % version)
+    fb.join()
+    assert "ping raised PeerClosed connected False" in r.stdout, r.stdout

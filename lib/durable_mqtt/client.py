@@ -271,6 +271,9 @@ class MQTTClient:
         return self.need_link().wait_msg(timeout_ms)
 
     def ping(self):
+        # What arrived is read first (as by check_msg()): a link the broker
+        # closed fails here, not at the next call (its first write succeeds).
+        self.check_msg()
         self.need_link().ping()
 
     def keepalive_wait(self):
