@@ -56,14 +56,15 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     # the link is down a quarter of that on top (and a fifth of the
     # bytes). The arena: 96 bytes a place (an 86-byte PUBLISH: 16-byte
     # topic, 64-byte payload), two full packets at least. Incoming QoS 2
-    # ids: twice receive_max, as a broker resends the last connection's
-    # messages beside a fresh quota (mosquitto was seen with 11
-    # unreleased against 8); 3.1.1 has no Receive Maximum: the broker's
-    # own limit applies (mosquitto 20).
+    # ids: twice receive_max and 64 at least, in both versions: a broker
+    # resends the last connection's messages beside a fresh quota, and
+    # mosquitto counts a QoS 2 message in flight only until its PUBREC
+    # (seen: 11, and under load more than 16, unreleased against Receive
+    # Maximum 8); 3.1.1 has no Receive Maximum at all.
     q = max_inflight + outbox_size
     s = q + max(4, q // 4)
     self.engine = e = Session(self.v5, as_bytes(client_id), s, q, outbox_bytes or max(96 * s, 2 * buf_size + 64),
-                              2 * receive_max if self.v5 else max(2 * receive_max, 64), max_inflight, buf_size)
+                              max(2 * receive_max, 64), max_inflight, buf_size)
     e.expiry = self.expiry_for(clean_session)
     self.sent_expiry = e.expiry      # the Session Expiry of the last CONNECT
     self.tx = bytearray(buf_size)
