@@ -154,6 +154,10 @@ class Net:
         wire.append(binascii.hexlify(bytes(buf[off:off + n])).decode())
     def close(self):
         pass
+    def wait(self, ms):                     # after DISCONNECT the broker closes its side
+        return True
+    def read_into(self, buf, n):
+        raise OSError(-5, "the broker closed the connection")
 for v, expiry, want in ((4, None, "e000"), (5, None, "e000"), (5, 0, "e0070005" "1100000000")):
     wire = []
     c = MQTTClient("a", "h", version=v, clean_session=False)
@@ -437,6 +441,10 @@ class Net:
         wire.append(bytes(buf[off:off + n]))
     def close(self):
         pass
+    def wait(self, ms):                     # after DISCONNECT the broker closes its side
+        return True
+    def read_into(self, buf, n):
+        raise OSError(-5, "the broker closed the connection")
 c = MQTTClient("a", "h", version=5)          # clean, no session_expiry: expiry 0
 k = c.connection()
 k.net = Net()
