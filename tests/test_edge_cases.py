@@ -589,3 +589,26 @@ except OSError as x:
 """ % version)
     fb.join()
     assert "ping raised PeerClosed connected False" in r.stdout, r.stdout
+
+
+def test_3_1_1_connect_fresh_refused_at_its_persistent_leg_still_stores_what_is_accepted(tmp_path):
+    # MQTT 3.1.1 connect_fresh(): the clean leg is accepted, the persistent
+    # CONNECT after it is refused. A QoS 1 message accepted afterwards (the
+    # link down) is accepted into a persistent session: it must be on flash
+    # before publish() returns. The clean leg left persist False, so it was
+    # kept in RAM only and a reboot lost it.
+    fb = FakeBroker([("send", connack(4))], [("send", connack(4, code=3))])
+    r = run_mp(PRE % fb.port + r"""
+S = %r
+c = MQTTClient("fresh", "127.0.0.1", PORT, clean_session=False, session_file=S, timeout_ms=2000)
+c.publish("t", b"old", qos=1)
+try:
+    c.connect_fresh()
+except MQTTException as x:
+    print("refused", x.args[0])
+c.publish("t", b"new", qos=1)
+c2 = MQTTClient("fresh", "127.0.0.1", PORT, clean_session=False, session_file=S)
+print("after reboot pending", c2.pending())
+""" % str(tmp_path / "s"))
+    fb.join()
+    assert "refused 3" in r.stdout and "after reboot pending 2" in r.stdout, r.stdout
