@@ -276,8 +276,11 @@ class AsyncClient:
                 c.event("callback_error", {"error": repr(x)})
                 sys.print_exception(x)
             w = self._keepalive()
-            if c.is_connected() and c.conn.end:
-                await asyncio.sleep_ms(0)    # input already read, not yet handled: no socket wait
+            if c.is_connected() and c.conn.cut:
+                # check_msg() stopped at its budget: what it left may be whole
+                # packets already read (no socket wait), or more in the socket.
+                # (Not c.conn.end: a part of a header waits for the socket.)
+                await asyncio.sleep_ms(0)
             elif c.is_connected():
                 try:
                     await asyncio.wait_for_ms(_ready(c.socket(), False), w)

@@ -33,7 +33,7 @@ _ERR_TIMEOUT = const(-4)
 _HDR = const(16)             # bytes read for a fixed header: 4 PUBACKs, or a header and a body's start
 _ACKS = const(64)            # bytes of acknowledgements sent in one write (PUBACK: 4 or 5)
 _VIEWS = const(24)           # views of the receive buffer kept for callbacks
-_BURST = const(32)           # packets handled by one check_msg() at most: a flood cannot hold it
+_BURST_MS = const(50)        # one check_msg() reads for this long at most: a flood cannot hold it
 _HEAD = const(0)             # reader states
 _BODY = const(1)
 _DRAIN = const(2)
@@ -84,6 +84,7 @@ class Link:
         self.got = self.rlen = self.first = self.left = 0
         self.owed = 0           # bytes of acknowledgements waiting in acks
         self.dry = False        # the last read took less than asked: the socket had no more
+        self.cut = False        # check_msg() stopped at its budget: input may wait in hdr
 
     def failed(self, exc):  # noalloc
         # The first failure is kept; the next call that needs the link raises it.
@@ -182,10 +183,13 @@ class Link:
         # and need_link() would. A handler without "as x" keeps the frame
         # within 11 words, off the heap.)
         try:
-            n = _BURST
+            t0 = ticks_ms()
+            self.cut = False
             while self.connected and self.read():
-                n -= 1
-                if self.dry and not self.end or not n:
+                # Everything already received is handled, unless a broker
+                # sending without pause keeps the socket full past _BURST_MS.
+                self.cut = ticks_diff(ticks_ms(), t0) >= _BURST_MS
+                if self.dry and not self.end or self.cut:
                     self.idle()
                     break   # that read emptied the socket: no call just to hear "nothing yet"
             self.keepalive()
