@@ -6,19 +6,11 @@ import pytest
 
 from conftest import run_mp
 from fakebroker import FakeBroker, connack, props_block, pkt, publish, u16
+from test_edge_cases import PRE as EDGE_PRE
 
-PRE = r"""
-from durable_mqtt import MQTTClient, MQTTException
-import time, sys
-PORT = %d
-def pump(c, ms=300):
-    t0 = time.ticks_ms()
-    try:
-        while time.ticks_diff(time.ticks_ms(), t0) < ms:
-            c.wait_msg(20)
-    except OSError as x:
-        print("pump err", type(x).__name__, x.args)
-"""
+# test_edge_cases' prelude (MQTTClient, MQTTException, time, PORT, pump(),
+# first_error()), and sys.
+PRE = EDGE_PRE + "import sys\n"
 
 
 def test_an_assigned_client_id_is_taken_only_for_an_empty_one(tmp_path):
