@@ -707,7 +707,7 @@ def page(fig):
     a("- **QoS 2 receive**: the driver sends QoS 2 in chunks of 16, 20 ms apart: with MQTT 3.1.1 mosquitto "
       "2.0 sends new QoS 2 messages before the PUBRELs of the last ones (it counts a message in flight "
       "only until its PUBREC), and durable_mqtt allows 64 unreleased ones (MQTT 3.1.1 has no Receive "
-      "Maximum); a larger burst ends in `ProtocolError(0x93)`.")
+      "Maximum); a larger burst ends in `MQTTException(-7)` (in MQTT 5, `ProtocolError(0x93)`).")
     a("")
     a("### Shims (tools/bench/shims/)")
     a("")
