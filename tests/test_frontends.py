@@ -5,6 +5,8 @@ more QoS 1 messages than its queue, a publish() that timed out; the
 blocking client when the callback disconnects; TLS with something that is
 not an SSLContext. Scripted fake brokers answer each packet as it comes;
 mosquitto where a real stream is needed."""
+import pytest
+
 from conftest import run_mp
 from fakebroker import FakeBroker, connack, pkt, publish, u16
 
@@ -100,6 +102,31 @@ asyncio.run(main())
 """)
     fb.join()
     assert "NotConnected the link closed before the SUBACK" in r.stdout and "subs []" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_aio_a_subscribe_cut_by_a_lost_link_is_made_on_the_next_connection(v):
+    # The broker takes the SUBSCRIBE and goes away before its SUBACK (a
+    # restart, a Wi-Fi drop). subscribe() raised NotConnected, and the
+    # filter was never recorded: the reconnect (Session Present 0) made
+    # nothing again and the device stayed deaf to it for good. Now the
+    # request waits for the next connection and is sent again, as
+    # RobustClient.subscribe() does (SUBSCRIBE is idempotent).
+    fb = FakeBroker([("send", connack(v)), ("recv",), ("close",)],
+                    [("send", connack(v)), ("recv",),
+                     ("reply", lambda got: pkt(0x90, got[1][1][:2] + (b"\x00" if v == 5 else b"") + b"\x02")),
+                     ("sleep", 0.5)])
+    r = run_mp(AIO % fb.port + r"""
+async def main():
+    c = await connected("aio-resub", 3000, version=%d, clean_session=False)
+    print("granted", await c.subscribe("aio/r", 2))
+    print("subs", c.client.engine.subs)
+    await c.disconnect()
+asyncio.run(main())
+""" % v, timeout=30)
+    fb.join()
+    assert "granted 2" in r.stdout and "subs [(b'aio/r', 2, 0)]" in r.stdout, r.stdout
+    assert [f for f, _ in fb.conns[1][1:2]] == [0x82], fb.conns
 
 
 def test_aio_a_raising_callback_does_not_stop_the_client():

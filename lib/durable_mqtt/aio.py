@@ -23,7 +23,7 @@ import time
 from micropython import const
 
 from .client import unload
-from .errors import MQTTException, NotConnected, Timeout, ERR_NOT_CONNECTED, ERR_TIMEOUT
+from .errors import MQTTException, NotConnected, PeerClosed, Timeout, ERR_NOT_CONNECTED, ERR_TIMEOUT
 from .robust import RobustClient
 
 _io = asyncio.core._io_queue
@@ -179,16 +179,27 @@ class AsyncClient:
         return await self._request((f, -1, 0), timeout_ms)
 
     async def _request(self, args, timeout_ms):
+        # A link lost before the answer (a broker restart, a Wi-Fi drop):
+        # the request waits for the next connection and goes again, as
+        # RobustClient.subscribe() does (SUBSCRIBE and UNSUBSCRIBE are
+        # idempotent); a Timeout or a refusal is raised. timeout_ms bounds
+        # each attempt.
         async with self._req:           # the session awaits one answer at a time
-            await self.up.wait()
-            c = self.client
-            old = c.timeout_ms
-            if timeout_ms:
-                c.timeout_ms = timeout_ms
-            try:
-                return await self.steps(c.requesting(*args), True)
-            finally:
-                c.timeout_ms = old
+            while True:
+                await self.up.wait()
+                c = self.client
+                old = c.timeout_ms
+                if timeout_ms:
+                    c.timeout_ms = timeout_ms
+                try:
+                    return await self.steps(c.requesting(*args), True)
+                except (NotConnected, PeerClosed):
+                    if self._task is None:
+                        raise           # disconnect(): no next connection comes
+                finally:
+                    c.timeout_ms = old
+                # (up may still be set until the task sees the link down)
+                await asyncio.sleep_ms(_LOOK_MS)
 
     # ------------------------------------------------------------ receiving
     def set_callback(self, f, props=False):
