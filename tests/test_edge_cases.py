@@ -612,3 +612,26 @@ print("after reboot pending", c2.pending())
 """ % str(tmp_path / "s"))
     fb.join()
     assert "refused 3" in r.stdout and "after reboot pending 2" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_connect_fresh_leaves_a_persistent_session_for_the_next_connect(version):
+    # connect_fresh(): "start with no old session, keep the new one". In
+    # MQTT 5 (one CONNECT with Clean Start 1 and a Session Expiry) it left
+    # clean_session True, so the next connect() started clean again and
+    # the broker's session was thrown away. Both versions now set it False.
+    sessions = [[("send", connack(version)), ("recv",)]] if version == 4 else []
+    sessions += [[("send", connack(version)), ("sleep", 0.2), ("close",)],
+                 [("send", connack(version, sp=1)), ("sleep", 0.2)]]
+    fb = FakeBroker(*sessions)
+    r = run_mp(PRE % fb.port + r"""
+c = MQTTClient("fresh%d", "127.0.0.1", PORT, version=%d, timeout_ms=2000)
+c.connect_fresh()
+print("clean_session", c.clean_session)
+pump(c, 300)
+print("present", c.connect())
+c.disconnect()
+""" % (version, version))
+    fb.join()
+    assert "clean_session False" in r.stdout and "present True" in r.stdout, r.stdout
+    assert not fb.connect_flags(len(fb.conns) - 1) & 0x02, fb.conns

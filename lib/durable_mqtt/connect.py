@@ -47,7 +47,7 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     persistent = c.persistent(clean)
     sp, ev = yield from _handshake(c, clean, timeout_ms or c.timeout_ms, server or c.server, port or c.port)
     yield from _settle(c, ev, persistent, fresh is None)
-    if fresh and not clean:
+    if fresh:                            # (connect_fresh: the next connect() resumes)
         c.clean_session = False
     if fresh is not None:                # (not on the clean leg of connect_fresh: nothing goes out there)
         k.drain()
