@@ -8,7 +8,7 @@
 # less heap from source). docs/session-format.md#session-directory.
 import os
 
-from .filestore import make_dir, raise_full
+from .filestore import raise_full
 from .records import head_bytes
 
 
@@ -41,6 +41,43 @@ def checkpoint(j, offline, replaced):
     except OSError as x:
         raise_full(x)
     j.checkpoints += 1
+
+
+def make_room(j, s):
+    # Before slot s is written: acknowledged records still on flash (the
+    # OUT_REL of a finished message, kept while its OUT_PUB was there) are
+    # emptied until the new record leaves no more than the outbox holds, so
+    # that no cut between the writes finds one too many. A guarded OUT_PUB
+    # goes before the OUT_REL it guards; never an OUT_REL whose OUT_PUB is
+    # still on flash.
+    while j.records() - j.stale[s] + 1 > j.e.qos12:
+        t = -1
+        for r in range(j.made):
+            if j.stale[r] and not j.blocked[r] and (r != s or j.guard[r]):
+                t = r
+                if j.guard[r]:
+                    break
+        if t < 0:
+            return
+        j.put_file(str(t), b"")
+        j.rewritten(t)
+
+
+def make_dir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+
+
+def capacity(dir):
+    # The largest state this filesystem can take: half its free space (a
+    # rewrite may need room for the old and the new copy), less 2 blocks.
+    try:
+        st = os.statvfs(dir)
+    except OSError:
+        return 0
+    return max(0, (st[3] - 2) * st[0] // 2)
 
 
 def erase(j):

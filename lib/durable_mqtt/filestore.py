@@ -31,7 +31,6 @@
 # append but erases about one block per message; pass
 # session_file=FileLog(path) to choose it.
 from array import array
-import os
 import time
 from micropython import const
 
@@ -76,8 +75,9 @@ class SlotJournal:
         self.h = bytearray(20)
         self.s = bytearray(4)
         self.appends = self.checkpoints = self.bytes_written = self.file_writes = 0
+        from .dirstate import make_dir, capacity
         make_dir(dir)
-        self.capacity = _capacity(dir)
+        self.capacity = capacity(dir)
 
     # ------------------------------------------------------------ per message
     def put(self):
@@ -115,36 +115,19 @@ class SlotJournal:
         e = self.e
         pid = e.pid[i]
         s = self._free()
-        while self._records() - self.stale[s] + 1 > e.qos12:
-            # An acknowledged record still on flash (the OUT_REL of a
-            # finished message, kept while its OUT_PUB was there) would be
-            # one message more than the outbox holds: a reboot would refuse
-            # the whole session (load.py). It goes before the new record is
-            # written, so that no cut finds one too many.
-            t = self._stale(s)
-            if t < 0:
-                break
-            self.put_file(str(t), b"")
-            self._rewritten(t)
+        if self.records() - self.stale[s] + 1 > e.qos12:
+            # One record more than the outbox holds would make a reboot
+            # refuse the whole session (load.py): acknowledged ones go
+            # first (a full outbox: rare, so dirstate.py's).
+            from .dirstate import make_room
+            make_room(self, s)
         self.pid[s] = pid
         self.seq[s] = self.next
         self.next += 1
         n = e.len[i]
         self._write(s, _R_OUT_PUB if n else _R_OUT_REL, self.seq[s], pid, e.arena, e.off[i], n)
 
-    def _stale(self, s):
-        # A stale slot other than s that may be emptied now (never an
-        # OUT_REL whose OUT_PUB is still on flash: its guard, possibly s
-        # itself, goes first), or -1.
-        t = -1
-        for r in range(self.made):
-            if self.stale[r] and not self.blocked[r] and (r != s or self.guard[r]):
-                if self.guard[r]:
-                    return r
-                t = r
-        return t
-
-    def _records(self):
+    def records(self):
         # Slots holding a record that a reboot would read: messages held,
         # and those acknowledged but not yet emptied.
         n = self.nacks
@@ -194,7 +177,7 @@ class SlotJournal:
             self.made += 1
         return best
 
-    def _rewritten(self, s):
+    def rewritten(self, s):
         # Slot s no longer holds what it held: a guard it kept is lifted.
         g = self.guard[s]
         if g:
@@ -224,7 +207,7 @@ class SlotJournal:
                 f.write(h, 9, 4)
         except OSError as x:
             raise_full(x)
-        self._rewritten(s)
+        self.rewritten(s)
         self.rel[s] = kind == _R_OUT_REL
         self.appends += 1
         self.bytes_written += n + 13
@@ -285,7 +268,7 @@ class SlotJournal:
             for s in range(self.made):
                 if self.stale[s] and (self.guard[s] or not first):
                     self.put_file(str(s), b"")
-                    self._rewritten(s)
+                    self.rewritten(s)
 
     def tick(self, now):
         if self.nbatch and time.ticks_diff(now, self.batch_t0) >= self.batch_ms:
@@ -330,22 +313,3 @@ def raise_full(x):
     if x.args and x.args[0] == _ENOSPC:
         raise StoreFull(_ERR_FULL, "filesystem full")
     raise x
-
-
-
-def make_dir(path):
-    try:
-        os.mkdir(path)
-    except OSError:
-        pass
-
-
-
-def _capacity(dir):
-    # The largest state this filesystem can take: half its free space (a
-    # rewrite may need room for the old and the new copy), less 2 blocks.
-    try:
-        st = os.statvfs(dir)
-    except OSError:
-        return 0
-    return max(0, (st[3] - 2) * st[0] // 2)
