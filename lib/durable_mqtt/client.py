@@ -48,6 +48,10 @@ def unload():
 
 
 class MQTTClient:
+    # MQTT 5: the last Server Reference a broker sent (connect.py, link.py).
+    # A class attribute until one comes: the instance dict stays as small.
+    server_reference = None
+
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
                  ssl=None, **kw):
         # The connection's modules first, while the heap is emptiest: they

@@ -45,7 +45,6 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     self.session_present = False
     self.async_connect = False       # aio: the TCP connect yields
     self.last_event = None
-    self.server_reference = None     # MQTT 5: the last Server Reference a broker sent
     self.v5 = version == 5
     self.props = None
     if self.v5:
