@@ -205,3 +205,30 @@ c.close()
     fb.join()
     assert "delivered 40" in r.stdout, r.stdout
     assert len([f for f, _ in fb.conns[0][1:] if f & 0xF0 == 0x40]) == 40, fb.conns[0]
+
+
+def test_subscribe_under_a_flood_keeps_its_timeout():
+    # No SUBACK comes, and the broker floods QoS 0 messages meanwhile.
+    # subscribe()'s read loop ran while the socket had input, past its
+    # timeout_ms, until the flood ended (240,000 messages); it now looks at
+    # its deadline after every packet and raises Timeout.
+    burst = publish(4, b"t", b"x" * 10) * 20000
+    fb = FakeBroker([("send", connack(4)), ("recv",)] + [("send", burst)] * 12)
+    r = run_mp(PRE % fb.port + r"""
+from durable_mqtt import Timeout
+n = [0]
+c = MQTTClient("floodsub", "127.0.0.1", PORT, keepalive=10, timeout_ms=300)
+def cb(t, m, r, q):
+    n[0] += 1
+c.set_callback(cb)
+c.connect()
+try:
+    c.subscribe("a/b", 0)
+    print("subscribed")
+except Timeout:
+    print("timeout after messages", n[0])
+c.close()
+""", timeout=60)
+    fb.join()
+    n = int(r.stdout.split("timeout after messages ")[1].split()[0])
+    assert n < 200000, r.stdout                  # 240,000 when it held until the flood ended
