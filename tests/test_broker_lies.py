@@ -11,6 +11,14 @@ from test_edge_cases import PRE as EDGE_PRE
 # test_edge_cases' prelude (MQTTClient, MQTTException, time, PORT, pump(),
 # first_error()), and sys.
 PRE = EDGE_PRE + "import sys\n"
+# 240,000 QoS 0 messages sent without pause (12 writes of 300 KB).
+FLOOD = [("send", publish(4, b"t", b"x" * 10) * 20000)] * 12
+# A message callback that counts into n[0].
+COUNT = r"""
+n = [0]
+def count(t, m, r, q):
+    n[0] += 1
+"""
 
 
 def test_an_assigned_client_id_is_taken_only_for_an_empty_one(tmp_path):
@@ -51,16 +59,11 @@ def test_a_flood_does_not_hold_one_check_msg_or_the_event_loop(front):
     # 240,000 messages), keepalive unserved; AsyncClient's task, calling it
     # without yielding, starved every other task (a 10 ms ticker saw a
     # 1.9 s gap). Now a call reads for 50 ms at most.
-    burst = publish(4, b"t", b"x" * 10) * 20000       # 300 KB
-    steps = [("send", connack(4))] + [("send", burst)] * 12
-    fb = FakeBroker(steps)
+    fb = FakeBroker([("send", connack(4))] + FLOOD)
     if front == "check_msg":
-        body = r"""
-n = [0]
+        body = COUNT + r"""
 c = MQTTClient("flood", "127.0.0.1", PORT, keepalive=10, timeout_ms=2000)
-def cb(t, m, r, q):
-    n[0] += 1
-c.set_callback(cb)
+c.set_callback(count)
 c.connect()
 time.sleep_ms(100)
 t0 = time.ticks_ms()
@@ -69,10 +72,9 @@ print("one check_msg: ms", time.ticks_diff(time.ticks_ms(), t0), "messages", n[0
 c.close()
 """
     else:
-        body = r"""
+        body = COUNT + r"""
 import asyncio
 from durable_mqtt.aio import AsyncClient
-n = [0]
 gaps = []
 async def ticker():
     last = time.ticks_ms()
@@ -83,9 +85,7 @@ async def ticker():
         last = now
 async def main():
     c = AsyncClient("flood", "127.0.0.1", PORT, keepalive=10, timeout_ms=2000)
-    def cb(t, m, r, q):
-        n[0] += 1
-    c.set_callback(cb)
+    c.set_callback(count)
     t = asyncio.create_task(ticker())
     await c.connect()
     await asyncio.sleep_ms(3000)
@@ -189,12 +189,9 @@ def test_one_check_msg_handles_a_whole_burst_already_received():
     # a call, against floods, had left 8 for the next call.)
     burst = b"".join(publish(4, b"t", b"m%d" % i, qos=1, pid=i + 1) for i in range(40))
     fb = FakeBroker([("send", connack(4)), ("send", burst), ("sleep", 1.0)])
-    r = run_mp(PRE % fb.port + r"""
-n = [0]
+    r = run_mp(PRE % fb.port + COUNT + r"""
 c = MQTTClient("burst", "127.0.0.1", PORT, timeout_ms=2000)
-def cb(t, m, r, q):
-    n[0] += 1
-c.set_callback(cb)
+c.set_callback(count)
 c.connect()
 time.sleep_ms(300)
 c.check_msg()
@@ -212,15 +209,11 @@ def test_subscribe_under_a_flood_keeps_its_timeout():
     # subscribe()'s read loop ran while the socket had input, past its
     # timeout_ms, until the flood ended (240,000 messages); it now looks at
     # its deadline after every packet and raises Timeout.
-    burst = publish(4, b"t", b"x" * 10) * 20000
-    fb = FakeBroker([("send", connack(4)), ("recv",)] + [("send", burst)] * 12)
-    r = run_mp(PRE % fb.port + r"""
+    fb = FakeBroker([("send", connack(4)), ("recv",)] + FLOOD)
+    r = run_mp(PRE % fb.port + COUNT + r"""
 from durable_mqtt import Timeout
-n = [0]
 c = MQTTClient("floodsub", "127.0.0.1", PORT, keepalive=10, timeout_ms=300)
-def cb(t, m, r, q):
-    n[0] += 1
-c.set_callback(cb)
+c.set_callback(count)
 c.connect()
 try:
     c.subscribe("a/b", 0)
