@@ -14,6 +14,7 @@
 # Every buffer is allocated in __init__ (the link's at the first connect);
 # the paths marked `# noalloc` allocate nothing in steady state
 # (tests/test_noalloc.py).
+import gc
 import time
 from time import ticks_ms
 from micropython import const
@@ -34,6 +35,19 @@ _COUNTS = ("sent", "acked", "refused", "dropped_expired", "received", "dup_in", 
 # Modules of what runs once (connect, subscribe, boot, error texts): unload()
 # drops them when the call that needed them is over.
 _ONCE = ("configure", "connect", "leave", "request", "load", "stream", "dial", "reasons", "dirstate")
+
+
+def collect():
+    # Called before a module is compiled (a .py install compiles on the
+    # board) or loaded, at boot and connect only. The compiler's parse tree
+    # and tables need contiguous blocks; the garbage of what ran before lies
+    # scattered between the blocks that stay, and the collector runs only
+    # when an allocation fails, in mid-compile. Collected first, the compile
+    # takes the low, free part of the heap. Measured on 32 bits, small
+    # configuration with a session (tools/bench): the smallest heap from
+    # source about 5 KB lower at first boot and at a reboot restoring 36
+    # messages, and about 4 KB lower from .mpy.
+    gc.collect()
 
 
 def unload():
@@ -58,7 +72,12 @@ class MQTTClient:
         # stay loaded, and on a board that compiles .py this is the largest
         # compile (measured on 32 bits: 44 KB less heap needed than
         # importing them at the first connect, after the session is loaded).
-        from . import session, link  # noqa: F401
+        # A collection before each module is compiled or loaded (collect()).
+        collect()
+        from . import session  # noqa: F401
+        collect()
+        from . import link  # noqa: F401
+        collect()
         from .configure import configure
         try:
             f = configure(self, client_id, server, port, user, password, keepalive, ssl, **kw)
@@ -192,6 +211,7 @@ class MQTTClient:
         # The steps of connect(): a generator that yields how long it may
         # wait for the socket (ms; negative: to become writable).
         self.connection()
+        collect()
         from .connect import connecting
         return connecting(self, clean_session, timeout_ms, server, port, fresh)
 

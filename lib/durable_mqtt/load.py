@@ -4,6 +4,7 @@
 # save_session() and restore_session(). The record stream itself is
 # stream.py's. Boot-time code: loaded when needed and unloaded after
 # (client.unload); it allocates freely.
+import gc
 import os
 import sys
 from array import array
@@ -82,6 +83,7 @@ def _restore(e, st, event):
 
 
 def _open_dir(path, e, batch_ms, event):
+    gc.collect()                      # before a compile or load: client.collect()
     from .filestore import SlotJournal
     j = SlotJournal(path + ".d", e, batch_ms)
     old = _read(path)                 # a session file of the log layout (0.1.0)
@@ -122,16 +124,17 @@ def _read_dir(j):
     # "h". Slots that hold nothing valid are emptied before anything new is
     # written, so that an old copy cannot come back later.
     head = _read(j.dir + "/h")
-    names = os.listdir(j.dir)
     if not head:
-        for name in names:            # no session: whatever else is there goes
+        for name in os.listdir(j.dir):            # no session: whatever else is there goes
             if name.isdigit() and _read(j.dir + "/" + name):
                 j.put_file(name, b"")
             elif name in ("i0", "i1"):   # (an erase() cut short) else the new
                 os.remove(j.dir + "/" + name)   # session's ids could rank below them
         return None
+    gc.collect()                      # before a compile or load: client.collect()
     from .stream import parse       # (a fresh directory never loads it)
     st = parse(head)
+    names = os.listdir(j.dir)         # after the compile: the heap's peak at a reboot
     for name in ("i0", "i1"):         # the newer intact one holds the incoming QoS 2 ids
         d = _read(j.dir + "/" + name)
         n = len(d) if d else 0
