@@ -6,6 +6,7 @@
 # connecting() is a generator: it yields how long it may wait for the socket
 # (ms; negative: for it to become writable). MQTTClient.run() waits
 # blocking; aio.AsyncClient awaits the same steps.
+import gc
 import time
 from micropython import const
 
@@ -126,13 +127,15 @@ def _settle(c, ev, persistent, keep):
         # Owed until every one is made again: a link lost meanwhile leaves
         # the broker a session without them, which it then says is present.
         c.resub_owed = True
-        from .request import requesting
-        for f, opts, sid in list(e.subs):
-            try:
-                yield from requesting(c, f, opts, sid)
-                info["resubscribed"] = info.get("resubscribed", 0) + 1
-            except (ConnectRefused, PacketTooLarge):
-                e.unsubscribed(f)        # the broker refuses it, or takes no packet that large: forgotten
+        if e.subs:                       # (else request.py is not compiled here, the heap's peak)
+            gc.collect()                 # before a compile or load: client.collect()
+            from .request import requesting
+            for f, opts, sid in list(e.subs):
+                try:
+                    yield from requesting(c, f, opts, sid)
+                    info["resubscribed"] = info.get("resubscribed", 0) + 1
+                except (ConnectRefused, PacketTooLarge):
+                    e.unsubscribed(f)    # the broker refuses it, or takes no packet that large: forgotten
         c.resub_owed = False
     c.event(ev, info)
 
