@@ -234,6 +234,34 @@ for where in ("littlefs", "host"):
     assert "littlefs ok" in out and "host ok" in out
 
 
+def test_append_after_checkpoint_asks_the_filesystem_nothing():
+    # The log after a checkpoint is the checkpoint: its size is known, so
+    # the next append opens the file and no more (no stat: a flash read and
+    # a tuple for the collector per checkpoint).
+    out = mp(r"""
+import durable_mqtt.filelog as filelog
+fresh_fs()
+s = FileStore(PATH)
+calls = []
+class CountingOs:
+    def stat(self, p):
+        calls.append(p)
+        return os.stat(p)
+    def __getattr__(self, name):
+        return getattr(os, name)
+filelog.os = CountingOs()
+for k in range(3):
+    checkpoint(s, data(k, 300))
+    append(s, data(k + 10, 96), 96)
+    append(s, data(k + 20, 96), 96)
+filelog.os = os
+print("stat calls", len(calls))
+assert FileStore(PATH).load() == data(2, 300) + data(12, 96) + data(22, 96)
+print("ok")
+""")
+    assert "stat calls 0" in out and out.splitlines()[-1] == "ok"
+
+
 def test_full_filesystem_raises_store_full_and_keeps_file():
     out = mp(r"""
 fresh_fs(4096, 8)

@@ -173,8 +173,8 @@ class FileLog:
             _remove(self.tmp)
             _raise_full(e)
         self.bytes_written += self._pending
+        self._size = self._pending   # the log is the checkpoint: no stat at the next append
         self._pending = 0
-        self._size = -1
         self._since = 0
         self._torn = False
         self.checkpoints += 1
