@@ -53,6 +53,8 @@ class AsyncClient:
         self._queue_ev = asyncio.Event()
         self._space = asyncio.Event()   # messages() took one from a full queue
         self._req = asyncio.Lock()      # one SUBSCRIBE / UNSUBSCRIBE at a time
+        self._wake = asyncio.Event()    # set when up; pulsed by disconnect() (see _wait_up)
+        self._stops = 0                 # disconnect() calls so far
         self._task = None
         self._cb = None
         self._props = False
@@ -91,13 +93,14 @@ class AsyncClient:
     async def connect(self, timeout_ms=None):
         # Start the background task and wait for the first connection
         # (timeout_ms None: as long as it takes). Returns Session Present.
+        n = self._stops
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         if timeout_ms is None:
-            await self.up.wait()
+            await self._wait_up(n)
         else:
             try:
-                await asyncio.wait_for_ms(self.up.wait(), timeout_ms)
+                await asyncio.wait_for_ms(self._wait_up(n), timeout_ms)
             except asyncio.TimeoutError:
                 raise Timeout(ERR_TIMEOUT, "not connected in %d ms (last error: %r)"
                               % (timeout_ms, self.client.last_error))
@@ -114,6 +117,23 @@ class AsyncClient:
                 pass
         self.client.disconnect(session_expiry)
         self._on_down(self.client, None)
+        # What waits for a connection or an acknowledgement ends with
+        # NotConnected: no connection comes unless connect() is called again
+        # (the messages stay queued and go out then).
+        self._stops += 1
+        self._wake.set()
+        self._wake.clear()
+        for w in self._waiters.values():
+            w[1] = None
+            w[0].set()
+
+    async def _wait_up(self, n):
+        # Until connected; NotConnected if disconnect() comes first (n:
+        # self._stops when the call began).
+        while not self.up.is_set():
+            if self._stops != n:
+                raise NotConnected(ERR_NOT_CONNECTED, "disconnect() while waiting for the connection")
+            await self._wake.wait()
 
     def is_connected(self):
         return self.client.is_connected()
@@ -128,8 +148,9 @@ class AsyncClient:
         # Publish and wait until the QoS flow completes (PUBACK, PUBCOMP),
         # across outages. Returns the packet id (None for QoS 0). Raises
         # MQTTException with the broker's reason code if it refused the
-        # message (MQTT 5, >= 0x80); Timeout after timeout_ms (the message
-        # stays queued and is still delivered).
+        # message (MQTT 5, >= 0x80), -1 if it expired unsent; Timeout after
+        # timeout_ms, NotConnected at a disconnect() (the message stays
+        # queued and is still delivered).
         pid = self.client.publish(topic, msg, retain, qos, props)
         if not qos or not pid:
             return pid
@@ -144,8 +165,14 @@ class AsyncClient:
         finally:
             if self._waiters.get(pid) is w:
                 del self._waiters[pid]       # done, timed out or cancelled: no waiter stays behind
-        if w[1] >= 0x80:
-            raise MQTTException(w[1], "broker refused message %d (reason 0x%02x)" % (pid, w[1]))
+        r = w[1]
+        if r is None:
+            raise NotConnected(ERR_NOT_CONNECTED, "disconnect() before message %d was acknowledged "
+                               "(it stays queued)" % pid)
+        if r < 0:
+            raise MQTTException(r, "message %d expired before it could be sent" % pid)
+        if r >= 0x80:
+            raise MQTTException(r, "broker refused message %d (reason 0x%02x)" % (pid, r))
         return pid
 
     def _done(self, pid, reason):
@@ -184,9 +211,10 @@ class AsyncClient:
         # RobustClient.subscribe() does (SUBSCRIBE and UNSUBSCRIBE are
         # idempotent); a Timeout or a refusal is raised. timeout_ms bounds
         # each attempt.
+        n = self._stops
         async with self._req:           # the session awaits one answer at a time
             while True:
-                await self.up.wait()
+                await self._wait_up(n)
                 c = self.client
                 old = c.timeout_ms
                 if timeout_ms:
@@ -198,8 +226,32 @@ class AsyncClient:
                         raise           # disconnect(): no next connection comes
                 finally:
                     c.timeout_ms = old
+                    self._after_request()
                 # (up may still be set until the task sees the link down)
                 await asyncio.sleep_ms(_LOOK_MS)
+
+    def _after_request(self):
+        # The request's reads stop at its answer: the acknowledgements owed
+        # for the messages they read, and whole packets read with the answer,
+        # are handled now. Left to the background task, which waits for the
+        # socket, they would wait for the next input -- which may never come
+        # while the broker awaits those acknowledgements (Receive Maximum).
+        c = self.client
+        if not c.is_connected():
+            return
+        if self._cb is None and len(self._queue) >= self._queue_size:
+            k = c.conn
+            if k.owed:
+                try:
+                    k.flush()
+                except OSError as x:
+                    k.failed(x)         # (the background task reports it)
+            return
+        try:
+            c.check_msg()
+        except OSError as x:
+            if c.is_connected():
+                c.last_error = x     # reported with the link up (an oversize PUBLISH dropped)
 
     # ------------------------------------------------------------ receiving
     def set_callback(self, f, props=False):
@@ -211,19 +263,37 @@ class AsyncClient:
 
     def _deliver(self, topic, msg, retained, qos, props=None):
         if self._cb is not None:
-            if self._props:
-                self._cb(topic, msg, retained, qos, props)
-            else:
-                self._cb(topic, msg, retained, qos)
+            try:
+                if self._props:
+                    self._cb(topic, msg, retained, qos, props)
+                else:
+                    self._cb(topic, msg, retained, qos)
+            except Exception as x:
+                # The application's callback raised: counted, reported as
+                # the event "callback_error" and printed; the message counts
+                # as delivered (acknowledged). Raised on, it would leave the
+                # message unacknowledged on a live link (the broker's send
+                # quota runs out: nothing more arrives), drop the link for
+                # an OSError, or fail a subscribe() that was reading.
+                self.callback_errors += 1
+                self.client.event("callback_error", {"error": repr(x)})
+                sys.print_exception(x)
             return
-        if len(self._queue) >= self._queue_size and not qos:
-            # Bounded for QoS 0: the oldest copy goes (counted). A QoS 1/2
-            # message is already acknowledged when it arrives here, so it is
-            # kept: the background task reads no more while the queue is
+        q = self._queue
+        if len(q) >= self._queue_size and not qos:
+            # Bounded for QoS 0: the oldest QoS 0 copy goes (counted), or
+            # this one if the queue holds none. A QoS 1/2 message is already
+            # acknowledged when it arrives here, so it is kept, never
+            # dropped: the background task reads no more while the queue is
             # full (the broker holds the rest back).
-            self._queue.pop(0)
             self.dropped_messages += 1
-        self._queue.append((bytes(topic), bytes(msg), retained, qos))
+            for i in range(len(q)):
+                if not q[i][3]:
+                    q.pop(i)
+                    break
+            else:
+                return
+        q.append((bytes(topic), bytes(msg), retained, qos))
         self._queue_ev.set()
 
     def messages(self):
@@ -235,14 +305,19 @@ class AsyncClient:
     def _on_up(self, c):
         self.down.clear()
         self.up.set()
+        self._wake.set()
         # Messages that left the session outside the ack path (a QoS 2 past
         # PUBREC that a lost broker session cannot release) wake their waiters.
-        for pid in list(self._waiters):
-            if not c.holds(pid):
+        # (Not one whose outcome is known already: connect() itself drains
+        # the outbox, where a message can expire or meet the CONNACK's
+        # limits, reported through _done before this.)
+        for pid, w in list(self._waiters.items()):
+            if not c.holds(pid) and not w[0].is_set():
                 self._done(pid, 0)
 
     def _on_down(self, c, exc):
         self.up.clear()
+        self._wake.clear()
         self.down.set()
 
     async def _run(self):
@@ -279,10 +354,11 @@ class AsyncClient:
                     c.link_down(x)
                     continue
             except Exception as x:
-                # The application's callback raised. The task goes on (the
-                # message it was given is not acknowledged: the broker sends
-                # it again after a reconnect); counted, reported as the
-                # event "callback_error" and printed.
+                # Something other than a link failure (the application's
+                # callback is caught in _deliver): the task goes on (the
+                # message being handled is not acknowledged: the broker
+                # sends it again after a reconnect); counted, reported as
+                # the event "callback_error" and printed.
                 self.callback_errors += 1
                 c.event("callback_error", {"error": repr(x)})
                 sys.print_exception(x)

@@ -52,7 +52,7 @@ def requesting(c, f, opts, sid):
     try:
         n = subscribe_packet(c.tx, pid, f, opts, props, e.max_out)
     except PacketTooLarge:
-        e.abandon()                      # (its id is free again)
+        e.abandon(False)                 # (not sent: its id is free again)
         raise
     k.result = -1
     try:

@@ -104,7 +104,7 @@ class Session:
         self.run_pid = self.run_end = 0  # next_pid: ids run_pid..run_end-1 free
         self.rel_due = False            # a slot may owe a PUBREL (_REL_DUE)
         self.req_kind = 0
-        self.stale_pid = 0              # one whose wait was abandoned
+        self.stale_n = 0                # requests sent on this connection whose wait was abandoned
         self.rec = self.rec_pid = self.rec_slot = 0
         self.done_pid = self.done_reason = 0
         self.src = None
@@ -533,16 +533,20 @@ class Session:
         self.req_kind = kind
         return self.req_pid
 
-    def abandon(self):
-        # The wait for the request's answer ended without it.
-        self.stale_pid = self.req_pid
+    def abandon(self, sent=True):
+        # The wait for the request's answer ended without it (sent: the
+        # request went out, so its answer may still come). Each such answer
+        # is let through once: several waits can be abandoned (cancelled)
+        # before the first late answer arrives.
+        if self.req_pid and sent:
+            self.stale_n += 1
         self.req_pid = 0
 
     def answer(self, kind, pid):
         # A SUBACK / UNSUBACK: True when it is the one awaited, False for
         # the late answer to an abandoned request.
-        if pid and pid == self.stale_pid:
-            self.stale_pid = 0
+        if pid and pid != self.req_pid and self.stale_n:
+            self.stale_n -= 1
             return False
         if not pid or pid != self.req_pid or kind != self.req_kind:
             fail("%sACK for packet id %d, not awaiting one" % ("SUB" if kind == 0x90 else "UNSUB", pid))
@@ -565,6 +569,7 @@ class Session:
             fail("Session Present after a clean start (MQTT-3.2.2-1)")
         if sp and not self.has_state and self.v5:
             raise SessionError(_ERR_SESSION, "broker has a session the client lost (MQTT-3.2.2-4): connect clean")
+        self.stale_n = 0                # (no answer of an earlier connection comes)
         ev = "resumed" if sp else "lost" if self.has_state and not clean else "new"
         if sp:
             # MQTT-4.4.0-1: everything in flight is owed again, in order.

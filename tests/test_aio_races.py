@@ -1,0 +1,201 @@
+"""AsyncClient under concurrency and cancellation (a review's findings):
+messages() overflow with mixed QoS, subscribes cancelled in a row, the
+outcome of a publish() the session dropped at a reconnect, disconnect()
+with calls still waiting, and a message callback that raises."""
+import pytest
+
+from conftest import free_port, run_mp
+from fakebroker import FakeBroker, connack, pkt
+from test_frontends import AIO
+
+
+def test_aio_a_qos0_message_over_a_full_queue_never_drops_a_qos1_copy(broker):
+    # A burst of 4 QoS 1 then 2 QoS 0 messages with queue_size=4: each QoS 0
+    # one dropped "the oldest copy", a QoS 1 message already PUBACKed: lost.
+    # Now only QoS 0 copies go (the new one when the queue holds no other).
+    r = run_mp(AIO % broker.port + r"""
+from durable_mqtt import MQTTClient
+async def main():
+    c = await connected("race-q0", 2000, queue_size=4)
+    await c.subscribe("race/q1", 1)
+    await c.subscribe("race/q0", 0)
+    p = MQTTClient("race-q0-pub", "127.0.0.1", PORT)
+    p.connect()
+    for i in range(4):
+        p.publish("race/q1", b"q1-%d" % i, qos=1)
+    while p.pending():
+        p.wait_msg(1000)                  # (the event loop is held: c reads nothing yet)
+    p.publish("race/q0", b"q0-0")
+    p.publish("race/q0", b"q0-1")
+    p.disconnect()
+    await asyncio.sleep_ms(300)           # all six arrive in one read
+    got = []
+    it = c.messages()
+    while True:
+        try:
+            got.append(bytes((await asyncio.wait_for_ms(it.__anext__(), 500))[1]))
+        except asyncio.TimeoutError:
+            break
+    print("got", got, "dropped", c.dropped_messages)
+    await c.disconnect()
+asyncio.run(main())
+""", timeout=60)
+    assert "got [b'q1-0', b'q1-1', b'q1-2', b'q1-3'] dropped 2" in r.stdout, r.stdout
+
+
+def test_aio_subscribes_cancelled_in_a_row_leave_the_link_up():
+    # wait_for_ms() cancelled two subscribe() calls before their SUBACKs: the
+    # session remembered one abandoned id, and the first late SUBACK was a
+    # protocol error that closed the connection.
+    def suback_to(i):
+        return ("reply", lambda got: pkt(0x90, got[i][1][:2] + b"\x01"))
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("recv",), ("recv",), ("sleep", 0.1),
+                     suback_to(1), suback_to(2), suback_to(3), ("sleep", 0.8)])
+    r = run_mp(AIO % fb.port + r"""
+async def main():
+    c = await connected("race-cancel", 2000)
+    for f in ("race/a", "race/b", "race/c"):
+        try:
+            await asyncio.wait_for_ms(c.subscribe(f, 1), 80)
+        except asyncio.TimeoutError:
+            print("cancelled", f)
+    await asyncio.sleep_ms(500)
+    print("link_downs", c.stats()["link_downs"], "error", repr(c.client.last_error), "connected", c.is_connected())
+    await c.disconnect()
+asyncio.run(main())
+""", timeout=30)
+    fb.join()
+    assert r.stdout.count("cancelled") == 3, r.stdout
+    assert "link_downs 0 error None connected True" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("case", ["expired", "refused"])
+def test_aio_publish_raises_for_a_message_the_reconnect_dropped(case):
+    # publish() awaited while the link is down; at the reconnect the message
+    # leaves the session unsent: its Message Expiry passed (-1), or the new
+    # CONNACK's Maximum QoS 1 forbids QoS 2 (0x9B). _on_up() took it for a
+    # message finished outside the ack path and overwrote the outcome with
+    # 0: publish() returned as if acknowledged.
+    second = connack(5, props=b"\x24\x01") if case == "refused" else connack(5)
+    fb = FakeBroker([("send", connack(5)), ("sleep", 0.2), ("close",)], [("send", second), ("sleep", 0.5)])
+    r = run_mp(AIO % fb.port + r"""
+async def main():
+    c = await connected("race-drop", 2000, version=5, backoff_ms=(2400, 2400))
+    while c.is_connected():
+        await asyncio.sleep_ms(10)
+    props = {"message_expiry": 1} if "%s" == "expired" else None
+    try:
+        print("returned", await asyncio.wait_for_ms(c.publish("race/t", b"x", qos=2, props=props), 5000))
+    except MQTTException as e:
+        print("raised", e.args[0])
+    await c.disconnect()
+asyncio.run(main())
+""" % case, timeout=30)
+    fb.join()
+    assert ("raised -1" if case == "expired" else "raised 155") in r.stdout, r.stdout
+
+
+def test_aio_disconnect_ends_what_waits_for_the_connection():
+    # No broker: connect(), subscribe() and a QoS 1 publish() wait for a
+    # connection. disconnect() left them waiting for good (a subscribe
+    # already sent raised NotConnected). Now each raises NotConnected; the
+    # message stays queued.
+    r = run_mp(AIO % free_port() + r"""
+async def outcome(name, coro):
+    try:
+        return "%s returned %r" % (name, await asyncio.wait_for_ms(coro, 2000))
+    except NotConnected:
+        return "%s NotConnected" % name
+    except asyncio.TimeoutError:
+        return "%s hung" % name
+async def main():
+    c = AsyncClient("race-disc", "127.0.0.1", PORT, backoff_ms=(100, 200))
+    ts = [asyncio.create_task(outcome("connect", c.connect())),
+          asyncio.create_task(outcome("subscribe", c.subscribe("race/s", 1))),
+          asyncio.create_task(outcome("publish", c.publish("race/t", b"x", qos=1)))]
+    await asyncio.sleep_ms(300)
+    await c.disconnect()
+    for t in ts:
+        print(await t)
+    print("pending", c.pending())
+asyncio.run(main())
+""", timeout=30)
+    for name in ("connect", "subscribe", "publish"):
+        assert name + " NotConnected" in r.stdout, r.stdout
+    assert "pending 1" in r.stdout, r.stdout
+
+
+def test_aio_a_raising_callback_neither_stalls_nor_drops_the_link(broker):
+    # A callback that raises: (1) for a QoS 1 message it was left
+    # unacknowledged on a live link, so after receive_max of them the broker
+    # sent nothing more; (2) an OSError (QueueFull from a publish_nowait()
+    # in it) dropped the link, again at every redelivery; (3) raised while a
+    # subscribe() read the socket, it failed that subscribe().
+    r = run_mp(AIO % broker.port + r"""
+from durable_mqtt import MQTTClient, QueueFull
+good = []
+def cb(t, m, r, q):
+    if m[:3] == b"bad":
+        raise ValueError("application bug")
+    if m[:4] == b"full":
+        raise QueueFull(-7, "outbox full")
+    good.append(bytes(m))
+async def main():
+    c = await connected("race-cb", 2000, cb, version=5, receive_max=4, keepalive=5)
+    await c.subscribe("race/cb", 1)
+    p = MQTTClient("race-cb-pub", "127.0.0.1", PORT)
+    p.connect()
+    for m in (b"bad0", b"bad1", b"bad2", b"bad3", b"full", b"good0", b"good1", b"bad4"):
+        p.publish("race/cb", m, qos=1)
+    while p.pending():
+        p.wait_msg(1000)
+    p.disconnect()
+    print("granted", await c.subscribe("race/other", 1))     # it reads the burst
+    for i in range(100):
+        if len(good) == 2:
+            break
+        await asyncio.sleep_ms(20)
+    print("good", good, "errors", c.callback_errors, "link_downs", c.stats()["link_downs"])
+    await c.disconnect()
+asyncio.run(main())
+""", timeout=60)
+    assert "granted 1" in r.stdout, r.stdout
+    assert "good [b'good0', b'good1'] errors 6 link_downs 0" in r.stdout, r.stdout
+
+
+def test_aio_acks_owed_by_a_subscribe_read_are_sent_at_once(broker):
+    # subscribe()'s read loop stops at the SUBACK: the PUBACKs owed for QoS 1
+    # messages it read before stayed unsent, and the background task waited
+    # for the socket, which the broker (Receive Maximum 4 used up) kept
+    # quiet until the keepalive ping flushed them: 30 s at keepalive 60.
+    # (The SUBACK lands among the messages in some rounds only: 6 rounds.)
+    r = run_mp(AIO % broker.port + r"""
+from durable_mqtt import MQTTClient
+async def main():
+    worst = 0
+    for rnd in range(6):
+        c = await connected("race-acks", 2000, version=5, receive_max=4, keepalive=60, clean_session=True)
+        await c.subscribe("race/acks", 1)
+        p = MQTTClient("race-acks-pub", "127.0.0.1", PORT)
+        p.connect()
+        for i in range(8):
+            p.publish("race/acks", b"%d" % i, qos=1)
+        while p.pending():
+            p.wait_msg(1000)
+        p.disconnect()
+        t0 = time.ticks_ms()
+        await c.subscribe("race/other", 1)
+        it = c.messages()
+        n = 0
+        while n < 8:
+            try:
+                await asyncio.wait_for_ms(it.__anext__(), 2000)
+                n += 1
+            except asyncio.TimeoutError:
+                break
+        worst = max(worst, time.ticks_diff(time.ticks_ms(), t0))
+        await c.disconnect()
+    print("worst", worst)
+asyncio.run(main())
+""", timeout=60)
+    assert int(r.stdout.split("worst ")[1].split()[0]) < 1000, r.stdout
