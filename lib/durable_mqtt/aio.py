@@ -124,8 +124,9 @@ class AsyncClient:
         self._wake.set()
         self._wake.clear()
         for w in self._waiters.values():
-            w[1] = None
-            w[0].set()
+            if not w[0].is_set():       # (one acknowledged already keeps its outcome)
+                w[1] = None
+                w[0].set()
 
     async def _wait_up(self, n):
         # Until connected; NotConnected if disconnect() comes first (n:
