@@ -16,7 +16,8 @@
 # without yielding (timeout_ms bounds each of its reads, not the whole), as
 # does the DNS lookup; the TCP connect does yield. publish_nowait() writes
 # at once when connected, so a broker that stops reading holds it up to
-# timeout_ms.
+# timeout_ms. Messages a subscribe() or unsubscribe() reads before its
+# answer are queued past queue_size (acknowledged: never dropped).
 import asyncio
 import sys
 import time
