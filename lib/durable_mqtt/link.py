@@ -59,6 +59,9 @@ class Link:
     # makes every method lookup on the link probe a fuller dict (+1.5% of
     # the instructions per QoS 1 publish, callgrind).
     cut = False
+    # An exception the message callback raised, raised on once the message
+    # is acknowledged (deliver(), incoming()). A class attribute, as cut.
+    cb_error = None
 
     def __init__(self, c):
         self.c = c
@@ -495,24 +498,56 @@ class Link:
         if not self.engine.incoming(box.qos, box.pid):
             self.counts[DUP_IN] += 1                     # MQTT-4.3.3-10: not again
         elif c.cb is not None:
-            self.deliver()
+            # The message reached the application even if its callback
+            # raises: the error is kept and raised on once the message's
+            # acknowledgement is sent (callback_failed()). Raised at once,
+            # it left the message unacknowledged on a live link, and the
+            # broker, its send quota used up (Receive Maximum, or its own
+            # in-flight window), sent nothing more.
+            try:
+                self.deliver()
+            except Exception as x:
+                self.cb_error = x
         # QoS 2: the id reaches flash after delivery and before the PUBREC:
         # a power cut in between delivers it again (docs/sessions.md). A
         # callback that closed the link (disconnect()) still has the id
         # recorded; no acknowledgement is owed on a link that is gone.
         n = self.engine.ack_incoming(box.qos, box.pid, 0, self.tx)
         self.put_send(n if self.connected else 0)
+        if self.cb_error is not None:
+            self.callback_failed()
+
+    def callback_failed(self):
+        # The callback's error, raised on once its message's acknowledgement
+        # is sent: the broker may wait for it before it sends more, and the
+        # caller's next read may find nothing else to answer.
+        x = self.cb_error
+        self.cb_error = None
+        if self.owed and self.connected:
+            try:
+                self.flush()
+            except OSError as e:
+                self.failed(e)           # kept for the next call: the callback's error goes first
+        raise x
 
     def deliver(self):  # noalloc
+        # (No local beyond c and box: the frame stays within 11 words, on
+        # the C stack, not taken from the heap per message.)
         c = self.c
         box = self.box
-        topic = self.view(box.topic_off, box.topic_len)
-        msg = self.view(box.payload_off, box.payload_len)
         if c.cb_props:
-            p = c.props.decode(self.rx, box.props_off, box.payload_off, 2) if c.v5 else None
-            c.cb(topic, msg, bool(box.retain), box.qos, p)
+            self.deliver_props()
         else:
-            c.cb(topic, msg, bool(box.retain), box.qos)
+            c.cb(self.view(box.topic_off, box.topic_len), self.view(box.payload_off, box.payload_len),
+                 bool(box.retain), box.qos)
+
+    def deliver_props(self):  # noalloc
+        # deliver() with a fifth argument: the properties (None for 3.1.1).
+        c = self.c
+        box = self.box
+        p = c.props.decode(self.rx, box.props_off, box.payload_off, 2) if c.v5 else None
+        c.cb(self.view(box.topic_off, box.topic_len), self.view(box.payload_off, box.payload_len),
+             bool(box.retain), box.qos, p)
 
 
 def _copy(dst, src, pos, n):  # noalloc
