@@ -693,3 +693,49 @@ print("delivered", len(errors), "raised", raised, "stats", c.stats()["received"]
 c.disconnect()
 """ % version, timeout=60)
     assert "delivered 30 raised 30" in r.stdout, r.stdout + r.stderr
+
+
+def test_callback_oserror_keeps_the_link_and_spares_subscribe(broker):
+    # A callback raising an OSError (here QueueFull, as from a publish() into
+    # a full outbox) is the application's error, not the link's: the link
+    # stays up, and the error comes out of wait_msg() once. During a
+    # subscribe(), the subscribe completes and the next read raises it.
+    r = run_mp(PRE % broker.port + r"""
+seen = []
+def cb(t, m, r, q):
+    seen.append(bytes(m))
+    raise QueueFull(-5, "outbox full (from the callback)")
+c = MQTTClient("cb-oserr", "127.0.0.1", PORT, keepalive=30)
+c.set_callback(cb)
+c.connect()
+c.subscribe(b"cbo/a", 1)
+p = MQTTClient("cb-oserr-pub", "127.0.0.1", PORT)
+p.connect()
+p.publish(b"cbo/a", b"one", False, 1)
+assert p.flush(3000)
+try:
+    for i in range(40):
+        c.wait_msg(50)
+    raise AssertionError("no error")
+except QueueFull as e:
+    print("raised", e.args[1])
+print("connected", c.is_connected(), "reconnects", c.stats()["reconnects"])
+p.publish(b"cbo/a", b"two", False, 1)
+assert p.flush(3000)
+import time
+time.sleep_ms(200)
+print("subscribe", c.subscribe(b"cbo/b", 1))
+try:
+    c.check_msg()
+    print("no error after subscribe")
+except QueueFull:
+    print("raised after subscribe")
+print("seen", seen, "connected", c.is_connected())
+p.disconnect()
+c.disconnect()
+""", timeout=60)
+    out = r.stdout
+    assert "raised outbox full (from the callback)" in out, out
+    assert "connected True reconnects 1" in out, out
+    assert "subscribe 1" in out and "raised after subscribe" in out, out
+    assert "seen [b'one', b'two'] connected True" in out, out

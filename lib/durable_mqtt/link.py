@@ -59,8 +59,8 @@ class Link:
     # makes every method lookup on the link probe a fuller dict (+1.5% of
     # the instructions per QoS 1 publish, callgrind).
     cut = False
-    # An exception the message callback raised, raised on once the message
-    # is acknowledged (deliver(), incoming()). A class attribute, as cut.
+    # The first exception the message callback raised, kept until the call
+    # that was reading ends (incoming(), after()). A class attribute, as cut.
     cb_error = None
 
     def __init__(self, c):
@@ -243,7 +243,8 @@ class Link:
 
     def after(self):  # noalloc
         # After reading: the window places freed go to the next messages, the
-        # store writes what is due, an oversize PUBLISH dropped is reported.
+        # store writes what is due; a callback's error or an oversize PUBLISH
+        # dropped is raised, with the link up.
         if self.due:
             self.due = False
             if self.engine.pending_out():     # (drain() takes a heap frame: a try block)
@@ -251,11 +252,25 @@ class Link:
         j = self.c.journal
         if j is not None and (j.nacks or j.nbatch):
             j.tick(ticks_ms())
+        if self.cb_error is not None or not self.connected:
+            self.report()
         if self.oversize:
             n = self.oversize
             self.oversize = 0
             raise PacketTooLarge(_ERR_TOO_LARGE, "dropped an incoming PUBLISH of %d bytes: buf_size is %d"
                                  % (n, self.c.buf_size))
+
+    def report(self):
+        # What the reads met besides packets: the link's failure first (it
+        # closed meanwhile: a callback's publish() could not write), then
+        # the callback's error, which waits while the link is down.
+        if not self.connected:
+            if self.failure is not None:
+                self.c.need_link()      # raises it, and clears it
+            return
+        x = self.cb_error
+        self.cb_error = None
+        raise x
 
     def ping(self):
         try:
@@ -499,36 +514,23 @@ class Link:
             self.counts[DUP_IN] += 1                     # MQTT-4.3.3-10: not again
         elif c.cb is not None:
             # The message reached the application even if its callback
-            # raises: the error is kept and raised on once the message's
-            # acknowledgement is sent (callback_failed()). Raised at once,
-            # it left the message unacknowledged on a live link, and the
-            # broker, its send quota used up (Receive Maximum, or its own
-            # in-flight window), sent nothing more.
+            # raises: it is acknowledged, and the error is raised when the
+            # call that was reading ends (after()), outside its handling of
+            # link failures. Raised here, it left the message unacknowledged
+            # on a live link, and the broker, its send quota used up
+            # (Receive Maximum, or its own in-flight window), sent nothing
+            # more; an OSError from the callback dropped the link.
             try:
                 self.deliver()
             except Exception as x:
-                self.cb_error = x
+                if self.cb_error is None:
+                    self.cb_error = x
         # QoS 2: the id reaches flash after delivery and before the PUBREC:
         # a power cut in between delivers it again (docs/sessions.md). A
         # callback that closed the link (disconnect()) still has the id
         # recorded; no acknowledgement is owed on a link that is gone.
         n = self.engine.ack_incoming(box.qos, box.pid, 0, self.tx)
         self.put_send(n if self.connected else 0)
-        if self.cb_error is not None:
-            self.callback_failed()
-
-    def callback_failed(self):
-        # The callback's error, raised on once its message's acknowledgement
-        # is sent: the broker may wait for it before it sends more, and the
-        # caller's next read may find nothing else to answer.
-        x = self.cb_error
-        self.cb_error = None
-        if self.owed and self.connected:
-            try:
-                self.flush()
-            except OSError as e:
-                self.failed(e)           # kept for the next call: the callback's error goes first
-        raise x
 
     def deliver(self):  # noalloc
         # (No local beyond c and box: the frame stays within 11 words, on

@@ -77,7 +77,7 @@ def requesting(c, f, opts, sid):
         k.failure = None
         raise
     except BaseException:
-        e.abandon()                      # e.g. the message callback raised meanwhile
+        e.abandon()                      # e.g. KeyboardInterrupt, MemoryError
         raise
     code = k.result
     if sub:
