@@ -199,3 +199,35 @@ async def main():
 asyncio.run(main())
 """, timeout=60)
     assert int(r.stdout.split("worst ")[1].split()[0]) < 1000, r.stdout
+
+
+def test_aio_disconnect_that_raises_still_ends_what_waits():
+    # disconnect(session_expiry=0) with the link down: client.disconnect()
+    # raises NotConnected after the background task was cancelled, and the
+    # waiters were woken only after it: connect(), subscribe() and publish()
+    # hung for ever (no task left to connect).
+    r = run_mp(AIO % free_port() + r"""
+async def outcome(name, coro):
+    try:
+        return "%s returned %r" % (name, await asyncio.wait_for_ms(coro, 2000))
+    except NotConnected:
+        return "%s NotConnected" % name
+    except asyncio.TimeoutError:
+        return "%s hung" % name
+async def main():
+    c = AsyncClient("race-disc-raise", "127.0.0.1", PORT, version=5, backoff_ms=(100, 200))
+    ts = [asyncio.create_task(outcome("connect", c.connect())),
+          asyncio.create_task(outcome("subscribe", c.subscribe("race/s", 1))),
+          asyncio.create_task(outcome("publish", c.publish("race/t", b"x", qos=1)))]
+    await asyncio.sleep_ms(300)
+    try:
+        await c.disconnect(session_expiry=0)
+    except NotConnected:
+        print("disconnect raised")
+    for t in ts:
+        print(await t)
+asyncio.run(main())
+""", timeout=30)
+    assert "disconnect raised" in r.stdout, r.stdout
+    for name in ("connect", "subscribe", "publish"):
+        assert name + " NotConnected" in r.stdout, r.stdout

@@ -739,3 +739,42 @@ c.disconnect()
     assert "connected True reconnects 1" in out, out
     assert "subscribe 1" in out and "raised after subscribe" in out, out
     assert "seen [b'one', b'two'] connected True" in out, out
+
+
+def test_callback_error_after_the_callback_disconnected_is_this_calls(broker):
+    # The callback closes the link itself (a "shutdown" command) and then
+    # raises. The link has no failure, so the error is the call's: it was
+    # kept while "the link is down" and came out of the first check_msg()
+    # of a later, unrelated (clean) connection instead.
+    r = run_mp(PRE % broker.port + r"""
+def cb(t, m, r, q):
+    c.disconnect()
+    raise ValueError("after disconnect")
+c = MQTTClient("cb-disc", "127.0.0.1", PORT)
+c.set_callback(cb)
+c.connect()
+c.subscribe(b"cbd/a", 1)
+p = MQTTClient("cb-disc-pub", "127.0.0.1", PORT)
+p.connect()
+p.publish(b"cbd/a", b"x", False, 1)
+assert p.flush(3000)
+p.disconnect()
+try:
+    for i in range(100):
+        c.wait_msg(20)
+        if not c.is_connected():
+            break
+    print("call returned")
+except ValueError as e:
+    print("call raised", e)
+c.set_callback(lambda *a: None)
+c.connect(clean_session=True)
+try:
+    c.check_msg()
+    print("new connection clean")
+except ValueError as e:
+    print("new connection raised", e)
+c.disconnect()
+""", timeout=60)
+    assert "call raised after disconnect" in r.stdout, r.stdout
+    assert "new connection clean" in r.stdout, r.stdout

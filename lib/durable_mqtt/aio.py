@@ -110,24 +110,28 @@ class AsyncClient:
     async def disconnect(self, session_expiry=None):
         t = self._task
         self._task = None
-        if t:
-            t.cancel()
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
-        self.client.disconnect(session_expiry)
-        self._on_down(self.client, None)
-        # What waits for a connection or an acknowledgement ends with
-        # NotConnected: no connection comes unless connect() is called again
-        # (the messages stay queued and go out then).
-        self._stops += 1
-        self._wake.set()
-        self._wake.clear()
-        for w in self._waiters.values():
-            if not w[0].is_set():       # (one acknowledged already keeps its outcome)
-                w[1] = None
-                w[0].set()
+        try:
+            if t:
+                t.cancel()
+                try:
+                    await t
+                except asyncio.CancelledError:
+                    pass
+            self.client.disconnect(session_expiry)
+        finally:
+            # Even when client.disconnect() raised (e.g. session_expiry with
+            # the link down): the background task is gone all the same.
+            self._on_down(self.client, None)
+            # What waits for a connection or an acknowledgement ends with
+            # NotConnected: no connection comes unless connect() is called
+            # again (the messages stay queued and go out then).
+            self._stops += 1
+            self._wake.set()
+            self._wake.clear()
+            for w in self._waiters.values():
+                if not w[0].is_set():   # (one acknowledged already keeps its outcome)
+                    w[1] = None
+                    w[0].set()
 
     async def _wait_up(self, n):
         # Until connected; NotConnected if disconnect() comes first (n:

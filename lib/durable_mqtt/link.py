@@ -262,15 +262,17 @@ class Link:
 
     def report(self):
         # What the reads met besides packets: the link's failure first (it
-        # closed meanwhile: a callback's publish() could not write), then
-        # the callback's error, which waits while the link is down.
-        if not self.connected:
-            if self.failure is not None:
-                self.c.need_link()      # raises it, and clears it
-            return
+        # failed meanwhile: a callback's publish() could not write), then
+        # the callback's error, which waits for the next connection only
+        # behind such a failure. A link the application closed itself (the
+        # callback called disconnect() or close()) has none: the error is
+        # this call's, not a later connection's.
+        if not self.connected and self.failure is not None:
+            self.c.need_link()      # raises it, and clears it
         x = self.cb_error
-        self.cb_error = None
-        raise x
+        if x is not None:
+            self.cb_error = None
+            raise x
 
     def ping(self):
         try:
