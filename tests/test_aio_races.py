@@ -231,3 +231,55 @@ asyncio.run(main())
     assert "disconnect raised" in r.stdout, r.stdout
     for name in ("connect", "subscribe", "publish"):
         assert name + " NotConnected" in r.stdout, r.stdout
+
+
+def test_aio_a_qos1_copy_that_finds_no_heap_is_not_acknowledged(broker):
+    # messages() path: _deliver's copy of the message (bytes(msg)) runs as
+    # the client's message callback. A MemoryError there was caught as "the
+    # callback raised" and the message PUBACKed: an acknowledged QoS 1
+    # message that never reached the queue, gone for good. Unacknowledged,
+    # the broker sends it again after a reconnect.
+    r = run_mp(AIO % broker.port + r"""
+import gc
+from durable_mqtt import MQTTClient
+BIG = 6000
+async def main():
+    c = await connected("race-oom", 2000, buf_size=8192, keepalive=30)
+    await c.subscribe("race/oom", 1)
+    p = MQTTClient("race-oom-pub", "127.0.0.1", PORT, buf_size=8192)
+    p.connect()
+    payload = b"P" * BIG
+    await asyncio.sleep_ms(50)
+    gc.collect()
+    ballast = []
+    try:
+        while True:
+            ballast.append(bytearray(1024))
+    except MemoryError:
+        pass
+    for i in range(0, len(ballast), 4):
+        ballast[i] = None                 # 1 KB holes: no 6 KB block for the copy
+    p.publish("race/oom", payload, False, 1)
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < 500:
+        p.check_msg()
+        await asyncio.sleep_ms(20)
+    ballast = None
+    gc.collect()
+    print("received", c.stats()["received"], "queued", len(c._queue))
+    await c.disconnect()
+    await c.connect(timeout_ms=2000)
+    got = []
+    it = c.messages()
+    while True:
+        try:
+            got.append(len((await asyncio.wait_for_ms(it.__anext__(), 1000))[1]))
+        except asyncio.TimeoutError:
+            break
+    print("after reconnect", got)
+    await c.disconnect()
+    p.disconnect()
+asyncio.run(main())
+""", heapsize="400k", timeout=60)
+    assert "received 1 queued 0" in r.stdout, r.stdout      # the copy did fail
+    assert "after reconnect [6000]" in r.stdout, r.stdout

@@ -524,6 +524,11 @@ class Link:
             # more; an OSError from the callback dropped the link.
             try:
                 self.deliver()
+            except MemoryError:
+                # Not taken (AsyncClient's copy for messages() found no
+                # heap): raised now, unacknowledged, so the broker sends it
+                # again after a reconnect; acknowledged, it would be lost.
+                raise
             except Exception as x:
                 if self.cb_error is None:
                     self.cb_error = x
