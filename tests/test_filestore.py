@@ -473,3 +473,41 @@ for step in range(400):
 print("littlefs random crashes: 400 steps, %d power cuts" % cuts)
 """, timeout=60)
     assert "littlefs random crashes" in out
+
+
+def test_failed_checkpoint_leaves_the_logs_size_right():
+    # A checkpoint cut by ENOSPC left _pending at the bytes of its .tmp; the
+    # next append's sync() added them to the log's expected size, and the
+    # next failed append marked the intact log torn: appends were refused
+    # ("needs a checkpoint") even after space came back.
+    out = mp(r"""
+fresh_fs(4096, 8)
+s = FileStore(PATH)
+checkpoint(s, data(1, 600))
+append(s, data(2, 96), 96)
+with open(MNT + "/filler", "wb") as f:
+    f.write(bytearray(4096 * 2)); f.flush()
+try:
+    checkpoint(s, data(9, 12000))
+    raise AssertionError("checkpoint fitted")
+except StoreFull:
+    pass
+append(s, data(3, 96), 96)
+print("size", s._size == os.stat(PATH)[6], "since", s.stats()["since_checkpoint"])
+with open(MNT + "/filler2", "wb") as f:
+    try:
+        while True:
+            f.write(bytearray(256)); f.flush()
+    except OSError:
+        pass
+try:
+    while True:
+        append(s, data(4, 96), 96)
+except StoreFull:
+    pass
+os.remove(MNT + "/filler2")
+os.remove(MNT + "/filler")
+append(s, data(5, 96), 96)
+print("ok")
+""")
+    assert "size True since 192" in out and out.splitlines()[-1] == "ok", out

@@ -126,6 +126,7 @@ class FileLog:
         # Elsewhere a part of the write may have reached the file; then no
         # append is accepted until a checkpoint has rewritten the file, so no
         # good record ever follows the torn one.
+        self._pending = 0        # (the failed append's bytes are not the log's)
         self._close_log()
         if _file_size(self.path) != self._size:
             self._torn = True
@@ -170,6 +171,7 @@ class FileLog:
         try:
             os.rename(self.tmp, self.path)   # the commit point (atomic on LittleFS)
         except OSError as e:
+            self._pending = 0
             _remove(self.tmp)
             _raise_full(e)
         self.bytes_written += self._pending
@@ -183,6 +185,7 @@ class FileLog:
         f = self._ck
         self._ck = None
         if f is not None:
+            self._pending = 0    # the .tmp's bytes: not the log's (sync() would count them)
             try:
                 f.close()
             except OSError:
