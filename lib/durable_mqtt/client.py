@@ -43,10 +43,8 @@ def collect():
     # and tables need contiguous blocks; the garbage of what ran before lies
     # scattered between the blocks that stay, and the collector runs only
     # when an allocation fails, in mid-compile. Collected first, the compile
-    # takes the low, free part of the heap. Measured on 32 bits, small
-    # configuration with a session (tools/bench): the smallest heap from
-    # source about 5 KB lower at first boot and at a reboot restoring 36
-    # messages, and about 4 KB lower from .mpy.
+    # takes the low, free part of the heap: a smaller smallest heap, from
+    # source and from .mpy (CHANGELOG; docs/benchmarks.md has the figures).
     gc.collect()
 
 
