@@ -86,7 +86,8 @@ def u16(buf, off):  # noalloc
 def put_str(buf, off, s):  # noalloc
     # A length-prefixed string or binary field (s: bytes-like).
     n = len(s)
-    put_u16(buf, off, n)
+    buf[off] = n >> 8              # (put_u16, inline: a call less per PUBLISH)
+    buf[off + 1] = n & 0xFF
     buf[off + 2:off + 2 + n] = s
     return off + 2 + n
 
@@ -189,11 +190,19 @@ def publish_size(tl, pl, qos, prl, v5):  # noalloc
 def put_publish(buf, off, first, rl, topic, pid, props):  # noalloc
     # A PUBLISH up to its payload, at off; returns where the payload goes.
     # props: the encoded property block (MQTT 5), or None (3.1.1).
+    # (put_varint and put_u16 inline where they are one or two bytes: a
+    # call each less per message)
     buf[off] = first
-    off = put_varint(buf, off + 1, rl)
+    if rl < 128:
+        buf[off + 1] = rl
+        off += 2
+    else:
+        off = put_varint(buf, off + 1, rl)
     off = put_str(buf, off, topic)
     if first & 6:
-        off = put_u16(buf, off, pid)
+        buf[off] = pid >> 8
+        buf[off + 1] = pid & 0xFF
+        off += 2
     return off if props is None else put_block(buf, off, props)
 
 
