@@ -365,7 +365,9 @@ class Session:
                 self.src_off = self.off[i]
                 if not pid:
                     return self._qos0_out(i)
-                if self._refused(i):
+                r = self._limit(i)
+                if r:                          # the broker's limits forbid it: it leaves the session
+                    self._finish(i, r)
                     return -1
                 if s & _DUP:
                     self.arena[self.src_off] |= 0x08    # MQTT-3.3.1-1
@@ -391,14 +393,6 @@ class Session:
             self.done_reason = r
             return -1
         return n
-
-    def _refused(self, i):  # noalloc
-        # Do the broker's limits forbid sending slot i's PUBLISH? Then it
-        # leaves the session with the reason.
-        r = self._limit(i)
-        if r:
-            self._finish(i, r)
-        return r
 
     def _limit(self, i):  # noalloc
         # The MQTT 5 reason code for which the CONNACK's limits forbid
