@@ -317,7 +317,7 @@ class MQTTClient:
         if qos and self.persist and not self.journal.fits(n + 9):
             from .records import refusal
             raise refusal(n)
-        pid = e.accept(t, msg, qos, retain, pr, ticks_ms(), pc[2])
+        pid = e.accept(t, msg, qos, retain, pr, ticks_ms(), pc[2], rl)
         if pid < 0:
             self.counts[_DROPPED_QOS0] += 1
             return None

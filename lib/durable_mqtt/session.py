@@ -186,13 +186,15 @@ class Session:
         return 0 if not s or not self.pid[i] else 3 if s == _RELEASE else 1
 
     # ------------------------------------------------------------ outbox
-    def accept(self, topic, msg, qos, retain, props, now, ttl):  # noalloc
+    def accept(self, topic, msg, qos, retain, props, now, ttl, rl=0):  # noalloc
         # Encode a PUBLISH into the outbox. Returns its packet id (QoS 1/2),
         # 0 (QoS 0 queued) or -1 (QoS 0 dropped: its room is full). A QoS 1/2
         # message that does not fit raises QueueFull. props: the encoded
-        # property block (MQTT 5) or None; ttl: Message Expiry in s, or 0.
-        prl = len(props) if props else 0
-        rl = publish_size(len(topic), len(msg), qos, prl, self.v5)
+        # property block (MQTT 5) or None; ttl: Message Expiry in s, or 0;
+        # rl: the PUBLISH's Remaining Length if the caller has it already
+        # (publish() does: its size checks), else 0.
+        if not rl:
+            rl = publish_size(len(topic), len(msg), qos, len(props) if props else 0, self.v5)
         n = 1 + varint_size(rl) + rl
         if qos:
             if self.held >= self.qos12:
