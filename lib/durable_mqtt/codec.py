@@ -252,7 +252,7 @@ def put_ack(buf, kind, pid, reason):  # noalloc
 def parse_ack(body, n, v5):  # noalloc
     # The packet id of a PUBACK/PUBREC/PUBREL/PUBCOMP (3.1.1: exactly 2
     # bytes; MQTT 5 may add a reason code and properties).
-    pid = u16(body, 0) if n > 1 else 0
+    pid = body[0] << 8 | body[1] if n > 1 else 0     # (u16, inline: once per acknowledgement)
     if not pid or n != 2 and not v5:
         fail("acknowledgement of %d bytes, packet id %d" % (n, pid))
     return pid
