@@ -331,7 +331,8 @@ class Link:
         # from one read of up to _HDR bytes: a burst of acknowledgements
         # (4 bytes each) comes in a few reads, not one each. Its length, or
         # 0 while the socket has no more for now.
-        h = codec.header_length(self.hdr, self.pos, self.end) or self.more()
+        # (end 0: hdr is empty, nothing to look at before reading)
+        h = self.end and codec.header_length(self.hdr, self.pos, self.end) or self.more()
         if h:
             self.header(h)
         return h
