@@ -363,7 +363,8 @@ class Link:
         # with it go to rx, the rest wait in hdr[pos:end].
         pos = self.pos
         self.first = self.hdr[pos]
-        rl = self.rlen = codec.remaining_length(self.hdr, pos, h)
+        # (a one-byte Remaining Length, below 0x80, is its own value)
+        rl = self.rlen = self.hdr[pos + 1] if h == 2 else codec.remaining_length(self.hdr, pos, h)
         pos += h
         take = self.got = min(self.end - pos, rl)
         _copy(self.rx, self.hdr, pos, take)
