@@ -193,7 +193,8 @@ class Link:
                 self.cut = False
             while self.connected and self.read():
                 if self.dry and not self.end:
-                    self.idle()
+                    if self.owed:       # (idle(), inline: once per call)
+                        self.flush()
                     break   # that read emptied the socket: no call just to hear "nothing yet"
                 # Everything already received is handled, unless a broker
                 # sending without pause keeps the socket full past _BURST_MS.
