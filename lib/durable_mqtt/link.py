@@ -244,7 +244,9 @@ class Link:
         # store writes what is due, an oversize PUBLISH dropped is reported.
         if self.due:
             self.due = False
-            if self.engine.pending_out():     # (drain() takes a heap frame: a try block)
+            e = self.engine
+            # (e.pending_out(), inline; drain() takes a heap frame: a try block)
+            if e.send < e.count:
                 self.drain()
         j = self.c.journal
         if j is not None and (j.nacks or j.nbatch):
