@@ -17,6 +17,9 @@
 import time
 from time import ticks_ms
 from micropython import const
+# The builtins publish() calls per message, as globals of this module:
+# found in its dict, not after a miss there and a search of the builtins.
+from builtins import isinstance, len, type
 
 from .codec import as_bytes, publish_size, topic_name, varint_size
 from .errors import MQTTException, PacketTooLarge, NotConnected

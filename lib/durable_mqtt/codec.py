@@ -7,6 +7,9 @@
 # encoded in control.py; MQTT 5 properties in props.py, which only an MQTT 5
 # client loads. Here a property block is bytes already encoded.
 from micropython import const
+# The builtins put_str() calls per message, as globals of this module:
+# found in its dict, not after a miss there and a search of the builtins.
+from builtins import len
 
 from .errors import ProtocolError, PacketTooLarge
 

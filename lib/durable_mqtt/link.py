@@ -12,6 +12,9 @@
 # Paths marked `# noalloc` allocate nothing.
 from time import ticks_add, ticks_diff, ticks_ms
 from micropython import const
+# The builtins the per-packet code calls per message, as globals of this module:
+# found in its dict, not after a miss there and a search of the builtins.
+from builtins import len, min
 
 from . import codec
 from .errors import ProtocolError, PacketTooLarge, PeerClosed, Timeout

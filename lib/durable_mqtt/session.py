@@ -37,6 +37,9 @@
 from array import array
 from micropython import const
 from time import ticks_add, ticks_diff
+# The builtins accept() and _reserve() calls per message, as globals of this module:
+# found in its dict, not after a miss there and a search of the builtins.
+from builtins import len
 
 from .codec import publish_size, varint_size, put_publish, put_ack, fail
 from .errors import MQTTException, ProtocolError, QueueFull, SessionError
