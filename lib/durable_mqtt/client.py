@@ -19,7 +19,7 @@ from time import ticks_ms
 from micropython import const
 # The builtins publish() calls per message, as globals of this module:
 # found in its dict, not after a miss there and a search of the builtins.
-from builtins import isinstance, len, type
+from builtins import len, type
 
 from .codec import as_bytes, publish_size, topic_name, varint_size
 from .errors import MQTTException, PacketTooLarge, NotConnected
@@ -298,11 +298,11 @@ class MQTTClient:
         t = self.topics.get(topic) if mt is str or mt is bytes else None
         if t is None:
             t = self._topic(topic)
-        if isinstance(msg, str) or msg is None:
-            msg = msg.encode() if msg else b""
-        else:
-            mt = type(msg)               # (a tuple of types here would allocate)
-            if mt is not bytes and mt is not bytearray and mt is not memoryview:
+        mt = type(msg)                   # (a tuple of types here would allocate)
+        if mt is not bytes and mt is not bytearray and mt is not memoryview:
+            if isinstance(msg, str) or msg is None:
+                msg = msg.encode() if msg else b""
+            else:
                 msg = bytes(msg)         # e.g. array("H"): len() counts items, not bytes
         pc = self._props(props) if self.v5 else _NO_PROPS
         pr = pc[1] if self.v5 else None
