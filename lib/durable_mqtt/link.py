@@ -368,19 +368,23 @@ class Link:
         # Takes the h-byte fixed header at hdr[pos]; the body bytes that came
         # with it go to rx, the rest wait in hdr[pos:end].
         pos = self.pos
-        self.first = self.hdr[pos]
+        hdr = self.hdr
+        self.first = hdr[pos]
         # (a one-byte Remaining Length, below 0x80, is its own value)
-        rl = self.rlen = self.hdr[pos + 1] if h == 2 else codec.remaining_length(self.hdr, pos, h)
+        self.rlen = hdr[pos + 1] if h == 2 else codec.remaining_length(hdr, pos, h)
         pos += h
-        take = self.got = min(self.end - pos, rl)
-        _copy(self.rx, self.hdr, pos, take)
+        take = self.got = min(self.end - pos, self.rlen)
+        # (_copy() inline, once per packet; self.rlen, not a local: the
+        # frame stays within 11 words)
+        for k in range(take):
+            self.rx[k] = hdr[pos + k]
         pos += take
         if pos == self.end:
             pos = self.end = 0
         self.pos = pos
         self.rs = _BODY
-        if h + rl > len(self.rx):
-            self.oversized(h + rl, rl - take)
+        if h + self.rlen > len(self.rx):
+            self.oversized(h + self.rlen, self.rlen - take)
 
     def oversized(self, n, left):
         # An incoming packet of n bytes does not fit rx: a PUBLISH is read
