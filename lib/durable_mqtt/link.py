@@ -312,8 +312,15 @@ class Link:
         # Advance the reader with what the socket has; when a whole packet
         # is in, handle it and return its type, else 0 (the acknowledgements
         # owed are sent then: no more input now).
-        if self.rs == _HEAD and not self.head():
-            return self.idle()
+        if self.rs == _HEAD:
+            # The next fixed header, from what an earlier read left in hdr
+            # or from one read of up to _HDR bytes: a burst of
+            # acknowledgements (4 bytes each) comes in a few reads, not one
+            # each. (end 0: hdr is empty, nothing to look at before reading)
+            h = self.end and codec.header_length(self.hdr, self.pos, self.end) or self.more()
+            if not h:
+                return self.idle()      # no whole header yet
+            self.header(h)
         if self.rs == _DRAIN:
             return self.drain_big() or self.idle()
         got = self.got
@@ -331,17 +338,6 @@ class Link:
         if self.owed:
             self.flush()
         return 0
-
-    def head(self):  # noalloc
-        # The next fixed header, from what an earlier read left in hdr or
-        # from one read of up to _HDR bytes: a burst of acknowledgements
-        # (4 bytes each) comes in a few reads, not one each. Its length, or
-        # 0 while the socket has no more for now.
-        # (end 0: hdr is empty, nothing to look at before reading)
-        h = self.end and codec.header_length(self.hdr, self.pos, self.end) or self.more()
-        if h:
-            self.header(h)
-        return h
 
     def more(self):  # noalloc
         # Reads until hdr holds a whole fixed header; its length, or 0.
