@@ -219,8 +219,9 @@ def publish_qos(flags):  # noalloc
 
 def parse_publish(body, n, flags, v5, box):  # noalloc
     # A PUBLISH body of n bytes into box (flags: the first byte's low nibble).
+    # (u16() inline for the two 16-bit fields: once per message received)
     qos = publish_qos(flags)
-    tl = u16(body, 0) if n > 1 else n
+    tl = body[0] << 8 | body[1] if n > 1 else n
     off = 2 + tl + (2 if qos else 0)
     if off > n:
         fail("PUBLISH topic length beyond packet")
@@ -230,7 +231,7 @@ def parse_publish(body, n, flags, v5, box):  # noalloc
     box.retain = flags & 1
     box.topic_off = 2
     box.topic_len = tl
-    box.pid = u16(body, off - 2) if qos else 0
+    box.pid = body[off - 2] << 8 | body[off - 1] if qos else 0
     if qos and not box.pid:
         fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
     box.props_off = off
@@ -247,7 +248,8 @@ def put_ack(buf, kind, pid, reason):  # noalloc
     # left out when it is 0 (MQTT 5, section 3.4.2.1); 3.1.1 passes 0.
     buf[0] = kind
     buf[1] = 3 if reason else 2
-    put_u16(buf, 2, pid)
+    buf[2] = pid >> 8               # (put_u16, inline: once per acknowledgement)
+    buf[3] = pid & 0xFF
     buf[4] = reason
     return 5 if reason else 4
 
