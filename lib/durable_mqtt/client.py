@@ -314,7 +314,7 @@ class MQTTClient:
         if n > e.max_out:
             raise PacketTooLarge(_ERR_TOO_LARGE, "PUBLISH of %d bytes exceeds the limit of %d" % (n, e.max_out))
         k = self.conn
-        if not qos and k and k.connected:
+        if not qos and k is not None and k.connected:
             k.publish0(t, msg, retain, rl, pr, n)
             return None
         if qos and self.persist and not self.journal.fits(n + 9):
@@ -327,7 +327,7 @@ class MQTTClient:
         if pid and self.persist:
             self._store(e)               # on flash before the wire
         e.rec = 0
-        if k and k.connected:
+        if k is not None and k.connected:
             k.drain()
         return pid or None
 
