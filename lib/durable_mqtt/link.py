@@ -40,17 +40,19 @@ _BURST_MS = const(50)        # one check_msg() reads for this long at most: a fl
 _HEAD = const(0)             # reader states
 _BODY = const(1)
 _DRAIN = const(2)
-# Counters: their index in MQTTClient.counts (control.stats() names them).
-SENT = const(0)
-ACKED = const(1)
-REFUSED = const(2)
-EXPIRED = const(3)
-RECEIVED = const(4)
-DUP_IN = const(5)
-DROPPED_QOS0 = const(6)
-OVERSIZE_IN = const(7)
-RESENT = const(8)
-RECONNECTS = const(9)
+# Counters: their index in MQTTClient.counts (client.py's _COUNTS names
+# them). Private: a public const() is also stored in the module's globals,
+# and every global lookup in this module probes a fuller dict.
+_SENT = const(0)
+_ACKED = const(1)
+_REFUSED = const(2)
+_EXPIRED = const(3)
+_RECEIVED = const(4)
+_DUP_IN = const(5)
+_DROPPED_QOS0 = const(6)
+_OVERSIZE_IN = const(7)
+_RESENT = const(8)
+_RECONNECTS = const(9)
 # MQTT 5 reason codes a broker may put in PUBACK/PUBREC, and in PUBREL/PUBCOMP.
 _RC_PUB = b"\x00\x10\x80\x83\x87\x90\x91\x97\x99"
 _RC_REL = b"\x00\x92"
@@ -141,12 +143,12 @@ class Link:
         tx[p:p + len(msg)] = msg
         try:
             self.send(tx, 0, n)
-            self.counts[SENT] += 1
+            self.counts[_SENT] += 1
         except OSError as x:
             # The link just broke: a QoS 0 message is lost (counted); the
             # error comes from the next check_msg() / wait_msg().
             self.failed(x)
-            self.counts[DROPPED_QOS0] += 1
+            self.counts[_DROPPED_QOS0] += 1
 
     def drain(self):  # noalloc
         # Send what the session lets out now: queued PUBLISH, owed PUBREL.
@@ -156,7 +158,7 @@ class Link:
                 n = e.next_out(ticks_ms(), self.tx)
                 if n > 0:
                     if e.src is e.arena:
-                        self.counts[SENT] += 1
+                        self.counts[_SENT] += 1
                     self.send(e.src, e.src_off, n)
                 elif n:
                     self.done()
@@ -173,10 +175,10 @@ class Link:
         pid = e.done_pid
         r = e.done_reason
         if not pid:                      # a queued QoS 0 message the broker's limits refuse
-            self.counts[DROPPED_QOS0] += 1
+            self.counts[_DROPPED_QOS0] += 1
             return
         e.done_pid = 0
-        self.counts[REFUSED if r >= 0x80 else EXPIRED if r < 0 else ACKED] += 1
+        self.counts[_REFUSED if r >= 0x80 else _EXPIRED if r < 0 else _ACKED] += 1
         if c.persist:
             c.journal.acked(pid)
         if c.on_done:
@@ -412,7 +414,7 @@ class Link:
             self.left -= r
         self.rs = _HEAD
         self.last_rx = ticks_ms()
-        self.counts[OVERSIZE_IN] += 1
+        self.counts[_OVERSIZE_IN] += 1
         qos = (self.first >> 1) & 3
         t = codec.u16(rx, 0) + 2
         if qos and t + 2 <= keep:
@@ -499,9 +501,9 @@ class Link:
                 raise ProtocolError(0x94, "topic alias used; the client allows none")
             if not box.topic_len:
                 codec.check_utf8(rx, 2, 2, True)
-        self.counts[RECEIVED] += 1
+        self.counts[_RECEIVED] += 1
         if not self.engine.incoming(box.qos, box.pid):
-            self.counts[DUP_IN] += 1                     # MQTT-4.3.3-10: not again
+            self.counts[_DUP_IN] += 1                     # MQTT-4.3.3-10: not again
         elif c.cb is not None:
             self.deliver()
         # QoS 2: the id reaches flash after delivery and before the PUBREC:
