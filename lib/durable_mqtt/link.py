@@ -177,7 +177,8 @@ class Link:
                     self.cut = True
                     self.idle()
                     break
-            self.keepalive()
+            if self.ka_ms:                  # (no call with keepalive off, the default)
+                self.keepalive()
         except OSError:
             self.drop()
             if self.failure is not None:
@@ -191,7 +192,7 @@ class Link:
         try:
             while True:
                 k = self.read()
-                wait = self.keepalive()
+                wait = self.keepalive() if self.ka_ms else -1    # (no call with keepalive off)
                 if k:
                     kind = k
                     # The acknowledgements owed go now, unless more input is
