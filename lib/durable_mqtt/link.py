@@ -412,8 +412,11 @@ def header(link, h):  # noalloc
     take = link.got = min(link.end - pos, link.rlen)
     # (_copy() inline, once per packet; link.rlen, not a local: the
     # frame stays within 11 words)
-    for k in range(take):
-        link.rx[k] = hdr[pos + k]
+    if pos + take == _HDR and pos < 5:
+        link.rx[0:take] = link.hdrv[pos]     # the rest of a full hdr: one copy in C
+    else:
+        for k in range(take):
+            link.rx[k] = hdr[pos + k]
     pos += take
     if pos == link.end:
         pos = link.end = 0
