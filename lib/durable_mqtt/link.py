@@ -147,7 +147,12 @@ class Link:
                 if n > 0:
                     if e.src is e.arena:
                         self.counts[_SENT] += 1
-                    self.send(e.src, e.src_off, n)
+                    # (send(), inline: a call fewer per message; drain's
+                    # frame is on the heap anyway, for the try block)
+                    if self.owed:
+                        self.flush()     # acknowledgements first
+                    self.net.write(e.src, e.src_off, n, self.c.timeout_ms)
+                    self.last_tx = ticks_ms()
                 elif n:
                     done(self)
                 else:
