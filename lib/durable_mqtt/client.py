@@ -18,6 +18,9 @@ import gc
 import time
 from time import ticks_ms
 from micropython import const
+# The builtins publish() calls per message, as globals of this module:
+# found in its dict, not after a miss there and a search of the builtins.
+from builtins import len, type
 
 from .codec import as_bytes, publish_size, topic_name, varint_size
 from .errors import MQTTException, PacketTooLarge, NotConnected
@@ -313,11 +316,11 @@ class MQTTClient:
         t = self.topics.get(topic) if mt is str or mt is bytes else None
         if t is None:
             t = self._topic(topic)
-        if isinstance(msg, str) or msg is None:
-            msg = msg.encode() if msg else b""
-        else:
-            mt = type(msg)               # (a tuple of types here would allocate)
-            if mt is not bytes and mt is not bytearray and mt is not memoryview:
+        mt = type(msg)                   # (a tuple of types here would allocate)
+        if mt is not bytes and mt is not bytearray and mt is not memoryview:
+            if isinstance(msg, str) or msg is None:
+                msg = msg.encode() if msg else b""
+            else:
                 msg = bytes(msg)         # e.g. array("H"): len() counts items, not bytes
         pc = self._props(props) if self.v5 else _NO_PROPS
         pr = pc[1] if self.v5 else None
@@ -325,24 +328,24 @@ class MQTTClient:
             from .codec import utf8_payload     # (not a global: the dict's layout is on the hot path)
             utf8_payload(msg)
         rl = publish_size(len(t), len(msg), qos, len(pr) if pr else 0, self.v5)
-        n = 1 + varint_size(rl) + rl
+        n = rl + 2 if rl < 128 else 1 + varint_size(rl) + rl   # (varint_size inline below 128: a call less)
         if n > e.max_out:
             raise PacketTooLarge(_ERR_TOO_LARGE, "PUBLISH of %d bytes exceeds the limit of %d" % (n, e.max_out))
         k = self.conn
-        if not qos and k and k.connected:
+        if not qos and k is not None and k.connected:
             k.publish0(t, msg, retain, rl, pr, n)
             return None
         if qos and self.persist and not self.journal.fits(n + 9):
             from .records import refusal
             raise refusal(n)
-        pid = e.accept(t, msg, qos, retain, pr, ticks_ms(), pc[2])
+        pid = e.accept(t, msg, qos, retain, pr, ticks_ms(), pc[2], rl)
         if pid < 0:
             self.counts[_DROPPED_QOS0] += 1
             return None
         if pid and self.persist:
             self._store(e)               # on flash before the wire
         e.rec = 0
-        if k and k.connected:
+        if k is not None and k.connected:
             k.drain()
         return pid or None
 

@@ -7,6 +7,9 @@
 # encoded in control.py; MQTT 5 properties in props.py, which only an MQTT 5
 # client loads. Here a property block is bytes already encoded.
 from micropython import const
+# The builtins put_str() calls per message, as globals of this module:
+# found in its dict, not after a miss there and a search of the builtins.
+from builtins import len
 
 from .errors import ProtocolError, PacketTooLarge
 
@@ -86,7 +89,8 @@ def u16(buf, off):  # noalloc
 def put_str(buf, off, s):  # noalloc
     # A length-prefixed string or binary field (s: bytes-like).
     n = len(s)
-    put_u16(buf, off, n)
+    buf[off] = n >> 8              # (put_u16, inline: a call less per PUBLISH)
+    buf[off + 1] = n & 0xFF
     buf[off + 2:off + 2 + n] = s
     return off + 2 + n
 
@@ -144,7 +148,11 @@ def check_utf8(buf, i, end, topic=False):  # noalloc
         fail("empty topic name (MQTT-4.7.3-1)")
     while i < end:
         c = buf[i]
-        if c >= 0x80:
+        if 0x2B < c < 0x80:
+            # Most characters: NUL, '#' (0x23), '+' (0x2B) and the
+            # multi-byte leads all lie outside this range; one test, not four.
+            i += 1
+        elif c >= 0x80:
             i = utf8(buf, i, end)
         elif not c:
             fail("U+0000 in a string (MQTT-1.5.3-2)")
@@ -189,11 +197,19 @@ def publish_size(tl, pl, qos, prl, v5):  # noalloc
 def put_publish(buf, off, first, rl, topic, pid, props):  # noalloc
     # A PUBLISH up to its payload, at off; returns where the payload goes.
     # props: the encoded property block (MQTT 5), or None (3.1.1).
+    # (put_varint and put_u16 inline where they are one or two bytes: a
+    # call each less per message)
     buf[off] = first
-    off = put_varint(buf, off + 1, rl)
+    if rl < 128:
+        buf[off + 1] = rl
+        off += 2
+    else:
+        off = put_varint(buf, off + 1, rl)
     off = put_str(buf, off, topic)
     if first & 6:
-        off = put_u16(buf, off, pid)
+        buf[off] = pid >> 8
+        buf[off + 1] = pid & 0xFF
+        off += 2
     return off if props is None else put_block(buf, off, props)
 
 
@@ -207,8 +223,9 @@ def publish_qos(flags):  # noalloc
 
 def parse_publish(body, n, flags, v5, box):  # noalloc
     # A PUBLISH body of n bytes into box (flags: the first byte's low nibble).
+    # (u16() inline for the two 16-bit fields: once per message received)
     qos = publish_qos(flags)
-    tl = u16(body, 0) if n > 1 else n
+    tl = body[0] << 8 | body[1] if n > 1 else n
     off = 2 + tl + (2 if qos else 0)
     if off > n:
         fail("PUBLISH topic length beyond packet")
@@ -218,7 +235,7 @@ def parse_publish(body, n, flags, v5, box):  # noalloc
     box.retain = flags & 1
     box.topic_off = 2
     box.topic_len = tl
-    box.pid = u16(body, off - 2) if qos else 0
+    box.pid = body[off - 2] << 8 | body[off - 1] if qos else 0
     if qos and not box.pid:
         fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
     box.props_off = off
@@ -235,7 +252,8 @@ def put_ack(buf, kind, pid, reason):  # noalloc
     # left out when it is 0 (MQTT 5, section 3.4.2.1); 3.1.1 passes 0.
     buf[0] = kind
     buf[1] = 3 if reason else 2
-    put_u16(buf, 2, pid)
+    buf[2] = pid >> 8               # (put_u16, inline: once per acknowledgement)
+    buf[3] = pid & 0xFF
     buf[4] = reason
     return 5 if reason else 4
 
@@ -243,7 +261,7 @@ def put_ack(buf, kind, pid, reason):  # noalloc
 def parse_ack(body, n, v5):  # noalloc
     # The packet id of a PUBACK/PUBREC/PUBREL/PUBCOMP (3.1.1: exactly 2
     # bytes; MQTT 5 may add a reason code and properties).
-    pid = u16(body, 0) if n > 1 else 0
+    pid = body[0] << 8 | body[1] if n > 1 else 0     # (u16, inline: once per acknowledgement)
     if not pid or n != 2 and not v5:
         fail("acknowledgement of %d bytes, packet id %d" % (n, pid))
     return pid

@@ -12,6 +12,9 @@
 # Paths marked `# noalloc` allocate nothing.
 from time import ticks_add, ticks_diff, ticks_ms
 from micropython import const
+# The builtins the per-packet code calls per message, as globals of this module:
+# found in its dict, not after a miss there and a search of the builtins.
+from builtins import len, min
 
 from . import codec
 from .errors import ProtocolError, PacketTooLarge, PeerClosed, Timeout
@@ -37,17 +40,19 @@ _BURST_MS = const(50)        # one check_msg() reads for this long at most: a fl
 _HEAD = const(0)             # reader states
 _BODY = const(1)
 _DRAIN = const(2)
-# Counters: their index in MQTTClient.counts (control.stats() names them).
-SENT = const(0)
-ACKED = const(1)
-REFUSED = const(2)
-EXPIRED = const(3)
-RECEIVED = const(4)
-DUP_IN = const(5)
-DROPPED_QOS0 = const(6)
-OVERSIZE_IN = const(7)
-RESENT = const(8)
-RECONNECTS = const(9)
+# Counters: their index in MQTTClient.counts (client.py's _COUNTS names
+# them). Private: a public const() is also stored in the module's globals,
+# and every global lookup in this module probes a fuller dict.
+_SENT = const(0)
+_ACKED = const(1)
+_REFUSED = const(2)
+_EXPIRED = const(3)
+_RECEIVED = const(4)
+_DUP_IN = const(5)
+_DROPPED_QOS0 = const(6)
+_OVERSIZE_IN = const(7)
+_RESENT = const(8)
+_RECONNECTS = const(9)
 # MQTT 5 reason codes a broker may put in PUBACK/PUBREC, and in PUBREL/PUBCOMP.
 _RC_PUB = b"\x00\x10\x80\x83\x87\x90\x91\x97\x99"
 _RC_REL = b"\x00\x92"
@@ -106,18 +111,6 @@ class Link:
         self.net.write(buf, off, n, self.c.timeout_ms)
         self.last_tx = ticks_ms()
 
-    def put_send(self, n):  # noalloc
-        # What the session just asked to keep goes to flash, then the n-byte
-        # acknowledgement in tx joins those waiting to be sent.
-        e = self.engine
-        if e.rec:
-            c = self.c
-            if c.persist:
-                c.journal.put()
-            e.rec = 0
-        if n:
-            self.owe(self.tx, n)
-
     def owe(self, tx, n):  # noalloc
         # The n-byte acknowledgement at tx[0] joins those waiting in acks.
         if self.owed + n > _ACKS:
@@ -141,12 +134,12 @@ class Link:
         tx[p:p + len(msg)] = msg
         try:
             self.send(tx, 0, n)
-            self.counts[SENT] += 1
+            self.counts[_SENT] += 1
         except OSError as x:
             # The link just broke: a QoS 0 message is lost (counted); the
             # error comes from the next check_msg() / wait_msg().
             self.failed(x)
-            self.counts[DROPPED_QOS0] += 1
+            self.counts[_DROPPED_QOS0] += 1
 
     def drain(self):  # noalloc
         # Send what the session lets out now: queued PUBLISH, owed PUBREL.
@@ -156,32 +149,19 @@ class Link:
                 n = e.next_out(ticks_ms(), self.tx)
                 if n > 0:
                     if e.src is e.arena:
-                        self.counts[SENT] += 1
-                    self.send(e.src, e.src_off, n)
+                        self.counts[_SENT] += 1
+                    # (send(), inline: a call fewer per message; drain's
+                    # frame is on the heap anyway, for the try block)
+                    if self.owed:
+                        self.flush()     # acknowledgements first
+                    self.net.write(e.src, e.src_off, n, self.c.timeout_ms)
+                    self.last_tx = ticks_ms()
                 elif n:
-                    self.done()
+                    done(self)
                 else:
                     return
         except OSError as x:
             self.failed(x)
-
-    def done(self):  # noalloc
-        # A QoS 1/2 message left the session: logged lazily, reported; its
-        # window place goes to the next one once the reads are handled.
-        c = self.c
-        e = self.engine
-        pid = e.done_pid
-        r = e.done_reason
-        if not pid:                      # a queued QoS 0 message the broker's limits refuse
-            self.counts[DROPPED_QOS0] += 1
-            return
-        e.done_pid = 0
-        self.counts[REFUSED if r >= 0x80 else EXPIRED if r < 0 else ACKED] += 1
-        if c.persist:
-            c.journal.acked(pid)
-        if c.on_done:
-            c.on_done(pid, r)
-        self.due = True
 
     # ------------------------------------------------------------ receiving
     def check_msg(self):  # noalloc
@@ -196,7 +176,8 @@ class Link:
                 self.cut = False
             while self.connected and self.read():
                 if self.dry and not self.end:
-                    self.idle()
+                    if self.owed:       # (idle(), inline: once per call)
+                        self.flush()
                     break   # that read emptied the socket: no call just to hear "nothing yet"
                 # Everything already received is handled, unless a broker
                 # sending without pause keeps the socket full past _BURST_MS.
@@ -204,13 +185,14 @@ class Link:
                     self.cut = True
                     self.idle()
                     break
-            self.keepalive()
+            if self.ka_ms:                  # (no call with keepalive off, the default)
+                self.keepalive()
         except OSError:
             self.drop()
             if self.failure is not None:
                 self.c.need_link()      # raises that one, and clears it
             raise
-        self.after()
+        after(self)
 
     def wait_msg(self, timeout_ms):  # noalloc
         deadline = ticks_add(ticks_ms(), timeout_ms or 0)
@@ -218,7 +200,7 @@ class Link:
         try:
             while True:
                 k = self.read()
-                wait = self.keepalive()
+                wait = self.keepalive() if self.ka_ms else -1    # (no call with keepalive off)
                 if k:
                     kind = k
                     # The acknowledgements owed go now, unless more input is
@@ -238,27 +220,8 @@ class Link:
         except OSError as x:
             self.failed(x)
             self.c.need_link()
-        self.after()
+        after(self)
         return kind
-
-    def after(self):  # noalloc
-        # After reading: the window places freed go to the next messages, the
-        # store writes what is due; a callback's error or an oversize PUBLISH
-        # dropped is raised, with the link up.
-        if self.due:
-            self.due = False
-            if self.engine.pending_out():     # (drain() takes a heap frame: a try block)
-                self.drain()
-        j = self.c.journal
-        if j is not None and (j.nacks or j.nbatch):
-            j.tick(ticks_ms())
-        if self.cb_error is not None or not self.connected:
-            self.report()
-        if self.oversize:
-            n = self.oversize
-            self.oversize = 0
-            raise PacketTooLarge(_ERR_TOO_LARGE, "dropped an incoming PUBLISH of %d bytes: buf_size is %d"
-                                 % (n, self.c.buf_size))
 
     def report(self):
         # What the reads met besides packets: the link's failure first (it
@@ -312,87 +275,36 @@ class Link:
         w = self.keepalive()
         return 1000 if w < 0 else max(1, w)
 
-    def view(self, off, n):  # noalloc after the first sight of (off, n)
-        # A memoryview of rx[off:off+n], kept: a repeated size costs nothing.
-        key = (off << 20) | n
-        v = self.views.get(key)
-        if v is None:
-            if len(self.views) >= _VIEWS:
-                self.views.clear()
-            v = self.views[key] = memoryview(self.rx)[off:off + n]
-        return v
-
     def read(self):  # noalloc
         # Advance the reader with what the socket has; when a whole packet
         # is in, handle it and return its type, else 0 (the acknowledgements
         # owed are sent then: no more input now).
-        if self.rs == _HEAD and not self.head():
-            return self.idle()
+        if self.rs == _HEAD:
+            # The next fixed header, from what an earlier read left in hdr
+            # or from one read of up to _HDR bytes: a burst of
+            # acknowledgements (4 bytes each) comes in a few reads, not one
+            # each. (end 0: hdr is empty, nothing to look at before reading)
+            h = self.end and codec.header_length(self.hdr, self.pos, self.end) or more(self)
+            if not h:
+                return self.idle()      # no whole header yet
+            header(self, h)
         if self.rs == _DRAIN:
             return self.drain_big() or self.idle()
         got = self.got
         while got < self.rlen:
-            r = self.net.read_into(self.view(got, len(self.rx) - got) if got else self.rx, self.rlen - got)
+            r = self.net.read_into(view(self, got, len(self.rx) - got) if got else self.rx, self.rlen - got)
             if not r:
                 self.got = got
                 return self.idle()
             self.dry = r < self.rlen - got
             got += r
         self.last_rx = ticks_ms()
-        return self.dispatch()
+        return dispatch(self)
 
     def idle(self):  # noalloc
         if self.owed:
             self.flush()
         return 0
-
-    def head(self):  # noalloc
-        # The next fixed header, from what an earlier read left in hdr or
-        # from one read of up to _HDR bytes: a burst of acknowledgements
-        # (4 bytes each) comes in a few reads, not one each. Its length, or
-        # 0 while the socket has no more for now.
-        h = codec.header_length(self.hdr, self.pos, self.end) or self.more()
-        if h:
-            self.header(h)
-        return h
-
-    def more(self):  # noalloc
-        # Reads until hdr holds a whole fixed header; its length, or 0.
-        hdr = self.hdr
-        pos = self.pos
-        end = self.end
-        if pos:                      # part of a header (< 5 bytes) moves to the front
-            end -= pos
-            _copy(hdr, hdr, pos, end)
-            self.pos = 0
-        while True:
-            r = self.net.read_into(self.hdrv[end], _HDR - end)
-            if not r:
-                self.end = end
-                return 0
-            self.dry = r < _HDR - end
-            end += r
-            self.end = end
-            h = codec.header_length(hdr, 0, end)
-            if h:
-                return h
-
-    def header(self, h):  # noalloc
-        # Takes the h-byte fixed header at hdr[pos]; the body bytes that came
-        # with it go to rx, the rest wait in hdr[pos:end].
-        pos = self.pos
-        self.first = self.hdr[pos]
-        rl = self.rlen = codec.remaining_length(self.hdr, pos, h)
-        pos += h
-        take = self.got = min(self.end - pos, rl)
-        _copy(self.rx, self.hdr, pos, take)
-        pos += take
-        if pos == self.end:
-            pos = self.end = 0
-        self.pos = pos
-        self.rs = _BODY
-        if h + rl > len(self.rx):
-            self.oversized(h + rl, rl - take)
 
     def oversized(self, n, left):
         # An incoming packet of n bytes does not fit rx: a PUBLISH is read
@@ -415,7 +327,7 @@ class Link:
         while self.left:
             got = self.got
             if got < keep:
-                r = self.net.read_into(self.view(got, keep - got) if got else rx, keep - got)
+                r = self.net.read_into(view(self, got, keep - got) if got else rx, keep - got)
                 self.got += r
             else:
                 r = self.net.read_into(self.tx, min(len(rx), self.left))
@@ -424,40 +336,14 @@ class Link:
             self.left -= r
         self.rs = _HEAD
         self.last_rx = ticks_ms()
-        self.counts[OVERSIZE_IN] += 1
+        self.counts[_OVERSIZE_IN] += 1
         qos = (self.first >> 1) & 3
         t = codec.u16(rx, 0) + 2
         if qos and t + 2 <= keep:
             if not codec.u16(rx, t):
                 codec.fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
-            self.put_send(self.engine.ack_incoming(qos, codec.u16(rx, t), 0x97 if self.c.v5 else 0, self.tx))
+            put_send(self, self.engine.ack_incoming(qos, codec.u16(rx, t), 0x97 if self.c.v5 else 0, self.tx))
         return _PUBLISH
-
-    def dispatch(self):  # noalloc
-        first = self.first
-        kind = first & 0xF0
-        self.rs = _HEAD
-        if first & 0x0F != (2 if kind == _PUBREL else 0) and kind != _PUBLISH:
-            codec.fail("reserved flags 0x%x in packet type 0x%02x" % (first & 15, kind))
-        if (kind == _CONNACK) != self.in_connect:
-            codec.fail("packet type 0x%02x %s CONNACK" % (kind, "before" if self.in_connect else "after"))
-        if kind == _PUBLISH:
-            self.incoming()
-        elif _PUBACK <= kind <= _PUBCOMP:
-            self.ack(kind)
-        elif kind == _PINGRESP and not self.rlen:
-            self.ping_at = -1
-        elif kind == _CONNACK:
-            from .connect import connack     # (loaded: this is connect()'s time)
-            connack(self.c, self.rlen)
-        elif kind == _SUBACK or kind == _UNSUBACK:
-            from .request import ack
-            ack(self.c, kind, self.rlen)
-        elif kind == _DISCONNECT and self.c.v5:
-            self.disconnected()
-        else:
-            codec.fail("unexpected packet type 0x%02x" % kind)
-        return kind
 
     def disconnected(self):
         # MQTT 5: the broker closes the connection with a reason.
@@ -478,14 +364,14 @@ class Link:
             e.puback(pid, r)
         elif kind == _PUBREC:
             r = e.pubrec(pid, r, self.tx)    # r: the PUBREL's length now (no new local: 11 words)
-            self.put_send(r)
+            put_send(self, r)
         elif kind == _PUBREL:
             r = e.pubrel(pid, self.tx)
-            self.put_send(r)
+            put_send(self, r)
         else:
             e.pubcomp(pid)
         if e.done_pid:
-            self.done()
+            done(self)
 
     def reason(self, kind):  # noalloc
         # MQTT 5: the reason code of an acknowledgement, checked, and its
@@ -498,69 +384,220 @@ class Link:
             self.c.props.check(rx, 3, self.rlen, 4, self.box)
         return r
 
-    def incoming(self):  # noalloc
-        c = self.c
-        box = self.box
-        rx = self.rx
-        n = self.rlen
-        codec.parse_publish(rx, n, self.first & 0x0F, c.v5, box)
-        if c.v5:
-            c.props.check(rx, box.props_off, n, 2, box)
-            if box.alias:
-                # This client announces Topic Alias Maximum 0 (MQTT-3.3.2-8).
-                raise ProtocolError(0x94, "topic alias used; the client allows none")
-            if not box.topic_len:
-                codec.check_utf8(rx, 2, 2, True)
-        self.counts[RECEIVED] += 1
-        if not self.engine.incoming(box.qos, box.pid):
-            self.counts[DUP_IN] += 1                     # MQTT-4.3.3-10: not again
-        elif c.cb is not None:
-            # The message reached the application even if its callback
-            # raises: it is acknowledged, and the error is raised when the
-            # call that was reading ends (after()), outside its handling of
-            # link failures. Raised here, it left the message unacknowledged
-            # on a live link, and the broker, its send quota used up
-            # (Receive Maximum, or its own in-flight window), sent nothing
-            # more; an OSError from the callback dropped the link.
-            try:
-                self.deliver()
-            except MemoryError:
-                # Not taken (AsyncClient's copy for messages() found no
-                # heap): raised now, unacknowledged, so the broker sends it
-                # again after a reconnect; acknowledged, it would be lost.
-                raise
-            except Exception as x:
-                if self.cb_error is None:
-                    self.cb_error = x
-        # QoS 2: the id reaches flash after delivery and before the PUBREC:
-        # a power cut in between delivers it again (docs/sessions.md). A
-        # callback that closed the link (disconnect()) still has the id
-        # recorded; no acknowledgement is owed on a link that is gone.
-        n = self.engine.ack_incoming(box.qos, box.pid, 0, self.tx)
-        self.put_send(n if self.connected else 0)
-
-    def deliver(self):  # noalloc
-        # (No local beyond c and box: the frame stays within 11 words, on
-        # the C stack, not taken from the heap per message.)
-        c = self.c
-        box = self.box
-        if c.cb_props:
-            self.deliver_props()
-        else:
-            c.cb(self.view(box.topic_off, box.topic_len), self.view(box.payload_off, box.payload_len),
-                 bool(box.retain), box.qos)
-
-    def deliver_props(self):  # noalloc
-        # deliver() with a fifth argument: the properties (None for 3.1.1).
-        c = self.c
-        box = self.box
-        p = c.props.decode(self.rx, box.props_off, box.payload_off, 2) if c.v5 else None
-        c.cb(self.view(box.topic_off, box.topic_len), self.view(box.payload_off, box.payload_len),
-             bool(box.retain), box.qos, p)
-
 
 def _copy(dst, src, pos, n):  # noalloc
     # dst[0:n] = src[pos:pos+n] (dst may be src: pos >= 0), without a
     # slice's copy.
     for k in range(n):
         dst[k] = src[pos + k]
+
+
+# ---------------------------------------------------------------- per packet
+# The reader's steps are module functions of the link, not methods: a
+# method is looked up in the link's instance dict first (32 attributes in
+# 37 places: a miss probes to the end of a run) and then in the class; a
+# module global is one lookup. The methods above are what the client and
+# the once-per-connection modules call.
+
+
+def more(link):  # noalloc
+    # Reads until hdr holds a whole fixed header; its length, or 0.
+    hdr = link.hdr
+    pos = link.pos
+    end = link.end
+    if pos:                      # part of a header (< 5 bytes) moves to the front
+        end -= pos
+        _copy(hdr, hdr, pos, end)
+        link.pos = 0
+    while True:
+        r = link.net.read_into(link.hdrv[end], _HDR - end)
+        if not r:
+            link.end = end
+            return 0
+        link.dry = r < _HDR - end
+        end += r
+        link.end = end
+        h = codec.header_length(hdr, 0, end)
+        if h:
+            return h
+
+
+def header(link, h):  # noalloc
+    # Takes the h-byte fixed header at hdr[pos]; the body bytes that came
+    # with it go to rx, the rest wait in hdr[pos:end].
+    pos = link.pos
+    hdr = link.hdr
+    link.first = hdr[pos]
+    # (a one-byte Remaining Length, below 0x80, is its own value)
+    link.rlen = hdr[pos + 1] if h == 2 else codec.remaining_length(hdr, pos, h)
+    pos += h
+    take = link.got = min(link.end - pos, link.rlen)
+    # (_copy() inline, once per packet; link.rlen, not a local: the
+    # frame stays within 11 words)
+    if pos + take == _HDR and pos < 5:
+        link.rx[0:take] = link.hdrv[pos]     # the rest of a full hdr: one copy in C
+    else:
+        for k in range(take):
+            link.rx[k] = hdr[pos + k]
+    pos += take
+    if pos == link.end:
+        pos = link.end = 0
+    link.pos = pos
+    link.rs = _BODY
+    if h + link.rlen > len(link.rx):
+        link.oversized(h + link.rlen, link.rlen - take)
+
+
+def dispatch(link):  # noalloc
+    first = link.first
+    kind = first & 0xF0
+    link.rs = _HEAD
+    if first & 0x0F != (2 if kind == _PUBREL else 0) and kind != _PUBLISH:
+        codec.fail("reserved flags 0x%x in packet type 0x%02x" % (first & 15, kind))
+    if (kind == _CONNACK) != link.in_connect:
+        codec.fail("packet type 0x%02x %s CONNACK" % (kind, "before" if link.in_connect else "after"))
+    if kind == _PUBLISH:
+        incoming(link)
+    elif _PUBACK <= kind <= _PUBCOMP:
+        link.ack(kind)
+    elif kind == _PINGRESP and not link.rlen:
+        link.ping_at = -1
+    elif kind == _CONNACK:
+        from .connect import connack     # (loaded: this is connect()'s time)
+        connack(link.c, link.rlen)
+    elif kind == _SUBACK or kind == _UNSUBACK:
+        from .request import ack
+        ack(link.c, kind, link.rlen)
+    elif kind == _DISCONNECT and link.c.v5:
+        link.disconnected()
+    else:
+        codec.fail("unexpected packet type 0x%02x" % kind)
+    return kind
+
+
+def done(link):  # noalloc
+    # A QoS 1/2 message left the session: logged lazily, reported; its
+    # window place goes to the next one once the reads are handled.
+    c = link.c
+    e = link.engine
+    pid = e.done_pid
+    r = e.done_reason
+    if not pid:                      # a queued QoS 0 message the broker's limits refuse
+        link.counts[_DROPPED_QOS0] += 1
+        return
+    e.done_pid = 0
+    link.counts[_REFUSED if r >= 0x80 else _EXPIRED if r < 0 else _ACKED] += 1
+    if c.persist:
+        c.journal.acked(pid)
+    if c.on_done:
+        c.on_done(pid, r)
+    link.due = True
+
+
+def after(link):  # noalloc
+    # After reading: the window places freed go to the next messages, the
+    # store writes what is due; a callback's error or an oversize PUBLISH
+    # dropped is raised, with the link up.
+    if link.due:
+        link.due = False
+        e = link.engine
+        # (e.pending_out(), inline; drain() takes a heap frame: a try block)
+        if e.send < e.count:
+            link.drain()
+    j = link.c.journal
+    if j is not None and (j.nacks or j.nbatch):
+        j.tick(ticks_ms())
+    if link.cb_error is not None or not link.connected:
+        link.report()
+    if link.oversize:
+        n = link.oversize
+        link.oversize = 0
+        raise PacketTooLarge(_ERR_TOO_LARGE, "dropped an incoming PUBLISH of %d bytes: buf_size is %d"
+                             % (n, link.c.buf_size))
+
+
+def incoming(link):  # noalloc
+    c = link.c
+    box = link.box
+    rx = link.rx
+    n = link.rlen
+    codec.parse_publish(rx, n, link.first & 0x0F, c.v5, box)
+    if c.v5:
+        c.props.check(rx, box.props_off, n, 2, box)
+        if box.alias:
+            # This client announces Topic Alias Maximum 0 (MQTT-3.3.2-8).
+            raise ProtocolError(0x94, "topic alias used; the client allows none")
+        if not box.topic_len:
+            codec.check_utf8(rx, 2, 2, True)
+    link.counts[_RECEIVED] += 1
+    if not link.engine.incoming(box.qos, box.pid):
+        link.counts[_DUP_IN] += 1                     # MQTT-4.3.3-10: not again
+    elif c.cb is not None:
+        # The message reached the application even if its callback raises:
+        # it is acknowledged, and the error is raised when the call that
+        # was reading ends (after()), outside its handling of link failures.
+        # Raised here, it left the message unacknowledged on a live link,
+        # and the broker, its send quota used up (Receive Maximum, or its
+        # own in-flight window), sent nothing more; an OSError from the
+        # callback dropped the link.
+        try:
+            deliver(link)
+        except MemoryError:
+            # Not taken (AsyncClient's copy for messages() found no heap):
+            # raised now, unacknowledged, so the broker sends it again after
+            # a reconnect; acknowledged, it would be lost.
+            raise
+        except Exception as x:
+            if link.cb_error is None:
+                link.cb_error = x
+    # QoS 2: the id reaches flash after delivery and before the PUBREC:
+    # a power cut in between delivers it again (docs/sessions.md). A
+    # callback that closed the link (disconnect()) still has the id
+    # recorded; no acknowledgement is owed on a link that is gone.
+    n = link.engine.ack_incoming(box.qos, box.pid, 0, link.tx)
+    put_send(link, n if link.connected else 0)
+
+
+def deliver(link):  # noalloc
+    # (No local beyond c and box: the frame stays within 11 words, on the
+    # C stack, not taken from the heap per message.)
+    c = link.c
+    box = link.box
+    if c.cb_props:
+        deliver_props(link)
+    else:
+        c.cb(view(link, box.topic_off, box.topic_len), view(link, box.payload_off, box.payload_len),
+             bool(box.retain), box.qos)
+
+
+def deliver_props(link):  # noalloc
+    # deliver() with a fifth argument: the properties (None for 3.1.1).
+    c = link.c
+    box = link.box
+    p = c.props.decode(link.rx, box.props_off, box.payload_off, 2) if c.v5 else None
+    c.cb(view(link, box.topic_off, box.topic_len), view(link, box.payload_off, box.payload_len),
+         bool(box.retain), box.qos, p)
+
+
+def view(link, off, n):  # noalloc after the first sight of (off, n)
+    # A memoryview of rx[off:off+n], kept: a repeated size costs nothing.
+    key = (off << 20) | n
+    v = link.views.get(key)
+    if v is None:
+        if len(link.views) >= _VIEWS:
+            link.views.clear()
+        v = link.views[key] = memoryview(link.rx)[off:off + n]
+    return v
+
+
+def put_send(link, n):  # noalloc
+    # What the session just asked to keep goes to flash, then the n-byte
+    # acknowledgement in tx joins those waiting to be sent.
+    e = link.engine
+    if e.rec:
+        c = link.c
+        if c.persist:
+            c.journal.put()
+        e.rec = 0
+    if n:
+        link.owe(link.tx, n)

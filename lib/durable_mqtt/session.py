@@ -37,6 +37,9 @@
 from array import array
 from micropython import const
 from time import ticks_add, ticks_diff
+# The builtins accept() and _reserve() calls per message, as globals of this module:
+# found in its dict, not after a miss there and a search of the builtins.
+from builtins import len
 
 from .codec import publish_size, varint_size, put_publish, put_ack, fail
 from .errors import MQTTException, ProtocolError, QueueFull, SessionError
@@ -137,21 +140,6 @@ class Session:
         self.retain = retain
 
     # ------------------------------------------------------------ slots
-    def next_pid(self):  # noalloc
-        # Ids go round 1..65535, skipping any still in use (MQTT-2.2.1-3).
-        # run_pid..run_end-1 are known free, so the slots are scanned once
-        # per run of ids, not once per message.
-        pid = self.last_pid
-        for _ in range(65535):
-            pid = pid + 1 if pid < 65535 else 1
-            if pid != self.run_pid:
-                self.run_end = self._free_run(pid)
-            if pid < self.run_end:
-                self.last_pid = pid
-                self.run_pid = pid + 1
-                return pid
-        raise QueueFull(_ERR_FULL, "no packet id free")
-
     def _free_run(self, pid):  # noalloc
         # The first id at or after pid (not wrapping past 65535) in use by a
         # held slot or the request awaiting its ack; 65536 when none is.
@@ -186,54 +174,35 @@ class Session:
         return 0 if not s or not self.pid[i] else 3 if s == _RELEASE else 1
 
     # ------------------------------------------------------------ outbox
-    def accept(self, topic, msg, qos, retain, props, now, ttl):  # noalloc
+    def accept(self, topic, msg, qos, retain, props, now, ttl, rl=0):  # noalloc
         # Encode a PUBLISH into the outbox. Returns its packet id (QoS 1/2),
         # 0 (QoS 0 queued) or -1 (QoS 0 dropped: its room is full). A QoS 1/2
         # message that does not fit raises QueueFull. props: the encoded
-        # property block (MQTT 5) or None; ttl: Message Expiry in s, or 0.
-        prl = len(props) if props else 0
-        rl = publish_size(len(topic), len(msg), qos, prl, self.v5)
-        n = 1 + varint_size(rl) + rl
+        # property block (MQTT 5) or None; ttl: Message Expiry in s, or 0;
+        # rl: the PUBLISH's Remaining Length if the caller has it already
+        # (publish() does: its size checks), else 0.
+        if not rl:
+            rl = publish_size(len(topic), len(msg), qos, len(props) if props else 0, self.v5)
+        n = rl + 2 if rl < 128 else 1 + varint_size(rl) + rl   # (varint_size inline below 128: a call less)
         if qos:
             if self.held >= self.qos12:
                 raise QueueFull(_ERR_FULL, "outbox full: %d messages" % self.held)
         elif self.n0 >= self.nslots - self.qos12 or self.nbytes0 + n > self.qos0_bytes:
             return -1
-        off = self._reserve(n)
+        off = _reserve(self, n)
         if off < 0:
             if not qos:
                 return -1
             raise QueueFull(_ERR_FULL, "outbox full: no room for %d bytes (outbox_bytes)" % n)
-        pid = self.next_pid() if qos else 0
+        pid = next_pid(self) if qos else 0
         p = put_publish(self.arena, off, 0x30 | qos << 1 | retain, rl, topic, pid, props)
         self.arena[p:p + len(msg)] = msg
         # (ticks_ms differences hold about 6 days: a longer expiry is none)
-        i = self._slot(pid, off, n, ticks_add(now, ttl * 1000) | 1 if 0 < ttl < 500000 else 0)
+        i = _slot(self, pid, off, n, ticks_add(now, ttl * 1000) | 1 if 0 < ttl < 500000 else 0)
         if qos:
             self.rec = _OUT_PUB
             self.rec_slot = i
         return pid
-
-    def _slot(self, pid, off, n, dl):  # noalloc
-        # Append a slot for the n-byte packet at arena[off]; its index.
-        i = self.first + self.count            # (index(), inline: once per message)
-        if i >= self.nslots:
-            i -= self.nslots
-        self.pid[i] = pid
-        self.off[i] = off
-        self.len[i] = n
-        self.dl[i] = dl
-        self.st[i] = _QUEUED if n else _RELEASE | _REL_DUE
-        self.count += 1
-        if pid:
-            self.held += 1
-            self.nbytes += n
-        else:
-            self.nbytes0 += n
-            self.n0 += 1
-        if n:
-            self.a_tail = off + n
-        return i
 
     def stored(self, pid, pkt):
         # Append a message read back from flash (load.py): a PUBLISH to
@@ -244,7 +213,7 @@ class Session:
         if n:
             self.arena[off:off + n] = pkt
             self.arena[off] &= 0xF7
-        self._slot(pid, off, n, 0)
+        _slot(self, pid, off, n, 0)
         if n:
             self.st[self.index(self.count - 1)] = _QUEUED | _DUP
         else:
@@ -255,25 +224,9 @@ class Session:
         self.count -= 1
         i = self.index(self.count)
         self.held -= 1
-        self._free(i)
+        _free(self, i)
         self.a_tail = self.off[i]
-        self._trim()
-
-    def _reserve(self, n):  # noalloc
-        # Arena offset for n bytes, or -1. A packet never wraps round the end.
-        if self.count >= self.nslots:
-            self._compact()
-            if self.count >= self.nslots:
-                return -1
-        if not (self.nbytes or self.nbytes0):
-            self.a_head = self.a_tail = 0
-        h = self.a_head
-        t = self.a_tail
-        if t >= h:
-            if t + n <= len(self.arena):
-                return t
-            return 0 if n < h else -1
-        return t if t + n < h else -1
+        _trim(self)
 
     def _compact(self):  # noalloc
         # Squeeze out slots freed behind an older message still held (a QoS 2
@@ -297,43 +250,6 @@ class Session:
             src = src + 1 if src + 1 < self.nslots else 0
         self.count = kept
 
-    def _free(self, i):  # noalloc
-        # Slot i holds no packet any more (its bytes are free once trimmed).
-        if self.pid[i]:
-            self.nbytes -= self.len[i]
-        else:
-            self.nbytes0 -= self.len[i]
-            self.n0 -= 1
-        self.len[i] = 0
-        self.st[i] = _FREE
-
-    def _trim(self):  # noalloc
-        # Drop freed slots at the front; the arena is in use from the oldest
-        # packet still held.
-        while self.count and not self.st[self.first]:
-            self.first = self.first + 1 if self.first + 1 < self.nslots else 0
-            self.count -= 1
-            if self.send:
-                self.send -= 1
-        i = self.first
-        for _ in range(self.count):
-            if self.len[i]:
-                self.a_head = self.off[i]
-                return
-            i = i + 1 if i + 1 < self.nslots else 0
-        self.a_head = self.a_tail = 0
-
-    def _finish(self, i, reason):  # noalloc
-        # A QoS 1/2 message leaves the session: PUBACK, PUBCOMP, a refusal,
-        # expiry (-1). The front end logs done_pid (lazily) and reports it.
-        if self.st[i] & _STATE != _QUEUED:
-            self.inflight -= 1
-        self.held -= 1
-        self.done_pid = self.pid[i]
-        self.done_reason = reason
-        self._free(i)
-        self._trim()
-
     def pending_out(self):  # noalloc
         # Is anything left to send on this connection (a queued PUBLISH, an
         # owed PUBREL)? next_out() may still hold it back (the window).
@@ -356,16 +272,18 @@ class Session:
                 self.send += 1
                 if self.dl[i] and ticks_diff(now, self.dl[i]) >= 0:        # MQTT-3.3.2-5
                     if pid:
-                        self._finish(i, -1)
+                        _finish(self, i, -1)
                         return -1
-                    self._free(i)
-                    self._trim()
+                    _free(self, i)
+                    _trim(self)
                     continue
                 self.src = self.arena
                 self.src_off = self.off[i]
                 if not pid:
                     return self._qos0_out(i)
-                if self._refused(i):
+                r = _limit(self, i)
+                if r:                          # the broker's limits forbid it: it leaves the session
+                    _finish(self, i, r)
                     return -1
                 if s & _DUP:
                     self.arena[self.src_off] |= 0x08    # MQTT-3.3.1-1
@@ -383,30 +301,14 @@ class Session:
         # or -1 (done_pid 0) when the broker's limits refuse it: queued
         # while the link was down, it is dropped.
         n = self.len[i]
-        r = self._limit(i)
-        self._free(i)
-        self._trim()
+        r = _limit(self, i)
+        _free(self, i)
+        _trim(self)
         if r:
             self.done_pid = 0
             self.done_reason = r
             return -1
         return n
-
-    def _refused(self, i):  # noalloc
-        # Do the broker's limits forbid sending slot i's PUBLISH? Then it
-        # leaves the session with the reason.
-        r = self._limit(i)
-        if r:
-            self._finish(i, r)
-        return r
-
-    def _limit(self, i):  # noalloc
-        # The MQTT 5 reason code for which the CONNACK's limits forbid
-        # sending slot i's PUBLISH, or 0: Maximum Packet Size (MQTT-3.2.2-15),
-        # Maximum QoS (MQTT-3.2.2-11), Retain Available (MQTT-3.2.2-14).
-        first = self.arena[self.off[i]]
-        return (0x95 if self.len[i] > self.max_out else 0x9B if (first >> 1) & 3 > self.max_qos
-                else 0x9A if first & 1 and not self.retain else 0)
 
     def _release_beyond(self, tx):  # noalloc
         # The window blocks the next PUBLISH; a PUBREL owed further on uses no
@@ -431,7 +333,7 @@ class Session:
         i = self.find(pid, _SENT)
         if i < 0 or (self.arena[self.off[i]] & 6) != 2:
             fail("PUBACK for packet id %d, not awaiting one" % pid)
-        self._finish(i, reason)
+        _finish(self, i, reason)
 
     def pubrec(self, pid, reason, tx):  # noalloc
         # Returns the bytes of the PUBREL in tx (send after rec is stored).
@@ -443,15 +345,15 @@ class Session:
                 return put_ack(tx, _PUBREL, pid, 0x92)   # packet identifier not found
             fail("PUBREC for packet id %d, not awaiting one" % pid)
         if reason >= 0x80:                                # MQTT-4.4.0-2
-            self._finish(i, reason)
+            _finish(self, i, reason)
             return 0
         # MQTT-4.3.3-6: only the PUBREL now. It moves to the end, so that
         # PUBRELs go out again in the order their PUBRECs came (MQTT-4.6.0-4).
-        self._free(i)
-        self._trim()
+        _free(self, i)
+        _trim(self)
         if self.count >= self.nslots:
             self._compact()
-        i = self._slot(pid, 0, 0, 0)
+        i = _slot(self, pid, 0, 0, 0)
         self.st[i] = _RELEASE                             # (sent now: not due)
         self.held -= 1                                    # (the same message)
         if self.send == self.count - 1:
@@ -463,7 +365,7 @@ class Session:
     def pubcomp(self, pid):  # noalloc
         i = self.find(pid, _RELEASE)
         if i >= 0:          # else: for a PUBREL resent after a lost lazy ack
-            self._finish(i, 0)
+            _finish(self, i, 0)
 
     # ------------------------------------------------------------ incoming
     def rx2_index(self, pid):  # noalloc
@@ -529,7 +431,7 @@ class Session:
     def request(self, kind):
         # A packet id for a SUBSCRIBE (kind: the ack awaited) or UNSUBSCRIBE.
         self.req_pid = 0
-        self.req_pid = self.next_pid()
+        self.req_pid = next_pid(self)
         self.req_kind = kind
         return self.req_pid
 
@@ -609,4 +511,117 @@ class Session:
                 self.arena[self.off[i]] &= 0xF7
         self.send = 0
         self.inflight = 0
-        self._trim()
+        _trim(self)
+
+
+# ---------------------------------------------------------------- slot helpers
+# Session's per-message helpers are module functions of the session (e),
+# not methods: a method is looked up in the instance's dict first, about
+# 50 attributes in 59 places, where a miss probes a long run before the
+# class is searched; a module global is found in one lookup.
+
+
+def _finish(e, i, reason):  # noalloc
+    # A QoS 1/2 message leaves the session: PUBACK, PUBCOMP, a refusal,
+    # expiry (-1). The front end logs done_pid (lazily) and reports it.
+    if e.st[i] & _STATE != _QUEUED:
+        e.inflight -= 1
+    e.held -= 1
+    e.done_pid = e.pid[i]
+    e.done_reason = reason
+    e.nbytes -= e.len[i]      # (_free() of a QoS 1/2 slot, inline: once per message)
+    e.len[i] = 0
+    e.st[i] = _FREE
+    _trim(e)
+
+
+def _limit(e, i):  # noalloc
+    # The MQTT 5 reason code for which the CONNACK's limits forbid
+    # sending slot i's PUBLISH, or 0: Maximum Packet Size (MQTT-3.2.2-15),
+    # Maximum QoS (MQTT-3.2.2-11), Retain Available (MQTT-3.2.2-14).
+    first = e.arena[e.off[i]]
+    return (0x95 if e.len[i] > e.max_out else 0x9B if (first >> 1) & 3 > e.max_qos
+            else 0x9A if first & 1 and not e.retain else 0)
+
+
+def _trim(e):  # noalloc
+    # Drop freed slots at the front; the arena is in use from the oldest
+    # packet still held.
+    while e.count and not e.st[e.first]:
+        e.first = e.first + 1 if e.first + 1 < e.nslots else 0
+        e.count -= 1
+        if e.send:
+            e.send -= 1
+    i = e.first
+    for _ in range(e.count):
+        if e.len[i]:
+            e.a_head = e.off[i]
+            return
+        i = i + 1 if i + 1 < e.nslots else 0
+    e.a_head = e.a_tail = 0
+
+
+def _slot(e, pid, off, n, dl):  # noalloc
+    # Append a slot for the n-byte packet at arena[off]; its index.
+    i = e.first + e.count            # (index(), inline: once per message)
+    if i >= e.nslots:
+        i -= e.nslots
+    e.pid[i] = pid
+    e.off[i] = off
+    e.len[i] = n
+    e.dl[i] = dl
+    e.st[i] = _QUEUED if n else _RELEASE | _REL_DUE
+    e.count += 1
+    if pid:
+        e.held += 1
+        e.nbytes += n
+    else:
+        e.nbytes0 += n
+        e.n0 += 1
+    if n:
+        e.a_tail = off + n
+    return i
+
+
+def _reserve(e, n):  # noalloc
+    # Arena offset for n bytes, or -1. A packet never wraps round the end.
+    if e.count >= e.nslots:
+        e._compact()
+        if e.count >= e.nslots:
+            return -1
+    if not (e.nbytes or e.nbytes0):
+        e.a_head = e.a_tail = 0
+    h = e.a_head
+    t = e.a_tail
+    if t >= h:
+        if t + n <= len(e.arena):
+            return t
+        return 0 if n < h else -1
+    return t if t + n < h else -1
+
+
+def next_pid(e):  # noalloc
+    # Ids go round 1..65535, skipping any still in use (MQTT-2.2.1-3).
+    # run_pid..run_end-1 are known free, so the slots are scanned once
+    # per run of ids, not once per message.
+    pid = e.last_pid
+    for _ in range(65535):
+        pid = pid + 1 if pid < 65535 else 1
+        if pid != e.run_pid:
+            e.run_end = e._free_run(pid)
+        if pid < e.run_end:
+            e.last_pid = pid
+            e.run_pid = pid + 1
+            return pid
+    raise QueueFull(_ERR_FULL, "no packet id free")
+
+
+def _free(e, i):  # noalloc
+    # Slot i holds no packet any more (its bytes are free once trimmed).
+    if e.pid[i]:
+        e.nbytes -= e.len[i]
+    else:
+        e.nbytes0 -= e.len[i]
+        e.n0 -= 1
+    e.len[i] = 0
+    e.st[i] = _FREE
