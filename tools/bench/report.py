@@ -511,6 +511,9 @@ def page(fig):
         a("- 32-bit: the unix port %s, `%s` (`MICROPY32`), the word size of an ESP32 or RP2040"
           % (fig["b32"].get("micropython", "?"), fig["b32"]["binary"].rsplit("/", 1)[-1]))
     a("- Broker: mosquitto %s, private, on a free 127.0.0.1 port; every client in the same run" % mc.get("mosquitto"))
+    if mc.get("pinned"):
+        a("- CPUs: the broker runs on CPU 0 and each measured client on CPU 1 (`sched_setaffinity`; "
+          "`tools/bench/broker.py` says why); the driver, which publishes for the receive rows, on either")
     if mc.get("load_start"):
         a("- 1-minute load average at the start / end of the run: %s / %s (other work on the machine "
           "shows up as spread between repetitions, mostly in the throughput rows)"

@@ -51,7 +51,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import peers as peers_mod          # noqa: E402
-from broker import Broker, Publisher, mosquitto_version   # noqa: E402
+from broker import CLIENT_CPU, Broker, Publisher, mosquitto_version, pin, pinning   # noqa: E402
 import build_mpy                   # noqa: E402
 import figures                     # noqa: E402
 
@@ -297,6 +297,7 @@ class Bench:
         env["MICROPYPATH"] = ":".join(path + [".frozen"])
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env=env, cwd=str(self.tmp))
+        pin(p.pid, CLIENT_CPU)
         timer = threading.Timer(timeout, p.kill)
         timer.start()
         res = None
@@ -441,6 +442,7 @@ def machine(b):
     except OSError:
         info["cpu"] = platform.processor() or platform.machine()
     info["cores"] = os.cpu_count()
+    info["pinned"] = pinning()
     try:
         mem = open("/proc/meminfo").readline().split()
         info["memory"] = "%.0f GiB" % (int(mem[1]) / 1024 / 1024)
