@@ -9,6 +9,18 @@ from fakebroker import FakeBroker, connack, pkt
 from test_frontends import AIO
 
 
+# The end of a call that may wait: its result, NotConnected, or "hung".
+OUTCOME = r"""
+async def outcome(name, coro):
+    try:
+        return "%s returned %r" % (name, await asyncio.wait_for_ms(coro, 2000))
+    except NotConnected:
+        return "%s NotConnected" % name
+    except asyncio.TimeoutError:
+        return "%s hung" % name
+"""
+
+
 def test_aio_a_qos0_message_over_a_full_queue_never_drops_a_qos1_copy(broker):
     # A burst of 4 QoS 1 then 2 QoS 0 messages with queue_size=4: each QoS 0
     # one dropped "the oldest copy", a QoS 1 message already PUBACKed: lost.
@@ -100,14 +112,7 @@ def test_aio_disconnect_ends_what_waits_for_the_connection():
     # connection. disconnect() left them waiting for good (a subscribe
     # already sent raised NotConnected). Now each raises NotConnected; the
     # message stays queued.
-    r = run_mp(AIO % free_port() + r"""
-async def outcome(name, coro):
-    try:
-        return "%s returned %r" % (name, await asyncio.wait_for_ms(coro, 2000))
-    except NotConnected:
-        return "%s NotConnected" % name
-    except asyncio.TimeoutError:
-        return "%s hung" % name
+    r = run_mp(AIO % free_port() + OUTCOME + r"""
 async def main():
     c = AsyncClient("race-disc", "127.0.0.1", PORT, backoff_ms=(100, 200))
     ts = [asyncio.create_task(outcome("connect", c.connect())),
@@ -206,14 +211,7 @@ def test_aio_disconnect_that_raises_still_ends_what_waits():
     # raises NotConnected after the background task was cancelled, and the
     # waiters were woken only after it: connect(), subscribe() and publish()
     # hung for ever (no task left to connect).
-    r = run_mp(AIO % free_port() + r"""
-async def outcome(name, coro):
-    try:
-        return "%s returned %r" % (name, await asyncio.wait_for_ms(coro, 2000))
-    except NotConnected:
-        return "%s NotConnected" % name
-    except asyncio.TimeoutError:
-        return "%s hung" % name
+    r = run_mp(AIO % free_port() + OUTCOME + r"""
 async def main():
     c = AsyncClient("race-disc-raise", "127.0.0.1", PORT, version=5, backoff_ms=(100, 200))
     ts = [asyncio.create_task(outcome("connect", c.connect())),

@@ -20,6 +20,14 @@ def pump(c, ms=300):
             c.wait_msg(20)
     except OSError:
         pass
+def send(cid, topic, *msgs):
+    # Another client publishes msgs at QoS 1 and waits for their PUBACKs.
+    p = MQTTClient(cid, "127.0.0.1", PORT)
+    p.connect()
+    for m in msgs:
+        p.publish(topic, m, False, 1)
+    assert p.flush(5000)
+    p.disconnect()
 def first_error(c, ms=1000):
     # wait_msg() until the link fails: that error (none is a test failure)
     t0 = time.ticks_ms()
@@ -676,12 +684,7 @@ c = MQTTClient("cb-raise-%%d" %% V, "127.0.0.1", PORT, version=V, receive_max=2)
 c.set_callback(cb)
 c.connect()
 c.subscribe(b"cbr/%%d" %% V, 1)
-p = MQTTClient("cb-raise-pub-%%d" %% V, "127.0.0.1", PORT)
-p.connect()
-for i in range(30):
-    p.publish(b"cbr/%%d" %% V, b"m%%d" %% i, False, 1)
-assert p.flush(5000)
-p.disconnect()
+send("cb-raise-pub-%%d" %% V, b"cbr/%%d" %% V, *[b"m%%d" %% i for i in range(30)])
 raised = 0
 t0 = time.ticks_ms()
 while len(errors) < 30 and time.ticks_diff(time.ticks_ms(), t0) < 5000:
@@ -709,10 +712,7 @@ c = MQTTClient("cb-oserr", "127.0.0.1", PORT, keepalive=30)
 c.set_callback(cb)
 c.connect()
 c.subscribe(b"cbo/a", 1)
-p = MQTTClient("cb-oserr-pub", "127.0.0.1", PORT)
-p.connect()
-p.publish(b"cbo/a", b"one", False, 1)
-assert p.flush(3000)
+send("cb-oserr-pub", b"cbo/a", b"one")
 try:
     for i in range(40):
         c.wait_msg(50)
@@ -720,8 +720,7 @@ try:
 except QueueFull as e:
     print("raised", e.args[1])
 print("connected", c.is_connected(), "reconnects", c.stats()["reconnects"])
-p.publish(b"cbo/a", b"two", False, 1)
-assert p.flush(3000)
+send("cb-oserr-pub", b"cbo/a", b"two")
 import time
 time.sleep_ms(200)
 print("subscribe", c.subscribe(b"cbo/b", 1))
@@ -731,7 +730,6 @@ try:
 except QueueFull:
     print("raised after subscribe")
 print("seen", seen, "connected", c.is_connected())
-p.disconnect()
 c.disconnect()
 """, timeout=60)
     out = r.stdout
@@ -754,11 +752,7 @@ c = MQTTClient("cb-disc", "127.0.0.1", PORT)
 c.set_callback(cb)
 c.connect()
 c.subscribe(b"cbd/a", 1)
-p = MQTTClient("cb-disc-pub", "127.0.0.1", PORT)
-p.connect()
-p.publish(b"cbd/a", b"x", False, 1)
-assert p.flush(3000)
-p.disconnect()
+send("cb-disc-pub", b"cbd/a", b"x")
 try:
     for i in range(100):
         c.wait_msg(20)
