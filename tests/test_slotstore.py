@@ -238,7 +238,7 @@ print("SWEEP", P, "steps", len(KEEP), "cuts", cuts, "before", outcomes_before, "
 
 
 def sweep(prog, steps, keep):
-    r = run_mp(SCRIPT % {"prog": prog, "steps": steps, "keep": set(keep)}, timeout=1800, heapsize="64M")
+    r = run_mp(SCRIPT % {"prog": prog, "steps": steps, "keep": set(keep)}, timeout=1800, heapsize="16M")
     line = [x for x in r.stdout.splitlines() if x.startswith("SWEEP")]
     assert line, r.stdout
     f = line[0].split()
