@@ -40,17 +40,6 @@ _COUNTS = ("sent", "acked", "refused", "dropped_expired", "received", "dup_in", 
 _ONCE = ("configure", "connect", "leave", "request", "load", "stream", "dial", "reasons", "dirstate")
 
 
-def collect():
-    # Called before a module is compiled (a .py install compiles on the
-    # board) or loaded, at boot and connect only. The compiler's parse tree
-    # and tables need contiguous blocks; the garbage of what ran before lies
-    # scattered between the blocks that stay, and the collector runs only
-    # when an allocation fails, in mid-compile. Collected first, the compile
-    # takes the low, free part of the heap: a smaller smallest heap, from
-    # source and from .mpy (CHANGELOG; docs/benchmarks.md has the figures).
-    gc.collect()
-
-
 def unload():
     import sys
     pkg = sys.modules.get(__name__.rsplit(".", 1)[0])
@@ -73,12 +62,18 @@ class MQTTClient:
         # stay loaded, and on a board that compiles .py this is the largest
         # compile (measured on 32 bits: 44 KB less heap needed than
         # importing them at the first connect, after the session is loaded).
-        # A collection before each module is compiled or loaded (collect()).
-        collect()
+        # A collection before each module is compiled or loaded, here and
+        # at boot and connect only: the compiler's parse tree and tables need
+        # contiguous blocks; the garbage of what ran before lies scattered
+        # between the blocks that stay, and the collector runs only when an
+        # allocation fails, in mid-compile. Collected first, the compile
+        # takes the low, free part of the heap: a smaller smallest heap, from
+        # source and from .mpy (CHANGELOG; docs/benchmarks.md has the figures).
+        gc.collect()
         from . import session  # noqa: F401
-        collect()
+        gc.collect()
         from . import link  # noqa: F401
-        collect()
+        gc.collect()
         from .configure import configure
         try:
             f = configure(self, client_id, server, port, user, password, keepalive, ssl, **kw)
@@ -212,7 +207,7 @@ class MQTTClient:
         # The steps of connect(): a generator that yields how long it may
         # wait for the socket (ms; negative: to become writable).
         self.connection()
-        collect()
+        gc.collect()                    # before a compile or load: see __init__
         from .connect import connecting
         return connecting(self, clean_session, timeout_ms, server, port, fresh)
 

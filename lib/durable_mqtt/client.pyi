@@ -48,10 +48,6 @@ _EventCallback = Callable[[str, Dict[str, Any]], None]
 _DoneCallback = Callable[[int, int], None]
 
 
-def collect() -> None:
-    """Internal: gc.collect() before a module is compiled or loaded (boot, connect)."""
-
-
 def unload() -> None:
     """Internal: drops the modules loaded for one call (connect, subscribe, boot)."""
 

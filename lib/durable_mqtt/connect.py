@@ -128,7 +128,7 @@ def _settle(c, ev, persistent, keep):
         # the broker a session without them, which it then says is present.
         c.resub_owed = True
         if e.subs:                       # (else request.py is not compiled here, the heap's peak)
-            gc.collect()                 # before a compile or load: client.collect()
+            gc.collect()                 # before a compile or load: MQTTClient.__init__
             from .request import requesting
             for f, opts, sid in list(e.subs):
                 try:

@@ -83,7 +83,7 @@ def _restore(e, st, event):
 
 
 def _open_dir(path, e, batch_ms, event):
-    gc.collect()                      # before a compile or load: client.collect()
+    gc.collect()                      # before a compile or load: MQTTClient.__init__
     from .filestore import SlotJournal
     j = SlotJournal(path + ".d", e, batch_ms)
     old = _read(path)                 # a session file of the log layout (0.1.0)
@@ -131,7 +131,7 @@ def _read_dir(j):
             elif name in ("i0", "i1"):   # (an erase() cut short) else the new
                 os.remove(j.dir + "/" + name)   # session's ids could rank below them
         return None
-    gc.collect()                      # before a compile or load: client.collect()
+    gc.collect()                      # before a compile or load: MQTTClient.__init__
     from .stream import parse       # (a fresh directory never loads it)
     st = parse(head)
     names = os.listdir(j.dir)         # after the compile: the heap's peak at a reboot
