@@ -5,7 +5,10 @@ needs), a second listener with TLS on the broker. A round trip in both
 protocol versions; a wrong CA is refused with an MQTTException that names
 the certificate problem. The verification matrix (right CA, another CA,
 no CA, opt-out) builds its contexts with the code blocks of docs/tls.md."""
+import socket
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -266,3 +269,120 @@ print("ok")
 """)
     assert r.stdout.count("refused: ssl must be an ssl.SSLContext") == 2 and "accepted" not in r.stdout, r.stdout
     assert r.stdout.strip().endswith("ok"), r.stdout
+
+
+# --- The handshake does not block: AsyncClient awaits it, and timeout_ms
+# bounds it as a whole (dial.handshake drives it on a non-blocking socket).
+
+def listener(serve):
+    """A TCP listener on a free loopback port; serve(conn) runs per
+    connection in a thread."""
+    s = socket.create_server(("127.0.0.1", 0))
+
+    def run():
+        while True:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+    threading.Thread(target=run, daemon=True).start()
+    return s
+
+
+def silent(conn):
+    time.sleep(30)                  # accepted, never answered
+    conn.close()
+
+
+def dribbling(conn):
+    # The ClientHello is read; the answer is a TLS record header announcing
+    # a 512-byte handshake record, then its bytes one every 100 ms: each
+    # read gets something long before any per-read timeout.
+    try:
+        conn.recv(4096)
+        conn.sendall(b"\x16\x03\x03\x02\x00")
+        for _ in range(512):
+            time.sleep(0.1)
+            conn.sendall(b"\x02")
+    except OSError:
+        pass
+    conn.close()
+
+
+ASYNC = PRELUDE + """
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+from durable_mqtt import Timeout
+from testlib import ticker
+loop = [0, 0]
+got = []
+
+async def main():
+    asyncio.create_task(ticker(loop))
+    c = AsyncClient("tls-aio-%%d" %% V, %r, port=%d, ssl=ctx_for(%r), version=V, timeout_ms=1500,
+                    backoff_ms=(5000, 5000))
+    c.set_callback(lambda t, m, r, q: got.append((bytes(t), bytes(m), q)))
+    t0 = time.ticks_ms()
+    try:
+        sp = await c.connect(timeout_ms=%d)
+    except Timeout:
+        emit("connect", ok=False, ms=time.ticks_diff(time.ticks_ms(), t0))
+    else:
+        emit("connect", ok=True, sp=sp)
+        await c.subscribe("tls/aio/%%d" %% V, 1)
+        await c.publish("tls/aio/%%d" %% V, b"async over tls", qos=1)
+        while not got:
+            await asyncio.sleep_ms(10)
+        emit("got", got=repr(got))
+    await c.disconnect()
+    emit("loop", ticks=loop[0], gap=loop[1], ms=time.ticks_diff(time.ticks_ms(), t0))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_async_tls_round_trip_leaves_other_tasks_running(tls, v):
+    r = run_mp(ASYNC % (tls.tls_port, tls.port, v, "localhost", tls.tls_port, str(tls.ca_der), 5000), timeout=30)
+    res = reports(r.stdout)
+    assert res["connect"]["ok"] and res["connect"]["sp"] is False, r.stdout
+    assert res["got"]["got"] == repr([(("tls/aio/%d" % v).encode(), b"async over tls", 1)]), r.stdout
+    assert res["loop"]["gap"] < 200, r.stdout
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_async_tls_handshake_with_a_silent_server_leaves_other_tasks_running(tls, v):
+    # A TCP listener that never answers the ClientHello: 1.2 s awaited,
+    # the ticker runs all along. (Before, the handshake held the event loop
+    # until its read timed out: a 1.5 s gap.)
+    s = listener(silent)
+    try:
+        r = run_mp(ASYNC % (tls.tls_port, tls.port, v, "127.0.0.1", s.getsockname()[1], str(tls.ca_der), 1200),
+                   timeout=30)
+    finally:
+        s.close()
+    res = reports(r.stdout)
+    assert res["connect"]["ok"] is False and 1100 <= res["connect"]["ms"] < 2500, r.stdout
+    assert res["loop"]["ticks"] >= 60 and res["loop"]["gap"] < 200, r.stdout
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_tls_handshake_is_bounded_by_timeout_ms_as_a_whole(tls, v):
+    # A server that answers one byte every 100 ms: every read succeeds, so
+    # a per-read timeout never fires (51 s to the record's end). timeout_ms
+    # bounds the handshake: Timeout after about 1 s, the socket closed.
+    s = listener(dribbling)
+    try:
+        res, out = mp(tls, v, """
+from durable_mqtt import Timeout
+c = MQTTClient("tls-dribble-%%d" %% V, "127.0.0.1", port=%d, ssl=ctx_for(%r), version=V, timeout_ms=1000)
+report("connect", c.connect)
+emit("state", connected=c.is_connected())
+""" % (s.getsockname()[1], str(tls.ca_der)))
+    finally:
+        s.close()
+    e = res["connect"]
+    assert not e["ok"] and e["cls"] == "Timeout" and e["mqtt"], (e, out)
+    assert "TLS handshake" in e["args"][1] and 900 <= e["ms"] < 2500, (e, out)
+    assert res["state"]["connected"] is False, out

@@ -188,7 +188,10 @@ class MQTTClient:
         try:
             while True:
                 w = next(steps)
-                self.conn.net.wait(max(0, w))
+                if w < 0:           # (a TLS handshake: writable)
+                    self.conn.net.wait_out(-w)
+                else:
+                    self.conn.net.wait(w)
         except StopIteration as s:
             return s.value
         finally:

@@ -65,11 +65,18 @@ def _handshake(c, clean, tmo, host, port):
         if c.async_connect:
             k.net.sock = s
             yield -tmo                   # writable: connected (or failed: the write says)
-        k.net.opened(dial.secure(s, host, port, c.ssl, c.tls_verify, tmo))
+        s, shake = dial.secure(s, host, port, c.ssl, c.tls_verify, tmo)
+        k.net.opened(s)
         k.connack = None
         k.in_connect = True
-        k.send(c.tx, 0, _connect(c, clean))
         deadline = time.ticks_add(time.ticks_ms(), tmo)
+        n = _connect(c, clean)
+        if shake:                        # TLS: the handshake, then the CONNECT
+            yield from dial.handshake(s, c.tx, n, host, port, deadline, tmo, c.ssl)
+            k.last_tx = time.ticks_ms()
+        else:
+            k.send(c.tx, 0, n)
+            deadline = time.ticks_add(time.ticks_ms(), tmo)
         while True:
             while k.connack is None and k.read():
                 pass

@@ -3,9 +3,11 @@
 # connecting (connect.py), then unloaded.
 import errno
 import socket
+import time
 from micropython import const
 
 from .errors import MQTTException, Timeout
+from .transport import BUSY
 
 _ERR_TIMEOUT = const(-4)
 _ERR_CLOSED = const(-5)
@@ -43,19 +45,52 @@ def start(host, port, timeout_ms, wait):
 
 
 def secure(s, host, port, ctx, verify, timeout_ms):
-    # TLS over s when ctx is given (a blocking handshake: timeout_ms bounds
-    # each of its reads); returns the socket to use.
+    # TLS over s when ctx is given; returns the socket to use and whether
+    # its handshake is still to come (handshake() then drives it, not
+    # blocking). A context whose wrap_socket() takes no
+    # do_handshake_on_connect (an application's own wrapper, tls_verify=False)
+    # shakes hands here, blocking: timeout_ms bounds each of its reads.
     if ctx is None:
-        return s
+        return s, False
     try:
         # MicroPython's ssl.SSLContext starts with verify_mode CERT_NONE: the
         # broker is verified unless the application opted out (tls_verify).
         if verify and ctx.verify_mode != _CERT_REQUIRED:
             ctx.verify_mode = _CERT_REQUIRED
-        s.settimeout(timeout_ms / 1000)
-        return ctx.wrap_socket(s, server_hostname=host)
+        s.setblocking(False)
+        try:
+            return ctx.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False), True
+        except TypeError:
+            s.settimeout(timeout_ms / 1000)
+            return ctx.wrap_socket(s, server_hostname=host), False
     except (OSError, ValueError) as e:
         _failed(s, e, host, port, timeout_ms, ctx)
+
+
+def handshake(s, buf, n, host, port, deadline, timeout_ms, ctx):
+    # The TLS handshake on the non-blocking socket s, then buf[:n] (the
+    # CONNECT) written: mbedTLS shakes hands inside the first write. A
+    # generator: it yields how long it may wait for the socket to take the
+    # next step (negative: writable; MicroPython's TLS socket polls the
+    # direction the handshake needs). timeout_ms bounds the whole, however
+    # slowly the broker answers.
+    mv = memoryview(buf)
+    off = 0
+    while off < n:
+        try:
+            w = s.write(mv[off:n])
+        except (OSError, ValueError) as e:
+            if e.args[0] not in BUSY:     # (ValueError: a certificate refused)
+                _failed(s, e, host, port, timeout_ms, ctx)
+            w = 0
+        if w:
+            off += w
+            continue
+        left = time.ticks_diff(deadline, time.ticks_ms())
+        if left <= 0:
+            s.close()
+            raise Timeout(_ERR_TIMEOUT, "TLS handshake with %s:%d: not done in %d ms" % (host, port, timeout_ms))
+        yield -left
 
 
 def _failed(s, e, host, port, timeout_ms, tls):
