@@ -8,6 +8,24 @@ import time
 
 # ---------------------------------------------------------------- packets
 
+
+def listener(serve):
+    """A TCP listener on a free loopback port that speaks no MQTT at all:
+    serve(conn) runs for each connection, in a thread. Close the returned
+    socket to stop it."""
+    s = socket.create_server(("127.0.0.1", 0))
+
+    def run():
+        while True:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+    threading.Thread(target=run, daemon=True).start()
+    return s
+
+
 def vbi(n):
     out = bytearray()
     while True:

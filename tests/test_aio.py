@@ -4,13 +4,11 @@ generators the blocking client runs, aio.AsyncClient.steps awaiting the
 socket), so other tasks keep running. Brokers here are silent on purpose: a
 TCP listener that never answers, and a fake broker that sends CONNACK and
 then nothing."""
-import socket
-import threading
 
 import pytest
 
 from conftest import run_mp
-from fakebroker import FakeBroker, connack
+from fakebroker import FakeBroker, connack, listener
 
 SCRIPT = r"""
 import asyncio, time
@@ -48,18 +46,8 @@ SUBSCRIBE = """await c.connect(timeout_ms=2000)
 
 
 def silent_listener():
-    s = socket.create_server(("127.0.0.1", 0))
-    held = []
-
-    def run():
-        while True:
-            try:
-                c, _ = s.accept()
-            except OSError:
-                return
-            held.append(c)          # accepted, never answered
-    threading.Thread(target=run, daemon=True).start()
-    return s, held
+    held = []                       # accepted, never answered
+    return listener(held.append), held
 
 
 def ticks_of(out):

@@ -5,14 +5,13 @@ needs), a second listener with TLS on the broker. A round trip in both
 protocol versions; a wrong CA is refused with an MQTTException that names
 the certificate problem. The verification matrix (right CA, another CA,
 no CA, opt-out) builds its contexts with the code blocks of docs/tls.md."""
-import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
 from conftest import ROOT, Broker, free_port, reports, run_mp, wait_port
+from fakebroker import listener
 
 VERSIONS = (4, 5)
 
@@ -273,22 +272,6 @@ print("ok")
 
 # --- The handshake does not block: AsyncClient awaits it, and timeout_ms
 # bounds it as a whole (dial.handshake drives it on a non-blocking socket).
-
-def listener(serve):
-    """A TCP listener on a free loopback port; serve(conn) runs per
-    connection in a thread."""
-    s = socket.create_server(("127.0.0.1", 0))
-
-    def run():
-        while True:
-            try:
-                c, _ = s.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(c,), daemon=True).start()
-    threading.Thread(target=run, daemon=True).start()
-    return s
-
 
 def silent(conn):
     time.sleep(30)                  # accepted, never answered
