@@ -188,10 +188,7 @@ class MQTTClient:
         try:
             while True:
                 w = next(steps)
-                if w < 0:           # (a TLS handshake: writable)
-                    self.conn.net.wait_out(-w)
-                else:
-                    self.conn.net.wait(w)
+                self.conn.net.wait(max(0, w))
         except StopIteration as s:
             return s.value
         finally:
@@ -224,6 +221,7 @@ class MQTTClient:
     def subscription(self, topic, qos=0, no_local=False, retain_as_published=False,
                      retain_handling=0, sub_id=0):
         # (filter, options byte, subscription id): what requesting() takes.
+        gc.collect()                    # before a compile or load: see __init__
         from .request import subscription
         return subscription(self, topic, qos, no_local, retain_as_published, retain_handling, sub_id)
 

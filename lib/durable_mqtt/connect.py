@@ -59,24 +59,13 @@ def _handshake(c, clean, tmo, host, port):
     # TCP (and TLS), CONNECT, CONNACK; returns (Session Present, the
     # session's event: "resumed", "lost" or "new").
     k = c.conn
+    gc.collect()                         # before a compile or load: MQTTClient.__init__
     from . import dial
     try:
-        s = dial.start(host, port, tmo, not c.async_connect)
-        if c.async_connect:
-            k.net.sock = s
-            yield -tmo                   # writable: connected (or failed: the write says)
-        s, shake = dial.secure(s, host, port, c.ssl, c.tls_verify, tmo)
-        k.net.opened(s)
         k.connack = None
         k.in_connect = True
+        yield from dial.opening(c, host, port, tmo, _connect(c, clean))
         deadline = time.ticks_add(time.ticks_ms(), tmo)
-        n = _connect(c, clean)
-        if shake:                        # TLS: the handshake, then the CONNECT
-            yield from dial.handshake(s, c.tx, n, host, port, deadline, tmo, c.ssl)
-            k.last_tx = time.ticks_ms()
-        else:
-            k.send(c.tx, 0, n)
-            deadline = time.ticks_add(time.ticks_ms(), tmo)
         while True:
             while k.connack is None and k.read():
                 pass

@@ -2,6 +2,7 @@
 # a user meets there as sentences (docs/troubleshooting.md). Used only while
 # connecting (connect.py), then unloaded.
 import errno
+import select
 import socket
 import time
 from micropython import const
@@ -13,6 +14,54 @@ _ERR_TIMEOUT = const(-4)
 _ERR_CLOSED = const(-5)
 _CERT_REQUIRED = const(2)     # ssl.CERT_REQUIRED (MBEDTLS_SSL_VERIFY_REQUIRED)
 _TIMEOUTS = (errno.ETIMEDOUT, 116, -110)
+
+
+def opening(c, host, port, timeout_ms, n):
+    # Client c's connection to host:port (TCP, then TLS when c.ssl is
+    # set), and the n-byte CONNECT at c.tx sent. A generator, as connect.py's:
+    # it yields how long it may wait for the socket (negative: writable).
+    k = c.conn
+    s = start(host, port, timeout_ms, not c.async_connect)
+    if c.async_connect:
+        k.net.sock = s
+        yield -timeout_ms            # writable: connected (or failed: the write says)
+    s, shake = secure(s, host, port, c.ssl, c.tls_verify, timeout_ms)
+    k.net.opened(s)
+    if not shake:
+        k.send(c.tx, 0, n)
+        return
+    # The TLS handshake on the non-blocking socket: mbedTLS shakes hands
+    # inside the CONNECT's first write, which says "try again" until it is
+    # done; MicroPython's TLS socket polls the direction the handshake
+    # needs. timeout_ms bounds the whole, however slowly the broker answers
+    # (the CONNACK has a timeout_ms of its own). AsyncClient awaits the
+    # socket (the yield); the blocking clients poll it here.
+    deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+    p = None
+    if not c.async_connect:
+        p = select.poll()
+        p.register(s, select.POLLOUT)
+    mv = memoryview(c.tx)
+    off = 0
+    while off < n:
+        try:
+            w = s.write(mv[off:n])
+        except (OSError, ValueError) as e:
+            if e.args[0] not in BUSY:     # (ValueError: a certificate refused)
+                _failed(s, e, host, port, timeout_ms, c.ssl)
+            w = 0
+        if w:
+            off += w
+            continue
+        left = time.ticks_diff(deadline, time.ticks_ms())
+        if left <= 0:
+            s.close()
+            raise Timeout(_ERR_TIMEOUT, "TLS handshake with %s:%d: not done in %d ms" % (host, port, timeout_ms))
+        if p:
+            p.poll(left)
+        else:
+            yield -left
+    k.last_tx = time.ticks_ms()
 
 
 def start(host, port, timeout_ms, wait):
@@ -46,7 +95,7 @@ def start(host, port, timeout_ms, wait):
 
 def secure(s, host, port, ctx, verify, timeout_ms):
     # TLS over s when ctx is given; returns the socket to use and whether
-    # its handshake is still to come (handshake() then drives it, not
+    # its handshake is still to come (opening() then drives it, not
     # blocking). A context whose wrap_socket() takes no
     # do_handshake_on_connect (an application's own wrapper, tls_verify=False)
     # shakes hands here, blocking: timeout_ms bounds each of its reads.
@@ -65,32 +114,6 @@ def secure(s, host, port, ctx, verify, timeout_ms):
             return ctx.wrap_socket(s, server_hostname=host), False
     except (OSError, ValueError) as e:
         _failed(s, e, host, port, timeout_ms, ctx)
-
-
-def handshake(s, buf, n, host, port, deadline, timeout_ms, ctx):
-    # The TLS handshake on the non-blocking socket s, then buf[:n] (the
-    # CONNECT) written: mbedTLS shakes hands inside the first write. A
-    # generator: it yields how long it may wait for the socket to take the
-    # next step (negative: writable; MicroPython's TLS socket polls the
-    # direction the handshake needs). timeout_ms bounds the whole, however
-    # slowly the broker answers.
-    mv = memoryview(buf)
-    off = 0
-    while off < n:
-        try:
-            w = s.write(mv[off:n])
-        except (OSError, ValueError) as e:
-            if e.args[0] not in BUSY:     # (ValueError: a certificate refused)
-                _failed(s, e, host, port, timeout_ms, ctx)
-            w = 0
-        if w:
-            off += w
-            continue
-        left = time.ticks_diff(deadline, time.ticks_ms())
-        if left <= 0:
-            s.close()
-            raise Timeout(_ERR_TIMEOUT, "TLS handshake with %s:%d: not done in %d ms" % (host, port, timeout_ms))
-        yield -left
 
 
 def _failed(s, e, host, port, timeout_ms, tls):

@@ -111,11 +111,3 @@ class Transport:
         for _, ev in self._pin.ipoll(timeout_ms):
             return True
         return False
-
-    def wait_out(self, timeout_ms):
-        # Until the socket is writable, at most timeout_ms (a connect's TLS
-        # handshake, dial.py: MicroPython's TLS socket polls the direction
-        # its handshake needs).
-        for _, ev in self._pout.ipoll(timeout_ms):
-            return True
-        return False
