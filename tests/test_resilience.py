@@ -203,3 +203,23 @@ while not c.poll(5):
 print("OK ups", net.ups, "downs", c.stats()["link_downs"], "failures", c.stats()["connect_failures"])
 """ % broker.port)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_host_name_in_servers_uses_the_constructors_port(broker):
+    """servers=[(host, port), host]: a bare host name is tried on `port`
+    (docs/api.md, robust.py), not on the port of the entry tried before it.
+    Broker A refuses; the turn passes to B, given by name only."""
+    from testbroker import free_port
+    dead = free_port()
+    r = run_mp(r"""
+import time
+from durable_mqtt.robust import RobustClient
+c = RobustClient("srv-port", "unused", %d, servers=[("127.0.0.1", %d), "127.0.0.1"],
+                 backoff_ms=(10, 20), timeout_ms=500)
+t0 = time.ticks_ms()
+while not c.poll(20) and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+    pass
+print("connected", c.is_connected(), "port", c.port, "failures", c.stats()["connect_failures"], repr(c.last_error))
+c.disconnect()
+""" % (broker.port, dead))
+    assert "connected True port %d" % broker.port in r.stdout, r.stdout

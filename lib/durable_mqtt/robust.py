@@ -41,7 +41,9 @@ class RobustClient(MQTTClient):
                  on_down=None, **kw):
         kw.setdefault("clean_session", False)
         super().__init__(client_id, server, port, user, password, keepalive, ssl, **kw)
-        self.servers = [s if isinstance(s, tuple) else (s, 0) for s in servers or ((server, port),)]
+        p = self.port                 # `port`, or its default (1883, 8883 with ssl)
+        self.servers = [(s[0], s[1] or p) if isinstance(s, tuple) else (s, p)
+                        for s in servers or ((server, port),)]
         if not self.servers:
             raise ValueError("servers: at least one broker")
         self.link = link
@@ -146,7 +148,7 @@ class RobustClient(MQTTClient):
                 raise OSError(-1, "network link did not come up")
         host, port = self.servers[self._turn]
         self.server = host
-        self.port = port or self.port
+        self.port = port
         self._used = self._turn
         self._connect_at = time.ticks_ms()
         try:
