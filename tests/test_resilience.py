@@ -223,3 +223,45 @@ print("connected", c.is_connected(), "port", c.port, "failures", c.stats()["conn
 c.disconnect()
 """ % (broker.port, dead))
     assert "connected True port %d" % broker.port in r.stdout, r.stdout
+
+
+def test_no_route_errno_of_an_esp32_is_a_dropped_link_not_try_again(broker):
+    """On an ESP32 (newlib errno numbers, docs/troubleshooting.md) 118 is
+    EHOSTUNREACH: lwIP returns it from send() once Wi-Fi is gone (ERR_RTE,
+    "no route"). It is a dead link, to be reported at once; taken as "try
+    again" it had a write spin on a writable socket until timeout_ms ran out
+    (and the data was queued again each turn), and a read never failed."""
+    r = run_mp(r"""
+import socket, time
+from durable_mqtt.transport import Transport
+from durable_mqtt.errors import PeerClosed
+class NoRoute:
+    # a connected socket whose send and recv fail as lwIP's do on an ESP32 without Wi-Fi
+    def __init__(self, s):
+        self.s = s
+    def write(self, *a):
+        raise OSError(118)
+    def readinto(self, *a):
+        raise OSError(118)
+    def close(self):
+        self.s.close()
+s = socket.socket()
+s.connect(socket.getaddrinfo("127.0.0.1", %d)[0][-1])
+t = Transport()
+t.opened(s)
+t.sock = NoRoute(s)
+for what in ("write", "read"):
+    t0 = time.ticks_ms()
+    try:
+        if what == "write":
+            t.write(b"\xc0\x00", 0, 2, 2000)
+        else:
+            t.read_into(bytearray(4), 4)
+        print(what, "no error")
+    except PeerClosed as e:
+        print(what, "PeerClosed", e.args[1])
+    except OSError as e:
+        print(what, type(e).__name__, e.args, "after", time.ticks_diff(time.ticks_ms(), t0), "ms")
+t.close()
+""" % broker.port)
+    assert "write PeerClosed" in r.stdout and "read PeerClosed" in r.stdout, r.stdout

@@ -15,10 +15,11 @@ _POLLIN = const(1)
 _POLLOUT = const(4)
 _POLL_HUP_ERR = const(0x18)   # POLLHUP | POLLERR
 # "Try again": no data or no room yet, not a failure. Linux EAGAIN 11,
-# EINPROGRESS 115; lwIP (ESP32) EINPROGRESS 119, EALREADY 120, ETIMEDOUT 116
-# from a non-blocking call; rp2 and mbedTLS -110 (timeout), and the mbedTLS
-# WANT_READ / WANT_WRITE codes -0x6900 / -0x6880 while a TLS record is partial.
-BUSY = (errno.EAGAIN, errno.EINPROGRESS, 118, 119, 120, -110, -26880, -26752)
+# EINPROGRESS 115; lwIP (ESP32, newlib numbers) EINPROGRESS 119, EALREADY
+# 120; rp2 and mbedTLS -110 (timeout), and the mbedTLS WANT_READ /
+# WANT_WRITE codes -0x6900 / -0x6880 while a TLS record is partial. (Not
+# 118: on an ESP32 that is EHOSTUNREACH, lwIP's send() once Wi-Fi is gone.)
+BUSY = (errno.EAGAIN, errno.EINPROGRESS, 119, 120, -110, -26880, -26752)
 
 
 def _closed(e):
