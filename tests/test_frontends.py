@@ -24,9 +24,10 @@ async def connected(cid, timeout_ms=2000, cb=None, keepalive=20, **kw):
 """
 
 
-def suback_to(i, code=1):
-    # A SUBACK for the i-th packet the broker received on this connection.
-    return ("reply", lambda got: pkt(0x90, got[i][1][:2] + bytes((code,))))
+def suback_to(i, code=1, v=4):
+    # A SUBACK for the i-th packet the broker received on this connection
+    # (MQTT 5: with an empty property block).
+    return ("reply", lambda got: pkt(0x90, got[i][1][:2] + (b"\x00" if v == 5 else b"") + bytes((code,))))
 
 
 def test_aio_stays_a_reader_while_a_subscribe_waits():
@@ -250,6 +251,44 @@ print("connected", c.is_connected(), "subs", c.engine.subs)
     assert "connected True" in r.stdout, r.stdout
     assert [f for f, _ in fb.conns[2][1:]][:1] == [0x82], fb.conns[2]          # SUBSCRIBE again
 
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_a_resubscribe_cut_short_is_owed_across_a_reboot(tmp_path, v):
+    # As above, but the device reboots before the next connection: what is
+    # owed is stored with the session (header flag 04, session-format.md).
+    # Before, it lived in RAM only: the third connection found Session
+    # Present 1 and subscribed to nothing, and the device stayed deaf to
+    # the topic for good.
+    fb = FakeBroker([("send", connack(v)), ("recv",), suback_to(1, v=v), ("sleep", 0.3), ("close",)],
+                    [("send", connack(v, sp=0)), ("recv",), ("close",)],
+                    [("send", connack(v, sp=1)), ("recv",), suback_to(1, v=v), ("sleep", 0.5)])
+    boot = r"""
+import sys
+from durable_mqtt import MQTTClient
+c = MQTTClient("resub-boot", "127.0.0.1", %d, version=%d, clean_session=False,
+               session_file=%r, timeout_ms=1000)
+c.set_event_callback(lambda ev, info: print("event", ev, info))
+try:
+    print("sp", c.connect())
+    if sys.argv[-1] == "first":
+        c.subscribe("cmd/a", 1)
+        c.wait_msg(1000)
+except OSError as e:
+    print("error", repr(e))
+if sys.argv[-1] == "first":
+    try:
+        c.connect()                    # Session Present 0, cut during the resubscribe
+    except OSError as e:
+        print("cut", repr(e))
+print("subs", c.engine.subs)
+""" % (fb.port, v, str(tmp_path / "s"))
+    first = run_mp(boot, args=("first",))
+    second = run_mp(boot, args=("second",))
+    fb.join()
+    assert "cut PeerClosed" in first.stdout, first.stdout
+    assert "event resumed" in second.stdout and "'resubscribed': 1" in second.stdout, second.stdout
+    assert [f for f, _ in fb.conns[2][1:]][:1] == [0x82], fb.conns           # SUBSCRIBE again
 
 def test_robust_subscribe_while_down_then_connect_subscribes(broker):
     # RobustClient.subscribe() while down remembers the subscription; an

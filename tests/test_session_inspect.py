@@ -296,6 +296,26 @@ c.disconnect()                       # saves at DISCONNECT: header flag 0x02
     assert doc["diagnostics"] == []
 
 
+def test_flag_of_subscriptions_owed_is_known(tmp_path):
+    # Header flag 0x04: a lost session's subscriptions not all made again
+    # (connect.py stores it before resubscribing).
+    path = tmp_path / "owed.dat"
+    run_mp(r"""
+import sys
+from durable_mqtt.client import MQTTClient
+from durable_mqtt.filelog import FileLog
+c = MQTTClient("owed", "localhost", clean_session=False, session_file=FileLog(sys.argv[1]))
+c.engine.subscribed(b"cmd/a", 1, 0)
+c.engine.resub_owed = True
+c.journal.checkpoint()
+""", args=[str(path)])
+    rc, doc = inspect_json(path)
+    assert rc == 0 and doc["header"]["flags"] == 4 and doc["header"]["subscriptions_owed"] is True
+    assert doc["diagnostics"] == []
+    rc, text, _ = inspect(path)
+    assert rc == 0 and "subscriptions-owed" in text
+
+
 @pytest.mark.parametrize("ver", [4, 5])
 def test_every_record_type(tmp_path, ver):
     path = tmp_path / "all.dat"

@@ -75,7 +75,6 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     self.on_event = event_callback
     self.early = []                  # the constructor's events, replayed to a callback set later
     self.persist = False
-    self.resub_owed = False          # a lost session's subscriptions not all made again yet
     self.journal = None
     # The session file is opened by load.open_session once this module is
     # gone (client.py): the two are the constructor's largest transients.

@@ -111,29 +111,36 @@ def _settle(c, ev, persistent, keep):
     # held go out from RAM. (keep: the clean leg of connect_fresh(), whose
     # persistent connect writes the state over at once.)
     c.persist = j is not None and persistent
+    # A lost session's subscriptions are owed until every one is made again,
+    # and the debt is on flash with the state: a link lost (or a reboot)
+    # meanwhile leaves the broker a session without them, which it then says
+    # is present. (Empty e.subs: request.py is not compiled here, the heap's peak.)
+    owed = e.resub_owed = bool(c.resubscribe and e.subs and (ev == "lost" or ev == "resumed" and e.resub_owed))
     if j:
         if persistent:
-            try:
-                j.checkpoint()
-            except StoreFull as x:       # (connected all the same: acknowledgements make room)
-                c.event("store_full", {"reason": x.args[1]})
+            _checkpoint(c, j)
         elif not keep:
             j.erase()
-    if c.resubscribe and (ev == "lost" or ev == "resumed" and c.resub_owed):
-        # Owed until every one is made again: a link lost meanwhile leaves
-        # the broker a session without them, which it then says is present.
-        c.resub_owed = True
-        if e.subs:                       # (else request.py is not compiled here, the heap's peak)
-            gc.collect()                 # before a compile or load: MQTTClient.__init__
-            from .request import requesting
-            for f, opts, sid in list(e.subs):
-                try:
-                    yield from requesting(c, f, opts, sid)
-                    info["resubscribed"] = info.get("resubscribed", 0) + 1
-                except (ConnectRefused, PacketTooLarge):
-                    e.unsubscribed(f)    # the broker refuses it, or takes no packet that large: forgotten
-        c.resub_owed = False
+    if owed:
+        gc.collect()                     # before a compile or load: MQTTClient.__init__
+        from .request import requesting
+        for f, opts, sid in list(e.subs):
+            try:
+                yield from requesting(c, f, opts, sid)
+                info["resubscribed"] = info.get("resubscribed", 0) + 1
+            except (ConnectRefused, PacketTooLarge):
+                e.unsubscribed(f)        # the broker refuses it, or takes no packet that large: forgotten
+        e.resub_owed = False
+        if c.persist:
+            _checkpoint(c, j)
     c.event(ev, info)
+
+
+def _checkpoint(c, j):
+    try:
+        j.checkpoint()
+    except StoreFull as x:               # (connected all the same: acknowledgements make room)
+        c.event("store_full", {"reason": x.args[1]})
 
 
 def _connect(c, clean):

@@ -16,6 +16,7 @@ _R_HEADER = const(0x01)    # proto u8, flags u8, expiry u32, saved_min u32, next
 _R_SUB = const(0x07)       # sub_id u32, options u8, topic filter
 _HF_ASSIGNED_ID = const(0x01)   # the client id was assigned by the broker
 _HF_OFFLINE = const(0x02)       # written at DISCONNECT: saved_min starts the broker's expiry clock
+_HF_RESUB = const(0x04)         # the subscriptions are owed to the broker (Session.resub_owed)
 _EPOCH_2000 = const(946684800)
 
 
@@ -26,7 +27,8 @@ def header(e, h, expiry, offline):  # noalloc when offline is False
     h[0] = _R_HEADER
     put_u16(h, 1, 14 + len(cid))
     h[3] = 5 if e.v5 else 4
-    h[4] = (_HF_ASSIGNED_ID if e.cid_assigned else 0) | (_HF_OFFLINE if offline else 0)
+    h[4] = (_HF_ASSIGNED_ID if e.cid_assigned else 0) | (_HF_OFFLINE if offline else 0) | (
+        _HF_RESUB if e.resub_owed else 0)
     h[5:9] = expiry
     # The time is kept only for a state saved at DISCONNECT, the one case
     # the expiry rule judges (session.py); reading it allocates on some ports.

@@ -76,6 +76,11 @@ class Session:
     # PUBREL; window: QoS 1/2 messages in flight at most; max_out: the
     # largest packet (buf_size).
 
+    # True while the subscriptions of a session the broker lost are not all
+    # made again (connect.py); stored with the state. A class attribute
+    # until set: the instance dict of the hot path stays as small.
+    resub_owed = False
+
     def __init__(self, v5, cid, slots, qos12, arena, rx2, window, max_out):
         self.v5 = v5
         self.cid = cid

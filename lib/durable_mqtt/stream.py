@@ -18,6 +18,7 @@ _R_IN_REL = const(0x06)
 _R_SUB = const(0x07)
 _HF_ASSIGNED_ID = const(0x01)
 _HF_OFFLINE = const(0x02)
+_HF_RESUB = const(0x04)
 
 
 class FormatError(ValueError):
@@ -62,6 +63,7 @@ def restore(e, st, now_min):
     e.last_pid = st.next_pid
     e.cid = st.client_id
     e.cid_assigned = st.assigned
+    e.resub_owed = bool(st.flags & _HF_RESUB)
     e.expiry = st.expiry
     e.has_state = True
 
