@@ -290,6 +290,46 @@ print("subs", c.engine.subs)
     assert "event resumed" in second.stdout and "'resubscribed': 1" in second.stdout, second.stdout
     assert [f for f, _ in fb.conns[2][1:]][:1] == [0x82], fb.conns           # SUBSCRIBE again
 
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_robust_with_clean_sessions_makes_its_subscriptions_again(v):
+    # RobustClient(clean_session=True): every reconnect starts a new session
+    # and the broker has none of the subscriptions (MQTT-3.1.2-6). They are
+    # made again; before, the device was deaf to them after the first
+    # reconnect. A plain MQTTClient's own connect(clean) leaves it to the
+    # application, as before.
+    fb = FakeBroker([("send", connack(v)), ("recv",), suback_to(1, v=v), ("sleep", 0.3), ("close",)],
+                    [("send", connack(v)), ("recv",), suback_to(1, v=v), ("sleep", 0.5)],
+                    [("send", connack(v)), ("recv",), suback_to(1, v=v), ("sleep", 0.3), ("close",)],
+                    [("send", connack(v)), ("sleep", 0.5)])
+    r = run_mp(r"""
+import time
+from durable_mqtt import MQTTClient
+from durable_mqtt.robust import RobustClient
+c = RobustClient("clean-rb", "127.0.0.1", %d, version=%d, clean_session=True, keepalive=30,
+                 timeout_ms=1500, backoff_ms=(100, 100))
+c.set_event_callback(lambda ev, info: print("event", ev, info))
+c.connect()
+c.subscribe("cmd/a", 1)
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 1200:
+    c.poll(50)
+c.disconnect()
+m = MQTTClient("clean-plain", "127.0.0.1", %d, version=%d, clean_session=True, timeout_ms=1500)
+m.connect()
+m.subscribe("cmd/b", 1)
+try:
+    m.wait_msg(1000)
+except OSError:
+    pass
+m.connect()
+time.sleep_ms(200)
+""" % (fb.port, v, fb.port, v))
+    fb.join()
+    assert "'resubscribed': 1" in r.stdout, r.stdout
+    assert [f for f, _ in fb.conns[1][1:]][:1] == [0x82], fb.conns[1]          # SUBSCRIBE again
+    assert [f for f, _ in fb.conns[3][1:]] == [], fb.conns[3]                  # MQTTClient: nothing
+
 def test_robust_subscribe_while_down_then_connect_subscribes(broker):
     # RobustClient.subscribe() while down remembers the subscription; an
     # explicit connect() (not only the reconnect loop) now makes it.

@@ -55,6 +55,10 @@ class MQTTClient:
     # MQTT 5: the last Server Reference a broker sent (connect.py, link.py).
     # A class attribute until one comes: the instance dict stays as small.
     server_reference = None
+    # A connect that starts a new session makes the subscriptions again
+    # (connect.py; resubscribe=True): RobustClient's, whose reconnects
+    # are its own, not the application's.
+    renews_subs = False
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
                  ssl=None, **kw):

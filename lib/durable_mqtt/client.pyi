@@ -61,6 +61,7 @@ class MQTTClient:
     receive_max: int
     timeout_ms: int
     resubscribe: bool
+    renews_subs: bool
     session_present: bool
     server_reference: Optional[str]
     last_event: Optional[str]

@@ -35,6 +35,9 @@ class RobustClient(MQTTClient):
     #               between 50 % and 100 % so a fleet does not reconnect in step
     # on_up, on_down  f(client) / f(client, exc), called when the link changes
     #
+    # Its subscriptions outlive a clean start (clean_session=True): each
+    # connect that begins a new session makes them again (resubscribe).
+    renews_subs = True
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=60,
                  ssl=None, *, servers=None, link=None, backoff_ms=(250, 30000), on_up=None,
