@@ -330,6 +330,30 @@ time.sleep_ms(200)
     assert [f for f, _ in fb.conns[1][1:]][:1] == [0x82], fb.conns[1]          # SUBSCRIBE again
     assert [f for f, _ in fb.conns[3][1:]] == [], fb.conns[3]                  # MQTTClient: nothing
 
+
+def test_a_link_closed_at_once_after_connack_backs_off():
+    # A broker that closes each connection right after its CONNACK (two
+    # devices with one client id take the session from each other; a policy
+    # that disconnects): the backoff grows, as for a failed attempt. Before,
+    # each CONNACK reset it and the client reconnected every 50-100 ms for
+    # ever. (A link that lasted 10 s resets it, robust.py.)
+    fb = FakeBroker(*[[("send", connack(4)), ("close",)]] * 6)
+    r = run_mp(r"""
+import time
+from durable_mqtt.robust import RobustClient
+ups = []
+c = RobustClient("flap", "127.0.0.1", %d, keepalive=30, timeout_ms=1500, backoff_ms=(100, 1600),
+                 on_up=lambda c: ups.append(time.ticks_ms()))
+t0 = time.ticks_ms()
+while len(ups) < 6 and time.ticks_diff(time.ticks_ms(), t0) < 8000:
+    c.poll(20)
+print("gaps", [time.ticks_diff(b, a) for a, b in zip(ups, ups[1:])])
+""" % fb.port)
+    fb.join()
+    gaps = eval(r.stdout.split("gaps", 1)[1])
+    # Jittered between 50 % and 100 %: 100, 200, 400, 800, 1600 ms at most.
+    assert len(gaps) == 5 and gaps[3] >= 400 and gaps[4] >= 800 and sum(gaps) >= 1500, r.stdout
+
 def test_robust_subscribe_while_down_then_connect_subscribes(broker):
     # RobustClient.subscribe() while down remembers the subscription; an
     # explicit connect() (not only the reconnect loop) now makes it.

@@ -23,6 +23,11 @@ from .client import MQTTClient
 from .errors import ConnectRefused, PacketTooLarge, SessionError
 
 _SWITCH_MS = const(1100)
+# A link that lasted less than this after its CONNACK does not reset the
+# backoff: a broker that closes at once (two devices with one client id,
+# each taking the session from the other; a policy that disconnects) is
+# not hammered at the first delay for ever.
+_STABLE_MS = const(10000)
 
 
 class RobustClient(MQTTClient):
@@ -59,6 +64,7 @@ class RobustClient(MQTTClient):
         self._connect_at = 0
         self._backoff = 0
         self._up = False              # the link was up (the core drops it before we hear)
+        self._up_at = 0               # when it came up
         self._next_try = time.ticks_ms()
         self._pending_subs = []
         self.link_downs = 0
@@ -67,6 +73,7 @@ class RobustClient(MQTTClient):
     def connect(self, clean_session=None, timeout_ms=None):
         sp = super().connect(clean_session, timeout_ms)
         self._up = True               # a drop from here on is reported (on_down)
+        self._up_at = time.ticks_ms()
         self.run(self._subscribe_pending())
         return sp
 
@@ -175,9 +182,10 @@ class RobustClient(MQTTClient):
             self._pending_subs.pop(0)
 
     def link_up(self):
-        # An attempt succeeded.
-        self._backoff = 0
+        # An attempt succeeded (the backoff is reset once the link has lasted:
+        # link_down).
         self._up = True
+        self._up_at = time.ticks_ms()
         self.last_error = None
         if self.on_up:
             self.on_up(self)
@@ -195,6 +203,8 @@ class RobustClient(MQTTClient):
         if attempt:
             self.connect_failures += 1
             self._turn = (self._turn + 1) % len(self.servers)
+        elif was_up and time.ticks_diff(time.ticks_ms(), self._up_at) >= _STABLE_MS:
+            self._backoff = 0
         self._backoff = min(self.backoff_max, self._backoff * 2 if self._backoff else self.backoff_min)
         jitter = self._backoff // 2
         delay = self._backoff - jitter + (random.getrandbits(16) * jitter >> 16)
