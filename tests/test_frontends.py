@@ -354,6 +354,23 @@ print("gaps", [time.ticks_diff(b, a) for a, b in zip(ups, ups[1:])])
     # Jittered between 50 % and 100 %: 100, 200, 400, 800, 1600 ms at most.
     assert len(gaps) == 5 and gaps[3] >= 400 and gaps[4] >= 800 and sum(gaps) >= 1500, r.stdout
 
+
+def test_robust_disconnect_is_not_reported_as_a_drop(broker):
+    # disconnect() asked for: the next poll() called on_down with a made-up
+    # OSError(-1, "link dropped while sending") and counted a link down.
+    r = run_mp(r"""
+from durable_mqtt.robust import RobustClient
+downs = []
+c = RobustClient("asked", "127.0.0.1", %d, timeout_ms=2000, on_down=lambda c, e: downs.append(e))
+c.connect()
+c.disconnect()
+for i in range(3):
+    c.poll(10)
+print("downs", downs, "link_downs", c.link_downs)
+c.disconnect()
+""" % broker.port)
+    assert "downs [] link_downs 0" in r.stdout, r.stdout
+
 def test_robust_subscribe_while_down_then_connect_subscribes(broker):
     # RobustClient.subscribe() while down remembers the subscription; an
     # explicit connect() (not only the reconnect loop) now makes it.

@@ -77,6 +77,11 @@ class RobustClient(MQTTClient):
         self.run(self._subscribe_pending())
         return sp
 
+    def disconnect(self, session_expiry=None):
+        # Asked for, not a drop: no on_down, not counted in link_downs.
+        self._up = False
+        super().disconnect(session_expiry)
+
     # ------------------------------------------------------------ the loop
     def poll(self, timeout_ms=0):
         # One step: reconnect when down and the backoff allows, else handle
