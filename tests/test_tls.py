@@ -369,3 +369,29 @@ emit("state", connected=c.is_connected())
     assert not e["ok"] and e["cls"] == "Timeout" and e["mqtt"], (e, out)
     assert "TLS handshake" in e["args"][1] and 900 <= e["ms"] < 2500, (e, out)
     assert res["state"]["connected"] is False, out
+
+
+def test_own_wrap_socket_that_takes_any_keyword_is_bounded_by_timeout_ms(tls):
+    # An application's own wrapper (tls_verify=False) that takes **kw and
+    # shakes hands at once, whatever do_handshake_on_connect says: its
+    # handshake ran on the non-blocking socket, where mbedTLS retries
+    # without waiting, and against a server that never answers connect()
+    # spun for ever (a hang, a core at 100 %). Before the non-blocking
+    # handshake, and now, timeout_ms bounds each of its reads.
+    s = listener(silent)
+    try:
+        res, out = mp(tls, 4, """
+import ssl
+from durable_mqtt import Timeout
+class Wrapper:
+    def __init__(self):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    def wrap_socket(self, sock, **kw):
+        return self.ctx.wrap_socket(sock, server_hostname=kw.get("server_hostname"))
+c = MQTTClient("tls-own", "127.0.0.1", port=%d, ssl=Wrapper(), tls_verify=False, timeout_ms=1000)
+report("connect", c.connect)
+""" % s.getsockname()[1])
+    finally:
+        s.close()
+    e = res["connect"]
+    assert not e["ok"] and e["cls"] == "Timeout" and 900 <= e["ms"] < 2500, (e, out)
