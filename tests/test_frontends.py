@@ -331,6 +331,35 @@ time.sleep_ms(200)
     assert [f for f, _ in fb.conns[3][1:]] == [], fb.conns[3]                  # MQTTClient: nothing
 
 
+def test_robust_connect_fresh_sends_nothing_on_the_clean_connection():
+    # MQTT 3.1.1 connect_fresh(): connect clean, disconnect, connect with
+    # Clean Session 0, "nothing is sent on the clean connection" (api.md).
+    # RobustClient renews its subscriptions on a new session: on the
+    # persistent one, not on the clean leg, whose session the broker drops
+    # at once. Before, the clean leg sent SUBSCRIBE (here it waited for a
+    # SUBACK that never came: Timeout).
+    fb = FakeBroker([("send", connack(4)), ("recv",), suback_to(1), ("sleep", 0.2)],
+                    [("send", connack(4)), ("sleep", 0.5)],
+                    [("send", connack(4)), ("recv",), suback_to(1), ("sleep", 0.3)])
+    r = run_mp(r"""
+from durable_mqtt.robust import RobustClient
+c = RobustClient("fresh-rb", "127.0.0.1", %d, keepalive=30, timeout_ms=1500)
+c.set_event_callback(lambda ev, info: print("event", ev, info))
+c.connect()
+c.subscribe("cmd/a", 1)
+try:
+    print("fresh", c.connect_fresh())
+except OSError as e:
+    print("error", repr(e))
+print("subs", c.engine.subs)
+c.disconnect()
+""" % fb.port)
+    fb.join()
+    assert [f for f, _ in fb.conns[1][1:]] == [0xE0], (fb.conns[1], r.stdout)     # DISCONNECT only
+    assert [f for f, _ in fb.conns[2][1:]][:1] == [0x82], (fb.conns[2], r.stdout)  # SUBSCRIBE again
+    assert "fresh False" in r.stdout and "'resubscribed': 1" in r.stdout, r.stdout
+
+
 def test_a_link_closed_at_once_after_connack_backs_off():
     # A broker that closes each connection right after its CONNACK (two
     # devices with one client id take the session from each other; a policy

@@ -114,9 +114,10 @@ def _settle(c, ev, persistent, keep):
     # A lost session's subscriptions are owed until every one is made again,
     # and the debt is on flash with the state: a link lost (or a reboot)
     # meanwhile leaves the broker a session without them, which it then says
-    # is present. RobustClient's are owed to every new session too.
+    # is present. RobustClient's are owed to every new session too, but not
+    # to the clean leg of connect_fresh(), which sends nothing (api.md).
     # (Empty e.subs: request.py is not compiled here, the heap's peak.)
-    owed = e.resub_owed = bool(c.resubscribe and e.subs and (
+    owed = e.resub_owed = bool(c.resubscribe and e.subs and not keep and (
         ev == "lost" or ev == "resumed" and e.resub_owed or ev == "new" and c.renews_subs))
     if j:
         if persistent:
