@@ -208,7 +208,9 @@ class RobustClient(MQTTClient):
         if attempt:
             self.connect_failures += 1
             self._turn = (self._turn + 1) % len(self.servers)
-        elif was_up and time.ticks_diff(time.ticks_ms(), self._up_at) >= _STABLE_MS:
+        elif was_up and not 0 <= time.ticks_diff(time.ticks_ms(), self._up_at) < _STABLE_MS:
+            # (Negative: the link outlived half the ticks period, 6.2 days
+            # on a board, and the difference wrapped.)
             self._backoff = 0
         self._backoff = min(self.backoff_max, self._backoff * 2 if self._backoff else self.backoff_min)
         jitter = self._backoff // 2
