@@ -12,9 +12,9 @@
 #   c.publish_nowait("tele/dev1", b"21.6", qos=1)  # only enqueues
 #   async for topic, msg, retained, qos in c.messages(): ...
 #
-# Stated limits (docs/resilience.md): a TLS handshake runs to its end
-# without yielding (timeout_ms bounds each of its reads, not the whole), as
-# does the DNS lookup; the TCP connect does yield. publish_nowait() writes
+# Stated limits (docs/resilience.md): the DNS lookup and a TLS handshake's
+# CPU work between its waits run without yielding; the TCP connect and the
+# handshake's waits do yield (timeout_ms bounds it whole). publish_nowait() writes
 # at once when connected, so a broker that stops reading holds it up to
 # timeout_ms. Messages a subscribe() or unsubscribe() reads before its
 # answer are queued past queue_size (acknowledged: never dropped).
