@@ -117,8 +117,10 @@ def _settle(c, ev, persistent, keep):
     # is present. RobustClient's are owed to every new session too, but not
     # to the clean leg of connect_fresh(), which sends nothing (api.md).
     # (Empty e.subs: request.py is not compiled here, the heap's peak.)
-    owed = e.resub_owed = bool(c.resubscribe and e.subs and not keep and (
+    owed = bool(c.resubscribe and e.subs and not keep and (
         ev == "lost" or ev == "resumed" and e.resub_owed or ev == "new" and c.renews_subs))
+    if owed != e.resub_owed:             # (set only when it changes: Session's class default)
+        e.resub_owed = owed
     if j:
         if persistent:
             _checkpoint(c, j)
