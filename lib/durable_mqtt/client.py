@@ -346,7 +346,10 @@ class MQTTClient:
             self._store(e)               # on flash before the wire
         e.rec = 0
         if k is not None and k.connected:
-            k.drain()
+            try:                         # (k.drain(), inline: its handler would take a heap frame)
+                k.send_out()
+            except OSError as x:
+                k.failed(x)
         return pid or None
 
     def _store(self, e):  # noalloc

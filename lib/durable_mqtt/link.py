@@ -142,26 +142,31 @@ class Link:
             self.counts[_DROPPED_QOS0] += 1
 
     def drain(self):  # noalloc
-        # Send what the session lets out now: queued PUBLISH, owed PUBREL.
-        e = self.engine
+        # Send what the session lets out now: queued PUBLISH, owed PUBREL;
+        # a failure is kept (failed()).
         try:
-            while self.connected and e.send < e.count:     # (e.pending_out(), inline)
-                n = e.next_out(ticks_ms(), self.tx)
-                if n > 0:
-                    if e.src is e.arena:
-                        self.counts[_SENT] += 1
-                    # (send(), inline: a call fewer per message; drain's
-                    # frame is on the heap anyway, for the try block)
-                    if self.owed:
-                        self.flush()     # acknowledgements first
-                    self.net.write(e.src, e.src_off, n, self.c.timeout_ms)
-                    self.last_tx = ticks_ms()
-                elif n:
-                    done(self)
-                else:
-                    return
+            self.send_out()
         except OSError as x:
             self.failed(x)
+
+    def send_out(self):  # noalloc
+        # drain() without the handler, which takes a heap frame: publish()
+        # calls this in its own, on the heap anyway.
+        e = self.engine
+        while self.connected and e.send < e.count:     # (e.pending_out(), inline)
+            n = e.next_out(ticks_ms(), self.tx)
+            if n > 0:
+                if e.src is e.arena:
+                    self.counts[_SENT] += 1
+                # (send(), inline: a call fewer per message)
+                if self.owed:
+                    self.flush()     # acknowledgements first
+                self.net.write(e.src, e.src_off, n, self.c.timeout_ms)
+                self.last_tx = ticks_ms()
+            elif n:
+                done(self)
+            else:
+                return
 
     # ------------------------------------------------------------ receiving
     def check_msg(self):  # noalloc
