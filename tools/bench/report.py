@@ -574,11 +574,13 @@ def page(fig):
         a("")
     a("## 64-bit: side by side")
     a("")
-    a("Medians of %d repetitions, all clients interleaved in each; heap figures over %d messages after "
+    rr = (" (throughput: of %d runs, each test run for every client back to back, in an order rotated "
+          "every repetition)" % o["rate_reps"]) if "rate_reps" in o else ""
+    a("Medians of %d repetitions, all clients interleaved in each%s; heap figures over %d messages after "
       "%d warm-up messages; %d-byte topic, %d-byte payload; keepalive %d s. In parentheses: the ratio "
       "to umqtt.simple in the same run. Heap per message: every byte asked for (`mem_total()`, VM frames "
       "freed at return included) / what is left for the collector."
-      % (o["reps"], o["n"], o["warm"], k["topic_len"], k["payload_len"], k["keepalive"]))
+      % (o["reps"], rr, o["n"], o["warm"], k["topic_len"], k["payload_len"], k["keepalive"]))
     a("")
     a(main_table(fig))
     a("")
