@@ -61,6 +61,50 @@ def pinning():
     return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
 
 
+class CpuWatch:
+    """How much of the two pinned CPUs went to other work while a workload
+    ran: the busy time of BROKER_CPU and CLIENT_CPU (/proc/stat, steal
+    included) less the broker's, the workload's and this driver's own CPU
+    time. Only the broker and the client are meant to run there; other work
+    there is measured instead of the client (with another program busy on
+    the broker's CPU, a windowed client's QoS 1 rate fell to half, the
+    broker answering late). Linux only: elsewhere other_ms() is None."""
+
+    HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, broker_pid):
+        self.pid = broker_pid
+        self.t0 = time.monotonic()
+        self.s0 = self._snap()
+
+    def _snap(self):
+        import resource
+        try:
+            busy = 0
+            with open("/proc/stat") as f:
+                for line in f:
+                    p = line.split()
+                    if p[0] in ("cpu%d" % BROKER_CPU, "cpu%d" % CLIENT_CPU):
+                        v = [int(x) for x in p[1:9]]
+                        busy += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]   # user nice system irq softirq steal
+            with open("/proc/%d/stat" % self.pid) as f:
+                b = f.read().rsplit(")", 1)[1].split()
+            ours = (int(b[11]) + int(b[12])) / self.HZ
+        except (OSError, IndexError, ValueError):
+            return None
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours += me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+        return busy / self.HZ, ours
+
+    def other_ms(self):
+        """(ms of other work on the two CPUs, the run's wall time in ms), or None."""
+        s1 = self._snap()
+        if self.s0 is None or s1 is None:
+            return None
+        return (max(0.0, (s1[0] - self.s0[0]) - (s1[1] - self.s0[1])) * 1000,
+                (time.monotonic() - self.t0) * 1000)
+
+
 def pin(pid, cpu):
     if pinning():
         try:

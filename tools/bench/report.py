@@ -697,7 +697,11 @@ def page(fig):
       "messages until it has lasted %d ms (at most %d ms for a slow client); a receive rate is taken "
       "over %d messages sent by the driver's CPython publisher (`tools/bench/broker.py`, raw MQTT on "
       "its own connection) in one write. The broker runs with `set_tcp_nodelay true`; the clients' "
-      "sockets keep their defaults." % (o["n"], o["min_ms"], o["cap_ms"], o["rx_rate_n"]))
+      "sockets keep their defaults.%s" % (o["n"], o["min_ms"], o["cap_ms"], o["rx_rate_n"],
+      " A throughput run during which other work took more than 15% of a CPU's time on the two pinned "
+      "CPUs (`/proc/stat` less the broker's, the client's and the driver's own time) is made again, twice "
+      "at most, the least disturbed run kept: with another program busy on the broker's CPU, the broker "
+      "answers late and a client that keeps a bounded window waits for it." if "rate_reps" in o else ""))
     a("- **Why umqtt's QoS 1 publish is ~23/s**: umqtt.simple 1.3.4 sends a PUBLISH in five small socket "
       "writes and then blocks for the PUBACK; with Nagle's algorithm on the client socket the second write "
       "waits for the first one's ACK, which the broker host delays (about 40 ms on Linux).")

@@ -51,7 +51,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import peers as peers_mod          # noqa: E402
-from broker import CLIENT_CPU, Broker, Publisher, mosquitto_version, pin, pinning   # noqa: E402
+from broker import CLIENT_CPU, Broker, CpuWatch, Publisher, mosquitto_version, pin, pinning   # noqa: E402
 import build_mpy                   # noqa: E402
 import figures                     # noqa: E402
 
@@ -276,6 +276,29 @@ class Bench:
         return self._proc(cmd, path or self.path(rt, client, variant), timeout, heapsize,
                           "%s/%s %s %s %s" % (client, rt.name, workload or variant, test, json.dumps(extra or {})), a)
 
+    def rate_run(self, rt, client, test, tries=3, most=0.15):
+        """A throughput run (run()), made again, twice at most, while other
+        work took more than `most` of a CPU's time on the broker's and the
+        client's CPUs meanwhile (CpuWatch); the least disturbed run is kept,
+        with that figure ("other_ms", "wall_ms") and the number of runs made
+        ("tries"). The same rule for every client."""
+        best = None
+        for k in range(tries):
+            w = CpuWatch(self.broker.proc.pid)
+            res = self.run(rt, client, test)
+            other = w.other_ms()
+            if res is None or other is None:
+                return res
+            res.update(other_ms=round(other[0]), wall_ms=round(other[1]))
+            if best is None or res["other_ms"] / res["wall_ms"] < best["other_ms"] / best["wall_ms"]:
+                best = res
+            best["tries"] = k + 1
+            if other[0] <= most * other[1]:
+                break
+            log("bench: %s %s: other work took %.0f of %.0f ms on the pinned CPUs%s"
+                % (client, test, other[0], other[1], ", again" if k + 1 < tries else ""))
+        return best
+
     def session(self, prefix):
         """A fresh, empty session path (relative to the run's folder)."""
         self.seq += 1
@@ -499,7 +522,7 @@ def part_clients(b, o, fig):
         order = CLIENTS[rep % len(CLIENTS):] + CLIENTS[:rep % len(CLIENTS)]
         for t in RATE_TESTS:
             for c in order:
-                runs[c][t].append(b.run(rt, c, t))
+                runs[c][t].append(b.rate_run(rt, c, t))
         log("bench: throughput, repetition %d/%d done (%.0f s)" % (rep + 1, o.rate_reps, time.monotonic() - t0))
     out = {}
     for c in CLIENTS:
@@ -512,6 +535,7 @@ def part_clients(b, o, fig):
         for t in RATE_TESTS:
             d["rate_" + t] = median([x and x["rate"] for x in r[t]])
             d["rates_" + t] = [x and round(x["rate"]) for x in r[t]]      # every run, in order: the spread
+            d["other_" + t] = [x and [x.get("other_ms"), x.get("wall_ms"), x.get("tries")] for x in r[t]]
             ns = [x["n"] for x in r[t] if x]
             d["n_" + t] = min(ns) if ns else None
         d["mpy_loaded"] = mpy_loaded(rt.mpy[c], r["ram"])
