@@ -31,6 +31,7 @@
 # append but erases about one block per message; pass
 # session_file=FileLog(path) to choose it.
 from array import array
+import gc
 import time
 from micropython import const
 
@@ -283,6 +284,7 @@ class SlotJournal:
     # (dirstate.py: what a connect, subscribe, disconnect or boot does, not a
     # message; loaded for the call)
     def checkpoint(self, offline=False, replaced=False):
+        gc.collect()                  # before a compile or load: MQTTClient.__init__
         from .dirstate import checkpoint
         checkpoint(self, offline, replaced)
 
