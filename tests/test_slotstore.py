@@ -238,7 +238,11 @@ print("SWEEP", P, "steps", len(KEEP), "cuts", cuts, "before", outcomes_before, "
 
 
 def sweep(prog, steps, keep):
-    r = run_mp(SCRIPT % {"prog": prog, "steps": steps, "keep": set(keep)}, timeout=1800, heapsize="16M")
+    # The image copies need contiguous blocks (131,073 B): 16 MB holds those
+    # of make test's sweep, not the longer one of make soak (MemoryError).
+    # A smaller heap is a faster collection, and every boot collects.
+    r = run_mp(SCRIPT % {"prog": prog, "steps": steps, "keep": set(keep)}, timeout=1800,
+               heapsize="64M" if SOAK else "16M")
     line = [x for x in r.stdout.splitlines() if x.startswith("SWEEP")]
     assert line, r.stdout
     f = line[0].split()
