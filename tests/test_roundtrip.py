@@ -337,4 +337,9 @@ print("OK", N, writes)
     assert out[-3] == "OK", r.stdout
     n, writes = int(out[-2]), int(out[-1])
     # One write per acknowledgement would be n (QoS 2: 2n with the PUBCOMPs).
-    assert writes <= n // 2, r.stdout
+    # QoS 1: at least two acknowledgements a write on average. QoS 2: the
+    # PUBCOMPs answer the broker's PUBRELs, which come a round trip after the
+    # PUBRECs, so how many go together depends on the timing: 6 to 17 writes
+    # for 48 acknowledgements measured (3.1.1), and the faster the client
+    # reads, the fewer it finds waiting. At least two a write on average there.
+    assert writes <= n // 2 if qos == 1 else writes <= n, r.stdout
