@@ -63,7 +63,9 @@ def restore(e, st, now_min):
     e.last_pid = st.next_pid
     e.cid = st.client_id
     e.cid_assigned = st.assigned
-    e.resub_owed = bool(st.flags & _HF_RESUB)
+    owed = bool(st.flags & _HF_RESUB)
+    if owed != e.resub_owed:          # (set only when it changes: Session's class default)
+        e.resub_owed = owed
     e.expiry = st.expiry
     e.has_state = True
 
