@@ -14,9 +14,10 @@
 #
 # Stated limits (docs/resilience.md): the DNS lookup and a TLS handshake's
 # CPU work between its waits run without yielding; the TCP connect and the
-# handshake's waits do yield (timeout_ms bounds it whole). publish_nowait() writes
-# at once when connected, so a broker that stops reading holds it up to
-# timeout_ms. Messages a subscribe() or unsubscribe() reads before its
+# handshake's waits do yield (timeout_ms bounds it whole). A publish writes
+# only while the socket has room (link.Link.gentle); _send_rest() sends the
+# rest. Acknowledgements, PINGREQ and (UN)SUBSCRIBE wait for room (at most
+# timeout_ms). Messages a subscribe() or unsubscribe() reads before its
 # answer are queued past queue_size (acknowledged: never dropped).
 import asyncio
 import sys
@@ -57,6 +58,7 @@ class AsyncClient:
         self._wake = asyncio.Event()    # set when up; pulsed by disconnect() (see _wait_up)
         self._stops = 0                 # disconnect() calls so far
         self._task = None
+        self._sending = False           # _send_rest() runs
         self._cb = None
         self._props = False
         self.dropped_messages = 0
@@ -147,8 +149,11 @@ class AsyncClient:
     # ------------------------------------------------------------ publishing
     def publish_nowait(self, topic, msg, retain=False, qos=0, props=None):
         # Enqueue and return at once (the packet id for QoS 1/2). Raises
-        # QueueFull when the outbox is full; never waits for the link.
-        return self.client.publish(topic, msg, retain, qos, props)
+        # QueueFull when the outbox is full; never waits for the link, nor
+        # for room in the socket (what does not fit waits for _send_rest).
+        pid = self.client.publish(topic, msg, retain, qos, props)
+        self._kick()
+        return pid
 
     async def publish(self, topic, msg, retain=False, qos=0, props=None, timeout_ms=None):
         # Publish and wait until the QoS flow completes (PUBACK, PUBCOMP),
@@ -157,7 +162,7 @@ class AsyncClient:
         # message (MQTT 5, >= 0x80), -1 if it expired unsent; Timeout after
         # timeout_ms, NotConnected at a disconnect() (the message stays
         # queued and is still delivered).
-        pid = self.client.publish(topic, msg, retain, qos, props)
+        pid = self.publish_nowait(topic, msg, retain, qos, props)
         if not qos or not pid:
             return pid
         w = self._waiters[pid] = [asyncio.Event(), 0]    # (this message's: an id comes round again)
@@ -180,6 +185,28 @@ class AsyncClient:
         if r >= 0x80:
             raise MQTTException(r, "broker refused message %d (reason 0x%02x)" % (pid, r))
         return pid
+
+    def _kick(self):
+        # The link left output the socket had no room for (link.Link.gentle):
+        # a task sends it as the socket takes it.
+        k = self.client.conn
+        if k is not None and k.full and not self._sending:
+            self._sending = True
+            asyncio.create_task(self._send_rest())
+
+    async def _send_rest(self):
+        k = self.client.conn
+        try:
+            while k.full and k.connected:
+                try:
+                    # (Bounded: a socket closed meanwhile is looked at again.)
+                    await asyncio.wait_for_ms(_ready(k.net.sock, True), 1000)
+                except asyncio.TimeoutError:
+                    continue
+                k.full = False
+                k.drain()           # as much as the socket takes; a failure is kept
+        finally:
+            self._sending = False
 
     def _done(self, pid, reason):
         w = self._waiters.get(pid)
@@ -340,6 +367,7 @@ class AsyncClient:
                     c.link_down(x, True)
                     continue
                 c.link_up()
+                self._kick()            # what the resend after CONNACK left
                 continue
             if self._cb is None and len(self._queue) >= self._queue_size:
                 # messages() is behind: nothing more is read until it takes
@@ -368,6 +396,7 @@ class AsyncClient:
                 self.callback_errors += 1
                 c.event("callback_error", {"error": repr(x)})
                 sys.print_exception(x)
+            self._kick()
             w = self._keepalive()
             if c.is_connected() and c.conn.cut:
                 # check_msg() stopped at its budget: what it left may be whole

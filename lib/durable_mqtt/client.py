@@ -332,7 +332,7 @@ class MQTTClient:
         if n > e.max_out:
             raise PacketTooLarge(_ERR_TOO_LARGE, "PUBLISH of %d bytes exceeds the limit of %d" % (n, e.max_out))
         k = self.conn
-        if not qos and k is not None and k.connected:
+        if not qos and k is not None and k.connected and (not k.gentle or not k.full and k.net.room()):
             k.publish0(t, msg, retain, rl, pr, n)
             return None
         if qos and self.persist and not self.journal.fits(n + 9):

@@ -67,6 +67,12 @@ class Link:
     # The first exception the message callback raised, kept until the call
     # that was reading ends (incoming(), after()). A class attribute, as cut.
     cb_error = None
+    # AsyncClient's link (gentle): send_out() writes a packet only when the
+    # socket has room, so a congested link never holds the event loop; it
+    # sets full when it left output for the front end to send once there is
+    # room. Class attributes, as cut.
+    gentle = False
+    full = False
 
     def __init__(self, c):
         self.c = c
@@ -86,6 +92,8 @@ class Link:
         self.ka_ms = c.keepalive * 1000
         self.last_tx = self.last_rx = 0
         self.oversize = 0
+        if c.async_connect:
+            self.gentle = True
         self.drop()
 
     def drop(self):  # noalloc
@@ -154,6 +162,9 @@ class Link:
         # calls this in its own, on the heap anyway.
         e = self.engine
         while self.connected and e.send < e.count:     # (e.pending_out(), inline)
+            if self.gentle and not self.net.room():
+                self.full = True
+                return
             n = e.next_out(ticks_ms(), self.tx)
             if n > 0:
                 if e.src is e.arena:

@@ -140,6 +140,13 @@ class Transport:
                 raise PeerClosed(_ERR_CLOSED, "connection dropped while writing")
         return left > 0
 
+    def room(self):  # noalloc
+        # Does the socket take bytes now? (AsyncClient writes only then.) A
+        # dropped connection answers True: the write that follows reports it.
+        for _ in self._pout.ipoll(0):
+            return True
+        return False
+
     def wait(self, timeout_ms):  # noalloc
         # Until the socket is readable, at most timeout_ms (-1: no limit).
         for _, ev in self._pin.ipoll(timeout_ms):

@@ -1,0 +1,120 @@
+"""A congested link never holds the asyncio event loop. A broker (a thread
+here) that stops reading fills the socket's buffers; the application keeps
+publishing. AsyncClient writes only while the socket has room: what does
+not fit waits in the session (QoS 1/2) or the QoS 0 queue, and a task sends
+it when the socket has room again. Before, a publish on a full socket waited
+for room up to timeout_ms, holding every other task (a watchdog feeder, a
+sensor loop) for that long, and a QoS 0 publish then dropped the link."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import run_mp
+from fakebroker import FakeBroker, connack, pkt, u16
+
+SCRIPT = r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+
+from testlib import ticker
+loop = [0, 0]               # ticker's wake-ups, longest gap (ms)
+
+async def main():
+    c = AsyncClient("aio-full", "127.0.0.1", %(port)d, version=%(ver)d, timeout_ms=3000,
+                    keepalive=0, buf_size=1100, outbox_size=40, outbox_bytes=60000)
+    await c.connect(timeout_ms=2000)
+    asyncio.create_task(ticker(loop))
+    msg = b"x" * 1000
+    t0 = time.ticks_ms()
+    # QoS 0 until the socket is full, and on (the broker reads nothing for 2 s)
+    for i in range(%(n0)d):
+        c.publish_nowait("aio/full", msg, qos=0)
+        await asyncio.sleep_ms(0)
+    print("QOS0", time.ticks_diff(time.ticks_ms(), t0), "GAP", loop[1], "UP", c.is_connected())
+    ids = [c.publish_nowait("aio/full", msg, qos=1) for i in range(30)]
+    print("QUEUED", c.pending(), "UP", c.is_connected())
+    # The broker reads again after 2 s and acknowledges: all 30 go out.
+    print("ACKED", await c.flush(15000), c.pending())
+    print("TICKS", loop[0], "GAP", loop[1], "UP", c.is_connected())
+    print("STATS", c.stats()["dropped_qos0"], c.stats()["sent"])
+    await c.disconnect()
+
+asyncio.run(main())
+"""
+
+
+def slow_reader(v, stall_s):
+    """A broker that answers CONNECT, reads nothing for stall_s seconds, then
+    reads everything, acknowledging QoS 1 PUBLISHes. Its receive buffer is
+    small, so the client's socket fills quickly."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    s.settimeout(10)
+    seen = {"qos0": 0, "qos1": set(), "closed": False}
+
+    def serve():
+        conn, _ = s.accept()
+        conn.settimeout(20)
+        try:
+            if FakeBroker._read(FakeBroker, conn)[0] != 0x10:
+                return
+            conn.sendall(connack(v))
+            time.sleep(stall_s)
+            while True:
+                p = FakeBroker._read(FakeBroker, conn)
+                if p is None or p[0] == 0xE0:
+                    break
+                first, body = p
+                if first & 0xF0 == 0x30:
+                    qos = first >> 1 & 3
+                    if qos:
+                        tl = body[0] << 8 | body[1]
+                        pid = body[2 + tl:4 + tl]
+                        seen["qos1"].add(pid)
+                        conn.sendall(pkt(0x40, pid + (b"\x00\x00" if v == 5 else b"")))
+                    else:
+                        seen["qos0"] += 1
+        finally:
+            seen["closed"] = True
+            conn.close()
+            s.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return s.getsockname()[1], t, seen
+
+
+def fields(out, key):
+    for line in out.splitlines():
+        f = line.split()
+        if f and f[0] == key:
+            return f
+    raise AssertionError("no %s line in\n%s" % (key, out))
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_publishing_into_a_full_socket_leaves_other_tasks_running(ver):
+    port, t, seen = slow_reader(ver, 2.0)
+    r = run_mp(SCRIPT % {"port": port, "ver": ver, "n0": 3000}, timeout=60)
+    t.join(10)
+    q0 = fields(r.stdout, "QOS0")
+    # The flood met a full socket (3 MB of QoS 0 against a broker reading
+    # nothing), and no publish held the loop: the ticker ran every few ms,
+    # never stopping for the 3 s a blocking write may wait. The link stayed up.
+    assert int(q0[3]) < 500, r.stdout
+    assert q0[5] == "True", r.stdout
+    assert fields(r.stdout, "QUEUED")[1] == "30", r.stdout
+    acked = fields(r.stdout, "ACKED")
+    assert acked[1:] == ["True", "0"], r.stdout
+    ticks = fields(r.stdout, "TICKS")
+    assert int(ticks[3]) < 500 and ticks[5] == "True", r.stdout
+    dropped, sent = map(int, fields(r.stdout, "STATS")[1:3])
+    # Every QoS 1 message reached the broker once the socket had room; the
+    # QoS 0 messages the queue could not hold were dropped and counted.
+    assert len(seen["qos1"]) == 30, seen
+    assert dropped > 0 and seen["qos0"] + dropped == 3000, (seen["qos0"], dropped, r.stdout)
+    assert sent == 30 + seen["qos0"], (sent, seen["qos0"])
