@@ -111,6 +111,11 @@ def _settle(c, ev, persistent, keep):
     # held go out from RAM. (keep: the clean leg of connect_fresh(), whose
     # persistent connect writes the state over at once.)
     c.persist = j is not None and persistent
+    # A new session (a clean start, or none held): the old one's
+    # subscriptions went with it (MQTT-3.1.2-6) and are not made again
+    # later, unless the front end renews its own (renews_subs).
+    if ev == "new" and e.subs and not c.renews_subs:
+        e.subs = []
     # A lost session's subscriptions are owed until every one is made again,
     # and the debt is on flash with the state: a link lost (or a reboot)
     # meanwhile leaves the broker a session without them, which it then says
