@@ -59,3 +59,38 @@ a.disconnect()
 """.replace("RESTORED", str(int(restored))), path=tmp_path / "s")
     assert res["second"]["resubscribed"] == 0, out
     assert res["got"]["got"] == "[]", out
+
+
+OVERSIZE_BAD_TOPIC = r"""
+c = MQTTClient("bad-topic", "127.0.0.1", PORT, version=V, buf_size=128, timeout_ms=2000)
+got = []
+c.set_callback(lambda t, m, r, q: got.append(bytes(t)))
+c.connect()
+def until_closed():
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < 1500:
+        c.wait_msg(50)
+    return "no error"
+report("err", until_closed)
+emit("after", got=repr(got), connected=c.is_connected())
+"""
+
+
+@pytest.mark.parametrize("topic", [b"a/+", b"a/#", b"a\x00b", b"\xc0\x80", b""],
+                         ids=["plus", "hash", "nul", "overlong", "empty"])
+@pytest.mark.parametrize("ver", VERSIONS)
+def test_oversize_publish_with_a_malformed_topic_name_closes_the_link(ver, topic):
+    """API.md: an incoming PUBLISH whose Topic Name is not well formed is a
+    malformed packet: the client closes the connection and raises
+    MQTTException. That holds for one larger than buf_size too: it was
+    acknowledged (PUBACK) and the link kept, as for a well-formed one."""
+    big = publish(ver, topic, b"x" * 300, qos=1, pid=5)
+    fb = FakeBroker([("send", connack(ver)), ("send", big), ("sleep", 0.3),
+                     ("send", publish(ver, b"ok", b"y")), ("sleep", 0.5)])
+    res, out = mp(fb.port, ver, OVERSIZE_BAD_TOPIC)
+    fb.join()
+    err = res["err"]
+    assert not err["ok"] and err["mqtt"], out
+    assert err["cls"] == "ProtocolError", out
+    assert res["after"] == {"tag": "after", "got": "[]", "connected": False}, out
+    assert [p[0] for p in fb.conns[0][1:]] == [], fb.conns[0]          # no PUBACK for it

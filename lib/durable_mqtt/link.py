@@ -355,6 +355,12 @@ class Link:
         self.counts[_OVERSIZE_IN] += 1
         qos = (self.first >> 1) & 3
         t = codec.u16(rx, 0) + 2
+        # Malformed whatever its size (API.md): a Topic Name that is not
+        # one, or that runs past the packet, closes the link, unacknowledged.
+        if t + (2 if qos else 0) > self.rlen:
+            codec.fail("PUBLISH topic length beyond packet")
+        if t <= keep:
+            codec.check_utf8(rx, 2, t, True)
         if qos and t + 2 <= keep:
             if not codec.u16(rx, t):
                 codec.fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
