@@ -94,3 +94,36 @@ def test_oversize_publish_with_a_malformed_topic_name_closes_the_link(ver, topic
     assert err["cls"] == "ProtocolError", out
     assert res["after"] == {"tag": "after", "got": "[]", "connected": False}, out
     assert [p[0] for p in fb.conns[0][1:]] == [], fb.conns[0]          # no PUBACK for it
+
+
+SUBSCRIBE_IN_CALLBACK = r"""
+c = MQTTClient("cb-sub", "127.0.0.1", PORT, version=V, timeout_ms=2000)
+got = []
+def cb(t, m, r, q):
+    got.append((bytes(t), q))
+    if bytes(t) == b"cmd":
+        c.subscribe("new/topic", 1)       # reads (and handles) packets until its SUBACK
+c.set_callback(cb)
+c.connect()
+report("run", lambda: pump(c, ms=600))
+emit("got", got=repr(got))
+"""
+
+
+@pytest.mark.parametrize("ver", VERSIONS)
+def test_subscribe_from_the_callback_acknowledges_both_messages(ver):
+    """subscribe() waits for SUBACK handling what arrives meanwhile; called
+    from the message callback, a PUBLISH read during that wait must not
+    take the place of the one being delivered: each is acknowledged once,
+    with its own id (the outer QoS 1 message was never acknowledged and the
+    inner QoS 2 one twice)."""
+    def suback(got):
+        return pkt(0x90, got[-1][1][:2] + (b"\x00" if ver == 5 else b"") + b"\x01")
+    fb = FakeBroker([("send", connack(ver)), ("send", publish(ver, b"cmd", b"x", qos=1, pid=11)), ("recv",),
+                     ("send", publish(ver, b"other", b"y", qos=2, pid=22)), ("reply", suback), ("sleep", 0.7)])
+    res, out = mp(fb.port, ver, SUBSCRIBE_IN_CALLBACK)
+    fb.join()
+    assert res["run"]["ok"], out
+    assert res["got"]["got"] == repr([(b"cmd", 1), (b"other", 2)]), out
+    acks = sorted((first, body[:2]) for first, body in fb.conns[0][1:] if first in (0x40, 0x50))
+    assert acks == [(0x40, u16(11)), (0x50, u16(22))], fb.conns[0]

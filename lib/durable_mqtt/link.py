@@ -552,7 +552,12 @@ def incoming(link):  # noalloc
         if not box.topic_len:
             codec.check_utf8(rx, 2, 2, True)
     link.counts[_RECEIVED] += 1
-    if not link.engine.incoming(box.qos, box.pid):
+    # The acknowledgement's QoS and id, kept here (in locals done with:
+    # the frame stays within 11 words): a callback that reads packets
+    # (subscribe() waits for its SUBACK) decodes them into the same box.
+    rx = box.qos
+    n = box.pid
+    if not link.engine.incoming(rx, n):
         link.counts[_DUP_IN] += 1                     # MQTT-4.3.3-10: not again
     elif c.cb is not None:
         # The message reached the application even if its callback raises:
@@ -576,7 +581,7 @@ def incoming(link):  # noalloc
     # a power cut in between delivers it again (docs/sessions.md). A
     # callback that closed the link (disconnect()) still has the id
     # recorded; no acknowledgement is owed on a link that is gone.
-    n = link.engine.ack_incoming(box.qos, box.pid, 0, link.tx)
+    n = link.engine.ack_incoming(rx, n, 0, link.tx)
     put_send(link, n if link.connected else 0)
 
 
