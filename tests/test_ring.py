@@ -823,3 +823,76 @@ c2 = MQTTClient("dev1", "127.0.0.1", session_file=Flaky(nor.reboot()), clean_ses
 print("held", held, "restored", c2.pending(), "events", ev)
 """)
     assert "held 44 restored 44 events []" in r.stdout, r.stdout
+
+
+def test_a_ring_read_over_a_region_of_another_size_is_not_taken_for_its_state():
+    """A ring written over 16 blocks, read over 8 or 12 (the partition or
+    rp2.Flash region was resized between boots): the chain the smaller
+    region sees is the ring's older blocks, and load() returned an older
+    checkpoint with its appends as the session, silently: messages accepted
+    since were lost and acknowledged ones came back. The block header now
+    records the region's size: a ring of another size is refused
+    (ValueError; the client discards it with an event and formats the
+    region), and a ring written before (bytes FF FF) still loads."""
+    out = mp(r"""
+from durable_mqtt.client import MQTTClient
+def state(i):
+    return (b"STATE%05d" % i) * 30
+def fill(dev, stop):
+    r = RingStore(dev)
+    for i in range(stop):
+        checkpoint(r, state(i))
+        for a in range(3):
+            m = b"+%05d-%d" % (i, a)
+            append(r, m, len(m))
+    return r
+dev = NorFlash(4096, 16, prog_size=32)
+fill(dev, 118)
+true = RingStore(dev).load()
+assert true.startswith(state(117)), true[:20]
+assert RingStore(dev).stats()["head"] >= 12
+for n in (8, 12):
+    try:
+        got = RingStore(dev, num_blocks=n).load()
+        print("over", n, "loaded", got[:10])
+    except ValueError as x:
+        print("over", n, "refused:", x)
+assert RingStore(dev).load() == true           # reading changed nothing
+
+# Through the client: the first 8 blocks of the region as a device of their own.
+def small_copy(dev, n):
+    d = NorFlash(4096, n, prog_size=32)
+    b = bytearray(4096)
+    for k in range(n):
+        dev.readblocks(k, b, 0)
+        d.writeblocks(k, b, 0)
+    return d
+big = NorFlash(4096, 16, prog_size=32)
+c = MQTTClient("dev1", "localhost", clean_session=False, session_file=big)
+c.publish("t/early", b"x" * 50, qos=1)
+for i in range(300):
+    c.journal.checkpoint()
+    if RingStore(big).stats()["head"] >= 9:
+        break
+c.publish("t/late", b"y", qos=1)
+assert MQTTClient("dev1", "localhost", clean_session=False, session_file=big).engine.held == 2
+small = small_copy(big, 8)
+ev = []
+c = MQTTClient("dev1", "localhost", clean_session=False, session_file=small,
+               event_callback=lambda e, i: ev.append((e, i)))
+print("client over 8:", c.engine.held, ev)
+assert ev and ev[0][0] == "discarded" and c.engine.held == 0, ev
+c.publish("t/new", b"z", qos=1)                  # the region works as a ring of 8 blocks
+assert MQTTClient("dev1", "localhost", clean_session=False, session_file=small).engine.held == 1
+
+# A ring written before the size was recorded (bytes 6..7 FF FF) loads as before.
+old = NorFlash(4096, 8, prog_size=32)
+r = RingStore(old)
+r._hdr[6] = r._hdr[7] = 0xFF
+checkpoint(r, state(1))
+append(r, b"+a", 2)
+assert RingStore(old).load() == state(1) + b"+a"
+print("ok")
+""")
+    assert "over 8 refused" in out and "over 12 refused" in out, out
+    assert out.splitlines()[-1] == "ok"

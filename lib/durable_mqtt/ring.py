@@ -107,6 +107,9 @@ class RingStore:
         h[3] = _MAGIC3
         h[4] = FORMAT
         h[5] = _log2(P)
+        if N < 0xFFFF:               # the region's size: another one reads as foreign
+            h[6] = N >> 8
+            h[7] = N & 0xFF
 
         # Sizing (docs/ring-format.md, "Capacity"). A checkpoint of S payload
         # bytes spans at most W(S) = S + (S // qf + 2) * d + P bytes of log
@@ -158,6 +161,7 @@ class RingStore:
         self._ck_total = 0
         self._fill = 0               # bytes staged for the next append
         self._scan = None
+        self._other_n = 0            # blocks of a ring of this many blocks found, none of ours
         self._rescan()
 
     @property
@@ -206,10 +210,17 @@ class RingStore:
         P = self._p
         hb = bytearray(_BHDR + 4)
         seqs = [-1] * N
+        other = 0
         for i in range(N):
             self._bdev.readblocks(self._first + i, hb, 0)
             if (hb[0] == _MAGIC0 and hb[1] == _MAGIC1 and hb[2] == _MAGIC2 and hb[3] == _MAGIC3
                     and hb[4] == FORMAT and hb[5] == self._hdr[5] and crc.check(hb, 0, _BHDR)):
+                n = (hb[6] << 8) | hb[7]
+                if n != 0xFFFF and n != (self._hdr[6] << 8) | self._hdr[7]:
+                    # Written as a ring of n blocks: its chain, read over
+                    # another region, would yield an older checkpoint.
+                    other = n
+                    continue
                 s = _u32(hb, 8)
                 if s <= _SEQ_MASK:
                     seqs[i] = s
@@ -219,6 +230,7 @@ class RingStore:
                 head = i
         self._ck_open = False
         self._scan = None
+        self._other_n = other if head < 0 else 0
         if head < 0:                       # blank or foreign: nothing to load
             self._head = N - 1
             self._head_seq = -1
@@ -279,8 +291,12 @@ class RingStore:
     def load(self):
         # The latest complete checkpoint followed by every append after it
         # (bytes); b"" for a blank, foreign or erased region. Boot only.
+        # ValueError: the region holds a ring of another size (the first
+        # write formats it).
         if self._scan is None:
             self._rescan()
+        if self._other_n:
+            raise ValueError("flash ring written over %d blocks, opened over %d" % (self._other_n, self._n))
         sc = self._scan
         if sc is None or sc["chosen"] < 0:
             self._scan = None
@@ -388,6 +404,7 @@ class RingStore:
         # First write to a blank/foreign region: a fresh block with an empty
         # checkpoint, so there is always a complete checkpoint to start from.
         self._pos = self._bs
+        self._other_n = 0
         self._empty_checkpoint(True)
 
     def _empty_checkpoint(self, force):  # noalloc
