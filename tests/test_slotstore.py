@@ -679,3 +679,85 @@ assert ev == [] and sorted(held(e2)) == sorted([(b, "REL"), (c, "PUB"), (d, "PUB
 print("OK", cuts[0])
 """)
     assert "OK" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_message_in_a_slot_beyond_a_smaller_outbox_is_restored(tmp_path):
+    """Ten messages went out; the broker acknowledged the first nine, and the
+    client disconnected (their slots emptied). The tenth stays in slot 9 of
+    the session directory. The device reboots with
+    a smaller outbox (max_inflight=1, outbox_size=2: slots 0..3). One
+    message fits it, but its slot number did not, and the boot set the
+    whole session aside ("discarded"): the message never went out. A held
+    slot past the outbox is now moved into a free slot of it at boot;
+    only more messages than the outbox holds set the session aside."""
+    from fakebroker import FakeBroker, connack, pkt, u16
+    fb = FakeBroker([("send", connack(4))] + [("recv",)] * 10
+                    + [("send", b"".join(pkt(0x40, u16(p)) for p in range(1, 10)))])
+    path = str(tmp_path / "s")
+    first = run_mp(r"""
+import time
+from durable_mqtt import MQTTClient
+c = MQTTClient("far", "127.0.0.1", %d, clean_session=False, session_file=%r, timeout_ms=2000)
+for i in range(10):
+    c.publish("t", b"m%%d" %% i, qos=1)
+c.connect()
+t0 = time.ticks_ms()
+while c.pending() > 1 and time.ticks_diff(time.ticks_ms(), t0) < 3000:
+    c.wait_msg(50)
+print("pending", c.pending())
+c.disconnect()
+""" % (fb.port, path))
+    fb.join()
+    assert "pending 1" in first.stdout, first.stdout
+    r = run_mp(r"""
+import os
+from durable_mqtt import MQTTClient
+ev = []
+def boot():
+    return MQTTClient("far", "127.0.0.1", 1, clean_session=False, session_file=%r, max_inflight=1,
+                      outbox_size=2, event_callback=lambda e, i: ev.append((e, i)))
+c = boot()
+print("events", ev, "pending", c.pending(), "bad", "s.d.bad" in os.listdir(%r))
+out = c.engine
+i = out.index(0)
+print("message", bytes(out.arena[out.off[i]:out.off[i] + out.len[i]])[-2:])
+c.publish("t", b"new", qos=1)
+c.close()
+ev.clear()
+c = boot()
+print("again", ev, c.pending(), sorted(os.listdir(%r)))
+""" % (path, str(tmp_path), path + ".d"))
+    assert "events [] pending 1 bad False" in r.stdout, r.stdout
+    assert "message b'm9'" in r.stdout and "again [] 2" in r.stdout, r.stdout
+    # A cut between the move's write and the removal: two copies of one
+    # record, one kept. Two messages past an outbox of one: set aside.
+    r = run_mp(r"""
+import os
+from durable_mqtt import MQTTClient
+D = %r
+def boot(**kw):
+    ev = []
+    c = MQTTClient("far", "127.0.0.1", 1, clean_session=False, session_file=D[:-2],
+                   event_callback=lambda e, i: ev.append(e), **kw)
+    return c, ev
+c, ev = boot()
+for i in range(8):
+    c.publish("t", b"c%%d" %% i, qos=1)
+c.close()
+with open(D + "/7", "rb") as f:
+    rec = f.read()
+for n in ("0", "1", "2", "3", "4", "5", "6"):
+    with open(D + "/" + n, "wb") as f:
+        pass
+with open(D + "/2", "wb") as f:
+    f.write(rec)                     # the copy a cut move left
+c, ev = boot(max_inflight=1, outbox_size=2)
+print("copies", ev, c.pending(), sorted(n for n in os.listdir(D) if os.stat(D + "/" + n)[6] and n.isdigit()))
+c.close()
+c, ev = boot()
+c.publish("t", b"x", qos=1)
+c.close()
+c, ev = boot(max_inflight=1, outbox_size=0)
+print("two", ev, c.pending())
+""" % str(tmp_path / "t.d"))
+    assert "copies [] 1 ['2']" in r.stdout and "two ['discarded'] 0" in r.stdout, r.stdout

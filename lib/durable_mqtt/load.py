@@ -149,6 +149,7 @@ def _read_dir(j):
     # it into the outbox (st.fetch).
     buf = bytearray(j.e.buf_size + 14)
     size = array("i", bytes(4 * len(j.pid)))
+    far = []
     for name in names:
         if not name.isdigit():
             if name not in ("h", "i0", "i1"):
@@ -158,19 +159,36 @@ def _read_dir(j):
         n = _read_slot(j.dir + "/" + name, buf)
         if s >= len(j.pid):
             if n > 0:
-                raise ValueError("session holds more messages than this client's outbox")
-            os.remove(j.dir + "/" + name)
+                far.append(name)      # (a larger outbox wrote it) moved below
+            else:
+                os.remove(j.dir + "/" + name)
             continue
         j.made = max(j.made, s + 1)
         if n > 0:
-            j.pid[s] = u16(buf, 7)
-            j.seq[s] = _seq(buf)
-            j.rel[s] = buf[4] == _R_OUT_REL
-            size[s] = n - 13
+            _note(j, s, buf, n, size)
         elif n:
             j.put_file(name, b"")        # damaged (LittleFS never leaves a write half done)
             st.dropped -= n           # (n < 0: minus its length)
             st.intact_after = True    # reported as `damaged`
+    for name in far:
+        # A message in a slot past this client's outbox goes into a free slot
+        # of it: written there, then removed (a cut between leaves two
+        # copies, the same record: the next boot keeps one).
+        n = _read_slot(j.dir + "/" + name, buf)
+        s = -1
+        for t in range(len(j.pid) - 1, -1, -1):   # its copy, else the first free slot
+            if j.pid[t] == u16(buf, 7) and j.seq[t] == _seq(buf):
+                s = t
+                break
+            if not j.pid[t]:
+                s = t
+        if s < 0:
+            raise ValueError("session holds more messages than this client's outbox")
+        if not j.pid[s]:
+            j.put_file(str(s), memoryview(buf)[0:n])
+            j.made = max(j.made, s + 1)
+            _note(j, s, buf, n, size)
+        os.remove(j.dir + "/" + name)
     for s in range(j.made):
         # An id twice: reused while the old slot waited to be emptied, or an
         # OUT_PUB and its OUT_REL: the higher seq wins (on a tie, the
@@ -196,6 +214,14 @@ def _read_dir(j):
         return memoryview(buf)[9:n - 4]
     st.fetch = fetch
     return st
+
+
+def _note(j, s, buf, n, size):
+    # Slot s holds the record in buf[0:n].
+    j.pid[s] = u16(buf, 7)
+    j.seq[s] = _seq(buf)
+    j.rel[s] = buf[4] == _R_OUT_REL
+    size[s] = n - 13
 
 
 def _read_slot(path, buf):
