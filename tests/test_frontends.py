@@ -471,3 +471,59 @@ print("connected", c.is_connected(), "error", type(c.last_error).__name__, "pend
 """ % fb.port)
     fb.join()
     assert "bad filter refused" in r.stdout and "connected True error PacketTooLarge pending 0" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_a_power_cut_before_a_lost_sessions_checkpoint_still_owes_the_subscriptions(v):
+    # The broker lost the session (Session Present 0) and made a new, empty
+    # one at this CONNECT; the power goes at the first flash write after the
+    # CONNECT went out, before the lost session's checkpoint could store
+    # that the subscriptions are owed (header flag 04). The board booted on
+    # the state of before, the broker said Session Present 1 for its empty
+    # session, and the client subscribed to nothing: deaf to its topics for
+    # good. Now a connect that may find the session lost stores the debt
+    # before its CONNECT goes out; one that resumes clears it. (Real
+    # LittleFS on the NOR flash test device; the broker holds its CONNACK
+    # back 0.4 s and a thread arms the power cut 0.2 s into the connect.)
+    fb = FakeBroker([("send", connack(v)), ("recv",), suback_to(1, v=v)],
+                    [("sleep", 0.4), ("send", connack(v, sp=0)), ("sleep", 0.5), ("close",)],
+                    [("send", connack(v, sp=1)), ("recv",), suback_to(1, v=v), ("sleep", 0.3)])
+    r = run_mp(r"""
+import _thread, time, vfs
+from norflash import NorFlash, PowerCut
+from durable_mqtt import MQTTClient
+dev = NorFlash(4096, 32, prog_size=32)
+vfs.VfsLfs2.mkfs(dev)
+vfs.mount(vfs.VfsLfs2(dev), "/fl")
+def client():
+    return MQTTClient("cut", "127.0.0.1", %d, version=%d, clean_session=False, session_file="/fl/s",
+                      timeout_ms=1500, event_callback=lambda ev, info: print("event", ev, info))
+def arm():
+    time.sleep_ms(200)
+    dev.cut_after(1, count_erases=True)  # the next program or erase: the power goes
+c = client()
+c.connect()
+c.subscribe("cmd/a", 1)
+c.disconnect()
+_thread.start_new_thread(arm, ())
+try:
+    c.connect()
+    print("no cut")
+except PowerCut:
+    print("cut")
+dev.disarm()
+dev = dev.reboot()
+try:
+    vfs.umount("/fl")
+except Exception:
+    pass
+vfs.mount(vfs.VfsLfs2(dev), "/fl")
+c = client()
+c.connect()
+print("subs", c.engine.subs)
+c.disconnect()
+""" % (fb.port, v))
+    fb.join()
+    assert "cut" in r.stdout.split() and "no cut" not in r.stdout, r.stdout
+    assert "event resumed" in r.stdout and "'resubscribed': 1" in r.stdout, r.stdout
+    assert [f for f, _ in fb.conns[2][1:]][:1] == [0x82], fb.conns                # SUBSCRIBE again

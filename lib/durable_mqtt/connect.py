@@ -46,6 +46,16 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     k.failure = None
     e.expiry = c.expiry_for(clean)
     persistent = c.persistent(clean)
+    j = c.journal
+    if (j and persistent and fresh is not None and not e.resub_owed and c.resubscribe and e.subs
+            and (e.has_state and not clean or c.renews_subs)):
+        # This CONNECT may find the session lost and leave the broker a new,
+        # empty one: the subscriptions are owed on flash before it goes out
+        # (a power cut before the checkpoint after CONNACK would leave them
+        # made nowhere). That checkpoint clears the debt when it resumed.
+        e.resub_owed = True
+        _checkpoint(c, j)
+        del e.resub_owed              # (back to Session's class default)
     sp, ev = yield from _handshake(c, clean, timeout_ms or c.timeout_ms, server or c.server, port or c.port)
     yield from _settle(c, ev, persistent, fresh is None)
     if fresh:                            # (connect_fresh: the next connect() resumes)
