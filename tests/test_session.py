@@ -191,6 +191,39 @@ print("OK")
     assert "OK" in r.stdout
 
 
+def test_v5_session_error_names_the_way_out_that_keeps_the_session(broker, tmp_path):
+    """The SessionError text says what to do. connect_fresh() starts a session
+    that persists; connect(clean_session=True), with no session_expiry,
+    starts one of expiry 0 that neither the broker nor the flash keeps."""
+    r = mp(broker.port, 5, tmp_path / "s", r"""
+def lost():
+    d = PATH + ".d"
+    for f in os.listdir(d):
+        os.remove(d + "/" + f)
+    os.rmdir(d)                                    # the flash was wiped
+    c = dev(cid="way-out")
+    try:
+        c.connect()
+        raise AssertionError("connected with a session it does not hold")
+    except SessionError as e:
+        assert "connect_fresh()" in e.args[1], e.args
+    return c
+dev(cid="way-out").connect()
+c = lost()
+c.connect(clean_session=True)
+c.publish("way/out", b"1", qos=1)
+c.close()
+assert dev(cid="way-out").pending() == 0           # not on flash: that session does not persist
+dev(cid="way-out").connect_fresh()
+c = lost()
+assert c.connect_fresh() is False
+c.close()
+assert dev(cid="way-out").connect() is True        # the broker kept it, the flash too
+print("OK")
+""")
+    assert "OK" in r.stdout
+
+
 def test_v311_fresh_start_then_persistent(broker, tmp_path):
     # connect clean -> DISCONNECT -> connect unclean: the old session and its
     # queued messages are gone, the new one persists.

@@ -475,7 +475,8 @@ class Session:
         if sp and clean:
             fail("Session Present after a clean start (MQTT-3.2.2-1)")
         if sp and not self.has_state and self.v5:
-            raise SessionError(_ERR_SESSION, "broker has a session the client lost (MQTT-3.2.2-4): connect clean")
+            raise SessionError(_ERR_SESSION, "broker has a session the client lost (MQTT-3.2.2-4): "
+                               "connect_fresh() starts a new one")
         self.stale_n = 0                # (no answer of an earlier connection comes)
         ev = "resumed" if sp else "lost" if self.has_state and not clean else "new"
         if sp:
