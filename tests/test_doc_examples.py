@@ -104,3 +104,21 @@ def test_first_script_loop_recovers_from_session_error(broker, tmp_path, board):
     assert "connect failed" not in again, again        # recovered inside the loop, at once
     assert "session: new" in again, again
     assert (root / "session.dmq.d" / "h").exists()
+
+
+def test_session_format_worked_example_makes_the_bytes_it_shows():
+    """docs/session-format.md's worked example, run as printed: its state is
+    the hex dump under it, byte for byte, and the CRC check it gives holds."""
+    import binascii
+    import zlib
+    from conftest import run_mp
+    text = (ROOT / "docs" / "session-format.md").read_text()
+    part = text[text.index("## Worked example"):]
+    m = re.search(r"```python\n(.*?)```\n+```\n(.*?)```", part, re.S)
+    assert m, "no example and dump in the Worked example section"
+    out = run_mp(m.group(1) + "\nimport binascii\nprint(binascii.hexlify(state).decode())\n").stdout
+    made = bytes.fromhex(out.split()[-1])
+    shown = bytes.fromhex("".join(line[10:57] for line in m.group(2).splitlines()))
+    assert made == shown, (binascii.hexlify(made), binascii.hexlify(shown))
+    crc = re.search(r"zlib\.crc32\(state\[5:26\]\) == (0x[0-9A-Fa-f]+)", part)
+    assert crc and zlib.crc32(made[5:26]) == int(crc.group(1), 16)

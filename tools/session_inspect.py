@@ -786,7 +786,8 @@ def print_text(rep, diag, src, session_bytes, show_hex, out):
                                         " saved-at-disconnect" if h["flags"] & HF_OFFLINE else "",
                                         " subscriptions-owed" if h["flags"] & HF_RESUB else ""))
     w("expiry        %s\n" % (_duration(h["session_expiry"]) if not h["session_expiry_never"] else "never (0xFFFFFFFF)"))
-    w("saved at      %s\n" % (h["saved_at"] or "unknown (the board clock was not set)"))
+    w("saved at      %s\n" % (h["saved_at"] or ("unknown (the board clock was not set)" if h["flags"] & HF_OFFLINE
+                                                  else "not recorded (only disconnect() records it)")))
     if "expires_at" in h:
         w("expires at    %s\n" % h["expires_at"])
     w("packet ids    last issued %d (header field %d); next new id tried: %d\n"
