@@ -10,7 +10,10 @@ What a new user meets in the first hour: the session and its events survive
 a kill -9 (the events the constructor raises reach the page's on_event),
 and the page's reconnect loop recovers from SessionError, the MQTT 5 answer
 to a device that lost its session file (without the recovery it would fail
-the same way for ever)."""
+the same way for ever).
+
+Also run: the ESP32 page's deep-sleep variant, wake after wake, and the
+worked example of docs/session-format.md against the bytes it shows."""
 import re
 import shutil
 import subprocess
@@ -122,3 +125,66 @@ def test_session_format_worked_example_makes_the_bytes_it_shows():
     assert made == shown, (binascii.hexlify(made), binascii.hexlify(shown))
     crc = re.search(r"zlib\.crc32\(state\[5:26\]\) == (0x[0-9A-Fa-f]+)", part)
     assert crc and zlib.crc32(made[5:26]) == int(crc.group(1), 16)
+
+
+def test_deep_sleep_variant_sends_each_wake_and_takes_what_came_while_asleep(broker, tmp_path):
+    """The ESP32 page's deep-sleep main.py, as typed but for the broker, the
+    client id and the two helpers it leaves to the reader: every wake's
+    reading reaches the broker, a command sent while the board slept
+    arrives at the next wake, and each wake ends in machine.deepsleep()."""
+    from conftest import run_mp
+    text = (ROOT / PAGES["esp32"]).read_text()
+    m = re.search(r"```python\n(# main\.py, deep-sleep variant:.*?)```", text, re.S)
+    assert m, "no deep-sleep block in " + PAGES["esp32"]
+    src, n = re.subn(r'BROKER = "[^"]*"', 'BROKER = "127.0.0.1"', m.group(1))
+    assert n == 1
+    src, n = re.subn(r'CLIENT_ID = "([^"]*)"', r'CLIENT_ID = "\1-%s"' % tmp_path.name[-12:], src)
+    assert n == 1
+    src, n = re.subn(r"MQTTClient\(CLIENT_ID, BROKER,", "MQTTClient(CLIENT_ID, BROKER, %d," % broker.port, src)
+    assert n == 1
+    helpers = "def wifi_up():\n    pass\ndef read_sensor():\n    return open('/wake').read()\n"
+    root = tmp_path / "board"
+    (root / "lib").mkdir(parents=True)
+    shutil.copytree(ROOT / "lib" / "durable_mqtt", root / "lib" / "durable_mqtt",
+                    ignore=shutil.ignore_patterns("*.pyi", "__pycache__"))
+    shutil.copy(ROOT / "boards" / "esp32" / "profile.py", root / "lib" / "profile.py")
+    (root / "main.py").write_text(helpers + src)
+    run_mp(r"""
+from durable_mqtt import MQTTClient
+w = MQTTClient("watch-%s", "127.0.0.1", %d, clean_session=False)
+w.connect()
+w.subscribe("sleeper/reading", 1)
+w.disconnect()
+""" % (tmp_path.name[-12:], broker.port))
+
+    def wake(n):
+        (root / "wake").write_text("reading %d" % n)
+        p = subprocess.Popen([MICROPYTHON, str(MP_HELPERS / "board_rom.py"), str(root),
+                              "network=fw_network", "esp32=fw_esp32", "machine=fw_machine"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=dict(mp_env(()), MICROPYPATH="%s:.frozen" % MP_HELPERS), cwd=tmp_path)
+        out = p.communicate(timeout=30)[0]
+        assert "DEEPSLEEP 60000" in out and "offline" not in out, out
+        return out
+
+    wake(1)
+    run_mp(r"""
+from durable_mqtt import MQTTClient
+p = MQTTClient("cmd-%s", "127.0.0.1", %d)
+p.connect()
+p.publish("sleeper/cmd", b"led=on", qos=1)
+assert p.flush(5000)
+p.disconnect()
+""" % (tmp_path.name[-12:], broker.port))
+    assert "command: b'sleeper/cmd' b'led=on'" in wake(2)
+    got = run_mp(r"""
+from durable_mqtt import MQTTClient
+got = []
+w = MQTTClient("watch-%s", "127.0.0.1", %d, clean_session=False)
+w.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+w.connect()
+while w.wait_msg(300) is not None:
+    pass
+print(sorted(got))
+""" % (tmp_path.name[-12:], broker.port)).stdout
+    assert "[b'reading 1', b'reading 2']" in got, got
