@@ -86,6 +86,7 @@ def _handshake(c, clean, tmo, host, port):
                 raise Timeout(_ERR_TIMEOUT, "no CONNACK in %d ms" % tmo)
             yield left
         sp, code, p = k.connack
+        k.net.addr[3] = 0                # a broker answered there: its address is good (dial.address)
         if code:
             if p and "server_reference" in p:
                 c.server_reference = p["server_reference"]

@@ -14,6 +14,7 @@ _ERR_TIMEOUT = const(-4)
 _ERR_CLOSED = const(-5)
 _CERT_REQUIRED = const(2)     # ssl.CERT_REQUIRED (MBEDTLS_SSL_VERIFY_REQUIRED)
 _TIMEOUTS = (errno.ETIMEDOUT, 116, -110)
+_DIALS = const(3)             # dials on a looked-up address before the name is looked up again
 
 
 def opening(c, host, port, timeout_ms, n):
@@ -21,7 +22,7 @@ def opening(c, host, port, timeout_ms, n):
     # set), and the n-byte CONNECT at c.tx sent. A generator, as connect.py's:
     # it yields how long it may wait for the socket (negative: writable).
     k = c.conn
-    s = start(host, port, timeout_ms, not c.async_connect)
+    s = start(address(k.net, host, port), host, port, timeout_ms, not c.async_connect)
     if c.async_connect:
         k.net.sock = s
         yield -timeout_ms            # writable: connected (or failed: the write says)
@@ -64,13 +65,34 @@ def opening(c, host, port, timeout_ms, n):
     k.last_tx = time.ticks_ms()
 
 
-def start(host, port, timeout_ms, wait):
-    # A TCP socket connected to host:port, or (wait=False) connecting:
-    # the caller waits for it to become writable, then calls secure().
+def address(net, host, port):
+    # host:port's address (getaddrinfo's entry). A reconnect dials the one
+    # the last lookup gave: MicroPython's getaddrinfo() blocks, every task
+    # of an AsyncClient with it, and for seconds when the Wi-Fi is up and
+    # the internet is not. After _DIALS dials on it without a CONNACK
+    # (connect.py counts them from 0 again) the name is looked up again:
+    # the broker may have moved. A lookup that fails keeps the address for
+    # _DIALS more. (net.addr: [host, port, entry, dials]; the Transport
+    # outlives this module.)
+    a = net.addr
+    if a is not None and (a[0] != host or a[1] != port):
+        a = net.addr = None
+    if a is not None and a[3] < _DIALS:
+        a[3] += 1
+        return a[2]
     try:
         ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     except OSError as e:
+        if a is not None:
+            a[3] = 0
         raise MQTTException(_ERR_CLOSED, "cannot resolve %r (errno %s): is the network up?" % (host, e.args[0]))
+    net.addr = [host, port, ai, 1]
+    return ai
+
+
+def start(ai, host, port, timeout_ms, wait):
+    # A TCP socket connected to ai (address()), or (wait=False) connecting:
+    # the caller waits for it to become writable, then calls secure().
     s = socket.socket(ai[0], socket.SOCK_STREAM, ai[2])
     try:
         # Every write is a whole packet: Nagle's algorithm would only hold a

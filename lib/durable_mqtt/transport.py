@@ -32,6 +32,8 @@ def _closed(e):
 class Transport:
     # One TCP (optionally TLS) connection; `sock` is set by dial.py.
 
+    addr = None                 # the broker's address, dial.address()'s
+
     def __init__(self):
         self.sock = self.buf = None
         self.off = self.n = 0       # _io_in() and _io_out() take their arguments here
