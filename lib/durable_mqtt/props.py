@@ -14,12 +14,14 @@
 from micropython import const
 
 from .codec import fail, get_varint, u16, check_utf8, put_varint
+from .errors import ProtocolError
 
 # The packets a broker may send a property in (the `where` argument).
 CONNACK = const(1)
 PUBLISH = const(2)
 ACK = const(4)            # PUBACK PUBREC PUBREL PUBCOMP SUBACK UNSUBACK
 DISCONNECT = const(8)
+WILL = const(16)          # not received: a client's Will Properties, checked before they go out
 
 _BYTE = const(1)
 _U16 = const(2)
@@ -40,16 +42,16 @@ _MAX_PACKET = const(0x27)
 
 # Per identifier 0x00..0x2A: the value kind in the low 3 bits, the packets it
 # may arrive in from bit 3 up (CONNACK 0x08, PUBLISH 0x10, ACK 0x20,
-# DISCONNECT 0x40). Session Expiry (0x11) comes in CONNACK only: a broker
-# must not send it in DISCONNECT (MQTT-3.14.2-2). Authentication Method and
-# Data (0x15, 0x16) come only after a client asked for enhanced
-# authentication, which this one never does (section 4.12). Properties
-# only a client sends (will delay, request flags, ...) keep their kind for
-# encode().
+# DISCONNECT 0x40), and 0x80 for a Will Property (section 3.1.3.2).
+# Session Expiry (0x11) comes in CONNACK only: a broker must not send it in
+# DISCONNECT (MQTT-3.14.2-2). Authentication Method and Data (0x15, 0x16)
+# come only after a client asked for enhanced authentication, which this
+# one never does (section 4.12). Properties only a client sends (will
+# delay, request flags, ...) keep their kind for encode().
 _T = bytes((
-    0, 0x11, 0x13, 0x15, 0, 0, 0, 0, 0x15, 0x16, 0, 0x14, 0, 0, 0, 0,
-    0, 0x0B, 0x0D, 0x0A, 0, 0x05, 0x06, 0x01, 0x03, 0x01, 0x0D, 0, 0x4D, 0, 0, 0x6D,
-    0, 0x0A, 0x0A, 0x12, 0x09, 0x09, 0x7F, 0x0B, 0x09, 0x09, 0x09))
+    0, 0x91, 0x93, 0x95, 0, 0, 0, 0, 0x95, 0x96, 0, 0x14, 0, 0, 0, 0,
+    0, 0x0B, 0x0D, 0x0A, 0, 0x05, 0x06, 0x01, 0x83, 0x01, 0x0D, 0, 0x4D, 0, 0, 0x6D,
+    0, 0x0A, 0x0A, 0x12, 0x09, 0x09, 0xFF, 0x0B, 0x09, 0x09, 0x09))
 
 NAMES = ("", "payload_format", "message_expiry", "content_type", "", "", "", "",
          "response_topic", "correlation_data", "", "subscription_id", "", "", "", "",
@@ -195,19 +197,16 @@ def encode(d):
     return bytes(out)
 
 
-# The Will Properties (section 3.1.3.2): Payload Format Indicator, Message
-# Expiry, Content Type, Response Topic, Correlation Data, Will Delay, User.
-_WILL = b"\x01\x02\x03\x08\x09\x18\x26"
-
-
 def will(d, msg):
     # set_last_will() props: the encoded block; ValueError for a property
-    # that is not a will property, or payload_format 1 and a payload msg
-    # that is not UTF-8.
+    # that is not a will property (section 3.1.3.2), a value the broker
+    # would find malformed (scan()), or payload_format 1 and a payload msg
+    # that is not UTF-8. The broker refuses such a CONNECT, at every reconnect.
     block = encode(d)
     for key in d:
-        if (NAMES.index(key) if isinstance(key, str) else key) not in _WILL:
+        if not _T[NAMES.index(key) if isinstance(key, str) else key] & 0x80:
             raise ValueError("%r is not a will property (MQTT 5 section 3.1.3.2)" % (key,))
+    scan(block, WILL)
     if d.get("payload_format", d.get(1)) == 1:
         from .codec import utf8_payload
         utf8_payload(msg)
@@ -215,13 +214,20 @@ def will(d, msg):
 
 
 def scan(block, where=PUBLISH, out=None):
-    # Checks an encoded block (no length prefix) and returns the box with
-    # its Topic Alias and Message Expiry; fills the dict out if given.
-    # Allocates: once per props object.
+    # Checks an encoded block (no length prefix) of the application's as a
+    # received one is checked, so that no broker closes the link over it
+    # (strings well-formed UTF-8 without U+0000, MQTT-1.5.4-1, -2, 1.5.7-1;
+    # a Response Topic without wildcards, MQTT-3.3.2-14; a byte property 0
+    # or 1): ValueError if it fails. Returns the box with its Topic Alias and
+    # Message Expiry; fills the dict out if given. Allocates: once per props
+    # object.
     b = bytearray(4 + len(block))
     e = put_varint(b, 0, len(block))
     b[e:e + len(block)] = block
-    check(b, 0, e + len(block), where, _box, out)
+    try:
+        check(b, 0, e + len(block), where, _box, out)
+    except ProtocolError as x:
+        raise ValueError("MQTT 5 properties: " + x.args[1])
     return _box
 
 

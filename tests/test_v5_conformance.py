@@ -1,0 +1,58 @@
+"""MQTT 5 conformance of what the client itself sends, found in review:
+values the application passes that would make a packet the broker must
+refuse (a malformed CONNECT refused at every reconnect, a SUBSCRIBE that
+closes the link) are refused with ValueError before anything is sent, as
+publish() and subscribe() already refuse a bad topic or filter."""
+import pytest
+
+from conftest import reports, run_mp
+from fakebroker import FakeBroker, connack
+
+REFUSE = r"""
+from fake_report import report
+from durable_mqtt import MQTTClient
+"""
+
+
+def refused(res, tag, *words):
+    d = res[tag]
+    assert not d["ok"], "%s was accepted" % tag
+    assert d["cls"] == "ValueError", d
+    msg = str(d["args"]).lower()
+    for w in words:
+        assert w.lower() in msg, (w, d)
+
+
+WILL_BAD = {
+    # MQTT-3.3.2-14 (a Will's Response Topic is a Topic Name): no wildcard.
+    "response_topic_wildcard": ({"response_topic": "reply/#"}, "wildcard"),
+    # MQTT-1.5.4-2: no U+0000 in a UTF-8 Encoded String (mosquitto closes the connection).
+    "content_type_nul": ({"content_type": "text\x00plain"}, "U+0000"),
+    # MQTT-1.5.4-1: well-formed UTF-8 (a surrogate is not).
+    "content_type_surrogate": ({"content_type": b"\xed\xa0\x80"}, "UTF-8"),
+    # MQTT-1.5.7-1: both strings of a User Property are UTF-8 Encoded Strings.
+    "user_property_nul": ({"user_property": [("k\x00", "v")]}, "U+0000"),
+    # Section 3.1.3.2.3: a Payload Format Indicator is 0 or 1.
+    "payload_format_2": ({"payload_format": 2}, "0x01"),
+}
+
+
+def test_MQTT_1_5_4_1_will_properties_are_checked_before_the_connect_is_sent():
+    # set_last_will() checked which properties a will may carry, never their
+    # values: a wildcard Response Topic or a U+0000 in a Content Type or a
+    # User Property went out in every CONNECT, and mosquitto closed the
+    # connection at each reconnect (PeerClosed, taken for a link failure).
+    # A publish()'s properties were checked, but refused with ProtocolError,
+    # an OSError, where a bad argument is a ValueError.
+    body = REFUSE + "c = MQTTClient('w', '127.0.0.1', 1, version=5)\n"
+    for tag, (props, _) in WILL_BAD.items():
+        body += "report(%r, lambda: c.set_last_will('w/t', b'gone', props=%r))\n" % (tag, props)
+    body += "report('publish_pf2', lambda: c.publish('t', b'x', props={'payload_format': 2}))\n"
+    body += ("report('good', lambda: c.set_last_will('w/t', 'gone', props={'will_delay': 5, 'payload_format': 1,"
+             " 'content_type': 'text/plain', 'response_topic': 'r/1', 'correlation_data': b'\\x00\\xff',"
+             " 'user_property': [('k', 'v')]}))\n")
+    res = reports(run_mp(body).stdout)
+    for tag, (_, word) in WILL_BAD.items():
+        refused(res, tag, word)
+    refused(res, "publish_pf2", "0x01")
+    assert res["good"]["ok"], res["good"]
