@@ -56,3 +56,35 @@ def test_MQTT_1_5_4_1_will_properties_are_checked_before_the_connect_is_sent():
         refused(res, tag, word)
     refused(res, "publish_pf2", "0x01")
     assert res["good"]["ok"], res["good"]
+
+
+SUBSCRIBE_AFTER = r"""
+from fake_report import report, emit
+from durable_mqtt import MQTTClient
+c = MQTTClient("s", "127.0.0.1", %d, version=5, timeout_ms=2000)
+c.connect()
+%s
+emit("state", connected=c.is_connected())
+c.disconnect()
+"""
+
+
+def subscribes(fb):
+    """The SUBSCRIBE packets the client sent."""
+    return [body for first, body in fb.conns[0] if first == 0x82]
+
+
+def test_retain_handling_3_is_refused_before_the_subscribe_is_sent():
+    # MQTT 5, 3.8.3.1: "It is a Protocol Error to send a Retain Handling
+    # value of 3." subscribe(retain_handling=3) sent it (mosquitto answers
+    # DISCONNECT 0x81 and the link is gone); a value of 4 or more was cut
+    # to its low two bits and sent as another option than asked.
+    fb = FakeBroker([("send", connack(5))])
+    calls = "\n".join("report(%r, lambda: c.subscribe('t', 1, retain_handling=%d))" % ("rh%d" % v, v)
+                      for v in (3, 4, -1))
+    res = reports(run_mp(SUBSCRIBE_AFTER % (fb.port, calls)).stdout)
+    fb.join()
+    for v in (3, 4, -1):
+        refused(res, "rh%d" % v, "retain_handling")
+    assert res["state"]["connected"] is True
+    assert subscribes(fb) == [], subscribes(fb)

@@ -28,7 +28,10 @@ def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, 
     if not f:
         raise ValueError("empty topic filter")
     if c.v5:
-        qos |= (4 if no_local else 0) | (8 if retain_as_published else 0) | ((retain_handling & 3) << 4)
+        if retain_handling not in (0, 1, 2):
+            # 3 is a protocol error (MQTT 5, 3.8.3.1): the broker closes the link
+            raise ValueError("retain_handling must be 0, 1 or 2")
+        qos |= (4 if no_local else 0) | (8 if retain_as_published else 0) | (retain_handling << 4)
     elif no_local or retain_as_published or retain_handling or sub_id:
         raise ValueError("subscription options need MQTT 5")
     if sub_id and not 0 < sub_id < 268435456:
