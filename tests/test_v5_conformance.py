@@ -88,3 +88,31 @@ def test_retain_handling_3_is_refused_before_the_subscribe_is_sent():
         refused(res, "rh%d" % v, "retain_handling")
     assert res["state"]["connected"] is True
     assert subscribes(fb) == [], subscribes(fb)
+
+
+SHARED_BAD = ["$share/+/t", "$share//t", "$share/g", "$share/g/", "$share/#"]
+
+
+def test_MQTT_4_8_2_1_a_shared_subscription_is_well_formed_and_without_no_local():
+    # MQTT-4.8.2-1, -2: "$share/", a ShareName of at least one character
+    # without "/", "+" or "#", then "/" and a Topic Filter. MQTT-3.8.3-4:
+    # No Local on a shared subscription is a protocol error. All of these
+    # were sent as they were (mosquitto granted them; a broker that follows
+    # the specification closes the connection). The one good filter still
+    # goes out, with its SUBACK.
+    good = "$share/g/a/+"
+    fb = FakeBroker([("send", connack(5)), ("recv",),
+                     ("reply", lambda got: bytes((0x90, 4)) + got[-1][1][:2] + b"\x00\x01")])
+    calls = "\n".join(["report(%r, lambda: c.subscribe(%r, 1))" % (f, f) for f in SHARED_BAD]
+                      + ["report('unsub', lambda: c.unsubscribe('$share//t'))",
+                         "report('no_local', lambda: c.subscribe('$share/g/t', 1, no_local=True))",
+                         "report('good', lambda: c.subscribe(%r, 1))" % good])
+    res = reports(run_mp(SUBSCRIBE_AFTER % (fb.port, calls)).stdout)
+    fb.join()
+    for f in SHARED_BAD + ["unsub"]:
+        refused(res, f, "MQTT-4.8.2")
+    refused(res, "no_local", "MQTT-3.8.3-4")
+    assert res["good"]["ok"] and res["good"]["value"] == 1, res["good"]
+    assert res["state"]["connected"] is True
+    assert [s[5:-1] for s in subscribes(fb)] == [good.encode()], subscribes(fb)
+    assert not [b for f, b in fb.conns[0] if f == 0xA2], fb.conns[0]

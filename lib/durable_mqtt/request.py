@@ -31,6 +31,8 @@ def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, 
         if retain_handling not in (0, 1, 2):
             # 3 is a protocol error (MQTT 5, 3.8.3.1): the broker closes the link
             raise ValueError("retain_handling must be 0, 1 or 2")
+        if no_local and f.startswith(b"$share/"):
+            raise ValueError("no_local on a shared subscription (MQTT-3.8.3-4)")
         qos |= (4 if no_local else 0) | (8 if retain_as_published else 0) | (retain_handling << 4)
     elif no_local or retain_as_published or retain_handling or sub_id:
         raise ValueError("subscription options need MQTT 5")
@@ -45,7 +47,7 @@ def requesting(c, f, opts, sid):
     e = c.engine
     k = c.conn
     sub = opts >= 0
-    check_filter(f)
+    check_filter(f, c.v5)
     props = None
     if c.v5:
         if sub:
@@ -112,11 +114,13 @@ def _available(avail, f, sid):
         else "shared subscriptions"))
 
 
-def check_filter(f):
+def check_filter(f, v5=False):
     # A Topic Filter, or ValueError: a broker closes the connection over a
     # bad one. Well-formed UTF-8 without U+0000 (MQTT-1.5.3-1, -2), at least
     # one character (MQTT-4.7.3-1), "#" alone or after "/" and last
-    # (MQTT-4.7.1-2), "+" a whole level (MQTT-4.7.1-3).
+    # (MQTT-4.7.1-2), "+" a whole level (MQTT-4.7.1-3). MQTT 5: a shared
+    # one is "$share/", a ShareName of one character or more without "/",
+    # "+" or "#", then "/" and a Topic Filter (MQTT-4.8.2-1, -2).
     n = len(f)
     try:
         check_utf8(f, 0, n, False)
@@ -130,6 +134,11 @@ def check_filter(f):
                 w == 0x2B and (i and f[i - 1] != 0x2F or i < n - 1 and f[i + 1] != 0x2F):
             raise ValueError("topic filter %r: a wildcard fills a whole level, and # comes last "
                              "(MQTT-4.7.1-2, -3)" % bytes(f))
+    if v5 and f.startswith(b"$share/"):
+        i = f.find(b"/", 7)
+        if i < 8 or i + 1 == n or b"+" in f[7:i] or b"#" in f[7:i]:
+            raise ValueError("topic filter %r: a shared subscription is $share/<ShareName>/<filter>, "
+                             "a ShareName without + or # (MQTT-4.8.2-1, -2)" % bytes(f))
 
 
 def subscribe_packet(buf, pid, f, opts, props, limit):

@@ -137,7 +137,7 @@ class RobustClient(MQTTClient):
                     raise
                 self.link_down(x)
         from .request import check_filter
-        check_filter(self.subscription(topic, qos, **kw)[0])   # a bad one raises now, not at a reconnect
+        check_filter(self.subscription(topic, qos, **kw)[0], self.v5)   # a bad one raises now, not at a reconnect
         self._pending_subs.append((topic, qos, kw))
         return None
 
