@@ -116,3 +116,23 @@ def test_MQTT_4_8_2_1_a_shared_subscription_is_well_formed_and_without_no_local(
     assert res["state"]["connected"] is True
     assert [s[5:-1] for s in subscribes(fb)] == [good.encode()], subscribes(fb)
     assert not [b for f, b in fb.conns[0] if f == 0xA2], fb.conns[0]
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_MQTT_3_1_3_4_client_id_and_user_name_are_utf8_strings(v):
+    # The Client Identifier (MQTT-3.1.3-4) and the User Name (MQTT 5:
+    # MQTT-3.1.3-12) are UTF-8 Encoded Strings: well formed, no U+0000
+    # (MQTT-1.5.4-1, -2). Both went into the CONNECT unchecked, mosquitto
+    # closed the connection, and the client reported PeerClosed, a link
+    # failure that RobustClient retries for ever; a topic or filter like it
+    # is refused with ValueError.
+    bad = {"cid_nul": "('dev\\x00', None)", "cid_ill": "(b'dev\\xff', None)",
+           "user_nul": "('dev', 'u\\x00')", "user_surrogate": "('dev', b'\\xed\\xa0\\x80')"}
+    body = REFUSE + "".join(
+        "report(%r, lambda: MQTTClient(%s[0], '127.0.0.1', 1, user=%s[1], version=%d))\n" % (tag, a, a, v)
+        for tag, a in bad.items())
+    body += "report('good', lambda: MQTTClient('d\\u00e9v', '127.0.0.1', 1, user='\\u00fc', version=%d))\n" % v
+    res = reports(run_mp(body).stdout)
+    for tag in bad:
+        refused(res, tag, "client id" if tag.startswith("cid") else "user name")
+    assert res["good"]["ok"], res["good"]

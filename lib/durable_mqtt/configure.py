@@ -4,7 +4,8 @@
 from array import array
 from micropython import const
 
-from .codec import as_bytes
+from .codec import as_bytes, check_utf8
+from .errors import ProtocolError
 from .session import Session
 
 _NEVER = const(0xFFFFFFFF)
@@ -33,6 +34,17 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     self.server = server
     self.port = port or (8883 if ssl else 1883)
     self.user = None if user is None else as_bytes(user)
+    cid = as_bytes(client_id)
+    # The Client Identifier (MQTT-3.1.3-4) and the User Name (MQTT 5:
+    # 3.1.3-12; 3.1.1: 3.1.3-11) are UTF-8 strings: well formed, without
+    # U+0000 (MQTT-1.5.4-1, -2). A broker closes the connection over a
+    # CONNECT with another, at every reconnect.
+    for what, v in (("client id", cid), ("user name", self.user)):
+        try:
+            if v is not None:
+                check_utf8(v, 0, len(v))
+        except ProtocolError as x:
+            raise ValueError("%s %r: %s" % (what, v, x.args[1]))
     self.pswd = None if password is None else as_bytes(password)
     self.keepalive = keepalive
     self.ssl = ssl
@@ -62,7 +74,7 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     # Maximum 8); 3.1.1 has no Receive Maximum at all.
     q = max_inflight + outbox_size
     s = q + max(4, q // 4)
-    self.engine = e = Session(self.v5, as_bytes(client_id), s, q, outbox_bytes or max(96 * s, 2 * buf_size + 64),
+    self.engine = e = Session(self.v5, cid, s, q, outbox_bytes or max(96 * s, 2 * buf_size + 64),
                               max(2 * receive_max, 64), max_inflight, buf_size)
     e.expiry = self.expiry_for(clean_session)
     self.sent_expiry = e.expiry      # the Session Expiry of the last CONNECT
