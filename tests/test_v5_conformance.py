@@ -6,7 +6,7 @@ publish() and subscribe() already refuse a bad topic or filter."""
 import pytest
 
 from conftest import reports, run_mp
-from fakebroker import FakeBroker, connack
+from fakebroker import FakeBroker, connack, publish
 
 REFUSE = r"""
 from fake_report import report
@@ -136,3 +136,48 @@ def test_MQTT_3_1_3_4_client_id_and_user_name_are_utf8_strings(v):
     for tag in bad:
         refused(res, tag, "client id" if tag.startswith("cid") else "user name")
     assert res["good"]["ok"], res["good"]
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_MQTT_4_5_0_2_a_message_not_taken_for_want_of_heap_is_not_left_unacknowledged_on_a_live_link(v):
+    # A QoS 1 message whose delivery meets a MemoryError (AsyncClient's
+    # copy for messages(), or the callback's own) is raised and left
+    # unacknowledged "so the broker sends it again after a reconnect"; but
+    # the link stayed up, so no reconnect came: the message was never
+    # acknowledged (MQTT-4.5.0-2) nor resent (MQTT-4.4.0-1 allows that only
+    # at a reconnect), and it held one unit of the broker's send quota
+    # (Receive Maximum) for good. Now the link closes; the broker sends it
+    # again on the next connection, where it is delivered and acknowledged.
+    fb = FakeBroker([("send", connack(v)), ("send", publish(v, b"t", b"m1", qos=1, pid=1)), ("sleep", 1.0)],
+                    [("send", connack(v, sp=1)), ("send", publish(v, b"t", b"m1", qos=1, pid=1, first=0x3A)),
+                     ("recv",)])
+    r = run_mp(r"""
+import time
+from durable_mqtt import MQTTClient
+c = MQTTClient("mem", "127.0.0.1", %d, version=%d, clean_session=False, timeout_ms=2000)
+got = []
+def cb(t, m, r, q):
+    if not got:
+        got.append(None)
+        raise MemoryError("no heap for the copy")
+    got.append(bytes(m))
+c.set_callback(cb)
+c.connect()
+try:
+    for i in range(50):
+        c.wait_msg(20)
+except MemoryError:
+    print("memoryerror")
+time.sleep_ms(300)
+print("connected", c.is_connected())
+if not c.is_connected():
+    c.connect()
+    for i in range(20):
+        c.wait_msg(20)
+print("got", got)
+c.disconnect()
+""" % (fb.port, v))
+    fb.join()
+    assert "memoryerror" in r.stdout and "connected False" in r.stdout, r.stdout
+    assert "got [None, b'm1']" in r.stdout, r.stdout
+    assert [(f, b[:2]) for f, b in fb.conns[1][1:] if f == 0x40] == [(0x40, b"\x00\x01")], fb.conns

@@ -363,7 +363,9 @@ class AsyncClient:
                     continue
                 try:
                     await self.steps(c.reconnecting())
-                except OSError as x:
+                except (OSError, MemoryError) as x:
+                    # (MemoryError: a heap too full to connect, e.g. just after
+                    # a message copy found none: the next attempt may have it)
                     c.link_down(x, True)
                     continue
                 c.link_up()
@@ -390,8 +392,9 @@ class AsyncClient:
             except Exception as x:
                 # Something other than a link failure (the application's
                 # callback is caught in _deliver): the task goes on (the
-                # message being handled is not acknowledged: the broker
-                # sends it again after a reconnect); counted, reported as
+                # message being handled is not acknowledged: a QoS 1/2 one
+                # closed the link, and the broker sends it again after the
+                # reconnect); counted, reported as
                 # the event "callback_error" and printed.
                 self.callback_errors += 1
                 c.event("callback_error", {"error": repr(x)})

@@ -571,8 +571,13 @@ def incoming(link):  # noalloc
             deliver(link)
         except MemoryError:
             # Not taken (AsyncClient's copy for messages() found no heap):
-            # raised now, unacknowledged, so the broker sends it again after
-            # a reconnect; acknowledged, it would be lost.
+            # raised now, unacknowledged; acknowledged, it would be lost. A
+            # QoS 1/2 one closes the link, so that the broker sends it again
+            # after the reconnect (MQTT-4.4.0-1): left unacknowledged on a
+            # live link it held the broker's send quota for good, and a
+            # message received is acknowledged (MQTT-4.5.0-2).
+            if rx:
+                link.drop()
             raise
         except Exception as x:
             if link.cb_error is None:
