@@ -118,3 +118,82 @@ def test_publishing_into_a_full_socket_leaves_other_tasks_running(ver):
     assert len(seen["qos1"]) == 30, seen
     assert dropped > 0 and seen["qos0"] + dropped == 3000, (seen["qos0"], dropped, r.stdout)
     assert sent == 30 + seen["qos0"], (sent, seen["qos0"])
+
+
+HEAR = r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+
+got = []
+
+async def main():
+    c = AsyncClient("aio-hear", "127.0.0.1", %(port)d, version=%(ver)d, timeout_ms=3000,
+                    keepalive=60, buf_size=1100, outbox_size=40, outbox_bytes=60000)
+    c.set_callback(lambda t, m, r, q: got.append(time.ticks_ms()))
+    await c.connect(timeout_ms=2000)
+    t0 = time.ticks_ms()
+    msg = b"x" * 1000
+    # QoS 0 for 1.3 s: the socket is full (a few MB), and stays so for over a second.
+    while time.ticks_diff(time.ticks_ms(), t0) < 1300:
+        for i in range(20):
+            c.publish_nowait("aio/full", msg, qos=0)
+        await asyncio.sleep_ms(1)
+    # The broker reads again 1.5 s after CONNACK, and sends a message 0.5 s later.
+    while not got and time.ticks_diff(time.ticks_ms(), t0) < 8000:
+        await asyncio.sleep_ms(20)
+    print("HEARD", time.ticks_diff(got[0], t0) if got else -1, "UP", c.is_connected())
+    await c.disconnect()
+
+asyncio.run(main())
+"""
+
+
+def stalling_talker(v, stall_s, talk_after_s):
+    """A broker that answers CONNECT, reads nothing for stall_s seconds, then
+    reads everything, and talk_after_s later sends the client a PUBLISH."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    s.settimeout(10)
+
+    def drain(conn):
+        try:
+            while FakeBroker._read(FakeBroker, conn) not in (None,):
+                pass
+        except OSError:
+            pass
+
+    def serve():
+        conn, _ = s.accept()
+        conn.settimeout(20)
+        try:
+            if FakeBroker._read(FakeBroker, conn)[0] != 0x10:
+                return
+            conn.sendall(connack(v))
+            time.sleep(stall_s)
+            threading.Thread(target=drain, args=(conn,), daemon=True).start()
+            time.sleep(talk_after_s)
+            conn.sendall(pkt(0x30, u16(4) + b"in/x" + (b"\x00" if v == 5 else b"") + b"hello"))
+            time.sleep(10)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            s.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return s.getsockname()[1], t
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_a_congested_link_still_hears_the_broker(ver):
+    # _send_rest() waited for room with a timeout; asyncio's IOQueue drops a
+    # socket's whole entry when one waiter on it is cancelled, so each
+    # timeout took the background task's read wait with it: the broker's
+    # messages then waited for that task's own timeout (up to half the
+    # keepalive: 30 s here).
+    port, t = stalling_talker(ver, 1.5, 0.5)
+    r = run_mp(HEAR % {"port": port, "ver": ver}, timeout=60)
+    f = fields(r.stdout, "HEARD")
+    assert 0 < int(f[1]) < 4000 and f[3] == "True", r.stdout

@@ -195,16 +195,18 @@ class AsyncClient:
             asyncio.create_task(self._send_rest())
 
     async def _send_rest(self):
+        # Looks for room every _LOOK_MS, as a request looks for its answer:
+        # the background task is the socket's reader, and asyncio drops
+        # every waiter on a socket when one is cancelled (a wait_for_ms()
+        # that times out), which left that task deaf to the broker until
+        # its own timeout (up to half the keepalive).
         k = self.client.conn
         try:
             while k.full and k.connected:
-                try:
-                    # (Bounded: a socket closed meanwhile is looked at again.)
-                    await asyncio.wait_for_ms(_ready(k.net.sock, True), 1000)
-                except asyncio.TimeoutError:
-                    continue
-                k.full = False
-                k.drain()           # as much as the socket takes; a failure is kept
+                await asyncio.sleep_ms(_LOOK_MS)
+                if k.net.room():
+                    k.full = False
+                    k.drain()       # as much as the socket takes; a failure is kept
         finally:
             self._sending = False
 
