@@ -197,3 +197,81 @@ def test_a_congested_link_still_hears_the_broker(ver):
     r = run_mp(HEAR % {"port": port, "ver": ver}, timeout=60)
     f = fields(r.stdout, "HEARD")
     assert 0 < int(f[1]) < 4000 and f[3] == "True", r.stdout
+
+
+LAST = r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+
+async def main():
+    c = AsyncClient("aio-last", "127.0.0.1", %(port)d, version=%(ver)d, timeout_ms=4000,
+                    keepalive=0, buf_size=1100, outbox_size=40, outbox_bytes=60000)
+    await c.connect(timeout_ms=2000)
+    msg = b"x" * 1000
+    t0 = time.ticks_ms()
+    # Until the socket is full (the broker reads nothing for 1 s) ...
+    while not c.client.conn.full and time.ticks_diff(time.ticks_ms(), t0) < 900:
+        c.publish_nowait("aio/full", msg, qos=0)
+    # ... then the last readings, and the DISCONNECT before deep sleep.
+    for i in range(5):
+        c.publish_nowait("aio/last", b"%%d" %% i, qos=0)
+    s = c.stats()
+    await c.disconnect()
+    print("FULL", c.client.conn.full, "SENT", c.stats()["sent"], "DROPPED", c.stats()["dropped_qos0"])
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_disconnect_sends_what_was_published_before_it(ver):
+    # A QoS 0 message the full socket had no room for waited in the queue
+    # for _send_rest(); disconnect() sent DISCONNECT past it and closed:
+    # neither sent nor counted as dropped, where a blocking write had sent
+    # it before the DISCONNECT.
+    port, t, seen = slow_reader_topics(ver, 1.0)
+    r = run_mp(LAST % {"port": port, "ver": ver}, timeout=60)
+    t.join(15)
+    f = fields(r.stdout, "FULL")
+    assert seen["last"] == [b"0", b"1", b"2", b"3", b"4"], (seen["last"], r.stdout)
+    assert seen["disconnect"], seen
+    assert int(f[3]) == seen["qos0"], (seen["qos0"], r.stdout)
+
+
+def slow_reader_topics(v, stall_s):
+    """slow_reader(), recording the payloads on aio/last and whether a
+    DISCONNECT came after them."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    s.settimeout(10)
+    seen = {"qos0": 0, "last": [], "disconnect": False}
+
+    def serve():
+        conn, _ = s.accept()
+        conn.settimeout(20)
+        try:
+            if FakeBroker._read(FakeBroker, conn)[0] != 0x10:
+                return
+            conn.sendall(connack(v))
+            time.sleep(stall_s)
+            while True:
+                p = FakeBroker._read(FakeBroker, conn)
+                if p is None:
+                    break
+                if p[0] == 0xE0:
+                    seen["disconnect"] = True
+                    break
+                first, body = p
+                if first & 0xF0 == 0x30:
+                    seen["qos0"] += 1
+                    tl = body[0] << 8 | body[1]
+                    if body[2:2 + tl] == b"aio/last":
+                        seen["last"].append(body[2 + tl + (1 if v == 5 else 0):])
+        finally:
+            conn.close()
+            s.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return s.getsockname()[1], t, seen

@@ -119,6 +119,13 @@ class AsyncClient:
                     await t
                 except asyncio.CancelledError:
                     pass
+            # What the socket had no room for goes before the DISCONNECT,
+            # as a blocking write sent it, waiting as long as one would.
+            k = self.client.conn
+            self._kick()
+            end = time.ticks_add(time.ticks_ms(), self.client.timeout_ms)
+            while k is not None and k.full and k.connected and time.ticks_diff(end, time.ticks_ms()) > 0:
+                await asyncio.sleep_ms(_LOOK_MS)
             self.client.disconnect(session_expiry)
         finally:
             # Even when client.disconnect() raised (e.g. session_expiry with
