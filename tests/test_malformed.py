@@ -620,3 +620,23 @@ def test_outgoing_packet_of_exactly_buf_size_accepted_and_refused_ones_not_in_se
     # Only the exact-size message was accepted into the session: every
     # refused QoS 1 publish above left no trace.
     assert bad_args["state"]["pending"] == 1, bad_args["state"]
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_a_malformed_oversize_publish_is_not_reported_again_on_the_next_link(v):
+    # An oversize PUBLISH whose Topic Name runs past the packet closes the
+    # link (ProtocolError). Its size stayed noted on the link: the first
+    # check_msg() of the next connection raised PacketTooLarge for a packet
+    # of the connection before, with nothing dropped on this one.
+    bad = pkt(0x30, u16(1000) + b"a" * 498)
+    fake = FakeBroker([("send", connack(v)), ("send", bad)], [("send", connack(v))])
+    res = mp(fake, v, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, buf_size=200)
+c.connect()
+report("err", lambda: pump(c, "wait"))
+c.connect()
+report("next", lambda: c.check_msg())
+emit("stats", oversize_in=c.stats()["oversize_in"])
+""")
+    assert_error(res["err"], "ProtocolError", "topic")
+    assert res["next"]["ok"], res["next"]

@@ -44,6 +44,7 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     k = c.conn
     k.drop()
     k.failure = None
+    k.oversize = 0                       # an oversize PUBLISH of the link before is not this one's to report
     e.expiry = c.expiry_for(clean)
     persistent = c.persistent(clean)
     j = c.journal
