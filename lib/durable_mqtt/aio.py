@@ -294,6 +294,7 @@ class AsyncClient:
         except OSError as x:
             if c.is_connected():
                 c.last_error = x     # reported with the link up (an oversize PUBLISH dropped)
+        self._kick()                 # what the acknowledged messages let out, if the socket was full
 
     # ------------------------------------------------------------ receiving
     def set_callback(self, f, props=False):
