@@ -139,7 +139,7 @@ def _read_dir(j):
         d = _read(j.dir + "/" + name)
         n = len(d) if d else 0
         if n >= 11 and d[4] == _R_IN_LIST and u16(d, 5) == n - 11 and crc.check(d, 0, n - 4):
-            q = _seq(d)
+            q = seq_of(d)
             if q > j.iseq:
                 j.iseq = q
                 st.in_qos2 = [u16(d, 7 + 2 * k) for k in range(u16(d, 5) // 2)]
@@ -156,7 +156,7 @@ def _read_dir(j):
                 os.remove(j.dir + "/" + name)     # h.tmp of a cut checkpoint, or a stranger
             continue
         s = int(name)
-        n = _read_slot(j.dir + "/" + name, buf)
+        n = read_slot(j.dir + "/" + name, buf)
         if s >= len(j.pid):
             if n > 0:
                 far.append(name)      # (a larger outbox wrote it) moved below
@@ -165,30 +165,16 @@ def _read_dir(j):
             continue
         j.made = max(j.made, s + 1)
         if n > 0:
-            _note(j, s, buf, n, size)
+            note_slot(j, s, buf, n, size)
         elif n:
             j.put_file(name, b"")        # damaged (LittleFS never leaves a write half done)
             st.dropped -= n           # (n < 0: minus its length)
             st.intact_after = True    # reported as `damaged`
-    for name in far:
-        # A message in a slot past this client's outbox goes into a free slot
-        # of it: written there, then removed (a cut between leaves two
-        # copies, the same record: the next boot keeps one).
-        n = _read_slot(j.dir + "/" + name, buf)
-        s = -1
-        for t in range(len(j.pid) - 1, -1, -1):   # its copy, else the first free slot
-            if j.pid[t] == u16(buf, 7) and j.seq[t] == _seq(buf):
-                s = t
-                break
-            if not j.pid[t]:
-                s = t
-        if s < 0:
-            raise ValueError("session holds more messages than this client's outbox")
-        if not j.pid[s]:
-            j.put_file(str(s), memoryview(buf)[0:n])
-            j.made = max(j.made, s + 1)
-            _note(j, s, buf, n, size)
-        os.remove(j.dir + "/" + name)
+    if far:
+        # (Its own module: load.py's compile is a source boot's peak, with
+        # a full outbox restored.)
+        from .slotmove import move_far
+        move_far(j, far, buf, size)
     for s in range(j.made):
         # An id twice: reused while the old slot waited to be emptied, or an
         # OUT_PUB and its OUT_REL: the higher seq wins (on a tie, the
@@ -208,7 +194,7 @@ def _read_dir(j):
 
     def fetch(k):
         # The k-th message's PUBLISH, read again from its slot (a view of buf).
-        n = _read_slot(j.dir + "/" + str(live[k]), buf)
+        n = read_slot(j.dir + "/" + str(live[k]), buf)
         if n != size[live[k]] + 13:
             raise OSError(5, "session slot %d changed while it was restored" % live[k])
         return memoryview(buf)[9:n - 4]
@@ -216,15 +202,15 @@ def _read_dir(j):
     return st
 
 
-def _note(j, s, buf, n, size):
+def note_slot(j, s, buf, n, size):
     # Slot s holds the record in buf[0:n].
     j.pid[s] = u16(buf, 7)
-    j.seq[s] = _seq(buf)
+    j.seq[s] = seq_of(buf)
     j.rel[s] = buf[4] == _R_OUT_REL
     size[s] = n - 13
 
 
-def _read_slot(path, buf):
+def read_slot(path, buf):
     # A slot file into buf: its length when it holds a whole OUT_PUB or
     # OUT_REL record (docs/session-format.md#session-directory), -length
     # when it holds anything else, 0 when empty or absent. Raises
@@ -248,7 +234,7 @@ def _whole(d, n):
     return n >= 13 and u16(d, 5) == n - 11 and d[4] in (_R_OUT_PUB, _R_OUT_REL) and crc.check(d, 0, n - 4)
 
 
-def _seq(b):
+def seq_of(b):
     return (b[0] << 24) | (b[1] << 16) | u16(b, 2)
 
 
