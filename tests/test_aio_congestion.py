@@ -46,16 +46,15 @@ asyncio.run(main())
 """
 
 
-def slow_reader(v, stall_s):
+def stalling_broker(v, stall_s, then):
     """A broker that answers CONNECT, reads nothing for stall_s seconds, then
-    reads everything, acknowledging QoS 1 PUBLISHes. Its receive buffer is
-    small, so the client's socket fills quickly."""
+    runs then(conn). Its receive buffer is small, so the client's socket
+    fills quickly. Returns (port, thread)."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.bind(("127.0.0.1", 0))
     s.listen(1)
     s.settimeout(10)
-    seen = {"qos0": 0, "qos1": set(), "closed": False}
 
     def serve():
         conn, _ = s.accept()
@@ -65,27 +64,45 @@ def slow_reader(v, stall_s):
                 return
             conn.sendall(connack(v))
             time.sleep(stall_s)
-            while True:
-                p = FakeBroker._read(FakeBroker, conn)
-                if p is None or p[0] == 0xE0:
-                    break
-                first, body = p
-                if first & 0xF0 == 0x30:
-                    qos = first >> 1 & 3
-                    if qos:
-                        tl = body[0] << 8 | body[1]
-                        pid = body[2 + tl:4 + tl]
-                        seen["qos1"].add(pid)
-                        conn.sendall(pkt(0x40, pid + (b"\x00\x00" if v == 5 else b"")))
-                    else:
-                        seen["qos0"] += 1
+            then(conn)
+        except OSError:
+            pass
         finally:
-            seen["closed"] = True
             conn.close()
             s.close()
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    return s.getsockname()[1], t, seen
+    return s.getsockname()[1], t
+
+
+def slow_reader(v, stall_s):
+    """stalling_broker() that then reads everything: it acknowledges QoS 1
+    PUBLISHes, counts QoS 0 ones, records the payloads on aio/last and
+    whether a DISCONNECT came."""
+    seen = {"qos0": 0, "qos1": set(), "last": [], "disconnect": False}
+
+    def read_all(conn):
+        while True:
+            p = FakeBroker._read(FakeBroker, conn)
+            if p is None:
+                return
+            if p[0] == 0xE0:
+                seen["disconnect"] = True
+                return
+            first, body = p
+            if first & 0xF0 != 0x30:
+                continue
+            tl = body[0] << 8 | body[1]
+            if first >> 1 & 3:
+                pid = body[2 + tl:4 + tl]
+                seen["qos1"].add(pid)
+                conn.sendall(pkt(0x40, pid + (b"\x00\x00" if v == 5 else b"")))
+                continue
+            seen["qos0"] += 1
+            if body[2:2 + tl] == b"aio/last":
+                seen["last"].append(body[2 + tl + (1 if v == 5 else 0):])
+    port, t = stalling_broker(v, stall_s, read_all)
+    return port, t, seen
 
 
 def fields(out, key):
@@ -149,41 +166,21 @@ asyncio.run(main())
 
 
 def stalling_talker(v, stall_s, talk_after_s):
-    """A broker that answers CONNECT, reads nothing for stall_s seconds, then
-    reads everything, and talk_after_s later sends the client a PUBLISH."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.bind(("127.0.0.1", 0))
-    s.listen(1)
-    s.settimeout(10)
-
+    """stalling_broker() that then reads everything, and talk_after_s later
+    sends the client a PUBLISH."""
     def drain(conn):
         try:
-            while FakeBroker._read(FakeBroker, conn) not in (None,):
+            while FakeBroker._read(FakeBroker, conn) is not None:
                 pass
         except OSError:
             pass
 
-    def serve():
-        conn, _ = s.accept()
-        conn.settimeout(20)
-        try:
-            if FakeBroker._read(FakeBroker, conn)[0] != 0x10:
-                return
-            conn.sendall(connack(v))
-            time.sleep(stall_s)
-            threading.Thread(target=drain, args=(conn,), daemon=True).start()
-            time.sleep(talk_after_s)
-            conn.sendall(pkt(0x30, u16(4) + b"in/x" + (b"\x00" if v == 5 else b"") + b"hello"))
-            time.sleep(10)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-            s.close()
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return s.getsockname()[1], t
+    def talk(conn):
+        threading.Thread(target=drain, args=(conn,), daemon=True).start()
+        time.sleep(talk_after_s)
+        conn.sendall(pkt(0x30, u16(4) + b"in/x" + (b"\x00" if v == 5 else b"") + b"hello"))
+        time.sleep(10)
+    return stalling_broker(v, stall_s, talk)
 
 
 @pytest.mark.parametrize("ver", [4, 5])
@@ -229,49 +226,10 @@ def test_disconnect_sends_what_was_published_before_it(ver):
     # for _send_rest(); disconnect() sent DISCONNECT past it and closed:
     # neither sent nor counted as dropped, where a blocking write had sent
     # it before the DISCONNECT.
-    port, t, seen = slow_reader_topics(ver, 1.0)
+    port, t, seen = slow_reader(ver, 1.0)
     r = run_mp(LAST % {"port": port, "ver": ver}, timeout=60)
     t.join(15)
     f = fields(r.stdout, "FULL")
     assert seen["last"] == [b"0", b"1", b"2", b"3", b"4"], (seen["last"], r.stdout)
     assert seen["disconnect"], seen
     assert int(f[3]) == seen["qos0"], (seen["qos0"], r.stdout)
-
-
-def slow_reader_topics(v, stall_s):
-    """slow_reader(), recording the payloads on aio/last and whether a
-    DISCONNECT came after them."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.bind(("127.0.0.1", 0))
-    s.listen(1)
-    s.settimeout(10)
-    seen = {"qos0": 0, "last": [], "disconnect": False}
-
-    def serve():
-        conn, _ = s.accept()
-        conn.settimeout(20)
-        try:
-            if FakeBroker._read(FakeBroker, conn)[0] != 0x10:
-                return
-            conn.sendall(connack(v))
-            time.sleep(stall_s)
-            while True:
-                p = FakeBroker._read(FakeBroker, conn)
-                if p is None:
-                    break
-                if p[0] == 0xE0:
-                    seen["disconnect"] = True
-                    break
-                first, body = p
-                if first & 0xF0 == 0x30:
-                    seen["qos0"] += 1
-                    tl = body[0] << 8 | body[1]
-                    if body[2:2 + tl] == b"aio/last":
-                        seen["last"].append(body[2 + tl + (1 if v == 5 else 0):])
-        finally:
-            conn.close()
-            s.close()
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return s.getsockname()[1], t, seen
