@@ -576,7 +576,7 @@ def incoming(link):  # noalloc
             # after the reconnect (MQTT-4.4.0-1): left unacknowledged on a
             # live link it held the broker's send quota for good, and a
             # message received is acknowledged (MQTT-4.5.0-2).
-            if rx:
+            if rx:                   # (rx: its QoS now, see above)
                 link.drop()
             raise
         except Exception as x:
