@@ -556,6 +556,48 @@ assert e.incoming(2, 3) is False
 """)
 
 
+def test_MQTT_4_3_3_9_after_a_pubrec_0x80_or_more_the_same_id_is_a_new_message():
+    # 5.0 MQTT-4.3.3-9: a receiver that sent PUBREC with a reason >= 0x80
+    # treats the next PUBLISH with that id as a new message. The refused
+    # message is not recorded (no IN_QOS2 record), so the next one with its
+    # id is delivered.
+    run(r"""
+e = engine(v5=True)
+assert e.incoming(2, 5) is True
+n = e.ack_incoming(2, 5, 0x97, tx)       # refused (an oversize PUBLISH: link.drain_big)
+assert tx[:n] == bytes((0x50, 3, 0, 5, 0x97)) and e.rec == 0 and e.rx2_n == 0
+assert e.incoming(2, 5) is True          # a new message
+n = e.ack_incoming(2, 5, 0, tx)
+assert tx[:n] == bytes((0x50, 2, 0, 5)) and e.rec == 5 and e.rx2_n == 1
+""")
+
+
+def test_MQTT_4_3_3_9_and_10_a_delivered_id_is_never_refused_before_its_pubrel():
+    # A QoS 2 message delivered (its id recorded, PUBREC 0 sent, lost with
+    # the link) comes again after a reconnect and is now refused (buf_size
+    # made smaller by a reboot: link.drain_big answers 0x97). It is a
+    # duplicate (5.0 MQTT-4.3.3-10): acknowledged with PUBREC, and PUBREC 0,
+    # not 0x97. A PUBREC 0x97 ends the message at the broker, which then
+    # sends no PUBREL for the id; with the id still recorded, the broker's
+    # next message with that id would be taken for a duplicate and never
+    # delivered, against MQTT-4.3.3-9 (it is a new message after 0x97).
+    run(r"""
+e = engine(v5=True)
+e.has_state = True
+assert e.incoming(2, 5) is True
+e.ack_incoming(2, 5, 0, tx)
+e.rec = 0
+e.connected(True, False)
+n = e.ack_incoming(2, 5, 0x97, tx)       # the duplicate, oversize now
+assert tx[:n] == bytes((0x50, 2, 0, 5)), bytes(tx[:n])
+assert e.rec == 0 and e.rx2_n == 1       # still awaiting its PUBREL, not recorded twice
+n = e.pubrel(5, tx)
+assert tx[:n] == bytes((0x70, 2, 0, 5)) and e.rec == 6
+e.rec = 0
+assert e.incoming(2, 5) is True          # released: the next one with id 5 is new
+""")
+
+
 def test_pubrel_for_an_unknown_id_is_completed():
     # 3.1.1: PUBCOMP anyway (the id may have been released before a power
     # cut); 5.0: PUBCOMP with 0x92 Packet Identifier not found.

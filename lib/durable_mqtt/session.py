@@ -20,7 +20,9 @@
 # - MQTT-4.3.3-6 (3.1.1: 4.3.3-2): once PUBREC arrived the PUBLISH is never
 #   sent again, only its PUBREL.
 # - MQTT-4.3.3-10 (3.1.1: 4.3.3-2): an incoming QoS 2 id stays recorded
-#   until its PUBREL; the same PUBLISH again is acknowledged, not delivered.
+#   until its PUBREL; the same PUBLISH again is acknowledged, not delivered,
+#   with PUBREC 0 even when it is refused now: after PUBREC >= 0x80 the id
+#   would be a new message's (MQTT-4.3.3-9).
 # - MQTT-3.3.4-7 / 4.9.0-2: at most `window` QoS 1/2 PUBLISH unacknowledged
 #   (MQTT 5: the broker's Receive Maximum). PUBRELs use no quota.
 # - MQTT-4.4.0-2 (MQTT 5): a PUBACK or PUBREC with a reason >= 0x80 ends
@@ -408,7 +410,13 @@ class Session:
         if qos == 1:
             return put_ack(tx, _PUBACK, pid, reason)
         if qos:
-            if not reason and self.rx2_index(pid) < 0:
+            if self.rx2_index(pid) >= 0:
+                # Delivered before, its PUBREL still to come: a duplicate,
+                # acknowledged as one (MQTT-4.3.3-10) even if it is refused
+                # now (oversize), since a refusal ends the message at the
+                # broker, which then never releases the id (MQTT-4.3.3-9).
+                reason = 0
+            elif not reason:
                 if self.rx2_n >= len(self.rx2):
                     self._rx2_full()      # (an oversize PUBLISH comes here without incoming())
                 self.rx2[self.rx2_n] = pid
