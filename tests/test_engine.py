@@ -556,6 +556,19 @@ assert e.incoming(2, 3) is False
 """)
 
 
+def test_MQTT_4_3_2_5_after_its_puback_the_same_id_is_a_new_message():
+    # 5.0 MQTT-4.3.2-5 (3.1.1 MQTT-4.3.2-2): once the PUBACK is sent, a
+    # PUBLISH with the same id is a new message, DUP or not: delivered and
+    # acknowledged again. QoS 1 keeps no state: nothing to store.
+    run(r"""
+e = engine()
+for _ in range(3):
+    assert e.incoming(1, 9) is True
+    n = e.ack_incoming(1, 9, 0, tx)
+    assert tx[:n] == bytes((0x40, 2, 0, 9)) and e.rec == 0 and e.rx2_n == 0
+""")
+
+
 def test_MQTT_4_3_3_9_after_a_pubrec_0x80_or_more_the_same_id_is_a_new_message():
     # 5.0 MQTT-4.3.3-9: a receiver that sent PUBREC with a reason >= 0x80
     # treats the next PUBLISH with that id as a new message. The refused
@@ -595,6 +608,30 @@ n = e.pubrel(5, tx)
 assert tx[:n] == bytes((0x70, 2, 0, 5)) and e.rec == 6
 e.rec = 0
 assert e.incoming(2, 5) is True          # released: the next one with id 5 is new
+""")
+
+
+def test_MQTT_2_2_1_5_acknowledgements_carry_the_publishs_packet_id():
+    # 5.0 MQTT-2.2.1-5 (3.1.1 MQTT-2.3.1-6): PUBACK, PUBREC, PUBREL and
+    # PUBCOMP carry the packet id of the PUBLISH they acknowledge, whichever
+    # way it went; ids above 255 show both bytes.
+    run(r"""
+for v5 in (False, True):
+    e = engine(v5=v5)
+    e.last_pid = 0x1233
+    p = pub(e, 2)
+    assert p == 0x1234
+    out(e)
+    n = e.pubrec(p, 0, tx)
+    assert tx[:n] == bytes((0x62, 2, 0x12, 0x34)), bytes(tx[:n])    # PUBREL
+    e.rec = 0
+    n = e.ack_incoming(1, 0xABCD, 0, tx)
+    assert tx[:n] == bytes((0x40, 2, 0xAB, 0xCD)), bytes(tx[:n])    # PUBACK
+    n = e.ack_incoming(2, 0x0102, 0, tx)
+    assert tx[:n] == bytes((0x50, 2, 0x01, 0x02)), bytes(tx[:n])    # PUBREC
+    e.rec = 0
+    n = e.pubrel(0x0102, tx)
+    assert tx[:n] == bytes((0x70, 2, 0x01, 0x02)), bytes(tx[:n])    # PUBCOMP
 """)
 
 
