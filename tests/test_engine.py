@@ -383,6 +383,45 @@ assert out(e) == [("PUBLISH", b, True)]
 """)
 
 
+def test_MQTT_4_9_0_3_everything_but_publish_goes_on_with_no_send_quota_left():
+    # 5.0 MQTT-4.9.0-3: with the send quota at zero the client still
+    # processes and answers every other packet: PUBREC gets its PUBREL,
+    # PUBACK and PUBCOMP free quota, incoming QoS 1/2 PUBLISH and PUBREL are
+    # acknowledged. Only the next QoS 1/2 PUBLISH waits (MQTT-4.9.0-2); a
+    # QoS 0 one queued behind it waits with it, in order (the spec allows
+    # either).
+    run(r"""
+e = engine(v5=True, window=4)
+e.limits(2, 0, 2, 1)                     # Receive Maximum 2: the initial quota
+a, b = pub(e, 1), pub(e, 2)
+c = pub(e, 1)
+pub(e, 0)
+assert out(e) == [("PUBLISH", a, False), ("PUBLISH", b, False)]
+assert e.inflight == e.window == 2 and out(e) == []      # quota 0: c waits
+assert e.incoming(1, 40)
+n = e.ack_incoming(1, 40, 0, tx)
+assert tx[:n] == bytes((0x40, 2, 0, 40))
+assert e.incoming(2, 41)
+n = e.ack_incoming(2, 41, 0, tx)
+assert tx[:n] == bytes((0x50, 2, 0, 41))
+e.rec = 0
+n = e.pubrel(41, tx)
+assert tx[:n] == bytes((0x70, 2, 0, 41))
+e.rec = 0
+n = e.pubrec(b, 0, tx)                   # PUBREL at once, quota still 0
+assert tx[:n] == bytes((0x62, 2, 0, b)) and e.inflight == 2
+e.rec = 0
+assert out(e) == []
+e.pubcomp(b)                             # PUBCOMP gives one back
+assert e.done_pid == b
+e.done_pid = 0
+assert out(e) == [("PUBLISH", c, False), ("PUBLISH", None, False)]
+e.puback(a, 0)
+e.puback(c, 0)
+assert e.inflight == 0 and e.held == 0
+""")
+
+
 def test_MQTT_3_2_2_15_queued_message_over_maximum_packet_size_is_refused():
     # 5.0: never send a packet larger than the broker's Maximum Packet Size;
     # one queued before the limit was known leaves as refused (0x95).
