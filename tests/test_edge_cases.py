@@ -772,3 +772,132 @@ c.disconnect()
 """, timeout=60)
     assert "call raised after disconnect" in r.stdout, r.stdout
     assert "new connection clean" in r.stdout, r.stdout
+
+
+# ---------------------------------------------------------------- the link, on a stand-in socket
+# No broker: a socket object that hands the link scripted input and keeps
+# what it writes (with the time), so that order and timing are exact.
+
+SOCK = r"""
+from durable_mqtt import MQTTClient, MQTTException
+import time
+class Sock:
+    def __init__(self, chunks=(), pong=False, every=0, msg=b""):
+        self.data = list(chunks)
+        self.out = bytearray()
+        self.sent = []              # (ms since t0, first byte) per write
+        self.closed = False
+        self.pong = pong            # answer each PINGREQ with a PINGRESP
+        self.every = every          # ms: msg comes again this often
+        self.msg = msg
+        self.t0 = self.due = time.ticks_ms()
+    def readinto(self, b, n):
+        if self.closed:
+            raise OSError(9)
+        if self.every and not self.data and time.ticks_diff(time.ticks_ms(), self.due) >= 0:
+            self.due = time.ticks_add(time.ticks_ms(), self.every)
+            self.data.append(self.msg)
+        if not self.data:
+            return None
+        d = self.data.pop(0)
+        k = min(n, len(d))
+        b[:k] = d[:k]
+        if k < len(d):
+            self.data.insert(0, d[k:])
+        return k
+    def write(self, b, o, n):
+        if self.closed:
+            raise OSError(9)
+        self.out += bytes(b[o:o + n])
+        self.sent.append((time.ticks_diff(time.ticks_ms(), self.t0), b[o]))
+        if self.pong and b[o] == 0xC0:
+            self.data.append(b"\xd0\x00")
+        return n
+    def close(self):
+        self.closed = True
+def online(c, s):
+    k = c.connection()
+    k.net.sock = s
+    k.connected = True
+    k.last_tx = k.last_rx = s.t0 = time.ticks_ms()
+def P(v, qos, pid):
+    body = b"\x00\x01t" + (bytes((pid >> 8, pid & 255)) if qos else b"") + (b"\x00" if v == 5 else b"") + b"m"
+    return bytes((0x30 | qos << 1, len(body))) + body
+"""
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_MQTT_4_6_0_2_and_3_pubacks_and_pubrecs_go_out_in_the_order_of_their_publishes(version):
+    # 3.1.1 and 5.0 MQTT-4.6.0-2 / -3: PUBACKs and PUBRECs in the order the
+    # PUBLISH came, whether the packets arrive in one read or split across
+    # reads, with a PUBREL (its PUBCOMP) and a QoS 0 message among them.
+    r = run_mp(SOCK + r"""
+v = %d
+got = []
+c = MQTTClient("order", "127.0.0.1", keepalive=0, version=v)
+c.set_callback(lambda t, m, r, q: got.append(q))
+q0 = P(v, 0, 0)
+s = Sock([P(v, 1, 3) + P(v, 2, 1) + P(v, 1, 2), b"\x62\x02\x00\x01" + P(v, 2, 7) + q0[:3], q0[3:] + P(v, 1, 5)])
+online(c, s)
+for _ in range(4):
+    c.check_msg()
+print("got", got)
+print("out", bytes(s.out).hex())
+""" % version)
+    assert "got [1, 2, 1, 2, 0, 1]" in r.stdout, r.stdout
+    want = bytes.fromhex("40020003" "50020001" "40020002" "70020001" "50020007" "40020005")
+    assert "out " + want.hex() in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_MQTT_3_1_2_20_pingreq_when_nothing_else_is_sent(version):
+    # 5.0 MQTT-3.1.2-20 (3.1.1 MQTT-3.1.2-23): with a Keep Alive, a client
+    # that sends nothing else sends PINGREQ, so that no gap between the
+    # packets it sends exceeds the Keep Alive; messages the broker keeps
+    # sending (a QoS 0 one each 100 ms) do not count, they are not the
+    # client's. Keep Alive 1 s, 2.6 s of it, each PINGREQ answered.
+    r = run_mp(SOCK + r"""
+v = %d
+got = []
+c = MQTTClient("ka", "127.0.0.1", keepalive=1, version=v)
+c.set_callback(lambda t, m, r, q: got.append(q))
+s = Sock(pong=True, every=100, msg=P(v, 0, 0))
+online(c, s)
+while time.ticks_diff(time.ticks_ms(), s.t0) < 2600:
+    c.wait_msg(20)
+print("kinds", set(k for _, k in s.sent), "pings", len(s.sent), "messages", len(got))
+t = [0] + [ms for ms, _ in s.sent] + [2600]
+print("gap", max(b - a for a, b in zip(t, t[1:])))
+""" % version)
+    assert "kinds {192}" in r.stdout, r.stdout
+    n = int(r.stdout.split("pings ")[1].split()[0])
+    gap = int(r.stdout.split("gap ")[1].split()[0])
+    assert n >= 3 and gap <= 1000, r.stdout
+    assert int(r.stdout.split("messages ")[1].split()[0]) >= 15, r.stdout
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_MQTT_3_14_4_1_and_2_nothing_is_sent_after_disconnect_and_the_connection_closes(version):
+    # 3.1.1 and 5.0 MQTT-3.14.4-1 / -2: after its DISCONNECT the client
+    # sends nothing more on that connection and closes it. What is called
+    # after (publish at QoS 0 and 1, ping, check_msg, subscribe, another
+    # disconnect) writes nothing: queued for a later connection, or
+    # NotConnected.
+    r = run_mp(SOCK + r"""
+v = %d
+c = MQTTClient("bye", "127.0.0.1", keepalive=0, version=v)
+s = Sock()
+online(c, s)
+c.publish("t", b"a", False, 1)
+c.disconnect()
+print("closed", s.closed, c.is_connected(), bytes(s.out[-2:]).hex())
+n = len(s.out)
+for f in (lambda: c.publish("t", b"b"), lambda: c.publish("t", b"c", False, 1), c.ping, c.check_msg,
+          lambda: c.subscribe("x"), c.disconnect):
+    try:
+        f()
+    except MQTTException as x:
+        assert x.args[0] == -6, x.args
+print("after", len(s.out) - n)
+""" % version)
+    assert "closed True False e000" in r.stdout and "after 0" in r.stdout, r.stdout
