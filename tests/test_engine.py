@@ -109,11 +109,17 @@ assert seen == 1, seen             # round once: 7, free again, came back; 9 nev
 """)
 
 
-def test_MQTT_2_3_1_1_qos0_has_no_packet_id():
+def test_MQTT_2_2_1_2_qos0_publish_has_no_packet_id():
+    # 5.0 MQTT-2.2.1-2 (3.1.1 MQTT-2.3.1-5): a QoS 0 PUBLISH carries no
+    # packet id: topic "t", payload "m" is 2 + 3 + 1 bytes (3.1.1), with an
+    # empty property block 2 + 4 + 1 (5.0). (MQTT-2.3.1-1 in 3.1.1 is the
+    # non-zero id of the other packets: test_MQTT_2_2_1_3.)
     run(r"""
-e = engine()
-assert pub(e, 0) == 0 and e.held == 0
-assert out(e) == [("PUBLISH", None, False)]
+for v5, want in ((False, b"\x30\x04\x00\x01tm"), (True, b"\x30\x05\x00\x01t\x00m")):
+    e = engine(v5=v5)
+    assert pub(e, 0) == 0 and e.held == 0
+    n = e.next_out(0, tx)
+    assert bytes(e.src[e.src_off:e.src_off + n]) == want, bytes(e.src[e.src_off:e.src_off + n])
 """)
 
 
@@ -769,7 +775,11 @@ raises(ProtocolError, e.pubrec, q1, 0, tx)       # a QoS 1 message gets no PUBRE
 
 # ---------------------------------------------------------------- subscriptions
 
-def test_suback_must_match_the_request():
+def test_MQTT_2_2_1_6_a_suback_or_unsuback_answers_the_request_by_its_id():
+    # 5.0 MQTT-2.2.1-6 (3.1.1 MQTT-2.3.1-7): a SUBACK / UNSUBACK carries the
+    # id of its SUBSCRIBE / UNSUBSCRIBE; one that does not answer the
+    # request awaited is a protocol error, except the late answer of a
+    # request whose wait was abandoned.
     run(r"""
 e = engine()
 pid = e.request(0x90)
