@@ -656,6 +656,61 @@ assert e.incoming(2, 5) is True          # released: the next one with id 5 is n
 """)
 
 
+def test_MQTT_4_3_3_12_after_its_pubcomp_the_same_id_is_a_new_message():
+    # 5.0 MQTT-4.3.3-12 (3.1.1 MQTT-4.3.3-2): once PUBCOMP is sent, a
+    # PUBLISH with that id is a new message, after a resume too; the
+    # release reached flash first (IN_REL), so a reboot does not hold the
+    # id either (the store replays the records).
+    run(r"""
+e = engine()
+e.has_state = True
+e.incoming(2, 8)
+e.ack_incoming(2, 8, 0, tx)
+e.rec = 0
+n = e.pubrel(8, tx)
+assert tx[:n] == bytes((0x70, 2, 0, 8)) and e.rec == 6 and e.rec_pid == 8 and e.rx2_n == 0
+e.rec = 0
+e.connected(True, False)
+assert e.incoming(2, 8) is True
+n = e.ack_incoming(2, 8, 0, tx)
+assert tx[:n] == bytes((0x50, 2, 0, 8)) and e.rec == 5
+""")
+
+
+def test_MQTT_3_4_2_1_to_3_7_2_1_acknowledgements_use_only_their_own_reason_codes():
+    # 5.0 MQTT-3.4.2-1, 3.5.2-1, 3.6.2-1, 3.7.2-1: what the client sends in
+    # PUBACK / PUBREC is 0 or the link's refusal 0x97 (Quota exceeded, an
+    # oversize PUBLISH), both defined for them; in PUBREL / PUBCOMP it is 0
+    # or 0x92 (Packet Identifier not found), the only other code they
+    # have. 3.1.1 acknowledgements carry no reason byte at all.
+    run(r"""
+PUB_CODES = (0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99)
+REL_CODES = (0x00, 0x92)
+def code(n):
+    return tx[4] if n == 5 else 0
+e = engine(v5=True)
+for qos in (1, 2):
+    for rc in (0, 0x97):
+        n = e.ack_incoming(qos, 30 + qos + rc, rc, tx)
+        assert tx[0] == (0x40 if qos == 1 else 0x50) and code(n) == rc and rc in PUB_CODES
+        e.rec = 0
+n = e.pubrel(77, tx)                     # unknown id
+assert tx[0] == 0x70 and code(n) in REL_CODES and code(n) == 0x92
+n = e.pubrel(32, tx)                     # known (recorded above, rc 0)
+assert tx[0] == 0x70 and n == 4
+n = e.pubrec(78, 0, tx)                  # unknown id: PUBREL 0x92
+assert tx[0] == 0x62 and code(n) == 0x92
+r = pub(e, 2)
+out(e)
+n = e.pubrec(r, 0, tx)
+assert tx[0] == 0x62 and n == 4
+e = engine(v5=False)
+e.incoming(2, 5)
+assert e.ack_incoming(1, 4, 0, tx) == 4 and e.ack_incoming(2, 5, 0, tx) == 4
+assert e.pubrel(5, tx) == 4 and e.pubrel(99, tx) == 4 and tx[1] == 2
+""")
+
+
 def test_MQTT_2_2_1_5_acknowledgements_carry_the_publishs_packet_id():
     # 5.0 MQTT-2.2.1-5 (3.1.1 MQTT-2.3.1-6): PUBACK, PUBREC, PUBREL and
     # PUBCOMP carry the packet id of the PUBLISH they acknowledge, whichever
