@@ -109,6 +109,38 @@ assert seen == 1, seen             # round once: 7, free again, came back; 9 nev
 """)
 
 
+def test_MQTT_2_2_1_3_an_abandoned_requests_id_stays_in_use_until_its_answer():
+    # 5.0 MQTT-2.2.1-3 (3.1.1 MQTT-2.3.1-2, -3): an id is free again once
+    # the acknowledgement is processed; a SUBSCRIBE sent whose wait was
+    # abandoned (a timeout, a cancelled task) may still get its SUBACK, so
+    # its id is not handed out again, even after the ids went round, until
+    # that answer came or the connection ended. Before, a new SUBSCRIBE
+    # could get the id and take the old one's late SUBACK for its own.
+    run(r"""
+e = engine()
+a = e.request(0x90)
+e.abandon()                              # sent: its SUBACK may still come
+e.last_pid = a - 1                       # as after 65535 more ids
+b = e.request(0x90)
+assert b != a, (a, b)
+e.last_pid = a - 1
+p = pub(e, 1)
+assert p not in (a, b), (a, b, p)
+assert e.answer(0x90, a) is False        # the late answer: ignored, and a is free
+assert e.answer(0x90, b) is True
+e.last_pid = a - 1
+assert pub(e, 1) == a
+c = e.request(0xB0)
+e.abandon()
+e.connected(True, False)                 # a new connection: no late answer comes
+e.last_pid = c - 1
+assert e.request(0x90) == c
+e.abandon(False)                         # never sent: free at once
+e.last_pid = c - 1
+assert e.request(0x90) == c
+""")
+
+
 def test_MQTT_2_2_1_2_qos0_publish_has_no_packet_id():
     # 5.0 MQTT-2.2.1-2 (3.1.1 MQTT-2.3.1-5): a QoS 0 PUBLISH carries no
     # packet id: topic "t", payload "m" is 2 + 3 + 1 bytes (3.1.1), with an

@@ -7,7 +7,8 @@
 #
 # Rules (MQTT 3.1.1 / 5.0 statements about the client):
 # - MQTT-2.2.1-3 / 2.3.1-2: a new packet id is non-zero and not in use; the
-#   counter wraps 65535 -> 1 and skips ids still held.
+#   counter wraps 65535 -> 1 and skips ids still held, and those of
+#   requests abandoned whose late answer may still come.
 # - MQTT-3.2.2-1: Session Present after a clean start is a protocol error.
 # - MQTT-3.2.2-4: Session Present 1 while the client holds no state (MQTT 5,
 #   no clean start asked): the client closes the connection.
@@ -49,6 +50,7 @@ from .errors import MQTTException, ProtocolError, QueueFull, SessionError
 _ERR_FULL = const(-7)
 _LONG_BYTES = 8 // len(array("l", bytes(8)))     # 4 on a board, 8 on the 64-bit unix port
 _ERR_SESSION = const(-8)
+_STALE = const(4)        # ids of abandoned requests kept in use, at most
 
 # What must reach flash before the packet just returned is sent (`rec`).
 # The store writes each as a record of this type (docs/session-format.md).
@@ -82,6 +84,10 @@ class Session:
     # made again (connect.py); stored with the state. A class attribute
     # until set: the instance dict of the hot path stays as small.
     resub_owed = False
+    # The ids of requests sent whose wait was abandoned, oldest first (the
+    # first stale_n, at most _STALE): in use until their late answer.
+    # Made at the first such request: a class attribute until then.
+    stale_ids = None
 
     def __init__(self, v5, cid, slots, qos12, arena, rx2, window, max_out):
         self.v5 = v5
@@ -157,6 +163,10 @@ class Session:
             if self.st[i] & _STATE and pid <= p < end:
                 end = p
             i = i + 1 if i + 1 < self.nslots else 0
+        for i in range(self.stale_n if self.stale_n < _STALE else _STALE):
+            p = self.stale_ids[i]
+            if pid <= p < end:
+                end = p
         return end
 
     def find(self, pid, want):  # noalloc
@@ -452,8 +462,14 @@ class Session:
         # The wait for the request's answer ended without it (sent: the
         # request went out, so its answer may still come). Each such answer
         # is let through once: several waits can be abandoned (cancelled)
-        # before the first late answer arrives.
+        # before the first late answer arrives. Until it comes (or the
+        # connection ends) the id stays in use (MQTT-2.2.1-3): a request
+        # given it again would take the late answer for its own.
         if self.req_pid and sent:
+            if self.stale_n < _STALE:
+                if self.stale_ids is None:
+                    self.stale_ids = array("H", bytes(2 * _STALE))
+                self.stale_ids[self.stale_n] = self.req_pid
             self.stale_n += 1
         self.req_pid = 0
 
@@ -461,6 +477,16 @@ class Session:
         # A SUBACK / UNSUBACK: True when it is the one awaited, False for
         # the late answer to an abandoned request.
         if pid and pid != self.req_pid and self.stale_n:
+            # Its id is free again: answers come in the order the requests
+            # went, so it is the oldest kept, unless pid says otherwise.
+            n = self.stale_n if self.stale_n < _STALE else _STALE
+            k = 0
+            for i in range(n):
+                if self.stale_ids[i] == pid:
+                    k = i
+                    break
+            for i in range(k, n - 1):
+                self.stale_ids[i] = self.stale_ids[i + 1]
             self.stale_n -= 1
             return False
         if not pid or pid != self.req_pid or kind != self.req_kind:

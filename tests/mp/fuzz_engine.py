@@ -365,6 +365,7 @@ class Harness:
             for k2, m2, h2, d2 in self.ring:
                 need(not (m2.qos and m2.pid == pid), "new packet id %d still held by %r" % (pid, m2))
             need(not (self.req and self.req[0] == pid), "new packet id %d is the pending request's" % pid)
+            need(pid != self.stale, "new packet id %d is an abandoned request's, its answer still due" % pid)
             need(e.rec == 2 and e.pid[e.rec_slot] == pid, "rec after accept", e.rec, e.rec_slot)
             e.rec = 0
         else:
@@ -568,6 +569,7 @@ class Harness:
         need(0 < pid <= 65535, "request pid", pid)
         for k2, m2, h2, d2 in self.ring:
             need(not (m2.qos and m2.pid == pid), "request packet id %d held by %r" % (pid, m2))
+        need(pid != self.stale, "request packet id %d is an abandoned request's, its answer still due" % pid)
         self.req = (pid, kind)
 
     def op_answer(self, how):
@@ -622,6 +624,7 @@ class Harness:
         want = "resumed" if sp else "lost" if self.has_state and not clean else "new"
         ev = e.connected(sp, clean)
         need(ev == want, "event", ev, want)
+        self.stale = 0          # no late answer of an earlier connection comes: its id is free
         if sp:
             self.inflight = 0
             for ent in self.ring:
