@@ -237,6 +237,30 @@ print("ok")
 """)
 
 
+def test_MQTT_4_7_3_3_topic_names_and_filters_are_65535_bytes_at_most():
+    # MQTT-4.7.3-3 (3.1.1 and 5.0): a Topic Name or Topic Filter encodes to
+    # 65535 bytes at most, its two-byte length's range. A longer one went
+    # out with its length cut to 16 bits (65536 bytes as 0): a malformed
+    # packet, and a QoS 1/2 one stored and resent, refused, at every
+    # connect. publish(), the will, subscribe() and unsubscribe() refuse it
+    # with ValueError, whatever buf_size allows.
+    check(REFUSED + r"""
+ok = b"a" * 65535
+long = b"a" * 65536
+codec.topic_name(ok)
+request.check_filter(ok)
+for f in (codec.topic_name, request.check_filter):
+    x = refused(f, long)
+    assert isinstance(x, ValueError) and "MQTT-4.7.3-3" in str(x), x
+big = MQTTClient("a", "h", buf_size=70000, outbox_bytes=140000)
+for q in (0, 1):
+    x = refused(big.publish, long, b"m", False, q)
+    assert isinstance(x, ValueError) and "MQTT-4.7.3-3" in str(x), x
+assert big.engine.held == 0 and big.engine.count == 0       # nothing queued
+print("ok")
+""")
+
+
 def test_MQTT_3_3_2_2_no_wildcards_in_a_topic_name():
     # MQTT-3.3.2-2: the Topic Name in a PUBLISH has no wildcard characters:
     # refused coming in, and by publish() whatever the topic's type.

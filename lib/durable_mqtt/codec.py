@@ -166,7 +166,10 @@ def topic_name(t):  # noalloc
     # An outgoing Topic Name (publish(), the will): ValueError unless it is
     # one, so that the broker never closes the connection over it: a stored
     # message with a bad topic would be resent, and refused, at every
-    # connect (MQTT-4.7.3-1, 1.5.3-1, 1.5.3-2, 3.3.2-2).
+    # connect (MQTT-4.7.3-1, 1.5.3-1, 1.5.3-2, 3.3.2-2). At most 65535
+    # bytes (MQTT-4.7.3-3): its length field has two bytes.
+    if len(t) > 65535:
+        raise ValueError("topic of %d bytes: 65535 at most (MQTT-4.7.3-3)" % len(t))
     try:
         check_utf8(t, 0, len(t), True)
     except ProtocolError as x:

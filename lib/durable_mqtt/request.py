@@ -120,8 +120,11 @@ def check_filter(f, v5=False):
     # one character (MQTT-4.7.3-1), "#" alone or after "/" and last
     # (MQTT-4.7.1-2), "+" a whole level (MQTT-4.7.1-3). MQTT 5: a shared
     # one is "$share/", a ShareName of one character or more without "/",
-    # "+" or "#", then "/" and a Topic Filter (MQTT-4.8.2-1, -2).
+    # "+" or "#", then "/" and a Topic Filter (MQTT-4.8.2-1, -2). At most
+    # 65535 bytes (MQTT-4.7.3-3).
     n = len(f)
+    if n > 65535:
+        raise ValueError("topic filter of %d bytes: 65535 at most (MQTT-4.7.3-3)" % n)
     try:
         check_utf8(f, 0, n, False)
         if not n:
