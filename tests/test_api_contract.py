@@ -127,3 +127,83 @@ def test_subscribe_from_the_callback_acknowledges_both_messages(ver):
     assert res["got"]["got"] == repr([(b"cmd", 1), (b"other", 2)]), out
     acks = sorted((first, body[:2]) for first, body in fb.conns[0][1:] if first in (0x40, 0x50))
     assert acks == [(0x40, u16(11)), (0x50, u16(22))], fb.conns[0]
+
+
+BAD_ARGUMENTS = r"""
+from array import array
+CID = "bad-args-%d" % V
+T = "bad/%d/t" % V
+def make(**kw):
+    kw.setdefault("port", PORT)
+    return lambda: MQTTClient(CID, "127.0.0.1", version=V, **kw)
+for tag, kw in (("port_str", {"port": "1883"}), ("port_big", {"port": 70000}),
+                ("keepalive_float", {"keepalive": 1.5}), ("buf_size_str", {"buf_size": "1024"}),
+                ("timeout_neg", {"timeout_ms": -1}), ("timeout_str", {"timeout_ms": "x"}),
+                ("outbox_bytes_neg", {"outbox_bytes": -5}), ("session_file_int", {"session_file": 5}),
+                ("session_file_empty", {"session_file": ""}), ("event_callback_int", {"event_callback": 5})):
+    report("ctor_" + tag, make(**kw))
+report("ctor_cid_int", lambda: MQTTClient(123, "127.0.0.1", PORT, version=V))
+report("ctor_password_int", lambda: MQTTClient(CID, "127.0.0.1", PORT, version=V, user="u", password=5))
+c = MQTTClient(CID, "127.0.0.1", PORT, version=V, clean_session=False, session_file=PATH)
+report("set_callback", lambda: c.set_callback(5))
+report("set_event_callback", lambda: c.set_event_callback("no"))
+report("will_msg_int", lambda: c.set_last_will("w/t", 5))
+report("will_topic_int", lambda: c.set_last_will(5, b"x"))
+for tag, m in (("int", 5), ("list", [1, 2]), ("dict", {})):
+    report("msg_" + tag, lambda: c.publish(T, m, qos=1))
+report("retain_2_qos2", lambda: c.publish(T, b"x", retain=2, qos=2))
+report("retain_str", lambda: c.publish(T, b"x", retain="no", qos=1))
+report("array_msg", lambda: c.publish(T, array("H", [1, 2]), retain=1, qos=1))
+emit("state", pending=c.pending(), events=repr(c.last_event))
+c.connect()
+report("unsubscribe_int", lambda: c.unsubscribe(5))
+report("subscribe_list", lambda: c.subscribe(["a", "b"]))
+got = []
+c.set_callback(lambda t, m, r, q: got.append((bytes(t), bytes(m), r)))
+c.subscribe(T, 1)
+report("flush", lambda: c.flush(3000))
+pump(c, ms=300)
+emit("after", got=repr(got), connected=c.is_connected(), pending=c.pending())
+c.disconnect()
+"""
+
+
+@pytest.mark.parametrize("ver", VERSIONS)
+def test_bad_arguments_raise_at_the_call_and_store_nothing(broker, tmp_path, ver):
+    """Wrong types and out-of-range values (API.md) are refused at the call
+    with TypeError / ValueError naming what is wrong: not accepted as
+    something else (bytes(5) is five zero bytes; retain=2 sets a QoS bit of
+    the PUBLISH header, a malformed packet the broker closes the link over,
+    resent at every connect), nor failing later inside a connect or a
+    received message's handling (a non-callable callback). Nothing refused
+    reaches the session file; the client stays usable."""
+    res, out = mp(broker.port, ver, BAD_ARGUMENTS, path=tmp_path / "s")
+
+    def refused(tag, cls, *words):
+        r = res[tag]
+        assert not r["ok"] and r["cls"] == cls, (tag, r, out)
+        for w in words:
+            assert w in str(r["args"][0]), (tag, r)
+
+    refused("ctor_port_str", "TypeError", "port")
+    refused("ctor_port_big", "ValueError", "port")
+    refused("ctor_keepalive_float", "TypeError", "keepalive")
+    refused("ctor_buf_size_str", "TypeError", "buf_size")
+    refused("ctor_timeout_neg", "ValueError", "timeout_ms")
+    refused("ctor_timeout_str", "TypeError", "timeout_ms")
+    refused("ctor_outbox_bytes_neg", "ValueError", "outbox_bytes")
+    refused("ctor_session_file_int", "TypeError", "session_file")
+    refused("ctor_session_file_empty", "ValueError", "session_file")
+    refused("ctor_event_callback_int", "TypeError", "callable")
+    for tag in ("ctor_cid_int", "ctor_password_int", "will_msg_int", "will_topic_int", "msg_int", "msg_list",
+                "msg_dict", "unsubscribe_int", "subscribe_list"):
+        refused(tag, "TypeError", "str or bytes-like")
+    refused("set_callback", "TypeError", "callable")
+    refused("set_event_callback", "TypeError", "callable")
+    refused("retain_2_qos2", "ValueError", "retain")
+    refused("retain_str", "ValueError", "retain")
+    assert res["array_msg"]["ok"], out                     # a bytes-like payload still goes
+    assert res["state"]["pending"] == 1, out               # only it was accepted
+    assert res["flush"] == dict(res["flush"], ok=True, value=True), out
+    assert res["after"]["connected"] is True and res["after"]["pending"] == 0, out
+    assert res["after"]["got"] == repr([(b"bad/%d/t" % ver, b"\x01\x00\x02\x00", True)]), out   # retained: sent before the SUBSCRIBE

@@ -102,6 +102,7 @@ class MQTTClient:
         return self.engine.expiry > 0 if self.v5 else not clean
 
     def set_callback(self, f, props=False):
+        _callable(f)
         self.cb = f
         self.cb_props = props
 
@@ -109,6 +110,7 @@ class MQTTClient:
         # f(event, info): "new", "resumed", "lost", "expired", "discarded" or
         # "damaged", and a dict of figures. The events the constructor raised
         # (restoring the stored session) are passed to f at once.
+        _callable(f)
         self.on_event = f
         for ev, info in self.early or ():
             f(ev, info)
@@ -310,7 +312,7 @@ class MQTTClient:
         # (One function from the arguments to the wire: a call with this many
         # arguments needs a heap frame, so a second one would cost another.)
         e = self.engine
-        if qos not in (0, 1, 2) or qos > e.max_qos or retain and not e.retain:
+        if qos not in (0, 1, 2) or qos > e.max_qos or retain and (retain != 1 or not e.retain):
             _refuse(e, qos, retain)
         mt = type(topic)
         t = self.topics.get(topic) if mt is str or mt is bytes else None
@@ -321,7 +323,7 @@ class MQTTClient:
             if isinstance(msg, str) or msg is None:
                 msg = msg.encode() if msg else b""
             else:
-                msg = bytes(msg)         # e.g. array("H"): len() counts items, not bytes
+                msg = as_bytes(msg)      # e.g. array("H"): len() counts items, not bytes
         pc = self._props(props) if self.v5 else _NO_PROPS
         pr = pc[1] if self.v5 else None
         if pc[3]:                        # Payload Format Indicator 1 (MQTT 5, 3.3.2.3.2)
@@ -397,9 +399,18 @@ class MQTTClient:
         return self.pc
 
 
+def _callable(f):
+    # A callback the library would call only later, deep in a connect or a
+    # received message's handling (where a TypeError would cost the message).
+    if f is not None and not callable(f):
+        raise TypeError("the callback must be callable, not %s" % type(f).__name__)
+
+
 def _refuse(e, qos, retain):
     # publish() with a QoS or retain flag that is not allowed: raises.
     if qos not in (0, 1, 2):
         raise ValueError("qos must be 0, 1 or 2")
+    if retain and retain != 1:           # 2 would set a QoS bit of the header: a malformed PUBLISH
+        raise ValueError("retain must be True or False")
     raise MQTTException(0x9A if qos <= e.max_qos else 0x9B, "broker takes QoS %d at most, retain %s "
                         "(MQTT-3.2.2-11, -14)" % (e.max_qos, bool(e.retain)))

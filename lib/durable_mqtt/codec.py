@@ -78,8 +78,14 @@ def put_u16(buf, off, v):  # noalloc
 
 
 def as_bytes(s):
-    # A str (UTF-8) or bytes-like argument of the API as bytes.
-    return s.encode() if isinstance(s, str) else bytes(s)
+    # A str (UTF-8) or bytes-like argument of the API as bytes. TypeError
+    # for anything else: bytes(5) would be five zero bytes, bytes([1]) a list's.
+    if isinstance(s, str):
+        return s.encode()
+    try:
+        return bytes(memoryview(s))
+    except TypeError:
+        raise TypeError("str or bytes-like expected, not %s" % type(s).__name__)
 
 
 def u16(buf, off):  # noalloc

@@ -18,6 +18,17 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
               ring_prog_size=None, persist_batch_ms=0, persist_batch_bytes=None, tls_verify=True,
               event_callback=None):
     # MQTTClient(...) (docs/api.md lists the arguments).
+    for k, v in (("port", port), ("keepalive", keepalive), ("buf_size", buf_size),
+                 ("max_inflight", max_inflight), ("receive_max", receive_max), ("outbox_size", outbox_size),
+                 ("outbox_bytes", outbox_bytes or 0), ("timeout_ms", timeout_ms),
+                 ("session_expiry", session_expiry or 0), ("ring_prog_size", ring_prog_size or 0),
+                 ("persist_batch_ms", persist_batch_ms), ("persist_batch_bytes", persist_batch_bytes or 0)):
+        if type(v) is not int:           # (a float or str fails later, deep inside, or not at all)
+            raise TypeError("%s must be an int, not %s" % (k, type(v).__name__))
+    if not (0 <= port < 65536 and 0 <= timeout_ms and 0 <= persist_batch_ms and 0 <= (outbox_bytes or 0)):
+        raise ValueError("port 0..65535; timeout_ms, persist_batch_ms, outbox_bytes >= 0")
+    if event_callback is not None and not callable(event_callback):
+        raise TypeError("event_callback must be callable: f(event, info)")
     if not (version in (4, 5) and 63 < buf_size < 268435461 and 0 < max_inflight < 65536
             and 0 < receive_max < 65536 and outbox_size >= 0 and 0 <= keepalive < 65536
             and (session_expiry is None or 0 <= session_expiry <= _NEVER)):

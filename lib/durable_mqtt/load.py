@@ -40,7 +40,12 @@ def open_journal(where, e, prog_size, batch_ms, event, batch_bytes=None):
     # filelog.FileLog. An unusable state is set aside and reported through
     # event(name, info).
     if isinstance(where, str):
+        if not where:
+            raise ValueError("session_file: an empty path")
         return _open_dir(where, e, batch_ms, event)
+    if not hasattr(where, "readblocks") and not hasattr(where, "load"):
+        raise TypeError("session_file must be a path (str), a block device or a FileLog, not %s"
+                        % type(where).__name__)
     if hasattr(where, "readblocks"):
         from .ring import RingStore
         if prog_size is None and sys.platform == "rp2":
