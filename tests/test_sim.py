@@ -38,3 +38,25 @@ def test_sim_counts_a_message_sent_as_the_power_went():
 def test_sim_help():
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "sim.py"), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--cuts" in r.stdout
+
+
+def test_sim_argument_errors_exit_2_and_clear_nothing(tmp_path):
+    """Bad arguments: a usage message and exit 2 before anything starts, no
+    traceback (--cuts -1 ended in one after a whole run); and --dir is
+    cleared only when it is a folder of an earlier run: a typo (--dir .)
+    emptied whatever folder it named."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    afile = tmp_path / "afile"
+    afile.write_text("mine too")
+    for args in (["--cuts", "-1"], ["--interval-ms", "0"], ["--up-s", "2", "1"], ["--up-s", "-1", "1"],
+                 ["--dir", str(afile)], ["--dir", str(other)]):
+        if "--dir" not in args:
+            args += ["--dir", str(tmp_path / "run")]
+        r = subprocess.run([sys.executable, str(ROOT / "tools" / "sim.py"), "--no-progress", *args],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, (args, r.stdout[-2000:], r.stderr[-2000:])
+        assert "Traceback" not in r.stderr and "error: --" in r.stderr, (args, r.stderr)
+    assert (other / "keep.txt").read_text() == "mine" and afile.read_text() == "mine too"
+    assert not (tmp_path / "run").exists()

@@ -121,10 +121,22 @@ def main(argv=None):
     ap.add_argument("--keep", action="store_true", help="keep the flash image from an earlier run")
     ap.add_argument("--no-progress", action="store_true", help="no progress line")
     args = ap.parse_args(argv)
+    if args.cuts < 0:
+        ap.error("--cuts must be 0 or more")
+    if args.interval_ms <= 0:
+        ap.error("--interval-ms must be positive")
+    if not 0 < args.up_s[0] <= args.up_s[1]:
+        ap.error("--up-s MIN MAX: 0 < MIN <= MAX seconds")
+    run = pathlib.Path(args.dir)
+    if run.exists() and not run.is_dir():
+        ap.error("--dir %s is not a folder" % run)
+    if run.exists() and not args.keep and any(run.iterdir()) and not (run / "config.json").exists():
+        # Only a folder of an earlier run (its config.json) is cleared:
+        # --dir names a work folder, and a typo must not empty another one.
+        ap.error("--dir %s holds files not made by sim.py: give a new or empty folder" % run)
     if not MICROPYTHON.exists():
         sys.exit("error: %s missing: run `make sim` (it creates the venv)" % MICROPYTHON)
     rng = random.Random(args.seed)
-    run = pathlib.Path(args.dir)
     if run.exists() and not args.keep:
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
