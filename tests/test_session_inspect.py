@@ -277,6 +277,24 @@ def test_directory_session(tmp_path):
     assert rc == 1 and "no session" in text and "ok:" not in text
 
 
+def test_directory_with_an_unreadable_slot_is_reported_not_a_traceback(tmp_path):
+    # A folder where a slot file belongs (the library fails writing that
+    # slot): a clear "cannot be read" and exit 1, in text and JSON, where
+    # the inspector died in IsADirectoryError.
+    path = tmp_path / "session.dmq"
+    run_mp(PUBLISH_FEW, args=[str(path), "dir"])
+    slot = path.parent / "session.dmq.d" / "1"
+    slot.unlink()
+    slot.mkdir()
+    rc, text, err = inspect(path)
+    assert rc == 1 and "Traceback" not in err, err
+    assert "slot 1 cannot be read" in text and "UNUSABLE: slot file(s) 1" in text, text
+    rc, doc = inspect_json(path)
+    assert rc == 1 and doc["valid"] is False and "slot file(s) 1" in doc["error"]
+    assert [m["pid"] for m in doc["outgoing"]] == [1, 3]          # the readable slots, still listed
+    assert any(d["kind"] == "unreadable_slot" for d in doc["diagnostics"])
+
+
 def test_missing_file_is_reported_without_an_ok(tmp_path):
     rc, text, _ = inspect(tmp_path / "nothing.dat")
     assert rc == 1 and "cannot read" in text and "ok:" not in text

@@ -394,8 +394,14 @@ def read_dir(path, diag, info):
         if not name.isdigit():
             diag.add("info", "stray_file", "%r is not the library's (removed at boot)" % name)
             continue
-        with open(os.path.join(path, name), "rb") as f:
-            data = f.read()
+        try:
+            with open(os.path.join(path, name), "rb") as f:
+                data = f.read()
+        except OSError as x:           # e.g. a folder where a slot file belongs
+            info["slots"].append({"slot": int(name), "bytes": 0, "state": "unreadable"})
+            diag.add("error", "unreadable_slot", "slot %s cannot be read (%s): the library cannot write "
+                     "that slot either; remove it" % (name, x.strerror or x))
+            continue
         n = len(data)
         slot = {"slot": int(name), "bytes": n}
         if not n:
@@ -927,6 +933,10 @@ def main(argv=None):
             src["directory"] = {}
             s = read_dir(d, diag, src["directory"])
             rep = build_report(s, diag)
+            bad = [str(x["slot"]) for x in src["directory"]["slots"] if x["state"] == "unreadable"]
+            if bad:
+                raise Unreadable("slot file(s) %s in %s cannot be read: the library fails writing them"
+                                 % (", ".join(bad), d))
             raise _Done()
         try:
             with open(a.file, "rb") as f:
