@@ -207,3 +207,51 @@ def test_bad_arguments_raise_at_the_call_and_store_nothing(broker, tmp_path, ver
     assert res["flush"] == dict(res["flush"], ok=True, value=True), out
     assert res["after"]["connected"] is True and res["after"]["pending"] == 0, out
     assert res["after"]["got"] == repr([(b"bad/%d/t" % ver, b"\x01\x00\x02\x00", True)]), out   # retained: sent before the SUBSCRIBE
+
+
+LONG_STRINGS = r"""
+CID = "long-%d" % V
+L = "x" * 65536                           # one byte over a 16-bit length
+def make(**kw):
+    return lambda: MQTTClient(kw.pop("cid", CID), "127.0.0.1", PORT, version=V, buf_size=140000,
+                              timeout_ms=2000, **kw)
+report("cid", make(cid=L))
+report("user", make(user=L))
+report("password", make(user="u", password=L))
+c = MQTTClient(CID, "127.0.0.1", PORT, version=V, buf_size=140000, timeout_ms=2000)
+report("will_topic", lambda: c.set_last_will(L, b"x"))
+report("will_msg", lambda: c.set_last_will("w/%d" % V, b"m" * 65536))
+report("pub_q1", lambda: c.publish(L, b"x", qos=1))             # offline: it would be queued
+emit("queued", pending=c.pending())
+report("connect", c.connect)
+report("pub_q0", lambda: c.publish(L, b"x"))
+report("sub", lambda: c.subscribe(L))
+report("unsub", lambda: c.unsubscribe(L))
+got = []
+c.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+c.subscribe("long/%d" % V, 1)
+c.publish("long/%d" % V, b"still up", qos=1)
+report("flush", lambda: c.flush(3000))
+pump(c, ms=300)
+emit("after", got=repr(got), connected=c.is_connected(), pending=c.pending())
+c.disconnect()
+"""
+
+
+@pytest.mark.parametrize("ver", VERSIONS)
+def test_strings_over_65535_bytes_are_refused_at_the_call(broker, ver):
+    """An MQTT string (client id, user name, password, will topic and
+    message, topic, topic filter) has a 16-bit length (MQTT 1.5.3): one
+    longer was sent with its length wrapped, a malformed packet the broker
+    closes the link over; in the CONNECT (id, user, will) at every connect,
+    and a QoS 1 message so addressed stayed in the session, resent and
+    refused at every connect. Now each is a ValueError at the call, and the
+    client goes on working."""
+    res, out = mp(broker.port, ver, LONG_STRINGS)
+    for tag in ("cid", "user", "password", "will_topic", "will_msg", "pub_q1", "pub_q0", "sub", "unsub"):
+        r = res[tag]
+        assert not r["ok"] and r["cls"] == "ValueError" and "65535" in r["args"][0], (tag, r, out)
+    assert res["queued"]["pending"] == 0, out
+    assert res["connect"]["ok"], out
+    assert res["flush"]["ok"] and res["flush"]["value"] is True, out
+    assert res["after"] == {"tag": "after", "got": repr([b"still up"]), "connected": True, "pending": 0}, out

@@ -134,6 +134,8 @@ class MQTTClient:
         t = as_bytes(topic)
         topic_name(t)                    # the Will Topic is a Topic Name (MQTT-3.1.3-11)
         msg = as_bytes(msg)
+        if len(msg) > 65535:             # a 16-bit length: it would wrap, at every CONNECT
+            raise ValueError("a will message holds 65535 bytes at most")
         self.will = (t, msg, retain, qos, self.props.will(props, msg) if props and self.v5 else b"")
 
     def pending(self):
