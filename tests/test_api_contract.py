@@ -255,3 +255,34 @@ def test_strings_over_65535_bytes_are_refused_at_the_call(broker, ver):
     assert res["connect"]["ok"], out
     assert res["flush"]["ok"] and res["flush"]["value"] is True, out
     assert res["after"] == {"tag": "after", "got": repr([b"still up"]), "connected": True, "pending": 0}, out
+
+
+BAD_PROPS = r"""
+c = MQTTClient("bad-props", "127.0.0.1", PORT, version=5)
+for tag, p in (("int", 5), ("list", [("message_expiry", 5)]), ("unknown", {"nope": 1}),
+               ("binary_int", {"correlation_data": 5}), ("u32_str", {"message_expiry": "300"}),
+               ("u32_big", {"message_expiry": 1 << 32}), ("u16_big", {"topic_alias": 70000})):
+    report("pub_" + tag, lambda: c.publish("p/t", b"x", qos=1, props=p))
+report("will_unknown", lambda: c.set_last_will("w/t", b"x", props={"nope": 1}))
+report("good", lambda: c.publish("p/t", b"x", qos=1, props={"correlation_data": b"\x00\x01"}))
+emit("state", pending=c.pending())
+"""
+
+
+def test_bad_publish_props_name_the_property():
+    """publish()/set_last_will() props (API.md, MQTT 5 properties): a value
+    that is not a dict or bytes is a TypeError, an unknown name or a value
+    its property cannot hold a ValueError saying which (an unknown name gave
+    "object not in sequence", props=5 an AttributeError, a str Message
+    Expiry an AttributeError, and correlation_data=5 was sent as five zero
+    bytes). None of them is accepted into the session."""
+    res, out = mp(1, 5, BAD_PROPS)
+    for tag, cls, word in (("pub_int", "TypeError", "dict"), ("pub_list", "TypeError", "dict"),
+                           ("pub_unknown", "ValueError", "'nope'"), ("will_unknown", "ValueError", "'nope'"),
+                           ("pub_binary_int", "ValueError", "correlation_data"),
+                           ("pub_u32_str", "ValueError", "message_expiry"),
+                           ("pub_u32_big", "ValueError", "message_expiry"),
+                           ("pub_u16_big", "ValueError", "topic_alias")):
+        r = res[tag]
+        assert not r["ok"] and r["cls"] == cls and word in r["args"][0], (tag, r, out)
+    assert res["good"]["ok"] and res["state"]["pending"] == 1, out

@@ -13,7 +13,7 @@
 # property other than 0 or 1).
 from micropython import const
 
-from .codec import fail, get_varint, u16, check_utf8, put_varint
+from .codec import as_bytes, fail, get_varint, u16, check_utf8, put_varint
 from .errors import ProtocolError
 
 # The packets a broker may send a property in (the `where` argument).
@@ -176,24 +176,34 @@ def encode(d):
     # A dict (names such as "message_expiry", or identifiers, as keys;
     # user_property a list of (name, value) pairs; subscription_id an int or a
     # list) -> the encoded block, without its length. Raises ValueError for
-    # an unknown property.
+    # an unknown property or a value its type cannot hold, TypeError for
+    # props that are not a dict.
+    if not isinstance(d, dict):
+        raise TypeError("MQTT 5 properties: a dict or encoded bytes, not %s" % type(d).__name__)
     out = bytearray()
     tmp = bytearray(4)
     for key, val in d.items():
-        pid = NAMES.index(key) if isinstance(key, str) and key else key
+        pid = NAMES.index(key) if isinstance(key, str) and key in NAMES else key
         if not isinstance(pid, int) or not 0 < pid <= 0x2A or not _T[pid]:
             raise ValueError("unknown MQTT 5 property %r" % (key,))
         kind = _T[pid] & 7
-        for v in val if isinstance(val, list) and (pid == _USER or pid == _SUB_ID) else (val,):
-            out.append(pid)
-            if kind == _VAR:
-                out += tmp[:put_varint(tmp, 0, v)]
-            elif kind < _VAR:
-                out += v.to_bytes((0, 1, 2, 4)[kind], "big")
-            else:
-                for s in v if kind == _PAIR else (v,):
-                    s = s.encode() if isinstance(s, str) else bytes(s)
-                    out += len(s).to_bytes(2, "big") + s
+        try:
+            for v in val if isinstance(val, list) and (pid == _USER or pid == _SUB_ID) else (val,):
+                out.append(pid)
+                if kind == _VAR:
+                    if not 0 <= v < 268435456:
+                        raise OverflowError
+                    out += tmp[:put_varint(tmp, 0, v)]
+                elif kind < _VAR:
+                    out += v.to_bytes((0, 1, 2, 4)[kind], "big")
+                else:
+                    for s in v if kind == _PAIR else (v,):
+                        s = as_bytes(s)      # (bytes(5) would be five zero bytes)
+                        if len(s) > 65535:
+                            raise OverflowError
+                        out += len(s).to_bytes(2, "big") + s
+        except (AttributeError, TypeError, OverflowError):
+            raise ValueError("MQTT 5 property %r: %r is not a value it holds" % (key, val))
     return bytes(out)
 
 
