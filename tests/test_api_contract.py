@@ -286,3 +286,47 @@ def test_bad_publish_props_name_the_property():
         r = res[tag]
         assert not r["ok"] and r["cls"] == cls and word in r["args"][0], (tag, r, out)
     assert res["good"]["ok"] and res["state"]["pending"] == 1, out
+
+
+BAD_ROBUST = r"""
+from durable_mqtt.robust import RobustClient
+def make(**kw):
+    return lambda: RobustClient("bad-robust-%d" % V, "127.0.0.1", PORT, version=V, **kw)
+for tag, kw in (("servers_str", {"servers": "127.0.0.1"}), ("servers_1tuple", {"servers": [("127.0.0.1",)]}),
+                ("servers_port_str", {"servers": [("127.0.0.1", "1883")]}),
+                ("backoff_zero", {"backoff_ms": (0, 0)}), ("backoff_inverted", {"backoff_ms": (500, 100)}),
+                ("on_up_int", {"on_up": 5}), ("on_down_int", {"on_down": 5})):
+    report(tag, make(**kw))
+ups = []
+r = RobustClient("bad-robust-%d" % V, "127.0.0.1", PORT, version=V, backoff_ms=(50, 100),
+                 servers=[("127.0.0.1", PORT), "127.0.0.1"], on_up=lambda c: ups.append(1))
+def up():
+    t0 = time.ticks_ms()
+    while not r.is_connected() and time.ticks_diff(time.ticks_ms(), t0) < 3000:
+        r.poll(50)
+    return r.is_connected()
+report("poll", up)
+emit("after", ups=len(ups), servers=repr(r.servers))
+r.disconnect()
+"""
+
+
+@pytest.mark.parametrize("ver", VERSIONS)
+def test_robust_client_arguments_are_checked(broker, ver):
+    """RobustClient(servers=..., backoff_ms=..., on_up=..., on_down=...)
+    (API.md, Other front ends): a str for servers was taken letter by
+    letter (nine "brokers" for "127.0.0.1"), a 1-tuple failed with
+    IndexError, a backoff of 0 would reconnect without pause, and a
+    non-callable on_up made poll(), which never raises for the link, raise
+    TypeError at each connect. Each is refused at the constructor now."""
+    res, out = mp(broker.port, ver, BAD_ROBUST)
+    for tag, cls in (("servers_str", "TypeError"), ("servers_1tuple", "TypeError"),
+                     ("servers_port_str", "TypeError"), ("backoff_zero", "ValueError"),
+                     ("backoff_inverted", "ValueError"), ("on_up_int", "TypeError"), ("on_down_int", "TypeError")):
+        r = res[tag]
+        assert not r["ok"] and r["cls"] == cls, (tag, r, out)
+    assert "servers" in res["servers_str"]["args"][0] and "backoff_ms" in res["backoff_zero"]["args"][0]
+    assert "callable" in res["on_up_int"]["args"][0], out
+    assert res["poll"]["ok"] and res["poll"]["value"] is True, out
+    assert res["after"]["ups"] == 1, out
+    assert res["after"]["servers"] == repr([("127.0.0.1", broker.port), ("127.0.0.1", broker.port)]), out

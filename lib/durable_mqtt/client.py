@@ -102,7 +102,7 @@ class MQTTClient:
         return self.engine.expiry > 0 if self.v5 else not clean
 
     def set_callback(self, f, props=False):
-        _callable(f)
+        need_callable(f)
         self.cb = f
         self.cb_props = props
 
@@ -110,7 +110,7 @@ class MQTTClient:
         # f(event, info): "new", "resumed", "lost", "expired", "discarded" or
         # "damaged", and a dict of figures. The events the constructor raised
         # (restoring the stored session) are passed to f at once.
-        _callable(f)
+        need_callable(f)
         self.on_event = f
         for ev, info in self.early or ():
             f(ev, info)
@@ -401,7 +401,7 @@ class MQTTClient:
         return self.pc
 
 
-def _callable(f):
+def need_callable(f):
     # A callback the library would call only later, deep in a connect or a
     # received message's handling (where a TypeError would cost the message).
     if f is not None and not callable(f):

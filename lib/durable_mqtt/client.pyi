@@ -52,6 +52,10 @@ def unload() -> None:
     """Internal: drops the modules loaded for one call (connect, subscribe, boot)."""
 
 
+def need_callable(f: Any) -> None:
+    """Internal: TypeError unless f is None or callable (the callback setters, RobustClient)."""
+
+
 class MQTTClient:
     server: str
     port: int

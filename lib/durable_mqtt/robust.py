@@ -19,7 +19,7 @@ import random
 import time
 from micropython import const
 
-from .client import MQTTClient
+from .client import MQTTClient, need_callable
 from .errors import ConnectRefused, PacketTooLarge, SessionError
 
 _SWITCH_MS = const(1100)
@@ -50,12 +50,19 @@ class RobustClient(MQTTClient):
         kw.setdefault("clean_session", False)
         super().__init__(client_id, server, port, user, password, keepalive, ssl, **kw)
         p = self.port                 # `port`, or its default (1883, 8883 with ssl)
+        # (A str would be taken letter by letter, a 1-tuple fail later.)
+        if isinstance(servers, str) or any(not isinstance(s, str) and not (
+                isinstance(s, tuple) and len(s) == 2 and type(s[1]) is int and 0 <= s[1] < 65536)
+                for s in servers or ()):
+            raise TypeError("servers: a list of host names or (host, port) pairs, port 0..65535")
         self.servers = [(s[0], s[1] or p) if isinstance(s, tuple) else (s, p)
                         for s in servers or ((server, port),)]
-        if not self.servers:
-            raise ValueError("servers: at least one broker")
         self.link = link
         self.backoff_min, self.backoff_max = backoff_ms
+        if not 0 < self.backoff_min <= self.backoff_max:
+            raise ValueError("backoff_ms: (first, cap) with 0 < first <= cap")
+        need_callable(on_up)
+        need_callable(on_down)
         self.on_up = on_up
         self.on_down = on_down
         self.last_error = None
