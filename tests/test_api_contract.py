@@ -330,3 +330,35 @@ def test_robust_client_arguments_are_checked(broker, ver):
     assert res["poll"]["ok"] and res["poll"]["value"] is True, out
     assert res["after"]["ups"] == 1, out
     assert res["after"]["servers"] == repr([("127.0.0.1", broker.port), ("127.0.0.1", broker.port)]), out
+
+
+CALL_TYPES = r"""
+c = MQTTClient("call-types-%d" % V, "127.0.0.1", PORT, version=V, timeout_ms=2000)
+report("connect_timeout_str", lambda: c.connect(timeout_ms="5000"))
+c.connect()
+report("sub_qos_float", lambda: c.subscribe("ct/%d" % V, 1.0))
+report("sub_id_str", lambda: c.subscribe("ct/%d" % V, 1, sub_id="7"))
+if V == 5:
+    report("disc_expiry_float", lambda: c.disconnect(1.5))
+report("sub_ok", lambda: c.subscribe("ct/%d" % V, 1))
+emit("after", connected=c.is_connected())
+c.disconnect()
+"""
+
+
+@pytest.mark.parametrize("ver", VERSIONS)
+def test_call_arguments_of_the_wrong_type(broker, ver):
+    """connect(timeout_ms=), subscribe(qos=, sub_id=) and (MQTT 5)
+    disconnect(session_expiry=) of the wrong type: a TypeError or ValueError
+    naming the argument, not one from deep inside ("can't convert float to
+    int", "unsupported types for __truediv__"; disconnect(1.5) said the
+    session could not be extended), and the link stays up."""
+    res, out = mp(broker.port, ver, CALL_TYPES)
+    want = [("connect_timeout_str", "TypeError", "timeout_ms"), ("sub_qos_float", "ValueError", "qos"),
+            ("sub_id_str", "TypeError", "sub_id")]
+    if ver == 5:
+        want.append(("disc_expiry_float", "TypeError", "session_expiry"))
+    for tag, cls, word in want:
+        r = res[tag]
+        assert not r["ok"] and r["cls"] == cls and word in r["args"][0], (tag, r, out)
+    assert res["sub_ok"]["ok"] and res["after"]["connected"] is True, out

@@ -24,6 +24,8 @@ _RESENT = const(8)
 def connecting(c, clean_session, timeout_ms, server, port, fresh):
     # (Three generators, not one: a device that reconnects after days finds
     # its heap in pieces, and each function's bytecode needs one piece.)
+    if timeout_ms is not None and type(timeout_ms) is not int:
+        raise TypeError("timeout_ms must be an int, not %s" % type(timeout_ms).__name__)
     e = c.engine
     if e.expired and clean_session is None:
         e.expired = False                # the stored session outlived its expiry

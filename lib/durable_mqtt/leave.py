@@ -19,6 +19,8 @@ def disconnect(c, session_expiry):
     if session_expiry is not None:
         if not c.v5:
             raise ValueError("session_expiry on DISCONNECT needs MQTT 5")
+        if type(session_expiry) is not int:
+            raise TypeError("session_expiry must be an int, not %s" % type(session_expiry).__name__)
         if not 0 <= session_expiry <= 0xFFFFFFFF:
             raise ValueError("session_expiry 0..0xFFFFFFFF")
         # (The CONNECT's value counts, not the CONNACK's: MQTT 5, 3.14.2.2.2.)

@@ -22,8 +22,10 @@ _RC_UNSUB = b"\x00\x11\x80\x83\x87\x8f\x91"
 
 
 def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, sub_id):
-    if qos not in (0, 1, 2):
+    if qos not in (0, 1, 2) or not isinstance(qos, int):     # (1.0 == 1)
         raise ValueError("qos must be 0, 1 or 2")
+    if not isinstance(sub_id, int) or not isinstance(retain_handling, int):
+        raise TypeError("sub_id and retain_handling must be ints")
     f = as_bytes(topic)
     if not f:
         raise ValueError("empty topic filter")
