@@ -492,10 +492,18 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
 
     # Block headers. Without --prog-size, take log2(P) from the valid headers.
     cand = {}
+    newer = set()
     for i in range(N):
         h = blk(i)
         if h[0:4] == RING_MAGIC and h[4] == RING_FORMAT and crc_ok(h, 0, RING_BHDR):
             cand[h[5]] = cand.get(h[5], 0) + 1
+        elif h[0:4] == RING_MAGIC and h[4] > RING_FORMAT and crc_ok(h, 0, RING_BHDR):
+            newer.add(h[4])
+    if newer and not cand:
+        diag.add("error", "future_format", "ring blocks of format version %s; this inspector (and library) reads "
+                 "version %d" % (", ".join(map(str, sorted(newer))), RING_FORMAT))
+        raise Unreadable("flash ring format %d is newer than this inspector reads (%d): the library discards it"
+                         % (max(newer), RING_FORMAT))
     if prog_size is None:
         if not cand:
             _hint_block_size(img, B, diag)

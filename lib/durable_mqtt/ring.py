@@ -162,6 +162,7 @@ class RingStore:
         self._fill = 0               # bytes staged for the next append
         self._scan = None
         self._other_n = 0            # blocks of a ring of this many blocks found, none of ours
+        self._newer = 0              # the format of a later library's ring found, none of ours
         self._rescan()
 
     @property
@@ -210,9 +211,13 @@ class RingStore:
         P = self._p
         hb = bytearray(_BHDR + 4)
         seqs = [-1] * N
-        other = 0
+        other = newer = 0
         for i in range(N):
             self._bdev.readblocks(self._first + i, hb, 0)
+            if (hb[0] == _MAGIC0 and hb[1] == _MAGIC1 and hb[2] == _MAGIC2 and hb[3] == _MAGIC3
+                    and hb[4] > FORMAT and crc.check(hb, 0, _BHDR)):
+                newer = hb[4]            # a later library's ring: not read, reported
+                continue
             if (hb[0] == _MAGIC0 and hb[1] == _MAGIC1 and hb[2] == _MAGIC2 and hb[3] == _MAGIC3
                     and hb[4] == FORMAT and hb[5] == self._hdr[5] and crc.check(hb, 0, _BHDR)):
                 n = (hb[6] << 8) | hb[7]
@@ -231,6 +236,7 @@ class RingStore:
         self._ck_open = False
         self._scan = None
         self._other_n = other if head < 0 else 0
+        self._newer = newer if head < 0 else 0
         if head < 0:                       # blank or foreign: nothing to load
             self._head = N - 1
             self._head_seq = -1
@@ -297,6 +303,8 @@ class RingStore:
             self._rescan()
         if self._other_n:
             raise ValueError("flash ring written over %d blocks, opened over %d" % (self._other_n, self._n))
+        if self._newer:
+            raise ValueError("flash ring format %d is newer than this library's" % self._newer)
         sc = self._scan
         if sc is None or sc["chosen"] < 0:
             self._scan = None
