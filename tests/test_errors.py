@@ -114,6 +114,27 @@ emit("state", connected=c.is_connected())
     assert srv.received[:1] == b"\x10"          # it did send a CONNECT
 
 
+@pytest.mark.parametrize("v", VERSIONS)
+def test_connect_larger_than_buf_size_says_what_to_change(v):
+    """A CONNECT that buf_size cannot hold (a long client id, a will) is
+    PacketTooLarge before anything is sent, and says what fills it and
+    that buf_size is the limit (it said only "exceeds the limit of 64");
+    the session keeps what was published."""
+    srv = SilentServer()
+    try:
+        res, out = mp(v, """
+c = MQTTClient("c" * 80, "127.0.0.1", port=%d, version=V, buf_size=64, timeout_ms=500)
+report("q1", lambda: c.publish("a/b", b"kept", qos=1))
+report("connect", c.connect)
+emit("state", connected=c.is_connected(), pending=c.pending())
+""" % srv.port)
+    finally:
+        srv.close()
+    assert_error(res["connect"], "PacketTooLarge", "CONNECT", "client id", "will", "buf_size", "64")
+    assert res["state"] == {"tag": "state", "connected": False, "pending": 1}, out
+    assert srv.received == b""                  # nothing sent
+
+
 # ---------------------------------------------------------------- authentication
 
 @pytest.fixture
