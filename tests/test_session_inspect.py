@@ -460,6 +460,10 @@ def test_usage(session_file):
     assert inspect()[0] == 2
     assert inspect("--prog-size", "32", session_file)[0] == 2      # needs --ring
     assert inspect("--ring", "--prog-size", "24", session_file)[0] == 2
+    # Block ranges that cannot be a ring: a usage error, not "blocks 0..-1 are outside".
+    for args in (["--first-block", "-1"], ["--num-blocks", "0"], ["--num-blocks", "-3"]):
+        rc, _, err = inspect("--ring", *args, session_file)
+        assert rc == 2 and args[0] in err and "Traceback" not in err, (args, err)
     assert inspect("--bogus", session_file)[0] == 2
 
 

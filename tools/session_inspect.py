@@ -924,6 +924,10 @@ def main(argv=None):
         ap.error("--prog-size, --first-block and --num-blocks need --ring")
     if a.block_size <= 0:
         ap.error("--block-size must be positive")
+    if a.first_block < 0:
+        ap.error("--first-block must be 0 or more")
+    if a.num_blocks is not None and a.num_blocks < 3:
+        ap.error("--num-blocks must be 3 or more (a ring needs at least 3 blocks)")
     if a.prog_size is not None and (a.prog_size < 16 or a.prog_size > 4096 or a.prog_size & (a.prog_size - 1)):
         ap.error("--prog-size must be a power of two from 16 to 4096")
 
