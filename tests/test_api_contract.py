@@ -154,6 +154,8 @@ for tag, m in (("int", 5), ("list", [1, 2]), ("dict", {})):
 report("retain_2_qos2", lambda: c.publish(T, b"x", retain=2, qos=2))
 report("retain_str", lambda: c.publish(T, b"x", retain="no", qos=1))
 report("array_msg", lambda: c.publish(T, array("H", [1, 2]), retain=1, qos=1))
+report("restore_none", lambda: c.restore_session(None))
+report("restore_int", lambda: c.restore_session(5))
 emit("state", pending=c.pending(), events=repr(c.last_event))
 c.connect()
 report("unsubscribe_int", lambda: c.unsubscribe(5))
@@ -202,6 +204,8 @@ def test_bad_arguments_raise_at_the_call_and_store_nothing(broker, tmp_path, ver
     refused("set_event_callback", "TypeError", "callable")
     refused("retain_2_qos2", "ValueError", "retain")
     refused("retain_str", "ValueError", "retain")
+    refused("restore_none", "TypeError", "save_session()")      # was: NoneType has no len()
+    refused("restore_int", "TypeError", "save_session()")
     assert res["array_msg"]["ok"], out                     # a bytes-like payload still goes
     assert res["state"]["pending"] == 1, out               # only it was accepted
     assert res["flush"] == dict(res["flush"], ok=True, value=True), out

@@ -254,6 +254,8 @@ def restore_session(c, data):
     if c.is_connected():
         from .errors import MQTTException
         raise MQTTException(-8, "restore_session() needs a disconnected client")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("restore_session() takes the bytes save_session() returned, not %s" % type(data).__name__)
     try:
         from .stream import parse, restore
         st = parse(data)
