@@ -149,6 +149,7 @@ report("set_callback", lambda: c.set_callback(5))
 report("set_event_callback", lambda: c.set_event_callback("no"))
 report("will_msg_int", lambda: c.set_last_will("w/t", 5))
 report("will_topic_int", lambda: c.set_last_will(5, b"x"))
+report("will_qos_float", lambda: c.set_last_will("w/t", b"x", qos=1.0))
 for tag, m in (("int", 5), ("list", [1, 2]), ("dict", {})):
     report("msg_" + tag, lambda: c.publish(T, m, qos=1))
 report("retain_2_qos2", lambda: c.publish(T, b"x", retain=2, qos=2))
@@ -203,6 +204,7 @@ def test_bad_arguments_raise_at_the_call_and_store_nothing(broker, tmp_path, ver
     refused("set_callback", "TypeError", "callable")
     refused("set_event_callback", "TypeError", "callable")
     refused("retain_2_qos2", "ValueError", "retain")
+    refused("will_qos_float", "ValueError", "QoS")      # was kept, and every connect() failed
     refused("retain_str", "ValueError", "retain")
     refused("restore_none", "TypeError", "save_session()")      # was: NoneType has no len()
     refused("restore_int", "TypeError", "save_session()")

@@ -129,7 +129,8 @@ class MQTTClient:
             self.early.append((ev, info))
 
     def set_last_will(self, topic, msg, retain=False, qos=0, props=None):
-        if not topic or qos not in (0, 1, 2):
+        # (qos 1.0 == 1 passed, and failed in every CONNECT)
+        if not topic or qos not in (0, 1, 2) or not isinstance(qos, int):
             raise ValueError("a will needs a topic and QoS 0..2")
         t = as_bytes(topic)
         topic_name(t)                    # the Will Topic is a Topic Name (MQTT-3.1.3-11)
