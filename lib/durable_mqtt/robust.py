@@ -47,22 +47,23 @@ class RobustClient(MQTTClient):
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=60,
                  ssl=None, *, servers=None, link=None, backoff_ms=(250, 30000), on_up=None,
                  on_down=None, **kw):
-        kw.setdefault("clean_session", False)
-        super().__init__(client_id, server, port, user, password, keepalive, ssl, **kw)
-        p = self.port                 # `port`, or its default (1883, 8883 with ssl)
-        # (A str would be taken letter by letter, a 1-tuple fail later.)
+        # Checked before the session file is opened. (A str for servers
+        # would be taken letter by letter, a 1-tuple fail later.)
         if isinstance(servers, str) or any(not isinstance(s, str) and not (
                 isinstance(s, tuple) and len(s) == 2 and type(s[1]) is int and 0 <= s[1] < 65536)
                 for s in servers or ()):
             raise TypeError("servers: a list of host names or (host, port) pairs, port 0..65535")
+        if not 0 < backoff_ms[0] <= backoff_ms[1]:
+            raise ValueError("backoff_ms: (first, cap) with 0 < first <= cap")
+        need_callable(on_up)
+        need_callable(on_down)
+        kw.setdefault("clean_session", False)
+        super().__init__(client_id, server, port, user, password, keepalive, ssl, **kw)
+        p = self.port                 # `port`, or its default (1883, 8883 with ssl)
         self.servers = [(s[0], s[1] or p) if isinstance(s, tuple) else (s, p)
                         for s in servers or ((server, port),)]
         self.link = link
         self.backoff_min, self.backoff_max = backoff_ms
-        if not 0 < self.backoff_min <= self.backoff_max:
-            raise ValueError("backoff_ms: (first, cap) with 0 < first <= cap")
-        need_callable(on_up)
-        need_callable(on_down)
         self.on_up = on_up
         self.on_down = on_down
         self.last_error = None
