@@ -31,8 +31,10 @@ _ERR_TOO_LARGE = const(-3)
 _ERR_NOT_CONNECTED = const(-6)
 _DROPPED_QOS0 = const(6)     # link.py numbers the counters
 _NO_PROPS = (None, b"", 0, False)   # publish() props: (object, encoded block, expiry s, UTF-8 payload)
-_COUNTS = ("sent", "acked", "refused", "dropped_expired", "received", "dup_in", "dropped_qos0",
-           "oversize_in", "resent", "reconnects")      # counts[], in link.py's numbering
+# counts[], in link.py's numbering: one string, split in stats(), since on a
+# board that compiles the .py each short string literal becomes an interned
+# name for good (qstr), and these are needed only there.
+_COUNTS = "sent acked refused dropped_expired received dup_in dropped_qos0 oversize_in resent reconnects"
 
 
 # Modules of what runs once (connect, subscribe, boot, error texts): unload()
@@ -152,8 +154,8 @@ class MQTTClient:
     def stats(self):
         # Counters and state as a dict (docs/api.md names them).
         d = {}
-        for i in range(len(_COUNTS)):
-            d[_COUNTS[i]] = self.counts[i]
+        for i, name in enumerate(_COUNTS.split()):
+            d[name] = self.counts[i]
         e = self.engine
         d["pending"] = e.held
         d["inflight"] = e.inflight
@@ -224,6 +226,7 @@ class MQTTClient:
         # The steps of subscribe() (opts: the options byte) and of
         # unsubscribe() (opts < 0); returns the SUBACK / UNSUBACK code.
         self.need_link()
+        gc.collect()                    # before a compile or load: see __init__
         from .request import requesting
         return requesting(self, f, opts, sid)
 
