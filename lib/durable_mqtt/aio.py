@@ -16,8 +16,9 @@
 # CPU work between its waits run without yielding; the TCP connect and the
 # handshake's waits do yield (timeout_ms bounds it whole). A publish writes
 # only while the socket has room (link.Link.gentle); _send_rest() sends the
-# rest. Acknowledgements, PINGREQ and (UN)SUBSCRIBE wait for room (at most
-# timeout_ms). Messages a subscribe() or unsubscribe() reads before its
+# rest. Acknowledgements, PINGREQ, (UN)SUBSCRIBE and the rest of a packet
+# larger than the room wait for room (each stall at most timeout_ms: a write
+# that moves goes on). Messages a subscribe() or unsubscribe() reads before its
 # answer are queued past queue_size (acknowledged: never dropped).
 import asyncio
 import sys

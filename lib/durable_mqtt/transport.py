@@ -95,7 +95,9 @@ class Transport:
         return r
 
     def write(self, buf, off, n, timeout_ms):  # noalloc
-        # buf[off:off+n] completely, waiting for room at most timeout_ms. A
+        # buf[off:off+n] completely, waiting for room at most timeout_ms at a
+        # time: a write that moves is not stalled (a packet larger than the
+        # send room, on a slow link, takes as long as the link needs). A
         # packet goes out in one write where the stack allows: a header and a
         # body in two would cost the peer's delayed ACK.
         if self.sock is None:           # closed meanwhile (a callback's disconnect(), a failure)
@@ -117,7 +119,7 @@ class Transport:
         if w is not None and w > 0:
             off += w
             n -= w
-        deadline = None                 # set by the first write that finds no room
+        deadline = None                 # set by a write that finds no room
         s = self.sock
         while n:
             try:
@@ -129,6 +131,7 @@ class Transport:
             if w:
                 off += w
                 n -= w
+                deadline = None         # it moved: a stall starts again from here
                 continue
             if deadline is None:
                 deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
