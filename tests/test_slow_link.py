@@ -151,3 +151,59 @@ def test_a_large_publish_on_a_slow_but_moving_link_is_delivered(front):
     if front == "async":
         assert f[7] == "0", r.stdout
     assert seen["disconnect"], seen
+
+
+def syn_hole():
+    """A port whose SYNs go unanswered, as a broker host that is down or a
+    lost route: a listener that never accepts, its backlog full (Linux
+    drops a SYN then). Returns (listener, the sockets filling it)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(0)
+    fill = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(s.getsockname())
+        except BlockingIOError:
+            pass
+        fill.append(c)
+    time.sleep(0.2)
+    return s, fill
+
+
+def test_aio_a_tcp_connect_without_answer_does_not_hold_the_loop():
+    # The TCP connect was awaited (timeout_ms), but when it timed out the
+    # CONNECT was written all the same, into a socket still connecting:
+    # that write waited for room another timeout_ms holding the event loop
+    # (a ticking task stood still 2 s here, 10 s at the default), and the
+    # attempt failed as "write stalled".
+    s, fill = syn_hole()
+    try:
+        r = run_mp(r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+from testlib import ticker
+loop = [0, 0]
+async def main():
+    asyncio.create_task(ticker(loop))
+    c = AsyncClient("hole", "127.0.0.1", %d, keepalive=10, timeout_ms=2000)
+    t0 = time.ticks_ms()
+    try:
+        await c.connect(timeout_ms=5000)
+    except Exception as x:
+        print(repr(x))
+    print("DONE", time.ticks_diff(time.ticks_ms(), t0), "GAP", loop[1], "FAILURES", c.stats()["connect_failures"])
+    print("ERROR", repr(c.client.last_error))
+    await c.disconnect()
+asyncio.run(main())
+""" % s.getsockname()[1], timeout=60)
+    finally:
+        for c in fill:
+            c.close()
+        s.close()
+    f = fields(r.stdout, "DONE")
+    assert int(f[3]) < 500, r.stdout                    # was 2,000 ms (timeout_ms)
+    assert int(f[5]) >= 2, r.stdout                     # 2 s per attempt, not 4
+    assert "no answer in 2000 ms" in r.stdout and "write stalled" not in r.stdout, r.stdout

@@ -26,6 +26,13 @@ def opening(c, host, port, timeout_ms, n):
     if c.async_connect:
         k.net.sock = s
         yield -timeout_ms            # writable: connected (or failed: the write says)
+        # Or timeout_ms passed with no answer (a SYN lost, a host down):
+        # said now. The CONNECT's write waited for room a timeout_ms more,
+        # holding the event loop, and reported "write stalled".
+        p = select.poll()
+        p.register(s, select.POLLOUT)
+        if not p.poll(0):
+            raise Timeout(_ERR_TIMEOUT, "connect to %s:%d: no answer in %d ms" % (host, port, timeout_ms))
     s, shake = secure(s, host, port, c.ssl, c.tls_verify, timeout_ms)
     k.net.opened(s)
     if not shake:
