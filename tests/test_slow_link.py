@@ -1,12 +1,13 @@
 """Bad networks and hostile brokers against the front ends, found in
 review: a link that moves, but slowly, under a packet larger than the
-socket's send room; a board's ticks wrapping during keepalive; a broker
-that answers CONNACK and then nothing; several brokers of which the first
-is dead.
+socket's send room; a TCP connect that gets no answer; and, held, a broker
+that lies (a stray PUBACK, a SUBACK with the wrong id, a close mid-packet),
+a board's ticks wrapping during keepalive, several brokers of which the
+first is dead.
 
 A write was bounded by timeout_ms from the moment it first found no room,
-however much it moved after: a 24 KB PUBLISH on a link taking 5 KB/s,
-with timeout_ms 1 s, ended in Timeout ("write stalled") although the
+however much it moved after: a 60 KB PUBLISH on a link taking 10 KB/s,
+with timeout_ms 2 s, ended in Timeout ("write stalled") although the
 broker never stopped reading; the link was dropped, and each reconnect
 sent the message again into the same end: never delivered. A stall is
 timeout_ms without progress (docs/api.md, "a stalled write")."""
@@ -17,7 +18,7 @@ import time
 import pytest
 
 from conftest import free_port, run_mp
-from fakebroker import FakeBroker, connack, listener, pkt
+from fakebroker import FakeBroker, connack, pkt, u16
 
 SIZE = 60000              # the PUBLISH's payload: many times the send room
 CHUNK, PAUSE = 512, 0.05  # the broker reads 10 KB/s
@@ -207,3 +208,153 @@ asyncio.run(main())
     assert int(f[3]) < 500, r.stdout                    # was 2,000 ms (timeout_ms)
     assert int(f[5]) >= 2, r.stdout                     # 2 s per attempt, not 4
     assert "no answer in 2000 ms" in r.stdout and "write stalled" not in r.stdout, r.stdout
+
+
+def test_aio_a_lying_broker_costs_a_reconnect_each_time_and_nothing_else():
+    # Held: a PUBACK for an id never sent, a SUBACK with the wrong id and a
+    # PUBLISH cut off mid-packet by a close each end that connection
+    # (ProtocolError, PeerClosed) and nothing more: the publish() and the
+    # subscribe() waiting across them complete on the next connection, the
+    # message in flight is sent again once (DUP), the cut message is
+    # delivered once, whole, when the broker sends it again.
+    def pid_of(got):
+        body = got[-1][1]
+        return body[2 + (body[0] << 8 | body[1]):][:2]
+    whole = pkt(0x32, u16(3) + b"c/m" + u16(5) + b"whole message")
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("send", pkt(0x40, u16(999)))],
+                    [("send", connack(4, sp=1)), ("recv",), ("reply", lambda g: pkt(0x40, pid_of(g))),
+                     ("recv",), ("send", pkt(0x90, u16(999) + b"\x01"))],
+                    [("send", connack(4, sp=1)), ("recv",), ("reply", lambda g: pkt(0x90, g[-1][1][:2] + b"\x01")),
+                     ("send", whole[:12]), ("close",)],
+                    [("send", connack(4, sp=1)), ("send", whole), ("recv",), ("sleep", 0.5)], io_timeout=15)
+    r = run_mp(r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+got = []
+async def main():
+    c = AsyncClient("liar", "127.0.0.1", %d, keepalive=20, timeout_ms=2000, backoff_ms=(50, 200))
+    c.set_callback(lambda t, m, r, q: got.append((bytes(t), bytes(m), q)))
+    await c.connect(timeout_ms=3000)
+    print("PUB", await c.publish("c/p", b"once", qos=1, timeout_ms=5000))
+    print("SUB", await c.subscribe("c/m", 1, timeout_ms=2000))
+    t0 = time.ticks_ms()
+    while not got and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+        await asyncio.sleep_ms(20)
+    await asyncio.sleep_ms(200)
+    print("GOT", got)
+    print("STATS", c.stats()["link_downs"], c.pending(), repr(c.client.last_error))
+    await c.disconnect()
+asyncio.run(main())
+""" % fb.port, timeout=60)
+    fb.join()
+    assert fields(r.stdout, "PUB")[1] == "1", r.stdout
+    assert fields(r.stdout, "SUB")[1] == "1", r.stdout
+    assert "GOT [(b'c/m', b'whole message', 1)]" in r.stdout, r.stdout
+    assert fields(r.stdout, "STATS")[1:3] == ["3", "0"], r.stdout
+    pubs = [p for conn in fb.conns for p in conn if p[0] & 0xF0 == 0x30]
+    assert [p[0] for p in pubs] == [0x32, 0x3A], fb.conns       # sent, then once again with DUP
+    assert fb.conns[3][1:] == [(0x40, u16(5)), (0xE0, b"")], fb.conns    # the whole one acknowledged
+
+
+# A board's ticks for the whole library: period 2**30 ms,
+# starting 1.5 s before the wrap. Installed as the module "time" before
+# anything imports it.
+BOARD_TICKS = r"""
+import sys, time as _t
+P = 1 << 30
+class BoardTime:
+    off = 0
+    @staticmethod
+    def ticks_ms():
+        return (_t.ticks_ms() + BoardTime.off) & (P - 1)
+    @staticmethod
+    def ticks_add(a, d):
+        return (a + d) & (P - 1)
+    @staticmethod
+    def ticks_diff(a, b):
+        d = (a - b) & (P - 1)
+        return d - P if d >= P // 2 else d
+    @staticmethod
+    def near_wrap():
+        BoardTime.off = P - 1500 - _t.ticks_ms()
+for _k in dir(_t):
+    if not _k.startswith("ticks") and not _k.startswith("_"):
+        setattr(BoardTime, _k, getattr(_t, _k))
+sys.modules["time"] = BoardTime
+import time
+"""
+
+WRAP_BLOCKING = BOARD_TICKS + r"""
+from durable_mqtt.robust import RobustClient
+def run(port, ms):
+    BoardTime.near_wrap()
+    c = RobustClient("wrap", "127.0.0.1", port, keepalive=2, timeout_ms=1500)
+    c.connect()
+    t0 = time.ticks_ms()
+    down = -1
+    while time.ticks_diff(time.ticks_ms(), t0) < ms:
+        c.poll(50)
+        if down < 0 and c.link_downs:
+            down = time.ticks_diff(time.ticks_ms(), t0)
+    print("RUN", t0 > P - 2000, time.ticks_ms() < 10000, c.link_downs, down)
+    c.disconnect()
+run(%(live)d, 5000)
+run(%(silent)d, 4000)
+"""
+
+def test_keepalive_across_a_wrap_of_the_boards_ticks(broker):
+    # Held: ticks_ms() wraps at 2**30 on a board (12.4 days). Across the
+    # wrap, a live link is pinged and kept (no drop in 5 s at keepalive 2 s),
+    # and a broker silent after CONNACK is found dead within 1.5 x keepalive.
+    # (RobustClient: the keepalive is link.py's, AsyncClient's too. Faked
+    # ticks cannot drive asyncio here: its C task queue keeps the port's.)
+    fb = FakeBroker([("send", connack(4)), ("sleep", 6)], io_timeout=15)
+    r = run_mp(WRAP_BLOCKING % {"live": broker.port, "silent": fb.port}, timeout=60)
+    fb.join()
+    runs = [line.split()[1:] for line in r.stdout.splitlines() if line.startswith("RUN")]
+    assert len(runs) == 2 and all(x[:2] == ["True", "True"] for x in runs), r.stdout   # it wrapped
+    assert runs[0][2:] == ["0", "-1"], r.stdout
+    assert runs[1][2] == "1" and 0 < int(runs[1][3]) <= 3000, r.stdout
+
+
+@pytest.mark.parametrize("front", ["blocking", "async"])
+@pytest.mark.parametrize("dead", ["refused", "no answer"])
+def test_the_second_broker_is_reached_when_the_first_is_dead(broker, front, dead):
+    # Held: servers=[dead, live]. A refused connect passes the turn at once
+    # (the switch waits out the 1.1 s since the last CONNECT); one whose SYN
+    # gets no answer after timeout_ms (1.5 s); AsyncClient's loop runs
+    # throughout.
+    s, fill = syn_hole()
+    first = s.getsockname()[1] if dead == "no answer" else free_port()
+    servers = '[("127.0.0.1", %d), ("127.0.0.1", %d)]' % (first, broker.port)
+    prog = r"""
+import asyncio, time
+from durable_mqtt.robust import RobustClient
+from durable_mqtt.aio import AsyncClient
+from testlib import ticker
+loop = [0, 0]
+def blocking():
+    c = RobustClient("two", "127.0.0.1", 0, keepalive=10, timeout_ms=1500, servers=%(s)s)
+    t0 = time.ticks_ms()
+    while not c.poll(50) and time.ticks_diff(time.ticks_ms(), t0) < 10000:
+        pass
+    print("UP", c.is_connected(), time.ticks_diff(time.ticks_ms(), t0), c.port, "GAP", 0)
+    c.disconnect()
+async def main():
+    asyncio.create_task(ticker(loop))
+    c = AsyncClient("two", "127.0.0.1", 0, keepalive=10, timeout_ms=1500, servers=%(s)s)
+    t0 = time.ticks_ms()
+    await c.connect(timeout_ms=10000)
+    print("UP", c.is_connected(), time.ticks_diff(time.ticks_ms(), t0), c.client.port, "GAP", loop[1])
+    await c.disconnect()
+""" % {"s": servers} + ("blocking()\n" if front == "blocking" else "asyncio.run(main())\n")
+    try:
+        r = run_mp(prog, timeout=60)
+    finally:
+        for c in fill:
+            c.close()
+        s.close()
+    f = fields(r.stdout, "UP")
+    assert f[1] == "True" and f[3] == str(broker.port), r.stdout
+    assert int(f[2]) < (2500 if dead == "refused" else 3500), r.stdout
+    assert int(f[5]) < 500, r.stdout
