@@ -358,3 +358,34 @@ async def main():
     assert f[1] == "True" and f[3] == str(broker.port), r.stdout
     assert int(f[2]) < (2500 if dead == "refused" else 3500), r.stdout
     assert int(f[5]) < 500, r.stdout
+
+
+def test_aio_disconnect_from_a_broker_slow_to_close_does_not_hold_the_loop():
+    # After its DISCONNECT the client reads until the broker closes its
+    # side, at most 500 ms (a socket closed with bytes unread resets the
+    # connection, and the broker loses the DISCONNECT). AsyncClient did so
+    # blocking: a broker that did not close at once held every task 500 ms.
+    fb = FakeBroker([("send", connack(4)), ("sleep", 3)], io_timeout=15)
+    r = run_mp(r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+from testlib import ticker
+loop = [0, 0]
+async def main():
+    c = AsyncClient("linger", "127.0.0.1", %d, keepalive=20, timeout_ms=3000)
+    await c.connect(timeout_ms=2000)
+    asyncio.create_task(ticker(loop))
+    await asyncio.sleep_ms(100)
+    t0 = time.ticks_ms()
+    await c.disconnect()
+    t = time.ticks_diff(time.ticks_ms(), t0)
+    await asyncio.sleep_ms(50)
+    print("DISC", t, "GAP", loop[1], "UP", c.is_connected(), c.client.socket())
+asyncio.run(main())
+""" % fb.port, timeout=60)
+    fb.join()
+    f = fields(r.stdout, "DISC")
+    assert 300 < int(f[1]) < 2000, r.stdout          # it waited for the broker, up to 500 ms
+    assert int(f[3]) < 200, r.stdout                 # was 511 ms
+    assert f[5:] == ["False", "None"], r.stdout      # then closed
+    assert fb.conns[0][-1] == (0xE0, b""), fb.conns  # the DISCONNECT reached the broker

@@ -31,6 +31,7 @@ from .robust import RobustClient
 
 _io = asyncio.core._io_queue
 _LOOK_MS = const(20)         # a SUBSCRIBE / UNSUBSCRIBE looks for its answer this often
+_LINGER_MS = const(500)      # at most, after DISCONNECT, for the broker to close its side
 
 
 async def _ready(sock, out):
@@ -128,6 +129,7 @@ class AsyncClient:
             while k is not None and k.full and k.connected and time.ticks_diff(end, time.ticks_ms()) > 0:
                 await asyncio.sleep_ms(_LOOK_MS)
             self.client.disconnect(session_expiry)
+            await self._linger(k)
         finally:
             # Even when client.disconnect() raised (e.g. session_expiry with
             # the link down): the background task is gone all the same.
@@ -142,6 +144,30 @@ class AsyncClient:
                 if not w[0].is_set():   # (one acknowledged already keeps its outcome)
                     w[1] = None
                     w[0].set()
+
+    async def _linger(self, k):
+        # After the DISCONNECT (leave.py leaves the socket open for this):
+        # what still comes is read and dropped until the broker closes its
+        # side, at most _LINGER_MS, as leave._linger() does for the blocking
+        # clients, but awaited: a broker slow to close held the loop 500 ms.
+        # (Closed with bytes unread, the socket sends a reset, and a broker
+        # that meets it loses what it had not read yet: the DISCONNECT.)
+        try:
+            end = time.ticks_add(time.ticks_ms(), min(self.client.timeout_ms, _LINGER_MS))
+            while k is not None and k.net.sock is not None:
+                left = time.ticks_diff(end, time.ticks_ms())
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for_ms(_ready(k.net.sock, False), left)
+                except asyncio.TimeoutError:
+                    break
+                k.net.read_into(k.tx, len(k.tx))     # PeerClosed at the end of the stream
+        except OSError:
+            pass
+        finally:
+            if k is not None:
+                k.drop()
 
     async def _wait_up(self, n):
         # Until connected; NotConnected if disconnect() comes first (n:

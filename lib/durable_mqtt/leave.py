@@ -52,6 +52,11 @@ def disconnect(c, session_expiry):
             n = put_block(buf, 3, p)
         try:
             k.send(buf, 0, n)
+            if k.gentle:
+                # AsyncClient's link: the front end lingers, awaited, and
+                # closes it (aio.py); here the wait held the event loop.
+                k.connected = False
+                return
             _linger(k.net, buf, min(c.timeout_ms, _LINGER_MS))
         except OSError:
             pass
