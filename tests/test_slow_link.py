@@ -389,3 +389,33 @@ asyncio.run(main())
     assert int(f[3]) < 200, r.stdout                 # was 511 ms
     assert f[5:] == ["False", "None"], r.stdout      # then closed
     assert fb.conns[0][-1] == (0xE0, b""), fb.conns  # the DISCONNECT reached the broker
+
+
+def test_aio_connect_while_disconnect_awaits_the_close_opens_the_next_connection():
+    # disconnect() now awaits the broker's close: a connect() in that time
+    # found the old connection still "up" and returned its Session Present
+    # at once, and the linger could take the next connection's socket.
+    def pid_of(got):
+        body = got[-1][1]
+        return body[2 + (body[0] << 8 | body[1]):][:2]
+    fb = FakeBroker([("send", connack(4)), ("sleep", 2)],
+                    [("send", connack(4, sp=1)), ("recv",), ("reply", lambda g: pkt(0x40, pid_of(g))),
+                     ("sleep", 1)], io_timeout=15)
+    r = run_mp(r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+async def main():
+    c = AsyncClient("again", "127.0.0.1", %d, keepalive=20, timeout_ms=3000, backoff_ms=(50, 100))
+    await c.connect(timeout_ms=2000)
+    d = asyncio.create_task(c.disconnect())
+    await asyncio.sleep_ms(100)
+    print("CONNECT", await c.connect(timeout_ms=5000), c.is_connected())
+    await d
+    print("PUB", await c.publish("r/x", b"1", qos=1, timeout_ms=3000), c.is_connected())
+    await c.disconnect()
+asyncio.run(main())
+""" % fb.port, timeout=60)
+    fb.join()
+    assert fields(r.stdout, "CONNECT")[1:] == ["True", "True"], r.stdout    # the second broker session
+    assert fields(r.stdout, "PUB")[1:] == ["1", "True"], r.stdout
+    assert [p[0] for p in fb.conns[1]] == [0x10, 0x32, 0xE0], fb.conns

@@ -129,7 +129,6 @@ class AsyncClient:
             while k is not None and k.full and k.connected and time.ticks_diff(end, time.ticks_ms()) > 0:
                 await asyncio.sleep_ms(_LOOK_MS)
             self.client.disconnect(session_expiry)
-            await self._linger(k)
         finally:
             # Even when client.disconnect() raised (e.g. session_expiry with
             # the link down): the background task is gone all the same.
@@ -144,6 +143,9 @@ class AsyncClient:
                 if not w[0].is_set():   # (one acknowledged already keeps its outcome)
                     w[1] = None
                     w[0].set()
+        # Down already for the application: a connect() meanwhile starts
+        # the next connection (which closes this socket).
+        await self._linger(k)
 
     async def _linger(self, k):
         # After the DISCONNECT (leave.py leaves the socket open for this):
@@ -152,21 +154,24 @@ class AsyncClient:
         # clients, but awaited: a broker slow to close held the loop 500 ms.
         # (Closed with bytes unread, the socket sends a reset, and a broker
         # that meets it loses what it had not read yet: the DISCONNECT.)
+        # (Only this socket: a connect() meanwhile opens the next one on k.)
+        s = k.net.sock if k is not None else None
         try:
             end = time.ticks_add(time.ticks_ms(), min(self.client.timeout_ms, _LINGER_MS))
-            while k is not None and k.net.sock is not None:
+            while s is not None and k.net.sock is s:
                 left = time.ticks_diff(end, time.ticks_ms())
                 if left <= 0:
                     break
                 try:
-                    await asyncio.wait_for_ms(_ready(k.net.sock, False), left)
+                    await asyncio.wait_for_ms(_ready(s, False), left)
                 except asyncio.TimeoutError:
                     break
-                k.net.read_into(k.tx, len(k.tx))     # PeerClosed at the end of the stream
+                if k.net.sock is s:
+                    k.net.read_into(k.tx, len(k.tx))     # PeerClosed at the end of the stream
         except OSError:
             pass
         finally:
-            if k is not None:
+            if s is not None and k.net.sock is s:
                 k.drop()
 
     async def _wait_up(self, n):
