@@ -26,11 +26,12 @@ import time
 from micropython import const
 
 from .client import unload
-from .errors import MQTTException, NotConnected, PeerClosed, Timeout, ERR_NOT_CONNECTED, ERR_TIMEOUT
+from .errors import MQTTException, NotConnected, PeerClosed, ProtocolError, Timeout, ERR_NOT_CONNECTED, ERR_TIMEOUT
 from .robust import RobustClient
 
 _io = asyncio.core._io_queue
 _LOOK_MS = const(20)         # a SUBSCRIBE / UNSUBSCRIBE looks for its answer this often
+_LOOK_DOWN_MS = const(1000)  # the background task looks for a link closed elsewhere this often
 _LINGER_MS = const(500)      # at most, after DISCONNECT, for the broker to close its side
 
 
@@ -295,7 +296,10 @@ class AsyncClient:
                     c.timeout_ms = timeout_ms
                 try:
                     return await self.steps(c.requesting(*args), True)
-                except (NotConnected, PeerClosed):
+                except (NotConnected, PeerClosed, ProtocolError):
+                    # (ProtocolError: the broker's answer was malformed or not
+                    # the awaited one, and the link closed over it, as when
+                    # the background task reads it)
                     if self._task is None:
                         raise           # disconnect(): no next connection comes
                 finally:
@@ -449,8 +453,13 @@ class AsyncClient:
                 # (Not c.conn.end: a part of a header waits for the socket.)
                 await asyncio.sleep_ms(0)
             elif c.is_connected():
+                # At most _LOOK_DOWN_MS: a failure outside this task (a
+                # request's read, a publish's write, _send_rest()) closes the
+                # socket, and a closed socket never polls ready; this wait
+                # would last until the keepalive (20 s and more) before the
+                # reconnect.
                 try:
-                    await asyncio.wait_for_ms(_ready(c.socket(), False), w)
+                    await asyncio.wait_for_ms(_ready(c.socket(), False), min(w, _LOOK_DOWN_MS))
                 except asyncio.TimeoutError:
                     pass
 
