@@ -73,6 +73,36 @@ def publish_of_size(v, total, qos=0, pid=1, topic=b"big"):
 
 # ---------------------------------------------------------------- fake broker
 
+
+def stalling_broker(v, stall_s, then, io_timeout=20):
+    """A broker that answers CONNECT, reads nothing for stall_s seconds, then
+    runs then(conn). Its receive buffer is small, so the client's socket
+    fills quickly. Returns (port, thread)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    s.settimeout(10)
+
+    def serve():
+        conn, _ = s.accept()
+        conn.settimeout(io_timeout)
+        try:
+            if FakeBroker._read(FakeBroker, conn)[0] != 0x10:
+                return
+            conn.sendall(connack(v))
+            time.sleep(stall_s)
+            then(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            s.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return s.getsockname()[1], t
+
+
 class FakeBroker:
     """Accepts one TCP connection per script in `sessions`. For each: read
     the CONNECT, then run the steps:

@@ -6,14 +6,13 @@ it when the socket has room again. Before, a publish on a full socket waited
 for room up to timeout_ms, holding every other task (a watchdog feeder, a
 sensor loop) for that long, and a QoS 0 publish then dropped the link."""
 
-import socket
 import threading
 import time
 
 import pytest
 
 from conftest import run_mp
-from fakebroker import FakeBroker, connack, pkt, u16
+from fakebroker import FakeBroker, connack, pkt, stalling_broker, u16
 
 SCRIPT = r"""
 import asyncio, time
@@ -44,35 +43,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def stalling_broker(v, stall_s, then):
-    """A broker that answers CONNECT, reads nothing for stall_s seconds, then
-    runs then(conn). Its receive buffer is small, so the client's socket
-    fills quickly. Returns (port, thread)."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.bind(("127.0.0.1", 0))
-    s.listen(1)
-    s.settimeout(10)
-
-    def serve():
-        conn, _ = s.accept()
-        conn.settimeout(20)
-        try:
-            if FakeBroker._read(FakeBroker, conn)[0] != 0x10:
-                return
-            conn.sendall(connack(v))
-            time.sleep(stall_s)
-            then(conn)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-            s.close()
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return s.getsockname()[1], t
 
 
 def slow_reader(v, stall_s):

@@ -12,13 +12,12 @@ broker never stopped reading; the link was dropped, and each reconnect
 sent the message again into the same end: never delivered. A stall is
 timeout_ms without progress (docs/api.md, "a stalled write")."""
 import socket
-import threading
 import time
 
 import pytest
 
 from conftest import free_port, run_mp
-from fakebroker import FakeBroker, connack, pkt, u16
+from fakebroker import FakeBroker, connack, pkt, stalling_broker, u16
 
 SIZE = 60000              # the PUBLISH's payload: many times the send room
 CHUNK, PAUSE = 512, 0.05  # the broker reads 10 KB/s
@@ -29,57 +28,41 @@ def slow_reader(v, chunk=CHUNK, pause=PAUSE):
     seconds with a small receive buffer (the client's socket fills), and
     acknowledges every QoS 1 PUBLISH, recording (QoS, payload length).
     Returns (port, thread, seen)."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.bind(("127.0.0.1", 0))
-    s.listen(1)
-    s.settimeout(10)
     seen = {"pubs": [], "disconnect": False}
 
-    def serve():
-        conn, _ = s.accept()
-        conn.settimeout(30)
-        try:
-            if FakeBroker._read(FakeBroker, conn)[0] != 0x10:
+    def read_slowly(conn):
+        buf = b""
+        while True:
+            d = conn.recv(chunk)
+            if not d:
                 return
-            conn.sendall(connack(v))
-            buf = b""
-            while True:
-                d = conn.recv(chunk)
-                if not d:
+            buf += d
+            while True:                     # the whole packets in buf
+                rl, i = 0, 1
+                while i < len(buf) and i < 5:
+                    rl |= (buf[i] & 0x7F) << 7 * (i - 1)
+                    i += 1
+                    if not buf[i - 1] & 0x80:
+                        break
+                else:
+                    break
+                if len(buf) < i + rl:
+                    break
+                first, body, buf = buf[0], buf[i:i + rl], buf[i + rl:]
+                if first == 0xE0:
+                    seen["disconnect"] = True
                     return
-                buf += d
-                while True:                     # the whole packets in buf
-                    rl, i = 0, 1
-                    while i < len(buf) and i < 5:
-                        rl |= (buf[i] & 0x7F) << 7 * (i - 1)
-                        i += 1
-                        if not buf[i - 1] & 0x80:
-                            break
-                    else:
-                        break
-                    if len(buf) < i + rl:
-                        break
-                    first, body, buf = buf[0], buf[i:i + rl], buf[i + rl:]
-                    if first == 0xE0:
-                        seen["disconnect"] = True
-                        return
-                    if first & 0xF0 == 0x30:
-                        tl = body[0] << 8 | body[1]
-                        qos = first >> 1 & 3
-                        head = 2 + tl + (2 if qos else 0) + (1 if v == 5 else 0)
-                        seen["pubs"].append((qos, len(body) - head))
-                        if qos:
-                            conn.sendall(pkt(0x40, body[2 + tl:4 + tl] + (b"\x00\x00" if v == 5 else b"")))
-                time.sleep(pause)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-            s.close()
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return s.getsockname()[1], t, seen
+                if first & 0xF0 == 0x30:
+                    tl = body[0] << 8 | body[1]
+                    qos = first >> 1 & 3
+                    head = 2 + tl + (2 if qos else 0) + (1 if v == 5 else 0)
+                    seen["pubs"].append((qos, len(body) - head))
+                    if qos:
+                        conn.sendall(pkt(0x40, body[2 + tl:4 + tl] + (b"\x00\x00" if v == 5 else b"")))
+            time.sleep(pause)
+
+    port, t = stalling_broker(v, 0, read_slowly, io_timeout=30)
+    return port, t, seen
 
 
 def fields(out, key):
