@@ -47,6 +47,15 @@ def run_mp(code, *, timeout=60, heapsize=None, args=(), cwd=None, check=True, ex
     return r
 
 
+def fields(out, key):
+    """The words of the first line of `out` that starts with `key`."""
+    for line in out.splitlines():
+        f = line.split()
+        if f and f[0] == key:
+            return f
+    raise AssertionError("no %s line in\n%s" % (key, out))
+
+
 def spawn_mp(script_path, *args, heapsize=None, cwd=None, extra_path=(), stdout=subprocess.PIPE):
     cmd = [MICROPYTHON]
     if heapsize:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import run_mp
+from conftest import fields, run_mp
 from fakebroker import FakeBroker, connack, pkt, stalling_broker, u16
 
 SCRIPT = r"""
@@ -73,14 +73,6 @@ def slow_reader(v, stall_s):
                 seen["last"].append(body[2 + tl + (1 if v == 5 else 0):])
     port, t = stalling_broker(v, stall_s, read_all)
     return port, t, seen
-
-
-def fields(out, key):
-    for line in out.splitlines():
-        f = line.split()
-        if f and f[0] == key:
-            return f
-    raise AssertionError("no %s line in\n%s" % (key, out))
 
 
 @pytest.mark.parametrize("ver", [4, 5])

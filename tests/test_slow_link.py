@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import free_port, run_mp
+from conftest import fields, free_port, run_mp
 from fakebroker import FakeBroker, connack, pkt, stalling_broker, u16
 
 SIZE = 60000              # the PUBLISH's payload: many times the send room
@@ -63,14 +63,6 @@ def slow_reader(v, chunk=CHUNK, pause=PAUSE):
 
     port, t = stalling_broker(v, 0, read_slowly, io_timeout=30)
     return port, t, seen
-
-
-def fields(out, key):
-    for line in out.splitlines():
-        f = line.split()
-        if f and f[0] == key:
-            return f
-    raise AssertionError("no %s line in\n%s" % (key, out))
 
 
 # The client's socket gets a board-sized send buffer (SO_SNDBUF 4096: Linux
