@@ -47,16 +47,18 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     self.user = None if user is None else as_bytes(user)
     cid = as_bytes(client_id)
     self.pswd = None if password is None else as_bytes(password)
+    # Each has a 16-bit length (MQTT-1.5.3): a longer one would wrap, at
+    # every CONNECT. The Client Identifier (MQTT-3.1.3-4) and the User Name
+    # (MQTT 5: 3.1.3-12; 3.1.1: 3.1.3-11) are UTF-8 strings: well formed,
+    # without U+0000 (MQTT-1.5.4-1, -2). A broker closes the connection over
+    # a CONNECT with another, at every reconnect.
     for what, v in (("client id", cid), ("user name", self.user), ("password", self.pswd)):
-        if v is not None and len(v) > 65535:      # a 16-bit length: it would wrap, at every CONNECT
+        if v is None:
+            continue
+        if len(v) > 65535:
             raise ValueError("%s of %d bytes: 65535 at most (MQTT-1.5.3)" % (what, len(v)))
-    # The Client Identifier (MQTT-3.1.3-4) and the User Name (MQTT 5:
-    # 3.1.3-12; 3.1.1: 3.1.3-11) are UTF-8 strings: well formed, without
-    # U+0000 (MQTT-1.5.4-1, -2). A broker closes the connection over a
-    # CONNECT with another, at every reconnect.
-    for what, v in (("client id", cid), ("user name", self.user)):
         try:
-            if v is not None:
+            if what != "password":       # (binary data)
                 check_utf8(v, 0, len(v))
         except ProtocolError as x:
             raise ValueError("%s %r: %s" % (what, v, x.args[1]))
