@@ -11,6 +11,8 @@ each one block (time.sleep_ms, as lwIP's does) or fail, and otherwise
 calls the real getaddrinfo. Everything else is real: the broker, the
 sockets, the client."""
 
+import pathlib
+
 import pytest
 
 from conftest import run_mp
@@ -123,3 +125,35 @@ def test_an_address_that_never_connects_is_looked_up_again_every_third_dial(brok
     # The live port: a lookup (another port), a connect; then none.
     assert lines["LIVE"] == ["UP", "6"], r.stdout
     assert lines["AGAIN"] == ["UP", "6"], r.stdout
+
+
+ROTATION = r"""
+import time, socket
+from durable_mqtt.robust import RobustClient
+
+socket.fail_after[0] = 2         # the DNS goes after two lookups
+c = RobustClient("dns-r", "localhost", 0, keepalive=0, timeout_ms=1500, backoff_ms=(50, 100),
+                 servers=[("localhost", %(fake)d), ("localhost", %(dead)d)])
+t0 = time.ticks_ms()
+while not c.poll(50) and time.ticks_diff(time.ticks_ms(), t0) < 10000:
+    pass
+print("UP", c.is_connected(), c.port, socket.calls[0], c.connect_failures)
+c.disconnect()
+"""
+
+
+def test_each_broker_of_servers_keeps_its_own_address(broker, shim, tmp_path):
+    # servers=[A, B]: A refuses the first connect (CONNACK 3), B is dead, and
+    # after those two lookups the DNS is gone (a broker on the LAN, its DNS
+    # server out on the internet). A's turn comes again: its kept address
+    # is dialled, without a lookup. (One kept address for all brokers: B's
+    # lookup replaced A's, A's lookup failed, and the client never came up.)
+    from fakebroker import FakeBroker, connack
+    (pathlib.Path(shim) / "socket.py").write_text(
+        SHIM.replace("if fail[0]:", "if fail[0] or 0 < fail_after[0] < calls[0]:")
+        + "\nfail_after = [0]\n")
+    fb = FakeBroker([("send", connack(4, code=3))], [("send", connack(4)), ("sleep", 2)])
+    r = run_mp(ROTATION % {"fake": fb.port, "dead": free_port()}, timeout=60, extra_path=[shim])
+    fb.join()
+    f = r.stdout.split()
+    assert f[:5] == ["UP", "True", str(fb.port), "2", "2"], r.stdout

@@ -15,6 +15,7 @@ _ERR_CLOSED = const(-5)
 _CERT_REQUIRED = const(2)     # ssl.CERT_REQUIRED (MBEDTLS_SSL_VERIFY_REQUIRED)
 _TIMEOUTS = (errno.ETIMEDOUT, 116, -110)
 _DIALS = const(3)             # dials on a looked-up address before the name is looked up again
+_KEPT = const(4)              # brokers whose looked-up address is kept (address())
 
 
 def opening(c, host, port, timeout_ms, n):
@@ -79,11 +80,19 @@ def address(net, host, port):
     # the internet is not. After _DIALS dials on it without a CONNACK
     # (connect.py counts them from 0 again) the name is looked up again:
     # the broker may have moved. A lookup that fails keeps the address for
-    # _DIALS more. (net.addr: [host, port, entry, dials]; the Transport
-    # outlives this module.)
+    # _DIALS more. (net.addr: [host, port, entry, dials], the entry of the
+    # last dial; the Transport outlives this module.)
     a = net.addr
     if a is not None and (a[0] != host or a[1] != port):
-        a = net.addr = None
+        # Another broker: RobustClient's `servers` take turns. Each keeps
+        # its own entry (net.addrs, up to _KEPT), so a turn on one costs
+        # the other nothing: a broker on the LAN stays reachable by its
+        # kept address while the DNS server, out on the internet, is not.
+        a = None
+        for e in getattr(net, "addrs", ()):
+            if e[0] == host and e[1] == port:
+                a = e
+        net.addr = a
     if a is not None and a[3] < _DIALS:
         a[3] += 1
         return a[2]
@@ -93,7 +102,13 @@ def address(net, host, port):
         if a is not None:
             a[3] = 0
         raise MQTTException(_ERR_CLOSED, "cannot resolve %r (errno %s): is the network up?" % (host, e.args[0]))
-    net.addr = [host, port, ai, 1]
+    if a is None:
+        a = [host, port, ai, 1]
+        net.addrs = [a] + getattr(net, "addrs", [])[:_KEPT - 1]
+    else:
+        a[2] = ai
+        a[3] = 1
+    net.addr = a
     return ai
 
 

@@ -32,7 +32,7 @@ def _closed(e):
 class Transport:
     # One TCP (optionally TLS) connection; `sock` is set by dial.py.
 
-    addr = None                 # the broker's address, dial.address()'s
+    addr = None                 # the broker's address, dial.address()'s (and addrs: one per broker)
 
     def __init__(self):
         self.sock = self.buf = None
