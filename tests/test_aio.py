@@ -7,7 +7,7 @@ then nothing."""
 
 import pytest
 
-from conftest import run_mp
+from conftest import reports, run_mp
 from fakebroker import FakeBroker, connack, listener
 
 SCRIPT = r"""
@@ -79,3 +79,39 @@ def test_subscribe_without_suback_leaves_other_tasks_running(ver):
     assert ticks >= 50 and gap < 200, r.stdout
     # the SUBSCRIBE did go out
     assert any(p[0] == 0x82 for p in fb.conns[0]), fb.conns
+
+
+PUBLISH_TYPES = r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+from fake_report import report, emit
+
+async def main():
+    c = AsyncClient("aio-types", "127.0.0.1", 1, version=%d)    # never connected: publish queues
+    report("nowait_qos_float", lambda: c.publish_nowait("t", b"x", qos=1.0))
+    report("nowait_retain_float", lambda: c.publish_nowait("t", b"x", retain=1.0, qos=1))
+    for tag, kw in (("qos_float", {"qos": 2.0}), ("retain_none", {"retain": None, "qos": 1})):
+        try:
+            await c.publish("t", b"x", **kw)
+            emit(tag, ok=True)
+        except Exception as e:
+            emit(tag, ok=False, cls=type(e).__name__, text=str(e))
+    emit("state", pending=c.client.pending())
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_publish_of_a_float_qos_or_retain_is_refused_at_the_call(ver):
+    """AsyncClient.publish() and publish_nowait() with qos=1.0 or
+    retain=1.0/None: a ValueError naming the argument, raised at the call
+    (it was a TypeError from the PUBLISH encoder, naming neither), and
+    nothing is queued."""
+    res = reports(run_mp(PUBLISH_TYPES % ver, timeout=30).stdout)
+    for tag, word in (("nowait_qos_float", "qos"), ("nowait_retain_float", "retain"), ("qos_float", "qos"),
+                      ("retain_none", "retain")):
+        r = res[tag]
+        assert not r["ok"] and r["cls"] == "ValueError", (tag, r)
+        assert word in str(r.get("text") or r["args"][0]), (tag, r)
+    assert res["state"]["pending"] == 0, res

@@ -154,6 +154,10 @@ for tag, m in (("int", 5), ("list", [1, 2]), ("dict", {})):
     report("msg_" + tag, lambda: c.publish(T, m, qos=1))
 report("retain_2_qos2", lambda: c.publish(T, b"x", retain=2, qos=2))
 report("retain_str", lambda: c.publish(T, b"x", retain="no", qos=1))
+report("qos_float", lambda: c.publish(T, b"x", qos=1.0))       # was: TypeError from the encoder
+report("qos2_float", lambda: c.publish(T, b"x", qos=2.0))
+report("retain_float", lambda: c.publish(T, b"x", retain=1.0, qos=1))
+report("retain_none", lambda: c.publish(T, b"x", retain=None, qos=1))
 report("array_msg", lambda: c.publish(T, array("H", [1, 2]), retain=1, qos=1))
 report("restore_none", lambda: c.restore_session(None))
 report("restore_int", lambda: c.restore_session(5))
@@ -161,6 +165,8 @@ emit("state", pending=c.pending(), events=repr(c.last_event))
 c.connect()
 report("unsubscribe_int", lambda: c.unsubscribe(5))
 report("subscribe_list", lambda: c.subscribe(["a", "b"]))
+report("qos0_float_online", lambda: c.publish(T, b"x", qos=0.0))       # QoS 0 goes straight to the wire
+report("retain_float_online", lambda: c.publish(T, b"x", retain=0.0))
 got = []
 c.set_callback(lambda t, m, r, q: got.append((bytes(t), bytes(m), r)))
 c.subscribe(T, 1)
@@ -206,6 +212,10 @@ def test_bad_arguments_raise_at_the_call_and_store_nothing(broker, tmp_path, ver
     refused("retain_2_qos2", "ValueError", "retain")
     refused("will_qos_float", "ValueError", "QoS")      # was kept, and every connect() failed
     refused("retain_str", "ValueError", "retain")
+    for tag in ("qos_float", "qos2_float", "qos0_float_online"):
+        refused(tag, "ValueError", "qos")
+    for tag in ("retain_float", "retain_none", "retain_float_online"):
+        refused(tag, "ValueError", "retain")
     refused("restore_none", "TypeError", "save_session()")      # was: NoneType has no len()
     refused("restore_int", "TypeError", "save_session()")
     assert res["array_msg"]["ok"], out                     # a bytes-like payload still goes

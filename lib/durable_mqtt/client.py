@@ -20,7 +20,7 @@ from time import ticks_ms
 from micropython import const
 # The builtins publish() calls per message, as globals of this module:
 # found in its dict, not after a miss there and a search of the builtins.
-from builtins import len, type
+from builtins import isinstance, len, type
 
 from .codec import as_bytes, publish_size, topic_name, varint_size
 from .errors import MQTTException, PacketTooLarge, NotConnected
@@ -31,6 +31,7 @@ _ERR_TOO_LARGE = const(-3)
 _ERR_NOT_CONNECTED = const(-6)
 _DROPPED_QOS0 = const(6)     # link.py numbers the counters
 _NO_PROPS = (None, b"", 0, False)   # publish() props: (object, encoded block, expiry s, UTF-8 payload)
+_INT = (int, bool)           # qos, retain (MicroPython's bool is no int subclass)
 # counts[], in link.py's numbering: one string, split in stats(), since on a
 # board that compiles the .py each short string literal becomes an interned
 # name for good (qstr), and these are needed only there.
@@ -318,7 +319,10 @@ class MQTTClient:
         # (One function from the arguments to the wire: a call with this many
         # arguments needs a heap frame, so a second one would cost another.)
         e = self.engine
-        if qos not in (0, 1, 2) or qos > e.max_qos or retain and (retain != 1 or not e.retain):
+        # (qos 1.0 and retain 1.0 pass `in` and `!=`: without the type checks
+        # they failed deep in the encoder, with a TypeError naming neither)
+        if (qos not in (0, 1, 2) or qos > e.max_qos or not isinstance(qos, _INT) or not isinstance(retain, _INT)
+                or retain and (retain != 1 or not e.retain)):
             _refuse(e, qos, retain)
         mt = type(topic)
         t = self.topics.get(topic) if mt is str or mt is bytes else None
@@ -414,9 +418,10 @@ def need_callable(f):
 
 def _refuse(e, qos, retain):
     # publish() with a QoS or retain flag that is not allowed: raises.
-    if qos not in (0, 1, 2):
-        raise ValueError("qos must be 0, 1 or 2")
-    if retain and retain != 1:           # 2 would set a QoS bit of the header: a malformed PUBLISH
-        raise ValueError("retain must be True or False")
+    # (ValueError for a float too, as subscribe() and set_last_will() do.)
+    if qos not in (0, 1, 2) or not isinstance(qos, _INT):
+        raise ValueError("qos must be 0, 1 or 2, not %r" % (qos,))
+    if not isinstance(retain, _INT) or retain and retain != 1:   # 2 would set a QoS bit of the header
+        raise ValueError("retain must be True or False, not %r" % (retain,))
     raise MQTTException(0x9A if qos <= e.max_qos else 0x9B, "broker takes QoS %d at most, retain %s "
                         "(MQTT-3.2.2-11, -14)" % (e.max_qos, bool(e.retain)))
