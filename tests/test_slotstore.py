@@ -761,3 +761,47 @@ c, ev = boot(max_inflight=1, outbox_size=0)
 print("two", ev, c.pending())
 """ % str(tmp_path / "t.d"))
     assert "copies [] 1 ['2']" in r.stdout and "two ['discarded'] 0" in r.stdout, r.stdout
+
+
+def test_a_damaged_incoming_id_file_is_reported(tmp_path):
+    """i0 / i1 hold the incoming QoS 2 ids awaiting PUBREL, written in turn.
+    A damaged one (a bad CRC) was skipped in silence: the older file's ids
+    were taken, and an id recorded only in the damaged one was forgotten,
+    so the broker's resent PUBLISH would be delivered again (MQTT-4.3.3-10)
+    with no sign. On LittleFS a write is never left half done, so a damaged
+    id file is damage, reported as event `damaged` and emptied like a
+    damaged slot; the intact file still gives its ids."""
+    r = run_mp(BOOT % str(tmp_path / "s") + r"""
+def flip(name, k=8):
+    p = PATH + ".d/" + name
+    with open(p, "rb") as f:
+        b = bytearray(f.read())
+    b[k] ^= 1
+    with open(p, "wb") as f:
+        f.write(b)
+    return len(b)
+def ids(e):
+    return [e.rx2[k] for k in range(e.rx2_n)]
+e, j, _ = boot()
+j.checkpoint()
+for pid in (7, 8):                              # one file: [7], then the other: [7, 8]
+    e.incoming(2, pid)
+    e.ack_incoming(2, pid, 0, tx); commit(e, j)
+flip("i1" if j.iseq & 1 else "i0")              # the newer one
+e, j, ev = boot()
+print("ONE", ev, ids(e))
+assert ev == ["damaged"] and ids(e) == [7], (ev, ids(e))
+e, j, ev = boot()                               # emptied: reported once
+assert ev == [] and ids(e) == [7], (ev, ids(e))
+e.pubrel(7, tx); commit(e, j)
+e, j, ev = boot()
+assert ev == [] and ids(e) == [], (ev, ids(e))
+e.incoming(2, 9)
+e.ack_incoming(2, 9, 0, tx); commit(e, j)
+flip("i0"); flip("i1")                          # both
+e, j, ev = boot()
+print("BOTH", ev, ids(e))
+assert ev == ["damaged"] and ids(e) == [], (ev, ids(e))
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout

@@ -148,6 +148,14 @@ def _read_dir(j):
             if q > j.iseq:
                 j.iseq = q
                 st.in_qos2 = [u16(d, 7 + 2 * k) for k in range(u16(d, 5) // 2)]
+        elif n:
+            # Damaged (LittleFS never leaves a write half done): if it was
+            # the newer file, ids recorded only there are lost and their
+            # resent PUBLISH may be delivered again (MQTT-4.3.3-10), so it
+            # is reported, and emptied, as a damaged slot is.
+            j.put_file(name, b"")
+            st.dropped += n
+            st.intact_after = True    # reported as `damaged`
     # Boot with a full outbox is where this client needs the most heap: the
     # slots are noted in the journal's own arrays (no object per message),
     # and each packet is read again, into one buffer, as restore() copies
