@@ -640,3 +640,43 @@ emit("stats", oversize_in=c.stats()["oversize_in"])
 """)
     assert_error(res["err"], "ProtocolError", "topic")
     assert res["next"]["ok"], res["next"]
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_MQTT_4_3_3_10_an_oversize_duplicate_of_a_delivered_qos2_id_is_no_error(v, tmp_path):
+    # A QoS 2 message delivered and recorded (PUBREC 0 sent), then a reboot
+    # with a smaller buf_size: the broker resends it (DUP, Session Present)
+    # and it no longer fits. It is a duplicate: answered PUBREC 0, not
+    # delivered again (MQTT-4.3.3-10), and then released. Nothing was
+    # dropped, so the call that read it must not raise PacketTooLarge
+    # ("dropped an incoming PUBLISH") nor count it in oversize_in: it is a
+    # duplicate (dup_in), handled as one, and the link stays up. (It
+    # raised, counted as dropped, although the engine had answered it right.)
+    big = publish(v, b"big", b"B" * 600, qos=2, pid=5)
+    dup = bytes((big[0] | 0x08,)) + big[1:]
+    fake = FakeBroker([("send", connack(v)), ("send", big), ("recv",), ("sleep", 0.3)],
+                      [("send", connack(v, sp=1)), ("send", dup), ("recv",), ("send", pkt(0x62, u16(5))),
+                       ("recv",), ("sleep", 0.3)])
+    res = mp(fake, v, """
+PATH = %r
+got = []
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, buf_size=1024,
+               clean_session=False, session_file=PATH)
+c.set_callback(lambda t, m, r, q: got.append(len(m)))
+c.connect()
+pump_until(c, lambda: got)
+c.close()                                        # PUBREC sent; power cut before the PUBREL
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, buf_size=256,
+               clean_session=False, session_file=PATH)
+c.set_callback(lambda t, m, r, q: got.append(len(m)))
+c.connect()
+report("read", lambda: pump(c, ms=600))
+s = c.stats()
+emit("after", got=repr(got), connected=c.is_connected(), dup_in=s["dup_in"], oversize_in=s["oversize_in"])
+c.disconnect()
+""" % str(tmp_path / "s"))
+    assert res["read"] == dict(res["read"], ok=True, value="no error"), res
+    assert res["after"] == dict(res["after"], got="[600]", connected=True, dup_in=1, oversize_in=0), res
+    acks = [(first, body[:2], body[2:3]) for first, body in fake.conns[1] if first in (0x50, 0x70)]
+    assert [a[:2] for a in acks] == [(0x50, u16(5)), (0x70, u16(5))], acks
+    assert acks[0][2] in (b"", b"\x00"), acks           # PUBREC 0, not 0x97
