@@ -6,9 +6,11 @@
 #   link = WLANLink("my-ssid", "secret")
 #   c = RobustClient(..., link=link)    # up() is called before a reconnect
 #                                       # when isconnected() says the link is down
+#   c = AsyncClient(..., link=AsyncWLANLink("my-ssid", "secret"))   # up() awaited
 #
 # The interface is two methods, so any transport can provide it:
-#   up(timeout_ms) -> bool     bring the link up; True when usable
+#   up(timeout_ms) -> bool     bring the link up; True when usable (AsyncClient
+#                              also takes an `async def up`, and awaits it)
 #   isconnected() -> bool      the link looks usable (not a liveness proof:
 #                              MQTT keepalive finds a dead path)
 import time
@@ -49,6 +51,17 @@ class WLANLink:
         return self.wlan.isconnected()
 
     def up(self, timeout_ms):
+        if self._start():
+            return True
+        t0 = time.ticks_ms()
+        while time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
+            if self.wlan.isconnected():
+                return True
+            time.sleep_ms(100)
+        return False
+
+    def _start(self):
+        # True when up already; else a connect attempt from scratch.
         w = self.wlan
         if w.isconnected():
             return True
@@ -64,13 +77,25 @@ class WLANLink:
         except OSError:
             pass
         w.connect(self.ssid, self.password)
-        t0 = time.ticks_ms()
-        while time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
-            if w.isconnected():
-                return True
-            time.sleep_ms(100)
         return False
 
     def down(self):
         self.wlan.disconnect()
         self.wlan.active(False)
+
+
+class AsyncWLANLink(WLANLink):
+    """WLANLink for AsyncClient: up() is a coroutine, awaited, so other
+    tasks run while the radio associates (WLANLink.up() sleeps, holding the
+    event loop up to timeout_ms)."""
+
+    async def up(self, timeout_ms):
+        import asyncio
+        if self._start():
+            return True
+        t0 = time.ticks_ms()
+        while time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
+            if self.wlan.isconnected():
+                return True
+            await asyncio.sleep_ms(100)
+        return False

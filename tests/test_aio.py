@@ -115,3 +115,60 @@ def test_publish_of_a_float_qos_or_retain_is_refused_at_the_call(ver):
         assert not r["ok"] and r["cls"] == "ValueError", (tag, r)
         assert word in str(r.get("text") or r["args"][0]), (tag, r)
     assert res["state"]["pending"] == 0, res
+
+
+ASYNC_LINK = r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+from testlib import ticker
+
+class Net:
+    # A network that takes 800 ms to come up, its up() a coroutine function
+    # (async def): awaited, the loop runs meanwhile.
+    def __init__(self):
+        self.connected = False
+        self.ups = 0
+    def isconnected(self):
+        return self.connected
+    async def up(self, timeout_ms):
+        self.ups += 1
+        await asyncio.sleep_ms(800)
+        self.connected = True
+        return True
+
+class SyncNet(Net):
+    def up(self, timeout_ms):                # a plain up() still works
+        self.ups += 1
+        self.connected = True
+        return True
+
+async def main():
+    loop = [0, 0]
+    asyncio.create_task(ticker(loop))
+    for kind in (Net, SyncNet):
+        net = kind()
+        c = AsyncClient("aio-link-%%s" %% kind.__name__, "127.0.0.1", %d, version=%d, link=net)
+        t0 = time.ticks_ms()
+        loop[0] = loop[1] = 0
+        await c.connect(timeout_ms=5000)
+        print(kind.__name__, "UPS", net.ups, "TICKS", loop[0], "GAP", loop[1], "MS",
+              time.ticks_diff(time.ticks_ms(), t0))
+        await c.disconnect()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_an_async_network_link_is_awaited(broker, ver):
+    """AsyncClient(link=...): a link whose up() is a coroutine function is
+    awaited before the CONNECT, and other tasks run while the network comes
+    up (a coroutine's truthy object was taken for success without running
+    it: the network was never brought up). A plain up() is called as
+    RobustClient calls it."""
+    r = run_mp(ASYNC_LINK % (broker.port, ver), timeout=30)
+    lines = {ln.split()[0]: ln.split() for ln in r.stdout.splitlines() if "UPS" in ln}
+    a = lines["Net"]
+    assert a[2] == "1", r.stdout
+    assert int(a[4]) >= 40 and int(a[6]) < 200 and int(a[8]) >= 800, r.stdout
+    assert lines["SyncNet"][2] == "1", r.stdout

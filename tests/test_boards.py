@@ -151,6 +151,13 @@ w.down()
 assert not w.isconnected() and not w.wlan.active()
 n = NullLink()
 assert n.up(0) and n.isconnected()
+import asyncio
+from wlan import AsyncWLANLink
+a = AsyncWLANLink('other', 'secret')
+assert not a.isconnected()
+assert asyncio.run(a.up(1000)) and a.isconnected() and a.attempts == 1     # awaited (AsyncClient)
+assert asyncio.run(a.up(1000)) and a.attempts == 1
 print('OK')
 """, [MP_HELPERS, ROOT / "boards"], tmp_path, check=True)
-    assert r.stdout.splitlines() == ["WLAN hostname dev-7", "WLAN connect my-ssid", "OK"], r.stdout
+    assert r.stdout.splitlines() == ["WLAN hostname dev-7", "WLAN connect my-ssid", "WLAN connect other",
+                                     "OK"], r.stdout

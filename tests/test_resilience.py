@@ -306,3 +306,27 @@ for days in (1, 7):
 """)
     waits = [int(line.split("in ")[1].split()[0]) for line in r.stdout.splitlines() if line.startswith("after")]
     assert len(waits) == 2 and all(w <= 250 for w in waits), r.stdout
+
+
+def test_an_async_network_link_is_refused_by_the_blocking_client(broker):
+    """RobustClient(link=...) whose up() is `async def` (boards/wlan.py's
+    AsyncWLANLink, meant for AsyncClient): its coroutine object is truthy
+    and was taken for a network brought up, never run. poll() raises a
+    TypeError saying so; the client makes no CONNECT."""
+    r = run_mp(r"""
+from durable_mqtt.robust import RobustClient
+class Net:
+    ups = 0
+    def isconnected(self):
+        return False
+    async def up(self, timeout_ms):
+        Net.ups += 1
+        return True
+c = RobustClient("asyncnet", "127.0.0.1", %d, backoff_ms=(1, 2), timeout_ms=1000, link=Net())
+try:
+    c.poll()
+    print("NO ERROR", c.is_connected())
+except TypeError as x:
+    print("TYPEERROR", x, c.is_connected(), Net.ups)
+""" % broker.port)
+    assert "TYPEERROR" in r.stdout and "AsyncClient" in r.stdout and "False 0" in r.stdout, r.stdout

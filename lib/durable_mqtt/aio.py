@@ -408,7 +408,17 @@ class AsyncClient:
                     await asyncio.sleep_ms(min(wait, 1000))
                     continue
                 try:
-                    await self.steps(c.reconnecting())
+                    k = c.link
+                    if k is not None and not k.isconnected():
+                        # Before the steps, so that an `async def up()` is
+                        # awaited and the loop runs while Wi-Fi associates
+                        # (a plain up() holds the loop until it returns).
+                        r = k.up(c.timeout_ms)
+                        if hasattr(r, "send"):
+                            r = await r
+                        if not r:
+                            raise OSError(-1, "network link did not come up")
+                    await self.steps(c.reconnecting(False))
                 except (OSError, MemoryError) as x:
                     # (MemoryError: a heap too full to connect, e.g. just after
                     # a message copy found none: the next attempt may have it)

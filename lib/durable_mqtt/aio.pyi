@@ -2,13 +2,20 @@
 # front end over a RobustClient. Its keyword arguments are RobustClient's
 # (spelled out), except on_up/on_down, which it uses itself (see up, down).
 import asyncio
-from typing import (Any, AsyncIterator, Callable, Dict, Generator, Optional, Sequence, Tuple, TypeVar,
-                    Union)
+from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Generator, Optional, Protocol, Sequence, Tuple,
+                    TypeVar, Union)
 
 from .client import _EventCallback, _MessageCallback, _Payload, _Props, _SessionFile, _SSLContext, _Topic
 from .robust import RobustClient, _Link, _Server
 
 _T = TypeVar("_T")
+
+
+class _AsyncLink(Protocol):
+    """A network whose up() is awaited (boards/wlan.py: AsyncWLANLink)."""
+
+    def up(self, timeout_ms: int) -> Awaitable[bool]: ...
+    def isconnected(self) -> bool: ...
 
 
 class AsyncClient:
@@ -29,7 +36,7 @@ class AsyncClient:
         *,
         queue_size: int = 8,
         servers: Optional[Sequence[_Server]] = None,
-        link: Optional[_Link] = None,
+        link: Optional[Union[_Link, _AsyncLink]] = None,
         backoff_ms: Tuple[int, int] = (250, 30000),
         version: int = 4,
         clean_session: bool = False,

@@ -161,13 +161,20 @@ class RobustClient(MQTTClient):
             j.tick(time.ticks_ms())
         return max(0, time.ticks_diff(self._next_try, time.ticks_ms()))
 
-    def reconnecting(self):
+    def reconnecting(self, bring_up=True):
         # One connect attempt, as steps (a generator, see MQTTClient):
-        # the network link, CONNECT to the broker whose turn it is (a clean
-        # start if an MQTT 5 broker has a session this device lost), then the
-        # subscriptions made while down.
-        if self.link is not None and not self.link.isconnected():
-            if not self.link.up(self.timeout_ms):
+        # the network link (bring_up False: AsyncClient awaited it), CONNECT
+        # to the broker whose turn it is (a clean start if an MQTT 5 broker
+        # has a session this device lost), then the subscriptions made
+        # while down.
+        if bring_up and self.link is not None and not self.link.isconnected():
+            r = self.link.up(self.timeout_ms)
+            if hasattr(r, "send"):
+                # async def up(): its coroutine object is truthy, and was
+                # taken for success without ever running.
+                r.close()
+                raise TypeError("link.up() is a coroutine function: that link needs AsyncClient")
+            if not r:
                 raise OSError(-1, "network link did not come up")
         host, port = self.servers[self._turn]
         self.server = host
