@@ -172,3 +172,40 @@ def test_an_async_network_link_is_awaited(broker, ver):
     assert a[2] == "1", r.stdout
     assert int(a[4]) >= 40 and int(a[6]) < 200 and int(a[8]) >= 800, r.stdout
     assert lines["SyncNet"][2] == "1", r.stdout
+
+
+AGAIN = r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+from durable_mqtt import MQTTClient
+
+async def main():
+    got = []
+    s = MQTTClient("aio-again-s-%(ver)d", "127.0.0.1", %(port)d, version=%(ver)d)
+    s.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+    s.connect()
+    s.subscribe("aio/again/%(ver)d/will", 1)
+    c = AsyncClient("aio-again-%(ver)d", "127.0.0.1", %(port)d, version=%(ver)d)
+    c.client.set_last_will("aio/again/%(ver)d/will", b"gone", qos=1)
+    await c.connect(timeout_ms=3000)
+    sock = c.client.socket()
+    await c.connect(timeout_ms=3000)           # connected already
+    print("SAME", c.client.socket() is sock, c.is_connected())
+    await asyncio.sleep_ms(300)
+    for _ in range(10):
+        s.check_msg()
+        await asyncio.sleep_ms(50)
+    print("WILL", got)
+    await c.disconnect()
+    s.disconnect()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_connect_while_connected_keeps_the_connection(broker, ver):
+    """AsyncClient.connect() while connected returns at once: the background
+    task keeps the connection it has (no new socket, no will)."""
+    r = run_mp(AGAIN % {"port": broker.port, "ver": ver}, timeout=30)
+    assert "SAME True True" in r.stdout and "WILL []" in r.stdout, r.stdout

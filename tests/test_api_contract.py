@@ -378,3 +378,41 @@ def test_call_arguments_of_the_wrong_type(broker, ver):
         r = res[tag]
         assert not r["ok"] and r["cls"] == cls and word in r["args"][0], (tag, r, out)
     assert res["sub_ok"]["ok"] and res["after"]["connected"] is True, out
+
+
+RECONNECT_WHILE_UP = r"""
+CID = "again-%d" % V
+W = "again/%d/will" % V
+got = []
+s = MQTTClient(CID + "-s", "127.0.0.1", PORT, version=V)
+s.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+s.connect()
+s.subscribe(W, 1)
+a = MQTTClient(CID, "127.0.0.1", PORT, version=V, clean_session=False)
+a.set_last_will(W, b"gone", qos=1)
+a.connect()
+a.publish("again/%d/x" % V, b"q", qos=1)
+a.flush(2000)
+report("again", lambda: a.connect())          # connected already
+emit("state", connected=a.is_connected(), sp=a.session_present)
+pump(s, ms=800)
+emit("will", got=repr(got))
+report("after", lambda: a.publish("again/%d/x" % V, b"r", qos=1))
+report("flush", lambda: a.flush(2000))
+a.disconnect()
+s.disconnect()
+"""
+
+
+@pytest.mark.parametrize("ver", VERSIONS)
+def test_connect_while_connected_ends_the_old_connection_with_disconnect(broker, ver):
+    """connect() on a client that is connected: the old connection ends
+    with a DISCONNECT, as disconnect() ends it, then the new one is made
+    (resuming the session). It was closed without one, an abnormal close
+    for the broker: it published the will (MQTT-3.1.2-8; a DISCONNECT
+    removes it, MQTT-3.1.2-10) although nothing failed."""
+    res, out = mp(broker.port, ver, RECONNECT_WHILE_UP)
+    assert res["again"]["ok"] and res["again"]["value"] is True, out      # Session Present: resumed
+    assert res["state"]["connected"] is True, out
+    assert res["will"]["got"] == "[]", out
+    assert res["flush"]["ok"] and res["flush"]["value"] is True, out

@@ -27,6 +27,14 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     if timeout_ms is not None and type(timeout_ms) is not int:
         raise TypeError("timeout_ms must be an int, not %s" % type(timeout_ms).__name__)
     e = c.engine
+    if c.conn.connected:
+        # connect() while connected: the old connection ends as disconnect()
+        # ends it, with a DISCONNECT (its acknowledgements owed go first).
+        # Closed without one it was an abnormal close, and the broker
+        # published the will (MQTT-3.1.2-8; a DISCONNECT removes it,
+        # MQTT-3.1.2-10) although nothing had failed.
+        from .leave import disconnect
+        disconnect(c, None)
     if e.expired and clean_session is None:
         e.expired = False                # the stored session outlived its expiry
         clean_session = fresh = True
