@@ -181,3 +181,93 @@ c.disconnect()
     assert "memoryerror" in r.stdout and "connected False" in r.stdout, r.stdout
     assert "got [None, b'm1']" in r.stdout, r.stdout
     assert [(f, b[:2]) for f, b in fb.conns[1][1:] if f == 0x40] == [(0x40, b"\x00\x01")], fb.conns
+
+
+def _prop32(ident, n):
+    return bytes((ident,)) + n.to_bytes(4, "big")
+
+
+RESUME = r"""
+from fake_report import report, emit, pump
+from durable_mqtt import MQTTClient
+PATH = %r
+done = []
+def client():
+    c = MQTTClient("resume", "127.0.0.1", %d, version=5, clean_session=False, session_file=PATH,
+                   timeout_ms=3000)
+    c.set_done_callback(lambda pid, r: done.append((pid, r)))
+    return c
+"""
+
+
+def test_MQTT_3_1_2_24_a_sent_message_over_a_lowered_maximum_packet_size_is_not_resent(tmp_path):
+    # A QoS 1 PUBLISH of ~500 bytes went out unacknowledged; after a reboot
+    # the broker's CONNACK (Session Present) gives Maximum Packet Size 200.
+    # It must not be sent again over the limit (MQTT-3.1.2-24), nor vanish
+    # unseen: it leaves the session refused, 0x95, through the done
+    # callback and stats()["refused"]; the small one is resent (DUP).
+    from fakebroker import pkt, u16
+    fb = FakeBroker([("send", connack(5)), ("recv",), ("recv",), ("close",)],
+                    [("send", connack(5, sp=1, props=_prop32(0x27, 200))), ("recv",),
+                     ("reply", lambda got: pkt(0x40, got[-1][1][3:5])), ("sleep", 0.5)])
+    r = run_mp(RESUME % (str(tmp_path / "s"), fb.port) + r"""
+c = client()
+c.connect()
+big = c.publish("t", b"B" * 500, qos=1)
+small = c.publish("t", b"s", qos=1)
+report("cut", lambda: pump(c, ms=2000))
+c.close()
+c = client()                                # a reboot
+c.connect()
+report("flush", lambda: c.flush(2000))
+emit("after", done=repr(done), big=big, small=small, refused=c.stats()["refused"], pending=c.pending())
+c.disconnect()
+""")
+    fb.join()
+    res = reports(r.stdout)
+    a = res["after"]
+    assert res["flush"].get("value") is True, (r.stdout, fb.conns)
+    assert a["done"] == repr([(a["big"], 0x95), (a["small"], 0)]), r.stdout
+    assert a["refused"] == 1 and a["pending"] == 0, r.stdout
+    sent = [(f, b) for f, b in fb.conns[1][1:] if f & 0xF0 == 0x30]
+    assert len(sent) == 1 and sent[0][0] & 0x08 and sent[0][1][3:5] == u16(a["small"]), fb.conns[1]
+    assert all(len(b) + 2 <= 200 for f, b in fb.conns[1]), [len(b) for f, b in fb.conns[1]]
+
+
+def test_MQTT_4_9_0_2_pubrels_are_resent_when_receive_maximum_leaves_no_quota(tmp_path):
+    # Three QoS 2 messages past PUBREC (PUBRELs sent, no PUBCOMP) and two
+    # QoS 1 unacknowledged; the broker resumes with Receive Maximum 2, so
+    # the send quota is 0 (the PUBRELs count, MQTT-4.9.0-2). The PUBRELs
+    # are no PUBLISH: they go again at once, in order (MQTT-4.4.0-1,
+    # MQTT-4.6.0-3), and each PUBCOMP gives a place back, so the QoS 1
+    # messages follow (DUP) and the outbox drains.
+    from fakebroker import pkt, u16
+    def pubcomp(*ids):
+        return b"".join(pkt(0x70, u16(i)) for i in ids)
+    fb = FakeBroker([("send", connack(5)), ("recv",), ("recv",), ("recv",), ("recv",), ("recv",),
+                     ("send", b"".join(pkt(0x50, u16(i)) for i in (1, 2, 3))), ("recv",), ("recv",), ("recv",),
+                     ("close",)],
+                    [("send", connack(5, sp=1, props=b"\x21" + u16(2))), ("recv",), ("recv",), ("recv",),
+                     ("sleep", 0.3), ("send", pubcomp(1, 2)), ("recv",), ("sleep", 0.3), ("send", pubcomp(3)),
+                     ("recv",), ("send", pkt(0x40, u16(4)) + pkt(0x40, u16(5))), ("sleep", 0.5)])
+    r = run_mp(RESUME % (str(tmp_path / "s"), fb.port) + r"""
+c = client()
+c.connect()
+ids = [c.publish("t", b"q2", qos=2) for _ in range(3)] + [c.publish("t", b"q1", qos=1) for _ in range(2)]
+report("cut", lambda: pump(c, ms=3000))
+emit("before", ids=repr(ids), pending=c.pending())
+c = client()                                # a reboot
+c.connect()
+report("flush", lambda: c.flush(4000))
+emit("after", done=repr(sorted(done)), pending=c.pending())
+c.disconnect()
+""")
+    fb.join()
+    res = reports(r.stdout)
+    assert res["before"]["ids"] == "[1, 2, 3, 4, 5]", r.stdout
+    assert res["flush"]["value"] is True and res["after"]["pending"] == 0, r.stdout
+    assert res["after"]["done"] == repr([(i, 0) for i in (1, 2, 3, 4, 5)]), r.stdout
+    got = [(f, b[:2]) for f, b in fb.conns[1][1:]]
+    assert got[:3] == [(0x62, u16(1)), (0x62, u16(2)), (0x62, u16(3))], got
+    pubs = [(f, b[3:5]) for f, b in fb.conns[1][1:] if f & 0xF0 == 0x30]
+    assert pubs == [(0x3A, u16(4)), (0x3A, u16(5))], got
