@@ -213,6 +213,9 @@ emit("end", pending=c.pending())
     first, second = fake.conns
     assert fake.connect_flags(0) & 0x02 == fake.connect_flags(1) & 0x02 == (2 if clean else 0)
     assert first[1][0] == 0x32                                   # PUBLISH QoS 1
+    # MQTT 5: DISCONNECT 0x82 (Protocol Error) before closing (4.13.1);
+    # 3.1.1 just closes.
+    assert first[2:] == ([(0xE0, b"\x82")] if v == 5 else []), first
     assert second[1][0] == (0x32 if clean else 0x3A)             # again; DUP when resumed
     assert first[1][1][5:7] == second[1][1][5:7] == u16(pid)     # same packet id
 
@@ -680,3 +683,147 @@ c.disconnect()
     acks = [(first, body[:2], body[2:3]) for first, body in fake.conns[1] if first in (0x50, 0x70)]
     assert [a[:2] for a in acks] == [(0x50, u16(5)), (0x70, u16(5))], acks
     assert acks[0][2] in (b"", b"\x00"), acks           # PUBREC 0, not 0x97
+
+
+# ---------------------------------------------------------------- DISCONNECT with the reason (MQTT 5, 4.13.1)
+#
+# A client that detects a Malformed Packet or a Protocol Error closes the
+# connection; MQTT 5 sends DISCONNECT with the reason code first (0x81 or
+# 0x82 unless a more specific one applies, MQTT 5 4.13.1 and 3.14.2.1).
+# 3.1.1 has no reason codes and DISCONNECT means a normal close there
+# (the will is dropped): it just closes. The fake broker records what the
+# client sent after the bad packet.
+
+REFUSED = {
+    # name: (packets after CONNACK, MQTT 5 reason code, 3.1.1 too)
+    "reserved-flags": (b"\x41\x02\x00\x01", 0x81, True),
+    "remaining-length": (b"\x30\xff\xff\xff\xff\x7f" + b"x" * 16, 0x81, True),
+    "pingreq-from-broker": (b"\xc0\x00", 0x82, True),
+    "second-connack": (None, 0x82, True),
+    "repeated-property": (publish(5, b"a/b", b"x", props=b"\x01\x00\x01\x00"), 0x82, False),
+    "empty-topic-no-alias": (publish(5, b"", b"x"), 0x82, False),
+    "topic-alias": (publish(5, b"a/b", b"x", props=b"\x23" + u16(1)), 0x94, False),
+    # A packet other than PUBLISH larger than the Maximum Packet Size the
+    # client announced (buf_size, MQTT-3.1.2-24).
+    "too-large": (pkt(0x40, u16(1) + b"\x00" * 300), 0x95, True),
+    # More QoS 2 messages unreleased than the table holds (64 at least):
+    # more than twice Receive Maximum (MQTT-3.3.4-9).
+    "receive-maximum": (b"".join(publish(5, b"q2", b"m", qos=2, pid=i + 1) for i in range(65)), 0x93, False),
+}
+
+
+def after_error(fake):
+    # What the client sent on the first connection after its CONNECT.
+    return fake.conns[0][1:]
+
+
+@pytest.mark.parametrize("how", ["wait", "check"])
+@pytest.mark.parametrize("name", sorted(REFUSED))
+@pytest.mark.parametrize("v", VERSIONS)
+def test_bad_packet_closes_with_disconnect_and_reason_in_mqtt5_only(v, name, how):
+    raw, rc, v4_too = REFUSED[name]
+    if v == 4 and not v4_too:
+        pytest.skip("MQTT 5 only")
+    if raw is None:
+        raw = connack(v)
+    fake = FakeBroker([("send", connack(v)), ("send", raw)])
+    res = mp(fake, v, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, buf_size=256, receive_max=8)
+c.connect()
+report("err", lambda: pump(c, %r))
+emit("state", connected=c.is_connected())
+""" % how)
+    assert not res["err"]["ok"], res["err"]
+    assert res["err"]["cls"] in ("ProtocolError", "PacketTooLarge"), res["err"]
+    assert res["state"]["connected"] is False
+    assert not fake.errors, fake.errors
+    sent = after_error(fake)
+    disconnects = [p for p in sent if p[0] & 0xF0 == 0xE0]
+    if v == 5:
+        assert disconnects == [(0xE0, bytes((rc,)))], sent[-3:]
+        assert sent[-1] == (0xE0, bytes((rc,))), sent[-3:]        # the last packet before closing
+    else:
+        assert disconnects == [], sent[-3:]
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_bad_suback_closes_with_disconnect_in_mqtt5(v):
+    # The same from subscribe()'s own reads (request.py): a SUBACK with a
+    # reason code no SUBACK has is a Protocol Error.
+    fake = FakeBroker([("send", connack(v)), ("recv",),
+                       ("reply", lambda got: pkt(0x90, got[-1][1][:2] + (b"\x00" if v == 5 else b"") + b"\x05"))])
+    res = mp(fake, v, CONNECTED + """
+report("sub", lambda: c.subscribe("a/b", 1))
+emit("state", connected=c.is_connected())
+""")
+    assert_error(res["sub"], "ProtocolError", "reason code 0x05")
+    assert res["state"]["connected"] is False
+    sent = after_error(fake)
+    assert sent[0][0] == 0x82                                     # the SUBSCRIBE
+    assert sent[1:] == ([(0xE0, b"\x82")] if v == 5 else []), sent
+
+
+def test_no_disconnect_for_a_link_failure_after_a_refused_argument():
+    # The reason code is that of the packet just refused, never one left
+    # by an argument refused before (a Topic Name with a wildcard fails the
+    # same check as a received one): a PINGRESP that never comes is no
+    # protocol error, and the link just closes.
+    fake = FakeBroker([("send", connack(5)), ("recv",), ("sleep", 3)])
+    res = mp(fake, 5, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, keepalive=1)
+c.connect()
+report("bad", lambda: c.publish("a/#", b"x"))
+report("err", lambda: pump(c, "check"))
+""")
+    assert res["bad"]["cls"] == "ValueError", res["bad"]
+    assert res["err"]["cls"] == "Timeout", res["err"]
+    sent = after_error(fake)
+    assert [p[0] for p in sent] == [0xC0], sent                   # the PINGREQ, no DISCONNECT
+
+
+FRONT_END = {
+    "robust": """
+from durable_mqtt.robust import RobustClient
+c = RobustClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, backoff_ms=(50, 100))
+c.connect()
+pid = c.publish("a/b", b"hello", qos=1)
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 5000 and (c.pending() or not c.link_downs):
+    c.poll(%d)
+emit("end", pending=c.pending(), downs=c.link_downs)
+""",
+    "aio": """
+import asyncio
+from durable_mqtt.aio import AsyncClient
+async def main():
+    c = AsyncClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, backoff_ms=(50, 100))
+    await c.connect()
+    await c.publish("a/b", b"hello", qos=1, timeout_ms=5000)       # acked on the second link
+    emit("end", pending=c.pending(), downs=c.client.link_downs)
+asyncio.run(main())
+""",
+}
+
+
+@pytest.mark.parametrize("how", [0, 50], ids=["check", "wait"])
+@pytest.mark.parametrize("front", sorted(FRONT_END))
+@pytest.mark.parametrize("v", VERSIONS)
+def test_front_ends_send_disconnect_with_reason_and_keep_the_session(v, front, how):
+    # RobustClient (poll: check_msg or wait_msg) and AsyncClient (its
+    # background task): a malformed packet while a QoS 1 message is in
+    # flight; MQTT 5 sends DISCONNECT 0x81 before closing, 3.1.1 nothing.
+    # The front end reconnects by itself, the broker resumes the session,
+    # and the message goes again (DUP, same id) and is acknowledged.
+    if front == "aio" and how:
+        pytest.skip("AsyncClient has one reader")
+    fake = FakeBroker(
+        [("send", connack(v)), ("recv",), ("send", b"\x41\x02\x00\x01")],
+        [("send", connack(v, sp=1)), ("recv",), ("reply", lambda got: pkt(0x40, got[-1][1][5:7]))],
+    )
+    res = mp(fake, v, FRONT_END[front] % how if front == "robust" else FRONT_END[front])
+    assert res["end"]["pending"] == 0 and res["end"]["downs"] == 1, res
+    assert not fake.errors, fake.errors
+    first, second = fake.conns
+    assert first[1][0] == 0x32 and second[1][0] == 0x3A, (first, second)   # PUBLISH QoS 1, then DUP
+    assert first[1][1][5:7] == second[1][1][5:7]                          # same packet id
+    assert first[2:] == ([(0xE0, b"\x81")] if v == 5 else []), first

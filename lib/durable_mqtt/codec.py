@@ -6,23 +6,13 @@
 # The packets sent once per connection (CONNECT, SUBSCRIBE, DISCONNECT) are
 # encoded in control.py; MQTT 5 properties in props.py, which only an MQTT 5
 # client loads. Here a property block is bytes already encoded.
-from micropython import const
 # The builtins put_str() calls per message, as globals of this module:
 # found in its dict, not after a miss there and a search of the builtins.
 from builtins import len
 
-from .errors import ProtocolError, PacketTooLarge
-
-_ERR_PROTOCOL = const(-2)
-_ERR_TOO_LARGE = const(-3)
-
-
-def fail(msg):
-    raise ProtocolError(_ERR_PROTOCOL, msg)
-
-
-def too_large(what, n, limit):
-    raise PacketTooLarge(_ERR_TOO_LARGE, "%s of %d bytes exceeds the limit of %d" % (what, n, limit))
+# fail() and too_large(): errors.py's, here where the decoders and their
+# callers have always found them.
+from .errors import ProtocolError, _fail as fail, _too_large as too_large
 
 
 class Box:

@@ -5,6 +5,7 @@
 from time import ticks_add, ticks_diff, ticks_ms
 from micropython import const
 
+from . import errors
 from .codec import put_block
 
 _DISCONNECT = const(0xE0)
@@ -61,6 +62,42 @@ def disconnect(c, session_expiry):
         except OSError:
             pass
     k.drop()
+
+
+def refuse(k):
+    # MQTT 5, 4.13.1: a Client that detects a Malformed Packet or a Protocol
+    # Error sends DISCONNECT with the reason code (errors._why: 0x81, 0x82,
+    # 0x93, 0x94, 0x95...) before it closes the connection (the caller,
+    # Link.drop(), closes it). Sent after the acknowledgements owed for
+    # the packets handled before (k.send()); any failure to send is ignored:
+    # the connection closes anyway. The session is not touched: what is in
+    # flight goes again after the reconnect, and the broker publishes the
+    # will (only reason 0x00 removes it, MQTT-3.1.2-10).
+    rc = errors._why
+    errors._why = 0
+    if not rc:
+        return
+    net = k.net
+    buf = k.c.tx
+    buf[0] = _DISCONNECT
+    buf[1] = 1                       # the reason code alone: no properties (3.14.2.2.1)
+    buf[2] = rc
+    try:
+        if k.gentle:
+            # AsyncClient's link: never a wait that holds the event loop.
+            # What already came is read first: a socket closed with bytes
+            # unread sends a reset, which may cost the broker the DISCONNECT.
+            if net.room():
+                k.send(buf, 0, 3)
+            for _ in range(8):       # (a bound: a broker may not stop sending)
+                if not net.wait(0):
+                    break
+                net.read_into(k.rx, len(k.rx))
+        else:
+            k.send(buf, 0, 3)
+            _linger(net, k.rx, min(k.c.timeout_ms, _LINGER_MS))
+    except OSError:
+        pass
 
 
 def _linger(net, buf, ms):

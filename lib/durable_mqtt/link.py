@@ -17,7 +17,7 @@ from micropython import const
 from builtins import len, min
 
 from . import codec
-from .errors import ProtocolError, PacketTooLarge, PeerClosed, Timeout
+from .errors import _BAD_PACKET, PacketTooLarge, PeerClosed, Timeout
 from .transport import Transport
 
 _CONNACK = const(0x20)
@@ -96,8 +96,16 @@ class Link:
             self.gentle = True
         self.drop()
 
-    def drop(self):  # noalloc
+    def drop(self, bad=False):  # noalloc
         # Close the connection; the next one starts with a fresh reader.
+        # bad: a packet the broker sent is malformed or breaks the protocol
+        # (errors._BAD_PACKET was raised): the connection closes (MQTT-4.8.0-1;
+        # MQTT 5, 4.13.1), and MQTT 5 first tells the broker why, a
+        # DISCONNECT with the reason code (leave.refuse); 3.1.1 has no
+        # reason codes and just closes.
+        if bad and self.c.v5 and self.connected:
+            from .leave import refuse
+            refuse(self)
         self.connected = False
         self.net.close()
         self.ping_at = -1                    # ticks_ms of the PINGREQ awaiting its PINGRESP
@@ -111,7 +119,7 @@ class Link:
         # The first failure is kept; the next call that needs the link raises it.
         if self.failure is None:
             self.failure = exc
-        self.drop()
+        self.drop(isinstance(exc, _BAD_PACKET))
 
     def send(self, buf, off, n):  # noalloc
         if self.owed:
@@ -203,6 +211,13 @@ class Link:
                     break
             if self.ka_ms:                  # (no call with keepalive off, the default)
                 self.keepalive()
+        except _BAD_PACKET:
+            # (A clause of its own: "as x" would take this frame from the
+            # heap; errors._why holds the reason code.)
+            self.drop(True)
+            if self.failure is not None:
+                self.c.need_link()
+            raise
         except OSError:
             self.drop()
             if self.failure is not None:
@@ -410,7 +425,7 @@ class Link:
         rx = self.rx
         r = rx[2]
         if r not in (_RC_PUB if kind < _PUBREL else _RC_REL):
-            codec.fail("reason code 0x%02x not allowed here" % r)
+            codec.fail("reason code 0x%02x not allowed here" % r, 0x82)
         if self.rlen > 3:
             self.c.props.check(rx, 3, self.rlen, 4, self.box)
         return r
@@ -486,7 +501,7 @@ def dispatch(link):  # noalloc
     if first & 0x0F != (2 if kind == _PUBREL else 0) and kind != _PUBLISH:
         codec.fail("reserved flags 0x%x in packet type 0x%02x" % (first & 15, kind))
     if (kind == _CONNACK) != link.in_connect:
-        codec.fail("packet type 0x%02x %s CONNACK" % (kind, "before" if link.in_connect else "after"))
+        codec.fail("packet type 0x%02x %s CONNACK" % (kind, "before" if link.in_connect else "after"), 0x82)
     if kind == _PUBLISH:
         incoming(link)
     elif _PUBACK <= kind <= _PUBCOMP:
@@ -502,7 +517,7 @@ def dispatch(link):  # noalloc
     elif kind == _DISCONNECT and link.c.v5:
         link.disconnected()
     else:
-        codec.fail("unexpected packet type 0x%02x" % kind)
+        codec.fail("unexpected packet type 0x%02x" % kind, 0x82)
     return kind
 
 
@@ -557,9 +572,10 @@ def incoming(link):  # noalloc
         c.props.check(rx, box.props_off, n, 2, box)
         if box.alias:
             # This client announces Topic Alias Maximum 0 (MQTT-3.3.2-8).
-            raise ProtocolError(0x94, "topic alias used; the client allows none")
+            codec.fail("topic alias used; the client allows none", 0x94, 0x94)
         if not box.topic_len:
-            codec.check_utf8(rx, 2, 2, True)
+            # A Protocol Error without a Topic Alias (MQTT 5, 3.3.2.3.4).
+            codec.fail("empty topic name (MQTT-4.7.3-1)", 0x82)
     link.counts[_RECEIVED] += 1
     # The acknowledgement's QoS and id, kept here (in locals done with:
     # the frame stays within 11 words): a callback that reads packets

@@ -84,11 +84,11 @@ def check(buf, off, end, where, box, out=None):  # noalloc without out
         if pid != _USER and pid != _SUB_ID:    # the only two that may repeat
             if pid < 28:
                 if lo >> pid & 1:
-                    fail("repeated property 0x%02x" % pid)
+                    fail("repeated property 0x%02x" % pid, 0x82)
                 lo |= 1 << pid
             else:
                 if hi >> (pid - 28) & 1:
-                    fail("repeated property 0x%02x" % pid)
+                    fail("repeated property 0x%02x" % pid, 0x82)
                 hi |= 1 << (pid - 28)
         off = _value(buf, off + 1, stop, pid, box, out)
     return stop
@@ -102,7 +102,7 @@ def _value(buf, off, stop, pid, box, out):  # noalloc without out
         off = get_varint(buf, off, stop, box)
         v = box.value
         if not v:
-            fail("subscription identifier 0")
+            fail("subscription identifier 0", 0x82)
     elif kind >= _STR:
         s = off + 2
         off = _field(buf, off, stop, pid)
@@ -117,13 +117,13 @@ def _value(buf, off, stop, pid, box, out):  # noalloc without out
         v = buf[off]
         if kind == _BYTE:
             if v > 1:
-                fail("property 0x%02x out of range" % pid)
+                fail("property 0x%02x out of range" % pid, 0x82)
         elif kind == _U16:
             v = u16(buf, off)
             if pid == _ALIAS:
                 box.alias = v
             if not v and pid != _KEEP_ALIVE and pid != _ALIAS_MAX:
-                fail("property 0x%02x is 0" % pid)
+                fail("property 0x%02x is 0" % pid, 0x82)
         else:
             # Kept below 2**30 (no big integer on a 32-bit board) unless a
             # dict is wanted: 0x3FFFFFFF seconds is 34 years.
@@ -133,7 +133,7 @@ def _value(buf, off, stop, pid, box, out):  # noalloc without out
             if out is not None:
                 v = int.from_bytes(bytes(buf[off:off + 4]), "big")
             if pid == _MAX_PACKET and not (buf[off] | buf[off + 1] | buf[off + 2] | buf[off + 3]):
-                fail("maximum packet size 0")
+                fail("maximum packet size 0", 0x82)
         off += n
     if out is not None:
         k = NAMES[pid]

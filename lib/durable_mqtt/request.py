@@ -179,6 +179,6 @@ def ack(c, kind, n):
         fail("malformed %sACK" % ("SUB" if kind == _SUBACK else "UNSUB"))
     code = rx[off] if codes else 0
     if codes and code not in (_RC_UNSUB if kind == _UNSUBACK else _RC_SUB if c.v5 else _RC_SUB4):
-        fail("reason code 0x%02x not allowed here" % code)
+        fail("reason code 0x%02x not allowed here" % code, 0x82)
     if c.engine.answer(kind, u16(rx, 0)):
         k.result = code

@@ -45,7 +45,7 @@ from time import ticks_add, ticks_diff
 from builtins import len
 
 from .codec import publish_size, varint_size, put_publish, put_ack, fail
-from .errors import MQTTException, ProtocolError, QueueFull, SessionError
+from .errors import MQTTException, QueueFull, SessionError
 
 _ERR_FULL = const(-7)
 _LONG_BYTES = 8 // len(array("l", bytes(8)))     # 4 on a board, 8 on the 64-bit unix port
@@ -349,7 +349,7 @@ class Session:
     def puback(self, pid, reason):  # noalloc
         i = self.find(pid, _SENT)
         if i < 0 or (self.arena[self.off[i]] & 6) != 2:
-            fail("PUBACK for packet id %d, not awaiting one" % pid)
+            fail("PUBACK for packet id %d, not awaiting one" % pid, 0x82)
         _finish(self, i, reason)
 
     def pubrec(self, pid, reason, tx):  # noalloc
@@ -360,7 +360,7 @@ class Session:
                 return put_ack(tx, _PUBREL, pid, 0)
             if self.v5:
                 return put_ack(tx, _PUBREL, pid, 0x92)   # packet identifier not found
-            fail("PUBREC for packet id %d, not awaiting one" % pid)
+            fail("PUBREC for packet id %d, not awaiting one" % pid, 0x82)
         if reason >= 0x80:                                # MQTT-4.4.0-2
             _finish(self, i, reason)
             return 0
@@ -410,7 +410,7 @@ class Session:
         # message is not taken: the connection closes, and the broker sends
         # it again after the PUBRELs that free the table.
         if self.v5:
-            raise ProtocolError(0x93, "more than %d QoS 2 messages unreleased" % len(self.rx2))
+            fail("more than %d QoS 2 messages unreleased" % len(self.rx2), 0x93, 0x93)
         raise MQTTException(_ERR_FULL, "more than %d QoS 2 messages unreleased: the table is full; "
                             "the broker sends the message again" % len(self.rx2))
 
@@ -490,7 +490,7 @@ class Session:
             self.stale_n -= 1
             return False
         if not pid or pid != self.req_pid or kind != self.req_kind:
-            fail("%sACK for packet id %d, not awaiting one" % ("SUB" if kind == 0x90 else "UNSUB", pid))
+            fail("%sACK for packet id %d, not awaiting one" % ("SUB" if kind == 0x90 else "UNSUB", pid), 0x82)
         self.req_pid = 0
         return True
 
@@ -507,7 +507,7 @@ class Session:
         # Returns "resumed", "lost" or "new"; raises when the connection must
         # close (MQTT-3.2.2-1, MQTT-3.2.2-4).
         if sp and clean:
-            fail("Session Present after a clean start (MQTT-3.2.2-1)")
+            fail("Session Present after a clean start (MQTT-3.2.2-1)", 0x82)
         if sp and not self.has_state and self.v5:
             raise SessionError(_ERR_SESSION, "broker has a session the client lost (MQTT-3.2.2-4): "
                                "connect_fresh() starts a new one")
