@@ -12,7 +12,7 @@ from builtins import len
 
 # fail() and too_large(): errors.py's, here where the decoders and their
 # callers have always found them.
-from .errors import ProtocolError, _fail as fail, _too_large as too_large
+from .errors import ProtocolError, fail, too_large
 
 
 class Box:

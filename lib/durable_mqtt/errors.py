@@ -64,34 +64,34 @@ class SessionError(MQTTException):
     pass
 
 
-# The rest of the package's, not the API's (private names).
+# For the package's own modules, not part of the API (API.md).
 #
 # What a packet from the broker that breaks the protocol raises: the link
 # closes the connection, MQTT 5 after a DISCONNECT with the reason code
 # (link.Link.drop, leave.refuse). One object, so that the handler loads one
 # global, not two to build a tuple: that would deepen the frame of
 # check_msg() past 11 words, taken from the heap then at every call.
-_BAD_PACKET = (ProtocolError, PacketTooLarge)
+BAD_PACKET = (ProtocolError, PacketTooLarge)
 
 # The MQTT 5 reason code of the last ProtocolError or PacketTooLarge that
-# _fail() or _too_large() (codec.fail, codec.too_large) raised: 0x81
+# fail() or too_large() (codec.fail, codec.too_large) raised: 0x81
 # Malformed Packet, 0x82 Protocol Error, or a more specific one (MQTT 5,
 # 4.13.1 and 3.14.2.1). Set right before each raise, so that
 # leave.refuse() reads the code of the one the link caught without binding
 # it ("except ... as x" on check_msg()'s path takes its frame from the heap
 # at every call); it clears it.
-_why = 0
+why = 0
 
 
-def _fail(msg, rc=0x81, code=ERR_PROTOCOL):
+def fail(msg, rc=0x81, code=ERR_PROTOCOL):
     # A packet received is malformed (rc 0x81), breaks the protocol (0x82)
     # or a limit of this client (rc; code, args[0], is then rc too).
-    global _why
-    _why = rc
+    global why
+    why = rc
     raise ProtocolError(code, msg)
 
 
-def _too_large(what, n, limit):
-    global _why
-    _why = 0x95                   # Packet too large
+def too_large(what, n, limit):
+    global why
+    why = 0x95                   # Packet too large
     raise PacketTooLarge(ERR_TOO_LARGE, "%s of %d bytes exceeds the limit of %d" % (what, n, limit))

@@ -3,7 +3,7 @@
 # loops written for umqtt catch every link and protocol failure. args[0] is
 # the MQTT return/reason code, or one of the negative codes below; args[1] a
 # sentence a person can act on.
-from typing import Final
+from typing import Final, NoReturn, Tuple, Type
 
 ERR_PROTOCOL: Final = -2       # the peer sent something the specification forbids
 ERR_TOO_LARGE: Final = -3      # a packet does not fit buf_size / the peer's maximum
@@ -27,3 +27,12 @@ class NotConnected(MQTTException): ...         # the call needs a connection
 class QueueFull(MQTTException): ...            # outbox full: the message was not accepted
 class StoreFull(QueueFull): ...                # flash store full: the message was not accepted
 class SessionError(MQTTException): ...         # e.g. MQTT-3.2.2-4
+
+
+# For the package's own modules, not part of the API (API.md): what a packet
+# from the broker that breaks the protocol raises, and its MQTT 5 reason code
+# (the link sends it in a DISCONNECT before it closes the connection).
+BAD_PACKET: Tuple[Type[MQTTException], ...]
+why: int
+def fail(msg: str, rc: int = 0x81, code: int = ERR_PROTOCOL) -> NoReturn: ...
+def too_large(what: str, n: int, limit: int) -> NoReturn: ...

@@ -66,15 +66,15 @@ def disconnect(c, session_expiry):
 
 def refuse(k):
     # MQTT 5, 4.13.1: a Client that detects a Malformed Packet or a Protocol
-    # Error sends DISCONNECT with the reason code (errors._why: 0x81, 0x82,
+    # Error sends DISCONNECT with the reason code (errors.why: 0x81, 0x82,
     # 0x93, 0x94, 0x95...) before it closes the connection (the caller,
     # Link.drop(), closes it). Sent after the acknowledgements owed for
     # the packets handled before (k.send()); any failure to send is ignored:
     # the connection closes anyway. The session is not touched: what is in
     # flight goes again after the reconnect, and the broker publishes the
     # will (only reason 0x00 removes it, MQTT-3.1.2-10).
-    rc = errors._why
-    errors._why = 0
+    rc = errors.why
+    errors.why = 0
     if not rc:
         return
     net = k.net

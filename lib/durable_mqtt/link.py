@@ -17,7 +17,7 @@ from micropython import const
 from builtins import len, min
 
 from . import codec
-from .errors import _BAD_PACKET, PacketTooLarge, PeerClosed, Timeout
+from .errors import BAD_PACKET, PacketTooLarge, PeerClosed, Timeout
 from .transport import Transport
 
 _CONNACK = const(0x20)
@@ -99,7 +99,7 @@ class Link:
     def drop(self, bad=False):  # noalloc
         # Close the connection; the next one starts with a fresh reader.
         # bad: a packet the broker sent is malformed or breaks the protocol
-        # (errors._BAD_PACKET was raised): the connection closes (MQTT-4.8.0-1;
+        # (errors.BAD_PACKET was raised): the connection closes (MQTT-4.8.0-1;
         # MQTT 5, 4.13.1), and MQTT 5 first tells the broker why, a
         # DISCONNECT with the reason code (leave.refuse); 3.1.1 has no
         # reason codes and just closes.
@@ -119,7 +119,7 @@ class Link:
         # The first failure is kept; the next call that needs the link raises it.
         if self.failure is None:
             self.failure = exc
-        self.drop(isinstance(exc, _BAD_PACKET))
+        self.drop(isinstance(exc, BAD_PACKET))
 
     def send(self, buf, off, n):  # noalloc
         if self.owed:
@@ -211,9 +211,9 @@ class Link:
                     break
             if self.ka_ms:                  # (no call with keepalive off, the default)
                 self.keepalive()
-        except _BAD_PACKET:
+        except BAD_PACKET:
             # (A clause of its own: "as x" would take this frame from the
-            # heap; errors._why holds the reason code.)
+            # heap; errors.why holds the reason code.)
             self.drop(True)
             if self.failure is not None:
                 self.c.need_link()
