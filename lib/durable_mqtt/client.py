@@ -2,8 +2,9 @@
 #
 # A thin driver, in modules that load as they are needed:
 #   client.py   this: the API, the outbox side of publish(); works offline
-#   link.py     the connection, per packet: read, dispatch, acks, keepalive
-#               (loaded at the first connect, then kept)
+#   link.py     the connection, per packet: read, acks, keepalive, and
+#   inbound.py  what each packet read does (dispatch, delivery); both
+#               loaded at construction, then kept
 #   connect.py, request.py, load.py (with dial.py, reasons.py): what runs
 #               once per connect, subscribe or boot; loaded for the call and
 #               unloaded after (unload()), so a running device does not

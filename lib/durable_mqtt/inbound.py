@@ -1,0 +1,266 @@
+# The packets the broker sends, once link.Link.read() has one whole in its
+# buffer: the fixed header read, the dispatch by type, an incoming PUBLISH
+# checked and delivered, and the acknowledgements and packets the session
+# engine returns put out (put_send: what the engine asks to keep reaches
+# flash first). Split from link.py, which drives it, so that a board that
+# compiles the .py compiles two halves one after the other, not one parse
+# tree of both (docs/benchmarks.md). Resident, like link.py.
+# Paths marked `# noalloc` allocate nothing.
+from time import ticks_ms
+from micropython import const
+# The builtins the per-packet code calls per message, as globals of this module.
+from builtins import len, min
+
+from . import codec
+from .errors import PacketTooLarge
+
+_CONNACK = const(0x20)
+_PUBLISH = const(0x30)
+_PUBACK = const(0x40)
+_PUBREL = const(0x60)
+_PUBCOMP = const(0x70)
+_PINGRESP = const(0xD0)
+_SUBACK = const(0x90)
+_UNSUBACK = const(0xB0)
+_DISCONNECT = const(0xE0)
+_ERR_TOO_LARGE = const(-3)
+_HDR = const(16)             # bytes read for a fixed header: 4 PUBACKs, or a header and a body's start
+_VIEWS = const(24)           # views of the receive buffer kept for callbacks
+_HEAD = const(0)             # reader states (link.py's)
+_BODY = const(1)
+# Counters: their index in MQTTClient.counts (link.py's numbering)
+_ACKED = const(1)
+_REFUSED = const(2)
+_EXPIRED = const(3)
+_RECEIVED = const(4)
+_DUP_IN = const(5)
+_DROPPED_QOS0 = const(6)
+
+
+def _copy(dst, src, pos, n):  # noalloc
+    # dst[0:n] = src[pos:pos+n] (dst may be src: pos >= 0), without a
+    # slice's copy.
+    for k in range(n):
+        dst[k] = src[pos + k]
+
+
+# ---------------------------------------------------------------- per packet
+# The reader's steps are module functions of the link, not methods: a
+# method is looked up in the link's instance dict first (32 attributes in
+# 37 places: a miss probes to the end of a run) and then in the class; a
+# module global is one lookup. The methods above are what the client and
+# the once-per-connection modules call.
+
+
+def more(link):  # noalloc
+    # Reads until hdr holds a whole fixed header; its length, or 0.
+    hdr = link.hdr
+    pos = link.pos
+    end = link.end
+    if pos:                      # part of a header (< 5 bytes) moves to the front
+        end -= pos
+        _copy(hdr, hdr, pos, end)
+        link.pos = 0
+    while True:
+        r = link.net.read_into(link.hdrv[end], _HDR - end)
+        if not r:
+            link.end = end
+            return 0
+        link.dry = r < _HDR - end
+        end += r
+        link.end = end
+        h = codec.header_length(hdr, 0, end)
+        if h:
+            return h
+
+
+def header(link, h):  # noalloc
+    # Takes the h-byte fixed header at hdr[pos]; the body bytes that came
+    # with it go to rx, the rest wait in hdr[pos:end].
+    pos = link.pos
+    hdr = link.hdr
+    link.first = hdr[pos]
+    # (a one-byte Remaining Length, below 0x80, is its own value)
+    link.rlen = hdr[pos + 1] if h == 2 else codec.remaining_length(hdr, pos, h)
+    pos += h
+    take = link.got = min(link.end - pos, link.rlen)
+    # (_copy() inline, once per packet; link.rlen, not a local: the
+    # frame stays within 11 words)
+    if pos + take == _HDR and pos < 5:
+        link.rx[0:take] = link.hdrv[pos]     # the rest of a full hdr: one copy in C
+    else:
+        for k in range(take):
+            link.rx[k] = hdr[pos + k]
+    pos += take
+    if pos == link.end:
+        pos = link.end = 0
+    link.pos = pos
+    link.rs = _BODY
+    if h + link.rlen > len(link.rx):
+        link.oversized(h + link.rlen, link.rlen - take)
+
+
+def dispatch(link):  # noalloc
+    first = link.first
+    kind = first & 0xF0
+    link.rs = _HEAD
+    if first & 0x0F != (2 if kind == _PUBREL else 0) and kind != _PUBLISH:
+        codec.fail("reserved flags 0x%x in packet type 0x%02x" % (first & 15, kind))
+    if (kind == _CONNACK) != link.in_connect:
+        codec.fail("packet type 0x%02x %s CONNACK" % (kind, "before" if link.in_connect else "after"), 0x82)
+    if kind == _PUBLISH:
+        incoming(link)
+    elif _PUBACK <= kind <= _PUBCOMP:
+        link.ack(kind)
+    elif kind == _PINGRESP and not link.rlen:
+        link.ping_at = -1
+    elif kind == _CONNACK:
+        from .connect import connack     # (loaded: this is connect()'s time)
+        connack(link.c, link.rlen)
+    elif kind == _SUBACK or kind == _UNSUBACK:
+        from .request import ack
+        ack(link.c, kind, link.rlen)
+    elif kind == _DISCONNECT and link.c.v5:
+        link.disconnected()
+    else:
+        codec.fail("unexpected packet type 0x%02x" % kind, 0x82)
+    return kind
+
+
+def done(link):  # noalloc
+    # A QoS 1/2 message left the session: logged lazily, reported; its
+    # window place goes to the next one once the reads are handled.
+    c = link.c
+    e = link.engine
+    pid = e.done_pid
+    r = e.done_reason
+    if not pid:                      # a queued QoS 0 message the broker's limits refuse
+        link.counts[_DROPPED_QOS0] += 1
+        return
+    e.done_pid = 0
+    link.counts[_REFUSED if r >= 0x80 else _EXPIRED if r < 0 else _ACKED] += 1
+    if c.persist:
+        c.journal.acked(pid)
+    if c.on_done:
+        c.on_done(pid, r)
+    link.due = True
+
+
+def after(link):  # noalloc
+    # After reading: the window places freed go to the next messages, the
+    # store writes what is due; a callback's error or an oversize PUBLISH
+    # dropped is raised, with the link up.
+    if link.due:
+        link.due = False
+        e = link.engine
+        # (e.pending_out(), inline; drain() takes a heap frame: a try block)
+        if e.send < e.count:
+            link.drain()
+    j = link.c.journal
+    if j is not None and (j.nacks or j.nbatch):
+        j.tick(ticks_ms())
+    if link.cb_error is not None or not link.connected:
+        link.report()
+    if link.oversize:
+        n = link.oversize
+        link.oversize = 0
+        raise PacketTooLarge(_ERR_TOO_LARGE, "dropped an incoming PUBLISH of %d bytes: buf_size is %d"
+                             % (n, link.c.buf_size))
+
+
+def incoming(link):  # noalloc
+    c = link.c
+    box = link.box
+    rx = link.rx
+    n = link.rlen
+    codec.parse_publish(rx, n, link.first & 0x0F, c.v5, box)
+    if c.v5:
+        c.props.check(rx, box.props_off, n, 2, box)
+        if box.alias:
+            # This client announces Topic Alias Maximum 0 (MQTT-3.3.2-8).
+            codec.fail("topic alias used; the client allows none", 0x94, 0x94)
+        if not box.topic_len:
+            # A Protocol Error without a Topic Alias (MQTT 5, 3.3.2.3.4).
+            codec.fail("empty topic name (MQTT-4.7.3-1)", 0x82)
+    link.counts[_RECEIVED] += 1
+    # The acknowledgement's QoS and id, kept here (in locals done with:
+    # the frame stays within 11 words): a callback that reads packets
+    # (subscribe() waits for its SUBACK) decodes them into the same box.
+    rx = box.qos
+    n = box.pid
+    if not link.engine.incoming(rx, n):
+        link.counts[_DUP_IN] += 1                     # MQTT-4.3.3-10: not again
+    elif c.cb is not None:
+        # The message reached the application even if its callback raises:
+        # it is acknowledged, and the error is raised when the call that
+        # was reading ends (after()), outside its handling of link failures.
+        # Raised here, it left the message unacknowledged on a live link,
+        # and the broker, its send quota used up (Receive Maximum, or its
+        # own in-flight window), sent nothing more; an OSError from the
+        # callback dropped the link.
+        try:
+            deliver(link)
+        except MemoryError:
+            # Not taken (AsyncClient's copy for messages() found no heap):
+            # raised now, unacknowledged; acknowledged, it would be lost. A
+            # QoS 1/2 one closes the link, so that the broker sends it again
+            # after the reconnect (MQTT-4.4.0-1): left unacknowledged on a
+            # live link it held the broker's send quota for good, and a
+            # message received is acknowledged (MQTT-4.5.0-2).
+            if rx:                   # (rx: its QoS now, see above)
+                link.drop()
+            raise
+        except Exception as x:
+            if link.cb_error is None:
+                link.cb_error = x
+    # QoS 2: the id reaches flash after delivery and before the PUBREC:
+    # a power cut in between delivers it again (docs/sessions.md). A
+    # callback that closed the link (disconnect()) still has the id
+    # recorded; no acknowledgement is owed on a link that is gone.
+    n = link.engine.ack_incoming(rx, n, 0, link.tx)
+    put_send(link, n if link.connected else 0)
+
+
+def deliver(link):  # noalloc
+    # (No local beyond c and box: the frame stays within 11 words, on the
+    # C stack, not taken from the heap per message.)
+    c = link.c
+    box = link.box
+    if c.cb_props:
+        deliver_props(link)
+    else:
+        c.cb(view(link, box.topic_off, box.topic_len), view(link, box.payload_off, box.payload_len),
+             bool(box.retain), box.qos)
+
+
+def deliver_props(link):  # noalloc
+    # deliver() with a fifth argument: the properties (None for 3.1.1).
+    c = link.c
+    box = link.box
+    p = c.props.decode(link.rx, box.props_off, box.payload_off, 2) if c.v5 else None
+    c.cb(view(link, box.topic_off, box.topic_len), view(link, box.payload_off, box.payload_len),
+         bool(box.retain), box.qos, p)
+
+
+def view(link, off, n):  # noalloc after the first sight of (off, n)
+    # A memoryview of rx[off:off+n], kept: a repeated size costs nothing.
+    key = (off << 20) | n
+    v = link.views.get(key)
+    if v is None:
+        if len(link.views) >= _VIEWS:
+            link.views.clear()
+        v = link.views[key] = memoryview(link.rx)[off:off + n]
+    return v
+
+
+def put_send(link, n):  # noalloc
+    # What the session just asked to keep goes to flash, then the n-byte
+    # acknowledgement in tx joins those waiting to be sent.
+    e = link.engine
+    if e.rec:
+        c = link.c
+        if c.persist:
+            c.journal.put()
+        e.rec = 0
+    if n:
+        link.owe(link.tx, n)
