@@ -2472,17 +2472,23 @@ class StoreRun:
                 self.recipes = getattr(self, "recipes", {})
                 self.recipes[backend] = {rc["i"]: rc for rc in recipes}
                 cmd = [micropython_binary(), str(STORE_SCRIPT), "run", str(self.dir), str(broker.port), str(path), backend]
-                procs[backend] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=mp_env()),
-                                  time.monotonic())
+                # Output to a file, not a pipe: the backends' processes run
+                # at once, and one whose pipe filled (64 KB, ~1,000 cases)
+                # while we waited on the other stood still until then.
+                log = open(self.dir / ("out-%s.txt" % backend), "w+")
+                procs[backend] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=mp_env()),
+                                  time.monotonic(), log)
             outs = {}
-            for backend, (p, t1) in procs.items():
+            for backend, (p, t1, log) in procs.items():
                 try:
-                    out, _ = p.communicate(timeout=timeout)
+                    p.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     p.kill()
-                    out, _ = p.communicate()
+                    p.wait()
                     self.harness.append("%s store fuzzer killed after %d s" % (backend, timeout))
-                outs[backend] = (out, p.returncode)
+                log.seek(0)
+                outs[backend] = (log.read(), p.returncode)
+                log.close()
                 self.elapsed[backend] = time.monotonic() - t1
             time.sleep(0.1)
         finally:
