@@ -65,6 +65,37 @@ def spawn_mp(script_path, *args, heapsize=None, cwd=None, extra_path=(), stdout=
                             env=mp_env(extra_path), cwd=cwd)
 
 
+def log_size(broker):
+    """Where the broker's log ends now: pass it to wait_subscribed()."""
+    try:
+        return broker.log.stat().st_size
+    except OSError:
+        return 0
+
+
+def wait_subscribed(broker, since, topic, timeout):
+    """Poll the broker's log, from byte `since` on, until it has sent the
+    SUBACK for a SUBSCRIBE to `topic` (a subscriber such as mosquitto_sub
+    started after log_size() is then in place), at most `timeout` s: the
+    fixed sleep this replaces. Past it the caller goes on as the sleep
+    did. True when the SUBACK was seen."""
+    want = ("\t%s (QoS " % topic).encode()
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            with open(broker.log, "rb") as f:
+                f.seek(since)
+                text = f.read()
+        except OSError:
+            text = b""
+        at = text.find(want)
+        if at >= 0 and text.find(b"Sending SUBACK to ", at) >= 0:
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.005)
+
+
 def reports(out):
     """The `R {json}` lines tests/mp/fake_report.py printed, by tag."""
     res = {}

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import MICROPYTHON, MP_HELPERS, ROOT
+from conftest import MICROPYTHON, MP_HELPERS, ROOT, log_size, wait_subscribed
 from ptyboard import unix_board  # noqa: F401  (a fixture)
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -320,10 +320,11 @@ def test_deployed_files_boot_firmware_main(board, arch, board_builds, broker, tm
     (root / "secrets.json").write_text(json.dumps({"wifi_ssid": "test-ssid", "wifi_password": "pw"}))
 
     seen = tmp_path / "seen.txt"
+    since = log_size(broker)
     watcher = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-q", "1", "-v", "-t", base + "/#"],
                                stdout=open(seen, "w"))
     try:
-        time.sleep(0.3)
+        wait_subscribed(broker, since, base + "/#", 0.3)
         dev = power_on(root, board, tmp_path)
         wait_for(seen, base + "/tele", dev)
         subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", base + "/cmd", "-m", "stop"],

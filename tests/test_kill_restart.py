@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import MP_HELPERS, boot_with_kills, spawn_mp
+from conftest import MP_HELPERS, boot_with_kills, log_size, spawn_mp, wait_subscribed
 
 DEVICE = MP_HELPERS / "device_stream.py"
 N = 300
@@ -48,8 +48,9 @@ def subscriber(port, ver, topic):
 def test_publisher_killed_at_random_loses_nothing(broker, tmp_path, ver, qos, backend):
     rng = random.Random(1000 * ver + qos)
     topic = "stream/%d/%d" % (ver, qos)
+    since = log_size(broker)
     sub = subscriber(broker.port, ver, topic)
-    time.sleep(0.3)
+    wait_subscribed(broker, since, topic, 0.3)
     session = session_arg(tmp_path, backend)
     progress = tmp_path / "progress"
     # Each boot publishes from the last recorded progress under its own tag.

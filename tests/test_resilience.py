@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, MP_HELPERS, run_mp, spawn_mp
+from conftest import ROOT, MP_HELPERS, log_size, run_mp, spawn_mp, wait_subscribed
 
 sys.path.insert(0, str(ROOT / "tools"))
 from faultproxy import FaultProxy  # noqa: E402
@@ -28,8 +28,9 @@ def run_stream(broker, ver, qos, script, prefix, seed):
     """A numbered stream from `script` through the proxy with random drops
     and stalls until DROPS drops happened; returns (device output, faults,
     numbers received by a real subscriber)."""
+    since = log_size(broker)
     sub = subscriber(broker.port, ver, "%s/%d/%d" % (prefix, ver, qos))
-    time.sleep(0.3)
+    wait_subscribed(broker, since, "%s/%d/%d" % (prefix, ver, qos), 0.3)
     with FaultProxy(upstream=("127.0.0.1", broker.port), seed=seed) as p:
         p.random_faults(seed=seed, drop_every=(0.05, 0.25), stall_every=(0.3, 0.9),
                         stall_for=(0.05, 0.3), max_faults=int(DROPS * 1.6))
@@ -110,8 +111,9 @@ assert abs(free[0] - free[1]) <= 512, free
 @pytest.mark.parametrize("ver", [4, 5])
 def test_publish_while_down_never_blocks_and_drains_in_order(broker, ver):
     with FaultProxy(upstream=("127.0.0.1", broker.port)) as p:
+        since = log_size(broker)
         sub = subscriber(broker.port, ver, "down/%d" % ver)
-        time.sleep(0.3)
+        wait_subscribed(broker, since, "down/%d" % ver, 0.3)
         # Refuse new connections and drop the live one: the device is offline.
         r = run_mp(r"""
 import time
