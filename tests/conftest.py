@@ -96,6 +96,33 @@ def wait_subscribed(broker, since, topic, timeout):
         time.sleep(0.005)
 
 
+DRAINED = "drained-marker"
+
+
+def wait_drained(port, ver, qos, topic, out_path, timeout):
+    """After a stream to `topic` has ended (every message acknowledged to
+    its publisher, so routed by the broker), publish DRAINED there at the
+    stream's QoS and poll `out_path`, where a mosquitto_sub on that topic
+    writes (it flushes each message), until the marker shows: the broker
+    delivers a subscriber's messages in order, so all it routed before
+    have arrived. At most `timeout` s, the fixed sleep this replaces; past
+    it the caller goes on as the sleep did. Callers leave DRAINED out of
+    what they judge. True when the marker was seen."""
+    end = time.monotonic() + timeout
+    try:
+        subprocess.run(["mosquitto_pub", "-p", str(port), "-q", str(qos), "-t", topic, "-m", DRAINED,
+                        "-V", "mqttv5" if ver == 5 else "mqttv311"],
+                       capture_output=True, timeout=max(0.05, end - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
+    while True:
+        if DRAINED in out_path.read_text(errors="replace"):
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.005)
+
+
 def reports(out):
     """The `R {json}` lines tests/mp/fake_report.py printed, by tag."""
     res = {}

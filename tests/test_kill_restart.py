@@ -15,11 +15,10 @@ image, or in a LittleFS file system on a NOR flash image mounted as an ESP32
 a file, so it survives each kill as a board's flash survives a power cut."""
 import random
 import subprocess
-import time
 
 import pytest
 
-from conftest import MP_HELPERS, boot_with_kills, log_size, spawn_mp, wait_subscribed
+from conftest import DRAINED, MP_HELPERS, boot_with_kills, log_size, spawn_mp, wait_drained, wait_subscribed
 
 DEVICE = MP_HELPERS / "device_stream.py"
 N = 300
@@ -36,10 +35,12 @@ def session_arg(tmp_path, backend):
     return "lfs:%s:%s" % (backend[3:], tmp_path / "flash.img")
 
 
-def subscriber(port, ver, topic):
-    return subprocess.Popen(["mosquitto_sub", "-p", str(port), "-q", "2", "-t", topic,
-                             "-V", "mqttv5" if ver == 5 else "mqttv311"],
-                            stdout=subprocess.PIPE, text=True)
+def subscriber(port, ver, topic, out_path):
+    # Into a file, which wait_drained() polls (mosquitto_sub flushes each
+    # message).
+    with open(out_path, "w") as out:
+        return subprocess.Popen(["mosquitto_sub", "-p", str(port), "-q", "2", "-t", topic,
+                                 "-V", "mqttv5" if ver == 5 else "mqttv311"], stdout=out)
 
 
 @pytest.mark.parametrize("ver,qos,backend", [(4, 1, "file"), (4, 2, "file"), (5, 1, "file"), (5, 2, "file"),
@@ -49,16 +50,18 @@ def test_publisher_killed_at_random_loses_nothing(broker, tmp_path, ver, qos, ba
     rng = random.Random(1000 * ver + qos)
     topic = "stream/%d/%d" % (ver, qos)
     since = log_size(broker)
-    sub = subscriber(broker.port, ver, topic)
+    sub_out = tmp_path / "sub.out"
+    sub = subscriber(broker.port, ver, topic, sub_out)
     wait_subscribed(broker, since, topic, 0.3)
     session = session_arg(tmp_path, backend)
     progress = tmp_path / "progress"
     # Each boot publishes from the last recorded progress under its own tag.
     kills, _ = boot_with_kills(lambda boot: spawn_mp(DEVICE, "pub", broker.port, ver, qos, N, session, progress, boot),
                                rng, 15, budget_s=90)
-    time.sleep(0.5)
+    wait_drained(broker.port, ver, qos, topic, sub_out, 0.5)
     sub.terminate()
-    received = sub.communicate(timeout=5)[0].split()
+    sub.wait(5)
+    received = [x for x in sub_out.read_text().split() if x != DRAINED]
     numbers = [int(x.split(":")[0]) for x in received]
     missing = set(range(N)) - set(numbers)
     assert kills >= 10, "the stream ended before enough kills (%d)" % kills

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, MP_HELPERS, log_size, run_mp, spawn_mp, wait_subscribed
+from conftest import DRAINED, ROOT, MP_HELPERS, log_size, run_mp, spawn_mp, wait_drained, wait_subscribed
 
 sys.path.insert(0, str(ROOT / "tools"))
 from faultproxy import FaultProxy  # noqa: E402
@@ -18,19 +18,29 @@ DROPS = 120 if SOAK else 25
 N = 3000 if SOAK else 400
 
 
-def subscriber(port, ver, topic):
-    return subprocess.Popen(["mosquitto_sub", "-p", str(port), "-q", "2", "-t", topic,
-                             "-V", "mqttv5" if ver == 5 else "mqttv311"],
-                            stdout=subprocess.PIPE, text=True)
+def subscriber(port, ver, topic, out_path):
+    # Into a file, which wait_drained() polls (mosquitto_sub flushes each
+    # message).
+    with open(out_path, "w") as out:
+        return subprocess.Popen(["mosquitto_sub", "-p", str(port), "-q", "2", "-t", topic,
+                                 "-V", "mqttv5" if ver == 5 else "mqttv311"], stdout=out)
 
 
-def run_stream(broker, ver, qos, script, prefix, seed):
+def received(sub, out_path):
+    sub.terminate()
+    sub.wait(5)
+    return [x for x in out_path.read_text().split() if x != DRAINED]
+
+
+def run_stream(broker, tmp_path, ver, qos, script, prefix, seed):
     """A numbered stream from `script` through the proxy with random drops
     and stalls until DROPS drops happened; returns (device output, faults,
     numbers received by a real subscriber)."""
+    topic = "%s/%d/%d" % (prefix, ver, qos)
     since = log_size(broker)
-    sub = subscriber(broker.port, ver, "%s/%d/%d" % (prefix, ver, qos))
-    wait_subscribed(broker, since, "%s/%d/%d" % (prefix, ver, qos), 0.3)
+    sub_out = tmp_path / "sub.out"
+    sub = subscriber(broker.port, ver, topic, sub_out)
+    wait_subscribed(broker, since, topic, 0.3)
     with FaultProxy(upstream=("127.0.0.1", broker.port), seed=seed) as p:
         p.random_faults(seed=seed, drop_every=(0.05, 0.25), stall_every=(0.3, 0.9),
                         stall_for=(0.05, 0.3), max_faults=int(DROPS * 1.6))
@@ -43,9 +53,8 @@ def run_stream(broker, ver, qos, script, prefix, seed):
             time.sleep(0.1)
         out, _ = dev.communicate(timeout=max(5, deadline - time.monotonic()))
         faults = p.stats()["faults"]
-    time.sleep(0.5)
-    sub.terminate()
-    got = [int(x) for x in sub.communicate(timeout=5)[0].split()]
+    wait_drained(broker.port, ver, qos, topic, sub_out, 0.5)
+    got = [int(x) for x in received(sub, sub_out)]
     assert "RESULT flushed=True" in out, out[-3000:]
     missing = set(range(N)) - set(got)
     assert not missing, "lost %d: %s" % (len(missing), sorted(missing)[:20])
@@ -57,8 +66,8 @@ def run_stream(broker, ver, qos, script, prefix, seed):
 
 
 @pytest.mark.parametrize("ver,qos", [(4, 1), (4, 2), (5, 1), (5, 2)])
-def test_stream_survives_random_drops_and_stalls(broker, ver, qos):
-    out = run_stream(broker, ver, qos, "device_flaky.py", "flaky", ver * 10 + qos)
+def test_stream_survives_random_drops_and_stalls(broker, tmp_path, ver, qos):
+    out = run_stream(broker, tmp_path, ver, qos, "device_flaky.py", "flaky", ver * 10 + qos)
     # Every drop is reported through on_down, wherever it was noticed (in
     # poll() or inside publish()): one down per reconnect after the first.
     downs = int(out.split("downs=")[1].split()[0])
@@ -109,10 +118,11 @@ assert abs(free[0] - free[1]) <= 512, free
 
 
 @pytest.mark.parametrize("ver", [4, 5])
-def test_publish_while_down_never_blocks_and_drains_in_order(broker, ver):
+def test_publish_while_down_never_blocks_and_drains_in_order(broker, tmp_path, ver):
     with FaultProxy(upstream=("127.0.0.1", broker.port)) as p:
         since = log_size(broker)
-        sub = subscriber(broker.port, ver, "down/%d" % ver)
+        sub_out = tmp_path / "sub.out"
+        sub = subscriber(broker.port, ver, "down/%d" % ver, sub_out)
         wait_subscribed(broker, since, "down/%d" % ver, 0.3)
         # Refuse new connections and drop the live one: the device is offline.
         r = run_mp(r"""
@@ -133,15 +143,14 @@ assert c.flush(10000)
 print("OK publish-while-down ms", worst)
 """ % (ver, p.port, ver, ver))
         assert "OK" in r.stdout
-        time.sleep(0.3)
-        sub.terminate()
-        got = sub.communicate(timeout=5)[0].split()
+        wait_drained(broker.port, ver, 1, "down/%d" % ver, sub_out, 0.3)
+        got = received(sub, sub_out)
         assert got == [str(i) for i in range(20)], got
 
 
 @pytest.mark.parametrize("ver,qos", [(4, 1), (5, 2)])
-def test_asyncio_stream_survives_random_drops_and_stalls(broker, ver, qos):
-    out = run_stream(broker, ver, qos, "device_flaky_aio.py", "aflaky", ver + qos)
+def test_asyncio_stream_survives_random_drops_and_stalls(broker, tmp_path, ver, qos):
+    out = run_stream(broker, tmp_path, ver, qos, "device_flaky_aio.py", "aflaky", ver + qos)
     # Outages never hold the event loop for long: the reconnect attempts
     # are bounded by timeout_ms (1 s here) and usually fail fast.
     gap = int(out.split("worst_loop_gap_ms=")[1].split()[0])
