@@ -51,14 +51,17 @@ class WLANLink:
         return self.wlan.isconnected()
 
     def up(self, timeout_ms):
-        if self._start():
-            return True
+        if not self._start():
+            for _ in self._waits(timeout_ms):
+                time.sleep_ms(100)
+        return self.wlan.isconnected()
+
+    def _waits(self, timeout_ms):
+        # One item per 100 ms to wait while the radio associates, for
+        # timeout_ms at most (up() sleeps them, AsyncWLANLink.up() awaits).
         t0 = time.ticks_ms()
-        while time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
-            if self.wlan.isconnected():
-                return True
-            time.sleep_ms(100)
-        return False
+        while not self.wlan.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
+            yield
 
     def _start(self):
         # True when up already; else a connect attempt from scratch.
@@ -91,11 +94,7 @@ class AsyncWLANLink(WLANLink):
 
     async def up(self, timeout_ms):
         import asyncio
-        if self._start():
-            return True
-        t0 = time.ticks_ms()
-        while time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
-            if self.wlan.isconnected():
-                return True
-            await asyncio.sleep_ms(100)
-        return False
+        if not self._start():
+            for _ in self._waits(timeout_ms):
+                await asyncio.sleep_ms(100)
+        return self.wlan.isconnected()
