@@ -157,3 +157,22 @@ def test_each_broker_of_servers_keeps_its_own_address(broker, shim, tmp_path):
     fb.join()
     f = r.stdout.split()
     assert f[:5] == ["UP", "True", str(fb.port), "2", "2"], r.stdout
+
+
+def test_a_kept_address_survives_another_brokers_failed_lookup(broker, shim):
+    # servers=[A, B]: A refuses the first connect, and B's name never
+    # resolves (the DNS is gone after A's lookup). The failed lookup of B
+    # left no current address, and A's turn then skipped the kept ones and
+    # looked A up again: with the DNS gone, A (on the LAN) never came up,
+    # and each success of that lookup kept one more copy of A's entry.
+    from fakebroker import FakeBroker, connack
+    (pathlib.Path(shim) / "socket.py").write_text(
+        SHIM.replace("if fail[0]:", "if fail[0] or 0 < fail_after[0] < calls[0]:")
+        + "\nfail_after = [0]\n")
+    fb = FakeBroker([("send", connack(4, code=3))], [("send", connack(4)), ("sleep", 2)])
+    r = run_mp(ROTATION.replace("fail_after[0] = 2", "fail_after[0] = 1")
+               % {"fake": fb.port, "dead": free_port()}, timeout=60, extra_path=[shim])
+    fb.join()
+    f = r.stdout.split()
+    # One lookup for A, one (failed) for B; then A's kept address.
+    assert f[:5] == ["UP", "True", str(fb.port), "2", "2"], r.stdout

@@ -83,11 +83,14 @@ def address(net, host, port):
     # _DIALS more. (net.addr: [host, port, entry, dials], the entry of the
     # last dial; the Transport outlives this module.)
     a = net.addr
-    if a is not None and (a[0] != host or a[1] != port):
+    if a is None or a[0] != host or a[1] != port:
         # Another broker: RobustClient's `servers` take turns. Each keeps
         # its own entry (net.addrs, up to _KEPT), so a turn on one costs
         # the other nothing: a broker on the LAN stays reachable by its
         # kept address while the DNS server, out on the internet, is not.
+        # (Searched when net.addr is None too: a failed lookup of a broker
+        # never resolved leaves it so, and the next broker's kept entry
+        # was skipped, looked up again, and kept twice.)
         a = None
         for e in getattr(net, "addrs", ()):
             if e[0] == host and e[1] == port:
