@@ -825,3 +825,31 @@ def test_front_ends_send_disconnect_with_reason_and_keep_the_session(v, front, h
     assert first[1][0] == 0x32 and second[1][0] == 0x3A, (first, second)   # PUBLISH QoS 1, then DUP
     assert first[1][1][5:7] == second[1][1][5:7]                          # same packet id
     assert first[2:] == ([(0xE0, b"\x81")] if v == 5 else []), first
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_an_oversize_duplicate_read_after_a_dropped_publish_leaves_its_report(v, tmp_path):
+    # One check_msg() reads a new oversize PUBLISH (dropped: PacketTooLarge
+    # is owed) and then an oversize duplicate of a QoS 2 id delivered
+    # before (no error of its own). The duplicate cleared the report of
+    # the drop before it: the call raised nothing, and the application
+    # never heard that a message was dropped.
+    small = publish(v, b"big", b"B" * 100, qos=2, pid=5)
+    dup = publish(v, b"big", b"B" * 600, qos=2, pid=5)
+    dup = bytes((dup[0] | 0x08,)) + dup[1:]
+    new = publish(v, b"new", b"N" * 600, qos=1, pid=6)
+    fake = FakeBroker([("send", connack(v)), ("send", small), ("recv",), ("sleep", 0.3),
+                       ("send", new + dup), ("recv",), ("sleep", 0.5)])
+    res = mp(fake, v, """
+got = []
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, buf_size=256)
+c.set_callback(lambda t, m, r, q: got.append(len(m)))
+c.connect()
+pump_until(c, lambda: got)
+report("read", lambda: pump(c, "check", ms=800))
+s = c.stats()
+emit("after", got=repr(got), connected=c.is_connected(), dup_in=s["dup_in"], oversize_in=s["oversize_in"])
+c.disconnect()
+""")
+    assert_error(res["read"], "PacketTooLarge", "dropped")
+    assert res["after"] == dict(res["after"], got="[100]", connected=True, dup_in=1, oversize_in=1), res

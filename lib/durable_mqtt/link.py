@@ -333,7 +333,6 @@ class Link:
         codec.publish_qos(self.first & 0x0F)     # malformed flags close the link, whatever the size
         self.rs = _DRAIN
         self.left = left
-        self.oversize = n
 
     def drain_big(self):  # noalloc
         # An oversize PUBLISH: its first buf_size bytes (topic, packet id)
@@ -375,8 +374,14 @@ class Link:
                 self.counts[_OVERSIZE_IN] -= 1
                 self.counts[_RECEIVED] += 1
                 self.counts[_DUP_IN] += 1
-                self.oversize = 0
+                keep = 0             # (nothing dropped: no report below)
             put_send(self, self.engine.ack_incoming(qos, codec.u16(rx, t), 0x97 if self.c.v5 else 0, self.tx))
+        if keep:
+            # Dropped: after() reports it (its size, fixed header included).
+            # Set here, once the duplicate is known, not when its header
+            # came: a duplicate's reset cleared the report of a PUBLISH
+            # dropped before it in the same call.
+            self.oversize = 1 + codec.varint_size(self.rlen) + self.rlen
         return _PUBLISH
 
     def disconnected(self):
