@@ -209,3 +209,49 @@ def test_connect_while_connected_keeps_the_connection(broker, ver):
     task keeps the connection it has (no new socket, no will)."""
     r = run_mp(AGAIN % {"port": broker.port, "ver": ver}, timeout=30)
     assert "SAME True True" in r.stdout and "WILL []" in r.stdout, r.stdout
+
+
+HUNG_LINK = r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+
+class Net:
+    # up() is a coroutine that, the first time, never returns (it awaits
+    # an event nothing sets: a driver that lost its radio's answer); the
+    # second time the network comes up.
+    def __init__(self):
+        self.connected = False
+        self.ups = 0
+    def isconnected(self):
+        return self.connected
+    async def up(self, timeout_ms):
+        self.ups += 1
+        if self.ups == 1:
+            await asyncio.Event().wait()
+        self.connected = True
+        return True
+
+async def main():
+    net = Net()
+    c = AsyncClient("aio-hung", "127.0.0.1", %d, version=%d, link=net, timeout_ms=500,
+                    backoff_ms=(50, 100))
+    try:
+        await c.connect(timeout_ms=5000)
+        print("UP", net.ups, c.is_connected())
+    except Exception as e:
+        print("DOWN", net.ups, repr(e))
+    await c.disconnect()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_an_async_link_up_that_never_returns_is_bounded_by_timeout_ms(broker, ver):
+    """The awaited up() of a link gets timeout_ms (RobustClient's
+    `timeout_ms`), as a plain one is trusted to; one that never returns
+    held the background task for good: no reconnect ever again. It is
+    cancelled after timeout_ms, counted as a failed attempt, and tried
+    again after the backoff."""
+    r = run_mp(HUNG_LINK % (broker.port, ver), timeout=30)
+    assert "UP 2 True" in r.stdout, r.stdout

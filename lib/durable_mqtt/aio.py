@@ -33,6 +33,7 @@ _io = asyncio.core._io_queue
 _LOOK_MS = const(20)         # a SUBSCRIBE / UNSUBSCRIBE looks for its answer this often
 _LOOK_DOWN_MS = const(1000)  # the background task looks for a link closed elsewhere this often
 _LINGER_MS = const(500)      # at most, after DISCONNECT, for the broker to close its side
+_UP_GRACE_MS = const(1000)   # an awaited link.up() gets timeout_ms and this, then is cancelled
 
 
 async def _ready(sock, out):
@@ -415,7 +416,16 @@ class AsyncClient:
                         # (a plain up() holds the loop until it returns).
                         r = k.up(c.timeout_ms)
                         if hasattr(r, "send"):
-                            r = await r
+                            # Bounded: an up() that never returns (a driver
+                            # that lost its radio's answer) held this task
+                            # for good, never to reconnect. One that honours
+                            # timeout_ms ends within it (AsyncWLANLink: plus
+                            # its last 100 ms sleep); cut, it is cancelled
+                            # and counts as a failed attempt.
+                            try:
+                                r = await asyncio.wait_for_ms(r, c.timeout_ms + _UP_GRACE_MS)
+                            except asyncio.TimeoutError:
+                                r = False
                         if not r:
                             raise OSError(-1, "network link did not come up")
                     await self.steps(c.reconnecting(False))
