@@ -699,6 +699,8 @@ REFUSED = {
     "reserved-flags": (b"\x41\x02\x00\x01", 0x81, True),
     "remaining-length": (b"\x30\xff\xff\xff\xff\x7f" + b"x" * 16, 0x81, True),
     "pingreq-from-broker": (b"\xc0\x00", 0x82, True),
+    # A PINGRESP has no body (3.13.1): one is malformed, not an unexpected packet.
+    "pingresp-with-body": (b"\xd0\x01\x00", 0x81, True),
     "second-connack": (None, 0x82, True),
     "repeated-property": (publish(5, b"a/b", b"x", props=b"\x01\x00\x01\x00"), 0x82, False),
     "empty-topic-no-alias": (publish(5, b"", b"x"), 0x82, False),

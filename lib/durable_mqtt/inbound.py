@@ -112,7 +112,9 @@ def dispatch(link):  # noalloc
         incoming(link)
     elif _PUBACK <= kind <= _PUBCOMP:
         link.ack(kind)
-    elif kind == _PINGRESP and not link.rlen:
+    elif kind == _PINGRESP:
+        if link.rlen:                # it has none (3.13.1): Malformed, 0x81
+            codec.fail("PINGRESP with a %d-byte body" % link.rlen)
         link.ping_at = -1
     elif kind == _CONNACK:
         from .connect import connack     # (loaded: this is connect()'s time)
