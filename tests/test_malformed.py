@@ -855,3 +855,31 @@ c.disconnect()
 """)
     assert_error(res["read"], "PacketTooLarge", "dropped")
     assert res["after"] == dict(res["after"], got="[100]", connected=True, dup_in=1, oversize_in=1), res
+
+
+def test_an_application_error_in_the_done_callback_sends_no_reason_of_the_brokers():
+    # errors.why is the reason code of the last bad packet: fail() sets it,
+    # and only leave.refuse() clears it. An earlier error that never reached
+    # refuse() left it set (here a publish() to "a/+": the Topic Name check
+    # raises through fail(), publish() makes it a ValueError), and a
+    # PacketTooLarge that publish() raised for the application's own
+    # message, from the done callback inside the read, was then taken for
+    # the broker's: DISCONNECT 0x81 (Malformed Packet) although every packet
+    # of the broker was sound. An error of the client's own outgoing packet
+    # now sets no reason: the link closes as before, without DISCONNECT.
+    v = 5
+    fake = FakeBroker([("send", connack(v)), ("recv",), ("reply", lambda got: pkt(0x40, got[-1][1][5:7])),
+                       ("sleep", 0.3)])
+    res = mp(fake, v, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, buf_size=256)
+c.connect()
+report("bad", lambda: c.publish("a/+", b"x"))
+def done(pid, r):
+    c.publish("big", b"x" * 400)
+c.set_done_callback(done)
+c.publish("a/b", b"m", qos=1)
+report("err", lambda: pump(c))
+""")
+    assert res["bad"]["cls"] == "ValueError" and "wildcard" in res["bad"]["args"][0], res["bad"]
+    assert_error(res["err"], "PacketTooLarge", "PUBLISH")
+    assert [p for p in fake.conns[0] if p[0] & 0xF0 == 0xE0] == [], fake.conns[0]

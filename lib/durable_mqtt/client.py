@@ -23,12 +23,11 @@ from micropython import const
 # found in its dict, not after a miss there and a search of the builtins.
 from builtins import isinstance, len, type
 
-from .codec import as_bytes, publish_size, topic_name, varint_size
-from .errors import MQTTException, PacketTooLarge, NotConnected
+from .codec import as_bytes, publish_size, topic_name, too_large, varint_size
+from .errors import MQTTException, NotConnected
 
 _NEVER = const(0xFFFFFFFF)
 _TOPICS = const(8)           # str topics kept encoded
-_ERR_TOO_LARGE = const(-3)
 _ERR_NOT_CONNECTED = const(-6)
 _DROPPED_QOS0 = const(6)     # link.py numbers the counters
 _NO_PROPS = (None, b"", 0, False)   # publish() props: (object, encoded block, expiry s, UTF-8 payload)
@@ -343,7 +342,7 @@ class MQTTClient:
         rl = publish_size(len(t), len(msg), qos, len(pr) if pr else 0, self.v5)
         n = rl + 2 if rl < 128 else 1 + varint_size(rl) + rl   # (varint_size inline below 128: a call less)
         if n > e.max_out:
-            raise PacketTooLarge(_ERR_TOO_LARGE, "PUBLISH of %d bytes exceeds the limit of %d" % (n, e.max_out))
+            too_large("PUBLISH", n, e.max_out, 0)     # (rc 0: errors.why)
         k = self.conn
         if not qos and k is not None and k.connected and (not k.gentle or not k.full and k.net.room()):
             k.publish0(t, msg, retain, rl, pr, n)

@@ -204,7 +204,7 @@ def connect_packet(buf, cid, v5, keepalive, clean, user, pswd, will, props):
         rl += 2 + len(pswd)
     if 1 + varint_size(rl) + rl > len(buf):
         too_large("CONNECT (client id, user name, password and will: a larger buf_size holds it)",
-                  1 + varint_size(rl) + rl, len(buf))
+                  1 + varint_size(rl) + rl, len(buf), 0)
     buf[0] = _CONNECT
     off = put_str(buf, put_varint(buf, 1, rl), b"MQTT")
     buf[off] = 5 if v5 else 4

@@ -79,7 +79,14 @@ BAD_PACKET = (ProtocolError, PacketTooLarge)
 # 4.13.1 and 3.14.2.1). Set right before each raise, so that
 # leave.refuse() reads the code of the one the link caught without binding
 # it ("except ... as x" on check_msg()'s path takes its frame from the heap
-# at every call); it clears it.
+# at every call); it clears it. Every ProtocolError and PacketTooLarge
+# that can be raised inside the link's reads goes through these two (or
+# sets it, records.refusal), those about the client's own outgoing packets
+# with rc 0 (no DISCONNECT: not the broker's fault), so a code left by an
+# error handled elsewhere (made a ValueError, or met before CONNACK) is
+# never sent for another one. (The done callback runs inside the read: a
+# PacketTooLarge of its publish() went to the broker as 0x81, the code a
+# ValueError before had left.)
 why = 0
 
 
@@ -91,7 +98,8 @@ def fail(msg, rc=0x81, code=ERR_PROTOCOL):
     raise ProtocolError(code, msg)
 
 
-def too_large(what, n, limit):
+def too_large(what, n, limit, rc=0x95):
+    # rc 0x95 Packet too large: one received; 0: one of the client's own.
     global why
-    why = 0x95                   # Packet too large
+    why = rc
     raise PacketTooLarge(ERR_TOO_LARGE, "%s of %d bytes exceeds the limit of %d" % (what, n, limit))

@@ -5,7 +5,7 @@
 import time
 from micropython import const
 
-from . import crc
+from . import crc, errors
 from .codec import put_u16
 from .errors import PacketTooLarge, StoreFull
 
@@ -87,6 +87,7 @@ def fits(e, n, capacity):  # noalloc
 def refusal(n):
     # Why a store cannot take a QoS 1/2 PUBLISH of n bytes (publish() raises it).
     if n > MAX_PACKET:
+        errors.why = 0                   # not the broker's (errors.why)
         return PacketTooLarge(-3, "a QoS 1/2 PUBLISH of %d bytes is larger than the session on flash holds "
                               "(%d)" % (n, MAX_PACKET))
     return StoreFull(-7, "flash store full")     # (-3, -7: errors.ERR_TOO_LARGE, ERR_FULL)

@@ -154,7 +154,7 @@ def subscribe_packet(buf, pid, f, opts, props, limit):
     sub = opts >= 0
     rl = 4 + len(f) + sub + (varint_size(len(props)) + len(props) if props is not None else 0)
     if 1 + varint_size(rl) + rl > min(len(buf), limit):
-        too_large("SUBSCRIBE" if sub else "UNSUBSCRIBE", 1 + varint_size(rl) + rl, min(len(buf), limit))
+        too_large("SUBSCRIBE" if sub else "UNSUBSCRIBE", 1 + varint_size(rl) + rl, min(len(buf), limit), 0)
     buf[0] = _SUBSCRIBE if sub else _UNSUBSCRIBE
     n = put_u16(buf, put_varint(buf, 1, rl), pid)
     if props is not None:
