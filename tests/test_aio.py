@@ -117,14 +117,12 @@ def test_publish_of_a_float_qos_or_retain_is_refused_at_the_call(ver):
     assert res["state"]["pending"] == 0, res
 
 
-ASYNC_LINK = r"""
-import asyncio, time
-from durable_mqtt.aio import AsyncClient
-from testlib import ticker
+# A fake network link for AsyncClient(link=...): its up() is a coroutine
+# function (async def), awaited; come_up() is how the radio behaves.
+FAKE_NET = r"""
+import asyncio
 
-class Net:
-    # A network that takes 800 ms to come up, its up() a coroutine function
-    # (async def): awaited, the loop runs meanwhile.
+class FakeNet:
     def __init__(self):
         self.connected = False
         self.ups = 0
@@ -132,9 +130,20 @@ class Net:
         return self.connected
     async def up(self, timeout_ms):
         self.ups += 1
-        await asyncio.sleep_ms(800)
+        await self.come_up()
         self.connected = True
         return True
+"""
+
+ASYNC_LINK = FAKE_NET + r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+from testlib import ticker
+
+class Net(FakeNet):
+    # 800 ms to come up: the loop runs meanwhile.
+    async def come_up(self):
+        await asyncio.sleep_ms(800)
 
 class SyncNet(Net):
     def up(self, timeout_ms):                # a plain up() still works
@@ -211,25 +220,17 @@ def test_connect_while_connected_keeps_the_connection(broker, ver):
     assert "SAME True True" in r.stdout and "WILL []" in r.stdout, r.stdout
 
 
-HUNG_LINK = r"""
+HUNG_LINK = FAKE_NET + r"""
 import asyncio, time
 from durable_mqtt.aio import AsyncClient
 
-class Net:
-    # up() is a coroutine that, the first time, never returns (it awaits
-    # an event nothing sets: a driver that lost its radio's answer); the
-    # second time the network comes up.
-    def __init__(self):
-        self.connected = False
-        self.ups = 0
-    def isconnected(self):
-        return self.connected
-    async def up(self, timeout_ms):
-        self.ups += 1
+class Net(FakeNet):
+    # The first time, up() never returns (it awaits an event nothing sets:
+    # a driver that lost its radio's answer); the second time the network
+    # comes up.
+    async def come_up(self):
         if self.ups == 1:
             await asyncio.Event().wait()
-        self.connected = True
-        return True
 
 async def main():
     net = Net()
