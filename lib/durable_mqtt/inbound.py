@@ -48,8 +48,8 @@ def _copy(dst, src, pos, n):  # noalloc
 # The reader's steps are module functions of the link, not methods: a
 # method is looked up in the link's instance dict first (32 attributes in
 # 37 places: a miss probes to the end of a run) and then in the class; a
-# module global is one lookup. The methods above are what the client and
-# the once-per-connection modules call.
+# module global is one lookup. Link's methods (link.py) are what the
+# client and the once-per-connection modules call.
 
 
 def more(link):  # noalloc

@@ -1,8 +1,8 @@
 # The connection of an MQTTClient, per packet: reading what the broker sends
 # (what each packet does is inbound.py's), acknowledgements, keepalive, and
-# sending what the session lets out. Loaded at the first connect (client.py explains the
-# split); connecting, requests and disconnecting are connect.py's,
-# request.py's and leave.py's.
+# sending what the session lets out. Loaded at construction and kept
+# (client.py explains the split); connecting, requests and disconnecting
+# are connect.py's, request.py's and leave.py's.
 #
 # The session engine decides, this module carries out: a change the engine
 # asks to keep (engine.rec) reaches flash before the packet that depends on
