@@ -324,12 +324,12 @@ class MQTTClient:
         if (qos not in (0, 1, 2) or qos > e.max_qos or not isinstance(qos, _INT) or not isinstance(retain, _INT)
                 or retain and (retain != 1 or not e.retain)):
             _refuse(e, qos, retain)
-        mt = type(topic)
-        t = self.topics.get(topic) if mt is str or mt is bytes else None
+        kind = type(topic)
+        t = self.topics.get(topic) if kind is str or kind is bytes else None
         if t is None:
             t = self._topic(topic)
-        mt = type(msg)                   # (a tuple of types here would allocate)
-        if mt is not bytes and mt is not bytearray and mt is not memoryview:
+        kind = type(msg)                 # (a tuple of types here would allocate)
+        if kind is not bytes and kind is not bytearray and kind is not memoryview:
             if isinstance(msg, str) or msg is None:
                 msg = msg.encode() if msg else b""
             else:
@@ -376,15 +376,15 @@ class MQTTClient:
     def _topic(self, topic):  # noalloc for a bytearray or memoryview topic
         # publish()'s topic as bytes, checked. A str or bytes topic is
         # remembered: checked (and encoded) once, not at every publish().
-        mt = type(topic)
-        if mt is str:
+        kind = type(topic)
+        if kind is str:
             t = topic.encode()
-        elif mt is bytes or mt is bytearray or mt is memoryview:
+        elif kind is bytes or kind is bytearray or kind is memoryview:
             t = topic
         else:
             raise TypeError("topic must be str or bytes-like")
         topic_name(t)
-        if mt is str or mt is bytes:
+        if kind is str or kind is bytes:
             if len(self.topics) >= _TOPICS:
                 self.topics.clear()
             self.topics[topic] = t

@@ -187,9 +187,9 @@ def utf8_payload(msg):
 
 # ---------------------------------------------------------------- PUBLISH
 
-def publish_size(tl, pl, qos, prl, v5):  # noalloc
+def publish_size(topic_len, payload_len, qos, prl, v5):  # noalloc
     # Remaining Length of a PUBLISH (prl: bytes of its encoded properties).
-    n = 2 + tl + pl + (2 if qos else 0)
+    n = 2 + topic_len + payload_len + (2 if qos else 0)
     return n + varint_size(prl) + prl if v5 else n
 
 
@@ -224,16 +224,16 @@ def parse_publish(body, n, flags, v5, box):  # noalloc
     # A PUBLISH body of n bytes into box (flags: the first byte's low nibble).
     # (u16() inline for the two 16-bit fields: once per message received)
     qos = publish_qos(flags)
-    tl = body[0] << 8 | body[1] if n > 1 else n
-    off = 2 + tl + (2 if qos else 0)
+    topic_len = body[0] << 8 | body[1] if n > 1 else n
+    off = 2 + topic_len + (2 if qos else 0)
     if off > n:
         fail("PUBLISH topic length beyond packet")
-    if tl or not v5:              # (MQTT 5: empty with a Topic Alias; props decide)
-        check_utf8(body, 2, 2 + tl, True)
+    if topic_len or not v5:       # (MQTT 5: empty with a Topic Alias; props decide)
+        check_utf8(body, 2, 2 + topic_len, True)
     box.qos = qos
     box.retain = flags & 1
     box.topic_off = 2
-    box.topic_len = tl
+    box.topic_len = topic_len
     box.pid = body[off - 2] << 8 | body[off - 1] if qos else 0
     if qos and not box.pid:
         fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")

@@ -14,7 +14,6 @@ from .codec import fail, put_str, put_block, put_u16, put_varint, varint_size, t
 from .errors import ConnectRefused, PacketTooLarge, StoreFull, Timeout
 
 _CONNECT = const(0x10)
-_CONNACK = const(0x20)
 _NEVER = const(0xFFFFFFFF)
 _ERR_TIMEOUT = const(-4)
 _RECONNECTS = const(9)       # link.py's counter numbers
@@ -76,7 +75,7 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     return sp
 
 
-def _handshake(c, clean, tmo, host, port):
+def _handshake(c, clean, timeout_ms, host, port):
     # TCP (and TLS), CONNECT, CONNACK; returns (Session Present, the
     # session's event: "resumed", "lost" or "new").
     k = c.conn
@@ -85,8 +84,8 @@ def _handshake(c, clean, tmo, host, port):
     try:
         k.connack = None
         k.in_connect = True
-        yield from dial.opening(c, host, port, tmo, _connect(c, clean))
-        deadline = time.ticks_add(time.ticks_ms(), tmo)
+        yield from dial.opening(c, host, port, timeout_ms, _connect(c, clean))
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
             while k.connack is None and k.read():
                 pass
@@ -94,7 +93,7 @@ def _handshake(c, clean, tmo, host, port):
                 break
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
-                raise Timeout(_ERR_TIMEOUT, "no CONNACK in %d ms" % tmo)
+                raise Timeout(_ERR_TIMEOUT, "no CONNACK in %d ms" % timeout_ms)
             yield left
         sp, code, p = k.connack
         k.net.addr[3] = 0                # a broker answered there: its address is good (dial.address)

@@ -140,28 +140,28 @@ def start(ai, host, port, timeout_ms, wait):
     return s
 
 
-def secure(s, host, port, ctx, verify, timeout_ms):
-    # TLS over s when ctx is given; returns the socket to use and whether
+def secure(s, host, port, context, verify, timeout_ms):
+    # TLS over s when context is given; returns the socket to use and whether
     # its handshake is still to come (opening() then drives it, not
     # blocking). A context whose wrap_socket() takes no
     # do_handshake_on_connect (an application's own wrapper, tls_verify=False),
     # or takes it and shakes hands all the same, does so here, blocking:
     # timeout_ms bounds each of its reads (a blocking handshake on a
     # non-blocking socket would spin for ever against a silent server).
-    if ctx is None:
+    if context is None:
         return s, False
     try:
         # MicroPython's ssl.SSLContext starts with verify_mode CERT_NONE: the
         # broker is verified unless the application opted out (tls_verify).
-        if verify and ctx.verify_mode != _CERT_REQUIRED:
-            ctx.verify_mode = _CERT_REQUIRED
+        if verify and context.verify_mode != _CERT_REQUIRED:
+            context.verify_mode = _CERT_REQUIRED
         s.settimeout(timeout_ms / 1000)
         try:
-            return ctx.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False), True
+            return context.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False), True
         except TypeError:
-            return ctx.wrap_socket(s, server_hostname=host), False
+            return context.wrap_socket(s, server_hostname=host), False
     except (OSError, ValueError) as e:
-        _failed(s, e, host, port, timeout_ms, ctx)
+        _failed(s, e, host, port, timeout_ms, context)
 
 
 def _failed(s, e, host, port, timeout_ms, tls):

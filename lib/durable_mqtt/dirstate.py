@@ -35,9 +35,10 @@ def checkpoint(j, offline, replaced):
                 j.released(s)
     j.flush()
     j.write_ids()
-    j.put_file("h.tmp", head_bytes(e, offline))
+    name = "h.tmp"                     # (one literal: each is a name on a board)
+    j.put_file(name, head_bytes(e, offline))
     try:
-        os.rename(j.dir + "/h.tmp", j.dir + "/h")    # the commit point
+        os.rename(j.dir + "/" + name, j.dir + "/h")    # the commit point
     except OSError as x:
         raise_full(x)
     j.checkpoints += 1

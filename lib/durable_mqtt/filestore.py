@@ -180,9 +180,9 @@ class SlotJournal:
 
     def rewritten(self, s):
         # Slot s no longer holds what it held: a guard it kept is lifted.
-        g = self.guard[s]
-        if g:
-            self.blocked[g - 1] = 0
+        guard = self.guard[s]
+        if guard:
+            self.blocked[guard - 1] = 0
             self.guard[s] = 0
         if self.stale[s]:
             self.stale[s] = 0

@@ -183,7 +183,7 @@ class Link:
         # and need_link() would. A handler without "as x" keeps the frame
         # within 11 words, off the heap.)
         try:
-            t0 = ticks_ms()
+            start = ticks_ms()
             if self.cut:
                 self.cut = False
             while self.connected and self.read():
@@ -193,7 +193,7 @@ class Link:
                     break   # that read emptied the socket: no call just to hear "nothing yet"
                 # Everything already received is handled, unless a broker
                 # sending without pause keeps the socket full past _BURST_MS.
-                if ticks_diff(ticks_ms(), t0) >= _BURST_MS:
+                if ticks_diff(ticks_ms(), start) >= _BURST_MS:
                     self.cut = True
                     self.idle()
                     break
@@ -275,20 +275,20 @@ class Link:
         # Ping when idle half the keepalive; a PINGRESP half a keepalive late
         # means a dead link (a black-holed TCP connection never errors by
         # itself). Returns ms until the next keepalive action, -1 for none.
-        ka = self.ka_ms >> 1
-        if not ka or not self.connected:
+        limit = self.ka_ms >> 1
+        if not limit or not self.connected:
             return -1
         now = ticks_ms()
         if self.ping_at >= 0:
             late = ticks_diff(now, self.ping_at)
-            if late >= ka:
-                raise Timeout(_ERR_TIMEOUT, "no PINGRESP in %d ms: link dead" % ka)
-            return ka - late
+            if late >= limit:
+                raise Timeout(_ERR_TIMEOUT, "no PINGRESP in %d ms: link dead" % limit)
+            return limit - late
         idle = max(ticks_diff(now, self.last_tx), ticks_diff(now, self.last_rx))
-        if idle >= ka:
+        if idle >= limit:
             self.ping_now()
-            return ka
-        return ka - idle
+            return limit
+        return limit - idle
 
     def keepalive_wait(self):
         w = self.keepalive()

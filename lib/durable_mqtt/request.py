@@ -99,15 +99,15 @@ def requesting(c, f, opts, sid):
     return code
 
 
-def _available(avail, f, sid):
+def _available(sub_avail, f, sid):
     # MQTT 5: a subscription using what the broker's CONNACK said it does
     # not support raises ConnectRefused with the code the broker would
     # close the connection with, before anything is sent.
-    if not avail & 1 and (b"+" in f or b"#" in f):
+    if not sub_avail & 1 and (b"+" in f or b"#" in f):
         code = 0xA2
-    elif not avail & 2 and sid:
+    elif not sub_avail & 2 and sid:
         code = 0xA1
-    elif not avail & 4 and f.startswith(b"$share/"):
+    elif not sub_avail & 4 and f.startswith(b"$share/"):
         code = 0x9E
     else:
         return

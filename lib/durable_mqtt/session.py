@@ -53,11 +53,12 @@ _ERR_SESSION = const(-8)
 _STALE = const(4)        # ids of abandoned requests kept in use, at most
 
 # What must reach flash before the packet just returned is sent (`rec`).
-# The store writes each as a record of this type (docs/session-format.md).
-_OUT_PUB = const(2)      # rec_slot: a QoS 1/2 message was accepted
-_OUT_REL = const(4)      # rec_pid: PUBREC received, PUBREL owed
-_IN_QOS2 = const(5)      # rec_pid: incoming QoS 2 delivered, PUBREC owed
-_IN_REL = const(6)       # rec_pid: PUBREL received, the id released
+# The store writes each as a record of this type (docs/session-format.md),
+# named as the stores name them (one name per kind on a board that compiles .py).
+_R_OUT_PUB = const(2)    # rec_slot: a QoS 1/2 message was accepted
+_R_OUT_REL = const(4)    # rec_pid: PUBREC received, PUBREL owed
+_R_IN_QOS2 = const(5)    # rec_pid: incoming QoS 2 delivered, PUBREC owed
+_R_IN_REL = const(6)     # rec_pid: PUBREL received, the id released
 
 _PUBACK = const(0x40)
 _PUBREC = const(0x50)
@@ -169,12 +170,12 @@ class Session:
                 end = p
         return end
 
-    def find(self, pid, want):  # noalloc
-        # Ring index of the slot holding pid in state `want` (0: any), or -1.
+    def find(self, pid, state):  # noalloc
+        # Ring index of the slot holding pid in state `state` (0: any), or -1.
         i = self.first
         for _ in range(self.count):
             s = self.st[i] & _STATE
-            if s and self.pid[i] == pid and (s == want or not want):
+            if s and self.pid[i] == pid and (s == state or not state):
                 return i
             i = i + 1 if i + 1 < self.nslots else 0
         return -1
@@ -217,7 +218,7 @@ class Session:
         # (ticks_ms differences hold about 6 days: a longer expiry is none)
         i = _slot(self, pid, off, n, ticks_add(now, ttl * 1000) | 1 if 0 < ttl < 500000 else 0)
         if qos:
-            self.rec = _OUT_PUB
+            self.rec = _R_OUT_PUB
             self.rec_slot = i
         return pid
 
@@ -249,7 +250,7 @@ class Session:
         # Squeeze out slots freed behind an older message still held (a QoS 2
         # awaiting PUBCOMP while later QoS 1 were acknowledged).
         src = dst = self.first
-        kept = 0
+        count = 0
         sent = self.send
         for k in range(self.count):
             if self.st[src]:
@@ -261,11 +262,11 @@ class Session:
                     self.st[dst] = self.st[src]
                     self.st[src] = _FREE
                 dst = dst + 1 if dst + 1 < self.nslots else 0
-                kept += 1
+                count += 1
             elif k < sent:
                 self.send -= 1
             src = src + 1 if src + 1 < self.nslots else 0
-        self.count = kept
+        self.count = count
 
     def pending_out(self):  # noalloc
         # Is anything left to send on this connection (a queued PUBLISH, an
@@ -375,7 +376,7 @@ class Session:
         self.held -= 1                                    # (the same message)
         if self.send == self.count - 1:
             self.send = self.count                        # nothing before it left to send
-        self.rec = _OUT_REL
+        self.rec = _R_OUT_REL
         self.rec_pid = pid
         return put_ack(tx, _PUBREL, pid, 0)
 
@@ -431,7 +432,7 @@ class Session:
                     self._rx2_full()      # (an oversize PUBLISH comes here without incoming())
                 self.rx2[self.rx2_n] = pid
                 self.rx2_n += 1
-                self.rec = _IN_QOS2
+                self.rec = _R_IN_QOS2
                 self.rec_pid = pid
             return put_ack(tx, _PUBREC, pid, reason)
         return 0
@@ -446,7 +447,7 @@ class Session:
         k = self.rx2_index(pid)
         if k >= 0:
             self._rx2_remove(k)
-            self.rec = _IN_REL
+            self.rec = _R_IN_REL
             self.rec_pid = pid
         return put_ack(tx, _PUBCOMP, pid, 0x92 if k < 0 and self.v5 else 0)
 

@@ -109,9 +109,9 @@ def parse(data):
     out = {}
     while p < n:
         kind = buf[p]
-        ln = u16(buf, p + 1) if p + 3 <= n else 0
-        end = p + 3 + ln
-        if p + 3 > n or end + 4 > n or not crc.check(buf, p, ln + 3):
+        length = u16(buf, p + 1) if p + 3 <= n else 0
+        end = p + 3 + length
+        if p + 3 > n or end + 4 > n or not crc.check(buf, p, length + 3):
             if not st.records:
                 raise FormatError("session header damaged")
             st.torn = True
@@ -119,7 +119,7 @@ def parse(data):
             st.intact_after = _record_after(buf, p + 1, n)
             break
         if kind == _R_HEADER:
-            _header(st, buf, p + 3, ln)
+            _header(st, buf, p + 3, length)
             last = st.next_pid
         elif not st.records:
             raise FormatError("session does not start with a header")
@@ -139,8 +139,8 @@ def parse(data):
     return st
 
 
-def _header(st, buf, b, ln):
-    if ln < 14 or st.records or 14 + u16(buf, b + 12) != ln or buf[b] not in (4, 5):
+def _header(st, buf, b, length):
+    if length < 14 or st.records or 14 + u16(buf, b + 12) != length or buf[b] not in (4, 5):
         raise FormatError("bad session header")
     st.version = buf[b]
     st.flags = buf[b + 1]
@@ -149,7 +149,7 @@ def _header(st, buf, b, ln):
     st.expiry = int.from_bytes(bytes(buf[b + 2:b + 6]), "big")
     st.saved_min = int.from_bytes(bytes(buf[b + 6:b + 10]), "big")
     st.next_pid = u16(buf, b + 10)
-    st.client_id = bytes(buf[b + 14:b + ln])
+    st.client_id = bytes(buf[b + 14:b + length])
 
 
 def _record(st, out, kind, buf, b, end):
@@ -183,16 +183,16 @@ def _record(st, out, kind, buf, b, end):
 def _record_after(buf, p, n):
     # Is there a whole record with a good CRC past p? (boot only)
     while p + 7 <= n:
-        ln = u16(buf, p + 1)
-        if 1 <= buf[p] <= _R_SUB and p + ln + 7 <= n and crc.check(buf, p, ln + 3):
+        length = u16(buf, p + 1)
+        if 1 <= buf[p] <= _R_SUB and p + length + 7 <= n and crc.check(buf, p, length + 3):
             return True
         p += 1
     return False
 
 
-def _drop(lst, index, pid):
+def _drop(items, index, pid):
     ent = index.pop(pid, None)
     if ent is not None:
-        lst.remove(ent)
+        items.remove(ent)
 
 

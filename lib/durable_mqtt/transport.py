@@ -11,8 +11,6 @@ from .errors import PeerClosed, Timeout
 
 _ERR_TIMEOUT = const(-4)
 _ERR_CLOSED = const(-5)
-_POLLIN = const(1)
-_POLLOUT = const(4)
 _POLL_HUP_ERR = const(0x18)   # POLLHUP | POLLERR
 # "Try again": no data or no room yet, not a failure. Linux EAGAIN 11,
 # EINPROGRESS 115; lwIP (ESP32, newlib numbers) EINPROGRESS 119, EALREADY
@@ -51,8 +49,8 @@ class Transport:
         # Take the connected socket s (dial.py): non-blocking from now on.
         s.setblocking(False)
         self.sock = s
-        self._pin.register(s, _POLLIN)
-        self._pout.register(s, _POLLOUT)
+        self._pin.register(s, select.POLLIN)
+        self._pout.register(s, select.POLLOUT)
 
     def close(self):
         s = self.sock
