@@ -416,14 +416,20 @@ def read_dir(path, diag, info):
             diag.add("warning", "damaged_slot", "slot %s (%d bytes) holds no good record: its message is lost "
                      "(the library reports the event `damaged`)" % (name, n))
         info["slots"].append(slot)
-    found.sort()            # by seq; an OUT_REL after the OUT_PUB of the same seq
+    # By seq, as serial numbers (they wrap modulo 2**32: by distance from one
+    # of them); an OUT_REL after the OUT_PUB of the same seq.
+    ref = found[0][0] if found else 0
+
+    def age(seq):
+        return (seq - ref + 0x80000000) & 0xFFFFFFFF
+    found.sort(key=lambda f: (age(f[0]), f[1]))
     newest = {}
     for seq, rel, k, pid, pkt in found:
         if pid in newest:
             diag.add("info", "older_copy", "slot %d holds an older copy of packet id %d (seq %d): the %s wins"
                      % (newest[pid][1], pid, newest[pid][0], "OUT_REL" if rel and seq == newest[pid][0] else "newer"))
         newest[pid] = (seq, k, pid, pkt)
-    live = sorted(newest.values())
+    live = sorted(newest.values(), key=lambda v: age(v[0]))
     s.out = [[pid, pkt] for _, _, pid, pkt in live]
     pubs = [pid for _, _, pid, pkt in live if pkt is not None]
     if pubs:

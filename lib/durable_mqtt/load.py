@@ -188,17 +188,30 @@ def _read_dir(j):
         # a full outbox restored.)
         from .slotmove import move_far
         move_far(j, far, buf, size)
+    # Sequence numbers are u32 (j.seq holds them as signed 32-bit) and grow
+    # for as long as a message is held, so they may have passed 2**31 or
+    # 2**32: they are compared as serial numbers, by their distance from
+    # one of them (every slot on flash was written within far fewer than
+    # 2**31 writes of the others).
+    ref = 0
+    for s in range(j.made):
+        if j.pid[s]:
+            ref = j.seq[s]
+
+    def age(s):
+        return (j.seq[s] - ref + 0x80000000) & 0xFFFFFFFF
+
     for s in range(j.made):
         # An id twice: reused while the old slot waited to be emptied, or an
         # OUT_PUB and its OUT_REL: the higher seq wins (on a tie, the
         # OUT_REL). The loser is emptied.
         for t in range(s + 1, j.made):
             if j.pid[s] and j.pid[t] == j.pid[s]:
-                lose = s if (j.seq[s], j.rel[s]) < (j.seq[t], j.rel[t]) else t
+                lose = s if (age(s), j.rel[s]) < (age(t), j.rel[t]) else t
                 j.pid[lose] = j.seq[lose] = j.rel[lose] = 0
                 j.put_file(str(lose), b"")
     live = [s for s in range(j.made) if j.pid[s]]
-    live.sort(key=lambda s: j.seq[s])
+    live.sort(key=age)
     for s in live:
         j.next = j.seq[s] + 1
         if not j.rel[s]:
