@@ -21,6 +21,15 @@ def checkpoint(j, offline, replaced):
     # one of its packet ids may hold another message, so every message is
     # written again (each into a slot it frees, newer).
     e = j.e
+    # The boot may not have made the directory (a full or read-only
+    # filesystem: store_full, load.py); now it must be there.
+    try:
+        make_dir(j.dir, True)
+    except OSError:
+        j.capacity = 0                # publish() refuses QoS 1/2 (StoreFull) meanwhile
+        raise
+    if not j.capacity:
+        j.capacity = capacity(j.dir)
     j.flush()
     for s in range(j.made):
         if j.pid[s] and (replaced or e.find(j.pid[s], 0) < 0):
@@ -64,11 +73,17 @@ def make_room(j, s):
         j.rewritten(t)
 
 
-def make_dir(path):
+def make_dir(path, strict=False):
+    # strict: a directory that cannot be made raises (StoreFull when the
+    # filesystem is full or read-only); else a checkpoint will try again.
     try:
         os.mkdir(path)
-    except OSError:
-        pass
+    except OSError as x:
+        if strict:
+            try:
+                os.stat(path)         # it exists (EEXIST, or EROFS for one that exists)
+            except OSError:
+                raise_full(x)
 
 
 def capacity(dir):

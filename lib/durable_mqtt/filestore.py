@@ -44,6 +44,7 @@ _R_OUT_PUB = const(2)
 _R_OUT_REL = const(4)
 _R_IN_LIST = const(8)        # pid u16 * n: the incoming QoS 2 ids, whole
 _ENOSPC = const(28)
+_EROFS = const(30)
 _ERR_FULL = const(-7)
 
 
@@ -312,6 +313,8 @@ def _put_seq(b, seq):  # noalloc
 
 
 def raise_full(x):
-    if x.args and x.args[0] == _ENOSPC:
-        raise StoreFull(_ERR_FULL, "filesystem full")
+    # A write the filesystem refuses for want of room, or at all (mounted
+    # read-only): StoreFull, the message not accepted, nothing lost.
+    if x.args and x.args[0] in (_ENOSPC, _EROFS):
+        raise StoreFull(_ERR_FULL, "filesystem full" if x.args[0] == _ENOSPC else "filesystem read-only")
     raise x

@@ -17,6 +17,7 @@ from .records import wall_minutes
 _R_OUT_PUB = const(0x02)     # docs/session-format.md (store.py's numbers)
 _R_OUT_REL = const(0x04)
 _R_IN_LIST = const(0x08)
+_S_IFDIR = const(0x4000)     # os.stat / os.ilistdir: a directory
 
 
 def open_session(c, where, prog_size, batch, clean):
@@ -29,7 +30,7 @@ def open_session(c, where, prog_size, batch, clean):
         c.persist = True
     elif c.persistent(clean):
         c.persist = True              # what is accepted before the first connect is kept
-        j.checkpoint()
+        _checkpoint(j, c.event)       # a full or read-only filesystem: store_full, not a failed boot
 
 
 def open_journal(where, e, prog_size, batch_ms, event, batch_bytes=None):
@@ -71,11 +72,14 @@ def _checkpoint(j, event):
     # a row have filled): the state stays in RAM and on flash as it was,
     # reported; acknowledgements make room, and a later checkpoint takes it.
     # Raised, it would stop every boot, and every connect that could drain it.
+    # Returns whether it was written.
     from .errors import StoreFull
     try:
         j.checkpoint()
+        return True
     except StoreFull as x:
         event("store_full", {"reason": x.args[1]})
+        return False
 
 
 def _restore(e, st, event):
@@ -99,8 +103,8 @@ def _open_dir(path, e, batch_ms, event):
             st = parse(old)
         if st is not None:
             _restore(e, st, event)
-            if old and not j.made:
-                j.checkpoint()        # moved into the directory, the header last
+            if old and not j.made and not _checkpoint(j, event):
+                old = None            # moved into the directory (the header last), else kept
     except ValueError as x:           # FormatError, or a state that is not ours
         j.set_aside()
         if old:
@@ -128,9 +132,14 @@ def _read_dir(j):
     # The state in j's directory (filestore.py), or None without a valid
     # "h". Slots that hold nothing valid are emptied before anything new is
     # written, so that an old copy cannot come back later.
+    try:
+        if not os.stat(j.dir)[0] & _S_IFDIR:
+            raise ValueError("%s is a file, not a session directory" % j.dir)
+    except OSError:
+        return None                   # not made: a full or read-only filesystem (store_full)
     head = _read(j.dir + "/h")
     if not head:
-        for name in os.listdir(j.dir):            # no session: whatever else is there goes
+        for name in _names(j):                    # no session: whatever else is there goes
             if name.isdigit() and _read(j.dir + "/" + name):
                 j.put_file(name, b"")
             elif name in ("i0", "i1"):   # (an erase() cut short) else the new
@@ -139,7 +148,7 @@ def _read_dir(j):
     gc.collect()                      # before a compile or load: MQTTClient.__init__
     from .stream import parse       # (a fresh directory never loads it)
     st = parse(head)
-    names = os.listdir(j.dir)         # after the compile: the heap's peak at a reboot
+    names = _names(j)                 # after the compile: the heap's peak at a reboot
     for name in ("i0", "i1"):         # the newer intact one holds the incoming QoS 2 ids
         d = _read(j.dir + "/" + name)
         n = len(d) if d else 0
@@ -166,7 +175,7 @@ def _read_dir(j):
     for name in names:
         if not name.isdigit():
             if name not in ("h", "i0", "i1"):
-                os.remove(j.dir + "/" + name)     # h.tmp of a cut checkpoint, or a stranger
+                _remove(j.dir + "/" + name)       # h.tmp of a cut checkpoint, or a stranger
             continue
         s = int(name)
         n = read_slot(j.dir + "/" + name, buf)
@@ -226,6 +235,31 @@ def _read_dir(j):
         return memoryview(buf)[9:n - 4]
     st.fetch = fetch
     return st
+
+
+def _names(j):
+    # The files in j's directory. The library makes no directory in it: an
+    # empty one goes, as a stray file would; one that holds something is
+    # left alone, unless it takes a name the library writes (then the
+    # session cannot go on there: ValueError, set aside).
+    names = []
+    dirs = []
+    for x in os.ilistdir(j.dir):
+        (dirs if x[1] == _S_IFDIR else names).append(x[0])
+    for name in dirs:
+        try:
+            os.rmdir(j.dir + "/" + name)
+        except OSError:
+            if name.isdigit() or name in ("h", "h.tmp", "i0", "i1"):
+                raise ValueError("%s/%s is a directory" % (j.dir, name))
+    return names
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:               # (a read-only filesystem: it stays, and is skipped again)
+        pass
 
 
 def note_slot(j, s, buf, n, size):
