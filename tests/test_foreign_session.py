@@ -223,3 +223,153 @@ assert ev == [] and payloads(c) == b"A", (ev, payloads(c))
 print("OK")
 """)
     assert "OK" in r.stdout, r.stdout
+
+
+# --- docs/session-format.md against the bytes the library writes ---------
+# A parser written from the document's tables alone (not from the code):
+# every integer big-endian; a record is type u8, len u16, body, CRC-32/IEEE
+# (zlib's) over type, len and body.
+
+def _crc_ok(b, end):
+    return struct.unpack(">I", b[end:end + 4])[0] == binascii.crc32(b[:end]) & 0xFFFFFFFF
+
+
+def _doc_records(b, p):
+    out = []
+    while p < len(b):
+        kind, ln = b[p], struct.unpack(">H", b[p + 1:p + 3])[0]
+        rec = b[p:p + 3 + ln + 4]
+        assert len(rec) == ln + 7 and _crc_ok(rec, 3 + ln), ("bad record at", p)
+        out.append((kind, rec[3:3 + ln]))
+        p += ln + 7
+    return out
+
+
+def _doc_header(body):
+    proto, flags, expiry, saved, pid, k = struct.unpack(">BBIIHH", body[:14])
+    assert len(body) == 14 + k
+    return dict(proto=proto, flags=flags, expiry=expiry, saved=saved, pid=pid, cid=body[14:])
+
+
+def _doc_publish(pkt):
+    # The PUBLISH packet of an OUT_PUB: fixed header, topic, packet id.
+    assert pkt[0] >> 4 == 3
+    n, mult, p = 0, 1, 1
+    while True:
+        n += (pkt[p] & 0x7F) * mult
+        mult *= 128
+        p += 1
+        if not pkt[p - 1] & 0x80:
+            break
+    assert len(pkt) == p + n
+    tl = struct.unpack(">H", pkt[p:p + 2])[0]
+    topic = pkt[p + 2:p + 2 + tl]
+    pid = struct.unpack(">H", pkt[p + 2 + tl:p + 4 + tl])[0]
+    return (pkt[0] >> 1) & 3, topic, pid, pkt
+
+
+def test_the_session_directory_and_stream_bytes_match_the_document():
+    """On a LittleFS image: an MQTT 5 client with two subscriptions (one
+    with a subscription identifier and options), a QoS 1 message, a QoS 2
+    message past its PUBREC and another before it, and two incoming QoS 2
+    ids awaiting PUBREL. Every file of PATH.d and the save_session() stream
+    are decoded with the document's tables: h = preamble, HEADER, SUB
+    records; i0/i1 = seq and IN_LIST, CRC over both; each slot = seq and an
+    OUT_PUB / OUT_REL, CRC over both; the stream = preamble, HEADER, SUBs,
+    messages oldest first (OUT_REL for the released one), IN_QOS2."""
+    r = run_mp(LFS + r"""
+import binascii
+fresh()
+c, ev = boot(version=5, session_expiry=3600)
+e, j = c.engine, c.journal
+e.subscribed(b"cmd/#", 1 | 4 | 8 | 16, 77)     # QoS 1, No Local, RAP, Retain Handling 1
+e.subscribed(b"cfg", 2, 0)
+j.checkpoint()
+p1 = c.publish("tele/a", b"one", qos=1)
+p2 = c.publish("tele/b", b"two", qos=2, retain=True)
+p3 = c.publish("tele/c", b"three", qos=2)
+tx = bytearray(64)
+e.connected(False, False)
+while e.next_out(0, tx) > 0:
+    pass
+e.pubrec(p2, 0, tx)
+j.put()
+for pid in (300, 301):
+    e.incoming(2, pid)
+    e.ack_incoming(2, pid, 0, tx)
+    j.put()
+print("PIDS", p1, p2, p3)
+for n in sorted(os.listdir("/fl/s.d")):
+    with open("/fl/s.d/" + n, "rb") as f:
+        print("FILE", n, binascii.hexlify(f.read()).decode() or "-")
+print("STREAM", binascii.hexlify(c.save_session()).decode())
+""")
+    files, stream, pids = {}, None, None
+    for line in r.stdout.splitlines():
+        w = line.split()
+        if w[0] == "FILE":
+            files[w[1]] = b"" if w[2] == "-" else bytes.fromhex(w[2])
+        elif w[0] == "STREAM":
+            stream = bytes.fromhex(w[1])
+        elif w[0] == "PIDS":
+            pids = [int(x) for x in w[1:]]
+    p1, p2, p3 = pids
+    # h: preamble "DMQS" 01, HEADER, one SUB per subscription in order
+    h = files.pop("h")
+    assert h[:5] == b"DMQS\x01"
+    recs = _doc_records(h, 5)
+    assert recs[0][0] == 0x01
+    hd = _doc_header(recs[0][1])
+    assert hd["proto"] == 5 and hd["cid"] == b"dev" and hd["expiry"] == 3600
+    assert hd["flags"] & 0xF8 == 0 and hd["saved"] == 0      # not written by disconnect()
+    subs = [(b[5:], b[4], struct.unpack(">I", b[:4])[0]) for k, b in recs[1:] if k == 0x07]
+    assert [k for k, _ in recs[1:]] == [0x07, 0x07]
+    assert subs == [(b"cmd/#", 0x1D, 77), (b"cfg", 2, 0)], subs
+    # i0 / i1: the intact one with the higher seq holds the ids
+    ids = {}
+    for name in ("i0", "i1"):
+        b = files.pop(name, b"")
+        if b:
+            seq = struct.unpack(">I", b[:4])[0]
+            assert b[4] == 0x08
+            ln = struct.unpack(">H", b[5:7])[0]
+            assert len(b) == 11 + ln and _crc_ok(b, 7 + ln)
+            ids[seq] = sorted(struct.unpack(">%dH" % (ln // 2), b[7:7 + ln]))
+    assert ids[max(ids)] == [300, 301], ids
+    # slots: seq, OUT_PUB (02) or OUT_REL (04), CRC over seq and record
+    slots = []
+    for name, b in files.items():
+        assert name.isdigit(), name                      # nothing else in the directory
+        if not b:
+            continue
+        seq, kind, ln, pid = struct.unpack(">IBHH", b[:9])
+        assert len(b) == 13 + ln - 2 and _crc_ok(b, 9 + ln - 2), name
+        assert kind in (0x02, 0x04)
+        pkt = b[9:9 + ln - 2]
+        if kind == 0x04:
+            assert pkt == b""
+        else:
+            assert _doc_publish(pkt)[2] == pid           # the pid inside equals the record's
+        slots.append((seq, kind, pid, pkt))
+    slots.sort()
+    newest = {}
+    for seq, kind, pid, pkt in slots:                     # of one id, the higher seq counts
+        newest[pid] = (seq, kind, pkt)
+    order = sorted(newest.items(), key=lambda x: x[1][0])
+    assert [(pid, kind) for pid, (_, kind, _) in order] == [(p1, 2), (p3, 2), (p2, 4)], order
+    q, topic, _, pkt = _doc_publish(newest[p1][2])
+    assert q == 1 and topic == b"tele/a" and pkt.endswith(b"one")
+    q, topic, _, pkt = _doc_publish(newest[p3][2])
+    assert q == 2 and topic == b"tele/c" and pkt.endswith(b"three")
+    # the stream: preamble, HEADER, SUBs, the messages oldest first (OUT_PUB
+    # while the PUBLISH is owed, OUT_REL once PUBREC came), IN_QOS2
+    assert stream[:5] == b"DMQS\x01"
+    recs = _doc_records(stream, 5)
+    kinds = [k for k, _ in recs]
+    assert kinds == [0x01, 0x07, 0x07, 0x02, 0x02, 0x04, 0x05, 0x05], kinds
+    sh = _doc_header(recs[0][1])
+    assert sh["pid"] == p3 and dict(sh, pid=0) == dict(hd, pid=0)    # h was written before the publishes
+    msgs = [(struct.unpack(">H", b[:2])[0], b[2:]) for k, b in recs if k in (0x02, 0x04)]
+    assert [m[0] for m in msgs] == [p1, p3, p2] and msgs[2][1] == b""
+    assert msgs[0][1][1:] == newest[p1][2][1:]            # (DUP may differ)
+    assert sorted(struct.unpack(">H", b)[0] for k, b in recs if k == 0x05) == [300, 301]
