@@ -373,3 +373,116 @@ print("STREAM", binascii.hexlify(c.save_session()).decode())
     assert [m[0] for m in msgs] == [p1, p3, p2] and msgs[2][1] == b""
     assert msgs[0][1][1:] == newest[p1][2][1:]            # (DUP may differ)
     assert sorted(struct.unpack(">H", b)[0] for k, b in recs if k == 0x05) == [300, 301]
+
+
+def test_a_ring_with_every_block_erased_but_one():
+    """A flash ring (ring.py) whose blocks were all erased but one, for each
+    block in turn: the boot never raises; what it restores is a state the
+    ring held at some time (here: the current one, an older checkpoint of a
+    stale block, or nothing), only messages that were published, each once;
+    and the ring takes new messages after it."""
+    r = run_mp(r"""
+from norflash import NorFlash
+from durable_mqtt import MQTTClient
+N = 6
+def boot(dev):
+    ev = []
+    c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=dev,
+                   event_callback=lambda e, i: ev.append(e))
+    return c, ev
+def held(c):
+    e = c.engine
+    return [bytes(e.arena[e.off[e.index(k)]:e.off[e.index(k)] + e.len[e.index(k)]])[-44:-40]
+            for k in range(e.count)]
+dev = NorFlash(4096, N, prog_size=32)
+c, ev = boot(dev)
+tx = bytearray(64)
+e, j = c.engine, c.journal
+e.connected(False, False)
+for i in range(120):                       # the ring wraps; the last four stay held
+    pid = c.publish("t", b"m%03d" % i + b"x" * 40, qos=1)
+    while e.next_out(0, tx) > 0:
+        pass
+    if i < 116:
+        e.puback(pid, 0)
+        j.acked(e.done_pid)
+        e.done_pid = 0
+c.close()
+c, ev = boot(dev)
+now = held(c)
+assert ev == [] and now == [b"m116", b"m117", b"m118", b"m119"], (ev, now)
+img = dev.snapshot()
+outcomes = []
+for b in range(N):
+    d = NorFlash(4096, N, prog_size=32)
+    d.restore(img)
+    for o in range(N):
+        if o != b:
+            d.ioctl(6, o)
+    c, ev = boot(d)
+    got = held(c)
+    assert "discarded" not in ev, (b, ev)
+    assert len(set(got)) == len(got) and all(m.startswith(b"m") and int(m[1:]) < 120 for m in got), (b, got)
+    assert got == now or len(got) <= 4, (b, got)
+    outcomes.append(len(got))
+    c.publish("t", b"m999" + b"y" * 40, qos=1)
+    c.close()
+    c, ev = boot(d)
+    assert ev == [] and held(c) == got + [b"m999"], (b, ev, held(c))
+print("OK", outcomes)
+""")
+    assert "OK" in r.stdout, r.stdout
+    print(r.stdout)
+
+
+def test_a_filelog_torn_at_every_byte(tmp_path):
+    """A FileLog (one log file, filelog.py) cut at every length, as a host
+    filesystem without atomic appends can leave it: a cut inside the header
+    sets the state aside (`discarded`); a cut anywhere after it restores
+    the messages whose records are whole, in order, in silence (a torn last
+    write is not damage); a message published after such a boot is kept by
+    the next one (the boot's checkpoint dropped the torn tail first)."""
+    r = run_mp(r"""
+import os
+from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
+P = %r
+def boot():
+    ev = []
+    c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog(P),
+                   event_callback=lambda e, i: ev.append(e))
+    return c, ev
+def held(c):
+    e = c.engine
+    return [bytes(e.arena[e.off[e.index(k)] + e.len[e.index(k)] - 2:e.off[e.index(k)] + e.len[e.index(k)]])
+            for k in range(e.count)]
+c, ev = boot()
+for i in range(3):
+    c.publish("t", b"m%%d" %% i, qos=1)
+c.close()
+with open(P, "rb") as f:
+    full = f.read()
+seen = {}
+for L in range(len(full) - 1, 4, -1):
+    for n in (P + ".bad", P + ".tmp"):
+        try:
+            os.remove(n)
+        except OSError:
+            pass
+    with open(P, "wb") as f:
+        f.write(full[:L])
+    c, ev = boot()
+    got = held(c)
+    if ev:
+        assert ev == ["discarded"] and got == [], (L, ev, got)
+    else:
+        assert got == [b"m0", b"m1", b"m2"][:len(got)] and len(got) < 3, (L, got)
+    c.publish("t", b"ZZ", qos=1)
+    c.close()
+    c, ev2 = boot()
+    assert ev2 == [] and held(c) == got + [b"ZZ"], (L, ev2, held(c))
+    c.close()
+    seen[(tuple(ev), len(got))] = seen.get((tuple(ev), len(got)), 0) + 1
+print("OK", sorted(seen.items()))
+""" % str(tmp_path / "log"))
+    assert "OK" in r.stdout, r.stdout
