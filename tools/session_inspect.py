@@ -381,7 +381,8 @@ def read_dir(path, diag, info):
             continue
         n = len(ids)
         if n >= 11 and ids[4] == R_IN_LIST and u16(ids, 5) == n - 11 and crc_ok(ids, 0, n - 4):
-            if u32(ids, 0) > best:
+            # the newer: serial numbers (u32, they wrap), compared by distance
+            if best < 0 or 0 < (u32(ids, 0) - best) & 0xFFFFFFFF < 0x80000000:
                 best = u32(ids, 0)
                 s.in_qos2 = [u16(ids, 7 + 2 * k) for k in range(u16(ids, 5) // 2)]
         elif n:

@@ -149,12 +149,15 @@ def _read_dir(j):
     from .stream import parse       # (a fresh directory never loads it)
     st = parse(head)
     names = _names(j)                 # after the compile: the heap's peak at a reboot
+    got = False
     for name in ("i0", "i1"):         # the newer intact one holds the incoming QoS 2 ids
         d = _read(j.dir + "/" + name)
         n = len(d) if d else 0
         if n >= 11 and d[4] == _R_IN_LIST and u16(d, 5) == n - 11 and crc.check(d, 0, n - 4):
             q = seq_of(d)
-            if q > j.iseq:
+            # Newer: as serial numbers (u32, they wrap), by distance.
+            if not got or 0 < (q - j.iseq) & 0xFFFFFFFF < 0x80000000:
+                got = True
                 j.iseq = q
                 st.in_qos2 = [u16(d, 7 + 2 * k) for k in range(u16(d, 5) // 2)]
         elif n:
