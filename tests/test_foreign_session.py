@@ -539,3 +539,39 @@ for newer in (0, 1, 0x80000000, 0x80000001):
 print("OK")
 """)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_second_set_aside_over_a_bad_copy_that_is_a_file_or_holds_a_directory(tmp_path):
+    """set_aside() renames PATH.d to PATH.d.bad, removing an older .d.bad
+    first, but only its files: an older .d.bad that was a file (a PATH.d
+    file set aside) or held a directory could not be removed, the rename
+    failed in silence, and the unusable directory stayed where it was. Its
+    slots were then read as this client's at the next boot: here another
+    client id's message came back as this client's, to be sent under its
+    name. Now the older .d.bad goes whole, whatever it holds."""
+    r = run_mp(LFS + r"""
+for older in ("file", "nested"):
+    fresh()
+    if older == "file":
+        with open("/fl/s.d.bad", "wb") as f:
+            f.write(b"old")
+    else:
+        os.mkdir("/fl/s.d.bad")
+        os.mkdir("/fl/s.d.bad/h")
+        with open("/fl/s.d.bad/h/x", "wb") as f:
+            f.write(b"x")
+    c, ev = boot("other")
+    c.publish("t", b"theirs", qos=1)
+    c.close()
+    c, ev = boot("dev")
+    print(older, ev, c.pending(), sorted(os.listdir("/fl")))
+    assert names(ev) == ["discarded"] and c.pending() == 0, ev
+    c.close()
+    c, ev = boot("dev")
+    print(older, ev, payloads(c))
+    assert ev == [] and payloads(c) == b"", (older, ev, payloads(c))
+    assert "h" in os.listdir("/fl/s.d.bad") and not os.stat("/fl/s.d.bad/h")[0] & 0x4000
+    vfs.umount("/fl")
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout

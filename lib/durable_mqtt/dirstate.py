@@ -112,16 +112,11 @@ def erase(j):
 def set_aside(j):
     # Keep an unusable session for inspection (PATH.d.bad) and start empty.
     bad = j.dir + ".bad"
-    try:
-        names = os.listdir(bad)
-    except OSError:
-        names = ()
-    for name in names:
-        _remove(bad + "/" + name)
-    try:
-        os.rmdir(bad)
-    except OSError:
-        pass
+    # The older copy goes whole, whatever it is: were it left (a file, a
+    # directory holding one), the rename would fail and the unusable
+    # directory stay in place, its slots read as this session's at the
+    # next boot.
+    _remove_all(bad)
     try:
         os.rename(j.dir, bad)
     except OSError:
@@ -131,6 +126,21 @@ def set_aside(j):
         _forget(j, s)
     j.made = 0
     j.nacks = 0
+
+
+def _remove_all(path):
+    # Remove path: a file, or a directory and all it holds.
+    try:
+        inside = list(os.ilistdir(path))
+    except OSError:               # a file, or nothing
+        _remove(path)
+        return
+    for x in inside:
+        _remove_all(path + "/" + x[0])
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _forget(j, s):
