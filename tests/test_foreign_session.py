@@ -575,3 +575,35 @@ for older in ("file", "nested"):
 print("OK")
 """)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_filelog_path_that_is_a_directory():
+    """session_file=FileLog(path) where path is a directory (empty, or
+    holding a file): the constructor raised OSError (EISDIR) from its
+    first checkpoint's rename. It is foreign data at the path: set aside
+    (path.bad), event `discarded`, and the log works."""
+    r = run_mp(LFS + r"""
+from durable_mqtt.filelog import FileLog
+def boot_log():
+    ev = []
+    c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog("/fl/log"),
+                   event_callback=lambda e, i: ev.append(e))
+    return c, ev
+for inside in (False, True):
+    fresh()
+    os.mkdir("/fl/log")
+    if inside:
+        with open("/fl/log/a", "wb") as f:
+            f.write(b"a")
+    c, ev = boot_log()
+    print(inside, ev, sorted(os.listdir("/fl")))
+    assert ev == ["discarded"] and c.pending() == 0, ev
+    c.publish("t", b"A", qos=1)
+    c.close()
+    c, ev = boot_log()
+    assert ev == [] and payloads(c) == b"A", (ev, payloads(c))
+    assert os.stat("/fl/log.bad")[0] & 0x4000
+    vfs.umount("/fl")
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout

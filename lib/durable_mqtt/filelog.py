@@ -57,8 +57,14 @@ class FileLog:
         self.capacity = self.capacity_bytes()
 
     def load(self):
-        # The file's bytes, b"" when there is no file. Boot only.
+        # The file's bytes, b"" when there is no file. Boot only. A
+        # directory at the path is foreign: ValueError (set aside).
         self._close_log()
+        try:
+            if os.stat(self.path)[0] & 0x4000:
+                raise ValueError("%s is a directory, not a session file" % self.path)
+        except OSError:
+            pass
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
@@ -206,10 +212,21 @@ class FileLog:
         # rename it to path + suffix (replacing an older one).
         self._abort_checkpoint()
         self._close_log()
+        bad = self.path + suffix
         try:
-            os.rename(self.path, self.path + suffix)
+            os.rename(self.path, bad)
         except OSError:
-            _remove(self.path)
+            # (an older copy of another kind: a directory over a file or
+            # the reverse) it goes, then the rename again
+            _remove(bad)
+            try:
+                os.rmdir(bad)
+            except OSError:
+                pass
+            try:
+                os.rename(self.path, bad)
+            except OSError:
+                _remove(self.path)
         self._size = 0
         self._since = 0
         self._torn = False
