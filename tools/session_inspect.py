@@ -368,6 +368,18 @@ def read_dir(path, diag, info):
     except OSError:
         head = b""
     if not head:
+        # A whole h.tmp without "h": a checkpoint cut between removing the
+        # old "h" and naming the new one (FAT's rename); the library reads it.
+        try:
+            with open(os.path.join(path, "h.tmp"), "rb") as f:
+                tmp = f.read()
+            if tmp and not parse_session(tmp, Diag()).torn:
+                head = tmp
+                diag.add("info", "header_in_tmp", "no \"h\" but a whole \"h.tmp\" (a checkpoint cut before its "
+                         "rename completed): the library renames it to \"h\" and reads it")
+        except (OSError, Unreadable):
+            pass
+    if not head:
         diag.add("error", "no_header", "no header file \"h\" (or it is empty): the directory holds no session; "
                  "the library empties its slots at boot")
         raise Unreadable("no session in %s" % path)
@@ -390,7 +402,7 @@ def read_dir(path, diag, info):
                      "good IN_LIST record (the library uses the other one)" % iname)
     found = []
     for name in names:
-        if name in ("h", "i0", "i1"):
+        if name in ("h", "i0", "i1") or name == "h.tmp" and "h" not in names:
             continue
         if not name.isdigit():
             diag.add("info", "stray_file", "%r is not the library's (removed at boot)" % name)

@@ -137,13 +137,16 @@ def _read_dir(j):
             raise ValueError("%s is a file, not a session directory" % j.dir)
     except OSError:
         return None                   # not made: a full or read-only filesystem (store_full)
-    head = _read(j.dir + "/h")
+    head = _read(j.dir + "/h") or _header_in_tmp(j)
     if not head:
         for name in _names(j):                    # no session: whatever else is there goes
-            if name.isdigit() and _read(j.dir + "/" + name):
-                j.put_file(name, b"")
-            elif name in ("i0", "i1"):   # (an erase() cut short) else the new
-                os.remove(j.dir + "/" + name)   # session's ids could rank below them
+            try:                      # (a read-only filesystem: at a later boot)
+                if name.isdigit() and _read(j.dir + "/" + name):
+                    j.put_file(name, b"")
+                elif name in ("i0", "i1"):   # (an erase() cut short) else the new
+                    os.remove(j.dir + "/" + name)   # session's ids could rank below them
+            except OSError:
+                pass
         return None
     gc.collect()                      # before a compile or load: MQTTClient.__init__
     from .stream import parse       # (a fresh directory never loads it)
@@ -238,6 +241,29 @@ def _read_dir(j):
         return memoryview(buf)[9:n - 4]
     st.fetch = fetch
     return st
+
+
+def _header_in_tmp(j):
+    # No "h", but a whole h.tmp: a checkpoint cut between removing the old
+    # "h" and naming the new one (FAT renames over a file in those two
+    # steps; LittleFS and the first checkpoint: the rename not made). The
+    # slots were written before h.tmp, so it is their header: renamed into
+    # place and read, rather than the slots emptied as a session erased.
+    tmp = _read(j.dir + "/h.tmp")
+    if not tmp:
+        return None
+    gc.collect()                      # before a compile or load: MQTTClient.__init__
+    from .stream import parse
+    try:
+        if parse(tmp).torn:
+            return None               # cut while written: no header to trust
+    except ValueError:
+        return None
+    try:
+        os.rename(j.dir + "/h.tmp", j.dir + "/h")
+    except OSError:
+        pass                          # (read-only: read from h.tmp, named at the next checkpoint)
+    return tmp
 
 
 def _names(j):
