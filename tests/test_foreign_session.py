@@ -718,3 +718,128 @@ assert all(not os.stat("/fl/s.d/" + n)[6] for n in os.listdir("/fl/s.d") if n.is
 print("OK")
 """)
     assert "OK" in r.stdout, r.stdout
+
+
+# --- docs/ring-format.md against the bytes the library writes ------------
+
+def _doc_ring(img, B, N, P):
+    # The state a ring image holds, by the document's "How load() picks the
+    # state"; also checks every block header and commit against its tables.
+    heads = {}
+    for b in range(N):
+        blk = img[b * B:(b + 1) * B]
+        if blk[:4] != b"DMQR":
+            assert blk[:4] == b"\xff" * 4, b                  # never-written blocks only
+            continue
+        assert blk[4] == 1 and blk[5] == P.bit_length() - 1 and struct.unpack(">H", blk[6:8])[0] == N
+        assert _crc_ok(blk, 12) and blk[16:P] == b"\xff" * (P - 16)
+        heads[b] = struct.unpack(">I", blk[8:12])[0]
+    head = max(heads, key=heads.get)
+    chain = [head]
+    while len(chain) < N:
+        prev = (chain[-1] - 1) % N
+        if heads.get(prev) != heads[chain[-1]] - 1:
+            break
+        chain.append(prev)
+    commits = []
+    for b in reversed(chain):
+        blk = img[b * B:(b + 1) * B]
+        p = P
+        while p + 12 <= B:
+            kind, res, n, seq = struct.unpack(">BBHI", blk[p:p + 8])
+            if kind not in (0xC0, 0xC1, 0xC3, 0xC5, 0xC7) or res or p + 12 + n > B or not _crc_ok(blk[p:], 8 + n):
+                assert kind == 0xFF and blk[p:] == b"\xff" * (B - p), (b, p)   # the rest is erased
+                break
+            size = -(-(12 + n) // P) * P
+            assert blk[p + 12 + n:p + size] == b"\xff" * (size - 12 - n)     # padding
+            commits.append((kind, seq, blk[p + 8:p + 8 + n]))
+            p += size
+    for a, b in zip(commits, commits[1:]):
+        assert b[1] == (a[1] + 1) % (1 << 30)                               # no gap in a clean run
+    state, cand, appends = None, None, []
+    for kind, seq, payload in commits:
+        if kind & 0x02:                    # BEGIN
+            cand = [payload]
+        elif kind == 0xC1 or kind == 0xC5:
+            if cand is not None:
+                cand.append(payload)
+        if kind & 0x04 and cand is not None:   # END
+            state, cand, appends = b"".join(cand), None, []
+        elif kind == 0xC0:
+            cand = None
+            appends.append(payload)
+    return state + b"".join(appends)
+
+
+def _doc_messages(stream):
+    # A stream's outgoing messages by the records' "Reading" rules.
+    assert stream[:5] == b"DMQS\x01"
+    out = []
+    for kind, body in _doc_records(stream, 5):
+        if kind == 0x02:
+            pid = struct.unpack(">H", body[:2])[0]
+            out = [m for m in out if m[0] != pid] + [(pid, bytes([body[2] & 0xF7]) + body[3:])]
+        elif kind == 0x03:
+            gone = set(struct.unpack(">%dH" % (len(body) // 2), body))
+            out = [m for m in out if m[0] not in gone]
+        elif kind == 0x04:
+            pid = struct.unpack(">H", body)[0]
+            out = [m for m in out if m[0] != pid] + [(pid, None)]
+    return out
+
+
+def test_the_ring_bytes_match_the_document():
+    """A flash ring (ESP32 program size, 8 blocks of 4 KB) after many
+    messages, acknowledgements, a PUBREC and checkpoints, so that it wraps:
+    every block header and commit is checked against ring-format.md's
+    tables, and the state picked by the document's rules, read with
+    session-format.md's, holds exactly the messages the client holds."""
+    B, N, P = 4096, 8, 32
+    r = run_mp(r"""
+import binascii
+from norflash import NorFlash
+from durable_mqtt import MQTTClient
+dev = NorFlash(%d, %d, prog_size=%d)
+c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=dev)
+e, j = c.engine, c.journal
+tx = bytearray(64)
+e.connected(False, False)
+for i in range(300):
+    pid = c.publish("t/%%d" %% (i %% 7), b"p%%03d" %% i + b"." * (i %% 50), qos=1 + (i %% 5 == 0))
+    while e.next_out(0, tx) > 0:
+        pass
+    if i %% 5 == 0:
+        e.pubrec(pid, 0, tx)
+        j.put()
+        if i < 285:
+            e.pubcomp(pid)
+            j.acked(e.done_pid)
+            e.done_pid = 0
+    elif i < 295:
+        e.puback(pid, 0)
+        j.acked(e.done_pid)
+        e.done_pid = 0
+    if i %% 97 == 0:
+        j.checkpoint()
+held = []
+for k in range(e.count):
+    s = e.slot(k)                               # 1: PUBLISH owed, 3: PUBREL owed, 0: done
+    if s:
+        i = e.index(k)
+        pkt = bytes(e.arena[e.off[i]:e.off[i] + e.len[i]]) if s == 1 else b""
+        held.append("%%d:%%s" %% (e.pid[i], binascii.hexlify(pkt).decode() or "-"))
+print("HELD", " ".join(held))
+print("IMG", binascii.hexlify(dev.snapshot()).decode())
+""" % (B, N, P))
+    img = held = None
+    for line in r.stdout.splitlines():
+        if line.startswith("IMG "):
+            img = bytes.fromhex(line[4:])
+        elif line.startswith("HELD "):
+            held = [(int(x.split(":")[0]), None if x.split(":")[1] == "-" else bytes.fromhex(x.split(":")[1]))
+                    for x in line[5:].split()]
+    want = [(pid, None if pkt is None else bytes([pkt[0] & 0xF7]) + pkt[1:]) for pid, pkt in held]
+    got = _doc_messages(_doc_ring(img, B, N, P))
+    assert max(struct.unpack(">I", img[b * B + 8:b * B + 12])[0] for b in range(N)) >= N     # it wrapped
+    assert len(want) >= 5 and any(p is None for _, p in want)
+    assert got == want, (got[:3], want[:3])
