@@ -77,6 +77,7 @@ for start in (0x7FFFFFFE, 0xFFFFFFFE, 0x7FFFFFFF, 0xFFFFFFFF):
     with open(d + "2", "rb") as f:                # C, the newest before D
         old = bytearray(f.read())
     old[7:9] = pid.to_bytes(2, "big")
+    old[14:16] = pid.to_bytes(2, "big")           # and in the PUBLISH (topic "t": bytes 9..13 before it)
     crc.seal(old, 0, len(old) - 4)
     with open(d + "5", "wb") as f:                # an older copy of D's id, holding C
         f.write(old)
@@ -843,3 +844,74 @@ print("IMG", binascii.hexlify(dev.snapshot()).decode())
     assert max(struct.unpack(">I", img[b * B + 8:b * B + 12])[0] for b in range(N)) >= N     # it wrapped
     assert len(want) >= 5 and any(p is None for _, p in want)
     assert got == want, (got[:3], want[:3])
+
+
+def test_a_stored_publish_that_is_no_publish_of_its_packet_id():
+    """A record with a good CRC whose packet is not a QoS 1/2 PUBLISH
+    carrying the record's packet id (session-format.md: "the packet id
+    inside the packet equals the record's"): no writer of this library
+    makes one. It was restored and its bytes sent to the broker as they
+    were (a QoS 0 PUBLISH, another id, nothing at all). Now such a record
+    is damage: a slot is emptied, a log record skipped, event `damaged`,
+    every other message restored."""
+    r = run_mp(LFS + r"""
+from durable_mqtt.filelog import FileLog
+def pub(first, topic, pid, payload):
+    return bytes([first, 2 + len(topic) + (2 if pid is not None else 0) + len(payload)]) + \
+        len(topic).to_bytes(2, "big") + topic + (pid.to_bytes(2, "big") if pid is not None else b"") + payload
+BAD = {"qos0": (9, pub(0x30, b"t", None, b"X")),
+       "qos3": (9, pub(0x36, b"t", 9, b"X")),
+       "other_id": (9, pub(0x32, b"t", 8, b"X")),
+       "not_publish": (9, b"\x82\x06\x00\x09\x00\x01t\x01"),
+       "short_length": (9, pub(0x32, b"t", 9, b"X")[:-1]),
+       "no_packet": (9, b"")}
+for name, (pid, pkt) in sorted(BAD.items()):
+    # the session directory: one slot more
+    fresh()
+    c, ev = boot()
+    c.publish("t", b"A", qos=1)
+    c.publish("t", b"B", qos=1)
+    c.close()
+    b = bytearray(13 + len(pkt))
+    b[0:4] = (3).to_bytes(4, "big")
+    b[4] = 2
+    b[5:7] = (2 + len(pkt)).to_bytes(2, "big")
+    b[7:9] = pid.to_bytes(2, "big")
+    b[9:9 + len(pkt)] = pkt
+    crc.seal(b, 0, 9 + len(pkt))
+    with open("/fl/s.d/5", "wb") as f:
+        f.write(b)
+    c, ev = boot()
+    print(name, "dir", ev, payloads(c))
+    assert names(ev) == ["damaged"] and payloads(c) == b"AB", (name, ev, payloads(c))
+    c.close()
+    c, ev = boot()
+    assert ev == [] and payloads(c) == b"AB"
+    # a log: the record appended between two good ones
+    c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog("/fl/log"))
+    c.publish("t", b"A", qos=1)
+    c.publish("t", b"B", qos=1)
+    c.close()
+    rec = bytearray(7 + 2 + len(pkt))
+    rec[0] = 2
+    rec[1:3] = (2 + len(pkt)).to_bytes(2, "big")
+    rec[3:5] = pid.to_bytes(2, "big")
+    rec[5:5 + len(pkt)] = pkt
+    crc.seal(rec, 0, 5 + len(pkt))
+    with open("/fl/log", "ab") as f:
+        f.write(rec)
+    ev = []
+    c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog("/fl/log"),
+                   event_callback=lambda e, i: ev.append((e, i)))
+    print(name, "log", ev, payloads(c))
+    assert names(ev) == ["damaged"] and payloads(c) == b"AB", (name, ev, payloads(c))
+    try:                                        # the same bytes handed to restore_session()
+        c.restore_session(c.save_session() + rec)
+        raise AssertionError("restored")
+    except ValueError as x:
+        assert "damaged" in str(x), x
+    assert payloads(c) == b"AB"
+    vfs.umount("/fl")
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout

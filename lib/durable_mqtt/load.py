@@ -320,7 +320,11 @@ def read_slot(path, buf):
 
 
 def _whole(d, n):
-    return n >= 13 and u16(d, 5) == n - 11 and d[4] in (_R_OUT_PUB, _R_OUT_REL) and crc.check(d, 0, n - 4)
+    # A whole record: an OUT_REL of its pid alone, or an OUT_PUB whose packet
+    # is a QoS 1/2 PUBLISH of its pid (anything else is damage: emptied).
+    from .stream import publish_ok
+    return (n >= 13 and u16(d, 5) == n - 11 and crc.check(d, 0, n - 4)
+            and (d[4] == _R_OUT_REL and n == 13 or d[4] == _R_OUT_PUB and publish_ok(d, 9, n - 13, u16(d, 7))))
 
 
 def seq_of(b):
@@ -343,7 +347,7 @@ def restore_session(c, data):
     try:
         from .stream import parse, restore
         st = parse(data)
-        if st.torn:
+        if st.torn or st.dropped:     # (dropped: a record skipped as damage)
             raise ValueError("truncated or damaged (save_session() bytes are whole)")
         restore(c.engine, st, 0)
     except ValueError as x:

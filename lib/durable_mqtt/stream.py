@@ -124,11 +124,15 @@ def parse(data):
         elif not st.records:
             raise FormatError("session does not start with a header")
         elif kind == _R_OUT_PUB:
-            last = u16(buf, p + 3)
-            _drop(st.out, out, last)
-            ent = [last, bytes(buf[p + 5:end])]
-            st.out.append(ent)
-            out[last] = ent
+            if length >= 2 and publish_ok(buf, p + 5, length - 2, u16(buf, p + 3)):
+                last = u16(buf, p + 3)
+                _drop(st.out, out, last)
+                ent = [last, bytes(buf[p + 5:end])]
+                st.out.append(ent)
+                out[last] = ent
+            else:                     # a good CRC round no PUBLISH of its id: damage, reported
+                st.dropped += length + 7
+                st.intact_after = True
         else:
             _record(st, out, kind, buf, p + 3, end)
         st.records += 1
@@ -137,6 +141,29 @@ def parse(data):
         raise FormatError("empty session")
     st.next_pid = last
     return st
+
+
+def publish_ok(b, p, m, pid):
+    # Is b[p:p+m] a QoS 1/2 PUBLISH carrying packet id pid, as an OUT_PUB
+    # holds it (docs/session-format.md)? Else it is not resent: its bytes
+    # would go to the broker as they are.
+    if m < 6 or b[p] & 0xF0 != 0x30 or not 0 < (b[p] >> 1) & 3 < 3:
+        return False
+    n = sh = 0
+    q = p + 1
+    while True:                       # Remaining Length (MQTT-1.5.5)
+        if q >= p + m or q > p + 4:
+            return False
+        c = b[q]
+        n |= (c & 0x7F) << sh
+        sh += 7
+        q += 1
+        if not c & 0x80:
+            break
+    if n != p + m - q:
+        return False
+    t = q + 2 + u16(b, q)             # past the topic name: the packet id
+    return t + 2 <= p + m and u16(b, t) == pid
 
 
 def _header(st, buf, b, length):
