@@ -915,3 +915,44 @@ for name, (pid, pkt) in sorted(BAD.items()):
 print("OK")
 """)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_stored_subscription_no_broker_takes(tmp_path):
+    """A SUB record (good CRC) whose topic filter subscribe() would refuse
+    ("a/#/b": no writer of this library stores one). When the broker had
+    lost the session, the resubscribe raised ValueError out of connect(),
+    at every connect, and the debt stayed on flash: the client could never
+    make its other subscriptions. It is forgotten now, as a filter the
+    broker refuses is; the others are made again and the session goes on."""
+    from fakebroker import FakeBroker, connack, pkt, u16
+    path = str(tmp_path / "s")
+    run_mp(r"""
+from durable_mqtt import MQTTClient
+c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=%r)
+c.engine.subscribed(b"a/#/b", 1, 0)
+c.engine.subscribed(b"ok/x", 1, 0)
+c.journal.checkpoint()
+c.publish("t", b"A", qos=1)
+c.close()
+""" % path)
+    fb = FakeBroker([("send", connack(4, sp=0)), ("recv",),
+                     ("reply", lambda got: b"".join(pkt(0x90, body[:2] + b"\x01") for f, body in got if f == 0x82)),
+                     ("recv",), ("send", pkt(0x40, u16(1)))])
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+ev = []
+def boot():
+    return MQTTClient("dev", "127.0.0.1", %d, clean_session=False, session_file=%r, timeout_ms=3000,
+                      event_callback=lambda e, i: ev.append((e, i)))
+c = boot()
+print("connect", c.connect())
+print("subs", [s[0] for s in c.engine.subs])
+c.disconnect()
+c = boot()
+print("after", [s[0] for s in c.engine.subs], c.pending())
+""" % (fb.port, path))
+    fb.done = True
+    fb.join()
+    assert "subs [b'ok/x']" in r.stdout and "after [b'ok/x']" in r.stdout, r.stdout
+    sent = [f for f, _ in fb.conns[0]]
+    assert 0x82 in sent, sent                       # ok/x subscribed again

@@ -159,8 +159,12 @@ def _settle(c, ev, persistent, keep):
             try:
                 yield from requesting(c, f, opts, sid)
                 info["resubscribed"] = info.get("resubscribed", 0) + 1
-            except (ConnectRefused, PacketTooLarge):
-                e.unsubscribed(f)        # the broker refuses it, or takes no packet that large: forgotten
+            except (ConnectRefused, PacketTooLarge, ValueError):
+                # The broker refuses it, or takes no packet that large, or
+                # no broker may take it (a filter subscribe() refuses: a
+                # stored state no writer of this library made): forgotten,
+                # else every connect would raise over it.
+                e.unsubscribed(f)
         e.resub_owed = False
         if c.persist:
             _checkpoint(c, j)
