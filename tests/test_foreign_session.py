@@ -956,3 +956,54 @@ print("after", [s[0] for s in c.engine.subs], c.pending())
     assert "subs [b'ok/x']" in r.stdout and "after [b'ok/x']" in r.stdout, r.stdout
     sent = [f for f, _ in fb.conns[0]]
     assert 0x82 in sent, sent                       # ok/x subscribed again
+
+
+def test_stored_subscription_options_no_broker_takes():
+    """SUB records (good CRC) whose options or subscription identifier the
+    protocol forbids: QoS 3, MQTT 3.1.1 with bits other than the QoS set
+    (MQTT-3.8.3-4) or a subscription identifier, MQTT 5 with Retain
+    Handling 3 or bits 6-7 set, an identifier past 268,435,455. They were
+    restored and sent as they were at the next resubscribe, a SUBSCRIBE
+    the broker must take for malformed and close the connection over, at
+    every connect. They are damage now: skipped, event `damaged`, the
+    other subscriptions and the messages restored."""
+    r = run_mp(LFS + r"""
+def h_with(v, subs):
+    cid = b"dev"
+    b = bytearray(b"DMQS\x01")
+    hd = bytearray(3 + 14 + len(cid) + 4)
+    hd[0] = 1
+    hd[1:3] = (14 + len(cid)).to_bytes(2, "big")
+    hd[3] = v
+    hd[5:9] = b"\xff\xff\xff\xff"
+    hd[15:17] = len(cid).to_bytes(2, "big")
+    hd[17:17 + len(cid)] = cid
+    crc.seal(hd, 0, len(hd) - 4)
+    b += hd
+    for f, opts, sid in subs:
+        r = bytearray(3 + 5 + len(f) + 4)
+        r[0] = 7
+        r[1:3] = (5 + len(f)).to_bytes(2, "big")
+        r[3:7] = sid.to_bytes(4, "big")
+        r[7] = opts
+        r[8:8 + len(f)] = f
+        crc.seal(r, 0, len(r) - 4)
+        b += r
+    return b
+CASES = [(4, b"q3", 3, 0), (4, b"nolocal", 1 | 4, 0), (4, b"sid", 1, 5),
+         (5, b"q3", 3, 0), (5, b"rh3", 1 | 0x30, 0), (5, b"bit6", 1 | 0x40, 0), (5, b"bigsid", 1, 268435456)]
+for v, f, opts, sid in CASES:
+    fresh()
+    c, ev = boot(version=v)
+    c.publish("t", b"A", qos=1)
+    c.close()
+    good = (b"ok", 1 | (4 if v == 5 else 0), 7 if v == 5 else 0)
+    with open("/fl/s.d/h", "wb") as fh:
+        fh.write(h_with(v, [good, (f, opts, sid)]))
+    c, ev = boot(version=v)
+    print(v, f, ev, c.engine.subs)
+    assert names(ev) == ["damaged"] and c.engine.subs == [good] and payloads(c) == b"A", (v, f, ev, c.engine.subs)
+    vfs.umount("/fl")
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout

@@ -183,9 +183,20 @@ def _record(st, out, kind, buf, b, end):
     # A record other than HEADER and OUT_PUB (any other type: a newer
     # writer's, skipped).
     if kind == _R_SUB:
+        o = buf[b + 4]
+        sid = int.from_bytes(bytes(buf[b:b + 4]), "big")
+        # Options and identifier as a SUBSCRIBE may carry them (no writer of
+        # this library stores others; sent, the broker must close): QoS 0-2;
+        # 3.1.1 nothing else (MQTT-3.8.3-4), no identifier; 5.0 Retain
+        # Handling 0-2, bits 6-7 zero, an identifier up to 268,435,455
+        # (MQTT 5, 3.8.3.1, 3.8.2.1.2). Else damage: skipped, reported.
+        if o & 3 == 3 or (o & 0x30 == 0x30 or o & 0xC0 or sid > 268435455 if st.version == 5 else o & 0xFC or sid):
+            st.dropped += end + 4 - b + 3
+            st.intact_after = True
+            return
         f = bytes(buf[b + 5:end])
         st.subs = [s for s in st.subs if s[0] != f]
-        st.subs.append((f, buf[b + 4], int.from_bytes(bytes(buf[b:b + 4]), "big")))
+        st.subs.append((f, o, sid))
     elif kind == _R_OUT_ACKED:
         for q in range(b, end - 1, 2):
             _drop(st.out, out, u16(buf, q))
