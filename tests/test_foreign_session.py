@@ -864,7 +864,8 @@ BAD = {"qos0": (9, pub(0x30, b"t", None, b"X")),
        "other_id": (9, pub(0x32, b"t", 8, b"X")),
        "not_publish": (9, b"\x82\x06\x00\x09\x00\x01t\x01"),
        "short_length": (9, pub(0x32, b"t", 9, b"X")[:-1]),
-       "no_packet": (9, b"")}
+       "no_packet": (9, b""),
+       "pid_0": (0, pub(0x32, b"t", 0, b"X"))}     # a packet id is never 0 (MQTT-2.3.1-1)
 for name, (pid, pkt) in sorted(BAD.items()):
     # the session directory: one slot more
     fresh()
@@ -911,6 +912,23 @@ for name, (pid, pkt) in sorted(BAD.items()):
     except ValueError as x:
         assert "damaged" in str(x), x
     assert payloads(c) == b"AB"
+    vfs.umount("/fl")
+# an OUT_REL slot of packet id 0, and one with bytes after its id
+for rel in (b"\x00\x00", b"\x00\x09X"):
+    fresh()
+    c, ev = boot()
+    c.publish("t", b"A", qos=1)
+    c.close()
+    b = bytearray(11 + len(rel))
+    b[0:4] = (3).to_bytes(4, "big")
+    b[4] = 4
+    b[5:7] = len(rel).to_bytes(2, "big")
+    b[7:7 + len(rel)] = rel
+    crc.seal(b, 0, 7 + len(rel))
+    with open("/fl/s.d/4", "wb") as f:
+        f.write(b)
+    c, ev = boot()
+    assert names(ev) == ["damaged"] and c.pending() == 1, (rel, ev, c.pending())
     vfs.umount("/fl")
 print("OK")
 """)

@@ -324,7 +324,7 @@ def _whole(d, n):
     # is a QoS 1/2 PUBLISH of its pid (anything else is damage: emptied).
     from .stream import publish_ok
     return (n >= 13 and u16(d, 5) == n - 11 and crc.check(d, 0, n - 4)
-            and (d[4] == _R_OUT_REL and n == 13 or d[4] == _R_OUT_PUB and publish_ok(d, 9, n - 13, u16(d, 7))))
+            and (d[4] == _R_OUT_REL and n == 13 and u16(d, 7) or d[4] == _R_OUT_PUB and publish_ok(d, 9, n - 13, u16(d, 7))))
 
 
 def seq_of(b):

@@ -147,8 +147,8 @@ def publish_ok(b, p, m, pid):
     # Is b[p:p+m] a QoS 1/2 PUBLISH carrying packet id pid, as an OUT_PUB
     # holds it (docs/session-format.md)? Else it is not resent: its bytes
     # would go to the broker as they are.
-    if m < 6 or b[p] & 0xF0 != 0x30 or not 0 < (b[p] >> 1) & 3 < 3:
-        return False
+    if not pid or m < 6 or b[p] & 0xF0 != 0x30 or not 0 < (b[p] >> 1) & 3 < 3:
+        return False                  # (a packet id is never 0, MQTT-2.3.1-1)
     n = sh = 0
     q = p + 1
     while True:                       # Remaining Length (MQTT-1.5.5)
@@ -203,7 +203,11 @@ def _record(st, out, kind, buf, b, end):
     elif kind == _R_OUT_REL:
         # The PUBREL owed goes after those owed before it: PUBRELs go out
         # again in the order their PUBRECs came (MQTT-4.6.0-4).
-        pid = u16(buf, b)
+        pid = u16(buf, b) if end - b == 2 else 0
+        if not pid:                   # not a packet id (MQTT-2.3.1-1): damage
+            st.dropped += end + 7 - b
+            st.intact_after = True
+            return
         _drop(st.out, out, pid)
         ent = out[pid] = [pid, None]
         st.out.append(ent)
