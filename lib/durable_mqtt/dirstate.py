@@ -131,12 +131,11 @@ def set_aside(j):
 def _remove_all(path):
     # Remove path: a file, or a directory and all it holds.
     try:
-        inside = list(os.ilistdir(path))
+        for x in list(os.ilistdir(path)):
+            _remove_all(path + "/" + x[0])
     except OSError:               # a file, or nothing
         _remove(path)
         return
-    for x in inside:
-        _remove_all(path + "/" + x[0])
     try:
         os.rmdir(path)
     except OSError:

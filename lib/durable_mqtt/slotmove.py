@@ -1,11 +1,11 @@
 # Boot only, and rarely: a session directory written by a client with a
-# larger outbox holds a message in a slot past this client's. load.py
-# calls move_far() then; it is a module of its own because load.py's
+# larger outbox holds a message in a slot past this client's. dirload.py
+# calls move_far() then; it is a module of its own because dirload.py's
 # compile is the heap's peak of a boot from .py source with a full outbox.
 import os
 
 from .codec import u16
-from .load import note_slot, read_slot, seq_of
+from .dirload import note_slot, read_slot, seq_of
 
 
 def move_far(j, far, buf, size):

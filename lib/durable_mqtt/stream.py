@@ -149,14 +149,14 @@ def publish_ok(b, p, m, pid):
     # would go to the broker as they are.
     if not pid or m < 6 or b[p] & 0xF0 != 0x30 or not 0 < (b[p] >> 1) & 3 < 3:
         return False                  # (a packet id is never 0, MQTT-2.3.1-1)
-    n = sh = 0
+    n = shift = 0
     q = p + 1
     while True:                       # Remaining Length (MQTT-1.5.5)
         if q >= p + m or q > p + 4:
             return False
         c = b[q]
-        n |= (c & 0x7F) << sh
-        sh += 7
+        n |= (c & 0x7F) << shift
+        shift += 7
         q += 1
         if not c & 0x80:
             break

@@ -1,0 +1,157 @@
+# A session directory read back at a boot that found its header "h"
+# (load.py): the incoming QoS 2 ids (i0, i1), the slots, their order, and
+# each message read again as restore() copies it into the outbox
+# (docs/session-format.md#session-directory). A module of its own: a first
+# boot, or any boot without a session, never compiles it, and load.py's
+# compile stays the smaller peak of a boot from .py source.
+import gc
+import os
+from array import array
+from micropython import const
+
+from . import crc
+from .codec import u16
+from .load import names_in, read, remove
+
+_R_OUT_PUB = const(0x02)     # docs/session-format.md (store.py's numbers)
+_R_OUT_REL = const(0x04)
+_R_IN_LIST = const(0x08)
+
+
+def read_state(j, head):
+    # The State of j's directory whose "h" holds head; slots that hold
+    # nothing valid are emptied before anything new is written, so that an
+    # old copy cannot come back later.
+    gc.collect()                      # before a compile or load: MQTTClient.__init__
+    from .stream import parse
+    st = parse(head)
+    names = names_in(j)               # after the compile: the heap's peak at a reboot
+    got = False
+    for name in ("i0", "i1"):         # the newer intact one holds the incoming QoS 2 ids
+        d = read(j.dir + "/" + name)
+        n = len(d) if d else 0
+        if n >= 11 and d[4] == _R_IN_LIST and u16(d, 5) == n - 11 and crc.check(d, 0, n - 4):
+            q = seq_of(d)
+            # Newer: as serial numbers (u32, they wrap), by distance.
+            if not got or 0 < (q - j.iseq) & 0xFFFFFFFF < 0x80000000:
+                got = True
+                j.iseq = q
+                st.in_qos2 = [u16(d, 7 + 2 * k) for k in range(u16(d, 5) // 2)]
+        elif n:
+            # Damaged (LittleFS never leaves a write half done): if it was
+            # the newer file, ids recorded only there are lost and their
+            # resent PUBLISH may be delivered again (MQTT-4.3.3-10), so it
+            # is reported, and emptied, as a damaged slot is.
+            j.put_file(name, b"")
+            st.dropped += n
+            st.intact_after = True    # reported as `damaged`
+    # Boot with a full outbox is where this client needs the most heap: the
+    # slots are noted in the journal's own arrays (no object per message),
+    # and each packet is read again, into one buffer, as restore() copies
+    # it into the outbox (st.fetch).
+    buf = bytearray(j.e.buf_size + 14)
+    size = array("i", bytes(4 * len(j.pid)))
+    far = []
+    for name in names:
+        if not name.isdigit():
+            if name not in ("h", "i0", "i1"):
+                remove(j.dir + "/" + name)       # h.tmp of a cut checkpoint, or a stranger
+            continue
+        s = int(name)
+        n = read_slot(j.dir + "/" + name, buf)
+        if s >= len(j.pid):
+            if n > 0:
+                far.append(name)      # (a larger outbox wrote it) moved below
+            else:
+                os.remove(j.dir + "/" + name)
+            continue
+        j.made = max(j.made, s + 1)
+        if n > 0:
+            note_slot(j, s, buf, n, size)
+        elif n:
+            j.put_file(name, b"")        # damaged (LittleFS never leaves a write half done)
+            st.dropped -= n           # (n < 0: minus its length)
+            st.intact_after = True    # reported as `damaged`
+    if far:
+        # (Its own module: this one's compile is a source boot's peak,
+        # with a full outbox restored.)
+        from .slotmove import move_far
+        move_far(j, far, buf, size)
+    # Sequence numbers are u32 (j.seq holds them as signed 32-bit) and grow
+    # for as long as a message is held, so they may have passed 2**31 or
+    # 2**32: they are compared as serial numbers, by their distance from
+    # one of them (every slot on flash was written within far fewer than
+    # 2**31 writes of the others).
+    ref = 0
+    for s in range(j.made):
+        if j.pid[s]:
+            ref = j.seq[s]
+
+    def key(s):                       # s's place in the order written
+        return (j.seq[s] - ref + 0x80000000) & 0xFFFFFFFF
+
+    for s in range(j.made):
+        # An id twice: reused while the old slot waited to be emptied, or an
+        # OUT_PUB and its OUT_REL: the higher seq wins (on a tie, the
+        # OUT_REL). The loser is emptied.
+        for t in range(s + 1, j.made):
+            if j.pid[s] and j.pid[t] == j.pid[s]:
+                lose = s if (key(s), j.rel[s]) < (key(t), j.rel[t]) else t
+                j.pid[lose] = j.seq[lose] = j.rel[lose] = 0
+                j.put_file(str(lose), b"")
+    live = [s for s in range(j.made) if j.pid[s]]
+    live.sort(key=key)
+    for s in live:
+        j.next = j.seq[s] + 1
+        if not j.rel[s]:
+            st.next_pid = j.pid[s]    # the newest PUBLISH's id: the last issued
+    st.out = [(j.pid[s], None if j.rel[s] else size[s]) for s in live]
+
+    def fetch(k):
+        # The k-th message's PUBLISH, read again from its slot (a view of buf).
+        n = read_slot(j.dir + "/" + str(live[k]), buf)
+        if n != size[live[k]] + 13:
+            raise OSError(5, "session slot %d changed while it was restored" % live[k])
+        return memoryview(buf)[9:n - 4]
+    st.fetch = fetch
+    return st
+
+
+def note_slot(j, s, buf, n, size):
+    # Slot s holds the record in buf[0:n].
+    j.pid[s] = u16(buf, 7)
+    j.seq[s] = seq_of(buf)
+    j.rel[s] = buf[4] == _R_OUT_REL
+    size[s] = n - 13
+
+
+def read_slot(path, buf):
+    # A slot file into buf: its length when it holds a whole OUT_PUB or
+    # OUT_REL record (docs/session-format.md#session-directory), -length
+    # when it holds anything else, 0 when empty or absent. Raises
+    # ValueError for a whole record longer than buf (a packet larger than
+    # buf_size).
+    try:
+        with open(path, "rb") as f:
+            n = f.readinto(buf)
+    except OSError:
+        return 0
+    if n == len(buf):
+        data = read(path)            # longer than any packet this client takes
+        n = len(data)
+        if _whole(data, n):
+            raise ValueError("stored packet larger than buf_size")
+        return -n
+    return n if _whole(buf, n) else -n
+
+
+def _whole(d, n):
+    # A whole record: an OUT_REL of its pid alone, or an OUT_PUB whose packet
+    # is a QoS 1/2 PUBLISH of its pid (anything else is damage: emptied).
+    from .stream import publish_ok
+    return (n >= 13 and u16(d, 5) == n - 11 and crc.check(d, 0, n - 4)
+            and (d[4] == _R_OUT_REL and n == 13 and u16(d, 7) or d[4] == _R_OUT_PUB and publish_ok(d, 9, n - 13, u16(d, 7))))
+
+
+def seq_of(b):
+    return (b[0] << 24) | (b[1] << 16) | u16(b, 2)
