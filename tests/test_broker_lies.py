@@ -225,3 +225,43 @@ c.close()
     fb.join()
     n = int(r.stdout.split("timeout after messages ")[1].split()[0])
     assert n < 200000, r.stdout                  # 240,000 when it held until the flood ended
+
+
+@pytest.mark.parametrize("tl", [125, 126, 253, 400])
+@pytest.mark.parametrize("qos", [1, 2])
+@pytest.mark.parametrize("v", [4, 5])
+def test_MQTT_4_5_0_2_an_oversize_publish_whose_packet_id_lies_past_buf_size_is_acknowledged(v, qos, tl):
+    # An incoming PUBLISH larger than buf_size is dropped and acknowledged
+    # (api.md, check_msg()), so that the broker neither keeps it in flight
+    # for ever (its send quota, Receive Maximum or its own window, one
+    # place short for good) nor resends it at every reconnect. Only the
+    # first buf_size bytes are kept: with a Topic Name that long the
+    # packet id came after them, among the bytes dropped, and the PUBLISH
+    # went unacknowledged. buf_size 128: the id straddles the kept bytes
+    # and the dropped ones (tl 125), starts right after them (126), spans
+    # two of the dropped reads (253), lies far past them (400).
+    big = publish(v, b"t" * tl, b"x" * 10, qos=qos, pid=0x0107)
+    fb = FakeBroker([("send", connack(v)), ("send", big), ("sleep", 0.2),
+                     ("send", publish(v, b"s", b"y", qos=1, pid=8)), ("sleep", 0.6)])
+    r = run_mp(PRE % fb.port + r"""
+from durable_mqtt.errors import PacketTooLarge
+c = MQTTClient("long", "127.0.0.1", PORT, version=%d, buf_size=128, timeout_ms=2000)
+got = []
+c.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+c.connect()
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 600:
+    try:
+        c.check_msg()
+    except PacketTooLarge as e:
+        print("dropped", e.args[1])
+    time.sleep_ms(5)
+print("got", got, "connected", c.is_connected())
+c.close()
+""" % v)
+    fb.join()
+    assert "dropped an incoming PUBLISH of %d bytes" % len(big) in r.stdout, r.stdout
+    assert "got [b'y'] connected True" in r.stdout, r.stdout
+    acks = [(f, b[:2], b[2:3]) for f, b in fb.conns[0][1:]]
+    refused = b"\x97" if v == 5 else b""               # MQTT 5: Quota exceeded; 3.1.1 has no refusal
+    assert acks == [(0x40 if qos == 1 else 0x50, u16(0x0107), refused), (0x40, u16(8), b"")], acks

@@ -349,6 +349,8 @@ class Link:
                 self.got += r
             else:
                 r = self.net.read_into(self.tx, min(len(rx), self.left))
+                if r and self.first & 6:
+                    self.far_id(r)
             if not r:
                 return 0
             self.left -= r
@@ -363,10 +365,17 @@ class Link:
             codec.fail("PUBLISH topic length beyond packet")
         if t <= keep:
             codec.check_utf8(rx, 2, t, True)
-        if qos and t + 2 <= keep:
-            if not codec.u16(rx, t):
+        if qos:
+            # Its packet id: kept in rx, or (a Topic Name that long) taken
+            # from the bytes dropped by far_id(), or half and half.
+            r = self.box.pid
+            if t + 2 <= keep:
+                r = codec.u16(rx, t)
+            elif t < keep:
+                r = rx[t] << 8 | r & 0xFF
+            if not r:
                 codec.fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
-            if qos == 2 and self.engine.rx2_index(codec.u16(rx, t)) >= 0:
+            if qos == 2 and self.engine.rx2_index(r) >= 0:
                 # Delivered before, its PUBREL still to come (a smaller
                 # buf_size since): a duplicate, answered PUBREC 0
                 # (ack_incoming) and not delivered again (MQTT-4.3.3-10).
@@ -375,7 +384,7 @@ class Link:
                 self.counts[_RECEIVED] += 1
                 self.counts[_DUP_IN] += 1
                 keep = 0             # (nothing dropped: no report below)
-            put_send(self, self.engine.ack_incoming(qos, codec.u16(rx, t), 0x97 if self.c.v5 else 0, self.tx))
+            put_send(self, self.engine.ack_incoming(qos, r, 0x97 if self.c.v5 else 0, self.tx))
         if keep:
             # Dropped: after() reports it (its size, fixed header included).
             # Set here, once the duplicate is known, not when its header
@@ -383,6 +392,21 @@ class Link:
             # dropped before it in the same call.
             self.oversize = 1 + codec.varint_size(self.rlen) + self.rlen
         return _PUBLISH
+
+    def far_id(self, r):  # noalloc
+        # The r bytes of an oversize QoS 1/2 PUBLISH just read into tx, to
+        # be dropped, may hold its packet id: with a Topic Name longer than
+        # rx it comes after what rx keeps. Taken into box.pid (free: no
+        # PUBLISH is being decoded), so that the PUBLISH is acknowledged
+        # all the same (MQTT-4.5.0-2; left unacknowledged on a live link it
+        # held the broker's send quota for good).
+        o = self.rlen - self.left            # the body offset of tx[0]
+        t = codec.u16(self.rx, 0) + 2        # the packet id's
+        for k in range(max(t, o), min(t + 2, o + r)):
+            if k == t:
+                self.box.pid = self.tx[k - o] << 8
+            else:
+                self.box.pid = self.box.pid & 0xFF00 | self.tx[k - o]
 
     def disconnected(self):
         # MQTT 5: the broker closes the connection with a reason.
