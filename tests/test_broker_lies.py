@@ -1,7 +1,10 @@
 """A broker that lies or floods, found in review: an Assigned Client
 Identifier for a client that gave its own id, a flood that held one
 check_msg() (and the asyncio loop) for as long as it lasted, an oversize
-incoming PUBLISH that RobustClient and AsyncClient took for a lost link."""
+incoming PUBLISH that RobustClient and AsyncClient took for a lost link, an
+oversize one whose packet id came past buf_size and was never acknowledged.
+Then each lie of a list drawn from the specifications (MQTT 5 3.2-3.11,
+4.12, 4.13; 3.1.1 3.2-3.11), with the session on flash checked after it."""
 import pytest
 
 from conftest import run_mp
@@ -265,3 +268,319 @@ c.close()
     acks = [(f, b[:2], b[2:3]) for f, b in fb.conns[0][1:]]
     refused = b"\x97" if v == 5 else b""               # MQTT 5: Quota exceeded; 3.1.1 has no refusal
     assert acks == [(0x40 if qos == 1 else 0x50, u16(0x0107), refused), (0x40, u16(8), b"")], acks
+
+
+# ---------------------------------------------------------------- a lie, and the session after it
+#
+# Each case below: what the specification requires of the client when the
+# broker sends it, what the client does (the unix port against the fake
+# broker), and whether the session stored on flash is whole afterwards: the
+# client is made again on the same session file (a reboot) and its outbox
+# and incoming QoS 2 ids are looked at.
+
+SESSION = r"""
+from fake_report import report, emit, pump
+from durable_mqtt import MQTTClient
+PATH = %r
+PORT = %d
+V = %d
+done = []
+got = []
+def client():
+    c = MQTTClient("liar", "127.0.0.1", PORT, version=V, clean_session=False, session_file=PATH,
+                   timeout_ms=2000)
+    c.set_done_callback(lambda pid, r: done.append((pid, r)))
+    c.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+    return c
+def state(tag, c):
+    # The session as the client holds it: QoS 1/2 messages held, incoming
+    # QoS 2 ids awaiting PUBREL, subscriptions; and what it reported.
+    e = c.engine
+    emit(tag, pending=c.pending(), rx2=repr(sorted(e.rx2[k] for k in range(e.rx2_n))),
+         subs=repr([bytes(s[0]) for s in e.subs]), done=repr(done), got=repr(got),
+         connected=c.is_connected())
+"""
+
+
+def session_run(tmp_path, fb, v, body):
+    from conftest import reports
+    r = run_mp(SESSION % (str(tmp_path / "s"), fb.port, v) + body)
+    fb.join()
+    assert not fb.errors, fb.errors
+    return reports(r.stdout)
+
+
+def refused_with(v, conn, code):
+    # MQTT 5 closes with DISCONNECT and the reason code (4.13.1); 3.1.1 has
+    # none and just closes.
+    assert [p for p in conn if p[0] == 0xE0] == ([(0xE0, bytes((code,)))] if v == 5 else []), conn
+
+
+def test_MQTT_4_12_0_6_no_auth_from_a_broker_the_client_never_asked_for_it():
+    # The client sends no Authentication Method: the broker must send no
+    # AUTH packet and no Authentication Method in CONNACK (MQTT-4.12.0-6).
+    # Each is a Protocol Error, before CONNACK or after it.
+    auth = pkt(0xF0, b"\x18\x00")
+    fb = FakeBroker([("send", auth)],
+                    [("send", connack(5, props=b"\x15" + u16(4) + b"SCRM"))],
+                    [("send", connack(5)), ("send", auth)])
+    r = run_mp(PRE % fb.port + r"""
+from fake_report import report, emit
+c = MQTTClient("auth", "127.0.0.1", PORT, version=5, timeout_ms=2000)
+report("auth_first", c.connect)
+report("method_in_connack", c.connect)
+c.connect()
+report("auth_after", lambda: first_error(c))
+emit("state", connected=c.is_connected())
+""")
+    fb.join()
+    from conftest import reports
+    res = reports(r.stdout)
+    for tag, words in (("auth_first", "0xf0 before CONNACK"), ("method_in_connack", "property 0x15")):
+        assert res[tag]["cls"] == "ProtocolError" and words in res[tag]["args"][1], res[tag]
+    assert res["auth_after"]["value"] == "ProtocolError(-2, 'unexpected packet type 0xf0')", res["auth_after"]
+    assert res["state"]["connected"] is False
+    refused_with(5, fb.conns[2], 0x82)
+
+
+def test_a_publish_with_subscription_identifier_0_is_refused_and_sent_again(tmp_path):
+    # MQTT 5, 3.3.2.3.8: a Subscription Identifier of 0 is a Protocol Error.
+    # The QoS 1 message is neither delivered nor acknowledged; the link
+    # closes with 0x82 and the broker sends it again, sound, on the resumed
+    # session: delivered once, acknowledged.
+    bad = publish(5, b"a/b", b"m1", qos=1, pid=3, props=b"\x0b\x00")
+    good = publish(5, b"a/b", b"m1", qos=1, pid=3, props=b"\x0b\x05", first=0x3A)
+    fb = FakeBroker([("send", connack(5)), ("send", bad)],
+                    [("send", connack(5, sp=1)), ("send", good), ("recv",)])
+    res = session_run(tmp_path, fb, 5, r"""
+c = client()
+c.connect()
+report("err", lambda: pump(c))
+state("after", c)
+c.connect()
+pump(c, ms=500)
+state("end", c)
+""")
+    assert res["err"]["cls"] == "ProtocolError" and "subscription identifier 0" in res["err"]["args"][1], res
+    assert res["after"]["got"] == "[]" and res["end"]["got"] == "[b'm1']", res
+    refused_with(5, fb.conns[0], 0x82)
+    assert [p for p in fb.conns[0] if p[0] == 0x40] == []
+    assert fb.conns[1][-1] == (0x40, u16(3)), fb.conns[1]
+
+
+def test_MQTT_3_3_2_8_a_topic_alias_of_0_is_a_protocol_error():
+    # "A Topic Alias of 0 is not permitted" (MQTT-3.3.2-8), whatever the
+    # receiver's Topic Alias Maximum.
+    fb = FakeBroker([("send", connack(5)), ("send", publish(5, b"a/b", b"x", props=b"\x23" + u16(0)))])
+    r = run_mp(PRE % fb.port + r"""
+c = MQTTClient("alias0", "127.0.0.1", PORT, version=5, timeout_ms=2000)
+c.connect()
+e = first_error(c)
+print("error", type(e).__name__, e.args)
+""")
+    fb.join()
+    assert "error ProtocolError (-2, 'property 0x23 is 0')" in r.stdout, r.stdout
+    refused_with(5, fb.conns[0], 0x82)
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_a_suback_with_more_return_codes_than_filters_is_malformed_and_the_session_survives(v, tmp_path):
+    # One Topic Filter asked, two return codes answered (3.1.1 3.9.3, MQTT
+    # 5 3.9.3: one per filter, in order). subscribe() raises, the filter
+    # is not taken as subscribed, and the QoS 1 message in flight is kept
+    # on flash and resent (DUP) after the reboot.
+    fb = FakeBroker([("send", connack(v)), ("recv",), ("recv",),
+                     ("reply", lambda got: pkt(0x90, got[-1][1][:2] + (b"\x00" if v == 5 else b"") + b"\x01\x01"))],
+                    [("send", connack(v, sp=1)), ("recv",), ("reply", lambda got: pkt(0x40, got[-1][1][3:5])),
+                     ("sleep", 0.3)])
+    res = session_run(tmp_path, fb, v, r"""
+c = client()
+c.connect()
+c.publish("t", b"keep", qos=1)
+report("sub", lambda: c.subscribe("a/b", 1))
+state("after", c)
+c.close()
+c = client()                       # a reboot
+state("boot", c)
+c.connect()
+pump(c, ms=400)
+state("end", c)
+""")
+    assert res["sub"]["cls"] == "ProtocolError", res["sub"]
+    assert res["after"] == dict(res["after"], pending=1, subs="[]", connected=False), res
+    assert res["boot"]["pending"] == 1 and res["end"]["pending"] == 0, res
+    refused_with(v, fb.conns[0], 0x81)
+    assert fb.conns[1][1][0] == 0x3A, fb.conns[1]                  # resent, DUP
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_an_unsuback_with_a_payload_or_more_reason_codes_is_malformed(v, tmp_path):
+    # 3.1.1: an UNSUBACK has no payload (3.11.3); MQTT 5: one reason code
+    # per filter (3.11.3). The link closes (MQTT 5: 0x81).
+    tail = b"\x00\x00\x00" if v == 5 else b"\x00"
+    fb = FakeBroker([("send", connack(v)), ("recv",),
+                     ("reply", lambda got: pkt(0xB0, got[-1][1][:2] + tail))])
+    res = session_run(tmp_path, fb, v, r"""
+c = client()
+c.connect()
+report("unsub", lambda: c.unsubscribe("a/b"))
+state("after", c)
+""")
+    assert res["unsub"]["cls"] == "ProtocolError", res["unsub"]
+    assert res["after"]["connected"] is False
+    refused_with(v, fb.conns[0], 0x81)
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_a_pubcomp_before_the_pubrec_is_ignored_and_the_qos2_flow_completes_once(v, tmp_path):
+    # A PUBCOMP for a QoS 2 message still awaiting its PUBREC releases
+    # nothing: the message stays until PUBREC, PUBREL, PUBCOMP (4.3.3);
+    # the done callback reports it once. No PUBREL goes before the PUBREC.
+    fb = FakeBroker([("send", connack(v)), ("recv",), ("send", pkt(0x70, u16(1))), ("sleep", 0.3),
+                     ("send", pkt(0x50, u16(1))), ("recv",), ("send", pkt(0x70, u16(1))), ("sleep", 0.3)])
+    res = session_run(tmp_path, fb, v, r"""
+c = client()
+c.connect()
+c.publish("t", b"q2", qos=2)
+pump(c, ms=250)
+state("early", c)
+pump(c, ms=600)
+state("after", c)
+""")
+    assert res["early"] == dict(res["early"], pending=1, done="[]", connected=True), res
+    assert res["after"] == dict(res["after"], pending=0, done="[(1, 0)]", connected=True), res
+    assert [f for f, _ in fb.conns[0][1:]] == [0x34, 0x62], fb.conns[0]
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_a_pubrec_for_a_qos1_message_keeps_it_until_its_puback(v, tmp_path):
+    # A PUBREC for the id of a QoS 1 message in flight: 3.1.1 can only
+    # close (a protocol violation); MQTT 5 answers PUBREL 0x92 (Packet
+    # Identifier not found: no QoS 2 message has it). Either way the QoS 1
+    # message is kept (on flash too) and ends only with its PUBACK.
+    fb = FakeBroker([("send", connack(v)), ("recv",), ("send", pkt(0x50, u16(1))), ("sleep", 0.3)],
+                    [("send", connack(v, sp=1)), ("sleep", 0.2), ("send", pkt(0x40, u16(1))), ("sleep", 0.3)])
+    res = session_run(tmp_path, fb, v, r"""
+c = client()
+c.connect()
+c.publish("t", b"q1", qos=1)
+report("pump", lambda: pump(c, ms=500))
+state("after", c)
+c.close()
+c = client()                       # a reboot
+state("boot", c)
+c.connect()
+pump(c, ms=500)
+state("end", c)
+""")
+    if v == 4:
+        assert res["pump"]["cls"] == "ProtocolError" and "PUBREC for packet id 1" in res["pump"]["args"][1], res
+    else:
+        assert res["pump"]["ok"] and fb.conns[0][2] == (0x62, u16(1) + b"\x92"), fb.conns[0]
+    assert res["after"]["pending"] == res["boot"]["pending"] == 1, res
+    assert res["end"] == dict(res["end"], pending=0, done="[(1, 0)]"), res
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_a_second_puback_for_an_id_already_acknowledged_keeps_the_rest_in_flight(v, tmp_path):
+    # PUBACK 1, then PUBACK 1 again while 2 is in flight: a Protocol Error
+    # (2.2.1: once acknowledged the id is free; no packet awaits it). Message 1 stays
+    # done; message 2 is kept on flash and resent (DUP) after the reboot.
+    fb = FakeBroker([("send", connack(v)), ("recv",), ("recv",), ("send", pkt(0x40, u16(1))), ("sleep", 0.2),
+                     ("send", pkt(0x40, u16(1)))],
+                    [("send", connack(v, sp=1)), ("recv",), ("send", pkt(0x40, u16(2))), ("sleep", 0.3)])
+    res = session_run(tmp_path, fb, v, r"""
+c = client()
+c.connect()
+c.publish("t", b"a", qos=1)
+c.publish("t", b"b", qos=1)
+report("pump", lambda: pump(c, ms=800))
+c.close()
+c = client()                       # a reboot
+state("boot", c)
+c.connect()
+pump(c, ms=400)
+state("end", c)
+""")
+    assert res["pump"]["cls"] == "ProtocolError" and "PUBACK for packet id 1" in res["pump"]["args"][1], res
+    assert res["boot"] == dict(res["boot"], pending=1, done="[(1, 0)]"), res
+    assert res["end"] == dict(res["end"], pending=0, done="[(1, 0), (2, 0)]"), res
+    refused_with(v, fb.conns[0], 0x82)
+    assert fb.conns[1][1] == (0x3A, u16(1) + b"t" + u16(2) + (b"\x00" if v == 5 else b"") + b"b"), fb.conns[1]
+
+
+def test_server_moved_without_a_server_reference_is_a_clear_refusal(tmp_path):
+    # CONNACK 0x9D (Server moved) without the Server Reference it should
+    # carry (MQTT 5, 4.11): ConnectRefused naming the code; server_reference
+    # stays None; the message accepted before is kept and goes out on the
+    # next broker's session.
+    fb = FakeBroker([("send", connack(5, code=0x9D))], [("send", connack(5)), ("recv",)])
+    res = session_run(tmp_path, fb, 5, r"""
+c = client()
+c.publish("t", b"a", qos=1)
+report("c1", c.connect)
+emit("ref", ref=c.server_reference)
+state("after", c)
+c.connect()
+pump(c, ms=300)
+""")
+    assert res["c1"]["cls"] == "ConnectRefused" and res["c1"]["args"][0] == 0x9D, res
+    assert "server moved" in res["c1"]["args"][1], res
+    assert res["ref"]["ref"] is None and res["after"]["pending"] == 1, res
+    assert fb.conns[1][1][0] == 0x32, fb.conns[1]
+
+
+def test_MQTT_3_2_2_14_retain_unavailable_refuses_the_retained_messages_queued_and_flash_agrees(tmp_path):
+    # Messages queued offline; the CONNACK says Retain Available 0. The
+    # client must send no PUBLISH with RETAIN 1 (MQTT-3.2.2-14): the
+    # retained QoS 1 message leaves the session refused (0x9A, the done
+    # callback), the retained QoS 0 one is dropped (dropped_qos0), the
+    # rest goes out. After a reboot the refused message is not back.
+    fb = FakeBroker([("send", connack(5, props=b"\x25\x00")), ("recv",), ("sleep", 0.3)])
+    res = session_run(tmp_path, fb, 5, r"""
+c = client()
+c.publish("t", b"r1", qos=1, retain=True)
+c.publish("t", b"n1", qos=1)
+c.publish("t", b"r0", retain=True)
+c.connect()
+pump(c, ms=300)
+state("after", c)
+emit("stats", dropped=c.stats()["dropped_qos0"], refused=c.stats()["refused"])
+c.close()
+c = client()                       # a reboot
+state("boot", c)
+""")
+    assert res["after"]["done"] == "[(1, 154)]" and res["after"]["pending"] == 1, res
+    assert res["stats"] == dict(res["stats"], dropped=1, refused=1), res
+    assert res["boot"]["pending"] == 1, res                       # n1, still unacknowledged
+    sent = [p for p in fb.conns[0][1:] if p[0] & 0xF0 == 0x30]
+    assert sent == [(0x32, u16(1) + b"t" + u16(2) + b"\x00n1")], sent
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_MQTT_4_3_3_10_incoming_qos2_ids_survive_a_protocol_error_and_a_reboot(v, tmp_path):
+    # A QoS 2 message delivered (PUBREC sent), then a malformed packet:
+    # the link closes. After a reboot the broker resumes and resends the
+    # PUBLISH (DUP): it is not delivered again (MQTT-4.3.3-10), answered
+    # PUBREC, and released by PUBREL / PUBCOMP.
+    q2 = publish(v, b"t", b"once", qos=2, pid=9)
+    fb = FakeBroker([("send", connack(v)), ("send", q2), ("recv",), ("send", b"\x41\x02\x00\x01")],
+                    [("send", connack(v, sp=1)), ("send", bytes((q2[0] | 8,)) + q2[1:]), ("recv",),
+                     ("send", pkt(0x62, u16(9))), ("recv",), ("sleep", 0.3)])
+    res = session_run(tmp_path, fb, v, r"""
+c = client()
+c.connect()
+report("err", lambda: pump(c))
+state("after", c)
+c.close()
+c = client()                       # a reboot
+state("boot", c)
+c.connect()
+pump(c, ms=500)
+state("end", c)
+""")
+    assert res["err"]["cls"] == "ProtocolError", res
+    assert res["after"]["rx2"] == res["boot"]["rx2"] == "[9]", res
+    assert res["end"] == dict(res["end"], rx2="[]", got="[b'once']"), res
+    refused_with(v, fb.conns[0], 0x81)
+    assert [(f, b[:2]) for f, b in fb.conns[1][1:]] == [(0x50, u16(9)), (0x70, u16(9))], fb.conns[1]
