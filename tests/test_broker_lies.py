@@ -230,10 +230,11 @@ c.close()
     assert n < 200000, r.stdout                  # 240,000 when it held until the flood ended
 
 
-@pytest.mark.parametrize("tl", [125, 126, 253, 400])
+@pytest.mark.parametrize("tl,split", [(125, False), (126, False), (253, False), (400, False), (126, True)],
+                         ids=["125", "126", "253", "400", "126-split"])
 @pytest.mark.parametrize("qos", [1, 2])
 @pytest.mark.parametrize("v", [4, 5])
-def test_MQTT_4_5_0_2_an_oversize_publish_whose_packet_id_lies_past_buf_size_is_acknowledged(v, qos, tl):
+def test_MQTT_4_5_0_2_an_oversize_publish_whose_packet_id_lies_past_buf_size_is_acknowledged(v, qos, tl, split):
     # An incoming PUBLISH larger than buf_size is dropped and acknowledged
     # (api.md, check_msg()), so that the broker neither keeps it in flight
     # for ever (its send quota, Receive Maximum or its own window, one
@@ -242,9 +243,13 @@ def test_MQTT_4_5_0_2_an_oversize_publish_whose_packet_id_lies_past_buf_size_is_
     # packet id came after them, among the bytes dropped, and the PUBLISH
     # went unacknowledged. buf_size 128: the id straddles the kept bytes
     # and the dropped ones (tl 125), starts right after them (126), spans
-    # two of the dropped reads (253), lies far past them (400).
+    # two of the dropped reads (253), lies far past them (400); split: its
+    # two bytes come in two reads (TCP segments 0.1 s apart).
     big = publish(v, b"t" * tl, b"x" * 10, qos=qos, pid=0x0107)
-    fb = FakeBroker([("send", connack(v)), ("send", big), ("sleep", 0.2),
+    at = 3 + 2 + tl + 1              # the id's second byte (after a 3-byte fixed header, the topic)
+    assert big[at - 1:at + 1] == u16(0x0107)
+    parts = [("send", big[:at]), ("sleep", 0.1), ("send", big[at:])] if split else [("send", big)]
+    fb = FakeBroker([("send", connack(v))] + parts + [("sleep", 0.2),
                      ("send", publish(v, b"s", b"y", qos=1, pid=8)), ("sleep", 0.6)])
     r = run_mp(PRE % fb.port + r"""
 from durable_mqtt.errors import PacketTooLarge
