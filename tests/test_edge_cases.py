@@ -235,9 +235,9 @@ for attempt in range(2):
 # Rules the link implements, against a scripted broker, named after the
 # MQTT 5.0 statement.
 
-def test_MQTT_3_3_2_8_incoming_topic_alias_is_a_protocol_error():
-    # 5.0 MQTT-3.3.2-8: a broker must not send a Topic Alias above the
-    # client's Topic Alias Maximum; this client announces none (0), so any
+def test_MQTT_3_1_2_27_incoming_topic_alias_is_a_protocol_error():
+    # 5.0 MQTT-3.1.2-27, 3.3.2-11: a broker must not send a Topic Alias
+    # above the client's Topic Alias Maximum; this client announces none (0), so any
     # alias is a protocol error (0x94): the message is not delivered and
     # the connection closes.
     alias = bytes((0x23,)) + u16(1)

@@ -179,7 +179,8 @@ def incoming(link):  # noalloc
     if c.v5:
         c.props.check(rx, box.props_off, n, 2, box)
         if box.alias:
-            # This client announces Topic Alias Maximum 0 (MQTT-3.3.2-8).
+            # This client announces no Topic Alias Maximum (0): the broker
+            # may send no alias at all (MQTT-3.1.2-27, 3.3.2-11).
             codec.fail("topic alias used; the client allows none", 0x94, 0x94)
         if not box.topic_len:
             # A Protocol Error without a Topic Alias (MQTT 5, 3.3.2.3.4).
