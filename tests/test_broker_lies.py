@@ -284,6 +284,7 @@ c.close()
 # and incoming QoS 2 ids are looked at.
 
 SESSION = r"""
+import time
 from fake_report import report, emit, pump
 from durable_mqtt import MQTTClient
 PATH = %r
@@ -589,3 +590,40 @@ state("end", c)
     assert res["end"] == dict(res["end"], rx2="[]", got="[b'once']"), res
     refused_with(v, fb.conns[0], 0x81)
     assert [(f, b[:2]) for f, b in fb.conns[1][1:]] == [(0x50, u16(9)), (0x70, u16(9))], fb.conns[1]
+
+
+def test_MQTT_3_3_4_7_a_lower_receive_maximum_on_resume_resends_within_it(tmp_path):
+    # Four QoS 1 messages sent, unacknowledged; after a reboot the broker
+    # resumes with Receive Maximum 1. The client has no more than one
+    # unacknowledged at a time (MQTT-3.3.4-7): one resend (DUP), the next
+    # only after its PUBACK, in the original order (MQTT-4.4.0-1). Nothing
+    # is lost on the way.
+    def ack_last(got):
+        return pkt(0x40, got[-1][1][3:5])
+    steps = [("send", connack(5, sp=1, props=b"\x21" + u16(1)))]
+    for _ in range(4):
+        steps += [("recv",), ("sleep", 0.15), ("reply", ack_last)]
+    fb = FakeBroker([("send", connack(5)), ("recv",), ("recv",), ("recv",), ("recv",), ("close",)],
+                    steps + [("sleep", 0.3)])
+    res = session_run(tmp_path, fb, 5, r"""
+c = client()
+c.connect()
+for m in (b"1", b"2", b"3", b"4"):
+    c.publish("t", m, qos=1)
+report("cut", lambda: pump(c, ms=500))
+c.close()
+c = client()                       # a reboot
+state("boot", c)
+c.connect()
+most = 0
+t0 = time.ticks_ms()
+while c.pending() and time.ticks_diff(time.ticks_ms(), t0) < 3000:
+    c.wait_msg(10)
+    most = max(most, c.engine.inflight)
+emit("window", most=most)
+state("end", c)
+""")
+    assert res["boot"]["pending"] == 4 and res["window"]["most"] == 1, res
+    assert res["end"] == dict(res["end"], pending=0, done=repr([(i, 0) for i in (1, 2, 3, 4)])), res
+    seq = [(f, b[3:5]) for f, b in fb.conns[1][1:]]
+    assert seq == [(0x3A, u16(i)) for i in (1, 2, 3, 4)], seq
