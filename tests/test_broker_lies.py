@@ -627,3 +627,77 @@ state("end", c)
     assert res["end"] == dict(res["end"], pending=0, done=repr([(i, 0) for i in (1, 2, 3, 4)])), res
     seq = [(f, b[3:5]) for f, b in fb.conns[1][1:]]
     assert seq == [(0x3A, u16(i)) for i in (1, 2, 3, 4)], seq
+
+
+@pytest.mark.parametrize("case", ["unsuback-wrong-id", "unsuback-for-subscribe", "suback-for-unsubscribe"])
+@pytest.mark.parametrize("v", [4, 5])
+def test_an_ack_of_the_wrong_kind_or_id_for_a_request_is_a_protocol_error(v, case, tmp_path):
+    # SUBACK answers SUBSCRIBE, UNSUBACK UNSUBSCRIBE, with its packet id
+    # (3.1.1 3.9.3 / 3.11.3, MQTT 5 3.9 / 3.11; MQTT-2.2.1-4, -5: the same
+    # id). Another answer is no answer: the request raises, the link closes
+    # (MQTT 5: 0x82), and the subscriptions held stay as they were.
+    sub = case == "unsuback-for-subscribe"
+    # (MQTT 5: no properties, reason code 0, which SUBACK and UNSUBACK both have)
+    rc = b"\x00\x00" if v == 5 else b"\x01" if case == "suback-for-unsubscribe" else b""
+
+    def answer(got):
+        pid = int.from_bytes(got[-1][1][:2], "big") + (1 if case == "unsuback-wrong-id" else 0)
+        kind = 0x90 if case == "suback-for-unsubscribe" else 0xB0
+        return pkt(kind, u16(pid) + rc)
+    first = [("recv",), ("reply", lambda got: pkt(0x90, got[-1][1][:2] + (b"\x00" if v == 5 else b"") + b"\x01"))]
+    fb = FakeBroker([("send", connack(v))] + ([] if sub else first) + [("recv",), ("reply", answer)])
+    res = session_run(tmp_path, fb, v, r"""
+c = client()
+c.connect()
+if %r:
+    report("req", lambda: c.subscribe("a/b", 1))
+else:
+    c.subscribe("a/b", 1)
+    report("req", lambda: c.unsubscribe("a/b"))
+state("after", c)
+""" % sub)
+    assert res["req"]["cls"] == "ProtocolError" and "ACK for packet id" in res["req"]["args"][1], res
+    assert res["after"] == dict(res["after"], subs="[]" if sub else "[b'a/b']", connected=False), res
+    refused_with(v, fb.conns[0], 0x82)
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_a_puback_for_a_qos2_message_keeps_it_for_its_pubrec(v, tmp_path):
+    # A QoS 2 PUBLISH is answered by PUBREC (4.3.3); a PUBACK for it is a
+    # Protocol Error. The message is kept, on flash too, and resent (DUP)
+    # on the resumed session, where PUBREC / PUBREL / PUBCOMP complete it.
+    fb = FakeBroker([("send", connack(v)), ("recv",), ("send", pkt(0x40, u16(1)))],
+                    [("send", connack(v, sp=1)), ("recv",), ("send", pkt(0x50, u16(1))), ("recv",),
+                     ("send", pkt(0x70, u16(1))), ("sleep", 0.3)])
+    res = session_run(tmp_path, fb, v, r"""
+c = client()
+c.connect()
+c.publish("t", b"q2", qos=2)
+report("err", lambda: pump(c))
+c.close()
+c = client()                       # a reboot
+state("boot", c)
+c.connect()
+pump(c, ms=500)
+state("end", c)
+""")
+    assert res["err"]["cls"] == "ProtocolError" and "PUBACK for packet id 1" in res["err"]["args"][1], res
+    assert res["boot"] == dict(res["boot"], pending=1, done="[]"), res
+    assert res["end"] == dict(res["end"], pending=0, done="[(1, 0)]"), res
+    refused_with(v, fb.conns[0], 0x82)
+    assert [f for f, _ in fb.conns[1][1:]] == [0x3C, 0x62], fb.conns[1]
+
+
+def test_MQTT_3_14_0_1_a_disconnect_before_connack_is_a_protocol_error(tmp_path):
+    # A server sends DISCONNECT only after a CONNACK with a reason below
+    # 0x80 (MQTT-3.14.0-1); one instead of the CONNACK fails connect()
+    # clearly, and the session is untouched.
+    fb = FakeBroker([("send", pkt(0xE0, b"\x8b\x00"))])
+    res = session_run(tmp_path, fb, 5, r"""
+c = client()
+c.publish("t", b"a", qos=1)
+report("connect", c.connect)
+state("after", c)
+""")
+    assert res["connect"]["cls"] == "ProtocolError" and "0xe0 before CONNACK" in res["connect"]["args"][1], res
+    assert res["after"] == dict(res["after"], pending=1, connected=False), res
