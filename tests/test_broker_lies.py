@@ -701,3 +701,25 @@ state("after", c)
 """)
     assert res["connect"]["cls"] == "ProtocolError" and "0xe0 before CONNACK" in res["connect"]["args"][1], res
     assert res["after"] == dict(res["after"], pending=1, connected=False), res
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_MQTT_3_2_2_1_session_present_after_a_clean_start_fails_the_connect_and_keeps_the_messages(v, tmp_path):
+    # A clean start answered Session Present 1 (3.1.1 MQTT-3.2.2-1, MQTT 5
+    # MQTT-3.2.2-2): connect() raises ProtocolError before anything of the
+    # session changes, and closes the connection (no DISCONNECT: the
+    # client is not connected until its CONNACK is accepted). The message
+    # queued before goes out on the next, honest, connection.
+    fb = FakeBroker([("send", connack(v, sp=1))], [("send", connack(v)), ("recv",), ("sleep", 0.3)])
+    res = session_run(tmp_path, fb, v, r"""
+c = client()
+c.publish("t", b"a", qos=1)
+report("connect", lambda: c.connect(clean_session=True))
+state("after", c)
+c.connect(clean_session=True)
+pump(c, ms=200)
+""")
+    assert res["connect"]["cls"] == "ProtocolError" and "Session Present" in res["connect"]["args"][1], res
+    assert res["after"] == dict(res["after"], pending=1, connected=False), res
+    assert fb.conns[0][1:] == [], fb.conns[0]
+    assert fb.conns[1][1][0] == 0x32, fb.conns[1]
