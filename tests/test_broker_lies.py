@@ -723,3 +723,84 @@ pump(c, ms=200)
     assert res["after"] == dict(res["after"], pending=1, connected=False), res
     assert fb.conns[0][1:] == [], fb.conns[0]
     assert fb.conns[1][1][0] == 0x32, fb.conns[1]
+
+
+def bad_suback(v):
+    # A SUBACK with two return codes for the one filter asked: malformed.
+    return ("reply", lambda got: pkt(0x90, got[-1][1][:2] + (b"\x00" if v == 5 else b"") + b"\x01\x01"))
+
+
+def good_suback(v):
+    return ("reply", lambda got: pkt(0x90, got[-1][1][:2] + (b"\x00" if v == 5 else b"") + b"\x01"))
+
+
+@pytest.mark.parametrize("lie", ["once", "always"])
+@pytest.mark.parametrize("v", [4, 5])
+def test_async_subscribe_answered_wrongly_again_raises_instead_of_retrying_for_ever(v, lie):
+    # AsyncClient sends a SUBSCRIBE whose link closed before its answer
+    # again on the next link; a malformed or wrong answer closes the link
+    # too. A broker that answers it so every time (a broker's bug, not a
+    # one-off) had subscribe() reconnect and resend for ever, the caller
+    # waiting with no error (8 connections in 4 s here), the will
+    # published at each. A second wrong answer is raised now; one wrong
+    # answer is still retried.
+    n = 6 if lie == "always" else 2
+    sessions = [[("send", connack(v)), ("recv",), bad_suback(v)] for _ in range(n - 1)]
+    sessions.append([("send", connack(v)), ("recv",), bad_suback(v) if lie == "always" else good_suback(v),
+                     ("sleep", 0.3)])
+    fb = FakeBroker(*sessions, io_timeout=5)
+    r = run_mp(PRE % fb.port + r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+async def main():
+    c = AsyncClient("x", "127.0.0.1", PORT, version=%d, timeout_ms=1000, backoff_ms=(50, 100),
+                    clean_session=False)
+    await c.connect()
+    try:
+        print("sub", await asyncio.wait_for_ms(c.subscribe("a/b", 1), 4000))
+    except Exception as e:
+        print("err", type(e).__name__, e.args)
+    print("subs", [bytes(s[0]) for s in c.client.engine.subs])
+    c.client.close()
+asyncio.run(main())
+""" % v, timeout=60)
+    fb.join()
+    subscribes = [f for conn in fb.conns for f, _ in conn[1:] if f == 0x82]
+    if lie == "once":
+        assert "sub 1" in r.stdout and "subs [b'a/b']" in r.stdout, r.stdout
+        assert len(subscribes) == 2, fb.conns
+    else:
+        assert "err ProtocolError (-2, " in r.stdout and "subs []" in r.stdout, r.stdout
+        assert len(subscribes) == 2, fb.conns                      # once more, then raised
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_robust_subscribe_answered_wrongly_again_is_dropped_not_sent_at_every_reconnect(v):
+    # RobustClient.subscribe() whose answer is malformed: the link closed,
+    # so it was queued for the next connect, like one made while down; at
+    # every reconnect it went again, its answer closed the link again, and
+    # no connection lasted. The second wrong answer drops it (reported:
+    # last_error), as a refusal; the next connection stays up.
+    fb = FakeBroker([("send", connack(v)), ("recv",), bad_suback(v)],
+                    [("send", connack(v)), ("recv",), bad_suback(v)],
+                    [("send", connack(v)), ("sleep", 1.5)], io_timeout=5)
+    r = run_mp(PRE % fb.port + r"""
+from durable_mqtt.robust import RobustClient
+c = RobustClient("x", "127.0.0.1", PORT, version=%d, timeout_ms=1000, backoff_ms=(50, 100), clean_session=False)
+errors = []
+c.connect()
+print("subscribe", c.subscribe("a/b", 1))
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 1200:
+    c.poll(20)
+    if c.last_error is not None and repr(c.last_error) not in errors:
+        errors.append(repr(c.last_error))
+print("errors", errors)
+print("connected", c.is_connected(), "pending", c._pending_subs, "failures", c.connect_failures)
+c.close()
+""" % v, timeout=60)
+    fb.join()
+    subscribes = [[f for f, _ in conn[1:] if f == 0x82] for conn in fb.conns]
+    assert subscribes == [[0x82], [0x82], []], (fb.conns, r.stdout)
+    assert "subscribe None" in r.stdout and "connected True pending []" in r.stdout, r.stdout
+    assert "ProtocolError(-2, " in r.stdout.split("errors")[1], r.stdout

@@ -26,7 +26,8 @@ import time
 from micropython import const
 
 from .client import unload
-from .errors import MQTTException, NotConnected, PeerClosed, ProtocolError, Timeout, ERR_NOT_CONNECTED, ERR_TIMEOUT
+from .errors import (MQTTException, NotConnected, PeerClosed, ProtocolError, Timeout, ERR_NOT_CONNECTED,
+                     ERR_PROTOCOL, ERR_TIMEOUT)
 from .robust import RobustClient
 
 _io = asyncio.core._io_queue
@@ -34,6 +35,7 @@ _LOOK_MS = const(20)         # a SUBSCRIBE / UNSUBSCRIBE looks for its answer th
 _LOOK_DOWN_MS = const(1000)  # the background task looks for a link closed elsewhere this often
 _LINGER_MS = const(500)      # at most, after DISCONNECT, for the broker to close its side
 _UP_GRACE_MS = const(1000)   # an awaited link.up() gets timeout_ms and this, then is cancelled
+_BAD_ANSWER = const(-2)      # link.result after a malformed or wrong (UN)SUBACK (request.py's)
 
 
 async def _ready(sock, out):
@@ -288,6 +290,7 @@ class AsyncClient:
         # idempotent); a Timeout or a refusal is raised. timeout_ms bounds
         # each attempt.
         n = self._stops
+        bad = 0                         # answers the broker got wrong
         async with self._req:           # the session awaits one answer at a time
             while True:
                 await self._wait_up(n)
@@ -297,12 +300,25 @@ class AsyncClient:
                     c.timeout_ms = timeout_ms
                 try:
                     return await self.steps(c.requesting(*args), True)
-                except (NotConnected, PeerClosed, ProtocolError):
+                except (NotConnected, PeerClosed, ProtocolError) as x:
                     # (ProtocolError: the broker's answer was malformed or not
                     # the awaited one, and the link closed over it, as when
                     # the background task reads it)
                     if self._task is None:
                         raise           # disconnect(): no next connection comes
+                    if c.conn.result == _BAD_ANSWER:
+                        # The answer itself failed (request.ack): sent once
+                        # more, for a one-off; a broker that answers it so
+                        # again always will, and going again for ever (a
+                        # reconnect each time, the will published) left
+                        # the caller waiting with no error. (Read by the
+                        # background task, it ends this wait as NotConnected.)
+                        bad += 1
+                        if bad > 1:
+                            if isinstance(x, ProtocolError):
+                                raise
+                            raise ProtocolError(ERR_PROTOCOL, "the broker's answer to the %s was malformed or "
+                                                "not the one awaited, twice" % ("SUBSCRIBE" if args[1] >= 0 else "UNSUBSCRIBE"))
                 finally:
                     c.timeout_ms = old
                     self._after_request()

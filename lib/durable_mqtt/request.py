@@ -19,6 +19,7 @@ _ERR_NOT_CONNECTED = const(-6)
 _RC_SUB = b"\x00\x01\x02\x80\x83\x87\x8f\x91\x97\x9e\xa1\xa2"
 _RC_SUB4 = b"\x00\x01\x02\x80"
 _RC_UNSUB = b"\x00\x11\x80\x83\x87\x8f\x91"
+_BAD_ANSWER = const(-2)      # link.result after an (UN)SUBACK that failed its checks (ack())
 
 
 def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, sub_id):
@@ -168,8 +169,13 @@ def subscribe_packet(buf, pid, f, opts, props, limit):
 
 def ack(c, kind, n):
     # A SUBACK or UNSUBACK (link.py hands it over): one reason code for
-    # the one filter asked (3.1.1 UNSUBACK: none).
+    # the one filter asked (3.1.1 UNSUBACK: none). One that fails the
+    # checks below (malformed, or not the answer awaited) leaves
+    # k.result at _BAD_ANSWER: the broker's answer, not the link, failed
+    # the request, and the front ends do not send it again and again
+    # (robust.py, aio.py).
     k = c.conn
+    k.result = _BAD_ANSWER
     rx = k.rx
     codes = 1 if kind == _SUBACK or c.v5 else 0
     off = 2
@@ -180,5 +186,5 @@ def ack(c, kind, n):
     code = rx[off] if codes else 0
     if codes and code not in (_RC_UNSUB if kind == _UNSUBACK else _RC_SUB if c.v5 else _RC_SUB4):
         fail("reason code 0x%02x not allowed here" % code, 0x82)
-    if c.engine.answer(kind, u16(rx, 0)):
-        k.result = code
+    # (False: the late answer to a request abandoned; the one awaited is still to come)
+    k.result = code if c.engine.answer(kind, u16(rx, 0)) else -1

@@ -20,7 +20,7 @@ import time
 from micropython import const
 
 from .client import MQTTClient, need_callable
-from .errors import ConnectRefused, PacketTooLarge, SessionError
+from .errors import ConnectRefused, PacketTooLarge, ProtocolError, SessionError
 
 _SWITCH_MS = const(1100)
 # A link that lasted less than this after its CONNACK does not reset the
@@ -28,6 +28,7 @@ _SWITCH_MS = const(1100)
 # each taking the session from the other; a policy that disconnects) is
 # not hammered at the first delay for ever.
 _STABLE_MS = const(10000)
+_BAD_ANSWER = const(-2)      # link.result after a malformed or wrong (UN)SUBACK (request.py's)
 
 
 class RobustClient(MQTTClient):
@@ -199,6 +200,15 @@ class RobustClient(MQTTClient):
                 # every reconnect for ever). A link failure keeps it for the
                 # next connect.
                 self.last_error = x
+            except ProtocolError:
+                # Its answer was malformed or not the one awaited
+                # (request.ack) and the link closed over it: dropped as a
+                # refusal is, and reported by this attempt's failure
+                # (last_error). subscribe() queued it after a first such
+                # answer; sent at every reconnect, it failed every one.
+                if self.conn.result == _BAD_ANSWER:
+                    self._pending_subs.pop(0)
+                raise
             self._pending_subs.pop(0)
 
     def link_up(self):
