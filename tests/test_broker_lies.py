@@ -804,3 +804,34 @@ c.close()
     assert subscribes == [[0x82], [0x82], []], (fb.conns, r.stdout)
     assert "subscribe None" in r.stdout and "connected True pending []" in r.stdout, r.stdout
     assert "ProtocolError(-2, " in r.stdout.split("errors")[1], r.stdout
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_a_resubscribe_answered_wrongly_twice_is_forgotten_not_made_at_every_connect(v, tmp_path):
+    # The broker lost the session (Session Present 0): connect() makes the
+    # stored subscriptions again (resubscribe). Its answer malformed, the
+    # link closes and the subscription stays owed for the next connect; a
+    # broker that answers it so every time failed every connect for ever.
+    # The second wrong answer forgets it (on flash too), as a refusal; the
+    # next connect goes on without it.
+    fb = FakeBroker([("send", connack(v)), ("recv",), good_suback(v), ("sleep", 0.2), ("close",)],
+                    [("send", connack(v)), ("recv",), bad_suback(v)],
+                    [("send", connack(v)), ("recv",), bad_suback(v)],
+                    [("send", connack(v)), ("sleep", 0.5)], io_timeout=5)
+    res = session_run(tmp_path, fb, v, r"""
+c = client()
+c.connect()
+c.subscribe("a/b", 1)
+report("cut", lambda: pump(c, ms=1000))
+report("c2", c.connect)
+report("c3", c.connect)
+c.close()
+c = client()                       # a reboot
+state("boot", c)
+report("c4", c.connect)
+state("end", c)
+""")
+    assert res["c2"]["cls"] == res["c3"]["cls"] == "ProtocolError", res
+    assert res["boot"]["subs"] == "[]" and res["c4"]["ok"], res
+    assert res["end"] == dict(res["end"], subs="[]", connected=True), res
+    assert [[f for f, _ in conn[1:] if f == 0x82] for conn in fb.conns] == [[0x82], [0x82], [0x82], []], fb.conns
