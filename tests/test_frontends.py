@@ -527,3 +527,41 @@ c.disconnect()
     assert "cut" in r.stdout.split() and "no cut" not in r.stdout, r.stdout
     assert "event resumed" in r.stdout and "'resubscribed': 1" in r.stdout, r.stdout
     assert [f for f, _ in fb.conns[2][1:]][:1] == [0x82], fb.conns                # SUBSCRIBE again
+
+
+def test_robust_connect_while_connected_that_fails_is_no_link_drop():
+    # RobustClient.connect() while connected: the old connection ends as
+    # disconnect() ends it (a DISCONNECT, asked for), and the new connect
+    # fails (the broker closes at once). The failure is connect()'s to
+    # raise; it is no link drop: no on_down, link_downs 0, and poll()
+    # retries at once (no backoff from a drop that never happened). The
+    # QoS 1 message in flight goes again on the next connection.
+    fb = FakeBroker([("send", connack(4)), ("recv",)],
+                    [("close",)],
+                    [("send", connack(4, sp=1)), ("recv",), ("reply", lambda got: pkt(0x40, got[-1][1][-7:-5])),
+                     ("sleep", 0.3)])
+    r = run_mp(r"""
+import time
+from durable_mqtt.robust import RobustClient
+downs = []
+c = RobustClient("again", "127.0.0.1", %d, keepalive=30, timeout_ms=1500, backoff_ms=(3000, 3000),
+                 on_down=lambda c, x: downs.append(repr(x)))
+c.connect()
+pid = c.publish("t", b"m1", qos=1)
+try:
+    c.connect()
+    print("second connect returned")
+except OSError as x:
+    print("second connect raised", type(x).__name__)
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 2000 and (c.pending() or not c.is_connected()):
+    c.poll(50)
+s = c.stats()
+print("connected", c.is_connected(), "pending", c.pending(), "downs", downs, "link_downs", s["link_downs"],
+      "ms", time.ticks_diff(time.ticks_ms(), t0))
+""" % fb.port)
+    fb.join()
+    assert "second connect raised PeerClosed" in r.stdout, r.stdout
+    assert "connected True pending 0 downs [] link_downs 0" in r.stdout, r.stdout
+    assert [f for f, _ in fb.conns[0][1:]] == [0x32, 0xE0], fb.conns[0]     # the PUBLISH, then DISCONNECT
+    assert fb.conns[2][1][0] == 0x3A, fb.conns[2]                             # sent again (DUP)

@@ -80,6 +80,13 @@ class RobustClient(MQTTClient):
         self.connect_failures = 0
 
     def connect(self, clean_session=None, timeout_ms=None):
+        if self.is_connected():
+            # The old connection ends as disconnect() ends it (connect.py):
+            # asked for, not a drop. Should the new one fail, this call
+            # raises it; it was reported later as well, as a drop ("link
+            # dropped while sending": on_down, link_downs) with a backoff
+            # before poll() tried again.
+            self._up = False
         sp = super().connect(clean_session, timeout_ms)
         self._up = True               # a drop from here on is reported (on_down)
         self._up_at = time.ticks_ms()
