@@ -883,3 +883,97 @@ report("err", lambda: pump(c))
     assert res["bad"]["cls"] == "ValueError" and "wildcard" in res["bad"]["args"][0], res["bad"]
     assert_error(res["err"], "PacketTooLarge", "PUBLISH")
     assert [p for p in fake.conns[0] if p[0] & 0xF0 == 0xE0] == [], fake.conns[0]
+
+
+# ---------------------------------------------------------------- a bad CONNACK (MQTT 5, 4.13.1)
+#
+# A CONNACK that is malformed or breaks the protocol: connect() raises a
+# clear error, the stored session is untouched (the next good connection
+# resends what was in flight once, and a QoS 2 message delivered before is
+# not delivered again), and MQTT 5 tells the broker why before closing, a
+# DISCONNECT with 0x81 / 0x82, as for any other packet (4.13.1: "MAY" for
+# a CONNACK; sent here, as for every other packet). 3.1.1 sends nothing.
+
+BAD_CONNACK = {
+    # name: (version, CONNACK, error class, words, MQTT 5 reason code)
+    "unknown-property": (5, connack(5, props=b"\x04\x01"), "ProtocolError", ("unknown property",), 0x81),
+    "property-not-in-connack": (5, connack(5, props=b"\x01\x01"), "ProtocolError", ("not allowed",), 0x81),
+    "no-property-length": (5, pkt(0x20, b"\x00\x00"), "ProtocolError", (), 0x81),
+    "property-length-beyond": (5, pkt(0x20, b"\x00\x00\x05"), "ProtocolError", ("beyond",), 0x81),
+    "reserved-ack-flags": (5, pkt(0x20, b"\x02\x00\x00"), "ProtocolError", ("MQTT-3.2.2-1",), 0x81),
+    "repeated-property": (5, connack(5, props=b"\x21" + u16(5) + b"\x21" + u16(6)), "ProtocolError",
+                          ("repeated",), 0x82),
+    "receive-maximum-0": (5, connack(5, props=b"\x21" + u16(0)), "ProtocolError", ("is 0",), 0x82),
+    "maximum-qos-2": (5, connack(5, props=b"\x24\x02"), "ProtocolError", ("out of range",), 0x82),
+    "refusal-with-session-present": (5, connack(5, code=0x87, sp=1), "ProtocolError",
+                                     ("Session Present", "MQTT-3.2.2-6", "0x87"), 0x82),
+    "v4-remaining-length": (4, pkt(0x20, b"\x00\x00\x00"), "ProtocolError", ("CONNACK",), None),
+    "v4-refusal-with-session-present": (4, connack(4, code=5, sp=1), "ProtocolError",
+                                        ("Session Present", "MQTT-3.2.2-4"), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CONNACK))
+def test_bad_connack_refused_with_reason_and_the_session_kept(name, tmp_path):
+    v, bad, cls, words, rc = BAD_CONNACK[name]
+    q2 = publish(v, b"in", b"once", qos=2, pid=9)
+    fake = FakeBroker(
+        # A QoS 1 message in flight, unacknowledged; a QoS 2 one delivered,
+        # its PUBREL still to come; then the link drops.
+        [("send", connack(v)), ("recv",), ("send", q2), ("recv",), ("close",)],
+        [("send", bad)],
+        # The session resumes: the QoS 1 message again (DUP), the QoS 2 one
+        # again (DUP: answered, not delivered), then its PUBREL.
+        [("send", connack(v, sp=1)), ("recv",), ("reply", lambda got: pkt(0x40, got[-1][1][5:7])),
+         ("send", bytes((q2[0] | 0x08,)) + q2[1:]), ("recv",), ("send", pkt(0x62, u16(9))), ("recv",),
+         ("sleep", 0.3)],
+    )
+    res = mp(fake, v, """
+PATH = %r
+got = []
+def client():
+    c = MQTTClient("bad", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, clean_session=False,
+                   session_file=PATH)
+    c.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+    return c
+c = client()
+c.connect()
+c.publish("a/b", b"m1", qos=1)
+pump_until(c, lambda: got)
+report("drop", lambda: pump(c))
+report("bad", c.connect)
+c.close()
+c = client()                       # what flash holds
+report("good", c.connect)
+pump_until(c, lambda: not c.pending() and not c.engine.rx2_n)
+pump(c, ms=300)
+emit("end", got=repr(got), pending=c.pending())
+c.disconnect()
+""" % str(tmp_path / "s"))
+    assert_error(res["bad"], cls, *words)
+    assert res["good"]["ok"] and res["good"]["value"] is True, res["good"]
+    assert res["end"]["got"] == "[b'once']" and res["end"]["pending"] == 0, res
+    assert not fake.errors, fake.errors
+    sent = fake.conns[1][1:]
+    assert sent == ([(0xE0, bytes((rc,)))] if v == 5 else []), sent
+    again = [first for first, _ in fake.conns[2][1:]]
+    assert again[:3] == [0x3A, 0x50, 0x70], again              # DUP PUBLISH, PUBREC, PUBCOMP
+
+
+@pytest.mark.parametrize("front", ["robust", "aio"])
+def test_front_ends_refuse_a_bad_connack_with_reason_and_reconnect(front):
+    # RobustClient's and AsyncClient's own reconnects (AsyncClient's link
+    # never blocks: leave.refuse's gentle path): a CONNACK with Receive
+    # Maximum 0 gets DISCONNECT 0x82; the next attempt connects and the
+    # message is acknowledged.
+    v = 5
+    fake = FakeBroker(
+        [("send", connack(v)), ("recv",), ("close",)],
+        [("send", connack(v, props=b"\x21" + u16(0)))],
+        [("send", connack(v, sp=1)), ("recv",), ("reply", lambda got: pkt(0x40, got[-1][1][5:7]))],
+    )
+    res = mp(fake, v, FRONT_END[front] % 50 if front == "robust" else FRONT_END[front])
+    assert res["end"]["pending"] == 0 and res["end"]["downs"] == 1, res
+    assert not fake.errors, fake.errors
+    assert fake.conns[1][1:] == [(0xE0, b"\x82")], fake.conns[1]
+    assert fake.conns[2][1][0] == 0x3A, fake.conns[2]

@@ -11,7 +11,7 @@ import time
 from micropython import const
 
 from .codec import fail, put_str, put_block, put_u16, put_varint, varint_size, too_large
-from .errors import ConnectRefused, PacketTooLarge, ProtocolError, StoreFull, Timeout
+from .errors import BAD_PACKET, ConnectRefused, PacketTooLarge, ProtocolError, StoreFull, Timeout
 
 _CONNECT = const(0x10)
 _NEVER = const(0xFFFFFFFF)
@@ -105,6 +105,18 @@ def _handshake(c, clean, timeout_ms, host, port):
             raise ConnectRefused(code, "broker refused the connection: " + text(code, c.v5, True, p))
         _limits(c, p)
         ev = c.engine.connected(sp, clean)
+    except BAD_PACKET:
+        # A CONNACK malformed or breaking the protocol (or too large): MQTT 5
+        # tells the broker why, a DISCONNECT with the reason code, before the
+        # connection closes (4.13.1: a client MAY for a CONNACK, SHOULD for
+        # any other packet; link.Link.drop does the same there). 3.1.1 has
+        # no reason codes, and just closes. The session is not touched:
+        # engine.connected() never ran.
+        if c.v5:
+            from .leave import refuse
+            refuse(k)
+        k.drop()
+        raise
     except BaseException:
         k.drop()
         raise
@@ -247,7 +259,13 @@ def connack(c, n):
     rx = k.rx
     if n < 2 or (n != 2 and not c.v5) or rx[0] & 0xFE:
         fail("malformed CONNACK (MQTT-3.2.2-1)")
-    k.connack = (bool(rx[0] & 1), rx[1], c.props.decode(rx, 2, n, 1) if c.v5 else None)
+    p = c.props.decode(rx, 2, n, 1) if c.v5 else None
+    if rx[0] and rx[1]:
+        # A refusal never has a session (MQTT-3.2.2-4; MQTT 5: MQTT-3.2.2-6):
+        # a Protocol Error, not taken for the refusal it also says.
+        fail("CONNACK with Session Present 1 and refusal 0x%02x (%s)"
+             % (rx[1], "MQTT-3.2.2-6" if c.v5 else "MQTT-3.2.2-4"), 0x82)
+    k.connack = (bool(rx[0]), rx[1], p)
 
 
 def _limits(c, p):
