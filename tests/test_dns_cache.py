@@ -176,3 +176,49 @@ def test_a_kept_address_survives_another_brokers_failed_lookup(broker, shim):
     f = r.stdout.split()
     # One lookup for A, one (failed) for B; then A's kept address.
     assert f[:5] == ["UP", "True", str(fb.port), "2", "2"], r.stdout
+
+
+FIVE = r"""
+import time, socket
+from durable_mqtt.robust import RobustClient
+
+socket.fail_after[0] = 5         # the DNS goes after the first round of lookups
+ports = %(ports)r
+c = RobustClient("dns-5", "localhost", 0, keepalive=0, timeout_ms=1500, backoff_ms=(50, 100),
+                 servers=[("localhost", p) for p in ports])
+tries = []
+t0 = time.ticks_ms()
+n = 0
+while time.ticks_diff(time.ticks_ms(), t0) < 15000:
+    up = c.poll(20)
+    if up or c.connect_failures != n:
+        tries.append((ports.index(c.port), time.ticks_diff(time.ticks_ms(), t0)))
+        n = c.connect_failures
+    if up:
+        break
+print("UP", c.is_connected(), socket.calls[0])
+print("TRIES", tries)
+c.disconnect()
+"""
+
+
+def test_a_fifth_broker_of_servers_keeps_its_address_and_its_turn(shim):
+    # servers=[A, B, C, D, E]: A refuses the first connect (CONNACK 3), B..E
+    # are dead, and after the first round's five lookups the DNS is gone.
+    # The turns go round in order, each switch more than a second after
+    # the last CONNECT (api.md). dial.py kept the addresses of four brokers
+    # only: E's lookup dropped A's, A's next turn looked A up, failed, and
+    # the client never came up. Each broker of `servers` now keeps its own.
+    from fakebroker import FakeBroker, connack
+    (pathlib.Path(shim) / "socket.py").write_text(
+        SHIM.replace("if fail[0]:", "if fail[0] or 0 < fail_after[0] < calls[0]:")
+        + "\nfail_after = [0]\n")
+    fb = FakeBroker([("send", connack(4, code=3))], [("send", connack(4)), ("sleep", 2)], io_timeout=20)
+    ports = [fb.port] + [free_port() for _ in range(4)]
+    r = run_mp(FIVE % {"ports": ports}, timeout=60, extra_path=[shim])
+    fb.join()
+    assert "UP True 5" in r.stdout, r.stdout
+    tries = eval(r.stdout.split("TRIES", 1)[1].strip())
+    assert [i for i, _ in tries] == [0, 1, 2, 3, 4, 0], r.stdout
+    gaps = [b - a for (_, a), (_, b) in zip(tries, tries[1:])]
+    assert all(g >= 1000 for g in gaps), gaps                  # switches spaced (_SWITCH_MS, 1100)

@@ -15,7 +15,7 @@ _ERR_CLOSED = const(-5)
 _CERT_REQUIRED = const(2)     # ssl.CERT_REQUIRED (MBEDTLS_SSL_VERIFY_REQUIRED)
 _TIMEOUTS = (errno.ETIMEDOUT, 116, -110)
 _DIALS = const(3)             # dials on a looked-up address before the name is looked up again
-_KEPT = const(4)              # brokers whose looked-up address is kept (address())
+_KEPT = const(4)              # brokers whose looked-up address is kept, at least (address())
 
 
 def opening(c, host, port, timeout_ms, n):
@@ -23,7 +23,8 @@ def opening(c, host, port, timeout_ms, n):
     # set), and the n-byte CONNECT at c.tx sent. A generator, as connect.py's:
     # it yields how long it may wait for the socket (negative: writable).
     k = c.conn
-    s = start(address(k.net, host, port), host, port, timeout_ms, not c.async_connect)
+    s = start(address(k.net, host, port, len(getattr(c, "servers", ()))), host, port, timeout_ms,
+              not c.async_connect)
     if c.async_connect:
         k.net.sock = s
         yield -timeout_ms            # writable: connected (or failed: the write says)
@@ -73,7 +74,7 @@ def opening(c, host, port, timeout_ms, n):
     k.last_tx = time.ticks_ms()
 
 
-def address(net, host, port):
+def address(net, host, port, brokers=0):
     # host:port's address (getaddrinfo's entry). A reconnect dials the one
     # the last lookup gave: MicroPython's getaddrinfo() blocks, every task
     # of an AsyncClient with it, and for seconds when the Wi-Fi is up and
@@ -85,7 +86,8 @@ def address(net, host, port):
     a = net.addr
     if a is None or a[0] != host or a[1] != port:
         # Another broker: RobustClient's `servers` take turns. Each keeps
-        # its own entry (net.addrs, up to _KEPT), so a turn on one costs
+        # its own entry (net.addrs, up to _KEPT, or one per broker of
+        # `servers` when there are more: brokers), so a turn on one costs
         # the other nothing: a broker on the LAN stays reachable by its
         # kept address while the DNS server, out on the internet, is not.
         # (Searched when net.addr is None too: a failed lookup of a broker
@@ -107,7 +109,10 @@ def address(net, host, port):
         raise MQTTException(_ERR_CLOSED, "cannot resolve %r (errno %s): is the network up?" % (host, e.args[0]))
     if a is None:
         a = [host, port, ai, 1]
-        net.addrs = [a] + getattr(net, "addrs", [])[:_KEPT - 1]
+        # (With _KEPT for all, a fifth broker's lookup dropped the first
+        # one's entry, and the turns went round dropping each in turn: with
+        # the DNS gone, no broker came up again.)
+        net.addrs = [a] + getattr(net, "addrs", [])[:max(_KEPT, brokers) - 1]
     else:
         a[2] = ai
         a[3] = 1
