@@ -195,3 +195,128 @@ def test_disconnect_sends_what_was_published_before_it(ver):
     assert seen["last"] == [b"0", b"1", b"2", b"3", b"4"], (seen["last"], r.stdout)
     assert seen["disconnect"], seen
     assert int(f[3]) == seen["qos0"], (seen["qos0"], r.stdout)
+
+
+def pacing_broker(v, chunk, pause):
+    """A broker that reads `chunk` bytes every `pause` seconds (a slow link
+    that keeps moving) and answers as it reads: PUBACK for a QoS 1
+    PUBLISH, PINGRESP for PINGREQ. Records what it saw."""
+    seen = {"qos0": 0, "qos1": [], "pings": 0, "subs": 0, "disconnect": False}
+
+    def read_slowly(conn):
+        buf = b""
+        while True:
+            d = conn.recv(chunk)
+            if not d:
+                return
+            buf += d
+            while len(buf) >= 2:
+                rl, i = 0, 1
+                while i < len(buf) and i < 5:
+                    rl |= (buf[i] & 0x7F) << 7 * (i - 1)
+                    i += 1
+                    if not buf[i - 1] & 0x80:
+                        break
+                else:
+                    break
+                if len(buf) < i + rl:
+                    break
+                first, body, buf = buf[0], buf[i:i + rl], buf[i + rl:]
+                if first == 0xE0:
+                    seen["disconnect"] = True
+                    return
+                if first == 0xC0:
+                    seen["pings"] += 1
+                    conn.sendall(b"\xd0\x00")
+                elif first == 0x82:
+                    seen["subs"] += 1
+                    conn.sendall(pkt(0x90, body[:2] + b"\x01"))
+                elif first == 0xA2:
+                    seen["subs"] += 1
+                    conn.sendall(pkt(0xB0, body[:2]))
+                elif first & 0xF0 == 0x30:
+                    tl = body[0] << 8 | body[1]
+                    if first >> 1 & 3:
+                        pid = body[2 + tl:4 + tl]
+                        seen["qos1"].append(pid)
+                        conn.sendall(pkt(0x40, pid + (b"\x00\x00" if v == 5 else b"")))
+                    else:
+                        seen["qos0"] += 1
+            time.sleep(pause)
+    port, t = stalling_broker(v, 0, read_slowly, io_timeout=30)
+    return port, t, seen
+
+
+KEEPALIVE = r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+from testlib import ticker
+loop = [0, 0]
+
+async def request(c):
+    # A SUBSCRIBE and an UNSUBSCRIBE 3 s into the congestion: each waits
+    # behind the data sent before it, within timeout_ms (3 s).
+    t = time.ticks_ms()
+    try:
+        r = [await c.subscribe("aio/cmd", 1), await c.unsubscribe("aio/cmd")]
+    except Exception as x:
+        r = repr(x)
+    return "%%s %%d" %% (r, time.ticks_diff(time.ticks_ms(), t))
+
+async def main():
+    c = AsyncClient("aio-ka", "127.0.0.1", %(port)d, version=%(ver)d, timeout_ms=3000,
+                    keepalive=2, buf_size=1100, outbox_size=40, outbox_bytes=60000, backoff_ms=(100, 200))
+    await c.connect(timeout_ms=2000)
+    c.client.socket().setsockopt(1, 7, 4096)      # SOL_SOCKET, SO_SNDBUF: a board's send room
+    asyncio.create_task(ticker(loop))
+    msg = b"x" * 1000
+    t0 = time.ticks_ms()
+    q1 = 0
+    subs = None
+    # %(secs)d s of QoS 0 as fast as the socket takes it, and a QoS 1
+    # message every 300 ms: the link stays congested throughout.
+    while time.ticks_diff(time.ticks_ms(), t0) < %(secs)d * 1000:
+        if time.ticks_diff(time.ticks_ms(), t0) > q1 * 300:
+            c.publish_nowait("aio/q1", b"%%d" %% q1, qos=1)
+            q1 += 1
+        k = c.client.conn
+        if c.is_connected() and not k.full:
+            c.publish_nowait("aio/q0", msg, qos=0)
+        if q1 == 10 and not subs:
+            subs = asyncio.create_task(request(c))
+        await asyncio.sleep_ms(5)
+    s = c.stats()
+    print("END", q1, "DOWNS", s["link_downs"], "ACKED", s["acked"], "GAP", loop[1], "ERR", repr(c.client.last_error))
+    try:
+        print("SUBS", await asyncio.wait_for_ms(subs, 5000))
+    except asyncio.TimeoutError:
+        print("SUBS timeout")
+    await c.disconnect()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("rate", [10, 5])
+def test_a_short_keepalive_on_a_congested_link(rate):
+    # keepalive 2 s (a PINGRESP is due 1 s after the PINGREQ) on a link
+    # that keeps moving at `rate` KB/s, filled with QoS 0 data; a QoS 1
+    # message every 300 ms. The PINGREQ waits behind a send room's worth of
+    # PUBLISH data (and the broker's receive room): at 5 KB/s its PINGRESP
+    # came more than a second later, and the link, moving all along, was
+    # dropped as dead ("no PINGRESP in 1000 ms"); the broker's thread here
+    # takes one connection, so nothing was acknowledged after. Now the
+    # wait counts from the last sign of life too: the socket taking data
+    # again after it was full, a packet read (link.Link.keepalive). (A
+    # stated limit, not tested: a PINGREQ sent while a backlog drains, with
+    # nothing read and the socket never full after it, still counts from
+    # when it went.)
+    port, t, seen = pacing_broker(4, 512, 0.05 * 10 / rate)
+    r = run_mp(KEEPALIVE % {"port": port, "ver": 4, "secs": 8}, timeout=60)
+    t.join(15)
+    f = fields(r.stdout, "END")
+    assert seen["pings"], (r.stdout, seen)                             # the keepalive did ping
+    assert seen["subs"] == 2 and fields(r.stdout, "SUBS")[1:3] == ["[1,", "0]"], r.stdout
+    assert f[3] == "0", (r.stdout, seen)                              # no link drop
+    assert int(f[5]) >= int(f[1]) - 10, (r.stdout, seen)             # QoS 1 acknowledged as it went
+    assert len(set(seen["qos1"])) == len(seen["qos1"]), seen         # none twice (no resend)

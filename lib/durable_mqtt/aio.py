@@ -249,6 +249,7 @@ class AsyncClient:
                 await asyncio.sleep_ms(_LOOK_MS)
                 if k.net.room():
                     k.full = False
+                    k.net.moved = time.ticks_ms()    # room again: the link moves (Link.keepalive)
                     k.drain()       # as much as the socket takes; a failure is kept
         finally:
             self._sending = False

@@ -269,18 +269,30 @@ class Link:
         tx[1] = 0
         self.send(tx, 0, 2)
         if self.ping_at < 0:
-            self.ping_at = self.last_tx
+            self.ping_at = self.net.moved = self.last_tx
 
     def keepalive(self):  # noalloc
         # Ping when idle half the keepalive; a PINGRESP half a keepalive late
         # means a dead link (a black-holed TCP connection never errors by
         # itself). Returns ms until the next keepalive action, -1 for none.
+        # The PINGREQ waits behind what was sent before it, up to a socket's
+        # send room of data: on a slow link (5 KB/s: over a second) its
+        # PINGRESP came late and a link that was moving all along was
+        # dropped. So the wait counts from the latest of: the PINGREQ; the
+        # last time the socket took data again after it was full (net.moved,
+        # set to the PINGREQ's time when it goes: the broker's TCP
+        # acknowledged data); the last packet read (the broker answers).
+        # A dead link does neither: no packet comes, and the socket takes
+        # no more data once its send room is full.
         limit = self.ka_ms >> 1
         if not limit or not self.connected:
             return -1
         now = ticks_ms()
         if self.ping_at >= 0:
-            late = ticks_diff(now, self.ping_at)
+            late = ticks_diff(now, self.net.moved)
+            idle = ticks_diff(now, self.last_rx)
+            if 0 <= idle < late:
+                late = idle
             if late >= limit:
                 raise Timeout(_ERR_TIMEOUT, "no PINGRESP in %d ms: link dead" % limit)
             return limit - late

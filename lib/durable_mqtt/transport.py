@@ -35,6 +35,11 @@ class Transport:
     def __init__(self):
         self.sock = self.buf = None
         self.off = self.n = 0       # _io_in() and _io_out() take their arguments here
+        # ticks_ms when the socket last took bytes after it had no room: the
+        # broker's TCP acknowledged what went before (the link moves).
+        # link.Link.keepalive() counts a PINGRESP late from here, and
+        # aio.AsyncClient sets it too (its writes wait for room themselves).
+        self.moved = 0
         self._pin = select.poll()
         self._pout = select.poll()
         # A poll object makes the tuple its ipoll() results come in at its
@@ -136,6 +141,8 @@ class Transport:
             if w:
                 off += w
                 n -= w
+                if deadline is not None:
+                    self.moved = time.ticks_ms()
                 deadline = None         # it moved: a stall starts again from here
                 continue
             if deadline is None:
