@@ -320,3 +320,34 @@ def test_a_short_keepalive_on_a_congested_link(rate):
     assert f[3] == "0", (r.stdout, seen)                              # no link drop
     assert int(f[5]) >= int(f[1]) - 10, (r.stdout, seen)             # QoS 1 acknowledged as it went
     assert len(set(seen["qos1"])) == len(seen["qos1"]), seen         # none twice (no resend)
+
+
+BLOCKING_KA = r"""
+import time
+from durable_mqtt.robust import RobustClient
+c = RobustClient("blk-ka", "127.0.0.1", %(port)d, keepalive=2, timeout_ms=3000, buf_size=1100, outbox_size=40,
+                 outbox_bytes=60000, backoff_ms=(100, 200))
+c.connect()
+c.socket().setsockopt(1, 7, 4096)      # SOL_SOCKET, SO_SNDBUF: a board's send room
+msg = b"x" * 1000
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 6000:
+    c.publish("q0", msg)                  # waits for room: the link stays full
+    c.poll(0)
+s = c.stats()
+print("END", s["sent"], "DOWNS", s["link_downs"], repr(c.last_error))
+c.disconnect()
+"""
+
+
+def test_a_short_keepalive_on_a_congested_link_blocking():
+    # The same for RobustClient, whose writes wait for room (transport.py
+    # marks the socket taking data again), QoS 0 alone: nothing comes back
+    # but the PINGRESPs. At 5 KB/s it dropped the link as dead about 2 s
+    # in, as AsyncClient did.
+    port, t, seen = pacing_broker(4, 512, 0.1)
+    r = run_mp(BLOCKING_KA % {"port": port}, timeout=60)
+    t.join(15)
+    f = fields(r.stdout, "END")
+    assert f[3] == "0", (r.stdout, seen)                              # no link drop
+    assert seen["pings"] and seen["qos0"] == int(f[1]), (r.stdout, seen)   # every one sent arrived
