@@ -977,3 +977,17 @@ def test_front_ends_refuse_a_bad_connack_with_reason_and_reconnect(front):
     assert not fake.errors, fake.errors
     assert fake.conns[1][1:] == [(0xE0, b"\x82")], fake.conns[1]
     assert fake.conns[2][1][0] == 0x3A, fake.conns[2]
+
+
+@pytest.mark.parametrize("v", VERSIONS)
+def test_session_present_after_a_clean_start_gets_disconnect_in_mqtt5(v):
+    # Session Present 1 answering a clean start (MQTT-3.2.2-1 in 3.1.1,
+    # MQTT-3.2.2-2 in MQTT 5): a Protocol Error, found after the CONNACK
+    # was read (session.connected); MQTT 5 says so (0x82) before closing.
+    fake = FakeBroker([("send", connack(v, sp=1))])
+    res = mp(fake, v, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, clean_session=True)
+report("connect", c.connect)
+""")
+    assert_error(res["connect"], "ProtocolError", "Session Present after a clean start")
+    assert fake.conns[0][1:] == ([(0xE0, b"\x82")] if v == 5 else []), fake.conns[0]
