@@ -44,6 +44,40 @@ def pkt(first, body=b""):
     return bytes((first,)) + vbi(len(body)) + body
 
 
+def next_packet(buf):
+    """The first whole packet in buf, read as a broker reads a stream:
+    (first byte, body, the bytes after it), or None until one is whole."""
+    rl, i = 0, 1
+    while i < len(buf) and i < 5:
+        rl |= (buf[i] & 0x7F) << 7 * (i - 1)
+        i += 1
+        if not buf[i - 1] & 0x80:
+            break
+    else:
+        return None
+    if len(buf) < i + rl:
+        return None
+    return buf[0], buf[i:i + rl], buf[i + rl:]
+
+
+def packets(conn, chunk, pause=0.0):
+    """The packets a broker reads from conn, `chunk` bytes at a time and
+    `pause` s apart (a slow link): (first byte, body) each, until EOF."""
+    buf = b""
+    while True:
+        d = conn.recv(chunk)
+        if not d:
+            return
+        buf += d
+        while True:
+            p = next_packet(buf)
+            if p is None:
+                break
+            first, body, buf = p
+            yield first, body
+        time.sleep(pause)
+
+
 def props_block(props):
     return vbi(len(props)) + props
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import fields, run_mp
-from fakebroker import FakeBroker, connack, pkt, stalling_broker, u16
+from fakebroker import FakeBroker, connack, packets, pkt, stalling_broker, u16
 
 SCRIPT = r"""
 import asyncio, time
@@ -204,45 +204,28 @@ def pacing_broker(v, chunk, pause):
     seen = {"qos0": 0, "qos1": [], "pings": 0, "subs": 0, "disconnect": False}
 
     def read_slowly(conn):
-        buf = b""
-        while True:
-            d = conn.recv(chunk)
-            if not d:
+        for first, body in packets(conn, chunk, pause):
+            if first == 0xE0:
+                seen["disconnect"] = True
                 return
-            buf += d
-            while len(buf) >= 2:
-                rl, i = 0, 1
-                while i < len(buf) and i < 5:
-                    rl |= (buf[i] & 0x7F) << 7 * (i - 1)
-                    i += 1
-                    if not buf[i - 1] & 0x80:
-                        break
+            if first == 0xC0:
+                seen["pings"] += 1
+                conn.sendall(b"\xd0\x00")
+            elif first == 0x82:
+                seen["subs"] += 1
+                conn.sendall(pkt(0x90, body[:2] + b"\x01"))
+            elif first == 0xA2:
+                seen["subs"] += 1
+                conn.sendall(pkt(0xB0, body[:2]))
+            elif first & 0xF0 == 0x30:
+                tl = body[0] << 8 | body[1]
+                if first >> 1 & 3:
+                    pid = body[2 + tl:4 + tl]
+                    seen["qos1"].append(pid)
+                    conn.sendall(pkt(0x40, pid + (b"\x00\x00" if v == 5 else b"")))
                 else:
-                    break
-                if len(buf) < i + rl:
-                    break
-                first, body, buf = buf[0], buf[i:i + rl], buf[i + rl:]
-                if first == 0xE0:
-                    seen["disconnect"] = True
-                    return
-                if first == 0xC0:
-                    seen["pings"] += 1
-                    conn.sendall(b"\xd0\x00")
-                elif first == 0x82:
-                    seen["subs"] += 1
-                    conn.sendall(pkt(0x90, body[:2] + b"\x01"))
-                elif first == 0xA2:
-                    seen["subs"] += 1
-                    conn.sendall(pkt(0xB0, body[:2]))
-                elif first & 0xF0 == 0x30:
-                    tl = body[0] << 8 | body[1]
-                    if first >> 1 & 3:
-                        pid = body[2 + tl:4 + tl]
-                        seen["qos1"].append(pid)
-                        conn.sendall(pkt(0x40, pid + (b"\x00\x00" if v == 5 else b"")))
-                    else:
-                        seen["qos0"] += 1
-            time.sleep(pause)
+                    seen["qos0"] += 1
+
     port, t = stalling_broker(v, 0, read_slowly, io_timeout=30)
     return port, t, seen
 

@@ -316,6 +316,13 @@ def session_run(tmp_path, fb, v, body):
     return reports(r.stdout)
 
 
+def rebooted(ms=500):
+    # The end of a session_run() script: the device reboots on its session
+    # (state "boot"), connects again and runs ms (state "end").
+    return ("c.close()\nc = client()\nstate(\"boot\", c)\nc.connect()\npump(c, ms=%d)\n"
+            "state(\"end\", c)\n" % ms)
+
+
 def refused_with(v, conn, code):
     # MQTT 5 closes with DISCONNECT and the reason code (4.13.1); 3.1.1 has
     # none and just closes.
@@ -405,13 +412,7 @@ c.connect()
 c.publish("t", b"keep", qos=1)
 report("sub", lambda: c.subscribe("a/b", 1))
 state("after", c)
-c.close()
-c = client()                       # a reboot
-state("boot", c)
-c.connect()
-pump(c, ms=400)
-state("end", c)
-""")
+""" + rebooted(ms=400))
     assert res["sub"]["cls"] == "ProtocolError", res["sub"]
     assert res["after"] == dict(res["after"], pending=1, subs="[]", connected=False), res
     assert res["boot"]["pending"] == 1 and res["end"]["pending"] == 0, res
@@ -472,13 +473,7 @@ c.connect()
 c.publish("t", b"q1", qos=1)
 report("pump", lambda: pump(c, ms=500))
 state("after", c)
-c.close()
-c = client()                       # a reboot
-state("boot", c)
-c.connect()
-pump(c, ms=500)
-state("end", c)
-""")
+""" + rebooted())
     if v == 4:
         assert res["pump"]["cls"] == "ProtocolError" and "PUBREC for packet id 1" in res["pump"]["args"][1], res
     else:
@@ -501,13 +496,7 @@ c.connect()
 c.publish("t", b"a", qos=1)
 c.publish("t", b"b", qos=1)
 report("pump", lambda: pump(c, ms=800))
-c.close()
-c = client()                       # a reboot
-state("boot", c)
-c.connect()
-pump(c, ms=400)
-state("end", c)
-""")
+""" + rebooted(ms=400))
     assert res["pump"]["cls"] == "ProtocolError" and "PUBACK for packet id 1" in res["pump"]["args"][1], res
     assert res["boot"] == dict(res["boot"], pending=1, done="[(1, 0)]"), res
     assert res["end"] == dict(res["end"], pending=0, done="[(1, 0), (2, 0)]"), res
@@ -578,13 +567,7 @@ c = client()
 c.connect()
 report("err", lambda: pump(c))
 state("after", c)
-c.close()
-c = client()                       # a reboot
-state("boot", c)
-c.connect()
-pump(c, ms=500)
-state("end", c)
-""")
+""" + rebooted())
     assert res["err"]["cls"] == "ProtocolError", res
     assert res["after"]["rx2"] == res["boot"]["rx2"] == "[9]", res
     assert res["end"] == dict(res["end"], rx2="[]", got="[b'once']"), res
@@ -674,13 +657,7 @@ c = client()
 c.connect()
 c.publish("t", b"q2", qos=2)
 report("err", lambda: pump(c))
-c.close()
-c = client()                       # a reboot
-state("boot", c)
-c.connect()
-pump(c, ms=500)
-state("end", c)
-""")
+""" + rebooted())
     assert res["err"]["cls"] == "ProtocolError" and "PUBACK for packet id 1" in res["err"]["args"][1], res
     assert res["boot"] == dict(res["boot"], pending=1, done="[]"), res
     assert res["end"] == dict(res["end"], pending=0, done="[(1, 0)]"), res
@@ -707,9 +684,9 @@ state("after", c)
 def test_MQTT_3_2_2_1_session_present_after_a_clean_start_fails_the_connect_and_keeps_the_messages(v, tmp_path):
     # A clean start answered Session Present 1 (3.1.1 MQTT-3.2.2-1, MQTT 5
     # MQTT-3.2.2-2): connect() raises ProtocolError before anything of the
-    # session changes, and closes the connection (no DISCONNECT: the
-    # client is not connected until its CONNACK is accepted). The message
-    # queued before goes out on the next, honest, connection.
+    # session changes, and closes the connection (MQTT 5: with DISCONNECT
+    # 0x82 first, 4.13.1; 3.1.1: without). The message queued before goes
+    # out on the next, honest, connection.
     fb = FakeBroker([("send", connack(v, sp=1))], [("send", connack(v)), ("recv",), ("sleep", 0.3)])
     res = session_run(tmp_path, fb, v, r"""
 c = client()
@@ -721,7 +698,8 @@ pump(c, ms=200)
 """)
     assert res["connect"]["cls"] == "ProtocolError" and "Session Present" in res["connect"]["args"][1], res
     assert res["after"] == dict(res["after"], pending=1, connected=False), res
-    assert fb.conns[0][1:] == [], fb.conns[0]
+    refused_with(v, fb.conns[0], 0x82)
+    assert fb.conns[0][1:] == ([(0xE0, b"\x82")] if v == 5 else []), fb.conns[0]
     assert fb.conns[1][1][0] == 0x32, fb.conns[1]
 
 

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import fields, free_port, run_mp
-from fakebroker import FakeBroker, connack, pkt, stalling_broker, u16
+from fakebroker import FakeBroker, connack, packets, pkt, stalling_broker, u16
 
 SIZE = 60000              # the PUBLISH's payload: many times the send room
 CHUNK, PAUSE = 512, 0.05  # the broker reads 10 KB/s
@@ -32,35 +32,17 @@ def slow_reader(v, chunk=CHUNK, pause=PAUSE):
     seen = {"pubs": [], "disconnect": False}
 
     def read_slowly(conn):
-        buf = b""
-        while True:
-            d = conn.recv(chunk)
-            if not d:
+        for first, body in packets(conn, chunk, pause):
+            if first == 0xE0:
+                seen["disconnect"] = True
                 return
-            buf += d
-            while True:                     # the whole packets in buf
-                rl, i = 0, 1
-                while i < len(buf) and i < 5:
-                    rl |= (buf[i] & 0x7F) << 7 * (i - 1)
-                    i += 1
-                    if not buf[i - 1] & 0x80:
-                        break
-                else:
-                    break
-                if len(buf) < i + rl:
-                    break
-                first, body, buf = buf[0], buf[i:i + rl], buf[i + rl:]
-                if first == 0xE0:
-                    seen["disconnect"] = True
-                    return
-                if first & 0xF0 == 0x30:
-                    tl = body[0] << 8 | body[1]
-                    qos = first >> 1 & 3
-                    head = 2 + tl + (2 if qos else 0) + (1 if v == 5 else 0)
-                    seen["pubs"].append((qos, len(body) - head))
-                    if qos:
-                        conn.sendall(pkt(0x40, body[2 + tl:4 + tl] + (b"\x00\x00" if v == 5 else b"")))
-            time.sleep(pause)
+            if first & 0xF0 == 0x30:
+                tl = body[0] << 8 | body[1]
+                qos = first >> 1 & 3
+                head = 2 + tl + (2 if qos else 0) + (1 if v == 5 else 0)
+                seen["pubs"].append((qos, len(body) - head))
+                if qos:
+                    conn.sendall(pkt(0x40, body[2 + tl:4 + tl] + (b"\x00\x00" if v == 5 else b"")))
 
     port, t = stalling_broker(v, 0, read_slowly, io_timeout=30)
     return port, t, seen
