@@ -11,14 +11,13 @@ import time
 from micropython import const
 
 from .codec import fail, put_str, put_block, put_u16, put_varint, varint_size, too_large
-from .errors import BAD_PACKET, ConnectRefused, PacketTooLarge, ProtocolError, StoreFull, Timeout
+from .errors import BAD_PACKET, ConnectRefused, StoreFull, Timeout
 
 _CONNECT = const(0x10)
 _NEVER = const(0xFFFFFFFF)
 _ERR_TIMEOUT = const(-4)
 _RECONNECTS = const(9)       # link.py's counter numbers
 _RESENT = const(8)
-_BAD_ANSWER = const(-2)      # link.result after a malformed or wrong (UN)SUBACK (request.py's)
 
 
 def connecting(c, clean_session, timeout_ms, server, port, fresh):
@@ -167,30 +166,8 @@ def _settle(c, ev, persistent, keep):
             j.erase()
     if owed:
         gc.collect()                     # before a compile or load: MQTTClient.__init__
-        from .request import requesting
-        for f, opts, sid in list(e.subs):
-            try:
-                yield from requesting(c, f, opts, sid)
-                info["resubscribed"] = info.get("resubscribed", 0) + 1
-            except (ConnectRefused, PacketTooLarge, ValueError):
-                # The broker refuses it, or takes no packet that large, or
-                # no broker may take it (a filter subscribe() refuses: a
-                # stored state no writer of this library made): forgotten,
-                # else every connect would raise over it.
-                e.unsubscribed(f)
-            except ProtocolError:
-                # Its answer was malformed or not the one awaited (request.ack)
-                # and the link closed over it: still owed, made at the next
-                # connect. A broker that answers it so a second time always
-                # will, and every connect failed over it: forgotten then, as a
-                # refused one, and the connect after goes on without it.
-                if c.conn.result == _BAD_ANSWER:
-                    if getattr(c, "bad_sub", None) == f:
-                        e.unsubscribed(f)
-                        if c.persist:
-                            _checkpoint(c, j)
-                    c.bad_sub = f
-                raise
+        from .request import resubscribing
+        yield from resubscribing(c, info, _checkpoint)
         e.resub_owed = False
         if c.persist:
             _checkpoint(c, j)
