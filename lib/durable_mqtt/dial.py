@@ -23,7 +23,7 @@ def opening(c, host, port, timeout_ms, n):
     # set), and the n-byte CONNECT at c.tx sent. A generator, as connect.py's:
     # it yields how long it may wait for the socket (negative: writable).
     k = c.conn
-    s = start(address(k.net, host, port, len(getattr(c, "servers", ()))), host, port, timeout_ms,
+    s = start(address(k.net, host, port, getattr(c, "servers", ())), host, port, timeout_ms,
               not c.async_connect)
     if c.async_connect:
         k.net.sock = s
@@ -74,7 +74,7 @@ def opening(c, host, port, timeout_ms, n):
     k.last_tx = time.ticks_ms()
 
 
-def address(net, host, port, brokers=0):
+def address(net, host, port, servers=()):
     # host:port's address (getaddrinfo's entry). A reconnect dials the one
     # the last lookup gave: MicroPython's getaddrinfo() blocks, every task
     # of an AsyncClient with it, and for seconds when the Wi-Fi is up and
@@ -112,7 +112,7 @@ def address(net, host, port, brokers=0):
         # (With _KEPT for all, a fifth broker's lookup dropped the first
         # one's entry, and the turns went round dropping each in turn: with
         # the DNS gone, no broker came up again.)
-        net.addrs = [a] + getattr(net, "addrs", [])[:max(_KEPT, brokers) - 1]
+        net.addrs = [a] + getattr(net, "addrs", [])[:max(_KEPT, len(servers)) - 1]
     else:
         a[2] = ai
         a[3] = 1

@@ -99,9 +99,8 @@ def capacity(dir):
 def erase(j):
     # Forget the session: "h" first (without it nothing loads), then every
     # slot.
-    _remove(j.dir + "/h")
-    _remove(j.dir + "/i0")
-    _remove(j.dir + "/i1")
+    for name in ("h", "i0", "i1"):
+        _remove(j.dir + "/" + name)
     for s in range(j.made):
         if j.pid[s] or j.stale[s]:
             j.put_file(str(s), b"")

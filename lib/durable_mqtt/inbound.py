@@ -83,21 +83,21 @@ def header(link, h):  # noalloc
     # (a one-byte Remaining Length, below 0x80, is its own value)
     link.rlen = hdr[pos + 1] if h == 2 else codec.remaining_length(hdr, pos, h)
     pos += h
-    take = link.got = min(link.end - pos, link.rlen)
+    n = link.got = min(link.end - pos, link.rlen)
     # (_copy() inline, once per packet; link.rlen, not a local: the
     # frame stays within 11 words)
-    if pos + take == _HDR and pos < 5:
-        link.rx[0:take] = link.hdrv[pos]     # the rest of a full hdr: one copy in C
+    if pos + n == _HDR and pos < 5:
+        link.rx[0:n] = link.hdrv[pos]     # the rest of a full hdr: one copy in C
     else:
-        for k in range(take):
+        for k in range(n):
             link.rx[k] = hdr[pos + k]
-    pos += take
+    pos += n
     if pos == link.end:
         pos = link.end = 0
     link.pos = pos
     link.rs = _BODY
     if h + link.rlen > len(link.rx):
-        link.oversized(h + link.rlen, link.rlen - take)
+        link.oversized(h + link.rlen, link.rlen - n)
 
 
 def dispatch(link):  # noalloc

@@ -154,7 +154,8 @@ def _header_in_tmp(j):
     # steps; LittleFS and the first checkpoint: the rename not made). The
     # slots were written before h.tmp, so it is their header: renamed into
     # place and read, rather than the slots emptied as a session erased.
-    data = read(j.dir + "/h.tmp")
+    path = j.dir + "/" + "h.tmp"       # (not "/h.tmp": one name less on a board)
+    data = read(path)
     if not data:
         return None
     gc.collect()                      # before a compile or load: MQTTClient.__init__
@@ -165,7 +166,7 @@ def _header_in_tmp(j):
     except ValueError:
         return None
     try:
-        os.rename(j.dir + "/h.tmp", j.dir + "/h")
+        os.rename(path, j.dir + "/h")
     except OSError:
         pass                          # (read-only: read from h.tmp, named at the next checkpoint)
     return data

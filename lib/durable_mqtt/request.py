@@ -207,14 +207,14 @@ def ack(c, kind, n):
     k = c.conn
     k.result = _BAD_ANSWER
     rx = k.rx
-    codes = 1 if kind == _SUBACK or c.v5 else 0
+    count = 1 if kind == _SUBACK or c.v5 else 0
     off = 2
     if c.v5 and n > 3:
         off = c.props.check(rx, 2, n - 1, 4, k.box)
-    if n != off + codes or c.v5 and n < 4:
+    if n != off + count or c.v5 and n < 4:
         fail("malformed %sACK" % ("SUB" if kind == _SUBACK else "UNSUB"))
-    code = rx[off] if codes else 0
-    if codes and code not in (_RC_UNSUB if kind == _UNSUBACK else _RC_SUB if c.v5 else _RC_SUB4):
+    code = rx[off] if count else 0
+    if count and code not in (_RC_UNSUB if kind == _UNSUBACK else _RC_SUB if c.v5 else _RC_SUB4):
         fail("reason code 0x%02x not allowed here" % code, 0x82)
     # (False: the late answer to a request abandoned; the one awaited is still to come)
     k.result = code if c.engine.answer(kind, u16(rx, 0)) else -1
