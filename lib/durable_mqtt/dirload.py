@@ -43,8 +43,7 @@ def read_state(j, head):
             # resent PUBLISH may be delivered again (MQTT-4.3.3-10), so it
             # is reported, and emptied, as a damaged slot is.
             j.put_file(name, b"")
-            st.dropped += n
-            st.intact_after = True    # reported as `damaged`
+            st.damaged(n)
     # Boot with a full outbox is where this client needs the most heap: the
     # slots are noted in the journal's own arrays (no object per message),
     # and each packet is read again, into one buffer, as restore() copies
@@ -70,8 +69,7 @@ def read_state(j, head):
             note_slot(j, s, buf, n, size)
         elif n:
             j.put_file(name, b"")        # damaged (LittleFS never leaves a write half done)
-            st.dropped -= n           # (n < 0: minus its length)
-            st.intact_after = True    # reported as `damaged`
+            st.damaged(-n)            # (n < 0: minus its length)
     if far:
         # (Its own module: this one's compile is a source boot's peak,
         # with a full outbox restored.)

@@ -92,6 +92,12 @@ class State:
         self.dropped = 0         # bytes from there on
         self.intact_after = False    # a good record follows the damage: not just a torn tail
 
+    def damaged(self, n):
+        # n bytes skipped as damage among good records: reported as
+        # `damaged` (load.py), not taken for a torn last write.
+        self.dropped += n
+        self.intact_after = True
+
 
 def parse(data):
     # Bytes -> State. FormatError when they are not a state (no magic, a
@@ -131,8 +137,7 @@ def parse(data):
                 st.out.append(ent)
                 out[last] = ent
             else:                     # a good CRC round no PUBLISH of its id: damage, reported
-                st.dropped += length + 7
-                st.intact_after = True
+                st.damaged(length + 7)
         else:
             _record(st, out, kind, buf, p + 3, end)
         st.records += 1
@@ -191,8 +196,7 @@ def _record(st, out, kind, buf, b, end):
         # Handling 0-2, bits 6-7 zero, an identifier up to 268,435,455
         # (MQTT 5, 3.8.3.1, 3.8.2.1.2). Else damage: skipped, reported.
         if o & 3 == 3 or (o & 0x30 == 0x30 or o & 0xC0 or sid > 268435455 if st.version == 5 else o & 0xFC or sid):
-            st.dropped += end + 4 - b + 3
-            st.intact_after = True
+            st.damaged(end + 7 - b)
             return
         f = bytes(buf[b + 5:end])
         st.subs = [s for s in st.subs if s[0] != f]
@@ -205,8 +209,7 @@ def _record(st, out, kind, buf, b, end):
         # again in the order their PUBRECs came (MQTT-4.6.0-4).
         pid = u16(buf, b) if end - b == 2 else 0
         if not pid:                   # not a packet id (MQTT-2.3.1-1): damage
-            st.dropped += end + 7 - b
-            st.intact_after = True
+            st.damaged(end + 7 - b)
             return
         _drop(st.out, out, pid)
         ent = out[pid] = [pid, None]
