@@ -178,15 +178,15 @@ def names_in(j):
     # left alone, unless it takes a name the library writes (then the
     # session cannot go on there: ValueError, set aside).
     names = []
-    for x in list(os.ilistdir(j.dir)):    # (listed first: a directory goes meanwhile)
-        if x[1] != _S_IFDIR:
-            names.append(x[0])
-            continue
+    dirs = []                         # (removed after the listing: not while it runs)
+    for x in os.ilistdir(j.dir):      # (one entry at a time: a full outbox lists 40)
+        (names if x[1] != _S_IFDIR else dirs).append(x[0])
+    for name in dirs:
         try:
-            os.rmdir(j.dir + "/" + x[0])
+            os.rmdir(j.dir + "/" + name)
         except OSError:
-            if x[0].isdigit() or x[0] in ("h", "h.tmp", "i0", "i1"):
-                raise ValueError("%s/%s is a directory" % (j.dir, x[0]))
+            if name.isdigit() or name in ("h", "h.tmp", "i0", "i1"):
+                raise ValueError("%s/%s is a directory" % (j.dir, name))
     return names
 
 
