@@ -36,12 +36,14 @@ from conftest import run_mp
 # session directories, a bad CONNACK answered with DISCONNECT, a broker's
 # wrong SUBACK, and one module more, dirload.py), 568 / 598 after a few
 # more. The bench's own script adds about 30 names: its reboot crosses the
-# unix port's 620 above about 590 library names, and does. The boards'
-# RAM probe (tests/mp/ram_probe.py, its first boot: 616 names in all)
-# crosses at about 572. Raise a budget on purpose only, and say why in the
-# commit.
+# unix port's 620 above about 590 library names, and did, until stop 26's
+# renames on the reboot path (dirload.py, stream.py: one name per concept)
+# brought the reboot to 586 and the reboot from source under its 80K target
+# again. The boards' RAM probe (tests/mp/ram_probe.py, its first boot: 616
+# names in all) crosses at about 572. Raise a budget on purpose only, and
+# say why in the commit.
 FIRST_BOOT_BUDGET = 572
-REBOOT_BUDGET = 605
+REBOOT_BUDGET = 590
 
 SCRIPT = r"""
 import sys

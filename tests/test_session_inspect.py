@@ -68,7 +68,7 @@ print(json.dumps({"client_id": st.client_id.decode(), "version": st.version, "fl
                   "expiry": st.expiry, "saved_min": st.saved_min, "next_pid": st.next_pid,
                   "subs": [[f.decode(), o, s] for f, o, s in st.subs],
                   "out": [[pid, None if p is None else "".join("%02x" % b for b in p)] for pid, p in st.out],
-                  "in_qos2": st.in_qos2, "torn": st.torn, "bytes": len(data)}))
+                  "in_qos2": st.rx2, "torn": st.torn, "bytes": len(data)}))
 """
 
 
@@ -192,7 +192,7 @@ ring = RingStore(dev, prog_size=P, max_append=1100)
 data = ring.load()
 e, j = engine(b"ring-dev", True, ring, 3600)
 if data:
-    from durable_mqtt.stream import restore
+    from durable_mqtt.restore import restore
     restore(e, parse(data), 0)        # a reboot: restore, checkpoint, then appends
     j.checkpoint()
 for i in range(start, start + count):

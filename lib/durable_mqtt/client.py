@@ -40,7 +40,7 @@ _COUNTS = "sent acked refused dropped_expired received dup_in dropped_qos0 overs
 
 # Modules of what runs once (connect, subscribe, boot, error texts): unload()
 # drops them when the call that needed them is over.
-_ONCE = ("configure", "connect", "leave", "request", "load", "dirload", "slotmove", "stream", "dial", "reasons",
+_ONCE = ("configure", "connect", "leave", "request", "load", "dirload", "slotmove", "stream", "restore", "dial", "reasons",
          "dirstate")
 
 

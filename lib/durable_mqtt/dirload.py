@@ -36,7 +36,7 @@ def read_state(j, head):
             if not got or 0 < (q - j.iseq) & 0xFFFFFFFF < 0x80000000:
                 got = True
                 j.iseq = q
-                st.in_qos2 = [u16(d, 7 + 2 * k) for k in range(u16(d, 5) // 2)]
+                st.rx2 = [u16(d, 7 + 2 * k) for k in range(u16(d, 5) // 2)]
         elif n:
             # Damaged (LittleFS never leaves a write half done): if it was
             # the newer file, ids recorded only there are lost and their
@@ -47,10 +47,10 @@ def read_state(j, head):
     # Boot with a full outbox is where this client needs the most heap: the
     # slots are noted in the journal's own arrays (no object per message),
     # and each packet is read again, into one buffer, as restore() copies
-    # it into the outbox (st.fetch).
+    # it into the outbox (st.view).
     buf = bytearray(j.e.buf_size + 14)
-    size = array("i", bytes(4 * len(j.pid)))
-    far = []
+    nbytes = array("i", bytes(4 * len(j.pid)))
+    moved = []
     for name in names:
         if not name.isdigit():
             if name not in ("h", "i0", "i1"):
@@ -60,33 +60,33 @@ def read_state(j, head):
         n = read_slot(j.dir + "/" + name, buf)
         if s >= len(j.pid):
             if n > 0:
-                far.append(name)      # (a larger outbox wrote it) moved below
+                moved.append(name)    # (a larger outbox wrote it) moved below
             else:
                 os.remove(j.dir + "/" + name)
             continue
         j.made = max(j.made, s + 1)
         if n > 0:
-            note_slot(j, s, buf, n, size)
+            note_slot(j, s, buf, n, nbytes)
         elif n:
             j.put_file(name, b"")        # damaged (LittleFS never leaves a write half done)
             st.damaged(-n)            # (n < 0: minus its length)
-    if far:
+    if moved:
         # (Its own module: this one's compile is a source boot's peak,
         # with a full outbox restored.)
         from .slotmove import move_far
-        move_far(j, far, buf, size)
+        move_far(j, moved, buf, nbytes)
     # Sequence numbers are u32 (j.seq holds them as signed 32-bit) and grow
     # for as long as a message is held, so they may have passed 2**31 or
     # 2**32: they are compared as serial numbers, by their distance from
     # one of them (every slot on flash was written within far fewer than
     # 2**31 writes of the others).
-    ref = 0
+    seq = 0
     for s in range(j.made):
         if j.pid[s]:
-            ref = j.seq[s]
+            seq = j.seq[s]
 
     def key(s):                       # s's place in the order written
-        return (j.seq[s] - ref + 0x80000000) & 0xFFFFFFFF
+        return (j.seq[s] - seq + 0x80000000) & 0xFFFFFFFF
 
     for s in range(j.made):
         # An id twice: reused while the old slot waited to be emptied, or an
@@ -94,33 +94,33 @@ def read_state(j, head):
         # OUT_REL). The loser is emptied.
         for t in range(s + 1, j.made):
             if j.pid[s] and j.pid[t] == j.pid[s]:
-                lose = s if (key(s), j.rel[s]) < (key(t), j.rel[t]) else t
-                j.pid[lose] = j.seq[lose] = j.rel[lose] = 0
-                j.put_file(str(lose), b"")
-    live = [s for s in range(j.made) if j.pid[s]]
-    live.sort(key=key)
-    for s in live:
+                drop = s if (key(s), j.rel[s]) < (key(t), j.rel[t]) else t
+                j.pid[drop] = j.seq[drop] = j.rel[drop] = 0
+                j.put_file(str(drop), b"")
+    slots = [s for s in range(j.made) if j.pid[s]]
+    slots.sort(key=key)
+    for s in slots:
         j.next = j.seq[s] + 1
         if not j.rel[s]:
             st.next_pid = j.pid[s]    # the newest PUBLISH's id: the last issued
-    st.out = [(j.pid[s], None if j.rel[s] else size[s]) for s in live]
+    st.out = [(j.pid[s], None if j.rel[s] else nbytes[s]) for s in slots]
 
-    def fetch(k):
+    def view(k):
         # The k-th message's PUBLISH, read again from its slot (a view of buf).
-        n = read_slot(j.dir + "/" + str(live[k]), buf)
-        if n != size[live[k]] + 13:
-            raise OSError(5, "session slot %d changed while it was restored" % live[k])
+        n = read_slot(j.dir + "/" + str(slots[k]), buf)
+        if n != nbytes[slots[k]] + 13:
+            raise OSError(5, "session slot %d changed while it was restored" % slots[k])
         return memoryview(buf)[9:n - 4]
-    st.fetch = fetch
+    st.view = view
     return st
 
 
-def note_slot(j, s, buf, n, size):
+def note_slot(j, s, buf, n, nbytes):
     # Slot s holds the record in buf[0:n].
     j.pid[s] = u16(buf, 7)
     j.seq[s] = seq_of(buf)
     j.rel[s] = buf[4] == _R_OUT_REL
-    size[s] = n - 13
+    nbytes[s] = n - 13
 
 
 def read_slot(path, buf):

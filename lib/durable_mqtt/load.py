@@ -77,7 +77,8 @@ def _checkpoint(j, event):
 
 
 def _restore(e, st, event):
-    from .stream import restore
+    gc.collect()                      # before a compile or load: MQTTClient.__init__
+    from .restore import restore
     if st.intact_after:               # more than a torn last write: records lost
         event("damaged", {"dropped_bytes": st.dropped})
     restore(e, st, wall_minutes())
@@ -144,6 +145,8 @@ def _read_dir(j):
                 pass
         return None
     gc.collect()                      # before a compile or load: MQTTClient.__init__
+    from . import stream  # noqa: F401  (the larger compile first, before dirload's)
+    gc.collect()
     from .dirload import read_state   # (a fresh directory never loads it)
     return read_state(j, head)
 
@@ -211,7 +214,8 @@ def restore_session(c, data):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("restore_session() takes the bytes save_session() returned, not %s" % type(data).__name__)
     try:
-        from .stream import parse, restore
+        from .stream import parse
+        from .restore import restore
         st = parse(data)
         if st.torn or st.dropped:     # (dropped: a record skipped as damage)
             raise ValueError("truncated or damaged (save_session() bytes are whole)")

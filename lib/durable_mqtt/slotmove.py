@@ -8,8 +8,8 @@ from .codec import u16
 from .dirload import note_slot, read_slot, seq_of
 
 
-def move_far(j, far, buf, size):
-    for name in far:
+def move_far(j, moved, buf, nbytes):
+    for name in moved:
         # A message in a slot past this client's outbox goes into a free slot
         # of it: written there, then removed (a cut between leaves two
         # copies, the same record: the next boot keeps one).
@@ -26,5 +26,5 @@ def move_far(j, far, buf, size):
         if not j.pid[s]:
             j.put_file(str(s), memoryview(buf)[0:n])
             j.made = max(j.made, s + 1)
-            note_slot(j, s, buf, n, size)
+            note_slot(j, s, buf, n, nbytes)
         os.remove(j.dir + "/" + name)

@@ -1,14 +1,12 @@
 # The record stream (docs/session-format.md) read back: parse() makes a
-# State of the bytes, restore() puts a State into the engine. Used at boot
+# State of the bytes (load.restore() puts it into the engine). Used at boot
 # by load.py (the stream of a log, the ring, a session directory's "h") and
 # by restore_session(); unloaded after (client.unload). Allocates freely.
-from array import array
 from micropython import const
 
 from . import crc
 from .codec import u16
 
-_FORMAT = const(1)           # the newest format this code reads
 _R_HEADER = const(0x01)
 _R_OUT_PUB = const(0x02)
 _R_OUT_ACKED = const(0x03)
@@ -18,56 +16,11 @@ _R_IN_REL = const(0x06)
 _R_SUB = const(0x07)
 _HF_ASSIGNED_ID = const(0x01)
 _HF_OFFLINE = const(0x02)
-_HF_RESUB = const(0x04)
 
 
 class FormatError(ValueError):
     # Bytes that are not a session state of this library.
     pass
-
-
-def restore(e, st, now_min):
-    # Replace engine e's state with a stored one. Raises ValueError,
-    # changing nothing, when it is not this client's or does not fit.
-    if (st.version == 5) != e.v5:
-        raise ValueError("session is for another MQTT version")
-    if st.client_id != e.cid and not (st.assigned and not e.cid):
-        raise ValueError("session belongs to client id %r" % st.client_id)
-    need = 0
-    for _, pkt in st.out:
-        n = pkt if type(pkt) is int else len(pkt) if pkt else 0
-        if n > e.buf_size:
-            raise ValueError("stored packet larger than buf_size")
-        need += n
-    if len(st.out) > e.qos12 or need > len(e.arena):
-        raise ValueError("stored session larger than this client's outbox")
-    # Saved at DISCONNECT (where the broker's expiry clock starts) longer ago
-    # than the expiry: the broker has dropped it. The next connect starts
-    # clean; the messages are kept and go out as new ones. A state saved
-    # while connected is never judged: a power cut has no time.
-    e.expired = bool(st.offline and st.saved_min and now_min and st.expiry != 0xFFFFFFFF
-                     and now_min - st.saved_min > (st.expiry + 59) // 60)
-    e.clear()
-    for k in range(len(st.out)):
-        pid, pkt = st.out[k]
-        e.stored(pid, st.fetch(k) if type(pkt) is int else pkt)
-    # More incoming QoS 2 ids than this client's table (a smaller
-    # receive_max now): the table grows to hold them, since an id forgotten
-    # before its PUBREL could let a message be delivered twice (MQTT-4.3.3-2).
-    if len(st.in_qos2) > len(e.rx2):
-        e.rx2 = array("H", bytes(2 * len(st.in_qos2)))
-    for pid in st.in_qos2:
-        e.rx2[e.rx2_n] = pid
-        e.rx2_n += 1
-    e.subs = list(st.subs)
-    e.last_pid = st.next_pid
-    e.cid = st.client_id
-    e.cid_assigned = st.assigned
-    owed = bool(st.flags & _HF_RESUB)
-    if owed != e.resub_owed:          # (set only when it changes: Session's class default)
-        e.resub_owed = owed
-    e.expiry = st.expiry
-    e.has_state = True
 
 
 class State:
@@ -76,7 +29,7 @@ class State:
     def __init__(self):
         self.version = 0
         self.flags = 0
-        self.assigned = False
+        self.cid_assigned = False
         self.offline = False
         self.expiry = 0
         self.saved_min = 0
@@ -85,8 +38,8 @@ class State:
         self.subs = []           # [(filter, options, sub_id)]
         self.out = []            # [[pid, packet or None (a PUBREL owed)]] in send order; the
                                  # session directory gives the packet's length, and
-        self.fetch = None        # fetch(k) reads out[k]'s packet when restore() copies it
-        self.in_qos2 = []
+        self.view = None         # view(k) reads out[k]'s packet when restore() copies it
+        self.rx2 = []
         self.records = 0
         self.torn = False        # the stream ended at a bad record
         self.dropped = 0         # bytes from there on
@@ -106,12 +59,12 @@ def parse(data):
     n = len(data)
     if n < 5 or bytes(data[0:4]) != b"DMQS":
         raise FormatError("not a durable_mqtt session (no magic)")
-    if not 0 < data[4] <= _FORMAT:
+    if not 0 < data[4] <= 1:          # (1: the newest format this code reads)
         raise FormatError("session format %d is newer than this library's" % data[4])
     buf = data if isinstance(data, (bytearray, memoryview)) else bytearray(data)
     st = State()
     p = 5
-    last = 0
+    pid = 0                           # the newest PUBLISH's id: the header's, then each OUT_PUB's
     out = {}
     while p < n:
         kind = buf[p]
@@ -125,17 +78,17 @@ def parse(data):
             st.intact_after = _record_after(buf, p + 1, n)
             break
         if kind == _R_HEADER:
-            _header(st, buf, p + 3, length)
-            last = st.next_pid
+            header(st, buf, p + 3, length)
+            pid = st.next_pid
         elif not st.records:
             raise FormatError("session does not start with a header")
         elif kind == _R_OUT_PUB:
             if length >= 2 and publish_ok(buf, p + 5, length - 2, u16(buf, p + 3)):
-                last = u16(buf, p + 3)
-                _drop(st.out, out, last)
-                ent = [last, bytes(buf[p + 5:end])]
-                st.out.append(ent)
-                out[last] = ent
+                pid = u16(buf, p + 3)
+                drop(st.out, out, pid)
+                rec = [pid, bytes(buf[p + 5:end])]
+                st.out.append(rec)
+                out[pid] = rec
             else:                     # a good CRC round no PUBLISH of its id: damage, reported
                 st.damaged(length + 7)
         else:
@@ -144,7 +97,7 @@ def parse(data):
         p = end + 4
     if not st.records:
         raise FormatError("empty session")
-    st.next_pid = last
+    st.next_pid = pid
     return st
 
 
@@ -171,12 +124,12 @@ def publish_ok(b, p, m, pid):
     return t + 2 <= p + m and u16(b, t) == pid
 
 
-def _header(st, buf, b, length):
+def header(st, buf, b, length):
     if length < 14 or st.records or 14 + u16(buf, b + 12) != length or buf[b] not in (4, 5):
         raise FormatError("bad session header")
     st.version = buf[b]
     st.flags = buf[b + 1]
-    st.assigned = bool(buf[b + 1] & _HF_ASSIGNED_ID)
+    st.cid_assigned = bool(buf[b + 1] & _HF_ASSIGNED_ID)
     st.offline = bool(buf[b + 1] & _HF_OFFLINE)
     st.expiry = int.from_bytes(bytes(buf[b + 2:b + 6]), "big")
     st.saved_min = int.from_bytes(bytes(buf[b + 6:b + 10]), "big")
@@ -203,7 +156,7 @@ def _record(st, out, kind, buf, b, end):
         st.subs.append((f, o, sid))
     elif kind == _R_OUT_ACKED:
         for q in range(b, end - 1, 2):
-            _drop(st.out, out, u16(buf, q))
+            drop(st.out, out, u16(buf, q))
     elif kind == _R_OUT_REL:
         # The PUBREL owed goes after those owed before it: PUBRELs go out
         # again in the order their PUBRECs came (MQTT-4.6.0-4).
@@ -211,18 +164,18 @@ def _record(st, out, kind, buf, b, end):
         if not pid:                   # not a packet id (MQTT-2.3.1-1): damage
             st.damaged(end + 7 - b)
             return
-        _drop(st.out, out, pid)
-        ent = out[pid] = [pid, None]
-        st.out.append(ent)
+        drop(st.out, out, pid)
+        rec = out[pid] = [pid, None]
+        st.out.append(rec)
     elif kind == _R_IN_QOS2:
         pid = u16(buf, b)
-        if pid not in st.in_qos2:
-            st.in_qos2.append(pid)
+        if pid not in st.rx2:
+            st.rx2.append(pid)
     elif kind == _R_IN_REL:
         for q in range(b, end - 1, 2):
             pid = u16(buf, q)
-            if pid in st.in_qos2:
-                st.in_qos2.remove(pid)
+            if pid in st.rx2:
+                st.rx2.remove(pid)
 
 
 def _record_after(buf, p, n):
@@ -235,9 +188,9 @@ def _record_after(buf, p, n):
     return False
 
 
-def _drop(items, index, pid):
-    ent = index.pop(pid, None)
-    if ent is not None:
-        items.remove(ent)
+def drop(items, index, pid):
+    rec = index.pop(pid, None)
+    if rec is not None:
+        items.remove(rec)
 
 

@@ -11,7 +11,7 @@ from time import ticks_add, ticks_diff
 from durable_mqtt.session import Session
 from durable_mqtt.errors import ProtocolError, SessionError, QueueFull, MQTTException
 from durable_mqtt.store import state_bytes
-from durable_mqtt import stream
+from durable_mqtt import restore, stream
 
 STRICT_Q0 = True
 CFG_OVERRIDE = {}    # replay: fixed sizes (v5, nslots, qos12, buf, arena_n, rx2cap, maxinf)
@@ -666,7 +666,7 @@ class Harness:
         want = [(m.pid, None if k == "rel" else m.pkt) for k, m, h, d in self.ring if m.qos]
         got = [(p, None if pk is None else (bytes(pk[:1]) and bytes((pk[0] & 0xF7,)) + bytes(pk[1:]))) for p, pk in st.out]
         need(got == want, "saved state", got, want)
-        need(st.in_qos2 == self.rx2, "saved rx2", st.in_qos2, self.rx2)
+        need(st.rx2 == self.rx2, "saved rx2", st.rx2, self.rx2)
 
     def op_restore(self, fresh):
         self.connected = False
@@ -682,7 +682,7 @@ class Harness:
             self.max_out = self.buf
             self.max_qos = 2
             self.retain_ok = 1
-        stream.restore(e, st, 0)
+        restore.restore(e, st, 0)
         cov("restore fresh %d, %d held" % (fresh, min(e.held, 3)))
         keep = []
         for ent in self.ring:
