@@ -268,6 +268,6 @@ def _limits(c, p):
     if "assigned_client_id" in p and not e.cid:
         # Only for a CONNECT with an empty client id (MQTT 5, 3.2.2.3.7):
         # taking one for an id of our own would make the stored session
-        # another client's (stream.restore discards it at the next boot).
+        # another client's (restore.restore discards it at the next boot).
         e.cid = p["assigned_client_id"].encode()
         e.cid_assigned = True
