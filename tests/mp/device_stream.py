@@ -92,12 +92,25 @@ else:
     c = MQTTClient("dev-sub-%d-%d-%s" % (ver, qos, KIND), "127.0.0.1", port, version=ver, keepalive=10,
                    clean_session=False, session_file=session, receive_max=8, ring_prog_size=32)
     c.set_callback(cb)
-    connect(c)
-    c.subscribe(TOPIC, qos)       # (again after a restart: replaces the same subscription)
-    print("subscribed")
     t0 = time.ticks_ms()
+    up = False
     while time.ticks_diff(time.ticks_ms(), t0) < 30000:
-        c.wait_msg(100)
+        try:
+            if not up:
+                connect(c)
+                c.subscribe(TOPIC, qos)       # (again after a restart: replaces the same subscription)
+                print("subscribed")
+                up = True
+            c.wait_msg(100)
+        except OSError as e:
+            # The link closed, as MQTTClient reports it: connect again, as
+            # an application does. mosquitto 2.0.11 sends a backlog past
+            # Receive Maximum after a reconnect, and the client closes the
+            # link for it (0x93) once its table of QoS 2 ids is full
+            # (tests/test_qos2_backlog.py).
+            print("link closed", e)
+            up = False
+            continue
         try:
             with open(aux) as f:
                 got = set(line.split(":")[0] for line in f.read().split())
