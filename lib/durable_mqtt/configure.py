@@ -83,11 +83,10 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     # the link is down a quarter of that on top (and a fifth of the
     # bytes). The arena: 96 bytes a place (an 86-byte PUBLISH: 16-byte
     # topic, 64-byte payload), two full packets at least. Incoming QoS 2
-    # ids: twice receive_max and 64 at least, in both versions: a broker
-    # resends the last connection's messages beside a fresh quota, and
-    # mosquitto counts a QoS 2 message in flight only until its PUBREC
-    # (seen: 11, and under load more than 16, unreleased against Receive
-    # Maximum 8); 3.1.1 has no Receive Maximum at all.
+    # ids: twice receive_max and 64 at least, in both versions: after a
+    # reconnect that resends PUBRELs, mosquitto 2.0.11 sends its offline
+    # queue beside them, past Receive Maximum (session.py, _rx2_full);
+    # 3.1.1 has no Receive Maximum at all.
     q = max_inflight + outbox_size
     s = q + max(4, q // 4)
     self.engine = e = Session(self.v5, cid, s, q, outbox_bytes or max(96 * s, 2 * buf_size + 64),

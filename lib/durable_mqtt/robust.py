@@ -29,6 +29,8 @@ _SWITCH_MS = const(1100)
 # not hammered at the first delay for ever.
 _STABLE_MS = const(10000)
 _BAD_ANSWER = const(-2)      # link.result after a malformed or wrong (UN)SUBACK (request.py's)
+_RECEIVED = const(4)         # counts[]: messages received, and duplicates of them (client._COUNTS)
+_DUP_IN = const(5)
 
 
 class RobustClient(MQTTClient):
@@ -74,6 +76,7 @@ class RobustClient(MQTTClient):
         self._backoff = 0
         self._up = False              # the link was up (the core drops it before we hear)
         self._up_at = 0               # when it came up
+        self._marks = (0, 0)          # engine.floods and _taken() at the last attempt
         self._next_try = time.ticks_ms()
         self._pending_subs = []
         self.link_downs = 0
@@ -189,6 +192,7 @@ class RobustClient(MQTTClient):
         self.port = port
         self._used = self._turn
         self._connect_at = time.ticks_ms()
+        self._marks = (self.engine.floods, self._taken())
         try:
             yield from self.connecting(None, None, host, port)
         except SessionError:
@@ -227,6 +231,20 @@ class RobustClient(MQTTClient):
         if self.on_up:
             self.on_up(self)
 
+    def _flooded(self):
+        # Since the last connect attempt began, a link closed because the
+        # broker sent more QoS 2 messages than the table of unreleased ids
+        # holds (session.py, _rx2_full), after some were taken: progress,
+        # which the next link goes on with, on the same broker after the
+        # first delay (mosquitto draining its queue so is not met by a
+        # backoff that doubles per 64 messages). A table full from the
+        # start took nothing and counts as a failure.
+        floods, taken = self._marks
+        return self.engine.floods != floods and self._taken() != taken
+
+    def _taken(self):
+        return self.counts[_RECEIVED] - self.counts[_DUP_IN]
+
     def link_down(self, exc, attempt=False):
         # The link failed (attempt=True: a connect attempt failed): schedule
         # the next attempt, on the next broker after a failed attempt.
@@ -237,10 +255,11 @@ class RobustClient(MQTTClient):
             k.drop()                  # (the core has closed it already when it failed)
             k.failure = None          # reported here, not again by the next call
         self.last_error = exc
-        if attempt:
+        flooded = self._flooded()
+        if attempt and not flooded:
             self.connect_failures += 1
             self._turn = (self._turn + 1) % len(self.servers)
-        elif was_up and not 0 <= time.ticks_diff(time.ticks_ms(), self._up_at) < _STABLE_MS:
+        elif flooded or was_up and not 0 <= time.ticks_diff(time.ticks_ms(), self._up_at) < _STABLE_MS:
             # (Negative: the link outlived half the ticks period, 6.2 days
             # on a board, and the difference wrapped.)
             self._backoff = 0
