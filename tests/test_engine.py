@@ -806,8 +806,10 @@ e = engine(v5=True, rx2=2)
 for pid in (1, 2):
     e.incoming(2, pid)
     e.ack_incoming(2, pid, 0, tx)
+assert e.floods == 0
 x = raises(ProtocolError, e.incoming, 2, 3)
 assert x.args[0] == 0x93
+assert e.floods == 1          # (the front ends' sign that the close was this one)
 """)
 
 
@@ -828,6 +830,7 @@ for pid in (1, 2, 3):
 x = raises(MQTTException, e.incoming, 2, 4)
 assert x.args[0] == -7 and "unreleased" in x.args[1], x.args
 raises(MQTTException, e.ack_incoming, 2, 4, 0, tx)      # (an oversize PUBLISH skips incoming())
+assert e.floods == 2
 assert [e.rx2[k] for k in range(e.rx2_n)] == [1, 2, 3] and e.rec == 0
 assert not e.incoming(2, 1)                 # still deduplicated, the oldest too
 e.pubrel(2, tx)                             # removal keeps the arrival order
