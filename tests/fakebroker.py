@@ -156,6 +156,7 @@ class FakeBroker:
         self.done = False        # set once the client process has ended
         self.port = self.listener.getsockname()[1]
         self.conns = []          # per connection: list of (first_byte, body)
+        self.accepted = []       # per connection: time.monotonic() of its accept
         self.errors = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -203,6 +204,7 @@ class FakeBroker:
                     return
             got = []
             self.conns.append(got)
+            self.accepted.append(time.monotonic())
             conn.settimeout(self.io_timeout)
             try:
                 p = self._read(conn)

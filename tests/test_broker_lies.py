@@ -813,3 +813,37 @@ state("end", c)
     assert res["boot"]["subs"] == "[]" and res["c4"]["ok"], res
     assert res["end"] == dict(res["end"], subs="[]", connected=True), res
     assert [[f for f, _ in conn[1:] if f == 0x82] for conn in fb.conns] == [[0x82], [0x82], [0x82], []], fb.conns
+
+
+def test_a_broker_that_floods_qos2_and_never_releases_meets_a_growing_backoff():
+    # RobustClient reconnects after the first delay when a link closed for a
+    # full QoS 2 table after taking new messages (a backlog draining:
+    # tests/test_qos2_backlog.py). A broker that never sends a PUBREL fills
+    # the table on the first link, then on each link that follows sends new
+    # ids to a table still full: no message is taken, so those closes are
+    # failures and the delay doubles (first 250 ms, jittered 50-100 %), not
+    # a reconnect every 250 ms for ever.
+    def flood(base, sp):
+        burst = b"".join(publish(5, b"q2", b"m", qos=2, pid=base + i) for i in range(65))
+        return [("send", connack(5, sp=sp)), ("send", burst)]
+    fb = FakeBroker(flood(1, 0), flood(101, 1), flood(201, 1), flood(301, 1))
+    r = run_mp(PRE % fb.port + r"""
+from durable_mqtt.robust import RobustClient
+got = []
+c = RobustClient("never-releases", "127.0.0.1", PORT, version=5, receive_max=8, timeout_ms=2000)
+c.set_callback(lambda t, m, r, q: got.append(1))
+t0 = time.ticks_ms()
+while c.link_downs < 4 and time.ticks_diff(time.ticks_ms(), t0) < 8000:
+    c.poll(20)
+print("taken", len(got), "floods", c.engine.floods, "link_downs", c.link_downs,
+      "connect_failures", c.connect_failures, "error", c.last_error.args[0])
+c.close()
+""", timeout=60)
+    fb.join()
+    assert "taken 64 floods 4 link_downs 4 connect_failures 0 error 147" in r.stdout, r.stdout
+    a = fb.accepted
+    assert len(a) == 4, a
+    # Links 2, 3 and 4 took nothing: the delays before links 3 and 4 are
+    # the doubled ones, 500 and 1,000 ms with their jitter (lower bounds
+    # only: a slow machine makes them longer, never shorter).
+    assert a[2] - a[1] >= 0.25 and a[3] - a[2] >= 0.5, [round(b - x, 3) for x, b in zip(a, a[1:])]
