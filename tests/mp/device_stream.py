@@ -93,14 +93,12 @@ else:
                    clean_session=False, session_file=session, receive_max=8, ring_prog_size=32)
     c.set_callback(cb)
     t0 = time.ticks_ms()
-    up = False
     while time.ticks_diff(time.ticks_ms(), t0) < 30000:
         try:
-            if not up:
+            if not c.is_connected():
                 connect(c)
                 c.subscribe(TOPIC, qos)       # (again after a restart: replaces the same subscription)
                 print("subscribed")
-                up = True
             c.wait_msg(100)
         except OSError as e:
             # The link closed, as MQTTClient reports it: connect again, as
@@ -109,7 +107,6 @@ else:
             # link for it (0x93) once its table of QoS 2 ids is full
             # (tests/test_qos2_backlog.py).
             print("link closed", e)
-            up = False
             continue
         try:
             with open(aux) as f:
