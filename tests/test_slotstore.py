@@ -845,3 +845,52 @@ assert ev == ["damaged"] and ids(e) == [], (ev, ids(e))
 print("OK")
 """)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_sequence_numbers_wrap_at_2_30_and_keep_the_resend_order(tmp_path):
+    """Slot and i0/i1 sequence numbers grew for ever: on a 32-bit board an
+    int past 2**30 is a big integer, so after about 2**30 writes every
+    message allocated (and raised MemoryError under heap_lock()). They now
+    count modulo 2**30 and are read back as serial numbers modulo 2**30:
+    messages written across the wrap come back in the order they were
+    sent, PUBRELs in their PUBRECs' order, and the newer i0/i1 counts."""
+    r = run_mp(BOOT % str(tmp_path / "s") + r"""
+from durable_mqtt.dirload import seq_of
+W = 2 ** 30
+e, j, _ = boot()
+j.checkpoint()
+j.next = W - 3
+j.iseq = W - 2
+pids = []
+for k in range(6):
+    pids.append(e.accept(b"t", b"m%d" % k, 1 + k % 2, 0, None, 0, 0)); commit(e, j)
+assert 0 < j.next < 6, j.next                   # W-3, W-2, W-1, 0, 1, 2: wrapped
+send_all(e)
+e.pubrec(pids[3], 0, tx); commit(e, j)          # PUBREL owed: 3 (seq 3), then 1 (seq 4)
+e.pubrec(pids[1], 0, tx); commit(e, j)
+for pid in (7, 8, 9):                           # i0 / i1 written at W-1, 0, 1
+    e.incoming(2, pid)
+    e.ack_incoming(2, pid, 0, tx); commit(e, j)
+assert j.iseq == 1, j.iseq
+seqs = []
+for name in os.listdir(PATH + ".d"):
+    with open(PATH + ".d/" + name, "rb") as f:
+        d = f.read()
+    if name != "h" and d:
+        assert d[0] < 0x40, (name, d[:4])       # below 2**30 on flash
+        seqs.append(seq_of(d))
+assert max(seqs) >= W - 3 and min(seqs) <= 4, seqs
+e2, j2, ev = boot()
+assert ev == [], ev
+want = [(pids[0], "PUB"), (pids[2], "PUB"), (pids[4], "PUB"), (pids[5], "PUB"), (pids[3], "REL"), (pids[1], "REL")]
+got = held(e2)
+print("HELD", got)
+assert sorted(got, key=lambda h: h[1]) == sorted(want, key=lambda h: h[1]), got
+pubs = [h for h in got if h[1] == "PUB"]
+rels = [h for h in got if h[1] == "REL"]
+assert pubs == want[:4] and rels == want[4:], got
+assert [e2.rx2[k] for k in range(e2.rx2_n)] == [7, 8, 9]
+assert j2.next == 5 and j2.iseq == 1, (j2.next, j2.iseq)   # counting goes on from the newest
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout + r.stderr

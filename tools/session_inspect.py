@@ -92,6 +92,16 @@ def u32(b, i):
     return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
 
 
+# A session directory's sequence numbers count modulo 2**30 (u32 on flash,
+# the top two bits 0); readers compare them as serial numbers, by distance.
+SEQ_MASK = 0x3FFFFFFF
+SEQ_HALF = 0x20000000
+
+
+def seq_number(b):
+    return u32(b, 0) & SEQ_MASK
+
+
 def crc_ok(b, off, n):
     """True when b[off+n:off+n+4] holds CRC-32(b[off:off+n]) big-endian."""
     return zlib.crc32(b[off:off + n]) == u32(b, off + n)
@@ -393,9 +403,9 @@ def read_dir(path, diag, info):
             continue
         n = len(ids)
         if n >= 11 and ids[4] == R_IN_LIST and u16(ids, 5) == n - 11 and crc_ok(ids, 0, n - 4):
-            # the newer: serial numbers (u32, they wrap), compared by distance
-            if best < 0 or 0 < (u32(ids, 0) - best) & 0xFFFFFFFF < 0x80000000:
-                best = u32(ids, 0)
+            # the newer: serial numbers (modulo 2**30, they wrap), compared by distance
+            if best < 0 or 0 < (seq_number(ids) - best) & SEQ_MASK < SEQ_HALF:
+                best = seq_number(ids)
                 s.in_qos2 = [u16(ids, 7 + 2 * k) for k in range(u16(ids, 5) // 2)]
         elif n:
             diag.add("warning", "bad_ids", "the incoming QoS 2 file %r does not hold a sequence number and one "
@@ -421,20 +431,20 @@ def read_dir(path, diag, info):
             slot["state"] = "free"
         elif (n >= 13 and u16(data, 5) == n - 11 and data[4] in (R_OUT_PUB, R_OUT_REL)
               and crc_ok(data, 0, n - 4)):
-            slot.update(state="message", seq=u32(data, 0), pid=u16(data, 7), record=RECORD_NAMES[data[4]])
+            slot.update(state="message", seq=seq_number(data), pid=u16(data, 7), record=RECORD_NAMES[data[4]])
             rel = data[4] == R_OUT_REL
-            found.append((u32(data, 0), rel, int(name), u16(data, 7), None if rel else bytes(data[9:n - 4])))
+            found.append((seq_number(data), rel, int(name), u16(data, 7), None if rel else bytes(data[9:n - 4])))
         else:
             slot["state"] = "damaged"
             diag.add("warning", "damaged_slot", "slot %s (%d bytes) holds no good record: its message is lost "
                      "(the library reports the event `damaged`)" % (name, n))
         info["slots"].append(slot)
-    # By seq, as serial numbers (they wrap modulo 2**32: by distance from one
+    # By seq, as serial numbers (they wrap modulo 2**30: by distance from one
     # of them); an OUT_REL after the OUT_PUB of the same seq.
     ref = found[0][0] if found else 0
 
     def age(seq):
-        return (seq - ref + 0x80000000) & 0xFFFFFFFF
+        return (seq - ref + SEQ_HALF) & SEQ_MASK
     found.sort(key=lambda f: (age(f[0]), f[1]))
     newest = {}
     for seq, rel, k, pid, pkt in found:

@@ -16,6 +16,10 @@ from .load import names_in, read, remove
 _R_OUT_PUB = const(0x02)     # docs/session-format.md (store.py's numbers)
 _R_OUT_REL = const(0x04)
 _R_IN_LIST = const(0x08)
+# Sequence numbers count modulo 2**30 (filestore.py): compared as serial
+# numbers, by their distance, which is below 2**29 for every pair on flash.
+_SEQ_MASK = const(0x3FFFFFFF)
+_SEQ_HALF = const(0x20000000)
 
 
 def read_state(j, head):
@@ -32,8 +36,8 @@ def read_state(j, head):
         n = len(d) if d else 0
         if n >= 11 and d[4] == _R_IN_LIST and u16(d, 5) == n - 11 and crc.check(d, 0, n - 4):
             q = seq_of(d)
-            # Newer: as serial numbers (u32, they wrap), by distance.
-            if not got or 0 < (q - j.iseq) & 0xFFFFFFFF < 0x80000000:
+            # Newer: as serial numbers (they wrap), by distance.
+            if not got or 0 < (q - j.iseq) & _SEQ_MASK < _SEQ_HALF:
                 got = True
                 j.iseq = q
                 st.rx2 = [u16(d, 7 + 2 * k) for k in range(u16(d, 5) // 2)]
@@ -75,18 +79,17 @@ def read_state(j, head):
         # with a full outbox restored.)
         from .slotmove import move_far
         move_far(j, moved, buf, nbytes)
-    # Sequence numbers are u32 (j.seq holds them as signed 32-bit) and grow
-    # for as long as a message is held, so they may have passed 2**31 or
-    # 2**32: they are compared as serial numbers, by their distance from
+    # Sequence numbers grow for as long as a message is held and wrap at
+    # 2**30: they are compared as serial numbers, by their distance from
     # one of them (every slot on flash was written within far fewer than
-    # 2**31 writes of the others).
+    # 2**29 writes of the others).
     seq = 0
     for s in range(j.made):
         if j.pid[s]:
             seq = j.seq[s]
 
     def key(s):                       # s's place in the order written
-        return (j.seq[s] - seq + 0x80000000) & 0xFFFFFFFF
+        return (j.seq[s] - seq + _SEQ_HALF) & _SEQ_MASK
 
     for s in range(j.made):
         # An id twice: reused while the old slot waited to be emptied, or an
@@ -100,7 +103,7 @@ def read_state(j, head):
     slots = [s for s in range(j.made) if j.pid[s]]
     slots.sort(key=key)
     for s in slots:
-        j.next = j.seq[s] + 1
+        j.next = (j.seq[s] + 1) & _SEQ_MASK
         if not j.rel[s]:
             st.next_pid = j.pid[s]    # the newest PUBLISH's id: the last issued
     st.out = [(j.pid[s], None if j.rel[s] else nbytes[s]) for s in slots]
@@ -152,4 +155,5 @@ def _whole(d, n):
 
 
 def seq_of(b):
-    return (b[0] << 24) | (b[1] << 16) | u16(b, 2)
+    # (The top two bits are not the number's: 0 from this writer.)
+    return ((b[0] & 0x3F) << 24) | (b[1] << 16) | u16(b, 2)

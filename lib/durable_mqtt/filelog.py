@@ -20,6 +20,7 @@
 import os
 
 from .errors import StoreFull, ERR_FULL
+from .records import tally
 
 _ENOSPC = 28
 
@@ -34,7 +35,7 @@ class FileLog:
         self.path = path
         self.tmp = path + ".tmp"
         self.compact_bytes = compact_bytes
-        self.bytes_written = 0
+        self.wrote_kib = self.wrote_b = 0     # bytes written (records.tally)
         self.appends = 0
         self.checkpoints = 0
         self._f = None           # the log, open for appending
@@ -55,6 +56,10 @@ class FileLog:
             except OSError:
                 pass
         self.capacity = self.capacity_bytes()
+
+    @property
+    def bytes_written(self):
+        return self.wrote_kib * 1024 + self.wrote_b
 
     def load(self):
         # The file's bytes, b"" when there is no file. Boot only. A
@@ -115,7 +120,7 @@ class FileLog:
             _raise_full(e)
         self._size += n
         self._since += n
-        self.bytes_written += n
+        tally(self, n)
         self.appends += 1
 
     def _failed(self):
@@ -180,7 +185,7 @@ class FileLog:
             self._pending = 0
             _remove(self.tmp)
             _raise_full(e)
-        self.bytes_written += self._pending
+        tally(self, self._pending)
         self._size = self._pending   # the log is the checkpoint: no stat at the next append
         self._pending = 0
         self._since = 0

@@ -38,7 +38,7 @@ from micropython import const
 from . import crc
 from .codec import put_u16
 from .errors import StoreFull
-from .records import fits
+from .records import fits, tally
 
 _R_OUT_PUB = const(2)
 _R_OUT_REL = const(4)
@@ -46,6 +46,9 @@ _R_IN_LIST = const(8)        # pid u16 * n: the incoming QoS 2 ids, whole
 _ENOSPC = const(28)
 _EROFS = const(30)
 _ERR_FULL = const(-7)
+# Sequence numbers count modulo 2**30 (docs/session-format.md): on a board
+# a larger int is a big integer, one allocation per write.
+_SEQ_MASK = const(0x3FFFFFFF)
 
 
 class SlotJournal:
@@ -76,7 +79,8 @@ class SlotJournal:
         self.nacks = 0                           # stale slots
         self.h = bytearray(20)
         self.s = bytearray(4)
-        self.appends = self.checkpoints = self.bytes_written = self.file_writes = 0
+        self.appends = self.checkpoints = self.file_writes = 0
+        self.wrote_kib = self.wrote_b = 0         # bytes written (records.tally)
         from .dirstate import make_dir, capacity
         make_dir(dir)
         self.capacity = capacity(dir)
@@ -125,7 +129,7 @@ class SlotJournal:
             make_room(self, s)
         self.pid[s] = pid
         self.seq[s] = self.next
-        self.next += 1
+        self.next = (self.next + 1) & _SEQ_MASK
         n = e.len[i]
         self._write(s, _R_OUT_PUB if n else _R_OUT_REL, self.seq[s], pid, e.arena, e.off[i], n)
 
@@ -148,7 +152,7 @@ class SlotJournal:
         r = self._free()
         self.pid[r] = pid
         self.seq[r] = self.next
-        self.next += 1
+        self.next = (self.next + 1) & _SEQ_MASK
         self._write(r, _R_OUT_REL, self.seq[r], pid, None, 0, 0)
         self.pid[s] = 0
         self.stale[s] = 1
@@ -212,7 +216,7 @@ class SlotJournal:
         self.rewritten(s)
         self.rel[s] = kind == _R_OUT_REL
         self.appends += 1
-        self.bytes_written += n + 13
+        tally(self, n + 13)
 
     def _path(self, s):
         # Made per write (a file object is made per write anyway): a list of
@@ -225,7 +229,7 @@ class SlotJournal:
         e = self.e
         n = e.rx2_n
         b = bytearray(11 + 2 * n)
-        self.iseq += 1
+        self.iseq = (self.iseq + 1) & _SEQ_MASK
         _put_seq(b, self.iseq)
         b[4] = _R_IN_LIST
         put_u16(b, 5, 2 * n)
@@ -242,7 +246,7 @@ class SlotJournal:
         except OSError as x:
             raise_full(x)
         self.file_writes += 1
-        self.bytes_written += len(data)
+        tally(self, len(data))
 
     def acked(self, pid):
         # A QoS 1/2 message left the session: its slot becomes free, to be
@@ -301,12 +305,12 @@ class SlotJournal:
         pass
 
     def stats(self):
-        return {"bytes_written": self.bytes_written, "slots": self.made, "slot_writes": self.appends,
+        return {"bytes_written": self.wrote_kib * 1024 + self.wrote_b, "slots": self.made, "slot_writes": self.appends,
                 "other_writes": self.file_writes}
 
 
 def _put_seq(b, seq):  # noalloc
-    # A sequence number as u32 at b[0:4] (no big integer on a board).
+    # A sequence number (below 2**30) as u32 at b[0:4].
     b[0] = seq >> 24
     b[1] = (seq >> 16) & 0xFF
     put_u16(b, 2, seq & 0xFFFF)

@@ -28,6 +28,7 @@ from micropython import const
 from . import crc
 from .crc import copy
 from .errors import StoreFull, ERR_FULL
+from .records import tally
 
 FORMAT = const(1)
 _MAGIC0 = const(0x44)   # b"DMQR": block header magic
@@ -132,7 +133,7 @@ class RingStore:
         self.capacity = (budget // B) * qf + min(budget % B, qf - 1)
         self._threshold = wmax
 
-        self.bytes_written = 0     # every byte handed to writeblocks
+        self.wrote_kib = self.wrote_b = 0     # every byte handed to writeblocks (records.tally)
         self.erases = 0
         self.appends = 0
         self.checkpoints = 0
@@ -167,7 +168,7 @@ class RingStore:
 
     @property
     def bytes_programmed(self):
-        return self.bytes_written
+        return self.wrote_kib * 1024 + self.wrote_b
 
     # ------------------------------------------------------------ boot
 
@@ -347,7 +348,7 @@ class RingStore:
                 self._ck_open = False
                 raise e
         self._pos += size
-        self.bytes_written += size
+        tally(self, size)
         self._seq = (self._seq + 1) & _SEQ_MASK
         self._scan = None
 
@@ -388,7 +389,7 @@ class RingStore:
         self._head = nb
         self._head_seq = s
         self._pos = self._p
-        self.bytes_written += self._p
+        tally(self, self._p)
 
     def _frame(self, kind, n):  # noalloc
         # Frame the n payload bytes already at stage[8:]; returns the size.
@@ -543,7 +544,7 @@ class RingStore:
         live = 0
         if self._tail >= 0:
             live = (self._head_seq - self._tail_seq) * self._bs + self._pos - self._tail_off
-        return {"bytes_programmed": self.bytes_written, "erases": self.erases,
+        return {"bytes_programmed": self.bytes_programmed, "erases": self.erases,
                 "appends": self.appends, "checkpoints": self.checkpoints,
                 "live_bytes": live, "threshold": self._threshold,
                 "capacity": self.capacity, "blocks": self._n, "block_size": self._bs,

@@ -16,7 +16,7 @@ def move_far(j, moved, buf, nbytes):
         n = read_slot(j.dir + "/" + name, buf)
         s = -1
         for t in range(len(j.pid) - 1, -1, -1):   # its copy, else the first free slot
-            if j.pid[t] == u16(buf, 7) and j.seq[t] & 0xFFFFFFFF == seq_of(buf):   # (j.seq: signed)
+            if j.pid[t] == u16(buf, 7) and j.seq[t] == seq_of(buf):
                 s = t
                 break
             if not j.pid[t]:
