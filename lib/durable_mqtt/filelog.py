@@ -121,7 +121,7 @@ class FileLog:
         self._size += n
         self._since += n
         tally(self, n)
-        self.appends += 1
+        self.appends = (self.appends + 1) & 0x3FFFFFFF     # (a small int on a board: docs/api.md#stats)
 
     def _failed(self):
         if self._ck is not None:

@@ -215,7 +215,7 @@ class SlotJournal:
             raise_full(x)
         self.rewritten(s)
         self.rel[s] = kind == _R_OUT_REL
-        self.appends += 1
+        self.appends = (self.appends + 1) & 0x3FFFFFFF     # (a small int on a board: docs/api.md#stats)
         tally(self, n + 13)
 
     def _path(self, s):
@@ -245,7 +245,7 @@ class SlotJournal:
                 f.write(data)
         except OSError as x:
             raise_full(x)
-        self.file_writes += 1
+        self.file_writes = (self.file_writes + 1) & 0x3FFFFFFF
         tally(self, len(data))
 
     def acked(self, pid):

@@ -454,7 +454,7 @@ class RingStore:
         if self._pos + size > self._bs:
             self._advance(False)
         self._program(self._frame(K_APPEND, n))
-        self.appends += 1
+        self.appends = (self.appends + 1) & 0x3FFFFFFF     # (a small int on a board: docs/api.md#stats)
 
     def needs_checkpoint(self):  # noalloc
         if self._tail < 0:
