@@ -705,8 +705,8 @@ def page(fig):
     a("- **Why umqtt's QoS 1 publish is ~23/s**: umqtt.simple 1.3.4 sends a PUBLISH in five small socket "
       "writes and then blocks for the PUBACK; with Nagle's algorithm on the client socket the second write "
       "waits for the first one's ACK, which the broker host delays (about 40 ms on Linux).")
-    a("- **Smallest heap**: bisection of `-X heapsize` (256-byte resolution), then the sizes 0.5, 1, 2, 4 "
-      "and 8 KB above the result must work too (a fragmented heap can fail above a size that works: a large "
+    a("- **Smallest heap**: bisection of `-X heapsize` (256-byte resolution), then the sizes 0.5 KB and "
+      "every KB up to 8 KB above the result must work too (a fragmented heap can fail above a size that works: a large "
       "block finds no hole), else the search moves above the failure; over a process that imports "
       "the client, connects, subscribes at QoS 1, publishes one QoS 1 message, receives it back and "
       "disconnects; with a session file, a fresh one per attempt (`clean_session=False`, a short relative "
