@@ -256,3 +256,49 @@ def test_an_async_link_up_that_never_returns_is_bounded_by_timeout_ms(broker, ve
     again after the backoff."""
     r = run_mp(HUNG_LINK % (broker.port, ver), timeout=30)
     assert "UP 2 True" in r.stdout, r.stdout
+
+
+EVENT_RAISES = r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+from durable_mqtt import MQTTClient
+
+def on_event(name, info):
+    if name in ("new", "resumed", "lost"):
+        raise RuntimeError("the application's event callback: " + name)
+
+async def main():
+    c = AsyncClient("aio-ev", "127.0.0.1", %(port)d, version=%(ver)d, clean_session=False,
+                    timeout_ms=2000, backoff_ms=(50, 100), event_callback=on_event)
+    await c.connect(timeout_ms=5000)
+    print("UP1", c.is_connected(), c.callback_errors)
+    # Another connection under the same client id takes the session over:
+    # the broker closes ours, and the task reconnects (to a new session:
+    # "lost").
+    t = MQTTClient("aio-ev", "127.0.0.1", %(port)d, version=%(ver)d)
+    t.connect()
+    t.disconnect()
+    for _ in range(100):
+        await asyncio.sleep_ms(50)
+        if c.callback_errors >= 2 and c.is_connected():
+            break
+    print("UP2", c.is_connected(), c.callback_errors, c.up.is_set(), c._task.done())
+    pid = await c.publish("aio/ev", b"m", qos=1, timeout_ms=3000)
+    print("ACKED", pid > 0)
+    await c.disconnect()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_an_event_callback_that_raises_on_reconnect_leaves_the_task_running(broker, ver):
+    """The event callback runs inside the connect ("new", "resumed",
+    "lost"). One that raised on a reconnect ended AsyncClient's background
+    task for good, with the socket open and nobody reading it: nothing was
+    acknowledged or resent again (a review found it). The client now
+    raises the callback's exception once the connection is whole; the task
+    reports it (callback_errors, the event "callback_error") and goes on."""
+    r = run_mp(EVENT_RAISES % {"port": broker.port, "ver": ver}, timeout=30)
+    assert "UP1 True 1" in r.stdout, r.stdout + r.stderr
+    assert "UP2 True 2 True False" in r.stdout and "ACKED True" in r.stdout, r.stdout + r.stderr

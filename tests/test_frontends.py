@@ -565,3 +565,38 @@ print("connected", c.is_connected(), "pending", c.pending(), "downs", downs, "li
     assert "connected True pending 0 downs [] link_downs 0" in r.stdout, r.stdout
     assert [f for f, _ in fb.conns[0][1:]] == [0x32, 0xE0], fb.conns[0]     # the PUBLISH, then DISCONNECT
     assert fb.conns[2][1][0] == 0x3A, fb.conns[2]                             # sent again (DUP)
+
+
+SYNC_EVENT_RAISES = r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.robust import RobustClient
+
+def on_event(name, info):
+    if name in ("new", "resumed", "lost"):
+        raise RuntimeError("event " + name)
+
+for cls in (MQTTClient, RobustClient):
+    c = cls("ev-" + cls.__name__, "127.0.0.1", %d, clean_session=False, session_file=%r + cls.__name__,
+            event_callback=on_event)
+    c.publish("fe/ev", b"queued", qos=1)           # waits for the connection
+    try:
+        c.connect()
+        print("NO ERROR")
+    except RuntimeError as x:
+        print(cls.__name__, "RAISED", x, c.is_connected(), c.stats()["sent"])
+    while c.pending():
+        c.wait_msg(1000)
+    print(cls.__name__, "ACKED", c.stats()["acked"])
+    c.disconnect()
+"""
+
+
+def test_an_event_callback_that_raises_comes_out_of_connect_once_the_connection_is_whole(broker, tmp_path):
+    """connect() raised the event callback's exception from inside the
+    connect, before the resends: the message waiting for the connection
+    was not sent by it. It is raised now once connect() has done its work:
+    connected, the waiting message sent."""
+    r = run_mp(SYNC_EVENT_RAISES % (broker.port, str(tmp_path / "s")))
+    for cls in ("MQTTClient", "RobustClient"):
+        assert "%s RAISED event new True 1" % cls in r.stdout, r.stdout
+        assert "%s ACKED 1" % cls in r.stdout, r.stdout

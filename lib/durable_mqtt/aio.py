@@ -372,9 +372,7 @@ class AsyncClient:
                 # message unacknowledged on a live link (the broker's send
                 # quota runs out: nothing more arrives), drop the link for
                 # an OSError, or fail a subscribe() that was reading.
-                self.callback_errors += 1
-                self.client.event("callback_error", {"error": repr(x)})
-                sys.print_exception(x)
+                self._callback_error(x)
             return
         q = self._queue
         if len(q) >= self._queue_size and not qos:
@@ -451,7 +449,19 @@ class AsyncClient:
                     # a message copy found none: the next attempt may have it)
                     c.link_down(x, True)
                     continue
+                except Exception as x:
+                    # Anything else ended this task for good, perhaps with
+                    # the socket open and nobody reading it: a failed
+                    # attempt, or reported with the link made.
+                    if not c.is_connected():
+                        c.link_down(x, True)
+                        continue
+                    self._callback_error(x)
                 c.link_up()
+                try:
+                    c.raise_event_error()   # the event callback's ("new", "resumed", "lost")
+                except Exception as x:
+                    self._callback_error(x)
                 self._kick()            # what the resend after CONNACK left
                 continue
             if self._cb is None and len(self._queue) >= self._queue_size:
@@ -479,9 +489,7 @@ class AsyncClient:
                 # closed the link, and the broker sends it again after the
                 # reconnect); counted, reported as
                 # the event "callback_error" and printed.
-                self.callback_errors += 1
-                c.event("callback_error", {"error": repr(x)})
-                sys.print_exception(x)
+                self._callback_error(x)
             self._kick()
             w = self._keepalive()
             if c.is_connected() and c.conn.cut:
@@ -499,6 +507,13 @@ class AsyncClient:
                     await asyncio.wait_for_ms(_ready(c.socket(), False), min(w, _LOOK_DOWN_MS))
                 except asyncio.TimeoutError:
                     pass
+
+    def _callback_error(self, x):
+        # The application's callback raised: counted, reported as the event
+        # "callback_error" and printed; the task goes on.
+        self.callback_errors += 1
+        self.client.event("callback_error", {"error": repr(x)})
+        sys.print_exception(x)
 
     def _keepalive(self):
         # ms until the keepalive needs the task; a ping the broker did not

@@ -63,6 +63,10 @@ class MQTTClient:
     # (connect.py; resubscribe=True): RobustClient's, whose reconnects
     # are its own, not the application's.
     renews_subs = False
+    # The first exception of the event callback in the call under way
+    # (event()): raised when that call's work is done. A class attribute
+    # until one comes.
+    event_error = None
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
                  ssl=None, **kw):
@@ -103,6 +107,7 @@ class MQTTClient:
         if not self.early:
             self.early = None
         self.pc = _NO_PROPS             # the last publish() props checked (_props)
+        self.raise_event_error()
 
     # ------------------------------------------------------------ settings and figures
     def expiry_for(self, clean):
@@ -136,9 +141,23 @@ class MQTTClient:
     def event(self, ev, info):
         self.last_event = ev
         if self.on_event:
-            self.on_event(ev, info)
+            # The application's exception waits until the library has done
+            # what the event is part of (the constructor's restore, the
+            # connect's resends): raised at once it left the session owed
+            # its resends, and ended AsyncClient's task for good.
+            try:
+                self.on_event(ev, info)
+            except Exception as x:
+                if self.event_error is None:
+                    self.event_error = x
         elif self.early is not None:
             self.early.append((ev, info))
+
+    def raise_event_error(self):
+        x = self.event_error
+        if x is not None:
+            del self.event_error         # (back to the class default)
+            raise x
 
     def set_last_will(self, topic, msg, retain=False, qos=0, props=None):
         # (qos 1.0 == 1 passed, and failed in every CONNECT)
@@ -216,13 +235,17 @@ class MQTTClient:
             unload()
 
     def connect(self, clean_session=None, timeout_ms=None):
-        return self.run(self.connecting(clean_session, timeout_ms))
+        sp = self.run(self.connecting(clean_session, timeout_ms))
+        self.raise_event_error()         # the event callback's, now that the connection is whole
+        return sp
 
     def connect_fresh(self, timeout_ms=None):
         # Start afresh and persist from now on: MQTT 5 in one CONNECT (Clean
         # Start with a Session Expiry); 3.1.1 the spec-correct way, connect
         # clean, disconnect, connect with Clean Session 0.
-        return self.run(self.connecting(True, timeout_ms, None, 0, True))
+        sp = self.run(self.connecting(True, timeout_ms, None, 0, True))
+        self.raise_event_error()
+        return sp
 
     def connecting(self, clean_session=None, timeout_ms=None, server=None, port=0, fresh=False):
         # The steps of connect(): a generator that yields how long it may

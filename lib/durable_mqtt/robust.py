@@ -90,10 +90,11 @@ class RobustClient(MQTTClient):
             # dropped while sending": on_down, link_downs) with a backoff
             # before poll() tried again.
             self._up = False
-        sp = super().connect(clean_session, timeout_ms)
+        sp = self.run(self.connecting(clean_session, timeout_ms))
         self._up = True               # a drop from here on is reported (on_down)
         self._up_at = time.ticks_ms()
         self.run(self._subscribe_pending())
+        self.raise_event_error()      # the event callback's, once all that is done
         return sp
 
     def disconnect(self, session_expiry=None):
@@ -118,6 +119,7 @@ class RobustClient(MQTTClient):
                 self.link_down(x, True)
                 return False
             self.link_up()
+            self.raise_event_error()      # the event callback's, once the link is whole
             return True
         try:
             if timeout_ms:
