@@ -491,7 +491,11 @@ def test_MQTT_3_1_3_7_an_empty_client_id_needs_a_clean_session_in_3_1_1():
     # broker would refuse it); MQTT 5 allows it, the broker assigns one.
     check(REFUSED + r'''
 assert isinstance(refused(lambda: MQTTClient("", "h", clean_session=False)), ValueError)
-MQTTClient("", "h")
+c = MQTTClient("", "h")
+# ... and so does connect(clean_session=False) or connect_fresh() (its
+# second leg), before anything is sent (the CONNECT went out, refused).
+assert isinstance(refused(c.connect, False), ValueError)
+assert isinstance(refused(c.connect_fresh), ValueError)
 MQTTClient("", "h", version=5, clean_session=False, session_expiry=60)
 print("ok")
 ''')

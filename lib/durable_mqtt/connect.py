@@ -26,6 +26,10 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     if timeout_ms is not None and type(timeout_ms) is not int:
         raise TypeError("timeout_ms must be an int, not %s" % type(timeout_ms).__name__)
     e = c.engine
+    if not (c.v5 or e.cid or (not fresh and (c.clean_session if clean_session is None else clean_session))):
+        # The constructor checks its own clean_session; connect(False) and
+        # connect_fresh() ask for Clean Session 0 here.
+        raise ValueError("an empty client id needs clean_session=True in MQTT 3.1.1 (MQTT-3.1.3-7)")
     if c.conn.connected:
         # connect() while connected: the old connection ends as disconnect()
         # ends it, with a DISCONNECT (its acknowledgements owed go first).
