@@ -1025,3 +1025,74 @@ for v, f, opts, sid in CASES:
 print("OK")
 """)
     assert "OK" in r.stdout, r.stdout
+
+
+OVERSIZE = r"""
+import os
+from durable_mqtt import MQTTClient
+P = %(path)r
+ev = []
+def boot(**kw):
+    del ev[:]
+    return MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=P,
+                      event_callback=lambda e, i: ev.append(e), **kw)
+def payloads(c):
+    e = c.engine
+    return [bytes(e.arena[e.off[e.index(k)] + e.len[e.index(k)] - 1:][:1]) for k in range(e.count)]
+def slots():
+    return sorted(n for n in os.listdir(P + ".d") if n.isdigit())
+def big(name, n):
+    with open(name, "wb") as f:
+        for k in range(n // 1000):
+            f.write(bytes((k * 7 + i) & 0xFF for i in range(1000)))
+CASE = %(case)r
+if CASE in ("whole", "damaged"):
+    c = boot(buf_size=65535)
+    c.publish("t", b"x" * 60000, qos=1)          # written while buf_size was large
+    c.publish("t", b"A", qos=1)
+    if CASE == "damaged":
+        name = P + ".d/0"
+        with open(name, "rb") as f:
+            d = bytearray(f.read())
+        d[30000] ^= 1
+        with open(name, "wb") as f:
+            f.write(d)
+    del c
+elif CASE in ("stray", "ids"):
+    c = boot()
+    c.publish("t", b"A", qos=1)
+    c.publish("t", b"B", qos=1)
+    del c
+    big(P if CASE == "stray" else P + ".d/i0", 300000)
+print("WRITTEN")
+""" 
+
+OVERSIZE_BOOT = r"""
+import gc
+gc.collect()
+c = boot()                                       # buf_size 1024, a 160,000-byte heap
+print("BOOTED", ev, payloads(c), os.stat(P + ".bad")[6] if CASE == "stray" else "")
+"""
+
+
+def test_a_file_too_large_for_the_heap_is_set_aside_or_emptied_never_a_boot_loop(tmp_path):
+    """Files larger than the heap can read at boot: a slot written while
+    buf_size was larger (whole, or damaged), a stray 300 KB file where a
+    0.1.0 session file would be, a 300 KB file as the incoming QoS 2 ids.
+    Each was read whole, so the constructor raised MemoryError at every
+    boot (a review found it). Now a slot's CRC is checked through the
+    receive buffer: a whole one sets the session aside (`discarded`, as
+    before), a damaged one is emptied (`damaged`, the rest kept); the stray
+    file is renamed PATH.bad (`discarded`) and the directory restored; an
+    id file larger than any record can say is damage."""
+    want = {"whole": "BOOTED ['discarded'] []",
+            "damaged": "BOOTED ['damaged'] [b'A']",
+            "stray": "BOOTED ['discarded'] [b'A', b'B'] 300000",
+            "ids": "BOOTED ['damaged'] [b'A', b'B']"}
+    for case, expect in want.items():
+        path = str(tmp_path / case)
+        prog = OVERSIZE % {"path": path, "case": case}
+        assert "WRITTEN" in run_mp(prog).stdout
+        r = run_mp(prog.replace('CASE in ("whole", "damaged")', "False").replace(
+            'CASE in ("stray", "ids")', "False") + OVERSIZE_BOOT, heapsize=160000, check=False)
+        assert expect in r.stdout, (case, r.stdout + r.stderr)

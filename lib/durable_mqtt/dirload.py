@@ -11,7 +11,7 @@ from micropython import const
 
 from . import crc
 from .codec import u16
-from .load import names_in, read, remove
+from .load import names_in, read, remove, size_of
 
 _R_OUT_PUB = const(0x02)     # docs/session-format.md (store.py's numbers)
 _R_OUT_REL = const(0x04)
@@ -32,9 +32,10 @@ def read_state(j, head):
     names = names_in(j)               # after the compile: the heap's peak at a reboot
     got = False
     for name in ("i0", "i1"):         # the newer intact one holds the incoming QoS 2 ids
-        d = read(j.dir + "/" + name)
-        n = len(d) if d else 0
-        if n >= 11 and d[4] == _R_IN_LIST and u16(d, 5) == n - 11 and crc.check(d, 0, n - 4):
+        p = j.dir + "/" + name
+        n = size_of(p)
+        d = read(p) if n <= 0xFFFF + 11 else None       # (larger than a record can say: damage)
+        if d and len(d) == n and n >= 11 and d[4] == _R_IN_LIST and u16(d, 5) == n - 11 and crc.check(d, 0, n - 4):
             q = seq_of(d)
             # Newer: as serial numbers (they wrap), by distance.
             if not got or 0 < (q - j.iseq) & _SEQ_MASK < _SEQ_HALF:
@@ -135,15 +136,40 @@ def read_slot(path, buf):
     try:
         with open(path, "rb") as f:
             n = f.readinto(buf)
+            if n == len(buf):
+                return _too_long(f, buf)
     except OSError:
         return 0
-    if n == len(buf):
-        data = read(path)            # longer than any packet this client takes
-        n = len(data)
-        if _whole(data, n):
-            raise ValueError("stored packet larger than buf_size")
-        return -n
     return n if _whole(buf, n) else -n
+
+
+def _too_long(f, buf):
+    # A slot longer than buf, which holds its first bytes: longer than any
+    # packet this client takes (its buf_size was larger when it was written)
+    # or damage. Its CRC is checked through buf: read whole, a large file
+    # needed its size in one piece of heap, at every boot. -length when
+    # damaged; ValueError for a whole record (the session is set aside).
+    n = f.seek(0, 2)
+    if buf[4] != _R_OUT_PUB or u16(buf, 5) != n - 11:
+        return -n
+    want = bytearray(4)
+    f.seek(n - 4)
+    f.readinto(want)
+    s = bytearray(4)
+    crc.start(s)
+    f.seek(0)
+    left = n - 4
+    while left:
+        k = f.readinto(buf)
+        if not k:
+            return -n
+        k = min(k, left)
+        crc.add(s, buf, 0, k)
+        left -= k
+    crc.put(s, buf, 0)
+    if buf[:4] != want:
+        return -n
+    raise ValueError("a stored packet of %d bytes is larger than buf_size" % (n - 13))
 
 
 def _whole(d, n):

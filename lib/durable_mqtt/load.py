@@ -90,7 +90,12 @@ def _open_dir(path, e, batch_ms, event):
     gc.collect()                      # before a compile or load: MQTTClient.__init__
     from .filestore import SlotJournal
     j = SlotJournal(path + ".d", e, batch_ms)
-    old = read(path)                 # a session file of the log layout (0.1.0)
+    try:
+        old = read(path)             # a session file of the log layout (0.1.0)
+    except ValueError as x:          # a stray file too large to be one: the directory goes on
+        old = None
+        _rename(path, path + ".bad")
+        event("discarded", {"reason": str(x)})
     try:
         st = _read_dir(j)
         if st is None and old:
@@ -103,10 +108,7 @@ def _open_dir(path, e, batch_ms, event):
     except ValueError as x:           # FormatError, or a state that is not ours
         j.set_aside()
         if old:
-            try:
-                os.rename(path, path + ".bad")
-            except OSError:
-                pass
+            _rename(path, path + ".bad")
             old = None
         event("discarded", {"reason": str(x)})
     if old is not None:
@@ -115,12 +117,32 @@ def _open_dir(path, e, batch_ms, event):
 
 
 def read(path):
-    # The file's bytes, None when it cannot be read.
+    # The file's bytes, None when it cannot be read. One too large for this
+    # heap is no state this client can restore (a stray file, or a state
+    # from a device with more RAM): ValueError, so that it is set aside; a
+    # MemoryError would fail every boot the same way.
     try:
         with open(path, "rb") as f:
             return f.read()
     except OSError:
         return None
+    except MemoryError:
+        raise ValueError("%s is larger than this heap can read" % path)
+
+
+def size_of(path):
+    # The file's size in bytes, 0 when there is none.
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return 0
+
+
+def _rename(path, to):
+    try:
+        os.rename(path, to)
+    except OSError:
+        pass
 
 
 
@@ -137,7 +159,7 @@ def _read_dir(j):
     if not head:
         for name in names_in(j):      # no session: whatever else is there goes
             try:                      # (a read-only filesystem: at a later boot)
-                if name.isdigit() and read(j.dir + "/" + name):
+                if name.isdigit() and size_of(j.dir + "/" + name):
                     j.put_file(name, b"")
                 elif name in ("i0", "i1"):   # (an erase() cut short) else the new
                     os.remove(j.dir + "/" + name)   # session's ids could rank below them
