@@ -530,6 +530,79 @@ assert out(e, now=6999) == [("PUBLISH", d, False)]      # 1 ms before its expiry
 """)
 
 
+def test_MQTT_3_3_2_3_3_the_expiry_sent_is_the_time_left():
+    # 5.0 3.3.2.3.3: the Message Expiry Interval is the message's lifetime
+    # (a broker forwards "the received value minus the time that the
+    # message has been waiting", MQTT-3.3.2-6). The client sent the value
+    # asked at publish() however long the message had waited in the
+    # outbox: 60 s after 50 s queued, so it lived almost twice its
+    # lifetime (a review found it). It now sends the whole seconds left,
+    # at least 1, wherever the property sits in the block; QoS 0 too.
+    run(r"""
+from durable_mqtt import props
+def sent_expiry(e, now):
+    n = e.next_out(now, tx)
+    assert n > 0, n
+    b = bytes(e.src[e.src_off:e.src_off + n])
+    blk = b[2 + 2 + b[3] + (2 if b[0] & 6 else 0):]
+    return props.decode(blk, 0, len(blk), props.PUBLISH)["message_expiry"]
+e = engine(v5=True)
+for qos in (1, 0, 2):
+    blk = props.encode({"content_type": "text/plain", "message_expiry": 60,
+                        "user_property": [("k", "v")]})
+    e.accept(b"t", b"m", qos, 0, blk, 1000, 60)
+    e.rec = 0
+    assert sent_expiry(e, 51000) == 10, qos               # 50 s in the outbox: 10 s left
+e.accept(b"t", b"m", 1, 0, props.encode({"message_expiry": 2}), 0, 2)
+e.rec = 0
+assert sent_expiry(e, 1999) == 1                          # 1 ms left: 1 s, never 0
+""")
+
+
+def test_MQTT_3_3_2_5_expiry_is_found_after_a_week_offline_on_a_board():
+    # A board's ticks_ms wraps at 2**30 ms, and ticks_diff holds +-2**29 ms
+    # (6.2 days): a message with a 60 s expiry queued while the link was
+    # down for 7 days looked unexpired and was sent (a review found it).
+    # While down, the front ends call age() (RobustClient.offline(), every
+    # connect attempt): a passed deadline moves to now, so next_out() still
+    # finds it passed days later. The board's tick arithmetic is emulated.
+    run(r"""
+import sys
+import time as _t
+class T:
+    P = 1 << 30
+    def ticks_add(self, a, b):
+        return (a + b) & (self.P - 1)
+    def ticks_diff(self, a, b):
+        return ((a - b + (self.P >> 1)) & (self.P - 1)) - (self.P >> 1)
+t = T()
+for k in ("ticks_ms", "sleep_ms", "time"):
+    setattr(t, k, getattr(_t, k))
+sys.modules["time"] = t
+del sys.modules["durable_mqtt.session"]
+from durable_mqtt.session import Session
+def week(aged):
+    e = Session(True, b"dev", 12, 8, 2048, 4, 4, 256)
+    a = e.accept(b"t", b"a", 1, 0, b"", 0, 60)
+    b = e.accept(b"t", b"b", 1, 0, b"", 0, 0)            # no expiry: waits as long as it takes
+    e.rec = 0
+    day = 86400 * 1000
+    if aged:
+        for d in range(1, 8):                            # the front end, while down
+            e.age(t.ticks_add(0, d * day))
+    now = t.ticks_add(0, 7 * day)
+    got = []
+    while True:
+        n = e.next_out(now, tx)
+        if not n:
+            return got
+        got.append((e.done_pid, e.done_reason) if n < 0 else "sent")
+        e.done_pid = 0
+assert week(True) == [(1, -1), "sent"], week(True)
+assert week(False) == ["sent", "sent"]                   # (without age(): the wrap)
+""")
+
+
 # ---------------------------------------------------------------- Session Present
 
 def test_MQTT_3_2_2_1_session_present_after_clean_start_is_an_error():

@@ -144,6 +144,19 @@ def _value(buf, off, stop, pid, box, out):  # noalloc without out
     return off
 
 
+def expiry_at(buf, off):  # noalloc
+    # The offset of the Message Expiry Interval's 4-byte value in the
+    # (valid) property block at off, its length varint first; -1: none.
+    off = get_varint(buf, off, len(buf), _box)
+    stop = off + _box.value
+    while off < stop:
+        pid = buf[off]
+        if pid == _EXPIRY:
+            return off + 1
+        off = _value(buf, off + 1, stop, pid, _box, None)
+    return -1
+
+
 def _field(buf, off, stop, pid):  # noalloc
     # A length-prefixed string (checked UTF-8) or binary field; returns its
     # end. A Response Topic is a Topic Name (MQTT-3.3.2-14: no wildcard).

@@ -44,7 +44,7 @@ from time import ticks_add, ticks_diff
 # found in its dict, not after a miss there and a search of the builtins.
 from builtins import len
 
-from .codec import publish_size, varint_size, put_publish, put_ack, fail
+from .codec import publish_size, varint_size, put_publish, put_ack, fail, u16
 from .errors import MQTTException, QueueFull, SessionError
 
 _ERR_FULL = const(-7)
@@ -296,6 +296,8 @@ class Session:
                     _free(self, i)
                     _trim(self)
                     continue
+                if self.dl[i]:
+                    _expiry_left(self, i, now)
                 self.src = self.arena
                 self.src_off = self.off[i]
                 if not pid:
@@ -314,6 +316,21 @@ class Session:
             if s == _RELEASE | _REL_DUE:
                 return self._pubrel(i, tx)
         return 0
+
+    def age(self, now):  # noalloc
+        # A queued message's expiry is found when its turn comes (next_out),
+        # by ticks_diff, which holds 2**29 ms on a board (6.2 days): a
+        # deadline passed longer ago than that looked ahead again, and the
+        # message went out (MQTT-3.3.2-5). The front ends call this while
+        # the link is down: each passed deadline is moved to now, so it
+        # stays passed for another 6 days.
+        k = 0
+        while k < self.count:
+            i = self.index(k)
+            d = self.dl[i]
+            if d and ticks_diff(now, d) >= 0:
+                self.dl[i] = ticks_add(now, -2) | 1
+            k += 1
 
     def _qos0_out(self, i):  # noalloc
         # A QoS 0 packet is gone from the outbox once written; its length,
@@ -605,6 +622,30 @@ def _trim(e):  # noalloc
             return
         i = i + 1 if i + 1 < e.nslots else 0
     e.a_head = e.a_tail = 0
+
+
+def _expiry_left(e, i, now):
+    # MQTT 5 3.3.2.3.3: the Message Expiry Interval is the message's
+    # lifetime, so what goes out is the time it has left, not what was
+    # asked when it was queued. Its 4-byte value in the arena (after the
+    # fixed header, the topic and the packet id: the property block) is
+    # rewritten: the whole seconds left, at least 1.
+    from .props import expiry_at     # (loaded already: only MQTT 5 sets dl)
+    a = e.arena
+    o = e.off[i]
+    p = o + 1
+    while a[p] & 0x80:               # the Remaining Length
+        p += 1
+    p += 3 + u16(a, p + 1)           # past it and the topic
+    if a[o] & 6:
+        p += 2                       # the packet id (QoS 1/2)
+    p = expiry_at(a, p)
+    if p > 0:
+        left = max(1, ticks_diff(e.dl[i], now) // 1000)   # (never more than it has)
+        a[p] = 0
+        a[p + 1] = left >> 16
+        a[p + 2] = (left >> 8) & 0xFF
+        a[p + 3] = left & 0xFF
 
 
 def _slot(e, pid, off, n, dl):  # noalloc

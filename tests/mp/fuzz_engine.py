@@ -225,6 +225,14 @@ class Harness:
                     ring.pop(j)
                     self.finish(m, "refused" if m.qos else "refused0", r)
                     return ("left", m, r)
+                if m.dl is not None:
+                    # MQTT 5 3.3.2.3.3: the expiry goes out as the whole
+                    # seconds left (the deadline holds through m.dl), at
+                    # least 1; its 4 bytes end where the payload begins.
+                    left = max(1, (m.dl + 1 - self.el) // 1000)
+                    k = len(m.pkt) - len(m.payload) - 4
+                    m.pkt = m.pkt[:k] + left.to_bytes(4, "big") + m.pkt[k + 4:]
+                    cov("expiry sent as the time left")
                 m.dl = None
                 dup = m.dup
                 cov("PUBLISH q%d dup %d" % (m.qos, dup))
