@@ -903,3 +903,57 @@ for f in (lambda: c.publish("t", b"b"), lambda: c.publish("t", b"c", False, 1), 
 print("after", len(s.out) - n)
 """ % version)
     assert "closed True False e000" in r.stdout and "after 0" in r.stdout, r.stdout
+
+
+NESTED = r"""
+c = MQTTClient("dev", "127.0.0.1", PORT, version=%d, timeout_ms=3000)
+got = []
+def cb(t, m, r, q):
+    got.append((bytes(t), bytes(m)))
+    if len(got) == 1:
+        c.subscribe("x", 1)          # reads packets until its SUBACK, inside this callback
+c.set_callback(cb)
+c.connect()
+pump(c, 900)
+print("GOT", got)
+c.disconnect()
+"""
+
+
+@pytest.mark.parametrize("v", [4, 5])
+@pytest.mark.parametrize("qos", [1, 2])
+def test_MQTT_4_6_0_2_acknowledgements_in_order_when_the_callback_subscribes(v, qos):
+    """4.6.0-2 / -3: PUBACKs and PUBRECs go in the order the PUBLISHes came.
+    PUBLISH 1 arrives, its callback subscribes, PUBLISH 2 arrives before the
+    SUBACK and is delivered inside that subscribe(): its acknowledgement
+    went first, since the outer one's is sent when its callback returns (a
+    review found it). The acknowledgements of what is read inside a
+    callback now wait for the outer one's."""
+    suback = pkt(0x90, u16(1) + (b"\x00" if v == 5 else b"") + b"\x01")
+    fb = FakeBroker([("send", connack(v)), ("send", publish(v, b"a", b"1", qos=qos, pid=1)),
+                     ("recv",),                                          # the SUBSCRIBE
+                     ("send", publish(v, b"b", b"2", qos=qos, pid=2)),
+                     ("sleep", 0.2), ("send", suback), ("sleep", 0.5)])
+    r = run_mp(PRE % fb.port + NESTED % v)
+    fb.join()
+    assert "GOT [(b'a', b'1'), (b'b', b'2')]" in r.stdout, r.stdout
+    ack = 0x40 if qos == 1 else 0x50
+    acks = [body[:2] for f, body in fb.conns[0][1:] if f == ack]
+    assert acks == [u16(1), u16(2)], (fb.conns[0], r.stdout)
+
+
+def test_MQTT_4_3_3_2_a_qos2_resent_while_its_own_callback_runs_is_not_delivered_again():
+    """3.1.1 MQTT-4.3.3-2: until the PUBREL, a PUBLISH with the same id is
+    acknowledged with PUBREC and not delivered again; 3.1.1 lets a broker
+    resend on the same connection. The resend came while the first copy's
+    callback waited for a SUBACK: its id was recorded only after the
+    callback, so it was delivered twice (a review found it). Now once, and
+    two PUBRECs."""
+    suback = pkt(0x90, u16(1) + b"\x01")
+    fb = FakeBroker([("send", connack(4)), ("send", publish(4, b"a", b"1", qos=2, pid=1)), ("recv",),
+                     ("send", publish(4, b"a", b"1", qos=2, pid=1, first=0x3C)),     # DUP=1
+                     ("sleep", 0.2), ("send", suback), ("sleep", 0.5)])
+    r = run_mp(PRE % fb.port + NESTED % 4)
+    fb.join()
+    assert "GOT [(b'a', b'1')]" in r.stdout, r.stdout
+    assert [body[:2] for f, body in fb.conns[0][1:] if f == 0x50] == [u16(1), u16(1)], fb.conns[0]
