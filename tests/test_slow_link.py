@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import fields, free_port, run_mp
-from fakebroker import FakeBroker, connack, packets, pkt, stalling_broker, u16
+from fakebroker import FakeBroker, connack, packets, pkt, publish, stalling_broker, u16
 
 SIZE = 60000              # the PUBLISH's payload: many times the send room
 CHUNK, PAUSE = 512, 0.05  # the broker reads 10 KB/s
@@ -383,3 +383,63 @@ asyncio.run(main())
     assert fields(r.stdout, "CONNECT")[1:] == ["True", "True"], r.stdout    # the second broker session
     assert fields(r.stdout, "PUB")[1:] == ["1", "True"], r.stdout
     assert [p[0] for p in fb.conns[1]] == [0x10, 0x32, 0xE0], fb.conns
+
+
+def trickle_broker(total, chunk=1000, pause=0.1):
+    """Answers CONNECT, then sends one QoS 1 PUBLISH of `total` payload
+    bytes, `chunk` bytes every `pause` s (10 KB/s: a link that keeps
+    moving), then answers every PINGREQ; notes the PUBACK."""
+    seen = {"puback": False}
+
+    def then(conn):
+        p = publish(4, b"big", b"x" * total, qos=1, pid=7)
+        for i in range(0, len(p), chunk):
+            conn.sendall(p[i:i + chunk])
+            time.sleep(pause)
+        for first, body in packets(conn, 4096):
+            if first == 0xC0:
+                conn.sendall(pkt(0xD0))
+            elif first == 0x40:
+                seen["puback"] = True
+    port, t = stalling_broker(4, 0, then, io_timeout=15)
+    return port, t, seen
+
+
+TRICKLE = r"""
+import time
+from durable_mqtt import MQTTClient, PacketTooLarge
+got = []
+c = MQTTClient("trickle", "127.0.0.1", %d, keepalive=2, timeout_ms=2000, buf_size=%d)
+c.set_callback(lambda t, m, r, q: got.append(len(m)))
+c.connect()
+t0 = time.ticks_ms()
+res = "alive"
+while time.ticks_diff(time.ticks_ms(), t0) < 5000:
+    try:
+        c.check_msg()
+    except PacketTooLarge:
+        pass
+    except Exception as x:
+        res = "%%s %%s after %%d ms" %% (type(x).__name__, x, time.ticks_diff(time.ticks_ms(), t0))
+        break
+    time.sleep_ms(20)
+print("RESULT", res, got)
+"""
+
+
+@pytest.mark.parametrize("buf_size", [1024, 40000])
+def test_a_packet_still_arriving_keeps_the_link_alive(buf_size):
+    """A 30 KB PUBLISH arriving at 10 KB/s (3 s of bytes) with keepalive
+    2 s: the PINGRESP waits behind it in the stream. Only a whole packet
+    counted as a sign of life, so the link was dropped as dead ("no
+    PINGRESP in 1000 ms") while bytes never stopped, and the broker resent
+    the message into the same end at every reconnect (a review found it).
+    Part of a packet now counts, read into the buffer (buf_size 40000:
+    delivered) or drained as oversize (buf_size 1024: dropped, and
+    acknowledged)."""
+    port, t, seen = trickle_broker(30000)
+    r = run_mp(TRICKLE % (port, buf_size), timeout=30)
+    t.join(10)
+    assert "RESULT alive" in r.stdout, r.stdout
+    assert ("[30000]" if buf_size > 30000 else "[]") in r.stdout, r.stdout
+    assert seen["puback"], r.stdout

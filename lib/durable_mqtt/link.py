@@ -325,6 +325,10 @@ class Link:
         while got < self.rlen:
             r = self.net.read_into(view(self, got, len(self.rx) - got) if got else self.rx, self.rlen - got)
             if not r:
+                if got > self.got:
+                    # Part of a packet came: the link lives (a PINGRESP may
+                    # wait behind a large packet on a slow link).
+                    self.last_rx = ticks_ms()
                 self.got = got
                 return self.idle()
             self.dry = r < self.rlen - got
@@ -366,6 +370,7 @@ class Link:
             if not r:
                 return 0
             self.left -= r
+            self.last_rx = ticks_ms()   # part of it came: the link lives (as in read())
         self.rs = _HEAD
         self.last_rx = ticks_ms()
         self.counts[_OVERSIZE_IN] += 1
