@@ -421,7 +421,7 @@ class AsyncClient:
             if not c.is_connected():
                 wait = c.offline()
                 if wait:
-                    await asyncio.sleep_ms(min(wait, 1000))
+                    await asyncio.sleep_ms(c.batch_due(min(wait, 1000)))
                     continue
                 try:
                     k = c.link
@@ -504,7 +504,7 @@ class AsyncClient:
                 # would last until the keepalive (20 s and more) before the
                 # reconnect.
                 try:
-                    await asyncio.wait_for_ms(_ready(c.socket(), False), min(w, _LOOK_DOWN_MS))
+                    await asyncio.wait_for_ms(_ready(c.socket(), False), c.batch_due(min(w, _LOOK_DOWN_MS)))
                 except asyncio.TimeoutError:
                     pass
 

@@ -153,6 +153,20 @@ class MQTTClient:
         elif self.early is not None:
             self.early.append((ev, info))
 
+    def batch_due(self, wait):  # noalloc
+        # wait (ms; -1: none) cut to when the records batched on
+        # persist_batch_ms are due, so that no wait holds them past it (a
+        # quiet link's wait_msg(3000), an offline poll(1000)); due now:
+        # written. (What a power cut may lose: docs/sessions.md.)
+        j = self.journal
+        if j is not None and j.nbatch:
+            d = j.batch_ms - time.ticks_diff(ticks_ms(), j.batch_t0)
+            if d <= 0:
+                j.tick(ticks_ms())
+            elif wait < 0 or d < wait:
+                return d
+        return wait
+
     def raise_event_error(self):
         x = self.event_error
         if x is not None:

@@ -111,7 +111,8 @@ class RobustClient(MQTTClient):
             wait = self.offline()
             if wait > 0:
                 if timeout_ms:
-                    time.sleep_ms(min(wait, timeout_ms))
+                    time.sleep_ms(self.batch_due(min(wait, timeout_ms)))
+                    self.batch_due(-1)    # (due now: written)
                 return False
             try:
                 self.run(self.reconnecting())
