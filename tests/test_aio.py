@@ -302,3 +302,43 @@ def test_an_event_callback_that_raises_on_reconnect_leaves_the_task_running(brok
     r = run_mp(EVENT_RAISES % {"port": broker.port, "ver": ver}, timeout=30)
     assert "UP1 True 1" in r.stdout, r.stdout + r.stderr
     assert "UP2 True 2 True False" in r.stdout and "ACKED True" in r.stdout, r.stdout + r.stderr
+
+
+HOOKS = r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+from durable_mqtt import MQTTClient
+seen = []
+def up(c):
+    seen.append(("up", type(c).__name__))
+    raise RuntimeError("the application's on_up")
+def down(c, exc):
+    seen.append(("down", type(c).__name__))
+
+async def main():
+    c = AsyncClient("aio-hooks", "127.0.0.1", %(port)d, version=%(ver)d, timeout_ms=2000,
+                    backoff_ms=(50, 100), on_up=up, on_down=down)
+    await c.connect(timeout_ms=5000)
+    t = MQTTClient("aio-hooks", "127.0.0.1", %(port)d, version=%(ver)d)   # takes the session over
+    t.connect()
+    t.disconnect()
+    for _ in range(100):
+        await asyncio.sleep_ms(50)
+        if len(seen) >= 3 and c.is_connected():
+            break
+    print("SEEN", seen, c.callback_errors, c.is_connected())
+    await c.disconnect()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_on_up_and_on_down_are_called_with_the_async_client(broker, ver):
+    """api.md says AsyncClient takes RobustClient's arguments, but on_up /
+    on_down raised TypeError ("multiple values for argument"): AsyncClient
+    passed its own (a review found it). They are called now, with the
+    AsyncClient; one that raises is reported, and the task goes on."""
+    r = run_mp(HOOKS % {"port": broker.port, "ver": ver}, timeout=30)
+    assert "SEEN [('up', 'AsyncClient'), ('down', 'AsyncClient'), ('up', 'AsyncClient')] 2 True" in r.stdout, \
+        r.stdout + r.stderr

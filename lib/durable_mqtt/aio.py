@@ -46,7 +46,10 @@ async def _ready(sock, out):
 
 class AsyncClient:
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=60,
-                 ssl=None, *, queue_size=8, **kw):
+                 ssl=None, *, queue_size=8, on_up=None, on_down=None, **kw):
+        # on_up(self) / on_down(self, exc): RobustClient's hooks, called
+        # with this client; the up and down events say the same.
+        self._hooks = (on_up, on_down)
         self.client = c = RobustClient(client_id, server, port, user, password, keepalive, ssl,
                                        on_up=self._on_up, on_down=self._on_down, **kw)
         c.async_connect = True
@@ -409,11 +412,23 @@ class AsyncClient:
         for pid, w in list(self._waiters.items()):
             if not c.holds(pid) and not w[0].is_set():
                 self._done(pid, 0)
+        self._hook(0, ())
 
     def _on_down(self, c, exc):
         self.up.clear()
         self._wake.clear()
         self.down.set()
+        self._hook(1, (exc,))
+
+    def _hook(self, k, args):
+        # The application's on_up / on_down: an exception from it is
+        # reported (callback_error), never the end of the task.
+        f = self._hooks[k]
+        if f is not None:
+            try:
+                f(self, *args)
+            except Exception as x:
+                self._callback_error(x)
 
     async def _run(self):
         c = self.client

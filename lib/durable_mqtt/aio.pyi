@@ -1,6 +1,6 @@
 # Type stubs for durable_mqtt.aio (host only): AsyncClient, the asyncio
 # front end over a RobustClient. Its keyword arguments are RobustClient's
-# (spelled out), except on_up/on_down, which it uses itself (see up, down).
+# (spelled out); on_up/on_down are called with the AsyncClient.
 import asyncio
 from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Generator, Optional, Protocol, Sequence, Tuple,
                     TypeVar, Union)
@@ -35,6 +35,8 @@ class AsyncClient:
         ssl: Optional[_SSLContext] = None,
         *,
         queue_size: int = 8,
+        on_up: Optional[Callable[["AsyncClient"], None]] = None,
+        on_down: Optional[Callable[["AsyncClient", Optional[BaseException]], None]] = None,
         servers: Optional[Sequence[_Server]] = None,
         link: Optional[Union[_Link, _AsyncLink]] = None,
         backoff_ms: Tuple[int, int] = (250, 30000),

@@ -124,8 +124,9 @@ class MQTTClient:
         self.cb_props = props
 
     def set_event_callback(self, f):
-        # f(event, info): "new", "resumed", "lost", "expired", "discarded" or
-        # "damaged", and a dict of figures. The events the constructor raised
+        # f(event, info): "new", "resumed", "lost", "expired", "discarded",
+        # "damaged", "store_full" or (AsyncClient) "callback_error", and a
+        # dict of figures (docs/api.md). The events the constructor raised
         # (restoring the stored session) are passed to f at once.
         need_callable(f)
         self.on_event = f

@@ -42,7 +42,8 @@ _MessageCallback = Union[
     Callable[[memoryview, memoryview, bool, int], None],
     Callable[[memoryview, memoryview, bool, int, Optional[Dict[str, Any]]], None],
 ]
-# event: "new", "resumed", "lost", "expired", "discarded" or "damaged"
+# event: "new", "resumed", "lost", "expired", "discarded", "damaged", "store_full",
+# or (AsyncClient) "callback_error" (docs/api.md)
 _EventCallback = Callable[[str, Dict[str, Any]], None]
 # f(pid, reason): 0 acknowledged, >= 0x80 refused (MQTT 5), -1 expired unsent
 _DoneCallback = Callable[[int, int], None]
@@ -106,6 +107,12 @@ class MQTTClient:
     def set_event_callback(self, f: Optional[_EventCallback]) -> None: ...
     def set_done_callback(self, f: Optional[_DoneCallback]) -> None: ...
     def event(self, ev: str, info: Dict[str, Any]) -> None: ...
+    # (front ends) raise the event callback's first exception, kept by
+    # event() until the call under way is done
+    def raise_event_error(self) -> None: ...
+    # (front ends) a wait in ms (-1: none) cut to when persist_batch_ms
+    # batched records are due
+    def batch_due(self, wait: int) -> int: ...
     def set_last_will(self, topic: _Topic, msg: _Payload, retain: bool = False, qos: int = 0,
                       props: _Props = None) -> None: ...
     # state
