@@ -896,3 +896,44 @@ print("ok")
 """)
     assert "over 8 refused" in out and "over 12 refused" in out, out
     assert out.splitlines()[-1] == "ok"
+
+
+def test_a_ring_resized_and_set_back_does_not_bring_its_old_session_back():
+    """Firmware A has a 16-block ring; an update B uses 8 blocks of it,
+    refuses A's ring (another size), formats and runs; a rollback to A
+    loaded A's last state from before the update, with no event: messages
+    acknowledged long ago sent again, B's queue lost (a review found it).
+    A ring now formats numbered above every block of another size it finds
+    (that ring's blocks are numbered in a row), so a ring written since
+    outranks the old one, which is then refused as foreign. Both ways the
+    client reports `discarded` and starts afresh."""
+    out = mp(r"""
+def state(tag, i):
+    return (b"%s%05d" % (tag, i)) * 30
+dev = NorFlash(4096, 16, prog_size=32)
+r = RingStore(dev)                      # firmware A: 16 blocks
+for i in range(60):
+    checkpoint(r, state(b"OLD", i))
+r = RingStore(dev, num_blocks=8)        # firmware B: the first 8
+try:
+    r.load()
+    print("B loaded A's ring")
+except ValueError:
+    pass
+r.erase()                               # what the client does after "discarded"
+for i in range(3):                      # (a short run: few blocks of B's)
+    checkpoint(r, state(b"NEW", i))
+assert RingStore(dev, num_blocks=8).load().startswith(b"NEW")
+try:                                    # the rollback: 16 blocks again
+    got = RingStore(dev).load()
+    print("A loaded", got[:8])
+except ValueError as x:
+    print("A refused:", x)
+r = RingStore(dev)
+r.erase()
+checkpoint(r, state(b"AGAIN", 0))
+print("A again", RingStore(dev).load()[:10])
+""")
+    assert "B loaded" not in out and "A loaded" not in out, out
+    assert "A refused: flash ring written over 8 blocks, opened over 16" in out, out
+    assert "A again b'AGAIN00000'" in out, out

@@ -213,6 +213,7 @@ class RingStore:
         hb = bytearray(_BHDR + 4)
         seqs = [-1] * N
         other = newer = 0
+        other_max = -1                   # the newest block of a ring of another size
         for i in range(N):
             self._bdev.readblocks(self._first + i, hb, 0)
             if (hb[0] == _MAGIC0 and hb[1] == _MAGIC1 and hb[2] == _MAGIC2 and hb[3] == _MAGIC3
@@ -226,6 +227,9 @@ class RingStore:
                     # Written as a ring of n blocks: its chain, read over
                     # another region, would yield an older checkpoint.
                     other = n
+                    s = _u32(hb, 8)
+                    if s <= _SEQ_MASK and s > other_max:
+                        other_max = s
                     continue
                 s = _u32(hb, 8)
                 if s <= _SEQ_MASK:
@@ -234,6 +238,16 @@ class RingStore:
         for i in range(N):
             if seqs[i] >= 0 and (head < 0 or seqs[i] > seqs[head]):
                 head = i
+        # A ring formats itself numbered above every block it finds of a
+        # ring of another size, and that ring's blocks are numbered in a
+        # row (n of them): so its blocks outrank all of that ring's,
+        # including those outside this region. A block of another size
+        # newer than our head is then a ring written since ours (a resize
+        # and back, a region lent to another firmware): ours is stale, and
+        # loading it would resend what was acknowledged long ago.
+        self._floor = other_max + other if other_max >= 0 else -1
+        if head >= 0 and other_max > seqs[head]:
+            head = -1
         self._ck_open = False
         self._scan = None
         self._other_n = other if head < 0 else 0
@@ -414,6 +428,8 @@ class RingStore:
         # checkpoint, so there is always a complete checkpoint to start from.
         self._pos = self._bs
         self._other_n = 0
+        if self._head_seq < self._floor:
+            self._head_seq = self._floor    # numbered above every ring found here (_rescan)
         self._empty_checkpoint(True)
 
     def _empty_checkpoint(self, force):  # noalloc
