@@ -92,10 +92,10 @@ def u32(b, i):
     return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
 
 
-# A session directory's sequence numbers count modulo 2**30 (u32 on flash,
+# A session directory's sequence numbers count modulo 2**29 (u32 on flash,
 # the top two bits 0); readers compare them as serial numbers, by distance.
-SEQ_MASK = 0x3FFFFFFF
-SEQ_HALF = 0x20000000
+SEQ_MASK = 0x1FFFFFFF
+SEQ_HALF = 0x10000000
 
 
 def seq_number(b):
@@ -403,7 +403,7 @@ def read_dir(path, diag, info):
             continue
         n = len(ids)
         if n >= 11 and ids[4] == R_IN_LIST and u16(ids, 5) == n - 11 and crc_ok(ids, 0, n - 4):
-            # the newer: serial numbers (modulo 2**30, they wrap), compared by distance
+            # the newer: serial numbers (modulo 2**29, they wrap), compared by distance
             if best < 0 or 0 < (seq_number(ids) - best) & SEQ_MASK < SEQ_HALF:
                 best = seq_number(ids)
                 s.in_qos2 = [u16(ids, 7 + 2 * k) for k in range(u16(ids, 5) // 2)]
@@ -439,7 +439,7 @@ def read_dir(path, diag, info):
             diag.add("warning", "damaged_slot", "slot %s (%d bytes) holds no good record: its message is lost "
                      "(the library reports the event `damaged`)" % (name, n))
         info["slots"].append(slot)
-    # By seq, as serial numbers (they wrap modulo 2**30: by distance from one
+    # By seq, as serial numbers (they wrap modulo 2**29: by distance from one
     # of them); an OUT_REL after the OUT_PUB of the same seq.
     ref = found[0][0] if found else 0
 

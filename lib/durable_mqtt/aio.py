@@ -436,7 +436,7 @@ class AsyncClient:
             if not c.is_connected():
                 wait = c.offline()
                 if wait:
-                    await asyncio.sleep_ms(c.batch_due(min(wait, 1000)))
+                    await asyncio.sleep_ms(c.due(min(wait, 1000)))
                     continue
                 try:
                     k = c.link
@@ -474,7 +474,7 @@ class AsyncClient:
                     self._callback_error(x)
                 c.link_up()
                 try:
-                    c.raise_event_error()   # the event callback's ("new", "resumed", "lost")
+                    c.report()   # the event callback's ("new", "resumed", "lost")
                 except Exception as x:
                     self._callback_error(x)
                 self._kick()            # what the resend after CONNACK left
@@ -519,7 +519,7 @@ class AsyncClient:
                 # would last until the keepalive (20 s and more) before the
                 # reconnect.
                 try:
-                    await asyncio.wait_for_ms(_ready(c.socket(), False), c.batch_due(min(w, _LOOK_DOWN_MS)))
+                    await asyncio.wait_for_ms(_ready(c.socket(), False), c.due(min(w, _LOOK_DOWN_MS)))
                 except asyncio.TimeoutError:
                     pass
 

@@ -64,9 +64,9 @@ class MQTTClient:
     # are its own, not the application's.
     renews_subs = False
     # The first exception of the event callback in the call under way
-    # (event()): raised when that call's work is done. A class attribute
-    # until one comes.
-    event_error = None
+    # (event()): raised by report() when that call's work is done. A class
+    # attribute until one comes.
+    cb_error = None
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
                  ssl=None, **kw):
@@ -107,7 +107,7 @@ class MQTTClient:
         if not self.early:
             self.early = None
         self.pc = _NO_PROPS             # the last publish() props checked (_props)
-        self.raise_event_error()
+        self.report()
 
     # ------------------------------------------------------------ settings and figures
     def expiry_for(self, clean):
@@ -149,12 +149,12 @@ class MQTTClient:
             try:
                 self.on_event(ev, info)
             except Exception as x:
-                if self.event_error is None:
-                    self.event_error = x
+                if self.cb_error is None:
+                    self.cb_error = x
         elif self.early is not None:
             self.early.append((ev, info))
 
-    def batch_due(self, wait):  # noalloc
+    def due(self, wait):  # noalloc
         # wait (ms; -1: none) cut to when the records batched on
         # persist_batch_ms are due, so that no wait holds them past it (a
         # quiet link's wait_msg(3000), an offline poll(1000)); due now:
@@ -168,10 +168,11 @@ class MQTTClient:
                 return d
         return wait
 
-    def raise_event_error(self):
-        x = self.event_error
+    def report(self):
+        # Raise what the event callback raised (cb_error), if it did.
+        x = self.cb_error
         if x is not None:
-            del self.event_error         # (back to the class default)
+            del self.cb_error            # (back to the class default)
             raise x
 
     def set_last_will(self, topic, msg, retain=False, qos=0, props=None):
@@ -251,7 +252,7 @@ class MQTTClient:
 
     def connect(self, clean_session=None, timeout_ms=None):
         sp = self.run(self.connecting(clean_session, timeout_ms))
-        self.raise_event_error()         # the event callback's, now that the connection is whole
+        self.report()         # the event callback's, now that the connection is whole
         return sp
 
     def connect_fresh(self, timeout_ms=None):
@@ -259,7 +260,7 @@ class MQTTClient:
         # Start with a Session Expiry); 3.1.1 the spec-correct way, connect
         # clean, disconnect, connect with Clean Session 0.
         sp = self.run(self.connecting(True, timeout_ms, None, 0, True))
-        self.raise_event_error()
+        self.report()
         return sp
 
     def connecting(self, clean_session=None, timeout_ms=None, server=None, port=0, fresh=False):

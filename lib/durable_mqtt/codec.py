@@ -29,9 +29,9 @@ class Box:
     alias = 0          # MQTT 5: the Topic Alias and Message Expiry in the
     expiry = 0         # last property block checked (props.py)
     # inbound.py: the message whose callback runs (0x40000 | qos << 16 | id;
-    # 0: none), and the acknowledgements of those read meanwhile.
-    delivering = 0
-    later = None
+    # 0: none), and the acknowledgements owed to those read meanwhile.
+    held = 0
+    owed = None
 
 
 def varint_size(n):  # noalloc

@@ -181,10 +181,10 @@ def _failed(s, e, host, port, timeout_ms, tls):
         # broker that does not speak TLS there: port 1883 for 8883 is the
         # common slip, and the CA is not the place to look.
         if isinstance(code, int) and code > 0:
-            hint = "the broker closed it: is port %d a TLS listener (usually 8883)?" % port
+            why = "the broker closed it: is port %d a TLS listener (usually 8883)?" % port
         else:
-            hint = "is the broker's CA loaded in the ssl context (load_verify_locations)?"
-        raise MQTTException(_ERR_CLOSED, "TLS handshake with %s:%d failed (%s): %s" % (host, port, e, hint))
+            why = "is the broker's CA loaded in the ssl context (load_verify_locations)?"
+        raise MQTTException(_ERR_CLOSED, "TLS handshake with %s:%d failed (%s): %s" % (host, port, e, why))
     if code in (errno.ECONNREFUSED, 111):
         why = "refused: no broker on that port"
     elif code in (errno.EHOSTUNREACH, 113, -2, -202):

@@ -11,15 +11,11 @@ from micropython import const
 
 from . import crc
 from .codec import u16
-from .load import names_in, read, remove, size_of
+from .load import names_in, read, remove
 
 _R_OUT_PUB = const(0x02)     # docs/session-format.md (store.py's numbers)
 _R_OUT_REL = const(0x04)
 _R_IN_LIST = const(0x08)
-# Sequence numbers count modulo 2**30 (filestore.py): compared as serial
-# numbers, by their distance, which is below 2**29 for every pair on flash.
-_SEQ_MASK = const(0x3FFFFFFF)
-_SEQ_HALF = const(0x20000000)
 
 
 def read_state(j, head):
@@ -33,12 +29,15 @@ def read_state(j, head):
     got = False
     for name in ("i0", "i1"):         # the newer intact one holds the incoming QoS 2 ids
         p = j.dir + "/" + name
-        n = size_of(p)
+        try:
+            n = os.stat(p)[6]
+        except OSError:
+            n = 0
         d = read(p) if n <= 0xFFFF + 11 else None       # (larger than a record can say: damage)
         if d and len(d) == n and n >= 11 and d[4] == _R_IN_LIST and u16(d, 5) == n - 11 and crc.check(d, 0, n - 4):
             q = seq_of(d)
-            # Newer: as serial numbers (they wrap), by distance.
-            if not got or 0 < (q - j.iseq) & _SEQ_MASK < _SEQ_HALF:
+            # Newer: as serial numbers (modulo 2**29), by distance.
+            if not got or 0 < (q - j.iseq) & 0x1FFFFFFF < 0x10000000:
                 got = True
                 j.iseq = q
                 st.rx2 = [u16(d, 7 + 2 * k) for k in range(u16(d, 5) // 2)]
@@ -81,16 +80,17 @@ def read_state(j, head):
         from .slotmove import move_far
         move_far(j, moved, buf, nbytes)
     # Sequence numbers grow for as long as a message is held and wrap at
-    # 2**30: they are compared as serial numbers, by their distance from
-    # one of them (every slot on flash was written within far fewer than
-    # 2**29 writes of the others).
+    # 2**29 (so that no sum of them is a big integer on a board): they are
+    # compared as serial numbers, by their distance from one of them (every
+    # slot on flash was written within far fewer than 2**28 writes of the
+    # others).
     seq = 0
     for s in range(j.made):
         if j.pid[s]:
             seq = j.seq[s]
 
     def key(s):                       # s's place in the order written
-        return (j.seq[s] - seq + _SEQ_HALF) & _SEQ_MASK
+        return (j.seq[s] - seq + 0x10000000) & 0x1FFFFFFF
 
     for s in range(j.made):
         # An id twice: reused while the old slot waited to be emptied, or an
@@ -104,7 +104,7 @@ def read_state(j, head):
     slots = [s for s in range(j.made) if j.pid[s]]
     slots.sort(key=key)
     for s in slots:
-        j.next = (j.seq[s] + 1) & _SEQ_MASK
+        j.next = (j.seq[s] + 1) & 0x1FFFFFFF
         if not j.rel[s]:
             st.next_pid = j.pid[s]    # the newest PUBLISH's id: the last issued
     st.out = [(j.pid[s], None if j.rel[s] else nbytes[s]) for s in slots]
@@ -182,4 +182,4 @@ def _whole(d, n):
 
 def seq_of(b):
     # (The top two bits are not the number's: 0 from this writer.)
-    return ((b[0] & 0x3F) << 24) | (b[1] << 16) | u16(b, 2)
+    return ((b[0] & 0x1F) << 24) | (b[1] << 16) | u16(b, 2)

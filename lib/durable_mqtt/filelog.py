@@ -20,7 +20,6 @@
 import os
 
 from .errors import StoreFull, ERR_FULL
-from .records import tally
 
 _ENOSPC = 28
 
@@ -35,7 +34,7 @@ class FileLog:
         self.path = path
         self.tmp = path + ".tmp"
         self.compact_bytes = compact_bytes
-        self.wrote_kib = self.wrote_b = 0     # bytes written (records.tally)
+        self.bytes_written = 0   # modulo 2**29: a small int on a board (docs/api.md#stats)
         self.appends = 0
         self.checkpoints = 0
         self._f = None           # the log, open for appending
@@ -56,10 +55,6 @@ class FileLog:
             except OSError:
                 pass
         self.capacity = self.capacity_bytes()
-
-    @property
-    def bytes_written(self):
-        return self.wrote_kib * 1024 + self.wrote_b
 
     def load(self):
         # The file's bytes, b"" when there is no file. Boot only. A
@@ -120,8 +115,8 @@ class FileLog:
             _raise_full(e)
         self._size += n
         self._since += n
-        tally(self, n)
-        self.appends = (self.appends + 1) & 0x3FFFFFFF     # (a small int on a board: docs/api.md#stats)
+        self.bytes_written = (self.bytes_written + n) & 0x1FFFFFFF
+        self.appends = (self.appends + 1) & 0x1FFFFFFF     # (a small int on a board: docs/api.md#stats)
 
     def _failed(self):
         if self._ck is not None:
@@ -185,7 +180,7 @@ class FileLog:
             self._pending = 0
             _remove(self.tmp)
             _raise_full(e)
-        tally(self, self._pending)
+        self.bytes_written = (self.bytes_written + self._pending) & 0x1FFFFFFF
         self._size = self._pending   # the log is the checkpoint: no stat at the next append
         self._pending = 0
         self._since = 0

@@ -38,7 +38,7 @@ from micropython import const
 from . import crc
 from .codec import put_u16
 from .errors import StoreFull
-from .records import fits, tally
+from .records import fits
 
 _R_OUT_PUB = const(2)
 _R_OUT_REL = const(4)
@@ -46,9 +46,6 @@ _R_IN_LIST = const(8)        # pid u16 * n: the incoming QoS 2 ids, whole
 _ENOSPC = const(28)
 _EROFS = const(30)
 _ERR_FULL = const(-7)
-# Sequence numbers count modulo 2**30 (docs/session-format.md): on a board
-# a larger int is a big integer, one allocation per write.
-_SEQ_MASK = const(0x3FFFFFFF)
 
 
 class SlotJournal:
@@ -79,8 +76,7 @@ class SlotJournal:
         self.nacks = 0                           # stale slots
         self.h = bytearray(20)
         self.s = bytearray(4)
-        self.appends = self.checkpoints = self.file_writes = 0
-        self.wrote_kib = self.wrote_b = 0         # bytes written (records.tally)
+        self.appends = self.checkpoints = self.bytes_written = self.file_writes = 0
         from .dirstate import make_dir, capacity
         make_dir(dir)
         self.capacity = capacity(dir)
@@ -129,7 +125,7 @@ class SlotJournal:
             make_room(self, s)
         self.pid[s] = pid
         self.seq[s] = self.next
-        self.next = (self.next + 1) & _SEQ_MASK
+        self.next = (self.next + 1) & 0x1FFFFFFF    # (modulo 2**29: session-format.md)
         n = e.len[i]
         self._write(s, _R_OUT_PUB if n else _R_OUT_REL, self.seq[s], pid, e.arena, e.off[i], n)
 
@@ -152,7 +148,7 @@ class SlotJournal:
         r = self._free()
         self.pid[r] = pid
         self.seq[r] = self.next
-        self.next = (self.next + 1) & _SEQ_MASK
+        self.next = (self.next + 1) & 0x1FFFFFFF    # (modulo 2**29: session-format.md)
         self._write(r, _R_OUT_REL, self.seq[r], pid, None, 0, 0)
         self.pid[s] = 0
         self.stale[s] = 1
@@ -215,8 +211,8 @@ class SlotJournal:
             raise_full(x)
         self.rewritten(s)
         self.rel[s] = kind == _R_OUT_REL
-        self.appends = (self.appends + 1) & 0x3FFFFFFF     # (a small int on a board: docs/api.md#stats)
-        tally(self, n + 13)
+        self.appends = (self.appends + 1) & 0x1FFFFFFF     # (a small int on a board: docs/api.md#stats)
+        self.bytes_written = (self.bytes_written + n + 13) & 0x1FFFFFFF    # (docs/api.md#stats)
 
     def _path(self, s):
         # Made per write (a file object is made per write anyway): a list of
@@ -229,7 +225,7 @@ class SlotJournal:
         e = self.e
         n = e.rx2_n
         b = bytearray(11 + 2 * n)
-        self.iseq = (self.iseq + 1) & _SEQ_MASK
+        self.iseq = (self.iseq + 1) & 0x1FFFFFFF
         _put_seq(b, self.iseq)
         b[4] = _R_IN_LIST
         put_u16(b, 5, 2 * n)
@@ -245,8 +241,8 @@ class SlotJournal:
                 f.write(data)
         except OSError as x:
             raise_full(x)
-        self.file_writes = (self.file_writes + 1) & 0x3FFFFFFF
-        tally(self, len(data))
+        self.file_writes = (self.file_writes + 1) & 0x1FFFFFFF
+        self.bytes_written = (self.bytes_written + len(data)) & 0x1FFFFFFF
 
     def acked(self, pid):
         # A QoS 1/2 message left the session: its slot becomes free, to be
@@ -305,12 +301,12 @@ class SlotJournal:
         pass
 
     def stats(self):
-        return {"bytes_written": self.wrote_kib * 1024 + self.wrote_b, "slots": self.made, "slot_writes": self.appends,
+        return {"bytes_written": self.bytes_written, "slots": self.made, "slot_writes": self.appends,
                 "other_writes": self.file_writes}
 
 
 def _put_seq(b, seq):  # noalloc
-    # A sequence number (below 2**30) as u32 at b[0:4].
+    # A sequence number (below 2**29) as u32 at b[0:4].
     b[0] = seq >> 24
     b[1] = (seq >> 16) & 0xFF
     put_u16(b, 2, seq & 0xFFFF)

@@ -191,12 +191,12 @@ def incoming(link):  # noalloc
     # (subscribe() waits for its SUBACK) decodes them into the same box.
     rx = box.qos
     n = box.pid
-    if box.delivering:
-        return nested(link, rx, n)
+    if box.held:
+        return late(link, rx, n)
     if not link.engine.incoming(rx, n):
         link.counts[_DUP_IN] += 1                     # MQTT-4.3.3-10: not again
     elif c.cb is not None:
-        box.delivering = 0x40000 | rx << 16 | n
+        box.held = 0x40000 | rx << 16 | n
         # The message reached the application even if its callback raises:
         # it is acknowledged, and the error is raised when the call that
         # was reading ends (after()), outside its handling of link failures.
@@ -215,26 +215,26 @@ def incoming(link):  # noalloc
             # message received is acknowledged (MQTT-4.5.0-2).
             if rx:                   # (rx: its QoS now, see above)
                 link.drop()
-            acks_later(link)
+            flush(link)
             raise
         except BaseException as x:
             if not isinstance(x, Exception):
-                acks_later(link)     # (KeyboardInterrupt: no read is inside a callback any more)
+                flush(link)     # (KeyboardInterrupt: no read is inside a callback any more)
                 raise
             if link.cb_error is None:
                 link.cb_error = x
-        box.delivering = 0
+        box.held = 0
     # QoS 2: the id reaches flash after delivery and before the PUBREC:
     # a power cut in between delivers it again (docs/sessions.md). A
     # callback that closed the link (disconnect()) still has the id
     # recorded; no acknowledgement is owed on a link that is gone.
     n = link.engine.ack_incoming(rx, n, 0, link.tx)
     put_send(link, n if link.connected else 0)
-    if box.later:
-        acks_later(link)
+    if box.owed:
+        flush(link)
 
 
-def nested(link, qos, pid):
+def late(link, qos, pid):
     # A PUBLISH read while a message callback runs (a subscribe() in it
     # waits for its SUBACK). Delivered (the callback is called again), but
     # its acknowledgement waits until the message being delivered has had
@@ -242,9 +242,9 @@ def nested(link, qos, pid):
     # A QoS 2 id being delivered, or delivered meanwhile, is not delivered
     # again (MQTT-4.3.3-10: 3.1.1 lets a broker resend on the connection).
     box = link.box
-    if box.later is None:
-        box.later = []
-    if qos == 2 and (box.delivering == 0x60000 | pid or 0x20000 | pid in box.later) \
+    if box.owed is None:
+        box.owed = []
+    if qos == 2 and (box.held == 0x60000 | pid or 0x20000 | pid in box.owed) \
             or not link.engine.incoming(qos, pid):
         link.counts[_DUP_IN] += 1
     else:
@@ -258,17 +258,17 @@ def nested(link, qos, pid):
             if link.cb_error is None:
                 link.cb_error = x
     if qos:
-        box.later.append(qos << 16 | pid)
+        box.owed.append(qos << 16 | pid)
 
 
-def acks_later(link):
-    # The acknowledgements nested() kept, in the order their PUBLISHes
+def flush(link):
+    # The acknowledgements late() kept, in the order their PUBLISHes
     # came; QoS 2 ids recorded even when the link is gone meanwhile.
     box = link.box
-    later = box.later
-    box.later = None
-    box.delivering = 0
-    for k in later or ():
+    owed = box.owed
+    box.owed = None
+    box.held = 0
+    for k in owed or ():
         n = link.engine.ack_incoming(k >> 16, k & 0xFFFF, 0, link.tx)
         put_send(link, n if link.connected else 0)
 

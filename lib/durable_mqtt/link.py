@@ -235,7 +235,7 @@ class Link:
                     if left <= 0:
                         break
                     wait = left if wait < 0 or left < wait else wait
-                self.net.wait(self.c.batch_due(wait))
+                self.net.wait(self.c.due(wait))
         except OSError as x:
             self.failed(x)
             self.c.need_link()

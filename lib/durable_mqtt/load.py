@@ -94,7 +94,10 @@ def _open_dir(path, e, batch_ms, event):
         old = read(path)             # a session file of the log layout (0.1.0)
     except ValueError as x:          # a stray file too large to be one: the directory goes on
         old = None
-        _rename(path, path + ".bad")
+        try:
+            os.rename(path, path + ".bad")
+        except OSError:
+            pass
         event("discarded", {"reason": str(x)})
     try:
         st = _read_dir(j)
@@ -108,7 +111,10 @@ def _open_dir(path, e, batch_ms, event):
     except ValueError as x:           # FormatError, or a state that is not ours
         j.set_aside()
         if old:
-            _rename(path, path + ".bad")
+            try:
+                os.rename(path, path + ".bad")
+            except OSError:
+                pass
             old = None
         event("discarded", {"reason": str(x)})
     if old is not None:
@@ -130,20 +136,6 @@ def read(path):
         raise ValueError("%s is larger than this heap can read" % path)
 
 
-def size_of(path):
-    # The file's size in bytes, 0 when there is none.
-    try:
-        return os.stat(path)[6]
-    except OSError:
-        return 0
-
-
-def _rename(path, to):
-    try:
-        os.rename(path, to)
-    except OSError:
-        pass
-
 
 
 def _read_dir(j):
@@ -159,7 +151,7 @@ def _read_dir(j):
     if not head:
         for name in names_in(j):      # no session: whatever else is there goes
             try:                      # (a read-only filesystem: at a later boot)
-                if name.isdigit() and size_of(j.dir + "/" + name):
+                if name.isdigit() and os.stat(j.dir + "/" + name)[6]:
                     j.put_file(name, b"")
                 elif name in ("i0", "i1"):   # (an erase() cut short) else the new
                     os.remove(j.dir + "/" + name)   # session's ids could rank below them

@@ -144,14 +144,14 @@ def _value(buf, off, stop, pid, box, out):  # noalloc without out
     return off
 
 
-def expiry_at(buf, off):  # noalloc
-    # The offset of the Message Expiry Interval's 4-byte value in the
-    # (valid) property block at off, its length varint first; -1: none.
+def find(buf, off, prop):  # noalloc
+    # The offset of property prop's value in the (valid) property block at
+    # off, its length varint first; -1: none.
     off = get_varint(buf, off, len(buf), _box)
     stop = off + _box.value
     while off < stop:
         pid = buf[off]
-        if pid == _EXPIRY:
+        if pid == prop:
             return off + 1
         off = _value(buf, off + 1, stop, pid, _box, None)
     return -1

@@ -93,15 +93,6 @@ def refusal(n):
     return StoreFull(-7, "flash store full")     # (-3, -7: errors.ERR_TOO_LARGE, ERR_FULL)
 
 
-def tally(o, n):  # noalloc
-    # Add n to the byte count of store o (every store's stats): KiB and a
-    # remainder, so both stay small ints for a TiB of writes; one int would
-    # be a big integer on a board after 1 GiB, an allocation per write.
-    n += o.wrote_b
-    o.wrote_kib += n >> 10
-    o.wrote_b = n & 1023
-
-
 def wall_minutes():
     # Minutes since 2000-01-01 UTC from the board's clock, 0 when the clock
     # is not set (before 2020). Below 2**30: no big integer on a board.

@@ -28,7 +28,6 @@ from micropython import const
 from . import crc
 from .crc import copy
 from .errors import StoreFull, ERR_FULL
-from .records import tally
 
 FORMAT = const(1)
 _MAGIC0 = const(0x44)   # b"DMQR": block header magic
@@ -133,7 +132,7 @@ class RingStore:
         self.capacity = (budget // B) * qf + min(budget % B, qf - 1)
         self._threshold = wmax
 
-        self.wrote_kib = self.wrote_b = 0     # every byte handed to writeblocks (records.tally)
+        self.bytes_written = 0     # every byte handed to writeblocks, modulo 2**29 (docs/api.md#stats)
         self.erases = 0
         self.appends = 0
         self.checkpoints = 0
@@ -168,7 +167,7 @@ class RingStore:
 
     @property
     def bytes_programmed(self):
-        return self.wrote_kib * 1024 + self.wrote_b
+        return self.bytes_written
 
     # ------------------------------------------------------------ boot
 
@@ -362,7 +361,7 @@ class RingStore:
                 self._ck_open = False
                 raise e
         self._pos += size
-        tally(self, size)
+        self.bytes_written = (self.bytes_written + size) & 0x1FFFFFFF
         self._seq = (self._seq + 1) & _SEQ_MASK
         self._scan = None
 
@@ -403,7 +402,7 @@ class RingStore:
         self._head = nb
         self._head_seq = s
         self._pos = self._p
-        tally(self, self._p)
+        self.bytes_written = (self.bytes_written + self._p) & 0x1FFFFFFF
 
     def _frame(self, kind, n):  # noalloc
         # Frame the n payload bytes already at stage[8:]; returns the size.
@@ -470,7 +469,7 @@ class RingStore:
         if self._pos + size > self._bs:
             self._advance(False)
         self._program(self._frame(K_APPEND, n))
-        self.appends = (self.appends + 1) & 0x3FFFFFFF     # (a small int on a board: docs/api.md#stats)
+        self.appends = (self.appends + 1) & 0x1FFFFFFF     # (a small int on a board: docs/api.md#stats)
 
     def needs_checkpoint(self):  # noalloc
         if self._tail < 0:

@@ -94,7 +94,7 @@ class RobustClient(MQTTClient):
         self._up = True               # a drop from here on is reported (on_down)
         self._up_at = time.ticks_ms()
         self.run(self._subscribe_pending())
-        self.raise_event_error()      # the event callback's, once all that is done
+        self.report()      # the event callback's, once all that is done
         return sp
 
     def disconnect(self, session_expiry=None):
@@ -111,8 +111,8 @@ class RobustClient(MQTTClient):
             wait = self.offline()
             if wait > 0:
                 if timeout_ms:
-                    time.sleep_ms(self.batch_due(min(wait, timeout_ms)))
-                    self.batch_due(-1)    # (due now: written)
+                    time.sleep_ms(self.due(min(wait, timeout_ms)))
+                    self.due(-1)    # (due now: written)
                 return False
             try:
                 self.run(self.reconnecting())
@@ -120,7 +120,7 @@ class RobustClient(MQTTClient):
                 self.link_down(x, True)
                 return False
             self.link_up()
-            self.raise_event_error()      # the event callback's, once the link is whole
+            self.report()      # the event callback's, once the link is whole
             return True
         try:
             if timeout_ms:
@@ -173,7 +173,7 @@ class RobustClient(MQTTClient):
         j = self.journal
         if j is not None and (j.nacks or j.nbatch):
             j.tick(time.ticks_ms())
-        self.engine.age(time.ticks_ms())     # MQTT 5 expiry across a long outage
+        self.engine.tick(time.ticks_ms())    # MQTT 5 expiry across a long outage
         return max(0, time.ticks_diff(self._next_try, time.ticks_ms()))
 
     def reconnecting(self, bring_up=True):

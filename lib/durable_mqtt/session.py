@@ -297,7 +297,7 @@ class Session:
                     _trim(self)
                     continue
                 if self.dl[i]:
-                    _expiry_left(self, i, now)
+                    expiry(self, i, now)
                 self.src = self.arena
                 self.src_off = self.off[i]
                 if not pid:
@@ -317,7 +317,7 @@ class Session:
                 return self._pubrel(i, tx)
         return 0
 
-    def age(self, now):  # noalloc
+    def tick(self, now):  # noalloc
         # A queued message's expiry is found when its turn comes (next_out),
         # by ticks_diff, which holds 2**29 ms on a board (6.2 days): a
         # deadline passed longer ago than that looked ahead again, and the
@@ -624,13 +624,13 @@ def _trim(e):  # noalloc
     e.a_head = e.a_tail = 0
 
 
-def _expiry_left(e, i, now):
+def expiry(e, i, now):
     # MQTT 5 3.3.2.3.3: the Message Expiry Interval is the message's
     # lifetime, so what goes out is the time it has left, not what was
     # asked when it was queued. Its 4-byte value in the arena (after the
     # fixed header, the topic and the packet id: the property block) is
     # rewritten: the whole seconds left, at least 1.
-    from .props import expiry_at     # (loaded already: only MQTT 5 sets dl)
+    from . import props              # (loaded already: only MQTT 5 sets dl)
     a = e.arena
     o = e.off[i]
     p = o + 1
@@ -639,7 +639,7 @@ def _expiry_left(e, i, now):
     p += 3 + u16(a, p + 1)           # past it and the topic
     if a[o] & 6:
         p += 2                       # the packet id (QoS 1/2)
-    p = expiry_at(a, p)
+    p = props.find(a, p, 0x02)
     if p > 0:
         left = max(1, ticks_diff(e.dl[i], now) // 1000)   # (never more than it has)
         a[p] = 0

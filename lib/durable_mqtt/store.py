@@ -145,7 +145,7 @@ class LogJournal:
             return
         self.nacks = 0
         self.nbatch = self.nbytes = 0
-        self.appends = (self.appends + 1) & 0x3FFFFFFF     # (a small int on a board: docs/api.md#stats)
+        self.appends = (self.appends + 1) & 0x1FFFFFFF     # (a small int on a board: docs/api.md#stats)
 
     def _pub(self, i):  # noalloc
         e = self.e
