@@ -14,12 +14,12 @@ from .records import head_bytes
 
 def checkpoint(j, offline, replaced):
     # Journal j's whole state made current: slots for the messages the
-    # engine holds (restore_session(), a move from the log layout), none for
-    # those it dropped (a clean start), the header and incoming ids
-    # rewritten (the header last: it makes the session). replaced: the
-    # engine's state is not the one stored (restore_session()): a slot with
-    # one of its packet ids may hold another message, so every message is
-    # written again (each into a slot it frees, newer).
+    # engine holds (a move from the log layout), none for those it dropped
+    # (a clean start), the header and incoming ids rewritten (the header
+    # last: it makes the session). replaced: the engine's state is not the
+    # one stored: a slot with one of its packet ids may hold another
+    # message, so every message is written again (each into a slot it
+    # frees, newer). (restore_session() uses replace() below.)
     e = j.e
     # The boot may not have made the directory (a full or read-only
     # filesystem: store_full, load.py); now it must be there.
@@ -51,6 +51,41 @@ def checkpoint(j, offline, replaced):
     except OSError as x:
         raise_full(x)
     j.checkpoints += 1
+
+
+def replace(j, offline):
+    # restore_session(): the engine's state, not the one stored, becomes the
+    # session. Written over the old slots (checkpoint(replaced=True)), a cut
+    # in between left a mixture of the two, neither state. So it is written
+    # whole into PATH.d.d (its "h" last), then PATH.d goes and PATH.d.d takes
+    # its name; rename() finishes or undoes that at the next boot. (".d"
+    # again: a string the library has already, one interned name less on a
+    # board that compiles the .py.) Returns the journal of the new directory.
+    new = j.dir + ".d"
+    _remove_all(new)
+    from .filestore import SlotJournal
+    k = SlotJournal(new, j.e, j.batch_ms)
+    checkpoint(k, offline, False)
+    rename(j.dir)
+    k.dir = j.dir
+    return k
+
+
+def rename(dir):
+    # A whole dir + ".d" (its "h" written) replaces dir; one without "h"
+    # (cut while written) goes. At replace()'s end, and at a boot after a
+    # cut (load.py).
+    new = dir + ".d"
+    try:
+        os.stat(new + "/h")
+    except OSError:
+        _remove_all(new)
+        return
+    _remove_all(dir)
+    try:
+        os.rename(new, dir)
+    except OSError as x:
+        raise_full(x)
 
 
 def make_room(j, s):

@@ -286,8 +286,10 @@ class SlotJournal:
     # message; loaded for the call)
     def checkpoint(self, offline=False, replaced=False):
         gc.collect()                  # before a compile or load: MQTTClient.__init__
-        from .dirstate import checkpoint
-        checkpoint(self, offline, replaced)
+        from .dirstate import checkpoint, replace
+        if replaced:
+            return replace(self, offline)      # the journal to use from now on
+        checkpoint(self, offline, False)
 
     def erase(self):
         from .dirstate import erase

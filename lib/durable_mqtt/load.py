@@ -88,6 +88,12 @@ def _restore(e, st, event):
 
 def _open_dir(path, e, batch_ms, event):
     gc.collect()                      # before a compile or load: MQTTClient.__init__
+    try:
+        os.stat(path + ".d" + ".d")
+        from .dirstate import rename  # a restore_session() cut short: finished or undone
+        rename(path + ".d")
+    except OSError:
+        pass
     from .filestore import SlotJournal
     j = SlotJournal(path + ".d", e, batch_ms)
     try:
@@ -239,4 +245,6 @@ def restore_session(c, data):
     c.clean_session = False
     if c.journal:
         c.persist = True
-        c.journal.checkpoint(replaced=True)
+        j = c.journal.checkpoint(replaced=True)
+        if j is not None:
+            c.journal = j             # (a session directory: a new one, dirstate.replace)
