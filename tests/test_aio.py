@@ -342,3 +342,38 @@ def test_on_up_and_on_down_are_called_with_the_async_client(broker, ver):
     r = run_mp(HOOKS % {"port": broker.port, "ver": ver}, timeout=30)
     assert "SEEN [('up', 'AsyncClient'), ('down', 'AsyncClient'), ('up', 'AsyncClient')] 2 True" in r.stdout, \
         r.stdout + r.stderr
+
+
+HOOKS_ASKED = r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+seen = []
+def up(c):
+    seen.append("up")
+def down(c, exc):
+    seen.append(("down", exc))
+
+async def main():
+    c = AsyncClient("aio-hooks2", "127.0.0.1", %(port)d, version=4, timeout_ms=2000,
+                    backoff_ms=(50, 100), on_up=up, on_down=down)
+    await c.connect(timeout_ms=5000)
+    await c.disconnect()                      # asked for: not a drop
+    print("SEEN", seen)
+    try:
+        AsyncClient("x", "127.0.0.1", %(port)d, on_up=5)
+        print("NOT CALLABLE ACCEPTED")
+    except TypeError:
+        print("NOT CALLABLE REFUSED")
+
+asyncio.run(main())
+"""
+
+
+def test_on_down_is_not_called_for_an_asked_disconnect_and_hooks_are_checked(broker):
+    """disconnect() is asked for, not a drop: RobustClient calls no on_down
+    for it, and AsyncClient did (a review found it); and a hook that is not
+    callable is a TypeError at construction, as for the other callbacks."""
+    r = run_mp(HOOKS_ASKED % {"port": broker.port}, timeout=30)
+    print(r.stdout)
+    assert "SEEN ['up']" in r.stdout, r.stdout
+    assert "NOT CALLABLE REFUSED" in r.stdout, r.stdout

@@ -957,3 +957,57 @@ def test_MQTT_4_3_3_2_a_qos2_resent_while_its_own_callback_runs_is_not_delivered
     fb.join()
     assert "GOT [(b'a', b'1')]" in r.stdout, r.stdout
     assert [body[:2] for f, body in fb.conns[0][1:] if f == 0x50] == [u16(1), u16(1)], fb.conns[0]
+
+
+NESTED_FULL = r"""
+from durable_mqtt import MQTTClient
+import time
+PORT = %d
+c = MQTTClient("dev", "127.0.0.1", PORT, version=4, clean_session=False, timeout_ms=3000)
+got = []
+def cb(t, m, r, q):
+    got.append(bytes(t))
+    if bytes(t) == b"a":
+        c.subscribe("x", 1)          # reads packets until its SUBACK
+c.set_callback(cb)
+def pump(ms):
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < ms:
+        try:
+            c.wait_msg(20)
+        except OSError as x:
+            print("ERR", repr(x))
+            return
+c.connect()
+pump(1500)
+print("b delivered", got.count(b"b"), "times")
+c.connect()
+pump(800)
+print("b delivered", got.count(b"b"), "times")
+"""
+
+
+def test_a_qos2_message_read_inside_a_callback_takes_its_table_place_before_delivery():
+    """A QoS 2 PUBLISH read inside a callback was delivered once the table of
+    unreleased ids had room for it alone: the outer message then took the
+    last place, the inner one's id could not be recorded (the link closed,
+    0x93 / -7), and the broker's resend was delivered again (a review found
+    it). The ids still waiting for their places count now: the table is
+    found full before the delivery, and the message comes again later,
+    delivered once."""
+    v = 4
+    fill = b"".join(publish(v, b"f", b"x", qos=2, pid=p) for p in range(1, 64))   # 63 unreleased
+    suback = pkt(0x90, u16(1) + b"\x01")
+    fb = FakeBroker([("send", connack(v)), ("send", fill),
+                     ("send", publish(v, b"a", b"1", qos=2, pid=100)),
+                     ("sleep", 0.3), ("send", publish(v, b"b", b"2", qos=2, pid=101)),
+                     ("sleep", 0.2), ("send", suback), ("sleep", 0.8)],
+                    # reconnect: the session resumed; one id released, then B again (never PUBRECed)
+                    [("send", connack(v, sp=1)), ("send", pkt(0x62, u16(1))),
+                     ("send", publish(v, b"b", b"2", qos=2, pid=101, first=0x3C)), ("sleep", 0.5)])
+    r = run_mp(NESTED_FULL % fb.port)
+    fb.join()
+    print(r.stdout)
+    recs = [body[:2] for f, body in fb.conns[0] if f == 0x50]
+    print("PUBRECs conn 1:", len(recs), "for 101:", u16(101) in recs)
+    assert "b delivered 2 times" not in r.stdout, r.stdout      # MQTT-4.3.3-2: once

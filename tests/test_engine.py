@@ -1058,3 +1058,53 @@ def test_the_engine_against_an_independent_model(clock):
     r = run_mp("import fuzz_engine\nfuzz_engine.main(%r)\n" % (["0", str(seeds), "200"] + flags),
                heapsize="64M", timeout=600)
     assert "failing 0 classes {}" in r.stdout, r.stdout[-3000:]
+
+
+EXPIRY_SEND = r"""
+import gc, micropython
+from durable_mqtt.session import Session
+from durable_mqtt import props
+tx = bytearray(64)
+blk = props.encode({"message_expiry": 60})
+
+def first_pid(e, n):
+    o = e.src_off
+    tl = (e.src[o + 2] << 8) | e.src[o + 3]
+    return (e.src[o + 4 + tl] << 8) | e.src[o + 5 + tl]
+
+# garbage per QoS 0 send, with and without the property
+for b, ttl in ((b"", 0), (blk, 60)):
+    e = Session(True, b"dev", 12, 8, 2048, 4, 4, 256)
+    for k in range(3):
+        e.accept(b"t", b"m", 0, 0, b, 0, ttl); e.rec = 0
+        gc.collect(); gc.disable(); m0 = gc.mem_alloc()
+        e.next_out(1000, tx)
+        d = gc.mem_alloc() - m0; gc.enable()
+    print("ALLOC", ttl, d)
+
+# heap exhausted at the first send: QoS 1 A then B, both with an expiry
+e = Session(True, b"dev", 12, 8, 2048, 4, 4, 256)
+a = e.accept(b"t", b"A", 1, 0, blk, 0, 60); e.rec = 0
+b = e.accept(b"t", b"B", 1, 0, blk, 0, 60); e.rec = 0
+micropython.heap_lock()
+try:
+    e.next_out(1000, tx)
+    r = "sent"
+except MemoryError:
+    r = "MemoryError"
+micropython.heap_unlock()
+n = e.next_out(1000, tx)
+print("FIRST", r, "THEN pid", first_pid(e, n), "of", (a, b))
+"""
+
+
+def test_MQTT_3_3_2_3_3_the_time_left_allocates_nothing_and_keeps_the_order():
+    """Rewriting the Message Expiry Interval at the first send imported the
+    props module in each call: 32 bytes of garbage per message, and under
+    heap_lock() a MemoryError after the message had been counted as sent,
+    so the next one went first (a review found it). The module is loaded
+    with the engine; the rewrite comes before anything changes."""
+    r = run_mp(EXPIRY_SEND)
+    print(r.stdout)
+    assert "ALLOC 60 0" in r.stdout, r.stdout
+    assert "FIRST sent" in r.stdout, r.stdout

@@ -29,6 +29,7 @@ HEAP_FRAMES = {
     "codec.topic_name": "a try block; publish() checks a str or bytes topic once, a bytearray or memoryview one each time",
     "props.check": "MQTT 5 only: the property walk",
     "props._value": "MQTT 5 only: one property value",
+    "props.find": "MQTT 5 only: a message with a Message Expiry, at its first send (the time left)",
     "Transport._room": "only when the socket buffer is full",
     "crcpy.add": "firmware without viper only",
     "crcpy.copy": "firmware without viper only",

@@ -896,7 +896,7 @@ for where in ("before", "during"):
     other.restore_session(data)
     del other
     if where == "during":
-        dirstate._remove_all(path + ".d")
+        dirstate.remove(path + ".d")
     os.rename(path + "x.d", path + ".d.d")
     got = held(boot(path))
     print("SWAP", where, "new" if got == NEW else got, sorted(os.listdir(P[:P.rindex("/")])))

@@ -49,6 +49,9 @@ class AsyncClient:
                  ssl=None, *, queue_size=8, on_up=None, on_down=None, **kw):
         # on_up(self) / on_down(self, exc): RobustClient's hooks, called
         # with this client; the up and down events say the same.
+        for f in (on_up, on_down):
+            if f is not None and not callable(f):
+                raise TypeError("on_up and on_down must be callable")
         self._hooks = (on_up, on_down)
         self.client = c = RobustClient(client_id, server, port, user, password, keepalive, ssl,
                                        on_up=self._on_up, on_down=self._on_down, **kw)
@@ -84,13 +87,13 @@ class AsyncClient:
             while True:
                 w = next(gen)
                 if look:
-                    await asyncio.sleep_ms(min(abs(w), _LOOK_MS))
+                    await asyncio.sleep_ms(c.due(min(abs(w), _LOOK_MS)))
                     continue
                 sock = c.socket()
                 if sock is None:
                     raise NotConnected(ERR_NOT_CONNECTED, "the link closed")
                 try:
-                    await asyncio.wait_for_ms(_ready(sock, w < 0), abs(w))
+                    await asyncio.wait_for_ms(_ready(sock, w < 0), c.due(abs(w)))
                 except asyncio.TimeoutError:
                     pass
         except StopIteration as s:
@@ -139,7 +142,9 @@ class AsyncClient:
         finally:
             # Even when client.disconnect() raised (e.g. session_expiry with
             # the link down): the background task is gone all the same.
-            self._on_down(self.client, None)
+            self._hooks, hooks = (None, None), self._hooks
+            self._on_down(self.client, None)     # (asked for: not a drop, no on_down)
+            self._hooks = hooks
             # What waits for a connection or an acknowledgement ends with
             # NotConnected: no connection comes unless connect() is called
             # again (the messages stay queued and go out then).

@@ -137,39 +137,11 @@ def read_slot(path, buf):
         with open(path, "rb") as f:
             n = f.readinto(buf)
             if n == len(buf):
-                return _too_long(f, buf)
+                from .slotmove import too_long
+                return too_long(f, buf)
     except OSError:
         return 0
     return n if _whole(buf, n) else -n
-
-
-def _too_long(f, buf):
-    # A slot longer than buf, which holds its first bytes: longer than any
-    # packet this client takes (its buf_size was larger when it was written)
-    # or damage. Its CRC is checked through buf: read whole, a large file
-    # needed its size in one piece of heap, at every boot. -length when
-    # damaged; ValueError for a whole record (the session is set aside).
-    n = f.seek(0, 2)
-    if buf[4] != _R_OUT_PUB or u16(buf, 5) != n - 11:
-        return -n
-    want = bytearray(4)
-    f.seek(n - 4)
-    f.readinto(want)
-    s = bytearray(4)
-    crc.start(s)
-    f.seek(0)
-    left = n - 4
-    while left:
-        k = f.readinto(buf)
-        if not k:
-            return -n
-        k = min(k, left)
-        crc.add(s, buf, 0, k)
-        left -= k
-    crc.put(s, buf, 0)
-    if buf[:4] != want:
-        return -n
-    raise ValueError("a stored packet of %d bytes is larger than buf_size" % (n - 13))
 
 
 def _whole(d, n):

@@ -53,41 +53,6 @@ def checkpoint(j, offline, replaced):
     j.checkpoints += 1
 
 
-def replace(j, offline):
-    # restore_session(): the engine's state, not the one stored, becomes the
-    # session. Written over the old slots (checkpoint(replaced=True)), a cut
-    # in between left a mixture of the two, neither state. So it is written
-    # whole into PATH.d.d (its "h" last), then PATH.d goes and PATH.d.d takes
-    # its name; rename() finishes or undoes that at the next boot. (".d"
-    # again: a string the library has already, one interned name less on a
-    # board that compiles the .py.) Returns the journal of the new directory.
-    new = j.dir + ".d"
-    _remove_all(new)
-    from .filestore import SlotJournal
-    k = SlotJournal(new, j.e, j.batch_ms)
-    checkpoint(k, offline, False)
-    rename(j.dir)
-    k.dir = j.dir
-    return k
-
-
-def rename(dir):
-    # A whole dir + ".d" (its "h" written) replaces dir; one without "h"
-    # (cut while written) goes. At replace()'s end, and at a boot after a
-    # cut (load.py).
-    new = dir + ".d"
-    try:
-        os.stat(new + "/h")
-    except OSError:
-        _remove_all(new)
-        return
-    _remove_all(dir)
-    try:
-        os.rename(new, dir)
-    except OSError as x:
-        raise_full(x)
-
-
 def make_room(j, s):
     # Before slot s is written: acknowledged records still on flash (the
     # OUT_REL of a finished message, kept while its OUT_PUB was there) are
@@ -135,7 +100,7 @@ def erase(j):
     # Forget the session: "h" first (without it nothing loads), then every
     # slot.
     for name in ("h", "i0", "i1"):
-        _remove(j.dir + "/" + name)
+        remove(j.dir + "/" + name)
     for s in range(j.made):
         if j.pid[s] or j.stale[s]:
             j.put_file(str(s), b"")
@@ -150,7 +115,7 @@ def set_aside(j):
     # directory holding one), the rename would fail and the unusable
     # directory stay in place, its slots read as this session's at the
     # next boot.
-    _remove_all(bad)
+    remove(bad)
     try:
         os.rename(j.dir, bad)
     except OSError:
@@ -162,13 +127,16 @@ def set_aside(j):
     j.nacks = 0
 
 
-def _remove_all(path):
-    # Remove path: a file, or a directory and all it holds.
+def remove(path):
+    # Remove path, quietly: a file, or a directory and all it holds.
     try:
         for x in list(os.ilistdir(path)):
-            _remove_all(path + "/" + x[0])
+            remove(path + "/" + x[0])
     except OSError:               # a file, or nothing
-        _remove(path)
+        try:
+            os.remove(path)
+        except OSError:
+            pass
         return
     try:
         os.rmdir(path)
@@ -179,9 +147,3 @@ def _remove_all(path):
 def _forget(j, s):
     j.pid[s] = j.stale[s] = j.rel[s] = j.guard[s] = j.blocked[s] = 0
 
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass

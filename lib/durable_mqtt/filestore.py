@@ -286,9 +286,10 @@ class SlotJournal:
     # message; loaded for the call)
     def checkpoint(self, offline=False, replaced=False):
         gc.collect()                  # before a compile or load: MQTTClient.__init__
-        from .dirstate import checkpoint, replace
         if replaced:
+            from .slotmove import replace
             return replace(self, offline)      # the journal to use from now on
+        from .dirstate import checkpoint
         checkpoint(self, offline, False)
 
     def erase(self):

@@ -192,6 +192,7 @@ def incoming(link):  # noalloc
     rx = box.qos
     n = box.pid
     if box.held:
+        from .request import late      # (a read inside a callback: rare)
         return late(link, rx, n)
     if not link.engine.incoming(rx, n):
         link.counts[_DUP_IN] += 1                     # MQTT-4.3.3-10: not again
@@ -215,11 +216,11 @@ def incoming(link):  # noalloc
             # message received is acknowledged (MQTT-4.5.0-2).
             if rx:                   # (rx: its QoS now, see above)
                 link.drop()
-            flush(link)
+            owed(link)
             raise
         except BaseException as x:
             if not isinstance(x, Exception):
-                flush(link)     # (KeyboardInterrupt: no read is inside a callback any more)
+                owed(link)      # (KeyboardInterrupt: no read is inside a callback any more)
                 raise
             if link.cb_error is None:
                 link.cb_error = x
@@ -231,46 +232,14 @@ def incoming(link):  # noalloc
     n = link.engine.ack_incoming(rx, n, 0, link.tx)
     put_send(link, n if link.connected else 0)
     if box.owed:
-        flush(link)
+        owed(link)
 
 
-def late(link, qos, pid):
-    # A PUBLISH read while a message callback runs (a subscribe() in it
-    # waits for its SUBACK). Delivered (the callback is called again), but
-    # its acknowledgement waits until the message being delivered has had
-    # its own: they go in the order the PUBLISHes came (MQTT-4.6.0-2, -3).
-    # A QoS 2 id being delivered, or delivered meanwhile, is not delivered
-    # again (MQTT-4.3.3-10: 3.1.1 lets a broker resend on the connection).
-    box = link.box
-    if box.owed is None:
-        box.owed = []
-    if qos == 2 and (box.held == 0x60000 | pid or 0x20000 | pid in box.owed) \
-            or not link.engine.incoming(qos, pid):
-        link.counts[_DUP_IN] += 1
-    else:
-        try:
-            deliver(link)
-        except MemoryError:
-            if qos:
-                link.drop()
-            raise
-        except Exception as x:
-            if link.cb_error is None:
-                link.cb_error = x
-    if qos:
-        box.owed.append(qos << 16 | pid)
-
-
-def flush(link):
-    # The acknowledgements late() kept, in the order their PUBLISHes
-    # came; QoS 2 ids recorded even when the link is gone meanwhile.
-    box = link.box
-    owed = box.owed
-    box.owed = None
-    box.held = 0
-    for k in owed or ():
-        n = link.engine.ack_incoming(k >> 16, k & 0xFFFF, 0, link.tx)
-        put_send(link, n if link.connected else 0)
+def owed(link):
+    # The acknowledgements of PUBLISHes read while a callback ran
+    # (request.late()), after the outer one's.
+    from .request import flush
+    flush(link)
 
 
 def deliver(link):  # noalloc

@@ -90,7 +90,7 @@ def _open_dir(path, e, batch_ms, event):
     gc.collect()                      # before a compile or load: MQTTClient.__init__
     try:
         os.stat(path + ".d" + ".d")
-        from .dirstate import rename  # a restore_session() cut short: finished or undone
+        from .slotmove import rename  # a restore_session() cut short: finished or undone
         rename(path + ".d")
     except OSError:
         pass

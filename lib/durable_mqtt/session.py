@@ -91,6 +91,9 @@ class Session:
     stale_ids = None
 
     def __init__(self, v5, cid, slots, qos12, arena, rx2, window, max_out):
+        if v5:
+            global props
+            from . import props       # for expiry(), per message: no import there
         self.v5 = v5
         self.cid = cid
         self.cid_assigned = False       # the broker assigned cid (MQTT 5)
@@ -288,6 +291,8 @@ class Session:
                 pid = self.pid[i]
                 if pid and self.inflight >= self.window:
                     return self._release_beyond(tx)
+                if self.dl[i] and ticks_diff(now, self.dl[i]) < 0:
+                    expiry(self, i, now)       # (first: should it fail, this one is still next)
                 self.send += 1
                 if self.dl[i] and ticks_diff(now, self.dl[i]) >= 0:        # MQTT-3.3.2-5
                     if pid:
@@ -296,8 +301,6 @@ class Session:
                     _free(self, i)
                     _trim(self)
                     continue
-                if self.dl[i]:
-                    expiry(self, i, now)
                 self.src = self.arena
                 self.src_off = self.off[i]
                 if not pid:
@@ -410,13 +413,15 @@ class Session:
                 return k
         return -1
 
-    def incoming(self, qos, pid):  # noalloc
+    def incoming(self, qos, pid, n=0):  # noalloc
         # A PUBLISH arrived: True to deliver it, False for a QoS 2 id
-        # delivered before and not yet released (MQTT-4.3.3-10).
+        # delivered before and not yet released (MQTT-4.3.3-10). n: QoS 2
+        # ids delivered whose place in the table is still to be taken
+        # (reads inside a callback: request.late()).
         if qos == 2:
             if self.rx2_index(pid) >= 0:
                 return False
-            if self.rx2_n >= len(self.rx2):
+            if self.rx2_n + n >= len(self.rx2):
                 self._rx2_full()
         return True
 
@@ -624,13 +629,16 @@ def _trim(e):  # noalloc
     e.a_head = e.a_tail = 0
 
 
+# MQTT 5: the props module, once a Session for version 5 is made (expiry()).
+props = None
+
+
 def expiry(e, i, now):
     # MQTT 5 3.3.2.3.3: the Message Expiry Interval is the message's
     # lifetime, so what goes out is the time it has left, not what was
     # asked when it was queued. Its 4-byte value in the arena (after the
     # fixed header, the topic and the packet id: the property block) is
     # rewritten: the whole seconds left, at least 1.
-    from . import props              # (loaded already: only MQTT 5 sets dl)
     a = e.arena
     o = e.off[i]
     p = o + 1

@@ -1,14 +1,23 @@
-# Boot only, and rarely: a session directory written by a client with a
-# larger outbox holds a message in a slot past this client's. dirload.py
-# calls move_far() then; it is a module of its own because dirload.py's
-# compile is the heap's peak of a boot from .py source with a full outbox.
+# Moving a session directory's files, rarely: a message in a slot past
+# this client's outbox (a client with a larger one wrote it: dirload.py
+# calls move_far() at boot), a slot longer than any packet this client
+# takes (too_long()), and a whole new directory for restore_session()
+# (replace(), and rename() at a boot after a cut). A module of its own:
+# dirload.py's compile is the heap's peak of a boot from .py source with a
+# full outbox, and these are seldom needed.
 import os
+from micropython import const
 
+from . import crc
 from .codec import u16
-from .dirload import note_slot, read_slot, seq_of
+from .dirstate import checkpoint, remove
+from .filestore import SlotJournal, raise_full
+
+_R_OUT_PUB = const(0x02)     # docs/session-format.md (store.py's numbers)
 
 
 def move_far(j, moved, buf, nbytes):
+    from .dirload import note_slot, read_slot, seq_of    # (loaded: the caller's)
     for name in moved:
         # A message in a slot past this client's outbox goes into a free slot
         # of it: written there, then removed (a cut between leaves two
@@ -28,3 +37,66 @@ def move_far(j, moved, buf, nbytes):
             j.made = max(j.made, s + 1)
             note_slot(j, s, buf, n, nbytes)
         os.remove(j.dir + "/" + name)
+
+
+def too_long(f, buf):
+    # A slot longer than buf, which holds its first bytes: longer than any
+    # packet this client takes (its buf_size was larger when it was written)
+    # or damage. Its CRC is checked through buf: read whole, a large file
+    # needed its size in one piece of heap, at every boot. -length when
+    # damaged; ValueError for a whole record (the session is set aside).
+    n = f.seek(0, 2)
+    if buf[4] != _R_OUT_PUB or u16(buf, 5) != n - 11:
+        return -n
+    want = bytearray(4)
+    f.seek(n - 4)
+    f.readinto(want)
+    s = bytearray(4)
+    crc.start(s)
+    f.seek(0)
+    left = n - 4
+    while left:
+        k = f.readinto(buf)
+        if not k:
+            return -n
+        k = min(k, left)
+        crc.add(s, buf, 0, k)
+        left -= k
+    crc.put(s, buf, 0)
+    if buf[:4] != want:
+        return -n
+    raise ValueError("a stored packet of %d bytes is larger than buf_size" % (n - 13))
+
+
+def replace(j, offline):
+    # restore_session(): the engine's state, not the one stored, becomes the
+    # session. Written over the old slots (checkpoint(replaced=True)), a cut
+    # in between left a mixture of the two, neither state. So it is written
+    # whole into PATH.d.d (its "h" last), then PATH.d goes and PATH.d.d takes
+    # its name; rename() finishes or undoes that at the next boot. (".d"
+    # again: a string the library has already, one interned name less on a
+    # board that compiles the .py.) Returns the journal of the new directory.
+    new = j.dir + ".d"
+    remove(new)
+    k = SlotJournal(new, j.e, j.batch_ms)
+    checkpoint(k, offline, False)
+    rename(j.dir)
+    k.dir = j.dir
+    return k
+
+
+def rename(dir):
+    # A whole dir + ".d" (its "h" written) replaces dir; one without "h"
+    # (cut while written) goes. At replace()'s end, and at a boot after a
+    # cut (load.py).
+    new = dir + ".d"
+    try:
+        os.stat(new + "/h")
+    except OSError:
+        remove(new)
+        return
+    remove(dir)
+    try:
+        os.rename(new, dir)
+    except OSError as x:
+        raise_full(x)
