@@ -563,7 +563,7 @@ def test_MQTT_3_3_2_5_expiry_is_found_after_a_week_offline_on_a_board():
     # A board's ticks_ms wraps at 2**30 ms, and ticks_diff holds +-2**29 ms
     # (6.2 days): a message with a 60 s expiry queued while the link was
     # down for 7 days looked unexpired and was sent (a review found it).
-    # While down, the front ends call tick() (RobustClient.offline(), every
+    # While down, the front ends call props.tick() (RobustClient.offline(), every
     # connect attempt): a passed deadline moves to now, so next_out() still
     # finds it passed days later. The board's tick arithmetic is emulated.
     run(r"""
@@ -579,8 +579,10 @@ t = T()
 for k in ("ticks_ms", "sleep_ms", "time"):
     setattr(t, k, getattr(_t, k))
 sys.modules["time"] = t
-del sys.modules["durable_mqtt.session"]
+for m in ("durable_mqtt.session", "durable_mqtt.props"):
+    sys.modules.pop(m, None)
 from durable_mqtt.session import Session
+from durable_mqtt import props
 def week(aged):
     e = Session(True, b"dev", 12, 8, 2048, 4, 4, 256)
     a = e.accept(b"t", b"a", 1, 0, b"", 0, 60)
@@ -589,7 +591,7 @@ def week(aged):
     day = 86400 * 1000
     if aged:
         for d in range(1, 8):                            # the front end, while down
-            e.tick(t.ticks_add(0, d * day))
+            props.tick(e, t.ticks_add(0, d * day))
     now = t.ticks_add(0, 7 * day)
     got = []
     while True:
@@ -599,7 +601,7 @@ def week(aged):
         got.append((e.done_pid, e.done_reason) if n < 0 else "sent")
         e.done_pid = 0
 assert week(True) == [(1, -1), "sent"], week(True)
-assert week(False) == ["sent", "sent"]                   # (without tick(): the wrap)
+assert week(False) == ["sent", "sent"]                   # (without props.tick(): the wrap)
 """)
 
 

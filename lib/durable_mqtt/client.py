@@ -156,27 +156,10 @@ class MQTTClient:
 
     def due(self, wait):
         # wait (ms; -1: none) cut to when the records batched on
-        # persist_batch_ms are due, so that no wait holds them past it (a
-        # quiet link's wait_msg(3000), an offline poll(1000), a connect);
-        # with none open, to persist_batch_ms (AsyncClient: a publish while
-        # the task waits opens one). Due now: written, unless that fails:
-        # then the call's end (after(), offline()) writes it and raises the
-        # error, outside the handling of link failures, as before.
-        # (What a power cut may lose: docs/sessions.md.) Not on a path per
-        # message: called before a wait (a try block: a heap frame).
+        # persist_batch_ms are due (batch.py: batched mode only).
         j = self.journal
         if j is not None and j.batch_ms:
-            d = j.batch_ms
-            if j.nbatch:
-                d -= time.ticks_diff(ticks_ms(), j.batch_t0)
-                if d <= 0:
-                    d = j.batch_ms
-                    try:
-                        j.tick(ticks_ms())
-                    except OSError:
-                        pass
-            if wait < 0 or d < wait:
-                return d
+            return j.due(j, wait)
         return wait
 
     def report(self):

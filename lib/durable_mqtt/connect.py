@@ -26,7 +26,8 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     if timeout_ms is not None and type(timeout_ms) is not int:
         raise TypeError("timeout_ms must be an int, not %s" % type(timeout_ms).__name__)
     e = c.engine
-    e.tick(time.ticks_ms())              # MQTT 5 expiry across a long outage (session.py)
+    if c.v5:
+        c.props.tick(e, time.ticks_ms())     # Message Expiry across a long outage
     if not (c.v5 or e.cid or (not fresh and (c.clean_session if clean_session is None else clean_session))):
         # The constructor checks its own clean_session; connect(False) and
         # connect_fresh() ask for Clean Session 0 here.

@@ -174,21 +174,19 @@ def _failed(s, e, host, port, timeout_ms, tls):
     code = e.args[0] if e.args else None
     if code in _TIMEOUTS:
         raise Timeout(_ERR_TIMEOUT, "connect to %s:%d: no answer in %d ms" % (host, port, timeout_ms))
-    if tls is not None and code not in (errno.ECONNREFUSED, 111, errno.EHOSTUNREACH, 113, -2, -202):
+    if code in (errno.ECONNREFUSED, 111):
+        why = "refused: no broker on that port"
+    elif code in (errno.EHOSTUNREACH, 113, -2, -202):
+        why = "host unreachable"
+    elif tls is not None:
         # mbedTLS reports a certificate it cannot verify as ValueError or
         # OSError(-0x2700); with no CA loaded every broker fails so. A
         # socket error (a positive errno: the peer reset or closed it) is a
         # broker that does not speak TLS there: port 1883 for 8883 is the
         # common slip, and the CA is not the place to look.
-        if isinstance(code, int) and code > 0:
-            why = "the broker closed it: is port %d a TLS listener (usually 8883)?" % port
-        else:
-            why = "is the broker's CA loaded in the ssl context (load_verify_locations)?"
-        raise MQTTException(_ERR_CLOSED, "TLS handshake with %s:%d failed (%s): %s" % (host, port, e, why))
-    if code in (errno.ECONNREFUSED, 111):
-        why = "refused: no broker on that port"
-    elif code in (errno.EHOSTUNREACH, 113, -2, -202):
-        why = "host unreachable"
+        raise MQTTException(_ERR_CLOSED, "TLS handshake with %s:%d failed (%s): %s" % (
+            host, port, e, "the broker closed it: is it a TLS port (8883)?" if isinstance(code, int) and code > 0
+            else "is the broker's CA loaded in the ssl context (load_verify_locations)?"))
     else:
         why = "socket error"
     raise MQTTException(_ERR_CLOSED, "connect to %s:%d failed, %s (errno %s)" % (host, port, why, code))

@@ -55,6 +55,9 @@ class SlotJournal:
         self.dir = dir
         self.e = e
         self.batch_ms = batch_ms
+        if batch_ms:
+            from .batch import due      # (MQTTClient.due: waits cut to the batch)
+            self.due = due
         n = e.qos12 + 1              # every message held, and one being replaced
         self.pid = array("H", bytes(2 * n))      # the message each slot holds (0: none)
         self.seq = array("i", bytes(4 * n))      # its sequence number

@@ -12,6 +12,7 @@
 # Topic Alias, Maximum Packet Size or Subscription Identifier of 0; a byte
 # property other than 0 or 1).
 from micropython import const
+from time import ticks_add, ticks_diff
 
 from .codec import as_bytes, fail, get_varint, u16, check_utf8, put_varint
 from .errors import ProtocolError
@@ -261,3 +262,48 @@ class _Box:
 
 
 _box = _Box()
+
+
+# The Message Expiry Interval of queued messages: rules of the session
+# engine (session.py calls expiry(); the front ends call tick()), here
+# because only MQTT 5 has them: a 3.1.1 client never compiles or loads
+# these lines. A deadline is dl[i] of the engine, a ticks_ms value (0:
+# none; session.py sets it at accept()).
+
+def expiry(e, i, now):
+    # 3.3.2.3.3: the interval is the message's lifetime, so what goes out
+    # is the time it has left, not what was asked when it was queued. Its
+    # 4-byte value in engine e's arena (after the fixed header, the topic
+    # and the packet id: the property block) is rewritten: the whole
+    # seconds left, at least 1 (never more than it has).
+    a = e.arena
+    o = e.off[i]
+    p = o + 1
+    while a[p] & 0x80:               # the Remaining Length
+        p += 1
+    p += 3 + u16(a, p + 1)           # past it and the topic
+    if a[o] & 6:
+        p += 2                       # the packet id (QoS 1/2)
+    p = find(a, p, _EXPIRY)
+    if p > 0:
+        left = max(1, ticks_diff(e.dl[i], now) // 1000)
+        a[p] = 0
+        a[p + 1] = left >> 16
+        a[p + 2] = (left >> 8) & 0xFF
+        a[p + 3] = left & 0xFF
+
+
+def tick(e, now):  # noalloc
+    # A queued message's expiry is found when its turn comes (next_out),
+    # by ticks_diff, which holds 2**29 ms on a board (6.2 days): a deadline
+    # passed longer ago than that looked ahead again, and the message went
+    # out (MQTT-3.3.2-5). The front ends call this while the link is down:
+    # each passed deadline is moved to now, so it stays passed for another
+    # 6 days.
+    k = 0
+    while k < e.count:
+        i = e.index(k)
+        d = e.dl[i]
+        if d and ticks_diff(now, d) >= 0:
+            e.dl[i] = ticks_add(now, -2) | 1
+        k += 1

@@ -173,7 +173,8 @@ class RobustClient(MQTTClient):
         j = self.journal
         if j is not None and (j.nacks or j.nbatch):
             j.tick(time.ticks_ms())
-        self.engine.tick(time.ticks_ms())    # MQTT 5 expiry across a long outage
+        if self.v5:
+            self.props.tick(self.engine, time.ticks_ms())   # Message Expiry across a long outage
         return max(0, time.ticks_diff(self._next_try, time.ticks_ms()))
 
     def reconnecting(self, bring_up=True):

@@ -44,8 +44,10 @@ from time import ticks_add, ticks_diff
 # found in its dict, not after a miss there and a search of the builtins.
 from builtins import len
 
-from .codec import publish_size, varint_size, put_publish, put_ack, fail, u16
+from .codec import publish_size, varint_size, put_publish, put_ack, fail
 from .errors import MQTTException, QueueFull, SessionError
+
+expiry = None                # MQTT 5: props.expiry, set by the first version 5 Session
 
 _ERR_FULL = const(-7)
 _LONG_BYTES = 8 // len(array("l", bytes(8)))     # 4 on a board, 8 on the 64-bit unix port
@@ -92,8 +94,8 @@ class Session:
 
     def __init__(self, v5, cid, slots, qos12, arena, rx2, window, max_out):
         if v5:
-            global props
-            from . import props       # for expiry(), per message: no import there
+            global expiry
+            from .props import expiry     # Message Expiry's rule, with no import per message
         self.v5 = v5
         self.cid = cid
         self.cid_assigned = False       # the broker assigned cid (MQTT 5)
@@ -319,21 +321,6 @@ class Session:
             if s == _RELEASE | _REL_DUE:
                 return self._pubrel(i, tx)
         return 0
-
-    def tick(self, now):  # noalloc
-        # A queued message's expiry is found when its turn comes (next_out),
-        # by ticks_diff, which holds 2**29 ms on a board (6.2 days): a
-        # deadline passed longer ago than that looked ahead again, and the
-        # message went out (MQTT-3.3.2-5). The front ends call this while
-        # the link is down: each passed deadline is moved to now, so it
-        # stays passed for another 6 days.
-        k = 0
-        while k < self.count:
-            i = self.index(k)
-            d = self.dl[i]
-            if d and ticks_diff(now, d) >= 0:
-                self.dl[i] = ticks_add(now, -2) | 1
-            k += 1
 
     def _qos0_out(self, i):  # noalloc
         # A QoS 0 packet is gone from the outbox once written; its length,
@@ -627,33 +614,6 @@ def _trim(e):  # noalloc
             return
         i = i + 1 if i + 1 < e.nslots else 0
     e.a_head = e.a_tail = 0
-
-
-# MQTT 5: the props module, once a Session for version 5 is made (expiry()).
-props = None
-
-
-def expiry(e, i, now):
-    # MQTT 5 3.3.2.3.3: the Message Expiry Interval is the message's
-    # lifetime, so what goes out is the time it has left, not what was
-    # asked when it was queued. Its 4-byte value in the arena (after the
-    # fixed header, the topic and the packet id: the property block) is
-    # rewritten: the whole seconds left, at least 1.
-    a = e.arena
-    o = e.off[i]
-    p = o + 1
-    while a[p] & 0x80:               # the Remaining Length
-        p += 1
-    p += 3 + u16(a, p + 1)           # past it and the topic
-    if a[o] & 6:
-        p += 2                       # the packet id (QoS 1/2)
-    p = props.find(a, p, 0x02)
-    if p > 0:
-        left = max(1, ticks_diff(e.dl[i], now) // 1000)   # (never more than it has)
-        a[p] = 0
-        a[p + 1] = left >> 16
-        a[p + 2] = (left >> 8) & 0xFF
-        a[p + 3] = left & 0xFF
 
 
 def _slot(e, pid, off, n, dl):  # noalloc

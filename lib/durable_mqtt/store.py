@@ -42,6 +42,9 @@ class LogJournal:
         self.b = backend
         self.e = e
         self.batch_ms = batch_ms
+        if batch_ms:
+            from .batch import due      # (MQTTClient.due: waits cut to the batch)
+            self.due = due
         self.batch = array("H", bytes(2 * batch_max))   # OUT_PUB records not yet written
         self.nbatch = 0
         self.nbytes = 0                                 # their bytes: they go out in one append
