@@ -281,7 +281,8 @@ class Link:
         # dropped. So the wait counts from the latest of: the PINGREQ; the
         # last time the socket took data again after it was full (net.moved,
         # set to the PINGREQ's time when it goes: the broker's TCP
-        # acknowledged data); the last packet read (the broker answers).
+        # acknowledged data; or part of a packet read, read() and
+        # drain_big()); the last packet read (the broker answers).
         # A dead link does neither: no packet comes, and the socket takes
         # no more data once its send room is full.
         limit = self.ka_ms >> 1
@@ -327,8 +328,10 @@ class Link:
             if not r:
                 if got > self.got:
                     # Part of a packet came: the link lives (a PINGRESP may
-                    # wait behind a large packet on a slow link).
-                    self.last_rx = ticks_ms()
+                    # wait behind a large packet on a slow link). A sign of
+                    # life for keepalive() (net.moved), not a packet read:
+                    # when to ping stays as it was.
+                    self.net.moved = ticks_ms()
                 self.got = got
                 return self.idle()
             self.dry = r < self.rlen - got
@@ -370,7 +373,7 @@ class Link:
             if not r:
                 return 0
             self.left -= r
-            self.last_rx = ticks_ms()   # part of it came: the link lives (as in read())
+            self.net.moved = ticks_ms()   # part of it came: the link lives (as in read())
         self.rs = _HEAD
         self.last_rx = ticks_ms()
         self.counts[_OVERSIZE_IN] += 1
