@@ -32,15 +32,11 @@ _ERR_NOT_CONNECTED = const(-6)
 _DROPPED_QOS0 = const(6)     # link.py numbers the counters
 _NO_PROPS = (None, b"", 0, False)   # publish() props: (object, encoded block, expiry s, UTF-8 payload)
 _INT = (int, bool)           # qos, retain (MicroPython's bool is no int subclass)
-# counts[], in link.py's numbering: one string, split in stats(), since on a
-# board that compiles the .py each short string literal becomes an interned
-# name for good (qstr), and these are needed only there.
-_COUNTS = "sent acked refused dropped_expired received dup_in dropped_qos0 oversize_in resent reconnects"
 
 
 # Modules of what runs once (connect, subscribe, boot, error texts): unload()
 # drops them when the call that needed them is over.
-_ONCE = ("configure", "connect", "leave", "request", "load", "dirload", "slotmove", "stream", "restore", "dial", "reasons",
+_ONCE = ("configure", "connect", "leave", "request", "late", "load", "dirload", "slotmove", "stream", "restore", "dial", "reasons",
          "dirstate")
 
 
@@ -106,7 +102,7 @@ class MQTTClient:
         from . import link  # noqa: F401
         if not self.early:
             self.early = None
-        self.pc = _NO_PROPS             # the last publish() props checked (_props)
+        self.pc = _NO_PROPS             # the last publish() props checked (props.publish)
         self.report()
 
     # ------------------------------------------------------------ settings and figures
@@ -191,21 +187,9 @@ class MQTTClient:
         return self.engine.find(pid, 0) >= 0
 
     def stats(self):
-        # Counters and state as a dict (docs/api.md names them).
-        d = {}
-        for i, name in enumerate(_COUNTS.split()):
-            d[name] = self.counts[i]
-        e = self.engine
-        d["pending"] = e.held
-        d["inflight"] = e.inflight
-        d["queued"] = e.count - e.inflight
-        j = self.journal
-        if j:
-            d["store_appends"] = j.appends
-            d["store_checkpoints"] = j.checkpoints
-            for k, v in j.stats().items():
-                d["flash_" + k] = v
-        return d
+        # Counters and state as a dict (docs/api.md names them): stats.py.
+        from .stats import stats
+        return stats(self)
 
     def flush(self, timeout_ms=10000):
         # Send what is queued and wait for its acknowledgements, e.g. before
@@ -376,7 +360,7 @@ class MQTTClient:
                 msg = msg.encode() if msg else b""
             else:
                 msg = as_bytes(msg)      # e.g. array("H"): len() counts items, not bytes
-        pc = self._props(props) if self.v5 else _NO_PROPS
+        pc = self.props.publish(self, props) if self.v5 else _NO_PROPS
         pr = pc[1] if self.v5 else None
         if pc[3]:                        # Payload Format Indicator 1 (MQTT 5, 3.3.2.3.2)
             from .codec import utf8_payload     # (not a global: the dict's layout is on the hot path)
@@ -431,25 +415,6 @@ class MQTTClient:
                 self.topics.clear()
             self.topics[topic] = t
         return t
-
-    def _props(self, props):  # noalloc for the same props object
-        # (object, encoded block, Message Expiry s) of MQTT 5 publish() props,
-        # checked once per props object.
-        if props is None:
-            return _NO_PROPS
-        if props is not self.pc[0]:
-            pr = props if isinstance(props, bytes) else self.props.encode(props)
-            d = {}
-            box = self.props.scan(pr, out=d)
-            if box.alias:
-                # Aliases belong to one connection (MQTT-3.3.2-7); a stored
-                # message must not carry one.
-                raise ValueError("no topic alias in publish() props")
-            if "subscription_id" in d:
-                raise ValueError("no subscription_id in publish() props: the broker's to set (MQTT-3.3.4-6)")
-            self.pc = (props, pr, box.expiry, d.get("payload_format") == 1)
-        return self.pc
-
 
 def need_callable(f):
     # A callback the library would call only later, deep in a connect or a

@@ -192,7 +192,7 @@ def incoming(link):  # noalloc
     rx = box.qos
     n = box.pid
     if box.held:
-        from .request import late      # (a read inside a callback: rare)
+        from .late import late         # (a read inside a callback: rare)
         return late(link, rx, n)
     if not link.engine.incoming(rx, n):
         link.counts[_DUP_IN] += 1                     # MQTT-4.3.3-10: not again
@@ -237,8 +237,8 @@ def incoming(link):  # noalloc
 
 def owed(link):
     # The acknowledgements of PUBLISHes read while a callback ran
-    # (request.late()), after the outer one's.
-    from .request import flush
+    # (late.py), after the outer one's.
+    from .late import flush
     flush(link)
 
 

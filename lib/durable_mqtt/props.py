@@ -307,3 +307,25 @@ def tick(e, now):  # noalloc
         if d and ticks_diff(now, d) >= 0:
             e.dl[i] = ticks_add(now, -2) | 1
         k += 1
+
+
+_NO_PROPS = (None, b"", 0, False)    # publish() without props (client.py's own)
+
+
+def publish(c, props):  # noalloc for the same props object
+    # (object, encoded block, Message Expiry s, UTF-8 payload) of client c's
+    # publish() props, checked once per props object (MQTTClient.publish).
+    if props is None:
+        return _NO_PROPS
+    if props is not c.pc[0]:
+        pr = props if isinstance(props, bytes) else encode(props)
+        d = {}
+        box = scan(pr, out=d)
+        if box.alias:
+            # Aliases belong to one connection (MQTT-3.3.2-7); a stored
+            # message must not carry one.
+            raise ValueError("no topic alias in publish() props")
+        if "subscription_id" in d:
+            raise ValueError("no subscription_id in publish() props: the broker's to set (MQTT-3.3.4-6)")
+        c.pc = (props, pr, box.expiry, d.get("payload_format") == 1)
+    return c.pc

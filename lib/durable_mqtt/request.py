@@ -20,7 +20,6 @@ _RC_SUB = b"\x00\x01\x02\x80\x83\x87\x8f\x91\x97\x9e\xa1\xa2"
 _RC_SUB4 = b"\x00\x01\x02\x80"
 _RC_UNSUB = b"\x00\x11\x80\x83\x87\x8f\x91"
 _BAD_ANSWER = const(-2)      # link.result after an (UN)SUBACK that failed its checks (ack())
-_DUP_IN = const(5)           # link.py's counter numbers
 
 
 def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, sub_id):
@@ -219,55 +218,3 @@ def ack(c, kind, n):
         fail("reason code 0x%02x not allowed here" % code, 0x82)
     # (False: the late answer to a request abandoned; the one awaited is still to come)
     k.result = code if c.engine.answer(kind, u16(rx, 0)) else -1
-
-
-def late(link, qos, pid):
-    # (inbound.py's, kept here: reads inside a message callback come mostly
-    # from a subscribe() there, which has this module loaded, and the rest
-    # of the time a board need not hold these lines.)
-    # A PUBLISH read while a message callback runs (a subscribe() in it
-    # waits for its SUBACK). Delivered (the callback is called again), but
-    # its acknowledgement waits until the message being delivered has had
-    # its own: they go in the order the PUBLISHes came (MQTT-4.6.0-2, -3).
-    # A QoS 2 id being delivered, or delivered meanwhile, is not delivered
-    # again (MQTT-4.3.3-10: 3.1.1 lets a broker resend on the connection).
-    box = link.box
-    if box.owed is None:
-        box.owed = []
-    # QoS 2 ids delivered and not yet in the table (this callback's, those
-    # read meanwhile) take their places first: else the table, found to
-    # have room here, could be full when flush() records this one, which
-    # would then have been delivered and never recorded (delivered again
-    # when the broker resends it).
-    n = (box.held >> 16) & 3 == 2
-    for k in box.owed:
-        n += k >> 16 == 2
-    if qos == 2 and (box.held == 0x60000 | pid or 0x20000 | pid in box.owed) \
-            or not link.engine.incoming(qos, pid, n):
-        link.counts[_DUP_IN] += 1
-    else:
-        from .inbound import deliver
-        try:
-            deliver(link)
-        except MemoryError:
-            if qos:
-                link.drop()
-            raise
-        except Exception as x:
-            if link.cb_error is None:
-                link.cb_error = x
-    if qos:
-        box.owed.append(qos << 16 | pid)
-
-
-def flush(link):
-    # The acknowledgements late() kept, in the order their PUBLISHes
-    # came; QoS 2 ids recorded even when the link is gone meanwhile.
-    from .inbound import put_send
-    box = link.box
-    owed = box.owed
-    box.owed = None
-    box.held = 0
-    for k in owed or ():
-        n = link.engine.ack_incoming(k >> 16, k & 0xFFFF, 0, link.tx)
-        put_send(link, n if link.connected else 0)

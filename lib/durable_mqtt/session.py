@@ -404,7 +404,7 @@ class Session:
         # A PUBLISH arrived: True to deliver it, False for a QoS 2 id
         # delivered before and not yet released (MQTT-4.3.3-10). n: QoS 2
         # ids delivered whose place in the table is still to be taken
-        # (reads inside a callback: request.late()).
+        # (reads inside a callback: late.py).
         if qos == 2:
             if self.rx2_index(pid) >= 0:
                 return False

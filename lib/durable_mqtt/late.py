@@ -1,0 +1,58 @@
+# Reads inside a message callback (a subscribe() there waits for its
+# SUBACK, handling what arrives meanwhile): the PUBLISHes read then are
+# delivered at once, but acknowledged late, after the message whose
+# callback is running (inbound.py). A module of its own, loaded only when
+# that happens: a board need not hold these lines, nor compile them with
+# request.py at every subscribe().
+from micropython import const
+
+_DUP_IN = const(5)           # link.py's counter numbers
+
+
+def late(link, qos, pid):
+    # A PUBLISH read while a message callback runs (a subscribe() in it
+    # waits for its SUBACK). Delivered (the callback is called again), but
+    # its acknowledgement waits until the message being delivered has had
+    # its own: they go in the order the PUBLISHes came (MQTT-4.6.0-2, -3).
+    # A QoS 2 id being delivered, or delivered meanwhile, is not delivered
+    # again (MQTT-4.3.3-10: 3.1.1 lets a broker resend on the connection).
+    box = link.box
+    if box.owed is None:
+        box.owed = []
+    # QoS 2 ids delivered and not yet in the table (this callback's, those
+    # read meanwhile) take their places first: else the table, found to
+    # have room here, could be full when flush() records this one, which
+    # would then have been delivered and never recorded (delivered again
+    # when the broker resends it).
+    n = (box.held >> 16) & 3 == 2
+    for k in box.owed:
+        n += k >> 16 == 2
+    if qos == 2 and (box.held == 0x60000 | pid or 0x20000 | pid in box.owed) \
+            or not link.engine.incoming(qos, pid, n):
+        link.counts[_DUP_IN] += 1
+    else:
+        from .inbound import deliver
+        try:
+            deliver(link)
+        except MemoryError:
+            if qos:
+                link.drop()
+            raise
+        except Exception as x:
+            if link.cb_error is None:
+                link.cb_error = x
+    if qos:
+        box.owed.append(qos << 16 | pid)
+
+
+def flush(link):
+    # The acknowledgements late() kept, in the order their PUBLISHes
+    # came; QoS 2 ids recorded even when the link is gone meanwhile.
+    from .inbound import put_send
+    box = link.box
+    owed = box.owed
+    box.owed = None
+    box.held = 0
+    for k in owed or ():
+        n = link.engine.ack_incoming(k >> 16, k & 0xFFFF, 0, link.tx)
+        put_send(link, n if link.connected else 0)
