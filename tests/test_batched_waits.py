@@ -10,6 +10,17 @@ import threading
 from conftest import run_mp
 from fakebroker import stalling_broker
 
+# The flash ring's device, noting when each program happens.
+TIMED_FLASH = r"""
+import time
+from norflash import NorFlash
+
+class Dev(NorFlash):
+    def writeblocks(self, n, buf, off=None):
+        self.log.append(time.ticks_ms())
+        NorFlash.writeblocks(self, n, buf, off)
+"""
+
 
 
 STOREFULL = r"""
@@ -76,15 +87,8 @@ def test_store_full_when_the_batch_is_due_leaves_the_async_task_running(tmp_path
     assert "TASK DONE False" in r.stdout, r.stdout
 
 
-CONNECTING = r"""
-import time
-from norflash import NorFlash
+CONNECTING = TIMED_FLASH + r"""
 from durable_mqtt.robust import RobustClient
-
-class Dev(NorFlash):
-    def writeblocks(self, n, buf, off=None):
-        self.log.append(time.ticks_ms())
-        NorFlash.writeblocks(self, n, buf, off)
 
 dev = Dev(4096, 16, prog_size=32)
 dev.log = []
@@ -115,15 +119,9 @@ def test_batch_reaches_flash_within_persist_batch_ms_during_a_connect_attempt():
     assert m and int(m.group(1)) < 400, r.stdout
 
 
-AIO_PUBLISH = r"""
-import asyncio, time
-from norflash import NorFlash
+AIO_PUBLISH = TIMED_FLASH + r"""
+import asyncio
 from durable_mqtt.aio import AsyncClient
-
-class Dev(NorFlash):
-    def writeblocks(self, n, buf, off=None):
-        self.log.append(time.ticks_ms())
-        NorFlash.writeblocks(self, n, buf, off)
 
 async def main():
     dev = Dev(4096, 16, prog_size=32)
@@ -151,3 +149,40 @@ def test_async_batch_reaches_flash_within_persist_batch_ms():
     print(r.stdout)
     m = re.search(r"ON FLASH AFTER \[(\d+)\]", r.stdout)
     assert m and int(m.group(1)) < 400, r.stdout
+
+
+BATCH_DUE = TIMED_FLASH + r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.robust import RobustClient
+
+def run(cls, port, wait, **kw):
+    dev = Dev(4096, 16, prog_size=32)
+    dev.log = []
+    c = cls("batch-" + cls.__name__, "127.0.0.1", port, keepalive=60, timeout_ms=500,
+            session_file=dev, persist_batch_ms=100, clean_session=False, **kw)
+    if cls is MQTTClient:
+        c.connect()
+    else:
+        c.poll(0)                                # no broker there: offline, next try in 5 s
+    n0 = len(dev.log)
+    t0 = time.ticks_ms()
+    c.publish("t", b"hello", qos=1)
+    wait(c)
+    print(cls.__name__, "ON FLASH AFTER", [time.ticks_diff(x, t0) for x in dev.log[n0:]][:1])
+
+run(MQTTClient, %d, lambda c: c.wait_msg(3000))       # a quiet link
+run(RobustClient, %d, lambda c: c.poll(1000), backoff_ms=(5000, 30000))   # offline
+"""
+
+
+def test_batched_records_reach_flash_within_persist_batch_ms_while_the_client_waits(tmp_path):
+    """persist_batch_ms=N promises that a power cut loses only what was
+    accepted in the last N ms (docs/sessions.md). A blocking wait held the
+    batch for its whole length: wait_msg(3000) on a quiet link wrote it
+    after 3,001 ms, RobustClient.poll(1000) while offline after 1,000 ms
+    (a review found it). Every wait now ends when the batch is due."""
+    port, t = stalling_broker(4, 6, lambda conn: None)       # CONNACK, then silence
+    r = run_mp(BATCH_DUE % (port, 1), timeout=30)            # (port 1: nothing listens)
+    for cls in ("MQTTClient", "RobustClient"):
+        m = re.search(cls + r" ON FLASH AFTER \[(\d+)\]", r.stdout)
+        assert m and 100 <= int(m.group(1)) < 400, r.stdout

@@ -770,52 +770,6 @@ print("REPLAYED", replayed, later.last_event)
     assert "REPLAYED ['discarded'] discarded" in r.stdout, r.stdout
 
 
-BATCH_DUE = r"""
-import time
-from norflash import NorFlash
-from durable_mqtt import MQTTClient
-from durable_mqtt.robust import RobustClient
-
-class Dev(NorFlash):
-    # The flash ring's device, noting when each program happens.
-    def writeblocks(self, n, buf, off=None):
-        self.log.append(time.ticks_ms())
-        NorFlash.writeblocks(self, n, buf, off)
-
-def run(cls, port, wait, **kw):
-    dev = Dev(4096, 16, prog_size=32)
-    dev.log = []
-    c = cls("batch-" + cls.__name__, "127.0.0.1", port, keepalive=60, timeout_ms=500,
-            session_file=dev, persist_batch_ms=100, clean_session=False, **kw)
-    if cls is MQTTClient:
-        c.connect()
-    else:
-        c.poll(0)                                # no broker there: offline, next try in 5 s
-    n0 = len(dev.log)
-    t0 = time.ticks_ms()
-    c.publish("t", b"hello", qos=1)
-    wait(c)
-    print(cls.__name__, "ON FLASH AFTER", [time.ticks_diff(x, t0) for x in dev.log[n0:]][:1])
-
-run(MQTTClient, %d, lambda c: c.wait_msg(3000))       # a quiet link
-run(RobustClient, %d, lambda c: c.poll(1000), backoff_ms=(5000, 30000))   # offline
-"""
-
-
-def test_batched_records_reach_flash_within_persist_batch_ms_while_the_client_waits(tmp_path):
-    """persist_batch_ms=N promises that a power cut loses only what was
-    accepted in the last N ms (docs/sessions.md). A blocking wait held the
-    batch for its whole length: wait_msg(3000) on a quiet link wrote it
-    after 3,001 ms, RobustClient.poll(1000) while offline after 1,000 ms
-    (a review found it). Every wait now ends when the batch is due."""
-    from fakebroker import stalling_broker
-    port, t = stalling_broker(4, 6, lambda conn: None)       # CONNACK, then silence
-    r = run_mp(BATCH_DUE % (port, 1), timeout=30)            # (port 1: nothing listens)
-    for cls in ("MQTTClient", "RobustClient"):
-        m = re.search(cls + r" ON FLASH AFTER \[(\d+)\]", r.stdout)
-        assert m and 100 <= int(m.group(1)) < 400, r.stdout
-
-
 RESTORE_CUT = r"""
 import os
 from durable_mqtt import MQTTClient, filestore, dirstate
