@@ -142,9 +142,7 @@ class AsyncClient:
         finally:
             # Even when client.disconnect() raised (e.g. session_expiry with
             # the link down): the background task is gone all the same.
-            self._hooks, hooks = (None, None), self._hooks
-            self._on_down(self.client, None)     # (asked for: not a drop, no on_down)
-            self._hooks = hooks
+            self._on_down(self.client, None)     # (None: asked for, not a drop: no on_down)
             # What waits for a connection or an acknowledgement ends with
             # NotConnected: no connection comes unless connect() is called
             # again (the messages stay queued and go out then).
@@ -423,7 +421,8 @@ class AsyncClient:
         self.up.clear()
         self._wake.clear()
         self.down.set()
-        self._hook(1, (exc,))
+        if exc is not None:
+            self._hook(1, (exc,))
 
     def _hook(self, k, args):
         # The application's on_up / on_down: an exception from it is
