@@ -12,14 +12,12 @@ from .filestore import raise_full
 from .records import head_bytes
 
 
-def checkpoint(j, offline, replaced):
+def checkpoint(j, offline):
     # Journal j's whole state made current: slots for the messages the
     # engine holds (a move from the log layout), none for those it dropped
     # (a clean start), the header and incoming ids rewritten (the header
-    # last: it makes the session). replaced: the engine's state is not the
-    # one stored: a slot with one of its packet ids may hold another
-    # message, so every message is written again (each into a slot it
-    # frees, newer). (restore_session() uses replace() below.)
+    # last: it makes the session). (A state that is not the one stored,
+    # restore_session(), goes to a new directory: slotmove.replace().)
     e = j.e
     # The boot may not have made the directory (a full or read-only
     # filesystem: store_full, load.py); now it must be there.
@@ -32,7 +30,7 @@ def checkpoint(j, offline, replaced):
         j.capacity = capacity(j.dir)
     j.flush()
     for s in range(j.made):
-        if j.pid[s] and (replaced or e.find(j.pid[s], 0) < 0):
+        if j.pid[s] and e.find(j.pid[s], 0) < 0:
             j.acked(j.pid[s])
     for k in range(e.count):
         if e.slot(k):

@@ -293,7 +293,7 @@ class SlotJournal:
             from .slotmove import replace
             return replace(self, offline)      # the journal to use from now on
         from .dirstate import checkpoint
-        checkpoint(self, offline, False)
+        checkpoint(self, offline)
 
     def erase(self):
         from .dirstate import erase

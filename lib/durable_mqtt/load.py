@@ -247,4 +247,4 @@ def restore_session(c, data):
         c.persist = True
         j = c.journal.checkpoint(replaced=True)
         if j is not None:
-            c.journal = j             # (a session directory: a new one, dirstate.replace)
+            c.journal = j             # (a session directory: a new one, slotmove.replace)

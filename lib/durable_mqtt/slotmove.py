@@ -70,7 +70,7 @@ def too_long(f, buf):
 
 def replace(j, offline):
     # restore_session(): the engine's state, not the one stored, becomes the
-    # session. Written over the old slots (checkpoint(replaced=True)), a cut
+    # session. Written over the old slots (as it was before 0.2.0), a cut
     # in between left a mixture of the two, neither state. So it is written
     # whole into PATH.d.d (its "h" last), then PATH.d goes and PATH.d.d takes
     # its name; rename() finishes or undoes that at the next boot. (".d"
@@ -79,7 +79,7 @@ def replace(j, offline):
     new = j.dir + ".d"
     remove(new)
     k = SlotJournal(new, j.e, j.batch_ms)
-    checkpoint(k, offline, False)
+    checkpoint(k, offline)
     rename(j.dir)
     k.dir = j.dir
     return k
