@@ -237,9 +237,13 @@ def incoming(link):  # noalloc
 
 def owed(link):
     # The acknowledgements of PUBLISHes read while a callback ran
-    # (late.py), after the outer one's.
-    from .late import flush
-    flush(link)
+    # (late.py), after the outer one's; none read: only the mark goes (no
+    # import, which on the MemoryError path would want heap there is none of).
+    box = link.box
+    box.held = 0
+    if box.owed:
+        from .late import flush
+        flush(link)
 
 
 def deliver(link):  # noalloc
