@@ -25,7 +25,7 @@ import sys
 import time
 from micropython import const
 
-from .client import unload
+from .client import need_callable, unload
 from .errors import (MQTTException, NotConnected, PeerClosed, ProtocolError, Timeout, ERR_NOT_CONNECTED,
                      ERR_PROTOCOL, ERR_TIMEOUT)
 from .robust import RobustClient
@@ -49,9 +49,8 @@ class AsyncClient:
                  ssl=None, *, queue_size=8, on_up=None, on_down=None, **kw):
         # on_up(self) / on_down(self, exc): RobustClient's hooks, called
         # with this client; the up and down events say the same.
-        for f in (on_up, on_down):
-            if f is not None and not callable(f):
-                raise TypeError("on_up and on_down must be callable")
+        need_callable(on_up)
+        need_callable(on_down)
         self._hooks = (on_up, on_down)
         self.client = c = RobustClient(client_id, server, port, user, password, keepalive, ssl,
                                        on_up=self._on_up, on_down=self._on_down, **kw)
