@@ -127,12 +127,13 @@ def stalling_broker(v, stall_s, then, io_timeout=20):
             conn.sendall(connack(v))
             time.sleep(stall_s)
             then(conn)
-        except OSError:
-            pass
+        except OSError as x:
+            t.error = x         # for a test's message: why the broker closed
         finally:
             conn.close()
             s.close()
     t = threading.Thread(target=serve, daemon=True)
+    t.error = None
     t.start()
     return s.getsockname()[1], t
 
