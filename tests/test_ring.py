@@ -425,6 +425,42 @@ print("ok", dev.erases, cks[0])
     assert out.splitlines()[-1].startswith("ok")
 
 
+def test_commit_sequence_wraps_at_2_30_without_allocating():
+    """The commit sequence number counts modulo 2**30. It was stepped as
+    (seq + 1) & mask, which makes 2**30 at the wrap: a big integer on a
+    board, one allocation per 2**30 commits (MemoryError under heap_lock).
+    Commits across the wrap allocate nothing, and a reboot reads them back
+    as one run (the walk's check that each follows the one before). The
+    allocation shows on a 32-bit port (MICROPY32: the old step fails
+    there); on a 64-bit one the test checks the wrap and the reboot."""
+    out = mp(r"""
+base = data(1, 200)
+probe = RingStore(NorFlash(1024, 8, prog_size=32), max_append=300)
+probe.load()
+checkpoint(probe, base)
+k = probe._seq                   # commits a checkpoint takes
+dev = NorFlash(1024, 8, prog_size=32)
+r = RingStore(dev, max_append=300)
+r.load()
+# The step from 2**30 - 1 to 0 falls in the run under heap_lock (after
+# assert_no_alloc's two warm-up calls, 3 commits each)
+r._seq = 0x3FFFFFFF - 7 - k
+checkpoint(r, base)
+msg = data(2, 50)
+n = [0]
+def appends():
+    for i in range(3):
+        append(r, msg, 50)
+        n[0] += 1
+assert_no_alloc(appends, "appends across the wrap")   # (runs it more than once)
+assert r._seq < 100, r._seq      # wrapped to 0 and on
+got = RingStore(dev, max_append=300).load()
+assert got == bytes(base) + bytes(msg) * n[0], (len(got), n[0])
+print("ok", r._seq)
+""")
+    assert out.splitlines()[-1].startswith("ok")
+
+
 # ---------------------------------------------------------------- power cuts
 
 SWEEP_SETUP = r"""

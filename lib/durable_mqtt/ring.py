@@ -56,6 +56,13 @@ def _u32(b, i):
     return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
 
 
+
+def _after(s):  # noalloc
+    # The commit sequence number after s, modulo 2**30, without computing
+    # 2**30: from there an int is a big integer (an allocation) on a board.
+    return 0 if s == _SEQ_MASK else s + 1
+
+
 class RingStore:
     # Session backend on a raw flash region of `num_blocks` erase blocks
     # starting at block `first_block` of `bdev`.
@@ -272,7 +279,7 @@ class RingStore:
         self._scan = sc
 
         def visit(c, pos, k, n, seq, buf):
-            if sc["prev"] >= 0 and seq != ((sc["prev"] + 1) & _SEQ_MASK):
+            if sc["prev"] >= 0 and seq != _after(sc["prev"]):
                 # A gap: what came before is stale (a half-erased oldest
                 # block); the live checkpoint is always after it.
                 sc["chosen"] = sc["cand"] = -1
@@ -300,7 +307,7 @@ class RingStore:
         self._head = head
         self._head_seq = seqs[head]
         self._pos = end if clean else B    # garbage after the last commit: move on
-        self._seq = (sc["prev"] + 1) & _SEQ_MASK
+        self._seq = _after(sc["prev"])
         if sc["chosen"] < 0:
             self._tail = -1                # no complete checkpoint: empty
         else:
@@ -356,13 +363,13 @@ class RingStore:
             landed = self._landed(size)
             if not landed or not isinstance(e, Exception):
                 if landed:
-                    self._seq = (self._seq + 1) & _SEQ_MASK
+                    self._seq = _after(self._seq)
                 self._pos = self._bs
                 self._ck_open = False
                 raise e
         self._pos += size
         self.bytes_written = (self.bytes_written + size) & 0x1FFFFFFF
-        self._seq = (self._seq + 1) & _SEQ_MASK
+        self._seq = _after(self._seq)
         self._scan = None
 
     def _landed(self, size):
