@@ -7,7 +7,7 @@ Then each lie of a list drawn from the specifications (MQTT 5 3.2-3.11,
 4.12, 4.13; 3.1.1 3.2-3.11), with the session on flash checked after it."""
 import pytest
 
-from conftest import run_mp
+from conftest import reports, run_mp
 from fakebroker import FakeBroker, connack, props_block, pkt, publish, u16
 from test_edge_cases import PRE as EDGE_PRE
 
@@ -327,6 +327,39 @@ def refused_with(v, conn, code):
     # MQTT 5 closes with DISCONNECT and the reason code (4.13.1); 3.1.1 has
     # none and just closes.
     assert [p for p in conn if p[0] == 0xE0] == ([(0xE0, bytes((code,)))] if v == 5 else []), conn
+
+
+def test_MQTT_3_2_2_3_2_a_session_expiry_lowered_to_0_in_connack_does_not_erase_accepted_messages(tmp_path):
+    # The client asks for a persistent session (clean_session=False, so
+    # Session Expiry "never"); the broker lowers it to 0 in CONNACK (MQTT 5
+    # 3.2.2.3.2, allowed). A QoS 1 message is accepted and sent but not
+    # acknowledged, the application calls disconnect() ("saves the session
+    # state first", API.md), publishes one more QoS 1 message while down, and
+    # the board reboots. Both messages were accepted: "An accepted QoS 1/2
+    # message is never dropped by the client" (API.md); after the broker lost
+    # the session they go out again as new PUBLISHes. disconnect() erases the
+    # session store instead (leave.py: `if c.v5 and not e.expiry:
+    # journal.erase(); c.persist = False`, e.expiry being the broker's 0), and
+    # the message published while down is not stored either.
+    fb = FakeBroker([("send", connack(5, props=b"\x11\x00\x00\x00\x00")), ("recv",)])
+    prog = SESSION % (str(tmp_path / "s"), fb.port, 5) + r"""
+c = client()
+c.connect()
+c.publish("t", b"one", qos=1)       # sent, never acknowledged
+pump(c, ms=300)
+state("before", c)
+c.disconnect()
+c.publish("t", b"two", qos=1)       # accepted while down
+state("down", c)
+c.close()
+c = client()                        # reboot
+state("boot", c)
+"""
+    r = run_mp(prog)
+    fb.join()
+    res = reports(r.stdout)
+    assert res["before"]["pending"] == 1 and res["down"]["pending"] == 2, res
+    assert res["boot"]["pending"] == 2, res
 
 
 def test_MQTT_4_12_0_6_no_auth_from_a_broker_the_client_never_asked_for_it():

@@ -34,7 +34,11 @@ def disconnect(c, session_expiry):
             raise NotConnected(-6, "disconnect(session_expiry) needs the connection it applies to")
         e.expiry = session_expiry
     if c.persist:
-        if c.v5 and not e.expiry:
+        # Erased when the application ends the session (expiry 0 on the
+        # CONNECT or this DISCONNECT), not when the CONNACK lowered it to 0
+        # (3.2.2.3.2): the broker's half ends, the accepted messages stay
+        # and go out as new ones at the next connect.
+        if c.v5 and not (e.expiry if session_expiry is not None else c.sent_expiry):
             c.journal.erase()            # the session ends here
             c.persist = False
         else:
