@@ -97,10 +97,12 @@ def test_core_unit_is_package_json_without_the_flash_backends():
     full = json.loads((ROOT / "package.json").read_text())["urls"]
     core = json.loads((ROOT / "package-core.json").read_text())["urls"]
     assert [u for u in full if u not in core] == [
+        ["durable_mqtt/dirload.py", "lib/durable_mqtt/dirload.py"],
         ["durable_mqtt/dirstate.py", "lib/durable_mqtt/dirstate.py"],
         ["durable_mqtt/filelog.py", "lib/durable_mqtt/filelog.py"],
         ["durable_mqtt/filestore.py", "lib/durable_mqtt/filestore.py"],
-        ["durable_mqtt/ring.py", "lib/durable_mqtt/ring.py"]]
+        ["durable_mqtt/ring.py", "lib/durable_mqtt/ring.py"],
+        ["durable_mqtt/slotmove.py", "lib/durable_mqtt/slotmove.py"]]
 
 
 def test_mpy_unit_is_committed_bytecode_and_native_source():

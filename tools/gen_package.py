@@ -44,7 +44,7 @@ PKG_DIR = ROOT / "lib" / "durable_mqtt"
 MANIFEST = ROOT / "lib" / "manifest.py"
 CHANGELOG = ROOT / "CHANGELOG.md"
 MPY_DIR = ROOT / "mpy"            # the committed bytecode set (make mpy)
-FLASH_BACKENDS = ("dirstate.py", "filelog.py", "filestore.py", "ring.py")
+FLASH_BACKENDS = ("dirload.py", "dirstate.py", "filelog.py", "filestore.py", "ring.py", "slotmove.py")
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import build_mpy  # noqa: E402

@@ -176,7 +176,7 @@ def _failed(s, e, host, port, timeout_ms, tls):
         raise Timeout(_ERR_TIMEOUT, "connect to %s:%d: no answer in %d ms" % (host, port, timeout_ms))
     if code in (errno.ECONNREFUSED, 111):
         why = "refused: no broker on that port"
-    elif code in (errno.EHOSTUNREACH, 113, -2, -202):
+    elif code in (errno.EHOSTUNREACH, -2, -202):      # (not 113: ECONNABORTED on an ESP32)
         why = "host unreachable"
     elif tls is not None:
         # mbedTLS reports a certificate it cannot verify as ValueError or
