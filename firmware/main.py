@@ -53,13 +53,21 @@ def main(config="config.json", secrets="secrets.json"):
     trace = open(cfg["trace"], "a") if cfg.get("trace") else None   # simulation only
 
     def on_message(topic, msg, retained, qos):
-        cmd = bytes(msg).decode()
-        if cmd.startswith("interval="):
-            state["interval"] = max(10, int(cmd[9:]))
-        elif cmd == "stop":
-            state["run"] = False
-        c.publish(base + "/reply", "boot %d: %s ok" % (boot, cmd), qos=1)
-        print("CMD", cmd)
+        # A command is acknowledged before this runs and is not sent again:
+        # a bad one gets a reply, never an exception that would end main().
+        try:
+            cmd = bytes(msg).decode()
+            if cmd.startswith("interval="):
+                state["interval"] = max(10, int(cmd[9:]))
+            elif cmd == "stop":
+                state["run"] = False
+            else:
+                raise ValueError("unknown")
+            ok = "ok"
+        except (ValueError, UnicodeError):
+            cmd, ok = repr(bytes(msg)[:32]), "bad command"
+        c.publish(base + "/reply", "boot %d: %s %s" % (boot, cmd, ok), qos=1)
+        print("CMD", cmd, ok)
 
     c = RobustClient(cfg["client_id"], cfg["broker"], cfg.get("port", 1883),
                      cfg.get("mqtt_user"), cfg.get("mqtt_password"), cfg.get("keepalive", 30),

@@ -327,6 +327,11 @@ def test_deployed_files_boot_firmware_main(board, arch, board_builds, broker, tm
         wait_subscribed(broker, since, base + "/#", 0.3)
         dev = power_on(root, board, tmp_path)
         wait_for(seen, base + "/tele", dev)
+        # A malformed command gets a reply and the firmware runs on (it
+        # ended main() with a ValueError, the command already acknowledged).
+        subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", base + "/cmd",
+                        "-m", "interval=abc"], check=True, timeout=10)
+        wait_for(seen, base + "/reply boot 1: b'interval=abc' bad command", dev)
         subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", base + "/cmd", "-m", "stop"],
                        check=True, timeout=10)
         out = dev.communicate(timeout=30)[0]
@@ -344,9 +349,9 @@ def test_deployed_files_boot_firmware_main(board, arch, board_builds, broker, tm
     lines = out.splitlines()
     assert [x for x in lines if x.startswith("BOOT ")] == ["BOOT 1 restored 0 event None"], out
     assert ("WLAN connect test-ssid" in lines) == (board != "unix"), out
-    assert "CMD stop" in lines and "STOPPED" in lines[lines.index("CMD stop"):], out
+    assert "CMD stop ok" in lines and "STOPPED" in lines[lines.index("CMD stop ok"):], out
     assert [x for x in out2.splitlines() if x.startswith("BOOT ")][0].startswith("BOOT 2 "), out2
-    assert "CMD stop" in out2 and "STOPPED" in out2, out2
+    assert "CMD stop ok" in out2 and "STOPPED" in out2, out2
     got = seen.read_text()
     assert base + '/tele {"boot":1,"seq":0,' in got and base + "/reply boot 1: stop ok" in got, got
     assert base + "/reply boot 2: stop ok" in got, got
