@@ -271,6 +271,19 @@ def test_directory_session(tmp_path):
     rc, doc = inspect_json(path.parent / "session.dmq.d")
     assert rc == 0 and [m["pid"] for m in doc["outgoing"]] == [1, 3]
     assert any(d["kind"] == "damaged_slot" for d in doc["diagnostics"])
+    # A good CRC round a record the library empties as damage (dirload.py):
+    # an OUT_PUB whose PUBLISH carries another packet id.
+    import zlib
+    slot = next(f for f in (path.parent / "session.dmq.d").iterdir() if f.name.isdigit() and f.name != "1"
+                and f.read_bytes()[7:9] == b"\0\3")
+    d = bytearray(slot.read_bytes())
+    assert d[4] == 0x02, d[:9]
+    d[7:9] = b"\0\x09"
+    d[-4:] = zlib.crc32(bytes(d[:-4])).to_bytes(4, "big")
+    slot.write_bytes(bytes(d))
+    rc, doc = inspect_json(path)
+    assert rc == 0 and [m["pid"] for m in doc["outgoing"]] == [1], doc["outgoing"]
+    assert {sl["slot"]: sl["state"] for sl in doc["source"]["directory"]["slots"]}[int(slot.name)] == "damaged"
     # No header: no session.
     (path.parent / "session.dmq.d" / "h").unlink()
     rc, text, _ = inspect(path)
@@ -413,6 +426,55 @@ def test_unknown_record_is_skipped(session_file, tmp_path):
     assert d["kind"] == "unknown_record" and d["type"] == 0x7E
     assert len(doc["outgoing"]) == 3
     assert_same_as_library(doc, lib_read("file", f))    # the library skips it as well
+
+
+def _record(kind, body):
+    import zlib
+    rec = bytes([kind]) + len(body).to_bytes(2, "big") + body
+    return rec + zlib.crc32(rec).to_bytes(4, "big")
+
+
+def _publish(qos, pid, topic=b"t", payload=b"x"):
+    body = len(topic).to_bytes(2, "big") + topic + (pid.to_bytes(2, "big") if qos else b"") + payload
+    return bytes([0x30 | qos << 1, len(body)]) + body
+
+
+def test_records_the_library_drops_as_damage_are_not_listed(session_file, tmp_path):
+    # Good CRCs, contents no writer of the library makes (docs/session-format.md):
+    # the library skips each and reports `damaged`; the inspector listed them
+    # as held messages and subscriptions.
+    pid = (7).to_bytes(2, "big")
+    bad = [_record(0x02, b"\0\0" + _publish(1, 0)),            # OUT_PUB of packet id 0
+           _record(0x02, pid + _publish(0, 0)),                 # a QoS 0 PUBLISH
+           _record(0x02, pid + _publish(1, 8)),                 # carrying another id
+           _record(0x04, b"\0\0"),                              # OUT_REL of id 0
+           _record(0x04, pid + b"\0"),                          # OUT_REL of 3 bytes
+           _record(0x07, bytes(4) + b"\x03" + b"a/b"),          # SUB with QoS 3
+           _record(0x07, (5).to_bytes(4, "big") + b"\x01a/c")]  # 3.1.1 SUB with an identifier
+    f = tmp_path / "damaged.dat"
+    f.write_bytes(session_file.read_bytes() + b"".join(bad))
+    rc, doc = inspect_json(f)
+    assert rc == 0 and doc["header"]["protocol"] == 4, doc["header"]
+    assert [d["kind"] for d in doc["diagnostics"]] == ["damaged_record"] * len(bad), doc["diagnostics"]
+    assert len(doc["outgoing"]) == 3 and doc["subscriptions"] == []
+    assert_same_as_library(doc, lib_read("file", f))    # what the library keeps
+    rc, out, err = inspect(f)
+    assert rc == 0 and "Traceback" not in out + err and "damaged" in out, out
+
+
+def test_a_saved_time_past_the_year_9999_is_a_warning_not_a_traceback(session_file, tmp_path):
+    data = bytearray(session_file.read_bytes())
+    h = 5 + 3                                   # the magic, then the header record's body
+    data[h + 6:h + 10] = b"\xff\xff\xff\xff"     # saved_min
+    import zlib
+    n = int.from_bytes(data[6:8], "big")
+    data[8 + n:12 + n] = zlib.crc32(bytes(data[5:8 + n])).to_bytes(4, "big")
+    f = tmp_path / "future.dat"
+    f.write_bytes(bytes(data))
+    for args in ((f,), ("--json", f), ("--hex", f)):
+        rc, out, err = inspect(*args)
+        assert rc == 0 and "Traceback" not in out + err, out + err
+        assert "9999" in out, out
 
 
 def test_corrupted_header_exit_1(session_file, tmp_path):

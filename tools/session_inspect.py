@@ -208,6 +208,39 @@ def decode_publish(pkt, version):
             "packet_pid": pid, "properties": props, "payload": bytes(pkt[off:])}
 
 
+def publish_ok(pkt, pid):
+    """Is pkt a QoS 1/2 PUBLISH carrying packet id pid, as a held message
+    must be? The library's rule (stream.publish_ok, docs/session-format.md):
+    else the record is damage, skipped, and never resent."""
+    if not pid or len(pkt) < 6 or pkt[0] & 0xF0 != 0x30 or not 0 < (pkt[0] >> 1) & 3 < 3:
+        return False
+    try:
+        rl, off = varint(pkt, 1, min(len(pkt), 5))
+    except (ValueError, IndexError):
+        return False
+    if off + rl != len(pkt) or off + 2 > len(pkt):
+        return False
+    t = off + 2 + u16(pkt, off)
+    return t + 2 <= len(pkt) and u16(pkt, t) == pid
+
+
+def sub_ok(opts, sid, version):
+    """Options and identifier a SUBSCRIBE of this protocol level may carry
+    (MQTT-3.8.3-4; MQTT 5, 3.8.3.1, 3.8.2.1.2): else the SUB record is
+    damage, skipped (the library's rule, docs/session-format.md)."""
+    if opts & 3 == 3:
+        return False
+    if version == 5:
+        return not (opts & 0x30 == 0x30 or opts & 0xC0 or sid > 268435455)
+    return not (opts & 0xFC or sid)
+
+
+def _damaged(s, diag, p, what):
+    diag.add("warning", "damaged_record", "%s at offset %d, though its CRC is good: the library skips it and "
+             "reports the event `damaged` (not listed below)" % (what, p), p)
+    s.damaged += 1
+
+
 # ---------------------------------------------------------------- session decoding
 
 class Session:
@@ -221,6 +254,7 @@ class Session:
         self.last_pid = 0
         self.torn = False
         self.valid_bytes = 0
+        self.damaged = 0        # records with a good CRC the library skips as damage
 
 
 def _scan_records(data, p):
@@ -316,6 +350,14 @@ def parse_session(data, diag):
                 raise Unreadable("bad protocol version %d in session header" % h["protocol"])
             s.header = h
             s.last_pid = h["next_pid"]
+        elif kind == R_SUB and ln >= 5 and not sub_ok(data[b + 4], u32(data, b), s.header["protocol"]):
+            _damaged(s, diag, p, "a SUB whose options 0x%02x or identifier %d no SUBSCRIBE of MQTT %s may carry"
+                     % (data[b + 4], u32(data, b), PROTOCOLS[s.header["protocol"]]))
+        elif kind == R_OUT_PUB and (ln < 2 or not publish_ok(data[b + 2:end], u16(data, b))):
+            _damaged(s, diag, p, "an OUT_PUB (packet id %d) that is not a QoS 1/2 PUBLISH of its packet id"
+                     % u16(data, b))
+        elif kind == R_OUT_REL and (ln != 2 or not u16(data, b)):
+            _damaged(s, diag, p, "an OUT_REL with no packet id (%d bytes, or id 0)" % ln)
         elif kind == R_SUB:
             f = bytes(data[b + 5:end])
             s.subs = [x for x in s.subs if x[0] != f]
@@ -429,8 +471,11 @@ def read_dir(path, diag, info):
         slot = {"slot": int(name), "bytes": n}
         if not n:
             slot["state"] = "free"
-        elif (n >= 13 and u16(data, 5) == n - 11 and data[4] in (R_OUT_PUB, R_OUT_REL)
-              and crc_ok(data, 0, n - 4)):
+        elif (n >= 13 and u16(data, 5) == n - 11 and crc_ok(data, 0, n - 4)
+              and (data[4] == R_OUT_REL and n == 13 and u16(data, 7)
+                   or data[4] == R_OUT_PUB and publish_ok(data[9:n - 4], u16(data, 7)))):
+            # (the library's rule, dirload.py: an OUT_REL of its id alone, an
+            # OUT_PUB holding a QoS 1/2 PUBLISH of its id; else damage)
             slot.update(state="message", seq=seq_number(data), pid=u16(data, 7), record=RECORD_NAMES[data[4]])
             rel = data[4] == R_OUT_REL
             found.append((seq_number(data), rel, int(name), u16(data, 7), None if rel else bytes(data[9:n - 4])))
@@ -718,7 +763,11 @@ def build_report(s, diag):
     h = s.header
     saved = None
     if h["saved_min"]:
-        saved = (EPOCH_2000 + datetime.timedelta(minutes=h["saved_min"])).isoformat().replace("+00:00", "Z")
+        try:
+            saved = (EPOCH_2000 + datetime.timedelta(minutes=h["saved_min"])).isoformat().replace("+00:00", "Z")
+        except OverflowError:       # past the year 9999: a board's clock set wrong
+            diag.add("warning", "saved_at_out_of_range", "saved at %d minutes after 2000, past the year 9999 "
+                     "(a board's clock set wrong): no date, and no expiry judged" % h["saved_min"])
     version = h["protocol"]
     rep = {
         "format": s.format,
@@ -743,8 +792,13 @@ def build_report(s, diag):
     if h["flags"] & ~(HF_ASSIGNED_ID | HF_OFFLINE | HF_RESUB):
         diag.add("info", "header_flags", "unknown header flag bits 0x%02x (ignored)"
                  % (h["flags"] & ~(HF_ASSIGNED_ID | HF_OFFLINE | HF_RESUB)))
+    exp = None
     if saved and h["session_expiry"] != NEVER:
-        exp = EPOCH_2000 + datetime.timedelta(minutes=h["saved_min"], seconds=h["session_expiry"] + 59)
+        try:
+            exp = EPOCH_2000 + datetime.timedelta(minutes=h["saved_min"], seconds=h["session_expiry"] + 59)
+        except OverflowError:
+            diag.add("warning", "expiry_out_of_range", "the session expires past the year 9999")
+    if exp is not None:
         rep["header"]["expires_at"] = exp.isoformat().replace("+00:00", "Z")
         if datetime.datetime.now(datetime.timezone.utc) > exp:
             diag.add("info", "expired", "the session expired at %s: a board with its clock set discards it at boot"
