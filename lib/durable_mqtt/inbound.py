@@ -117,7 +117,7 @@ def dispatch(link):  # noalloc
             codec.fail("PINGRESP with a %d-byte body" % link.rlen)
         link.ping_at = -1
     elif kind == _CONNACK:
-        from .connect import connack     # (loaded: this is connect()'s time)
+        from .connack import connack     # (loaded: this is connect()'s time)
         connack(link.c, link.rlen)
     elif kind == _SUBACK or kind == _UNSUBACK:
         from .request import ack
