@@ -362,6 +362,56 @@ state("boot", c)
     assert res["boot"]["pending"] == 2, res
 
 
+EXP0 = b"\x11\x00\x00\x00\x00"
+
+
+def _suback(got):
+    # a SUBACK when the last packet was a SUBSCRIBE, else nothing
+    return pkt(0x90, got[-1][1][0:2] + b"\x00\x01") if got[-1][0] == 0x82 else b""
+
+
+def _lowered_then_connect(tmp_path, reboot):
+    fb = FakeBroker([("send", connack(5, props=EXP0)), ("recv",), ("reply", _suback), ("recv",), ("recv",)],
+                    [("send", connack(5)), ("recv",), ("reply", _suback), ("sleep", 0.5)])
+    prog = SESSION % (str(tmp_path / "s"), fb.port, 5) + r"""
+evs = []
+c = client()
+c.set_event_callback(lambda ev, info: evs.append(ev))
+c.connect()
+c.subscribe("cmd/#", 1)
+c.publish("t", b"one", qos=1)       # sent, never acknowledged
+pump(c, ms=300)
+c.disconnect()
+""" + ("""
+c.close()
+c = client()
+c.set_event_callback(lambda ev, info: evs.append(ev))
+""" if reboot else "") + r"""
+c.connect()
+pump(c, ms=300)
+state("end", c)
+emit("evs", evs=repr(evs))
+"""
+    r = run_mp(prog)
+    fb.join()
+    res = reports(r.stdout)
+    return res
+
+
+def test_lowered_expiry_then_reboot_resubscribes(tmp_path):
+    # After a CONNACK lowered the Session Expiry to 0 and a disconnect(), the
+    # next connect finds the session lost: "lost", the subscriptions made
+    # again, after a reboot and in the same process alike (the latter took
+    # the broker's 0 for the application's: "new", subscriptions forgotten).
+    res = _lowered_then_connect(tmp_path, True)
+    assert "'lost'" in res["evs"]["evs"] and "cmd/#" in res["end"]["subs"], res
+
+
+def test_lowered_expiry_then_reconnect_in_process_resubscribes(tmp_path):
+    res = _lowered_then_connect(tmp_path, False)
+    assert "'lost'" in res["evs"]["evs"] and "cmd/#" in res["end"]["subs"], res
+
+
 def test_MQTT_4_12_0_6_no_auth_from_a_broker_the_client_never_asked_for_it():
     # The client sends no Authentication Method: the broker must send no
     # AUTH packet and no Authentication Method in CONNACK (MQTT-4.12.0-6).

@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from conftest import run_mp
+from conftest import reports, run_mp
 from fakebroker import FakeBroker, connack, props_block, pkt, u16
 
 PRE = r"""
@@ -871,3 +871,38 @@ def test_a_cut_during_restore_session_leaves_the_old_state_or_the_new_one(tmp_pa
     assert "old" in cuts.values() and cuts[max(cuts)] == "new", cuts
     assert "SWAP before new" in r.stdout and "SWAP during new" in r.stdout, r.stdout
     assert ".d.d" not in r.stdout, r.stdout                     # nothing left behind
+
+
+OFFLINE_PRE = r"""
+from fake_report import emit
+from durable_mqtt import MQTTClient
+PATH = %r
+def mk(**kw):
+    return MQTTClient("dev1", "127.0.0.1", 1, version=5, session_file=PATH, timeout_ms=500, **kw)
+c = mk(clean_session=False)
+c.publish("t", b"one", qos=1)          # accepted offline, persistent session
+saved = c.save_session()
+c.close()
+"""
+
+
+@pytest.mark.parametrize("how", ["boot", "restore_session"])
+def test_offline_disconnect_keeps_a_restored_session(tmp_path, how):
+    # A session restored (at boot, or by restore_session()) and disconnect()
+    # before any connect (a board that found no Wi-Fi saves and sleeps): the
+    # state stays. The erase rule went by the expiry of the last CONNECT,
+    # which before the first one was the constructor's clean_session's, 0.
+    body = {"boot": "c = mk()\n",
+            "restore_session": "import os\nc = MQTTClient('dev1', '127.0.0.1', 1, version=5, "
+                               "session_file=PATH + '2', timeout_ms=500)\nc.restore_session(saved)\nPATH = PATH + '2'\n"}[how]
+    r = run_mp(OFFLINE_PRE % str(tmp_path / "s") + body + r"""
+emit("restored", pending=c.pending(), clean=c.clean_session)
+c.disconnect()                          # not connected: saves the session state
+c.close()
+c = mk()                                # reboot
+emit("after", pending=c.pending())
+c.close()
+""")
+    res = reports(r.stdout)
+    assert res["restored"]["pending"] == 1 and res["restored"]["clean"] is False, res
+    assert res["after"]["pending"] == 1, res

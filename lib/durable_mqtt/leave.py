@@ -33,17 +33,20 @@ def disconnect(c, session_expiry):
             from .errors import NotConnected
             raise NotConnected(-6, "disconnect(session_expiry) needs the connection it applies to")
         e.expiry = session_expiry
-    if c.persist:
-        # Erased when the application ends the session (expiry 0 on the
-        # CONNECT or this DISCONNECT), not when the CONNACK lowered it to 0
-        # (3.2.2.3.2): the broker's half ends, the accepted messages stay
-        # and go out as new ones at the next connect.
-        if c.v5 and not (e.expiry if session_expiry is not None else c.sent_expiry):
-            c.journal.erase()            # the session ends here
+    # The session ends here when the application ends it: Clean Session 1
+    # (3.1.1), expiry 0 on the CONNECT or on this DISCONNECT (MQTT 5). Not
+    # when the CONNACK lowered the expiry to 0 (3.2.2.3.2): the broker's
+    # half ends, the client's stays, on flash and in RAM; the next connect
+    # finds it lost, sends the accepted messages as new ones and makes the
+    # subscriptions again (as after a reboot).
+    if c.v5 and not (e.expiry if session_expiry is not None else c.sent_expiry):
+        if c.persist:
+            c.journal.erase()
             c.persist = False
-        else:
-            c.journal.checkpoint(True)   # the broker's expiry clock starts now
-    if not c.persistent(c.clean):
+        e.has_state = False
+    elif c.persist:
+        c.journal.checkpoint(True)       # the broker's expiry clock starts now
+    if not c.v5 and c.clean:
         e.has_state = False              # the broker ends such a session with the connection
     if k.connected:
         buf = c.tx

@@ -22,6 +22,7 @@ def open_session(c, where, prog_size, batch, clean):
     if e.has_state:
         c.clean_session = False
         c.persist = True
+        c.sent_expiry = c.expiry_for(False)   # (a disconnect() before any connect keeps it: leave.py)
     elif c.persistent(clean):
         c.persist = True              # what is accepted before the first connect is kept
         _checkpoint(j, c.event)       # a full or read-only filesystem: store_full, not a failed boot
@@ -243,6 +244,7 @@ def restore_session(c, data):
     except ValueError as x:
         raise ValueError("not a valid session state: %s" % x)
     c.clean_session = False
+    c.sent_expiry = c.expiry_for(False)
     if c.journal:
         c.persist = True
         j = c.journal.checkpoint(replaced=True)
