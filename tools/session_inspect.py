@@ -350,7 +350,9 @@ def parse_session(data, diag):
                 raise Unreadable("bad protocol version %d in session header" % h["protocol"])
             s.header = h
             s.last_pid = h["next_pid"]
-        elif kind == R_SUB and ln >= 5 and not sub_ok(data[b + 4], u32(data, b), s.header["protocol"]):
+        elif kind == R_SUB and ln < 5:
+            _damaged(s, diag, p, "a SUB of %d bytes (no options byte)" % ln)
+        elif kind == R_SUB and not sub_ok(data[b + 4], u32(data, b), s.header["protocol"]):
             _damaged(s, diag, p, "a SUB whose options 0x%02x or identifier %d no SUBSCRIBE of MQTT %s may carry"
                      % (data[b + 4], u32(data, b), PROTOCOLS[s.header["protocol"]]))
         elif kind == R_OUT_PUB and (ln < 2 or not publish_ok(data[b + 2:end], u16(data, b))):

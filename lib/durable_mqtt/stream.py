@@ -141,7 +141,7 @@ def _record(st, out, kind, buf, b, end):
     # A record other than HEADER and OUT_PUB (any other type: a newer
     # writer's, skipped).
     if kind == _R_SUB:
-        o = buf[b + 4]
+        o = buf[b + 4] if end - b > 4 else 3    # (no options byte: damage, below)
         sid = int.from_bytes(bytes(buf[b:b + 4]), "big")
         # Options and identifier as a SUBSCRIBE may carry them (no writer of
         # this library stores others; sent, the broker must close): QoS 0-2;
