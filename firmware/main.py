@@ -58,7 +58,8 @@ def main(config="config.json", secrets="secrets.json"):
         try:
             cmd = bytes(msg).decode()
             if cmd.startswith("interval="):
-                state["interval"] = max(10, int(cmd[9:]))
+                # 10 ms to a day: ticks_add() takes less than 2**29 ms on a board
+                state["interval"] = max(10, min(int(cmd[9:]), 86400000))
             elif cmd == "stop":
                 state["run"] = False
             else:

@@ -332,6 +332,11 @@ def test_deployed_files_boot_firmware_main(board, arch, board_builds, broker, tm
         subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", base + "/cmd",
                         "-m", "interval=abc"], check=True, timeout=10)
         wait_for(seen, base + "/reply boot 1: b'interval=abc' bad command", dev)
+        # One too large for ticks_add() (OverflowError in the main loop): a day at most.
+        subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", base + "/cmd",
+                        "-m", "interval=100000000000000000000"], check=True, timeout=10)
+        wait_for(seen, base + "/reply boot 1: interval=100000000000000000000 ok", dev)
+        time.sleep(0.2)                     # the main loop's next telemetry takes the interval
         subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", base + "/cmd", "-m", "stop"],
                        check=True, timeout=10)
         out = dev.communicate(timeout=30)[0]
