@@ -1,7 +1,8 @@
-# Opening a session's connection: CONNECT and CONNACK, the broker's limits,
-# Session Present against the stored state (the rules are session.py's).
-# Loaded by connect() and unloaded after (client.unload): a device pays for
-# it while connecting. Closing is leave.py's.
+# Opening a session's connection: the steps from TCP to CONNACK (the
+# packets and the broker's limits are connack.py's), Session Present against
+# the stored state (the rules are session.py's). Loaded by connect() and
+# unloaded after (client.unload): a device pays for it while connecting.
+# Closing is leave.py's.
 #
 # connecting() is a generator: it yields how long it may wait for the socket
 # (ms; negative: for it to become writable). MQTTClient.run() waits
