@@ -56,7 +56,6 @@ def _u32(b, i):
     return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
 
 
-
 def _after(s):  # noalloc
     # The commit sequence number after s, modulo 2**30, without computing
     # 2**30: from there an int is a big integer (an allocation) on a board.
