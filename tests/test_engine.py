@@ -1110,3 +1110,45 @@ def test_MQTT_3_3_2_3_3_the_time_left_allocates_nothing_and_keeps_the_order():
     print(r.stdout)
     assert "ALLOC 60 0" in r.stdout, r.stdout
     assert "FIRST sent" in r.stdout, r.stdout
+
+
+# ---------------------------------------------------------------- restore
+
+def test_restore_grows_an_outbox_smaller_than_the_stored_state():
+    # A stored state with more messages (or bytes) than this engine's
+    # outbox: a firmware update lowered max_inflight / outbox_size /
+    # outbox_bytes while they waited. restore() grows the outbox to hold
+    # them, in their order, a PUBREL owed kept as one (MQTT-4.3.3-6), and
+    # takes no new message until one leaves. Setting the state aside would
+    # mean messages accepted and never sent.
+    run(r"""
+from durable_mqtt.store import state_bytes
+from durable_mqtt.stream import parse
+from durable_mqtt.restore import restore
+big = engine(slots=24, qos12=20, arena=4096)
+ids = [pub(big, 2 if i % 4 == 3 else 1, b"p%02d" % i) for i in range(10)]
+out(big)
+assert big.pubrec(ids[3], 0, tx)         # PUBREC: only its PUBREL is owed now
+big.rec = 0
+data = state_bytes(big)
+small = engine(slots=3, qos12=2, arena=200, window=1)
+ev = []
+restore(small, parse(data), 0, lambda *a: ev.append(a))
+assert ev == [("outbox_grown", {"messages": 10, "bytes": 9 * 10})], ev     # 9 PUBLISH of 10 bytes, 1 PUBREL owed
+assert small.qos12 == 10 and small.nslots >= 14 and small.held == 10, (small.qos12, small.nslots, small.held)
+for a in (small.pid, small.off, small.len, small.dl, small.st):
+    assert len(a) == small.nslots
+raises(QueueFull, pub, small, 1)          # full: grown to the state, no more
+small.connected(True, False)              # resumed: all owed again, in order, DUP 1
+sent = out(small)
+assert sent == [("0x62", ids[3], None)], sent      # window 1, taken by the QoS 2 until PUBCOMP
+small.pubcomp(ids[3])
+sent = out(small)
+assert sent == [("PUBLISH", ids[0], True)], sent
+small.puback(ids[0], 0)
+assert pub(small, 1) > 0                  # a place freed: taken again
+small2 = engine(slots=3, qos12=2, arena=200, window=1)
+restore(small2, parse(state_bytes(engine())), 0, lambda *a: ev.append(a))
+assert len(ev) == 1                       # an empty state fits: no growth
+assert small2.qos12 == 2 and len(small2.arena) == 200
+""")

@@ -350,7 +350,7 @@ def test_store_outcome_is_documented(store, backend):
     (file renamed to .bad); events are the documented ones; the file's
     reading is the one docs/session-format.md describes (pending() and
     'damaged'); a state with more messages than max_inflight + outbox_size
-    is set aside; garbage after the data or in erased flash loses nothing;
+    makes the outbox grow (event outbox_grown), nothing set aside; garbage after the data or in erased flash loses nothing;
     the second boot finds exactly what the first left, with no event."""
     _store_fail(store, backend, {"undocumented-event", "discarded-but-restored", "discarded-not-set-aside",
                                  "reboot-unstable", "lossy-benign-damage", "control", "file-reading",

@@ -42,7 +42,7 @@ _MessageCallback = Union[
     Callable[[memoryview, memoryview, bool, int], None],
     Callable[[memoryview, memoryview, bool, int, Optional[Dict[str, Any]]], None],
 ]
-# event: "new", "resumed", "lost", "expired", "discarded", "damaged", "store_full",
+# event: "new", "resumed", "lost", "expired", "discarded", "damaged", "outbox_grown", "store_full",
 # or (AsyncClient) "callback_error" (docs/api.md)
 _EventCallback = Callable[[str, Dict[str, Any]], None]
 # f(pid, reason): 0 acknowledged, >= 0x80 refused (MQTT 5), -1 expired unsent

@@ -82,7 +82,7 @@ def _restore(e, st, event):
     from .restore import restore
     if st.intact_after:               # more than a torn last write: records lost
         event("damaged", {"dropped_bytes": st.dropped})
-    restore(e, st, wall_minutes())
+    restore(e, st, wall_minutes(), event)
     if e.expired:
         event("expired", {"saved_min": st.saved_min, "expiry": st.expiry})
 
@@ -113,6 +113,9 @@ def _open_dir(path, e, batch_ms, event):
             st = parse(old)
         if st is not None:
             _restore(e, st, event)
+            if len(j.pid) <= e.qos12:     # the outbox grew: a slot for each message, and one more
+                from .slotmove import widen
+                widen(j, e.qos12 + 1)
             if old and not j.made and not _checkpoint(j, event):
                 old = None            # moved into the directory (the header last), else kept
     except ValueError as x:           # FormatError, or a state that is not ours

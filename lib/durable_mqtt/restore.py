@@ -9,10 +9,11 @@ from micropython import const
 _HF_RESUB = const(0x04)      # header flag: the subscriptions are owed again (docs/session-format.md)
 
 
-def restore(e, st, now):
+def restore(e, st, now, event=None):
     # Replace engine e's state with a stored one (a stream.State; now: the
     # wall clock in minutes, 0 unknown). Raises ValueError, changing
-    # nothing, when it is not this client's or does not fit.
+    # nothing, when it is not this client's or holds a packet larger than
+    # buf_size. event(name, info): told when the outbox grows.
     if (st.version == 5) != e.v5:
         raise ValueError("session is for another MQTT version")
     if st.client_id != e.cid and not (st.cid_assigned and not e.cid):
@@ -23,8 +24,16 @@ def restore(e, st, now):
         if n > e.buf_size:
             raise ValueError("stored packet larger than buf_size")
         nbytes += n
-    if len(st.out) > e.qos12 or nbytes > len(e.arena):
-        raise ValueError("stored session larger than this client's outbox")
+    # More messages or bytes than this configuration's outbox holds (a
+    # firmware update lowered max_inflight, outbox_size or outbox_bytes
+    # while messages waited): it grows to hold them, as the table of
+    # incoming QoS 2 ids does below. Set aside, they would never be sent.
+    # This boot only: the next one, drained, makes the configured size.
+    q = len(st.out)
+    if q > e.qos12 or nbytes > len(e.arena):
+        if event:
+            event("outbox_grown", {"messages": q, "bytes": nbytes})
+        e.resize(max(e.nslots, q + max(4, q // 4)), max(e.qos12, q), max(len(e.arena), nbytes))
     # Saved at DISCONNECT (where the broker's expiry clock starts) longer ago
     # than the expiry: the broker has dropped it. The next connect starts
     # clean; the messages are kept and go out as new ones. A state saved

@@ -108,6 +108,22 @@ class Session:
         self.max_inflight = window
         self.buf_size = max_out
         self.limits(0, 0, 2, 1)
+        self.rx2 = array("H", bytes(2 * rx2))
+        self.req_pid = 0                # SUBSCRIBE / UNSUBSCRIBE awaiting its ack
+        self.run_pid = self.run_end = 0  # next_pid: ids run_pid..run_end-1 free
+        self.rel_due = False            # a slot may owe a PUBREL (_REL_DUE)
+        self.req_kind = 0
+        self.stale_n = 0                # requests sent on this connection whose wait was abandoned
+        self.rec = self.rec_pid = self.rec_slot = 0
+        self.done_pid = self.done_reason = 0
+        self.src = None
+        self.src_off = 0
+        self.resize(slots, qos12, arena)
+
+    def resize(self, slots, qos12, arena):
+        # An empty outbox of `slots` places, qos12 of them promised to QoS
+        # 1/2, and `arena` bytes. Also for a stored state larger than this
+        # configuration (restore.py).
         self.arena = bytearray(arena)
         self.nslots = slots
         self.qos12 = qos12
@@ -121,16 +137,6 @@ class Session:
         # wraps at 2**30 on a board, at 2**62 on the 64-bit unix port.
         self.dl = array("l", bytes(_LONG_BYTES * slots))
         self.st = bytearray(slots)
-        self.rx2 = array("H", bytes(2 * rx2))
-        self.req_pid = 0                # SUBSCRIBE / UNSUBSCRIBE awaiting its ack
-        self.run_pid = self.run_end = 0  # next_pid: ids run_pid..run_end-1 free
-        self.rel_due = False            # a slot may owe a PUBREL (_REL_DUE)
-        self.req_kind = 0
-        self.stale_n = 0                # requests sent on this connection whose wait was abandoned
-        self.rec = self.rec_pid = self.rec_slot = 0
-        self.done_pid = self.done_reason = 0
-        self.src = None
-        self.src_off = 0
         self.clear()
 
     def clear(self):

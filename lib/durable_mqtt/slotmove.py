@@ -1,8 +1,9 @@
 # Moving a session directory's files, rarely: a message in a slot past
 # this client's outbox (a client with a larger one wrote it: dirload.py
-# calls move_far() at boot), a slot longer than any packet this client
-# takes (too_long()), and a whole new directory for restore_session()
-# (replace(), and rename() at a boot after a cut). A module of its own:
+# calls move_far() at boot; widen() when there are more messages than this
+# outbox holds), a slot longer than any packet this client takes
+# (too_long()), and a whole new directory for restore_session() (replace(),
+# and rename() at a boot after a cut). A module of its own:
 # dirload.py's compile is the heap's peak of a boot from .py source with a
 # full outbox, and these are seldom needed.
 import os
@@ -18,6 +19,18 @@ _R_OUT_PUB = const(0x02)     # docs/session-format.md (store.py's numbers)
 
 def move_far(j, moved, buf, nbytes):
     from .dirload import note_slot, read_slot, seq_of    # (loaded: the caller's)
+    free = 0
+    for p in j.pid:
+        free += not p
+    if len(moved) > free:
+        # More messages than this outbox holds: it grows to hold them
+        # (restore.py), and each stays in its slot.
+        widen(j, 1 + max(int(name) for name in moved), nbytes)
+        for name in moved:
+            s = int(name)
+            note_slot(j, s, buf, read_slot(j.dir + "/" + name, buf), nbytes)
+            j.made = max(j.made, s + 1)
+        return
     for name in moved:
         # A message in a slot past this client's outbox goes into a free slot
         # of it: written there, then removed (a cut between leaves two
@@ -30,13 +43,20 @@ def move_far(j, moved, buf, nbytes):
                 break
             if not j.pid[t]:
                 s = t
-        if s < 0:
-            raise ValueError("session holds more messages than this client's outbox")
         if not j.pid[s]:
             j.put_file(str(s), memoryview(buf)[0:n])
             j.made = max(j.made, s + 1)
             note_slot(j, s, buf, n, nbytes)
         os.remove(j.dir + "/" + name)
+
+
+def widen(j, n, *more):
+    # j's slot tables (and `more` arrays beside them) to n slots: a stored
+    # session with more messages than this client's outbox, which grows to
+    # hold them (restore.py).
+    for a in (j.pid, j.seq, j.stale, j.rel, j.guard, j.blocked, j.batch) + more:
+        while len(a) < n:
+            a.append(0)
 
 
 def too_long(f, buf):

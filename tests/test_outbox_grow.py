@@ -1,0 +1,92 @@
+"""A stored session larger than this client's outbox (a firmware update
+lowered max_inflight, outbox_size or outbox_bytes while messages waited):
+the outbox grows at boot to hold it, so that every accepted message still
+goes out, with event `outbox_grown`. Until then such a state was set aside
+(`discarded`) and its messages were never sent. Each backend, against
+mosquitto."""
+import pytest
+
+from conftest import run_mp
+
+PRE = r"""
+from durable_mqtt import MQTTClient, QueueFull
+from durable_mqtt.filelog import FileLog
+from norflash import NorFlash
+from testlib import wait_until
+PORT = %(port)d
+VER = %(ver)d
+KIND = %(kind)r
+PATH = %(path)r
+got = []
+events = []
+def cb(t, m, r, q):
+    got.append(bytes(m))
+def where():
+    if KIND == "path":
+        return PATH
+    if KIND == "filelog":
+        return FileLog(PATH)
+    return NorFlash(1024, 16, prog_size=32, path=PATH)
+def dev(**kw):
+    c = MQTTClient("grow%%s%%d" %% (KIND, VER), "127.0.0.1", PORT, version=VER, keepalive=10,
+                   clean_session=False, session_file=where(), ring_prog_size=32,
+                   event_callback=lambda e, i: events.append((e, i)), **kw)
+    c.set_callback(cb)
+    return c
+"""
+
+
+def mp(port, ver, kind, path, body):
+    return run_mp(PRE % {"port": port, "ver": ver, "kind": kind, "path": str(path)} + body)
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+@pytest.mark.parametrize("kind", ["path", "filelog", "ring"])
+def test_a_smaller_outbox_grows_to_hold_the_stored_session(broker, tmp_path, kind, ver):
+    path = tmp_path / ("s" if kind != "ring" else "flash.img")
+    # Old firmware: a large outbox, 12 messages accepted offline (QoS 1 and
+    # QoS 2), then the power goes.
+    mp(broker.port, ver, kind, path, r"""
+c = dev(max_inflight=8, outbox_size=16)
+c.connect()
+c.subscribe("grow/%s/%d" % (KIND, VER), 2)
+c.disconnect()
+for i in range(12):
+    c.publish("grow/%s/%d" % (KIND, VER), b"m%02d" % i, qos=2 if i % 3 == 2 else 1)
+assert c.pending() == 12
+""")
+    # New firmware: an outbox of 2 (max_inflight 1 + outbox_size 1) and an
+    # arena of 200 bytes: the stored 12 messages are restored and all sent.
+    r = mp(broker.port, ver, kind, path, r"""
+c = dev(max_inflight=1, outbox_size=1, outbox_bytes=200)
+print("BOOT", c.pending(), [e for e, _ in events])
+info = [i for e, i in events if e == "outbox_grown"][0]
+print("INFO", info["messages"], info["bytes"] >= 12 * 20)
+try:
+    c.publish("grow/%s/%d" % (KIND, VER), b"over", qos=1)
+    print("ACCEPTED")
+except QueueFull:
+    print("FULL")
+assert c.connect() is True
+wait_until(c, lambda: not c.pending() and len(got) >= 12)
+print("GOT", sorted(got))
+c.disconnect()
+""")
+    out = r.stdout
+    assert "BOOT 12 ['outbox_grown']" in out and "INFO 12 True" in out, out
+    assert "FULL" in out, out                     # grown to the state's size, no more
+    assert "GOT %s" % sorted(b"m%02d" % i for i in range(12)) in out, out
+    # The next boot, the outbox drained: the configured size again, no event.
+    r = mp(broker.port, ver, kind, path, r"""
+c = dev(max_inflight=1, outbox_size=1, outbox_bytes=200)
+print("AGAIN", c.pending(), events)
+n = 0
+try:
+    for i in range(5):
+        c.publish("grow/%s/%d" % (KIND, VER), b"x", qos=1)
+        n += 1
+except QueueFull:
+    pass
+print("ACCEPTS", n)
+""")
+    assert "AGAIN 0 []" in r.stdout and "ACCEPTS 2" in r.stdout, r.stdout
