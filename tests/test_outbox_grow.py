@@ -90,3 +90,37 @@ except QueueFull:
 print("ACCEPTS", n)
 """)
     assert "AGAIN 0 []" in r.stdout and "ACCEPTS 2" in r.stdout, r.stdout
+
+
+def test_a_grown_outbox_larger_than_this_heap_does_not_stop_every_boot(tmp_path):
+    # A firmware update lowers the outbox, often to free RAM for something
+    # else: the new firmware's heap may not hold the outbox the stored
+    # session needs. The constructor then raised MemoryError (Session.resize,
+    # from restore()) at every boot, the state unchanged on flash: the device
+    # never ran again. A state this heap cannot hold is set aside
+    # (`discarded`, PATH.d.bad kept for inspection), as load.read() does with
+    # a file too large for the heap; with room enough, the outbox grows.
+    path = str(tmp_path / "s")
+    run_mp(r"""
+from durable_mqtt import MQTTClient
+c = MQTTClient("heap", "127.0.0.1", 1, clean_session=False, session_file=%r, max_inflight=8,
+               outbox_size=32, outbox_bytes=80000, buf_size=2048)
+for i in range(36):
+    c.publish("t", b"%%04d" %% i + b"x" * 1900, qos=1)
+print("STORED", c.pending())
+""" % path)
+    boot = r"""
+import os
+from durable_mqtt import MQTTClient
+ev = []
+try:
+    c = MQTTClient("heap", "127.0.0.1", 1, clean_session=False, session_file=%r, max_inflight=1,
+                   outbox_size=1, buf_size=2048, event_callback=lambda e, i: ev.append(e))
+    print("BOOTED", c.pending(), ev, "s.d.bad" in os.listdir(%r))
+except MemoryError as x:
+    print("BOOT FAILED", repr(x), ev)
+""" % (path, str(tmp_path))
+    r = run_mp(boot, heapsize="150k")
+    assert "BOOTED 0 ['discarded'] True" in r.stdout, r.stdout
+    r = run_mp(boot, heapsize="150k")
+    assert "BOOTED 0 [] True" in r.stdout, r.stdout

@@ -12,8 +12,9 @@ _HF_RESUB = const(0x04)      # header flag: the subscriptions are owed again (do
 def restore(e, st, now, event=None):
     # Replace engine e's state with a stored one (a stream.State; now: the
     # wall clock in minutes, 0 unknown). Raises ValueError, changing
-    # nothing, when it is not this client's or holds a packet larger than
-    # buf_size. event(name, info): told when the outbox grows.
+    # nothing, when it is not this client's, holds a packet larger than
+    # buf_size or needs an outbox larger than the heap holds. event(name,
+    # info): told when the outbox grows.
     if (st.version == 5) != e.v5:
         raise ValueError("session is for another MQTT version")
     if st.client_id != e.cid and not (st.cid_assigned and not e.cid):
@@ -29,11 +30,17 @@ def restore(e, st, now, event=None):
     # while messages waited): it grows to hold them, as the table of
     # incoming QoS 2 ids does below. Set aside, they would never be sent.
     # This boot only: the next one, drained, makes the configured size.
+    # An outbox larger than this heap holds (the update may have lowered
+    # the outbox to free RAM) is a state this client cannot use: raised, the
+    # MemoryError would stop every boot the same way, so it is set aside.
     q = len(st.out)
     if q > e.qos12 or nbytes > len(e.arena):
+        try:
+            e.resize(max(e.nslots, q + max(4, q // 4)), max(e.qos12, q), max(len(e.arena), nbytes))
+        except MemoryError:
+            raise ValueError("%d stored messages, %d bytes: more than this heap holds" % (q, nbytes))
         if event:
             event("outbox_grown", {"messages": q, "bytes": nbytes})
-        e.resize(max(e.nslots, q + max(4, q // 4)), max(e.qos12, q), max(len(e.arena), nbytes))
     # Saved at DISCONNECT (where the broker's expiry clock starts) longer ago
     # than the expiry: the broker has dropped it. The next connect starts
     # clean; the messages are kept and go out as new ones. A state saved
