@@ -35,9 +35,15 @@ def restore(e, st, now, event=None):
     # MemoryError would stop every boot the same way, so it is set aside.
     q = len(st.out)
     if q > e.qos12 or nbytes > len(e.arena):
+        was = (e.nslots, e.qos12, len(e.arena))
         try:
             e.resize(max(e.nslots, q + max(4, q // 4)), max(e.qos12, q), max(len(e.arena), nbytes))
         except MemoryError:
+            # It may have replaced some tables: all are made again, the
+            # grown arena let go first. (Here, not in Session.resize: in
+            # session.py the code cost a board 256 B more heap at every boot.)
+            e.arena = None
+            e.resize(*was)
             raise ValueError("%d stored messages, %d bytes: more than this heap holds" % (q, nbytes))
         if event:
             event("outbox_grown", {"messages": q, "bytes": nbytes})

@@ -123,27 +123,20 @@ class Session:
     def resize(self, slots, qos12, arena):
         # An empty outbox of `slots` places, qos12 of them promised to QoS
         # 1/2, and `arena` bytes. Also for a stored state larger than this
-        # configuration (restore.py): every table is made before any is
-        # replaced, so that a MemoryError leaves the outbox as it was.
-        t = "H" if arena < 65536 else "i"
-        w = 2 if arena < 65536 else 4
-        a = bytearray(arena)
-        pid = array("H", bytes(2 * slots))
-        off = array(t, bytes(w * slots))
-        n = array(t, bytes(w * slots))
-        # MQTT 5 expiry: a ticks_ms deadline, 0 none. A C long: ticks_ms
-        # wraps at 2**30 on a board, at 2**62 on the 64-bit unix port.
-        dl = array("l", bytes(_LONG_BYTES * slots))
-        st = bytearray(slots)
-        self.arena = a
+        # configuration (restore.py).
+        self.arena = bytearray(arena)
         self.nslots = slots
         self.qos12 = qos12
         self.qos0_bytes = arena // 5    # QoS 0 waits only in room of its own
-        self.pid = pid
-        self.off = off
-        self.len = n
-        self.dl = dl
-        self.st = st
+        t = "H" if arena < 65536 else "i"
+        w = 2 if arena < 65536 else 4
+        self.pid = array("H", bytes(2 * slots))
+        self.off = array(t, bytes(w * slots))
+        self.len = array(t, bytes(w * slots))
+        # MQTT 5 expiry: a ticks_ms deadline, 0 none. A C long: ticks_ms
+        # wraps at 2**30 on a board, at 2**62 on the 64-bit unix port.
+        self.dl = array("l", bytes(_LONG_BYTES * slots))
+        self.st = bytearray(slots)
         self.clear()
 
     def clear(self):
