@@ -124,3 +124,60 @@ except MemoryError as x:
     assert "BOOTED 0 ['discarded'] True" in r.stdout, r.stdout
     r = run_mp(boot, heapsize="150k")
     assert "BOOTED 0 [] True" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("kind", ["path", "filelog", "ring"])
+def test_restore_session_bytes_from_a_larger_client_grow_the_outbox(broker, tmp_path, kind):
+    # save_session() bytes of a client with a larger outbox, restored into a
+    # small one: the outbox grows (event outbox_grown), the state reaches
+    # its store, and a reboot of the small client restores it all again.
+    path = tmp_path / ("s" if kind != "ring" else "flash.img")
+    r = mp(broker.port, 4, kind, path, r"""
+big = MQTTClient("growbytes", "127.0.0.1", PORT, clean_session=False, outbox_size=16)
+for i in range(10):
+    big.publish("grow/bytes", b"b%02d" % i, qos=1 + i % 2)
+data = big.save_session()
+c = MQTTClient("growbytes", "127.0.0.1", PORT, clean_session=False, session_file=where(), ring_prog_size=32,
+               max_inflight=1, outbox_size=1, event_callback=lambda e, i: events.append((e, i)))
+c.restore_session(data)
+print("RESTORED", c.pending(), [(e, i["messages"], i["bytes"]) for e, i in events])
+events.clear()
+c = MQTTClient("growbytes", "127.0.0.1", PORT, clean_session=False, session_file=where(), ring_prog_size=32,
+               max_inflight=1, outbox_size=1, event_callback=lambda e, i: events.append(e))
+print("REBOOT", c.pending(), events)
+""")
+    assert "RESTORED 10 [('outbox_grown', 10, 190)]" in r.stdout, r.stdout     # 10 PUBLISH of 19 bytes
+    assert "REBOOT 10 ['outbox_grown']" in r.stdout, r.stdout
+
+
+def test_a_log_file_larger_than_this_heap_is_set_aside(tmp_path):
+    # A FileLog read whole at boot: one larger than the heap (a device with
+    # more RAM wrote it) raised MemoryError from the constructor at every
+    # boot. It is set aside (path.bad, event discarded) and the client runs.
+    path = str(tmp_path / "log")
+    run_mp(r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
+c = MQTTClient("heaplog", "127.0.0.1", 1, clean_session=False, session_file=FileLog(%r, compact_bytes=1 << 20),
+               outbox_size=64, outbox_bytes=200000, buf_size=4096)
+for i in range(40):
+    c.publish("t", b"%%04d" %% i + b"x" * 3000, qos=1)
+print("STORED", c.pending())
+""" % path)
+    boot = r"""
+import os
+from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
+ev = []
+try:
+    c = MQTTClient("heaplog", "127.0.0.1", 1, clean_session=False, session_file=FileLog(%r), buf_size=4096,
+                   event_callback=lambda e, i: ev.append(e))
+    print("BOOTED", c.pending(), ev, os.stat(%r)[6] > 100000)
+except MemoryError as x:
+    import sys
+    sys.print_exception(x)
+    print("BOOT FAILED", repr(x), ev)
+""" % (path, path + ".bad")
+    r = run_mp(boot, heapsize="160k")
+    assert "BOOTED 0 ['discarded'] True" in r.stdout, r.stdout
+

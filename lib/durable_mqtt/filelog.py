@@ -70,6 +70,10 @@ class FileLog:
                 data = f.read()
         except OSError:
             data = b""
+        except MemoryError:
+            # A state larger than this heap (a device with more RAM wrote
+            # it): raised, it would fail every boot the same way. Set aside.
+            raise ValueError("%s is larger than this heap can read" % self.path)
         self._size = len(data)
         return data
 

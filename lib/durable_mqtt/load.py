@@ -243,7 +243,7 @@ def restore_session(c, data):
         st = parse(data)
         if st.torn or st.dropped:     # (dropped: a record skipped as damage)
             raise ValueError("truncated or damaged (save_session() bytes are whole)")
-        restore(c.engine, st, 0)
+        restore(c.engine, st, 0, c.event)
     except ValueError as x:
         raise ValueError("not a valid session state: %s" % x)
     c.clean_session = False
@@ -253,3 +253,4 @@ def restore_session(c, data):
         j = c.journal.checkpoint(replaced=True)
         if j is not None:
             c.journal = j             # (a session directory: a new one, slotmove.replace)
+    c.report()                        # what the event callback raised (outbox_grown)
