@@ -28,6 +28,7 @@ _PUBREL = const(0x60)
 _PINGREQ = const(0xC0)
 _ERR_TIMEOUT = const(-4)
 _HDR = const(16)             # bytes read for a fixed header: 4 PUBACKs, or a header and a body's start
+_AHEAD = const(2)            # bytes read past a body: the next fixed header (Remaining Length < 128)
 _ACKS = const(64)            # bytes of acknowledgements sent in one write (PUBACK: 4 or 5)
 _BURST_MS = const(50)        # one check_msg() reads for this long at most: a flood cannot hold it
 _HEAD = const(0)             # reader states (inbound.py's too)
@@ -324,7 +325,13 @@ class Link:
             return self.drain_big() or self.idle()
         got = self.got
         while got < self.rlen:
-            r = self.net.read_into(view(self, got, len(self.rx) - got) if got else self.rx, self.rlen - got)
+            # The rest of the body and the next packet's fixed header (hdr
+            # is empty: header() took all of it; rx has room: a fixed header
+            # and this body fit it): in a stream of messages one read each,
+            # straight into rx, and wait_msg() needs no poll to know that
+            # more input waits.
+            h = self.rlen - got + _AHEAD
+            r = self.net.read_into(view(self, got, len(self.rx) - got) if got else self.rx, h)
             if not r:
                 if got > self.got:
                     # Part of a packet came: the link lives (a PINGRESP may
@@ -334,8 +341,17 @@ class Link:
                     self.net.moved = ticks_ms()
                 self.got = got
                 return self.idle()
-            self.dry = r < self.rlen - got
+            self.dry = r < h
             got += r
+        h = self.rlen
+        if got > h:
+            # The next packet's first bytes came too: to hdr (two copied,
+            # end says how many count).
+            self.end = got - h
+            r = self.rx
+            got = self.hdr
+            got[0] = r[h]
+            got[1] = r[h + 1]
         self.last_rx = ticks_ms()
         return dispatch(self)
 
