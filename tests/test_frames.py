@@ -25,7 +25,6 @@ HEAP_FRAMES = {
     "Link.drain_big": "an oversize PUBLISH only",
     "inbound.incoming": "a PUBLISH: parse, MQTT 5 checks, delivery (a try block: a callback's error waits for the acknowledgement), acknowledgement",
     "codec.utf8": "a multi-byte UTF-8 sequence (ASCII topics never call it)",
-    "codec.parse_publish": "five arguments and the topic check",
     "codec.topic_name": "a try block; publish() checks a str or bytes topic once, a bytearray or memoryview one each time",
     "props.check": "MQTT 5 only: the property walk",
     "props._value": "MQTT 5 only: one property value",

@@ -226,21 +226,24 @@ def publish_qos(flags):  # noalloc
 
 def parse_publish(body, n, flags, v5, box):  # noalloc
     # A PUBLISH body of n bytes into box (flags: the first byte's low nibble).
-    # (u16() inline for the two 16-bit fields: once per message received)
-    qos = publish_qos(flags)
-    topic_len = body[0] << 8 | body[1] if n > 1 else n
-    off = 2 + topic_len + (2 if qos else 0)
-    if off > n:
-        fail("PUBLISH topic length beyond packet")
-    if topic_len or not v5:       # (MQTT 5: empty with a Topic Alias; props decide)
-        check_utf8(body, 2, 2 + topic_len, True)
-    box.qos = qos
+    # (u16() inline for the two 16-bit fields: once per message received;
+    # flags holds the QoS once retain is taken, off the Topic Name's end,
+    # then the packet id's: a frame of 11 words, on the C stack)
     box.retain = flags & 1
+    box.qos = flags = publish_qos(flags)
+    off = 2 + (body[0] << 8 | body[1] if n > 1 else n)
     box.topic_off = 2
-    box.topic_len = topic_len
-    box.pid = body[off - 2] << 8 | body[off - 1] if qos else 0
-    if qos and not box.pid:
-        fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
+    box.topic_len = off - 2
+    if off + (2 if flags else 0) > n:
+        fail("PUBLISH topic length beyond packet")
+    if off > 2 or not v5:       # (MQTT 5: empty with a Topic Alias; props decide)
+        check_utf8(body, 2, off, True)
+    if flags:
+        off += 2
+        flags = body[off - 2] << 8 | body[off - 1]     # (the packet id)
+        if not flags:
+            fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
+    box.pid = flags
     box.props_off = off
     if v5:
         off = get_varint(body, off, n, box) + box.value
