@@ -328,7 +328,10 @@ class MQTTClient:
         k.check_msg()
 
     def wait_msg(self, timeout_ms=None):  # noalloc
-        return self.need_link().wait_msg(timeout_ms)
+        k = self.conn                    # (need_link()'s checks inline, as in check_msg())
+        if k is None or k.failure is not None or not k.connected:
+            k = self.need_link()         # raises
+        return k.wait_msg(timeout_ms)
 
     def ping(self):
         # What arrived is read first (as by check_msg()): a link the broker

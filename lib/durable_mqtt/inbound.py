@@ -195,7 +195,7 @@ def incoming(link):  # noalloc
     if box.held:
         from .late import late         # (a read inside a callback: rare)
         return late(link, rx, n)
-    if not link.engine.incoming(rx, n):
+    if rx == 2 and not link.engine.incoming(rx, n):  # (QoS 0/1: always True, no call)
         link.counts[_DUP_IN] += 1                     # MQTT-4.3.3-10: not again
     elif c.cb is not None:
         box.held = 0x40000 | rx << 16 | n
