@@ -220,15 +220,20 @@ class Link:
         try:
             while True:
                 k = self.read()
-                wait = self.keepalive() if self.ka_ms else -1    # (no call with keepalive off)
                 if k:
                     kind = k
+                    # A packet just came: keepalive() can only have a PINGREQ
+                    # to send, when the client has sent nothing for half the
+                    # keepalive (a flood of input): no call unless it is due.
+                    if self.ka_ms and ticks_diff(ticks_ms(), self.last_tx) >= self.ka_ms >> 1:
+                        self.keepalive()
                     # The acknowledgements owed go now, unless more input is
                     # already waiting: the caller comes back for it, and the
                     # next packets' acknowledgements join them in one write.
                     if self.owed and not self.end and (self.dry or not self.net.wait(0)):
                         self.flush()
                     break
+                wait = self.keepalive() if self.ka_ms else -1    # (no call with keepalive off)
                 if not self.connected:
                     self.c.need_link()
                 if timeout_ms is not None:
