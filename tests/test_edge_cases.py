@@ -135,18 +135,21 @@ print("OK", c.pending(), c.stats()["dropped_qos0"])
 
 
 def test_restore_that_does_not_fit_changes_nothing(tmp_path):
+    # A state with a packet larger than this client's buf_size cannot be
+    # used (more messages than its outbox can: the outbox grows,
+    # test_outbox_grow.py).
     r = run_mp(PRE % 1 + r"""
-big = MQTTClient("fit", "127.0.0.1", PORT, clean_session=False, outbox_size=40)
-for i in range(30):
-    big.publish("t", b"m", qos=1)
+big = MQTTClient("fit", "127.0.0.1", PORT, clean_session=False, buf_size=2048)
+for i in range(3):
+    big.publish("t", b"m" * (1500 if i == 1 else 1), qos=1)
 data = big.save_session()
-small = MQTTClient("fit", "127.0.0.1", PORT, clean_session=False, max_inflight=4, outbox_size=4)
+small = MQTTClient("fit", "127.0.0.1", PORT, clean_session=False, buf_size=512)
 small.publish("t", b"mine", qos=1)
 try:
     small.restore_session(data)
     raise AssertionError("accepted")
 except ValueError as e:
-    assert "outbox" in str(e), e
+    assert "buf_size" in str(e), e
 assert small.pending() == 1                 # its own message untouched
 try:
     small.restore_session(data[:-5])
@@ -154,9 +157,9 @@ try:
 except ValueError as e:
     assert "truncated" in str(e)
 # At boot: the file that does not fit is kept aside, not half-loaded.
-f = MQTTClient("fit", "127.0.0.1", PORT, clean_session=False, outbox_size=40, session_file=%r)
+f = MQTTClient("fit", "127.0.0.1", PORT, clean_session=False, buf_size=2048, session_file=%r)
 f.restore_session(data)
-g = MQTTClient("fit", "127.0.0.1", PORT, clean_session=False, max_inflight=4, outbox_size=4, session_file=%r)
+g = MQTTClient("fit", "127.0.0.1", PORT, clean_session=False, buf_size=512, session_file=%r)
 print("EVENT", g.last_event, g.pending())
 """ % (str(tmp_path / "s.bin"), str(tmp_path / "s.bin")))
     assert "EVENT discarded 0" in r.stdout, r.stdout
