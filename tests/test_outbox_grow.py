@@ -100,30 +100,43 @@ def test_a_grown_outbox_larger_than_this_heap_does_not_stop_every_boot(tmp_path)
     # never ran again. A state this heap cannot hold is set aside
     # (`discarded`, PATH.d.bad kept for inspection), as load.read() does with
     # a file too large for the heap; with room enough, the outbox grows.
-    path = str(tmp_path / "s")
-    run_mp(r"""
-from durable_mqtt import MQTTClient
-c = MQTTClient("heap", "127.0.0.1", 1, clean_session=False, session_file=%r, max_inflight=8,
-               outbox_size=32, outbox_bytes=80000, buf_size=2048)
-for i in range(36):
-    c.publish("t", b"%%04d" %% i + b"x" * 1900, qos=1)
-print("STORED", c.pending())
-""" % path)
-    boot = r"""
-import os
-from durable_mqtt import MQTTClient
-ev = []
-try:
-    c = MQTTClient("heap", "127.0.0.1", 1, clean_session=False, session_file=%r, max_inflight=1,
-                   outbox_size=1, buf_size=2048, event_callback=lambda e, i: ev.append(e))
-    print("BOOTED", c.pending(), ev, "s.d.bad" in os.listdir(%r))
-except MemoryError as x:
-    print("BOOT FAILED", repr(x), ev)
-""" % (path, str(tmp_path))
+    where = repr(str(tmp_path / "s"))
+    store_large(where, "max_inflight=8, outbox_size=32, outbox_bytes=80000, buf_size=2048", 36, 1900)
+    boot = BOOT_SMALL_HEAP % (where, "max_inflight=1, outbox_size=1, buf_size=2048",
+                              "'s.d.bad' in os.listdir(%r)" % str(tmp_path))
     r = run_mp(boot, heapsize="150k")
     assert "BOOTED 0 ['discarded'] True" in r.stdout, r.stdout
     r = run_mp(boot, heapsize="150k")
     assert "BOOTED 0 [] True" in r.stdout, r.stdout
+
+
+# A state stored by a client with more RAM (`where`: the session_file
+# expression), then a boot under a small heap that prints BOOTED, pending(),
+# the events and `check`, or BOOT FAILED and the MemoryError.
+STORE_LARGE = r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
+c = MQTTClient("heap", "127.0.0.1", 1, clean_session=False, session_file=%s, %s)
+for i in range(%d):
+    c.publish("t", b"%%04d" %% i + b"x" * %d, qos=1)
+"""
+BOOT_SMALL_HEAP = r"""
+import os, sys
+from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
+ev = []
+try:
+    c = MQTTClient("heap", "127.0.0.1", 1, clean_session=False, session_file=%s, %s,
+                   event_callback=lambda e, i: ev.append(e))
+    print("BOOTED", c.pending(), ev, %s)
+except MemoryError as x:
+    sys.print_exception(x)
+    print("BOOT FAILED", repr(x), ev)
+"""
+
+
+def store_large(where, config, n, size):
+    run_mp(STORE_LARGE % (where, config, n, size))
 
 
 @pytest.mark.parametrize("kind", ["path", "filelog", "ring"])
@@ -155,29 +168,8 @@ def test_a_log_file_larger_than_this_heap_is_set_aside(tmp_path):
     # more RAM wrote it) raised MemoryError from the constructor at every
     # boot. It is set aside (path.bad, event discarded) and the client runs.
     path = str(tmp_path / "log")
-    run_mp(r"""
-from durable_mqtt import MQTTClient
-from durable_mqtt.filelog import FileLog
-c = MQTTClient("heaplog", "127.0.0.1", 1, clean_session=False, session_file=FileLog(%r, compact_bytes=1 << 20),
-               outbox_size=64, outbox_bytes=200000, buf_size=4096)
-for i in range(40):
-    c.publish("t", b"%%04d" %% i + b"x" * 3000, qos=1)
-print("STORED", c.pending())
-""" % path)
-    boot = r"""
-import os
-from durable_mqtt import MQTTClient
-from durable_mqtt.filelog import FileLog
-ev = []
-try:
-    c = MQTTClient("heaplog", "127.0.0.1", 1, clean_session=False, session_file=FileLog(%r), buf_size=4096,
-                   event_callback=lambda e, i: ev.append(e))
-    print("BOOTED", c.pending(), ev, os.stat(%r)[6] > 100000)
-except MemoryError as x:
-    import sys
-    sys.print_exception(x)
-    print("BOOT FAILED", repr(x), ev)
-""" % (path, path + ".bad")
-    r = run_mp(boot, heapsize="160k")
+    store_large("FileLog(%r, compact_bytes=1 << 20)" % path, "outbox_size=64, outbox_bytes=200000, buf_size=4096",
+                40, 3000)
+    r = run_mp(BOOT_SMALL_HEAP % ("FileLog(%r)" % path, "buf_size=4096", "os.stat(%r)[6] > 100000" % (path + ".bad")),
+               heapsize="160k")
     assert "BOOTED 0 ['discarded'] True" in r.stdout, r.stdout
-
