@@ -122,8 +122,8 @@ class MQTTClient:
     def set_event_callback(self, f):
         # f(event, info): "new", "resumed", "lost", "expired", "discarded",
         # "damaged", "outbox_grown", "store_full" or (AsyncClient)
-        # "callback_error", and a dict of figures (docs/api.md). The events the constructor raised
-        # (restoring the stored session) are passed to f at once.
+        # "callback_error", and a dict of figures (docs/api.md). The events
+        # the constructor raised (restoring the session) go to f at once.
         need_callable(f)
         self.on_event = f
         for ev, info in self.early or ():

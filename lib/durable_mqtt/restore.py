@@ -33,7 +33,7 @@ def restore(e, st, now, event=None):
     # An outbox larger than this heap holds (the update may have lowered
     # the outbox to free RAM) is a state this client cannot use: raised, the
     # MemoryError would stop every boot the same way, so it is set aside.
-    q = len(st.out)
+    q = len(st.out)                   # (places: configure.py's rule, a quarter more for QoS 0)
     if q > e.qos12 or nbytes > len(e.arena):
         was = (e.nslots, e.qos12, len(e.arena))
         try:
