@@ -1081,8 +1081,10 @@ def test_a_file_too_large_for_the_heap_is_set_aside_or_emptied_never_a_boot_loop
     0.1.0 session file would be, a 300 KB file as the incoming QoS 2 ids.
     Each was read whole, so the constructor raised MemoryError at every
     boot (a review found it). Now a slot's CRC is checked through the
-    receive buffer: a whole one sets the session aside (`discarded`, as
-    before), a damaged one is emptied (`damaged`, the rest kept); the stray
+    receive buffer: a damaged one is emptied (`damaged`, the rest kept); a
+    whole one is restored when the heap holds it (test_outbox_grow.py),
+    and here, where it does not, the session is set aside (`discarded`,
+    not a MemoryError at every boot); the stray
     file is renamed PATH.bad (`discarded`) and the directory restored; an
     id file larger than any record can say is damage."""
     want = {"whole": "BOOTED ['discarded'] []",

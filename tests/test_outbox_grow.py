@@ -1,7 +1,7 @@
 """A stored session larger than this client's outbox (a firmware update
-lowered max_inflight, outbox_size or outbox_bytes while messages waited):
-the outbox grows at boot to hold it, so that every accepted message still
-goes out, with event `outbox_grown`. Until then such a state was set aside
+lowered max_inflight, outbox_size, outbox_bytes or buf_size while messages
+waited): the outbox grows at boot to hold it, so that every accepted
+message still goes out, with event `outbox_grown`. Until then such a state was set aside
 (`discarded`) and its messages were never sent. Each backend, against
 mosquitto."""
 import pytest
@@ -90,6 +90,57 @@ except QueueFull:
 print("ACCEPTS", n)
 """)
     assert "AGAIN 0 []" in r.stdout and "ACCEPTS 2" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+@pytest.mark.parametrize("kind", ["path", "filelog", "ring"])
+def test_a_smaller_buf_size_still_sends_the_larger_stored_messages(broker, tmp_path, kind, ver):
+    # The update lowered buf_size (often the first RAM to give back) while
+    # messages larger than the new one waited. Such a state was set aside
+    # (`discarded`), its messages never sent. They go out from the outbox,
+    # as any stored message; the event is outbox_grown. publish() still
+    # refuses a new message larger than buf_size.
+    path = tmp_path / ("s" if kind != "ring" else "flash.img")
+    topic = "big/%s/%d" % (kind, ver)
+    mp(broker.port, ver, kind, path, r"""
+c = dev(buf_size=1024)
+for i in range(6):
+    c.publish(%r, b"%%d" %% i * (600 if i %% 2 else 20), qos=1 + i %% 3 // 2)
+assert c.pending() == 6
+""" % topic)
+    r = mp(broker.port, ver, kind, path, r"""
+from durable_mqtt import PacketTooLarge
+TOPIC = %r
+w = MQTTClient("watch%%s%%d" %% (KIND, VER), "127.0.0.1", PORT, version=VER, buf_size=2048)
+w.set_callback(cb)
+w.connect()
+w.subscribe(TOPIC, 2)
+c = dev(buf_size=256)
+print("BOOT", c.pending(), [e for e, _ in events])
+try:
+    c.publish(TOPIC, b"n" * 300, qos=1)
+    print("ACCEPTED")
+except PacketTooLarge:
+    print("TOO LARGE")
+c.connect()
+for _ in range(200):
+    c.check_msg()
+    w.check_msg()
+    if not c.pending() and len(got) >= 6:
+        break
+    import time
+    time.sleep_ms(20)
+print("GOT", sorted((m[:1], len(m)) for m in got))
+c.disconnect()
+w.disconnect()
+""" % topic)
+    out = r.stdout
+    assert "BOOT 6 ['outbox_grown']" in out and "TOO LARGE" in out, out
+    want = sorted((b"%d" % i, 600 if i % 2 else 20) for i in range(6))
+    assert "GOT %s" % want in out, out
+    # Drained, the next boot is the configured client again: no event.
+    r = mp(broker.port, ver, kind, path, 'c = dev(buf_size=256)\nprint("AGAIN", c.pending(), events)\n')
+    assert "AGAIN 0 []" in r.stdout, r.stdout
 
 
 def test_a_grown_outbox_larger_than_this_heap_does_not_stop_every_boot(tmp_path):

@@ -370,8 +370,8 @@ class MQTTClient:
             utf8_payload(msg)
         rl = publish_size(len(t), len(msg), qos, len(pr) if pr else 0, self.v5)
         n = rl + 2 if rl < 128 else 1 + varint_size(rl) + rl   # (varint_size inline below 128: a call less)
-        if n > e.max_out:
-            too_large("PUBLISH", n, e.max_out, 0)     # (rc 0: errors.why)
+        if n > e.max_out or n > self.buf_size:      # (the engine's may be larger: restore.py)
+            too_large("PUBLISH", n, min(e.max_out, self.buf_size), 0)     # (rc 0: errors.why)
         k = self.conn
         if not qos and k is not None and k.connected and (not k.gentle or not k.full and k.net.room()):
             k.publish0(t, msg, retain, rl, pr, n)

@@ -130,15 +130,17 @@ def note_slot(j, s, buf, n, nbytes):
 def read_slot(path, buf):
     # A slot file into buf: its length when it holds a whole OUT_PUB or
     # OUT_REL record (docs/session-format.md#session-directory), -length
-    # when it holds anything else, 0 when empty or absent. Raises
-    # ValueError for a whole record longer than buf (a packet larger than
-    # buf_size).
+    # when it holds anything else, 0 when empty or absent. A whole record
+    # longer than buf (a packet larger than buf_size) makes buf grow;
+    # ValueError when the heap cannot hold it.
     try:
         with open(path, "rb") as f:
             n = f.readinto(buf)
             if n == len(buf):
                 from .slotmove import too_long
-                return too_long(f, buf)
+                n = too_long(f, buf)  # (buf grown to hold a whole record)
+                if n < 0:
+                    return n
     except OSError:
         return 0
     return n if _whole(buf, n) else -n

@@ -12,18 +12,16 @@ _HF_RESUB = const(0x04)      # header flag: the subscriptions are owed again (do
 def restore(e, st, now, event=None):
     # Replace engine e's state with a stored one (a stream.State; now: the
     # wall clock in minutes, 0 unknown). Raises ValueError, changing
-    # nothing, when it is not this client's, holds a packet larger than
-    # buf_size or needs an outbox larger than the heap holds. event(name,
-    # info): told when the outbox grows.
+    # nothing, when it is not this client's or needs an outbox larger than
+    # the heap holds. event(name, info): told when the outbox grows.
     if (st.version == 5) != e.v5:
         raise ValueError("session is for another MQTT version")
     if st.client_id != e.cid and not (st.cid_assigned and not e.cid):
         raise ValueError("session belongs to client id %r" % st.client_id)
-    nbytes = 0
+    nbytes = big = 0
     for _, pkt in st.out:
         n = pkt if type(pkt) is int else len(pkt) if pkt else 0
-        if n > e.buf_size:
-            raise ValueError("stored packet larger than buf_size")
+        big = max(big, n)
         nbytes += n
     # More messages or bytes than this configuration's outbox holds (a
     # firmware update lowered max_inflight, outbox_size or outbox_bytes
@@ -34,6 +32,7 @@ def restore(e, st, now, event=None):
     # the outbox to free RAM) is a state this client cannot use: raised, the
     # MemoryError would stop every boot the same way, so it is set aside.
     q = len(st.out)                   # (places: configure.py's rule, a quarter more for QoS 0)
+    grown = False
     if q > e.qos12 or nbytes > len(e.arena):
         was = (e.nslots, e.qos12, len(e.arena))
         try:
@@ -45,8 +44,17 @@ def restore(e, st, now, event=None):
             e.arena = None
             e.resize(*was)
             raise ValueError("%d stored messages, %d bytes: more than this heap holds" % (q, nbytes))
-        if event:
-            event("outbox_grown", {"messages": q, "bytes": nbytes})
+        grown = True
+    # A packet larger than buf_size (the update lowered it) goes out from
+    # the outbox as any other, so the engine's largest packet grows with it,
+    # for this boot; publish() still takes none larger than buf_size.
+    if big > e.buf_size:
+        if e.max_out == e.buf_size:   # (a broker's smaller Maximum Packet Size stays)
+            e.max_out = big
+        e.buf_size = big
+        grown = True
+    if grown and event:
+        event("outbox_grown", {"messages": q, "bytes": nbytes})
     # Saved at DISCONNECT (where the broker's expiry clock starts) longer ago
     # than the expiry: the broker has dropped it. The next connect starts
     # clean; the messages are kept and go out as new ones. A state saved

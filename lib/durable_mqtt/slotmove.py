@@ -1,9 +1,9 @@
 # Moving a session directory's files, rarely: a message in a slot past
 # this client's outbox (a client with a larger one wrote it: dirload.py
 # calls move_far() at boot; widen() when there are more messages than this
-# outbox holds), a slot longer than any packet this client takes
-# (too_long()), and a whole new directory for restore_session() (replace(),
-# and rename() at a boot after a cut). A module of its own:
+# outbox holds), a slot longer than the boot's buffer (too_long()), and a
+# whole new directory for restore_session() (replace(), and rename() at a
+# boot after a cut). A module of its own:
 # dirload.py's compile is the heap's peak of a boot from .py source with a
 # full outbox, and these are seldom needed.
 import os
@@ -60,11 +60,13 @@ def widen(j, n, *more):
 
 
 def too_long(f, buf):
-    # A slot longer than buf, which holds its first bytes: longer than any
-    # packet this client takes (its buf_size was larger when it was written)
-    # or damage. Its CRC is checked through buf: read whole, a large file
-    # needed its size in one piece of heap, at every boot. -length when
-    # damaged; ValueError for a whole record (the session is set aside).
+    # A slot longer than buf, which holds its first bytes: a message larger
+    # than this client's buf_size (a larger one wrote it, and restore.py
+    # lets it go out) or damage. Its CRC is checked through buf first, so
+    # that damage never needs the file's size in one piece of heap. Whole,
+    # buf grows to hold it and the file is read again: the byte count (the
+    # caller checks it as any slot); -length when damaged; ValueError when
+    # the heap cannot hold it (the session is set aside).
     n = f.seek(0, 2)
     if buf[4] != _R_OUT_PUB or u16(buf, 5) != n - 11:
         return -n
@@ -85,7 +87,12 @@ def too_long(f, buf):
     crc.put(s, buf, 0)
     if buf[:4] != want:
         return -n
-    raise ValueError("a stored packet of %d bytes is larger than buf_size" % (n - 13))
+    try:
+        buf.extend(bytes(n + 1 - len(buf)))
+    except MemoryError:
+        raise ValueError("a stored packet of %d bytes is larger than this heap holds" % (n - 13))
+    f.seek(0)
+    return f.readinto(buf)
 
 
 def replace(j, offline):
