@@ -137,6 +137,8 @@ def _handshake(c, clean, timeout_ms, host, port):
 def _settle(c, ev, persistent, keep):
     # After CONNACK: the counters, the journal, a lost session's
     # subscriptions made again, the event.
+    from .client import unload
+    unload()             # dial.py and connack.py are done: the checkpoint loads dirstate.py
     e = c.engine
     c.counts[_RECONNECTS] += 1
     info = {"queued": e.held}
