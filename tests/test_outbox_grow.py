@@ -214,6 +214,39 @@ print("REBOOT", c.pending(), events)
     assert "REBOOT 10 ['outbox_grown']" in r.stdout, r.stdout
 
 
+def test_a_ring_state_larger_than_this_heap_never_stops_every_boot(tmp_path):
+    # A raw ring holding a state that a device with more RAM wrote: its
+    # load() raised MemoryError from the constructor at every boot, and
+    # reading it took the state's size four times over (the ring's copy,
+    # bytes() of it, parse()'s bytearray, a copy of each packet). Now one
+    # copy is read and the packets are views of it; a heap that cannot hold
+    # even that sees the state as unusable: erased, `discarded`, its reason
+    # said, as a grown outbox the heap cannot hold already was. Swept over
+    # heap sizes: each boots as a device without the state would (the
+    # smallest fail to import the ring module either way), restores all
+    # 20 messages or discards them, never a MemoryError of the state's.
+    img = tmp_path / "flash.img"
+    where = "NorFlash(4096, 32, prog_size=32, path=%r)" % str(img)
+    pre = "from norflash import NorFlash\n"
+    run_mp(pre + STORE_LARGE % (where, "outbox_size=32, outbox_bytes=80000, buf_size=2048", 20, 1900))
+    stored = img.read_bytes()
+    seen = set()
+    for k in range(280, 480, 20):
+        heap = "%dk" % k
+        img.unlink()                 # a device without the state: the same code, an empty ring
+        empty = run_mp(pre + BOOT_SMALL_HEAP % (where, "max_inflight=1, outbox_size=1, buf_size=2048", 0),
+                       heapsize=heap)
+        if "BOOTED 0 []" not in empty.stdout:
+            assert "BOOT FAILED" in empty.stdout, empty.stdout
+            continue
+        img.write_bytes(stored)
+        r = run_mp(pre + BOOT_SMALL_HEAP % (where, "max_inflight=1, outbox_size=1, buf_size=2048", 0),
+                   heapsize=heap)
+        assert "BOOTED 20 ['outbox_grown'] 0" in r.stdout or "BOOTED 0 ['discarded'] 0" in r.stdout, (heap, r.stdout)
+        seen.add(r.stdout.split()[1])
+    assert seen == {"0", "20"}, seen          # both outcomes swept (else move the range)
+
+
 def test_a_log_file_larger_than_this_heap_is_set_aside(tmp_path):
     # A FileLog read whole at boot: one larger than the heap (a device with
     # more RAM wrote it) raised MemoryError from the constructor at every

@@ -968,7 +968,7 @@ except ValueError as x:
 r = RingStore(dev)
 r.erase()
 checkpoint(r, state(b"AGAIN", 0))
-print("A again", RingStore(dev).load()[:10])
+print("A again", bytes(RingStore(dev).load()[:10]))
 """)
     assert "B loaded" not in out and "A loaded" not in out, out
     assert "A refused: flash ring written over 8 blocks, opened over 16" in out, out

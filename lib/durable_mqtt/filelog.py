@@ -67,7 +67,9 @@ class FileLog:
             pass
         try:
             with open(self.path, "rb") as f:
-                data = f.read()
+                data = bytearray(f.seek(0, 2))   # (read() grows a buffer: twice the heap;
+                f.seek(0)                        # parse() reads a bytearray without a copy)
+                f.readinto(data)
         except OSError:
             data = b""
         except MemoryError:

@@ -316,7 +316,8 @@ class RingStore:
 
     def load(self):
         # The latest complete checkpoint followed by every append after it
-        # (bytes); b"" for a blank, foreign or erased region. Boot only.
+        # (a bytearray, which stream.parse() reads without a copy); b"" for
+        # a blank, foreign or erased region. Boot only.
         # ValueError: the region holds a ring of another size (the first
         # write formats it).
         if self._scan is None:
@@ -329,7 +330,15 @@ class RingStore:
         if sc is None or sc["chosen"] < 0:
             self._scan = None
             return b""
-        out = bytearray(sc["chosen_len"] + sc["app_len"])
+        n = sc["chosen_len"] + sc["app_len"]
+        try:
+            out = bytearray(n)
+        except MemoryError:
+            # (A device with more RAM wrote it.) Raised, the MemoryError
+            # would stop every boot the same way: the state is unusable
+            # here, as one whose outbox this heap cannot hold (restore.py).
+            self._scan = None
+            raise ValueError("the session on flash (%d bytes) is larger than this heap can read" % n)
         st = [0, 0]                        # bytes copied, checkpoint complete
 
         def visit(c, pos, k, n, seq, buf):
@@ -343,7 +352,7 @@ class RingStore:
 
         self._walk(sc["chosen"], sc["chosen_off"], visit)
         self._scan = None                  # frees the block buffer
-        return bytes(out)
+        return out
 
     # ------------------------------------------------------------ writing
 

@@ -36,7 +36,7 @@ class State:
         self.next_pid = 0
         self.client_id = b""
         self.subs = []           # [(filter, options, sub_id)]
-        self.out = []            # [[pid, packet or None (a PUBREL owed)]] in send order; the
+        self.out = []            # [[pid, packet (a view of the stream) or None (a PUBREL owed)]] in send order; the
                                  # session directory gives the packet's length, and
         self.view = None         # view(k) reads out[k]'s packet when restore() copies it
         self.rx2 = []
@@ -62,6 +62,7 @@ def parse(data):
     if not 0 < data[4] <= 1:          # (1: the newest format this code reads)
         raise FormatError("session format %d is newer than this library's" % data[4])
     buf = data if isinstance(data, (bytearray, memoryview)) else bytearray(data)
+    mv = memoryview(buf)              # each packet a view of the stream: restore() copies it
     st = State()
     p = 5
     pid = 0                           # the newest PUBLISH's id: the header's, then each OUT_PUB's
@@ -86,7 +87,7 @@ def parse(data):
             if length >= 2 and publish_ok(buf, p + 5, length - 2, u16(buf, p + 3)):
                 pid = u16(buf, p + 3)
                 drop(st.out, out, pid)
-                rec = [pid, bytes(buf[p + 5:end])]
+                rec = [pid, mv[p + 5:end]]
                 st.out.append(rec)
                 out[pid] = rec
             else:                     # a good CRC round no PUBLISH of its id: damage, reported
