@@ -374,8 +374,8 @@ for rnd in (1, 2):
 def test_oversize_publish_is_drained_acked_reported_and_connection_survives(v, how):
     """An incoming PUBLISH larger than buf_size (256) is read off the socket
     in pieces, acknowledged (QoS 1 PUBACK), reported as PacketTooLarge from
-    check_msg()/wait_msg(), costs no heap, and the next message on the same
-    connection is delivered."""
+    check_msg()/wait_msg(), costs no heap (but the code that drains it, loaded
+    at the first), and the next message on the same connection is delivered."""
     steps = [("send", connack(v)), ("send", publish(v, b"warm", b"w" * 10))]
     for rnd, (bp, np) in enumerate(((7, 8), (9, 10))):
         steps += [("recv",),                                        # "go"
@@ -399,7 +399,9 @@ def test_oversize_publish_is_drained_acked_reported_and_connection_survives(v, h
         assert r["delivered"] == 1 + rnd, r
         assert r["last_len"] == 20, r              # the small message after the big one
         assert r["connected"] is True, r
-        assert r["grew"] < 400, r                  # drained in buf_size pieces, no heap growth
+        # Drained in buf_size pieces, no heap growth; the first also loads
+        # oversize.py (1.6 KB on 64 bits), kept from then on.
+        assert r["grew"] < (400 if rnd == 2 else 2400), r
 
 
 SIZE_BODY = """

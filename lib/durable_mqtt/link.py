@@ -288,7 +288,7 @@ class Link:
         # last time the socket took data again after it was full (net.moved,
         # set to the PINGREQ's time when it goes: the broker's TCP
         # acknowledged data; or part of a packet read, read() and
-        # drain_big()); the last packet read (the broker answers).
+        # oversize.drain()); the last packet read (the broker answers).
         # A dead link does neither: no packet comes, and the socket takes
         # no more data once its send room is full.
         limit = self.ka_ms >> 1
@@ -327,7 +327,8 @@ class Link:
                 return self.idle()      # no whole header yet
             header(self, h)
         if self.rs == _DRAIN:
-            return self.drain_big() or self.idle()
+            from .oversize import drain   # (an oversize PUBLISH, rare: loaded then, and kept)
+            return drain(self) or self.idle()
         got = self.got
         while got < self.rlen:
             # The rest of the body and the next packet's fixed header (hdr
@@ -367,87 +368,12 @@ class Link:
 
     def oversized(self, n, left):
         # An incoming packet of n bytes does not fit rx: a PUBLISH is read
-        # and dropped (drain_big), anything else breaks the link.
+        # and dropped (oversize.drain), anything else breaks the link.
         if self.first & 0xF0 != _PUBLISH:
             codec.too_large("incoming packet type 0x%02x" % (self.first & 0xF0), n, len(self.rx))
         codec.publish_qos(self.first & 0x0F)     # malformed flags close the link, whatever the size
         self.rs = _DRAIN
         self.left = left
-
-    def drain_big(self):  # noalloc
-        # An oversize PUBLISH: its first buf_size bytes (topic, packet id)
-        # stay in rx, the rest is read into tx (free: nothing is sent
-        # meanwhile) and dropped. It is acknowledged, so the broker does not
-        # resend it for ever, and reported by the call that read it
-        # (PacketTooLarge); the link stays up.
-        rx = self.rx
-        keep = min(len(rx), self.rlen)
-        while self.left:
-            got = self.got
-            if got < keep:
-                r = self.net.read_into(view(self, got, keep - got) if got else rx, keep - got)
-                self.got += r
-            else:
-                r = self.net.read_into(self.tx, min(len(rx), self.left))
-                if r and self.first & 6:
-                    self.far_id(r)
-            if not r:
-                return 0
-            self.left -= r
-            self.net.moved = ticks_ms()   # part of it came: the link lives (as in read())
-        self.rs = _HEAD
-        self.last_rx = ticks_ms()
-        self.counts[_OVERSIZE_IN] += 1
-        qos = (self.first >> 1) & 3
-        t = codec.u16(rx, 0) + 2
-        # Malformed whatever its size (API.md): a Topic Name that is not
-        # one, or that runs past the packet, closes the link, unacknowledged.
-        if t + (2 if qos else 0) > self.rlen:
-            codec.fail("PUBLISH topic length beyond packet")
-        if t <= keep:
-            codec.check_utf8(rx, 2, t, True)
-        if qos:
-            # Its packet id: kept in rx, or (a Topic Name that long) taken
-            # from the bytes dropped by far_id(), or half and half.
-            r = self.box.pid
-            if t + 2 <= keep:
-                r = codec.u16(rx, t)
-            elif t < keep:
-                r = rx[t] << 8 | r & 0xFF
-            if not r:
-                codec.fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
-            if qos == 2 and self.engine.rx2_index(r) >= 0:
-                # Delivered before, its PUBREL still to come (a smaller
-                # buf_size since): a duplicate, answered PUBREC 0
-                # (ack_incoming) and not delivered again (MQTT-4.3.3-10).
-                # Nothing is dropped: counted as a duplicate, not raised.
-                self.counts[_OVERSIZE_IN] -= 1
-                self.counts[_RECEIVED] += 1
-                self.counts[_DUP_IN] += 1
-                keep = 0             # (nothing dropped: no report below)
-            put_send(self, self.engine.ack_incoming(qos, r, 0x97 if self.c.v5 else 0, self.tx))
-        if keep:
-            # Dropped: after() reports it (its size, fixed header included).
-            # Set here, once the duplicate is known, not when its header
-            # came: a duplicate's reset cleared the report of a PUBLISH
-            # dropped before it in the same call.
-            self.oversize = 1 + codec.varint_size(self.rlen) + self.rlen
-        return _PUBLISH
-
-    def far_id(self, r):  # noalloc
-        # The r bytes of an oversize QoS 1/2 PUBLISH just read into tx, to
-        # be dropped, may hold its packet id: with a Topic Name longer than
-        # rx it comes after what rx keeps. Taken into box.pid (free: no
-        # PUBLISH is being decoded), so that the PUBLISH is acknowledged
-        # all the same (MQTT-4.5.0-2; left unacknowledged on a live link it
-        # held the broker's send quota for good).
-        o = self.rlen - self.left            # the body offset of tx[0]
-        t = codec.u16(self.rx, 0) + 2        # the packet id's
-        for k in range(max(t, o), min(t + 2, o + r)):
-            if k == t:
-                self.box.pid = self.tx[k - o] << 8
-            else:
-                self.box.pid = self.box.pid & 0xFF00 | self.tx[k - o]
 
     def disconnected(self):
         # MQTT 5: the broker closes the connection with a reason.
