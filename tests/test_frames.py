@@ -22,7 +22,7 @@ HEAP_FRAMES = {
     "Link.publish0": "a try block (3 words) around the QoS 0 write",
     "Link.drain": "a try block around send_out() (after a read, and at connect; publish() has its own)",
     "Link.wait_msg": "a try block and the wait's deadline",
-    "Link.drain_big": "an oversize PUBLISH only",
+    "oversize.drain": "an oversize PUBLISH only",
     "inbound.incoming": "a PUBLISH: parse, MQTT 5 checks, delivery (a try block: a callback's error waits for the acknowledgement), acknowledgement",
     "codec.utf8": "a multi-byte UTF-8 sequence (ASCII topics never call it)",
     "codec.topic_name": "a try block; publish() checks a str or bytes topic once, a bytearray or memoryview one each time",

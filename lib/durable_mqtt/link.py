@@ -327,8 +327,7 @@ class Link:
                 return self.idle()      # no whole header yet
             header(self, h)
         if self.rs == _DRAIN:
-            from .oversize import drain   # (an oversize PUBLISH, rare: loaded then, and kept)
-            return drain(self) or self.idle()
+            return self.drain_big() or self.idle()
         got = self.got
         while got < self.rlen:
             # The rest of the body and the next packet's fixed header (hdr
@@ -360,6 +359,11 @@ class Link:
             got[1] = r[h + 1]
         self.last_rx = ticks_ms()
         return dispatch(self)
+
+    def drain_big(self):  # noalloc once loaded
+        # (Here, not in read(): one more local there gave read() a heap frame.)
+        from .oversize import drain   # (an oversize PUBLISH, rare: loaded at the first, and kept)
+        return drain(self)
 
     def idle(self):  # noalloc
         if self.owed:
