@@ -135,7 +135,9 @@ class Runtime:
             rel = py.relative_to(src)
             target = (Path(dst) / rel).with_suffix(".mpy")
             target.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [str(MPY_CROSS), "-march=" + self.march, "-s", prefix + str(rel), "-o", str(target), str(py)]
+            # (build_mpy.OPT, as `make mpy` ships durable_mqtt: every client alike)
+            cmd = [str(MPY_CROSS), build_mpy.OPT, "-march=" + self.march, "-s", prefix + str(rel), "-o",
+                   str(target), str(py)]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 raise SystemExit("mpy-cross %s failed: %s" % (py, r.stderr))
