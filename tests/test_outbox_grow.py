@@ -257,3 +257,46 @@ def test_a_log_file_larger_than_this_heap_is_set_aside(tmp_path):
     r = run_mp(BOOT_SMALL_HEAP % ("FileLog(%r)" % path, "buf_size=4096", "os.stat(%r)[6] > 100000" % (path + ".bad")),
                heapsize="160k")
     assert "BOOTED 0 ['discarded'] True" in r.stdout, r.stdout
+
+
+
+@pytest.mark.parametrize("how", ["buf_size", "outbox"])
+def test_outbox_grown_is_told_once_the_state_is_restored(tmp_path, how):
+    # restore_session() told outbox_grown in the middle of restore(): the
+    # engine emptied (or still the old state) and each stored packet still a
+    # view of the caller's bytes. A message the event callback published
+    # was then dropped and its packet id given to a restored message (whose
+    # PUBACK would complete it); a callback that reused its buffer corrupted
+    # the restored packets; save_session() there returned another state.
+    # The event now comes once the state is in place.
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient, QueueFull
+HOW = %r
+def msgs(cl):
+    e = cl.engine
+    return [(e.pid[e.index(k)], bytes(e.arena[e.off[e.index(k)] + 1:e.off[e.index(k)] + e.len[e.index(k)]]))
+            for k in range(e.count) if e.slot(k)]
+big = MQTTClient("evt", "127.0.0.1", 1, clean_session=False, buf_size=1024, outbox_size=20)
+for i in range(12):
+    big.publish("t", b"%%02d" %% i * (300 if i == 3 else 1), qos=1 + i %% 2)
+want = big.save_session()
+data = bytearray(want)
+kw = {"buf_size": 256} if HOW == "buf_size" else {"buf_size": 1024, "max_inflight": 1, "outbox_size": 1}
+c = MQTTClient("evt", "127.0.0.1", 1, clean_session=False, session_file=%r, **kw)
+seen = []
+def on(e, info):
+    if e == "outbox_grown":
+        seen.append(c.save_session() == want)
+        for k in range(len(data)):           # the application reuses its buffer
+            data[k] = 0
+        try:
+            seen.append(c.publish("alert", b"grown", qos=1))
+        except QueueFull:                     # (a grown outbox is full: documented)
+            seen.append(0)
+c.set_event_callback(on)
+c.restore_session(data)
+a = seen[1]
+print("SAVED", seen[0], "INTACT", [m for m in msgs(c) if m[0] != a] == msgs(big),
+      "ALERT", not a or c.pending() == 13 and not big.holds(a) and msgs(c)[-1][0] == a)
+""" % (how, str(tmp_path / "s")))
+    assert "SAVED True INTACT True ALERT True" in r.stdout, r.stdout

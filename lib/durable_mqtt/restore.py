@@ -53,8 +53,6 @@ def restore(e, st, now, event=None):
             e.max_out = big
         e.buf_size = big
         grown = True
-    if grown and event:
-        event("outbox_grown", {"messages": q, "bytes": nbytes})
     # Saved at DISCONNECT (where the broker's expiry clock starts) longer ago
     # than the expiry: the broker has dropped it. The next connect starts
     # clean; the messages are kept and go out as new ones. A state saved
@@ -82,3 +80,8 @@ def restore(e, st, now, event=None):
         e.resub_owed = owed
     e.expiry = st.expiry
     e.has_state = True
+    # Told last: the callback may publish, save_session() or reuse the
+    # bytes given to restore_session() (the packets are views of them until
+    # copied). Told earlier, what it published was cleared above.
+    if grown and event:
+        event("outbox_grown", {"messages": q, "bytes": nbytes})
