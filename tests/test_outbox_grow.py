@@ -230,18 +230,17 @@ def test_a_ring_state_larger_than_this_heap_never_stops_every_boot(tmp_path):
     pre = "from norflash import NorFlash\n"
     run_mp(pre + STORE_LARGE % (where, "outbox_size=32, outbox_bytes=80000, buf_size=2048", 20, 1900))
     stored = img.read_bytes()
+    boot = pre + BOOT_SMALL_HEAP % (where, "max_inflight=1, outbox_size=1, buf_size=2048", 0)
     seen = set()
     for k in range(280, 480, 20):
         heap = "%dk" % k
         img.unlink()                 # a device without the state: the same code, an empty ring
-        empty = run_mp(pre + BOOT_SMALL_HEAP % (where, "max_inflight=1, outbox_size=1, buf_size=2048", 0),
-                       heapsize=heap)
+        empty = run_mp(boot, heapsize=heap)
         if "BOOTED 0 []" not in empty.stdout:
             assert "BOOT FAILED" in empty.stdout, empty.stdout
             continue
         img.write_bytes(stored)
-        r = run_mp(pre + BOOT_SMALL_HEAP % (where, "max_inflight=1, outbox_size=1, buf_size=2048", 0),
-                   heapsize=heap)
+        r = run_mp(boot, heapsize=heap)
         assert "BOOTED 20 ['outbox_grown'] 0" in r.stdout or "BOOTED 0 ['discarded'] 0" in r.stdout, (heap, r.stdout)
         seen.add(r.stdout.split()[1])
     assert seen == {"0", "20"}, seen          # both outcomes swept (else move the range)
