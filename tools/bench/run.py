@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import runpy
 import shutil
 import statistics
@@ -184,6 +185,8 @@ class Bench:
         self.o = opts
         self.tmp = Path(tempfile.mkdtemp(prefix="durable-bench-"))
         self.seq = 0
+        self.fails = {}              # bisection: heap size -> where it failed (where_short)
+        self.peak = None             # the last bisection's failure just below its result
         self.src = {}          # client -> folder of its .py source
         self.workload = {}
         self.module = {}
@@ -348,6 +351,8 @@ class Bench:
         finally:
             timer.cancel()
         if res is None or rc != 0:
+            if heapsize is not None:
+                self.fails[heapsize] = where_short(tail)
             if heapsize is None:
                 self.errors.append("%s: exit %s\n    %s" % (what, rc, "\n    ".join(tail[-12:])))
                 log("bench: %s FAILED (exit %s): %s" % (what, rc, tail[-1:] or ""))
@@ -366,6 +371,7 @@ class Bench:
         1, 2, 4 and 8 KB only, durable_mqtt's 64-bit defaults passed at
         77,824 B in one run and failed from 80,000 to 83,000 B in both runs
         checked by hand: a window of failures 3 KB wide between the probes.)"""
+        self.fails = {}
         lo, hi = 2048, 65536
         while not ok(hi):
             lo, hi = hi, hi * 2
@@ -381,6 +387,10 @@ class Bench:
                     lo = mid
             bad = [hi + d for d in (512,) + tuple(range(1024, 8193, 1024)) if not ok(hi + d)]
             if not bad:
+                below = [h for h in self.fails if h < hi]
+                self.peak = self.fails[max(below)] if below else None
+                if self.peak:
+                    log("bench: %s: %d B; at %d B it fails in %s" % (what, hi, max(below), self.peak))
                 return hi
             log("bench: %s fails at %d above a success at %d: searching above it" % (what, bad[-1], hi))
             lo = hi = bad[-1]
@@ -437,6 +447,23 @@ class Bench:
             self.errors.append("facts: %s" % (r.stdout + r.stderr)[-800:])
             return None
         return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def where_short(tail):
+    """Where a run ran out of heap, from its traceback: the innermost
+    frames ("module function" each, innermost last) and the size asked,
+    e.g. "connect _handshake > dial <module>: 136 B"; None if it did not
+    fail with MemoryError. The bench logs it beside each smallest heap: the
+    allocation that sets the figure, so a change can aim at it."""
+    if not tail or "MemoryError" not in tail[-1]:
+        return None
+    frames = []
+    for line in tail:
+        m = re.match(r'\s*File "(?:.*/)?([^/"]+?)(?:\.py)?", line \d+, in (\S+)', line)
+        if m:
+            frames.append("%s %s" % m.groups())
+    asked = re.search(r"allocating (\d+) bytes", tail[-1])
+    return "%s: %s B" % (" > ".join(frames[-3:]) or "?", asked.group(1) if asked else "?")
 
 
 def payload(n):
@@ -611,6 +638,7 @@ def part_b32(b, o, fig):
         for variant in ("mpy", "py"):
             runs = [b.min_heap(rt, "durable_mqtt", {"cfg": cfg}, fresh_session=sess, variant=variant)
                     for _ in range(o.reps)]
+            d["peak_" + variant] = b.peak
             d["heap_" + variant] = imedian(runs)
             d["runs_" + variant] = runs
         if sess:
@@ -623,6 +651,7 @@ def part_b32(b, o, fig):
             for variant in ("mpy", "py"):
                 runs = [b.min_heap(rt, "durable_mqtt", {"cfg": cfg}, fresh_session=True, variant=variant, restore=n)
                         for _ in range(o.reps)]
+                d["peak_reboot_" + variant] = b.peak
                 d["heap_reboot_" + variant] = imedian(runs)
                 d["runs_reboot_" + variant] = runs
         out["durable"][label] = d
