@@ -268,6 +268,14 @@ def main_table(fig):
     return "\n".join(lines)
 
 
+def peaks_text(d):
+    """The b32 part's peak_* of one configuration (run.py where_short), as
+    "from .mpy: `a > b > c: 136 B`; ..."; "" when none was recorded."""
+    names = (("peak_mpy", "from .mpy"), ("peak_py", "from .py source"),
+             ("peak_reboot_mpy", "reboot, .mpy"), ("peak_reboot_py", "reboot, .py source"))
+    return "; ".join("%s `%s`" % (label, d[k]) for k, label in names if d.get(k))
+
+
 def b32_table(fig):
     b = fig.get("b32")
     if not b:
@@ -565,6 +573,10 @@ def page(fig):
               "dropped, what stays is the code this configuration loaded and keeps: %s B."
               % (cfg_text(d["cfg"], d["session"]), num(d["import"]), num(d["client"]), num(d["connect"]),
                  num(d["code"])))
+            peaks = peaks_text(d)
+            if peaks:
+                a("  Where it runs out 256 B below each smallest heap (the innermost calls, the bytes asked): "
+                  + peaks + ".")
         a("- Code that needs `-march` (machine code, here x86): %s; the whole library as 32-bit .mpy: %s B."
           % (", ".join("`%s` %s B" % (m, num(s)) for m, s in sorted(b["march"].items())) or "none",
              num(b["mpy_total"])))
