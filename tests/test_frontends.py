@@ -600,3 +600,52 @@ def test_an_event_callback_that_raises_comes_out_of_connect_once_the_connection_
     for cls in ("MQTTClient", "RobustClient"):
         assert "%s RAISED event new True 1" % cls in r.stdout, r.stdout
         assert "%s ACKED 1" % cls in r.stdout, r.stdout
+
+
+def test_robust_a_heap_too_full_to_reconnect_is_a_failed_attempt():
+    # The link drops while the application holds most of the heap: the
+    # reconnect cannot load what connecting needs. poll() counts that as a
+    # failed attempt (last_error, backoff) as AsyncClient does, instead of
+    # raising MemoryError out of loop_forever(); once the heap is back, a
+    # later poll() reconnects.
+    fb = FakeBroker([("send", connack(4)), ("sleep", 0.3), ("close",)],
+                    [("send", connack(4, sp=1)), ("sleep", 1.5)])
+    r = run_mp(r"""
+import gc, time
+from durable_mqtt.robust import RobustClient
+c = RobustClient("oom-reconnect", "127.0.0.1", %d, keepalive=30, timeout_ms=1500, backoff_ms=(50, 50))
+c.connect()
+t0 = time.ticks_ms()
+while c.is_connected() and time.ticks_diff(time.ticks_ms(), t0) < 2000:
+    c.poll(20)
+print("dropped", not c.is_connected())
+gc.collect()
+ballast = []
+try:
+    while True:
+        ballast.append(bytearray(256))
+except MemoryError:
+    pass
+ballast.pop()                             # 1 KB: room for poll()'s frame, not for connect's code
+ballast.pop()
+ballast.pop()
+ballast.pop()
+try:
+    up = c.poll(0)
+    time.sleep_ms(60)
+    up = c.poll(0) or up
+    err = c.last_error
+    ballast = None
+    print("poll returned", up, type(err).__name__, "failures", c.stats()["connect_failures"])
+except MemoryError:
+    ballast = None
+    print("poll raised MemoryError")
+t0 = time.ticks_ms()
+while not c.is_connected() and time.ticks_diff(time.ticks_ms(), t0) < 2000:
+    c.poll(20)
+print("reconnected", c.is_connected())
+""" % fb.port, heapsize="256k")
+    fb.join()
+    assert "dropped True" in r.stdout, r.stdout
+    assert "poll returned False MemoryError" in r.stdout, r.stdout
+    assert "reconnected True" in r.stdout, r.stdout

@@ -116,7 +116,10 @@ class RobustClient(MQTTClient):
                 return False
             try:
                 self.run(self.reconnecting())
-            except OSError as x:
+            except (OSError, MemoryError) as x:
+                # (MemoryError: a heap too full to connect, the application
+                # holding it or a message copy just failed: a failed attempt,
+                # as in AsyncClient; the next one may find it.)
                 self.link_down(x, True)
                 return False
             self.link_up()
