@@ -481,6 +481,29 @@ report("connect", c.connect)
     assert_error(res["connect"], "ProtocolError", "CONNACK")
 
 
+@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("v", VERSIONS)
+def test_an_oversize_publish_before_connack_fails_the_connect(v, qos):
+    # The first packet a server sends is CONNACK (MQTT-3.2.0-1), and an MQTT
+    # 5 one never exceeds the Maximum Packet Size the client announced,
+    # buf_size (MQTT-3.1.2-24). A PUBLISH before CONNACK fails connect()
+    # (above); one larger than buf_size took the oversize path instead: read,
+    # dropped, acknowledged (QoS 1/2: PUBACK / PUBREC went out before the
+    # CONNECT was even accepted), and the connection was taken. It is a
+    # packet too large, as any other but a PUBLISH after CONNACK: MQTT 5
+    # closes with DISCONNECT 0x95, 3.1.1 just closes; nothing is acknowledged.
+    big = publish(v, b"big", b"x" * 400, qos=qos, pid=7)
+    fake = FakeBroker([("send", big), ("send", connack(v))])
+    res = mp(fake, v, """
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000, buf_size=256)
+report("connect", c.connect)
+emit("state", connected=c.is_connected())
+""")
+    assert_error(res["connect"], "PacketTooLarge", "0x30", "256")
+    assert res["state"]["connected"] is False
+    assert fake.conns[0][1:] == ([(0xE0, b"\x95")] if v == 5 else []), fake.conns[0]
+
+
 @pytest.mark.parametrize("v", VERSIONS)
 def test_no_connack_times_out(v):
     fake = FakeBroker([])            # reads CONNECT, then only listens

@@ -372,8 +372,9 @@ class Link:
 
     def oversized(self, n, left):
         # An incoming packet of n bytes does not fit rx: a PUBLISH is read
-        # and dropped (oversize.drain), anything else breaks the link.
-        if self.first & 0xF0 != _PUBLISH:
+        # and dropped (oversize.drain), anything else breaks the link; so
+        # does a PUBLISH before CONNACK (MQTT-3.2.0-1), never acknowledged.
+        if self.first & 0xF0 != _PUBLISH or self.in_connect:
             codec.too_large("incoming packet type 0x%02x" % (self.first & 0xF0), n, len(self.rx))
         codec.publish_qos(self.first & 0x0F)     # malformed flags close the link, whatever the size
         self.rs = _DRAIN
