@@ -271,3 +271,44 @@ c.disconnect()
     assert got[:3] == [(0x62, u16(1)), (0x62, u16(2)), (0x62, u16(3))], got
     pubs = [(f, b[3:5]) for f, b in fb.conns[1][1:] if f & 0xF0 == 0x30]
     assert pubs == [(0x3A, u16(4)), (0x3A, u16(5))], got
+
+
+def test_MQTT_4_4_0_2_acknowledgement_reasons_below_0x80_are_success_and_0x80_up_ends_the_message(tmp_path):
+    # A PUBACK / PUBREC reason below 0x80 is a success: 0x10 No matching
+    # subscribers is what mosquitto 2 answers a QoS 1 PUBLISH nobody
+    # subscribed to. api.md: the done callback's reason is 0 when the
+    # message is acknowledged, >= 0x80 when refused; a PUBACK 0x10 was
+    # passed on as 16 (and the same message at QoS 2, PUBREC 0x10 then
+    # PUBCOMP, as 0), so `if reason:` took a delivered message for a
+    # failure. A reason >= 0x80 ends the message (MQTT-4.4.0-2 ... 3.4.2.1,
+    # 3.5.2.1): reported, counted refused, no PUBREL, and never sent again,
+    # on the connection or after a reboot on the stored session.
+    from fakebroker import pkt, u16
+    def ack(kind, pid, rc):
+        return pkt(kind, u16(pid) + bytes((rc,)))
+    fb = FakeBroker([("send", connack(5)), ("recv",), ("recv",), ("recv",), ("recv",),
+                     ("send", ack(0x40, 1, 0x10) + ack(0x50, 2, 0x10) + ack(0x40, 3, 0x80) + ack(0x50, 4, 0x97)),
+                     ("recv",), ("send", pkt(0x70, u16(2)))],
+                    [("send", connack(5, sp=1)), ("sleep", 0.5)])
+    r = run_mp(RESUME % (str(tmp_path / "s"), fb.port) + r"""
+c = client()
+c.connect()
+ids = [c.publish("t", b"m", qos=q) for q in (1, 2, 1, 2)]
+report("flush", lambda: c.flush(3000))
+emit("after", ids=repr(ids), done=repr(sorted(done)), refused=c.stats()["refused"], pending=c.pending())
+c.disconnect()
+c = client()                                # a reboot
+c.connect()
+report("pump", lambda: pump(c, ms=300))
+emit("boot", pending=c.pending())
+c.disconnect()
+""")
+    fb.join()
+    res = reports(r.stdout)
+    a = res["after"]
+    assert res["flush"].get("value") is True and a["ids"] == "[1, 2, 3, 4]", r.stdout
+    assert a["done"] == repr([(1, 0), (2, 0), (3, 0x80), (4, 0x97)]), r.stdout
+    assert a["refused"] == 2 and a["pending"] == 0 and res["boot"]["pending"] == 0, r.stdout
+    assert [f for f, _ in fb.conns[0][1:]] == [0x32, 0x34, 0x32, 0x34, 0x62, 0xE0], fb.conns[0]
+    assert fb.conns[0][5] == (0x62, u16(2)), fb.conns[0]                 # PUBREL for 2 only
+    assert [f for f, _ in fb.conns[1][1:]] == [0xE0], fb.conns[1]       # nothing sent again

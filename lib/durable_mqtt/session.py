@@ -365,7 +365,7 @@ class Session:
         i = self.find(pid, _SENT)
         if i < 0 or (self.arena[self.off[i]] & 6) != 2:
             fail("PUBACK for packet id %d, not awaiting one" % pid, 0x82)
-        _finish(self, i, reason)
+        _finish(self, i, reason & 0x80 and reason)    # below 0x80 (0x10 no subscribers): acknowledged, 0
 
     def pubrec(self, pid, reason, tx):  # noalloc
         # Returns the bytes of the PUBREL in tx (send after rec is stored).

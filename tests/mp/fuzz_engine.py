@@ -457,7 +457,8 @@ class Harness:
             e.puback(pid, reason)
             self.ring.pop(j)
             self.inflight -= 1
-            self.finish(m, "refused" if reason >= 0x80 else "acked", reason)
+            reason = reason if reason >= 0x80 else 0     # (0x10 No matching subscribers: acknowledged, 0)
+            self.finish(m, "refused" if reason else "acked", reason)
             need(e.done_pid == pid and e.done_reason == reason, "puback done", e.done_pid, e.done_reason)
             m.reports += 1
             return
