@@ -605,6 +605,48 @@ assert week(False) == ["sent", "sent"]                   # (without props.tick()
 """)
 
 
+def test_MQTT_3_3_2_5_a_message_sent_past_the_wrap_never_carries_more_than_its_interval():
+    # The case test above leaves to the documentation: an MQTTClient left
+    # without a call (no props.tick()) for longer than ticks_diff holds
+    # (2**29 ms on a board) may send a message it should have dropped. Its
+    # passed deadline then reads as one days ahead, and props.expiry()
+    # wrote that into the PUBLISH: a 60 s message went out 7 days on with a
+    # Message Expiry Interval of about 469,000 s, a lifetime 7,800 times
+    # the one the application gave it (MQTT 5 3.3.2.3.3: the interval is
+    # the message's lifetime). The time left is at most the interval it
+    # carries. The board's tick arithmetic is emulated, as above.
+    run(r"""
+import sys
+import time as _t
+class T:
+    P = 1 << 30
+    def ticks_add(self, a, b):
+        return (a + b) & (self.P - 1)
+    def ticks_diff(self, a, b):
+        return ((a - b + (self.P >> 1)) & (self.P - 1)) - (self.P >> 1)
+t = T()
+for k in ("ticks_ms", "sleep_ms", "time"):
+    setattr(t, k, getattr(_t, k))
+sys.modules["time"] = t
+for m in ("durable_mqtt.session", "durable_mqtt.props"):
+    sys.modules.pop(m, None)
+from durable_mqtt.session import Session
+from durable_mqtt import props
+day = 86400 * 1000
+for qos in (0, 1):
+    for later, want in ((1000, 59), (7 * day, 60)):
+        e = Session(True, b"dev", 12, 8, 2048, 4, 4, 256)
+        e.accept(b"t", b"a", qos, 0, props.encode({"message_expiry": 60}), 0, 60)
+        e.rec = 0
+        n = e.next_out(t.ticks_add(0, later), tx)
+        assert n > 0, n
+        b = bytes(e.src[e.src_off:e.src_off + n])
+        blk = b[2 + 2 + b[3] + (2 if qos else 0):]
+        got = props.decode(blk, 0, len(blk), props.PUBLISH)["message_expiry"]
+        assert got <= 60 and (got == want or later > day), (qos, later, got)
+""")
+
+
 # ---------------------------------------------------------------- Session Present
 
 def test_MQTT_3_2_2_1_session_present_after_clean_start_is_an_error():

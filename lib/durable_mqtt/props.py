@@ -275,7 +275,8 @@ def expiry(e, i, now):
     # is the time it has left, not what was asked when it was queued. Its
     # 4-byte value in engine e's arena (after the fixed header, the topic
     # and the packet id: the property block) is rewritten: the whole
-    # seconds left, at least 1 (never more than it has).
+    # seconds left, at least 1, never more than it holds (a deadline
+    # passed longer ago than ticks_diff holds reads as one days ahead).
     a = e.arena
     o = e.off[i]
     p = o + 1
@@ -286,7 +287,7 @@ def expiry(e, i, now):
         p += 2                       # the packet id (QoS 1/2)
     p = find(a, p, _EXPIRY)
     if p > 0:
-        left = max(1, ticks_diff(e.dl[i], now) // 1000)
+        left = max(1, min(ticks_diff(e.dl[i], now) // 1000, a[p + 1] << 16 | u16(a, p + 2)))
         a[p] = 0
         a[p + 1] = left >> 16
         a[p + 2] = (left >> 8) & 0xFF
