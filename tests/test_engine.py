@@ -559,14 +559,10 @@ assert sent_expiry(e, 1999) == 1                          # 1 ms left: 1 s, neve
 """)
 
 
-def test_MQTT_3_3_2_5_expiry_is_found_after_a_week_offline_on_a_board():
-    # A board's ticks_ms wraps at 2**30 ms, and ticks_diff holds +-2**29 ms
-    # (6.2 days): a message with a 60 s expiry queued while the link was
-    # down for 7 days looked unexpired and was sent (a review found it).
-    # While down, the front ends call props.tick() (RobustClient.offline(), every
-    # connect attempt): a passed deadline moves to now, so next_out() still
-    # finds it passed days later. The board's tick arithmetic is emulated.
-    run(r"""
+# A board's tick arithmetic on the unix port: ticks_ms wraps at 2**30 ms and
+# ticks_diff holds +-2**29 ms (6.2 days); session.py and props.py are
+# imported again over it.
+BOARD_TICKS = r"""
 import sys
 import time as _t
 class T:
@@ -583,6 +579,17 @@ for m in ("durable_mqtt.session", "durable_mqtt.props"):
     sys.modules.pop(m, None)
 from durable_mqtt.session import Session
 from durable_mqtt import props
+"""
+
+
+def test_MQTT_3_3_2_5_expiry_is_found_after_a_week_offline_on_a_board():
+    # A board's ticks_ms wraps at 2**30 ms, and ticks_diff holds +-2**29 ms
+    # (6.2 days): a message with a 60 s expiry queued while the link was
+    # down for 7 days looked unexpired and was sent (a review found it).
+    # While down, the front ends call props.tick() (RobustClient.offline(), every
+    # connect attempt): a passed deadline moves to now, so next_out() still
+    # finds it passed days later. The board's tick arithmetic is emulated.
+    run(BOARD_TICKS + r"""
 def week(aged):
     e = Session(True, b"dev", 12, 8, 2048, 4, 4, 256)
     a = e.accept(b"t", b"a", 1, 0, b"", 0, 60)
@@ -615,23 +622,7 @@ def test_MQTT_3_3_2_5_a_message_sent_past_the_wrap_never_carries_more_than_its_i
     # the one the application gave it (MQTT 5 3.3.2.3.3: the interval is
     # the message's lifetime). The time left is at most the interval it
     # carries. The board's tick arithmetic is emulated, as above.
-    run(r"""
-import sys
-import time as _t
-class T:
-    P = 1 << 30
-    def ticks_add(self, a, b):
-        return (a + b) & (self.P - 1)
-    def ticks_diff(self, a, b):
-        return ((a - b + (self.P >> 1)) & (self.P - 1)) - (self.P >> 1)
-t = T()
-for k in ("ticks_ms", "sleep_ms", "time"):
-    setattr(t, k, getattr(_t, k))
-sys.modules["time"] = t
-for m in ("durable_mqtt.session", "durable_mqtt.props"):
-    sys.modules.pop(m, None)
-from durable_mqtt.session import Session
-from durable_mqtt import props
+    run(BOARD_TICKS + r"""
 day = 86400 * 1000
 for qos in (0, 1):
     for later, want in ((1000, 59), (7 * day, 60)):
