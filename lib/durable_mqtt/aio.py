@@ -123,21 +123,46 @@ class AsyncClient:
     async def disconnect(self, session_expiry=None):
         t = self._task
         self._task = None
+        c = self.client
+        k = c.conn
+        x = None
         try:
-            if t:
-                t.cancel()
-                try:
-                    await t
-                except asyncio.CancelledError:
-                    pass
-            # What the socket had no room for goes before the DISCONNECT,
-            # as a blocking write sent it, waiting as long as one would.
-            k = self.client.conn
-            self._kick()
-            end = time.ticks_add(time.ticks_ms(), self.client.timeout_ms)
-            while k is not None and k.full and k.connected and time.ticks_diff(end, time.ticks_ms()) > 0:
-                await asyncio.sleep_ms(_LOOK_MS)
-            self.client.disconnect(session_expiry)
+            try:
+                if t:
+                    t.cancel()
+                    try:
+                        await t
+                    except asyncio.CancelledError:
+                        pass
+                # What the socket had no room for goes before the DISCONNECT,
+                # as a blocking write sent it, waiting as long as one would.
+                k = c.conn
+                self._kick()
+                end = time.ticks_add(time.ticks_ms(), c.timeout_ms)
+                while k is not None and k.full and k.connected and time.ticks_diff(end, time.ticks_ms()) > 0:
+                    await asyncio.sleep_ms(_LOOK_MS)
+            except BaseException:
+                # Cancelled before the DISCONNECT could go (e.g. in that wait
+                # for room): the link closes now, as close() closes it (the
+                # session stays; asked for, not a drop). Left open, with no
+                # task reading it, it still counted as connected, and the next
+                # connect() waited for an `up` that never came.
+                if k is not None and k.connected:
+                    c._up = False
+                    k.drop()
+                raise
+            try:
+                c.disconnect(session_expiry)
+            except Exception as e:
+                # Refused (ValueError: session_expiry in 3.1.1...) with the
+                # link up: it ends all the same, with a plain DISCONNECT (it
+                # was left open, unread, as above); raised after the linger.
+                x = e
+                if k is not None and k.connected:
+                    try:
+                        c.disconnect()
+                    except Exception:
+                        k.drop()
         finally:
             # Even when client.disconnect() raised (e.g. session_expiry with
             # the link down): the background task is gone all the same.
@@ -155,6 +180,8 @@ class AsyncClient:
         # Down already for the application: a connect() meanwhile starts
         # the next connection (which closes this socket).
         await self._linger(k)
+        if x is not None:
+            raise x
 
     async def _linger(self, k):
         # After the DISCONNECT (leave.py leaves the socket open for this):

@@ -1,0 +1,127 @@
+"""AsyncClient.disconnect() cut short: an argument the session refuses, or
+the caller cancelled while the DISCONNECT waits for room in a congested
+socket. The background task is stopped first; the link must not outlive it
+open, unread, and still "connected" (a review's findings)."""
+import socket
+import threading
+import time
+
+from conftest import fields, run_mp
+from fakebroker import FakeBroker, connack
+from test_frontends import AIO
+
+
+def test_aio_disconnect_with_a_refused_session_expiry_leaves_no_link_behind(broker):
+    # MQTT 3.1.1: disconnect(session_expiry=...) raises ValueError, after the
+    # background task was cancelled. The link stayed open with nobody reading
+    # it and is_connected() True, so the next connect() started a task that
+    # took the link for up and never set `up`: connect() hung (Timeout here).
+    r = run_mp(AIO % broker.port + r"""
+async def main():
+    c = await connected("td-expiry", 2000)
+    try:
+        await c.disconnect(session_expiry=0)
+    except ValueError:
+        print("disconnect raised ValueError")
+    print("AFTER", c.is_connected(), c.client.socket() is None)
+    try:
+        await c.connect(timeout_ms=3000)
+        print("RECONNECT ok", c.is_connected())
+    except Timeout:
+        print("RECONNECT hung")
+    await c.disconnect()
+asyncio.run(main())
+""", timeout=30)
+    assert "disconnect raised ValueError" in r.stdout, r.stdout
+    assert fields(r.stdout, "AFTER")[1:] == ["False", "True"], r.stdout
+    assert "RECONNECT ok True" in r.stdout, r.stdout
+
+
+def stall_then_serve(stall_s):
+    """A broker for two connections: the first is answered CONNACK, then
+    left unread for stall_s (a small receive buffer: the client's socket
+    fills), then read to its end; the second is answered and read. Records
+    per connection whether a DISCONNECT came. Returns (port, seen, thread)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind(("127.0.0.1", 0))
+    s.listen(2)
+    s.settimeout(15)
+    seen = []
+
+    def serve():
+        try:
+            for i in range(2):
+                conn, _ = s.accept()
+                conn.settimeout(15)
+                rec = {"disconnect": False}
+                seen.append(rec)
+                try:
+                    p = FakeBroker._read(FakeBroker, conn)
+                    if p is None or p[0] != 0x10:
+                        return
+                    conn.sendall(connack(4))
+                    if i == 0:
+                        time.sleep(stall_s)
+                    while True:
+                        p = FakeBroker._read(FakeBroker, conn)
+                        if p is None:
+                            break
+                        if p[0] == 0xE0:
+                            rec["disconnect"] = True
+                            break
+                except OSError:
+                    pass
+                finally:
+                    conn.close()
+        except OSError:
+            pass
+        finally:
+            s.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return s.getsockname()[1], seen, t
+
+
+def test_aio_a_cancelled_disconnect_leaves_no_link_behind():
+    # disconnect() on a congested link waits (awaited, up to timeout_ms) for
+    # the queued output to go before its DISCONNECT. Cancelled there (a
+    # wait_for_ms() around it), it had cancelled the background task but
+    # never reached the DISCONNECT: the link stayed open with nobody reading
+    # it and is_connected() True, and the next connect() hung for good.
+    port, seen, t = stall_then_serve(4.0)
+    r = run_mp(AIO % port + r"""
+async def main():
+    c = AsyncClient("td-cancel", "127.0.0.1", PORT, keepalive=0, timeout_ms=5000, buf_size=1100,
+                    max_inflight=64, outbox_size=8, outbox_bytes=90000, backoff_ms=(50, 100))
+    await c.connect(timeout_ms=2000)
+    msg = b"x" * 1000
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < 1500:     # (the socket's buffers grow as they fill)
+        for i in range(20):
+            c.publish_nowait("td/full", msg, qos=0)
+        await asyncio.sleep_ms(1)
+    for i in range(30):
+        c.publish_nowait("td/full", msg, qos=1)     # (these wait in the session for room)
+    print("FULL", c.client.conn.full, c.pending())
+    t0 = time.ticks_ms()
+    try:
+        await asyncio.wait_for_ms(c.disconnect(), 300)
+        print("disconnect returned")
+    except asyncio.TimeoutError:
+        print("disconnect cut", time.ticks_diff(time.ticks_ms(), t0))
+    print("AFTER", c.is_connected(), c.client.socket() is None)
+    try:
+        await c.connect(timeout_ms=6000)
+        print("RECONNECT ok", c.is_connected())
+    except Timeout:
+        print("RECONNECT hung")
+    await c.disconnect()
+asyncio.run(main())
+""", timeout=60)
+    t.join(20)
+    assert "FULL True" in r.stdout, r.stdout
+    assert "disconnect cut" in r.stdout, r.stdout
+    assert fields(r.stdout, "AFTER")[1:] == ["False", "True"], r.stdout
+    assert "RECONNECT ok True" in r.stdout, r.stdout
+    assert len(seen) == 2 and seen[1]["disconnect"], seen
