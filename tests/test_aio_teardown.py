@@ -125,3 +125,43 @@ asyncio.run(main())
     assert fields(r.stdout, "AFTER")[1:] == ["False", "True"], r.stdout
     assert "RECONNECT ok True" in r.stdout, r.stdout
     assert len(seen) == 2 and seen[1]["disconnect"], seen
+
+
+def test_aio_a_subscribe_cut_by_disconnect_leaves_the_next_connection_alone():
+    # subscribe() awaits its SUBACK; disconnect(), then connect() at once.
+    # The request's steps resumed only after the next connection had begun
+    # (they look every 20 ms), found the link not connected, and their
+    # clean-up (k.failed()) closed the socket the connect was dialling: that
+    # connect() failed (here: timed out after 3 s; 2 runs in 3), the broker
+    # saw a connection close before its CONNECT, and the disconnect() after
+    # it took over 5 s. Where the connect won the race, subscribe() took the
+    # connection for a lost link and sent its SUBSCRIBE again on the new one,
+    # not the NotConnected a disconnect() gives what waits (docs/api.md).
+    fb = FakeBroker([("send", connack(4)), ("recv",)], [("send", connack(4)), ("sleep", 3)])
+    r = run_mp(AIO % fb.port + r"""
+async def main():
+    c = await connected("td-sub", 3000)
+    async def sub():
+        try:
+            print("SUB returned", await c.subscribe("td/s", 1))
+        except NotConnected:
+            print("SUB NotConnected")
+    st = asyncio.create_task(sub())
+    await asyncio.sleep_ms(100)           # the SUBSCRIBE is out; no SUBACK comes
+    await c.disconnect()
+    t0 = time.ticks_ms()
+    try:
+        await c.connect(timeout_ms=3000)
+        print("RECONNECT ok", time.ticks_diff(time.ticks_ms(), t0))
+    except Timeout:
+        print("RECONNECT failed")
+    await st
+    print("UP", c.is_connected(), c.stats()["link_downs"], c.stats()["connect_failures"])
+    await c.disconnect()
+asyncio.run(main())
+""", timeout=30)
+    fb.join()
+    assert "SUB NotConnected" in r.stdout, r.stdout
+    assert "RECONNECT ok" in r.stdout, r.stdout
+    assert fields(r.stdout, "UP")[1:] == ["True", "0", "0"], r.stdout
+    assert [p[0] for p in fb.conns[1]] == [0x10, 0xE0] and not fb.errors, (fb.conns, fb.errors)

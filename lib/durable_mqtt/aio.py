@@ -337,8 +337,8 @@ class AsyncClient:
                     # (ProtocolError: the broker's answer was malformed or not
                     # the awaited one, and the link closed over it, as when
                     # the background task reads it)
-                    if self._task is None:
-                        raise           # disconnect(): no next connection comes
+                    if self._task is None or self._stops != n:
+                        raise           # disconnect(): ends it, even with a connect() made since
                     if c.conn.result == _BAD_ANSWER:
                         # The answer itself failed (request.ack): sent once
                         # more, for a one-off; a broker that answers it so

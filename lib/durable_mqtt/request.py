@@ -63,6 +63,7 @@ def requesting(c, f, opts, sid):
         e.abandon(False)                 # (not sent: its id is free again)
         raise
     k.result = -1
+    s = k.net.sock                       # the connection the request goes on
     try:
         k.send(c.tx, 0, n)
         deadline = time.ticks_add(time.ticks_ms(), c.timeout_ms)
@@ -79,13 +80,23 @@ def requesting(c, f, opts, sid):
             if left <= 0:
                 raise Timeout(_ERR_TIMEOUT, "no %sACK in %d ms" % ("SUB" if sub else "UNSUB", c.timeout_ms))
             yield left
-    except OSError as x:
-        e.abandon()
-        k.failed(x)
-        k.failure = None
-        raise
-    except BaseException:
-        e.abandon()                      # e.g. KeyboardInterrupt, MemoryError
+            if k.net.sock is not s and k.net.sock is not None:
+                # Another connection since (AsyncClient: disconnect() and
+                # connect() while these steps waited; they resume every
+                # 20 ms): its answer never comes there.
+                raise NotConnected(_ERR_NOT_CONNECTED, "the link closed before the %sACK" % ("SUB" if sub else "UNSUB"))
+    except BaseException as x:
+        if k.net.sock is s or k.net.sock is None:
+            e.abandon()
+            if isinstance(x, OSError):
+                k.failed(x)
+                k.failure = None
+        elif e.req_pid == pid:
+            e.abandon(False)             # (its connection is gone: no late answer either)
+        # Not on a connection made since: that is someone else's. Closed
+        # (k.failed) or its request table touched (abandon), the connect
+        # dialling it failed, or a request of its own (a resubscribe) took
+        # its own answer for a late one.
         raise
     code = k.result
     if sub:
