@@ -148,8 +148,7 @@ class AsyncClient:
                 # task reading it, it still counted as connected, and the next
                 # connect() waited for an `up` that never came.
                 if k is not None and k.connected:
-                    c._up = False
-                    k.drop()
+                    c.drop_link()
                 raise
             try:
                 c.disconnect(session_expiry)

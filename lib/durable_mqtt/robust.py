@@ -102,6 +102,15 @@ class RobustClient(MQTTClient):
         self._up = False
         super().disconnect(session_expiry)
 
+    def drop_link(self):
+        # Closes the link at once, without a DISCONNECT (the broker then
+        # publishes the will), as asked for: not a drop either. The session
+        # stays; the next connect() resumes it. (AsyncClient: a disconnect()
+        # cancelled before its DISCONNECT could go.)
+        self._up = False
+        if self.conn is not None:
+            self.conn.drop()
+
     # ------------------------------------------------------------ the loop
     def poll(self, timeout_ms=0):
         # One step: reconnect when down and the backoff allows, else handle
