@@ -165,3 +165,32 @@ asyncio.run(main())
     assert "RECONNECT ok" in r.stdout, r.stdout
     assert fields(r.stdout, "UP")[1:] == ["True", "0", "0"], r.stdout
     assert [p[0] for p in fb.conns[1]] == [0x10, 0xE0] and not fb.errors, (fb.conns, fb.errors)
+
+
+def test_aio_a_subscribe_timeout_is_its_own_not_the_clients():
+    # subscribe(timeout_ms=...) set the client's timeout_ms to its own
+    # while it waited: every other task's work in that time (a reconnect,
+    # a write waiting for room, disconnect()) ran with the subscribe's
+    # timeout. The broker here never answers the SUBSCRIBE.
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("sleep", 1.5)])
+    r = run_mp(AIO % fb.port + r"""
+async def main():
+    c = await connected("td-tmo", 2000)
+    seen = []
+    async def watch():
+        for i in range(10):
+            seen.append(c.client.timeout_ms)
+            await asyncio.sleep_ms(30)
+    w = asyncio.create_task(watch())
+    try:
+        await c.subscribe("a/b", 1, timeout_ms=250)
+    except Timeout:
+        print("subscribe Timeout")
+    await w
+    print("TIMEOUTS", sorted(set(seen)))
+    c.client.close()
+asyncio.run(main())
+""", timeout=30)
+    fb.join()
+    assert "subscribe Timeout" in r.stdout, r.stdout
+    assert "TIMEOUTS [2000]" in r.stdout, r.stdout

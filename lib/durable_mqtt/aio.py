@@ -327,11 +327,8 @@ class AsyncClient:
             while True:
                 await self._wait_up(n)
                 c = self.client
-                old = c.timeout_ms
-                if timeout_ms:
-                    c.timeout_ms = timeout_ms
                 try:
-                    return await self.steps(c.requesting(*args), True)
+                    return await self.steps(c.requesting(*args, timeout_ms), True)
                 except (NotConnected, PeerClosed, ProtocolError) as x:
                     # (ProtocolError: the broker's answer was malformed or not
                     # the awaited one, and the link closed over it, as when
@@ -352,7 +349,6 @@ class AsyncClient:
                             raise ProtocolError(ERR_PROTOCOL, "the broker's answer to the %s was malformed or "
                                                 "not the one awaited, twice" % ("SUBSCRIBE" if args[1] >= 0 else "UNSUBSCRIBE"))
                 finally:
-                    c.timeout_ms = old
                     self._after_request()
                 # (up may still be set until the task sees the link down)
                 await asyncio.sleep_ms(_LOOK_MS)

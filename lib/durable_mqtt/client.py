@@ -249,13 +249,13 @@ class MQTTClient:
         from .connect import connecting
         return connecting(self, clean_session, timeout_ms, server, port, fresh)
 
-    def requesting(self, f, opts, sid):
+    def requesting(self, f, opts, sid, timeout_ms=0):
         # The steps of subscribe() (opts: the options byte) and of
         # unsubscribe() (opts < 0); returns the SUBACK / UNSUBACK code.
         self.need_link()
         gc.collect()                    # before a compile or load: see __init__
         from .request import requesting
-        return requesting(self, f, opts, sid)
+        return requesting(self, f, opts, sid, timeout_ms)
 
     def subscription(self, topic, qos=0, no_local=False, retain_as_published=False,
                      retain_handling=0, sub_id=0):

@@ -44,9 +44,12 @@ def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, 
     return f, qos, sub_id
 
 
-def requesting(c, f, opts, sid):
+def requesting(c, f, opts, sid, timeout_ms=0):
     # SUBSCRIBE to filter f with the options byte opts, or (opts < 0)
     # UNSUBSCRIBE; returns the SUBACK / UNSUBACK code (a refusal raises).
+    # timeout_ms: this request's own (0: the client's), never set on the
+    # client, where other tasks of an AsyncClient would run by it.
+    timeout_ms = timeout_ms or c.timeout_ms
     e = c.engine
     k = c.conn
     sub = opts >= 0
@@ -66,7 +69,7 @@ def requesting(c, f, opts, sid):
     s = k.net.sock                       # the connection the request goes on
     try:
         k.send(c.tx, 0, n)
-        deadline = time.ticks_add(time.ticks_ms(), c.timeout_ms)
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
             while k.connected and k.read():
                 if k.result >= 0 or time.ticks_diff(deadline, time.ticks_ms()) <= 0:
@@ -78,7 +81,7 @@ def requesting(c, f, opts, sid):
                 raise NotConnected(_ERR_NOT_CONNECTED, "the link closed before the %sACK" % ("SUB" if sub else "UNSUB"))
             left = time.ticks_diff(deadline, time.ticks_ms())
             if left <= 0:
-                raise Timeout(_ERR_TIMEOUT, "no %sACK in %d ms" % ("SUB" if sub else "UNSUB", c.timeout_ms))
+                raise Timeout(_ERR_TIMEOUT, "no %sACK in %d ms" % ("SUB" if sub else "UNSUB", timeout_ms))
             yield left
             if k.net.sock is not s and k.net.sock is not None:
                 # Another connection since (AsyncClient: disconnect() and
