@@ -906,3 +906,50 @@ c.close()
     res = reports(r.stdout)
     assert res["restored"]["pending"] == 1 and res["restored"]["clean"] is False, res
     assert res["after"]["pending"] == 1, res
+
+
+@pytest.mark.parametrize("layout", ["dir", "log", "ring"])
+@pytest.mark.parametrize("v", [4, 5])
+def test_MQTT_2_3_1_2_after_a_cut_in_batched_mode_no_id_that_went_out_unrecorded_is_reused(tmp_path, layout, v):
+    """MQTT-2.3.1-2 (5.0: 2.2.1-3) and 4.3.3-2: a new message takes an id not
+    in use. In batched mode (persist_batch_ms) a QoS 2 PUBLISH goes out
+    before its OUT_PUB reaches flash; a power cut then loses it (the
+    documented window), but the broker still holds its id, awaiting the
+    PUBREL, and takes a later PUBLISH with that id for a repeat: it answers
+    PUBREC and delivers nothing (4.3.3-2). The rebooted client restored its
+    id counter from what flash held, so its first new message, accepted
+    after the reboot and stored, took the lost message's id 1 and was lost
+    too (a review found it). Now a batched client's restored counter starts
+    past every id a batch could hold."""
+    pubrec = lambda got: b"".join(pkt(0x50, body[2 + int.from_bytes(body[:2], "big"):][:2])
+                                  for f, body in got if f & 0xF0 == 0x30)
+    fb = FakeBroker([("send", connack(v)), ("recv",), ("recv",), ("recv",), ("reply", pubrec), ("sleep", 0.5)],
+                    [("send", connack(v, sp=1)), ("sleep", 1.0)])
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
+from norflash import NorFlash
+import time
+LAYOUT, PATH, PORT, VER = %r, %r, %d, %d
+flash = NorFlash(4096, 16, prog_size=32)
+def dev():
+    where = {"dir": PATH, "ring": flash, "log": FileLog(PATH + ".log")}[LAYOUT]
+    return MQTTClient("batchid", "127.0.0.1", PORT, version=VER, clean_session=False, session_file=where,
+                      persist_batch_ms=60000)
+c = dev()
+c.connect()
+sent = [c.publish("b/x", b"lost %%d" %% i, qos=2) for i in range(3)]    # out on the wire, not on flash
+time.sleep_ms(300)                  # the broker has them: its PUBRECs are on their way
+c.conn.drop()                       # power cut before they are read: nothing more is written
+if LAYOUT == "ring":
+    flash = flash.reboot()
+d = dev()
+print("RESTORED", d.pending())
+d.connect()
+print("SENT", sent, "NEW", d.publish("b/x", b"after the reboot", qos=2))
+""" % (layout, str(tmp_path / "s"), fb.port, v))
+    fb.join()
+    assert "RESTORED 0" in r.stdout, r.stdout
+    sent = eval(r.stdout.split("SENT ")[1].split(" NEW")[0])
+    new = int(r.stdout.split("NEW ")[1])
+    assert new not in sent, r.stdout

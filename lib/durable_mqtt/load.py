@@ -19,6 +19,13 @@ def open_session(c, where, prog_size, batch, clean):
     # batch: (persist_batch_ms, persist_batch_bytes).
     e = c.engine
     c.journal = j = open_journal(where, e, prog_size, batch[0], c.event, batch[1])
+    if e.has_state and batch[0]:
+        # Batched: the ids of messages whose records were still in the
+        # batch at a power cut may have gone out, and a QoS 2 one's id stays
+        # in use at the broker until a PUBREL this client cannot send
+        # (MQTT-4.3.3-2): new ids start past every id a batch holds
+        # (MQTT-2.3.1-2), not at the last one flash knows.
+        e.last_pid = (e.last_pid + len(j.batch) - 1) % 65535 + 1
     if e.has_state:
         c.clean_session = False
         c.persist = True
