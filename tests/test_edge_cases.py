@@ -1015,3 +1015,64 @@ def test_a_qos2_message_read_inside_a_callback_takes_its_table_place_before_deli
     recs = [body[:2] for f, body in fb.conns[0] if f == 0x50]
     print("PUBRECs conn 1:", len(recs), "for 101:", u16(101) in recs)
     assert "b delivered 2 times" not in r.stdout, r.stdout      # MQTT-4.3.3-2: once
+
+
+
+NESTED_REQUEST = r"""
+c = MQTTClient("dev", "127.0.0.1", PORT, version=%d, timeout_ms=2000)
+got = []
+inner = []
+def cb(t, m, r, q):
+    got.append(bytes(t))
+    if len(got) == 1:
+        try:
+            inner.append(c.%s)       # a request inside the outer one's wait
+        except Exception as x:
+            inner.append(repr(x))
+c.set_callback(cb)
+c.connect()
+try:
+    print("OUTER", c.%s)
+except Exception as x:
+    print("OUTER", repr(x))
+print("INNER", inner)
+print("CONNECTED", c.is_connected(), "SUBS", sorted(s[0] for s in c.engine.subs))
+c.publish("p", b"x", False, 1)
+print("PID", c.engine.last_pid)
+"""
+
+
+@pytest.mark.parametrize("v", [4, 5])
+@pytest.mark.parametrize("outer,inner", [('subscribe("a", 1)', 'subscribe("b", 2)'),
+                                         ('subscribe("a", 1)', 'unsubscribe("b")'),
+                                         ('unsubscribe("a")', 'subscribe("b", 2)')])
+@pytest.mark.parametrize("order", ["in order", "inner first"])
+def test_MQTT_2_3_1_7_a_request_inside_the_wait_of_another_keeps_both_ids(v, outer, inner, order):
+    """MQTT-2.3.1-2 / -7 (5.0: 2.2.1-3 / -6): a SUBACK / UNSUBACK carries the
+    id of its request, whose id stays in use until that answer. The main
+    code subscribes; while it waits for its SUBACK a message comes and its
+    callback makes a request of its own (api.md: subscribe() handles
+    packets while it waits, and a callback may subscribe). The second
+    request took the engine's one awaited id, so the broker's answer to the
+    first, which comes first, was a protocol error: the link closed and
+    both requests failed (a review found it). Now each gets its own answer."""
+    def ack(kind, pid, code):
+        if kind == 0x90:
+            return pkt(0x90, u16(pid) + (b"\x00" if v == 5 else b"") + bytes((code,)))
+        return pkt(0xB0, u16(pid) + (b"\x00\x00" if v == 5 else b""))
+    k1 = 0x90 if outer.startswith("sub") else 0xB0
+    k2 = 0x90 if inner.startswith("sub") else 0xB0
+    a1 = ("reply", lambda got: ack(k1, int.from_bytes(got[1][1][:2], "big"), 1))
+    a2 = ("reply", lambda got: ack(k2, int.from_bytes(got[2][1][:2], "big"), 2))
+    fb = FakeBroker([("send", connack(v)), ("recv",),                      # the outer request
+                     ("send", publish(v, b"m", b"1")), ("recv",),          # the inner one
+                     *((a1, a2) if order == "in order" else (a2, a1)), ("sleep", 0.3)])
+    r = run_mp(PRE % fb.port + NESTED_REQUEST % (v, inner, outer))
+    fb.join()
+    ids = [int.from_bytes(b[:2], "big") for f, b in fb.conns[0][1:3]]
+    assert ids == [1, 2], fb.conns[0]
+    assert "OUTER %d" % (1 if k1 == 0x90 else 0) in r.stdout, r.stdout
+    assert "INNER [%d]" % (2 if k2 == 0x90 else 0) in r.stdout, r.stdout
+    subs = [b"a"] * (k1 == 0x90) + [b"b"] * (k2 == 0x90)
+    assert "CONNECTED True SUBS %r" % subs in r.stdout, r.stdout
+    assert "PID 3" in r.stdout, r.stdout

@@ -59,49 +59,66 @@ def requesting(c, f, opts, sid, timeout_ms=0):
         if sub:
             _available(k.sub_avail, f, sid)
         props = c.props.encode({"subscription_id": sid}) if sid else b""
-    pid = e.request(_SUBACK if sub else _UNSUBACK)
+    # A request made while another waits for its answer (a callback's,
+    # inside that wait): the other's answer, which comes first, is kept
+    # for it (ack), and its id is awaited again once this one is done.
+    up = e.req_pid and [e.req_pid, e.req_kind, -1]
+    if up:
+        if not hasattr(k, "up"):
+            k.up = []
+        k.up.append(up)
     try:
-        n = subscribe_packet(c.tx, pid, f, opts, props, e.max_out)
-    except PacketTooLarge:
-        e.abandon(False)                 # (not sent: its id is free again)
-        raise
-    k.result = -1
-    s = k.net.sock                       # the connection the request goes on
-    try:
-        k.send(c.tx, 0, n)
-        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-        while True:
-            while k.connected and k.read():
-                if k.result >= 0 or time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+        pid = e.request(_SUBACK if sub else _UNSUBACK)
+        try:
+            n = subscribe_packet(c.tx, pid, f, opts, props, e.max_out)
+        except PacketTooLarge:
+            e.abandon(False)                 # (not sent: its id is free again)
+            raise
+        k.result = -1
+        s = k.net.sock                       # the connection the request goes on
+        try:
+            k.send(c.tx, 0, n)
+            deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+            while True:
+                while k.connected and k.read():
+                    if k.result >= 0 or time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                        break
+                k.keepalive()
+                if k.result >= 0:
                     break
-            k.keepalive()
-            if k.result >= 0:
-                break
-            if not k.connected:          # closed meanwhile (disconnect(), a failure): no answer comes
-                raise NotConnected(_ERR_NOT_CONNECTED, "the link closed before the %sACK" % ("SUB" if sub else "UNSUB"))
-            left = time.ticks_diff(deadline, time.ticks_ms())
-            if left <= 0:
-                raise Timeout(_ERR_TIMEOUT, "no %sACK in %d ms" % ("SUB" if sub else "UNSUB", timeout_ms))
-            yield left
-            if k.net.sock is not s and k.net.sock is not None:
-                # Another connection since (AsyncClient: disconnect() and
-                # connect() while these steps waited; they resume every
-                # 20 ms): its answer never comes there.
-                raise NotConnected(_ERR_NOT_CONNECTED, "the link closed before the %sACK" % ("SUB" if sub else "UNSUB"))
-    except BaseException as x:
-        if k.net.sock is s or k.net.sock is None:
-            e.abandon()
-            if isinstance(x, OSError):
-                k.failed(x)
-                k.failure = None
-        elif e.req_pid == pid:
-            e.abandon(False)             # (its connection is gone: no late answer either)
-        # Not on a connection made since: that is someone else's. Closed
-        # (k.failed) or its request table touched (abandon), the connect
-        # dialling it failed, or a request of its own (a resubscribe) took
-        # its own answer for a late one.
-        raise
-    code = k.result
+                if not k.connected:          # closed meanwhile (disconnect(), a failure): no answer comes
+                    raise NotConnected(_ERR_NOT_CONNECTED, "the link closed before the %sACK" % ("SUB" if sub else "UNSUB"))
+                left = time.ticks_diff(deadline, time.ticks_ms())
+                if left <= 0:
+                    raise Timeout(_ERR_TIMEOUT, "no %sACK in %d ms" % ("SUB" if sub else "UNSUB", timeout_ms))
+                yield left
+                if k.net.sock is not s and k.net.sock is not None:
+                    # Another connection since (AsyncClient: disconnect() and
+                    # connect() while these steps waited; they resume every
+                    # 20 ms): its answer never comes there.
+                    raise NotConnected(_ERR_NOT_CONNECTED, "the link closed before the %sACK" % ("SUB" if sub else "UNSUB"))
+        except BaseException as x:
+            if k.net.sock is s or k.net.sock is None:
+                e.abandon()
+                if isinstance(x, OSError):
+                    k.failed(x)
+                    k.failure = None
+            elif e.req_pid == pid:
+                e.abandon(False)             # (its connection is gone: no late answer either)
+            # Not on a connection made since: that is someone else's. Closed
+            # (k.failed) or its request table touched (abandon), the connect
+            # dialling it failed, or a request of its own (a resubscribe) took
+            # its own answer for a late one.
+            raise
+        code = k.result
+    finally:
+        if up:
+            k.up.remove(up)
+            if not k.up:
+                del k.up                 # (the link's dict as it was)
+            e.req_pid = 0 if up[2] >= 0 else up[0]     # (the engine's awaited request, public)
+            e.req_kind = up[1]
+            k.result = up[2]
     if sub:
         if code >= 0x80:
             from .reasons import text
@@ -230,5 +247,11 @@ def ack(c, kind, n):
     code = rx[off] if count else 0
     if count and code not in (_RC_UNSUB if kind == _UNSUBACK else _RC_SUB if c.v5 else _RC_SUB4):
         fail("reason code 0x%02x not allowed here" % code, 0x82)
+    pid = u16(rx, 0)
+    for up in getattr(k, "up", ()):
+        if up[0] == pid and up[1] == kind:
+            up[2] = code                 # the answer to a request the one awaited interrupted
+            k.result = -1
+            return
     # (False: the late answer to a request abandoned; the one awaited is still to come)
-    k.result = code if c.engine.answer(kind, u16(rx, 0)) else -1
+    k.result = code if c.engine.answer(kind, pid) else -1
