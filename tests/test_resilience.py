@@ -12,6 +12,7 @@ from conftest import DRAINED, ROOT, MP_HELPERS, log_size, run_mp, spawn_mp, wait
 
 sys.path.insert(0, str(ROOT / "tools"))
 from faultproxy import FaultProxy  # noqa: E402
+from fakebroker import FakeBroker, connack  # noqa: E402
 
 SOAK = os.environ.get("SOAK") == "1"
 DROPS = 120 if SOAK else 25
@@ -317,6 +318,77 @@ for days in (1, 7):
 """)
     waits = [int(line.split("in ")[1].split()[0]) for line in r.stdout.splitlines() if line.startswith("after")]
     assert len(waits) == 2 and all(w <= 250 for w in waits), r.stdout
+
+
+WEEK_TICKS = r"""
+import time
+from durable_mqtt import robust
+P = 1 << 30                            # a board's ticks period
+class Ticks:                           # the board's ticks for robust.py: real time, `off` later
+    off = 0
+    @staticmethod
+    def ticks_ms():
+        return (time.ticks_ms() + Ticks.off) % P
+    @staticmethod
+    def ticks_add(a, d):
+        return (a + d) % P
+    @staticmethod
+    def ticks_diff(a, b):
+        d = (a - b) & (P - 1)
+        return d - P if d >= P // 2 else d
+    sleep_ms = time.sleep_ms
+robust.time = Ticks
+WEEK = 7 * 86400000
+"""
+
+
+def test_a_connection_asked_to_end_after_a_week_up_is_made_again_at_once(broker):
+    """The next attempt's time (_next_try) was set only when a link dropped.
+    A link that ended as asked for, after lasting longer than half the
+    board's ticks period (6.2 days), left the last drop's time in place,
+    and ticks_diff() read it as days ahead: after a week up, connect()
+    while connected that fails ("poll() then tries again at once",
+    docs/resilience.md) left poll() waiting 468,941,818 ms (5.4 days), and
+    an AsyncClient's disconnect() then connect() waited as long. The
+    board's ticks are simulated for robust.py (the link's are real)."""
+    fb = FakeBroker([("send", connack(4))],
+                    [("close",)],
+                    [("send", connack(4, sp=1)), ("sleep", 0.5)])
+    r = run_mp(WEEK_TICKS + r"""
+from durable_mqtt.robust import RobustClient
+c = RobustClient("week", "127.0.0.1", %d, timeout_ms=1500, backoff_ms=(3000, 3000))
+c.connect()
+Ticks.off += WEEK
+try:
+    c.connect()
+except OSError as x:
+    print("second connect raised", type(x).__name__)
+print("next try in", c.offline(), "ms")
+t0 = time.ticks_ms()
+while not c.is_connected() and time.ticks_diff(time.ticks_ms(), t0) < 2000:
+    c.poll(50)
+print("robust connected", c.is_connected())
+""" % fb.port)
+    fb.join()
+    assert "second connect raised PeerClosed" in r.stdout, r.stdout
+    assert "next try in 0 ms" in r.stdout and "robust connected True" in r.stdout, r.stdout
+    r = run_mp(WEEK_TICKS + r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+async def main():
+    a = AsyncClient("week-aio", "127.0.0.1", %d, timeout_ms=1500, backoff_ms=(3000, 3000))
+    await a.connect(timeout_ms=2000)
+    Ticks.off += WEEK
+    await a.disconnect()
+    try:
+        await a.connect(timeout_ms=2000)
+        print("aio connected", a.client.is_connected())
+    except OSError as x:
+        print("aio", repr(x))
+    await a.disconnect()
+asyncio.run(main())
+""" % broker.port)
+    assert "aio connected True" in r.stdout, r.stdout
 
 
 def test_an_async_network_link_is_refused_by_the_blocking_client(broker):

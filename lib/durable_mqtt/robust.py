@@ -89,7 +89,7 @@ class RobustClient(MQTTClient):
             # raises it; it was reported later as well, as a drop ("link
             # dropped while sending": on_down, link_downs) with a backoff
             # before poll() tried again.
-            self._up = False
+            self._asked()
         sp = self.run(self.connecting(clean_session, timeout_ms))
         self._up = True               # a drop from here on is reported (on_down)
         self._up_at = time.ticks_ms()
@@ -99,7 +99,7 @@ class RobustClient(MQTTClient):
 
     def disconnect(self, session_expiry=None):
         # Asked for, not a drop: no on_down, not counted in link_downs.
-        self._up = False
+        self._asked()
         super().disconnect(session_expiry)
 
     def drop_link(self):
@@ -107,9 +107,19 @@ class RobustClient(MQTTClient):
         # publishes the will), as asked for: not a drop either. The session
         # stays; the next connect() resumes it. (AsyncClient: a disconnect()
         # cancelled before its DISCONNECT could go.)
-        self._up = False
+        self._asked()
         if self.conn is not None:
             self.conn.drop()
+
+    def _asked(self):
+        # The link ends as asked for: the next attempt may come at once.
+        # (The last drop's _next_try may be days old: past half the ticks
+        # period, 6.2 days on a board, ticks_diff() read it as days ahead.)
+        # Not when down already (an on_down that disconnects): the
+        # backoff that drop set stays.
+        if self._up:
+            self._up = False
+            self._next_try = time.ticks_ms()
 
     # ------------------------------------------------------------ the loop
     def poll(self, timeout_ms=0):
