@@ -473,6 +473,41 @@ print("connected", c.is_connected(), "error", type(c.last_error).__name__, "pend
     assert "bad filter refused" in r.stdout and "connected True error PacketTooLarge pending 0" in r.stdout, r.stdout
 
 
+def test_robust_a_pending_subscription_refused_on_a_reconnect_stays_in_last_error():
+    # A subscription made while down that the broker refuses is dropped and
+    # "reported in last_error" (api.md). Made by poll()'s reconnect, the
+    # report was wiped at once: link_up() cleared last_error after the
+    # pending subscriptions were made, and poll() showed None. connect()
+    # on its side left the last failed attempt's error in place on a link
+    # that had come up. Now the error is cleared when the link comes up,
+    # before the pending subscriptions: both keep a refusal, neither a
+    # stale failure.
+    fb = FakeBroker([("close",)],
+                    [("send", connack(4)), ("recv",), suback_to(1, 0x80), ("sleep", 0.5)],
+                    [("close",)],
+                    [("send", connack(4, sp=1)), ("sleep", 0.5)])
+    r = run_mp(r"""
+import time
+from durable_mqtt.robust import RobustClient
+c = RobustClient("refused-sub", "127.0.0.1", %d, keepalive=30, timeout_ms=1500, backoff_ms=(50, 50))
+print("while down", c.subscribe("a/b", 1))
+t0 = time.ticks_ms()
+while not c.poll(20) and time.ticks_diff(time.ticks_ms(), t0) < 3000:
+    pass
+print("poll connected", c.is_connected(), "error", type(c.last_error).__name__, "pending", len(c._pending_subs),
+      "failures", c.connect_failures)
+c.drop_link()
+time.sleep_ms(200)
+print("poll", c.poll(0), "error", type(c.last_error).__name__)
+c.connect()
+print("connect connected", c.is_connected(), "error", type(c.last_error).__name__)
+""" % fb.port)
+    fb.join()
+    assert "poll connected True error ConnectRefused pending 0 failures 1" in r.stdout, r.stdout
+    assert "poll False error PeerClosed" in r.stdout, r.stdout
+    assert "connect connected True error NoneType" in r.stdout, r.stdout
+
+
 @pytest.mark.parametrize("v", [4, 5])
 def test_a_power_cut_before_a_lost_sessions_checkpoint_still_owes_the_subscriptions(v):
     # The broker lost the session (Session Present 0) and made a new, empty

@@ -228,6 +228,9 @@ class RobustClient(MQTTClient):
 
     def _subscribe_pending(self):
         # The subscriptions made while down, as steps (after any connect).
+        # The link is up: the last failure is over (cleared here, not after
+        # these, which report a refusal in last_error).
+        self.last_error = None
         while self._pending_subs:
             topic, qos, kw = self._pending_subs[0]
             try:
@@ -254,7 +257,6 @@ class RobustClient(MQTTClient):
         # link_down).
         self._up = True
         self._up_at = time.ticks_ms()
-        self.last_error = None
         if self.on_up:
             self.on_up(self)
 
