@@ -360,6 +360,37 @@ c.disconnect()
     assert "fresh False" in r.stdout and "'resubscribed': 1" in r.stdout, r.stdout
 
 
+@pytest.mark.parametrize("v", [4, 5])
+def test_robust_connect_fresh_is_a_connect_of_its_own(v):
+    # RobustClient.connect_fresh() was MQTTClient's: the subscription made
+    # while down stayed pending on the live link (made only after some
+    # later drop), and the client did not know its link was up, so the
+    # broker closing it was no drop: no on_down, link_downs 0. Now it is
+    # RobustClient.connect() with a fresh start: the pending subscription is
+    # made on the persistent connection, and its loss is reported.
+    legs = [[("send", connack(4))]] if v == 4 else []      # 3.1.1: the clean leg first
+    fb = FakeBroker(*legs + [[("send", connack(v)), ("recv",), suback_to(1, v=v), ("sleep", 0.3), ("close",)],
+                             [("send", connack(v, sp=1)), ("sleep", 0.5)]], io_timeout=3)
+    r = run_mp(r"""
+import time
+from durable_mqtt.robust import RobustClient
+downs = []
+c = RobustClient("fresh-pend", "127.0.0.1", %d, version=%d, keepalive=30, timeout_ms=1500,
+                 backoff_ms=(100, 100), on_down=lambda c, x: downs.append(type(x).__name__))
+print("while down", c.subscribe("a/b", 1))
+print("fresh", c.connect_fresh())
+print("pending", len(c._pending_subs), "subs", len(c.engine.subs))
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 1000:
+    c.poll(50)
+print("downs", downs, "link_downs", c.link_downs, "connected", c.is_connected())
+""" % (fb.port, v))
+    fb.join()
+    assert "fresh False" in r.stdout and "pending 0 subs 1" in r.stdout, (r.stdout, fb.conns)
+    assert "downs ['PeerClosed'] link_downs 1 connected True" in r.stdout, r.stdout
+    assert [f for f, _ in fb.conns[len(legs)][1:]][:1] == [0x82], fb.conns     # SUBSCRIBE on the fresh link
+
+
 def test_a_link_closed_at_once_after_connack_backs_off():
     # A broker that closes each connection right after its CONNACK (two
     # devices with one client id take the session from each other; a policy

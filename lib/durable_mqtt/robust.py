@@ -83,6 +83,15 @@ class RobustClient(MQTTClient):
         self.connect_failures = 0
 
     def connect(self, clean_session=None, timeout_ms=None):
+        return self._open(self.connecting(clean_session, timeout_ms))
+
+    def connect_fresh(self, timeout_ms=None):
+        # MQTTClient's, as a connect of this client's: the subscriptions
+        # made while down are made, a drop after it is reported.
+        return self._open(self.connecting(True, timeout_ms, None, 0, True))
+
+    def _open(self, steps):
+        # (steps: not begun yet, so the old connection is still up here)
         if self.is_connected():
             # The old connection ends as disconnect() ends it (connect.py):
             # asked for, not a drop. Should the new one fail, this call
@@ -90,7 +99,7 @@ class RobustClient(MQTTClient):
             # dropped while sending": on_down, link_downs) with a backoff
             # before poll() tried again.
             self._asked()
-        sp = self.run(self.connecting(clean_session, timeout_ms))
+        sp = self.run(steps)
         self._up = True               # a drop from here on is reported (on_down)
         self._up_at = time.ticks_ms()
         self.run(self._subscribe_pending())
