@@ -504,6 +504,37 @@ print("connected", c.is_connected(), "error", type(c.last_error).__name__, "pend
     assert "bad filter refused" in r.stdout and "connected True error PacketTooLarge pending 0" in r.stdout, r.stdout
 
 
+def test_robust_an_on_down_that_raises_loses_no_subscription():
+    # subscribe() whose link drops before the SUBACK keeps the subscription
+    # for the next connect, and reports the drop (on_down). It called
+    # on_down first: an on_down that raised took the subscription with it,
+    # neither made nor pending. The application's exception still comes out
+    # of subscribe(), once the subscription is kept.
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("close",)],
+                    [("send", connack(4, sp=1)), ("recv",), suback_to(1), ("sleep", 0.5)])
+    r = run_mp(r"""
+import time
+from durable_mqtt.robust import RobustClient
+def down(c, x):
+    raise RuntimeError("on_down")
+c = RobustClient("down-raises", "127.0.0.1", %d, keepalive=30, timeout_ms=1500, backoff_ms=(50, 50),
+                 on_down=down)
+c.connect()
+try:
+    print("subscribe returned", c.subscribe("a/b", 1))
+except RuntimeError as x:
+    print("subscribe raised", x)
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 1000:
+    c.poll(50)
+print("subs", c.engine.subs, "link_downs", c.link_downs)
+""" % fb.port)
+    fb.join()
+    assert "subscribe raised on_down" in r.stdout, r.stdout
+    assert "subs [(b'a/b', 1, 0)] link_downs 1" in r.stdout, (r.stdout, fb.conns)
+    assert [f for f, _ in fb.conns[1][1:]][:1] == [0x82], fb.conns          # SUBSCRIBE on the next link
+
+
 def test_robust_a_pending_subscription_refused_on_a_reconnect_stays_in_last_error():
     # A subscription made while down that the broker refuses is dropped and
     # "reported in last_error" (api.md). Made by poll()'s reconnect, the

@@ -182,16 +182,19 @@ class RobustClient(MQTTClient):
         # Subscribes now when up; when down, remembers the subscription and
         # makes it after the next connect (returns None then). A refusal by
         # the broker still raises.
+        x = None
         if self.is_connected():
             try:
                 return super().subscribe(topic, qos, **kw)
-            except OSError as x:
+            except OSError as e:
                 if self.is_connected():  # the broker refused: not a link problem
                     raise
-                self.link_down(x)
+                x = e
         from .request import check_filter
         check_filter(self.subscription(topic, qos, **kw)[0], self.v5)   # a bad one raises now, not at a reconnect
         self._pending_subs.append((topic, qos, kw))
+        if x is not None:
+            self.link_down(x)            # kept first: an on_down that raises loses no subscription
         return None
 
     # ------------------------------------------------------------ for the front ends
