@@ -391,6 +391,25 @@ print("downs", downs, "link_downs", c.link_downs, "connected", c.is_connected())
     assert [f for f, _ in fb.conns[len(legs)][1:]][:1] == [0x82], fb.conns     # SUBSCRIBE on the fresh link
 
 
+def test_robust_connect_uses_the_first_of_servers():
+    # RobustClient(servers=[...]): "brokers to use in turn". Its own
+    # connect() went to the constructor's `server` and `port` instead,
+    # which the list replaces (tests pass "unused"): here 127.0.0.1:1883,
+    # no broker there, while the one broker of servers waited.
+    fb = FakeBroker([("send", connack(4)), ("sleep", 0.3)])
+    r = run_mp(r"""
+from durable_mqtt.robust import RobustClient
+c = RobustClient("first-of", "127.0.0.1", 0, servers=[("127.0.0.1", %d)], keepalive=30, timeout_ms=1500)
+try:
+    c.connect()
+    print("connected", c.is_connected(), c.port == %d)
+except OSError as x:
+    print("connect raised", x)
+""" % (fb.port, fb.port))
+    fb.join()
+    assert "connected True True" in r.stdout, r.stdout
+
+
 def test_a_link_closed_at_once_after_connack_backs_off():
     # A broker that closes each connection right after its CONNACK (two
     # devices with one client id take the session from each other; a policy

@@ -65,6 +65,7 @@ class RobustClient(MQTTClient):
         p = self.port                 # `port`, or its default (1883, 8883 with ssl)
         self.servers = [(s[0], s[1] or p) if isinstance(s, tuple) else (s, p)
                         for s in servers or ((server, port),)]
+        self.server, self.port = self.servers[0]     # connect()'s, until poll() takes turns
         self.link = link
         self.backoff_min, self.backoff_max = backoff_ms
         self.on_up = on_up
