@@ -765,3 +765,43 @@ print("reconnected", c.is_connected())
     assert "dropped True" in r.stdout, r.stdout
     assert "poll returned False MemoryError" in r.stdout, r.stdout
     assert "reconnected True" in r.stdout, r.stdout
+
+
+def test_robust_poll_raises_the_callbacks_own_oserror(broker):
+    # api.md: an exception of the message callback comes out of check_msg()
+    # / wait_msg() whatever its type. RobustClient.poll() took an OSError
+    # out of them with the link up for an oversize PUBLISH it dropped, and
+    # kept it in last_error: a callback's own OSError (its file, its
+    # socket) was swallowed there, never seen by the application.
+    r = run_mp(r"""
+from durable_mqtt.robust import RobustClient
+from durable_mqtt import MQTTClient
+c = RobustClient("cb-oserror", "127.0.0.1", %d, keepalive=30, buf_size=128)
+def cb(t, m, r, q):
+    if m == b"app":
+        raise OSError(5, "the application's")
+c.set_callback(cb)
+c.connect()
+c.subscribe("cb/x", 1)
+p = MQTTClient("cb-oserror-pub", "127.0.0.1", c.port)
+p.connect()
+p.publish("cb/x", b"big" * 100, False, 1)     # 300 bytes: dropped, the link stays up
+p.publish("cb/x", b"app", False, 1)
+p.disconnect()
+seen = []
+for i in range(40):
+    try:
+        c.poll(50)
+    except OSError as x:
+        seen.append(("raised", x.args[0]))
+    if c.last_error is not None:
+        seen.append(("last_error", type(c.last_error).__name__))
+        c.last_error = None
+    if ("raised", 5) in seen:
+        break
+print("SEEN", seen, "UP", c.is_connected())
+c.disconnect()
+""" % broker.port, timeout=30)
+    assert "('raised', 5)" in r.stdout, r.stdout
+    assert "('last_error', 'PacketTooLarge')" in r.stdout, r.stdout
+    assert "UP True" in r.stdout, r.stdout

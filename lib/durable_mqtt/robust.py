@@ -160,10 +160,12 @@ class RobustClient(MQTTClient):
             else:
                 self.check_msg()
         except OSError as x:
-            if self.is_connected():
-                self.last_error = x      # reported with the link up (an oversize PUBLISH dropped)
-            else:
+            if not self.is_connected():
                 self.link_down(x)
+            elif isinstance(x, PacketTooLarge):
+                self.last_error = x      # an oversize PUBLISH dropped, the link up
+            else:
+                raise                    # the message callback's own (api.md: whatever its type)
         return self.is_connected()
 
     def loop_forever(self, step_ms=1000):
