@@ -805,3 +805,27 @@ c.disconnect()
     assert "('raised', 5)" in r.stdout, r.stdout
     assert "('last_error', 'PacketTooLarge')" in r.stdout, r.stdout
     assert "UP True" in r.stdout, r.stdout
+
+
+def test_robust_a_broker_that_closes_after_every_connack_hands_over_to_the_next_of_servers():
+    # A broker that takes the CONNECT and closes at once, every time (a
+    # policy, a node going down): the close meets the attempt itself (the
+    # resend after CONNACK, or the first read), a failed attempt, and the
+    # turn passes to the next of servers, which keeps the link.
+    bad = FakeBroker(*[[("send", connack(4)), ("close",)]] * 6)
+    good = FakeBroker([("send", connack(4)), ("sleep", 2.5)])
+    r = run_mp(r"""
+import time
+from durable_mqtt.robust import RobustClient
+c = RobustClient("turns", "127.0.0.1", 0, keepalive=30, timeout_ms=1000, backoff_ms=(50, 200),
+                 servers=[("127.0.0.1", %d), ("127.0.0.1", %d)])
+c.connect()
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 5000:
+    c.poll(20)
+    if c.is_connected() and c.port == %d:
+        break
+print("ON", c.port == %d, "UP", c.is_connected())
+c.close()
+""" % (bad.port, good.port, good.port, good.port), timeout=30)
+    assert "ON True UP True" in r.stdout, r.stdout
