@@ -26,19 +26,35 @@ from durable_mqtt import QueueFull
 from durable_mqtt.robust import RobustClient
 
 
-def load(path, default=None):
+def load(path, optional=False):
+    # A JSON object from path; a missing optional file is {}. A fault stops
+    # main() with a sentence that names the file (not "ENOENT" or "syntax
+    # error in JSON"), and a malformed file is never taken for a missing one.
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        if default is None:
-            raise
-        return default
+        f = open(path)
+    except OSError:
+        if optional:
+            return {}
+        raise ValueError("%s: not found beside main.py (make deploy copies it)" % path)
+    with f:
+        try:
+            d = json.load(f)
+        except ValueError:
+            raise ValueError("%s: not valid JSON (a missing comma, quote or brace?)" % path)
+    if not isinstance(d, dict):
+        raise ValueError("%s: a JSON object {...} expected, not %s" % (path, type(d).__name__))
+    return d
 
 
 def main(config="config.json", secrets="secrets.json"):
     cfg = load(config)
-    cfg.update(load(secrets, {}))
+    cfg.update(load(secrets, True))
+    for key in ("client_id", "broker", "topic_base"):
+        if not isinstance(cfg.get(key), str) or not cfg[key]:
+            raise ValueError("%s: \"%s\" missing or not a string" % (config, key))
+    interval = cfg.get("interval_ms", 1000)
+    if type(interval) is not int:
+        raise ValueError("%s: interval_ms must be a whole number of ms, not %r" % (config, interval))
     if hasattr(profile, "setup"):             # the simulated board mounts its flash image
         link = profile.setup(**cfg.get("sim", {}))
     else:
@@ -49,7 +65,9 @@ def main(config="config.json", secrets="secrets.json"):
         link = WLANLink(cfg["wifi_ssid"], cfg.get("wifi_password"), cfg.get("hostname"))
     boot = next_boot(profile.SESSION_PATH.rsplit("/", 1)[0] + "/boot_count")
     base = cfg["topic_base"]
-    state = {"interval": cfg.get("interval_ms", 1000), "run": True}
+    # 10 ms to a day, as the interval= command takes it (ticks_add() takes
+    # less than 2**29 ms on a board)
+    state = {"interval": max(10, min(interval, 86400000)), "run": True}
     trace = open(cfg["trace"], "a") if cfg.get("trace") else None   # simulation only
 
     def on_message(topic, msg, retained, qos):

@@ -409,3 +409,63 @@ def test_deployed_firmware_waits_for_a_broker_that_is_not_up_yet(tmp_path):
             dev.wait(5)
         if broker:
             broker.stop()
+
+
+def _boot_with(tmp_path, name, config, secrets, board="esp32", timeout=10):
+    """The deployed firmware booted once with this config.json and
+    secrets.json on the board (a dict is written as JSON, a str as is,
+    None: no such file); returns (exit status, output)."""
+    root = tmp_path / name
+    lay_out(board, None, None, root)
+    for fname, content in (("config.json", config), ("secrets.json", secrets)):
+        path = root / fname
+        if content is None:
+            if path.exists():
+                path.unlink()
+        else:
+            path.write_text(content if isinstance(content, str) else json.dumps(content))
+    dev = power_on(root, board, tmp_path)
+    try:
+        out = dev.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        dev.kill()
+        out = dev.communicate(timeout=5)[0] + "\n[still running]"
+    return dev.returncode, out
+
+
+def test_firmware_says_which_config_file_is_wrong_and_how(tmp_path):
+    """config.json or secrets.json missing, malformed, or of the wrong
+    shape: main.py stops at once with a sentence naming the file and the
+    fault. It said "OSError: [Errno 2] ENOENT" or "syntax error in JSON"
+    (no file named), died in `cfg.update` on a JSON list, took a
+    malformed secrets.json for none at all ("no wifi_ssid: put
+    secrets.json ... beside main.py", with the file right there; on the
+    unix board it ran on without the broker credentials), and an
+    interval_ms of "1000" passed the boot and killed the main loop with
+    "can't convert str to int"."""
+    cfg = json.loads((ROOT / "firmware" / "config.json").read_text())
+    cfg.update(broker="127.0.0.1", port=1, timeout_ms=300)
+    good = {"wifi_ssid": "test-ssid", "wifi_password": "pw"}
+    cases = [
+        ("no-config", None, good, "config.json", "not found"),
+        ("bad-config", '{"broker": "10.0.0.2",', good, "config.json", "not valid JSON"),
+        ("list-config", "[1, 2]", good, "config.json", "a JSON object"),
+        ("bad-secrets", json.dumps(cfg), '{"wifi_ssid": "test-ssid", "wifi_password": "pw"', "secrets.json",
+         "not valid JSON"),
+        ("list-secrets", json.dumps(cfg), "[]", "secrets.json", "a JSON object"),
+        ("str-interval", dict(cfg, interval_ms="1000"), good, "interval_ms", "whole number"),
+        ("no-broker", {k: v for k, v in cfg.items() if k != "broker"}, good, "broker", "missing"),
+    ]
+    for name, config, secrets, what, fault in cases:
+        rc, out = _boot_with(tmp_path, name, config, secrets, timeout=10)
+        last = out.strip().splitlines()[-1] if out.strip() else ""
+        assert rc != 0 and what in last and fault in last, (name, out)
+        assert "BOOT " not in out, (name, out)         # before the boot counter and the client
+    # secrets.json absent stays the clear message it was.
+    rc, out = _boot_with(tmp_path, "no-secrets", json.dumps(cfg), None)
+    assert rc != 0 and "no wifi_ssid" in out and "secrets.example.json" in out, out
+    # The unix board needs no Wi-Fi, but a malformed secrets.json is still one.
+    rc, out = _boot_with(tmp_path, "unix-bad-secrets", json.dumps(dict(cfg, sim={"image": "/flash.img"})),
+                         '{"mqtt_user": "u",', board="unix")
+    assert rc != 0 and "secrets.json" in out and "not valid JSON" in out, out
+
