@@ -17,6 +17,11 @@
 # B counts resets (one flash write per boot), S counts messages within a
 # boot, so (B, S) names every message ever accepted; a receiver can tell a
 # QoS 1 repeat from a new message.
+#
+# On the console: BOOT (what was restored), STATS once a second, CMD for
+# each command, REFUSED when the outbox is full, and ERROR with the reason
+# whenever a connect attempt or the link fails (a refused login, no Wi-Fi,
+# no broker).
 import json
 import sys
 import time
@@ -99,6 +104,7 @@ def main(config="config.json", secrets="secrets.json"):
     seq = 0
     t_next = time.ticks_ms()
     t_stats = t_next
+    shown = None                              # the last failure printed
     while state["run"]:
         now = time.ticks_ms()
         if time.ticks_diff(now, t_next) >= 0:
@@ -112,6 +118,10 @@ def main(config="config.json", secrets="secrets.json"):
             except QueueFull as e:             # offline too long: the outbox is full
                 print("REFUSED", e.args[1])
         c.poll(min(50, max(1, time.ticks_diff(t_next, time.ticks_ms()))))
+        if c.last_error is not shown:         # why the broker is not reached: a refused
+            shown = c.last_error              # login, no Wi-Fi, no broker (once a failure)
+            if shown is not None:
+                print("ERROR", repr(shown))
         if time.ticks_diff(now, t_stats) >= 1000:
             t_stats = now
             report(c, boot, seq)

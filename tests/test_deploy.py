@@ -469,3 +469,29 @@ def test_firmware_says_which_config_file_is_wrong_and_how(tmp_path):
                          '{"mqtt_user": "u",', board="unix")
     assert rc != 0 and "secrets.json" in out and "not valid JSON" in out, out
 
+
+def test_firmware_says_why_the_broker_is_not_reached_and_backs_off(tmp_path):
+    """A broker that refuses the credentials: the firmware says so (it
+    printed STATS lines whose connect_failures grew, never the refusal,
+    so a wrong password looked like a network fault), and retries with a
+    growing delay instead of hammering the broker."""
+    from testbroker import Broker
+    broker = Broker(tmp_path / "broker", extra_conf="password_file %s\n" % (tmp_path / "passwd"))
+    (tmp_path / "passwd").write_text("")                 # no user: every login refused
+    broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    broker.start()
+    try:
+        cfg = json.loads((ROOT / "firmware" / "config.json").read_text())
+        cfg.update(broker="127.0.0.1", port=broker.port, client_id="bad-login", topic_base="boot/bad-login",
+                   interval_ms=200, timeout_ms=1000)
+        secrets = {"wifi_ssid": "test-ssid", "wifi_password": "pw", "mqtt_user": "dev", "mqtt_password": "wrong"}
+        rc, out = _boot_with(tmp_path, "board", json.dumps(cfg), secrets, timeout=6)
+        log = broker.log_text()
+    finally:
+        broker.stop()
+    assert "[still running]" in out, out                # it keeps publishing into the outbox meanwhile
+    errors = [x for x in out.splitlines() if x.startswith("ERROR ")]
+    assert errors and all("not authorized" in x for x in errors), out
+    # 250 ms doubling: 0, 0.25, 0.75, 1.75, 3.75 s in 6 s (jittered down to half).
+    attempts = log.count("New connection from")
+    assert 3 <= attempts <= 8, log
