@@ -648,3 +648,44 @@ def test_blank_and_wrong_geometry_ring(tmp_path):
     assert rc == 1
     rc, doc = inspect_json("--ring", "--block-size", "4096", "--num-blocks", "4", img)
     assert rc == 0 and len(doc["outgoing"]) == 2
+
+
+def test_a_log_file_beside_a_directory_without_header_is_what_a_boot_restores(session_file, tmp_path):
+    """A 0.1.0 session file PATH beside a PATH.d that has no header yet (the
+    first boot of 0.2.0 cut while it moved the file into the directory: the
+    slots are written first, "h" last): a boot restores the file's messages
+    (load.py reads PATH when PATH.d holds no session). The inspector said
+    "UNUSABLE: no session in PATH.d", exit 1, for a session the next boot
+    restores whole."""
+    import shutil
+    path = tmp_path / "session.dmq"
+    shutil.copyfile(session_file, path)
+    (tmp_path / "session.dmq.d").mkdir()
+    # What the library restores from there (on a copy: a boot rewrites it).
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copyfile(path, copy / "session.dmq")
+    (copy / "session.dmq.d").mkdir()
+    boot = run_mp(r"""
+import sys
+from durable_mqtt import load
+from durable_mqtt.session import Session
+e = Session(False, b"sensor-7", 40, 32, 8192, 64, 16, 1024)
+load.open_journal(sys.argv[1], e, None, 0, lambda ev, info: print("EVENT", ev))
+print("PIDS", *[e.pid[e.index(k)] for k in range(e.count) if e.slot(k)])
+""", args=[str(copy / "session.dmq")]).stdout
+    assert "PIDS 1 2 3" in boot and "EVENT" not in boot, boot
+    for arg in (path, tmp_path / "session.dmq.d"):
+        rc, doc = inspect_json(arg)
+        assert rc == 0, doc
+        assert [m["pid"] for m in doc["outgoing"]] == [1, 2, 3]
+        assert any(d["kind"] == "log_file_beside" for d in doc["diagnostics"]), doc["diagnostics"]
+        rc, text, err = inspect(arg)
+        assert rc == 0 and "result: valid" in text and "plant/line1/blob" in text, text + err
+    # A header in the directory wins over the file, as at a boot.
+    run_mp(PUBLISH_FEW, args=[str(tmp_path / "other"), "dir"])
+    shutil.rmtree(tmp_path / "session.dmq.d")
+    shutil.copytree(tmp_path / "other.d", tmp_path / "session.dmq.d")
+    rc, doc = inspect_json(path)
+    assert rc == 0 and doc["source"]["mode"] == "directory"
+    assert not any(d["kind"] == "log_file_beside" for d in doc["diagnostics"])

@@ -404,18 +404,10 @@ def parse_session(data, diag):
     return s
 
 
-def read_dir(path, diag, info):
-    """A session directory (filestore.py) read as load.py reads it: "h" is
-    the header and subscriptions (a record stream); "i0" and "i1" each a
-    sequence number (u32) and one IN_LIST record, the newer intact one
-    counting; each slot file a sequence number and one OUT_PUB or OUT_REL
-    record, CRCs covering the number too. The messages in sequence order (an
-    OUT_REL wins over the OUT_PUB of the same number); empty slots are free;
-    a damaged slot, or an older copy of a packet id, is reported (the library
-    empties such slots at boot)."""
+def dir_header(path, diag=None):
+    """The header stream of session directory `path` as load.py finds it:
+    "h", or without it a whole "h.tmp"; b"" when there is none."""
     import os
-    names = sorted(os.listdir(path))
-    info.update(path=path, files=names, slots=[])
     try:
         with open(os.path.join(path, "h"), "rb") as f:
             head = f.read()
@@ -429,10 +421,37 @@ def read_dir(path, diag, info):
                 tmp = f.read()
             if tmp and not parse_session(tmp, Diag()).torn:
                 head = tmp
-                diag.add("info", "header_in_tmp", "no \"h\" but a whole \"h.tmp\" (a checkpoint cut before its "
-                         "rename completed): the library renames it to \"h\" and reads it")
+                if diag is not None:
+                    diag.add("info", "header_in_tmp", "no \"h\" but a whole \"h.tmp\" (a checkpoint cut before "
+                             "its rename completed): the library renames it to \"h\" and reads it")
         except (OSError, Unreadable):
             pass
+    return head
+
+
+def log_file_beside(d):
+    """The session file PATH of the older log layout beside directory
+    d = PATH.d, when d holds no header: a boot then restores PATH (load.py,
+    a move into the directory cut before its header was written)."""
+    import os
+    if not d.endswith(".d") or not os.path.isfile(d[:-2]) or dir_header(d):
+        return None
+    return d[:-2]
+
+
+def read_dir(path, diag, info):
+    """A session directory (filestore.py) read as load.py reads it: "h" is
+    the header and subscriptions (a record stream); "i0" and "i1" each a
+    sequence number (u32) and one IN_LIST record, the newer intact one
+    counting; each slot file a sequence number and one OUT_PUB or OUT_REL
+    record, CRCs covering the number too. The messages in sequence order (an
+    OUT_REL wins over the OUT_PUB of the same number); empty slots are free;
+    a damaged slot, or an older copy of a packet id, is reported (the library
+    empties such slots at boot)."""
+    import os
+    names = sorted(os.listdir(path))
+    info.update(path=path, files=names, slots=[])
+    head = dir_header(path, diag)
     if not head:
         diag.add("error", "no_header", "no header file \"h\" (or it is empty): the directory holds no session; "
                  "the library empties its slots at boot")
@@ -1025,6 +1044,13 @@ def main(argv=None):
     try:
         import os
         d = a.file if os.path.isdir(a.file) else a.file + ".d" if os.path.isdir(a.file + ".d") else None
+        old = log_file_beside(os.path.normpath(d)) if d and not a.ring else None
+        if old:
+            diag.add("info", "log_file_beside", "%s holds no session header, and beside it is %s, a session file "
+                     "of the older log layout: a boot restores that file (and moves it into the directory); "
+                     "it is read here" % (d, old))
+            src["path"] = a.file = old
+            d = None
         if d and not a.ring:
             src["mode"] = "directory"
             src["directory"] = {}
