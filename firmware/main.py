@@ -67,7 +67,8 @@ def main(config="config.json", secrets="secrets.json"):
         if not cfg.get("wifi_ssid"):
             raise ValueError("no wifi_ssid: put secrets.json (see secrets.example.json) beside main.py, "
                              "e.g. make deploy DEPLOY_ARGS=--with-secrets")
-        link = WLANLink(cfg["wifi_ssid"], cfg.get("wifi_password"), cfg.get("hostname"))
+        link = WLANLink(cfg["wifi_ssid"], cfg.get("wifi_password"), cfg.get("hostname"),
+                        getattr(profile, "WLAN_PM", None))    # the Pico W: power saving off
     boot = next_boot(profile.SESSION_PATH.rsplit("/", 1)[0] + "/boot_count")
     base = cfg["topic_base"]
     # 10 ms to a day, as the interval= command takes it (ticks_add() takes

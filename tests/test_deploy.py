@@ -495,3 +495,18 @@ def test_firmware_says_why_the_broker_is_not_reached_and_backs_off(tmp_path):
     # 250 ms doubling: 0, 0.25, 0.75, 1.75, 3.75 s in 6 s (jittered down to half).
     attempts = log.count("New connection from")
     assert 3 <= attempts <= 8, log
+
+
+def test_pico_w_firmware_turns_wifi_power_saving_off(tmp_path):
+    """The Pico W page and board README bring Wi-Fi up with
+    pm=network.WLAN.PM_NONE (power saving delays replies: "no PINGRESP"
+    timeouts); the deployed firmware left the CYW43's power saving on, as
+    WLANLink does without pm=. The rp2040 profile names the setting and
+    main.py hands it to WLANLink; the ESP32's stays as it was."""
+    cfg = json.loads((ROOT / "firmware" / "config.json").read_text())
+    cfg.update(broker="127.0.0.1", port=1, timeout_ms=300)
+    secrets = {"wifi_ssid": "test-ssid", "wifi_password": "pw"}
+    for board, want in (("rp2040", ["WLAN config pm=0xa11140"]), ("esp32", [])):
+        rc, out = _boot_with(tmp_path, board, json.dumps(cfg), secrets, board=board, timeout=3)
+        assert "WLAN connect test-ssid" in out, out
+        assert [x for x in out.splitlines() if x.startswith("WLAN config")] == want, (board, out)

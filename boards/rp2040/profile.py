@@ -20,6 +20,11 @@ PROFILE = {
 }
 
 SESSION_PATH = "/session.dmq"     # on the LittleFS mounted at /
+# Wi-Fi power management for WLANLink (firmware/main.py): power saving off
+# (the CYW43's default with its mode bits 0, the value of Raspberry Pi's
+# Pico W guide; the README's bring-up uses network.WLAN.PM_NONE to the same
+# end): power saving delays the broker's replies, PINGRESP timeouts.
+WLAN_PM = 0xA11140
 # A raw ring needs flash the filesystem does not use. Stock firmware gives
 # the whole storage area to the filesystem (rp2.Flash() is all of it), so
 # RING_START stays None (a file) unless your firmware mounts a smaller

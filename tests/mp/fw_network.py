@@ -51,6 +51,8 @@ class WLAN:
         return STAT_GOT_IP if self._up else STAT_IDLE
 
     def config(self, *param, **kw):
+        if "pm" in kw:
+            print("WLAN config pm=0x%x" % kw["pm"])
         return None
 
     def ifconfig(self, *config):
