@@ -126,11 +126,8 @@ class SlotJournal:
             # first (a full outbox: rare, so dirstate.py's).
             from .dirstate import make_room
             make_room(self, s)
-        self.pid[s] = pid
-        self.seq[s] = self.next
-        self.next = (self.next + 1) & 0x1FFFFFFF    # (modulo 2**29: session-format.md)
         n = e.len[i]
-        self._write(s, _R_OUT_PUB if n else _R_OUT_REL, self.seq[s], pid, e.arena, e.off[i], n)
+        self._write(s, _R_OUT_PUB if n else _R_OUT_REL, pid, e.arena, e.off[i], n)
 
     def records(self):
         # Slots holding a record that a reboot would read: messages held,
@@ -149,10 +146,7 @@ class SlotJournal:
         # until the OUT_REL is complete.
         pid = self.pid[s]
         r = self._free()
-        self.pid[r] = pid
-        self.seq[r] = self.next
-        self.next = (self.next + 1) & 0x1FFFFFFF    # (modulo 2**29: session-format.md)
-        self._write(r, _R_OUT_REL, self.seq[r], pid, None, 0, 0)
+        self._write(r, _R_OUT_REL, pid, None, 0, 0)
         self.pid[s] = 0
         self.stale[s] = 1
         self.nacks += 1
@@ -192,10 +186,13 @@ class SlotJournal:
             self.stale[s] = 0
             self.nacks -= 1
 
-    def _write(self, s, kind, seq, pid, buf, off, n):
-        # Slot s := seq, record (type kind, pid, buf[off:off+n]); one commit.
+    def _write(self, s, kind, pid, buf, off, n):
+        # Slot s := the next sequence number, record (type kind, pid,
+        # buf[off:off+n]); one commit. Slot s holds message pid only once
+        # the write succeeded: a write refused (StoreFull) leaves every
+        # table as it was, else each refusal took a slot for good.
         h = self.h
-        _put_seq(h, seq)
+        _put_seq(h, self.next)
         h[4] = kind
         put_u16(h, 5, n + 2)
         put_u16(h, 7, pid)
@@ -213,6 +210,9 @@ class SlotJournal:
         except OSError as x:
             raise_full(x)
         self.rewritten(s)
+        self.pid[s] = pid
+        self.seq[s] = self.next
+        self.next = (self.next + 1) & 0x1FFFFFFF    # (modulo 2**29: session-format.md)
         self.rel[s] = kind == _R_OUT_REL
         self.appends = (self.appends + 1) & 0x1FFFFFFF     # (a small int on a board: docs/api.md#stats)
         self.bytes_written = (self.bytes_written + n + 13) & 0x1FFFFFFF    # (docs/api.md#stats)

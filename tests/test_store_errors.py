@@ -1,0 +1,147 @@
+"""The stores' error paths that the power-cut sweeps do not reach: a
+filesystem full (ENOSPC) or read-only (EROFS) at each kind of write, and
+what follows once there is room again, without a reboot. docs/api.md's
+promise: a message publish() refused (StoreFull) leaves nothing behind in
+RAM, one it accepted is never lost, and a boot reports what it cannot do
+instead of raising. On a real LittleFS image (VfsLfs2 on the NOR flash
+test device, tests/mp/norflash.py, ESP32 mount) or the host filesystem.
+"""
+from conftest import run_mp
+
+LFS = r"""
+import os, vfs
+from norflash import NorFlash
+from durable_mqtt import MQTTClient, QueueFull, StoreFull
+P = 32
+def fresh(blocks=32):
+    dev = NorFlash(4096, blocks, prog_size=P)
+    vfs.VfsLfs2.mkfs(dev, progsize=P)
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+    return dev
+def boot(cid="dev", **kw):
+    ev = []
+    c = MQTTClient(cid, "127.0.0.1", 1, clean_session=False, session_file="/fl/s",
+                   event_callback=lambda e, i: ev.append((e, i)), **kw)
+    return c, ev
+def fill():
+    # Every free block taken by files fill0, fill1, ...: their count.
+    k = 0
+    for sz in (4096, 1024, 256, 64, 16, 1):
+        try:
+            while True:
+                with open("/fl/fill%d" % k, "wb") as f:
+                    f.write(bytes(sz))
+                k += 1
+        except OSError:
+            pass
+    return k
+def unfill(k):
+    for n in range(k):
+        os.remove("/fl/fill%d" % n)
+def payloads(c):
+    # The held messages' payloads, in resend order (the outbox, or a boot's).
+    e = c.engine
+    out = []
+    for k in range(e.count):
+        i = e.index(k)
+        out.append(bytes(e.arena[e.off[i] + e.len[i] - 3:e.off[i] + e.len[i]]))
+    return out
+BIG = bytes(200)              # (a slot file past the inline limit: it needs a block)
+"""
+
+
+def test_publishes_refused_by_a_full_filesystem_leave_no_slot_taken():
+    """A QoS 1 publish() the full filesystem refuses raised StoreFull, but
+    the slot it had chosen stayed marked in RAM as holding the refused
+    message's id: each refusal took one more slot. Once there was room
+    again publish() raised IndexError (the slot count past the tables), and
+    went on raising it, a checkpoint too, until a reboot: 0 of the 20
+    messages the outbox takes were accepted (before: a refusal past the
+    outbox's slot count already raised IndexError, not StoreFull)."""
+    r = run_mp(LFS + r"""
+fresh()
+c, ev = boot(max_inflight=4)
+q = c.engine.qos12
+k = fill()
+refused = other = 0
+for t in range(q + 2):                       # the application retries
+    try:
+        c.publish("t", BIG + b"x%02d" % t, qos=1)
+    except StoreFull:
+        refused += 1
+    except Exception as x:
+        other += 1
+print("refused", refused, "raised otherwise", other, "of", q + 2)
+assert c.pending() == 0
+unfill(k)
+got = []
+for t in range(q):
+    try:
+        c.publish("t", BIG + b"%03d" % t, qos=1)
+        got.append(b"%03d" % t)
+    except Exception as x:
+        print("after room came back:", repr(x))
+        assert type(x) is QueueFull, x            # the outbox full (outbox_bytes), not the store
+        break
+print("accepted", len(got))
+assert len(got) == 20, got                       # as many as a fresh client's outbox takes
+c.journal.checkpoint()
+c.close()
+c, ev = boot(max_inflight=4)
+print("boot", ev, len(payloads(c)))
+assert payloads(c) == got, (payloads(c), got)
+print("OK")
+""")
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout
+
+
+def test_a_batch_whose_write_fails_is_not_written_twice_when_retried():
+    """Batched mode: a due batch is written one slot per message; when the
+    filesystem refused one, the ones before it were written, but the batch
+    stayed whole, and each retry (every publish() while the batch was due)
+    wrote them again into one more slot each. Here 35 retries filled every
+    slot with copies of the first message, then publish() raised IndexError
+    and the client stayed broken until a reboot (after an acknowledgement
+    a copy left behind came back at the next boot)."""
+    r = run_mp(LFS + r"""
+import time
+fresh()
+c, ev = boot(max_inflight=4, persist_batch_ms=10)
+q = c.engine.qos12
+k = fill()
+c.publish("t", b"a01", qos=1)              # batched: accepted (a small slot file fits)
+c.publish("t", BIG + b"b02", qos=1)        # batched: accepted (its slot file will not)
+refused = other = 0
+for t in range(q):
+    time.sleep_ms(15)
+    try:
+        c.publish("t", b"c%02d" % t, qos=1)   # the batch is due: written first
+    except StoreFull:
+        refused += 1
+    except Exception as x:
+        import sys; sys.print_exception(x)
+        other += 1
+held = [p for p in c.journal.pid if p]
+print("refused", refused, "raised otherwise", other, "slots held", held)
+assert other == 0 and held == [1], held
+unfill(k)
+c.journal.flush()
+got = [b"a01", b"b02"]
+for t in range(q):
+    try:
+        c.publish("t", b"%03d" % t, qos=1)
+        got.append(b"%03d" % t)
+    except Exception as x:
+        print("after room came back:", repr(x))
+        assert type(x) is QueueFull, x
+        break
+c.journal.flush()
+print("accepted", len(got))
+c.close()
+c, ev = boot(max_inflight=4)
+assert ev == [] and payloads(c) == got and len(got) == q, (ev, payloads(c), got)
+print("OK")
+""")
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout
