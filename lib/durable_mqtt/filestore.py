@@ -99,7 +99,13 @@ class SlotJournal:
                 self.batch[self.nbatch] = pid
                 self.nbatch += 1
                 if self.nbatch == len(self.batch) or time.ticks_diff(time.ticks_ms(), self.batch_t0) >= self.batch_ms:
-                    self.flush()          # full, or the oldest has waited its time
+                    try:
+                        self.flush()      # full, or the oldest has waited its time
+                    except BaseException:
+                        if self.slot_of(pid) < 0:
+                            self.nbatch -= 1      # not written: refused (client.py takes it back)
+                            raise
+                        # (written: what failed is emptying a slot, tried again later)
                 return
             self.stored(e.rec_slot)
             return
@@ -268,6 +274,7 @@ class SlotJournal:
             i = e.find(pid, 0) if pid else -1
             if i >= 0:
                 self.stored(i)        # its OUT_PUB, or its OUT_REL when PUBREC came first
+            self.batch[k] = 0         # (written: a retry after a refused one skips it)
         self.nbatch = 0
         for first in (1, 0):          # guarded OUT_PUB slots before the OUT_REL they guard
             for s in range(self.made):
