@@ -145,3 +145,52 @@ print("OK")
 """)
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_filelog_on_a_read_only_filesystem_boots_and_refuses_with_store_full():
+    """A FileLog on a filesystem mounted read-only: its boot checkpoint
+    raised OSError(EROFS) out of the constructor, at every boot, the
+    session on it intact but unreachable (a session directory there boots
+    with event store_full and its messages restored), and a QoS 1
+    publish() raised the bare OSError instead of StoreFull."""
+    r = run_mp(LFS + r"""
+from durable_mqtt.filelog import FileLog
+def fboot():
+    ev = []
+    c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog("/fl/log"),
+                   event_callback=lambda e, i: ev.append((e, i)))
+    return c, ev
+def ro(dev):
+    vfs.umount("/fl")
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
+dev = fresh()
+c, ev = fboot()
+c.publish("t", b"A01", qos=1)
+c.close()
+ro(dev)
+c, ev = fboot()                            # a session held
+print("boot", ev, payloads(c))
+assert [e for e, _ in ev] == ["store_full"] and payloads(c) == [b"A01"], (ev, payloads(c))
+try:
+    c.publish("t", b"A02", qos=1)
+    raise AssertionError("accepted")
+except StoreFull:
+    pass
+assert payloads(c) == [b"A01"]
+c.close()
+vfs.umount("/fl")
+vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+c, ev = fboot()                            # writable again: all there
+assert ev == [] and payloads(c) == [b"A01"], (ev, payloads(c))
+c.publish("t", b"A03", qos=1)
+c.close()
+vfs.umount("/fl")
+dev = fresh()
+ro(dev)
+c, ev = fboot()                            # a first boot
+print("first boot", ev)
+assert [e for e, _ in ev] == ["store_full"], ev
+print("OK")
+""")
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout

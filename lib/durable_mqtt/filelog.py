@@ -18,10 +18,12 @@
 # append() allocates nothing once the file is open (the file object is kept
 # between appends). The checkpoint calls open a file, which allocates.
 import os
+from micropython import const
 
 from .errors import StoreFull, ERR_FULL
 
-_ENOSPC = 28
+_ENOSPC = const(28)
+_EROFS = const(30)
 
 
 class FileLog:
@@ -100,10 +102,11 @@ class FileLog:
         if f is None:
             if self._torn:
                 raise StoreFull(ERR_FULL, "session file needs a checkpoint")
-            if self._f is None:
-                self._open_log()
-            f = self._f
         try:
+            if f is None:
+                if self._f is None:
+                    self._open_log()  # (read-only: EROFS, StoreFull)
+                f = self._f
             f.write(buf, off, n)
         except OSError as e:
             self._failed()
@@ -247,8 +250,10 @@ class FileLog:
 
 
 def _raise_full(e):
-    if e.args and e.args[0] == _ENOSPC:
-        raise StoreFull(ERR_FULL, "filesystem full")
+    # A write refused for want of room, or at all (mounted read-only):
+    # StoreFull, so that a boot reports it (store_full) instead of raising.
+    if e.args and e.args[0] in (_ENOSPC, _EROFS):
+        raise StoreFull(ERR_FULL, "filesystem full" if e.args[0] == _ENOSPC else "filesystem read-only")
     raise e
 
 
