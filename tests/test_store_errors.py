@@ -194,3 +194,35 @@ print("OK")
 """)
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_session_directory_beside_an_old_session_file_on_a_read_only_filesystem():
+    """A session directory with its header, and beside it a session file of
+    the older log layout at the same path (a move into the directory cut
+    after its header, before the old file's removal): the boot removes the
+    old file, and on a read-only filesystem that removal raised OSError
+    (EROFS) out of the constructor, at every boot, the session in the
+    directory intact. Now the file stays until a writable boot."""
+    r = run_mp(LFS + r"""
+dev = fresh()
+c, ev = boot()
+c.publish("t", b"A01", qos=1)
+old = c.save_session()
+c.publish("t", b"A02", qos=1)
+c.close()
+with open("/fl/s", "wb") as f:        # the old layout's file, one message behind
+    f.write(old)
+vfs.umount("/fl")
+vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
+c, ev = boot()
+print("read-only boot", ev, payloads(c))
+assert ev == [] and payloads(c) == [b"A01", b"A02"], (ev, payloads(c))
+c.close()
+vfs.umount("/fl")
+vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+c, ev = boot()
+assert ev == [] and payloads(c) == [b"A01", b"A02"] and os.listdir("/fl") == ["s.d"], (ev, os.listdir("/fl"))
+print("OK")
+""")
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout

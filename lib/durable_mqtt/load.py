@@ -135,7 +135,7 @@ def _open_dir(path, e, batch_ms, event):
             old = None
         event("discarded", {"reason": str(x)})
     if old is not None:
-        os.remove(path)               # the directory holds it now
+        remove(path)                  # the directory holds it now (read-only: at a later boot)
     return j
 
 
