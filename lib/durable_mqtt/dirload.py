@@ -46,7 +46,7 @@ def read_state(j, head):
             # the newer file, ids recorded only there are lost and their
             # resent PUBLISH may be delivered again (MQTT-4.3.3-10), so it
             # is reported, and emptied, as a damaged slot is.
-            j.put_file(name, b"")
+            clear(j, name)
             st.damaged(n)
     # Boot with a full outbox is where this client needs the most heap: the
     # slots are noted in the journal's own arrays (no object per message),
@@ -66,13 +66,13 @@ def read_state(j, head):
             if n > 0:
                 moved.append(name)    # (a larger outbox wrote it) moved below
             else:
-                os.remove(j.dir + "/" + name)
+                remove(j.dir + "/" + name)
             continue
         j.made = max(j.made, s + 1)
         if n > 0:
             note_slot(j, s, buf, n, nbytes)
         elif n:
-            j.put_file(name, b"")        # damaged (LittleFS never leaves a write half done)
+            clear(j, name)            # damaged (LittleFS never leaves a write half done)
             st.damaged(-n)            # (n < 0: minus its length)
     if moved:
         # (Its own module: this one's compile is a source boot's peak,
@@ -100,7 +100,7 @@ def read_state(j, head):
             if j.pid[s] and j.pid[t] == j.pid[s]:
                 drop = s if (key(s), j.rel[s]) < (key(t), j.rel[t]) else t
                 j.pid[drop] = j.seq[drop] = j.rel[drop] = 0
-                j.put_file(str(drop), b"")
+                clear(j, str(drop))
     slots = [s for s in range(j.made) if j.pid[s]]
     slots.sort(key=key)
     for s in slots:
@@ -117,6 +117,15 @@ def read_state(j, head):
         return memoryview(buf)[9:n - 4]
     st.view = view
     return st
+
+
+def clear(j, name):
+    # File `name` of the directory emptied; on a read-only filesystem it
+    # stays (the boot goes on: the same repair at a later boot).
+    try:
+        j.put_file(name, b"")
+    except OSError:
+        pass
 
 
 def note_slot(j, s, buf, n, nbytes):
