@@ -289,3 +289,38 @@ print("OK")
 """)
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_message_past_the_outbox_on_a_read_only_filesystem_is_restored():
+    """A message in a slot past this client's outbox (a client with a
+    larger one wrote it) is moved at boot into a free slot. On a
+    filesystem mounted read-only the move's write raised StoreFull out of
+    MQTTClient(), at every boot. Now it stays where it is for this boot,
+    as when more messages than the outbox holds are stored."""
+    r = run_mp(LFS + r"""
+dev = fresh()
+c, ev = boot(max_inflight=4)
+c.publish("t", b"A01", qos=1)
+c.publish("t", b"A02", qos=1)
+c.close()
+with open("/fl/s.d/1", "rb") as f:
+    d = f.read()
+with open("/fl/s.d/99", "wb") as f:    # message 2 in slot 99, slot 1 free
+    f.write(d)
+with open("/fl/s.d/1", "wb") as f:
+    pass
+vfs.umount("/fl")
+vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
+c, ev = boot(max_inflight=4)
+print("read-only boot", ev, payloads(c))
+assert ev == [] and payloads(c) == [b"A01", b"A02"], (ev, payloads(c))
+c.close()
+vfs.umount("/fl")
+vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+c, ev = boot(max_inflight=4)
+assert ev == [] and payloads(c) == [b"A01", b"A02"], (ev, payloads(c))
+assert "99" not in os.listdir("/fl/s.d"), os.listdir("/fl/s.d")
+print("OK")
+""")
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout

@@ -22,32 +22,37 @@ def move_far(j, moved, buf, nbytes):
     free = 0
     for p in j.pid:
         free += not p
-    if len(moved) > free:
-        # More messages than this outbox holds: it grows to hold them
-        # (restore.py), and each stays in its slot.
-        widen(j, 1 + max(int(name) for name in moved), nbytes)
-        for name in moved:
-            s = int(name)
-            note_slot(j, s, buf, read_slot(j.dir + "/" + name, buf), nbytes)
-            j.made = max(j.made, s + 1)
-        return
+    if len(moved) <= free:
+        try:
+            for name in moved:
+                # A message in a slot past this client's outbox goes into a
+                # free slot of it: written there, then removed (a cut between
+                # leaves two copies, the same record: the next boot keeps one).
+                n = read_slot(j.dir + "/" + name, buf)
+                s = -1
+                for t in range(len(j.pid) - 1, -1, -1):   # its copy, else the first free slot
+                    if j.pid[t] == u16(buf, 7) and j.seq[t] == seq_of(buf):
+                        s = t
+                        break
+                    if not j.pid[t]:
+                        s = t
+                if not j.pid[s]:
+                    j.put_file(str(s), memoryview(buf)[0:n])
+                    j.made = max(j.made, s + 1)
+                    note_slot(j, s, buf, n, nbytes)
+                os.remove(j.dir + "/" + name)
+            return
+        except OSError:
+            pass                      # (read-only, full: those left stay where they are, as below)
+    # More messages than this outbox holds: it grows to hold them
+    # (restore.py), and each stays in its slot.
+    widen(j, 1 + max(int(name) for name in moved), nbytes)
     for name in moved:
-        # A message in a slot past this client's outbox goes into a free slot
-        # of it: written there, then removed (a cut between leaves two
-        # copies, the same record: the next boot keeps one).
         n = read_slot(j.dir + "/" + name, buf)
-        s = -1
-        for t in range(len(j.pid) - 1, -1, -1):   # its copy, else the first free slot
-            if j.pid[t] == u16(buf, 7) and j.seq[t] == seq_of(buf):
-                s = t
-                break
-            if not j.pid[t]:
-                s = t
-        if not j.pid[s]:
-            j.put_file(str(s), memoryview(buf)[0:n])
-            j.made = max(j.made, s + 1)
+        if n > 0:                     # (not one moved above)
+            s = int(name)
             note_slot(j, s, buf, n, nbytes)
-        os.remove(j.dir + "/" + name)
+            j.made = max(j.made, s + 1)
 
 
 def widen(j, n, *more):
