@@ -610,15 +610,10 @@ print("OK")
     assert "OK" in r.stdout, r.stdout
 
 
-def test_a_checkpoint_cut_at_every_sector_write_on_fat():
-    """FAT (VfsFat, an SD card) renames over an existing file in two steps:
-    the old file is removed, then the new one named. A power cut between
-    them left h.tmp, whole, and no h: the boot took that for "no session"
-    and emptied every slot, losing the held messages in silence. A whole
-    h.tmp without h is now taken as the header (renamed into place). The
-    device here writes each 512-byte sector whole or not at all, as an SD
-    card does; the checkpoint is cut before each of its writes in turn."""
-    r = run_mp(r"""
+# A FAT device for the unix port (VfsFat, as an SD card): 512-byte sectors,
+# each written whole or not at all; `left` writes go through, then Cut
+# (a power cut, or with fail=OSError(5): a write error the program sees).
+FAT_SECTORS = r"""
 import os, vfs
 from durable_mqtt import MQTTClient
 class Cut(Exception):
@@ -627,6 +622,7 @@ class Sectors:
     def __init__(self, n):
         self.data = bytearray(512 * n)
         self.left = -1                    # writes before the cut (-1: never)
+        self.fail = Cut
     def readblocks(self, n, buf):         # (no allocation: a finaliser may read, heap locked)
         d = self.data
         a = n * 512
@@ -634,11 +630,23 @@ class Sectors:
             buf[i] = d[a + i]
     def writeblocks(self, n, buf):
         if self.left == 0:
-            raise Cut
+            raise self.fail
         self.left -= 1
         self.data[n * 512:n * 512 + len(buf)] = buf
     def ioctl(self, op, arg):
         return len(self.data) // 512 if op == 4 else 512 if op == 5 else 0
+"""
+
+
+def test_a_checkpoint_cut_at_every_sector_write_on_fat():
+    """FAT (VfsFat, an SD card) renames over an existing file in two steps:
+    the old file is removed, then the new one named. A power cut between
+    them left h.tmp, whole, and no h: the boot took that for "no session"
+    and emptied every slot, losing the held messages in silence. A whole
+    h.tmp without h is now taken as the header (renamed into place). The
+    device here writes each 512-byte sector whole or not at all, as an SD
+    card does; the checkpoint is cut before each of its writes in turn."""
+    r = run_mp(FAT_SECTORS + r"""
 def boot():
     ev = []
     c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file="/fat/s",
@@ -1098,3 +1106,63 @@ def test_a_file_too_large_for_the_heap_is_set_aside_or_emptied_never_a_boot_loop
         r = run_mp(prog.replace('CASE in ("whole", "damaged")', "False").replace(
             'CASE in ("stray", "ids")', "False") + OVERSIZE_BOOT, heapsize=160000, check=False)
         assert expect in r.stdout, (case, r.stdout + r.stderr)
+
+
+def test_a_failed_write_of_the_incoming_qos2_ids_keeps_the_newer_copy_out_of_the_next_on_fat():
+    """The incoming QoS 2 ids awaiting PUBREL go to the older of i0 / i1, so
+    the newer stays intact (filestore.write_ids). The turn moved on before
+    the write: after a write that failed (an SD card's write error, the
+    program going on), the next went to the file holding the newest intact
+    copy, and FAT's writes are not atomic: a power cut in that one left
+    neither, and after the reboot a resent QoS 2 PUBLISH would be delivered
+    a second time (MQTT-4.3.3-2). Swept over where the error and the cut
+    fall."""
+    r = run_mp(FAT_SECTORS + r"""
+tx = bytearray(16)
+def boot():
+    return MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file="/fat/s")
+dev = Sectors(256)
+vfs.VfsFat.mkfs(dev)
+vfs.mount(vfs.VfsFat(dev), "/fat")
+c = boot()
+for pid in (101, 102):
+    c.engine.ack_incoming(2, pid, 0, tx)
+    c.journal.write_ids()
+c.close()
+vfs.umount("/fat")
+img = bytes(dev.data)
+lost = []
+for n1 in range(4):
+    for n2 in range(4):
+        dev = Sectors(256)
+        dev.data[:] = img
+        vfs.mount(vfs.VfsFat(dev), "/fat")
+        c = boot()
+        dev.fail = OSError(5)            # a write error from the n1-th sector write on
+        dev.left = n1
+        c.engine.ack_incoming(2, 103, 0, tx)
+        try:
+            c.journal.write_ids()
+        except OSError:
+            pass
+        dev.fail = Cut                   # the card works again; the power goes at its n2-th
+        dev.left = n2
+        c.engine.ack_incoming(2, 104, 0, tx)
+        try:
+            c.journal.write_ids()
+        except (OSError, Cut):
+            pass
+        dev.left = -1
+        try:
+            vfs.umount("/fat")
+        except OSError:
+            pass
+        vfs.mount(vfs.VfsFat(dev), "/fat")   # the reboot
+        e = boot().engine
+        ids = sorted(e.rx2[:e.rx2_n])
+        vfs.umount("/fat")
+        if not (101 in ids and 102 in ids):
+            lost.append((n1, n2, ids))
+print("LOST", lost)
+""")
+    assert "LOST []" in r.stdout, r.stdout

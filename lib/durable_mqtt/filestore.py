@@ -231,17 +231,21 @@ class SlotJournal:
     def write_ids(self):
         # The older of i0 / i1 := a sequence number and one IN_LIST record of
         # the incoming QoS 2 ids awaiting PUBREL (the newer stays intact).
+        # The turn moves on once the write is done: after one that failed,
+        # the next goes to the same file, never to the newer copy (on FAT a
+        # write cut midway leaves its file damaged).
         e = self.e
         n = e.rx2_n
         b = bytearray(11 + 2 * n)
-        self.iseq = (self.iseq + 1) & 0x1FFFFFFF
-        _put_seq(b, self.iseq)
+        seq = (self.iseq + 1) & 0x1FFFFFFF
+        _put_seq(b, seq)
         b[4] = _R_IN_LIST
         put_u16(b, 5, 2 * n)
         for k in range(n):
             put_u16(b, 7 + 2 * k, e.rx2[k])
         crc.seal(b, 0, 7 + 2 * n)
-        self.put_file("i1" if self.iseq & 1 else "i0", b)
+        self.put_file("i1" if seq & 1 else "i0", b)
+        self.iseq = seq
 
     def put_file(self, name, data):
         # File `name` of the directory := data, in one commit.
