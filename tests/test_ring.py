@@ -374,8 +374,12 @@ r = RingStore(dev)
 assert r.load() == b""
 append(r, b"fresh", 5)          # erases before programming (NorFlash checks)
 assert RingStore(dev).load() == b"fresh"
-# a ring written with another prog_size is foreign too (not misparsed)
-assert RingStore(dev, prog_size=64).load() == b""
+# a ring written with another prog_size is not misparsed: refused, with why
+try:
+    RingStore(dev, prog_size=64).load()
+    raise AssertionError("read with another prog_size")
+except ValueError as x:
+    assert "prog_size 32, opened with 64" in str(x), x
 print("ok")
 """)
     assert out.splitlines()[-1] == "ok"
@@ -973,3 +977,83 @@ print("A again", bytes(RingStore(dev).load()[:10]))
     assert "B loaded" not in out and "A loaded" not in out, out
     assert "A refused: flash ring written over 8 blocks, opened over 16" in out, out
     assert "A again b'AGAIN00000'" in out, out
+
+
+def test_a_ring_written_with_another_prog_size_is_refused_and_never_comes_back():
+    """A ring written with prog_size 32, opened with 256 (a firmware that
+    sets prog_size=256, as load.py does on rp2) loaded empty with no
+    reason, and formatted from sequence 0; opened with 32 again, the old
+    blocks outranked the new ring's and load() returned the old session
+    (OLD00059 instead of NEW00002): messages acknowledged long ago sent
+    again, a QoS 2 one delivered twice. Another prog_size is now refused
+    like another size (ValueError: the client reports `discarded`), and
+    the new ring is numbered above the old one."""
+    out = mp(r"""
+def state(tag, i):
+    return (b"%s%05d" % (tag, i)) * 30
+dev = NorFlash(4096, 16, prog_size=32)
+r = RingStore(dev, prog_size=32)
+for i in range(60):
+    checkpoint(r, state(b"OLD", i))
+for P in (256, 16):
+    try:
+        print("P", P, "loaded", bytes(RingStore(dev, prog_size=P).load()[:8]))
+    except ValueError as x:
+        print("P", P, "refused:", x)
+r = RingStore(dev, prog_size=256)
+r.erase()                               # what the client does after "discarded"
+for i in range(3):
+    checkpoint(r, state(b"NEW", i))
+assert RingStore(dev, prog_size=256).load().startswith(b"NEW")
+try:
+    print("back to 32 loaded", bytes(RingStore(dev, prog_size=32).load()[:8]))
+except ValueError as x:
+    print("back to 32 refused:", x)
+""")
+    assert "P 256 refused: flash ring written with prog_size 32, opened with 256" in out, out
+    assert "P 16 refused: flash ring written with prog_size 32, opened with 16" in out, out
+    assert "back to 32 refused: flash ring written with prog_size 256, opened with 32" in out, out
+
+
+def test_a_ring_read_over_a_region_that_starts_elsewhere_is_refused():
+    """The same number of blocks, starting 1..7 blocks later (an
+    rp2.Flash(start=...) or a first_block moved by a firmware update): the
+    block headers say nothing of where the region starts, so the blocks
+    the two regions share read as a ring of their own, and load() returned
+    an older checkpoint (S00167 for S00189) as the session, silently. A
+    ring's block sequence numbers now run with the block's place in the
+    region (seq % N == index): a block elsewhere is refused like a ring of
+    another size, and a ring formatted there outranks the old one."""
+    out = mp(r"""
+def state(tag, i):
+    return (b"%s%05d" % (tag, i)) * 30
+dev = NorFlash(4096, 16, prog_size=32)
+r = RingStore(dev, num_blocks=8)
+i = 0
+while r.erases < 9 or r.stats()["head"] != 1:
+    checkpoint(r, state(b"S", i))
+    i += 1
+true = bytes(RingStore(dev, num_blocks=8).load()[:6])
+print("true", true)
+for fb in range(1, 9):
+    try:
+        got = bytes(RingStore(dev, first_block=fb, num_blocks=8).load()[:6])
+        print("shift", fb, "loaded", got)
+        assert got == b"", (fb, got)            # blank (8: a region of its own)
+    except ValueError as x:
+        print("shift", fb, "refused:", x)
+        assert "first block" in str(x), x
+assert bytes(RingStore(dev, num_blocks=8).load()[:6]) == true     # reading changed nothing
+r = RingStore(dev, first_block=3, num_blocks=8)
+r.erase()
+checkpoint(r, state(b"N", 0))
+assert RingStore(dev, first_block=3, num_blocks=8).load().startswith(b"N00000")
+try:
+    print("back loaded", bytes(RingStore(dev, num_blocks=8).load()[:6]))
+except ValueError as x:
+    print("back refused:", x)
+print("ok")
+""")
+    assert "loaded b'S" not in out, out
+    assert "back refused" in out, out
+    assert out.splitlines()[-1] == "ok"

@@ -167,8 +167,7 @@ class RingStore:
         self._ck_total = 0
         self._fill = 0               # bytes staged for the next append
         self._scan = None
-        self._other_n = 0            # blocks of a ring of this many blocks found, none of ours
-        self._newer = 0              # the format of a later library's ring found, none of ours
+        self._why = None             # a ring found that is not ours, none of ours: why (load() raises it)
         self._rescan()
 
     @property
@@ -217,46 +216,57 @@ class RingStore:
         P = self._p
         hb = bytearray(_BHDR + 4)
         seqs = [-1] * N
-        other = newer = 0
-        other_max = -1                   # the newest block of a ring of another size
+        why = None                       # why a ring found here is not ours (load() raises it)
+        span = 0                         # the largest ring of those (its blocks are numbered in a row)
+        other_max = -1                   # the newest block of a ring that is not ours
         for i in range(N):
             self._bdev.readblocks(self._first + i, hb, 0)
-            if (hb[0] == _MAGIC0 and hb[1] == _MAGIC1 and hb[2] == _MAGIC2 and hb[3] == _MAGIC3
-                    and hb[4] > FORMAT and crc.check(hb, 0, _BHDR)):
-                newer = hb[4]            # a later library's ring: not read, reported
+            if not (hb[0] == _MAGIC0 and hb[1] == _MAGIC1 and hb[2] == _MAGIC2 and hb[3] == _MAGIC3
+                    and hb[4] >= FORMAT and crc.check(hb, 0, _BHDR)):
                 continue
-            if (hb[0] == _MAGIC0 and hb[1] == _MAGIC1 and hb[2] == _MAGIC2 and hb[3] == _MAGIC3
-                    and hb[4] == FORMAT and hb[5] == self._hdr[5] and crc.check(hb, 0, _BHDR)):
-                n = (hb[6] << 8) | hb[7]
-                if n != 0xFFFF and n != (self._hdr[6] << 8) | self._hdr[7]:
-                    # Written as a ring of n blocks: its chain, read over
-                    # another region, would yield an older checkpoint.
-                    other = n
-                    s = _u32(hb, 8)
-                    if s <= _SEQ_MASK and s > other_max:
-                        other_max = s
-                    continue
-                s = _u32(hb, 8)
-                if s <= _SEQ_MASK:
-                    seqs[i] = s
+            if hb[4] > FORMAT:
+                why = "flash ring format %d is newer than this library's" % hb[4]
+                continue                 # a later library's ring: not read, reported
+            n = (hb[6] << 8) | hb[7]
+            s = _u32(hb, 8)
+            if s > _SEQ_MASK:
+                continue
+            # Ours: our prog_size, our size, and at its place: a ring's
+            # block i is numbered i modulo N (_format), so a region that
+            # starts elsewhere sees its blocks out of place.
+            if hb[5] == self._hdr[5] and (n == 0xFFFF or n == N) and s % N == i:
+                seqs[i] = s
+                continue
+            # Another ring's block: its chain, read over this region, would
+            # yield an older checkpoint, or a misparsed one.
+            if hb[5] != self._hdr[5]:
+                why = "flash ring written with prog_size %d, opened with %d" % (1 << hb[5], P)
+            elif n != 0xFFFF and n != N:
+                why = "flash ring written over %d blocks, opened over %d" % (n, N)
+            else:
+                why = "flash ring written over a region with another first block"
+            n = N if n == 0xFFFF else n
+            if n > span:
+                span = n
+            if s > other_max:
+                other_max = s
         head = -1
         for i in range(N):
             if seqs[i] >= 0 and (head < 0 or seqs[i] > seqs[head]):
                 head = i
-        # A ring formats itself numbered above every block it finds of a
-        # ring of another size, and that ring's blocks are numbered in a
-        # row (n of them): so its blocks outrank all of that ring's,
-        # including those outside this region. A block of another size
-        # newer than our head is then a ring written since ours (a resize
+        # A ring formats itself numbered above every block it finds of
+        # another ring (another size, prog_size or first block), and that
+        # ring's blocks are numbered in a row (n of them): so its blocks
+        # outrank all of that ring's, including those outside this region.
+        # A block of another ring newer than our head is then a ring written since ours (a resize
         # and back, a region lent to another firmware): ours is stale, and
         # loading it would resend what was acknowledged long ago.
-        self._floor = other_max + other if other_max >= 0 else -1
+        self._floor = other_max + span if other_max >= 0 else -1
         if head >= 0 and other_max > seqs[head]:
             head = -1
         self._ck_open = False
         self._scan = None
-        self._other_n = other if head < 0 else 0
-        self._newer = newer if head < 0 else 0
+        self._why = why if head < 0 else None
         if head < 0:                       # blank or foreign: nothing to load
             self._head = N - 1
             self._head_seq = -1
@@ -322,10 +332,8 @@ class RingStore:
         # write formats it).
         if self._scan is None:
             self._rescan()
-        if self._other_n:
-            raise ValueError("flash ring written over %d blocks, opened over %d" % (self._other_n, self._n))
-        if self._newer:
-            raise ValueError("flash ring format %d is newer than this library's" % self._newer)
+        if self._why:
+            raise ValueError(self._why)
         sc = self._scan
         if sc is None or sc["chosen"] < 0:
             self._scan = None
@@ -441,9 +449,11 @@ class RingStore:
         # First write to a blank/foreign region: a fresh block with an empty
         # checkpoint, so there is always a complete checkpoint to start from.
         self._pos = self._bs
-        self._other_n = 0
+        self._why = None
         if self._head_seq < self._floor:
-            self._head_seq = self._floor    # numbered above every ring found here (_rescan)
+            # Numbered above every ring found here (_rescan), and block i
+            # of the region numbered i modulo N.
+            self._head_seq = self._floor + (self._head - self._floor) % self._n
         self._empty_checkpoint(True)
 
     def _empty_checkpoint(self, force):  # noalloc
