@@ -324,3 +324,61 @@ print("OK")
 """)
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_ring_state_too_large_to_checkpoint_never_leaves_the_ring_full_for_good():
+    # A state past the ring's capacity (subscriptions added to a ring full
+    # of held messages): each checkpoint wrote up to capacity bytes before
+    # it was refused, and those dead bytes stayed inside the live span. The
+    # ring budgets one such (a checkpoint a power cut ends); after a dozen
+    # refused attempts it was full for good: with every message
+    # acknowledged and the subscriptions gone, flush(), checkpoint() and
+    # publish() all raised StoreFull, even after a reboot (a review found
+    # it). After one refused midway, a checkpoint that cannot fit is
+    # refused before it writes.
+    r = run_mp(r"""
+from norflash import NorFlash
+from durable_mqtt.session import Session
+from durable_mqtt import load
+from durable_mqtt.errors import StoreFull
+tx = bytearray(300)
+e = Session(False, b"dev1", 80, 64, 16384, 8, 64, 256)
+e.expiry = 0xFFFFFFFF
+nor = NorFlash(4096, 4, prog_size=32)
+j = load.open_journal(nor, e, 32, 0, lambda a, b: None)
+j.checkpoint()
+live = []
+while j.fits(100):
+    pid = e.accept(b"sensors/dev1/t00", bytes(64), 1, 0, None, 0, 0)
+    j.put()
+    e.rec = 0
+    live.append(pid)
+    while e.next_out(0, tx) > 0:
+        pass
+refused = 0
+for k in range(12):                       # each subscription pushes the state further past capacity
+    e.subs.append((b"x/%03d/" % k + b"y" * 200, 1, 0))
+    try:
+        j.checkpoint()
+    except StoreFull:
+        refused += 1
+del e.subs[:]
+for p in live:                            # every message acknowledged: the state is tiny
+    e.puback(p, 0)
+    e.done_pid = 0
+    j.acked(p)
+out = []
+for step in ("flush", "checkpoint", "publish"):
+    try:
+        if step == "publish":
+            e.accept(b"t", b"x", 1, 0, None, 0, 0)
+            j.put()
+        else:
+            getattr(j, step)()
+        out.append(step + " ok")
+    except StoreFull:
+        out.append(step + " full")
+print("HELD", len(live), "REFUSED", refused, out)
+""")
+    assert "HELD 21 REFUSED 11" in r.stdout, r.stdout     # (the first subscription still fits)
+    assert "['flush ok', 'checkpoint ok', 'publish ok']" in r.stdout, r.stdout

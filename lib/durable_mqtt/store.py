@@ -31,12 +31,15 @@ R_OUT_ACKED = const(0x03)  # pid u16 * n: completed (PUBACK, PUBCOMP, refusal, e
 R_OUT_REL = const(0x04)    # pid u16: PUBREC received, PUBREL owed
 R_IN_QOS2 = const(0x05)    # pid u16: incoming QoS 2 delivered, awaiting PUBREL
 R_IN_REL = const(0x06)     # pid u16 * n: PUBREL received, id released
+_ERR_FULL = const(-7)      # errors.ERR_FULL
 
 
 class LogJournal:
     # The session engine `e` logged as records to `backend`. batch_ms > 0:
     # OUT_PUB records are written together within batch_ms (or with the next
     # synchronous record), the loss window of docs/sessions.md.
+
+    refused = False           # the last checkpoint was refused midway (checkpoint())
 
     def __init__(self, backend, e, batch_ms=0, batch_max=16, batch_bytes=None):
         self.b = backend
@@ -181,9 +184,22 @@ class LogJournal:
         # Write the whole state as the backend's new base (compaction); a
         # state replaced (restore_session()) needs nothing more.
         b = self.b
+        if self.refused and not fits(self.e, 0, b.capacity):
+            # After a checkpoint refused midway, the next are refused before
+            # a byte is written until the state fits again: on the ring a
+            # refused checkpoint's bytes stay inside the live span, which
+            # budgets one such (a power cut's), and a state past capacity
+            # tried again at every flush left the ring full for good.
+            # (fits() overestimates a little: not used for the first try.)
+            raise StoreFull(_ERR_FULL, "session state exceeds the store's capacity")
         b.begin()
-        write_state(self.e, self, offline)
-        b.end()
+        try:
+            write_state(self.e, self, offline)
+            b.end()
+        except StoreFull:
+            self.refused = True
+            raise
+        self.refused = False
         self.nacks = 0
         self.nbatch = self.nbytes = 0
         self.checkpoints += 1
