@@ -648,6 +648,17 @@ def test_blank_and_wrong_geometry_ring(tmp_path):
     assert rc == 1
     rc, doc = inspect_json("--ring", "--block-size", "4096", "--num-blocks", "4", img)
     assert rc == 0 and len(doc["outgoing"]) == 2
+    # Read as a ring of another size, or over a region that starts at
+    # another block: refused with the reason, as the library discards it
+    # (tests/test_ring.py), never decoded into an older checkpoint.
+    rc, doc = inspect_json("--ring", "--block-size", "4096", "--num-blocks", "3", img)
+    assert rc == 1 and any(d["kind"] == "foreign_ring" for d in doc["diagnostics"]), doc
+    shifted = tmp_path / "shifted.img"
+    shifted.write_bytes(b"\xff" * 4096 + img.read_bytes())      # the region starts a block later
+    rc, doc = inspect_json("--ring", "--block-size", "4096", "--first-block", "1", "--num-blocks", "4", shifted)
+    assert rc == 0 and len(doc["outgoing"]) == 2, doc
+    rc, doc = inspect_json("--ring", "--block-size", "4096", "--first-block", "0", "--num-blocks", "4", shifted)
+    assert rc == 1 and any("another block" in d["message"] for d in doc["diagnostics"]), doc
 
 
 def test_a_log_file_beside_a_directory_without_header_is_what_a_boot_restores(session_file, tmp_path):

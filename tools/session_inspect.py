@@ -614,13 +614,25 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
     if P < 16 or P > 4096 or P & (P - 1) or B % P or B < 4 * P:
         raise Unreadable("program size %d does not suit block size %d" % (P, B))
     seqs = [-1] * N
+    why = None                  # a ring found here that is not this one (RingStore._rescan's rule)
+    other_max = -1
     for i in range(N):
         h = blk(i)
         if (h[0:4] == RING_MAGIC and h[4] == RING_FORMAT and h[5] == _log2(P) and crc_ok(h, 0, RING_BHDR)
                 and u32(h, 8) <= RING_SEQ_MASK):
-            seqs[i] = u32(h, 8)
+            n = (h[6] << 8) | h[7]
+            if (n == 0xFFFF or n == N) and u32(h, 8) % N == i:     # its size, and block i numbered i mod N
+                seqs[i] = u32(h, 8)
+                continue
+            why = ("written over %d blocks, read over %d (--num-blocks?)" % (n, N) if n not in (0xFFFF, N)
+                   else "written over a region that starts at another block (--first-block?)")
+            other_max = max(other_max, u32(h, 8))
     info.update(block_size=B, prog_size=P, blocks=N, first_block=first_block,
                 formatted_blocks=sum(1 for x in seqs if x >= 0))
+    newest = max(seqs)
+    if why and (newest < 0 or other_max > newest):
+        diag.add("error", "foreign_ring", "ring blocks " + why)
+        raise Unreadable("flash ring " + why + ": the library discards it")
     if info["formatted_blocks"] == 0:
         if cand:
             diag.add("error", "foreign_ring", "ring blocks were written with program size(s) %s, not %d"
