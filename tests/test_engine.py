@@ -1185,3 +1185,34 @@ restore(small2, parse(state_bytes(engine())), 0, lambda *a: ev.append(a))
 assert len(ev) == 1                       # an empty state fits: no growth
 assert small2.qos12 == 2 and len(small2.arena) == 200
 """)
+
+
+# ---------------------------------------------------------------- figures
+
+def test_stats_queued_counts_messages_waiting_not_freed_places():
+    # stats() "queued" is what waits to be sent, "inflight" what was sent
+    # and is unacknowledged (docs/api.md). A QoS 2 awaiting PUBCOMP stays
+    # at the front of the outbox while later QoS 1 are acknowledged: their
+    # places stay counted (holes, squeezed out only when the outbox is full),
+    # and were reported as queued messages although none waited.
+    run(r"""
+from durable_mqtt.stats import stats
+class C:
+    pass
+c = C()
+c.counts = [0] * 10
+c.journal = None
+c.engine = e = engine(window=8)
+a = pub(e, 2)
+out(e)
+e.pubrec(a, 0, tx); e.rec = 0              # a: awaiting PUBCOMP
+ids = [pub(e, 1) for _ in range(4)]
+out(e)
+for p in ids[:3]:
+    e.puback(p, 0); e.done_pid = 0         # three places behind a freed, not trimmed
+d = stats(c)
+assert (d["pending"], d["inflight"], d["queued"]) == (2, 2, 0), d
+pub(e, 1); pub(e, 0)                       # one QoS 1 and one QoS 0 wait now
+d = stats(c)
+assert (d["pending"], d["inflight"], d["queued"]) == (3, 2, 1 + 1), d
+""")

@@ -15,7 +15,9 @@ def stats(c):
     e = c.engine
     d["pending"] = e.held
     d["inflight"] = e.inflight
-    d["queued"] = e.count - e.inflight
+    # (not count - inflight: count takes in the places freed behind an
+    # older message still held, a QoS 2 awaiting PUBCOMP)
+    d["queued"] = e.held + e.n0 - e.inflight
     j = c.journal
     if j:
         d["store_appends"] = j.appends
