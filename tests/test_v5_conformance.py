@@ -234,6 +234,44 @@ c.disconnect()
     assert all(len(b) + 2 <= 200 for f, b in fb.conns[1]), [len(b) for f, b in fb.conns[1]]
 
 
+def test_MQTT_3_2_2_5_a_qos2_message_past_pubrec_dropped_at_session_present_0_reaches_the_done_callback(tmp_path):
+    # A QoS 2 message past PUBREC (PUBREL sent, no PUBCOMP) and a QoS 1
+    # unacknowledged; the broker lost the session (Session Present 0). No
+    # state of the old session is reused (MQTT-3.2.2-5): the PUBREL is not
+    # sent again and the QoS 2 message leaves the session (the broker had
+    # received it: PUBREC 0), counted in the "lost" event's dropped_released.
+    # It leaves, so the done callback is told (docs/api.md: f(pid, reason)
+    # when a QoS 1/2 message leaves the session), as for the QoS 1 one
+    # re-queued and acknowledged; before, the QoS 2 one was never reported.
+    from fakebroker import pkt, u16
+    fb = FakeBroker([("send", connack(5)), ("recv",), ("recv",), ("send", pkt(0x50, u16(1))), ("recv",),
+                     ("close",)],
+                    [("send", connack(5, sp=0)), ("recv",),
+                     ("reply", lambda got: pkt(0x40, got[-1][1][3:5])), ("sleep", 0.5)])
+    r = run_mp(RESUME % (str(tmp_path / "s"), fb.port) + r"""
+events = []
+c = client()
+c.set_event_callback(lambda ev, info: events.append((ev, info)))
+c.connect()
+ids = [c.publish("t", b"q2", qos=2), c.publish("t", b"q1", qos=1)]
+report("cut", lambda: pump(c, ms=1500))
+emit("before", ids=repr(ids), pending=c.pending(), done=repr(done))
+c.connect()
+report("flush", lambda: c.flush(2000))
+ev, info = events[-1]
+emit("after", ev=ev, dropped=info.get("dropped_released"), done=repr(sorted(done)), pending=c.pending())
+c.disconnect()
+""")
+    fb.join()
+    res = reports(r.stdout)
+    assert res["before"]["ids"] == "[1, 2]" and res["before"]["pending"] == 2, r.stdout
+    assert res["before"]["done"] == "[]", r.stdout
+    a = res["after"]
+    assert a["ev"] == "lost" and a["dropped"] == 1 and a["pending"] == 0, r.stdout
+    assert a["done"] == repr([(1, 0), (2, 0)]), r.stdout
+    assert not any(f == 0x62 for f, b in fb.conns[1][1:]), fb.conns[1]     # no PUBREL to the new session
+
+
 def test_MQTT_4_9_0_2_pubrels_are_resent_when_receive_maximum_leaves_no_quota(tmp_path):
     # Three QoS 2 messages past PUBREC (PUBRELs sent, no PUBCOMP) and two
     # QoS 1 unacknowledged; the broker resumes with Receive Maximum 2, so

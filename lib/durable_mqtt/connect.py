@@ -71,8 +71,11 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
         e.resub_owed = True
         _checkpoint(c, j)
         del e.resub_owed              # (back to Session's class default)
+    # QoS 2 messages past PUBREC: a new session drops them (start_clean);
+    # each leaves the session, so _settle reports it.
+    rel = [e.pid[e.index(k)] for k in range(e.count) if e.slot(k) == 3]
     sp, ev = yield from _handshake(c, clean, timeout_ms or c.timeout_ms, server or c.server, port or c.port)
-    yield from _settle(c, ev, persistent, fresh is None)
+    yield from _settle(c, ev, persistent, fresh is None, rel)
     if fresh:                            # (connect_fresh: the next connect() resumes)
         c.clean_session = False
     if fresh is not None:                # (not on the clean leg of connect_fresh: nothing goes out there)
@@ -134,9 +137,10 @@ def _handshake(c, clean, timeout_ms, host, port):
     return sp, ev
 
 
-def _settle(c, ev, persistent, keep):
+def _settle(c, ev, persistent, keep, rel):
     # After CONNACK: the counters, the journal, a lost session's
-    # subscriptions made again, the event.
+    # subscriptions made again, the event. rel: the ids of the QoS 2
+    # messages past PUBREC before the CONNECT.
     from .client import unload
     unload()             # dial.py and connack.py are done: the checkpoint loads dirstate.py
     e = c.engine
@@ -173,6 +177,12 @@ def _settle(c, ev, persistent, keep):
             _checkpoint(c, j)
         elif not keep:
             j.erase()
+    # A QoS 2 message past PUBREC that a new session dropped (MQTT-3.2.2-5)
+    # left the session: the broker had it (PUBREC < 0x80), reason 0.
+    if c.on_done:
+        for pid in rel:
+            if not c.holds(pid):
+                c.on_done(pid, 0)
     if owed:
         gc.collect()                     # before a compile or load: MQTTClient.__init__
         from .request import resubscribing
