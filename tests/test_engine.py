@@ -516,14 +516,15 @@ def test_MQTT_3_3_2_5_expired_message_is_dropped_unsent():
     # 5.0 MQTT-3.3.2-5 (applied to the client's own outbox): a message that
     # waited past its Message Expiry Interval before it could be sent is not
     # sent; a QoS 1/2 one leaves the session with reason -1 (reported), a
-    # QoS 0 one silently. One without expiry waits as long as it takes.
+    # QoS 0 one too, with done_pid 0 (the front end counts it in
+    # dropped_expired). One without expiry waits as long as it takes.
     run(r"""
 e = engine(v5=True)
 pub(e, 0, now=0, ttl=2)
 a = pub(e, 1, now=0, ttl=2)
 b = pub(e, 2, now=0, ttl=0)
 c = pub(e, 1, now=0, ttl=3)
-assert out(e, now=2500) == [("left", a, -1), ("PUBLISH", b, False), ("PUBLISH", c, False)]
+assert out(e, now=2500) == [("left", 0, -1), ("left", a, -1), ("PUBLISH", b, False), ("PUBLISH", c, False)]
 assert e.held == 2
 d = pub(e, 1, now=5000, ttl=2)
 assert out(e, now=6999) == [("PUBLISH", d, False)]      # 1 ms before its expiry: sent

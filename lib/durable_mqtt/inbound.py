@@ -137,8 +137,8 @@ def done(link):  # noalloc
     e = link.engine
     pid = e.done_pid
     r = e.done_reason
-    if not pid:                      # a queued QoS 0 message the broker's limits refuse
-        link.counts[_DROPPED_QOS0] += 1
+    if not pid:                      # a queued QoS 0 message expired (-1) or the broker's limits refuse
+        link.counts[_EXPIRED if r < 0 else _DROPPED_QOS0] += 1
         return
     e.done_pid = 0
     link.counts[_REFUSED if r >= 0x80 else _EXPIRED if r < 0 else _ACKED] += 1

@@ -306,9 +306,11 @@ class Session:
                     if pid:
                         _finish(self, i, -1)
                         return -1
-                    _free(self, i)
+                    _free(self, i)             # (QoS 0: done_pid 0, counted by the front end)
                     _trim(self)
-                    continue
+                    self.done_pid = 0
+                    self.done_reason = -1
+                    return -1
                 self.src = self.arena
                 self.src_off = self.off[i]
                 if not pid:

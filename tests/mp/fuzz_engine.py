@@ -217,8 +217,8 @@ class Harness:
                     if m.qos:
                         self.finish(m, "expired", -1)
                         return ("left", m, -1)
-                    self.finish(m, "expired0", -1)
-                    continue
+                    self.finish(m, "expired0", -1)      # reported too (done_pid 0): counted as expired
+                    return ("left", m, -1)
                 r = self.m_limit(m)
                 if r:
                     cov("refused q%d 0x%x" % (m.qos, r))
