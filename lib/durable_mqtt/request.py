@@ -131,36 +131,6 @@ def requesting(c, f, opts, sid, timeout_ms=0):
     return code
 
 
-def resubscribing(c, info, checkpoint):
-    # The steps that make a lost session's subscriptions again, after its
-    # CONNACK (connect.py; checkpoint: its way to write the state, which
-    # reports a full store). Each made counts in info["resubscribed"].
-    e = c.engine
-    for f, opts, sid in list(e.subs):
-        try:
-            yield from requesting(c, f, opts, sid)
-            info["resubscribed"] = info.get("resubscribed", 0) + 1
-        except (ConnectRefused, PacketTooLarge, ValueError):
-            # The broker refuses it, or takes no packet that large, or
-            # no broker may take it (a filter subscribe() refuses: a
-            # stored state no writer of this library made): forgotten,
-            # else every connect would raise over it.
-            e.unsubscribed(f)
-        except ProtocolError:
-            # Its answer was malformed or not the one awaited (request.ack)
-            # and the link closed over it: still owed, made at the next
-            # connect. A broker that answers it so a second time always
-            # will, and every connect failed over it: forgotten then, as a
-            # refused one, and the connect after goes on without it.
-            if c.conn.result == _BAD_ANSWER:
-                if getattr(c, "bad_sub", None) == f:
-                    e.unsubscribed(f)
-                    if c.persist:
-                        checkpoint(c, c.journal)
-                c.bad_sub = f
-            raise
-
-
 def _available(sub_avail, f, sid):
     # MQTT 5: a subscription using what the broker's CONNACK said it does
     # not support raises ConnectRefused with the code the broker would
