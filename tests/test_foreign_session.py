@@ -12,6 +12,7 @@ import binascii
 import struct
 
 from conftest import run_mp
+from test_store_errors import FILL
 
 LFS = r"""
 import os, vfs
@@ -168,19 +169,8 @@ def test_a_full_or_read_only_filesystem_at_the_first_boot(tmp_path):
     raises StoreFull (nothing accepted that is not on flash) while QoS 0
     still goes; once there is room, the next checkpoint (connect(), here a
     new boot) makes the directory and the session is kept."""
-    r = run_mp(LFS + r"""
+    r = run_mp(LFS + FILL + r"""
 from durable_mqtt import StoreFull
-def fill():
-    k = 0
-    for sz in (4096, 1024, 256, 64, 16, 1):
-        try:
-            while True:
-                with open("/fl/fill%d" % k, "wb") as f:
-                    f.write(bytes(sz))
-                k += 1
-        except OSError:
-            pass
-    return k
 def check(c, ev):
     assert names(ev) == ["store_full"], ev
     try:

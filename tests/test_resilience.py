@@ -279,47 +279,6 @@ t.close()
     assert "write PeerClosed" in r.stdout and "read PeerClosed" in r.stdout, r.stdout
 
 
-def test_a_link_longer_than_half_the_ticks_period_resets_the_backoff():
-    """On a board ticks_ms() wraps at 2**30 ms (12.4 days), and ticks_diff()
-    of two readings more than 6.2 days apart comes out negative. A link that
-    lasted a week was taken for one shorter than 10 s: its drop doubled the
-    backoff left from the last outage (here the cap) instead of starting
-    again at its first value (docs/resilience.md). The board's ticks are
-    simulated for robust.py; no connection is made."""
-    r = run_mp(r"""
-import time
-from durable_mqtt import robust
-from durable_mqtt.robust import RobustClient
-P = 1 << 30                            # a board's ticks period
-class Ticks:
-    now = 5000
-    @staticmethod
-    def ticks_ms():
-        return Ticks.now % P
-    @staticmethod
-    def ticks_add(a, d):
-        return (a + d) % P
-    @staticmethod
-    def ticks_diff(a, b):
-        d = (a - b) & (P - 1)
-        return d - P if d >= P // 2 else d
-    sleep_ms = time.sleep_ms
-robust.time = Ticks
-c = RobustClient("wrap", "127.0.0.1", 1, backoff_ms=(250, 30000))
-for i in range(10):                    # an outage: the backoff reaches its cap
-    c.link_down(OSError(-1, "no"), True)
-for days in (1, 7):
-    c.link_up()
-    Ticks.now += days * 86400000       # a link that lasted that long
-    c.link_down(OSError(-1, "dropped"))
-    print("after", days, "days: next try in", c.offline(), "ms")
-    for i in range(10):
-        c.link_down(OSError(-1, "no"), True)
-""")
-    waits = [int(line.split("in ")[1].split()[0]) for line in r.stdout.splitlines() if line.startswith("after")]
-    assert len(waits) == 2 and all(w <= 250 for w in waits), r.stdout
-
-
 WEEK_TICKS = r"""
 import time
 from durable_mqtt import robust
@@ -340,6 +299,32 @@ class Ticks:                           # the board's ticks for robust.py: real t
 robust.time = Ticks
 WEEK = 7 * 86400000
 """
+
+
+def test_a_link_longer_than_half_the_ticks_period_resets_the_backoff():
+    """On a board ticks_ms() wraps at 2**30 ms (12.4 days), and ticks_diff()
+    of two readings more than 6.2 days apart comes out negative. A link that
+    lasted a week was taken for one shorter than 10 s: its drop doubled the
+    backoff left from the last outage (here the cap) instead of starting
+    again at its first value (docs/resilience.md). The board's ticks are
+    simulated for robust.py; no connection is made."""
+    r = run_mp(WEEK_TICKS + r"""
+from durable_mqtt.robust import RobustClient
+c = RobustClient("wrap", "127.0.0.1", 1, backoff_ms=(250, 30000))
+for i in range(10):                    # an outage: the backoff reaches its cap
+    c.link_down(OSError(-1, "no"), True)
+for days in (1, 7):
+    c.link_up()
+    Ticks.off += days * 86400000       # a link that lasted that long
+    c.link_down(OSError(-1, "dropped"))
+    print("after", days, "days: next try in", c.offline(), "ms")
+    for i in range(10):
+        c.link_down(OSError(-1, "no"), True)
+""")
+    waits = [int(line.split("in ")[1].split()[0]) for line in r.stdout.splitlines() if line.startswith("after")]
+    assert len(waits) == 2 and all(w <= 250 for w in waits), r.stdout
+
+
 
 
 def test_a_connection_asked_to_end_after_a_week_up_is_made_again_at_once(broker):

@@ -8,7 +8,23 @@ test device, tests/mp/norflash.py, ESP32 mount) or the host filesystem.
 """
 from conftest import run_mp
 
-LFS = r"""
+# Every free block of the mount at /fl taken by files fill0, fill1, ...:
+# their count (tests/test_foreign_session.py fills a filesystem so too).
+FILL = r"""
+def fill():
+    k = 0
+    for sz in (4096, 1024, 256, 64, 16, 1):
+        try:
+            while True:
+                with open("/fl/fill%d" % k, "wb") as f:
+                    f.write(bytes(sz))
+                k += 1
+        except OSError:
+            pass
+    return k
+"""
+
+LFS = FILL + r"""
 import os, vfs
 from norflash import NorFlash
 from durable_mqtt import MQTTClient, QueueFull, StoreFull
@@ -23,18 +39,6 @@ def boot(cid="dev", **kw):
     c = MQTTClient(cid, "127.0.0.1", 1, clean_session=False, session_file="/fl/s",
                    event_callback=lambda e, i: ev.append((e, i)), **kw)
     return c, ev
-def fill():
-    # Every free block taken by files fill0, fill1, ...: their count.
-    k = 0
-    for sz in (4096, 1024, 256, 64, 16, 1):
-        try:
-            while True:
-                with open("/fl/fill%d" % k, "wb") as f:
-                    f.write(bytes(sz))
-                k += 1
-        except OSError:
-            pass
-    return k
 def unfill(k):
     for n in range(k):
         os.remove("/fl/fill%d" % n)
