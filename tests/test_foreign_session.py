@@ -12,15 +12,30 @@ import binascii
 import struct
 
 from conftest import run_mp
-from test_store_errors import FILL
+
+# Every free block of the mount at /fl taken by files fill0, fill1, ...:
+# their count (tests/test_store_errors.py fills a filesystem so too).
+FILL = r"""
+def fill():
+    k = 0
+    for sz in (4096, 1024, 256, 64, 16, 1):
+        try:
+            while True:
+                with open("/fl/fill%d" % k, "wb") as f:
+                    f.write(bytes(sz))
+                k += 1
+        except OSError:
+            pass
+    return k
+"""
 
 LFS = r"""
 import os, vfs
 from norflash import NorFlash
 from durable_mqtt import MQTTClient, crc
 P = 32
-def fresh():
-    dev = NorFlash(4096, 32, prog_size=P)
+def fresh(blocks=32):
+    dev = NorFlash(4096, blocks, prog_size=P)
     vfs.VfsLfs2.mkfs(dev, progsize=P)
     vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
     return dev
@@ -31,14 +46,17 @@ def boot(cid="dev", **kw):
     return c, ev
 def names(ev):
     return [e for e, _ in ev]
-def payloads(c):
-    # The held messages' last payload byte, in resend order.
+def tails(c, n=1):
+    # The held messages' last n payload bytes, in resend order (the outbox,
+    # or a boot's).
     e = c.engine
     out = []
     for k in range(e.count):
         i = e.index(k)
-        out.append(bytes(e.arena[e.off[i] + e.len[i] - 1:e.off[i] + e.len[i]]))
-    return b"".join(out)
+        out.append(bytes(e.arena[e.off[i] + e.len[i] - n:e.off[i] + e.len[i]]))
+    return out
+def payloads(c):
+    return b"".join(tails(c))
 """
 
 

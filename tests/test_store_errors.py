@@ -7,49 +7,13 @@ instead of raising. On a real LittleFS image (VfsLfs2 on the NOR flash
 test device, tests/mp/norflash.py, ESP32 mount) or the host filesystem.
 """
 from conftest import run_mp
+from test_foreign_session import FILL, LFS as FS_LFS
 
-# Every free block of the mount at /fl taken by files fill0, fill1, ...:
-# their count (tests/test_foreign_session.py fills a filesystem so too).
-FILL = r"""
-def fill():
-    k = 0
-    for sz in (4096, 1024, 256, 64, 16, 1):
-        try:
-            while True:
-                with open("/fl/fill%d" % k, "wb") as f:
-                    f.write(bytes(sz))
-                k += 1
-        except OSError:
-            pass
-    return k
-"""
-
-LFS = FILL + r"""
-import os, vfs
-from norflash import NorFlash
-from durable_mqtt import MQTTClient, QueueFull, StoreFull
-P = 32
-def fresh(blocks=32):
-    dev = NorFlash(4096, blocks, prog_size=P)
-    vfs.VfsLfs2.mkfs(dev, progsize=P)
-    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
-    return dev
-def boot(cid="dev", **kw):
-    ev = []
-    c = MQTTClient(cid, "127.0.0.1", 1, clean_session=False, session_file="/fl/s",
-                   event_callback=lambda e, i: ev.append((e, i)), **kw)
-    return c, ev
+LFS = FS_LFS + FILL + r"""
+from durable_mqtt import QueueFull, StoreFull
 def unfill(k):
     for n in range(k):
         os.remove("/fl/fill%d" % n)
-def payloads(c):
-    # The held messages' payloads, in resend order (the outbox, or a boot's).
-    e = c.engine
-    out = []
-    for k in range(e.count):
-        i = e.index(k)
-        out.append(bytes(e.arena[e.off[i] + e.len[i] - 3:e.off[i] + e.len[i]]))
-    return out
 BIG = bytes(200)              # (a slot file past the inline limit: it needs a block)
 """
 
@@ -92,8 +56,8 @@ assert len(got) == 20, got                       # as many as a fresh client's o
 c.journal.checkpoint()
 c.close()
 c, ev = boot(max_inflight=4)
-print("boot", ev, len(payloads(c)))
-assert payloads(c) == got, (payloads(c), got)
+print("boot", ev, len(tails(c, 3)))
+assert tails(c, 3) == got, (tails(c, 3), got)
 print("OK")
 """)
     print(r.stdout)
@@ -144,7 +108,7 @@ c.journal.flush()
 print("accepted", len(got))
 c.close()
 c, ev = boot(max_inflight=4)
-assert ev == [] and payloads(c) == got and len(got) == q, (ev, payloads(c), got)
+assert ev == [] and tails(c, 3) == got and len(got) == q, (ev, tails(c, 3), got)
 print("OK")
 """)
     print(r.stdout)
@@ -173,19 +137,19 @@ c.publish("t", b"A01", qos=1)
 c.close()
 ro(dev)
 c, ev = fboot()                            # a session held
-print("boot", ev, payloads(c))
-assert [e for e, _ in ev] == ["store_full"] and payloads(c) == [b"A01"], (ev, payloads(c))
+print("boot", ev, tails(c, 3))
+assert [e for e, _ in ev] == ["store_full"] and tails(c, 3) == [b"A01"], (ev, tails(c, 3))
 try:
     c.publish("t", b"A02", qos=1)
     raise AssertionError("accepted")
 except StoreFull:
     pass
-assert payloads(c) == [b"A01"]
+assert tails(c, 3) == [b"A01"]
 c.close()
 vfs.umount("/fl")
 vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
 c, ev = fboot()                            # writable again: all there
-assert ev == [] and payloads(c) == [b"A01"], (ev, payloads(c))
+assert ev == [] and tails(c, 3) == [b"A01"], (ev, tails(c, 3))
 c.publish("t", b"A03", qos=1)
 c.close()
 vfs.umount("/fl")
@@ -219,13 +183,13 @@ with open("/fl/s", "wb") as f:        # the old layout's file, one message behin
 vfs.umount("/fl")
 vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
 c, ev = boot()
-print("read-only boot", ev, payloads(c))
-assert ev == [] and payloads(c) == [b"A01", b"A02"], (ev, payloads(c))
+print("read-only boot", ev, tails(c, 3))
+assert ev == [] and tails(c, 3) == [b"A01", b"A02"], (ev, tails(c, 3))
 c.close()
 vfs.umount("/fl")
 vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
 c, ev = boot()
-assert ev == [] and payloads(c) == [b"A01", b"A02"] and os.listdir("/fl") == ["s.d"], (ev, os.listdir("/fl"))
+assert ev == [] and tails(c, 3) == [b"A01", b"A02"] and os.listdir("/fl") == ["s.d"], (ev, os.listdir("/fl"))
 print("OK")
 """)
     print(r.stdout)
@@ -253,9 +217,9 @@ def ro_boot(dev, what):
     vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
     try:
         c, ev = boot(max_inflight=4)
-        print(what, [e for e, _ in ev], payloads(c))
+        print(what, [e for e, _ in ev], tails(c, 3))
         c.close()
-        ok = payloads(c) == [b"A02", b"A03"]
+        ok = tails(c, 3) == [b"A02", b"A03"]
     except Exception as x:
         print(what, "raised", repr(x))
         ok = False
@@ -284,7 +248,7 @@ for what in ("damaged slot", "damaged i1", "two copies", "empty far slot"):
         put("99", b"\x01")               # (a slot no outbox this size has, holding nothing whole)
     results.append(ro_boot(dev, what))
     c, ev = boot(max_inflight=4)         # writable: repaired, nothing lost
-    assert payloads(c) == [b"A02", b"A03"], (what, ev, payloads(c))
+    assert tails(c, 3) == [b"A02", b"A03"], (what, ev, tails(c, 3))
     c.close()
     vfs.umount("/fl")
 print("results", results)
@@ -316,13 +280,13 @@ with open("/fl/s.d/1", "wb") as f:
 vfs.umount("/fl")
 vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
 c, ev = boot(max_inflight=4)
-print("read-only boot", ev, payloads(c))
-assert ev == [] and payloads(c) == [b"A01", b"A02"], (ev, payloads(c))
+print("read-only boot", ev, tails(c, 3))
+assert ev == [] and tails(c, 3) == [b"A01", b"A02"], (ev, tails(c, 3))
 c.close()
 vfs.umount("/fl")
 vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
 c, ev = boot(max_inflight=4)
-assert ev == [] and payloads(c) == [b"A01", b"A02"], (ev, payloads(c))
+assert ev == [] and tails(c, 3) == [b"A01", b"A02"], (ev, tails(c, 3))
 assert "99" not in os.listdir("/fl/s.d"), os.listdir("/fl/s.d")
 print("OK")
 """)
