@@ -643,6 +643,14 @@ class Sectors:
         self.data[n * 512:n * 512 + len(buf)] = buf
     def ioctl(self, op, arg):
         return len(self.data) // 512 if op == 4 else 512 if op == 5 else 0
+def reboot(dev):
+    # The power back (the cut disarmed): the card mounted again, as a boot mounts it.
+    dev.left = -1
+    try:
+        vfs.umount("/fat")
+    except OSError:
+        pass
+    vfs.mount(vfs.VfsFat(dev), "/fat")
 """
 
 
@@ -682,12 +690,7 @@ while True:
         done = True
     except Cut:
         done = False
-    dev.left = -1
-    try:
-        vfs.umount("/fat")
-    except OSError:
-        pass
-    vfs.mount(vfs.VfsFat(dev), "/fat")   # the reboot
+    reboot(dev)
     c, ev = boot()
     print(n, ev, c.pending(), sorted(os.listdir("/fat/s.d")))
     assert ev == [] and c.pending() == 3, (n, ev, c.pending())
@@ -1160,12 +1163,7 @@ for n1 in range(4):
             c.journal.write_ids()
         except (OSError, Cut):
             pass
-        dev.left = -1
-        try:
-            vfs.umount("/fat")
-        except OSError:
-            pass
-        vfs.mount(vfs.VfsFat(dev), "/fat")   # the reboot
+        reboot(dev)
         e = boot().engine
         ids = sorted(e.rx2[:e.rx2_n])
         vfs.umount("/fat")
