@@ -73,8 +73,8 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
         _checkpoint(c, j)
         del e.resub_owed              # (back to Session's class default)
     # QoS 2 messages past PUBREC: a new session drops them (start_clean);
-    # each leaves the session, so _settle reports it.
-    rel = [e.pid[e.index(k)] for k in range(e.count) if e.slot(k) == 3]
+    # each leaves the session, so _settle reports it (to a done callback).
+    rel = [e.pid[e.index(k)] for k in range(e.count) if e.slot(k) == 3] if c.on_done else ()
     sp, ev = yield from _handshake(c, clean, timeout_ms or c.timeout_ms, server or c.server, port or c.port)
     yield from _settle(c, ev, persistent, fresh is None, rel)
     if fresh:                            # (connect_fresh: the next connect() resumes)
@@ -180,10 +180,9 @@ def _settle(c, ev, persistent, keep, rel):
             j.erase()
     # A QoS 2 message past PUBREC that a new session dropped (MQTT-3.2.2-5)
     # left the session: the broker had it (PUBREC < 0x80), reason 0.
-    if c.on_done:
-        for pid in rel:
-            if not c.holds(pid):
-                c.on_done(pid, 0)
+    for pid in rel:
+        if not c.holds(pid):
+            c.on_done(pid, 0)
     if owed:
         gc.collect()                     # before a compile or load: MQTTClient.__init__
         yield from _resubscribing(c, info)
