@@ -7,7 +7,7 @@ instead of raising. On a real LittleFS image (VfsLfs2 on the NOR flash
 test device, tests/mp/norflash.py, ESP32 mount) or the host filesystem.
 """
 from conftest import run_mp
-from test_foreign_session import FILL, LFS as FS_LFS
+from test_foreign_session import FAT_SECTORS, FILL, LFS as FS_LFS
 
 LFS = FS_LFS + FILL + r"""
 from durable_mqtt import QueueFull, StoreFull
@@ -114,6 +114,90 @@ print("OK")
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
 
+
+
+def test_a_torn_filelog_append_on_fat_is_checkpointed_by_the_next_publish(broker):
+    """FAT (VfsFat, an SD card) has no atomic append: a write the full
+    card cut short leaves its first bytes in the file (the size is
+    committed when the file closes), so FileLog refuses every append after
+    it until a checkpoint rewrites the file. That checkpoint came only with
+    the next connect: a device that stayed connected refused every QoS 1
+    publish() (StoreFull "session file needs a checkpoint") although the
+    card had room again. Now the next write after the torn one checkpoints
+    first: once there is room, publish() is accepted on the same
+    connection; every message accepted before and after is on the card in
+    order (no garbage after the torn bytes: the boot sees no damage) and
+    reaches the broker."""
+    r = run_mp(FAT_SECTORS + FILL.replace("/fl/", "/fat/") + r"""
+from durable_mqtt import StoreFull
+from durable_mqtt.filelog import FileLog
+PORT = %d
+def boot():
+    ev = []
+    c = MQTTClient("torn-fat", "127.0.0.1", PORT, clean_session=False, session_file=FileLog("/fat/log"),
+                   event_callback=lambda e, i: ev.append(e))
+    return c, ev
+def held(c):
+    e = c.engine
+    return [bytes(e.arena[e.off[e.index(k)] + e.len[e.index(k)] - 3:e.off[e.index(k)] + e.len[e.index(k)]])
+            for k in range(e.count)]
+dev = Sectors(128)
+vfs.VfsFat.mkfs(dev)
+vfs.mount(vfs.VfsFat(dev), "/fat")
+c, ev = boot()
+c.connect(clean_session=True)
+c.disconnect()
+c.connect(clean_session=False)
+got = []
+c.set_callback(lambda t, m, r, q: got.append(bytes(m[-3:])))
+c.subscribe("torn/fat", 1)
+k = fill()
+accepted = []
+for t in range(40):                          # until the card is full (no read: nothing acknowledged)
+    try:
+        c.publish("torn/fat", b"x" * 100 + b"%%03d" %% t, qos=1)
+        accepted.append(b"%%03d" %% t)
+    except StoreFull as x:
+        print("full at", t, x)
+        break
+assert accepted and len(accepted) < 40, accepted
+log = os.stat("/fat/log")[6]
+assert c.journal.b._torn, "the refused append left no torn bytes: no case for this test"
+try:
+    c.publish("torn/fat", b"x" * 100 + b"still", qos=1)
+    raise AssertionError("accepted on a full card")
+except StoreFull:
+    pass
+for n in range(k):
+    os.remove("/fat/fill%%d" %% n)
+for t in range(100, 103):                    # room again, the same connection
+    try:
+        c.publish("torn/fat", b"x" * 100 + b"%%03d" %% t, qos=1)
+        accepted.append(b"%%03d" %% t)
+    except StoreFull as x:
+        print("refused with room:", repr(x))
+        break
+print("held", held(c))
+assert accepted[-3:] == [b"100", b"101", b"102"], accepted
+assert held(c) == accepted, (held(c), accepted)
+assert c.is_connected()
+c.close()                                    # (a power cut: no DISCONNECT)
+reboot(dev)
+c, ev = boot()
+print("boot", ev, held(c))
+assert ev == [] and held(c) == accepted, (ev, held(c), accepted)
+c.set_callback(lambda t, m, r, q: got.append(bytes(m[-3:])))
+c.connect()
+for _ in range(100):
+    if not c.pending() and len(set(got)) >= len(accepted):
+        break
+    c.wait_msg(100)
+assert c.pending() == 0 and sorted(set(got)) == sorted(accepted), (c.pending(), got, accepted)
+c.disconnect()
+print("OK", len(accepted))
+""" % broker.port)
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout
 
 def test_a_filelog_on_a_read_only_filesystem_boots_and_refuses_with_store_full():
     """A FileLog on a filesystem mounted read-only: its boot checkpoint

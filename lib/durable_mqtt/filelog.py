@@ -138,16 +138,18 @@ class FileLog:
         # it commits nothing, so the file keeps its last flushed size. The
         # handle itself must not be used again (its cache may hold part of
         # the failed write), so it is closed and reopened on the next append.
-        # Elsewhere a part of the write may have reached the file; then no
-        # append is accepted until a checkpoint has rewritten the file, so no
-        # good record ever follows the torn one.
+        # Elsewhere (FAT: a write the full card cut short) a part of the
+        # write may have reached the file; then no append is accepted until
+        # a checkpoint has rewritten the file, so no good record ever
+        # follows the torn one. needs_checkpoint() says so: the journal's
+        # next write is that checkpoint (the whole state, from RAM).
         self._pending = 0        # (the failed append's bytes are not the log's)
         self._close_log()
         if _file_size(self.path) != self._size:
             self._torn = True
 
     def needs_checkpoint(self):  # noalloc
-        return self._since > self.compact_bytes
+        return self._torn or self._since > self.compact_bytes
 
     def capacity_bytes(self):
         # An estimate of the largest state a checkpoint can write now: half
