@@ -398,3 +398,72 @@ except TypeError as x:
     print("TYPEERROR", x, c.is_connected(), Net.ups)
 """ % broker.port)
     assert "TYPEERROR" in r.stdout and "AsyncClient" in r.stdout and "False 0" in r.stdout, r.stdout
+
+
+def test_a_queued_qos0_message_whose_write_fails_is_dropped_not_sent(broker, tmp_path):
+    """QoS 0 messages published while the link is down wait in the outbox
+    and go out after the next CONNACK. One whose write failed (the link
+    reset under it) was counted in stats()["sent"] although it never left:
+    the outbox had given it up before the write. MQTT's at-most-once has no
+    retry by the sender (MQTT 3.1.1 and 5, 4.3.1), so it is dropped, and now
+    counted so: `dropped_qos0`, not `sent`. The ones behind it stay queued
+    for the next link. Here the connect's event callback (after CONNACK,
+    before the queued messages go) has the fault proxy reset the connection
+    and waits until the reset is in, so the first queued message's write is
+    the one that fails. A subscriber on the real broker gets exactly what
+    `sent` says."""
+    script = tmp_path / "q0fail.py"
+    script.write_text(r"""
+import select, sys
+from durable_mqtt import MQTTClient
+PROXY, BROKER = int(sys.argv[1]), int(sys.argv[2])
+T = "q0fail/t"
+sub = MQTTClient("q0fail-sub", "127.0.0.1", BROKER)
+got = []
+sub.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+sub.connect()
+sub.subscribe(T, 0)
+dev = MQTTClient("q0fail-dev", "127.0.0.1", PROXY)
+def reset_now(ev, info):
+    # CONNACK read: the proxy resets the link; wait until that is in.
+    print("CONNACK")
+    p = select.poll()
+    p.register(dev.socket(), select.POLLIN)
+    assert p.poll(5000), "no reset"
+    dev.set_event_callback(lambda ev, info: None)
+dev.set_event_callback(reset_now)
+for i in range(3):
+    dev.publish(T, b"m%d" % i)                                  # the link is down: queued
+s = dev.stats()
+assert s["queued"] == 3 and s["sent"] == 0, s
+dev.connect()
+s = dev.stats()
+print("after the failed write", s["sent"], s["dropped_qos0"], s["queued"])
+try:
+    dev.check_msg()
+    raise AssertionError("the link's failure was not reported")
+except OSError as x:
+    print("reported", repr(x))
+dev.connect()                                                   # the ones behind it go now
+for _ in range(50):
+    sub.wait_msg(100)
+    if len(got) >= 2:
+        break
+sub.wait_msg(300)                                               # (anything more would come meanwhile)
+s = dev.stats()
+print("STATS", s["sent"], s["dropped_qos0"], s["queued"], "GOT", got)
+assert s["queued"] == 0 and s["sent"] + s["dropped_qos0"] == 3, s
+assert s["dropped_qos0"] == 1 and s["sent"] == len(got) == 2, (s, got)
+assert got == [b"m1", b"m2"], got
+dev.disconnect()
+sub.disconnect()
+print("OK")
+""")
+    with FaultProxy(upstream=("127.0.0.1", broker.port)) as p:
+        dev = spawn_mp(script, p.port, broker.port)
+        line = dev.stdout.readline()
+        assert line.startswith("CONNACK"), line + dev.stdout.read()
+        p.drop_all()
+        out, _ = dev.communicate(timeout=30)
+    print(out)
+    assert "OK" in out, out

@@ -62,6 +62,9 @@ class Link:
     # room. Class attributes, as cut.
     gentle = False
     full = False
+    # A QoS 0 message taken out of the outbox is being written (send_out()):
+    # cut short, it is lost, and drop() counts it. A class attribute, as cut.
+    out0 = False
 
     def __init__(self, c):
         self.c = c
@@ -95,6 +98,11 @@ class Link:
         if bad and self.c.v5 and self.connected:
             from .leave import refuse
             refuse(self)
+        if self.out0:
+            # Its write failed: at most once, no retry by the sender (MQTT
+            # 4.3.1), so it is dropped, not sent.
+            self.out0 = False
+            self.counts[_DROPPED_QOS0] += 1
         self.connected = False
         self.net.close()
         self.ping_at = -1                    # ticks_ms of the PINGREQ awaiting its PINGRESP
@@ -164,13 +172,17 @@ class Link:
                 return
             n = e.next_out(ticks_ms(), self.tx)
             if n > 0:
-                if e.src is e.arena:
-                    self.counts[_SENT] += 1
+                if e.src is e.arena and not e.arena[e.src_off] & 6:
+                    self.out0 = True     # QoS 0: no longer in the outbox (drop() counts it if this fails)
                 # (send(), inline: a call fewer per message)
                 if self.owed:
                     self.flush()     # acknowledgements first
                 self.net.write(e.src, e.src_off, n, self.c.timeout_ms)
                 self.last_tx = ticks_ms()
+                if e.src is e.arena:
+                    self.counts[_SENT] += 1      # (written: a write that failed sent nothing)
+                    if self.out0:
+                        self.out0 = False
             elif n:
                 done(self)
             else:
