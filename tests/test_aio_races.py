@@ -2,11 +2,14 @@
 messages() overflow with mixed QoS, subscribes cancelled in a row, the
 outcome of a publish() the session dropped at a reconnect, disconnect()
 with calls still waiting, and a message callback that raises."""
+import subprocess
+
 import pytest
 
-from conftest import free_port, run_mp
+from conftest import MICROPYTHON, free_port, mp_env, run_mp
 from fakebroker import FakeBroker, connack, pkt
 from test_frontends import AIO
+from faultproxy import FaultProxy
 
 
 # The end of a call that may wait: its result, NotConnected, or "hung".
@@ -281,3 +284,54 @@ asyncio.run(main())
 """, heapsize="400k", timeout=60)
     assert "received 1 queued 0" in r.stdout, r.stdout      # the copy did fail
     assert "after reconnect [6000]" in r.stdout, r.stdout
+
+
+
+STALLED_SUB = r"""
+import asyncio, sys, time
+from durable_mqtt.aio import AsyncClient
+downs = []
+async def main():
+    c = AsyncClient("race-stall-sub", "127.0.0.1", %(port)d, version=%(ver)d, timeout_ms=500,
+                    keepalive=60, buf_size=420000, backoff_ms=(50, 100),
+                    on_down=lambda c, x: downs.append(repr(x)))
+    await c.connect(timeout_ms=3000)
+    c.client.socket().setsockopt(1, 7, 4096)      # SOL_SOCKET, SO_SNDBUF: a board's send room
+    print("READY")
+    sys.stdin.readline()                          # the proxy forwards nothing now
+    # A QoS 0 message larger than the send room and the proxy's receive
+    # room: its write stalls, and after timeout_ms its Timeout ends the
+    # link, kept for the background task (which has not run since).
+    c.publish_nowait("race/stall", b"x" * 400000)
+    print("LINK", c.is_connected(), c.up.is_set())
+    try:
+        r = repr(await c.subscribe("race/stall/sub", 1, timeout_ms=3000))
+    except Exception as x:
+        r = repr(x)
+    print("SUB", r, "UP", c.is_connected(), "DOWNS", downs, c.stats()["link_downs"])
+    await c.disconnect()
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_aio_subscribe_waits_for_the_reconnect_after_a_publish_stalled_the_link(broker, tmp_path, ver):
+    # A publish whose write stalled past timeout_ms ended the link, its
+    # Timeout kept for the background task (which reports it: on_down,
+    # then reconnects). A subscribe() issued before the task ran took
+    # that Timeout as its own (the link's kept failure, raised by the
+    # first call that needs the link) and raised it, and on_down heard
+    # only "link dropped while sending". Now the subscribe waits for the
+    # reconnect and subscribes on the new link; the Timeout goes to on_down.
+    script = tmp_path / "stall_sub.py"
+    with FaultProxy(upstream=("127.0.0.1", broker.port)) as p:
+        script.write_text(STALLED_SUB % {"port": p.port, "ver": ver})
+        dev = subprocess.Popen([MICROPYTHON, "-X", "heapsize=4m", str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=mp_env())
+        line = dev.stdout.readline()
+        assert line.startswith("READY"), line + dev.stdout.read()
+        p.stall("up", seconds=3)
+        out, _ = dev.communicate("go\n", timeout=30)
+    assert "LINK False True" in out, out            # the link failed, the task had not seen it yet
+    assert "SUB 1 UP True" in out, out
+    assert "write stalled" in out.split("DOWNS", 1)[1], out

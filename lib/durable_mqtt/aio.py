@@ -328,7 +328,12 @@ class AsyncClient:
                 await self._wait_up(n)
                 c = self.client
                 try:
-                    return await self.steps(c.requesting(*args, timeout_ms), True)
+                    # A link that failed elsewhere (a publish's stalled write)
+                    # keeps its failure for the background task, which
+                    # reports it and reconnects (`up` stays set until then):
+                    # not this request's to raise; it waits for the next link.
+                    if c.is_connected():
+                        return await self.steps(c.requesting(*args, timeout_ms), True)
                 except (NotConnected, PeerClosed, ProtocolError) as x:
                     # (ProtocolError: the broker's answer was malformed or not
                     # the awaited one, and the link closed over it, as when
