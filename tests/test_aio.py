@@ -344,6 +344,51 @@ def test_on_up_and_on_down_are_called_with_the_async_client(broker, ver):
         r.stdout + r.stderr
 
 
+
+HOOK_AND_EVENT_RAISE = r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+from durable_mqtt import MQTTClient
+seen = []
+def on_event(name, info):
+    seen.append(name)
+    if name in ("new", "resumed", "lost") and seen.count("up") == 0:
+        raise ValueError("the application's event callback")
+def up(c):
+    seen.append("up")
+    if seen.count("up") == 1:
+        raise RuntimeError("the application's on_up")
+
+async def main():
+    c = AsyncClient("aio-up-ev", "127.0.0.1", %(port)d, version=%(ver)d, timeout_ms=2000,
+                    backoff_ms=(50, 100), on_up=up, event_callback=on_event)
+    await c.connect(timeout_ms=5000)
+    print("UP1", c.is_connected(), c.callback_errors, seen.count("callback_error"))
+    t = MQTTClient("aio-up-ev", "127.0.0.1", %(port)d, version=%(ver)d)   # takes the session over
+    t.connect()
+    t.disconnect()
+    for _ in range(100):
+        await asyncio.sleep_ms(50)
+        if seen.count("up") >= 2 and c.is_connected():
+            break
+    print("UP2", c.is_connected(), c.callback_errors, seen.count("up"), c._task.done())
+    await c.disconnect()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_an_on_up_and_an_event_callback_that_both_raise_are_both_reported(broker, ver):
+    """The link coming up reports what the event callback raised in the
+    connect (report()) and calls on_up, whatever either does: both
+    exceptions are reported (callback_errors, the event "callback_error"),
+    the task goes on, and neither comes back at the next reconnect."""
+    r = run_mp(HOOK_AND_EVENT_RAISE % {"port": broker.port, "ver": ver}, timeout=30)
+    assert "UP1 True 2 2" in r.stdout, r.stdout + r.stderr
+    assert "UP2 True 2 2 False" in r.stdout, r.stdout + r.stderr
+
+
 HOOKS_ASKED = r"""
 import asyncio
 from durable_mqtt.aio import AsyncClient

@@ -554,6 +554,47 @@ print("subs", c.engine.subs, "link_downs", c.link_downs)
     assert [f for f, _ in fb.conns[1][1:]][:1] == [0x82], fb.conns          # SUBSCRIBE on the next link
 
 
+def test_robust_an_on_up_that_raises_still_settles_the_event_callbacks_exception(broker):
+    # poll()'s reconnect called on_up, then report(), which raises what the
+    # event callback raised in the connect ("new", "resumed", "lost"). An
+    # on_up that raised skipped report(): that exception stayed behind and
+    # came out of the next reconnect's poll(), as that one's, whose
+    # callbacks raised nothing. Now report() runs whatever on_up does; the
+    # hook's exception comes out of poll() (in place of the event
+    # callback's, when both raised).
+    r = run_mp(r"""
+from durable_mqtt.robust import RobustClient
+seen = []
+def on_event(name, info):
+    if name in ("new", "resumed", "lost"):
+        seen.append(name)
+        if len(seen) == 1:
+            raise ValueError("event " + name)
+def up(c):
+    seen.append("up")
+    if seen.count("up") == 1:
+        raise RuntimeError("on_up")
+c = RobustClient("up-raises", "127.0.0.1", %d, timeout_ms=2000, backoff_ms=(1, 1), event_callback=on_event,
+                 on_up=up)
+def poll():
+    try:
+        return c.poll(50)
+    except Exception as x:
+        return repr(x)
+print("POLL1", poll(), c.is_connected())
+c.socket().close()                 # the link dies under the client
+r = poll()
+for i in range(50):                # until reconnected
+    if r is not False:
+        break
+    r = poll()
+print("POLL2", r, len(seen), seen.count("up"), c.is_connected())
+c.disconnect()
+""" % broker.port)
+    assert "POLL1 RuntimeError('on_up',) True" in r.stdout, r.stdout
+    assert "POLL2 True 4 2 True" in r.stdout, r.stdout
+
+
 def test_robust_a_pending_subscription_refused_on_a_reconnect_stays_in_last_error():
     # A subscription made while down that the broker refuses is dropped and
     # "reported in last_error" (api.md). Made by poll()'s reconnect, the

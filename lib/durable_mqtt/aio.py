@@ -502,9 +502,8 @@ class AsyncClient:
                         c.link_down(x, True)
                         continue
                     self._callback_error(x)
-                c.link_up()
                 try:
-                    c.report()   # the event callback's ("new", "resumed", "lost")
+                    c.link_up()  # _on_up, and the event callback's exception ("new", "resumed", "lost")
                 except Exception as x:
                     self._callback_error(x)
                 self._kick()            # what the resend after CONNACK left

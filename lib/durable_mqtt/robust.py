@@ -152,7 +152,6 @@ class RobustClient(MQTTClient):
                 self.link_down(x, True)
                 return False
             self.link_up()
-            self.report()      # the event callback's, once the link is whole
             return True
         try:
             if timeout_ms:
@@ -269,11 +268,18 @@ class RobustClient(MQTTClient):
 
     def link_up(self):
         # An attempt succeeded (the backoff is reset once the link has lasted:
-        # link_down).
+        # link_down). What the event callback raised in it comes out now
+        # (report()), and on_up runs whatever it was: an exception from
+        # on_up comes out in its place. (on_up called first and raising
+        # skipped report(): the event callback's exception stayed, to come
+        # out of a later connect as that one's.)
         self._up = True
         self._up_at = time.ticks_ms()
-        if self.on_up:
-            self.on_up(self)
+        try:
+            self.report()
+        finally:
+            if self.on_up:
+                self.on_up(self)
 
     def _flooded(self):
         # Since the last connect attempt began, a link closed because the
