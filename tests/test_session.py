@@ -953,3 +953,62 @@ print("SENT", sent, "NEW", d.publish("b/x", b"after the reboot", qos=2))
     sent = eval(r.stdout.split("SENT ")[1].split(" NEW")[0])
     new = int(r.stdout.split("NEW ")[1])
     assert new not in sent, r.stdout
+
+
+@pytest.mark.parametrize("layout", ["dir", "log", "ring"])
+@pytest.mark.parametrize("v", [4, 5])
+def test_MQTT_2_3_1_2_after_two_cuts_in_a_row_in_batched_mode_no_id_that_went_out_unrecorded_is_reused(
+        tmp_path, layout, v):
+    """The test above, with a second power cut before anything recorded the
+    ids the first reboot gave out. The boot's jump past a batch's ids lived
+    in RAM only, and a boot derives its counter from the newest id flash
+    holds, not from the header, as soon as a message is held (here a QoS 1
+    one the broker has not acknowledged): the second reboot jumped from
+    the same stored id as the first and gave its first new message the id
+    of the first reboot's first QoS 2 message, which the broker still holds
+    awaiting its PUBREL (MQTT-4.3.3-2): it answers PUBREC and the new
+    message is never delivered, a loss. Now the first id a boot gives out
+    (and the first after each checkpoint) reaches flash before it goes out,
+    so a boot's counter starts past every id given out unrecorded."""
+    def pubrec(got):    # the QoS 2 PUBLISHes received (the held QoS 1 one is not answered)
+        return b"".join(pkt(0x50, body[2 + int.from_bytes(body[:2], "big"):][:2])
+                        for f, body in got if f & 0xF6 == 0x34)
+    fb = FakeBroker([("send", connack(v, sp=1)), ("recv",), ("recv",), ("recv",), ("recv",), ("reply", pubrec),
+                     ("sleep", 0.5)],
+                    [("send", connack(v, sp=1)), ("sleep", 1.0)])
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
+from norflash import NorFlash
+import time
+LAYOUT, PATH, PORT, VER = %r, %r, %d, %d
+flash = NorFlash(4096, 16, prog_size=32)
+def dev():
+    where = {"dir": PATH, "ring": flash, "log": FileLog(PATH + ".log")}[LAYOUT]
+    return MQTTClient("batchid", "127.0.0.1", PORT, version=VER, clean_session=False, session_file=where,
+                      persist_batch_ms=60000)
+c = dev()
+held = c.publish("b/x", b"held", qos=1)    # accepted offline: a message the broker will not acknowledge
+c.flush(0)
+c.close()
+if LAYOUT == "ring":
+    flash = flash.reboot()
+d = dev()                                  # the first reboot
+d.connect()
+sent = [d.publish("b/x", b"lost %%d" %% i, qos=2) for i in range(3)]    # out on the wire, not on flash
+time.sleep_ms(300)                         # the broker has them: its PUBRECs are on their way
+d.conn.drop()                              # power cut before they are read
+if LAYOUT == "ring":
+    flash = flash.reboot()
+x = dev()                                  # the second reboot
+print("RESTORED", x.pending())
+x.connect()
+print("SENT", sent, "NEW", x.publish("b/x", b"after the second reboot", qos=2))
+""" % (layout, str(tmp_path / "s"), fb.port, v))
+    fb.join()
+    sent = eval(r.stdout.split("SENT ")[1].split(" NEW")[0])
+    new = int(r.stdout.split("NEW ")[1])
+    assert new not in sent, r.stdout
+    # The held message, and (recorded before it went out) the first
+    # reboot's first QoS 2 one.
+    assert "RESTORED 2" in r.stdout, r.stdout

@@ -48,6 +48,7 @@ def checkpoint(j, offline):
         os.rename(j.dir + "/" + name, j.dir + "/h")    # the commit point
     except OSError as x:
         raise_full(x)
+    j.lead = e.held                    # (the header's id counts only without a slot: store.py put())
     j.checkpoints += 1
 
 
@@ -69,6 +70,7 @@ def make_room(j, s):
             return
         j.put_file(str(t), b"")
         j.rewritten(t)
+        j.lead = True
 
 
 def make_dir(path, strict=False):

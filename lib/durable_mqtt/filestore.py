@@ -77,6 +77,7 @@ class SlotJournal:
         self.nbatch = 0
         self.batch_t0 = 0
         self.nacks = 0                           # stale slots
+        self.lead = True                         # the next OUT_PUB is not batched (store.py's put())
         self.h = bytearray(20)
         self.s = bytearray(4)
         self.appends = self.checkpoints = self.bytes_written = self.file_writes = 0
@@ -93,7 +94,7 @@ class SlotJournal:
         e.rec = 0
         if k == _R_OUT_PUB:
             pid = e.pid[e.rec_slot]
-            if self.batch_ms:
+            if self.batch_ms and not self.lead:
                 if not self.nbatch:
                     self.batch_t0 = time.ticks_ms()
                 self.batch[self.nbatch] = pid
@@ -108,6 +109,7 @@ class SlotJournal:
                         # (written: what failed is emptying a slot, tried again later)
                 return
             self.stored(e.rec_slot)
+            self.lead = False
             return
         # A QoS 2 record goes at once and takes the batch with it (sessions.md);
         # a message batched before its PUBREC is then written as its OUT_REL.
@@ -285,6 +287,7 @@ class SlotJournal:
                 if self.stale[s] and (self.guard[s] or not first):
                     self.put_file(str(s), b"")
                     self.rewritten(s)
+                    self.lead = True      # (it may have held the newest id a boot counts from)
 
     def tick(self, now):
         if self.nbatch and time.ticks_diff(now, self.batch_t0) >= self.batch_ms:

@@ -24,8 +24,13 @@ def open_session(c, where, prog_size, batch, clean):
         # batch at a power cut may have gone out, and a QoS 2 one's id stays
         # in use at the broker until a PUBREL this client cannot send
         # (MQTT-4.3.3-2): new ids start past every id a batch holds
-        # (MQTT-2.3.1-2), not at the last one flash knows.
+        # (MQTT-2.3.1-2), not at the last one flash knows. The jump is
+        # not stored, but the first id given out after it is, before it
+        # goes out (the journal's `lead`, store.py put()): a second cut
+        # then finds it, and the next boot jumps past the ids this one
+        # gave out unrecorded.
         e.last_pid = (e.last_pid + len(j.batch) - 1) % 65535 + 1
+        j.lead = True
     if e.has_state:
         c.clean_session = False
         c.persist = True
