@@ -6,6 +6,8 @@ RAM, one it accepted is never lost, and a boot reports what it cannot do
 instead of raising. On a real LittleFS image (VfsLfs2 on the NOR flash
 test device, tests/mp/norflash.py, ESP32 mount) or the host filesystem.
 """
+import pytest
+
 from conftest import run_mp
 from test_foreign_session import FAT_SECTORS, FILL, LFS as FS_LFS
 
@@ -434,3 +436,113 @@ print("HELD", len(live), "REFUSED", refused, out)
 """)
     assert "HELD 21 REFUSED 11" in r.stdout, r.stdout     # (the first subscription still fits)
     assert "['flush ok', 'checkpoint ok', 'publish ok']" in r.stdout, r.stdout
+
+
+
+@pytest.mark.parametrize("then", ["cut", "room"])
+def test_a_qos2_message_whose_pubrel_flash_refused_is_never_published_again_after_it(broker, then):
+    """MQTT-4.3.3 (3.1.1: 4.3.3-2): once the PUBREL is sent, the PUBLISH is
+    never sent again. A PUBREC came while the filesystem under a FileLog
+    was full: its OUT_REL append was refused, and so was the checkpoint
+    that replaces a refused append; the link closed with StoreFull, the
+    message past PUBREC in RAM, its OUT_PUB alone on flash. The reconnect's
+    checkpoint was refused too, reported as `store_full`, and the
+    connection went on: the PUBREL went out, the broker delivered the
+    message and completed it. After a power cut the boot found the OUT_PUB
+    and sent the PUBLISH again (DUP=1) with an id the broker had released:
+    a new message, delivered a second time. Now a connect whose checkpoint
+    is refused while a QoS 2 record the store refused is not on flash
+    raises StoreFull and sends nothing: the PUBREL waits until it can be
+    recorded, and a reboot meanwhile resends the PUBLISH before any PUBREL,
+    which the broker answers with PUBREC, delivering nothing again ("cut");
+    once the store takes the checkpoint, the next connect resumes with the
+    PUBREL ("room") and no boot after it holds the message. (The
+    filesystem full, then read-only: LittleFS, short of blocks, still took
+    the reconnect's small checkpoint into its metadata.)"""
+    r = run_mp(LFS + r"""
+import time
+from durable_mqtt.filelog import FileLog
+PORT, THEN = %d, %r
+TOPIC = "se/pubrel/%%d" %% time.ticks_ms()
+got = []
+sub = MQTTClient("se-sub-" + TOPIC[10:], "127.0.0.1", PORT)
+sub.set_callback(lambda t, m, r, q: got.append(bytes(m[-1:])))
+sub.connect()
+sub.subscribe(TOPIC, 2)
+def fboot():
+    ev = []
+    c = MQTTClient("se-pub-" + TOPIC[10:], "127.0.0.1", PORT, clean_session=False,
+                   session_file=FileLog("/fl/log"), event_callback=lambda e, i: ev.append(e))
+    return c, ev
+def pump(c, ms):
+    # Both clients read for ms; the publisher's first error, if any.
+    t0 = time.ticks_ms()
+    err = None
+    while time.ticks_diff(time.ticks_ms(), t0) < ms:
+        sub.check_msg()
+        if c.is_connected():
+            try:
+                c.wait_msg(20)
+            except OSError as x:
+                err = err or x
+        else:
+            time.sleep_ms(20)
+    return err
+def fill_blocks(k=0):
+    # Every free block taken, with room left in the directory for a name
+    # (fill() takes that too: LittleFS then refuses a new file as
+    # ENAMETOOLONG, 36, not ENOSPC). Files fill<k>, ...; returns the next k.
+    for sz in (4096, 1024, 256):
+        try:
+            while True:
+                with open("/fl/fill%%d" %% k, "wb") as f:
+                    f.write(bytes(sz))
+                k += 1
+        except OSError:
+            os.remove("/fl/fill%%d" %% k)
+    return k
+dev = fresh()
+c, ev = fboot()
+c.connect()
+c.publish(TOPIC, BIG + b"X", qos=2)          # its OUT_PUB on flash; the PUBREC on its way
+k = fill_blocks()                            # then the filesystem is full
+x = pump(c, 300)                             # the PUBREC: OUT_REL refused, checkpoint refused
+print("PUBREC read:", repr(x), "connected", c.is_connected())
+assert isinstance(x, StoreFull) and not c.is_connected(), x
+# The filesystem now goes read-only (the refused append closed the log:
+# no file is open), so that no checkpoint gets through: the state past
+# PUBREC, without its message's bytes, now fits in LittleFS's metadata.
+vfs.umount("/fl")
+vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
+refused = False
+try:
+    c.connect()                              # Session Present 1; its checkpoint refused too
+    print("reconnected", ev)
+except StoreFull as x:
+    print("reconnect refused:", repr(x))
+    refused = True
+pump(c, 500)                                 # (before: PUBREL, PUBCOMP, the message delivered)
+print("delivered", got)
+vfs.umount("/fl")
+vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+unfill(k)
+if THEN == "room":                           # writable again, no reboot: the PUBREL goes now
+    c.connect()
+    pump(c, 1000)
+    print("room: pending", c.pending(), "delivered", got)
+    assert c.pending() == 0 and got == [b"X"], (c.pending(), got)
+    vfs.umount("/fl")
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+# A power cut: the next boot (with room) holds what flash holds.
+c, ev = fboot()
+print("boot", ev, "holds", [c.engine.slot(i) for i in range(c.engine.count)])
+c.connect()
+pump(c, 1000)
+print("pending", c.pending(), "delivered", got)
+assert c.pending() == 0, c.pending()
+assert got == [b"X"], got
+assert refused                               # the connect said why it sent nothing
+print("OK")
+""" % (broker.port, then))
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout

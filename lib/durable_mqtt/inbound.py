@@ -301,7 +301,9 @@ def put_send(link, n):  # noalloc
     if e.rec:
         c = link.c
         if c.persist:
+            c.unsaved = True     # until it is written (connect.py: a refused checkpoint then raises)
             c.journal.put()
+            c.unsaved = False
         e.rec = 0
     if n:
         link.owe(link.tx, n)
