@@ -38,10 +38,7 @@ _DRAIN = const(2)
 # also stored in the module's globals, and every global lookup in this
 # module probes a fuller dict.
 _SENT = const(0)
-_RECEIVED = const(4)
-_DUP_IN = const(5)
 _DROPPED_QOS0 = const(6)
-_OVERSIZE_IN = const(7)
 # MQTT 5 reason codes a broker may put in PUBACK/PUBREC, and in PUBREL/PUBCOMP.
 _RC_PUB = b"\x00\x10\x80\x83\x87\x90\x91\x97\x99"
 _RC_REL = b"\x00\x92"
