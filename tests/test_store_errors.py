@@ -250,6 +250,38 @@ print("OK")
     assert "OK" in r.stdout, r.stdout
 
 
+def test_a_filelog_on_a_full_littlefs_boots_with_store_full():
+    """LittleFS reports a file it cannot create for want of room as
+    LFS_ERR_NAMETOOLONG (OSError 36), not ENOSPC: a FileLog's first boot
+    on a full LittleFS raised that OSError out of the constructor (its
+    checkpoint's .tmp file), at every boot while the flash stayed full.
+    Now the boot reports store_full and QoS 1 is refused (StoreFull), as on
+    a full FAT card or a read-only mount."""
+    r = run_mp(LFS + r"""
+from durable_mqtt.filelog import FileLog
+fresh()
+k = fill()
+try:
+    open("/fl/probe", "wb").close()
+except OSError as x:
+    print("create on full", x.args[0])
+ev = []
+c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog("/fl/log"),
+               event_callback=lambda e, i: ev.append(e))
+print("boot", ev)
+assert ev == ["store_full"], ev
+try:
+    c.publish("t", b"A01", qos=1)
+    raise AssertionError("accepted")
+except StoreFull:
+    pass
+c.publish("t", b"q0", qos=0)
+print("OK")
+""")
+    print(r.stdout)
+    assert "create on full 36" in r.stdout and "OK" in r.stdout, r.stdout
+
+
 def test_a_session_directory_beside_an_old_session_file_on_a_read_only_filesystem():
     """A session directory with its header, and beside it a session file of
     the older log layout at the same path (a move into the directory cut

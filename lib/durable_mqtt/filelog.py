@@ -24,6 +24,7 @@ from .errors import StoreFull, ERR_FULL
 
 _ENOSPC = const(28)
 _EROFS = const(30)
+_ENAMETOOLONG = const(36)   # LittleFS: a file created on a full filesystem (its NOSPC, reported so)
 
 
 class FileLog:
@@ -254,8 +255,8 @@ class FileLog:
 def _raise_full(e):
     # A write refused for want of room, or at all (mounted read-only):
     # StoreFull, so that a boot reports it (store_full) instead of raising.
-    if e.args and e.args[0] in (_ENOSPC, _EROFS):
-        raise StoreFull(ERR_FULL, "filesystem full" if e.args[0] == _ENOSPC else "filesystem read-only")
+    if e.args and e.args[0] in (_ENOSPC, _EROFS, _ENAMETOOLONG):
+        raise StoreFull(ERR_FULL, "filesystem read-only" if e.args[0] == _EROFS else "filesystem full")
     raise e
 
 
