@@ -576,5 +576,89 @@ assert got == [b"X"], got
 assert refused                               # the connect said why it sent nothing
 print("OK")
 """ % (broker.port, then))
+@pytest.mark.parametrize("fs", ["fat", "littlefs"])
+def test_a_filelog_full_at_boot_takes_qos1_once_there_is_room(broker, fs):
+    """FileLog measured its capacity (what one checkpoint may hold) once,
+    in its constructor: on a card or flash full at that moment it was 0,
+    and every QoS 1/2 publish() raised StoreFull ("flash store full") until
+    a reboot, whatever room came back, connected or not (the connect's
+    checkpoint was refused before it wrote, against the same 0). Measured
+    again, the message was appended to a log holding no state (its first
+    checkpoint refused): no header before it, so the next boot set the log
+    aside (discarded) and the message was lost. Now a refusal measures the
+    filesystem again and a log holding no state takes a checkpoint first:
+    once there is room, publish() is accepted on the same connection,
+    reaches the broker, and is on flash at the next boot, which resends it."""
+    r = run_mp(LFS + FAT_SECTORS + r"""
+from durable_mqtt.filelog import FileLog
+PORT = %d
+FS = %r
+T = "fullboot/" + FS
+if FS == "fat":
+    dev = Sectors(128)
+    vfs.VfsFat.mkfs(dev)
+    mk = lambda: vfs.VfsFat(dev)
+else:
+    dev = NorFlash(4096, 32, prog_size=P)
+    vfs.VfsLfs2.mkfs(dev, progsize=P)
+    mk = lambda: vfs.VfsLfs2(dev, progsize=P)
+vfs.mount(mk(), "/fl")
+def fboot():
+    ev = []
+    c = MQTTClient("fullboot-" + FS, "127.0.0.1", PORT, clean_session=False, session_file=FileLog("/fl/log"),
+                   event_callback=lambda e, i: ev.append(e))
+    return c, ev
+def refused(c):
+    try:
+        c.publish(T, b"full", qos=1)
+    except StoreFull:
+        return True
+got = []
+w = MQTTClient("fullboot-w-" + FS, "127.0.0.1", PORT)
+w.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+w.connect()
+w.subscribe(T, 1)
+k = fill()
+c, ev = fboot()                              # full at boot
+print("boot", ev, "capacity", c.journal.b.capacity)
+assert refused(c) and c.pending() == 0
+c.connect()                                  # (its checkpoint refused: connected all the same)
+assert refused(c) and c.pending() == 0
+unfill(k)
+try:                                         # room again, the same connection
+    c.publish(T, b"A01", qos=1)
+except StoreFull as x:
+    print("refused with room:", repr(x))
+    raise
+for _ in range(50):
+    if got:
+        break
+    w.wait_msg(100)
+print("broker", got)
+assert got == [b"A01"], got
+c.close()                                    # (a power cut: its PUBACK never read)
+vfs.umount("/fl")
+vfs.mount(mk(), "/fl")
+c, ev = fboot()
+print("reboot", ev, tails(c, 3))
+assert ev == [] and tails(c, 3) == [b"A01"], (ev, tails(c, 3))
+c.connect()                                  # resent, acknowledged
+for _ in range(50):
+    if not c.pending():
+        break
+    c.wait_msg(100)
+assert c.pending() == 0
+c.publish(T, b"A02", qos=1)
+for _ in range(50):
+    if len(got) == 3 and not c.pending():
+        break
+    c.wait_msg(100)
+    w.wait_msg(10)
+print("broker", got)
+assert got == [b"A01", b"A01", b"A02"] and c.pending() == 0, got
+c.disconnect()
+w.disconnect()
+print("OK")
+""" % (broker.port, fs))
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout

@@ -57,7 +57,7 @@ class FileLog:
                 os.rename(self.tmp, path)
             except OSError:
                 pass
-        self.capacity = self.capacity_bytes()
+        self.capacity_bytes()
 
     def load(self):
         # The file's bytes, b"" when there is no file. Boot only. A
@@ -150,20 +150,25 @@ class FileLog:
             self._torn = True
 
     def needs_checkpoint(self):  # noalloc
-        return self._torn or self._since > self.compact_bytes
+        # (Also while the log holds no state, its first checkpoint refused:
+        # a record appended to no header would be set aside at boot.)
+        return self._torn or self._since > self.compact_bytes or not self._size
 
     def capacity_bytes(self):
         # An estimate of the largest state a checkpoint can write now: half
         # of the free space plus the current file (the old file and the new
         # .tmp coexist until the rename), less two blocks of filesystem
-        # metadata. Asks the filesystem (allocates; not for hot paths).
+        # metadata; kept as self.capacity. Asks the filesystem (allocates:
+        # the constructor, and a refusal, LogJournal.fits(), since other
+        # files may have made room).
         d = self.path.rsplit("/", 1)[0] if "/" in self.path else "."
         try:
             st = os.statvfs(d or "/")
+            n = max(0, ((st[4] - 2) * st[0] + _file_size(self.path)) // 2)
         except OSError:
-            return 0
-        free = (st[4] - 2) * st[0]
-        return max(0, (free + _file_size(self.path)) // 2)
+            n = 0
+        self.capacity = n
+        return n
 
     def begin(self):
         self._abort_checkpoint()

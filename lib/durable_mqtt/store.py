@@ -193,7 +193,7 @@ class LogJournal:
         # Write the whole state as the backend's new base (compaction); a
         # state replaced (restore_session()) needs nothing more.
         b = self.b
-        if self.refused and not fits(self.e, 0, b.capacity):
+        if self.refused and not self.fits(0):
             # After a checkpoint refused midway, the next are refused before
             # a byte is written until the state fits again: on the ring a
             # refused checkpoint's bytes stay inside the live span, which
@@ -230,8 +230,11 @@ class LogJournal:
     def stats(self):
         return self.b.stats()
 
-    def fits(self, n):  # noalloc
-        return fits(self.e, n, self.b.capacity)
+    def fits(self, n):  # noalloc while it fits
+        # Refused, a file backend measures its room again (other files may
+        # have made room since: a FileLog full at boot had capacity 0 for
+        # good); a ring's is fixed by its partition: none to measure.
+        return fits(self.e, n, self.b.capacity) or fits(self.e, n, getattr(self.b, "capacity_bytes", int)())
 
 
 def write_state(e, j, offline):
