@@ -576,6 +576,10 @@ assert got == [b"X"], got
 assert refused                               # the connect said why it sent nothing
 print("OK")
 """ % (broker.port, then))
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout
+
+
 @pytest.mark.parametrize("fs", ["fat", "littlefs"])
 def test_a_filelog_full_at_boot_takes_qos1_once_there_is_room(broker, fs):
     """FileLog measured its capacity (what one checkpoint may hold) once,
