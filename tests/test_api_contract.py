@@ -98,6 +98,46 @@ def test_oversize_publish_with_a_malformed_topic_name_closes_the_link(ver, topic
     assert fb.conns[0][1:] == ([(0xE0, b"\x81")] if ver == 5 else []), fb.conns[0]
 
 
+# Topic Names longer than rx (buf_size=128: the body's first 128 bytes, the
+# Topic Name's first 126): the rest passes through the bytes dropped.
+LONG_TOPICS = {
+    "plus_in_kept_part": (b"a/+/" + b"x" * 200, False),
+    "hash_past_buf_size": (b"a/" + b"x" * 200 + b"/#", False),
+    "nul_past_buf_size": (b"a/" + b"x" * 300 + b"\x00", False),
+    "bad_utf8_past_buf_size": (b"a/" + b"x" * 200 + b"\xc3\x28", False),
+    "utf8_cut_at_the_end": (b"a/" + b"x" * 200 + b"\xf0\x9f\x98", False),
+    "bad_byte_after_the_seam": (b"a/" + b"x" * 122 + b"\xe2\x82(" + b"/z" * 20, False),
+    "surrogate_across_the_seam": (b"a/" + b"x" * 123 + b"\xed\xa0\x80" + b"/z" * 20, False),
+    "well_formed_across_the_seam": (b"a/" + b"x" * 120 + "\U0001F600\u20ac\u00e9".encode() * 5, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LONG_TOPICS))
+@pytest.mark.parametrize("ver", VERSIONS)
+def test_oversize_publish_with_a_topic_name_longer_than_buf_size_is_checked_whole(ver, name):
+    """API.md: an incoming PUBLISH whose Topic Name is not well formed closes
+    the link with MQTTException, unacknowledged, whatever its size. A Topic
+    Name longer than the receive buffer was not checked at all, even where
+    rx kept it (a '+' at its third byte): the PUBLISH was acknowledged and
+    dropped as a well-formed oversize one (PacketTooLarge, link kept). A
+    well-formed one, UTF-8 sequences across the buffer's end included, is
+    still that."""
+    topic, good = LONG_TOPICS[name]
+    fb = FakeBroker([("send", connack(ver)), ("send", publish(ver, topic, b"p" * 50, qos=1, pid=5)),
+                     ("sleep", 0.5)])
+    res, out = mp(fb.port, ver, OVERSIZE_BAD_TOPIC)
+    fb.join()
+    err = res["err"]
+    assert not err["ok"] and err["mqtt"], out
+    if good:
+        assert err["cls"] == "PacketTooLarge" and res["after"]["connected"] is True, out
+        assert fb.conns[0][1:] == [(0x40, u16(5) + (b"\x97" if ver == 5 else b""))], fb.conns[0]
+    else:
+        assert err["cls"] == "ProtocolError", out
+        assert res["after"] == {"tag": "after", "got": "[]", "connected": False}, out
+        assert fb.conns[0][1:] == ([(0xE0, b"\x81")] if ver == 5 else []), fb.conns[0]
+
+
 SUBSCRIBE_IN_CALLBACK = r"""
 c = MQTTClient("cb-sub", "127.0.0.1", PORT, version=V, timeout_ms=2000)
 got = []

@@ -15,6 +15,11 @@ _HEAD = const(0)             # reader state (link.py's)
 _RECEIVED = const(4)         # link.py's counter numbers
 _DUP_IN = const(5)
 _OVERSIZE_IN = const(7)
+# A UTF-8 sequence begun in a long Topic Name's bytes checked so far
+# (far_topic): its bytes, how many came and how many it has.
+_seq = bytearray(4)
+_got = 0
+_len = 0
 
 
 def drain(link):  # noalloc
@@ -32,8 +37,10 @@ def drain(link):  # noalloc
             link.got += r
         else:
             r = link.net.read_into(link.tx, min(len(rx), link.left))
-            if r and link.first & 6:
-                far_id(link, r)
+            if r:
+                far_topic(link, r)
+                if link.first & 6:
+                    far_id(link, r)
         if not r:
             return 0
         link.left -= r
@@ -47,7 +54,7 @@ def drain(link):  # noalloc
     # one, or that runs past the packet, closes the link, unacknowledged.
     if t + (2 if qos else 0) > link.rlen:
         codec.fail("PUBLISH topic length beyond packet")
-    if t <= keep:
+    if t <= keep:                        # (a longer one: far_topic())
         codec.check_utf8(rx, 2, t, True)
     if qos:
         # Its packet id: kept in rx, or (a Topic Name that long) taken
@@ -92,3 +99,39 @@ def far_id(link, r):  # noalloc
             link.box.pid = link.tx[k - o] << 8
         else:
             link.box.pid = link.box.pid & 0xFF00 | link.tx[k - o]
+
+
+def far_topic(link, r):  # noalloc
+    # The r bytes just read into tx, to be dropped, may hold part of a
+    # Topic Name longer than rx: checked as they pass (after the part rx
+    # keeps, at the first of them), as check_utf8() checks a whole one.
+    global _got
+    o = link.rlen - link.left            # the body offset of tx[0]
+    rx = link.rx
+    t = codec.u16(rx, 0) + 2             # where the Topic Name ends
+    if o < t:
+        if o == len(rx):
+            _got = 0
+            _check(rx, 2, o)
+        _check(link.tx, 0, min(r, t - o))
+        if _got and o + r >= t:
+            codec.fail("ill-formed UTF-8 (MQTT-1.5.3-1)")    # cut short
+
+
+def _check(buf, i, end):  # noalloc
+    # buf[i:end]: the next bytes of a Topic Name. A multi-byte sequence is
+    # gathered in _seq, across calls, and checked whole by codec.utf8().
+    global _got, _len
+    while i < end:
+        c = buf[i]
+        if _got or c >= 0x80:
+            if not _got:
+                _len = 2 if c < 0xE0 else 3 if c < 0xF0 else 4
+            _seq[_got] = c
+            _got += 1
+            if _got == _len:
+                _got = 0
+                codec.utf8(_seq, 0, _len)
+        elif not c or c == 0x23 or c == 0x2B:
+            codec.check_utf8(buf, i, i + 1, True)    # raises: U+0000, a wildcard
+        i += 1
