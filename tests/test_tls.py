@@ -242,6 +242,27 @@ def test_context_without_a_ca_fails_with_a_clear_error(tls, tmp_path, v):
 
 
 @pytest.mark.parametrize("v", VERSIONS)
+def test_a_cert_optional_context_is_made_to_verify(tls, tmp_path, v):
+    # API.md: a context that would not verify is switched to CERT_REQUIRED.
+    # CERT_OPTIONAL is one: mbedTLS completes that handshake with a broker
+    # signed by another CA ("raw" connects), so only the switch refuses it.
+    (tmp_path / "ca.der").write_bytes(tls.other_der.read_bytes())
+    r = run_mp(MATRIX.replace("c = MQTTClient", """ctx.verify_mode = ssl.CERT_OPTIONAL
+import socket
+s = socket.socket()
+s.connect(socket.getaddrinfo("localhost", %d)[0][-1])
+report("raw", lambda: ctx.wrap_socket(s, server_hostname="localhost").close())
+c = MQTTClient""" % tls.tls_port, 1) % (recipe("tls-context"), v, "optional", tls.tls_port, v, ""),
+               timeout=30, cwd=str(tmp_path))
+    res = reports(r.stdout)
+    assert res["raw"]["ok"], r.stdout
+    e = res["connect"]
+    assert not e["ok"] and e["mqtt"] and "TLS handshake with localhost" in e["args"][1], (e, r.stdout)
+    assert res["after"] == {"tag": "after", "connected": False, "verify_mode": 2}, r.stdout
+    assert "tls-matrix-%d-optional" % v not in tls.log_text()     # no CONNECT reached the broker
+
+
+@pytest.mark.parametrize("v", VERSIONS)
 def test_documented_opt_out_connects_without_verification(tls, tmp_path, v):
     res, out = matrix(tls, tmp_path, v, None, "tls-no-verify", "optout", ", tls_verify=False")
     assert res["connect"]["ok"] and res["pub"]["ok"], out
