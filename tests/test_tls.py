@@ -269,6 +269,28 @@ def test_documented_opt_out_connects_without_verification(tls, tmp_path, v):
     assert res["after"] == {"tag": "after", "connected": True, "verify_mode": 0}, out     # left as given
 
 
+def test_a_context_that_would_not_verify_is_switched_when_the_client_takes_it():
+    # API.md: "a context that would not verify is switched to CERT_REQUIRED
+    # by the client". It was switched only inside connect(): the context
+    # the application handed over read CERT_NONE (or CERT_OPTIONAL) until
+    # then, and for good if it never connected. The documented opt-out
+    # (tls_verify=False) leaves it as given.
+    r = run_mp(r"""
+import ssl
+from durable_mqtt import MQTTClient
+for mode in (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = mode
+    MQTTClient("x", "h", ssl=ctx)
+    opt = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    opt.verify_mode = mode
+    MQTTClient("x", "h", ssl=opt, tls_verify=False)
+    print("MODE", mode, ctx.verify_mode, opt.verify_mode)
+""")
+    assert [line.split()[1:] for line in r.stdout.splitlines() if line.startswith("MODE")] == [
+        ["0", "2", "0"], ["1", "2", "1"], ["2", "2", "2"]], r.stdout
+
+
 def test_an_ssl_object_that_cannot_be_made_to_verify_is_refused():
     # API.md: the broker's certificate is always verified. The ssl module
     # itself has a wrap_socket() that verifies nothing, and an object with

@@ -38,6 +38,11 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
         # (The ssl module itself has a wrap_socket() that verifies nothing:
         # an object without verify_mode cannot be made to verify.)
         raise TypeError("ssl must be an ssl.SSLContext")
+    if ssl is not None and tls_verify and ssl.verify_mode != 2:
+        # The broker is always verified (API.md): MicroPython's context
+        # starts at CERT_NONE. Switched as the client takes it, and again
+        # at each connect (dial.secure), should the application reset it.
+        ssl.verify_mode = 2              # ssl.CERT_REQUIRED
     if not client_id and version == 4 and not clean_session:
         raise ValueError("an empty client id needs clean_session=True in MQTT 3.1.1 (MQTT-3.1.3-7)")
     if password is not None and user is None and version == 4:
