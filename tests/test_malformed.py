@@ -771,6 +771,32 @@ emit("state", connected=c.is_connected())
         assert disconnects == [], sent[-3:]
 
 
+@pytest.mark.parametrize("how", ["wait", "check"])
+@pytest.mark.parametrize("v", VERSIONS)
+def test_MQTT_4_5_0_2_messages_delivered_before_a_malformed_packet_are_acknowledged_before_the_close(v, how):
+    # Two messages, delivered, then a PUBLISH with a wildcard in its Topic
+    # Name, all in one write. The client closes the connection over the
+    # third (MQTT-4.8.0-1; API.md), but acknowledges the two it took first
+    # (MQTT-4.5.0-2), in both versions: MQTT 5 did (they go before its
+    # DISCONNECT), 3.1.1 closed with them unsent, and the broker sent the
+    # QoS 1 message again on the next connection, a second delivery.
+    raw = (publish(v, b"a/1", b"x", qos=1, pid=3) + publish(v, b"a/2", b"y", qos=2, pid=4)
+           + publish(v, b"a/+", b"z", qos=1, pid=5))
+    fake = FakeBroker([("send", connack(v)), ("send", raw), ("sleep", 0.5)])
+    res = mp(fake, v, """
+got = []
+c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000)
+c.set_callback(lambda t, m, r, q: got.append(bytes(t)))
+c.connect()
+report("err", lambda: pump(c, %r))
+emit("state", connected=c.is_connected(), got=repr(got))
+""" % how)
+    assert_error(res["err"], "ProtocolError", "wildcard")
+    assert res["state"] == {"tag": "state", "connected": False, "got": repr([b"a/1", b"a/2"])}, res
+    assert after_error(fake) == [(0x40, u16(3)), (0x50, u16(4))] + ([(0xE0, b"\x81")] if v == 5 else []), \
+        after_error(fake)
+
+
 @pytest.mark.parametrize("v", VERSIONS)
 def test_bad_suback_closes_with_disconnect_in_mqtt5(v):
     # The same from subscribe()'s own reads (request.py): a SUBACK with a

@@ -76,10 +76,12 @@ def refuse(k):
     # Error sends DISCONNECT with the reason code (errors.why: 0x81, 0x82,
     # 0x93, 0x94, 0x95...) before it closes the connection (the caller,
     # Link.drop(), closes it). Sent after the acknowledgements owed for
-    # the packets handled before (k.send()); any failure to send is ignored:
-    # the connection closes anyway. The session is not touched: what is in
-    # flight goes again after the reconnect, and the broker publishes the
-    # will (only reason 0x00 removes it, MQTT-3.1.2-10).
+    # the packets handled before (k.send(); MQTT-4.5.0-2: those messages
+    # were delivered); any failure to send is ignored: the connection
+    # closes anyway. 3.1.1 has no reason codes: only the acknowledgements
+    # go. The session is not touched: what is in flight goes again after
+    # the reconnect, and the broker publishes the will (only reason 0x00
+    # removes it, MQTT-3.1.2-10).
     rc = errors.why
     errors.why = 0
     if not rc:
@@ -90,21 +92,32 @@ def refuse(k):
     buf[1] = 1                       # the reason code alone: no properties (3.14.2.2.1)
     buf[2] = rc
     try:
-        if k.gentle:
+        if not k.c.v5:
+            if k.owed and (not k.gentle or net.room()):
+                k.flush()
+                _unread(k)           # (no linger: no 3.1.1 broker closes its side)
+        elif k.gentle:
             # AsyncClient's link: never a wait that holds the event loop.
             # What already came is read first: a socket closed with bytes
             # unread sends a reset, which may cost the broker the DISCONNECT.
             if net.room():
                 k.send(buf, 0, 3)
-            for _ in range(8):       # (a bound: a broker may not stop sending)
-                if not net.wait(0):
-                    break
-                net.read_into(k.rx, len(k.rx))
+            _unread(k)
         else:
             k.send(buf, 0, 3)
             _linger(net, k.rx, min(k.c.timeout_ms, _LINGER_MS))
     except OSError:
         pass
+
+
+def _unread(k):
+    # Reads (and drops) what already came, never waiting: a socket closed
+    # with bytes unread sends a reset, which may cost the broker what was
+    # sent last.
+    for _ in range(8):               # (a bound: a broker may not stop sending)
+        if not k.net.wait(0):
+            break
+        k.net.read_into(k.rx, len(k.rx))
 
 
 def _linger(net, buf, ms):

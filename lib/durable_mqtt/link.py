@@ -89,10 +89,9 @@ class Link:
         # Close the connection; the next one starts with a fresh reader.
         # bad: a packet the broker sent is malformed or breaks the protocol
         # (errors.BAD_PACKET was raised): the connection closes (MQTT-4.8.0-1;
-        # MQTT 5, 4.13.1), and MQTT 5 first tells the broker why, a
-        # DISCONNECT with the reason code (leave.refuse); 3.1.1 has no
-        # reason codes and just closes.
-        if bad and self.c.v5 and self.connected:
+        # MQTT 5, 4.13.1), after the acknowledgements owed (MQTT-4.5.0-2)
+        # and, MQTT 5, a DISCONNECT with the reason code (leave.refuse).
+        if bad and self.connected:
             from .leave import refuse
             refuse(self)
         if self.out0:
