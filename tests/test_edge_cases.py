@@ -223,6 +223,40 @@ pump(c, 200)
     assert body.endswith(b"AABBCC"), body
 
 
+@pytest.mark.parametrize("qos", [1, 2])
+def test_a_publish_refused_for_a_wide_memoryview_takes_no_packet_id(tmp_path, qos):
+    # A memoryview of an array("H") or array("i") holds items wider than a
+    # byte: the outbox cannot copy it, and publish() raises ValueError. It
+    # did so after the session had given the message its packet id: the
+    # next message got the id after it. A refused publish() changes
+    # nothing: no id, nothing queued, nothing on flash, the same stats.
+    where = str(tmp_path / "s")
+    r = run_mp(PRE % 1 + r"""
+import os
+from array import array
+c = MQTTClient("wide", "127.0.0.1", PORT, clean_session=False, session_file=%r)
+QOS = %d
+first = c.publish("t", b"a", False, QOS)
+def state():
+    d = %r + ".d"                        # the session on flash: a directory of records
+    files = sorted((n, open(d + "/" + n, "rb").read()) for n in os.listdir(d))
+    return c.pending(), sorted(c.stats().items()), files
+before = state()
+bad = [("t", memoryview(array("H", [1, 2]))), ("t", memoryview(array("i", [1]))),
+       (memoryview(array("H", [0x61])), b"m")]
+for topic, msg in bad:
+    for q in (0, QOS):
+        try:
+            c.publish(topic, msg, False, q)
+            raise AssertionError("accepted")
+        except ValueError:
+            pass
+assert state() == before, (state(), before)
+print("IDS", first, c.publish("t", b"b", False, QOS))
+""" % (where, qos, where))
+    assert "IDS 1 2" in r.stdout, r.stdout
+
+
 def test_reader_packets_packed_in_one_write_or_split_byte_by_byte():
     # The reader takes up to 16 bytes per read: several small packets from
     # one read, a fixed header cut by the end of a read, a body begun in
@@ -393,6 +427,28 @@ print("connected", c.is_connected())
     fb.join()
     assert r.stdout.count("refused") == 2 and "limit of 30" in r.stdout and "connected True" in r.stdout, r.stdout
     assert [f for f, _ in fb.conns[0][1:] if f in (0x82, 0xA2)] == [], fb.conns[0]
+
+
+def test_a_subscribe_refused_as_too_large_takes_no_packet_id():
+    # A SUBSCRIBE or UNSUBSCRIBE over the broker's Maximum Packet Size is
+    # refused before it is sent (above). It was refused after the session
+    # had given it a packet id: the next message got the id after it.
+    mps = bytes((0x27,)) + (30).to_bytes(4, "big")
+    fb = FakeBroker([("send", pkt(0x20, bytes((0, 0)) + props_block(mps))), ("sleep", 0.3)])
+    r = run_mp(PRE % fb.port + r"""
+from durable_mqtt import PacketTooLarge
+c = MQTTClient("mps", "127.0.0.1", PORT, version=5, timeout_ms=2000)
+c.connect()
+for f in (c.subscribe, c.unsubscribe):
+    try:
+        f("a/" + "x" * 60)
+        raise AssertionError("sent")
+    except PacketTooLarge:
+        pass
+print("ID", c.publish("t", b"m", False, 1))
+""")
+    fb.join()
+    assert "ID 1" in r.stdout, r.stdout
 
 
 def test_MQTT_3_2_2_15_queued_qos0_the_brokers_limits_refuse_is_dropped_and_counted():

@@ -7,7 +7,7 @@ import time
 from micropython import const
 
 from .codec import as_bytes, check_utf8, fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
-from .errors import ConnectRefused, NotConnected, PacketTooLarge, ProtocolError, Timeout
+from .errors import ConnectRefused, NotConnected, ProtocolError, Timeout
 
 _SUBSCRIBE = const(0x82)     # SUBSCRIBE, UNSUBSCRIBE carry flags 0b0010 (MQTT-3.8.1-1, 3.10.1-1)
 _SUBACK = const(0x90)
@@ -59,6 +59,9 @@ def requesting(c, f, opts, sid, timeout_ms=0):
         if sub:
             _available(k.sub_avail, f, sid)
         props = c.props.encode({"subscription_id": sid}) if sid else b""
+    # PacketTooLarge before the session gives the request an id (below,
+    # with it, the same bytes: it cannot raise there).
+    subscribe_packet(c.tx, 0, f, opts, props, e.max_out)
     # A request made while another waits for its answer (a callback's,
     # inside that wait): the other's answer, which comes first, is kept
     # for it (ack), and its id is awaited again once this one is done.
@@ -69,11 +72,7 @@ def requesting(c, f, opts, sid, timeout_ms=0):
         k.up.append(up)
     try:
         pid = e.request(_SUBACK if sub else _UNSUBACK)
-        try:
-            n = subscribe_packet(c.tx, pid, f, opts, props, e.max_out)
-        except PacketTooLarge:
-            e.abandon(False)                 # (not sent: its id is free again)
-            raise
+        n = subscribe_packet(c.tx, pid, f, opts, props, e.max_out)
         k.result = -1
         s = k.net.sock                       # the connection the request goes on
         try:

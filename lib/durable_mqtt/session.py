@@ -230,6 +230,9 @@ class Session:
         # (ticks_ms differences hold about 6 days: a longer expiry is none)
         i = _slot(self, pid, off, n, ticks_add(now, ttl * 1000) | 1 if 0 < ttl < 500000 else 0)
         if qos:
+            # The id is taken only now: a topic or payload the arena cannot
+            # copy (a memoryview of an array("H")) raised ValueError above.
+            self.last_pid = pid
             self.rec = _R_OUT_PUB
             self.rec_slot = i
         return pid
@@ -477,7 +480,7 @@ class Session:
     def request(self, kind):
         # A packet id for a SUBSCRIBE (kind: the ack awaited) or UNSUBSCRIBE.
         self.req_pid = 0
-        self.req_pid = next_pid(self)
+        self.req_pid = self.last_pid = next_pid(self)
         self.req_kind = kind
         return self.req_pid
 
@@ -666,14 +669,14 @@ def _reserve(e, n):  # noalloc
 def next_pid(e):  # noalloc
     # Ids go round 1..65535, skipping any still in use (MQTT-2.2.1-3).
     # run_pid..run_end-1 are known free, so the slots are scanned once
-    # per run of ids, not once per message.
+    # per run of ids, not once per message. The caller sets last_pid
+    # once the id is used.
     pid = e.last_pid
     for _ in range(65535):
         pid = pid + 1 if pid < 65535 else 1
         if pid != e.run_pid:
             e.run_end = e._free_run(pid)
         if pid < e.run_end:
-            e.last_pid = pid
             e.run_pid = pid + 1
             return pid
     raise QueueFull(_ERR_FULL, "no packet id free")
