@@ -7,6 +7,7 @@
 #   c = RobustClient(..., link=link)    # up() is called before a reconnect
 #                                       # when isconnected() says the link is down
 #   c = AsyncClient(..., link=AsyncWLANLink("my-ssid", "secret"))   # up() awaited
+#   WLANLink("my-ssid", "secret", feed=wdt.feed)   # called every 100 ms of a join
 #
 # The interface is two methods, so any transport can provide it:
 #   up(timeout_ms) -> bool     bring the link up; True when usable (AsyncClient
@@ -35,7 +36,7 @@ class WLANLink:
     a half-associated radio (the STAT_CONNECTING limbo seen after access
     point reboots) does not recover by waiting."""
 
-    def __init__(self, ssid, password, hostname=None, pm=None):
+    def __init__(self, ssid, password, hostname=None, pm=None, feed=None):
         import network
         self.ssid, self.password = ssid, password
         self.wlan = network.WLAN(network.STA_IF)
@@ -45,6 +46,7 @@ class WLANLink:
             except (AttributeError, ValueError, OSError):
                 pass
         self._pm = pm
+        self.feed = feed             # e.g. a machine.WDT's feed, while the radio associates
         self.attempts = 0
 
     def isconnected(self):
@@ -61,6 +63,8 @@ class WLANLink:
         # timeout_ms at most (up() sleeps them, AsyncWLANLink.up() awaits).
         t0 = time.ticks_ms()
         while not self.wlan.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
+            if self.feed:
+                self.feed()
             yield
 
     def _start(self):

@@ -161,3 +161,28 @@ print('OK')
 """, [MP_HELPERS, ROOT / "boards"], tmp_path, check=True)
     assert r.stdout.splitlines() == ["WLAN hostname dev-7", "WLAN connect my-ssid", "WLAN connect other",
                                      "OK"], r.stdout
+
+
+def test_wlan_link_feeds_a_watchdog_while_the_radio_associates(tmp_path):
+    """WLANLink(feed=...) calls feed every 100 ms of a join (the firmware
+    passes its watchdog's feed: a join may take timeout_ms); a radio that
+    never associates is given up after timeout_ms, fed all the while."""
+    r = run_isolated(r"""
+import sys, time, fw_network
+sys.modules['network'] = fw_network
+fw_network.WLAN.connect = lambda self, ssid=None, key=None, **kw: None    # never associates
+from wlan import WLANLink, AsyncWLANLink
+fed = []
+feed = lambda: fed.append(time.ticks_ms())
+t0 = time.ticks_ms()
+assert not WLANLink('ssid', 'pw', feed=feed).up(1000)
+gaps = [time.ticks_diff(b, a) for a, b in zip([t0] + fed, fed)]
+print('SYNC', len(fed), max(gaps) < 300)
+del fed[:]
+import asyncio
+assert not asyncio.run(AsyncWLANLink('ssid', 'pw', feed=feed).up(500))
+print('ASYNC', len(fed))
+""", [MP_HELPERS, ROOT / "boards"], tmp_path, check=True)
+    lines = r.stdout.split()
+    assert lines[0] == "SYNC" and 9 <= int(lines[1]) <= 11 and lines[2] == "True", r.stdout
+    assert lines[3] == "ASYNC" and 4 <= int(lines[4]) <= 6, r.stdout
