@@ -8,6 +8,7 @@
 #                  secrets.example.json; copied with DEPLOY_ARGS=--with-secrets)
 #   profile.py     the board profile (boards/<board>/profile.py)
 #   wlan.py        the Wi-Fi link (boards/wlan.py)
+#   watchdog.py    machine.WDT when config.json sets wdt_ms (with boot.py)
 #
 # Topics, under topic_base:
 #   <base>/tele    {"boot": B, "seq": S, "up_ms": T} every interval_ms, QoS 1
@@ -22,13 +23,39 @@
 # each command, REFUSED when the outbox is full, and ERROR with the reason
 # whenever a connect attempt or the link fails (a refused login, no Wi-Fi,
 # no broker).
+#
+# With "wdt_ms" in config.json a hardware watchdog resets a board whose
+# application hangs (watchdog.py, docs/firmware.md): fed at each loop
+# iteration, at each step of a connect attempt (each waits timeout_ms at
+# most) and during the Wi-Fi join.
 import json
 import sys
 import time
 
 import profile
+import watchdog
 from durable_mqtt import QueueFull
 from durable_mqtt.robust import RobustClient
+
+
+class Client(RobustClient):
+    # A connect attempt (link, CONNECT, CONNACK, resends, subscriptions)
+    # runs in one poll() as steps (MQTTClient.run), each waiting up to
+    # timeout_ms: the watchdog is fed between them, or a slow broker would
+    # starve it for several timeouts in a row.
+    def run(self, steps):
+        return super().run(fed(steps))
+
+
+def fed(steps):
+    # steps, with the watchdog fed before each.
+    while True:
+        watchdog.feed()
+        try:
+            w = next(steps)
+        except StopIteration as s:
+            return s.value
+        yield w
 
 
 def load(path, optional=False):
@@ -60,6 +87,9 @@ def main(config="config.json", secrets="secrets.json"):
     interval = cfg.get("interval_ms", 1000)
     if type(interval) is not int:
         raise ValueError("%s: interval_ms must be a whole number of ms, not %r" % (config, interval))
+    watchdog.start(watchdog.timeout(cfg, config))   # (boot.py started it already, and a timer feeds it)
+    watchdog.take()                           # fed here from now on
+    feed = watchdog.feed
     if hasattr(profile, "setup"):             # the simulated board mounts its flash image
         link = profile.setup(**cfg.get("sim", {}))
     else:
@@ -68,7 +98,8 @@ def main(config="config.json", secrets="secrets.json"):
             raise ValueError("no wifi_ssid: put secrets.json (see secrets.example.json) beside main.py, "
                              "e.g. make deploy DEPLOY_ARGS=--with-secrets")
         link = WLANLink(cfg["wifi_ssid"], cfg.get("wifi_password"), cfg.get("hostname"),
-                        getattr(profile, "WLAN_PM", None))    # the Pico W: power saving off
+                        getattr(profile, "WLAN_PM", None),    # the Pico W: power saving off
+                        feed)                                 # every 100 ms of the join
     boot = next_boot(profile.SESSION_PATH.rsplit("/", 1)[0] + "/boot_count")
     base = cfg["topic_base"]
     # 10 ms to a day, as the interval= command takes it (ticks_add() takes
@@ -94,11 +125,13 @@ def main(config="config.json", secrets="secrets.json"):
         c.publish(base + "/reply", "boot %d: %s %s" % (boot, cmd, ok), qos=1)
         print("CMD", cmd, ok)
 
-    c = RobustClient(cfg["client_id"], cfg["broker"], cfg.get("port", 1883),
-                     cfg.get("mqtt_user"), cfg.get("mqtt_password"), cfg.get("keepalive", 30),
-                     version=cfg.get("version", 4), link=link, clean_session=False,
-                     session_file=profile.session_file(), timeout_ms=cfg.get("timeout_ms", 5000),
-                     **profile.PROFILE)
+    feed()
+    c = Client(cfg["client_id"], cfg["broker"], cfg.get("port", 1883),
+               cfg.get("mqtt_user"), cfg.get("mqtt_password"), cfg.get("keepalive", 30),
+               version=cfg.get("version", 4), link=link, clean_session=False,
+               session_file=profile.session_file(), timeout_ms=cfg.get("timeout_ms", 5000),
+               **profile.PROFILE)
+    feed()                                    # (the session read from flash)
     c.set_callback(on_message)
     print("BOOT", boot, "restored", c.pending(), "event", c.last_event)
     c.subscribe(base + "/cmd", 1)             # made now, or after the first connect
@@ -107,6 +140,7 @@ def main(config="config.json", secrets="secrets.json"):
     t_stats = t_next
     shown = None                              # the last failure printed
     while state["run"]:
+        feed()
         now = time.ticks_ms()
         if time.ticks_diff(now, t_next) >= 0:
             t_next = time.ticks_add(now, state["interval"])
@@ -126,8 +160,12 @@ def main(config="config.json", secrets="secrets.json"):
         if time.ticks_diff(now, t_stats) >= 1000:
             t_stats = now
             report(c, boot, seq)
-    c.flush(10000)
+    for _ in range(100):                      # c.flush(10000), fed every 100 ms
+        feed()
+        if c.flush(100):
+            break
     report(c, boot, seq)
+    feed()
     c.disconnect()
     print("STOPPED")
 
@@ -154,4 +192,9 @@ def report(c, boot, seq):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    try:
+        main(*sys.argv[1:3])
+    except KeyboardInterrupt:
+        watchdog.hold()          # Ctrl-C: the console's; the watchdog cannot be stopped
+        raise
+    watchdog.hold()              # "stop": the board stays at the REPL, not reset

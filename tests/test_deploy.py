@@ -262,6 +262,10 @@ def test_make_deploy_to_unix_port_then_switch_to_mpy(app, tmp_path, unix_board):
 
 # Built-in modules of the board's firmware that the unix port lacks.
 STAND_INS = {"esp32": ["network=fw_network", "esp32=fw_esp32"], "rp2040": ["network=fw_network"], "unix": []}
+# The unix port has no machine.WDT (nor Timer), and no real watchdog exists
+# here: tests/mp/fw_machine.py stands in for it in the watchdog tests only,
+# measuring the time between feeds where a board would count it down.
+WATCHED = ["machine=fw_machine"]
 
 
 @pytest.fixture(scope="module")
@@ -282,9 +286,10 @@ def lay_out(board, arch, build, dest):
     return sorted(files)
 
 
-def power_on(board_dir, board, tmp_path):
+def power_on(board_dir, board, tmp_path, extra=()):
     env = dict(os.environ, MICROPYPATH="%s:.frozen" % MP_HELPERS, HOME=str(tmp_path))
-    return subprocess.Popen([MICROPYTHON, str(MP_HELPERS / "board_rom.py"), str(board_dir)] + STAND_INS[board],
+    return subprocess.Popen([MICROPYTHON, str(MP_HELPERS / "board_rom.py"), str(board_dir)] + STAND_INS[board]
+                            + list(extra),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
 
 
@@ -455,6 +460,9 @@ def test_firmware_says_which_config_file_is_wrong_and_how(tmp_path):
         ("list-secrets", json.dumps(cfg), "[]", "secrets.json", "a JSON object"),
         ("str-interval", dict(cfg, interval_ms="1000"), good, "interval_ms", "whole number"),
         ("no-broker", {k: v for k, v in cfg.items() if k != "broker"}, good, "broker", "missing"),
+        ("str-wdt", dict(cfg, wdt_ms="8000"), good, "wdt_ms", "whole number"),
+        ("short-wdt", dict(cfg, wdt_ms=500), good, "wdt_ms", "from 2000"),
+        ("wdt-under-timeouts", dict(cfg, wdt_ms=2000, timeout_ms=1500), good, "wdt_ms 2000", "timeout_ms 1000"),
     ]
     for name, config, secrets, what, fault in cases:
         rc, out = _boot_with(tmp_path, name, config, secrets, timeout=10)
@@ -510,3 +518,97 @@ def test_pico_w_firmware_turns_wifi_power_saving_off(tmp_path):
         rc, out = _boot_with(tmp_path, board, json.dumps(cfg), secrets, board=board, timeout=3)
         assert "WLAN connect test-ssid" in out, out
         assert [x for x in out.splitlines() if x.startswith("WLAN config")] == want, (board, out)
+
+
+# ---------------------------------------------------------------- the watchdog
+
+def _slow_broker(base, delay):
+    """A broker that answers CONNECT and SUBSCRIBE each `delay` s late, then
+    sends the "stop" command; acknowledges every QoS 1 PUBLISH. Returns the
+    listener and the list of (packet type, time answered)."""
+    from fakebroker import connack, listener, next_packet, pkt, publish, u16
+    answered = []
+
+    def serve(conn):
+        buf = b""
+        with conn:
+            while True:
+                p = next_packet(buf)
+                if p is None:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    buf += data
+                    continue
+                first, body, buf = p
+                kind = first & 0xF0
+                if kind == 0x10:
+                    time.sleep(delay)
+                    conn.sendall(connack(4))
+                elif kind == 0x80:
+                    time.sleep(delay)
+                    conn.sendall(pkt(0x90, body[:2] + b"\x01"))
+                    conn.sendall(publish(4, (base + "/cmd").encode(), b"stop"))
+                elif kind == 0x30 and first & 6:
+                    tl = int.from_bytes(body[:2], "big")
+                    conn.sendall(pkt(0x40, body[2 + tl:4 + tl]))
+                elif kind == 0xC0:
+                    conn.sendall(pkt(0xD0))
+                elif kind == 0xE0:
+                    return
+                answered.append((kind, time.monotonic()))
+    return listener(serve), answered
+
+
+def _watched(out):
+    """(feeds, longest time between two feeds in ms) from fw_machine's WDT."""
+    line = [x for x in out.splitlines() if x.startswith("WDT feeds ")][-1].split()
+    return int(line[2]), int(line[4])
+
+
+def test_firmware_feeds_the_watchdog_through_a_slow_connect(tmp_path):
+    """wdt_ms set: boot.py starts machine.WDT and a timer feeds it until
+    main.py takes over; main.py feeds it at each loop iteration and at each
+    step of a connect attempt. A broker that answers CONNECT and SUBSCRIBE
+    0.8 s late each makes one attempt (one poll()) of 1.6 s and more: fed
+    only between loop iterations, the watchdog went that long unfed; fed
+    per step, never longer than one network wait (timeout_ms at most). After
+    "stop" the timer feeds it again (the board stays at the REPL)."""
+    root = tmp_path / "board"
+    lay_out("esp32", None, None, root)
+    base = "boot/wdt"
+    s, answered = _slow_broker(base, 0.8)
+    try:
+        cfg = json.loads((root / "config.json").read_text())
+        cfg.update(broker="127.0.0.1", port=s.getsockname()[1], client_id="wdt", topic_base=base,
+                   interval_ms=50, timeout_ms=1000, wdt_ms=2000)
+        (root / "config.json").write_text(json.dumps(cfg))
+        (root / "secrets.json").write_text(json.dumps({"wifi_ssid": "test-ssid", "wifi_password": "pw"}))
+        dev = power_on(root, "esp32", tmp_path, WATCHED)
+        out = dev.communicate(timeout=30)[0]
+    finally:
+        s.close()
+    assert dev.returncode == 0 and "STOPPED" in out, out
+    lines = out.splitlines()
+    # boot.py: started and held by the timer; main.py: took it over before anything else.
+    assert lines[:4] == ["WDT start 2000", "TIMER feeds every 500", "WDT start 2000", "TIMER stop"], out
+    assert lines.index("TIMER stop") < lines.index("BOOT 1 restored 0 event None"), out
+    assert lines[lines.index("STOPPED"):][:2] == ["STOPPED", "TIMER feeds every 500"], out
+    assert "WDT EXPIRED" not in out, out
+    acks = [(k, t) for k, t in answered if k in (0x10, 0x80)]
+    assert [k for k, _ in acks] == [0x10, 0x80], answered   # one attempt: CONNACK, then SUBACK, each 0.8 s late
+    assert acks[1][1] - acks[0][1] >= 0.8, answered
+    feeds, gap = _watched(out)
+    assert feeds > 5 and 700 <= gap < 1200, (feeds, gap, out)
+
+
+def test_firmware_runs_without_a_watchdog_where_the_port_has_none(tmp_path):
+    """The unix port has no machine.WDT: with wdt_ms set the firmware says
+    so once and runs on (boot.py and main.py each)."""
+    cfg = json.loads((ROOT / "firmware" / "config.json").read_text())
+    cfg.update(broker="127.0.0.1", port=1, timeout_ms=300, wdt_ms=2000)
+    rc, out = _boot_with(tmp_path, "nowdt", json.dumps(cfg), {"wifi_ssid": "test-ssid", "wifi_password": "pw"},
+                         timeout=3)
+    assert "[still running]" in out and "BOOT 1 " in out, out
+    note = "WDT: this port has no machine.WDT: running without a watchdog"
+    assert out.splitlines().count(note) == 2, out
