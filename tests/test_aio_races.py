@@ -335,3 +335,70 @@ def test_aio_subscribe_waits_for_the_reconnect_after_a_publish_stalled_the_link(
     assert "LINK False True" in out, out            # the link failed, the task had not seen it yet
     assert "SUB 1 UP True" in out, out
     assert "write stalled" in out.split("DOWNS", 1)[1], out
+
+
+FAILED_UNDER_SUB = r"""
+import asyncio, sys, time
+from durable_mqtt.aio import AsyncClient
+downs = []
+async def main():
+    c = AsyncClient("race-fail-sub", "127.0.0.1", %(port)d, version=%(ver)d, timeout_ms=500,
+                    keepalive=60, buf_size=420000, backoff_ms=(50, 100), queue_size=1,
+                    on_down=lambda c, x: downs.append(repr(x)))
+    await c.connect(timeout_ms=3000)
+    c.client.socket().setsockopt(1, 7, 4096)      # SOL_SOCKET, SO_SNDBUF: a board's send room
+    await c.subscribe("race/fail/q", 0)
+    c.publish_nowait("race/fail/q", b"fills the queue")
+    it = c.messages()
+    while c.stats()["received"] < 1:
+        await asyncio.sleep_ms(20)
+    # The queue is full: the background task reads no more, the subscribe
+    # below is the link's only reader.
+    print("READY")
+    sys.stdin.readline()                          # the proxy forwards nothing now
+    sub = asyncio.create_task(c.subscribe("race/fail/sub", 1, timeout_ms=5000))
+    await asyncio.sleep_ms(100)                   # it waits for its SUBACK
+    # A QoS 0 message larger than the send room and the proxy's receive
+    # room: its write stalls, and after timeout_ms its Timeout ends the
+    # link, kept for the background task while the subscribe waits.
+    c.publish_nowait("race/fail/big", b"x" * 400000)
+    print("LINK", c.is_connected(), c.up.is_set())
+    await asyncio.sleep_ms(200)                   # the subscribe sees the link closed
+    await it.__anext__()                          # room in the queue: the task looks again
+    for _ in range(100):
+        if downs:
+            break
+        await asyncio.sleep_ms(20)
+    print("DOWNS", downs)
+    try:
+        r = repr(await sub)
+    except Exception as x:
+        r = repr(x)
+    print("SUB", r)
+    await c.disconnect()
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_aio_a_link_failure_met_while_a_subscribe_waits_reaches_on_down(broker, tmp_path, ver):
+    # A publish's write stalled past timeout_ms while a subscribe() waited
+    # for its SUBACK: the link closed, its Timeout kept for the background
+    # task. The subscribe, seeing the link closed, failed on it and cleared
+    # that Timeout (k.failed(x); k.failure = None, its own failure's
+    # handling), and on_down heard only "link dropped while sending". Now a
+    # request leaves a failure another call met before it: on_down hears the
+    # real cause; the subscribe still waits for the reconnect.
+    script = tmp_path / "fail_under_sub.py"
+    with FaultProxy(upstream=("127.0.0.1", broker.port)) as p:
+        script.write_text(FAILED_UNDER_SUB % {"port": p.port, "ver": ver})
+        dev = subprocess.Popen([MICROPYTHON, "-X", "heapsize=4m", str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=mp_env())
+        line = dev.stdout.readline()
+        assert line.startswith("READY"), line + dev.stdout.read()
+        p.stall("up", seconds=3)
+        out, _ = dev.communicate("go\n", timeout=30)
+    assert "LINK False True" in out, out            # the link failed, the task had not seen it yet
+    downs = out.split("DOWNS", 1)[1].split("\n", 1)[0]
+    assert "write stalled" in downs and "dropped while sending" not in downs, out
+    assert "SUB 1" in out, out

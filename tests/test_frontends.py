@@ -870,3 +870,46 @@ print("ON", c.port == %d, "UP", c.is_connected())
 c.close()
 """ % (bad.port, good.port, good.port, good.port), timeout=30)
     assert "ON True UP True" in r.stdout, r.stdout
+
+
+LINK_DIES_IN_A_SUBSCRIBE = r"""
+import time
+from durable_mqtt import MQTTClient
+from durable_mqtt.robust import RobustClient
+downs = []
+c = %(make)s
+def cb(topic, msg, retained, qos):
+    c.socket().close()                 # the link dies under the client
+    c.publish("dies/out", b"reply")    # the callback's write meets it first
+c.set_callback(cb)
+c.connect(clean_session=True)
+c.subscribe("dies/in", 0)
+p = MQTTClient("dies-pub", "127.0.0.1", %(port)d)
+p.connect()
+p.publish("dies/in", b"m", qos=1)
+while p.pending():
+    p.wait_msg(1000)
+p.disconnect()
+time.sleep_ms(100)                      # the message waits in the socket, ahead of the SUBACK
+def call(f, *a):
+    try:
+        return f(*a)
+    except Exception as x:
+        return repr(x)
+print("SUB", call(c.subscribe, "dies/other", 0))
+print("NEXT", call(c.check_msg))
+print("DOWNS", downs)
+"""
+
+
+def test_a_link_failure_a_callback_met_in_a_subscribe_is_raised_by_the_next_call(broker):
+    # A message read by subscribe() before its SUBACK: its callback's
+    # publish() could not write (the link had died), a failure kept for the
+    # next call. subscribe() then failed on the closed link and cleared it:
+    # the next check_msg() raised only "not connected". Now the next call
+    # raises the callback's write failure, the real cause.
+    r = run_mp(LINK_DIES_IN_A_SUBSCRIBE % {"port": broker.port, "make": 'MQTTClient("dies-mq", "127.0.0.1", %d)'
+                                           % broker.port})
+    assert "SUB NotConnected(" in r.stdout, r.stdout
+    assert "NEXT PeerClosed(-5, 'connection dropped (errno 9)')" in r.stdout, r.stdout
+

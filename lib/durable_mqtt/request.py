@@ -100,8 +100,13 @@ def requesting(c, f, opts, sid, timeout_ms=0):
             if k.net.sock is s or k.net.sock is None:
                 e.abandon()
                 if isinstance(x, OSError):
+                    # The link closes over its own failure, which this raises:
+                    # not kept for the next call as well. One another call met
+                    # first (a callback's publish() that could not write, an
+                    # AsyncClient task's) is the real cause: it stays kept.
                     k.failed(x)
-                    k.failure = None
+                    if k.failure is x:
+                        k.failure = None
             elif e.req_pid == pid:
                 e.abandon(False)             # (its connection is gone: no late answer either)
             # Not on a connection made since: that is someone else's. Closed
