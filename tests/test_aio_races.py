@@ -331,6 +331,11 @@ def test_aio_subscribe_waits_for_the_reconnect_after_a_publish_stalled_the_link(
         line = dev.stdout.readline()
         assert line.startswith("READY"), line + dev.stdout.read()
         p.stall("up", seconds=3)
+        # Attempts meanwhile are refused, not held: a CONNECT held past its
+        # attempt's timeout reached the broker when the stall ended and took
+        # the session from the link made then (the broker closed it).
+        p.refuse = True
+        p.run_script([(3.1, "refuse", "off")])
         out, _ = dev.communicate("go\n", timeout=30)
     assert "LINK False True" in out, out            # the link failed, the task had not seen it yet
     assert "SUB 1 UP True" in out, out
@@ -397,6 +402,11 @@ def test_aio_a_link_failure_met_while_a_subscribe_waits_reaches_on_down(broker, 
         line = dev.stdout.readline()
         assert line.startswith("READY"), line + dev.stdout.read()
         p.stall("up", seconds=3)
+        # Attempts meanwhile are refused, not held: a CONNECT held past its
+        # attempt's timeout reached the broker when the stall ended and took
+        # the session from the link made then (the broker closed it).
+        p.refuse = True
+        p.run_script([(3.1, "refuse", "off")])
         out, _ = dev.communicate("go\n", timeout=30)
     assert "LINK False True" in out, out            # the link failed, the task had not seen it yet
     downs = out.split("DOWNS", 1)[1].split("\n", 1)[0]
