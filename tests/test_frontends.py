@@ -913,3 +913,13 @@ def test_a_link_failure_a_callback_met_in_a_subscribe_is_raised_by_the_next_call
     assert "SUB NotConnected(" in r.stdout, r.stdout
     assert "NEXT PeerClosed(-5, 'connection dropped (errno 9)')" in r.stdout, r.stdout
 
+
+def test_robust_a_link_failure_a_callback_met_in_a_subscribe_reaches_on_down(broker):
+    # The same in RobustClient.subscribe(), which keeps the subscription for
+    # the next connect and reports the drop: on_down heard the subscribe's
+    # own "the link closed before the SUBACK", not the callback's write
+    # failure that closed it.
+    r = run_mp(LINK_DIES_IN_A_SUBSCRIBE % {"port": broker.port, "make": 'RobustClient("dies-rb", "127.0.0.1", %d, '
+                                           'on_down=lambda c, x: downs.append(repr(x)))' % broker.port})
+    assert "SUB None" in r.stdout, r.stdout            # kept for the next connect
+    assert "DOWNS [\"PeerClosed(-5, 'connection dropped (errno 9)')\"]" in r.stdout, r.stdout

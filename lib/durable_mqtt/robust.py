@@ -205,7 +205,7 @@ class RobustClient(MQTTClient):
         # does not raise), lets batches and acknowledgements due reach flash,
         # and returns the ms until the next connect attempt (0: now).
         if self._up:
-            self.link_down(self.conn.failure or OSError(-1, "link dropped while sending"))
+            self.link_down(OSError(-1, "link dropped while sending"))    # (or the failure kept)
         j = self.journal
         if j is not None and (j.nacks or j.nbatch):
             j.tick(time.ticks_ms())
@@ -305,7 +305,12 @@ class RobustClient(MQTTClient):
         k = self.conn
         if k is not None:
             k.drop()                  # (the core has closed it already when it failed)
-            k.failure = None          # reported here, not again by the next call
+            # The first failure the link met, if still kept, is the cause
+            # (a callback's write that failed in a subscribe(), whose own
+            # "closed before the SUBACK" followed); reported here, not again
+            # by the next call.
+            exc = k.failure or exc
+            k.failure = None
         self.last_error = exc
         flooded = self._flooded()
         if attempt and not flooded:
