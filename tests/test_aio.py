@@ -422,3 +422,61 @@ def test_on_down_is_not_called_for_an_asked_disconnect_and_hooks_are_checked(bro
     print(r.stdout)
     assert "SEEN ['up']" in r.stdout, r.stdout
     assert "NOT CALLABLE REFUSED" in r.stdout, r.stdout
+
+
+EVENT_RAISES_ON_CALLBACK_ERROR = r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+from durable_mqtt import MQTTClient
+seen = []
+def on_event(name, info):
+    seen.append(name)
+    if name == "callback_error":
+        raise ValueError("the event callback, on callback_error")
+def ups_of(seen):
+    return seen.count("new") + seen.count("resumed") + seen.count("lost")
+def on_msg(topic, msg, retained, qos):
+    raise RuntimeError("the message callback")
+
+async def main():
+    c = AsyncClient("aio-ev-cb-err", "127.0.0.1", %(port)d, version=%(ver)d, timeout_ms=2000,
+                    backoff_ms=(50, 100), event_callback=on_event)
+    c.set_callback(on_msg)
+    await c.connect(timeout_ms=5000)
+    await c.subscribe("aio/evcb", 0)
+    c.publish_nowait("aio/evcb", b"m")
+    for _ in range(100):
+        await asyncio.sleep_ms(20)
+        if c.callback_errors:
+            break
+    await asyncio.sleep_ms(100)
+    print("ERR1", c.callback_errors, seen.count("callback_error"))
+    ups = ups_of(seen)
+    for i in range(2):                 # two reconnects: another connection takes the session over
+        t = MQTTClient("aio-ev-cb-err", "127.0.0.1", %(port)d, version=%(ver)d)
+        t.connect()
+        t.disconnect()
+        for _ in range(100):
+            await asyncio.sleep_ms(50)
+            if ups_of(seen) > ups and c.is_connected():
+                break
+        ups = ups_of(seen)
+    await asyncio.sleep_ms(100)
+    print("ERR2", c.callback_errors, seen.count("callback_error"), ups, c._task.done())
+    await c.disconnect()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_an_event_callback_that_raises_on_callback_error_is_not_reported_again_at_each_reconnect(broker, ver):
+    """The message callback raised: reported as the event "callback_error",
+    on which the event callback raised too. That exception was kept for the
+    next connect's report(), which reported it as another callback_error,
+    on which the event callback raised again: every reconnect reported a
+    stale error once more. Now it is counted and printed where it happens,
+    and nothing is kept for a later connect."""
+    r = run_mp(EVENT_RAISES_ON_CALLBACK_ERROR % {"port": broker.port, "ver": ver}, timeout=30)
+    assert "ERR1 2 1" in r.stdout, r.stdout + r.stderr
+    assert "ERR2 2 1 3 False" in r.stdout, r.stdout + r.stderr

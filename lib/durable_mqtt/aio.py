@@ -556,8 +556,18 @@ class AsyncClient:
         # The application's callback raised: counted, reported as the event
         # "callback_error" and printed; the task goes on.
         self.callback_errors += 1
-        self.client.event("callback_error", {"error": repr(x)})
+        c = self.client
+        e = c.cb_error
+        c.event("callback_error", {"error": repr(x)})
         sys.print_exception(x)
+        x = c.cb_error
+        if x is not e:
+            # The event callback raised on this very event: counted and
+            # printed here. Kept (event()), it came out of the next connect's
+            # report() as a callback_error again, raised again, and so on.
+            c.cb_error = e
+            self.callback_errors += 1
+            sys.print_exception(x)
 
     def _keepalive(self):
         # ms until the keepalive needs the task; a ping the broker did not
