@@ -923,3 +923,53 @@ def test_robust_a_link_failure_a_callback_met_in_a_subscribe_reaches_on_down(bro
                                            'on_down=lambda c, x: downs.append(repr(x)))' % broker.port})
     assert "SUB None" in r.stdout, r.stdout            # kept for the next connect
     assert "DOWNS [\"PeerClosed(-5, 'connection dropped (errno 9)')\"]" in r.stdout, r.stdout
+
+
+PENDING_SUB_FAILS_AFTER_EVENT = r"""
+from durable_mqtt.robust import RobustClient
+seen = []
+def on_event(name, info):
+    if name in ("new", "resumed", "lost"):
+        seen.append(name)
+        if len(seen) == 1:
+            c.socket().close()         # the link dies just after its CONNACK
+            raise ValueError("event " + name)
+c = RobustClient("pend-ev-%(how)s", "127.0.0.1", %(port)d, timeout_ms=2000, backoff_ms=(1, 1),
+                 event_callback=on_event)
+print("SUB", c.subscribe("pend/ev", 0))            # made after the next connect
+def call(f, *a):
+    try:
+        return f(*a)
+    except Exception as x:
+        return repr(x)
+if "%(how)s" == "poll":
+    r1 = call(c.poll, 50)
+    r2 = call(c.poll, 50)
+    for i in range(50):               # until reconnected
+        if r2 is not False:
+            break
+        r2 = call(c.poll, 50)
+else:
+    r1 = call(c.connect)
+    r2 = call(c.connect)
+print("FIRST", r1)
+print("SECOND", r2, len(seen), c.is_connected(), c.engine.subs)
+c.disconnect()
+"""
+
+
+@pytest.mark.parametrize("how", ["poll", "connect"])
+def test_robust_an_event_callbacks_exception_is_raised_by_the_attempt_whose_pending_subscription_failed(broker, how):
+    # The connect's event ("new") fired and the event callback raised, kept
+    # by event() for report() once the attempt's work is done; then the
+    # subscription made while down failed on the link. poll() (link_down)
+    # and connect() (the failure raised) skipped report(): the exception
+    # stayed, and came out of the next attempt that succeeded, as that
+    # one's. Now the attempt that failed raises it (poll(): its failure in
+    # last_error; connect(): in place of its failure), and the next attempt
+    # raises nothing.
+    r = run_mp(PENDING_SUB_FAILS_AFTER_EVENT % {"port": broker.port, "how": how})
+    assert "SUB None" in r.stdout, r.stdout
+    assert "FIRST ValueError('event new',)" in r.stdout, r.stdout
+    # (poll(): connected; connect(): Session Present, the session resumed)
+    assert "SECOND True 2 True [(b'pend/ev', 0, 0)]" in r.stdout, r.stdout

@@ -100,11 +100,15 @@ class RobustClient(MQTTClient):
             # dropped while sending": on_down, link_downs) with a backoff
             # before poll() tried again.
             self._asked()
-        sp = self.run(steps)
-        self._up = True               # a drop from here on is reported (on_down)
-        self._up_at = time.ticks_ms()
-        self.run(self._subscribe_pending())
-        self.report()      # the event callback's, once all that is done
+        try:
+            sp = self.run(steps)
+            self._up = True           # a drop from here on is reported (on_down)
+            self._up_at = time.ticks_ms()
+            self.run(self._subscribe_pending())
+        finally:
+            # The event callback's, once all that is done, or failed (in place
+            # of the failure then: left, it came out of the next connect).
+            self.report()
         return sp
 
     def disconnect(self, session_expiry=None):
@@ -150,6 +154,7 @@ class RobustClient(MQTTClient):
                 # holding it or a message copy just failed: a failed attempt,
                 # as in AsyncClient; the next one may find it.)
                 self.link_down(x, True)
+                self.report()           # the event callback's in this attempt, if it raised
                 return False
             self.link_up()
             return True
