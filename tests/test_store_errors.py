@@ -665,4 +665,65 @@ w.disconnect()
 print("OK")
 """ % (broker.port, fs))
     print(r.stdout)
+@pytest.mark.parametrize("store", ["FileLog", "directory"])
+def test_a_littlefs_full_down_to_its_metadata_is_reported_as_store_full(broker, store):
+    """LittleFS refuses a new file as ENAMETOOLONG (36), not ENOSPC, when
+    the directory's metadata block has no room for its name and no free
+    block is left to grow into: lfs2_file_open() turns the create commit's
+    LFS_ERR_NOSPC into LFS_ERR_NAMETOOLONG (littlefs 3b62ec1, PR #638:
+    meant for a name no metadata block can take; the library's names are a
+    few bytes, under name_max 255), and MicroPython's VfsLfs2 raises -err.
+    A checkpoint makes a new file (FileLog: path.tmp; a directory: h.tmp),
+    so the 36 passed out of a first boot (MQTTClient() raised) and out of
+    connect() as a plain OSError instead of the `store_full` event that a
+    full filesystem (ENOSPC) gives, and a directory's publish() whose new
+    slot file found no room raised it instead of StoreFull: now a boot and
+    a connect give `store_full`, a publish() StoreFull."""
+    r = run_mp(LFS + r"""
+import time
+from durable_mqtt.filelog import FileLog
+PORT, STORE = %d, %r
+TOPIC = "se/meta/%%08d" %% (time.ticks_ms() %% 100000000)    # (a fixed length)
+def sboot():
+    ev = []
+    c = MQTTClient("se-meta-" + TOPIC[8:], "127.0.0.1", PORT, clean_session=False,
+                   session_file=FileLog("/fl/log") if STORE == "FileLog" else "/fl/s",
+                   event_callback=lambda e, i: ev.append((e, i)))
+    return c, ev
+def attempt(what, f):
+    try:
+        f()
+        print(what, "ok")
+    except OSError as x:
+        print(what, "raised", repr(x))
+# A first boot on a full filesystem: its checkpoint refused.
+dev = fresh()
+k = fill()
+attempt("first boot", sboot)
+unfill(k)
+vfs.umount("/fl")
+# A connect on one that filled since the boot.
+dev = fresh()
+c, ev = sboot()
+k = fill()
+if STORE == "directory":
+    # (The directory has a metadata block of its own: small messages, kept
+    # inline in it, fill that too: of this size the last new slot file
+    # finds it full, then h.tmp too.)
+    try:
+        while True:
+            c.publish(TOPIC, bytes(64), qos=1)
+    except OSError as x:
+        print("publish refused:", repr(x))
+attempt("connect", c.connect)
+print("events", ev, "connected", c.is_connected())
+assert c.is_connected() and ("store_full", {"reason": "filesystem full"}) in ev, ev
+c.close()
+print("OK")
+""" % (broker.port, store), check=False)
+    print(r.stdout)
+    assert "first boot ok" in r.stdout, r.stdout
+    if store == "directory":
+        assert "publish refused: StoreFull(-7, 'filesystem full')" in r.stdout, r.stdout
+    assert "connect ok" in r.stdout, r.stdout
     assert "OK" in r.stdout, r.stdout

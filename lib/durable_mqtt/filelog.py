@@ -25,6 +25,7 @@ from .errors import StoreFull, ERR_FULL
 _ENOSPC = const(28)
 _EROFS = const(30)
 _ENAMETOOLONG = const(36)   # LittleFS: a file created on a full filesystem (its NOSPC, reported so)
+_ENAMETOOLONG = const(36)   # LittleFS: no room for a new file's name (_raise_full)
 
 
 class FileLog:
@@ -260,6 +261,10 @@ class FileLog:
 def _raise_full(e):
     # A write refused for want of room, or at all (mounted read-only):
     # StoreFull, so that a boot reports it (store_full) instead of raising.
+    # LittleFS refuses a new file whose name its full metadata block cannot
+    # take (no free block to move to) as ENAMETOOLONG: lfs2_file_open()
+    # turns the create's NOSPC into it (littlefs 3b62ec1). Our names are
+    # far below its name_max (255): that is room too. (filestore.py alike.)
     if e.args and e.args[0] in (_ENOSPC, _EROFS, _ENAMETOOLONG):
         raise StoreFull(ERR_FULL, "filesystem read-only" if e.args[0] == _EROFS else "filesystem full")
     raise e

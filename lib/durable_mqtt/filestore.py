@@ -45,6 +45,7 @@ _R_OUT_REL = const(4)
 _R_IN_LIST = const(8)        # pid u16 * n: the incoming QoS 2 ids, whole
 _ENOSPC = const(28)
 _EROFS = const(30)
+_ENAMETOOLONG = const(36)   # LittleFS: no room for a new file's name (filelog.py)
 _ERR_FULL = const(-7)
 
 
@@ -335,6 +336,6 @@ def _put_seq(b, seq):  # noalloc
 def raise_full(x):
     # A write the filesystem refuses for want of room, or at all (mounted
     # read-only): StoreFull, the message not accepted, nothing lost.
-    if x.args and x.args[0] in (_ENOSPC, _EROFS):
-        raise StoreFull(_ERR_FULL, "filesystem full" if x.args[0] == _ENOSPC else "filesystem read-only")
+    if x.args and x.args[0] in (_ENOSPC, _EROFS, _ENAMETOOLONG):
+        raise StoreFull(_ERR_FULL, "filesystem read-only" if x.args[0] == _EROFS else "filesystem full")
     raise x
