@@ -470,6 +470,68 @@ print("HELD", len(live), "REFUSED", refused, out)
     assert "['flush ok', 'checkpoint ok', 'publish ok']" in r.stdout, r.stdout
 
 
+# A FileLog on LittleFS whose QoS 2 message's OUT_REL the full filesystem
+# refused: pubrec_refused(port) returns the publisher (link closed, the
+# message past PUBREC in RAM, its OUT_PUB alone on flash), its event names
+# and the number of fill files. `got`: the last byte of each message the
+# subscriber `sub` receives on TOPIC.
+PUBREC_REFUSED = r"""
+import time
+from durable_mqtt.filelog import FileLog
+TOPIC = "se/pubrel/%d" % time.ticks_ms()
+got = []
+def fboot(port):
+    ev = []
+    c = MQTTClient("se-pub-" + TOPIC[10:], "127.0.0.1", port, clean_session=False,
+                   session_file=FileLog("/fl/log"), event_callback=lambda e, i: ev.append(e))
+    return c, ev
+def pump(c, ms):
+    # Both clients read for ms; the publisher's first error, if any.
+    t0 = time.ticks_ms()
+    err = None
+    while time.ticks_diff(time.ticks_ms(), t0) < ms:
+        sub.check_msg()
+        if c.is_connected():
+            try:
+                c.wait_msg(20)
+            except OSError as x:
+                err = err or x
+        else:
+            time.sleep_ms(20)
+    return err
+def fill_blocks(k=0):
+    # Every free block taken, with room left in the directory for a name
+    # (fill() takes that too). Files fill<k>, ...; returns the next k.
+    for sz in (4096, 1024, 256):
+        try:
+            while True:
+                with open("/fl/fill%d" % k, "wb") as f:
+                    f.write(bytes(sz))
+                k += 1
+        except OSError:
+            os.remove("/fl/fill%d" % k)
+    return k
+def remount(readonly=False):
+    vfs.umount("/fl")
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=readonly)
+def pubrec_refused(port):
+    global dev, sub
+    sub = MQTTClient("se-sub-" + TOPIC[10:], "127.0.0.1", port)
+    sub.set_callback(lambda t, m, r, q: got.append(bytes(m[-1:])))
+    sub.connect()
+    sub.subscribe(TOPIC, 2)
+    dev = fresh()
+    c, ev = fboot(port)
+    c.connect()
+    c.publish(TOPIC, BIG + b"X", qos=2)      # its OUT_PUB on flash; the PUBREC on its way
+    k = fill_blocks()                        # then the filesystem is full
+    x = pump(c, 300)                         # the PUBREC: OUT_REL refused, checkpoint refused
+    print("PUBREC read:", repr(x), "connected", c.is_connected())
+    assert isinstance(x, StoreFull) and not c.is_connected(), x
+    return c, ev, k
+"""
+
+
 
 @pytest.mark.parametrize("then", ["cut", "room"])
 def test_a_qos2_message_whose_pubrel_flash_refused_is_never_published_again_after_it(broker, then):
@@ -491,61 +553,13 @@ def test_a_qos2_message_whose_pubrel_flash_refused_is_never_published_again_afte
     PUBREL ("room") and no boot after it holds the message. (The
     filesystem full, then read-only: LittleFS, short of blocks, still took
     the reconnect's small checkpoint into its metadata.)"""
-    r = run_mp(LFS + r"""
-import time
-from durable_mqtt.filelog import FileLog
+    r = run_mp(LFS + PUBREC_REFUSED + r"""
 PORT, THEN = %d, %r
-TOPIC = "se/pubrel/%%d" %% time.ticks_ms()
-got = []
-sub = MQTTClient("se-sub-" + TOPIC[10:], "127.0.0.1", PORT)
-sub.set_callback(lambda t, m, r, q: got.append(bytes(m[-1:])))
-sub.connect()
-sub.subscribe(TOPIC, 2)
-def fboot():
-    ev = []
-    c = MQTTClient("se-pub-" + TOPIC[10:], "127.0.0.1", PORT, clean_session=False,
-                   session_file=FileLog("/fl/log"), event_callback=lambda e, i: ev.append(e))
-    return c, ev
-def pump(c, ms):
-    # Both clients read for ms; the publisher's first error, if any.
-    t0 = time.ticks_ms()
-    err = None
-    while time.ticks_diff(time.ticks_ms(), t0) < ms:
-        sub.check_msg()
-        if c.is_connected():
-            try:
-                c.wait_msg(20)
-            except OSError as x:
-                err = err or x
-        else:
-            time.sleep_ms(20)
-    return err
-def fill_blocks(k=0):
-    # Every free block taken, with room left in the directory for a name
-    # (fill() takes that too: LittleFS then refuses a new file as
-    # ENAMETOOLONG, 36, not ENOSPC). Files fill<k>, ...; returns the next k.
-    for sz in (4096, 1024, 256):
-        try:
-            while True:
-                with open("/fl/fill%%d" %% k, "wb") as f:
-                    f.write(bytes(sz))
-                k += 1
-        except OSError:
-            os.remove("/fl/fill%%d" %% k)
-    return k
-dev = fresh()
-c, ev = fboot()
-c.connect()
-c.publish(TOPIC, BIG + b"X", qos=2)          # its OUT_PUB on flash; the PUBREC on its way
-k = fill_blocks()                            # then the filesystem is full
-x = pump(c, 300)                             # the PUBREC: OUT_REL refused, checkpoint refused
-print("PUBREC read:", repr(x), "connected", c.is_connected())
-assert isinstance(x, StoreFull) and not c.is_connected(), x
+c, ev, k = pubrec_refused(PORT)
 # The filesystem now goes read-only (the refused append closed the log:
 # no file is open), so that no checkpoint gets through: the state past
 # PUBREC, without its message's bytes, now fits in LittleFS's metadata.
-vfs.umount("/fl")
-vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
+remount(True)
 refused = False
 try:
     c.connect()                              # Session Present 1; its checkpoint refused too
@@ -555,18 +569,16 @@ except StoreFull as x:
     refused = True
 pump(c, 500)                                 # (before: PUBREL, PUBCOMP, the message delivered)
 print("delivered", got)
-vfs.umount("/fl")
-vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+remount()
 unfill(k)
 if THEN == "room":                           # writable again, no reboot: the PUBREL goes now
     c.connect()
     pump(c, 1000)
     print("room: pending", c.pending(), "delivered", got)
     assert c.pending() == 0 and got == [b"X"], (c.pending(), got)
-    vfs.umount("/fl")
-    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+    remount()
 # A power cut: the next boot (with room) holds what flash holds.
-c, ev = fboot()
+c, ev = fboot(PORT)
 print("boot", ev, "holds", [c.engine.slot(i) for i in range(c.engine.count)])
 c.connect()
 pump(c, 1000)
