@@ -739,3 +739,49 @@ print("OK")
         assert "publish refused: StoreFull(-7, 'filesystem full')" in r.stdout, r.stdout
     assert "connect ok" in r.stdout, r.stdout
     assert "OK" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("saved_by", ["disconnect", "compaction"])
+def test_a_refused_qos2_record_a_later_checkpoint_saved_does_not_fail_the_connect(broker, saved_by):
+    """A QoS 2 record the store refused (here an OUT_REL at a PUBREC, on
+    a full filesystem) makes a connect whose checkpoint is refused raise
+    StoreFull, as long as the record is not on flash. It was counted as
+    missing until a connect's checkpoint succeeded: after a successful
+    checkpoint elsewhere had written it (disconnect() offline, or the
+    FileLog's own compaction at the next publish()), a connect whose
+    checkpoint was refused (the filesystem full again, here read-only)
+    still raised StoreFull and sent nothing, while flash held the OUT_REL.
+    Now any checkpoint of the whole state clears it: the connect goes
+    through (`store_full` reported), the PUBREL goes out and the message
+    is delivered once, also across a power cut after it."""
+    r = run_mp(LFS + PUBREC_REFUSED + r"""
+PORT, SAVED_BY = %d, %r
+c, ev, k = pubrec_refused(PORT)
+unfill(k)                                    # room again
+if SAVED_BY == "disconnect":
+    c.disconnect()                           # (offline: its checkpoint only)
+else:
+    c.journal.b.compact_bytes = 0            # the next append asks for a checkpoint
+    c.publish(TOPIC, b"q", qos=1)            # its put() checkpoints instead
+print("saved", c.journal.checkpoints, "checkpoint(s)")
+remount(True)                                # no checkpoint gets through now
+try:
+    c.connect()
+    print("reconnected", ev)
+except StoreFull as x:
+    print("reconnect refused:", repr(x))
+pump(c, 500)
+print("delivered", got, "connected", c.is_connected())
+remount()
+# A power cut: the next boot holds what flash holds.
+c, ev = fboot(PORT)
+c.connect()
+pump(c, 1000)
+print("pending", c.pending(), "delivered", got)
+assert c.pending() == 0, c.pending()
+assert got.count(b"X") == 1, got
+print("OK")
+""" % (broker.port, saved_by))
+    print(r.stdout)
+    assert "reconnected" in r.stdout, r.stdout
+    assert "OK" in r.stdout, r.stdout

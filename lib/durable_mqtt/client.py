@@ -63,9 +63,10 @@ class MQTTClient:
     # (event()): raised by report() when that call's work is done. A class
     # attribute until one comes.
     cb_error = None
-    # A QoS 2 record (OUT_REL, IN_QOS2, IN_REL) the store refused, not on
-    # flash since (inbound.put_send, connect.py). A class attribute until one.
-    unsaved = False
+    # A QoS 2 record (OUT_REL, IN_QOS2, IN_REL) the store refused: the
+    # journal's checkpoints + 1 then; on flash once that count has moved on
+    # (inbound.put_send, connect.py). A class attribute until one.
+    unsaved = 0
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
                  ssl=None, **kw):

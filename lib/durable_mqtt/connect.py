@@ -197,16 +197,17 @@ def _checkpoint(c, j):
         j.checkpoint()
     except StoreFull as x:               # (connected all the same: acknowledgements make room)
         c.event("store_full", {"reason": x.args[1]})
-        if c.unsaved:
-            # Unless a QoS 2 record the store refused (c.unsaved) is still
-            # not on flash: the resumed session would send what depends on
-            # it (a PUBREL whose OUT_REL is missing: after a power cut the
-            # boot sent its PUBLISH again, a duplicate, MQTT-4.3.3-6). The
-            # connect fails, nothing sent, until a checkpoint gets through.
+        if c.unsaved == j.checkpoints + 1:
+            # Unless a QoS 2 record the store refused (c.unsaved: no
+            # checkpoint of the whole state since, the journal's count) is
+            # still not on flash: the resumed session would send what
+            # depends on it (a PUBREL whose OUT_REL is missing: after a
+            # power cut the boot sent its PUBLISH again, a duplicate,
+            # MQTT-4.3.3-6). The connect fails, nothing sent, until a
+            # checkpoint gets through.
             c.conn.drop()
             raise
         return
-    c.unsaved = False
 
 
 def _resubscribing(c, info):

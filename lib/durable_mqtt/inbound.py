@@ -301,9 +301,12 @@ def put_send(link, n):  # noalloc
     if e.rec:
         c = link.c
         if c.persist:
-            c.unsaved = True     # until it is written (connect.py: a refused checkpoint then raises)
-            c.journal.put()
-            c.unsaved = False
+            # Unsaved until it is written, or any checkpoint after it
+            # (connect.py: a refused checkpoint then raises).
+            j = c.journal
+            c.unsaved = j.checkpoints + 1
+            j.put()
+            c.unsaved = 0
         e.rec = 0
     if n:
         link.owe(link.tx, n)

@@ -265,4 +265,5 @@ def restore_session(c, data):
         j = c.journal.checkpoint(replaced=True)
         if j is not None:
             c.journal = j             # (a session directory: a new one, slotmove.replace)
+            c.unsaved = 0             # (its count starts again: connect.py)
     c.report()                        # what the event callback raised (outbox_grown)
