@@ -24,7 +24,6 @@ from .errors import StoreFull, ERR_FULL
 
 _ENOSPC = const(28)
 _EROFS = const(30)
-_ENAMETOOLONG = const(36)   # LittleFS: a file created on a full filesystem (its NOSPC, reported so)
 _ENAMETOOLONG = const(36)   # LittleFS: no room for a new file's name (_raise_full)
 
 
