@@ -47,13 +47,13 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
         if c.v5 and c.expiry_arg is None:
             c.expiry_arg = _NEVER
         if not c.v5:                     # 3.1.1: a clean connection ends the old session
-            was = c.persist
+            old = c.persist
             yield from connecting(c, True, timeout_ms, server, port, None)
             from .leave import disconnect
             disconnect(c, None)
             # What is accepted from now on is stored as before the clean leg,
             # should the persistent connect fail (its checkpoint replaces it).
-            c.persist = was
+            c.persist = old
             clean_session = False
     clean = c.clean = c.clean_session if clean_session is None else clean_session
     k = c.conn

@@ -51,11 +51,11 @@ def opening(c, host, port, timeout_ms, n):
     if not c.async_connect:
         p = select.poll()
         p.register(s, select.POLLOUT)
-    mv = memoryview(c.tx)
+    view = memoryview(c.tx)
     off = 0
     while off < n:
         try:
-            w = s.write(mv[off:n])
+            w = s.write(view[off:n])
         except (OSError, ValueError) as e:
             if e.args[0] not in BUSY:     # (ValueError: a certificate refused)
                 _failed(s, e, host, port, timeout_ms, c.ssl)

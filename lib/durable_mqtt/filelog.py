@@ -24,7 +24,6 @@ from .errors import StoreFull, ERR_FULL
 
 _ENOSPC = const(28)
 _EROFS = const(30)
-_ENAMETOOLONG = const(36)   # LittleFS: no room for a new file's name (_raise_full)
 
 
 class FileLog:
@@ -264,7 +263,9 @@ def _raise_full(e):
     # take (no free block to move to) as ENAMETOOLONG: lfs2_file_open()
     # turns the create's NOSPC into it (littlefs 3b62ec1). Our names are
     # far below its name_max (255): that is room too. (filestore.py alike.)
-    if e.args and e.args[0] in (_ENOSPC, _EROFS, _ENAMETOOLONG):
+    # (36: ENAMETOOLONG, LittleFS's name for that NOSPC; a const would be
+    # one more interned name in a source install: tests/test_names.py)
+    if e.args and e.args[0] in (_ENOSPC, _EROFS, 36):
         raise StoreFull(ERR_FULL, "filesystem read-only" if e.args[0] == _EROFS else "filesystem full")
     raise e
 

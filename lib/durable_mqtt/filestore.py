@@ -45,7 +45,6 @@ _R_OUT_REL = const(4)
 _R_IN_LIST = const(8)        # pid u16 * n: the incoming QoS 2 ids, whole
 _ENOSPC = const(28)
 _EROFS = const(30)
-_ENAMETOOLONG = const(36)   # LittleFS: no room for a new file's name (filelog.py)
 _ERR_FULL = const(-7)
 
 
@@ -173,17 +172,17 @@ class SlotJournal:
         # A slot to write a new message into: an acknowledged one (its
         # rewrite makes the ack durable), the OUT_PUB of a released message
         # first; else an empty one; else a new file. Never a blocked one.
-        best = -1
+        slot = -1
         for s in range(self.made):
             if not self.pid[s] and not self.blocked[s]:
                 if self.guard[s]:
                     return s
-                if self.stale[s] or best < 0:
-                    best = s
-        if best < 0:
-            best = self.made
+                if self.stale[s] or slot < 0:
+                    slot = s
+        if slot < 0:
+            slot = self.made
             self.made += 1
-        return best
+        return slot
 
     def rewritten(self, s):
         # Slot s no longer holds what it held: a guard it kept is lifted.
@@ -336,6 +335,8 @@ def _put_seq(b, seq):  # noalloc
 def raise_full(x):
     # A write the filesystem refuses for want of room, or at all (mounted
     # read-only): StoreFull, the message not accepted, nothing lost.
-    if x.args and x.args[0] in (_ENOSPC, _EROFS, _ENAMETOOLONG):
+    # (36: LittleFS's ENAMETOOLONG for a new file on a full filesystem,
+    # filelog.py)
+    if x.args and x.args[0] in (_ENOSPC, _EROFS, 36):
         raise StoreFull(_ERR_FULL, "filesystem read-only" if x.args[0] == _EROFS else "filesystem full")
     raise x

@@ -95,29 +95,19 @@ def refuse(k):
         if not k.c.v5:
             if k.owed and (not k.gentle or net.room()):
                 k.flush()
-                _unread(k)           # (no linger: no 3.1.1 broker closes its side)
+                _linger(net, k.rx, 0)    # (what came only: no 3.1.1 broker closes its side)
         elif k.gentle:
             # AsyncClient's link: never a wait that holds the event loop.
             # What already came is read first: a socket closed with bytes
             # unread sends a reset, which may cost the broker the DISCONNECT.
             if net.room():
                 k.send(buf, 0, 3)
-            _unread(k)
+            _linger(net, k.rx, 0)
         else:
             k.send(buf, 0, 3)
             _linger(net, k.rx, min(k.c.timeout_ms, _LINGER_MS))
     except OSError:
         pass
-
-
-def _unread(k):
-    # Reads (and drops) what already came, never waiting: a socket closed
-    # with bytes unread sends a reset, which may cost the broker what was
-    # sent last.
-    for _ in range(8):               # (a bound: a broker may not stop sending)
-        if not k.net.wait(0):
-            break
-        k.net.read_into(k.rx, len(k.rx))
 
 
 def _linger(net, buf, ms):
@@ -126,7 +116,14 @@ def _linger(net, buf, ms):
     # FIN, and a broker that meets the reset before it has read everything
     # loses the rest: seen with mosquitto, the last PUBLISH and the
     # DISCONNECT itself, so the will fired. An acknowledgement dropped here
-    # only means a resend, as after any lost link.
+    # only means a resend, as after any lost link. ms 0: only what already
+    # came, never waiting (AsyncClient's link).
+    if not ms:
+        for _ in range(8):           # (a bound: a broker may not stop sending)
+            if not net.wait(0):
+                return
+            net.read_into(buf, len(buf))
+        return
     deadline = ticks_add(ticks_ms(), ms)
     while True:
         left = ticks_diff(deadline, ticks_ms())

@@ -59,9 +59,6 @@ class Link:
     # room. Class attributes, as cut.
     gentle = False
     full = False
-    # A QoS 0 message taken out of the outbox is being written (send_out()):
-    # cut short, it is lost, and drop() counts it. A class attribute, as cut.
-    out0 = False
 
     def __init__(self, c):
         self.c = c
@@ -94,11 +91,6 @@ class Link:
         if bad and self.connected:
             from .leave import refuse
             refuse(self)
-        if self.out0:
-            # Its write failed: at most once, no retry by the sender (MQTT
-            # 4.3.1), so it is dropped, not sent.
-            self.out0 = False
-            self.counts[_DROPPED_QOS0] += 1
         self.connected = False
         self.net.close()
         self.ping_at = -1                    # ticks_ms of the PINGREQ awaiting its PINGRESP
@@ -169,7 +161,10 @@ class Link:
             n = e.next_out(ticks_ms(), self.tx)
             if n > 0:
                 if e.src is e.arena and not e.arena[e.src_off] & 6:
-                    self.out0 = True     # QoS 0: no longer in the outbox (drop() counts it if this fails)
+                    # QoS 0, no longer in the outbox: counted dropped until
+                    # written (a failed write is not retried: at most once,
+                    # MQTT 4.3.1). (A count, not a flag: no name more.)
+                    self.counts[_DROPPED_QOS0] += 1
                 # (send(), inline: a call fewer per message)
                 if self.owed:
                     self.flush()     # acknowledgements first
@@ -177,8 +172,8 @@ class Link:
                 self.last_tx = ticks_ms()
                 if e.src is e.arena:
                     self.counts[_SENT] += 1      # (written: a write that failed sent nothing)
-                    if self.out0:
-                        self.out0 = False
+                    if not e.arena[e.src_off] & 6:
+                        self.counts[_DROPPED_QOS0] -= 1
             elif n:
                 done(self)
             else:

@@ -34,7 +34,7 @@ def restore(e, st, now, event=None):
     q = len(st.out)                   # (places: configure.py's rule, a quarter more for QoS 0)
     grown = False
     if q > e.qos12 or nbytes > len(e.arena):
-        was = (e.nslots, e.qos12, len(e.arena))
+        old = (e.nslots, e.qos12, len(e.arena))
         try:
             e.resize(max(e.nslots, q + max(4, q // 4)), max(e.qos12, q), max(len(e.arena), nbytes))
         except MemoryError:
@@ -42,7 +42,7 @@ def restore(e, st, now, event=None):
             # grown arena let go first. (Here, not in Session.resize: in
             # session.py the code cost a board 256 B more heap at every boot.)
             e.arena = None
-            e.resize(*was)
+            e.resize(*old)
             raise ValueError("%d stored messages, %d bytes: more than this heap holds" % (q, nbytes))
         grown = True
     # A packet larger than buf_size (the update lowered it) goes out from

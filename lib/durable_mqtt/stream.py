@@ -62,7 +62,7 @@ def parse(data):
     if not 0 < data[4] <= 1:          # (1: the newest format this code reads)
         raise FormatError("session format %d is newer than this library's" % data[4])
     buf = data if isinstance(data, (bytearray, memoryview)) else bytearray(data)
-    mv = memoryview(buf)              # each packet a view of the stream: restore() copies it
+    view = memoryview(buf)            # each packet a view of the stream: restore() copies it
     st = State()
     p = 5
     pid = 0                           # the newest PUBLISH's id: the header's, then each OUT_PUB's
@@ -87,7 +87,7 @@ def parse(data):
             if length >= 2 and publish_ok(buf, p + 5, length - 2, u16(buf, p + 3)):
                 pid = u16(buf, p + 3)
                 drop(st.out, out, pid)
-                rec = [pid, mv[p + 5:end]]
+                rec = [pid, view[p + 5:end]]
                 st.out.append(rec)
                 out[pid] = rec
             else:                     # a good CRC round no PUBLISH of its id: damage, reported
@@ -142,19 +142,19 @@ def _record(st, out, kind, buf, b, end):
     # A record other than HEADER and OUT_PUB (any other type: a newer
     # writer's, skipped).
     if kind == _R_SUB:
-        o = buf[b + 4] if end - b > 4 else 3    # (no options byte: damage, below)
+        opts = buf[b + 4] if end - b > 4 else 3    # (no options byte: damage, below)
         sid = int.from_bytes(bytes(buf[b:b + 4]), "big")
         # Options and identifier as a SUBSCRIBE may carry them (no writer of
         # this library stores others; sent, the broker must close): QoS 0-2;
         # 3.1.1 nothing else (MQTT-3.8.3-4), no identifier; 5.0 Retain
         # Handling 0-2, bits 6-7 zero, an identifier up to 268,435,455
         # (MQTT 5, 3.8.3.1, 3.8.2.1.2). Else damage: skipped, reported.
-        if o & 3 == 3 or (o & 0x30 == 0x30 or o & 0xC0 or sid > 268435455 if st.version == 5 else o & 0xFC or sid):
+        if opts & 3 == 3 or (opts & 0x30 == 0x30 or opts & 0xC0 or sid > 268435455 if st.version == 5 else opts & 0xFC or sid):
             st.damaged(end + 7 - b)
             return
         f = bytes(buf[b + 5:end])
         st.subs = [s for s in st.subs if s[0] != f]
-        st.subs.append((f, o, sid))
+        st.subs.append((f, opts, sid))
     elif kind == _R_OUT_ACKED:
         for q in range(b, end - 1, 2):
             drop(st.out, out, u16(buf, q))
