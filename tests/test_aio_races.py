@@ -314,18 +314,12 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("ver", [4, 5])
-def test_aio_subscribe_waits_for_the_reconnect_after_a_publish_stalled_the_link(broker, tmp_path, ver):
-    # A publish whose write stalled past timeout_ms ended the link, its
-    # Timeout kept for the background task (which reports it: on_down,
-    # then reconnects). A subscribe() issued before the task ran took
-    # that Timeout as its own (the link's kept failure, raised by the
-    # first call that needs the link) and raised it, and on_down heard
-    # only "link dropped while sending". Now the subscribe waits for the
-    # reconnect and subscribes on the new link; the Timeout goes to on_down.
-    script = tmp_path / "stall_sub.py"
+def _stalled_for_3s(broker, script, template, ver):
+    # Runs template (it prints READY, then waits for a line) through a fault
+    # proxy whose broker-bound direction stalls for 3 s from READY on; its
+    # output.
     with FaultProxy(upstream=("127.0.0.1", broker.port)) as p:
-        script.write_text(STALLED_SUB % {"port": p.port, "ver": ver})
+        script.write_text(template % {"port": p.port, "ver": ver})
         dev = subprocess.Popen([MICROPYTHON, "-X", "heapsize=4m", str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=mp_env())
         line = dev.stdout.readline()
@@ -337,6 +331,19 @@ def test_aio_subscribe_waits_for_the_reconnect_after_a_publish_stalled_the_link(
         p.refuse = True
         p.run_script([(3.1, "refuse", "off")])
         out, _ = dev.communicate("go\n", timeout=30)
+    return out
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_aio_subscribe_waits_for_the_reconnect_after_a_publish_stalled_the_link(broker, tmp_path, ver):
+    # A publish whose write stalled past timeout_ms ended the link, its
+    # Timeout kept for the background task (which reports it: on_down,
+    # then reconnects). A subscribe() issued before the task ran took
+    # that Timeout as its own (the link's kept failure, raised by the
+    # first call that needs the link) and raised it, and on_down heard
+    # only "link dropped while sending". Now the subscribe waits for the
+    # reconnect and subscribes on the new link; the Timeout goes to on_down.
+    out = _stalled_for_3s(broker, tmp_path / "stall_sub.py", STALLED_SUB, ver)
     assert "LINK False True" in out, out            # the link failed, the task had not seen it yet
     assert "SUB 1 UP True" in out, out
     assert "write stalled" in out.split("DOWNS", 1)[1], out
@@ -394,20 +401,7 @@ def test_aio_a_link_failure_met_while_a_subscribe_waits_reaches_on_down(broker, 
     # handling), and on_down heard only "link dropped while sending". Now a
     # request leaves a failure another call met before it: on_down hears the
     # real cause; the subscribe still waits for the reconnect.
-    script = tmp_path / "fail_under_sub.py"
-    with FaultProxy(upstream=("127.0.0.1", broker.port)) as p:
-        script.write_text(FAILED_UNDER_SUB % {"port": p.port, "ver": ver})
-        dev = subprocess.Popen([MICROPYTHON, "-X", "heapsize=4m", str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=mp_env())
-        line = dev.stdout.readline()
-        assert line.startswith("READY"), line + dev.stdout.read()
-        p.stall("up", seconds=3)
-        # Attempts meanwhile are refused, not held: a CONNECT held past its
-        # attempt's timeout reached the broker when the stall ended and took
-        # the session from the link made then (the broker closed it).
-        p.refuse = True
-        p.run_script([(3.1, "refuse", "off")])
-        out, _ = dev.communicate("go\n", timeout=30)
+    out = _stalled_for_3s(broker, tmp_path / "fail_under_sub.py", FAILED_UNDER_SUB, ver)
     assert "LINK False True" in out, out            # the link failed, the task had not seen it yet
     downs = out.split("DOWNS", 1)[1].split("\n", 1)[0]
     assert "write stalled" in downs and "dropped while sending" not in downs, out
