@@ -908,6 +908,22 @@ c.close()
     assert res["after"]["pending"] == 1, res
 
 
+# A batched client (persist_batch_ms) on each layout, for the id tests below:
+# LAYOUT, PATH, PORT and VER filled in by each (% formatting).
+BATCHED_DEV = r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
+from norflash import NorFlash
+import time
+LAYOUT, PATH, PORT, VER = %r, %r, %d, %d
+flash = NorFlash(4096, 16, prog_size=32)
+def dev():
+    where = {"dir": PATH, "ring": flash, "log": FileLog(PATH + ".log")}[LAYOUT]
+    return MQTTClient("batchid", "127.0.0.1", PORT, version=VER, clean_session=False, session_file=where,
+                      persist_batch_ms=60000)
+"""
+
+
 @pytest.mark.parametrize("layout", ["dir", "log", "ring"])
 @pytest.mark.parametrize("v", [4, 5])
 def test_MQTT_2_3_1_2_after_a_cut_in_batched_mode_no_id_that_went_out_unrecorded_is_reused(tmp_path, layout, v):
@@ -925,17 +941,7 @@ def test_MQTT_2_3_1_2_after_a_cut_in_batched_mode_no_id_that_went_out_unrecorded
                                   for f, body in got if f & 0xF0 == 0x30)
     fb = FakeBroker([("send", connack(v)), ("recv",), ("recv",), ("recv",), ("reply", pubrec), ("sleep", 0.5)],
                     [("send", connack(v, sp=1)), ("sleep", 1.0)])
-    r = run_mp(r"""
-from durable_mqtt import MQTTClient
-from durable_mqtt.filelog import FileLog
-from norflash import NorFlash
-import time
-LAYOUT, PATH, PORT, VER = %r, %r, %d, %d
-flash = NorFlash(4096, 16, prog_size=32)
-def dev():
-    where = {"dir": PATH, "ring": flash, "log": FileLog(PATH + ".log")}[LAYOUT]
-    return MQTTClient("batchid", "127.0.0.1", PORT, version=VER, clean_session=False, session_file=where,
-                      persist_batch_ms=60000)
+    r = run_mp((BATCHED_DEV + r"""
 c = dev()
 c.connect()
 sent = [c.publish("b/x", b"lost %%d" %% i, qos=2) for i in range(3)]    # out on the wire, not on flash
@@ -947,7 +953,7 @@ d = dev()
 print("RESTORED", d.pending())
 d.connect()
 print("SENT", sent, "NEW", d.publish("b/x", b"after the reboot", qos=2))
-""" % (layout, str(tmp_path / "s"), fb.port, v))
+""") % (layout, str(tmp_path / "s"), fb.port, v))
     fb.join()
     assert "RESTORED 0" in r.stdout, r.stdout
     sent = eval(r.stdout.split("SENT ")[1].split(" NEW")[0])
@@ -976,17 +982,7 @@ def test_MQTT_2_3_1_2_after_two_cuts_in_a_row_in_batched_mode_no_id_that_went_ou
     fb = FakeBroker([("send", connack(v, sp=1)), ("recv",), ("recv",), ("recv",), ("recv",), ("reply", pubrec),
                      ("sleep", 0.5)],
                     [("send", connack(v, sp=1)), ("sleep", 1.0)])
-    r = run_mp(r"""
-from durable_mqtt import MQTTClient
-from durable_mqtt.filelog import FileLog
-from norflash import NorFlash
-import time
-LAYOUT, PATH, PORT, VER = %r, %r, %d, %d
-flash = NorFlash(4096, 16, prog_size=32)
-def dev():
-    where = {"dir": PATH, "ring": flash, "log": FileLog(PATH + ".log")}[LAYOUT]
-    return MQTTClient("batchid", "127.0.0.1", PORT, version=VER, clean_session=False, session_file=where,
-                      persist_batch_ms=60000)
+    r = run_mp((BATCHED_DEV + r"""
 c = dev()
 held = c.publish("b/x", b"held", qos=1)    # accepted offline: a message the broker will not acknowledge
 c.flush(0)
@@ -1004,7 +1000,7 @@ x = dev()                                  # the second reboot
 print("RESTORED", x.pending())
 x.connect()
 print("SENT", sent, "NEW", x.publish("b/x", b"after the second reboot", qos=2))
-""" % (layout, str(tmp_path / "s"), fb.port, v))
+""") % (layout, str(tmp_path / "s"), fb.port, v))
     fb.join()
     sent = eval(r.stdout.split("SENT ")[1].split(" NEW")[0])
     new = int(r.stdout.split("NEW ")[1])
