@@ -785,3 +785,83 @@ print("OK")
     print(r.stdout)
     assert "reconnected" in r.stdout, r.stdout
     assert "OK" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("fs,store", [("fat", "directory"), ("fat", "FileLog"),
+                                      ("littlefs", "directory"), ("littlefs", "FileLog")])
+def test_a_connect_whose_checkpoint_meets_a_write_error_closes_the_link(broker, fs, store):
+    """A write error from the device (EIO: a failing SD card, a flash
+    program that fails) is no full filesystem: the store passes the
+    OSError on, and the connect's checkpoint after CONNACK raised it out of
+    connect(), but only a StoreFull closed the link there: connect() had
+    raised and is_connected() was True, the resends owed never sent on that
+    connection. Now the link is closed before the error passes: connect()
+    fails as a whole, the session stays as it was, and the next connect on
+    a working device resends the message, delivered once. Here the
+    device's writeblocks raises OSError(5) (as esp32.Partition does on a
+    failed write) under a real FAT or LittleFS."""
+    r = run_mp(LFS + FAT_SECTORS + r"""
+import time
+from durable_mqtt.filelog import FileLog
+PORT, FS, STORE = %d, %r, %r
+T = "se/eio/%%s/%%s/%%d" %% (FS, STORE, time.ticks_ms())
+if FS == "fat":
+    dev = Sectors(256)
+    vfs.VfsFat.mkfs(dev)
+    vfs.mount(vfs.VfsFat(dev), "/fl")
+    def fault(on):
+        dev.fail = OSError(5)
+        dev.left = 0 if on else -1
+else:
+    class Faulty(NorFlash):
+        bad = False
+        def writeblocks(self, n, buf, off=None):
+            if self.bad:
+                raise OSError(5)
+            return super().writeblocks(n, buf, off)
+    dev = Faulty(4096, 64, prog_size=P)
+    vfs.VfsLfs2.mkfs(dev, progsize=P)
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+    def fault(on):
+        dev.bad = on
+got = []
+w = MQTTClient("se-eio-w-" + T[7:], "127.0.0.1", PORT)
+w.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+w.connect()
+w.subscribe(T, 1)
+ev = []
+c = MQTTClient("se-eio-" + T[7:], "127.0.0.1", PORT, clean_session=False,
+               session_file=FileLog("/fl/log") if STORE == "FileLog" else "/fl/s",
+               event_callback=lambda e, i: ev.append(e))
+c.connect()
+c.disconnect()                               # the broker holds the session
+c.publish(T, b"A01", qos=1)                  # offline: accepted, on flash
+fault(True)                                  # every write from now on fails
+raised = None
+try:
+    c.connect()                              # Session Present 1; its checkpoint fails
+    print("connect ok", ev)
+except OSError as x:
+    raised = x
+    print("connect raised", repr(x))
+print("connected", c.is_connected(), "pending", c.pending())
+assert type(raised) is OSError and raised.args[0] == 5, raised
+assert not c.is_connected()
+fault(False)                                 # the device works again
+c.connect()
+for _ in range(50):
+    if got and not c.pending():
+        break
+    c.wait_msg(100)
+    w.check_msg()
+for _ in range(5):
+    w.wait_msg(50)
+print("delivered", got, "pending", c.pending(), ev)
+assert got == [b"A01"] and c.pending() == 0, (got, c.pending())
+c.disconnect()
+w.disconnect()
+print("OK")
+""" % (broker.port, fs, store))
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout
+

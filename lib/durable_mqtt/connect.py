@@ -195,9 +195,11 @@ def _settle(c, ev, persistent, keep, rel):
 def _checkpoint(c, j):
     try:
         j.checkpoint()
-    except StoreFull as x:               # (connected all the same: acknowledgements make room)
-        c.event("store_full", {"reason": x.args[1]})
-        if c.unsaved == j.checkpoints + 1:
+    except BaseException as x:
+        if isinstance(x, StoreFull):     # (connected all the same: acknowledgements make room)
+            c.event("store_full", {"reason": x.args[1]})
+            if c.unsaved != j.checkpoints + 1:
+                return
             # Unless a QoS 2 record the store refused (c.unsaved: no
             # checkpoint of the whole state since, the journal's count) is
             # still not on flash: the resumed session would send what
@@ -205,9 +207,10 @@ def _checkpoint(c, j):
             # power cut the boot sent its PUBLISH again, a duplicate,
             # MQTT-4.3.3-6). The connect fails, nothing sent, until a
             # checkpoint gets through.
-            c.conn.drop()
-            raise
-        return
+        # Any other failure (a write error, EIO) fails the connect as a
+        # whole: the link closed, nothing sent, the session kept.
+        c.conn.drop()
+        raise
 
 
 def _resubscribing(c, info):
