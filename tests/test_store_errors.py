@@ -865,3 +865,42 @@ print("OK")
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
 
+
+@pytest.mark.parametrize("between", ["lost", "clean"])
+def test_a_refused_qos2_record_of_a_session_gone_does_not_fail_the_connect(broker, between):
+    """A QoS 2 record the store refused (an OUT_REL at a PUBREC, on a full
+    filesystem) makes a connect whose checkpoint is refused raise StoreFull
+    while it is not on flash: the resumed session would send the PUBREL
+    that depends on it. Once the session it belongs to is gone (the broker
+    answered Session Present 0: the engine drops the message past PUBREC;
+    or a clean connect came in between), nothing depends on it, but the
+    mark stayed: every connect whose checkpoint was refused (here the
+    filesystem read-only) still raised StoreFull and sent nothing, until a
+    checkpoint got through. Now the mark goes with the session: the connect
+    goes through, `store_full` reported."""
+    r = run_mp(LFS + PUBREC_REFUSED + r"""
+PORT, BETWEEN = %d, %r
+c, ev, k = pubrec_refused(PORT)
+remount(True)                                # no checkpoint gets through now
+if BETWEEN == "lost":
+    # The broker loses the session: a clean connect of the same client id.
+    o = MQTTClient("se-pub-" + TOPIC[10:], "127.0.0.1", PORT)
+    o.connect()
+    o.disconnect()
+else:
+    c.connect(clean_session=True)            # (no checkpoint: a clean session is not written)
+    print("clean connect", c.is_connected())
+del ev[:]
+try:
+    sp = c.connect(clean_session=False)
+    print("connected: session present", sp, "events", ev)
+except StoreFull as x:
+    print("connect refused:", repr(x), "events", ev)
+assert c.is_connected() and "store_full" in ev, ev
+assert ("lost" if BETWEEN == "lost" else "new") in ev, ev
+c.close()
+remount()
+print("OK")
+""" % (broker.port, between))
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout

@@ -64,8 +64,9 @@ class MQTTClient:
     # attribute until one comes.
     cb_error = None
     # A QoS 2 record (OUT_REL, IN_QOS2, IN_REL) the store refused: the
-    # journal's checkpoints + 1 then; on flash once that count has moved on
-    # (inbound.put_send, connect.py). A class attribute until one.
+    # journal's checkpoints + 1 then; on flash once that count has moved on,
+    # 0 once its session is gone (inbound.put_send, connect.py). A class
+    # attribute until one.
     unsaved = 0
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,

@@ -150,8 +150,12 @@ def _settle(c, ev, persistent, keep, rel):
     if ev == "resumed":
         c.counts[_RESENT] += e.held
         info = {"resending": e.held, "awaiting_pubrel": e.rx2_n}
-    elif ev == "lost":
-        info = {"requeued": e.held, "dropped_released": e.dropped, "resubscribed": 0}
+    else:
+        # The session gone (Session Present 0, or a clean start): so is a
+        # QoS 2 record of it the store refused (c.unsaved, _checkpoint).
+        c.unsaved = 0
+        if ev == "lost":
+            info = {"requeued": e.held, "dropped_released": e.dropped, "resubscribed": 0}
     j = c.journal
     # A clean session's state is never written, so never reused
     # (MQTT-3.1.2-6): connecting clean clears what is stored. The messages
