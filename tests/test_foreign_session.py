@@ -16,20 +16,35 @@ from conftest import run_mp
 # Every free block of the mount at /fl taken by files fill0, fill1, ...:
 # their count (tests/test_store_errors.py fills a filesystem so too).
 FILL = r"""
-def fill():
-    k = 0
-    for sz in (4096, 1024, 256, 64, 16, 1):
+def fill(k=0, sizes=(4096, 1024, 256, 64, 16, 1), spare=False):
+    # Files fill<k>, ... of each size in turn until refused; the next k.
+    # spare: the file a refusal cut short goes, which leaves the directory
+    # room for a name (blocks full, not the metadata).
+    for sz in sizes:
         try:
             while True:
                 with open("/fl/fill%d" % k, "wb") as f:
                     f.write(bytes(sz))
                 k += 1
         except OSError:
-            pass
+            if spare:
+                os.remove("/fl/fill%d" % k)
     return k
 """
 
-LFS = r"""
+# tails(c, n): the held messages' last n payload bytes, in resend order
+# (the outbox, or a boot's).
+TAILS = r"""
+def tails(c, n=1):
+    e = c.engine
+    out = []
+    for k in range(e.count):
+        i = e.index(k)
+        out.append(bytes(e.arena[e.off[i] + e.len[i] - n:e.off[i] + e.len[i]]))
+    return out
+"""
+
+LFS = TAILS + r"""
 import os, vfs
 from norflash import NorFlash
 from durable_mqtt import MQTTClient, crc
@@ -46,15 +61,6 @@ def boot(cid="dev", **kw):
     return c, ev
 def names(ev):
     return [e for e, _ in ev]
-def tails(c, n=1):
-    # The held messages' last n payload bytes, in resend order (the outbox,
-    # or a boot's).
-    e = c.engine
-    out = []
-    for k in range(e.count):
-        i = e.index(k)
-        out.append(bytes(e.arena[e.off[i] + e.len[i] - n:e.off[i] + e.len[i]]))
-    return out
 def payloads(c):
     return b"".join(tails(c))
 """
@@ -451,7 +457,7 @@ def test_a_filelog_torn_at_every_byte(tmp_path):
     the messages whose records are whole, in order, in silence (a torn last
     write is not damage); a message published after such a boot is kept by
     the next one (the boot's checkpoint dropped the torn tail first)."""
-    r = run_mp(r"""
+    r = run_mp(TAILS + r"""
 import os
 from durable_mqtt import MQTTClient
 from durable_mqtt.filelog import FileLog
@@ -461,10 +467,6 @@ def boot():
     c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog(P),
                    event_callback=lambda e, i: ev.append(e))
     return c, ev
-def held(c):
-    e = c.engine
-    return [bytes(e.arena[e.off[e.index(k)] + e.len[e.index(k)] - 2:e.off[e.index(k)] + e.len[e.index(k)]])
-            for k in range(e.count)]
 c, ev = boot()
 for i in range(3):
     c.publish("t", b"m%%d" %% i, qos=1)
@@ -481,7 +483,7 @@ for L in range(len(full) - 1, 4, -1):
     with open(P, "wb") as f:
         f.write(full[:L])
     c, ev = boot()
-    got = held(c)
+    got = tails(c, 2)
     if ev:
         assert ev == ["discarded"] and got == [], (L, ev, got)
     else:
@@ -489,7 +491,7 @@ for L in range(len(full) - 1, 4, -1):
     c.publish("t", b"ZZ", qos=1)
     c.close()
     c, ev2 = boot()
-    assert ev2 == [] and held(c) == got + [b"ZZ"], (L, ev2, held(c))
+    assert ev2 == [] and tails(c, 2) == got + [b"ZZ"], (L, ev2, tails(c, 2))
     c.close()
     seen[(tuple(ev), len(got))] = seen.get((tuple(ev), len(got)), 0) + 1
 print("OK", sorted(seen.items()))
@@ -651,6 +653,12 @@ def reboot(dev):
     except OSError:
         pass
     vfs.mount(vfs.VfsFat(dev), "/fat")
+def fat(n, at="/fat"):
+    # A card of n sectors, formatted and mounted at `at`.
+    dev = Sectors(n)
+    vfs.VfsFat.mkfs(dev)
+    vfs.mount(vfs.VfsFat(dev), at)
+    return dev
 """
 
 
@@ -668,9 +676,7 @@ def boot():
     c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file="/fat/s",
                    event_callback=lambda e, i: ev.append(e))
     return c, ev
-dev = Sectors(256)
-vfs.VfsFat.mkfs(dev)
-vfs.mount(vfs.VfsFat(dev), "/fat")
+dev = fat(256)
 c, ev = boot()
 for i in range(3):
     c.publish("t", b"m%d" % i, qos=1)
@@ -1132,9 +1138,7 @@ def test_a_failed_write_of_the_incoming_qos2_ids_keeps_the_newer_copy_out_of_the
 tx = bytearray(16)
 def boot():
     return MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file="/fat/s")
-dev = Sectors(256)
-vfs.VfsFat.mkfs(dev)
-vfs.mount(vfs.VfsFat(dev), "/fat")
+dev = fat(256)
 c = boot()
 for pid in (101, 102):
     c.engine.ack_incoming(2, pid, 0, tx)

@@ -9,7 +9,7 @@ test device, tests/mp/norflash.py, ESP32 mount) or the host filesystem.
 import pytest
 
 from conftest import run_mp
-from test_foreign_session import FAT_SECTORS, FILL, LFS as FS_LFS
+from test_foreign_session import FAT_SECTORS, FILL, LFS as FS_LFS, TAILS
 
 LFS = FS_LFS + FILL + r"""
 from durable_mqtt import QueueFull, StoreFull
@@ -130,7 +130,7 @@ def test_a_torn_filelog_append_on_fat_is_checkpointed_by_the_next_publish(broker
     connection; every message accepted before and after is on the card in
     order (no garbage after the torn bytes: the boot sees no damage) and
     reaches the broker."""
-    r = run_mp(FAT_SECTORS + FILL.replace("/fl/", "/fat/") + r"""
+    r = run_mp(FAT_SECTORS + TAILS + FILL.replace("/fl/", "/fat/") + r"""
 from durable_mqtt import StoreFull
 from durable_mqtt.filelog import FileLog
 PORT = %d
@@ -139,13 +139,7 @@ def boot():
     c = MQTTClient("torn-fat", "127.0.0.1", PORT, clean_session=False, session_file=FileLog("/fat/log"),
                    event_callback=lambda e, i: ev.append(e))
     return c, ev
-def held(c):
-    e = c.engine
-    return [bytes(e.arena[e.off[e.index(k)] + e.len[e.index(k)] - 3:e.off[e.index(k)] + e.len[e.index(k)]])
-            for k in range(e.count)]
-dev = Sectors(128)
-vfs.VfsFat.mkfs(dev)
-vfs.mount(vfs.VfsFat(dev), "/fat")
+dev = fat(128)
 c, ev = boot()
 c.connect(clean_session=True)
 c.disconnect()
@@ -179,15 +173,15 @@ for t in range(100, 103):                    # room again, the same connection
     except StoreFull as x:
         print("refused with room:", repr(x))
         break
-print("held", held(c))
+print("held", tails(c, 3))
 assert accepted[-3:] == [b"100", b"101", b"102"], accepted
-assert held(c) == accepted, (held(c), accepted)
+assert tails(c, 3) == accepted, (tails(c, 3), accepted)
 assert c.is_connected()
 c.close()                                    # (a power cut: no DISCONNECT)
 reboot(dev)
 c, ev = boot()
-print("boot", ev, held(c))
-assert ev == [] and held(c) == accepted, (ev, held(c), accepted)
+print("boot", ev, tails(c, 3))
+assert ev == [] and tails(c, 3) == accepted, (ev, tails(c, 3), accepted)
 c.set_callback(lambda t, m, r, q: got.append(bytes(m[-3:])))
 c.connect()
 for _ in range(100):
@@ -499,18 +493,6 @@ def pump(c, ms):
         else:
             time.sleep_ms(20)
     return err
-def fill_blocks(k=0):
-    # Every free block taken, with room left in the directory for a name
-    # (fill() takes that too). Files fill<k>, ...; returns the next k.
-    for sz in (4096, 1024, 256):
-        try:
-            while True:
-                with open("/fl/fill%d" % k, "wb") as f:
-                    f.write(bytes(sz))
-                k += 1
-        except OSError:
-            os.remove("/fl/fill%d" % k)
-    return k
 def remount(readonly=False):
     vfs.umount("/fl")
     vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=readonly)
@@ -524,7 +506,7 @@ def pubrec_refused(port):
     c, ev = fboot(port)
     c.connect()
     c.publish(TOPIC, BIG + b"X", qos=2)      # its OUT_PUB on flash; the PUBREC on its way
-    k = fill_blocks()                        # then the filesystem is full
+    k = fill(0, (4096, 1024, 256), True)     # then the blocks are full (a name still fits)
     x = pump(c, 300)                         # the PUBREC: OUT_REL refused, checkpoint refused
     print("PUBREC read:", repr(x), "connected", c.is_connected())
     assert isinstance(x, StoreFull) and not c.is_connected(), x
@@ -806,9 +788,7 @@ from durable_mqtt.filelog import FileLog
 PORT, FS, STORE = %d, %r, %r
 T = "se/eio/%%s/%%s/%%d" %% (FS, STORE, time.ticks_ms())
 if FS == "fat":
-    dev = Sectors(256)
-    vfs.VfsFat.mkfs(dev)
-    vfs.mount(vfs.VfsFat(dev), "/fl")
+    dev = fat(256, "/fl")
     def fault(on):
         dev.fail = OSError(5)
         dev.left = 0 if on else -1
