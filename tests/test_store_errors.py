@@ -884,3 +884,142 @@ print("OK")
 """ % (broker.port, between))
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
+# A session directory on LittleFS whose client subscribed, then lost its
+# broker session (a clean connection of its client id); the filesystem is
+# then mounted read-only (lost_on_read_only returns the device): every
+# checkpoint is refused (store_full).
+# When `arm` holds an entry, the event callback, at a store_full after a
+# CONNACK, closes the socket (the lost session's resubscribe then fails on
+# the link) and raises.
+RESUB_FAILS_AFTER_STORE_FULL = r"""
+import time
+TOPIC = "se/resub/%d" % time.ticks_ms()
+CID = "se-resub-" + TOPIC[9:]
+arm = []
+ev = []
+c = None
+def on_event(name, info):
+    ev.append(name)
+    if name == "store_full" and arm and client().is_connected():
+        del arm[0]
+        client().socket().close()
+        raise ValueError("event store_full")
+def lost_on_read_only(port):
+    dev = fresh()
+    c = MQTTClient(CID, "127.0.0.1", port, clean_session=False, session_file="/fl/s")
+    c.connect()
+    c.subscribe(TOPIC, 1)
+    c.disconnect()
+    t = MQTTClient(CID, "127.0.0.1", port, clean_session=True)
+    t.connect()
+    t.disconnect()
+    remount(dev, True)
+    return dev
+def remount(dev, readonly=False):
+    vfs.umount("/fl")
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=readonly)
+def call(f, *a):
+    try:
+        return f(*a)
+    except Exception as x:
+        return repr(x)
+"""
+
+
+def test_a_connect_whose_resubscribe_fails_raises_the_event_callbacks_exception_from_store_full(broker):
+    """MQTTClient.connect() of a lost session on a read-only filesystem:
+    the checkpoint after CONNACK is refused, reported as the event
+    store_full, on which the event callback raised (kept by event() for
+    report() once the connect is whole); then the resubscribe failed on the
+    link. connect() raised that failure and skipped report(): the
+    callback's exception stayed kept, and the next connect, which
+    succeeded (the filesystem writable again), raised it as its own. Now
+    the connect that failed raises it (in place of its failure, as
+    RobustClient.connect() does), and the next one resumes the session and
+    raises nothing."""
+    r = run_mp(LFS + RESUB_FAILS_AFTER_STORE_FULL + r"""
+def client():
+    return c
+dev = lost_on_read_only(%d)
+c = MQTTClient(CID, "127.0.0.1", %d, clean_session=False, session_file="/fl/s", event_callback=on_event)
+arm.append(1)
+print("FIRST", call(c.connect), ev)
+remount(dev)                      # room again: the next connect's checkpoints get through
+print("SECOND", call(c.connect), c.is_connected(), len(c.engine.subs), c.engine.resub_owed)
+c.close()
+""" % (broker.port, broker.port))
+    print(r.stdout)
+    assert "FIRST ValueError('event store_full',) ['store_full', 'store_full']" in r.stdout, r.stdout
+    # (Session Present: the broker kept the session the first one opened;
+    # the subscription made again, nothing owed.)
+    assert "SECOND True True 1 False" in r.stdout, r.stdout
+
+
+def test_an_async_reconnect_whose_resubscribe_fails_reports_the_event_callbacks_exception_at_once(broker):
+    """The same in AsyncClient's background task: the attempt whose
+    resubscribe failed after the event callback raised on store_full was
+    a failed attempt (link_down) that left the exception kept; the next
+    attempt, which succeeded, reported it (callback_error) as its own.
+    Now the attempt that failed reports it, before the next one's CONNACK
+    ("resumed")."""
+    r = run_mp(LFS + RESUB_FAILS_AFTER_STORE_FULL + r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+def client():
+    return a.client
+dev = lost_on_read_only(%d)
+def on_event(name, info, f=on_event):
+    try:
+        f(name, info)
+    except ValueError:
+        remount(dev)              # (the socket closed) room again for the next attempt
+        raise
+a = None
+async def main():
+    global a
+    a = AsyncClient(CID, "127.0.0.1", %d, timeout_ms=2000, backoff_ms=(50, 100), session_file="/fl/s",
+                    event_callback=on_event)
+    arm.append(1)
+    await a.connect(timeout_ms=5000)
+    await asyncio.sleep_ms(100)
+    print("SEEN", ev, a.callback_errors, len(a.client.engine.subs))
+    await a.disconnect()
+asyncio.run(main())
+""" % (broker.port, broker.port))
+    print(r.stdout)
+    assert "SEEN ['store_full', 'store_full', 'callback_error', 'resumed'] 1 1" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("call", ["connect", "connect_fresh"])
+def test_a_connect_refused_for_a_qos2_record_raises_the_event_callbacks_exception_from_store_full(broker, call):
+    """The other failure after store_full: a connect whose checkpoint is
+    refused while a refused QoS 2 record is not on flash raises StoreFull
+    (nothing sent), after reporting store_full. What the event callback
+    raised there stayed kept, and the next connect that succeeded (room
+    again) raised it as its own; connect_fresh() (3.1.1: its persistent
+    leg) the same. Now the call that failed raises it, in place of
+    StoreFull."""
+    r = run_mp(LFS + PUBREC_REFUSED + r"""
+PORT, CALL = %d, %r
+c, ev, k = pubrec_refused(PORT)
+raised = []
+def on_event(name, info):
+    if name == "store_full" and not raised:
+        raised.append(name)
+        raise ValueError("event store_full")
+c.set_event_callback(on_event)
+def call(f):
+    try:
+        return f()
+    except Exception as x:
+        return repr(x)
+remount(True)                                # no checkpoint gets through (as above)
+print("FIRST", call(getattr(c, CALL)), c.is_connected())
+remount()
+unfill(k)                                    # room again
+print("SECOND", call(c.connect), c.is_connected())
+c.close()
+""" % (broker.port, call))
+    print(r.stdout)
+    assert "FIRST ValueError('event store_full',) False" in r.stdout, r.stdout
+    assert "SECOND True True" in r.stdout, r.stdout

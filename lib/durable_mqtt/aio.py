@@ -493,6 +493,13 @@ class AsyncClient:
                     # (MemoryError: a heap too full to connect, e.g. just after
                     # a message copy found none: the next attempt may have it)
                     c.link_down(x, True)
+                    x = c.cb_error
+                    if x is not None:
+                        # What the event callback raised in this attempt
+                        # (store_full, then the resubscribe failed): left
+                        # kept, the next attempt reported it as its own.
+                        del c.cb_error
+                        self._callback_error(x)
                     continue
                 except Exception as x:
                     # Anything else ended this task for good, perhaps with

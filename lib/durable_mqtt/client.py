@@ -234,17 +234,22 @@ class MQTTClient:
             unload()
 
     def connect(self, clean_session=None, timeout_ms=None):
-        sp = self.run(self.connecting(clean_session, timeout_ms))
-        self.report()         # the event callback's, now that the connection is whole
-        return sp
+        try:
+            return self.run(self.connecting(clean_session, timeout_ms))
+        finally:
+            # The event callback's, now that the connection is whole, or
+            # failed after the event (a resubscribe after store_full): in
+            # place of the failure then. Left, it came out of the next connect.
+            self.report()
 
     def connect_fresh(self, timeout_ms=None):
         # Start afresh and persist from now on: MQTT 5 in one CONNECT (Clean
         # Start with a Session Expiry); 3.1.1 the spec-correct way, connect
         # clean, disconnect, connect with Clean Session 0.
-        sp = self.run(self.connecting(True, timeout_ms, None, 0, True))
-        self.report()
-        return sp
+        try:
+            return self.run(self.connecting(True, timeout_ms, None, 0, True))
+        finally:
+            self.report()
 
     def connecting(self, clean_session=None, timeout_ms=None, server=None, port=0, fresh=False):
         # The steps of connect(): a generator that yields how long it may
