@@ -104,7 +104,13 @@ class RobustClient(MQTTClient):
             sp = self.run(steps)
             self._up = True           # a drop from here on is reported (on_down)
             self._up_at = time.ticks_ms()
-            self.run(self._subscribe_pending())
+            try:
+                self.run(self._subscribe_pending())
+            except OSError as x:
+                # The link came up and dropped: reported (on_down) and raised.
+                # (_up left set, a later connect() set it again unreported.)
+                self.link_down(x)
+                raise
         finally:
             # The event callback's, once all that is done, or failed (in place
             # of the failure then: left, it came out of the next connect).
