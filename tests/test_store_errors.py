@@ -1023,3 +1023,47 @@ c.close()
     print(r.stdout)
     assert "FIRST ValueError('event store_full',) False" in r.stdout, r.stdout
     assert "SECOND True True" in r.stdout, r.stdout
+@pytest.mark.parametrize("fs", ["full", "read-only"])
+def test_a_publish_the_filesystem_refuses_takes_no_packet_id_and_changes_no_stats(fs):
+    """A QoS 1/2 publish() whose record the filesystem refused (StoreFull,
+    raised by the journal's write after the engine had accepted the
+    message and taken it back) is not accepted, as one with bad arguments:
+    nothing may change. Its packet id stayed used up (each refusal moved
+    the next message's id on by one: 3 refusals, then id 5, not 2), and
+    the session directory counted a slot file for the write that failed
+    (stats()["flash_slots"] 1 -> 2)."""
+    r = run_mp(LFS + r"""
+FS = %r
+dev = fresh()
+c, ev = boot()
+assert c.publish("t", b"A01", qos=1) == 1
+if FS == "full":
+    k = fill()
+else:
+    vfs.umount("/fl")
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
+s0 = c.stats()
+for qos in (1, 2, 1):
+    try:
+        c.publish("t", BIG + b"B%%d" %% qos, qos=qos)
+        raise AssertionError("accepted")
+    except StoreFull:
+        pass
+changed = [(n, s0[n], v) for n, v in c.stats().items() if v != s0[n]]
+print("stats changed by the refusals:", changed)
+if FS == "full":
+    unfill(k)
+else:
+    vfs.umount("/fl")
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+ids = [c.publish("t", b"C02", qos=2), c.publish("t", b"C03", qos=1)]
+print("ids after room came back:", ids)
+assert ids == [2, 3], ids
+assert changed == [], changed
+c.close()
+c, ev = boot()
+assert ev == [] and tails(c, 3) == [b"A01", b"C02", b"C03"], (ev, tails(c, 3))
+print("OK")
+""" % fs)
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout

@@ -180,8 +180,7 @@ class SlotJournal:
                 if self.stale[s] or slot < 0:
                     slot = s
         if slot < 0:
-            slot = self.made
-            self.made += 1
+            slot = self.made          # (counted once written: _write())
         return slot
 
     def rewritten(self, s):
@@ -218,6 +217,8 @@ class SlotJournal:
         except OSError as x:
             raise_full(x)
         self.rewritten(s)
+        if s == self.made:
+            self.made += 1
         self.pid[s] = pid
         self.seq[s] = self.next
         self.next = (self.next + 1) & 0x1FFFFFFF    # (modulo 2**29: session-format.md)

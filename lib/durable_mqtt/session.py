@@ -253,10 +253,12 @@ class Session:
             self.rel_due = True         # a PUBREL owed (pubrec() moves one that is not)
 
     def unaccept(self):  # noalloc
-        # Take back the newest message (its record could not be stored).
+        # Take back the newest message (its record could not be stored):
+        # its id is the next one again.
         self.count -= 1
         i = self.index(self.count)
         self.held -= 1
+        self.last_pid = self.pid[i] - 1
         _free(self, i)
         self.a_tail = self.off[i]
         _trim(self)
