@@ -523,6 +523,44 @@ print("connected", c.is_connected(), "error", type(c.last_error).__name__, "pend
     assert "bad filter refused" in r.stdout and "connected True error PacketTooLarge pending 0" in r.stdout, r.stdout
 
 
+def test_robust_subscribe_while_down_refuses_a_filter_too_large_at_the_call():
+    # RobustClient.subscribe() while down checked the filter but not the
+    # SUBSCRIBE's size: one larger than buf_size, or than the Maximum Packet
+    # Size a CONNACK gave, was taken (None) and refused only after the next
+    # reconnect, in last_error, dropped. It raises PacketTooLarge at the
+    # call now, the size counted as the SUBSCRIBE would be sent (with its
+    # Subscription Identifier); one that fits waits for the connect. A
+    # broker's limit not known yet (no CONNACK) refuses nothing (above).
+    mps = bytes((0x27,)) + (30).to_bytes(4, "big")
+    fb = FakeBroker([("send", pkt(0x20, bytes((0, 0)) + bytes((len(mps),)) + mps)), ("sleep", 0.3)])
+    r = run_mp(r"""
+from durable_mqtt.robust import RobustClient
+from durable_mqtt import PacketTooLarge
+def sub(c, n, **kw):
+    try:
+        print(n, kw, "pending", c.subscribe("a/" + "x" * (n - 2), 1, **kw), len(c._pending_subs))
+    except PacketTooLarge as x:
+        print(n, kw, "refused", x.args[1], len(c._pending_subs))
+c = RobustClient("pend-size", "127.0.0.1", 1, buf_size=64)     # never connected: buf_size
+sub(c, 58)                              # SUBSCRIBE of 65 bytes
+sub(c, 57)                              # 64
+c = RobustClient("pend-size", "127.0.0.1", %d, version=5, timeout_ms=2000)
+c.connect()                             # CONNACK: Maximum Packet Size 30
+c.drop_link()
+print("connected", c.is_connected())
+sub(c, 23)                              # 31 bytes
+sub(c, 22, sub_id=1)                    # 30, and 2 of Subscription Identifier
+sub(c, 22)                              # 30
+""" % fb.port)
+    fb.join()
+    out = r.stdout
+    assert "connected False" in out, out
+    for n, kw, what in ((58, "{}", "refused"), (57, "{}", "pending None 1"), (23, "{}", "refused"),
+                        (22, "{'sub_id': 1}", "refused"), (22, "{}", "pending None 1")):
+        assert "%d %s %s" % (n, kw, what) in out, (n, kw, what, out)
+    assert "limit of 64" in out and "limit of 30" in out, out
+
+
 def test_robust_an_on_down_that_raises_loses_no_subscription():
     # subscribe() whose link drops before the SUBACK keeps the subscription
     # for the next connect, and reports the drop (on_down). It called

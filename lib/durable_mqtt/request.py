@@ -53,15 +53,11 @@ def requesting(c, f, opts, sid, timeout_ms=0):
     e = c.engine
     k = c.conn
     sub = opts >= 0
-    check_filter(f, c.v5)
-    props = None
-    if c.v5:
-        if sub:
-            _available(k.sub_avail, f, sid)
-        props = c.props.encode({"subscription_id": sid}) if sid else b""
     # PacketTooLarge before the session gives the request an id (below,
     # with it, the same bytes: it cannot raise there).
-    subscribe_packet(c.tx, 0, f, opts, props, e.max_out)
+    props = check(c, f, opts, sid)
+    if c.v5 and sub:
+        _available(k.sub_avail, f, sid)
     # A request made while another waits for its answer (a callback's,
     # inside that wait): the other's answer, which comes first, is kept
     # for it (ack), and its id is awaited again once this one is done.
@@ -150,6 +146,20 @@ def _available(sub_avail, f, sid):
     raise ConnectRefused(code, "the broker takes no %s (its CONNACK)" % (
         "wildcard subscriptions" if code == 0xA2 else "subscription identifiers" if code == 0xA1
         else "shared subscriptions"))
+
+
+def check(c, f, opts, sid):
+    # What a SUBSCRIBE to f with the options byte opts (opts < 0: an
+    # UNSUBSCRIBE) is refused for before it has an id: a bad filter
+    # (ValueError), a packet larger than buf_size or the broker's Maximum
+    # Packet Size, the last CONNACK's (PacketTooLarge). Sized in c.tx.
+    # Returns its properties (MQTT 5) or None.
+    check_filter(f, c.v5)
+    props = None
+    if c.v5:
+        props = c.props.encode({"subscription_id": sid}) if sid else b""
+    subscribe_packet(c.tx, 0, f, opts, props, c.engine.max_out)
+    return props
 
 
 def check_filter(f, v5=False):

@@ -203,8 +203,10 @@ class RobustClient(MQTTClient):
                 if self.is_connected():  # the broker refused: not a link problem
                     raise
                 x = e
-        from .request import check_filter
-        check_filter(self.subscription(topic, qos, **kw)[0], self.v5)   # a bad one raises now, not at a reconnect
+        # A bad filter raises now, not at a reconnect; so does a SUBSCRIBE
+        # larger than buf_size or the last CONNACK's Maximum Packet Size.
+        from .request import check
+        check(self, *self.subscription(topic, qos, **kw))
         self._pending_subs.append((topic, qos, kw))
         if x is not None:
             self.link_down(x)            # kept first: an on_down that raises loses no subscription
