@@ -40,9 +40,10 @@ from durable_mqtt.robust import RobustClient
 
 class Client(RobustClient):
     # A connect attempt (link, CONNECT, CONNACK, resends, subscriptions)
-    # runs in one poll() as steps (MQTTClient.run), each waiting up to
-    # timeout_ms: the watchdog is fed between them, or a slow broker would
-    # starve it for several timeouts in a row.
+    # runs in one poll() as steps, each waiting up to timeout_ms: the
+    # watchdog is fed between them, or a slow broker would starve it for
+    # several timeouts in a row. run(steps) is the client's documented hook
+    # for this (docs/api.md#runsteps): every step passed on, unchanged.
     def run(self, steps):
         return super().run(fed(steps))
 

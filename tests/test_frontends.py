@@ -450,6 +450,65 @@ c.disconnect()
 """ % broker.port)
     assert "downs [] link_downs 0" in r.stdout, r.stdout
 
+def test_a_subclass_wrapping_run_sees_every_step_of_connect_and_subscribe():
+    # docs/api.md#runsteps: run(steps) is the extension point a subclass
+    # overrides to see each step of a blocking handshake (firmware/main.py
+    # feeds its watchdog so). Its wrapper generator drives the steps of
+    # connect(), subscribe(), unsubscribe(), and of RobustClient's
+    # connect() (with the subscription made while down) and poll()
+    # reconnect, each answer 0.2 s late so that there are steps to wait,
+    # to their end: it passes steps on and sees the value the last one
+    # returns, which is the call's. Renaming run(), or a call that no
+    # longer goes through it, fails here.
+    late = ("sleep", 0.2)
+    fb = FakeBroker([late, ("send", connack(4)), ("recv",), late, suback_to(1), ("recv",), late,
+                     ("reply", lambda got: pkt(0xB0, got[2][1][:2]))],
+                    [late, ("send", connack(4)), ("recv",), late, suback_to(1), ("sleep", 0.5)],
+                    [late, ("send", connack(4, sp=1)), ("sleep", 0.5)])
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.robust import RobustClient
+def seen(log, steps):
+    n = 0
+    while True:
+        try:
+            w = next(steps)
+        except StopIteration as s:
+            log.append((n, s.value))
+            return s.value
+        n += 1
+        yield w
+def watched(base):
+    class Watched(base):
+        log = []
+        def run(self, steps):
+            return super().run(seen(self.log, steps))
+    return Watched
+def show(what, result, log):
+    # the wrapper's runs in this call: (any step passed on, the value the steps returned)
+    print(what, "result", result, "runs", [(n > 0, v) for n, v in log])
+    log.clear()
+c = watched(MQTTClient)("run-wrap", "127.0.0.1", %d, timeout_ms=2000)
+show("connect", c.connect(), c.log)
+show("subscribe", c.subscribe("run/wrap", 1), c.log)
+show("unsubscribe", c.unsubscribe("run/wrap"), c.log)
+c.disconnect()
+r = watched(RobustClient)("run-wrap-r", "127.0.0.1", %d, timeout_ms=2000)
+r.subscribe("run/wrap", 1)                  # while down: made after the connect, in a run of its own
+show("robust connect", r.connect(), r.log)
+r.drop_link()
+show("robust poll", r.poll(), r.log)
+r.disconnect()
+""" % (fb.port, fb.port))
+    fb.join()
+    out = r.stdout
+    for line in ("connect result False runs [(True, False)]",
+                 "subscribe result 1 runs [(True, 1)]",
+                 "unsubscribe result 0 runs [(True, 0)]",
+                 "robust connect result False runs [(True, False), (True, None)]",
+                 "robust poll result True runs [(True, None)]"):
+        assert line in out, (line, out)
+
 def test_robust_subscribe_while_down_then_connect_subscribes(broker):
     # RobustClient.subscribe() while down remembers the subscription; an
     # explicit connect() (not only the reconnect loop) now makes it.
