@@ -849,7 +849,7 @@ print("OK")
     assert "OK" in r.stdout, r.stdout
 
 
-@pytest.mark.parametrize("between", ["lost", "clean"])
+@pytest.mark.parametrize("between", ["lost", "clean", "fresh"])
 def test_a_refused_qos2_record_of_a_session_gone_does_not_fail_the_connect(broker, between):
     """A QoS 2 record the store refused (an OUT_REL at a PUBREC, on a full
     filesystem) makes a connect whose checkpoint is refused raise StoreFull
@@ -859,8 +859,10 @@ def test_a_refused_qos2_record_of_a_session_gone_does_not_fail_the_connect(broke
     or a clean connect came in between), nothing depends on it, but the
     mark stayed: every connect whose checkpoint was refused (here the
     filesystem read-only) still raised StoreFull and sent nothing, until a
-    checkpoint got through. Now the mark goes with the session: the connect
-    goes through, `store_full` reported."""
+    checkpoint got through. connect_fresh() the same ("fresh": 3.1.1, its
+    clean leg ended the session, and its persistent leg was refused over
+    the mark). Now the mark goes with the session: the connect goes
+    through, `store_full` reported."""
     r = run_mp(LFS + PUBREC_REFUSED + r"""
 PORT, BETWEEN = %d, %r
 c, ev, k = pubrec_refused(PORT)
@@ -870,17 +872,18 @@ if BETWEEN == "lost":
     o = MQTTClient("se-pub-" + TOPIC[10:], "127.0.0.1", PORT)
     o.connect()
     o.disconnect()
-else:
+elif BETWEEN == "clean":
     c.connect(clean_session=True)            # (no checkpoint: a clean session is not written)
     print("clean connect", c.is_connected())
 del ev[:]
 try:
-    sp = c.connect(clean_session=False)
+    sp = c.connect_fresh() if BETWEEN == "fresh" else c.connect(clean_session=False)
     print("connected: session present", sp, "events", ev)
 except StoreFull as x:
     print("connect refused:", repr(x), "events", ev)
 assert c.is_connected() and "store_full" in ev, ev
 assert ("lost" if BETWEEN == "lost" else "new") in ev, ev
+assert not c.clean_session or BETWEEN != "fresh"     # (the next connect() resumes it)
 c.close()
 remount()
 print("OK")
@@ -999,9 +1002,10 @@ def test_a_connect_refused_for_a_qos2_record_raises_the_event_callbacks_exceptio
     refused while a refused QoS 2 record is not on flash raises StoreFull
     (nothing sent), after reporting store_full. What the event callback
     raised there stayed kept, and the next connect that succeeded (room
-    again) raised it as its own; connect_fresh() (3.1.1: its persistent
-    leg) the same. Now the call that failed raises it, in place of
-    StoreFull."""
+    again) raised it as its own. Now the call that failed raises it, in
+    place of StoreFull. (connect_fresh() does not fail: its clean leg
+    ended the session the record belonged to, and the mark with it; the
+    callback's exception comes out of it all the same, the link up.)"""
     r = run_mp(LFS + PUBREC_REFUSED + r"""
 PORT, CALL = %d, %r
 c, ev, k = pubrec_refused(PORT)
