@@ -1080,3 +1080,170 @@ print("OK")
 """ % fs)
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
+# A client with a session store on LittleFS, subscribed to TOPIC, whose
+# broker session another connection of its client id then ended (Session
+# Present 0 at its next connect: its subscriptions are made again).
+# refuse(WHAT) then makes every checkpoint fail: the filesystem mounted
+# read-only, or full (a FileLog: the session directory's small files would
+# still fit in LittleFS's metadata). heard(c, msg) reads for up to a second
+# whether msg, which a second client publishes on TOPIC, arrives: the
+# subscription's proof.
+RESUB_ON_A_FULL_STORE = r"""
+import time
+from durable_mqtt.filelog import FileLog
+TOPIC = "se/resubfull/%d" % time.ticks_ms()
+CID = "se-rsf-" + TOPIC[13:]
+ev = []
+got = []
+def store():
+    return "/fl/s" if WHAT == "read-only" else FileLog("/fl/log")
+def client(cls=MQTTClient, **kw):
+    c = cls(CID, "127.0.0.1", PORT, clean_session=False, session_file=store(),
+            event_callback=lambda e, i: ev.append((e, i)), **kw)
+    c.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+    return c
+def end_broker_session():
+    t = MQTTClient(CID, "127.0.0.1", PORT, clean_session=True)
+    t.connect()
+    t.disconnect()
+def refuse():
+    global k
+    if WHAT == "read-only":
+        vfs.umount("/fl")
+        vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
+    else:
+        k = fill()
+def room():
+    if WHAT == "read-only":
+        vfs.umount("/fl")
+        vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+    else:
+        unfill(k)
+def heard(c, msg, topic=TOPIC):
+    if not c.is_connected():
+        return False
+    p = MQTTClient(CID + "-p", "127.0.0.1", PORT)
+    p.connect()
+    p.publish(topic, msg, qos=1)
+    p.disconnect()
+    for _ in range(50):
+        if msg in got:
+            return True
+        c.wait_msg(20)
+    return False
+def call(f, *a):
+    try:
+        return f(*a)
+    except Exception as x:
+        return repr(x)
+def names():
+    return [e for e, _ in ev]
+dev = fresh()
+"""
+
+
+@pytest.mark.parametrize("what", ["read-only", "full"])
+def test_a_lost_sessions_resubscribe_on_a_refusing_store_still_connects(broker, what):
+    """A connect that finds its session lost (Session Present 0) makes its
+    subscriptions again; each SUBACK was followed by a checkpoint
+    (request.py), and on a full or read-only filesystem that raised
+    StoreFull out of connect(), the link up, the rest of the subscriptions
+    never made and the `lost` event never given: every connect failed so
+    while the store refused, although the connect's own checkpoint
+    refused is only reported (`store_full`: acknowledgements make room).
+    Now the resubscribe's refused checkpoint is reported the same way:
+    the connect goes through with every subscription made, and the
+    broker's messages on them arrive."""
+    r = run_mp(LFS + r"""
+PORT, WHAT = %d, %r
+""" % (broker.port, what) + RESUB_ON_A_FULL_STORE + r"""
+c = client()
+c.connect()
+c.subscribe(TOPIC, 1)
+c.subscribe(TOPIC + "/2", 1)
+c.disconnect()
+end_broker_session()
+refuse()
+del ev[:]
+print("CONNECT", call(c.connect), c.is_connected(), "store_full" in names(), [i for e, i in ev if e == "lost"])
+print("HEARD", heard(c, b"one"), heard(c, b"two", TOPIC + "/2"))
+room()
+c.close()
+c = client()                                 # (a reboot: what flash holds)
+print("REBOOT", len(c.engine.subs), call(c.connect), c.is_connected(), heard(c, b"three"))
+c.close()
+""")
+    print(r.stdout)
+    assert "CONNECT False True True [{'requeued': 0, 'dropped_released': 0, 'resubscribed': 2}]" in r.stdout, r.stdout
+    assert "HEARD True True" in r.stdout, r.stdout
+    # (the subscriptions were on flash from before; the broker kept the session)
+    assert "REBOOT 2 True True True" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("what", ["read-only", "full"])
+def test_a_robust_client_reconnects_to_a_lost_session_on_a_refusing_store(broker, what):
+    """RobustClient (and AsyncClient, whose task runs the same steps) makes
+    its subscriptions at every connect that starts a new session: their
+    checkpoint refused on a full or read-only filesystem raised StoreFull
+    out of each reconnect attempt, taken as a failed attempt (the link
+    closed, backoff, the next broker): it never connected again while the
+    store refused. Now the attempt succeeds, `store_full` reported."""
+    r = run_mp(LFS + r"""
+PORT, WHAT = %d, %r
+""" % (broker.port, what) + RESUB_ON_A_FULL_STORE + r"""
+from durable_mqtt.robust import RobustClient
+c = client(RobustClient, backoff_ms=(20, 40))
+c.connect()
+c.subscribe(TOPIC, 1)
+c.disconnect()
+end_broker_session()
+refuse()
+del ev[:]
+t0 = time.ticks_ms()
+while not c.poll(20) and time.ticks_diff(time.ticks_ms(), t0) < 1500:
+    pass
+print("POLL", c.is_connected(), "store_full" in names(), "lost" in names(), repr(c.last_error))
+print("HEARD", heard(c, b"one"))
+room()
+c.close()
+""")
+    print(r.stdout)
+    assert "POLL True True True None" in r.stdout, r.stdout
+    assert "HEARD True" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("what", ["read-only", "full"])
+def test_a_subscription_whose_checkpoint_a_refusing_store_refuses_is_made_and_kept(broker, what):
+    """subscribe() on a full or read-only filesystem: the broker granted
+    the subscription, the session took it (RAM), then the checkpoint after
+    the SUBACK was refused and subscribe() raised StoreFull, as if it had
+    not been made (RobustClient's raised it too; AsyncClient's, a
+    reconnect's subscriptions made while down, failed the attempt). Now
+    it returns the granted QoS, `store_full` reported, as a connect's
+    refused checkpoint is: the subscription is kept in RAM, made again
+    after the broker loses the session, and on flash once a checkpoint
+    gets through."""
+    r = run_mp(LFS + r"""
+PORT, WHAT = %d, %r
+""" % (broker.port, what) + RESUB_ON_A_FULL_STORE + r"""
+c = client()
+c.connect()
+refuse()
+del ev[:]
+print("SUBSCRIBE", call(c.subscribe, TOPIC, 1), c.is_connected(), names(), len(c.engine.subs))
+print("HEARD", heard(c, b"one"))
+c.close()
+end_broker_session()
+del ev[:]
+print("CONNECT", call(c.connect), [i for e, i in ev if e == "lost"], heard(c, b"two"))
+room()
+c.disconnect()                               # (its checkpoint gets through)
+c = client()                                 # (a reboot)
+print("REBOOT", len(c.engine.subs))
+c.close()
+""")
+    print(r.stdout)
+    assert "SUBSCRIBE 1 True ['store_full'] 1" in r.stdout, r.stdout
+    assert "HEARD True" in r.stdout, r.stdout
+    assert "CONNECT False [{'requeued': 0, 'dropped_released': 0, 'resubscribed': 1}] True" in r.stdout, r.stdout
+    assert "REBOOT 1" in r.stdout, r.stdout

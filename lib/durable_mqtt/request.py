@@ -7,7 +7,7 @@ import time
 from micropython import const
 
 from .codec import as_bytes, check_utf8, fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
-from .errors import ConnectRefused, NotConnected, ProtocolError, Timeout
+from .errors import ConnectRefused, NotConnected, ProtocolError, StoreFull, Timeout
 
 _SUBSCRIBE = const(0x82)     # SUBSCRIBE, UNSUBSCRIBE carry flags 0b0010 (MQTT-3.8.1-1, 3.10.1-1)
 _SUBACK = const(0x90)
@@ -127,7 +127,16 @@ def requesting(c, f, opts, sid, timeout_ms=0):
     else:
         e.unsubscribed(f)
     if c.persist:
-        c.journal.checkpoint()
+        try:
+            c.journal.checkpoint()
+        except StoreFull as x:
+            # Made all the same (a full or read-only filesystem): kept in
+            # the session in RAM, on flash with the next checkpoint that
+            # gets through, as a connect's refused one (connect.py): not
+            # raised, or a lost session's resubscribe failed every connect.
+            # (No refused QoS 2 record waits here with the link up: its
+            # refusal closed the link.)
+            c.event("store_full", {"reason": x.args[1]})
     return code
 
 
