@@ -172,6 +172,47 @@ print("OK")
         [("0", "2"), ("0", "3"), ("0", "4")], pubs  # id 1 went to the SUBSCRIBE
 
 
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_a_lost_sessions_resubscribe_writes_the_state_once_not_after_each_suback(fresh_broker, tmp_path, ver):
+    # Each SUBACK of a lost session's resubscribe wrote the whole state
+    # to flash (subscribe()'s checkpoint): N subscriptions, N more full
+    # writes at every such connect, though the connect writes the state
+    # once they are all made, and the debt (resub_owed) is on flash until
+    # then: a cut meanwhile makes them all again at the next connect.
+    b = fresh_broker()              # no persistence: a restart forgets sessions
+    sess = tmp_path / "s.bin"
+    mp(b.port, ver, sess, r"""
+c = dev("resubw")
+c.connect()
+for i in range(4):
+    c.subscribe("resubw/%d/%d" % (VER, i), 1)
+c.disconnect()
+""")
+    b.restart()
+    r = mp(b.port, ver, sess, r"""
+events = []
+c = dev("resubw")
+c.set_event_callback(lambda ev, info: events.append((ev, info)))
+n = c.stats()["store_checkpoints"]
+c.connect()
+ev, info = events[-1]
+assert ev == "lost" and info["resubscribed"] == 4, events
+print("CHECKPOINTS", c.stats()["store_checkpoints"] - n)
+other = MQTTClient("other%d" % VER, "127.0.0.1", PORT, version=VER)
+other.connect()
+other.publish("resubw/%d/3" % VER, b"after", qos=1)
+wait_until(c, lambda: got)
+c.disconnect()
+c = dev("resubw")                   # a reboot: the subscriptions are on flash, none owed
+assert len(c.engine.subs) == 4 and not c.engine.resub_owed, (c.engine.subs, c.engine.resub_owed)
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout
+    # The debt before the CONNECT, the state after the CONNACK, and once
+    # all four are made (it was 7: one more per SUBACK).
+    assert "CHECKPOINTS 3" in r.stdout, r.stdout
+
 def test_v5_session_present_without_local_state_closes(broker, tmp_path):
     r = mp(broker.port, 5, tmp_path / "unused", r"""
 a = MQTTClient("nostate", "127.0.0.1", PORT, version=5, clean_session=False)

@@ -126,7 +126,10 @@ def requesting(c, f, opts, sid, timeout_ms=0):
         e.subscribed(f, opts, sid)
     else:
         e.unsubscribed(f)
-    if c.persist:
+    # A lost session's resubscribe (connect.py; e.resub_owed, on flash)
+    # writes nothing per SUBACK: the connect writes the state once all
+    # are made, and a cut before that makes them all again.
+    if c.persist and not e.resub_owed:
         try:
             c.journal.checkpoint()
         except StoreFull as x:
