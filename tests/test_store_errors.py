@@ -1247,3 +1247,51 @@ c.close()
     assert "HEARD True" in r.stdout, r.stdout
     assert "CONNECT False [{'requeued': 0, 'dropped_released': 0, 'resubscribed': 1}] True" in r.stdout, r.stdout
     assert "REBOOT 1" in r.stdout, r.stdout
+FAT_FL = FAT_SECTORS + r"""
+def fat():
+    # A 64 KB FAT card at /fl (512-byte clusters); returns its mount maker.
+    global dev
+    dev = Sectors(128)
+    vfs.VfsFat.mkfs(dev)
+    vfs.mount(vfs.VfsFat(dev), "/fl")
+    return lambda: vfs.VfsFat(dev)
+"""
+
+
+def test_a_session_directory_on_a_full_fat_card_boots_and_connects_with_store_full(broker):
+    """FatFs refuses a new directory on a full volume with FR_DENIED
+    (f_mkdir finds no cluster for it), which VfsFat raises as EACCES (13),
+    not ENOSPC; so does a new file whose directory's cluster is full and
+    cannot grow. The session directory made at a first boot on a full card
+    (its checkpoint must make it) passed OSError(13) out of MQTTClient(),
+    at every boot while the card stayed full, and out of connect(), instead
+    of the `store_full` event a full LittleFS gives: now StoreFull, so the
+    boot and the connect report store_full and go on."""
+    r = run_mp(LFS + FAT_FL + r"""
+PORT = %d
+fat()
+k = fill()
+ev = []
+def dboot():
+    return MQTTClient("se-fatfull", "127.0.0.1", PORT, clean_session=False, session_file="/fl/s",
+                      event_callback=lambda e, i: ev.append((e, i)))
+try:
+    c = dboot()
+except OSError as x:
+    print("boot raised", repr(x))
+    raise
+print("boot", ev)
+assert ev == [("store_full", {"reason": "filesystem full"})], ev
+try:
+    c.publish("t", b"x", qos=1)
+except StoreFull as x:
+    print("publish", repr(x))
+del ev[:]
+c.connect()
+print("connect", ev, c.is_connected())
+assert c.is_connected() and ev[0] == ("store_full", {"reason": "filesystem full"}), ev
+c.close()
+print("OK")
+""" % broker.port)
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout

@@ -337,7 +337,8 @@ def raise_full(x):
     # A write the filesystem refuses for want of room, or at all (mounted
     # read-only): StoreFull, the message not accepted, nothing lost.
     # (36: LittleFS's ENAMETOOLONG for a new file on a full filesystem,
-    # filelog.py)
-    if x.args and x.args[0] in (_ENOSPC, _EROFS, 36):
+    # filelog.py; 13: FAT's EACCES, FR_DENIED, for a directory or a new
+    # file's entry on a full card)
+    if x.args and x.args[0] in (_ENOSPC, _EROFS, 36, 13):
         raise StoreFull(_ERR_FULL, "filesystem read-only" if x.args[0] == _EROFS else "filesystem full")
     raise x
