@@ -1295,3 +1295,98 @@ print("OK")
 """ % broker.port)
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("at_boot", ["full", "small"])
+@pytest.mark.parametrize("fs", ["fat", "littlefs"])
+def test_a_session_directory_short_of_room_at_boot_takes_qos1_once_there_is_room(broker, fs, at_boot):
+    """The session directory's capacity (the largest state publish() lets
+    in) was measured at boot, and again only at a checkpoint that found it
+    0. Full at boot: every QoS 1/2 publish() raised StoreFull ("flash store
+    full") until the next connect(), subscribe() or disconnect(), however
+    much room came back before it. Small but not 0 at boot: a message
+    larger than it was refused until a reboot, checkpoints or not. Now a
+    refusal measures the filesystem again: once there is room, publish() is
+    accepted on the same connection, with no call in between; a directory
+    holding no session yet (its checkpoints refused) takes a checkpoint
+    first, so that the message is on flash with its header, and the next
+    boot restores and resends it."""
+    r = run_mp(LFS + FAT_FL + r"""
+import time
+PORT, FS, AT_BOOT = %d, %r, %r
+T = "se/dirroom/%%s/%%s/%%d" %% (FS, AT_BOOT, time.ticks_ms())
+if FS == "fat":
+    mk = fat()
+else:
+    dev = fresh()
+    mk = lambda: vfs.VfsLfs2(dev, progsize=P)
+def dboot():
+    ev = []
+    c = MQTTClient("se-dirroom-" + FS + AT_BOOT, "127.0.0.1", PORT, clean_session=False, session_file="/fl/s",
+                   buf_size=8192, event_callback=lambda e, i: ev.append(e))
+    return c, ev
+def refused(c, m):
+    try:
+        c.publish(T, m, qos=1)
+    except StoreFull:
+        return True
+MSG = bytes(7000)                            # (two blocks of flash, 14 clusters of the card)
+got = []
+w = MQTTClient("se-dirroom-w-" + FS + AT_BOOT, "127.0.0.1", PORT, buf_size=8192)
+w.set_callback(lambda t, m, r, q: got.append(bytes(m[-3:])))
+w.connect()
+w.subscribe(T, 1)
+k = fill()
+j = 0
+if AT_BOOT == "small":                       # a little room: the first files go
+    j = 1 if FS == "fat" else 9
+    for n in range(j):
+        os.remove("/fl/fill%%d" %% n)
+c, ev = dboot()
+print("boot", ev, "capacity", c.journal.capacity)
+if AT_BOOT == "full":
+    assert ev == ["store_full"], ev
+else:
+    assert ev == [] and 0 < c.journal.capacity < len(MSG), (ev, c.journal.capacity)
+assert refused(c, MSG + b"A00") and c.pending() == 0
+c.connect()
+assert refused(c, MSG + b"A00") and c.pending() == 0
+for n in range(j, k):                        # room again
+    os.remove("/fl/fill%%d" %% n)
+try:                                         # the same connection, no call in between
+    c.publish(T, MSG + b"A01", qos=1)
+except StoreFull as x:
+    print("refused with room:", repr(x))
+    raise
+for _ in range(50):
+    if got:
+        break
+    w.wait_msg(100)
+print("broker", got)
+assert got == [b"A01"], got
+c.close()                                    # (a power cut: its PUBACK never read)
+vfs.umount("/fl")
+vfs.mount(mk(), "/fl")
+c, ev = dboot()
+print("reboot", ev, tails(c, 3))
+assert ev == [] and tails(c, 3) == [b"A01"], (ev, tails(c, 3))
+c.connect()                                  # resent, acknowledged
+for _ in range(50):
+    if not c.pending():
+        break
+    c.wait_msg(100)
+assert c.pending() == 0
+c.publish(T, MSG + b"A02", qos=1)
+for _ in range(50):
+    if len(got) == 3 and not c.pending():
+        break
+    c.wait_msg(100)
+    w.wait_msg(10)
+print("broker", got)
+assert got == [b"A01", b"A01", b"A02"] and c.pending() == 0, got
+c.disconnect()
+w.disconnect()
+print("OK")
+""" % (broker.port, fs, at_boot))
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout

@@ -19,15 +19,14 @@ def checkpoint(j, offline):
     # last: it makes the session). (A state that is not the one stored,
     # restore_session(), goes to a new directory: slotmove.replace().)
     e = j.e
+    # Until "h" is written, a QoS 1/2 publish() measures the filesystem
+    # and makes a directory with no "h" take a checkpoint before its
+    # message (filestore.py room()): capacity 0 meanwhile.
+    old = j.capacity
+    j.capacity = 0
     # The boot may not have made the directory (a full or read-only
     # filesystem: store_full, load.py); now it must be there.
-    try:
-        make_dir(j.dir, True)
-    except OSError:
-        j.capacity = 0                # publish() refuses QoS 1/2 (StoreFull) meanwhile
-        raise
-    if not j.capacity:
-        j.capacity = capacity(j.dir)
+    make_dir(j.dir, True)
     j.flush()
     for s in range(j.made):
         if j.pid[s] and e.find(j.pid[s], 0) < 0:
@@ -50,6 +49,7 @@ def checkpoint(j, offline):
         raise_full(x)
     j.lead = e.held                    # (the header's id counts only without a slot: store.py put())
     j.checkpoints += 1
+    j.capacity = old
 
 
 def make_room(j, s):
@@ -84,16 +84,6 @@ def make_dir(path, strict=False):
                 os.stat(path)         # it exists (EEXIST, or EROFS for one that exists)
             except OSError:
                 raise_full(x)
-
-
-def capacity(dir):
-    # The largest state this filesystem can take: half its free space (a
-    # rewrite may need room for the old and the new copy), less 2 blocks.
-    try:
-        st = os.statvfs(dir)
-    except OSError:
-        return 0
-    return max(0, (st[3] - 2) * st[0] // 2)
 
 
 def erase(j):
