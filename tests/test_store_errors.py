@@ -1390,3 +1390,50 @@ print("OK")
 """ % (broker.port, fs, at_boot))
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("store", ["directory", "FileLog"])
+def test_an_over_full_littlefs_gives_the_store_no_room_not_terabytes(store):
+    """MicroPython's VfsLfs2.statvfs() counts the blocks in use with
+    lfs2_fs_traverse() (a callback per block, a block reached twice counted
+    twice) and reports block_count minus that count as free, in unsigned
+    32-bit arithmetic: on a LittleFS filled up beside a directory the count
+    passes block_count and the free count wraps to 2**32 - 2 (on a 32-bit
+    board the small int reads -2). Both file stores took it as room: a
+    capacity of about 8.8 TB, so publish() let a message through to
+    writes the filesystem then refused (StoreFull "filesystem full", flash
+    programmed and erased on the way). More free blocks than the filesystem
+    has now count as none: the capacity stays within the filesystem, and a
+    QoS 1 publish() is refused before it writes ("flash store full")."""
+    r = run_mp(LFS + r"""
+from durable_mqtt.filelog import FileLog
+STORE = %r
+dev = fresh()
+if STORE == "FileLog":
+    os.mkdir("/fl/x")                        # (the application's: the directory's blocks)
+k = fill()
+for n in range(2 if STORE == "directory" else 0):
+    os.remove("/fl/fill%%d" %% n)
+ev = []
+c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, buf_size=8192,
+               session_file="/fl/s" if STORE == "directory" else FileLog("/fl/log"),
+               event_callback=lambda e, i: ev.append(e))
+def cap():
+    return c.journal.capacity if STORE == "directory" else c.journal.b.capacity
+st = os.statvfs("/fl")
+size = st[0] * st[2]
+print("boot", ev, "statvfs", st, "capacity", cap(), "of", size)
+assert st[3] > st[2]                         # more free blocks than the filesystem has: wrapped
+assert 0 <= cap() <= size, cap()
+was = (dev.programs, dev.erases)
+try:
+    c.publish("t", bytes(6000), qos=1)
+    why = "accepted"
+except StoreFull as x:
+    why = x.args[1]
+print("publish:", why, "programs, erases", was, (dev.programs, dev.erases), "capacity", cap())
+assert why == "flash store full" and (dev.programs, dev.erases) == was and cap() <= size, why
+print("OK")
+""" % store)
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout

@@ -163,7 +163,9 @@ class FileLog:
         d = self.path.rsplit("/", 1)[0] if "/" in self.path else "."
         try:
             st = os.statvfs(d or "/")
-            n = max(0, ((st[4] - 2) * st[0] + _file_size(self.path)) // 2)
+            # (More free blocks than there are: none. A full LittleFS's
+            # count wraps, filestore.capacity().)
+            n = max(0, (((st[4] if st[4] <= st[2] else 0) - 2) * st[0] + _file_size(self.path)) // 2)
         except OSError:
             n = 0
         self.capacity = n

@@ -355,11 +355,14 @@ def _put_seq(b, seq):  # noalloc
 def capacity(dir):
     # The largest state this filesystem can take: half its free space (a
     # rewrite may need room for the old and the new copy), less 2 blocks.
+    # More free blocks than it has is none: VfsLfs2 reports block_count
+    # less the blocks LittleFS's traverse reached, some twice, as a u32,
+    # which wraps (2**32 - 2) when that count passes block_count.
     try:
         st = os.statvfs(dir)
     except OSError:
         return 0
-    return max(0, (st[3] - 2) * st[0] // 2)
+    return max(0, (st[3] - 2) * st[0] // 2) if st[3] <= st[2] else 0
 
 
 def raise_full(x):
