@@ -9,7 +9,7 @@
 import os
 
 from .filestore import raise_full
-from .records import head_bytes
+from .records import fits, head_bytes
 
 
 def checkpoint(j, offline):
@@ -84,6 +84,38 @@ def make_dir(path, strict=False):
                 os.stat(path)         # it exists (EEXIST, or EROFS for one that exists)
             except OSError:
                 raise_full(x)
+
+
+def room(j, n):
+    # A QoS 1/2 publish() the capacity refused (filestore.py fits()): the
+    # filesystem is measured again (allocates: only here), since other
+    # files may have made room (a capacity measured at boot was otherwise
+    # kept: 0 until a checkpoint, a small one for good). A directory
+    # holding no session yet (its checkpoints refused: no "h") takes a
+    # checkpoint first, else the message's slot would be emptied at the
+    # next boot. (Loaded here until the client's next unload().)
+    old = capacity(j.dir)
+    if not fits(j.e, n, old):
+        return False
+    try:
+        os.stat(j.dir + "/h")
+    except OSError:
+        j.checkpoint()                # (refused: StoreFull)
+    j.capacity = old
+    return True
+
+
+def capacity(dir):
+    # The largest state this filesystem can take: half its free space (a
+    # rewrite may need room for the old and the new copy), less 2 blocks.
+    # More free blocks than it has is none: VfsLfs2 reports block_count
+    # less the blocks LittleFS's traverse reached, some twice, as a u32,
+    # which wraps (2**32 - 2) when that count passes block_count.
+    try:
+        st = os.statvfs(dir)
+    except OSError:
+        return 0
+    return max(0, (st[3] - 2) * st[0] // 2) if st[3] <= st[2] else 0
 
 
 def erase(j):

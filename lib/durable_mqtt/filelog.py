@@ -164,7 +164,7 @@ class FileLog:
         try:
             st = os.statvfs(d or "/")
             # (More free blocks than there are: none. A full LittleFS's
-            # count wraps, filestore.capacity().)
+            # count wraps, dirstate.capacity().)
             n = max(0, (((st[4] if st[4] <= st[2] else 0) - 2) * st[0] + _file_size(self.path)) // 2)
         except OSError:
             n = 0

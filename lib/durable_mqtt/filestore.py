@@ -32,7 +32,6 @@
 # session_file=FileLog(path) to choose it.
 from array import array
 import gc
-import os
 import time
 from micropython import const
 
@@ -82,7 +81,7 @@ class SlotJournal:
         self.h = bytearray(20)
         self.s = bytearray(4)
         self.appends = self.checkpoints = self.bytes_written = self.file_writes = 0
-        from .dirstate import make_dir
+        from .dirstate import make_dir, capacity
         make_dir(dir)
         self.capacity = capacity(dir)
 
@@ -298,25 +297,10 @@ class SlotJournal:
             self.flush()              # idle: the acks reach flash before the program may end
 
     def fits(self, n):  # noalloc while it fits
-        return fits(self.e, n, self.capacity) or self.room(n)
-
-    def room(self, n):
-        # Refused: the filesystem is measured again (allocates: only here),
-        # since other files may have made room (a capacity measured at boot
-        # was otherwise kept: 0 until a checkpoint, a small one for good).
-        # A directory holding no session yet (its checkpoints refused: no
-        # "h") takes a checkpoint first, else the message's slot would be
-        # emptied at the next boot; dirstate.py is then loaded until the
-        # client's next unload(). capacity changes once both are done.
-        old = capacity(self.dir)
-        if not fits(self.e, n, old):
-            return False
-        try:
-            os.stat(self.dir + "/h")
-        except OSError:
-            self.checkpoint()         # (refused: StoreFull)
-        self.capacity = old
-        return True
+        if fits(self.e, n, self.capacity):
+            return True
+        from .dirstate import room    # refused: measured again (dirstate.py)
+        return room(self, n)
 
     # ------------------------------------------------------------ the whole state
     # (dirstate.py: what a connect, subscribe, disconnect or boot does, not a
@@ -350,19 +334,6 @@ def _put_seq(b, seq):  # noalloc
     b[0] = seq >> 24
     b[1] = (seq >> 16) & 0xFF
     put_u16(b, 2, seq & 0xFFFF)
-
-
-def capacity(dir):
-    # The largest state this filesystem can take: half its free space (a
-    # rewrite may need room for the old and the new copy), less 2 blocks.
-    # More free blocks than it has is none: VfsLfs2 reports block_count
-    # less the blocks LittleFS's traverse reached, some twice, as a u32,
-    # which wraps (2**32 - 2) when that count passes block_count.
-    try:
-        st = os.statvfs(dir)
-    except OSError:
-        return 0
-    return max(0, (st[3] - 2) * st[0] // 2) if st[3] <= st[2] else 0
 
 
 def raise_full(x):
