@@ -144,10 +144,14 @@ class LogJournal:
             put_u16(a, 1, 2 * self.nacks)
             crc.seal(a, 0, 3 + 2 * self.nacks)
             self.b.write(a, 0, 7 + 2 * self.nacks)
+        # The newest id not written (acknowledged, or past PUBREC: its
+        # OUT_REL went alone) leaves the counter a boot finds behind it:
+        # the next OUT_PUB is then not batched (lead, put()).
         e = self.e
         for k in range(self.nbatch):
             i = e.find(self.batch[k], 0)
-            if i >= 0 and e.len[i]:
+            self.lead = i < 0 or not e.len[i]
+            if not self.lead:
                 self._pub(i)
 
     def _sync(self):  # noalloc
