@@ -94,12 +94,13 @@ class SlotJournal:
         e.rec = 0
         if k == _R_OUT_PUB:
             pid = e.pid[e.rec_slot]
-            if self.batch_ms and not self.lead:
+            if self.batch_ms:
                 if not self.nbatch:
                     self.batch_t0 = time.ticks_ms()
                 self.batch[self.nbatch] = pid
                 self.nbatch += 1
-                if self.nbatch == len(self.batch) or time.ticks_diff(time.ticks_ms(), self.batch_t0) >= self.batch_ms:
+                # (lead: written at once, after those batched before it)
+                if self.lead or self.nbatch == len(self.batch) or time.ticks_diff(time.ticks_ms(), self.batch_t0) >= self.batch_ms:
                     try:
                         self.flush()      # full, or the oldest has waited its time
                     except BaseException:
@@ -272,6 +273,7 @@ class SlotJournal:
             for k in range(self.nbatch):     # batched and never written
                 if self.batch[k] == pid:
                     self.batch[k] = 0
+                    self.lead = True          # (unless a later one is: flush())
 
     def flush(self):
         # Batched messages and emptied slots reach flash now.
@@ -282,6 +284,11 @@ class SlotJournal:
             if i >= 0:
                 self.stored(i)        # its OUT_PUB, or its OUT_REL when PUBREC came first
             self.batch[k] = 0         # (written: a retry after a refused one skips it)
+            if pid:
+                # The newest not written as an OUT_PUB (past PUBREC; or
+                # acknowledged first, acked()): the id a boot counts from
+                # is behind it (store.py alike).
+                self.lead = i < 0 or not e.len[i]
         self.nbatch = 0
         for first in (1, 0):          # guarded OUT_PUB slots before the OUT_REL they guard
             for s in range(self.made):
