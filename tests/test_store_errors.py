@@ -1291,6 +1291,35 @@ c.connect()
 print("connect", ev, c.is_connected())
 assert c.is_connected() and ev[0] == ("store_full", {"reason": "filesystem full"}), ev
 c.close()
+def test_a_connect_refused_for_an_unsaved_pubrel_record_still_reports_the_messages_a_lost_session_dropped(broker):
+    """A PUBREC's OUT_REL refused by a full store, then the broker lost the
+    session: the connect drops the message past PUBREC (nothing left to
+    send, "dropped_released") and tells the done callback (reason 0). Its
+    checkpoint refused while the record was not on flash, the connect
+    raised StoreFull before that report: the message had left the engine,
+    so no later connect reported it, and the done callback never heard of
+    it. Now it is told once, by the connect that dropped it."""
+    r = run_mp(LFS + PUBREC_REFUSED + r"""
+PORT = %d
+c, ev, k = pubrec_refused(PORT)
+done = []
+c.set_done_callback(lambda pid, reason: done.append((pid, reason)))
+x = MQTTClient("se-pub-" + TOPIC[10:], "127.0.0.1", PORT, clean_session=True)   # the broker's session goes
+x.connect()
+x.disconnect()
+remount(True)                                # no checkpoint gets through now
+try:
+    c.connect()
+    print("reconnected", ev)
+except StoreFull as e:
+    print("reconnect refused:", repr(e), ev)
+print("done", done, "pending", c.pending())
+remount()
+unfill(k)
+c.connect()
+pump(c, 500)
+print("then", c.last_event, "done", done, "pending", c.pending())
+assert done == [(1, 0)], done
 print("OK")
 """ % broker.port)
     print(r.stdout)

@@ -177,16 +177,19 @@ def _settle(c, ev, persistent, keep, rel):
         ev == "lost" or ev == "resumed" and e.resub_owed or ev == "new" and c.renews_subs))
     if owed != e.resub_owed:             # (set only when it changes: Session's class default)
         e.resub_owed = owed
-    if j:
-        if persistent:
-            _checkpoint(c, j)
-        elif not keep:
-            j.erase()
-    # A QoS 2 message past PUBREC that a new session dropped (MQTT-3.2.2-5)
-    # left the session: the broker had it (PUBREC < 0x80), reason 0.
-    for pid in rel:
-        if not c.holds(pid):
-            c.on_done(pid, 0)
+    try:
+        if j:
+            if persistent:
+                _checkpoint(c, j)
+            elif not keep:
+                j.erase()
+    finally:
+        # A QoS 2 message past PUBREC that a new session dropped (MQTT-3.2.2-5)
+        # left the session: the broker had it (PUBREC < 0x80), reason 0.
+        # (Also when the checkpoint raises: no later connect knows of it.)
+        for pid in rel:
+            if not c.holds(pid):
+                c.on_done(pid, 0)
     if owed:
         gc.collect()                     # before a compile or load: MQTTClient.__init__
         yield from _resubscribing(c, info)
