@@ -480,3 +480,24 @@ def test_an_event_callback_that_raises_on_callback_error_is_not_reported_again_a
     r = run_mp(EVENT_RAISES_ON_CALLBACK_ERROR % {"port": broker.port, "ver": ver}, timeout=30)
     assert "ERR1 2 1" in r.stdout, r.stdout + r.stderr
     assert "ERR2 2 1 3 False" in r.stdout, r.stdout + r.stderr
+
+
+def test_an_event_callback_that_raises_on_callback_error_is_counted_while_another_exception_is_kept():
+    """docs/api.md: an exception the event callback raises on
+    "callback_error" is counted and printed. While an exception it raised
+    on an earlier event was still kept for the next connect's report()
+    (here "store_full"), event() kept only that first one, and the new one
+    was neither counted nor printed: lost without a trace. Now it is, and
+    the kept one stays for report()."""
+    r = run_mp(r"""
+from durable_mqtt.aio import AsyncClient
+def on_event(name, info):
+    raise ValueError("the event callback, on " + name)
+c = AsyncClient("aio-ev-kept", "127.0.0.1", 1, event_callback=on_event)
+c.client.event("store_full", {"reason": "filesystem full"})    # kept for the next connect
+kept = c.client.cb_error
+c._callback_error(RuntimeError("the message callback"))
+print("COUNTED", c.callback_errors, "KEPT", c.client.cb_error is kept)
+""")
+    assert "COUNTED 2 KEPT True" in r.stdout, r.stdout
+    assert "the event callback, on callback_error" in r.stdout + r.stderr, r.stdout + r.stderr

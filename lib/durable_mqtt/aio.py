@@ -565,14 +565,15 @@ class AsyncClient:
         self.callback_errors += 1
         c = self.client
         e = c.cb_error
+        c.cb_error = None             # (event() keeps only a first one: one kept hid this one's)
         c.event("callback_error", {"error": repr(x)})
         sys.print_exception(x)
         x = c.cb_error
-        if x is not e:
+        c.cb_error = e
+        if x is not None:
             # The event callback raised on this very event: counted and
             # printed here. Kept (event()), it came out of the next connect's
             # report() as a callback_error again, raised again, and so on.
-            c.cb_error = e
             self.callback_errors += 1
             sys.print_exception(x)
 
