@@ -94,7 +94,7 @@ class SlotJournal:
         e.rec = 0
         if k == _R_OUT_PUB:
             pid = e.pid[e.rec_slot]
-            if self.batch_ms:
+            if self.batch_ms and (self.nbatch or not self.lead):
                 if not self.nbatch:
                     self.batch_t0 = time.ticks_ms()
                 self.batch[self.nbatch] = pid
