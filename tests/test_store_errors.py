@@ -1291,6 +1291,12 @@ c.connect()
 print("connect", ev, c.is_connected())
 assert c.is_connected() and ev[0] == ("store_full", {"reason": "filesystem full"}), ev
 c.close()
+print("OK")
+""" % broker.port)
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout
+
+
 def test_a_connect_refused_for_an_unsaved_pubrel_record_still_reports_the_messages_a_lost_session_dropped(broker):
     """A PUBREC's OUT_REL refused by a full store, then the broker lost the
     session: the connect drops the message past PUBREC (nothing left to
