@@ -1247,6 +1247,48 @@ c.close()
     assert "HEARD True" in r.stdout, r.stdout
     assert "CONNECT False [{'requeued': 0, 'dropped_released': 0, 'resubscribed': 1}] True" in r.stdout, r.stdout
     assert "REBOOT 1" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("what", ["read-only", "full"])
+def test_a_disconnect_on_a_refusing_store_sends_disconnect_and_the_will_is_not_published(broker, what):
+    """disconnect() writes the session state, then sends DISCONNECT. On a
+    full or read-only filesystem the checkpoint raised StoreFull out of
+    disconnect() before the DISCONNECT went: the link stayed open, and the
+    close() that followed dropped it without one, so the broker published
+    the will the application had asked it to discard (MQTT-3.1.2-10).
+    Now the refused checkpoint is reported (`store_full`, as a connect's
+    or a subscribe()'s is), the DISCONNECT goes and the link closes; the
+    state stays in RAM and the next checkpoint that gets through writes it."""
+    r = run_mp(LFS + r"""
+PORT, WHAT = %d, %r
+""" % (broker.port, what) + RESUB_ON_A_FULL_STORE + r"""
+wills = []
+w = MQTTClient(CID + "-w", "127.0.0.1", PORT)
+w.set_callback(lambda t, m, r, q: wills.append(bytes(m)))
+w.connect()
+w.subscribe(TOPIC + "/will", 1)
+c = client()
+c.set_last_will(TOPIC + "/will", b"gone", qos=1)
+c.connect()
+c.subscribe(TOPIC, 1)
+refuse()
+del ev[:]
+print("DISCONNECT", call(c.disconnect), c.is_connected(), names())
+c.close()
+for _ in range(25):
+    w.check_msg()
+    time.sleep_ms(20)
+print("WILL", wills)
+w.disconnect()
+room()
+del ev[:]
+print("CONNECT", call(c.connect), names(), heard(c, b"one"))
+c.close()
+""")
+    print(r.stdout)
+    assert "DISCONNECT None False ['store_full']" in r.stdout, r.stdout
+    assert "WILL []" in r.stdout, r.stdout
+    assert "CONNECT True ['resumed'] True" in r.stdout, r.stdout
 FAT_FL = FAT_SECTORS + r"""
 def fat():
     # A 64 KB FAT card at /fl (512-byte clusters); returns its mount maker.

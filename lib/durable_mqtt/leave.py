@@ -45,7 +45,14 @@ def disconnect(c, session_expiry):
             c.persist = False
         e.has_state = False
     elif c.persist:
-        c.journal.checkpoint(True)       # the broker's expiry clock starts now
+        try:
+            c.journal.checkpoint(True)   # the broker's expiry clock starts now
+        except errors.StoreFull as x:
+            # A full or read-only filesystem: reported, as a connect's (the
+            # state stays in RAM; the next checkpoint that gets through
+            # writes it). Raised, it kept the DISCONNECT back: the link was
+            # dropped without one later, and the broker published the will.
+            c.event("store_full", {"reason": x.args[1]})
     if not c.v5 and c.clean:
         e.has_state = False              # the broker ends such a session with the connection
     if k.connected:
