@@ -1339,6 +1339,53 @@ print("OK")
     assert "OK" in r.stdout, r.stdout
 
 
+def test_a_filelog_on_a_full_fat_card_whose_directory_cannot_grow_boots_with_store_full():
+    """FatFs refuses a new file whose directory's cluster is full when no
+    cluster is free to grow it with FR_DENIED, raised by VfsFat as EACCES
+    (13). The session directory maps that to StoreFull; a FileLog did not:
+    its first boot's checkpoint (the .tmp file) raised OSError(13) out of
+    MQTTClient(), at every boot while the card stayed full, where a full
+    LittleFS or a read-only mount boots with `store_full`. Now the same."""
+    r = run_mp(LFS + FAT_FL + r"""
+from durable_mqtt.filelog import FileLog
+fat()
+os.mkdir("/fl/d")
+k = fill()
+n = 0
+try:
+    while True:                          # the directory's cluster filled: no cluster to grow it
+        open("/fl/d/e%d" % n, "wb").close()
+        n += 1
+except OSError as x:
+    print("create in full directory", x.args[0])
+ev = []
+try:
+    c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog("/fl/d/log"),
+                   event_callback=lambda e, i: ev.append((e, i)))
+except OSError as x:
+    print("boot raised", repr(x))
+    raise
+print("boot", ev)
+assert ev == [("store_full", {"reason": "filesystem full"})], ev
+try:
+    c.publish("t", b"A01", qos=1)
+    raise AssertionError("accepted")
+except StoreFull:
+    pass
+os.remove("/fl/d/e0")                    # room for a name again (and a cluster: the files are empty)
+unfill(k)
+c.publish("t", b"A02", qos=1)
+c.close()
+ev = []
+c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog("/fl/d/log"),
+               event_callback=lambda e, i: ev.append((e, i)))
+print("reboot", ev, tails(c, 3))
+assert ev == [] and tails(c, 3) == [b"A02"], (ev, tails(c, 3))
+print("OK")
+""")
+    print(r.stdout)
+    assert "create in full directory 13" in r.stdout and "OK" in r.stdout, r.stdout
+
 def test_a_connect_refused_for_an_unsaved_pubrel_record_still_reports_the_messages_a_lost_session_dropped(broker):
     """A PUBREC's OUT_REL refused by a full store, then the broker lost the
     session: the connect drops the message past PUBREC (nothing left to

@@ -267,7 +267,9 @@ def _raise_full(e):
     # far below its name_max (255): that is room too. (filestore.py alike.)
     # (36: ENAMETOOLONG, LittleFS's name for that NOSPC; a const would be
     # one more interned name in a source install: tests/test_names.py)
-    if e.args and e.args[0] in (_ENOSPC, _EROFS, 36):
+    # FAT refuses a new file whose directory cannot grow (no free cluster)
+    # as EACCES (13, FR_DENIED): full too (filestore.raise_full alike).
+    if e.args and e.args[0] in (_ENOSPC, _EROFS, 36, 13):
         raise StoreFull(ERR_FULL, "filesystem read-only" if e.args[0] == _EROFS else "filesystem full")
     raise e
 
