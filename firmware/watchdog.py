@@ -22,13 +22,16 @@ _timer = None
 
 def timeout(cfg, where="config.json"):
     # cfg's "wdt_ms", checked: 0 or absent (off), else MIN_MS or more and
-    # at least twice timeout_ms: a connect step waits up to timeout_ms
-    # unfed, and a DNS lookup (which nothing can interrupt) may come first.
+    # at least twice timeout_ms (a whole number of ms, checked too): a
+    # connect step waits up to timeout_ms unfed, and a DNS lookup (which
+    # nothing can interrupt) may come first.
     w = cfg.get("wdt_ms") or 0
     if type(w) is not int or 0 < w < MIN_MS or w < 0:
         raise ValueError("%s: wdt_ms must be 0 (off) or a whole number of ms from %d, not %r"
                          % (where, MIN_MS, cfg.get("wdt_ms")))
     t = cfg.get("timeout_ms", 5000)
+    if type(t) is not int:       # (checked here for boot.py too, wdt_ms set or not)
+        raise ValueError("%s: timeout_ms must be a whole number of ms, not %r" % (where, t))
     if w and 2 * t > w:
         raise ValueError("%s: wdt_ms %d needs timeout_ms %d at most (half of it), not %r"
                          % (where, w, w // 2, t))

@@ -463,6 +463,17 @@ def test_firmware_says_which_config_file_is_wrong_and_how(tmp_path):
         ("str-wdt", dict(cfg, wdt_ms="8000"), good, "wdt_ms", "whole number"),
         ("short-wdt", dict(cfg, wdt_ms=500), good, "wdt_ms", "from 2000"),
         ("wdt-under-timeouts", dict(cfg, wdt_ms=2000, timeout_ms=1500), good, "wdt_ms 2000", "timeout_ms 1000"),
+        # timeout_ms not a whole number: with wdt_ms set a bare "TypeError:
+        # unsupported types for __gt__" from watchdog.timeout() (boot.py's
+        # note too), and without it the client's "timeout_ms must be an int"
+        # (no file named) after the Wi-Fi link was made.
+        ("str-timeout-wdt", dict(cfg, wdt_ms=10000, timeout_ms="5000"), good, "config.json: timeout_ms",
+         "whole number"),
+        ("null-timeout-wdt", dict(cfg, wdt_ms=10000, timeout_ms=None), good, "config.json: timeout_ms",
+         "whole number"),
+        ("float-timeout-wdt", dict(cfg, wdt_ms=10000, timeout_ms=2.5), good, "config.json: timeout_ms",
+         "whole number"),
+        ("str-timeout", dict(cfg, timeout_ms="5000"), good, "config.json: timeout_ms", "whole number"),
     ]
     for name, config, secrets, what, fault in cases:
         rc, out = _boot_with(tmp_path, name, config, secrets, timeout=10)
