@@ -198,4 +198,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         watchdog.hold()          # Ctrl-C: the console's; the watchdog cannot be stopped
         raise
+    except Exception:
+        watchdog.take()          # any other fault, a bad config included: boot.py's timer
+        raise                    # stops, the board resets and tries again (docs/firmware.md)
     watchdog.hold()              # "stop": the board stays at the REPL, not reset

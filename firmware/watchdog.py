@@ -11,8 +11,10 @@
 #   main.py    stops the timer (take()) and feeds it itself: each loop
 #              iteration, each step of a connect attempt, the Wi-Fi join;
 #              at Ctrl-C or the "stop" command the timer feeds again
-#              (hold()). An exception that ends main.py leaves it unfed:
-#              the board resets and runs the application again.
+#              (hold()). Any other exception that ends main.py leaves it
+#              unfed, a config fault before take() included (main.py
+#              stops the timer): the board resets and runs the
+#              application again (docs/firmware.md says why).
 MIN_MS = 2000          # a session checkpoint erases flash blocks: not much less
 
 ms = 0                 # the timeout of the watchdog running, 0: none

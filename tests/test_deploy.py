@@ -613,6 +613,36 @@ def test_firmware_feeds_the_watchdog_through_a_slow_connect(tmp_path):
     assert feeds > 5 and 700 <= gap < 1200, (feeds, gap, out)
 
 
+def test_firmware_left_unfed_by_a_config_fault_resets_the_board(tmp_path):
+    """wdt_ms set in a good config.json, and a fault main.py finds before
+    it takes the watchdog over (a malformed secrets.json, a client_id
+    missing): main.py ends with the sentence naming the file, and stops
+    boot.py's timer on the way out, so the board resets wdt_ms later and
+    tries again, as after any other exception that ends main.py
+    (docs/firmware.md). It left the timer feeding: the board sat at the
+    REPL for good, as after "stop". Such a reset loop writes nothing to
+    flash: the board's files are as they were."""
+    cfg = json.loads((ROOT / "firmware" / "config.json").read_text())
+    cfg.update(broker="127.0.0.1", port=1, timeout_ms=1000, wdt_ms=2000)
+    good = {"wifi_ssid": "test-ssid", "wifi_password": "pw"}
+    cases = [("bad-secrets", cfg, '{"wifi_ssid": "test-ssid",', "secrets.json: not valid JSON"),
+             ("no-client-id", {k: v for k, v in cfg.items() if k != "client_id"}, good,
+              'config.json: "client_id" missing')]
+    for name, config, secrets, said in cases:
+        root = tmp_path / name
+        lay_out("esp32", None, None, root)
+        (root / "config.json").write_text(json.dumps(config))
+        (root / "secrets.json").write_text(secrets if isinstance(secrets, str) else json.dumps(secrets))
+        files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        dev = power_on(root, "esp32", tmp_path, WATCHED)
+        out = dev.communicate(timeout=10)[0]
+        assert dev.returncode != 0 and said in out, (name, out)
+        timers = [x for x in out.splitlines() if x.startswith("TIMER ")]
+        assert timers == ["TIMER feeds every 500", "TIMER stop"], (name, out)   # boot.py's, then stopped
+        assert "WDT EXPIRED" not in out, (name, out)
+        assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == files, name
+
+
 def test_firmware_runs_without_a_watchdog_where_the_port_has_none(tmp_path):
     """The unix port has no machine.WDT: with wdt_ms set the firmware says
     so once and runs on (boot.py and main.py each)."""
