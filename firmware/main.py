@@ -101,7 +101,6 @@ def main(config="config.json", secrets="secrets.json"):
         link = WLANLink(cfg["wifi_ssid"], cfg.get("wifi_password"), cfg.get("hostname"),
                         getattr(profile, "WLAN_PM", None),    # the Pico W: power saving off
                         feed)                                 # every 100 ms of the join
-    boot = next_boot(profile.SESSION_PATH.rsplit("/", 1)[0] + "/boot_count")
     base = cfg["topic_base"]
     # 10 ms to a day, as the interval= command takes it (ticks_add() takes
     # less than 2**29 ms on a board)
@@ -133,6 +132,9 @@ def main(config="config.json", secrets="secrets.json"):
                session_file=profile.session_file(), timeout_ms=cfg.get("timeout_ms", 5000),
                **profile.PROFILE)
     feed()                                    # (the session read from flash)
+    # written once the client took the settings: a fault that ends main.py
+    # before (and resets the board, in a loop) writes nothing to flash
+    boot = next_boot(profile.SESSION_PATH.rsplit("/", 1)[0] + "/boot_count")
     c.set_callback(on_message)
     print("BOOT", boot, "restored", c.pending(), "event", c.last_event)
     c.subscribe(base + "/cmd", 1)             # made now, or after the first connect

@@ -621,13 +621,18 @@ def test_firmware_left_unfed_by_a_config_fault_resets_the_board(tmp_path):
     tries again, as after any other exception that ends main.py
     (docs/firmware.md). It left the timer feeding: the board sat at the
     REPL for good, as after "stop". Such a reset loop writes nothing to
-    flash: the board's files are as they were."""
+    flash: the board's files are as they were (a value only the client
+    refuses, a port of "1883", included: the boot counter is written after
+    the client is made)."""
     cfg = json.loads((ROOT / "firmware" / "config.json").read_text())
     cfg.update(broker="127.0.0.1", port=1, timeout_ms=1000, wdt_ms=2000)
     good = {"wifi_ssid": "test-ssid", "wifi_password": "pw"}
     cases = [("bad-secrets", cfg, '{"wifi_ssid": "test-ssid",', "secrets.json: not valid JSON"),
              ("no-client-id", {k: v for k, v in cfg.items() if k != "client_id"}, good,
-              'config.json: "client_id" missing')]
+              'config.json: "client_id" missing'),
+             # refused by the client, not main.py: it wrote the boot counter
+             # first (a write at each reset of the loop)
+             ("str-port", dict(cfg, port="1883"), good, "port must be an int")]
     for name, config, secrets, said in cases:
         root = tmp_path / name
         lay_out("esp32", None, None, root)
