@@ -849,6 +849,77 @@ print("OK")
     assert "OK" in r.stdout, r.stdout
 
 
+@pytest.mark.parametrize("call,store", [("subscribe", "directory"), ("subscribe", "FileLog"),
+                                        ("unsubscribe", "directory")])
+def test_a_subscribe_whose_checkpoint_meets_a_write_error_closes_the_link(broker, call, store):
+    """The checkpoint after a SUBACK (UNSUBACK) that meets a write error
+    (EIO) raised it out of subscribe() with the link left up: a call that
+    raised as a failed link does (an OSError), on a link still up, which
+    RobustClient.subscribe() took for the broker's refusal; and nothing
+    said the session on flash was behind the one in RAM. Now it fails as
+    a connect whose checkpoint meets one does (docs/api.md): the link
+    closed before the error passes. The subscription the broker granted is
+    kept in the session in RAM, reaches flash with the next connect's
+    checkpoint (a boot from flash then holds it), and the broker holds it
+    (Session Present): a message on it arrives after the next connect.
+    Here the device's writeblocks raises OSError(5) under a real LittleFS."""
+    r = run_mp(LFS + r"""
+import time
+from durable_mqtt.filelog import FileLog
+PORT, CALL, STORE = %d, %r, %r
+T = "se/subeio/%%s/%%s/%%d" %% (CALL, STORE, time.ticks_ms())
+CID = "se-subeio-" + T[10:]
+class Faulty(NorFlash):
+    bad = False
+    def writeblocks(self, n, buf, off=None):
+        if self.bad:
+            raise OSError(5)
+        return super().writeblocks(n, buf, off)
+dev = Faulty(4096, 64, prog_size=P)
+vfs.VfsLfs2.mkfs(dev, progsize=P)
+vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+def client():
+    got = []
+    c = MQTTClient(CID, "127.0.0.1", PORT, clean_session=False,
+                   session_file=FileLog("/fl/log") if STORE == "FileLog" else "/fl/s")
+    c.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+    return c, got
+c, got = client()
+c.connect()
+if CALL == "unsubscribe":
+    c.subscribe(T, 1)
+dev.bad = True                               # every write from now on fails
+raised = None
+try:
+    print(CALL, "returned", getattr(c, CALL)(T, 1) if CALL == "subscribe" else c.unsubscribe(T))
+except OSError as x:
+    raised = x
+    print(CALL, "raised", repr(x))
+print("connected", c.is_connected(), "subs", len(c.engine.subs))
+assert type(raised) is OSError and raised.args[0] == 5, raised
+assert not c.is_connected()
+assert len(c.engine.subs) == (CALL == "subscribe")      # the broker's answer, in RAM
+dev.bad = False                              # the device works again
+print("session present", c.connect())        # its checkpoint writes the session
+w = MQTTClient(CID + "w", "127.0.0.1", PORT)
+w.connect()
+w.publish(T, b"M01", qos=1)
+w.disconnect()
+for _ in range(10):
+    c.wait_msg(100)
+print("delivered", got)
+assert got == ([b"M01"] if CALL == "subscribe" else []), got
+c.close()
+c, got = client()                            # a boot: the session as flash holds it
+print("subs after a boot", [bytes(s[0]) for s in c.engine.subs])
+assert [bytes(s[0]) for s in c.engine.subs] == ([T.encode()] if CALL == "subscribe" else [])
+c.close()
+print("OK")
+""" % (broker.port, call, store))
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout
+
+
 @pytest.mark.parametrize("between", ["lost", "clean", "fresh"])
 def test_a_refused_qos2_record_of_a_session_gone_does_not_fail_the_connect(broker, between):
     """A QoS 2 record the store refused (an OUT_REL at a PUBREC, on a full

@@ -140,6 +140,13 @@ def requesting(c, f, opts, sid, timeout_ms=0):
             # (No refused QoS 2 record waits here with the link up: its
             # refusal closed the link.)
             c.event("store_full", {"reason": x.args[1]})
+        except BaseException:
+            # Any other failure (a write error, EIO) fails the call as a
+            # connect's checkpoint fails the connect (connect.py): the link
+            # closed, the error raised. The broker's answer stays in the
+            # session in RAM, on flash with the next checkpoint (connect()).
+            k.drop()
+            raise
     return code
 
 
