@@ -1067,6 +1067,78 @@ asyncio.run(main())
     assert "SEEN ['store_full', 'store_full', 'callback_error', 'resumed'] 1 1" in r.stdout, r.stdout
 
 
+def test_an_async_attempt_failing_on_a_drivers_non_oserror_reports_the_event_callbacks_exception_at_once(broker):
+    """AsyncClient's background task: an attempt that failed with an
+    exception that is no OSError, the link down (here the session's block
+    device driver raised RuntimeError under LittleFS at the checkpoint
+    after CONNACK, which closed the link), was counted a failed attempt
+    (link_down) but left kept what the event callback had raised in it
+    (on store_full, the pre-CONNECT checkpoint refused by a read-only
+    filesystem): the next attempt, which succeeded, reported it
+    (callback_error) as its own, after its CONNACK's event. Now the
+    attempt that failed reports it, as a failed attempt's OSError does."""
+    r = run_mp(LFS + r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+PORT = %d
+TOPIC = "se/aiox/%%d" %% time.ticks_ms()
+CID = "se-aiox-" + TOPIC[8:]
+class Faulty(NorFlash):
+    bad = None
+    def writeblocks(self, n, buf, off=None):
+        x = self.bad
+        if x is not None:
+            self.bad = None
+            raise x
+        return super().writeblocks(n, buf, off)
+dev = Faulty(4096, 64, prog_size=P)
+vfs.VfsLfs2.mkfs(dev, progsize=P)
+def remount(readonly=False):
+    try:
+        vfs.umount("/fl")
+    except OSError:
+        pass
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=readonly)
+remount()
+c = MQTTClient(CID, "127.0.0.1", PORT, clean_session=False, session_file="/fl/s")
+c.connect()
+c.subscribe(TOPIC, 1)
+c.disconnect()
+t = MQTTClient(CID, "127.0.0.1", PORT, clean_session=True)
+t.connect()
+t.disconnect()
+remount(True)
+ev = []
+arm = [1]
+errs = []
+def on_event(name, info):
+    ev.append(name)
+    if name in ("lost", "resumed"):
+        errs.append(repr(a.client.last_error))   # the attempt before's failure
+    if name == "store_full" and arm:
+        del arm[0]
+        remount()
+        dev.bad = RuntimeError("bus fault")   # the next write: a driver's non-OSError
+        raise ValueError("event store_full")
+a = None
+async def main():
+    global a
+    a = AsyncClient(CID, "127.0.0.1", PORT, timeout_ms=2000, backoff_ms=(50, 100), session_file="/fl/s",
+                    event_callback=on_event)
+    await a.connect(timeout_ms=5000)
+    await asyncio.sleep_ms(100)
+    print("SEEN", ev, a.callback_errors, a.client.connect_failures, errs)
+    await a.disconnect()
+asyncio.run(main())
+""" % broker.port)
+    print(r.stdout)
+    seen = [l for l in r.stdout.splitlines() if l.startswith("SEEN")]
+    assert seen and "1 1 [\"RuntimeError('bus fault',)\"]" in seen[0], r.stdout
+    names = seen[0].split("[", 1)[1].split("]", 1)[0]
+    # callback_error before the next attempt's CONNACK event, counted once
+    assert names.startswith("'store_full', 'callback_error', "), r.stdout
+
+
 @pytest.mark.parametrize("call", ["connect", "connect_fresh"])
 def test_a_connect_refused_for_a_qos2_record_raises_the_event_callbacks_exception_from_store_full(broker, call):
     """The other failure after store_full: a connect whose checkpoint is

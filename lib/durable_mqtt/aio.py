@@ -489,24 +489,23 @@ class AsyncClient:
                         if not r:
                             raise OSError(-1, "network link did not come up")
                     await self.steps(c.reconnecting(False))
-                except (OSError, MemoryError) as x:
-                    # (MemoryError: a heap too full to connect, e.g. just after
-                    # a message copy found none: the next attempt may have it)
-                    c.link_down(x, True)
-                    x = c.cb_error
-                    if x is not None:
-                        # What the event callback raised in this attempt
-                        # (store_full, then the resubscribe failed): left
-                        # kept, the next attempt reported it as its own.
-                        del c.cb_error
-                        self._callback_error(x)
-                    continue
                 except Exception as x:
-                    # Anything else ended this task for good, perhaps with
-                    # the socket open and nobody reading it: a failed
-                    # attempt, or reported with the link made.
-                    if not c.is_connected():
+                    # A failed attempt: an OSError, a MemoryError (a heap too
+                    # full to connect, e.g. just after a message copy found
+                    # none: the next attempt may have it), or anything else
+                    # with the link down (a store's driver that raised no
+                    # OSError). Anything else with the link made is reported
+                    # (raised on, it ended this task for good, perhaps with
+                    # the socket open and nobody reading it).
+                    if isinstance(x, (OSError, MemoryError)) or not c.is_connected():
                         c.link_down(x, True)
+                        x = c.cb_error
+                        if x is not None:
+                            # What the event callback raised in this attempt
+                            # (store_full, then the attempt failed): left
+                            # kept, the next attempt reported it as its own.
+                            del c.cb_error
+                            self._callback_error(x)
                         continue
                     self._callback_error(x)
                 try:
