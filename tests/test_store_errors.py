@@ -1704,3 +1704,49 @@ print("OK")
 """ % store)
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_refused_qos2_record_of_a_session_its_disconnect_erased_does_not_fail_the_connect(broker):
+    """MQTT 5: a QoS 2 record the store refused (an OUT_REL at a PUBREC, on
+    a full filesystem) marks the session until a checkpoint gets through
+    or the session ends. disconnect() after a CONNECT with Session Expiry
+    0 (here a clean connect that never reached a broker) ends it and
+    erases the store, but the mark stayed: RobustClient's next connect,
+    whose checkpoint before the CONNECT (its subscriptions owed to a new
+    session) was refused on the read-only filesystem, raised StoreFull and
+    sent nothing, although nothing unsaved was left on flash to depend on.
+    Now the erase clears the mark: the connect goes through ("new",
+    `store_full` reported)."""
+    r = run_mp(LFS + PUBREC_REFUSED + r"""
+from durable_mqtt.robust import RobustClient
+PORT = %d
+def fboot(port):
+    ev = []
+    c = RobustClient("se-pub-" + TOPIC[10:], "127.0.0.1", port, version=5, clean_session=False,
+                     session_file=FileLog("/fl/log"), event_callback=lambda e, i: ev.append(e))
+    c.subscribe(TOPIC + "/s", 1)             # (made at the connect)
+    return c, ev
+c, ev, k = pubrec_refused(PORT)
+print("subscriptions", len(c.engine.subs))
+try:
+    c.run(c.connecting(True, 500, "127.0.0.1", 1))   # a clean start (expiry 0) that finds no broker
+except OSError as x:
+    print("clean connect:", repr(x))
+c.disconnect()                               # the session ends here: the store erased
+o = MQTTClient("se-pub-" + TOPIC[10:], "127.0.0.1", PORT)   # and the broker's side
+o.connect()
+o.disconnect()
+remount(True)                                # no checkpoint gets through now
+del ev[:]
+try:
+    c.connect()
+    print("connected", ev)
+except StoreFull as x:
+    print("connect refused:", repr(x), ev)
+assert c.is_connected() and "new" in ev and "store_full" in ev, ev
+c.close()
+remount()
+print("OK")
+""" % broker.port)
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout

@@ -43,6 +43,7 @@ def disconnect(c, session_expiry):
         if c.persist:
             c.journal.erase()
             c.persist = False
+        c.unsaved = 0                    # (a QoS 2 record refused goes with it: connect.py)
         e.has_state = False
     elif c.persist:
         try:
