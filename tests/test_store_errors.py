@@ -1026,7 +1026,9 @@ print("SECOND", call(c.connect), c.is_connected(), len(c.engine.subs), c.engine.
 c.close()
 """ % (broker.port, broker.port))
     print(r.stdout)
-    assert "FIRST ValueError('event store_full',) ['store_full', 'store_full']" in r.stdout, r.stdout
+    # ("lost": the CONNACK found the session lost, reported although the
+    # connect failed after it.)
+    assert "FIRST ValueError('event store_full',) ['store_full', 'store_full', 'lost']" in r.stdout, r.stdout
     # (Session Present: the broker kept the session the first one opened;
     # the subscription made again, nothing owed.)
     assert "SECOND True True 1 False" in r.stdout, r.stdout
@@ -1064,7 +1066,7 @@ async def main():
 asyncio.run(main())
 """ % (broker.port, broker.port))
     print(r.stdout)
-    assert "SEEN ['store_full', 'store_full', 'callback_error', 'resumed'] 1 1" in r.stdout, r.stdout
+    assert "SEEN ['store_full', 'store_full', 'lost', 'callback_error', 'resumed'] 1 1" in r.stdout, r.stdout
 
 
 def test_an_async_attempt_failing_on_a_drivers_non_oserror_reports_the_event_callbacks_exception_at_once(broker):
@@ -1750,3 +1752,54 @@ print("OK")
 """ % broker.port)
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_lost_session_whose_connect_then_fails_on_a_refused_qos2_record_reports_lost(broker):
+    """The broker lost the session; the connect makes its subscriptions
+    again on a read-only filesystem, and a retained QoS 2 message on the
+    first arrives while the second's SUBACK is awaited: its IN_QOS2 record
+    refused, the connect raised StoreFull. The CONNACK had been counted
+    (`reconnects`) and the messages requeued, but the event "lost" never
+    came: the next connect found the session the failed one had opened
+    and said "resumed", and the application never heard that its session
+    was lost. Now the failed connect reports "lost" before it raises."""
+    r = run_mp(LFS + PUBREC_REFUSED + r"""
+PORT = %d
+CID = "se-lq2-" + TOPIC[10:]
+dev = fresh()
+ev = []
+c = MQTTClient(CID, "127.0.0.1", PORT, clean_session=False, session_file=FileLog("/fl/log"),
+               event_callback=lambda e, i: ev.append(e))
+c.connect()
+c.subscribe(TOPIC + "/a", 2)
+c.subscribe(TOPIC + "/b", 2)
+c.disconnect()
+p = MQTTClient(CID + "p", "127.0.0.1", PORT)
+p.connect()
+p.publish(TOPIC + "/a", b"kept", retain=True, qos=2)
+t0 = time.ticks_ms()
+while p.pending() and time.ticks_diff(time.ticks_ms(), t0) < 2000:
+    p.wait_msg(20)
+p.disconnect()
+o = MQTTClient(CID, "127.0.0.1", PORT)       # the broker loses the session
+o.connect()
+o.disconnect()
+remount(True)                                # no record gets through now
+del ev[:]
+n = c.stats()["reconnects"]
+try:
+    c.connect()
+    print("FIRST connected", ev)
+except StoreFull as x:
+    print("FIRST", repr(x), ev, "reconnects +%%d" %% (c.stats()["reconnects"] - n))
+remount()
+del ev[:]
+c.connect()
+print("SECOND", ev)
+c.publish(TOPIC + "/a", b"", retain=True, qos=1)
+c.close()
+""" % broker.port)
+    print(r.stdout)
+    assert "FIRST StoreFull(-7, 'filesystem read-only') ['store_full', 'store_full', 'lost'] reconnects +1" \
+        in r.stdout, r.stdout
+    assert "SECOND ['resumed']" in r.stdout, r.stdout

@@ -178,24 +178,33 @@ def _settle(c, ev, persistent, keep, rel):
     if owed != e.resub_owed:             # (set only when it changes: Session's class default)
         e.resub_owed = owed
     try:
-        if j:
-            if persistent:
+        try:
+            if j:
+                if persistent:
+                    _checkpoint(c, j)
+                elif not keep:
+                    j.erase()
+        finally:
+            # A QoS 2 message past PUBREC that a new session dropped (MQTT-3.2.2-5)
+            # left the session: the broker had it (PUBREC < 0x80), reason 0.
+            # (Also when the checkpoint raises: no later connect knows of it.)
+            for pid in rel:
+                if not c.holds(pid):
+                    c.on_done(pid, 0)
+        if owed:
+            gc.collect()                 # before a compile or load: MQTTClient.__init__
+            yield from _resubscribing(c, info)
+            e.resub_owed = False
+            if c.persist:
                 _checkpoint(c, j)
-            elif not keep:
-                j.erase()
-    finally:
-        # A QoS 2 message past PUBREC that a new session dropped (MQTT-3.2.2-5)
-        # left the session: the broker had it (PUBREC < 0x80), reason 0.
-        # (Also when the checkpoint raises: no later connect knows of it.)
-        for pid in rel:
-            if not c.holds(pid):
-                c.on_done(pid, 0)
-    if owed:
-        gc.collect()                     # before a compile or load: MQTTClient.__init__
-        yield from _resubscribing(c, info)
-        e.resub_owed = False
-        if c.persist:
-            _checkpoint(c, j)
+    except BaseException:
+        # The session lost (or new) all the same, what it held requeued or
+        # dropped: the application hears it from this connect, failed
+        # (a refused QoS 2 record, a resubscribe's link), as the next one
+        # finds the session this one opened ("resumed").
+        if ev != "resumed":
+            c.event(ev, info)
+        raise
     c.event(ev, info)
 
 
