@@ -958,11 +958,32 @@ from norflash import NorFlash
 import time
 LAYOUT, PATH, PORT, VER = %r, %r, %d, %d
 flash = NorFlash(4096, 16, prog_size=32)
+CID, OPTS = "batchid", {}            # a test may set its own before its first dev()
 def dev():
     where = {"dir": PATH, "ring": flash, "log": FileLog(PATH + ".log")}[LAYOUT]
-    return MQTTClient("batchid", "127.0.0.1", PORT, version=VER, clean_session=False, session_file=where,
-                      persist_batch_ms=60000)
+    kw = {"persist_batch_ms": 60000}
+    kw.update(OPTS)
+    return MQTTClient(CID, "127.0.0.1", PORT, version=VER, clean_session=False, session_file=where, **kw)
 """
+
+# The end of the batched-id tests: a power cut (the link dropped, nothing
+# more written), a reboot, and the id of the first message after it.
+CUT_REBOOT_NEW = r"""
+c.conn.drop()
+if LAYOUT == "ring":
+    flash = flash.reboot()
+d = dev()
+print("RESTORED", d.pending())
+d.connect()
+print("SENT", sent, "NEW", d.publish("b/x", b"after the reboot", qos=2))
+"""
+
+
+def _new_id_not_in(stdout):
+    # The reboot's first new id is none of `sent` (ids the broker may hold).
+    sent = eval(stdout.split("SENT ")[1].split(" NEW")[0])
+    new = int(stdout.split("NEW ")[1])
+    assert new not in sent, stdout
 
 
 @pytest.mark.parametrize("layout", ["dir", "log", "ring"])
@@ -987,19 +1008,10 @@ c = dev()
 c.connect()
 sent = [c.publish("b/x", b"lost %%d" %% i, qos=2) for i in range(3)]    # out on the wire, not on flash
 time.sleep_ms(300)                  # the broker has them: its PUBRECs are on their way
-c.conn.drop()                       # power cut before they are read: nothing more is written
-if LAYOUT == "ring":
-    flash = flash.reboot()
-d = dev()
-print("RESTORED", d.pending())
-d.connect()
-print("SENT", sent, "NEW", d.publish("b/x", b"after the reboot", qos=2))
-""") % (layout, str(tmp_path / "s"), fb.port, v))
+""" + CUT_REBOOT_NEW) % (layout, str(tmp_path / "s"), fb.port, v))   # (cut before they are read)
     fb.join()
     assert "RESTORED 0" in r.stdout, r.stdout
-    sent = eval(r.stdout.split("SENT ")[1].split(" NEW")[0])
-    new = int(r.stdout.split("NEW ")[1])
-    assert new not in sent, r.stdout
+    _new_id_not_in(r.stdout)
 
 
 @pytest.mark.parametrize("layout", ["dir", "log", "ring"])
@@ -1043,9 +1055,7 @@ x.connect()
 print("SENT", sent, "NEW", x.publish("b/x", b"after the second reboot", qos=2))
 """) % (layout, str(tmp_path / "s"), fb.port, v))
     fb.join()
-    sent = eval(r.stdout.split("SENT ")[1].split(" NEW")[0])
-    new = int(r.stdout.split("NEW ")[1])
-    assert new not in sent, r.stdout
+    _new_id_not_in(r.stdout)
     # The held message, and (recorded before it went out) the first
     # reboot's first QoS 2 one.
     assert "RESTORED 2" in r.stdout, r.stdout
@@ -1071,17 +1081,8 @@ def test_MQTT_2_3_1_2_in_batched_mode_a_batched_id_never_written_does_not_hold_b
     fb = FakeBroker([("send", connack(v)), ("recv",), ("reply", acks(0x30)), ("recv",), ("reply", acks(0x60)),
                      ("recv",), ("recv",), ("recv",), ("recv",), ("sleep", 0.5)],
                     [("send", connack(v, sp=1)), ("sleep", 1.0)])
-    r = run_mp(r"""
-from durable_mqtt import MQTTClient
-from durable_mqtt.filelog import FileLog
-from norflash import NorFlash
-import time
-LAYOUT, PATH, PORT, VER = %r, %r, %d, %d
-flash = NorFlash(4096, 16, prog_size=32)
-def dev():
-    where = {"dir": PATH, "ring": flash, "log": FileLog(PATH + ".log")}[LAYOUT]
-    return MQTTClient("batchgap", "127.0.0.1", PORT, version=VER, clean_session=False, session_file=where,
-                      persist_batch_ms=60000, max_inflight=4, outbox_size=0)
+    r = run_mp((BATCHED_DEV + r"""
+CID, OPTS = "batchgap", {"persist_batch_ms": 60000, "max_inflight": 4, "outbox_size": 0}
 c = dev()
 c.connect()
 first = c.publish("b/x", b"completed", qos=2)     # batched; its PUBREC comes before the batch is written
@@ -1091,19 +1092,10 @@ while c.pending() and time.ticks_diff(time.ticks_ms(), t0) < 3000:
 print("DONE", first, c.pending())
 sent = [c.publish("b/x", b"lost %%d" %% i, qos=2) for i in range(4)]    # out on the wire, not on flash
 time.sleep_ms(300)
-c.conn.drop()                                      # power cut
-if LAYOUT == "ring":
-    flash = flash.reboot()
-d = dev()
-print("RESTORED", d.pending())
-d.connect()
-print("SENT", sent, "NEW", d.publish("b/x", b"after the reboot", qos=2))
-""" % (layout, str(tmp_path / "s"), fb.port, v))
+""" + CUT_REBOOT_NEW) % (layout, str(tmp_path / "s"), fb.port, v))
     fb.join()
     assert "DONE 1 0" in r.stdout, r.stdout
-    sent = eval(r.stdout.split("SENT ")[1].split(" NEW")[0])
-    new = int(r.stdout.split("NEW ")[1])
-    assert new not in sent, r.stdout
+    _new_id_not_in(r.stdout)
 
 
 @pytest.mark.parametrize("layout", ["dir", "log", "ring"])
@@ -1122,17 +1114,8 @@ def test_MQTT_2_3_1_2_in_batched_mode_a_due_batch_of_acknowledged_messages_does_
     fb = FakeBroker([("send", connack(v)), ("recv",), ("recv",), ("reply", pubacks),
                      ("recv",), ("recv",), ("recv",), ("recv",), ("sleep", 0.5)],
                     [("send", connack(v, sp=1)), ("sleep", 1.0)])
-    r = run_mp(r"""
-from durable_mqtt import MQTTClient
-from durable_mqtt.filelog import FileLog
-from norflash import NorFlash
-import time
-LAYOUT, PATH, PORT, VER = %r, %r, %d, %d
-flash = NorFlash(4096, 16, prog_size=32)
-def dev():
-    where = {"dir": PATH, "ring": flash, "log": FileLog(PATH + ".log")}[LAYOUT]
-    return MQTTClient("batchack", "127.0.0.1", PORT, version=VER, clean_session=False, session_file=where,
-                      persist_batch_ms=300, max_inflight=4, outbox_size=0)
+    r = run_mp((BATCHED_DEV + r"""
+CID, OPTS = "batchack", {"persist_batch_ms": 300, "max_inflight": 4, "outbox_size": 0}
 c = dev()
 c.connect()
 acked = [c.publish("b/x", b"acked %%d" %% i, qos=1) for i in range(2)]   # batched, acknowledged first
@@ -1141,17 +1124,8 @@ while c.pending() or time.ticks_diff(time.ticks_ms(), t0) < 600:
     c.wait_msg(50)                                 # PUBACKs; the batch falls due (written: nothing)
 print("DONE", acked, c.pending())
 sent = [c.publish("b/x", b"lost %%d" %% i, qos=2) for i in range(4)]    # out on the wire, not on flash
-time.sleep_ms(200)
-c.conn.drop()                                      # power cut before the batch is due
-if LAYOUT == "ring":
-    flash = flash.reboot()
-d = dev()
-print("RESTORED", d.pending())
-d.connect()
-print("SENT", sent, "NEW", d.publish("b/x", b"after the reboot", qos=2))
-""" % (layout, str(tmp_path / "s"), fb.port, v))
+time.sleep_ms(200)                                 # (cut before the batch is due)
+""" + CUT_REBOOT_NEW) % (layout, str(tmp_path / "s"), fb.port, v))
     fb.join()
     assert "DONE [1, 2] 0" in r.stdout, r.stdout
-    sent = eval(r.stdout.split("SENT ")[1].split(" NEW")[0])
-    new = int(r.stdout.split("NEW ")[1])
-    assert new not in sent, r.stdout
+    _new_id_not_in(r.stdout)

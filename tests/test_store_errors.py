@@ -574,6 +574,47 @@ print("OK")
     assert "OK" in r.stdout, r.stdout
 
 
+# The end of the full-at-boot tests: with room again, on the same
+# connection, a QoS 1 publish (MSG + b"A01") reaches the broker (w's `got`)
+# and, after a power cut, the reboot BOOT() restores it; it is resent and
+# acknowledged, and A02 follows. Needs c, w, got, T, MSG, BOOT and mk().
+ROOM_AGAIN = r"""
+try:                                         # room again, the same connection, no call in between
+    c.publish(T, MSG + b"A01", qos=1)
+except StoreFull as x:
+    print("refused with room:", repr(x))
+    raise
+for _ in range(50):
+    if got:
+        break
+    w.wait_msg(100)
+print("broker", got)
+assert got == [b"A01"], got
+c.close()                                    # (a power cut: its PUBACK never read)
+vfs.umount("/fl")
+vfs.mount(mk(), "/fl")
+c, ev = BOOT()
+print("reboot", ev, tails(c, 3))
+assert ev == [] and tails(c, 3) == [b"A01"], (ev, tails(c, 3))
+c.connect()                                  # resent, acknowledged
+for _ in range(50):
+    if not c.pending():
+        break
+    c.wait_msg(100)
+assert c.pending() == 0
+c.publish(T, MSG + b"A02", qos=1)
+for _ in range(50):
+    if len(got) == 3 and not c.pending():
+        break
+    c.wait_msg(100)
+    w.wait_msg(10)
+print("broker", got)
+assert got == [b"A01", b"A01", b"A02"] and c.pending() == 0, got
+c.disconnect()
+w.disconnect()
+print("OK")
+"""
+
 @pytest.mark.parametrize("fs", ["fat", "littlefs"])
 def test_a_filelog_full_at_boot_takes_qos1_once_there_is_room(broker, fs):
     """FileLog measured its capacity (what one checkpoint may hold) once,
@@ -587,7 +628,7 @@ def test_a_filelog_full_at_boot_takes_qos1_once_there_is_room(broker, fs):
     filesystem again and a log holding no state takes a checkpoint first:
     once there is room, publish() is accepted on the same connection,
     reaches the broker, and is on flash at the next boot, which resends it."""
-    r = run_mp(LFS + FAT_SECTORS + r"""
+    r = run_mp(LFS + FAT_SECTORS + (r"""
 from durable_mqtt.filelog import FileLog
 PORT = %d
 FS = %r
@@ -623,41 +664,8 @@ assert refused(c) and c.pending() == 0
 c.connect()                                  # (its checkpoint refused: connected all the same)
 assert refused(c) and c.pending() == 0
 unfill(k)
-try:                                         # room again, the same connection
-    c.publish(T, b"A01", qos=1)
-except StoreFull as x:
-    print("refused with room:", repr(x))
-    raise
-for _ in range(50):
-    if got:
-        break
-    w.wait_msg(100)
-print("broker", got)
-assert got == [b"A01"], got
-c.close()                                    # (a power cut: its PUBACK never read)
-vfs.umount("/fl")
-vfs.mount(mk(), "/fl")
-c, ev = fboot()
-print("reboot", ev, tails(c, 3))
-assert ev == [] and tails(c, 3) == [b"A01"], (ev, tails(c, 3))
-c.connect()                                  # resent, acknowledged
-for _ in range(50):
-    if not c.pending():
-        break
-    c.wait_msg(100)
-assert c.pending() == 0
-c.publish(T, b"A02", qos=1)
-for _ in range(50):
-    if len(got) == 3 and not c.pending():
-        break
-    c.wait_msg(100)
-    w.wait_msg(10)
-print("broker", got)
-assert got == [b"A01", b"A01", b"A02"] and c.pending() == 0, got
-c.disconnect()
-w.disconnect()
-print("OK")
-""" % (broker.port, fs))
+MSG, BOOT = b"", fboot
+""" + ROOM_AGAIN) % (broker.port, fs))
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
 
@@ -961,6 +969,8 @@ print("OK")
 """ % (broker.port, between))
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
+
+
 # A session directory on LittleFS whose client subscribed, then lost its
 # broker session (a clean connection of its client id); the filesystem is
 # then mounted read-only (lost_on_read_only returns the device): every
@@ -1228,6 +1238,8 @@ print("OK")
 """ % fs)
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
+
+
 # A client with a session store on LittleFS, subscribed to TOPIC, whose
 # broker session another connection of its client id then ended (Session
 # Present 0 at its next connect: its subscriptions are made again).
@@ -1583,7 +1595,7 @@ def test_a_session_directory_short_of_room_at_boot_takes_qos1_once_there_is_room
     holding no session yet (its checkpoints refused) takes a checkpoint
     first, so that the message is on flash with its header, and the next
     boot restores and resends it."""
-    r = run_mp(LFS + FAT_FL + r"""
+    r = run_mp(LFS + FAT_FL + (r"""
 import time
 PORT, FS, AT_BOOT = %d, %r, %r
 T = "se/dirroom/%%s/%%s/%%d" %% (FS, AT_BOOT, time.ticks_ms())
@@ -1625,41 +1637,8 @@ c.connect()
 assert refused(c, MSG + b"A00") and c.pending() == 0
 for n in range(j, k):                        # room again
     os.remove("/fl/fill%%d" %% n)
-try:                                         # the same connection, no call in between
-    c.publish(T, MSG + b"A01", qos=1)
-except StoreFull as x:
-    print("refused with room:", repr(x))
-    raise
-for _ in range(50):
-    if got:
-        break
-    w.wait_msg(100)
-print("broker", got)
-assert got == [b"A01"], got
-c.close()                                    # (a power cut: its PUBACK never read)
-vfs.umount("/fl")
-vfs.mount(mk(), "/fl")
-c, ev = dboot()
-print("reboot", ev, tails(c, 3))
-assert ev == [] and tails(c, 3) == [b"A01"], (ev, tails(c, 3))
-c.connect()                                  # resent, acknowledged
-for _ in range(50):
-    if not c.pending():
-        break
-    c.wait_msg(100)
-assert c.pending() == 0
-c.publish(T, MSG + b"A02", qos=1)
-for _ in range(50):
-    if len(got) == 3 and not c.pending():
-        break
-    c.wait_msg(100)
-    w.wait_msg(10)
-print("broker", got)
-assert got == [b"A01", b"A01", b"A02"] and c.pending() == 0, got
-c.disconnect()
-w.disconnect()
-print("OK")
-""" % (broker.port, fs, at_boot))
+BOOT = dboot
+""" + ROOM_AGAIN) % (broker.port, fs, at_boot))
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
 
