@@ -40,8 +40,10 @@ from conftest import run_mp
 # renames on the reboot path (dirload.py, stream.py: one name per concept)
 # brought the reboot to 586 and the reboot from source under its 80K target
 # again. The boards' RAM probe (tests/mp/ram_probe.py, its first boot: 616
-# names in all) crosses at about 572. Raise a budget on purpose only, and
-# say why in the commit.
+# names in all) crosses at about 572. Stop 33: the round's fixes took the
+# reboot to 591 (the bench's reboot from source crossed at disconnect():
+# 84,480 B); ba364ed brought it to 584 (79,872 B). Raise a budget on
+# purpose only, and say why in the commit.
 FIRST_BOOT_BUDGET = 572
 REBOOT_BUDGET = 590
 
