@@ -8,8 +8,7 @@
 # less heap from source). docs/session-format.md#session-directory.
 import os
 
-from .filestore import raise_full
-from .records import fits, head_bytes
+from .records import fits, head_bytes, raise_full
 
 
 def checkpoint(j, offline):

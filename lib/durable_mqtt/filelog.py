@@ -18,12 +18,10 @@
 # append() allocates nothing once the file is open (the file object is kept
 # between appends). The checkpoint calls open a file, which allocates.
 import os
-from micropython import const
 
 from .errors import StoreFull, ERR_FULL
+from .records import raise_full
 
-_ENOSPC = const(28)
-_EROFS = const(30)
 
 
 class FileLog:
@@ -110,7 +108,7 @@ class FileLog:
             f.write(buf, off, n)
         except OSError as e:
             self._failed()
-            _raise_full(e)
+            raise_full(e)
         self._pending += n
 
     def sync(self):  # noalloc
@@ -121,7 +119,7 @@ class FileLog:
             self._f.flush()
         except OSError as e:
             self._failed()
-            _raise_full(e)
+            raise_full(e)
         self._size += n
         self._since += n
         self.bytes_written = (self.bytes_written + n) & 0x1FFFFFFF
@@ -178,7 +176,7 @@ class FileLog:
             self._ck = open(self.tmp, "wb")
         except OSError as e:
             self._abort_checkpoint()
-            _raise_full(e)
+            raise_full(e)
 
     def end(self):
         # Complete the checkpoint: close the .tmp file, rename it over the log.
@@ -189,7 +187,7 @@ class FileLog:
             f.close()              # flushes: LittleFS commits the file here
         except OSError as e:
             self._abort_checkpoint()
-            _raise_full(e)
+            raise_full(e)
         self._ck = None
         self._close_log()
         try:
@@ -197,7 +195,7 @@ class FileLog:
         except OSError as e:
             self._pending = 0
             _remove(self.tmp)
-            _raise_full(e)
+            raise_full(e)
         self.bytes_written = (self.bytes_written + self._pending) & 0x1FFFFFFF
         self._size = self._pending   # the log is the checkpoint: no stat at the next append
         self._pending = 0
@@ -256,22 +254,6 @@ class FileLog:
     def stats(self):
         return {"bytes_written": self.bytes_written, "appends": self.appends,
                 "checkpoints": self.checkpoints, "since_checkpoint": self._since}
-
-
-def _raise_full(e):
-    # A write refused for want of room, or at all (mounted read-only):
-    # StoreFull, so that a boot reports it (store_full) instead of raising.
-    # LittleFS refuses a new file whose name its full metadata block cannot
-    # take (no free block to move to) as ENAMETOOLONG: lfs2_file_open()
-    # turns the create's NOSPC into it (littlefs 3b62ec1). Our names are
-    # far below its name_max (255): that is room too. (filestore.py alike.)
-    # (36: ENAMETOOLONG, LittleFS's name for that NOSPC; a const would be
-    # one more interned name in a source install: tests/test_names.py)
-    # FAT refuses a new file whose directory cannot grow (no free cluster)
-    # as EACCES (13, FR_DENIED): full too (filestore.raise_full alike).
-    if e.args and e.args[0] in (_ENOSPC, _EROFS, 36, 13):
-        raise StoreFull(ERR_FULL, "filesystem read-only" if e.args[0] == _EROFS else "filesystem full")
-    raise e
 
 
 def _remove(path):

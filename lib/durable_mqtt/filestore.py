@@ -37,15 +37,11 @@ from micropython import const
 
 from . import crc
 from .codec import put_u16
-from .errors import StoreFull
-from .records import fits
+from .records import fits, raise_full
 
 _R_OUT_PUB = const(2)
 _R_OUT_REL = const(4)
 _R_IN_LIST = const(8)        # pid u16 * n: the incoming QoS 2 ids, whole
-_ENOSPC = const(28)
-_EROFS = const(30)
-_ERR_FULL = const(-7)
 
 
 class SlotJournal:
@@ -341,14 +337,3 @@ def _put_seq(b, seq):  # noalloc
     b[0] = seq >> 24
     b[1] = (seq >> 16) & 0xFF
     put_u16(b, 2, seq & 0xFFFF)
-
-
-def raise_full(x):
-    # A write the filesystem refuses for want of room, or at all (mounted
-    # read-only): StoreFull, the message not accepted, nothing lost.
-    # (36: LittleFS's ENAMETOOLONG for a new file on a full filesystem,
-    # filelog.py; 13: FAT's EACCES, FR_DENIED, for a directory or a new
-    # file's entry on a full card)
-    if x.args and x.args[0] in (_ENOSPC, _EROFS, 36, 13):
-        raise StoreFull(_ERR_FULL, "filesystem read-only" if x.args[0] == _EROFS else "filesystem full")
-    raise x

@@ -1,7 +1,8 @@
 # The session's header and subscription records (docs/session-format.md),
 # shared by both layouts: the log (store.py streams them, allocating
 # nothing) and the session directory (filestore.py writes them as the "h"
-# file). Also the size check both stores use before accepting a message.
+# file). Also the size check both stores use before accepting a message,
+# and which filesystem errors they report as a full store (raise_full).
 import time
 from micropython import const
 
@@ -18,6 +19,8 @@ _HF_ASSIGNED_ID = const(0x01)   # the client id was assigned by the broker
 _HF_OFFLINE = const(0x02)       # written at DISCONNECT: saved_min starts the broker's expiry clock
 _HF_RESUB = const(0x04)         # the subscriptions are owed to the broker (Session.resub_owed)
 _EPOCH_2000 = const(946684800)
+_ENOSPC = const(28)
+_EROFS = const(30)
 
 
 def header(e, h, expiry, offline):  # noalloc when offline is False
@@ -100,3 +103,18 @@ def wall_minutes():
     if time.gmtime(0)[0] != 2000:
         t -= _EPOCH_2000
     return int(t) // 60 if t > 631152000 else 0
+
+
+def raise_full(x):
+    # A write the filesystem refuses for want of room, or at all (mounted
+    # read-only): StoreFull, the message not accepted, nothing lost, and a
+    # boot reports it (store_full) instead of raising. Full also: 36,
+    # LittleFS's ENAMETOOLONG for a new file whose name its full metadata
+    # block cannot take (lfs2_file_open() turns the create's NOSPC into it,
+    # littlefs 3b62ec1; our names are far below name_max), and 13, FAT's
+    # EACCES (FR_DENIED) for a directory or a new entry on a full card.
+    # (Numbers, not consts: a const is one more interned name in a source
+    # install, tests/test_names.py.)
+    if x.args and x.args[0] in (_ENOSPC, _EROFS, 36, 13):
+        raise StoreFull(-7, "filesystem read-only" if x.args[0] == _EROFS else "filesystem full")
+    raise x

@@ -12,7 +12,8 @@ from micropython import const
 from . import crc
 from .codec import u16
 from .dirstate import checkpoint, remove
-from .filestore import SlotJournal, raise_full
+from .filestore import SlotJournal
+from .records import raise_full
 
 _R_OUT_PUB = const(0x02)     # docs/session-format.md (store.py's numbers)
 
