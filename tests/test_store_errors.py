@@ -17,6 +17,12 @@ def unfill(k):
     for n in range(k):
         os.remove("/fl/fill%d" % n)
 BIG = bytes(200)              # (a slot file past the inline limit: it needs a block)
+def call(f, *a):
+    # f(*a), or the repr of what it raised.
+    try:
+        return f(*a)
+    except Exception as x:
+        return repr(x)
 """
 
 
@@ -1005,11 +1011,6 @@ def lost_on_read_only(port):
 def remount(dev, readonly=False):
     vfs.umount("/fl")
     vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=readonly)
-def call(f, *a):
-    try:
-        return f(*a)
-    except Exception as x:
-        return repr(x)
 """
 
 
@@ -1173,11 +1174,6 @@ def on_event(name, info):
         raised.append(name)
         raise ValueError("event store_full")
 c.set_event_callback(on_event)
-def call(f):
-    try:
-        return f()
-    except Exception as x:
-        return repr(x)
 remount(True)                                # no checkpoint gets through (as above)
 print("FIRST", call(getattr(c, CALL)), c.is_connected())
 remount()
@@ -1291,11 +1287,6 @@ def heard(c, msg, topic=TOPIC):
             return True
         c.wait_msg(20)
     return False
-def call(f, *a):
-    try:
-        return f(*a)
-    except Exception as x:
-        return repr(x)
 def names():
     return [e for e, _ in ev]
 dev = fresh()
