@@ -70,8 +70,15 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
         # (a power cut before the checkpoint after CONNACK would leave them
         # made nowhere). That checkpoint clears the debt when it resumed.
         e.resub_owed = True
-        _checkpoint(c, j)
-        del e.resub_owed              # (back to Session's class default)
+        try:
+            _checkpoint(c, j)
+        finally:
+            # Refused (a QoS 2 record the store refused not on flash, a
+            # write error), the connect fails, nothing sent: the debt goes
+            # too. Left, the connect after it took a resumed session for
+            # one owing its subscriptions, and made them all again (the
+            # broker sent their retained messages again).
+            del e.resub_owed          # (back to Session's class default)
     # QoS 2 messages past PUBREC: a new session drops them (start_clean);
     # each leaves the session, so _settle reports it (to a done callback).
     rel = [e.pid[e.index(k)] for k in range(e.count) if e.slot(k) == 3] if c.on_done else ()

@@ -1,0 +1,193 @@
+"""What follows a store failure once the store works again, and what the
+broker sees meanwhile: a QoS 2 record the store refused (its PUBREL held
+back until a checkpoint gets through), a write error (EIO) at disconnect()
+and at a RobustClient subscribe(). On a real LittleFS image (the NOR flash
+test device, tests/mp/norflash.py) and a real mosquitto, whose log counts
+the packets it received.
+"""
+import itertools
+import os
+import re
+import time
+
+import pytest
+
+from conftest import log_size, run_mp
+from test_store_errors import LFS
+
+_TAGS = itertools.count()
+
+
+def tag():
+    # A client id and topic part no other test (or worker) uses.
+    return "%d-%d-%d" % (os.getpid(), next(_TAGS), time.monotonic_ns() % 1000000)
+
+
+def received(broker, since, cid, what):
+    """How many `what` packets (SUBSCRIBE, PUBREL...) mosquitto's log says
+    client `cid` sent since byte `since` of the log."""
+    want = re.compile(r"Received %s from %s( |$)" % (what, re.escape(cid)), re.M)
+    n = -1
+    for _ in range(50):                       # (the broker's log is written as it goes)
+        with open(broker.log, "rb") as f:
+            f.seek(since)
+            m = len(want.findall(f.read().decode(errors="replace")))
+        if m == n:
+            return m
+        n = m
+        time.sleep(0.02)
+    return n
+
+
+# A LittleFS on a device whose writes fail with EIO (as esp32.Partition's
+# do on a failed program) while dev.bad is set: a session directory or a
+# FileLog on it (STORE), client id CID. reboot() mounts the image again
+# with the fault gone, as the next power-up would.
+EIO = r"""
+import time
+from durable_mqtt.filelog import FileLog
+class Faulty(NorFlash):
+    bad = False
+    def writeblocks(self, n, buf, off=None):
+        if self.bad:
+            raise OSError(5)
+        return super().writeblocks(n, buf, off)
+dev = Faulty(4096, 64, prog_size=P)
+vfs.VfsLfs2.mkfs(dev, progsize=P)
+vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+def store():
+    return FileLog("/fl/log") if STORE == "FileLog" else "/fl/s"
+def reboot():
+    dev.bad = False
+    vfs.umount("/fl")
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+def wait(c, ms, until=lambda: False):
+    t0 = time.ticks_ms()
+    while not until() and time.ticks_diff(time.ticks_ms(), t0) < ms:
+        for x in clients:
+            if x.is_connected():
+                x.check_msg()
+        time.sleep_ms(10)
+clients = []
+"""
+
+
+@pytest.mark.parametrize("store", ["directory", "FileLog"])
+@pytest.mark.parametrize("front", ["MQTTClient", "RobustClient"])
+def test_a_connect_refused_for_a_qos2_record_recovers_once_the_store_has_room(broker, front, store):
+    """A PUBREC's OUT_REL the store refused (a full or read-only
+    filesystem): while it is not on flash no connect may send the PUBREL,
+    so connect() fails (StoreFull) until a checkpoint of the whole state
+    gets through; RobustClient's reconnects fail alike. With subscriptions
+    in the session, the checkpoint that fails first is the one before the
+    CONNECT (the subscriptions owed on flash should the CONNACK find the
+    session lost): it set the session's `resub_owed` for the checkpoint
+    and, raising, left it set. Once the store had room, the next connect
+    resumed the session (PUBREL sent, the message delivered once), but
+    took the subscriptions as owed to it and sent every one of them
+    again, and the broker sent their retained messages again: a second
+    delivery of each. Now a refused checkpoint before the CONNECT leaves
+    nothing behind: the device recovers at the first connect after room
+    came back (and RobustClient's poll() at its next attempt), the PUBREL
+    goes then and not before, the message is delivered once, the retained
+    message once, one SUBSCRIBE in all, and a boot after finds nothing
+    left to send."""
+    cid = "se-rec-" + tag()
+    since = log_size(broker)
+    r = run_mp(LFS + r"""
+import time
+from durable_mqtt.filelog import FileLog
+from durable_mqtt.robust import RobustClient
+PORT, FRONT, STORE, CID = %d, %r, %r, %r
+TOPIC = "se/rec/" + CID
+got = []
+w = MQTTClient(CID + "-w", "127.0.0.1", PORT)
+w.set_callback(lambda t, m, r, q: got.append(bytes(m[-1:])))
+w.connect()
+w.subscribe(TOPIC, 2)
+w.publish(TOPIC + "/r", b"R", retain=True, qos=1)
+dev = fresh()
+ev = []
+mine = []
+def boot():
+    kw = {"backoff_ms": (20, 40)} if FRONT == "RobustClient" else {}
+    c = (RobustClient if FRONT == "RobustClient" else MQTTClient)(
+        CID, "127.0.0.1", PORT, clean_session=False,
+        session_file=FileLog("/fl/log") if STORE == "FileLog" else "/fl/s",
+        event_callback=lambda e, i: ev.append(e), **kw)
+    c.set_callback(lambda t, m, r, q: mine.append(bytes(m)))
+    return c
+def remount(readonly=False):
+    vfs.umount("/fl")
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=readonly)
+def pump(c, ms, until=lambda: False):
+    # Both clients read for ms (until until()); RobustClient's poll() reconnects.
+    t0 = time.ticks_ms()
+    while not until() and time.ticks_diff(time.ticks_ms(), t0) < ms:
+        w.check_msg()
+        if FRONT == "RobustClient":
+            c.poll(10)
+        elif c.is_connected():
+            try:
+                c.wait_msg(10)
+            except OSError as x:
+                print("read:", repr(x))
+        else:
+            time.sleep_ms(10)
+c = boot()
+c.connect()
+c.subscribe(TOPIC + "/r", 1)
+pump(c, 1000, lambda: mine)
+c.publish(TOPIC, BIG + b"X", qos=2)          # its OUT_PUB on flash; the PUBREC on its way
+k = 0
+if STORE == "FileLog":
+    k = fill(0, (4096, 1024, 256), True)     # the blocks full: the OUT_REL append refused
+else:
+    remount(True)                            # (a slot file fits LittleFS's metadata: read-only)
+pump(c, 1000, lambda: not c.is_connected())
+print("PUBREC read: connected", c.is_connected(), "unsaved", bool(c.unsaved))
+assert not c.is_connected() and c.unsaved
+if STORE == "FileLog":
+    remount(True)                            # no checkpoint gets through (the log is closed)
+del ev[:]
+if FRONT == "RobustClient":
+    pump(c, 300)
+    print("refusing: connected", c.is_connected(), repr(c.last_error), c.connect_failures)
+    assert not c.is_connected() and c.connect_failures >= 2, c.connect_failures
+else:
+    for _ in range(2):
+        try:
+            c.connect()
+            raise AssertionError("connected")
+        except StoreFull as x:
+            print("refusing:", repr(x))
+pump(c, 300)
+print("delivered while refusing", got)
+assert got == [] and "store_full" in ev, (got, ev)
+remount()
+unfill(k)                                    # room again
+del ev[:]
+if FRONT == "MQTTClient":
+    c.connect()
+pump(c, 3000, lambda: c.is_connected() and not c.pending() and got)
+pump(c, 300)
+print("room:", ev, "pending", c.pending(), "delivered", got, "retained", mine)
+assert c.is_connected() and ev == ["resumed"] and c.pending() == 0, (ev, c.pending())
+assert got == [b"X"] and mine == [b"R"], (got, mine)
+c.close()                                    # (a power cut)
+ev = []
+c = boot()
+c.connect()
+pump(c, 500)
+print("boot:", ev, "pending", c.pending(), "delivered", got, "retained", mine)
+assert ev == ["resumed"] and c.pending() == 0 and got == [b"X"] and mine == [b"R"], (ev, got, mine)
+w.publish(TOPIC + "/r", b"", retain=True, qos=1)
+c.disconnect()
+w.disconnect()
+print("OK")
+""" % (broker.port, front, store, cid))
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout
+    assert received(broker, since, cid, "SUBSCRIBE") == 1
+    assert received(broker, since, cid, "PUBREL") == 1
+
