@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import log_size, run_mp
-from test_store_errors import LFS
+from test_store_errors import LFS, PUBREC_REFUSED
 
 _TAGS = itertools.count()
 
@@ -191,3 +191,48 @@ print("OK")
     assert received(broker, since, cid, "SUBSCRIBE") == 1
     assert received(broker, since, cid, "PUBREL") == 1
 
+
+@pytest.mark.parametrize("call", ["connect_fresh", "clean"])
+def test_a_robust_clean_start_is_not_refused_over_a_qos2_record_of_the_session_it_ends(broker, call):
+    """MQTT 5 RobustClient with subscriptions: a QoS 2 record the store
+    refused (an OUT_REL at a PUBREC, on a full filesystem) fails every
+    connect that would resume its session while no checkpoint gets
+    through. A clean start ends that session (the engine drops the message
+    past PUBREC at the CONNACK, and the mark with it: connect.py), so
+    MQTTClient's connect_fresh() goes through, `store_full` reported. Not
+    RobustClient's: its subscriptions are owed to the new session, and the
+    checkpoint that puts that debt on flash before the CONNECT, refused,
+    raised StoreFull over the mark and sent nothing: connect_fresh() (or
+    connect(clean_session=True)), the way out an application takes, failed
+    as long as the store refused (so did connect(clean_session=True) with
+    a Session Expiry: "clean"). Now that checkpoint fails no clean start:
+    the connect goes through ("new"), its subscription made."""
+    r = run_mp(LFS + PUBREC_REFUSED + r"""
+from durable_mqtt.robust import RobustClient
+PORT, CALL = %d, %r
+def fboot(port):
+    ev = []
+    c = RobustClient("se-pub-" + TOPIC[10:], "127.0.0.1", port, version=5, clean_session=False,
+                     session_expiry=None if CALL == "connect_fresh" else 3600,
+                     session_file=FileLog("/fl/log"), event_callback=lambda e, i: ev.append(e))
+    c.subscribe(TOPIC + "/s", 1)             # (made at the connect)
+    return c, ev
+c, ev, k = pubrec_refused(PORT)
+remount(True)                                # no checkpoint gets through now
+del ev[:]
+try:
+    sp = c.connect_fresh() if CALL == "connect_fresh" else c.connect(clean_session=True)
+    print("connected", sp, ev)
+except StoreFull as x:
+    print("connect refused:", repr(x), ev)
+assert c.is_connected() and "new" in ev and "store_full" in ev, ev
+assert [bytes(s[0]) for s in c.engine.subs] == [(TOPIC + "/s").encode()] and not c.engine.resub_owed
+pump(c, 300)
+print("pending", c.pending(), "delivered", got)
+assert got == [] and c.pending() == 0, got     # (the new session holds nothing: no PUBREL)
+c.close()
+remount()
+print("OK")
+""" % (broker.port, call))
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout

@@ -72,12 +72,19 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
         e.resub_owed = True
         try:
             _checkpoint(c, j)
+        except StoreFull:
+            # Refused while a QoS 2 record the store refused is not on
+            # flash (c.unsaved): no resumed session may follow. A clean
+            # start ends the session that record belongs to (its CONNACK
+            # drops the message past PUBREC, and the mark: _settle): it
+            # goes on, or connect_fresh() failed as long as the store refused.
+            if not clean:
+                raise
         finally:
-            # Refused (a QoS 2 record the store refused not on flash, a
-            # write error), the connect fails, nothing sent: the debt goes
-            # too. Left, the connect after it took a resumed session for
-            # one owing its subscriptions, and made them all again (the
-            # broker sent their retained messages again).
+            # Failed (that refusal, a write error), nothing sent: the debt
+            # goes too. Left, the connect after it took a resumed session
+            # for one owing its subscriptions, and made them all again
+            # (the broker sent their retained messages again).
             del e.resub_owed          # (back to Session's class default)
     # QoS 2 messages past PUBREC: a new session drops them (start_clean);
     # each leaves the session, so _settle reports it (to a done callback).
