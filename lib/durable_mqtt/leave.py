@@ -39,21 +39,30 @@ def disconnect(c, session_expiry):
     # half ends, the client's stays, on flash and in RAM; the next connect
     # finds it lost, sends the accepted messages as new ones and makes the
     # subscriptions again (as after a reboot).
-    if c.v5 and not (e.expiry if session_expiry is not None else c.sent_expiry):
-        if c.persist:
-            c.journal.erase()
-            c.persist = False
-        c.unsaved = 0                    # (a QoS 2 record refused goes with it: connect.py)
-        e.has_state = False
-    elif c.persist:
-        try:
-            c.journal.checkpoint(True)   # the broker's expiry clock starts now
-        except errors.StoreFull as x:
-            # A full or read-only filesystem: reported, as a connect's (the
-            # state stays in RAM; the next checkpoint that gets through
-            # writes it). Raised, it kept the DISCONNECT back: the link was
-            # dropped without one later, and the broker published the will.
-            c.event("store_full", {"reason": x.args[1]})
+    failure = None
+    try:
+        if c.v5 and not (e.expiry if session_expiry is not None else c.sent_expiry):
+            if c.persist:
+                c.journal.erase()
+                c.persist = False
+            c.unsaved = 0                # (a QoS 2 record refused goes with it: connect.py)
+            e.has_state = False
+        elif c.persist:
+            try:
+                c.journal.checkpoint(True)   # the broker's expiry clock starts now
+            except errors.StoreFull as x:
+                # A full or read-only filesystem: reported, as a connect's
+                # (the state stays in RAM; the next checkpoint that gets
+                # through writes it).
+                c.event("store_full", {"reason": x.args[1]})
+    except Exception as x:
+        # Any other failure of the store (a write error, EIO): raised once
+        # the DISCONNECT is sent and the link closed. Raised here, it kept
+        # the DISCONNECT back: the link was dropped without one later, and
+        # the broker published the will. What was accepted before is on
+        # flash (each message before it went out, unless batched); the
+        # state stays in RAM.
+        failure = x
     if not c.v5 and c.clean:
         e.has_state = False              # the broker ends such a session with the connection
     if k.connected:
@@ -72,11 +81,15 @@ def disconnect(c, session_expiry):
                 # AsyncClient's link: the front end lingers, awaited, and
                 # closes it (aio.py); here the wait held the event loop.
                 k.connected = False
-                return
-            _linger(k.net, buf, min(c.timeout_ms, _LINGER_MS))
+                k = None                 # (not closed here)
+            else:
+                _linger(k.net, buf, min(c.timeout_ms, _LINGER_MS))
         except OSError:
             pass
-    k.drop()
+    if k is not None:
+        k.drop()
+    if failure is not None:
+        raise failure                    # (the DISCONNECT sent, the link closed)
 
 
 def refuse(k):
