@@ -320,3 +320,73 @@ w.disconnect()
     if front == "MQTTClient":
         assert "BOOT True 3" in r.stdout, r.stdout
 
+
+@pytest.mark.parametrize("store", ["directory", "FileLog"])
+@pytest.mark.parametrize("when", ["up", "queued"])
+def test_a_robust_subscription_whose_checkpoint_meets_a_write_error_is_not_sent_again(broker, when, store):
+    """RobustClient.subscribe() while up: the broker granted the
+    subscription (SUBACK), the session took it, then the checkpoint after
+    it met a write error (EIO), which closes the link (request.py).
+    subscribe() took that for a link lost before the answer and queued
+    the subscription, and the reconnect (whose checkpoint put the
+    subscription on flash) sent a second SUBSCRIBE for it: a packet id and
+    a checkpoint wasted, and the broker's retained messages on it sent
+    again. A subscription made while down ("queued") the same: made at the
+    reconnect, its checkpoint failed the attempt, and it stayed queued for
+    the next. Now one whose answer came is not queued again: one SUBSCRIBE
+    in all (mosquitto's log), the error reported in last_error, the link
+    back at the next poll(), a message on the topic delivered once, and
+    the subscription on flash for the next boot."""
+    cid = "se-rsub-" + tag()
+    since = log_size(broker)
+    r = run_mp(LFS + EIO + r"""
+from durable_mqtt.robust import RobustClient
+PORT, WHEN, STORE, CID = %d, %r, %r, %r
+TOPIC = "se/rsub/" + CID
+got = []
+arm = []
+def on_event(name, info):
+    if name == "resumed" and arm:             # the connect's checkpoint is done: the next write fails
+        del arm[0]
+        dev.bad = True
+def client():
+    c = RobustClient(CID, "127.0.0.1", PORT, session_file=store(), backoff_ms=(20, 40), event_callback=on_event)
+    c.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+    return c
+def poll(c, ms, until):
+    t0 = time.ticks_ms()
+    while not until() and time.ticks_diff(time.ticks_ms(), t0) < ms:
+        c.poll(10)
+        if isinstance(c.last_error, OSError) and c.last_error.args[0] == 5:
+            print("attempt failed:", repr(c.last_error))
+            c.last_error = None
+            dev.bad = False                   # the flash works again
+c = client()
+c.connect()
+if WHEN == "up":
+    dev.bad = True
+    print("SUBSCRIBE", c.subscribe(TOPIC, 1), c.is_connected(), repr(c.last_error))
+    dev.bad = False
+else:
+    c.drop_link()
+    print("SUBSCRIBE", c.subscribe(TOPIC, 1), c.is_connected())
+    arm.append(1)
+poll(c, 500, lambda: False)
+print("UP", c.is_connected(), len(c._pending_subs), [bytes(s[0]) for s in c.engine.subs] == [TOPIC.encode()])
+p = MQTTClient(CID + "-p", "127.0.0.1", PORT)
+p.connect()
+p.publish(TOPIC, b"M01", qos=1)
+p.disconnect()
+poll(c, 1000, lambda: got)
+poll(c, 200, lambda: False)
+print("DELIVERED", got)
+c.close()
+c = client()                                  # a boot: the session as flash holds it
+print("BOOT", [bytes(s[0]) for s in c.engine.subs] == [TOPIC.encode()])
+c.close()
+""" % (broker.port, when, store, cid))
+    print(r.stdout)
+    assert "UP True 0 True" in r.stdout, r.stdout
+    assert "DELIVERED [b'M01']" in r.stdout, r.stdout
+    assert "BOOT True" in r.stdout, r.stdout
+    assert received(broker, since, cid, "SUBSCRIBE") == 1

@@ -197,12 +197,21 @@ class RobustClient(MQTTClient):
         # the broker still raises.
         x = None
         if self.is_connected():
+            s = self.engine.subs
             try:
                 return super().subscribe(topic, qos, **kw)
             except OSError as e:
                 if self.is_connected():  # the broker refused: not a link problem
                     raise
                 x = e
+            if self.engine.subs is not s and self.subscription(topic, qos, **kw) in self.engine.subs:
+                # The SUBACK came (the session's list replaced, this one in
+                # it): what closed the link is the checkpoint after it (a
+                # write error, EIO: request.py). Made, kept in the session
+                # in RAM, on flash with the next connect's checkpoint; not
+                # queued (it was SUBSCRIBEd a second time after the reconnect).
+                self.link_down(x)
+                return None
         # A bad filter raises now, not at a reconnect; so does a SUBSCRIBE
         # larger than buf_size or the last CONNACK's Maximum Packet Size.
         from .request import check
@@ -260,8 +269,10 @@ class RobustClient(MQTTClient):
         self.last_error = None
         while self._pending_subs:
             topic, qos, kw = self._pending_subs[0]
+            sub = self.subscription(topic, qos, **kw)
+            s = self.engine.subs
             try:
-                yield from self.requesting(*self.subscription(topic, qos, **kw))
+                yield from self.requesting(*sub)
             except (ConnectRefused, PacketTooLarge) as x:
                 # The broker refused it, or it is larger than the broker
                 # takes: reported, never retried (it would otherwise fail
@@ -275,6 +286,12 @@ class RobustClient(MQTTClient):
                 # (last_error). subscribe() queued it after a first such
                 # answer; sent at every reconnect, it failed every one.
                 if self.conn.result == _BAD_ANSWER:
+                    self._pending_subs.pop(0)
+                raise
+            except OSError:
+                # Its SUBACK came, then its checkpoint failed the attempt (a
+                # write error: subscribe() above): made, not sent again.
+                if self.engine.subs is not s and sub in self.engine.subs:
                     self._pending_subs.pop(0)
                 raise
             self._pending_subs.pop(0)
