@@ -27,7 +27,8 @@
 # With "wdt_ms" in config.json a hardware watchdog resets a board whose
 # application hangs (watchdog.py, docs/firmware.md): fed at each loop
 # iteration, at each step of a connect attempt (each waits timeout_ms at
-# most) and during the Wi-Fi join.
+# most; the broker's DNS lookup is a step of its own, as long as lwIP
+# takes: watchdog.LOOKUP_MS) and during the Wi-Fi join.
 import json
 import sys
 import time

@@ -18,6 +18,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -286,11 +287,11 @@ def lay_out(board, arch, build, dest):
     return sorted(files)
 
 
-def power_on(board_dir, board, tmp_path, extra=()):
-    env = dict(os.environ, MICROPYPATH="%s:.frozen" % MP_HELPERS, HOME=str(tmp_path))
+def power_on(board_dir, board, tmp_path, extra=(), env=None, stdout=subprocess.PIPE):
+    env = dict(os.environ, MICROPYPATH="%s:.frozen" % MP_HELPERS, HOME=str(tmp_path), **(env or {}))
     return subprocess.Popen([MICROPYTHON, str(MP_HELPERS / "board_rom.py"), str(board_dir)] + STAND_INS[board]
                             + list(extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+                            stdout=stdout, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
 
 
 def wait_for(path, needle, proc, timeout=20):
@@ -463,6 +464,9 @@ def test_firmware_says_which_config_file_is_wrong_and_how(tmp_path):
         ("str-wdt", dict(cfg, wdt_ms="8000"), good, "wdt_ms", "whole number"),
         ("short-wdt", dict(cfg, wdt_ms=500), good, "wdt_ms", "from 2000"),
         ("wdt-under-timeouts", dict(cfg, wdt_ms=2000, timeout_ms=1500), good, "wdt_ms 2000", "timeout_ms 1000"),
+        # a name: its DNS lookup may block longer than the watchdog waits (watchdog.LOOKUP_MS)
+        ("wdt-under-lookup", dict(cfg, broker="broker.lan", wdt_ms=10000), good,
+         "config.json: broker 'broker.lan' is a name", "wdt_ms must be 27000 or more"),
         # timeout_ms not a whole number: with wdt_ms set a bare "TypeError:
         # unsupported types for __gt__" from watchdog.timeout() (boot.py's
         # note too), and without it the client's "timeout_ms must be an int"
@@ -611,6 +615,69 @@ def test_firmware_feeds_the_watchdog_through_a_slow_connect(tmp_path):
     assert acks[1][1] - acks[0][1] >= 0.8, answered
     feeds, gap = _watched(out)
     assert feeds > 5 and 700 <= gap < 1200, (feeds, gap, out)
+
+
+def test_wdt_ms_outlasts_a_dns_lookup_unless_the_broker_is_an_address():
+    """watchdog.timeout(): a broker given by name needs wdt_ms of
+    LOOKUP_MS (27 s: lwIP's worst case on an ESP32, watchdog.py says how it
+    adds up) or more; an IPv4 or IPv6 address is never looked up and keeps
+    the bounds it had. A name with a port, or three numbers, is a name."""
+    r = subprocess.run([MICROPYTHON, "-c", r"""
+import watchdog
+for b, w in (("192.168.1.10", 10000), ("::1", 10000), ("fe80::1", 2000), ("broker.lan", 27000),
+             ("broker.lan", 0), ("broker.lan", 26999), ("broker.lan:1883", 10000), ("10.0.1", 10000),
+             ("localhost", 10000)):
+    try:
+        print(b, w, "ok", watchdog.timeout({"broker": b, "wdt_ms": w, "timeout_ms": 1000}))
+    except ValueError as e:
+        print(b, w, "refused", "27000 or more" in str(e))
+print("LOOKUP_MS", watchdog.LOOKUP_MS)
+"""], capture_output=True, text=True, timeout=30, env=dict(os.environ, MICROPYPATH=str(ROOT / "firmware")))
+    assert r.stdout.splitlines() == [
+        "192.168.1.10 10000 ok 10000", "::1 10000 ok 10000", "fe80::1 2000 ok 2000",
+        "broker.lan 27000 ok 27000", "broker.lan 0 ok 0", "broker.lan 26999 refused True",
+        "broker.lan:1883 10000 refused True", "10.0.1 10000 refused True", "localhost 10000 refused True",
+        "LOOKUP_MS 27000"], r.stdout + r.stderr
+
+
+def test_firmware_feeds_the_watchdog_right_before_and_after_a_dns_lookup(tmp_path):
+    """A broker given by name: the connect looks it up first, and the lookup
+    blocks where nothing can feed the watchdog (for seconds on a board whose
+    Wi-Fi is up and whose DNS servers do not answer). main.py feeds right
+    before it and right after, so the longest time unfed is the lookup
+    alone: here a resolver that stalls 2 s (tests/mp/fw_dns.py), then a TCP
+    connect that gets no answer (timeout_ms 1000). The lookup and the
+    connect were one step of the connect attempt: the watchdog went 3 s
+    unfed, the two added."""
+    from test_slow_link import syn_hole
+    root = tmp_path / "board"
+    lay_out("esp32", None, None, root)
+    s, fill = syn_hole()
+    log = tmp_path / "out.txt"
+    try:
+        cfg = json.loads((root / "config.json").read_text())
+        cfg.update(broker="broker.invalid", port=s.getsockname()[1], client_id="wdt-dns", topic_base="boot/dns",
+                   timeout_ms=1000, wdt_ms=27000)
+        (root / "config.json").write_text(json.dumps(cfg))
+        (root / "secrets.json").write_text(json.dumps({"wifi_ssid": "test-ssid", "wifi_password": "pw"}))
+        with open(log, "w") as f:
+            dev = power_on(root, "esp32", tmp_path, WATCHED + ["socket=fw_dns"], {"FW_DNS_STALL_MS": "2000"}, f)
+            try:
+                wait_for(log, "no answer in 1000 ms", dev)     # the first attempt is over
+            finally:
+                dev.send_signal(signal.SIGINT)               # Ctrl-C at the console
+                dev.wait(10)
+    finally:
+        for c in fill:
+            c.close()
+        s.close()
+    out = log.read_text()
+    assert "KeyboardInterrupt" in out and "WDT EXPIRED" not in out, out
+    lookups = [x.split() for x in out.splitlines() if x.startswith("DNS ")]
+    assert [x[1] for x in lookups] == ["broker.invalid"], out      # once: the kept address is dialled again
+    assert int(lookups[0][3]) < 100, out                           # fed right before
+    feeds, gap = _watched(out)
+    assert 1900 <= gap < 2600, (feeds, gap, out)                   # was 3,000: fed right after too
 
 
 def test_firmware_left_unfed_by_a_config_fault_resets_the_board(tmp_path):

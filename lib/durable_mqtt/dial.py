@@ -23,8 +23,20 @@ def opening(c, host, port, timeout_ms, n):
     # set), and the n-byte CONNECT at c.tx sent. A generator, as connect.py's:
     # it yields how long it may wait for the socket (negative: writable).
     k = c.conn
-    s = start(address(k.net, host, port, getattr(c, "servers", ())), host, port, timeout_ms,
-              not c.async_connect)
+    wait = not c.async_connect
+    if wait:
+        # A blocking client: address(), which may look the broker's name
+        # up (a call nothing interrupts, up to 26 s: firmware/watchdog.py),
+        # is a step of its own, a yield (no wait) right before it and one
+        # right after, so that what run() does between steps (a watchdog's
+        # feed: firmware/main.py) comes right before the lookup and right
+        # after it, not a Wi-Fi join and a TCP connect apart. (Not for
+        # AsyncClient: its steps await the socket, and there is none yet.)
+        yield 0
+    ai = address(k.net, host, port, getattr(c, "servers", ()))
+    if wait:
+        yield 0
+    s = start(ai, host, port, timeout_ms, wait)
     if c.async_connect:
         k.net.sock = s
         yield -timeout_ms            # writable: connected (or failed: the write says)
@@ -78,11 +90,12 @@ def address(net, host, port, servers=()):
     # host:port's address (getaddrinfo's entry). A reconnect dials the one
     # the last lookup gave: MicroPython's getaddrinfo() blocks, every task
     # of an AsyncClient with it, and for seconds when the Wi-Fi is up and
-    # the internet is not. After _DIALS dials on it without a CONNACK
-    # (connect.py counts them from 0 again) the name is looked up again:
-    # the broker may have moved. A lookup that fails keeps the address for
-    # _DIALS more. (net.addr: [host, port, entry, dials], the entry of the
-    # last dial; the Transport outlives this module.)
+    # the internet is not (up to 26 s on an ESP32: firmware/watchdog.py).
+    # After _DIALS dials on it without a CONNACK (connect.py counts them
+    # from 0 again) the name is looked up again: the broker may have
+    # moved. A lookup that fails keeps the address for _DIALS more.
+    # (net.addr: [host, port, entry, dials], the entry of the last dial;
+    # the Transport outlives this module.)
     a = net.addr
     if a is None or a[0] != host or a[1] != port:
         # Another broker: RobustClient's `servers` take turns. Each keeps
