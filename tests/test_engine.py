@@ -141,6 +141,34 @@ assert e.request(0x90) == c
 """)
 
 
+def test_MQTT_2_2_1_3_a_publish_the_store_refused_takes_no_packet_id():
+    # A QoS 1/2 publish whose record could not be stored (unaccept(): the
+    # flash refused it) is not sent, so it assigned no id: the counter is
+    # left exactly where it was, and the next id is the one the refused
+    # publish never had taken. unaccept() set it to the refused id less 1:
+    # where that id had skipped ids in use, the counter moved past them,
+    # and an id freed there meanwhile was passed over (and a checkpoint
+    # stored the moved counter).
+    run(r"""
+e = engine()
+a = pub(e, 1)
+b = pub(e, 1)
+assert (a, b) == (1, 2)
+e.last_pid = 65535                 # as after going round: 1 and 2 are still held
+c = pub(e, 1)
+assert c not in (a, b), c          # 1, 2 skipped
+e.unaccept()
+assert e.last_pid == 65535, e.last_pid
+out(e)
+e.puback(a, 0)                     # 1 free again
+assert pub(e, 1) == 1              # the next id, as if the refused publish had never been
+e.last_pid = 7                     # no id skipped: the counter back to 7 as well
+d = pub(e, 1)
+e.unaccept()
+assert d == 8 and e.last_pid == 7 and pub(e, 1) == 8, (d, e.last_pid)
+""")
+
+
 def test_MQTT_2_2_1_2_qos0_publish_has_no_packet_id():
     # 5.0 MQTT-2.2.1-2 (3.1.1 MQTT-2.3.1-5): a QoS 0 PUBLISH carries no
     # packet id: topic "t", payload "m" is 2 + 3 + 1 bytes (3.1.1), with an

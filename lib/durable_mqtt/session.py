@@ -57,7 +57,7 @@ _STALE = const(4)        # ids of abandoned requests kept in use, at most
 # What must reach flash before the packet just returned is sent (`rec`).
 # The store writes each as a record of this type (docs/session-format.md),
 # named as the stores name them (one name per kind on a board that compiles .py).
-_R_OUT_PUB = const(2)    # rec_slot: a QoS 1/2 message was accepted
+_R_OUT_PUB = const(2)    # rec_slot: a QoS 1/2 message was accepted (rec_pid: the id counter before)
 _R_OUT_REL = const(4)    # rec_pid: PUBREC received, PUBREL owed
 _R_IN_QOS2 = const(5)    # rec_pid: incoming QoS 2 delivered, PUBREC owed
 _R_IN_REL = const(6)     # rec_pid: PUBREL received, the id released
@@ -232,6 +232,9 @@ class Session:
         if qos:
             # The id is taken only now: a topic or payload the arena cannot
             # copy (a memoryview of an array("H")) raised ValueError above.
+            # The counter it leaves waits in rec_pid (an _R_OUT_PUB record
+            # has none) for unaccept() to put back.
+            self.rec_pid = self.last_pid
             self.last_pid = pid
             self.rec = _R_OUT_PUB
             self.rec_slot = i
@@ -253,12 +256,13 @@ class Session:
             self.rel_due = True         # a PUBREL owed (pubrec() moves one that is not)
 
     def unaccept(self):  # noalloc
-        # Take back the newest message (its record could not be stored):
-        # its id is the next one again.
+        # Take back the newest message (its record could not be stored;
+        # right after its accept()): the id counter is back where it was
+        # (the id less 1 was not, when the id had skipped ids in use).
         self.count -= 1
         i = self.index(self.count)
         self.held -= 1
-        self.last_pid = self.pid[i] - 1
+        self.last_pid = self.rec_pid
         _free(self, i)
         self.a_tail = self.off[i]
         _trim(self)
