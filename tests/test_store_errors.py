@@ -977,40 +977,76 @@ print("OK")
     assert "OK" in r.stdout, r.stdout
 
 
-# A session directory on LittleFS whose client subscribed, then lost its
-# broker session (a clean connection of its client id); the filesystem is
-# then mounted read-only (lost_on_read_only returns the device): every
-# checkpoint is refused (store_full).
-# When `arm` holds an entry, the event callback, at a store_full after a
-# CONNACK, closes the socket (the lost session's resubscribe then fails on
-# the link) and raises.
-RESUB_FAILS_AFTER_STORE_FULL = r"""
+# A client with a session store on LittleFS, subscribed to TOPIC, whose
+# broker session another connection of its client id then ended (Session
+# Present 0 at its next connect: its subscriptions are made again).
+# refuse(WHAT) then makes every checkpoint fail: the filesystem mounted
+# read-only, or full (a FileLog: the session directory's small files would
+# still fit in LittleFS's metadata). heard(c, msg) reads for up to a second
+# whether msg, which a second client publishes on TOPIC, arrives: the
+# subscription's proof. lose(c): c subscribes to TOPIC and leaves, its
+# broker session is ended, and the store refuses from then on.
+# When `arm` holds a client, the event callback, at a store_full while that
+# client is connected (after a CONNACK), closes its socket (the lost
+# session's resubscribe then fails on the link) and raises.
+RESUB_ON_A_FULL_STORE = r"""
 import time
-TOPIC = "se/resub/%d" % time.ticks_ms()
-CID = "se-resub-" + TOPIC[9:]
-arm = []
+from durable_mqtt.filelog import FileLog
+TOPIC = "se/resubfull/%d" % time.ticks_ms()
+CID = "se-rsf-" + TOPIC[13:]
 ev = []
-c = None
+got = []
+arm = []
 def on_event(name, info):
-    ev.append(name)
-    if name == "store_full" and arm and client().is_connected():
-        del arm[0]
-        client().socket().close()
+    ev.append((name, info))
+    if name == "store_full" and arm and arm[0].is_connected():
+        arm.pop().socket().close()
         raise ValueError("event store_full")
-def lost_on_read_only(port):
-    dev = fresh()
-    c = MQTTClient(CID, "127.0.0.1", port, clean_session=False, session_file="/fl/s")
+def store():
+    return "/fl/s" if WHAT == "read-only" else FileLog("/fl/log")
+def client(cls=MQTTClient, **kw):
+    c = cls(CID, "127.0.0.1", PORT, clean_session=False, session_file=store(), event_callback=on_event, **kw)
+    c.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+    return c
+def end_broker_session():
+    t = MQTTClient(CID, "127.0.0.1", PORT, clean_session=True)
+    t.connect()
+    t.disconnect()
+def refuse():
+    global k
+    if WHAT == "read-only":
+        vfs.umount("/fl")
+        vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
+    else:
+        k = fill()
+def room():
+    if WHAT == "read-only":
+        vfs.umount("/fl")
+        vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+    else:
+        unfill(k)
+def heard(c, msg, topic=TOPIC):
+    if not c.is_connected():
+        return False
+    p = MQTTClient(CID + "-p", "127.0.0.1", PORT)
+    p.connect()
+    p.publish(topic, msg, qos=1)
+    p.disconnect()
+    for _ in range(50):
+        if msg in got:
+            return True
+        c.wait_msg(20)
+    return False
+def names():
+    return [e for e, _ in ev]
+def lose(c):
     c.connect()
     c.subscribe(TOPIC, 1)
     c.disconnect()
-    t = MQTTClient(CID, "127.0.0.1", port, clean_session=True)
-    t.connect()
-    t.disconnect()
-    remount(dev, True)
-    return dev
-def remount(dev, readonly=False):
-    vfs.umount("/fl")
-    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=readonly)
+    end_broker_session()
+    refuse()
+    del ev[:]
+dev = fresh()
 """
 
 
@@ -1025,17 +1061,17 @@ def test_a_connect_whose_resubscribe_fails_raises_the_event_callbacks_exception_
     the connect that failed raises it (in place of its failure, as
     RobustClient.connect() does), and the next one resumes the session and
     raises nothing."""
-    r = run_mp(LFS + RESUB_FAILS_AFTER_STORE_FULL + r"""
-def client():
-    return c
-dev = lost_on_read_only(%d)
-c = MQTTClient(CID, "127.0.0.1", %d, clean_session=False, session_file="/fl/s", event_callback=on_event)
-arm.append(1)
-print("FIRST", call(c.connect), ev)
-remount(dev)                      # room again: the next connect's checkpoints get through
+    r = run_mp(LFS + r"""
+PORT, WHAT = %d, "read-only"
+""" % broker.port + RESUB_ON_A_FULL_STORE + r"""
+lose(client())
+c = client()                      # (the session as the read-only store holds it)
+arm.append(c)
+print("FIRST", call(c.connect), names())
+room()                            # room again: the next connect's checkpoints get through
 print("SECOND", call(c.connect), c.is_connected(), len(c.engine.subs), c.engine.resub_owed)
 c.close()
-""" % (broker.port, broker.port))
+""")
     print(r.stdout)
     # ("lost": the CONNACK found the session lost, reported although the
     # connect failed after it.)
@@ -1052,30 +1088,28 @@ def test_an_async_reconnect_whose_resubscribe_fails_reports_the_event_callbacks_
     attempt, which succeeded, reported it (callback_error) as its own.
     Now the attempt that failed reports it, before the next one's CONNACK
     ("resumed")."""
-    r = run_mp(LFS + RESUB_FAILS_AFTER_STORE_FULL + r"""
+    r = run_mp(LFS + r"""
+PORT, WHAT = %d, "read-only"
+""" % broker.port + RESUB_ON_A_FULL_STORE + r"""
 import asyncio
 from durable_mqtt.aio import AsyncClient
-def client():
-    return a.client
-dev = lost_on_read_only(%d)
+lose(client())
 def on_event(name, info, f=on_event):
     try:
         f(name, info)
     except ValueError:
-        remount(dev)              # (the socket closed) room again for the next attempt
+        room()                    # (the socket closed) room again for the next attempt
         raise
-a = None
 async def main():
-    global a
-    a = AsyncClient(CID, "127.0.0.1", %d, timeout_ms=2000, backoff_ms=(50, 100), session_file="/fl/s",
+    a = AsyncClient(CID, "127.0.0.1", PORT, timeout_ms=2000, backoff_ms=(50, 100), session_file=store(),
                     event_callback=on_event)
-    arm.append(1)
+    arm.append(a.client)
     await a.connect(timeout_ms=5000)
     await asyncio.sleep_ms(100)
-    print("SEEN", ev, a.callback_errors, len(a.client.engine.subs))
+    print("SEEN", names(), a.callback_errors, len(a.client.engine.subs))
     await a.disconnect()
 asyncio.run(main())
-""" % (broker.port, broker.port))
+""")
     print(r.stdout)
     assert "SEEN ['store_full', 'store_full', 'lost', 'callback_error', 'resumed'] 1 1" in r.stdout, r.stdout
 
@@ -1236,63 +1270,6 @@ print("OK")
     assert "OK" in r.stdout, r.stdout
 
 
-# A client with a session store on LittleFS, subscribed to TOPIC, whose
-# broker session another connection of its client id then ended (Session
-# Present 0 at its next connect: its subscriptions are made again).
-# refuse(WHAT) then makes every checkpoint fail: the filesystem mounted
-# read-only, or full (a FileLog: the session directory's small files would
-# still fit in LittleFS's metadata). heard(c, msg) reads for up to a second
-# whether msg, which a second client publishes on TOPIC, arrives: the
-# subscription's proof.
-RESUB_ON_A_FULL_STORE = r"""
-import time
-from durable_mqtt.filelog import FileLog
-TOPIC = "se/resubfull/%d" % time.ticks_ms()
-CID = "se-rsf-" + TOPIC[13:]
-ev = []
-got = []
-def store():
-    return "/fl/s" if WHAT == "read-only" else FileLog("/fl/log")
-def client(cls=MQTTClient, **kw):
-    c = cls(CID, "127.0.0.1", PORT, clean_session=False, session_file=store(),
-            event_callback=lambda e, i: ev.append((e, i)), **kw)
-    c.set_callback(lambda t, m, r, q: got.append(bytes(m)))
-    return c
-def end_broker_session():
-    t = MQTTClient(CID, "127.0.0.1", PORT, clean_session=True)
-    t.connect()
-    t.disconnect()
-def refuse():
-    global k
-    if WHAT == "read-only":
-        vfs.umount("/fl")
-        vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
-    else:
-        k = fill()
-def room():
-    if WHAT == "read-only":
-        vfs.umount("/fl")
-        vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
-    else:
-        unfill(k)
-def heard(c, msg, topic=TOPIC):
-    if not c.is_connected():
-        return False
-    p = MQTTClient(CID + "-p", "127.0.0.1", PORT)
-    p.connect()
-    p.publish(topic, msg, qos=1)
-    p.disconnect()
-    for _ in range(50):
-        if msg in got:
-            return True
-        c.wait_msg(20)
-    return False
-def names():
-    return [e for e, _ in ev]
-dev = fresh()
-"""
-
-
 @pytest.mark.parametrize("what", ["read-only", "full"])
 def test_a_lost_sessions_resubscribe_on_a_refusing_store_still_connects(broker, what):
     """A connect that finds its session lost (Session Present 0) makes its
@@ -1344,12 +1321,7 @@ PORT, WHAT = %d, %r
 """ % (broker.port, what) + RESUB_ON_A_FULL_STORE + r"""
 from durable_mqtt.robust import RobustClient
 c = client(RobustClient, backoff_ms=(20, 40))
-c.connect()
-c.subscribe(TOPIC, 1)
-c.disconnect()
-end_broker_session()
-refuse()
-del ev[:]
+lose(c)
 t0 = time.ticks_ms()
 while not c.poll(20) and time.ticks_diff(time.ticks_ms(), t0) < 1500:
     pass
