@@ -390,3 +390,202 @@ c.close()
     assert "DELIVERED [b'M01']" in r.stdout, r.stdout
     assert "BOOT True" in r.stdout, r.stdout
     assert received(broker, since, cid, "SUBSCRIBE") == 1
+
+
+@pytest.mark.parametrize("store", ["directory", "FileLog"])
+@pytest.mark.parametrize("front", ["RobustClient", "AsyncClient"])
+@pytest.mark.parametrize("qos,then", [(1, "recovers"), (2, "recovers"), (2, "reboot")])
+def test_a_write_error_recording_an_acknowledgement_does_not_stop_the_loop(broker, front, store, qos, then):
+    """The acknowledgement of a QoS 1/2 message (PUBACK, PUBCOMP) reaches
+    flash lazily: the message's slot is emptied (a session directory) or an
+    OUT_ACKED record appended (a FileLog) once nothing is in flight, at
+    the end of the call that read it. A write error there (EIO) came out
+    of wait_msg() / check_msg() with the link up, and RobustClient.poll()
+    raised it as if the message callback had (OSError(5) from every
+    poll(), the link still up: the write was tried again at each), so
+    loop_forever() died. Now it is reported in last_error, the client
+    goes on from RAM (a message arriving meanwhile is delivered), and the
+    write is tried again until it gets through: once the flash works
+    again, a power cut and a boot find nothing to send again ("recovers").
+    At QoS 2 a boot while the acknowledgement is still missing from flash
+    ("reboot": the flash works again at the power-up) sends the PUBREL
+    again, never the PUBLISH: the message is delivered once (MQTT-4.3.3).
+    AsyncClient the same (its task reported the error and went on)."""
+    cid = "se-ack-" + tag()
+    r = run_mp(LFS + EIO + r"""
+import asyncio
+from durable_mqtt.robust import RobustClient
+from durable_mqtt.aio import AsyncClient
+PORT, FRONT, STORE, CID, QOS, THEN = %d, %r, %r, %r, %d, %r
+TOPIC = "se/ack/" + CID
+got = []
+w = MQTTClient(CID + "-w", "127.0.0.1", PORT)
+w.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+w.connect()
+w.subscribe(TOPIC, 2)
+mine = []
+def fail(pid, reason):
+    dev.bad = True                           # acknowledged: the flash fails from the next write on
+def raised(f):
+    try:
+        f()
+    except Exception as x:
+        print("RAISED", repr(x))
+        raise
+if FRONT == "RobustClient":
+    c = RobustClient(CID, "127.0.0.1", PORT, session_file=store(), backoff_ms=(20, 40))
+    c.set_callback(lambda t, m, r, q: mine.append(bytes(m)))
+    c.connect()
+    c.subscribe(TOPIC + "/in", 1)
+    c.set_done_callback(fail)
+    c.publish(TOPIC, b"M1", qos=QOS)
+    for n in range(3):
+        raised(lambda: c.poll(100))
+    print("FAILING", c.is_connected(), repr(c.last_error), c.pending())
+    w.publish(TOPIC + "/in", b"I1", qos=1)   # the client goes on meanwhile
+    t0 = time.ticks_ms()
+    while not mine and time.ticks_diff(time.ticks_ms(), t0) < 2000:
+        raised(lambda: c.poll(20))
+        w.check_msg()
+    print("MEANWHILE", c.is_connected(), mine)
+    if THEN == "recovers":
+        dev.bad = False
+        for n in range(5):
+            raised(lambda: c.poll(20))
+    print("BEFORE THE CUT", c.is_connected(), c.pending())
+else:
+    async def main():
+        a = AsyncClient(CID, "127.0.0.1", PORT, session_file=store(), backoff_ms=(20, 40))
+        a.set_callback(lambda t, m, r, q: mine.append(bytes(m)))
+        await a.connect()
+        await a.subscribe(TOPIC + "/in", 1)
+        done = a.client.on_done
+        a.client.set_done_callback(lambda p, r: (fail(p, r), done(p, r)))
+        await a.publish(TOPIC, b"M1", qos=QOS)
+        await asyncio.sleep_ms(300)
+        print("FAILING", a.is_connected(), repr(a.client.last_error), a.pending())
+        w.publish(TOPIC + "/in", b"I1", qos=1)
+        t0 = time.ticks_ms()
+        while not mine and time.ticks_diff(time.ticks_ms(), t0) < 2000:
+            await asyncio.sleep_ms(20)
+            w.check_msg()
+        print("MEANWHILE", a.is_connected(), mine, a._task.done())
+        if THEN == "recovers":
+            dev.bad = False
+            await asyncio.sleep_ms(300)
+        print("BEFORE THE CUT", a.is_connected(), a.pending(), a._task.done())
+        a._task.cancel()
+        return a.client
+    c = asyncio.run(main())
+call(c.close)                                # a power cut
+reboot()
+c = MQTTClient(CID, "127.0.0.1", PORT, clean_session=False,
+               session_file=FileLog("/fl/log") if STORE == "FileLog" else "/fl/s")
+print("BOOT", c.pending())
+c.connect()
+wait([c, w], 1000, lambda: not c.pending() and len(got) > 1)
+wait([c, w], 300)
+print("DELIVERED", got, c.pending())
+c.disconnect()
+w.disconnect()
+""" % (broker.port, front, store, cid, qos, then))
+    print(r.stdout)
+    assert "RAISED" not in r.stdout, r.stdout
+    assert "FAILING True OSError(5,) 0" in r.stdout, r.stdout
+    assert "MEANWHILE True [b'I1']" in r.stdout, r.stdout
+    assert "BEFORE THE CUT True 0" in r.stdout, r.stdout
+    if then == "recovers":
+        assert "BOOT 0" in r.stdout, r.stdout
+    assert "DELIVERED [b'M1'] 0" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("store", ["directory", "FileLog"])
+@pytest.mark.parametrize("front", ["RobustClient", "AsyncClient"])
+def test_a_write_error_of_a_batch_due_while_down_does_not_stop_the_loop(broker, front, store):
+    """Batched mode (persist_batch_ms): a message published while the link
+    is down waits in RAM, and the loop writes the batch when it is due,
+    before the next connect attempt (RobustClient.offline()). A write
+    error there (EIO) came out of RobustClient.poll() at every call while
+    down, and ended AsyncClient's background task for good: no reconnect
+    ever again. Now it is reported in last_error and the loop goes on: the
+    reconnects fail at their checkpoint while the flash fails (the link
+    closed, as a connect's write error closes it), and once it works again
+    the next one writes the state and sends the message, which a power cut
+    after it does not send again. (The flash comes back with a remount:
+    LittleFS keeps the data of a program that failed in its cache and
+    programs it later, over the place its next commit then programs
+    again, littlefs issue 760; this sequence of failed writes meets that,
+    and the NOR flash model refuses the second program.)"""
+    cid = "se-batch-" + tag()
+    r = run_mp(LFS + EIO + r"""
+import asyncio
+from durable_mqtt.robust import RobustClient
+from durable_mqtt.aio import AsyncClient
+PORT, FRONT, STORE, CID = %d, %r, %r, %r
+TOPIC = "se/batch/" + CID
+got = []
+w = MQTTClient(CID + "-w", "127.0.0.1", PORT)
+w.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+w.connect()
+w.subscribe(TOPIC, 1)
+def recover():
+    # The flash works again; LittleFS mounted afresh (see above).
+    dev.bad = False
+    vfs.umount("/fl")
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+def raised(f):
+    try:
+        return f()
+    except Exception as x:
+        print("RAISED", repr(x))
+        raise
+if FRONT == "RobustClient":
+    c = RobustClient(CID, "127.0.0.1", PORT, session_file=store(), backoff_ms=(20, 40), persist_batch_ms=50)
+    c.connect()
+    c.drop_link()
+    c.publish(TOPIC, b"B1", qos=1)           # batched: in RAM until due
+    dev.bad = True
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < 300:
+        raised(lambda: c.poll(20))
+    print("FAILING", c.is_connected(), repr(c.last_error), c.pending())
+    recover()
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < 2000 and (not c.is_connected() or c.pending()):
+        raised(lambda: c.poll(20))
+    print("BEFORE THE CUT", c.is_connected(), c.pending())
+else:
+    async def main():
+        a = AsyncClient(CID, "127.0.0.1", PORT, session_file=store(), backoff_ms=(20, 40), persist_batch_ms=50)
+        await a.connect()
+        a.client.drop_link()
+        a.publish_nowait(TOPIC, b"B1", qos=1)
+        dev.bad = True
+        await asyncio.sleep_ms(300)
+        print("FAILING", a.is_connected(), repr(a.client.last_error), a.pending(), a._task.done())
+        recover()
+        t0 = time.ticks_ms()
+        while time.ticks_diff(time.ticks_ms(), t0) < 2000 and (not a.is_connected() or a.pending()):
+            await asyncio.sleep_ms(20)
+        print("BEFORE THE CUT", a.is_connected(), a.pending(), a._task.done())
+        a._task.cancel()
+        return a.client
+    c = asyncio.run(main())
+call(c.close)                                # a power cut
+reboot()
+wait([w], 300, lambda: got)
+c = MQTTClient(CID, "127.0.0.1", PORT, clean_session=False,
+               session_file=FileLog("/fl/log") if STORE == "FileLog" else "/fl/s")
+print("BOOT", c.pending())
+c.connect()
+wait([c, w], 300)
+print("DELIVERED", got, c.pending())
+c.disconnect()
+w.disconnect()
+""" % (broker.port, front, store, cid))
+    print(r.stdout)
+    assert "RAISED" not in r.stdout, r.stdout
+    assert "FAILING False OSError(5,) 1" in r.stdout, r.stdout
+    assert "BEFORE THE CUT True 0" in r.stdout, r.stdout
+    assert "BOOT 0" in r.stdout, r.stdout
+    assert "DELIVERED [b'B1'] 0" in r.stdout, r.stdout

@@ -163,6 +163,14 @@ class MQTTClient:
             return j.due(j, wait)
         return wait
 
+    def tick(self):  # noalloc
+        # What the store holds back and is due now (acknowledgements, a
+        # batch) reaches flash: after the link's reads (inbound.after), and
+        # RobustClient's while down. A write error is raised here, with the
+        # link up; RobustClient reports it instead (the store tries again
+        # at the next tick, or checkpoint).
+        self.journal.tick(ticks_ms())
+
     def report(self):
         # Raise what the event callback raised (cb_error), if it did.
         x = self.cb_error

@@ -113,6 +113,9 @@ class MQTTClient:
     # (front ends) a wait in ms (-1: none) cut to when persist_batch_ms
     # batched records are due
     def due(self, wait: int) -> int: ...
+    # (front ends) what the store holds back and is due now reaches flash;
+    # a write error is raised (RobustClient: kept in last_error)
+    def tick(self) -> None: ...
     def set_last_will(self, topic: _Topic, msg: _Payload, retain: bool = False, qos: int = 0,
                       props: _Props = None) -> None: ...
     # state

@@ -6,7 +6,6 @@
 # compiles the .py compiles two halves one after the other, not one parse
 # tree of both (docs/benchmarks.md). Resident, like link.py.
 # Paths marked `# noalloc` allocate nothing.
-from time import ticks_ms
 from micropython import const
 # The builtins the per-packet code calls per message, as globals of this module.
 from builtins import len, min
@@ -151,8 +150,8 @@ def done(link):  # noalloc
 
 def after(link):  # noalloc
     # After reading: the window places freed go to the next messages, the
-    # store writes what is due; a callback's error or an oversize PUBLISH
-    # dropped is raised, with the link up.
+    # store writes what is due (client.tick); a callback's error or an
+    # oversize PUBLISH dropped is raised, with the link up.
     if link.due:
         link.due = False
         e = link.engine
@@ -161,7 +160,7 @@ def after(link):  # noalloc
             link.drain()
     j = link.c.journal
     if j is not None and (j.nacks or j.nbatch):
-        j.tick(ticks_ms())
+        link.c.tick()                # (its write error: raised, or RobustClient's to report)
     if link.cb_error is not None or not link.connected:
         link.report()
     if link.oversize:

@@ -230,7 +230,7 @@ class RobustClient(MQTTClient):
             self.link_down(OSError(-1, "link dropped while sending"))    # (or the failure kept)
         j = self.journal
         if j is not None and (j.nacks or j.nbatch):
-            j.tick(time.ticks_ms())
+            self.tick()
         if self.v5:
             self.props.tick(self.engine, time.ticks_ms())   # Message Expiry across a long outage
         return max(0, time.ticks_diff(self._next_try, time.ticks_ms()))
@@ -295,6 +295,25 @@ class RobustClient(MQTTClient):
                     self._pending_subs.pop(0)
                 raise
             self._pending_subs.pop(0)
+
+    def tick(self):
+        # What the store holds back reaches flash (MQTTClient's): after
+        # the reads, and while down. A write error there (EIO emptying an
+        # acknowledged slot, appending the acknowledgements, writing a
+        # batch that is due; a full filesystem) is kept in last_error, not
+        # raised: poll() raised it as the message callback's, from every
+        # call (each tries the write again), and loop_forever() ended;
+        # AsyncClient's task ended at one while down. The client goes on
+        # from RAM, where the state is whole; the store tries again at the
+        # next tick and at every checkpoint (a connect's) until one gets
+        # through. A boot before then finds what flash last took: an
+        # acknowledged QoS 1 message is sent again; a QoS 2 one past PUBREC
+        # gets its PUBREL again, never its PUBLISH (its OUT_REL is on flash
+        # since the PUBREC; filestore.py empties the OUT_PUB first).
+        try:
+            MQTTClient.tick(self)
+        except OSError as x:
+            self.last_error = x
 
     def link_up(self):
         # An attempt succeeded (the backoff is reset once the link has lasted:
