@@ -4,7 +4,7 @@ beside each vector), and decoder round trips. Runs in the unix port."""
 from conftest import run_mp
 
 PRELUDE = r"""
-from durable_mqtt import codec, props, connack, request
+from durable_mqtt import codec, props, dial, request
 import binascii
 B = bytearray(300000)
 def hx(n, start=0):
@@ -31,7 +31,7 @@ def check(body):
 def test_connect_v4_minimal():
     # 3.1.2: protocol name "MQTT", level 4, flags CleanSession (0x02), keepalive 60.
     check("""
-n = connack.connect_packet(B, b"a", False, 60, True, None, None, None, b"")
+n = dial.connect_packet(B, b"a", False, 60, True, None, None, None, b"")
 eq("connect v4", hx(n), "10 0d 0004 4d515454 04 02 003c 0001 61")
 """)
 
@@ -40,7 +40,7 @@ def test_connect_v4_will_user_password():
     # Flags: user 0x80, password 0x40, will retain 0x20, will QoS 1 0x08, will 0x04; clean 0.
     # Payload order (3.1.3): client id, will topic, will message, user name, password.
     check("""
-n = connack.connect_packet(B, b"id", False, 10, False, b"u", b"pw", (b"w", b"bye", True, 1, b""), b"")
+n = dial.connect_packet(B, b"id", False, 10, False, b"u", b"pw", (b"w", b"bye", True, 1, b""), b"")
 eq("connect v4 full", hx(n),
    "10 1d 0004 4d515454 04 ec 000a 0002 6964 0001 77 0003 627965 0001 75 0002 7077")
 """)
@@ -55,9 +55,9 @@ p = props.encode({"receive_maximum": 8, "maximum_packet_size": 1024})
 d = props.decode(bytes((len(p),)) + p, 0, len(p) + 1, props.CONNACK)
 assert d == {"receive_maximum": 8, "maximum_packet_size": 1024}, d
 p = bytes.fromhex("210008" "2700000400")
-n = connack.connect_packet(B, b"a", True, 60, True, None, None, None, p)
+n = dial.connect_packet(B, b"a", True, 60, True, None, None, None, p)
 eq("connect v5", hx(n), "10 16 0004 4d515454 05 02 003c 08 210008 2700000400 0001 61")
-n = connack.connect_packet(B, b"a", True, 0, False, None, None, (b"w", b"", False, 0, b""), b"")
+n = dial.connect_packet(B, b"a", True, 0, False, None, None, (b"w", b"", False, 0, b""), b"")
 eq("connect v5 will", hx(n), "10 14 0004 4d515454 05 04 0000 00 0001 61 00 0001 77 0000")
 """)
 

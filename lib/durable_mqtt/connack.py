@@ -1,61 +1,10 @@
-# The CONNECT packet and its CONNACK: encoded, decoded, and the broker's
-# limits taken from the CONNACK (MQTT 5). connect.py's, in a module of
-# its own so that each compiles in less heap (a board compiling .py source
-# after a reboot with a full outbox: the peak); unloaded with it (client.unload).
-from micropython import const
-
-from .codec import fail, put_str, put_block, put_u16, put_varint, varint_size, too_large
-
-_CONNECT = const(0x10)
-
-
-def connect(c, clean):
-    # CONNECT at tx[0]; returns its length.
-    props = b""
-    c.sent_expiry = c.engine.expiry      # (a CONNACK may change engine.expiry; DISCONNECT goes by this)
-    if c.v5:
-        d = {"receive_maximum": c.receive_max, "maximum_packet_size": c.buf_size}
-        if c.engine.expiry:
-            d["session_expiry"] = c.engine.expiry
-        props = c.props.encode(d)
-    return connect_packet(c.tx, c.engine.cid, c.v5, c.keepalive, clean, c.user, c.pswd, c.will, props)
-
-
-def connect_packet(buf, cid, v5, keepalive, clean, user, pswd, will, props):
-    # CONNECT at buf[0]; returns its length. Strings are bytes; will is
-    # (topic, msg, retain, qos, props block) or None; props: the CONNECT
-    # properties, encoded (MQTT 5).
-    rl = 12 + len(cid) + (varint_size(len(props)) + len(props) if v5 else 0)
-    flags = 0x02 if clean else 0
-    if will:
-        flags |= 0x04 | (will[3] << 3) | (0x20 if will[2] else 0)
-        rl += 4 + len(will[0]) + len(will[1]) + (varint_size(len(will[4])) + len(will[4]) if v5 else 0)
-    if user is not None:
-        flags |= 0x80
-        rl += 2 + len(user)
-    if pswd is not None:
-        flags |= 0x40
-        rl += 2 + len(pswd)
-    if 1 + varint_size(rl) + rl > len(buf):
-        too_large("CONNECT (client id, user name, password and will: a larger buf_size holds it)",
-                  1 + varint_size(rl) + rl, len(buf), 0)
-    buf[0] = _CONNECT
-    off = put_str(buf, put_varint(buf, 1, rl), b"MQTT")
-    buf[off] = 5 if v5 else 4
-    buf[off + 1] = flags
-    off = put_u16(buf, off + 2, keepalive)
-    if v5:
-        off = put_block(buf, off, props)
-    off = put_str(buf, off, cid)
-    if will:
-        if v5:
-            off = put_block(buf, off, will[4])
-        off = put_str(buf, put_str(buf, off, will[0]), will[1])
-    if user is not None:
-        off = put_str(buf, off, user)
-    if pswd is not None:
-        off = put_str(buf, off, pswd)
-    return off
+# The CONNACK: decoded, and the broker's limits taken from it (MQTT 5).
+# connect.py's, in a module of its own so that each compiles in less heap (a
+# board compiling .py source after a reboot with a full outbox: the peak),
+# and loaded once dial.py is unloaded (the CONNECT is dial.py's): never both
+# at once, the peak of a connect from .mpy. Unloaded with connect.py
+# (client.unload).
+from .codec import fail
 
 
 def connack(c, n):

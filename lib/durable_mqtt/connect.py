@@ -103,13 +103,17 @@ def _handshake(c, clean, timeout_ms, host, port):
     # session's event: "resumed", "lost" or "new").
     k = c.conn
     gc.collect()                         # before a compile or load: MQTTClient.__init__
-    from .connack import connect, limits  # (two compiles, each smaller: the peak of a reboot from .py)
-    gc.collect()
     from . import dial
     try:
         k.connack = None
         k.in_connect = True
-        yield from dial.opening(c, host, port, timeout_ms, connect(c, clean))
+        yield from dial.opening(c, host, port, timeout_ms, clean)
+        # dial.py is done: unloaded before the CONNACK loads connack.py (not
+        # both in the heap at once: the peak of a connect from .mpy)
+        dial = None
+        from .client import unload
+        unload()
+        gc.collect()                     # (then connack.py loads in what dial.py held)
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
             while k.connack is None and k.read():
@@ -127,6 +131,7 @@ def _handshake(c, clean, timeout_ms, host, port):
                 c.server_reference = p["server_reference"]
             from .reasons import text
             raise ConnectRefused(code, "broker refused the connection: " + text(code, c.v5, True, p))
+        from .connack import limits
         limits(c, p)
         ev = c.engine.connected(sp, clean)
     except BAD_PACKET:
@@ -157,7 +162,7 @@ def _settle(c, ev, persistent, keep, rel):
     # subscriptions made again, the event. rel: the ids of the QoS 2
     # messages past PUBREC before the CONNECT.
     from .client import unload
-    unload()             # dial.py and connack.py are done: the checkpoint loads dirstate.py
+    unload()             # connack.py is done: the checkpoint loads dirstate.py
     e = c.engine
     c.counts[_RECONNECTS] += 1
     info = {"queued": e.held}

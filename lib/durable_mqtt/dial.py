@@ -1,12 +1,14 @@
-# Opening the connection to a broker: name lookup, TCP, TLS, and the errors
-# a user meets there as sentences (docs/troubleshooting.md). Used only while
-# connecting (connect.py), then unloaded.
+# Opening the connection to a broker: name lookup, TCP, TLS, the CONNECT
+# packet, and the errors a user meets there as sentences
+# (docs/troubleshooting.md). Used only while connecting (connect.py), and
+# unloaded before the CONNACK comes (connack.py: not both in the heap).
 import errno
 import select
 import socket
 import time
 from micropython import const
 
+from .codec import put_str, put_block, put_u16, put_varint, varint_size, too_large
 from .errors import MQTTException, Timeout
 from .transport import BUSY
 
@@ -16,12 +18,15 @@ _CERT_REQUIRED = const(2)     # ssl.CERT_REQUIRED (MBEDTLS_SSL_VERIFY_REQUIRED)
 _TIMEOUTS = (errno.ETIMEDOUT, 116, -110)
 _DIALS = const(3)             # dials on a looked-up address before the name is looked up again
 _KEPT = const(4)              # brokers whose looked-up address is kept, at least (address())
+_CONNECT = const(0x10)
 
 
-def opening(c, host, port, timeout_ms, n):
+def opening(c, host, port, timeout_ms, clean):
     # Client c's connection to host:port (TCP, then TLS when c.ssl is
-    # set), and the n-byte CONNECT at c.tx sent. A generator, as connect.py's:
-    # it yields how long it may wait for the socket (negative: writable).
+    # set), and its CONNECT (clean: Clean Session / Clean Start) sent. A
+    # generator, as connect.py's: it yields how long it may wait for the
+    # socket (negative: writable).
+    n = connect(c, clean)            # (first: one too large for buf_size opens no socket)
     k = c.conn
     wait = not c.async_connect
     if wait:
@@ -203,3 +208,52 @@ def _failed(s, e, host, port, timeout_ms, tls):
     else:
         why = "socket error"
     raise MQTTException(_ERR_CLOSED, "connect to %s:%d failed, %s (errno %s)" % (host, port, why, code))
+
+
+def connect(c, clean):
+    # CONNECT at tx[0]; returns its length.
+    props = b""
+    c.sent_expiry = c.engine.expiry      # (a CONNACK may change engine.expiry; DISCONNECT goes by this)
+    if c.v5:
+        d = {"receive_maximum": c.receive_max, "maximum_packet_size": c.buf_size}
+        if c.engine.expiry:
+            d["session_expiry"] = c.engine.expiry
+        props = c.props.encode(d)
+    return connect_packet(c.tx, c.engine.cid, c.v5, c.keepalive, clean, c.user, c.pswd, c.will, props)
+
+
+def connect_packet(buf, cid, v5, keepalive, clean, user, pswd, will, props):
+    # CONNECT at buf[0]; returns its length. Strings are bytes; will is
+    # (topic, msg, retain, qos, props block) or None; props: the CONNECT
+    # properties, encoded (MQTT 5).
+    rl = 12 + len(cid) + (varint_size(len(props)) + len(props) if v5 else 0)
+    flags = 0x02 if clean else 0
+    if will:
+        flags |= 0x04 | (will[3] << 3) | (0x20 if will[2] else 0)
+        rl += 4 + len(will[0]) + len(will[1]) + (varint_size(len(will[4])) + len(will[4]) if v5 else 0)
+    if user is not None:
+        flags |= 0x80
+        rl += 2 + len(user)
+    if pswd is not None:
+        flags |= 0x40
+        rl += 2 + len(pswd)
+    if 1 + varint_size(rl) + rl > len(buf):
+        too_large("CONNECT (client id, user name, password and will: a larger buf_size holds it)",
+                  1 + varint_size(rl) + rl, len(buf), 0)
+    buf[0] = _CONNECT
+    off = put_str(buf, put_varint(buf, 1, rl), b"MQTT")
+    buf[off] = 5 if v5 else 4
+    buf[off + 1] = flags
+    off = put_u16(buf, off + 2, keepalive)
+    if v5:
+        off = put_block(buf, off, props)
+    off = put_str(buf, off, cid)
+    if will:
+        if v5:
+            off = put_block(buf, off, will[4])
+        off = put_str(buf, put_str(buf, off, will[0]), will[1])
+    if user is not None:
+        off = put_str(buf, off, user)
+    if pswd is not None:
+        off = put_str(buf, off, pswd)
+    return off
