@@ -24,7 +24,7 @@ from micropython import const
 from builtins import isinstance, len, type
 
 from .codec import as_bytes, publish_size, topic_name, too_large, varint_size
-from .errors import MQTTException, NotConnected
+from .errors import NotConnected
 
 _NEVER = const(0xFFFFFFFF)
 _TOPICS = const(8)           # str topics kept encoded
@@ -179,15 +179,12 @@ class MQTTClient:
             raise x
 
     def set_last_will(self, topic, msg, retain=False, qos=0, props=None):
-        # (qos 1.0 == 1 passed, and failed in every CONNECT)
-        if not topic or qos not in (0, 1, 2) or not isinstance(qos, int):
-            raise ValueError("a will needs a topic and QoS 0..2")
-        t = as_bytes(topic)
-        topic_name(t)                    # the Will Topic is a Topic Name (MQTT-3.1.3-11)
-        msg = as_bytes(msg)
-        if len(msg) > 65535:             # a 16-bit length: it would wrap, at every CONNECT
-            raise ValueError("a will message holds 65535 bytes at most")
-        self.will = (t, msg, retain, qos, self.props.will(props, msg) if props and self.v5 else b"")
+        # (checked as the constructor's arguments are: configure.py)
+        from .configure import will
+        try:
+            self.will = will(self, topic, msg, retain, qos, props)
+        finally:
+            unload()
 
     def pending(self):
         return self.engine.held
@@ -445,11 +442,6 @@ def need_callable(f):
 
 
 def _refuse(e, qos, retain):
-    # publish() with a QoS or retain flag that is not allowed: raises.
-    # (ValueError for a float too, as subscribe() and set_last_will() do.)
-    if qos not in (0, 1, 2) or not isinstance(qos, _INT):
-        raise ValueError("qos must be 0, 1 or 2, not %r" % (qos,))
-    if not isinstance(retain, _INT) or retain and retain != 1:   # 2 would set a QoS bit of the header
-        raise ValueError("retain must be True or False, not %r" % (retain,))
-    raise MQTTException(0x9A if qos <= e.max_qos else 0x9B, "broker takes QoS %d at most, retain %s "
-                        "(MQTT-3.2.2-11, -14)" % (e.max_qos, bool(e.retain)))
+    # publish() with a QoS or retain flag that is not allowed: raises (reasons.py).
+    from .reasons import refuse
+    refuse(e, qos, retain)

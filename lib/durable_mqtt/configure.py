@@ -1,10 +1,11 @@
 # The constructor's work (MQTTClient.__init__): checks the arguments, sizes
 # the session engine and its buffers. Runs once per client, then unloaded
-# (client.unload); load.py then opens the session file.
+# (client.unload); load.py then opens the session file. Also the checks of
+# set_last_will()'s arguments (will()).
 from array import array
 from micropython import const
 
-from .codec import as_bytes, check_utf8
+from .codec import as_bytes, check_utf8, topic_name
 from .errors import ProtocolError
 from .session import Session
 
@@ -112,3 +113,16 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     # gone (client.py): the two are the constructor's largest transients.
     return None if session_file is None else (session_file, ring_prog_size, (persist_batch_ms, persist_batch_bytes),
                                             clean_session)
+
+
+def will(self, topic, msg, retain, qos, props):
+    # set_last_will()'s arguments, checked, as the will client self sends.
+    # (qos 1.0 == 1 passed, and failed in every CONNECT)
+    if not topic or qos not in (0, 1, 2) or not isinstance(qos, int):
+        raise ValueError("a will needs a topic and QoS 0..2")
+    t = as_bytes(topic)
+    topic_name(t)                    # the Will Topic is a Topic Name (MQTT-3.1.3-11)
+    msg = as_bytes(msg)
+    if len(msg) > 65535:             # a 16-bit length: it would wrap, at every CONNECT
+        raise ValueError("a will message holds 65535 bytes at most")
+    return t, msg, retain, qos, self.props.will(props, msg) if props and self.v5 else b""

@@ -1,6 +1,9 @@
-# MQTT return and reason codes as words, for exception messages. Loaded on
+# MQTT return and reason codes as words, for exception messages, and the
+# refusal of a publish() whose QoS or retain flag is not allowed. Loaded on
 # the first error that needs one and unloaded after (client.unload), so it
 # costs no RAM while all is well.
+from .errors import MQTTException
+
 _V4 = {
     1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable",
     4: "bad user name or password", 5: "not authorized",
@@ -35,3 +38,16 @@ def text(code, v5, connack=False, props=None):
     if props and "server_reference" in props:
         t += "; server reference: %s" % props["server_reference"]
     return t
+
+
+def refuse(e, qos, retain):
+    # publish() with a QoS or retain flag that is not allowed (engine e:
+    # the broker's limits): raises. (ValueError for a float too, as
+    # subscribe() and set_last_will() do; MicroPython's bool is no int
+    # subclass.)
+    if qos not in (0, 1, 2) or not isinstance(qos, (int, bool)):
+        raise ValueError("qos must be 0, 1 or 2, not %r" % (qos,))
+    if not isinstance(retain, (int, bool)) or retain and retain != 1:   # 2 would set a QoS bit of the header
+        raise ValueError("retain must be True or False, not %r" % (retain,))
+    raise MQTTException(0x9A if qos <= e.max_qos else 0x9B, "broker takes QoS %d at most, retain %s "
+                        "(MQTT-3.2.2-11, -14)" % (e.max_qos, bool(e.retain)))
