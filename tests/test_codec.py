@@ -4,7 +4,7 @@ beside each vector), and decoder round trips. Runs in the unix port."""
 from conftest import run_mp
 
 PRELUDE = r"""
-from durable_mqtt import codec, props, dial, request
+from durable_mqtt import codec, props, dial, filters, request
 import binascii
 B = bytearray(300000)
 def hx(n, start=0):
@@ -248,8 +248,8 @@ def test_MQTT_4_7_3_3_topic_names_and_filters_are_65535_bytes_at_most():
 ok = b"a" * 65535
 long = b"a" * 65536
 codec.topic_name(ok)
-request.check_filter(ok)
-for f in (codec.topic_name, request.check_filter):
+filters.check_filter(ok)
+for f in (codec.topic_name, filters.check_filter):
     x = refused(f, long)
     assert isinstance(x, ValueError) and "MQTT-4.7.3-3" in str(x), x
 big = MQTTClient("a", "h", buf_size=70000, outbox_bytes=140000)
@@ -295,7 +295,7 @@ for t in bad:
     for arg in (t, bytearray(t), memoryview(t)):         # going out
         x = refused(offline.publish, arg, b"m", False, 1)
         assert isinstance(x, ValueError) and "MQTT-1.5.3-1" in str(x), x
-    assert isinstance(refused(request.check_filter, t), ValueError)
+    assert isinstance(refused(filters.check_filter, t), ValueError)
 x = refused(offline.publish, "\ud800", b"m", False, 1)    # a surrogate in a str
 assert isinstance(x, ValueError), x
 assert offline.pending() == 0
@@ -320,7 +320,7 @@ for t in (b"a\x00b", b"\x00"):
         x = refused(offline.publish, arg, b"m", False, 1)
         assert isinstance(x, ValueError) and "MQTT-1.5.3-2" in str(x), x
         assert isinstance(refused(offline.set_last_will, arg, b"m"), ValueError)
-        assert isinstance(refused(request.check_filter, t), ValueError)
+        assert isinstance(refused(filters.check_filter, t), ValueError)
 assert offline.pending() == 0
 print("ok")
 """)
@@ -343,9 +343,9 @@ def test_MQTT_4_7_1_2_and_4_7_1_3_wildcards_fill_whole_levels_in_a_filter():
     # filters with ValueError before anything is sent.
     check(REFUSED + r"""
 for f in (b"#", b"a/#", b"+", b"+/b", b"a/+", b"a/+/c", b"+/+/#", b"/#", b"$share/g/a/+", b"a/b"):
-    request.check_filter(f)
+    filters.check_filter(f)
 for f in (b"a#", b"a/#/b", b"#/", b"a+", b"+a", b"a/b+", b"a/++", b"", b"##"):
-    x = refused(request.check_filter, f)
+    x = refused(filters.check_filter, f)
     assert isinstance(x, ValueError), (f, x)
 print("ok")
 """)

@@ -37,7 +37,7 @@ _INT = (int, bool)           # qos, retain (MicroPython's bool is no int subclas
 # Modules of what runs once (connect, subscribe, boot, error texts): unload()
 # drops them when the call that needed them is over.
 _ONCE = ("configure", "connect", "connack", "leave", "request", "late", "load", "dirload", "slotmove", "stream", "restore", "dial", "reasons",
-         "dirstate")
+         "dirstate", "filters")
 
 
 def unload():
@@ -266,17 +266,27 @@ class MQTTClient:
 
     def requesting(self, f, opts, sid, timeout_ms=0):
         # The steps of subscribe() (opts: the options byte) and of
-        # unsubscribe() (opts < 0); returns the SUBACK / UNSUBACK code.
-        self.need_link()
+        # unsubscribe() (opts < 0); returns the SUBACK / UNSUBACK code. The
+        # request is checked first, and filters.py unloaded before
+        # request.py loads: the checkpoint after the answer loads
+        # dirstate.py beside request.py alone (the peak of a subscribe).
+        k = self.need_link()
         gc.collect()                    # before a compile or load: see __init__
+        from .filters import check
+        try:
+            props = check(self, f, opts, sid, k)
+        finally:
+            del check                    # (no reference left to filters.py: freed)
+            unload()
+        gc.collect()
         from .request import requesting
-        return requesting(self, f, opts, sid, timeout_ms)
+        return requesting(self, f, opts, sid, props, timeout_ms)
 
     def subscription(self, topic, qos=0, no_local=False, retain_as_published=False,
                      retain_handling=0, sub_id=0):
         # (filter, options byte, subscription id): what requesting() takes.
         gc.collect()                    # before a compile or load: see __init__
-        from .request import subscription
+        from .filters import subscription
         return subscription(self, topic, qos, no_local, retain_as_published, retain_handling, sub_id)
 
     def subscribe(self, topic, qos=0, *, no_local=False, retain_as_published=False,

@@ -213,6 +213,7 @@ def _settle(c, ev, persistent, keep, rel):
         if owed:
             gc.collect()                 # before a compile or load: MQTTClient.__init__
             yield from _resubscribing(c, info)
+            unload()                     # (filters.py, request.py: before the checkpoint loads dirstate.py)
             e.resub_owed = False
             if c.persist:
                 _checkpoint(c, j)
@@ -251,12 +252,14 @@ def _checkpoint(c, j):
 def _resubscribing(c, info):
     # The steps that make a lost session's subscriptions again, after its
     # CONNACK (here, not in request.py: a subscribe() compiles or loads
-    # less). Each made counts in info["resubscribed"].
+    # less). Each made counts in info["resubscribed"]; each is checked
+    # first (filters.py), as subscribe() checks it.
+    from .filters import check
     from .request import requesting
     e = c.engine
     for f, opts, sid in list(e.subs):
         try:
-            yield from requesting(c, f, opts, sid)
+            yield from requesting(c, f, opts, sid, check(c, f, opts, sid, c.conn))
             info["resubscribed"] = info.get("resubscribed", 0) + 1
         except (ConnectRefused, PacketTooLarge, ValueError):
             # The broker refuses it, or takes no packet that large, or

@@ -1,13 +1,15 @@
 # SUBSCRIBE and UNSUBSCRIBE, one topic filter each, and their acks. Loaded
 # by subscribe() / unsubscribe() (and by connect() when it resubscribes)
-# and unloaded after (client.unload).
+# once the request is checked (filters.py's check(), unloaded by then:
+# the checkpoint after the answer loads dirstate.py beside this module
+# alone), and unloaded after (client.unload).
 #
 # requesting() is a generator, like connect.connecting().
 import time
 from micropython import const
 
-from .codec import as_bytes, check_utf8, fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
-from .errors import ConnectRefused, NotConnected, ProtocolError, StoreFull, Timeout
+from .codec import fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
+from .errors import ConnectRefused, NotConnected, StoreFull, Timeout
 
 _SUBSCRIBE = const(0x82)     # SUBSCRIBE, UNSUBSCRIBE carry flags 0b0010 (MQTT-3.8.1-1, 3.10.1-1)
 _SUBACK = const(0x90)
@@ -22,42 +24,18 @@ _RC_UNSUB = b"\x00\x11\x80\x83\x87\x8f\x91"
 _BAD_ANSWER = const(-2)      # link.result after an (UN)SUBACK that failed its checks (ack())
 
 
-def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, sub_id):
-    if qos not in (0, 1, 2) or not isinstance(qos, int):     # (1.0 == 1)
-        raise ValueError("qos must be 0, 1 or 2")
-    if not isinstance(sub_id, int) or not isinstance(retain_handling, int):
-        raise TypeError("sub_id and retain_handling must be ints")
-    f = as_bytes(topic)
-    if not f:
-        raise ValueError("empty topic filter")
-    if c.v5:
-        if retain_handling not in (0, 1, 2):
-            # 3 is a protocol error (MQTT 5, 3.8.3.1): the broker closes the link
-            raise ValueError("retain_handling must be 0, 1 or 2")
-        if no_local and f.startswith(b"$share/"):
-            raise ValueError("no_local on a shared subscription (MQTT-3.8.3-4)")
-        qos |= (4 if no_local else 0) | (8 if retain_as_published else 0) | (retain_handling << 4)
-    elif no_local or retain_as_published or retain_handling or sub_id:
-        raise ValueError("subscription options need MQTT 5")
-    if sub_id and not 0 < sub_id < 268435456:
-        raise ValueError("sub_id 1..268435455 (a Variable Byte Integer)")
-    return f, qos, sub_id
-
-
-def requesting(c, f, opts, sid, timeout_ms=0):
+def requesting(c, f, opts, sid, props, timeout_ms=0):
     # SUBSCRIBE to filter f with the options byte opts, or (opts < 0)
     # UNSUBSCRIBE; returns the SUBACK / UNSUBACK code (a refusal raises).
-    # timeout_ms: this request's own (0: the client's), never set on the
-    # client, where other tasks of an AsyncClient would run by it.
+    # props: what filters.check() returned for it (it raised for a
+    # request refused before it has an id: below, with one, the same
+    # bytes cannot raise). timeout_ms: this request's own (0: the
+    # client's), never set on the client, where other tasks of an
+    # AsyncClient would run by it.
     timeout_ms = timeout_ms or c.timeout_ms
     e = c.engine
     k = c.conn
     sub = opts >= 0
-    # PacketTooLarge before the session gives the request an id (below,
-    # with it, the same bytes: it cannot raise there).
-    props = check(c, f, opts, sid)
-    if c.v5 and sub:
-        _available(k.sub_avail, f, sid)
     # A request made while another waits for its answer (a callback's,
     # inside that wait): the other's answer, which comes first, is kept
     # for it (ack), and its id is awaited again once this one is done.
@@ -148,67 +126,6 @@ def requesting(c, f, opts, sid, timeout_ms=0):
             k.drop()
             raise
     return code
-
-
-def _available(sub_avail, f, sid):
-    # MQTT 5: a subscription using what the broker's CONNACK said it does
-    # not support raises ConnectRefused with the code the broker would
-    # close the connection with, before anything is sent.
-    if not sub_avail & 1 and (b"+" in f or b"#" in f):
-        code = 0xA2
-    elif not sub_avail & 2 and sid:
-        code = 0xA1
-    elif not sub_avail & 4 and f.startswith(b"$share/"):
-        code = 0x9E
-    else:
-        return
-    raise ConnectRefused(code, "the broker takes no %s (its CONNACK)" % (
-        "wildcard subscriptions" if code == 0xA2 else "subscription identifiers" if code == 0xA1
-        else "shared subscriptions"))
-
-
-def check(c, f, opts, sid):
-    # What a SUBSCRIBE to f with the options byte opts (opts < 0: an
-    # UNSUBSCRIBE) is refused for before it has an id: a bad filter
-    # (ValueError), a packet larger than buf_size or the broker's Maximum
-    # Packet Size, the last CONNACK's (PacketTooLarge). Sized in c.tx.
-    # Returns its properties (MQTT 5) or None.
-    check_filter(f, c.v5)
-    props = None
-    if c.v5:
-        props = c.props.encode({"subscription_id": sid}) if sid else b""
-    subscribe_packet(c.tx, 0, f, opts, props, c.engine.max_out)
-    return props
-
-
-def check_filter(f, v5=False):
-    # A Topic Filter, or ValueError: a broker closes the connection over a
-    # bad one. Well-formed UTF-8 without U+0000 (MQTT-1.5.3-1, -2), at least
-    # one character (MQTT-4.7.3-1), "#" alone or after "/" and last
-    # (MQTT-4.7.1-2), "+" a whole level (MQTT-4.7.1-3). MQTT 5: a shared
-    # one is "$share/", a ShareName of one character or more without "/",
-    # "+" or "#", then "/" and a Topic Filter (MQTT-4.8.2-1, -2). At most
-    # 65535 bytes (MQTT-4.7.3-3).
-    n = len(f)
-    if n > 65535:
-        raise ValueError("topic filter of %d bytes: 65535 at most (MQTT-4.7.3-3)" % n)
-    try:
-        check_utf8(f, 0, n, False)
-        if not n:
-            fail("empty (MQTT-4.7.3-1)")
-    except ProtocolError as x:
-        raise ValueError("topic filter %r: %s" % (bytes(f), x.args[1]))
-    for i in range(n):
-        w = f[i]
-        if w == 0x23 and (i < n - 1 or i and f[i - 1] != 0x2F) or \
-                w == 0x2B and (i and f[i - 1] != 0x2F or i < n - 1 and f[i + 1] != 0x2F):
-            raise ValueError("topic filter %r: a wildcard fills a whole level, and # comes last "
-                             "(MQTT-4.7.1-2, -3)" % bytes(f))
-    if v5 and f.startswith(b"$share/"):
-        i = f.find(b"/", 7)
-        if i < 8 or i + 1 == n or b"+" in f[7:i] or b"#" in f[7:i]:
-            raise ValueError("topic filter %r: a shared subscription is $share/<ShareName>/<filter>, "
-                             "a ShareName without + or # (MQTT-4.8.2-1, -2)" % bytes(f))
 
 
 def subscribe_packet(buf, pid, f, opts, props, limit):

@@ -214,7 +214,7 @@ class RobustClient(MQTTClient):
                 return None
         # A bad filter raises now, not at a reconnect; so does a SUBSCRIBE
         # larger than buf_size or the last CONNACK's Maximum Packet Size.
-        from .request import check
+        from .filters import check
         check(self, *self.subscription(topic, qos, **kw))
         self._pending_subs.append((topic, qos, kw))
         if x is not None:
