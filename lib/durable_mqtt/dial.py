@@ -15,7 +15,6 @@ from .transport import BUSY
 _ERR_TIMEOUT = const(-4)
 _ERR_CLOSED = const(-5)
 _CERT_REQUIRED = const(2)     # ssl.CERT_REQUIRED (MBEDTLS_SSL_VERIFY_REQUIRED)
-_TIMEOUTS = (errno.ETIMEDOUT, 116, -110)
 _DIALS = const(3)             # dials on a looked-up address before the name is looked up again
 _KEPT = const(4)              # brokers whose looked-up address is kept, at least (address())
 _CONNECT = const(0x10)
@@ -188,26 +187,10 @@ def secure(s, host, port, context, verify, timeout_ms):
 
 
 def _failed(s, e, host, port, timeout_ms, tls):
-    s.close()
-    code = e.args[0] if e.args else None
-    if code in _TIMEOUTS:
-        raise Timeout(_ERR_TIMEOUT, "connect to %s:%d: no answer in %d ms" % (host, port, timeout_ms))
-    if code in (errno.ECONNREFUSED, 111):
-        why = "refused: no broker on that port"
-    elif code in (errno.EHOSTUNREACH, -2, -202):      # (not 113: ECONNABORTED on an ESP32)
-        why = "host unreachable"
-    elif tls is not None:
-        # mbedTLS reports a certificate it cannot verify as ValueError or
-        # OSError(-0x2700); with no CA loaded every broker fails so. A
-        # socket error (a positive errno: the peer reset or closed it) is a
-        # broker that does not speak TLS there: port 1883 for 8883 is the
-        # common slip, and the CA is not the place to look.
-        raise MQTTException(_ERR_CLOSED, "TLS handshake with %s:%d failed (%s): %s" % (
-            host, port, e, "the broker closed it: is it a TLS port (8883)?" if isinstance(code, int) and code > 0
-            else "is the broker's CA loaded in the ssl context (load_verify_locations)?"))
-    else:
-        why = "socket error"
-    raise MQTTException(_ERR_CLOSED, "connect to %s:%d failed, %s (errno %s)" % (host, port, why, code))
+    # s failed with e: closed, and the error raised as a sentence
+    # (reasons.py: only a failed connect loads those).
+    from .reasons import failed
+    failed(s, e, host, port, timeout_ms, tls)
 
 
 def connect(c, clean):

@@ -1,8 +1,14 @@
-# MQTT return and reason codes as words, for exception messages, and the
-# refusal of a publish() whose QoS or retain flag is not allowed. Loaded on
-# the first error that needs one and unloaded after (client.unload), so it
-# costs no RAM while all is well.
-from .errors import MQTTException
+# Words for exception messages, loaded on the first error that needs them
+# and unloaded after (client.unload), so they cost no RAM while all is well:
+# MQTT return and reason codes, the refusal of a publish() whose QoS or
+# retain flag is not allowed, a failed connect's socket error (dial.py).
+import errno
+from micropython import const
+
+from .errors import MQTTException, Timeout
+
+_ERR_TIMEOUT = const(-4)
+_ERR_CLOSED = const(-5)
 
 _V4 = {
     1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable",
@@ -51,3 +57,28 @@ def refuse(e, qos, retain):
         raise ValueError("retain must be True or False, not %r" % (retain,))
     raise MQTTException(0x9A if qos <= e.max_qos else 0x9B, "broker takes QoS %d at most, retain %s "
                         "(MQTT-3.2.2-11, -14)" % (e.max_qos, bool(e.retain)))
+
+
+def failed(s, e, host, port, timeout_ms, tls):
+    # A connect's socket s that failed with e (dial.py): closed, and the
+    # error raised as a sentence a user can act on (docs/troubleshooting.md).
+    s.close()
+    code = e.args[0] if e.args else None
+    if code in (errno.ETIMEDOUT, 116, -110):
+        raise Timeout(_ERR_TIMEOUT, "connect to %s:%d: no answer in %d ms" % (host, port, timeout_ms))
+    if code in (errno.ECONNREFUSED, 111):
+        why = "refused: no broker on that port"
+    elif code in (errno.EHOSTUNREACH, -2, -202):      # (not 113: ECONNABORTED on an ESP32)
+        why = "host unreachable"
+    elif tls is not None:
+        # mbedTLS reports a certificate it cannot verify as ValueError or
+        # OSError(-0x2700); with no CA loaded every broker fails so. A
+        # socket error (a positive errno: the peer reset or closed it) is a
+        # broker that does not speak TLS there: port 1883 for 8883 is the
+        # common slip, and the CA is not the place to look.
+        raise MQTTException(_ERR_CLOSED, "TLS handshake with %s:%d failed (%s): %s" % (
+            host, port, e, "the broker closed it: is it a TLS port (8883)?" if isinstance(code, int) and code > 0
+            else "is the broker's CA loaded in the ssl context (load_verify_locations)?"))
+    else:
+        why = "socket error"
+    raise MQTTException(_ERR_CLOSED, "connect to %s:%d failed, %s (errno %s)" % (host, port, why, code))
