@@ -400,8 +400,9 @@ def test_oversize_publish_is_drained_acked_reported_and_connection_survives(v, h
         assert r["last_len"] == 20, r              # the small message after the big one
         assert r["connected"] is True, r
         # Drained in buf_size pieces, no heap growth; the first also loads
-        # oversize.py (1.6 KB on 64 bits), kept from then on.
-        assert r["grew"] < (400 if rnd == 2 else 2400), r
+        # oversize.py (1.6 KB on 64 bits; since it holds Link.oversized's
+        # checks too, round 1 grew 2,432 B), kept from then on.
+        assert r["grew"] < (400 if rnd == 2 else 2600), r
 
 
 SIZE_BODY = """

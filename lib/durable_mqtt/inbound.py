@@ -177,14 +177,7 @@ def incoming(link):  # noalloc
     n = link.rlen
     codec.parse_publish(rx, n, link.first & 0x0F, c.v5, box)
     if c.v5:
-        c.props.check(rx, box.props_off, n, 2, box)
-        if box.alias:
-            # This client announces no Topic Alias Maximum (0): the broker
-            # may send no alias at all (MQTT-3.1.2-27, 3.3.2-11).
-            codec.fail("topic alias used; the client allows none", 0x94, 0x94)
-        if not box.topic_len:
-            # A Protocol Error without a Topic Alias (MQTT 5, 3.3.2.3.4).
-            codec.fail("empty topic name (MQTT-4.7.3-1)", 0x82)
+        c.props.incoming(rx, box.props_off, n, box)
     link.counts[_RECEIVED] += 1
     # The acknowledgement's QoS and id, kept here (in locals done with:
     # the frame stays within 11 words): a callback that reads packets

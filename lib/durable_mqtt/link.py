@@ -17,11 +17,10 @@ from micropython import const
 from builtins import len, min
 
 from . import codec
-from .errors import BAD_PACKET, PacketTooLarge, PeerClosed, Timeout
+from .errors import BAD_PACKET, PacketTooLarge, Timeout
 from .transport import Transport
 from .inbound import after, dispatch, done, header, more, put_send, view
 
-_PUBLISH = const(0x30)
 _PUBACK = const(0x40)
 _PUBREC = const(0x50)
 _PUBREL = const(0x60)
@@ -374,25 +373,14 @@ class Link:
         return 0
 
     def oversized(self, n, left):
-        # An incoming packet of n bytes does not fit rx: a PUBLISH is read
-        # and dropped (oversize.drain), anything else breaks the link; so
-        # does a PUBLISH before CONNACK (MQTT-3.2.0-1), never acknowledged.
-        if self.first & 0xF0 != _PUBLISH or self.in_connect:
-            codec.too_large("incoming packet type 0x%02x" % (self.first & 0xF0), n, len(self.rx))
-        codec.publish_qos(self.first & 0x0F)     # malformed flags close the link, whatever the size
-        self.rs = _DRAIN
-        self.left = left
+        # An incoming packet of n bytes does not fit rx (oversize.py).
+        from .oversize import oversized
+        oversized(self, n, left)
 
     def disconnected(self):
-        # MQTT 5: the broker closes the connection with a reason.
-        rx = self.rx
-        n = self.rlen
-        code = rx[0] if n else 0
-        p = self.c.props.decode(rx, 1, n, 8) if n > 1 else None
-        if p and "server_reference" in p:
-            self.c.server_reference = p["server_reference"]
-        from .reasons import text
-        raise PeerClosed(code, "broker sent DISCONNECT: " + text(code, True, False, p))
+        # MQTT 5: the broker closes the connection with a reason (reasons.py).
+        from .reasons import disconnected
+        disconnected(self)
 
     def ack(self, kind):  # noalloc
         e = self.engine

@@ -2,8 +2,8 @@
 # dropped, acknowledged, reported. (An MQTT 5 broker is told buf_size as
 # Maximum Packet Size and must not exceed it, MQTT-3.1.2-24; a 3.1.1
 # broker has no such limit.) Link's, in a module of its own: few devices
-# ever receive one, so its code is loaded at the first (link.read) and
-# kept from then on.
+# ever receive one, so its code is loaded at the first (Link.oversized:
+# any packet too large) and kept from then on.
 from time import ticks_ms
 from micropython import const
 
@@ -11,7 +11,8 @@ from . import codec
 from .inbound import put_send, view
 
 _PUBLISH = const(0x30)
-_HEAD = const(0)             # reader state (link.py's)
+_HEAD = const(0)             # reader states (link.py's)
+_DRAIN = const(2)
 _RECEIVED = const(4)         # link.py's counter numbers
 _DUP_IN = const(5)
 _OVERSIZE_IN = const(7)
@@ -20,6 +21,17 @@ _OVERSIZE_IN = const(7)
 _seq = bytearray(4)
 _got = 0
 _len = 0
+
+
+def oversized(link, n, left):
+    # An incoming packet of n bytes does not fit rx: a PUBLISH is read
+    # and dropped (drain()), anything else breaks the link; so does a
+    # PUBLISH before CONNACK (MQTT-3.2.0-1), never acknowledged.
+    if link.first & 0xF0 != _PUBLISH or link.in_connect:
+        codec.too_large("incoming packet type 0x%02x" % (link.first & 0xF0), n, len(link.rx))
+    codec.publish_qos(link.first & 0x0F)     # malformed flags close the link, whatever the size
+    link.rs = _DRAIN
+    link.left = left
 
 
 def drain(link):  # noalloc

@@ -3,6 +3,7 @@
 #
 #   encode(d)                          dict -> property block (no length prefix)
 #   check(buf, off, end, where, box)   validates a block strictly; allocates nothing
+#   incoming(buf, off, end, box)       a received PUBLISH's: check(), and no Topic Alias
 #   decode(buf, off, end, where)       the same, and returns the properties as a dict
 #
 # A block that does not decode exactly is a malformed packet and closes the
@@ -93,6 +94,19 @@ def check(buf, off, end, where, box, out=None):  # noalloc without out
                 hi |= 1 << (pid - 28)
         off = _value(buf, off + 1, stop, pid, box, out)
     return stop
+
+
+def incoming(buf, off, end, box):  # noalloc
+    # A received PUBLISH's block (check()), and what this client refuses
+    # in it.
+    check(buf, off, end, PUBLISH, box)
+    if box.alias:
+        # This client announces no Topic Alias Maximum (0): the broker
+        # may send no alias at all (MQTT-3.1.2-27, 3.3.2-11).
+        fail("topic alias used; the client allows none", 0x94, 0x94)
+    if not box.topic_len:
+        # A Protocol Error without a Topic Alias (MQTT 5, 3.3.2.3.4).
+        fail("empty topic name (MQTT-4.7.3-1)", 0x82)
 
 
 def _value(buf, off, stop, pid, box, out):  # noalloc without out

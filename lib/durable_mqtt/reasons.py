@@ -1,11 +1,12 @@
 # Words for exception messages, loaded on the first error that needs them
 # and unloaded after (client.unload), so they cost no RAM while all is well:
 # MQTT return and reason codes, the refusal of a publish() whose QoS or
-# retain flag is not allowed, a failed connect's socket error (dial.py).
+# retain flag is not allowed, a failed connect's socket error (dial.py), an
+# MQTT 5 broker's DISCONNECT (link.py).
 import errno
 from micropython import const
 
-from .errors import MQTTException, Timeout
+from .errors import MQTTException, PeerClosed, Timeout
 
 _ERR_TIMEOUT = const(-4)
 _ERR_CLOSED = const(-5)
@@ -82,3 +83,15 @@ def failed(s, e, host, port, timeout_ms, tls):
     else:
         why = "socket error"
     raise MQTTException(_ERR_CLOSED, "connect to %s:%d failed, %s (errno %s)" % (host, port, why, code))
+
+
+def disconnected(k):
+    # MQTT 5: the broker closes link k's connection with a reason (the
+    # DISCONNECT's body in k.rx): raised as PeerClosed with that code.
+    rx = k.rx
+    n = k.rlen
+    code = rx[0] if n else 0
+    p = k.c.props.decode(rx, 1, n, 8) if n > 1 else None
+    if p and "server_reference" in p:
+        k.c.server_reference = p["server_reference"]
+    raise PeerClosed(code, "broker sent DISCONNECT: " + text(code, True, False, p))
