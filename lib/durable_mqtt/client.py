@@ -391,8 +391,7 @@ class MQTTClient:
         pc = self.props.publish(self, props) if self.v5 else _NO_PROPS
         pr = pc[1] if self.v5 else None
         if pc[3]:                        # Payload Format Indicator 1 (MQTT 5, 3.3.2.3.2)
-            from .codec import utf8_payload     # (not a global: the dict's layout is on the hot path)
-            utf8_payload(msg)
+            self.props.utf8_payload(msg)
         rl = publish_size(len(t), len(msg), qos, len(pr) if pr else 0, self.v5)
         n = rl + 2 if rl < 128 else 1 + varint_size(rl) + rl   # (varint_size inline below 128: a call less)
         if n > e.max_out or n > self.buf_size:      # (the engine's may be larger: restore.py)

@@ -3,9 +3,10 @@
 # bytearray and return the end offset; decoders read a body already in a
 # buffer and raise ProtocolError for a malformed one (the link must close).
 # Functions marked `# noalloc` allocate nothing (heap-locked tests).
-# The packets sent once per connection (CONNECT, SUBSCRIBE, DISCONNECT) are
-# encoded in control.py; MQTT 5 properties in props.py, which only an MQTT 5
-# client loads. Here a property block is bytes already encoded.
+# The packets sent once per connection are encoded where they are sent
+# (CONNECT dial.py, SUBSCRIBE request.py, DISCONNECT leave.py); MQTT 5
+# properties in props.py, which only an MQTT 5 client loads (with the check
+# of a UTF-8 payload). Here a property block is bytes already encoded.
 # The builtins put_str() calls per message, as globals of this module:
 # found in its dict, not after a miss there and a search of the builtins.
 from builtins import len
@@ -174,19 +175,6 @@ def topic_name(t):  # noalloc
         check_utf8(t, 0, len(t), True)
     except ProtocolError as x:
         raise ValueError("topic %r: %s" % (bytes(t), x.args[1]))
-
-
-def utf8_payload(msg):
-    # A payload said to be UTF-8 (Payload Format Indicator 1): ValueError
-    # unless it is well-formed (U+0000 allowed: character data, not an MQTT
-    # string).
-    i = 0
-    n = len(msg)
-    try:
-        while i < n:
-            i = utf8(msg, i, n) if msg[i] >= 0x80 else i + 1
-    except ProtocolError as x:
-        raise ValueError("payload_format 1 and a payload that is not UTF-8: %s" % x.args[1])
 
 
 # ---------------------------------------------------------------- PUBLISH

@@ -15,7 +15,7 @@
 from micropython import const
 from time import ticks_add, ticks_diff
 
-from .codec import as_bytes, fail, get_varint, u16, check_utf8, put_varint
+from .codec import as_bytes, fail, get_varint, u16, check_utf8, put_varint, utf8
 from .errors import ProtocolError
 
 # The packets a broker may send a property in (the `where` argument).
@@ -246,9 +246,21 @@ def will(d, msg):
             raise ValueError("%r is not a will property (MQTT 5 section 3.1.3.2)" % (key,))
     scan(block, WILL)
     if d.get("payload_format", d.get(1)) == 1:
-        from .codec import utf8_payload
         utf8_payload(msg)
     return block
+
+
+def utf8_payload(msg):
+    # A payload said to be UTF-8 (Payload Format Indicator 1: publish()
+    # and will props): ValueError unless it is well-formed (U+0000
+    # allowed: character data, not an MQTT string).
+    i = 0
+    n = len(msg)
+    try:
+        while i < n:
+            i = utf8(msg, i, n) if msg[i] >= 0x80 else i + 1
+    except ProtocolError as x:
+        raise ValueError("payload_format 1 and a payload that is not UTF-8: %s" % x.args[1])
 
 
 def scan(block, where=PUBLISH, out=None):
