@@ -401,7 +401,7 @@ class MQTTClient:
             k.publish0(t, msg, retain, rl, pr, n)
             return None
         if qos and self.persist and not self.journal.fits(n + 9):
-            from .records import refusal
+            from .reasons import refusal
             raise refusal(n)
         pid = e.accept(t, msg, qos, retain, pr, ticks_ms(), pc[2], rl)
         if pid < 0:

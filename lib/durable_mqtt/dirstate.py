@@ -8,7 +8,8 @@
 # less heap from source). docs/session-format.md#session-directory.
 import os
 
-from .records import fits, head_bytes, raise_full
+from . import crc
+from .records import FORMAT, MAGIC, fits, header, raise_full, sub
 
 
 def checkpoint(j, offline):
@@ -49,6 +50,25 @@ def checkpoint(j, offline):
     j.lead = e.held                    # (the header's id counts only without a slot: store.py put())
     j.checkpoints += 1
     j.capacity = old
+
+
+def head_bytes(e, offline):
+    # MAGIC, the HEADER record and a SUB record per subscription, as bytes
+    # (records.py's records): the "h" file.
+    cid = e.cid
+    b = bytearray(26 + len(cid))
+    b[0:4] = MAGIC
+    b[4] = FORMAT
+    header(e, memoryview(b)[5:], e.expiry.to_bytes(4, "big"), offline)
+    b[22:22 + len(cid)] = cid
+    crc.seal(b, 5, 17 + len(cid))
+    h = bytearray(8)
+    for k in range(len(e.subs)):
+        f = sub(h, k, e)
+        r = h + f + b"1234"
+        crc.seal(r, 0, 8 + len(f))
+        b += r
+    return b
 
 
 def make_room(j, s):

@@ -1,12 +1,15 @@
 # Words for exception messages, loaded on the first error that needs them
 # and unloaded after (client.unload), so they cost no RAM while all is well:
 # MQTT return and reason codes, the refusal of a publish() whose QoS or
-# retain flag is not allowed, a failed connect's socket error (dial.py), an
-# MQTT 5 broker's DISCONNECT (link.py).
+# retain flag is not allowed, a QoS 1/2 publish() the store cannot take
+# (refusal()), a failed connect's socket error (dial.py), an MQTT 5 broker's
+# DISCONNECT (link.py).
 import errno
 from micropython import const
 
-from .errors import MQTTException, PeerClosed, Timeout
+from . import errors
+from .errors import MQTTException, PacketTooLarge, PeerClosed, StoreFull, Timeout
+from .records import MAX_PACKET
 
 _ERR_TIMEOUT = const(-4)
 _ERR_CLOSED = const(-5)
@@ -95,3 +98,12 @@ def disconnected(k):
     if p and "server_reference" in p:
         k.c.server_reference = p["server_reference"]
     raise PeerClosed(code, "broker sent DISCONNECT: " + text(code, True, False, p))
+
+
+def refusal(n):
+    # Why a store cannot take a QoS 1/2 PUBLISH of n bytes (publish() raises it).
+    if n > MAX_PACKET:
+        errors.why = 0                   # not the broker's (errors.why)
+        return PacketTooLarge(-3, "a QoS 1/2 PUBLISH of %d bytes is larger than the session on flash holds "
+                              "(%d)" % (n, MAX_PACKET))
+    return StoreFull(-7, "flash store full")     # (-3, -7: errors.ERR_TOO_LARGE, ERR_FULL)

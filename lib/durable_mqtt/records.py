@@ -1,14 +1,13 @@
 # The session's header and subscription records (docs/session-format.md),
 # shared by both layouts: the log (store.py streams them, allocating
-# nothing) and the session directory (filestore.py writes them as the "h"
+# nothing) and the session directory (dirstate.py writes them as the "h"
 # file). Also the size check both stores use before accepting a message,
 # and which filesystem errors they report as a full store (raise_full).
 import time
 from micropython import const
 
-from . import crc, errors
 from .codec import put_u16
-from .errors import PacketTooLarge, StoreFull
+from .errors import StoreFull
 
 MAGIC = b"DMQS"
 MAX_PACKET = const(65533)  # the largest PUBLISH a record holds (its u16 length: pid + packet)
@@ -54,24 +53,6 @@ def sub(h, k, e):  # noalloc
     return f
 
 
-def head_bytes(e, offline):
-    # MAGIC, the HEADER record and a SUB record per subscription, as bytes.
-    cid = e.cid
-    b = bytearray(26 + len(cid))
-    b[0:4] = MAGIC
-    b[4] = FORMAT
-    header(e, memoryview(b)[5:], e.expiry.to_bytes(4, "big"), offline)
-    b[22:22 + len(cid)] = cid
-    crc.seal(b, 5, 17 + len(cid))
-    h = bytearray(8)
-    for k in range(len(e.subs)):
-        f = sub(h, k, e)
-        r = h + f + b"1234"
-        crc.seal(r, 0, 8 + len(f))
-        b += r
-    return b
-
-
 def fits(e, n, capacity):  # noalloc
     # Would engine e's state, grown by a record of n bytes (a PUBLISH and 9),
     # be at most capacity bytes (what one checkpoint of the store can hold)?
@@ -85,15 +66,6 @@ def fits(e, n, capacity):  # noalloc
     for k in range(len(e.subs)):
         n += 16 + len(e.subs[k][0])
     return n <= capacity
-
-
-def refusal(n):
-    # Why a store cannot take a QoS 1/2 PUBLISH of n bytes (publish() raises it).
-    if n > MAX_PACKET:
-        errors.why = 0                   # not the broker's (errors.why)
-        return PacketTooLarge(-3, "a QoS 1/2 PUBLISH of %d bytes is larger than the session on flash holds "
-                              "(%d)" % (n, MAX_PACKET))
-    return StoreFull(-7, "flash store full")     # (-3, -7: errors.ERR_TOO_LARGE, ERR_FULL)
 
 
 def wall_minutes():
