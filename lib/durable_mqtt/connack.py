@@ -4,7 +4,19 @@
 # and loaded once dial.py is unloaded (the CONNECT is dial.py's): never both
 # at once, the peak of a connect from .mpy. Unloaded with connect.py
 # (client.unload).
+from micropython import const
+
 from .codec import fail
+from .errors import SessionError
+
+_ERR_SESSION = const(-8)
+# Slot states (session.py's)
+_QUEUED = const(1)
+_SENT = const(2)
+_RELEASE = const(3)
+_STATE = const(0x0F)
+_DUP = const(0x10)
+_REL_DUE = const(0x20)
 
 
 def connack(c, n):
@@ -48,3 +60,34 @@ def limits(c, p):
         # another client's (restore.restore discards it at the next boot).
         e.cid = p["assigned_client_id"].encode()
         e.cid_assigned = True
+
+
+def connected(e, sp, clean):
+    # Engine e's rule at a CONNACK (Session.connected(), session.py's):
+    # Session Present against what this client holds. Returns "resumed",
+    # "lost" or "new"; raises when the connection must close
+    # (MQTT-3.2.2-1, MQTT-3.2.2-4). Pure: no socket, store or clock.
+    if sp and clean:
+        fail("Session Present after a clean start (MQTT-3.2.2-1)", 0x82)
+    if sp and not e.has_state and e.v5:
+        raise SessionError(_ERR_SESSION, "broker has a session the client lost (MQTT-3.2.2-4): "
+                           "connect_fresh() starts a new one")
+    e.stale_n = 0                # (no answer of an earlier connection comes)
+    ev = "resumed" if sp else "lost" if e.has_state and not clean else "new"
+    if sp:
+        # MQTT-4.4.0-1: everything in flight is owed again, in order.
+        e.inflight = 0
+        for k in range(e.count):
+            i = e.index(k)
+            s = e.st[i] & _STATE
+            if s == _SENT:
+                e.st[i] = _QUEUED | _DUP
+            elif s == _RELEASE:
+                e.st[i] = _RELEASE | _REL_DUE
+                e.rel_due = True
+                e.inflight += 1
+        e.send = 0
+    else:
+        e.start_clean()                              # MQTT-3.2.2-5
+    e.has_state = True
+    return ev

@@ -45,13 +45,12 @@ from time import ticks_add, ticks_diff
 from builtins import len
 
 from .codec import publish_size, varint_size, put_publish, put_ack, fail
-from .errors import MQTTException, QueueFull, SessionError
+from .errors import MQTTException, QueueFull
 
 expiry = None                # MQTT 5: props.expiry, set by the first version 5 Session
 
 _ERR_FULL = const(-7)
 _LONG_BYTES = 8 // len(array("l", bytes(8)))     # 4 on a board, 8 on the 64-bit unix port
-_ERR_SESSION = const(-8)
 _STALE = const(4)        # ids of abandoned requests kept in use, at most
 
 # What must reach flash before the packet just returned is sent (`rec`).
@@ -535,33 +534,10 @@ class Session:
 
     # ------------------------------------------------------------ connection
     def connected(self, sp, clean):
-        # Session Present against what this client holds, after CONNACK.
-        # Returns "resumed", "lost" or "new"; raises when the connection must
-        # close (MQTT-3.2.2-1, MQTT-3.2.2-4).
-        if sp and clean:
-            fail("Session Present after a clean start (MQTT-3.2.2-1)", 0x82)
-        if sp and not self.has_state and self.v5:
-            raise SessionError(_ERR_SESSION, "broker has a session the client lost (MQTT-3.2.2-4): "
-                               "connect_fresh() starts a new one")
-        self.stale_n = 0                # (no answer of an earlier connection comes)
-        ev = "resumed" if sp else "lost" if self.has_state and not clean else "new"
-        if sp:
-            # MQTT-4.4.0-1: everything in flight is owed again, in order.
-            self.inflight = 0
-            for k in range(self.count):
-                i = self.index(k)
-                s = self.st[i] & _STATE
-                if s == _SENT:
-                    self.st[i] = _QUEUED | _DUP
-                elif s == _RELEASE:
-                    self.st[i] = _RELEASE | _REL_DUE
-                    self.rel_due = True
-                    self.inflight += 1
-            self.send = 0
-        else:
-            self.start_clean()                              # MQTT-3.2.2-5
-        self.has_state = True
-        return ev
+        # Session Present against what this client holds, after CONNACK:
+        # "resumed", "lost" or "new" (connack.py: once per connection).
+        from .connack import connected
+        return connected(self, sp, clean)
 
     def start_clean(self):
         # No state of an old session is reused (MQTT-3.1.2-6): incoming
