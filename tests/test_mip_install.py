@@ -97,6 +97,7 @@ def test_core_unit_is_package_json_without_the_flash_backends():
     full = json.loads((ROOT / "package.json").read_text())["urls"]
     core = json.loads((ROOT / "package-core.json").read_text())["urls"]
     assert [u for u in full if u not in core] == [
+        ["durable_mqtt/dirclear.py", "lib/durable_mqtt/dirclear.py"],
         ["durable_mqtt/dirload.py", "lib/durable_mqtt/dirload.py"],
         ["durable_mqtt/dirstate.py", "lib/durable_mqtt/dirstate.py"],
         ["durable_mqtt/filelog.py", "lib/durable_mqtt/filelog.py"],

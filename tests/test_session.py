@@ -813,7 +813,7 @@ print("REPLAYED", replayed, later.last_event)
 
 RESTORE_CUT = r"""
 import os
-from durable_mqtt import MQTTClient, filestore, dirstate
+from durable_mqtt import MQTTClient, filestore, dirclear
 P = %r
 
 
@@ -891,7 +891,7 @@ for where in ("before", "during"):
     other.restore_session(data)
     del other
     if where == "during":
-        dirstate.remove(path + ".d")
+        dirclear.remove(path + ".d")
     os.rename(path + "x.d", path + ".d.d")
     got = held(boot(path))
     print("SWAP", where, "new" if got == NEW else got, sorted(os.listdir(P[:P.rindex("/")])))

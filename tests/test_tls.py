@@ -317,7 +317,7 @@ print("ok")
 
 
 # --- The handshake does not block: AsyncClient awaits it, and timeout_ms
-# bounds it as a whole (dial.opening drives it on a non-blocking socket).
+# bounds it as a whole (tls.opening drives it on a non-blocking socket).
 
 def silent(conn):
     time.sleep(30)                  # accepted, never answered

@@ -17,7 +17,7 @@ so `mpremote mip install github:<owner>/durable_mqtt`, `mip.install(
 Units:
   package.json       the whole library as .py source (compiled on the board)
   package-core.json  without the flash backends (filelog.py, filestore.py
-                     with dirstate.py, ring.py): for an application that keeps no session on
+                     with dirclear.py and dirstate.py, ring.py): for an application that keeps no session on
                      flash, or keeps save_session() bytes itself. The client
                      imports a backend only for a session_file, so leaving
                      them out saves flash, never RAM.
@@ -44,7 +44,7 @@ PKG_DIR = ROOT / "lib" / "durable_mqtt"
 MANIFEST = ROOT / "lib" / "manifest.py"
 CHANGELOG = ROOT / "CHANGELOG.md"
 MPY_DIR = ROOT / "mpy"            # the committed bytecode set (make mpy)
-FLASH_BACKENDS = ("dirload.py", "dirstate.py", "filelog.py", "filestore.py", "ring.py", "slotmove.py")
+FLASH_BACKENDS = ("dirclear.py", "dirload.py", "dirstate.py", "filelog.py", "filestore.py", "ring.py", "slotmove.py")
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import build_mpy  # noqa: E402

@@ -42,7 +42,7 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     if ssl is not None and tls_verify and ssl.verify_mode != 2:
         # The broker is always verified (API.md): MicroPython's context
         # starts at CERT_NONE. Switched as the client takes it, and again
-        # at each connect (dial.secure), should the application reset it.
+        # at each connect (tls.secure), should the application reset it.
         ssl.verify_mode = 2              # ssl.CERT_REQUIRED
     if not client_id and version == 4 and not clean_session:
         raise ValueError("an empty client id needs clean_session=True in MQTT 3.1.1 (MQTT-3.1.3-7)")

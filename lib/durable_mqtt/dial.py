@@ -1,7 +1,8 @@
-# Opening the connection to a broker: name lookup, TCP, TLS, the CONNECT
-# packet, and the errors a user meets there as sentences
-# (docs/troubleshooting.md). Used only while connecting (connect.py), and
-# unloaded before the CONNACK comes (connack.py: not both in the heap).
+# Opening the connection to a broker: name lookup, TCP (TLS over it is
+# tls.py's), the CONNECT packet, and the errors a user meets there as
+# sentences (docs/troubleshooting.md). Used only while connecting
+# (connect.py), and unloaded before the CONNACK comes (connack.py: not both
+# in the heap).
 import errno
 import select
 import socket
@@ -10,19 +11,17 @@ from micropython import const
 
 from .codec import put_str, put_block, put_u16, put_varint, varint_size, too_large
 from .errors import MQTTException, Timeout
-from .transport import BUSY
 
 _ERR_TIMEOUT = const(-4)
 _ERR_CLOSED = const(-5)
-_CERT_REQUIRED = const(2)     # ssl.CERT_REQUIRED (MBEDTLS_SSL_VERIFY_REQUIRED)
 _DIALS = const(3)             # dials on a looked-up address before the name is looked up again
 _KEPT = const(4)              # brokers whose looked-up address is kept, at least (address())
 _CONNECT = const(0x10)
 
 
 def opening(c, host, port, timeout_ms, clean):
-    # Client c's connection to host:port (TCP, then TLS when c.ssl is
-    # set), and its CONNECT (clean: Clean Session / Clean Start) sent. A
+    # Client c's connection to host:port (TCP, then TLS when c.ssl is set:
+    # tls.py), and its CONNECT (clean: Clean Session / Clean Start) sent. A
     # generator, as connect.py's: it yields how long it may wait for the
     # socket (negative: writable).
     n = connect(c, clean)            # (first: one too large for buf_size opens no socket)
@@ -51,43 +50,12 @@ def opening(c, host, port, timeout_ms, clean):
         p.register(s, select.POLLOUT)
         if not p.poll(0):
             raise Timeout(_ERR_TIMEOUT, "connect to %s:%d: no answer in %d ms" % (host, port, timeout_ms))
-    s, shake = secure(s, host, port, c.ssl, c.tls_verify, timeout_ms)
-    k.net.opened(s)
-    if not shake:
-        k.send(c.tx, 0, n)
+    if c.ssl is not None:
+        from . import tls            # (TLS: a module of its own, which a client without never loads)
+        yield from tls.opening(c, s, host, port, timeout_ms, n)
         return
-    # The TLS handshake on the non-blocking socket: mbedTLS shakes hands
-    # inside the CONNECT's first write, which says "try again" until it is
-    # done; MicroPython's TLS socket polls the direction the handshake
-    # needs. timeout_ms bounds the whole, however slowly the broker answers
-    # (the CONNACK has a timeout_ms of its own). AsyncClient awaits the
-    # socket (the yield); the blocking clients poll it here.
-    deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-    p = None
-    if not c.async_connect:
-        p = select.poll()
-        p.register(s, select.POLLOUT)
-    view = memoryview(c.tx)
-    off = 0
-    while off < n:
-        try:
-            w = s.write(view[off:n])
-        except (OSError, ValueError) as e:
-            if e.args[0] not in BUSY:     # (ValueError: a certificate refused)
-                _failed(s, e, host, port, timeout_ms, c.ssl)
-            w = 0
-        if w:
-            off += w
-            continue
-        left = time.ticks_diff(deadline, time.ticks_ms())
-        if left <= 0:
-            s.close()
-            raise Timeout(_ERR_TIMEOUT, "TLS handshake with %s:%d: not done in %d ms" % (host, port, timeout_ms))
-        if p:
-            p.poll(left)
-        else:
-            yield -left
-    k.last_tx = time.ticks_ms()
+    k.net.opened(s)
+    k.send(c.tx, 0, n)
 
 
 def address(net, host, port, servers=()):
@@ -160,30 +128,6 @@ def start(ai, host, port, timeout_ms, wait):
         if wait or e.args[0] not in (errno.EINPROGRESS, 119, 115):
             _failed(s, e, host, port, timeout_ms, None)
     return s
-
-
-def secure(s, host, port, context, verify, timeout_ms):
-    # TLS over s when context is given; returns the socket to use and whether
-    # its handshake is still to come (opening() then drives it, not
-    # blocking). A context whose wrap_socket() takes no
-    # do_handshake_on_connect (an application's own wrapper, tls_verify=False),
-    # or takes it and shakes hands all the same, does so here, blocking:
-    # timeout_ms bounds each of its reads (a blocking handshake on a
-    # non-blocking socket would spin for ever against a silent server).
-    if context is None:
-        return s, False
-    try:
-        # MicroPython's ssl.SSLContext starts with verify_mode CERT_NONE: the
-        # broker is verified unless the application opted out (tls_verify).
-        if verify and context.verify_mode != _CERT_REQUIRED:
-            context.verify_mode = _CERT_REQUIRED
-        s.settimeout(timeout_ms / 1000)
-        try:
-            return context.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False), True
-        except TypeError:
-            return context.wrap_socket(s, server_hostname=host), False
-    except (OSError, ValueError) as e:
-        _failed(s, e, host, port, timeout_ms, context)
 
 
 def _failed(s, e, host, port, timeout_ms, tls):

@@ -1,11 +1,13 @@
 # The session directory's whole-state operations (filestore.py keeps what a
 # message does): a checkpoint (constructor, connect(), subscribe(),
-# disconnect()), erasing the session (a clean start), setting an unusable
-# one aside (boot). Loaded for the call and unloaded after (client.unload):
-# on a board that compiles .py, filestore.py compiles at boot while load.py
-# is in the heap, the client's largest moment, and these lines need not be
-# part of it (32-bit, small configuration with a session directory: 4.9 KB
-# less heap from source). docs/session-format.md#session-directory.
+# disconnect()), the filesystem measured. Erasing the session, setting an
+# unusable one aside and making room in a full outbox are dirclear.py's:
+# rare, and not in the heap beside a checkpoint, the peak of a connect,
+# subscribe or disconnect. Loaded for the call and unloaded after
+# (client.unload): on a board that compiles .py, filestore.py compiles at
+# boot while load.py is in the heap, the client's largest moment, and these
+# lines need not be part of it (32-bit, small configuration with a session
+# directory: 4.9 KB less heap from source). docs/session-format.md#session-directory.
 import os
 
 from . import crc
@@ -71,27 +73,6 @@ def head_bytes(e, offline):
     return b
 
 
-def make_room(j, s):
-    # Before slot s is written: acknowledged records still on flash (the
-    # OUT_REL of a finished message, kept while its OUT_PUB was there) are
-    # emptied until the new record leaves no more than the outbox holds, so
-    # that no cut between the writes finds one too many. A guarded OUT_PUB
-    # goes before the OUT_REL it guards; never an OUT_REL whose OUT_PUB is
-    # still on flash.
-    while j.records() - j.stale[s] + 1 > j.e.qos12:
-        t = -1
-        for r in range(j.made):
-            if j.stale[r] and not j.blocked[r] and (r != s or j.guard[r]):
-                t = r
-                if j.guard[r]:
-                    break
-        if t < 0:
-            return
-        j.put_file(str(t), b"")
-        j.rewritten(t)
-        j.lead = True
-
-
 def make_dir(path, strict=False):
     # strict: a directory that cannot be made raises (StoreFull when the
     # filesystem is full or read-only); else a checkpoint will try again.
@@ -135,56 +116,3 @@ def capacity(dir):
     except OSError:
         return 0
     return max(0, (st[3] - 2) * st[0] // 2) if st[3] <= st[2] else 0
-
-
-def erase(j):
-    # Forget the session: "h" first (without it nothing loads), then every
-    # slot.
-    for name in ("h", "i0", "i1"):
-        remove(j.dir + "/" + name)
-    for s in range(j.made):
-        if j.pid[s] or j.stale[s]:
-            j.put_file(str(s), b"")
-        _forget(j, s)
-    j.nacks = j.nbatch = 0
-
-
-def set_aside(j):
-    # Keep an unusable session for inspection (PATH.d.bad) and start empty.
-    bad = j.dir + ".bad"
-    # The older copy goes whole, whatever it is: were it left (a file, a
-    # directory holding one), the rename would fail and the unusable
-    # directory stay in place, its slots read as this session's at the
-    # next boot.
-    remove(bad)
-    try:
-        os.rename(j.dir, bad)
-    except OSError:
-        pass
-    make_dir(j.dir)
-    for s in range(j.made):
-        _forget(j, s)
-    j.made = 0
-    j.nacks = 0
-
-
-def remove(path):
-    # Remove path, quietly: a file, or a directory and all it holds.
-    try:
-        for x in list(os.ilistdir(path)):
-            remove(path + "/" + x[0])
-    except OSError:               # a file, or nothing
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-        return
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
-def _forget(j, s):
-    j.pid[s] = j.stale[s] = j.rel[s] = j.guard[s] = j.blocked[s] = 0
-

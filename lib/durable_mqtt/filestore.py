@@ -128,8 +128,8 @@ class SlotJournal:
         if self.records() - self.stale[s] + 1 > e.qos12:
             # One record more than the outbox holds would make a reboot
             # refuse the whole session (load.py): acknowledged ones go
-            # first (a full outbox: rare, so dirstate.py's).
-            from .dirstate import make_room
+            # first (a full outbox: rare, so dirclear.py's).
+            from .dirclear import make_room
             make_room(self, s)
         n = e.len[i]
         self._write(s, _R_OUT_PUB if n else _R_OUT_REL, pid, e.arena, e.off[i], n)
@@ -317,11 +317,11 @@ class SlotJournal:
         checkpoint(self, offline)
 
     def erase(self):
-        from .dirstate import erase
+        from .dirclear import erase
         erase(self)
 
     def set_aside(self):
-        from .dirstate import set_aside
+        from .dirclear import set_aside
         set_aside(self)
 
     def close(self):

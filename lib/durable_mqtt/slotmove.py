@@ -11,7 +11,8 @@ from micropython import const
 
 from . import crc
 from .codec import u16
-from .dirstate import checkpoint, remove
+from .dirclear import remove
+from .dirstate import checkpoint
 from .filestore import SlotJournal
 from .records import raise_full
 

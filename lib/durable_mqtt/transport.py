@@ -1,7 +1,7 @@
 # The connection's byte stream: non-blocking reads and bounded writes on a
 # socket, and the platform errno values they meet. Opening it (DNS, TCP,
-# TLS) is dial.py's, which runs only while connecting. Nothing here can
-# hang: every wait is bounded and done with poll.
+# TLS) is dial.py's and tls.py's, which run only while connecting. Nothing
+# here can hang: every wait is bounded and done with poll.
 import errno
 import select
 import time
