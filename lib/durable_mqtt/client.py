@@ -224,6 +224,7 @@ class MQTTClient:
         if self.conn is None:
             from .link import Link
             self.conn = Link(self)
+            unload()                     # (dial.py: its buffers made)
         return self.conn
 
     def run(self, steps):

@@ -1,15 +1,16 @@
 # Opening the connection to a broker: name lookup, TCP (TLS over it is
 # tls.py's), the CONNECT packet, and the errors a user meets there as
-# sentences (docs/troubleshooting.md). Used only while connecting
-# (connect.py), and unloaded before the CONNACK comes (connack.py: not both
-# in the heap).
+# sentences (docs/troubleshooting.md); also the link's buffers and state,
+# made at a client's first connect (connection()). Used only while
+# connecting (connect.py), and unloaded before the CONNACK comes
+# (connack.py: not both in the heap).
 import errno
 import select
 import socket
 import time
 from micropython import const
 
-from .codec import put_str, put_block, put_u16, put_varint, varint_size, too_large
+from .codec import Box, put_str, put_block, put_u16, put_varint, varint_size, too_large
 from .errors import MQTTException, Timeout
 
 _ERR_TIMEOUT = const(-4)
@@ -17,6 +18,8 @@ _ERR_CLOSED = const(-5)
 _DIALS = const(3)             # dials on a looked-up address before the name is looked up again
 _KEPT = const(4)              # brokers whose looked-up address is kept, at least (address())
 _CONNECT = const(0x10)
+_HDR = const(16)             # link.py's: bytes read for a fixed header
+_ACKS = const(64)            # link.py's: bytes of acknowledgements sent in one write
 
 
 def opening(c, host, port, timeout_ms, clean):
@@ -184,3 +187,31 @@ def connect_packet(buf, cid, v5, keepalive, clean, user, pswd, will, props):
     if pswd is not None:
         off = put_str(buf, off, pswd)
     return off
+
+
+def connection(self, c):
+    # Link self of client c (link.py), made at its first connect: the
+    # receive buffers and the link's state. The attributes in this order:
+    # the instance dict of the per-packet path (link.py's class defaults
+    # keep it as small).
+    self.c = c
+    self.engine = c.engine      # the client's, fixed for its lifetime: one lookup, not two
+    self.tx = c.tx
+    self.counts = c.counts
+    from .transport import Transport    # (loaded with link.py)
+    self.net = Transport()
+    self.rx = bytearray(c.buf_size)
+    self.box = Box()
+    self.hdr = bytearray(_HDR)
+    self.acks = bytearray(_ACKS)
+    self.hdrv = [memoryview(self.hdr)[i:] for i in range(5)]   # where a read into hdr starts
+    self.views = {}
+    self.connected = self.in_connect = self.due = False
+    self.connack = self.failure = None   # failure: kept for the next call (client.need_link)
+    self.result = -1                     # the code of the SUBACK / UNSUBACK awaited
+    self.ka_ms = c.keepalive * 1000
+    self.last_tx = self.last_rx = 0
+    self.oversize = 0
+    if c.async_connect:
+        self.gentle = True
+    self.drop()

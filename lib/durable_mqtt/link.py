@@ -18,7 +18,7 @@ from builtins import len, min
 
 from . import codec
 from .errors import BAD_PACKET, PacketTooLarge, Timeout
-from .transport import Transport
+from .transport import Transport  # noqa: F401  (loaded with the link; dial.connection() makes its Transport)
 from .inbound import after, dispatch, done, header, more, put_send, view
 
 _PUBACK = const(0x40)
@@ -60,26 +60,10 @@ class Link:
     full = False
 
     def __init__(self, c):
-        self.c = c
-        self.engine = c.engine      # the client's, fixed for its lifetime: one lookup, not two
-        self.tx = c.tx
-        self.counts = c.counts
-        self.net = Transport()
-        self.rx = bytearray(c.buf_size)
-        self.box = codec.Box()
-        self.hdr = bytearray(_HDR)
-        self.acks = bytearray(_ACKS)
-        self.hdrv = [memoryview(self.hdr)[i:] for i in range(5)]   # where a read into hdr starts
-        self.views = {}
-        self.connected = self.in_connect = self.due = False
-        self.connack = self.failure = None   # failure: kept for the next call (client.need_link)
-        self.result = -1                     # the code of the SUBACK / UNSUBACK awaited
-        self.ka_ms = c.keepalive * 1000
-        self.last_tx = self.last_rx = 0
-        self.oversize = 0
-        if c.async_connect:
-            self.gentle = True
-        self.drop()
+        # Made at client c's first connect (MQTTClient.connection()); the
+        # buffers and the state: dial.py's, run once per client.
+        from .dial import connection
+        connection(self, c)
 
     def drop(self, bad=False):  # noalloc
         # Close the connection; the next one starts with a fresh reader.
