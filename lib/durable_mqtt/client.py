@@ -402,8 +402,7 @@ class MQTTClient:
             k.publish0(t, msg, retain, rl, pr, n)
             return None
         if qos and self.persist and not self.journal.fits(n + 9):
-            from .reasons import refusal
-            raise refusal(n)
+            _refuse(e, qos, retain, n)
         pid = e.accept(t, msg, qos, retain, pr, ticks_ms(), pc[2], rl)
         if pid < 0:
             self.counts[_DROPPED_QOS0] += 1
@@ -451,7 +450,15 @@ def need_callable(f):
         raise TypeError("the callback must be callable, not %s" % type(f).__name__)
 
 
-def _refuse(e, qos, retain):
-    # publish() with a QoS or retain flag that is not allowed: raises (reasons.py).
-    from .reasons import refuse
-    refuse(e, qos, retain)
+def _refuse(e, qos, retain, n=0):
+    # publish() refused: a QoS or retain flag that is not allowed, or (n)
+    # a QoS 1/2 PUBLISH of n bytes the store cannot take. Raises, with
+    # reasons.py's words, unloaded again: a device refused over and over
+    # (its flash full) does not hold it.
+    from . import reasons
+    try:
+        if n:
+            raise reasons.refusal(n)
+        reasons.refuse(e, qos, retain)
+    finally:
+        unload()

@@ -9,10 +9,10 @@ from micropython import const
 
 from . import errors
 from .errors import MQTTException, PacketTooLarge, PeerClosed, StoreFull, Timeout
-from .records import MAX_PACKET
 
 _ERR_TIMEOUT = const(-4)
 _ERR_CLOSED = const(-5)
+_MAX_PACKET = const(65533)   # records.MAX_PACKET (not imported: a client without a session file has no records.py)
 
 _V4 = {
     1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable",
@@ -102,8 +102,8 @@ def disconnected(k):
 
 def refusal(n):
     # Why a store cannot take a QoS 1/2 PUBLISH of n bytes (publish() raises it).
-    if n > MAX_PACKET:
+    if n > _MAX_PACKET:
         errors.why = 0                   # not the broker's (errors.why)
         return PacketTooLarge(-3, "a QoS 1/2 PUBLISH of %d bytes is larger than the session on flash holds "
-                              "(%d)" % (n, MAX_PACKET))
+                              "(%d)" % (n, _MAX_PACKET))
     return StoreFull(-7, "flash store full")     # (-3, -7: errors.ERR_TOO_LARGE, ERR_FULL)

@@ -1,0 +1,33 @@
+"""What a client keeps in the heap: the modules loaded for one call (an
+error's words, a connect's dialling, a checkpoint) are unloaded after it
+(client.unload), and none of them pulls a module in for good. Run from
+source on the unix port; the module set is the same from .mpy."""
+from conftest import run_mp
+
+SCRIPT = r"""
+import sys
+from durable_mqtt import MQTTClient
+c = MQTTClient("resident", "127.0.0.1", 1)          # no session file; nothing listens on port 1
+try:
+    c.connect()
+except OSError as x:
+    print("refused", x.args[0])
+try:
+    c.publish(b"t", b"m", False, 3)                    # publish()'s refusal (reasons.py)
+except ValueError:
+    print("qos refused")
+print("MODS", " ".join(sorted(m for m in sys.modules if m.startswith("durable_mqtt"))))
+"""
+
+
+def test_a_failed_connect_and_a_refused_publish_keep_only_the_resident_modules():
+    # reasons.py imported records.py (a session file's module) for one
+    # constant: a client without a session file that failed one connect
+    # kept records.py loaded for good. And a refused publish() left
+    # reasons.py loaded until the next connect or subscribe.
+    out = run_mp(SCRIPT).stdout
+    assert "refused -5" in out and "qos refused" in out, out
+    mods = set(out.split("MODS ", 1)[1].split())
+    assert mods == {"durable_mqtt", "durable_mqtt.client", "durable_mqtt.codec", "durable_mqtt.errors",
+                    "durable_mqtt.session", "durable_mqtt.link", "durable_mqtt.inbound",
+                    "durable_mqtt.transport"}, sorted(mods)
