@@ -3,15 +3,17 @@
 # MQTT return and reason codes, the refusal of a publish() whose QoS or
 # retain flag is not allowed, a QoS 1/2 publish() the store cannot take
 # (refusal()), a failed connect's socket error (dial.py), an MQTT 5 broker's
-# DISCONNECT (link.py).
+# DISCONNECT (link.py), the incoming QoS 2 table full (session.py).
 import errno
 from micropython import const
 
 from . import errors
+from .codec import fail
 from .errors import MQTTException, PacketTooLarge, PeerClosed, StoreFull, Timeout
 
 _ERR_TIMEOUT = const(-4)
 _ERR_CLOSED = const(-5)
+_ERR_FULL = const(-7)
 _MAX_PACKET = const(65533)   # records.MAX_PACKET (not imported: a client without a session file has no records.py)
 
 _V4 = {
@@ -107,3 +109,13 @@ def refusal(n):
         return PacketTooLarge(-3, "a QoS 1/2 PUBLISH of %d bytes is larger than the session on flash holds "
                               "(%d)" % (n, _MAX_PACKET))
     return StoreFull(-7, "flash store full")     # (-3, -7: errors.ERR_TOO_LARGE, ERR_FULL)
+
+
+def full(e):
+    # Engine e's incoming QoS 2 table is full (Session._rx2_full: the
+    # message is not taken, the connection closes): raised, MQTT 5 as
+    # Receive Maximum exceeded.
+    if e.v5:
+        fail("more than %d QoS 2 messages unreleased" % len(e.rx2), 0x93, 0x93)
+    raise MQTTException(_ERR_FULL, "more than %d QoS 2 messages unreleased: the table is full; "
+                        "the broker sends the message again" % len(e.rx2))

@@ -45,7 +45,7 @@ from time import ticks_add, ticks_diff
 from builtins import len
 
 from .codec import publish_size, varint_size, put_publish, put_ack, fail
-from .errors import MQTTException, QueueFull
+from .errors import QueueFull
 
 expiry = None                # MQTT 5: props.expiry, set by the first version 5 Session
 
@@ -440,10 +440,8 @@ class Session:
         # free the table, then the rest again. (floods tells a reconnecting
         # front end that such a close was progress, not a failure.)
         self.floods += 1
-        if self.v5:
-            fail("more than %d QoS 2 messages unreleased" % len(self.rx2), 0x93, 0x93)
-        raise MQTTException(_ERR_FULL, "more than %d QoS 2 messages unreleased: the table is full; "
-                            "the broker sends the message again" % len(self.rx2))
+        from .reasons import full     # (the exception, with its words: reasons.py)
+        full(self)
 
     def ack_incoming(self, qos, pid, reason, tx):  # noalloc
         # The acknowledgement of an incoming PUBLISH, after delivery. QoS 2
