@@ -66,6 +66,35 @@ def reboot():
     dev.bad = False
     vfs.umount("/fl")
     vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+def watch(topic, qos):
+    # A second client that keeps what reaches topic: (client, [payloads]).
+    seen = []
+    w = MQTTClient(CID + "-w", "127.0.0.1", PORT)
+    w.set_callback(lambda t, m, r, q: seen.append(bytes(m)))
+    w.connect()
+    w.subscribe(topic, qos)
+    return w, seen
+def booted():
+    # The client a boot builds on what the flash holds, connected.
+    c = MQTTClient(CID, "127.0.0.1", PORT, clean_session=False, session_file=store())
+    print("BOOT", c.pending())
+    c.connect()
+    return c
+def delivered(c, w, got):
+    # What reached the watcher w, what c still holds; both leave.
+    wait([c, w], 300)
+    print("DELIVERED", got, c.pending())
+    c.disconnect()
+    w.disconnect()
+def stopped(a):
+    # AsyncClient a's task stopped; its client, as the power cut finds it.
+    print("BEFORE THE CUT", a.is_connected(), a.pending(), a._task.done())
+    a._task.cancel()
+    return a.client
+def cut(c):
+    # A power cut: nothing more written, the image mounted afresh.
+    call(c.close)
+    reboot()
 def wait(clients, ms, until=lambda: False):
     # The clients read for ms, or until until().
     t0 = time.ticks_ms()
@@ -266,11 +295,7 @@ import asyncio
 from durable_mqtt.aio import AsyncClient
 PORT, FRONT, STORE, CID = %d, %r, %r, %r
 TOPIC = "se/bye/" + CID
-wills = []
-w = MQTTClient(CID + "-w", "127.0.0.1", PORT)
-w.set_callback(lambda t, m, r, q: wills.append(bytes(m)))
-w.connect()
-w.subscribe(TOPIC + "/will", 1)
+w, wills = watch(TOPIC + "/will", 1)
 if FRONT != "AsyncClient":
     c = MQTTClient(CID, "127.0.0.1", PORT, clean_session=False, session_file=store(),
                    version=5 if FRONT == "expiry 0" else 4)
@@ -418,11 +443,7 @@ from durable_mqtt.robust import RobustClient
 from durable_mqtt.aio import AsyncClient
 PORT, FRONT, STORE, CID, QOS, THEN = %d, %r, %r, %r, %d, %r
 TOPIC = "se/ack/" + CID
-got = []
-w = MQTTClient(CID + "-w", "127.0.0.1", PORT)
-w.set_callback(lambda t, m, r, q: got.append(bytes(m)))
-w.connect()
-w.subscribe(TOPIC, 2)
+w, got = watch(TOPIC, 2)
 mine = []
 def fail(pid, reason):
     dev.bad = True                           # acknowledged: the flash fails from the next write on
@@ -473,21 +494,12 @@ else:
         if THEN == "recovers":
             dev.bad = False
             await asyncio.sleep_ms(300)
-        print("BEFORE THE CUT", a.is_connected(), a.pending(), a._task.done())
-        a._task.cancel()
-        return a.client
+        return stopped(a)
     c = asyncio.run(main())
-call(c.close)                                # a power cut
-reboot()
-c = MQTTClient(CID, "127.0.0.1", PORT, clean_session=False,
-               session_file=FileLog("/fl/log") if STORE == "FileLog" else "/fl/s")
-print("BOOT", c.pending())
-c.connect()
+cut(c)
+c = booted()
 wait([c, w], 1000, lambda: not c.pending() and len(got) > 1)
-wait([c, w], 300)
-print("DELIVERED", got, c.pending())
-c.disconnect()
-w.disconnect()
+delivered(c, w, got)
 """ % (broker.port, front, store, cid, qos, then))
     print(r.stdout)
     assert "RAISED" not in r.stdout, r.stdout
@@ -523,16 +535,8 @@ from durable_mqtt.robust import RobustClient
 from durable_mqtt.aio import AsyncClient
 PORT, FRONT, STORE, CID = %d, %r, %r, %r
 TOPIC = "se/batch/" + CID
-got = []
-w = MQTTClient(CID + "-w", "127.0.0.1", PORT)
-w.set_callback(lambda t, m, r, q: got.append(bytes(m)))
-w.connect()
-w.subscribe(TOPIC, 1)
-def recover():
-    # The flash works again; LittleFS mounted afresh (see above).
-    dev.bad = False
-    vfs.umount("/fl")
-    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+w, got = watch(TOPIC, 1)
+recover = reboot          # the flash works again; LittleFS mounted afresh (see above)
 def raised(f):
     try:
         return f()
@@ -567,21 +571,12 @@ else:
         t0 = time.ticks_ms()
         while time.ticks_diff(time.ticks_ms(), t0) < 2000 and (not a.is_connected() or a.pending()):
             await asyncio.sleep_ms(20)
-        print("BEFORE THE CUT", a.is_connected(), a.pending(), a._task.done())
-        a._task.cancel()
-        return a.client
+        return stopped(a)
     c = asyncio.run(main())
-call(c.close)                                # a power cut
-reboot()
+cut(c)
 wait([w], 300, lambda: got)
-c = MQTTClient(CID, "127.0.0.1", PORT, clean_session=False,
-               session_file=FileLog("/fl/log") if STORE == "FileLog" else "/fl/s")
-print("BOOT", c.pending())
-c.connect()
-wait([c, w], 300)
-print("DELIVERED", got, c.pending())
-c.disconnect()
-w.disconnect()
+c = booted()
+delivered(c, w, got)
 """ % (broker.port, front, store, cid))
     print(r.stdout)
     assert "RAISED" not in r.stdout, r.stdout
