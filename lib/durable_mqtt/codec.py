@@ -54,13 +54,13 @@ def get_varint(buf, off, end, box):  # noalloc
     shift = 0
     while True:
         if off >= end or shift > 21:
-            fail("bad variable byte integer")
+            fail(0)  # bad variable byte integer
         b = buf[off]
         off += 1
         v |= (b & 0x7F) << shift
         if b < 0x80:
             if not b and shift:
-                fail("variable byte integer not minimal (MQTT-1.5.5-1)")
+                fail(1)  # variable byte integer not minimal (MQTT-1.5.5-1)
             box.value = v
             return off
         shift += 7
@@ -110,7 +110,7 @@ def header_length(buf, start, end):  # noalloc
         if buf[i] < 0x80:
             return i + 1 - start
         if i - start == 4:
-            fail("remaining length longer than 4 bytes")
+            fail(2)  # remaining length longer than 4 bytes
     return 0
 
 
@@ -121,7 +121,7 @@ def remaining_length(buf, start, h):  # noalloc
     for i in range(start + h - 1, start, -1):
         v = (v << 7) | (buf[i] & 0x7F)
     if h > 2 and not buf[start + h - 1]:
-        fail("variable byte integer not minimal (MQTT-1.5.5-1)")
+        fail(1)  # variable byte integer not minimal (MQTT-1.5.5-1)
     return v
 
 
@@ -134,10 +134,10 @@ def utf8(buf, i, end):  # noalloc
     lo = 0xA0 if c == 0xE0 else 0x90 if c == 0xF0 else 0x80
     hi = 0x9F if c == 0xED else 0x8F if c == 0xF4 else 0xBF
     if c < 0xC2 or c > 0xF4 or i + n >= end or not lo <= buf[i + 1] <= hi:
-        fail("ill-formed UTF-8 (MQTT-1.5.3-1)")
+        fail(3)  # ill-formed UTF-8 (MQTT-1.5.3-1)
     for k in range(i + 2, i + n + 1):
         if buf[k] & 0xC0 != 0x80:
-            fail("ill-formed UTF-8 (MQTT-1.5.3-1)")
+            fail(3)  # ill-formed UTF-8 (MQTT-1.5.3-1)
     return i + n + 1
 
 
@@ -146,7 +146,7 @@ def check_utf8(buf, i, end, topic=False):  # noalloc
     # (topic=True) also no wildcard (MQTT-3.3.2-2) and at least one character
     # (MQTT-4.7.3-1). ASCII bytes are checked in this loop, with no call.
     if topic and i == end:
-        fail("empty topic name (MQTT-4.7.3-1)")
+        fail(4)  # empty topic name (MQTT-4.7.3-1)
     while i < end:
         c = buf[i]
         if 0x2B < c < 0x80:
@@ -156,9 +156,9 @@ def check_utf8(buf, i, end, topic=False):  # noalloc
         elif c >= 0x80:
             i = utf8(buf, i, end)
         elif not c:
-            fail("U+0000 in a string (MQTT-1.5.3-2)")
+            fail(5)  # U+0000 in a string (MQTT-1.5.3-2)
         elif topic and (c == 0x2B or c == 0x23):
-            fail("a wildcard in a Topic Name (MQTT-3.3.2-2)")
+            fail(6)  # a wildcard in a Topic Name (MQTT-3.3.2-2)
         else:
             i += 1
 
@@ -208,7 +208,7 @@ def publish_qos(flags):  # noalloc
     # The QoS of a PUBLISH from flags, its first byte's low nibble.
     qos = (flags >> 1) & 3
     if qos == 3 or not qos and flags & 8:
-        fail("PUBLISH with QoS 3, or DUP on QoS 0 (MQTT-3.3.1-4, -2)")
+        fail(7)  # PUBLISH with QoS 3, or DUP on QoS 0 (MQTT-3.3.1-4, -2)
     return qos
 
 
@@ -223,20 +223,20 @@ def parse_publish(body, n, flags, v5, box):  # noalloc
     box.topic_off = 2
     box.topic_len = off - 2
     if off + (2 if flags else 0) > n:
-        fail("PUBLISH topic length beyond packet")
+        fail(8)  # PUBLISH topic length beyond packet
     if off > 2 or not v5:       # (MQTT 5: empty with a Topic Alias; props decide)
         check_utf8(body, 2, off, True)
     if flags:
         off += 2
         flags = body[off - 2] << 8 | body[off - 1]     # (the packet id)
         if not flags:
-            fail("PUBLISH with packet id 0 (MQTT-2.3.1-1)")
+            fail(9)  # PUBLISH with packet id 0 (MQTT-2.3.1-1)
     box.pid = flags
     box.props_off = off
     if v5:
         off = get_varint(body, off, n, box) + box.value
         if off > n:
-            fail("PUBLISH property length beyond packet")
+            fail(10)  # PUBLISH property length beyond packet
     box.payload_off = off
     box.payload_len = n - off
 
@@ -257,5 +257,5 @@ def parse_ack(body, n, v5):  # noalloc
     # bytes; MQTT 5 may add a reason code and properties).
     pid = body[0] << 8 | body[1] if n > 1 else 0     # (u16, inline: once per acknowledgement)
     if not pid or n != 2 and not v5:
-        fail("acknowledgement of %d bytes, packet id %d" % (n, pid))
+        fail((11, n, pid))  # acknowledgement of %d bytes, packet id %d
     return pid

@@ -105,16 +105,16 @@ def dispatch(link):  # noalloc
     kind = first & 0xF0
     link.rs = _HEAD
     if first & 0x0F != (2 if kind == _PUBREL else 0) and kind != _PUBLISH:
-        codec.fail("reserved flags 0x%x in packet type 0x%02x" % (first & 15, kind))
+        codec.fail((12, first & 15, kind))  # reserved flags 0x%x in packet type 0x%02x
     if (kind == _CONNACK) != link.in_connect:
-        codec.fail("packet type 0x%02x %s CONNACK" % (kind, "before" if link.in_connect else "after"), 0x82)
+        codec.fail((13, kind, "before" if link.in_connect else "after"), 0x82)  # packet type 0x%02x %s CONNACK
     if kind == _PUBLISH:
         incoming(link)
     elif _PUBACK <= kind <= _PUBCOMP:
         link.ack(kind)
     elif kind == _PINGRESP:
         if link.rlen:                # it has none (3.13.1): Malformed, 0x81
-            codec.fail("PINGRESP with a %d-byte body" % link.rlen)
+            codec.fail((14, link.rlen))  # PINGRESP with a %d-byte body
         link.ping_at = -1
     elif kind == _CONNACK:
         from .connack import connack     # (loaded: this is connect()'s time)
@@ -125,7 +125,7 @@ def dispatch(link):  # noalloc
     elif kind == _DISCONNECT and link.c.v5:
         link.disconnected()
     else:
-        codec.fail("unexpected packet type 0x%02x" % kind, 0x82)
+        codec.fail((15, kind), 0x82)  # unexpected packet type 0x%02x
     return kind
 
 

@@ -389,7 +389,7 @@ class Link:
         rx = self.rx
         r = rx[2]
         if r not in (_RC_PUB if kind < _PUBREL else _RC_REL):
-            codec.fail("reason code 0x%02x not allowed here" % r, 0x82)
+            codec.fail((19, r), 0x82)  # reason code 0x%02x not allowed here
         if self.rlen > 3:
             self.c.props.check(rx, 3, self.rlen, 4, self.box)
         return r

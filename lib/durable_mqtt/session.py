@@ -374,7 +374,7 @@ class Session:
     def puback(self, pid, reason):  # noalloc
         i = self.find(pid, _SENT)
         if i < 0 or (self.arena[self.off[i]] & 6) != 2:
-            fail("PUBACK for packet id %d, not awaiting one" % pid, 0x82)
+            fail((16, pid), 0x82)  # PUBACK for packet id %d, not awaiting one
         _finish(self, i, reason & 0x80 and reason)    # below 0x80 (0x10 no subscribers): acknowledged, 0
 
     def pubrec(self, pid, reason, tx):  # noalloc
@@ -385,7 +385,7 @@ class Session:
                 return put_ack(tx, _PUBREL, pid, 0)
             if self.v5:
                 return put_ack(tx, _PUBREL, pid, 0x92)   # packet identifier not found
-            fail("PUBREC for packet id %d, not awaiting one" % pid, 0x82)
+            fail((17, pid), 0x82)  # PUBREC for packet id %d, not awaiting one
         if reason >= 0x80:                                # MQTT-4.4.0-2
             _finish(self, i, reason)
             return 0
@@ -519,7 +519,7 @@ class Session:
             self.stale_n -= 1
             return False
         if not pid or pid != self.req_pid or kind != self.req_kind:
-            fail("%sACK for packet id %d, not awaiting one" % ("SUB" if kind == 0x90 else "UNSUB", pid), 0x82)
+            fail((18, "SUB" if kind == 0x90 else "UNSUB", pid), 0x82)  # %sACK for packet id %d, not awaiting one
         self.req_pid = 0
         return True
 
