@@ -59,3 +59,23 @@ def test_a_protocol_errors_words_are_loaded_for_it_and_dropped_again():
            "'variable byte integer not minimal (MQTT-1.5.5-1)', 129, " \
            "'PUBACK for packet id 7, not awaiting one', 130]" in out, out
     assert "LEFT False False" in out, out
+
+
+def test_each_numbered_sentence_is_named_beside_its_call_site():
+    # A call site passes fail() or said() a number of texts.py; the comment
+    # beside it names the sentence, so that the source reads as before.
+    # They must agree (a renumbering would otherwise raise the wrong words).
+    import ast
+    import re
+    from pathlib import Path
+    lib = Path(__file__).resolve().parent.parent / "lib" / "durable_mqtt"
+    texts = ast.literal_eval(re.search(r"TEXTS = (\(.*?\n\))", (lib / "texts.py").read_text(), re.S).group(1))
+    seen = set()
+    for f in sorted(lib.glob("*.py")):
+        for line in f.read_text().splitlines():
+            m = re.search(r"\b(?:fail|said)\(\(?(\d+)\b.*#\s*(.*)$", line)
+            if m:
+                n = int(m.group(1))
+                assert texts[n] == m.group(2).strip(), (f.name, line)
+                seen.add(n)
+    assert seen == set(range(len(texts))), sorted(set(range(len(texts))) - seen)

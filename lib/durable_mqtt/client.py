@@ -24,7 +24,7 @@ from micropython import const
 from builtins import isinstance, len, type
 
 from .codec import as_bytes, publish_size, topic_name, too_large, varint_size
-from .errors import NotConnected
+from .errors import NotConnected, said
 
 _NEVER = const(0xFFFFFFFF)
 _TOPICS = const(8)           # str topics kept encoded
@@ -435,7 +435,7 @@ class MQTTClient:
         elif kind is bytes or kind is bytearray or kind is memoryview:
             t = topic
         else:
-            raise TypeError("topic must be str or bytes-like")
+            raise TypeError(said(32))  # topic must be str or bytes-like
         topic_name(t)
         if kind is str or kind is bytes:
             if len(self.topics) >= _TOPICS:
@@ -447,7 +447,7 @@ def need_callable(f):
     # A callback the library would call only later, deep in a connect or a
     # received message's handling (where a TypeError would cost the message).
     if f is not None and not callable(f):
-        raise TypeError("the callback must be callable, not %s" % type(f).__name__)
+        raise TypeError(said((22, type(f).__name__)))  # the callback must be callable, not %s
 
 
 def _refuse(e, qos, retain, n=0):

@@ -13,7 +13,7 @@ from builtins import len
 
 # fail() and too_large(): errors.py's, here where the decoders and their
 # callers have always found them.
-from .errors import ProtocolError, fail, too_large
+from .errors import ProtocolError, fail, said, too_large
 
 
 class Box:
@@ -80,7 +80,7 @@ def as_bytes(s):
     try:
         return bytes(memoryview(s))
     except TypeError:
-        raise TypeError("str or bytes-like expected, not %s" % type(s).__name__)
+        raise TypeError(said((30, type(s).__name__)))  # str or bytes-like expected, not %s
 
 
 def u16(buf, off):  # noalloc
@@ -170,7 +170,7 @@ def topic_name(t):  # noalloc
     # connect (MQTT-4.7.3-1, 1.5.3-1, 1.5.3-2, 3.3.2-2). At most 65535
     # bytes (MQTT-4.7.3-3): its length field has two bytes.
     if len(t) > 65535:
-        raise ValueError("topic of %d bytes: 65535 at most (MQTT-4.7.3-3)" % len(t))
+        raise ValueError(said((31, len(t))))  # topic of %d bytes: 65535 at most (MQTT-4.7.3-3)
     try:
         check_utf8(t, 0, len(t), True)
     except ProtocolError as x:

@@ -94,25 +94,26 @@ def fail(msg, rc=0x81, code=ERR_PROTOCOL):
     # A packet received is malformed (rc 0x81), breaks the protocol (0x82)
     # or a limit of this client (rc; code, args[0], is then rc too). msg:
     # the sentence, or (the resident modules) its number in texts.py, or a
-    # tuple of that number and the values it takes.
+    # tuple of that number and the values it takes (said()).
     global why
     why = rc
     if type(msg) is not str:
-        msg = _said(msg)
+        msg = said(msg)
     raise ProtocolError(code, msg)
 
 
-def _said(msg):
+def said(msg):
     # texts.py's sentence msg (a number, or a tuple: the number, then its
-    # values). The module is loaded for it and dropped again at once; with
-    # no heap to load it, the number says which.
+    # values): the resident modules' exceptions take their words from here.
+    # The module is loaded for it and dropped again at once; with no heap
+    # to load it, the number says which.
     import sys
     n = msg if type(msg) is int else msg[0]
     try:
         from .texts import TEXTS
         return TEXTS[n] % msg[1:] if type(msg) is tuple else TEXTS[n]
     except MemoryError:
-        return "protocol error %d (texts.py)" % n
+        return "error %d (texts.py)" % n
     finally:
         p = sys.modules[__name__[:-7]]    # the package ("durable_mqtt": less ".errors")
         sys.modules.pop(p.__name__ + ".texts", None)

@@ -3,7 +3,7 @@
 # loops written for umqtt catch every link and protocol failure. args[0] is
 # the MQTT return/reason code, or one of the negative codes below; args[1] a
 # sentence a person can act on.
-from typing import Final, NoReturn, Tuple, Type
+from typing import Any, Final, NoReturn, Tuple, Type, Union
 
 ERR_PROTOCOL: Final = -2       # the peer sent something the specification forbids
 ERR_TOO_LARGE: Final = -3      # a packet does not fit buf_size / the peer's maximum
@@ -31,8 +31,10 @@ class SessionError(MQTTException): ...         # e.g. MQTT-3.2.2-4
 
 # For the package's own modules, not part of the API (API.md): what a packet
 # from the broker that breaks the protocol raises, and its MQTT 5 reason code
-# (the link sends it in a DISCONNECT before it closes the connection).
+# (the link sends it in a DISCONNECT before it closes the connection); the
+# resident modules' exception sentences by number (texts.py).
 BAD_PACKET: Tuple[Type[MQTTException], ...]
 why: int
-def fail(msg: str, rc: int = 0x81, code: int = ERR_PROTOCOL) -> NoReturn: ...
+def fail(msg: Union[str, int, Tuple[Any, ...]], rc: int = 0x81, code: int = ERR_PROTOCOL) -> NoReturn: ...
+def said(msg: Union[int, Tuple[Any, ...]]) -> str: ...   # a sentence of texts.py
 def too_large(what: str, n: int, limit: int, rc: int = 0x95) -> NoReturn: ...

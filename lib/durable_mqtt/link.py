@@ -17,7 +17,7 @@ from micropython import const
 from builtins import len, min
 
 from . import codec
-from .errors import BAD_PACKET, PacketTooLarge, Timeout
+from .errors import BAD_PACKET, PacketTooLarge, Timeout, said
 from .transport import Transport  # noqa: F401  (loaded with the link; dial.connection() makes its Transport)
 from .inbound import after, dispatch, done, header, more, put_send, view
 
@@ -287,7 +287,7 @@ class Link:
             if 0 <= idle < late:
                 late = idle
             if late >= limit:
-                raise Timeout(_ERR_TIMEOUT, "no PINGRESP in %d ms: link dead" % limit)
+                raise Timeout(_ERR_TIMEOUT, said((26, limit)))  # no PINGRESP in %d ms: link dead
             return limit - late
         idle = max(ticks_diff(now, self.last_tx), ticks_diff(now, self.last_rx))
         if idle >= limit:

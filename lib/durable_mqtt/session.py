@@ -45,7 +45,7 @@ from time import ticks_add, ticks_diff
 from builtins import len
 
 from .codec import publish_size, varint_size, put_publish, put_ack, fail
-from .errors import QueueFull
+from .errors import QueueFull, said
 
 expiry = None                # MQTT 5: props.expiry, set by the first version 5 Session
 
@@ -215,14 +215,14 @@ class Session:
         n = rl + 2 if rl < 128 else 1 + varint_size(rl) + rl   # (varint_size inline below 128: a call less)
         if qos:
             if self.held >= self.qos12:
-                raise QueueFull(_ERR_FULL, "outbox full: %d messages" % self.held)
+                raise QueueFull(_ERR_FULL, said((27, self.held)))  # outbox full: %d messages
         elif self.n0 >= self.nslots - self.qos12 or self.nbytes0 + n > self.qos0_bytes:
             return -1
         off = _reserve(self, n)
         if off < 0:
             if not qos:
                 return -1
-            raise QueueFull(_ERR_FULL, "outbox full: no room for %d bytes (outbox_bytes)" % n)
+            raise QueueFull(_ERR_FULL, said((28, n)))  # outbox full: no room for %d bytes (outbox_bytes)
         pid = next_pid(self) if qos else 0
         p = put_publish(self.arena, off, 0x30 | qos << 1 | retain, rl, topic, pid, props)
         self.arena[p:p + len(msg)] = msg
@@ -659,7 +659,7 @@ def next_pid(e):  # noalloc
         if pid < e.run_end:
             e.run_pid = pid + 1
             return pid
-    raise QueueFull(_ERR_FULL, "no packet id free")
+    raise QueueFull(_ERR_FULL, said(29))  # no packet id free
 
 
 def _free(e, i):  # noalloc

@@ -1,8 +1,9 @@
-# The words of the protocol errors the resident modules raise (codec.py,
-# inbound.py, link.py, session.py): a number there, its sentence here,
-# looked up only when one is raised (errors.fail) and dropped again at once,
-# so that a device does not hold them while all is well. Each call site
-# names its sentence in a comment; the order is the numbering.
+# The words of the exceptions the resident modules raise (client.py,
+# codec.py, inbound.py, link.py, session.py, transport.py): a number there,
+# its sentence here, looked up only when one is raised (errors.fail(),
+# errors.said()) and dropped again at once, so that a device does not hold
+# them while all is well. Each call site names its sentence in a comment;
+# the order is the numbering.
 TEXTS = (
     'bad variable byte integer',                                   # 0
     'variable byte integer not minimal (MQTT-1.5.5-1)',            # 1
@@ -24,4 +25,17 @@ TEXTS = (
     'PUBREC for packet id %d, not awaiting one',                   # 17
     '%sACK for packet id %d, not awaiting one',                    # 18
     'reason code 0x%02x not allowed here',                         # 19
+    'connection dropped (errno %s)',                               # 20
+    'the connection is closed',                                    # 21
+    'the callback must be callable, not %s',                       # 22
+    'connection dropped (errno unknown)',                          # 23
+    'write stalled %d ms: link congested or dead',                 # 24
+    'connection dropped while writing',                            # 25
+    'no PINGRESP in %d ms: link dead',                             # 26
+    'outbox full: %d messages',                                    # 27
+    'outbox full: no room for %d bytes (outbox_bytes)',            # 28
+    'no packet id free',                                           # 29
+    'str or bytes-like expected, not %s',                          # 30
+    'topic of %d bytes: 65535 at most (MQTT-4.7.3-3)',             # 31
+    'topic must be str or bytes-like',                             # 32
 )

@@ -7,7 +7,7 @@ import select
 import time
 from micropython import const
 
-from .errors import PeerClosed, Timeout
+from .errors import PeerClosed, Timeout, said
 
 _ERR_TIMEOUT = const(-4)
 _ERR_CLOSED = const(-5)
@@ -24,7 +24,7 @@ def _closed(e):
     # Any other errno on an open connection: the peer or the network dropped
     # it (ECONNRESET 104, EPIPE 32, ECONNABORTED 113 / ENOTCONN 128 on an
     # ESP32; docs/troubleshooting.md).
-    return PeerClosed(_ERR_CLOSED, "connection dropped (errno %s)" % e.args[0])
+    return PeerClosed(_ERR_CLOSED, said((20, e.args[0])))  # connection dropped (errno %s)
 
 
 class Transport:
@@ -75,7 +75,7 @@ class Transport:
         # Up to n bytes into buf without waiting; 0 when none are ready.
         # Raises PeerClosed at the end of the stream.
         if self.sock is None:
-            raise PeerClosed(_ERR_CLOSED, "the connection is closed")
+            raise PeerClosed(_ERR_CLOSED, said(21))  # the connection is closed
         self.buf = buf
         self.n = n
         r = _io_in(self)
@@ -85,7 +85,7 @@ class Transport:
             return r
         if r:                           # readinto raised
             return self._read_error(buf, n)
-        raise PeerClosed(_ERR_CLOSED, "the broker closed the connection")
+        raise PeerClosed(_ERR_CLOSED, "the broker closed the connection")   # (inline: every disconnect() meets it)
 
     def _read_error(self, buf, n):
         # readinto raised: once more, with the handler that sees the error.
@@ -101,7 +101,7 @@ class Transport:
         if r is None:
             return 0
         if not r:
-            raise PeerClosed(_ERR_CLOSED, "connection dropped (errno unknown)")
+            raise PeerClosed(_ERR_CLOSED, said(23))  # connection dropped (errno unknown)
         return r
 
     def write(self, buf, off, n, timeout_ms):  # noalloc
@@ -111,7 +111,7 @@ class Transport:
         # packet goes out in one write where the stack allows: a header and a
         # body in two would cost the peer's delayed ACK.
         if self.sock is None:           # closed meanwhile (a callback's disconnect(), a failure)
-            raise PeerClosed(_ERR_CLOSED, "the connection is closed")
+            raise PeerClosed(_ERR_CLOSED, said(21))  # the connection is closed
         self.buf = buf
         self.off = off
         self.n = n
@@ -148,13 +148,13 @@ class Transport:
             if deadline is None:
                 deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
             if not self._room(deadline, timeout_ms):
-                raise Timeout(_ERR_TIMEOUT, "write stalled %d ms: link congested or dead" % timeout_ms)
+                raise Timeout(_ERR_TIMEOUT, said((24, timeout_ms)))  # write stalled %d ms: link congested or dead
 
     def _room(self, deadline, timeout_ms):  # noalloc
         left = time.ticks_diff(deadline, time.ticks_ms())
         for _, ev in self._pout.ipoll(max(0, left)):
             if ev & _POLL_HUP_ERR:
-                raise PeerClosed(_ERR_CLOSED, "connection dropped while writing")
+                raise PeerClosed(_ERR_CLOSED, said(25))  # connection dropped while writing
         return left > 0
 
     def room(self):  # noalloc
