@@ -17,6 +17,18 @@ def unfill(k):
     for n in range(k):
         os.remove("/fl/fill%d" % n)
 BIG = bytes(200)              # (a slot file past the inline limit: it needs a block)
+def faulty():
+    # A LittleFS at /fl on NOR flash whose writes raise OSError(5) while .bad.
+    class Faulty(NorFlash):
+        bad = False
+        def writeblocks(self, n, buf, off=None):
+            if self.bad:
+                raise OSError(5)
+            return super().writeblocks(n, buf, off)
+    dev = Faulty(4096, 64, prog_size=P)
+    vfs.VfsLfs2.mkfs(dev, progsize=P)
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+    return dev
 def call(f, *a):
     # f(*a), or the repr of what it raised.
     try:
@@ -810,15 +822,7 @@ if FS == "fat":
         dev.fail = OSError(5)
         dev.left = 0 if on else -1
 else:
-    class Faulty(NorFlash):
-        bad = False
-        def writeblocks(self, n, buf, off=None):
-            if self.bad:
-                raise OSError(5)
-            return super().writeblocks(n, buf, off)
-    dev = Faulty(4096, 64, prog_size=P)
-    vfs.VfsLfs2.mkfs(dev, progsize=P)
-    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+    dev = faulty()
     def fault(on):
         dev.bad = on
 got = []
@@ -883,15 +887,7 @@ from durable_mqtt.filelog import FileLog
 PORT, CALL, STORE = %d, %r, %r
 T = "se/subeio/%%s/%%s/%%d" %% (CALL, STORE, time.ticks_ms())
 CID = "se-subeio-" + T[10:]
-class Faulty(NorFlash):
-    bad = False
-    def writeblocks(self, n, buf, off=None):
-        if self.bad:
-            raise OSError(5)
-        return super().writeblocks(n, buf, off)
-dev = Faulty(4096, 64, prog_size=P)
-vfs.VfsLfs2.mkfs(dev, progsize=P)
-vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+dev = faulty()
 def client():
     got = []
     c = MQTTClient(CID, "127.0.0.1", PORT, clean_session=False,
