@@ -29,6 +29,17 @@ def faulty():
     vfs.VfsLfs2.mkfs(dev, progsize=P)
     vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
     return dev
+def boots_full(make):
+    # The client make() builds on a full store: it boots, with store_full
+    # only (ev: the script's event list).
+    try:
+        c = make()
+    except OSError as x:
+        print("boot raised", repr(x))
+        raise
+    print("boot", ev)
+    assert ev == [("store_full", {"reason": "filesystem full"})], ev
+    return c
 def call(f, *a):
     # f(*a), or the repr of what it raised.
     try:
@@ -1436,13 +1447,7 @@ ev = []
 def dboot():
     return MQTTClient("se-fatfull", "127.0.0.1", PORT, clean_session=False, session_file="/fl/s",
                       event_callback=lambda e, i: ev.append((e, i)))
-try:
-    c = dboot()
-except OSError as x:
-    print("boot raised", repr(x))
-    raise
-print("boot", ev)
-assert ev == [("store_full", {"reason": "filesystem full"})], ev
+c = boots_full(dboot)
 try:
     c.publish("t", b"x", qos=1)
 except StoreFull as x:
@@ -1478,14 +1483,8 @@ try:
 except OSError as x:
     print("create in full directory", x.args[0])
 ev = []
-try:
-    c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog("/fl/d/log"),
-                   event_callback=lambda e, i: ev.append((e, i)))
-except OSError as x:
-    print("boot raised", repr(x))
-    raise
-print("boot", ev)
-assert ev == [("store_full", {"reason": "filesystem full"})], ev
+c = boots_full(lambda: MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog("/fl/d/log"),
+                               event_callback=lambda e, i: ev.append((e, i))))
 try:
     c.publish("t", b"A01", qos=1)
     raise AssertionError("accepted")
