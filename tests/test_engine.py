@@ -14,6 +14,7 @@ from conftest import run_mp
 
 PRELUDE = r"""
 from durable_mqtt.session import Session
+from durable_mqtt import subs
 from durable_mqtt.errors import ProtocolError, SessionError, QueueFull
 tx = bytearray(64)
 PUBACK, PUBREC, PUBREL, PUBCOMP = 0x40, 0x50, 0x62, 0x70
@@ -76,7 +77,7 @@ e.puback(65535, 0)                 # 65534, 1, 2 still held
 e.last_pid = 65533
 assert pub(e, 1) == 65535          # freed: usable again
 assert pub(e, 1) == 3              # 65534 (held) and 1, 2 (held) skipped
-assert e.request(0x90) == 4        # SUBSCRIBE ids come from the same pool
+assert subs.request(e, 0x90) == 4        # SUBSCRIBE ids come from the same pool
 assert pub(e, 2) == 5              # ... and are in use until their ack
 """)
 
@@ -118,26 +119,26 @@ def test_MQTT_2_2_1_3_an_abandoned_requests_id_stays_in_use_until_its_answer():
     # could get the id and take the old one's late SUBACK for its own.
     run(r"""
 e = engine()
-a = e.request(0x90)
-e.abandon()                              # sent: its SUBACK may still come
+a = subs.request(e, 0x90)
+subs.abandon(e)                              # sent: its SUBACK may still come
 e.last_pid = a - 1                       # as after 65535 more ids
-b = e.request(0x90)
+b = subs.request(e, 0x90)
 assert b != a, (a, b)
 e.last_pid = a - 1
 p = pub(e, 1)
 assert p not in (a, b), (a, b, p)
-assert e.answer(0x90, a) is False        # the late answer: ignored, and a is free
-assert e.answer(0x90, b) is True
+assert subs.answer(e, 0x90, a) is False        # the late answer: ignored, and a is free
+assert subs.answer(e, 0x90, b) is True
 e.last_pid = a - 1
 assert pub(e, 1) == a
-c = e.request(0xB0)
-e.abandon()
+c = subs.request(e, 0xB0)
+subs.abandon(e)
 e.connected(True, False)                 # a new connection: no late answer comes
 e.last_pid = c - 1
-assert e.request(0x90) == c
-e.abandon(False)                         # never sent: free at once
+assert subs.request(e, 0x90) == c
+subs.abandon(e, False)                         # never sent: free at once
 e.last_pid = c - 1
-assert e.request(0x90) == c
+assert subs.request(e, 0x90) == c
 """)
 
 
@@ -1009,18 +1010,18 @@ def test_MQTT_2_2_1_6_a_suback_or_unsuback_answers_the_request_by_its_id():
     # request whose wait was abandoned.
     run(r"""
 e = engine()
-pid = e.request(0x90)
-raises(ProtocolError, e.answer, 0x90, pid + 1)
-raises(ProtocolError, e.answer, 0xB0, pid)
-assert e.answer(0x90, pid) is True
-pid = e.request(0xB0)
-e.abandon()                          # the wait ended (an error, a timeout)
-assert e.answer(0xB0, pid) is False  # its late answer is ignored
-e.subscribed(b"a/#", 1, 0)
-e.subscribed(b"a/#", 2, 0)           # the same filter again replaces it
-e.subscribed(b"b", 0, 0)
+pid = subs.request(e, 0x90)
+raises(ProtocolError, subs.answer, e, 0x90, pid + 1)
+raises(ProtocolError, subs.answer, e, 0xB0, pid)
+assert subs.answer(e, 0x90, pid) is True
+pid = subs.request(e, 0xB0)
+subs.abandon(e)                          # the wait ended (an error, a timeout)
+assert subs.answer(e, 0xB0, pid) is False  # its late answer is ignored
+subs.subscribed(e, b"a/#", 1, 0)
+subs.subscribed(e, b"a/#", 2, 0)           # the same filter again replaces it
+subs.subscribed(e, b"b", 0, 0)
 assert e.subs == [(b"a/#", 2, 0), (b"b", 0, 0)]
-e.unsubscribed(b"a/#")
+subs.unsubscribed(e, b"a/#")
 assert e.subs == [(b"b", 0, 0)]
 """)
 

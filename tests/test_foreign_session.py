@@ -47,7 +47,7 @@ def tails(c, n=1):
 LFS = TAILS + r"""
 import os, vfs
 from norflash import NorFlash
-from durable_mqtt import MQTTClient, crc
+from durable_mqtt import MQTTClient, crc, subs
 P = 32
 def fresh(blocks=32):
     dev = NorFlash(4096, blocks, prog_size=P)
@@ -297,8 +297,8 @@ import binascii
 fresh()
 c, ev = boot(version=5, session_expiry=3600)
 e, j = c.engine, c.journal
-e.subscribed(b"cmd/#", 1 | 4 | 8 | 16, 77)     # QoS 1, No Local, RAP, Retain Handling 1
-e.subscribed(b"cfg", 2, 0)
+subs.subscribed(e, b"cmd/#", 1 | 4 | 8 | 16, 77)     # QoS 1, No Local, RAP, Retain Handling 1
+subs.subscribed(e, b"cfg", 2, 0)
 j.checkpoint()
 p1 = c.publish("tele/a", b"one", qos=1)
 p2 = c.publish("tele/b", b"two", qos=2, retain=True)
@@ -625,7 +625,7 @@ print("OK")
 # (a power cut, or with fail=OSError(5): a write error the program sees).
 FAT_SECTORS = r"""
 import os, vfs
-from durable_mqtt import MQTTClient
+from durable_mqtt import MQTTClient, subs
 class Cut(Exception):
     pass
 class Sectors:
@@ -689,7 +689,7 @@ while True:
     dev.data[:] = img
     vfs.mount(vfs.VfsFat(dev), "/fat")
     c, ev = boot()
-    c.engine.subscribed(b"cmd", 1, 0)
+    subs.subscribed(c.engine, b"cmd", 1, 0)
     dev.left = n
     try:
         c.journal.checkpoint()           # as subscribe() makes one
@@ -970,10 +970,10 @@ def test_a_stored_subscription_no_broker_takes(tmp_path):
     from fakebroker import FakeBroker, connack, pkt, u16
     path = str(tmp_path / "s")
     run_mp(r"""
-from durable_mqtt import MQTTClient
+from durable_mqtt import MQTTClient, subs
 c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=%r)
-c.engine.subscribed(b"a/#/b", 1, 0)
-c.engine.subscribed(b"ok/x", 1, 0)
+subs.subscribed(c.engine, b"a/#/b", 1, 0)
+subs.subscribed(c.engine, b"ok/x", 1, 0)
 c.journal.checkpoint()
 c.publish("t", b"A", qos=1)
 c.close()

@@ -122,6 +122,7 @@ def session_file(tmp_path):
 # journal (store.py) to a file (filelog.py); no network.
 ENGINE = r"""
 from durable_mqtt.session import Session
+from durable_mqtt import subs
 from durable_mqtt.store import LogJournal
 tx = bytearray(64)
 
@@ -156,7 +157,7 @@ from durable_mqtt.filelog import FileLog
 VER = int(sys.argv[2])
 e, j = engine(b"dev-all", VER == 5, FileLog(sys.argv[1]), 86400 if VER == 5 else 0xFFFFFFFF)
 # What a granted subscribe() leaves behind (subscribe() itself needs a broker).
-e.subscribed(b"cmd/#", 2 | (4 if VER == 5 else 0), 7 if VER == 5 else 0)
+subs.subscribed(e, b"cmd/#", 2 | (4 if VER == 5 else 0), 7 if VER == 5 else 0)
 j.checkpoint()
 for i in range(1, 7):
     publish(e, j, b"out/%d" % i, b"payload-%d" % i, 1 + (i % 2 == 0), i == 3)
@@ -335,8 +336,9 @@ def test_flag_of_subscriptions_owed_is_known(tmp_path):
 import sys
 from durable_mqtt.client import MQTTClient
 from durable_mqtt.filelog import FileLog
+from durable_mqtt import subs
 c = MQTTClient("owed", "localhost", clean_session=False, session_file=FileLog(sys.argv[1]))
-c.engine.subscribed(b"cmd/a", 1, 0)
+subs.subscribed(c.engine, b"cmd/a", 1, 0)
 c.engine.resub_owed = True
 c.journal.checkpoint()
 """, args=[str(path)])

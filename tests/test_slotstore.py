@@ -32,7 +32,7 @@ SOAK = bool(os.environ.get("SOAK"))
 # small outbox, and its changes handed to the journal as the client does.
 ENGINE = r"""
 from durable_mqtt.session import Session
-from durable_mqtt import load
+from durable_mqtt import load, subs
 
 
 def engine():
@@ -137,7 +137,7 @@ def step(e, j, k):
             e.pubrel(pid, tx)
             commit(e, j)
     elif kind == 8:                              # a header rewrite (connect, subscribe)
-        e.subscribed(b"cmd/%%d" %% (k %% 3), 1, 0)
+        subs.subscribed(e, b"cmd/%%d" %% (k %% 3), 1, 0)
         j.checkpoint()
     return True
 

@@ -8,9 +8,11 @@ from micropython import const
 
 from .codec import fail
 from .errors import SessionError
+from .session import trim
 
 _ERR_SESSION = const(-8)
 # Slot states (session.py's)
+_FREE = const(0)
 _QUEUED = const(1)
 _SENT = const(2)
 _RELEASE = const(3)
@@ -88,6 +90,29 @@ def connected(e, sp, clean):
                 e.inflight += 1
         e.send = 0
     else:
-        e.start_clean()                              # MQTT-3.2.2-5
+        start_clean(e)                               # MQTT-3.2.2-5
     e.has_state = True
     return ev
+
+
+def start_clean(e):
+    # No state of an old session is reused (MQTT-3.1.2-6): incoming QoS 2
+    # ids are dropped; accepted messages go out as new PUBLISH with DUP 0
+    # and their ids (API.md); a QoS 2 message past PUBREC was received by
+    # the old session and is dropped (counted in e.dropped).
+    e.rx2_n = 0
+    e.has_state = False
+    e.dropped = 0
+    for k in range(e.count):
+        i = e.index(k)
+        s = e.st[i] & _STATE
+        if s == _RELEASE:
+            e.st[i] = _FREE
+            e.held -= 1
+            e.dropped += 1
+        elif s:
+            e.st[i] = _QUEUED
+            e.arena[e.off[i]] &= 0xF7
+    e.send = 0
+    e.inflight = 0
+    trim(e)

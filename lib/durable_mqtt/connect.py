@@ -256,6 +256,7 @@ def _resubscribing(c, info):
     # first (filters.py), as subscribe() checks it.
     from .filters import check
     from .request import requesting
+    from .subs import unsubscribed
     e = c.engine
     for f, opts, sid in list(e.subs):
         try:
@@ -266,7 +267,7 @@ def _resubscribing(c, info):
             # no broker may take it (a filter subscribe() refuses: a
             # stored state no writer of this library made): forgotten,
             # else every connect would raise over it.
-            e.unsubscribed(f)
+            unsubscribed(e, f)
         except ProtocolError:
             # Its answer was malformed or not the one awaited (request.ack)
             # and the link closed over it: still owed, made at the next
@@ -275,7 +276,7 @@ def _resubscribing(c, info):
             # refused one, and the connect after goes on without it.
             if c.conn.result == _BAD_ANSWER:
                 if getattr(c, "bad_sub", None) == f:
-                    e.unsubscribed(f)
+                    unsubscribed(e, f)
                     if c.persist:
                         _checkpoint(c, c.journal)
                 c.bad_sub = f

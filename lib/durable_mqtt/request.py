@@ -10,6 +10,7 @@ from micropython import const
 
 from .codec import fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
 from .errors import ConnectRefused, NotConnected, StoreFull, Timeout
+from . import subs
 
 _SUBSCRIBE = const(0x82)     # SUBSCRIBE, UNSUBSCRIBE carry flags 0b0010 (MQTT-3.8.1-1, 3.10.1-1)
 _SUBACK = const(0x90)
@@ -45,7 +46,7 @@ def requesting(c, f, opts, sid, props, timeout_ms=0):
             k.up = []
         k.up.append(up)
     try:
-        pid = e.request(_SUBACK if sub else _UNSUBACK)
+        pid = subs.request(e, _SUBACK if sub else _UNSUBACK)
         n = subscribe_packet(c.tx, pid, f, opts, props, e.max_out)
         k.result = -1
         s = k.net.sock                       # the connection the request goes on
@@ -72,7 +73,7 @@ def requesting(c, f, opts, sid, props, timeout_ms=0):
                     raise NotConnected(_ERR_NOT_CONNECTED, "the link closed before the %sACK" % ("SUB" if sub else "UNSUB"))
         except BaseException as x:
             if k.net.sock is s or k.net.sock is None:
-                e.abandon()
+                subs.abandon(e)
                 if isinstance(x, OSError):
                     # The link closes over its own failure, which this raises:
                     # not kept for the next call as well. One another call met
@@ -82,7 +83,7 @@ def requesting(c, f, opts, sid, props, timeout_ms=0):
                     if k.failure is x:
                         k.failure = None
             elif e.req_pid == pid:
-                e.abandon(False)             # (its connection is gone: no late answer either)
+                subs.abandon(e, False)       # (its connection is gone: no late answer either)
             # Not on a connection made since: that is someone else's. Closed
             # (k.failed) or its request table touched (abandon), the connect
             # dialling it failed, or a request of its own (a resubscribe) took
@@ -101,9 +102,9 @@ def requesting(c, f, opts, sid, props, timeout_ms=0):
         if code >= 0x80:
             from .reasons import text
             raise ConnectRefused(code, "broker refused the subscription to %r: %s" % (f, text(code, True)))
-        e.subscribed(f, opts, sid)
+        subs.subscribed(e, f, opts, sid)
     else:
-        e.unsubscribed(f)
+        subs.unsubscribed(e, f)
     # A lost session's resubscribe (connect.py; e.resub_owed, on flash)
     # writes nothing per SUBACK: the connect writes the state once all
     # are made, and a cut before that makes them all again.
@@ -174,4 +175,4 @@ def ack(c, kind, n):
             k.result = -1
             return
     # (False: the late answer to a request abandoned; the one awaited is still to come)
-    k.result = code if c.engine.answer(kind, pid) else -1
+    k.result = code if subs.answer(c.engine, kind, pid) else -1

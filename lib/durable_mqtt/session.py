@@ -51,7 +51,7 @@ expiry = None                # MQTT 5: props.expiry, set by the first version 5 
 
 _ERR_FULL = const(-7)
 _LONG_BYTES = 8 // len(array("l", bytes(8)))     # 4 on a board, 8 on the 64-bit unix port
-_STALE = const(4)        # ids of abandoned requests kept in use, at most
+_STALE = const(4)        # ids of abandoned requests kept in use, at most (subs.py's)
 
 # What must reach flash before the packet just returned is sent (`rec`).
 # The store writes each as a record of this type (docs/session-format.md),
@@ -264,7 +264,7 @@ class Session:
         self.last_pid = self.rec_pid
         _free(self, i)
         self.a_tail = self.off[i]
-        _trim(self)
+        trim(self)
 
     def _compact(self):  # noalloc
         # Squeeze out slots freed behind an older message still held (a QoS 2
@@ -315,7 +315,7 @@ class Session:
                         _finish(self, i, -1)
                         return -1
                     _free(self, i)             # (QoS 0: done_pid 0, counted by the front end)
-                    _trim(self)
+                    trim(self)
                     self.done_pid = 0
                     self.done_reason = -1
                     return -1
@@ -345,7 +345,7 @@ class Session:
         n = self.len[i]
         r = _limit(self, i)
         _free(self, i)
-        _trim(self)
+        trim(self)
         if r:
             self.done_pid = 0
             self.done_reason = r
@@ -392,7 +392,7 @@ class Session:
         # MQTT-4.3.3-6: only the PUBREL now. It moves to the end, so that
         # PUBRELs go out again in the order their PUBRECs came (MQTT-4.6.0-4).
         _free(self, i)
-        _trim(self)
+        trim(self)
         if self.count >= self.nslots:
             self._compact()
         i = _slot(self, pid, 0, 0, 0)
@@ -479,86 +479,12 @@ class Session:
             self.rec_pid = pid
         return put_ack(tx, _PUBCOMP, pid, 0x92 if k < 0 and self.v5 else 0)
 
-    # ------------------------------------------------------------ subscriptions
-    def request(self, kind):
-        # A packet id for a SUBSCRIBE (kind: the ack awaited) or UNSUBSCRIBE.
-        self.req_pid = 0
-        self.req_pid = self.last_pid = next_pid(self)
-        self.req_kind = kind
-        return self.req_pid
-
-    def abandon(self, sent=True):
-        # The wait for the request's answer ended without it (sent: the
-        # request went out, so its answer may still come). Each such answer
-        # is let through once: several waits can be abandoned (cancelled)
-        # before the first late answer arrives. Until it comes (or the
-        # connection ends) the id stays in use (MQTT-2.2.1-3): a request
-        # given it again would take the late answer for its own.
-        if self.req_pid and sent:
-            if self.stale_n < _STALE:
-                if self.stale_ids is None:
-                    self.stale_ids = array("H", bytes(2 * _STALE))
-                self.stale_ids[self.stale_n] = self.req_pid
-            self.stale_n += 1
-        self.req_pid = 0
-
-    def answer(self, kind, pid):
-        # A SUBACK / UNSUBACK: True when it is the one awaited, False for
-        # the late answer to an abandoned request.
-        if pid and pid != self.req_pid and self.stale_n:
-            # Its id is free again: answers come in the order the requests
-            # went, so it is the oldest kept, unless pid says otherwise.
-            n = self.stale_n if self.stale_n < _STALE else _STALE
-            k = 0
-            for i in range(n):
-                if self.stale_ids[i] == pid:
-                    k = i
-                    break
-            for i in range(k, n - 1):
-                self.stale_ids[i] = self.stale_ids[i + 1]
-            self.stale_n -= 1
-            return False
-        if not pid or pid != self.req_pid or kind != self.req_kind:
-            fail((18, "SUB" if kind == 0x90 else "UNSUB", pid), 0x82)  # %sACK for packet id %d, not awaiting one
-        self.req_pid = 0
-        return True
-
-    def subscribed(self, f, opts, sid):
-        self.unsubscribed(f)
-        self.subs.append((f, opts, sid))
-
-    def unsubscribed(self, f):
-        self.subs = [s for s in self.subs if s[0] != f]
-
     # ------------------------------------------------------------ connection
     def connected(self, sp, clean):
         # Session Present against what this client holds, after CONNACK:
         # "resumed", "lost" or "new" (connack.py: once per connection).
         from .connack import connected
         return connected(self, sp, clean)
-
-    def start_clean(self):
-        # No state of an old session is reused (MQTT-3.1.2-6): incoming
-        # QoS 2 ids are dropped; accepted messages go out as new PUBLISH with
-        # DUP 0 and their ids; a QoS 2 message past PUBREC was received by the
-        # old session and is dropped (counted in `dropped`).
-        self.rx2_n = 0
-        self.has_state = False
-        self.dropped = 0
-        for k in range(self.count):
-            i = self.index(k)
-            s = self.st[i] & _STATE
-            if s == _RELEASE:
-                self.st[i] = _FREE
-                self.held -= 1
-                self.dropped += 1
-            elif s:
-                self.st[i] = _QUEUED
-                self.arena[self.off[i]] &= 0xF7
-        self.send = 0
-        self.inflight = 0
-        _trim(self)
-
 
 # ---------------------------------------------------------------- slot helpers
 # Session's per-message helpers are module functions of the session (e),
@@ -578,7 +504,7 @@ def _finish(e, i, reason):  # noalloc
     e.nbytes -= e.len[i]      # (_free() of a QoS 1/2 slot, inline: once per message)
     e.len[i] = 0
     e.st[i] = _FREE
-    _trim(e)
+    trim(e)
 
 
 def _limit(e, i):  # noalloc
@@ -590,9 +516,9 @@ def _limit(e, i):  # noalloc
             else 0x9A if first & 1 and not e.retain else 0)
 
 
-def _trim(e):  # noalloc
+def trim(e):  # noalloc
     # Drop freed slots at the front; the arena is in use from the oldest
-    # packet still held.
+    # packet still held. (Public: connack.start_clean's too.)
     while e.count and not e.st[e.first]:
         e.first = e.first + 1 if e.first + 1 < e.nslots else 0
         e.count -= 1

@@ -11,7 +11,7 @@ from time import ticks_add, ticks_diff
 from durable_mqtt.session import Session
 from durable_mqtt.errors import ProtocolError, SessionError, QueueFull, MQTTException
 from durable_mqtt.store import state_bytes
-from durable_mqtt import restore, stream
+from durable_mqtt import restore, stream, subs
 
 STRICT_Q0 = True
 CFG_OVERRIDE = {}    # replay: fixed sizes (v5, nslots, qos12, buf, arena_n, rx2cap, maxinf)
@@ -574,7 +574,7 @@ class Harness:
     def op_req(self, kind):
         if not self.connected or self.req:
             return
-        pid = self.e.request(kind)
+        pid = subs.request(self.e, kind)
         need(0 < pid <= 65535, "request pid", pid)
         for k2, m2, h2, d2 in self.ring:
             need(not (m2.qos and m2.pid == pid), "request packet id %d held by %r" % (pid, m2))
@@ -586,14 +586,14 @@ class Harness:
             return
         e = self.e
         if how == 0 and self.req:
-            need(e.answer(self.req[1], self.req[0]) is True, "answer")
+            need(subs.answer(e, self.req[1], self.req[0]) is True, "answer")
             self.req = None
         elif how == 1 and self.req:
-            e.abandon()
+            subs.abandon(e)
             self.stale = self.req[0]
             self.req = None
         elif how == 2 and self.stale:
-            need(e.answer(0x90, self.stale) is False, "late answer")
+            need(subs.answer(e, 0x90, self.stale) is False, "late answer")
             self.stale = 0
 
     def op_limits(self, rm, mp, mq, ra):

@@ -1,0 +1,77 @@
+# The session engine's rules for SUBSCRIBE and UNSUBSCRIBE: the packet id of
+# a request, waits abandoned whose late answer may still come, the list of
+# subscriptions made. session.py's other half, as functions of the engine
+# (e): loaded with request.py (and by connect.py when it resubscribes),
+# unloaded after (client.unload), so a running device does not keep them.
+# Sans-IO as session.py: no socket, no store, no clock.
+#
+# Rules:
+# - MQTT-2.2.1-3: a request's id is non-zero and not in use (next_pid); an
+#   id whose answer may still come stays in use.
+# - MQTT-2.2.1-6 (3.1.1: 2.3.1-7; a SUBACK / UNSUBACK carries its request's id): an
+#   answer with another id than the one awaited is a protocol error, unless
+#   it is the late answer to a request abandoned.
+from array import array
+from micropython import const
+
+from .codec import fail
+from .session import next_pid
+
+_STALE = const(4)        # ids of abandoned requests kept in use, at most (session.py's)
+
+
+def request(e, kind):
+    # A packet id for a SUBSCRIBE (kind: the ack awaited) or UNSUBSCRIBE.
+    e.req_pid = 0
+    e.req_pid = e.last_pid = next_pid(e)
+    e.req_kind = kind
+    return e.req_pid
+
+
+def abandon(e, sent=True):
+    # The wait for the request's answer ended without it (sent: the
+    # request went out, so its answer may still come). Each such answer
+    # is let through once: several waits can be abandoned (cancelled)
+    # before the first late answer arrives. Until it comes (or the
+    # connection ends) the id stays in use (MQTT-2.2.1-3): a request
+    # given it again would take the late answer for its own.
+    if e.req_pid and sent:
+        if e.stale_n < _STALE:
+            if e.stale_ids is None:
+                e.stale_ids = array("H", bytes(2 * _STALE))
+            e.stale_ids[e.stale_n] = e.req_pid
+        e.stale_n += 1
+    e.req_pid = 0
+
+
+def answer(e, kind, pid):
+    # A SUBACK / UNSUBACK: True when it is the one awaited, False for
+    # the late answer to an abandoned request.
+    if pid and pid != e.req_pid and e.stale_n:
+        # Its id is free again: answers come in the order the requests
+        # went, so it is the oldest kept, unless pid says otherwise.
+        n = e.stale_n if e.stale_n < _STALE else _STALE
+        k = 0
+        for i in range(n):
+            if e.stale_ids[i] == pid:
+                k = i
+                break
+        for i in range(k, n - 1):
+            e.stale_ids[i] = e.stale_ids[i + 1]
+        e.stale_n -= 1
+        return False
+    if not pid or pid != e.req_pid or kind != e.req_kind:
+        fail((18, "SUB" if kind == 0x90 else "UNSUB", pid), 0x82)  # %sACK for packet id %d, not awaiting one
+    e.req_pid = 0
+    return True
+
+
+def subscribed(e, f, opts, sid):
+    # The broker granted the subscription to filter f: the same filter
+    # again replaces the one made before, as at the broker (MQTT-3.8.4-3).
+    unsubscribed(e, f)
+    e.subs.append((f, opts, sid))
+
+
+def unsubscribed(e, f):
+    e.subs = [s for s in e.subs if s[0] != f]
