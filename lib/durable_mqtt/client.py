@@ -37,16 +37,16 @@ _INT = (int, bool)           # qos, retain (MicroPython's bool is no int subclas
 # Modules of what runs once (connect, subscribe, boot, error texts): unload()
 # drops them when the call that needed them is over.
 _ONCE = ("configure", "connect", "connack", "leave", "request", "late", "load", "dirload", "slotmove", "stream", "restore", "dial", "reasons",
-         "dirstate", "filters", "dirclear", "tls", "subs")
+         "dirstate", "filters", "dirclear", "tls", "subs", "sizing")
 
 
 def unload():
     import sys
-    pkg = sys.modules.get(__name__.rsplit(".", 1)[0])
+    p = sys.modules.get(__name__.rsplit(".", 1)[0])     # the package
     for m in _ONCE:
-        if sys.modules.pop(pkg.__name__ + "." + m, None) is not None:
+        if sys.modules.pop(p.__name__ + "." + m, None) is not None:
             try:
-                delattr(pkg, m)
+                delattr(p, m)
             except (AttributeError, TypeError):
                 pass
 

@@ -39,10 +39,10 @@ def opening(c, host, port, timeout_ms, clean):
         # after it, not a Wi-Fi join and a TCP connect apart. (Not for
         # AsyncClient: its steps await the socket, and there is none yet.)
         yield 0
-    ai = address(k.net, host, port, getattr(c, "servers", ()))
+    addr = address(k.net, host, port, getattr(c, "servers", ()))
     if wait:
         yield 0
-    s = start(ai, host, port, timeout_ms, wait)
+    s = start(addr, host, port, timeout_ms, wait)
     if c.async_connect:
         k.net.sock = s
         yield -timeout_ms            # writable: connected (or failed: the write says)
@@ -90,28 +90,28 @@ def address(net, host, port, servers=()):
         a[3] += 1
         return a[2]
     try:
-        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+        addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     except OSError as e:
         if a is not None:
             a[3] = 0
         raise MQTTException(_ERR_CLOSED, "cannot resolve %r (errno %s): is the network up?" % (host, e.args[0]))
     if a is None:
-        a = [host, port, ai, 1]
+        a = [host, port, addr, 1]
         # (With _KEPT for all, a fifth broker's lookup dropped the first
         # one's entry, and the turns went round dropping each in turn: with
         # the DNS gone, no broker came up again.)
         net.addrs = [a] + getattr(net, "addrs", [])[:max(_KEPT, len(servers)) - 1]
     else:
-        a[2] = ai
+        a[2] = addr
         a[3] = 1
     net.addr = a
-    return ai
+    return addr
 
 
-def start(ai, host, port, timeout_ms, wait):
-    # A TCP socket connected to ai (address()), or (wait=False) connecting:
+def start(addr, host, port, timeout_ms, wait):
+    # A TCP socket connected to addr (address()), or (wait=False) connecting:
     # the caller waits for it to become writable, then calls secure().
-    s = socket.socket(ai[0], socket.SOCK_STREAM, ai[2])
+    s = socket.socket(addr[0], socket.SOCK_STREAM, addr[2])
     try:
         # Every write is a whole packet: Nagle's algorithm would only hold a
         # small one back until the broker ACKs the previous, and a broker
@@ -126,7 +126,7 @@ def start(ai, host, port, timeout_ms, wait):
             s.settimeout(timeout_ms / 1000)
         else:
             s.setblocking(False)
-        s.connect(ai[-1])
+        s.connect(addr[-1])
     except OSError as e:
         if wait or e.args[0] not in (errno.EINPROGRESS, 119, 115):
             _failed(s, e, host, port, timeout_ms, None)

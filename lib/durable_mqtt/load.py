@@ -14,11 +14,11 @@ from .records import wall_minutes
 _S_IFDIR = const(0x4000)     # os.stat / os.ilistdir: a directory
 
 
-def open_session(c, where, prog_size, batch, clean):
-    # Client c's journal on session_file `where`, its stored state restored;
+def open_session(c, session_file, prog_size, batch, clean):
+    # Client c's journal on `session_file`, its stored state restored;
     # batch: (persist_batch_ms, persist_batch_bytes).
     e = c.engine
-    c.journal = j = open_journal(where, e, prog_size, batch[0], c.event, batch[1])
+    c.journal = j = open_journal(session_file, e, prog_size, batch[0], c.event, batch[1])
     if e.has_state and batch[0]:
         # Batched: the ids of messages whose records were still in the
         # batch at a power cut may have gone out, and a QoS 2 one's id stays
@@ -40,29 +40,29 @@ def open_session(c, where, prog_size, batch, clean):
         _checkpoint(j, c.event)       # a full or read-only filesystem: store_full, not a failed boot
 
 
-def open_journal(where, e, prog_size, batch_ms, event, batch_bytes=None):
-    # The journal for session_file `where`, with the stored state restored
+def open_journal(session_file, e, prog_size, batch_ms, event, batch_bytes=None):
+    # The journal for `session_file`, with the stored state restored
     # into engine e: a path (a directory of slot files, filestore.py; a
     # session file of the older log layout is moved into it), a block device
     # (the raw ring, ring.py), or a log backend object such as
     # filelog.FileLog. An unusable state is set aside and reported through
     # event(name, info).
-    if isinstance(where, str):
-        if not where:
+    if isinstance(session_file, str):
+        if not session_file:
             raise ValueError("session_file: an empty path")
-        return _open_dir(where, e, batch_ms, event)
-    if not hasattr(where, "readblocks") and not hasattr(where, "load"):
+        return _open_dir(session_file, e, batch_ms, event)
+    if not hasattr(session_file, "readblocks") and not hasattr(session_file, "load"):
         raise TypeError("session_file must be a path (str), a block device or a FileLog, not %s"
-                        % type(where).__name__)
-    if hasattr(where, "readblocks"):
+                        % type(session_file).__name__)
+    if hasattr(session_file, "readblocks"):
         from .ring import RingStore
         if prog_size is None and sys.platform == "rp2":
             prog_size = 256           # rp2.Flash programs whole 256-byte pages
-        where = RingStore(where, prog_size=prog_size, max_append=e.buf_size + 16 + 2 * e.nslots)
+        session_file = RingStore(session_file, prog_size=prog_size, max_append=e.buf_size + 16 + 2 * e.nslots)
     from .store import LogJournal
-    j = LogJournal(where, e, batch_ms, e.qos12, batch_bytes)
+    j = LogJournal(session_file, e, batch_ms, e.qos12, batch_bytes)
     try:
-        data = where.load()
+        data = session_file.load()
         if data:
             from .stream import parse
             _restore(e, parse(data), event)

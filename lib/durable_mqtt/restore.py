@@ -6,6 +6,8 @@
 from array import array
 from micropython import const
 
+from .sizing import clear, resize
+
 _HF_RESUB = const(0x04)      # header flag: the subscriptions are owed again (docs/session-format.md)
 
 
@@ -36,13 +38,13 @@ def restore(e, st, now, event=None):
     if q > e.qos12 or nbytes > len(e.arena):
         old = (e.nslots, e.qos12, len(e.arena))
         try:
-            e.resize(max(e.nslots, q + max(4, q // 4)), max(e.qos12, q), max(len(e.arena), nbytes))
+            resize(e, max(e.nslots, q + max(4, q // 4)), max(e.qos12, q), max(len(e.arena), nbytes))
         except MemoryError:
             # It may have replaced some tables: all are made again, the
-            # grown arena let go first. (Here, not in Session.resize: in
+            # grown arena let go first. (Here, not in sizing.resize: in
             # session.py the code cost a board 256 B more heap at every boot.)
             e.arena = None
-            e.resize(*old)
+            resize(e, *old)
             raise ValueError("%d stored messages, %d bytes: more than this heap holds" % (q, nbytes))
         grown = True
     # A packet larger than buf_size (the update lowered it) goes out from
@@ -59,7 +61,7 @@ def restore(e, st, now, event=None):
     # while connected is never judged: a power cut has no time.
     e.expired = bool(st.offline and st.saved_min and now and st.expiry != 0xFFFFFFFF
                      and now - st.saved_min > (st.expiry + 59) // 60)
-    e.clear()
+    clear(e)
     for k in range(len(st.out)):
         pid, pkt = st.out[k]
         e.stored(pid, st.view(k) if type(pkt) is int else pkt)

@@ -37,7 +37,6 @@
 # Outgoing messages live encoded, as PUBLISH packets, in one byte arena used
 # as a FIFO ring (a packet never wraps round its end), indexed by a ring of
 # slots, so sending one is a write from the arena: nothing is copied.
-from array import array
 from micropython import const
 from time import ticks_add, ticks_diff
 # The builtins accept() and _reserve() calls per message, as globals of this module:
@@ -50,7 +49,6 @@ from .errors import QueueFull, said
 expiry = None                # MQTT 5: props.expiry, set by the first version 5 Session
 
 _ERR_FULL = const(-7)
-_LONG_BYTES = 8 // len(array("l", bytes(8)))     # 4 on a board, 8 on the 64-bit unix port
 _STALE = const(4)        # ids of abandoned requests kept in use, at most (subs.py's)
 
 # What must reach flash before the packet just returned is sent (`rec`).
@@ -92,68 +90,13 @@ class Session:
     stale_ids = None
 
     def __init__(self, v5, cid, slots, qos12, arena, rx2, window, max_out):
+        # The attributes and tables: sizing.setup(), run once per client
+        # and not kept (client.unload).
         if v5:
             global expiry
             from .props import expiry     # Message Expiry's rule, with no import per message
-        self.v5 = v5
-        self.cid = cid
-        self.cid_assigned = False       # the broker assigned cid (MQTT 5)
-        self.expiry = 0                 # Session Expiry Interval, s
-        self.subs = []                  # [(filter, options, subscription id)]
-        self.last_pid = 0
-        self.has_state = False          # holds session state (MQTT-3.2.2-4)
-        self.expired = False            # a restored state outlived its expiry (load.py)
-        self.dropped = 0                # QoS 2 past PUBREC the last clean start dropped
-        self.max_inflight = window
-        self.buf_size = max_out
-        self.limits(0, 0, 2, 1)
-        self.rx2 = array("H", bytes(2 * rx2))
-        self.req_pid = 0                # SUBSCRIBE / UNSUBSCRIBE awaiting its ack
-        self.run_pid = self.run_end = 0  # next_pid: ids run_pid..run_end-1 free
-        self.rel_due = False            # a slot may owe a PUBREL (_REL_DUE)
-        self.req_kind = 0
-        self.stale_n = 0                # requests sent on this connection whose wait was abandoned
-        self.rec = self.rec_pid = self.rec_slot = 0
-        self.done_pid = self.done_reason = 0
-        self.src = None
-        self.src_off = 0
-        self.resize(slots, qos12, arena)
-
-    def resize(self, slots, qos12, arena):
-        # An empty outbox of `slots` places, qos12 of them promised to QoS
-        # 1/2, and `arena` bytes. Also for a stored state larger than this
-        # configuration (restore.py).
-        self.arena = bytearray(arena)
-        self.nslots = slots
-        self.qos12 = qos12
-        self.qos0_bytes = arena // 5    # QoS 0 waits only in room of its own
-        t = "H" if arena < 65536 else "i"
-        w = 2 if arena < 65536 else 4
-        self.pid = array("H", bytes(2 * slots))
-        self.off = array(t, bytes(w * slots))
-        self.len = array(t, bytes(w * slots))
-        # MQTT 5 expiry: a ticks_ms deadline, 0 none. A C long: ticks_ms
-        # wraps at 2**30 on a board, at 2**62 on the 64-bit unix port.
-        self.dl = array("l", bytes(_LONG_BYTES * slots))
-        self.st = bytearray(slots)
-        self.clear()
-
-    def clear(self):
-        # An empty outbox, no incoming QoS 2 id.
-        self.first = 0          # ring index of the oldest slot
-        self.count = 0          # slots from first, holes included
-        self.send = 0           # slots from first handled on this connection
-        self.inflight = 0       # SENT and RELEASE slots (the window)
-        self.held = 0           # QoS 1/2 messages in the session: pending()
-        self.nbytes = 0         # bytes of the QoS 1/2 packets held
-        self.nbytes0 = 0        # bytes of queued QoS 0 packets
-        self.n0 = 0             # queued QoS 0 packets (count - held counts holes too)
-        self.a_head = 0         # arena: oldest byte in use
-        self.a_tail = 0         # arena: next free byte
-        self.rx2_n = 0
-        self.floods = 0         # links closed by _rx2_full()
-        for i in range(self.nslots):
-            self.st[i] = _FREE
+        from .sizing import setup
+        setup(self, v5, cid, slots, qos12, arena, rx2, window, max_out)
 
     def limits(self, receive_max, max_packet, max_qos, retain):
         # The broker's limits from CONNACK (MQTT 5; 0: not given, but
