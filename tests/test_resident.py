@@ -79,3 +79,47 @@ def test_each_numbered_sentence_is_named_beside_its_call_site():
                 assert texts[n] == m.group(2).strip(), (f.name, line)
                 seen.add(n)
     assert seen == set(range(len(texts))), sorted(set(range(len(texts))) - seen)
+
+
+SAID_SCRIPT = r"""
+import gc, sys
+from durable_mqtt import codec, errors, ProtocolError
+got = again = node = None
+# The heap filled with 200-byte blocks, then every other one freed: holes
+# of about 200 B, none where texts.py could be compiled or loaded.
+gc.collect()
+hog = None
+try:
+    while True:
+        hog = [hog, bytearray(200)]
+except MemoryError:
+    pass
+node = hog
+while node is not None and node[0] is not None:
+    node[0] = node[0][0]
+    node = node[0]
+gc.collect()
+try:
+    codec.parse_ack(b"\x00\x00", 2, False)
+except ProtocolError as x:
+    got = x.args[1]
+hog = node = None
+gc.collect()
+print("GOT", repr(got), errors.why, "durable_mqtt.texts" in sys.modules)
+try:
+    codec.parse_ack(b"\x00\x00", 2, False)
+except ProtocolError as x:
+    again = x.args[1]
+print("AGAIN", repr(again))
+"""
+
+
+def test_with_no_heap_for_the_words_the_error_names_its_sentence_by_number():
+    # errors.said(): a heap with room for the exception but not for
+    # texts.py (fragmented: no hole above about 200 B) still raises the
+    # ProtocolError, with its reason code, and the number of its sentence
+    # in texts.py in place of the words; nothing is left loaded, and once
+    # there is heap again the words come back.
+    out = run_mp(SAID_SCRIPT, heapsize="300K").stdout
+    assert "GOT 'error 11 (texts.py)' 129 False" in out, out
+    assert "AGAIN 'acknowledgement of 2 bytes, packet id 0'" in out, out
