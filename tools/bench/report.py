@@ -521,8 +521,7 @@ def page(fig):
     a("- Broker: mosquitto %s, private, on a free 127.0.0.1 port; every client in the same run" % mc.get("mosquitto"))
     if mc.get("pinned"):
         a("- CPUs: the broker runs on CPU 0 and each measured client on CPU 1 (`sched_setaffinity`; "
-          "`tools/bench/broker.py` says why); the driver, which publishes for the receive rows, on the "
-          "CPUs but the client's (the broker's, with two)")
+          "`tools/bench/broker.py` says why); the driver, which publishes for the receive rows, on either")
     if mc.get("load_start"):
         a("- 1-minute load average at the start / end of the run: %s / %s (other work on the machine "
           "shows up as spread between repetitions, mostly in the throughput rows)"

@@ -53,7 +53,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import peers as peers_mod          # noqa: E402
-from broker import CLIENT_CPU, Broker, CpuWatch, Publisher, mosquitto_version, pin, pin_driver, pinning   # noqa: E402
+from broker import CLIENT_CPU, Broker, CpuWatch, Publisher, mosquitto_version, pin, pinning   # noqa: E402
 import build_mpy                   # noqa: E402
 import figures                     # noqa: E402
 
@@ -243,7 +243,6 @@ class Bench:
         for rt in self.rt.values():
             rt.compile_all(self.src)
         self.broker = Broker(self.tmp / "broker").start()
-        pin_driver()
         log("bench: mosquitto on 127.0.0.1:%d" % self.broker.port)
         self.publisher = Publisher(self.broker.port)
 
