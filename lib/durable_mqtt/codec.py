@@ -131,9 +131,10 @@ def utf8(buf, i, end):  # noalloc
     # points past U+10FFFF, stray continuation bytes, a sequence cut short.
     c = buf[i]
     n = 1 if c < 0xE0 else 2 if c < 0xF0 else 3
-    lo = 0xA0 if c == 0xE0 else 0x90 if c == 0xF0 else 0x80
-    hi = 0x9F if c == 0xED else 0x8F if c == 0xF4 else 0xBF
-    if c < 0xC2 or c > 0xF4 or i + n >= end or not lo <= buf[i + 1] <= hi:
+    # The second byte's range: start..stop (names the firmware has).
+    start = 0xA0 if c == 0xE0 else 0x90 if c == 0xF0 else 0x80
+    stop = 0x9F if c == 0xED else 0x8F if c == 0xF4 else 0xBF
+    if c < 0xC2 or c > 0xF4 or i + n >= end or not start <= buf[i + 1] <= stop:
         fail(3)  # ill-formed UTF-8 (MQTT-1.5.3-1)
     for k in range(i + 2, i + n + 1):
         if buf[k] & 0xC0 != 0x80:

@@ -7,11 +7,9 @@
 import gc
 import os
 import sys
-from micropython import const
 
 from .records import wall_minutes
 
-_S_IFDIR = const(0x4000)     # os.stat / os.ilistdir: a directory
 
 
 def open_session(c, session_file, prog_size, batch, clean):
@@ -165,7 +163,7 @@ def _read_dir(j):
     # "h". Slots that hold nothing valid are emptied before anything new is
     # written, so that an old copy cannot come back later.
     try:
-        if not os.stat(j.dir)[0] & _S_IFDIR:
+        if not os.stat(j.dir)[0] & 0x4000:     # S_IFDIR: a directory (os.stat)
             raise ValueError("%s is a file, not a session directory" % j.dir)
     except OSError:
         return None                   # not made: a full or read-only filesystem (store_full)
@@ -219,7 +217,7 @@ def names_in(j):
     names = []
     dirs = []                         # (removed after the listing: not while it runs)
     for x in os.ilistdir(j.dir):      # (one entry at a time: a full outbox lists 40)
-        (names if x[1] != _S_IFDIR else dirs).append(x[0])
+        (names if x[1] != 0x4000 else dirs).append(x[0])     # (S_IFDIR: os.ilistdir)
     for name in dirs:
         try:
             os.rmdir(j.dir + "/" + name)
