@@ -37,6 +37,12 @@
 # Outgoing messages live encoded, as PUBLISH packets, in one byte arena used
 # as a FIFO ring (a packet never wraps round its end), indexed by a ring of
 # slots, so sending one is a write from the arena: nothing is copied.
+#
+# What runs once per client, connection or request is in modules of its own,
+# functions of the engine, loaded for the call and not kept (client.unload):
+# sizing.py (the set-up: Session() and a restored state's sizes), connack.py
+# (Session Present: MQTT-3.2.2-1, -4, -5, 4.4.0-1; the clean start),
+# subs.py (the requests' ids and answers, the subscription list).
 from micropython import const
 from time import ticks_add, ticks_diff
 # The builtins accept() and _reserve() calls per message, as globals of this module:
