@@ -333,6 +333,10 @@ def test_deployed_files_boot_firmware_main(board, arch, board_builds, broker, tm
         wait_subscribed(broker, since, base + "/#", 0.3)
         dev = power_on(root, board, tmp_path)
         wait_for(seen, base + "/tele", dev)
+        # On a first boot the subscription is made after the first connect,
+        # after the telemetry queued before it: a command published before
+        # the broker took it has no subscriber (as on a board).
+        assert wait_subscribed(broker, since, base + "/cmd", 20), "the device never subscribed"
         # A malformed command gets a reply and the firmware runs on (it
         # ended main() with a ValueError, the command already acknowledged).
         subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", base + "/cmd",
@@ -402,6 +406,7 @@ def test_deployed_firmware_waits_for_a_broker_that_is_not_up_yet(tmp_path):
                                    stdout=open(seen, "w"))
         try:
             wait_for(seen, base + "/tele", dev, timeout=30)
+            assert wait_subscribed(broker, 0, base + "/cmd", 20), "the device never subscribed"
             subprocess.run(["mosquitto_pub", "-p", str(port), "-q", "1", "-t", base + "/cmd", "-m", "stop"],
                            check=True, timeout=10)
             out = dev.communicate(timeout=30)[0]
