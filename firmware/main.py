@@ -138,7 +138,7 @@ def main(config="config.json", secrets="secrets.json"):
     boot = next_boot(profile.SESSION_PATH.rsplit("/", 1)[0] + "/boot_count")
     c.set_callback(on_message)
     print("BOOT", boot, "restored", c.pending(), "event", c.last_event)
-    c.subscribe(base + "/cmd", 1)             # made now, or after the first connect
+    c.subscribe(base + "/cmd", 1)             # made now, or after the first connect, before the telemetry
     seq = 0
     t_next = time.ticks_ms()
     t_stats = t_next

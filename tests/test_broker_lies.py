@@ -857,7 +857,7 @@ while time.ticks_diff(time.ticks_ms(), t0) < 1200:
     if c.last_error is not None and repr(c.last_error) not in errors:
         errors.append(repr(c.last_error))
 print("errors", errors)
-print("connected", c.is_connected(), "pending", c._pending_subs, "failures", c.connect_failures)
+print("connected", c.is_connected(), "pending", c.pending_subs, "failures", c.connect_failures)
 c.close()
 """ % v, timeout=60)
     fb.join()

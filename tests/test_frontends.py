@@ -379,7 +379,7 @@ c = RobustClient("fresh-pend", "127.0.0.1", %d, version=%d, keepalive=30, timeou
                  backoff_ms=(100, 100), on_down=lambda c, x: downs.append(type(x).__name__))
 print("while down", c.subscribe("a/b", 1))
 print("fresh", c.connect_fresh())
-print("pending", len(c._pending_subs), "subs", len(c.engine.subs))
+print("pending", len(c.pending_subs), "subs", len(c.engine.subs))
 t0 = time.ticks_ms()
 while time.ticks_diff(time.ticks_ms(), t0) < 1000:
     c.poll(50)
@@ -389,6 +389,37 @@ print("downs", downs, "link_downs", c.link_downs, "connected", c.is_connected())
     assert "fresh False" in r.stdout and "pending 0 subs 1" in r.stdout, (r.stdout, fb.conns)
     assert "downs ['PeerClosed'] link_downs 1 connected True" in r.stdout, r.stdout
     assert [f for f, _ in fb.conns[len(legs)][1:]][:1] == [0x82], fb.conns     # SUBSCRIBE on the fresh link
+
+
+@pytest.mark.parametrize("v", [4, 5])
+@pytest.mark.parametrize("how", ["poll", "connect"])
+def test_robust_a_pending_subscription_is_made_before_the_outbox_goes(v, how):
+    # A subscription asked for while down (a firmware's command topic, on
+    # its first boot) is in place at the broker before what was published
+    # while down goes out: a backend that answers the device's first
+    # message with a command no longer finds no subscriber. The outbox
+    # went out first (connect.py drained it at the CONNACK): the CI run of
+    # ed38879 lost such a command (tests/test_deploy.py).
+    fb = FakeBroker([("send", connack(v)), ("recv",), suback_to(1, v=v), ("recv",),
+                     ("reply", lambda got: pkt(0x40, got[2][1][8:10] + (b"\x00\x00" if v == 5 else b""))),
+                     ("sleep", 0.3)])
+    r = run_mp(r"""
+import time
+from durable_mqtt.robust import RobustClient
+c = RobustClient("subs-first", "127.0.0.1", %d, version=%d, keepalive=30, timeout_ms=1500)
+print("while down", c.subscribe("d/cmd", 1), c.publish("d/tele", "up", qos=1))
+if "%s" == "connect":
+    c.connect()
+t0 = time.ticks_ms()
+while (c.pending() or not c.is_connected()) and time.ticks_diff(time.ticks_ms(), t0) < 3000:
+    c.poll(50)
+print("pending", c.pending(), len(c.pending_subs), "subs", len(c.engine.subs), "error", c.last_error)
+c.disconnect()
+""" % (fb.port, v, how))
+    fb.join()
+    kinds = [f & 0xF0 for f, _ in fb.conns[0][1:]]
+    assert kinds[:2] == [0x80, 0x30] and kinds[-1] == 0xE0, (kinds, r.stdout, fb.errors)
+    assert "while down None 1" in r.stdout and "pending 0 0 subs 1 error None" in r.stdout, r.stdout
 
 
 def test_robust_connect_uses_the_first_of_servers():
@@ -576,7 +607,7 @@ except ValueError:
     print("bad filter refused")
 print("while down", c.subscribe("a/" + "x" * 60, 1))
 c.connect()
-print("connected", c.is_connected(), "error", type(c.last_error).__name__, "pending", len(c._pending_subs))
+print("connected", c.is_connected(), "error", type(c.last_error).__name__, "pending", len(c.pending_subs))
 """ % fb.port)
     fb.join()
     assert "bad filter refused" in r.stdout and "connected True error PacketTooLarge pending 0" in r.stdout, r.stdout
@@ -597,9 +628,9 @@ from durable_mqtt.robust import RobustClient
 from durable_mqtt import PacketTooLarge
 def sub(c, n, **kw):
     try:
-        print(n, kw, "pending", c.subscribe("a/" + "x" * (n - 2), 1, **kw), len(c._pending_subs))
+        print(n, kw, "pending", c.subscribe("a/" + "x" * (n - 2), 1, **kw), len(c.pending_subs))
     except PacketTooLarge as x:
-        print(n, kw, "refused", x.args[1], len(c._pending_subs))
+        print(n, kw, "refused", x.args[1], len(c.pending_subs))
 c = RobustClient("pend-size", "127.0.0.1", 1, buf_size=64)     # never connected: buf_size
 sub(c, 58)                              # SUBSCRIBE of 65 bytes
 sub(c, 57)                              # 64
@@ -713,7 +744,7 @@ print("while down", c.subscribe("a/b", 1))
 t0 = time.ticks_ms()
 while not c.poll(20) and time.ticks_diff(time.ticks_ms(), t0) < 3000:
     pass
-print("poll connected", c.is_connected(), "error", type(c.last_error).__name__, "pending", len(c._pending_subs),
+print("poll connected", c.is_connected(), "error", type(c.last_error).__name__, "pending", len(c.pending_subs),
       "failures", c.connect_failures)
 c.drop_link()
 time.sleep_ms(200)

@@ -397,7 +397,7 @@ else:
     print("SUBSCRIBE", c.subscribe(TOPIC, 1), c.is_connected())
     arm.append(1)
 poll(c, 500, lambda: False)
-print("UP", c.is_connected(), len(c._pending_subs), [bytes(s[0]) for s in c.engine.subs] == [TOPIC.encode()])
+print("UP", c.is_connected(), len(c.pending_subs), [bytes(s[0]) for s in c.engine.subs] == [TOPIC.encode()])
 p = MQTTClient(CID + "-p", "127.0.0.1", PORT)
 p.connect()
 p.publish(TOPIC, b"M01", qos=1)

@@ -93,7 +93,14 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     yield from _settle(c, ev, persistent, fresh is None, rel)
     if fresh:                            # (connect_fresh: the next connect() resumes)
         c.clean_session = False
-    if fresh is not None:                # (not on the clean leg of connect_fresh: nothing goes out there)
+    # The outbox goes out now (not on the clean leg of connect_fresh:
+    # nothing goes out there), unless the front end has subscriptions to
+    # make first (RobustClient's, asked for while down): then it sends the
+    # outbox after their SUBACKs, so that what the device publishes is
+    # seen only once its subscriptions are in place. Sent before, a first
+    # boot's telemetry reached a backend that answered with a command
+    # before the broker had the subscription: the command was lost.
+    if fresh is not None and not getattr(c, "pending_subs", None):
         k.drain()
     return sp
 

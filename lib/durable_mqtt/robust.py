@@ -79,7 +79,7 @@ class RobustClient(MQTTClient):
         self._up_at = 0               # when it came up
         self._marks = (0, 0)          # engine.floods and _taken() at the last attempt
         self._next_try = time.ticks_ms()
-        self._pending_subs = []
+        self.pending_subs = []
         self.link_downs = 0
         self.connect_failures = 0
 
@@ -106,6 +106,7 @@ class RobustClient(MQTTClient):
             self._up_at = time.ticks_ms()
             try:
                 self.run(self._subscribe_pending())
+                self.conn.drain()      # the outbox, held back for them (connect.py)
             except OSError as x:
                 # The link came up and dropped: reported (on_down) and raised.
                 # (_up left set, a later connect() set it again unreported.)
@@ -216,7 +217,7 @@ class RobustClient(MQTTClient):
         # larger than buf_size or the last CONNACK's Maximum Packet Size.
         from .filters import check
         check(self, *self.subscription(topic, qos, **kw))
-        self._pending_subs.append((topic, qos, kw))
+        self.pending_subs.append((topic, qos, kw))
         if x is not None:
             self.link_down(x)            # kept first: an on_down that raises loses no subscription
         return None
@@ -261,14 +262,15 @@ class RobustClient(MQTTClient):
         except SessionError:
             yield from self.connecting(True, None, host, port, True)
         yield from self._subscribe_pending()
+        self.conn.drain()             # the outbox, held back for them (connect.py)
 
     def _subscribe_pending(self):
         # The subscriptions made while down, as steps (after any connect).
         # The link is up: the last failure is over (cleared here, not after
         # these, which report a refusal in last_error).
         self.last_error = None
-        while self._pending_subs:
-            topic, qos, kw = self._pending_subs[0]
+        while self.pending_subs:
+            topic, qos, kw = self.pending_subs[0]
             sub = self.subscription(topic, qos, **kw)
             s = self.engine.subs
             try:
@@ -286,15 +288,15 @@ class RobustClient(MQTTClient):
                 # (last_error). subscribe() queued it after a first such
                 # answer; sent at every reconnect, it failed every one.
                 if self.conn.result == _BAD_ANSWER:
-                    self._pending_subs.pop(0)
+                    self.pending_subs.pop(0)
                 raise
             except OSError:
                 # Its SUBACK came, then its checkpoint failed the attempt (a
                 # write error: subscribe() above): made, not sent again.
                 if self.engine.subs is not s and sub in self.engine.subs:
-                    self._pending_subs.pop(0)
+                    self.pending_subs.pop(0)
                 raise
-            self._pending_subs.pop(0)
+            self.pending_subs.pop(0)
 
     def tick(self):
         # What the store holds back reaches flash (MQTTClient's): after

@@ -2,7 +2,7 @@
 # plus the loop that reconnects by itself. Its keyword arguments are
 # MQTTClient's (spelled out here so a type checker catches a typo), with
 # clean_session defaulting to False: a robust client keeps its session.
-from typing import Callable, Dict, List, NoReturn, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Protocol, Sequence, Tuple, Union
 
 from .client import (MQTTClient, _EventCallback, _SessionFile, _SSLContext, _Steps,
                      _Topic)
@@ -28,6 +28,7 @@ class RobustClient(MQTTClient):
     last_error: Optional[BaseException]
     link_downs: int
     connect_failures: int
+    pending_subs: List[Tuple[Union[str, bytes], int, Dict[str, Any]]]
 
     def __init__(
         self,
