@@ -445,6 +445,7 @@ PORT, FRONT, STORE, CID, QOS, THEN = %d, %r, %r, %r, %d, %r
 TOPIC = "se/ack/" + CID
 w, got = watch(TOPIC, 2)
 mine = []
+events = []                                  # the "store_error" events, in order
 def fail(pid, reason):
     dev.bad = True                           # acknowledged: the flash fails from the next write on
 def raised(f):
@@ -456,6 +457,7 @@ def raised(f):
 if FRONT == "RobustClient":
     c = RobustClient(CID, "127.0.0.1", PORT, session_file=store(), backoff_ms=(20, 40))
     c.set_callback(lambda t, m, r, q: mine.append(bytes(m)))
+    c.set_event_callback(lambda ev, info: ev == "store_error" and events.append(repr(info["error"])))
     c.connect()
     c.subscribe(TOPIC + "/in", 1)
     c.set_done_callback(fail)
@@ -463,6 +465,7 @@ if FRONT == "RobustClient":
     for n in range(3):
         raised(lambda: c.poll(100))
     print("FAILING", c.is_connected(), repr(c.last_error), c.pending())
+    print("STORE_ERROR", events, repr(c.store_error))
     w.publish(TOPIC + "/in", b"I1", qos=1)   # the client goes on meanwhile
     t0 = time.ticks_ms()
     while not mine and time.ticks_diff(time.ticks_ms(), t0) < 2000:
@@ -474,10 +477,12 @@ if FRONT == "RobustClient":
         for n in range(5):
             raised(lambda: c.poll(20))
     print("BEFORE THE CUT", c.is_connected(), c.pending())
+    print("AFTER", events, repr(c.store_error))
 else:
     async def main():
         a = AsyncClient(CID, "127.0.0.1", PORT, session_file=store(), backoff_ms=(20, 40))
         a.set_callback(lambda t, m, r, q: mine.append(bytes(m)))
+        a.client.set_event_callback(lambda ev, info: ev == "store_error" and events.append(repr(info["error"])))
         await a.connect()
         await a.subscribe(TOPIC + "/in", 1)
         done = a.client.on_done
@@ -485,6 +490,7 @@ else:
         await a.publish(TOPIC, b"M1", qos=QOS)
         await asyncio.sleep_ms(300)
         print("FAILING", a.is_connected(), repr(a.client.last_error), a.pending())
+        print("STORE_ERROR", events, repr(a.client.store_error))
         w.publish(TOPIC + "/in", b"I1", qos=1)
         t0 = time.ticks_ms()
         while not mine and time.ticks_diff(time.ticks_ms(), t0) < 2000:
@@ -493,7 +499,15 @@ else:
         print("MEANWHILE", a.is_connected(), mine, a._task.done())
         if THEN == "recovers":
             dev.bad = False
+            # The write is tried again after the task's next read (an idle
+            # link reads nothing): a message comes.
+            w.publish(TOPIC + "/in", b"I2", qos=1)
+            t0 = time.ticks_ms()
+            while len(mine) < 2 and time.ticks_diff(time.ticks_ms(), t0) < 2000:
+                await asyncio.sleep_ms(20)
+                w.check_msg()
             await asyncio.sleep_ms(300)
+        print("AFTER", events, repr(a.client.store_error))
         return stopped(a)
     c = asyncio.run(main())
 cut(c)
@@ -504,10 +518,16 @@ delivered(c, w, got)
     print(r.stdout)
     assert "RAISED" not in r.stdout, r.stdout
     assert "FAILING True OSError(5,) 0" in r.stdout, r.stdout
+    # The first write error is the event "store_error", once while the
+    # flash fails (each tick tries again), and the client's store_error.
+    assert "STORE_ERROR ['OSError(5,)'] OSError(5,)" in r.stdout, r.stdout
     assert "MEANWHILE True [b'I1']" in r.stdout, r.stdout
     assert "BEFORE THE CUT True 0" in r.stdout, r.stdout
     if then == "recovers":
+        assert "AFTER ['OSError(5,)'] None" in r.stdout, r.stdout     # cleared by the tick that got through
         assert "BOOT 0" in r.stdout, r.stdout
+    else:
+        assert "AFTER ['OSError(5,)'] OSError(5,)" in r.stdout, r.stdout
     assert "DELIVERED [b'M1'] 0" in r.stdout, r.stdout
 
 
@@ -537,6 +557,10 @@ PORT, FRONT, STORE, CID = %d, %r, %r, %r
 TOPIC = "se/batch/" + CID
 w, got = watch(TOPIC, 1)
 recover = reboot          # the flash works again; LittleFS mounted afresh (see above)
+events = []               # the "store_error" events, in order
+def on_event(ev, info):
+    if ev == "store_error":
+        events.append(repr(info["error"]))
 def raised(f):
     try:
         return f()
@@ -545,6 +569,7 @@ def raised(f):
         raise
 if FRONT == "RobustClient":
     c = RobustClient(CID, "127.0.0.1", PORT, session_file=store(), backoff_ms=(20, 40), persist_batch_ms=50)
+    c.set_event_callback(on_event)
     c.connect()
     c.drop_link()
     c.publish(TOPIC, b"B1", qos=1)           # batched: in RAM until due
@@ -553,24 +578,29 @@ if FRONT == "RobustClient":
     while time.ticks_diff(time.ticks_ms(), t0) < 300:
         raised(lambda: c.poll(20))
     print("FAILING", c.is_connected(), repr(c.last_error), c.pending())
+    print("STORE_ERROR", events, repr(c.store_error))
     recover()
     t0 = time.ticks_ms()
     while time.ticks_diff(time.ticks_ms(), t0) < 2000 and (not c.is_connected() or c.pending()):
         raised(lambda: c.poll(20))
     print("BEFORE THE CUT", c.is_connected(), c.pending())
+    print("AFTER", events, repr(c.store_error))
 else:
     async def main():
         a = AsyncClient(CID, "127.0.0.1", PORT, session_file=store(), backoff_ms=(20, 40), persist_batch_ms=50)
+        a.client.set_event_callback(on_event)
         await a.connect()
         a.client.drop_link()
         a.publish_nowait(TOPIC, b"B1", qos=1)
         dev.bad = True
         await asyncio.sleep_ms(300)
         print("FAILING", a.is_connected(), repr(a.client.last_error), a.pending(), a._task.done())
+        print("STORE_ERROR", events, repr(a.client.store_error))
         recover()
         t0 = time.ticks_ms()
         while time.ticks_diff(time.ticks_ms(), t0) < 2000 and (not a.is_connected() or a.pending()):
             await asyncio.sleep_ms(20)
+        print("AFTER", events, repr(a.client.store_error))
         return stopped(a)
     c = asyncio.run(main())
 cut(c)
@@ -581,6 +611,10 @@ delivered(c, w, got)
     print(r.stdout)
     assert "RAISED" not in r.stdout, r.stdout
     assert "FAILING False OSError(5,) 1" in r.stdout, r.stdout
+    # The batch's write error is the event "store_error", once while the
+    # flash fails; the connect whose checkpoint got through clears it.
+    assert "STORE_ERROR ['OSError(5,)'] OSError(5,)" in r.stdout, r.stdout
     assert "BEFORE THE CUT True 0" in r.stdout, r.stdout
+    assert "AFTER ['OSError(5,)'] None" in r.stdout, r.stdout
     assert "BOOT 0" in r.stdout, r.stdout
     assert "DELIVERED [b'B1'] 0" in r.stdout, r.stdout

@@ -46,6 +46,7 @@ class RobustClient(MQTTClient):
     # Its subscriptions outlive a clean start (clean_session=True): each
     # connect that begins a new session makes them again (resubscribe).
     renews_subs = True
+    store_error = None           # the write error the store meets now (tick)
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=60,
                  ssl=None, *, servers=None, link=None, backoff_ms=(250, 30000), on_up=None,
@@ -103,6 +104,7 @@ class RobustClient(MQTTClient):
         try:
             sp = self.run(steps)
             self._up = True           # a drop from here on is reported (on_down)
+            self.store_error = None   # (the connect's checkpoint got through: tick)
             self._up_at = time.ticks_ms()
             try:
                 self.run(self._subscribe_pending())
@@ -312,10 +314,21 @@ class RobustClient(MQTTClient):
         # acknowledged QoS 1 message is sent again; a QoS 2 one past PUBREC
         # gets its PUBREL again, never its PUBLISH (its OUT_REL is on flash
         # since the PUBREC; filestore.py empties the OUT_PUB first).
+        # last_error is the link's too, and a reconnect replaces it: the
+        # first such error is also the event "store_error", and kept in
+        # store_error until a tick gets its write through, or a connect's
+        # checkpoint does (the flash failing is a state, not one call's
+        # failure: a device may remount or reset).
         try:
             MQTTClient.tick(self)
         except OSError as x:
             self.last_error = x
+            if self.store_error is None:
+                self.store_error = x
+                self.event("store_error", {"error": x})
+            return
+        if self.store_error is not None:
+            self.store_error = None
 
     def link_up(self):
         # An attempt succeeded (the backoff is reset once the link has lasted:
@@ -326,6 +339,7 @@ class RobustClient(MQTTClient):
         # out of a later connect as that one's.)
         self._up = True
         self._up_at = time.ticks_ms()
+        self.store_error = None       # (the connect's checkpoint got through: tick)
         try:
             self.report()
         finally:

@@ -28,6 +28,7 @@ class RobustClient(MQTTClient):
     last_error: Optional[BaseException]
     link_downs: int
     connect_failures: int
+    store_error: Optional[OSError]
     pending_subs: List[Tuple[Union[str, bytes], int, Dict[str, Any]]]
 
     def __init__(
