@@ -531,6 +531,46 @@ delivered(c, w, got)
     assert "DELIVERED [b'M1'] 0" in r.stdout, r.stdout
 
 
+def test_an_exception_the_event_callback_raises_on_store_error_comes_out_of_the_next_connect(broker):
+    """docs/api.md, "store_error": the event comes from inside a read (the
+    acknowledgement's lazy write), where raising would end the loop as a
+    write error did; an exception the event callback raises on it is kept
+    and comes out of the poll() that next connects, once, the link up."""
+    cid = "se-evx-" + tag()
+    r = run_mp(LFS + EIO + r"""
+from durable_mqtt.robust import RobustClient
+PORT, STORE, CID = %d, "directory", %r
+TOPIC = "se/evx/" + CID
+def on_event(ev, info):
+    if ev == "store_error":
+        print("EVENT", repr(info["error"]))
+        raise ValueError("from the event callback")
+def polls(n):
+    for _ in range(n):
+        try:
+            c.poll(20)
+        except ValueError as x:
+            print("RAISED", repr(x), c.is_connected())
+c = RobustClient(CID, "127.0.0.1", PORT, session_file=store(), backoff_ms=(20, 40))
+c.set_event_callback(on_event)
+c.connect()
+c.set_done_callback(lambda pid, reason: setattr(dev, "bad", True))
+c.publish(TOPIC, b"M1", qos=1)
+polls(5)
+print("UP", c.is_connected(), repr(c.store_error))
+dev.bad = False
+c.drop_link()
+polls(10)
+print("AFTER", c.is_connected(), repr(c.store_error))
+c.disconnect()
+""" % (broker.port, cid))
+    out = r.stdout
+    assert out.count("EVENT OSError(5,)") == 1, out
+    assert "UP True OSError(5,)" in out and out.index("UP") < out.index("RAISED"), out
+    assert out.count("RAISED ValueError('from the event callback',) True") == 1, out
+    assert "AFTER True None" in out, out
+
+
 @pytest.mark.parametrize("store", ["directory", "FileLog"])
 @pytest.mark.parametrize("front", ["RobustClient", "AsyncClient"])
 def test_a_write_error_of_a_batch_due_while_down_does_not_stop_the_loop(broker, front, store):
