@@ -422,6 +422,84 @@ c.disconnect()
     assert "while down None 1" in r.stdout and "pending 0 0 subs 1 error None" in r.stdout, r.stdout
 
 
+@pytest.mark.parametrize("v", [4, 5])
+def test_robust_a_pending_subscription_whose_link_fails_no_longer_holds_the_outbox(v):
+    # The order above must not starve the outbox: a broker that closes the
+    # link on a SUBSCRIBE (a denied one, say) closed every connection
+    # before the messages queued while down went out, for ever. After the
+    # first such failure the outbox goes first; the subscription is still
+    # made when the broker takes it.
+    fb = FakeBroker([("send", connack(v)), ("recv",), ("close",)],
+                    [("send", connack(v)), ("recv",), ("recv",),
+                     ("reply", lambda got: pkt(0x40, got[1][1][8:10] + (b"\x00\x00" if v == 5 else b""))),
+                     suback_to(2, v=v), ("sleep", 0.3)])
+    r = run_mp(r"""
+import time
+from durable_mqtt.robust import RobustClient
+c = RobustClient("subs-starve", "127.0.0.1", %d, version=%d, keepalive=30, timeout_ms=1500,
+                 backoff_ms=(20, 40))
+print("while down", c.subscribe("d/cmd", 1), c.publish("d/tele", "up", qos=1))
+t0 = time.ticks_ms()
+while (c.pending() or c.pending_subs or not c.is_connected()) and time.ticks_diff(time.ticks_ms(), t0) < 3000:
+    c.poll(20)
+print("pending", c.pending(), len(c.pending_subs), "subs", len(c.engine.subs), "failed", c.subs_failed)
+c.disconnect()
+""" % (fb.port, v))
+    fb.join()
+    first = [f & 0xF0 for f, _ in fb.conns[0][1:]]
+    second = [f & 0xF0 for f, _ in fb.conns[1][1:]]
+    assert first == [0x80], (first, r.stdout, fb.errors)              # held for the SUBSCRIBE, closed on it
+    assert second[:2] == [0x30, 0x80], (second, r.stdout, fb.errors)  # then the outbox first
+    assert "pending 0 0 subs 1 failed False" in r.stdout, r.stdout
+
+
+def test_robust_store_error_lasts_while_the_store_holds_writes_back():
+    # store_error is over when the store holds nothing back, not at any
+    # tick that returns: one that wrote nothing (acknowledgements wait for
+    # an empty window) or a refused checkpoint left the error standing,
+    # and the event came again at the next failure. The journal here is a
+    # stand-in with the attributes RobustClient reads (the real stores'
+    # failures: tests/test_store_recovery.py).
+    r = run_mp(r"""
+from durable_mqtt.robust import RobustClient
+class Journal:
+    nacks = nbatch = 0
+    fail = False
+    def tick(self, now):
+        if self.fail:
+            raise OSError(5)
+    def flush(self):
+        pass
+    def close(self):
+        pass
+c = RobustClient("store-err", "127.0.0.1", 1, keepalive=30)
+seen = []
+c.set_event_callback(lambda ev, info: seen.append((ev, repr(info["error"]))))
+j = c.journal = Journal()
+j.nacks, j.fail = 2, True
+c.tick(); c.tick()
+print("failing", seen, repr(c.store_error))
+j.fail = False
+c.tick()
+print("nothing written", repr(c.store_error))
+j.refused = True
+j.nacks = 0
+c.tick()
+print("refused", repr(c.store_error))
+j.refused = False
+c.tick()
+print("written", repr(c.store_error))
+j.nacks, j.fail = 1, True
+c.tick()
+print("again", len(seen), repr(c.store_error))
+c.journal = None
+""")
+    out = r.stdout
+    assert "failing [('store_error', 'OSError(5,)')] OSError(5,)" in out, out
+    assert "nothing written OSError(5,)" in out and "refused OSError(5,)" in out, out
+    assert "written None" in out and "again 2 OSError(5,)" in out, out
+
+
 def test_robust_connect_uses_the_first_of_servers():
     # RobustClient(servers=[...]): "brokers to use in turn". Its own
     # connect() went to the constructor's `server` and `port` instead,

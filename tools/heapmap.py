@@ -43,7 +43,7 @@ ORDER = ["errors", "codec", "client", "crc", "crcpy", "records", "session", "tra
 
 def run(mp, path, args, cwd):
     """The JSON lines tools/heapmap_mp.py printed, each with the qstr
-    figures printed just before it: [names, pool bytes]."""
+    figures printed just before it: [names, pool bytes, name characters]."""
     env = dict(os.environ, MICROPYPATH=str(path))
     r = subprocess.run([mp, "-X", "heapsize=400000", str(ROOT / "tools" / "heapmap_mp.py")] + args,
                        capture_output=True, text=True, env=env, cwd=cwd, timeout=120)

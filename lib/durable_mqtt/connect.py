@@ -100,7 +100,8 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     # seen only once its subscriptions are in place. Sent before, a first
     # boot's telemetry reached a backend that answered with a command
     # before the broker had the subscription: the command was lost.
-    if fresh is not None and not getattr(c, "pending_subs", None):
+    hold = getattr(c, "holds_outbox", None)
+    if fresh is not None and not (hold and hold()):
         k.drain()
     return sp
 

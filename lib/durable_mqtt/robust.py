@@ -47,6 +47,7 @@ class RobustClient(MQTTClient):
     # connect that begins a new session makes them again (resubscribe).
     renews_subs = True
     store_error = None           # the write error the store meets now (tick)
+    subs_failed = False          # a subscription made while down failed with its link
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=60,
                  ssl=None, *, servers=None, link=None, backoff_ms=(250, 30000), on_up=None,
@@ -104,11 +105,10 @@ class RobustClient(MQTTClient):
         try:
             sp = self.run(steps)
             self._up = True           # a drop from here on is reported (on_down)
-            self.store_error = None   # (the connect's checkpoint got through: tick)
+            self.store_ok()
             self._up_at = time.ticks_ms()
             try:
-                self.run(self._subscribe_pending())
-                self.conn.drain()      # the outbox, held back for them (connect.py)
+                self.run(self._subscribes_first())
             except OSError as x:
                 # The link came up and dropped: reported (on_down) and raised.
                 # (_up left set, a later connect() set it again unreported.)
@@ -179,6 +179,8 @@ class RobustClient(MQTTClient):
                 self.last_error = x      # an oversize PUBLISH dropped, the link up
             else:
                 raise                    # the message callback's own (api.md: whatever its type)
+        if self.store_error is not None:
+            self.store_ok()             # (written meanwhile by a publish(), a checkpoint)
         return self.is_connected()
 
     def loop_forever(self, step_ms=1000):
@@ -263,8 +265,29 @@ class RobustClient(MQTTClient):
             yield from self.connecting(None, None, host, port)
         except SessionError:
             yield from self.connecting(True, None, host, port, True)
-        yield from self._subscribe_pending()
-        self.conn.drain()             # the outbox, held back for them (connect.py)
+        yield from self._subscribes_first()
+
+    def holds_outbox(self):
+        # connect.py asks, before it sends the outbox: the subscriptions
+        # made while down go first (then _subscribes_first() sends it), so
+        # that once the broker has a message the device queued, it has the
+        # device's subscriptions too (a backend that answers a first boot's
+        # telemetry with a command finds its subscriber). Not after one of
+        # them failed with its link (no SUBACK, the broker closed on it):
+        # held for it, the outbox went out on no connection at all while
+        # the broker kept refusing that way.
+        return bool(self.pending_subs) and not self.subs_failed
+
+    def _subscribes_first(self):
+        # The subscriptions made while down, then the outbox connect.py
+        # held back for them. Any failure sends what it can first (a link
+        # still up: a MemoryError loading request.py, say).
+        try:
+            yield from self._subscribe_pending()
+        except Exception:
+            self.conn.drain()
+            raise
+        self.conn.drain()
 
     def _subscribe_pending(self):
         # The subscriptions made while down, as steps (after any connect).
@@ -284,6 +307,7 @@ class RobustClient(MQTTClient):
                 # next connect.
                 self.last_error = x
             except ProtocolError:
+                self.subs_failed = True
                 # Its answer was malformed or not the one awaited
                 # (request.ack) and the link closed over it: dropped as a
                 # refusal is, and reported by this attempt's failure
@@ -295,10 +319,15 @@ class RobustClient(MQTTClient):
             except OSError:
                 # Its SUBACK came, then its checkpoint failed the attempt (a
                 # write error: subscribe() above): made, not sent again.
+                # Else its link failed (no SUBACK, closed): kept, and no
+                # longer sent before the outbox (holds_outbox).
                 if self.engine.subs is not s and sub in self.engine.subs:
                     self.pending_subs.pop(0)
+                else:
+                    self.subs_failed = True
                 raise
             self.pending_subs.pop(0)
+        self.subs_failed = False
 
     def tick(self):
         # What the store holds back reaches flash (MQTTClient's): after
@@ -328,6 +357,14 @@ class RobustClient(MQTTClient):
                 self.event("store_error", {"error": x})
             return
         if self.store_error is not None:
+            self.store_ok()
+
+    def store_ok(self):
+        # store_error is over once the store holds nothing back: a tick
+        # that wrote nothing (acknowledgements wait for an empty window) or
+        # a connect whose checkpoint was refused (store_full) is not that.
+        j = self.journal
+        if j is None or not (j.nacks or j.nbatch or getattr(j, "refused", False)):
             self.store_error = None
 
     def link_up(self):
@@ -339,7 +376,7 @@ class RobustClient(MQTTClient):
         # out of a later connect as that one's.)
         self._up = True
         self._up_at = time.ticks_ms()
-        self.store_error = None       # (the connect's checkpoint got through: tick)
+        self.store_ok()
         try:
             self.report()
         finally:
