@@ -345,9 +345,9 @@ class RobustClient(MQTTClient):
         # since the PUBREC; filestore.py empties the OUT_PUB first).
         # last_error is the link's too, and a reconnect replaces it: the
         # first such error is also the event "store_error", and kept in
-        # store_error until a tick gets its write through, or a connect's
-        # checkpoint does (the flash failing is a state, not one call's
-        # failure: a device may remount or reset).
+        # store_error until the store holds nothing back (store_ok(): here,
+        # at a connect, in poll()); the flash failing is a state, not one
+        # call's failure: a device may remount or reset.
         try:
             MQTTClient.tick(self)
         except OSError as x:
