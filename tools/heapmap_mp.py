@@ -41,9 +41,8 @@ def loaded():
     return sorted(k[len(_PKG):] for k in sys.modules if k.startswith(_PKG))
 
 
-def report(kind, name, **more):
-    d = {"kind": kind, "name": name, "live": live()}
-    d.update(more)
+def report(kind, name):
+    d = {"kind": kind, "name": name, "live": live(), "modules": loaded()}
     qstr_pools()
     print(json.dumps(d))
 
@@ -60,34 +59,34 @@ def client(port, session):
 
 def steps(port, session):
     got = []
-    report("step", "start", modules=loaded())
+    report("step", "start")
     import durable_mqtt  # noqa: F401
-    report("step", "import", modules=loaded())
+    report("step", "import")
     c = client(port, session)
-    report("step", "built", modules=loaded())
+    report("step", "built")
     c.set_callback(lambda t, m, r, q: got.append(q))
     c.connect()
-    report("step", "connected", modules=loaded())
+    report("step", "connected")
     c.subscribe(b"heapmap/t", 1)
-    report("step", "subscribed", modules=loaded())
+    report("step", "subscribed")
     c.publish(b"heapmap/t", b"A" * 64, False, 1)
     while c.pending() or not got:
         c.wait_msg(1000)
-    report("step", "published and received", modules=loaded())
+    report("step", "published and received")
     c.disconnect()
-    report("step", "disconnected", modules=loaded())
+    report("step", "disconnected")
 
 
 def parts(port, session, mods):
-    report("part", "start", modules=loaded())
+    report("part", "start")
     import durable_mqtt  # noqa: F401
-    report("part", "durable_mqtt", modules=loaded())
+    report("part", "durable_mqtt")
     for m in mods:
         if _PKG + m not in sys.modules:
             __import__(_PKG + m)
-        report("part", m, modules=loaded())
+        report("part", m)
     c = client(port, session)
-    report("part", "the client built", modules=loaded())
+    report("part", "the client built")
     sizes = []
     for owner, obj in (("client", c), ("engine", c.engine), ("journal", c.journal)):
         for k in sorted(dir(obj)):
