@@ -323,40 +323,65 @@ class AsyncClient:
         # each attempt.
         n = self._stops
         bad = 0                         # answers the broker got wrong
-        async with self._req:           # the session awaits one answer at a time
-            while True:
-                await self._wait_up(n)
-                c = self.client
-                try:
-                    # A link that failed elsewhere (a publish's stalled write)
-                    # keeps its failure for the background task, which
-                    # reports it and reconnects (`up` stays set until then):
-                    # not this request's to raise; it waits for the next link.
-                    if c.is_connected():
-                        return await self.steps(c.requesting(*args, timeout_ms), True)
-                except (NotConnected, PeerClosed, ProtocolError) as x:
-                    # (ProtocolError: the broker's answer was malformed or not
-                    # the awaited one, and the link closed over it, as when
-                    # the background task reads it)
-                    if self._task is None or self._stops != n:
-                        raise           # disconnect(): ends it, even with a connect() made since
-                    if c.conn.result == _BAD_ANSWER:
-                        # The answer itself failed (request.ack): sent once
-                        # more, for a one-off; a broker that answers it so
-                        # again always will, and going again for ever (a
-                        # reconnect each time, the will published) left
-                        # the caller waiting with no error. (Read by the
-                        # background task, it ends this wait as NotConnected.)
-                        bad += 1
-                        if bad > 1:
-                            if isinstance(x, ProtocolError):
-                                raise
-                            raise ProtocolError(ERR_PROTOCOL, "the broker's answer to the %s was malformed or "
-                                                "not the one awaited, twice" % ("SUBSCRIBE" if args[1] >= 0 else "UNSUBSCRIBE"))
-                finally:
-                    self._after_request()
-                # (up may still be set until the task sees the link down)
-                await asyncio.sleep_ms(_LOOK_MS)
+        c = self.client
+        # A subscribe() asked while down is made at the next connection
+        # before the outbox goes (RobustClient.holds_outbox), as
+        # RobustClient's are: a backend that answers the device's first
+        # message finds its subscriptions in place. Held for its first
+        # attempt only: a broker that closes on it never holds the outbox
+        # back for good.
+        held = args[1] >= 0 and not c.is_connected()
+        if held:
+            c.subs_waiting += 1
+        try:
+            async with self._req:           # the session awaits one answer at a time
+                while True:
+                    await self._wait_up(n)
+                    try:
+                        # A link that failed elsewhere (a publish's stalled write)
+                        # keeps its failure for the background task, which
+                        # reports it and reconnects (`up` stays set until then):
+                        # not this request's to raise; it waits for the next link.
+                        if c.is_connected():
+                            return await self.steps(c.requesting(*args, timeout_ms), True)
+                    except (NotConnected, PeerClosed, ProtocolError) as x:
+                        # (ProtocolError: the broker's answer was malformed or not
+                        # the awaited one, and the link closed over it, as when
+                        # the background task reads it)
+                        if self._task is None or self._stops != n:
+                            raise           # disconnect(): ends it, even with a connect() made since
+                        if c.conn.result == _BAD_ANSWER:
+                            # The answer itself failed (request.ack): sent once
+                            # more, for a one-off; a broker that answers it so
+                            # again always will, and going again for ever (a
+                            # reconnect each time, the will published) left
+                            # the caller waiting with no error. (Read by the
+                            # background task, it ends this wait as NotConnected.)
+                            bad += 1
+                            if bad > 1:
+                                if isinstance(x, ProtocolError):
+                                    raise
+                                raise ProtocolError(ERR_PROTOCOL, "the broker's answer to the %s was malformed "
+                                                    "or not the one awaited, twice"
+                                                    % ("SUBSCRIBE" if args[1] >= 0 else "UNSUBSCRIBE"))
+                    finally:
+                        self._after_request()
+                        if held:
+                            held = False
+                            self._release(c)
+                    # (up may still be set until the task sees the link down)
+                    await asyncio.sleep_ms(_LOOK_MS)
+        finally:
+            if held:                    # cancelled, or a disconnect() first
+                self._release(c)
+
+    def _release(self, c):
+        # A subscribe() asked while down has had its attempt: the outbox
+        # goes once none waits.
+        c.subs_waiting -= 1
+        if not c.subs_waiting and c.is_connected():
+            c.conn.drain()
+            self._kick()
 
     def _after_request(self):
         # The request's reads stop at its answer: the acknowledgements owed

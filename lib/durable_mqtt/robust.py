@@ -48,6 +48,7 @@ class RobustClient(MQTTClient):
     renews_subs = True
     store_error = None           # the write error the store meets now (tick)
     subs_failed = False          # a subscription made while down failed with its link
+    subs_waiting = 0             # subscribe() calls a front end makes once up (AsyncClient's)
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=60,
                  ssl=None, *, servers=None, link=None, backoff_ms=(250, 30000), on_up=None,
@@ -275,19 +276,23 @@ class RobustClient(MQTTClient):
         # telemetry with a command finds its subscriber). Not after one of
         # them failed with its link (no SUBACK, the broker closed on it):
         # held for it, the outbox went out on no connection at all while
-        # the broker kept refusing that way.
-        return bool(self.pending_subs) and not self.subs_failed
+        # the broker kept refusing that way. AsyncClient's subscribe()
+        # calls made while down hold it alike (subs_waiting; it sends the
+        # outbox after their first attempt).
+        return bool(self.pending_subs or self.subs_waiting) and not self.subs_failed
 
     def _subscribes_first(self):
         # The subscriptions made while down, then the outbox connect.py
-        # held back for them. Any failure sends what it can first (a link
-        # still up: a MemoryError loading request.py, say).
+        # held back for them (still held for an AsyncClient subscribe()
+        # waiting to go: it sends it). Any failure sends what it can first
+        # (a link still up: a MemoryError loading request.py, say).
         try:
             yield from self._subscribe_pending()
         except Exception:
             self.conn.drain()
             raise
-        self.conn.drain()
+        if not self.holds_outbox():
+            self.conn.drain()
 
     def _subscribe_pending(self):
         # The subscriptions made while down, as steps (after any connect).

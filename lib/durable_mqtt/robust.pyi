@@ -30,6 +30,7 @@ class RobustClient(MQTTClient):
     connect_failures: int
     store_error: Optional[OSError]
     subs_failed: bool
+    subs_waiting: int
     pending_subs: List[Tuple[Union[str, bytes], int, Dict[str, Any]]]
 
     def __init__(
