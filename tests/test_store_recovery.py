@@ -658,3 +658,81 @@ delivered(c, w, got)
     assert "AFTER ['OSError(5,)'] None" in r.stdout, r.stdout
     assert "BOOT 0" in r.stdout, r.stdout
     assert "DELIVERED [b'B1'] 0" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("front", ["MQTTClient", "RobustClient"])
+def test_a_write_error_when_the_acknowledgements_fill_their_record_keeps_the_link(broker, front):
+    """A FileLog's acknowledgements ride on the next record, or go alone
+    once the window is empty; in batched mode (persist_batch_ms) with the
+    window never empty they fill their record (one place per slot), which
+    is then written inside the read that brought the next PUBACK. A write
+    error there (EIO) came out of that read, which closed the link over a
+    flash fault (RobustClient: a reconnect, the window sent again). Now
+    the read goes on and the error comes out after it, the link up
+    (MQTTClient: from check_msg(); RobustClient: the event "store_error");
+    the next write is a checkpoint of the whole state, and once the flash
+    works again a power cut and a boot find nothing to send again."""
+    cid = "se-full-" + tag()
+    r = run_mp(LFS + EIO + r"""
+from durable_mqtt.robust import RobustClient
+PORT, FRONT, CID = %d, %r, %r
+STORE = "FileLog"
+TOPIC = "se/full/" + CID
+w, got = watch(TOPIC, 1)
+events = []
+acked = [0]
+kw = dict(session_file=store(), persist_batch_ms=60000, max_inflight=4, outbox_size=16)
+if FRONT == "RobustClient":
+    c = RobustClient(CID, "127.0.0.1", PORT, backoff_ms=(20, 40), **kw)
+    c.set_event_callback(lambda ev, info: ev == "store_error" and events.append(repr(info["error"])))
+else:
+    c = MQTTClient(CID, "127.0.0.1", PORT, clean_session=False, **kw)
+c.connect()
+def done(pid, reason):
+    # Each of the first 40 acknowledgements publishes the next message
+    # (the window is never empty; the batch of puts fills at 20: a flush
+    # with the acks); the flash fails from the 42nd on.
+    acked[0] += 1
+    if acked[0] == 42:
+        # The 20 batched went with the acks at the 21st's put; these 5
+        # acks come with no put, the 47th finds their record full.
+        dev.bad = True
+        print("FULL AT", c.journal.nacks, c.journal.nbatch, len(c.journal.acks))
+    if acked[0] <= 40:
+        c.publish(TOPIC, b"M%%d" %% (acked[0] + 20), qos=1)
+c.set_done_callback(done)
+for n in range(20):
+    c.publish(TOPIC, b"M%%d" %% (n + 1), qos=1)
+raised = []
+t0 = time.ticks_ms()
+while c.pending() and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+    try:
+        c.poll(20) if FRONT == "RobustClient" else c.wait_msg(20)
+    except OSError as x:
+        raised.append(repr(x))
+        if not c.is_connected():
+            break
+print("FAILING", c.is_connected(), raised[:1], acked[0], c.pending())
+if FRONT == "RobustClient":
+    print("ROBUST", c.link_downs, events, repr(c.store_error))
+dev.bad = False
+for n in range(3):
+    c.poll(20) if FRONT == "RobustClient" else c.check_msg()
+if FRONT == "RobustClient":
+    print("AFTER", repr(c.store_error))
+print("BEFORE THE CUT", c.is_connected(), c.pending())
+cut(c)
+c = booted()
+wait([c, w], 1000, lambda: len(got) >= 31)
+delivered(c, w, len(got))
+""" % (broker.port, front, cid))
+    print(r.stdout)
+    assert "FULL AT 21 20 57" in r.stdout, r.stdout          # 25 places: the 47th ack overflows
+    if front == "RobustClient":
+        assert "FAILING True [] 60 0" in r.stdout, r.stdout
+        assert "ROBUST 0 ['OSError(5,)'] OSError(5,)" in r.stdout, r.stdout     # no link down
+        assert "AFTER None" in r.stdout, r.stdout
+    else:
+        assert "FAILING True ['OSError(5,)'] 60 0" in r.stdout, r.stdout
+    assert "BEFORE THE CUT True 0" in r.stdout and "BOOT 0" in r.stdout, r.stdout
+    assert "DELIVERED 60 0" in r.stdout, r.stdout

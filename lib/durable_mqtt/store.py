@@ -40,6 +40,8 @@ class LogJournal:
     # synchronous record), the loss window of docs/sessions.md.
 
     refused = False           # the last checkpoint was refused midway (checkpoint())
+    behind = False            # flash lacks acknowledgements RAM has: the next write is a checkpoint
+    error = None              # the write error acked() met, for tick() to raise
 
     def __init__(self, backend, e, batch_ms=0, batch_max=16, batch_bytes=None):
         self.b = backend
@@ -95,7 +97,7 @@ class LogJournal:
             if time.ticks_diff(time.ticks_ms(), self.batch_t0) >= self.batch_ms:
                 self.flush()              # the oldest has waited its time (no tick while offline)
             return
-        if not self._room(e.len[e.rec_slot] + 9 if k == R_OUT_PUB else 9):
+        if self.behind or not self._room(e.len[e.rec_slot] + 9 if k == R_OUT_PUB else 9):
             self.checkpoint()                 # it holds the change: the RAM state has it
             return
         self._batched()
@@ -110,14 +112,31 @@ class LogJournal:
     def acked(self, pid):  # noalloc
         # A QoS 1/2 message left the session: logged lazily.
         if 2 * self.nacks + 7 >= len(self.acks):   # (the engine's outbox may have grown since: restore.py)
+            self._full()
+        if not self.behind:
+            put_u16(self.acks, 3 + 2 * self.nacks, pid)
+            self.nacks += 1
+
+    def _full(self):
+        # The acknowledgements gathered fill their record: written now,
+        # inside the read that brought the PUBACK or PUBCOMP. A write error
+        # here is kept for tick(), which the front end calls after the
+        # read: raised here, it closed the link over a flash fault. Until
+        # a write gets through, RAM alone has the acknowledgements, and
+        # the next write is a checkpoint of the whole state (behind; nacks
+        # stays above 0, so the front ends call tick() for it). Meanwhile
+        # a boot resends what was acknowledged, as an ack not yet written
+        # always could (QoS 1 allows it; a QoS 2 one gets its PUBREL).
+        try:
             self.flush()
-        put_u16(self.acks, 3 + 2 * self.nacks, pid)
-        self.nacks += 1
+        except OSError as x:
+            self.behind = True
+            self.error = x
 
     def flush(self):  # noalloc
         # Write batched records and acknowledgements now.
         if self.nacks or self.nbatch:
-            if not self._room(0):
+            if self.behind or not self._room(0):
                 self.checkpoint()
                 return
             self._batched()
@@ -125,8 +144,12 @@ class LogJournal:
 
     def tick(self, now):  # noalloc
         # Called from the front end's loop: batches and acknowledgements
-        # that are due reach flash.
-        if self.nbatch and time.ticks_diff(now, self.batch_t0) >= self.batch_ms:
+        # that are due reach flash; a write error acked() kept is raised.
+        x = self.error
+        if x is not None:
+            self.error = None
+            raise x
+        if self.behind or self.nbatch and time.ticks_diff(now, self.batch_t0) >= self.batch_ms:
             self.flush()
         elif self.nacks and not self.e.held:
             self.flush()
@@ -212,7 +235,7 @@ class LogJournal:
         except StoreFull:
             self.refused = True
             raise
-        self.refused = False
+        self.refused = self.behind = False
         self.nacks = 0
         self.nbatch = self.nbytes = 0
         self.lead = self.e.held       # (held: not the header's id, the newest OUT_PUB's counts)
@@ -221,6 +244,7 @@ class LogJournal:
     def erase(self):
         self.nacks = 0
         self.nbatch = self.nbytes = 0
+        self.behind = False
         self.b.erase()
 
     def set_aside(self):
