@@ -499,8 +499,12 @@ else:
         print("MEANWHILE", a.is_connected(), mine, a._task.done())
         if THEN == "recovers":
             dev.bad = False
-            # The write is tried again after the task's next read (an idle
-            # link reads nothing): a message comes.
+            # An idle link: the task reads (nothing) at least once a second
+            # (_LOOK_DOWN_MS), and each read's tick tries the write again.
+            t0 = time.ticks_ms()
+            while a.client.store_error is not None and time.ticks_diff(time.ticks_ms(), t0) < 3000:
+                await asyncio.sleep_ms(20)
+            print("IDLE RETRY", a.client.store_error is None, time.ticks_diff(time.ticks_ms(), t0) < 2000)
             w.publish(TOPIC + "/in", b"I2", qos=1)
             t0 = time.ticks_ms()
             while len(mine) < 2 and time.ticks_diff(time.ticks_ms(), t0) < 2000:
@@ -525,6 +529,8 @@ delivered(c, w, got)
     assert "BEFORE THE CUT True 0" in r.stdout, r.stdout
     if then == "recovers":
         assert "AFTER ['OSError(5,)'] None" in r.stdout, r.stdout     # cleared by the tick that got through
+        if front == "AsyncClient":
+            assert "IDLE RETRY True True" in r.stdout, r.stdout
         assert "BOOT 0" in r.stdout, r.stdout
     else:
         assert "AFTER ['OSError(5,)'] OSError(5,)" in r.stdout, r.stdout
