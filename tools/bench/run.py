@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import peers as peers_mod          # noqa: E402
 from broker import CLIENT_CPU, Broker, CpuWatch, Publisher, mosquitto_version, pin, pinning   # noqa: E402
+from replay import ReplayServer    # noqa: E402
 import build_mpy                   # noqa: E402
 import figures                     # noqa: E402
 
@@ -71,7 +72,8 @@ FIGURES = ROOT / "docs" / "figures.json"
 CLIENTS = ["umqtt.simple", "umqtt.robust", "micropython-mqtt", "chumicro-mqtt", "durable_mqtt"]
 BASELINE = "umqtt.simple"
 TESTS = ["ram", "pub0", "pub1", "rx0", "rx1", "idle"]
-RATE_TESTS = ["pub0", "pub1", "rx0", "rx1"]       # o.rate_reps runs each, the clients back to back
+RATE_TESTS = ["pub0", "pub1", "rx0", "rx1", "rx1r"]   # o.rate_reps runs each, the clients back to back
+# rx1r: rx1 from the stand-in server of replay.py instead of mosquitto (client-bound)
 PARTS = ["clients", "heap", "b32", "boards", "paths", "flash", "mpy"]
 
 TOPIC_LEN = 16
@@ -245,8 +247,11 @@ class Bench:
         self.broker = Broker(self.tmp / "broker").start()
         log("bench: mosquitto on 127.0.0.1:%d" % self.broker.port)
         self.publisher = Publisher(self.broker.port)
+        self.replay = ReplayServer()
 
     def close(self):
+        if getattr(self, "replay", None):
+            self.replay.close()
         if getattr(self, "publisher", None):
             try:
                 self.publisher.close()
@@ -322,6 +327,11 @@ class Bench:
                 % (client, test, other[0], other[1], ", again" if k + 1 < tries else ""))
         return best
 
+    def replay_run(self, rt, client):
+        """The QoS 1 receive workload (rx1) against the stand-in server
+        (replay.py): what the client itself takes per message."""
+        return self.run(rt, client, "rx1", {"port": self.replay.port, "replay": 1})
+
     def session(self, prefix):
         """A fresh, empty session path (relative to the run's folder)."""
         self.seq += 1
@@ -359,7 +369,7 @@ class Bench:
                 except ValueError:
                     continue
                 if "ready" in msg:
-                    self.publisher.burst(msg.get("topic", a and a["topic"]).encode(), payload(PAYLOAD_LEN),
+                    (self.replay if a and a.get("replay") else self.publisher).burst(msg.get("topic", a and a["topic"]).encode(), payload(PAYLOAD_LEN),
                                          msg["count"], msg.get("qos", 1), msg.get("pause_ms", 0) / 1000)
                 elif "result" in msg:
                     res = msg["result"]
@@ -557,7 +567,7 @@ def machine(b):
 def part_clients(b, o, fig):
     """64-bit, every client: RAM, heap per message, throughput (medians)."""
     rt = b.rt["64"]
-    runs = {c: {t: [] for t in TESTS} for c in CLIENTS}
+    runs = {c: {t: [] for t in TESTS + ["rx1r"]} for c in CLIENTS}
     t0 = time.monotonic()
     # repetitions interleaved, so slow drift of the machine hits every client alike
     for rep in range(o.reps):
@@ -576,7 +586,7 @@ def part_clients(b, o, fig):
         order = CLIENTS[rep % len(CLIENTS):] + CLIENTS[:rep % len(CLIENTS)]
         for t in RATE_TESTS:
             for c in order:
-                runs[c][t].append(b.rate_run(rt, c, t))
+                runs[c][t].append(b.replay_run(rt, c) if t == "rx1r" else b.rate_run(rt, c, t))
         log("bench: throughput, repetition %d/%d done (%.0f s)" % (rep + 1, o.rate_reps, time.monotonic() - t0))
     out = {}
     for c in CLIENTS:
