@@ -453,35 +453,44 @@ c.disconnect()
     assert "pending 0 0 subs 1 failed False" in r.stdout, r.stdout
 
 
-@pytest.mark.parametrize("v", [4, 5])
-def test_aio_a_subscribe_asked_while_down_is_made_before_the_outbox_goes(v):
-    # AsyncClient as RobustClient above: a subscribe() and a publish made
-    # before the first connection (a firmware's first boot) reach the broker
-    # as SUBSCRIBE, then PUBLISH. The outbox went first: connect.py drained
-    # it at the CONNACK, while subscribe() waited for the connection.
-    fb = FakeBroker([("send", connack(v)), ("recv",), suback_to(1, v=v), ("recv",),
-                     ("reply", lambda got: pkt(0x40, got[2][1][8:10] + (b"\x00\x00" if v == 5 else b""))),
-                     ("sleep", 0.3)])
-    r = run_mp(AIO % fb.port + r"""
+# A publish and a subscribe() made before the first connection (a
+# firmware's first boot), then the connection; what the client saw.
+AIO_SUBS_FIRST = r"""
 async def main():
-    c = AsyncClient("aio-subs-first", "127.0.0.1", PORT, version=%d, keepalive=30, timeout_ms=1500)
+    c = AsyncClient(CID, "127.0.0.1", PORT, version=V, keepalive=30, timeout_ms=1500, backoff_ms=(20, 40))
     print("queued", c.publish_nowait("d/tele", "up", qos=1))
     sub = asyncio.create_task(c.subscribe("d/cmd", 1))
     await asyncio.sleep_ms(0)
     print("waiting", c.client.subs_waiting)
     await c.connect(timeout_ms=2000)
-    print("granted", await sub)
+    print("granted", await asyncio.wait_for_ms(sub, 3000))
     t0 = time.ticks_ms()
     while c.pending() and time.ticks_diff(time.ticks_ms(), t0) < 2000:
         await asyncio.sleep_ms(20)
     print("pending", c.pending(), "waiting", c.client.subs_waiting)
     await c.disconnect()
 asyncio.run(main())
-""" % v)
+"""
+
+
+def run_subs_first(fb, cid, v):
+    r = run_mp(AIO % fb.port + "CID, V = %r, %d\n" % (cid, v) + AIO_SUBS_FIRST)
     fb.join()
-    kinds = [f & 0xF0 for f, _ in fb.conns[0][1:]]
-    assert kinds[:2] == [0x80, 0x30] and kinds[-1] == 0xE0, (kinds, r.stdout, fb.errors)
     assert "queued 1\nwaiting 1\ngranted 1\npending 0 waiting 0" in r.stdout, r.stdout
+    return [[f & 0xF0 for f, _ in conn[1:]] for conn in fb.conns]
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_aio_a_subscribe_asked_while_down_is_made_before_the_outbox_goes(v):
+    # AsyncClient as RobustClient above: a subscribe() and a publish made
+    # before the first connection reach the broker as SUBSCRIBE, then
+    # PUBLISH. The outbox went first: connect.py drained it at the CONNACK,
+    # while subscribe() waited for the connection.
+    fb = FakeBroker([("send", connack(v)), ("recv",), suback_to(1, v=v), ("recv",),
+                     ("reply", lambda got: pkt(0x40, got[2][1][8:10] + (b"\x00\x00" if v == 5 else b""))),
+                     ("sleep", 0.3)])
+    kinds = run_subs_first(fb, "aio-subs-first", v)[0]
+    assert kinds[:2] == [0x80, 0x30] and kinds[-1] == 0xE0, (kinds, fb.errors)
 
 
 @pytest.mark.parametrize("v", [4, 5])
@@ -493,28 +502,9 @@ def test_aio_a_subscribe_whose_link_fails_no_longer_holds_the_outbox(v):
                     [("send", connack(v)), ("recv",), ("recv",),
                      ("reply", lambda got: pkt(0x40, got[1][1][8:10] + (b"\x00\x00" if v == 5 else b""))),
                      suback_to(2, v=v), ("sleep", 0.3)])
-    r = run_mp(AIO % fb.port + r"""
-async def main():
-    c = AsyncClient("aio-subs-starve", "127.0.0.1", PORT, version=%d, keepalive=30, timeout_ms=1500,
-                    backoff_ms=(20, 40))
-    c.publish_nowait("d/tele", "up", qos=1)
-    sub = asyncio.create_task(c.subscribe("d/cmd", 1))
-    await asyncio.sleep_ms(0)
-    await c.connect(timeout_ms=2000)
-    print("granted", await asyncio.wait_for_ms(sub, 3000))
-    t0 = time.ticks_ms()
-    while c.pending() and time.ticks_diff(time.ticks_ms(), t0) < 2000:
-        await asyncio.sleep_ms(20)
-    print("pending", c.pending(), "waiting", c.client.subs_waiting)
-    await c.disconnect()
-asyncio.run(main())
-""" % v)
-    fb.join()
-    first = [f & 0xF0 for f, _ in fb.conns[0][1:]]
-    second = [f & 0xF0 for f, _ in fb.conns[1][1:]]
-    assert first == [0x80], (first, r.stdout, fb.errors)              # held for the SUBSCRIBE, closed on it
-    assert second[:2] == [0x30, 0x80], (second, r.stdout, fb.errors)  # then the outbox first
-    assert "granted 1\npending 0 waiting 0" in r.stdout, r.stdout
+    first, second = run_subs_first(fb, "aio-subs-starve", v)[:2]
+    assert first == [0x80], (first, fb.errors)              # held for the SUBSCRIBE, closed on it
+    assert second[:2] == [0x30, 0x80], (second, fb.errors)  # then the outbox first
 
 
 def test_robust_store_error_lasts_while_the_store_holds_writes_back():

@@ -18,15 +18,7 @@ import socket
 import struct
 import threading
 
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+from broker import _varint
 
 
 class ReplayServer:
