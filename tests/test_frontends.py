@@ -507,6 +507,41 @@ def test_aio_a_subscribe_whose_link_fails_no_longer_holds_the_outbox(v):
     assert second[:2] == [0x30, 0x80], (second, fb.errors)  # then the outbox first
 
 
+@pytest.mark.parametrize("v", [4, 5])
+def test_aio_a_subscribe_kept_waiting_behind_a_failing_one_holds_the_outbox_one_connection(v):
+    # Two subscribe() calls made while down; the broker closes the link on
+    # the first one's SUBSCRIBE. The second waits behind it (one request
+    # at a time) and makes no attempt on that connection: its hold ends
+    # with the connection, so the next one sends the outbox first. Held
+    # until its own attempt, it held the outbox on every connection for as
+    # long as the first kept failing.
+    fb = FakeBroker([("send", connack(v)), ("recv",), ("close",)],
+                    [("send", connack(v)), ("recv",),
+                     ("reply", lambda got: pkt(0x40, got[1][1][8:10] + (b"\x00\x00" if v == 5 else b""))),
+                     ("recv",), suback_to(2, v=v), ("recv",), suback_to(3, v=v), ("sleep", 0.3)])
+    r = run_mp(AIO % fb.port + r"""
+async def main():
+    c = AsyncClient("aio-subs-behind", "127.0.0.1", PORT, version=%d, keepalive=30, timeout_ms=1500,
+                    backoff_ms=(20, 40))
+    c.publish_nowait("d/tele", "up", qos=1)
+    first = asyncio.create_task(c.subscribe("d/denied", 1))
+    second = asyncio.create_task(c.subscribe("d/cmd", 1))
+    await asyncio.sleep_ms(0)
+    print("waiting", c.client.subs_waiting)
+    await c.connect(timeout_ms=2000)
+    print("granted", await asyncio.wait_for_ms(first, 3000), await asyncio.wait_for_ms(second, 3000))
+    print("pending", c.pending(), "waiting", c.client.subs_waiting)
+    await c.disconnect()
+asyncio.run(main())
+""" % v)
+    fb.join()
+    first = [f & 0xF0 for f, _ in fb.conns[0][1:]]
+    second = [f & 0xF0 for f, _ in fb.conns[1][1:]]
+    assert "waiting 2" in r.stdout and "granted 1 1\npending 0 waiting 0" in r.stdout, r.stdout
+    assert first == [0x80], (first, r.stdout, fb.errors)                    # the first SUBSCRIBE, closed on
+    assert second[:3] == [0x30, 0x80, 0x80], (second, r.stdout, fb.errors)  # then the outbox first
+
+
 def test_robust_store_error_lasts_while_the_store_holds_writes_back():
     # store_error is over when the store holds nothing back, not at any
     # tick that returns: one that wrote nothing (acknowledgements wait for

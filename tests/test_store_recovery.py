@@ -742,3 +742,59 @@ delivered(c, w, len(got))
         assert "FAILING True ['OSError(5,)'] 60 0" in r.stdout, r.stdout
     assert "BEFORE THE CUT True 0" in r.stdout and "BOOT 0" in r.stdout, r.stdout
     assert "DELIVERED 60 0" in r.stdout, r.stdout
+
+
+def test_the_journal_behind_its_acknowledgements_tries_one_checkpoint_per_tick_not_per_ack():
+    """The store's side of the test above, without a broker: a LogJournal
+    on a FileLog on a LittleFS whose writes fail (EIO), the acknowledgements
+    fed to it directly. The write when their record fills fails: the error
+    is kept for tick(), and the acks that follow in the same read write
+    nothing (each tried a whole checkpoint, a block erase each on the ring).
+    tick() raises the kept error once, then each tick tries one checkpoint;
+    the first that gets through ends it all. One that gets through before
+    the tick (a PUBREC's record in the same read) leaves no stale error."""
+    r = run_mp(LFS + EIO + r"""
+from durable_mqtt.session import Session
+from durable_mqtt.store import LogJournal
+STORE = "FileLog"
+e = Session(False, b"behind", 10, 8, 2048, 16, 4, 256)
+e.expiry = 0xFFFFFFFF
+log = store()
+begun = [0]
+begin = log.begin
+def counted():
+    begun[0] += 1
+    begin()
+log.begin = counted
+j = LogJournal(log, e)
+j.checkpoint()
+def tick():
+    try:
+        j.tick(0)
+        return "ok"
+    except OSError as x:
+        return repr(x)
+for case in ("ticks", "checkpoint"):
+    begun[0] = 0
+    for pid in range(1, 10):
+        j.acked(pid)
+    print(case, "full at", j.nacks)
+    dev.bad = True
+    for pid in range(10, 20):
+        j.acked(pid)                  # the 10th fills the record: one write, failed
+    print(case, "behind", j.behind, j.nacks, "checkpoints tried", begun[0])
+    if case == "ticks":
+        print(case, "tick", tick(), tick(), begun[0])
+        reboot()                      # the flash works again, mounted afresh (docs/api.md: littlefs 760)
+        print(case, "tick", tick(), begun[0], j.behind, j.nacks)
+    else:
+        reboot()
+        j.checkpoint()                # (as a PUBREC's put() would: the next write)
+        print(case, "tick", tick(), j.behind, j.nacks)
+""")
+    out = r.stdout
+    assert "ticks full at 9\nticks behind True 10 checkpoints tried 0" in out, out
+    assert "ticks tick OSError(5,) OSError(5,) 1" in out, out          # the kept one, then one checkpoint
+    assert "ticks tick ok 2 False 0" in out, out
+    assert "checkpoint behind True 10 checkpoints tried 0" in out, out
+    assert "checkpoint tick ok False 0" in out, out

@@ -68,6 +68,8 @@ class AsyncClient:
         self._req = asyncio.Lock()      # one SUBSCRIBE / UNSUBSCRIBE at a time
         self._wake = asyncio.Event()    # set when up; pulsed by disconnect() (see _wait_up)
         self._stops = 0                 # disconnect() calls so far
+        self._links = 0                 # connections made so far
+        self._holds = {}                # _links when taken -> subscribe() calls holding the outbox
         self._task = None
         self._sending = False           # _send_rest() runs
         self._cb = None
@@ -323,15 +325,19 @@ class AsyncClient:
         # each attempt.
         n = self._stops
         bad = 0                         # answers the broker got wrong
+        went = False                    # a SUBSCRIBE / UNSUBSCRIBE went out
         c = self.client
         # A subscribe() asked while down is made at the next connection
         # before the outbox goes (RobustClient.holds_outbox), as
         # RobustClient's are: a backend that answers the device's first
-        # message finds its subscriptions in place. Held for its first
-        # attempt only: a broker that closes on it never holds the outbox
-        # back for good.
+        # message finds its subscriptions in place. Held until its first
+        # attempt, or the end of that connection (_on_down: a request ahead
+        # of it may keep the lock), never longer: a broker that closes on
+        # it never holds the outbox back for good.
         held = args[1] >= 0 and not c.is_connected()
+        gen = self._links
         if held:
+            self._holds[gen] = self._holds.get(gen, 0) + 1
             c.subs_waiting += 1
         try:
             async with self._req:           # the session awaits one answer at a time
@@ -343,6 +349,7 @@ class AsyncClient:
                         # reports it and reconnects (`up` stays set until then):
                         # not this request's to raise; it waits for the next link.
                         if c.is_connected():
+                            went = True         # (its attempt: the hold ends with it)
                             return await self.steps(c.requesting(*args, timeout_ms), True)
                     except (NotConnected, PeerClosed, ProtocolError) as x:
                         # (ProtocolError: the broker's answer was malformed or not
@@ -366,20 +373,28 @@ class AsyncClient:
                                                     % ("SUBSCRIBE" if args[1] >= 0 else "UNSUBSCRIBE"))
                     finally:
                         self._after_request()
-                        if held:
+                        if held and went:
                             held = False
-                            self._release(c)
+                            self._release(c, gen)
                     # (up may still be set until the task sees the link down)
                     await asyncio.sleep_ms(_LOOK_MS)
         finally:
             if held:                    # cancelled, or a disconnect() first
-                self._release(c)
+                self._release(c, gen)
 
-    def _release(self, c):
-        # A subscribe() asked while down has had its attempt: the outbox
-        # goes once none waits.
+    def _release(self, c, gen):
+        # A subscribe() asked while down has had its attempt (or no longer
+        # waits): the outbox goes once none holds it, when the connection
+        # is made (not from inside a connect: connect.py sends it then).
+        n = self._holds.get(gen, 0)
+        if not n:
+            return                      # ended with its connection (_on_down)
+        if n > 1:
+            self._holds[gen] = n - 1
+        else:
+            del self._holds[gen]
         c.subs_waiting -= 1
-        if not c.subs_waiting and c.is_connected():
+        if not c.subs_waiting and self.up.is_set() and c.is_connected():
             c.conn.drain()
             self._kick()
 
@@ -455,6 +470,7 @@ class AsyncClient:
 
     # ------------------------------------------------------------ background task
     def _on_up(self, c):
+        self._links += 1
         self.down.clear()
         self.up.set()
         self._wake.set()
@@ -469,6 +485,10 @@ class AsyncClient:
         self._hook(0, ())
 
     def _on_down(self, c, exc):
+        # The subscribe() calls that held the outbox for this connection
+        # and made no attempt on it (a request ahead of them kept failing)
+        # hold it no longer: the next connection sends it first.
+        c.subs_waiting -= self._holds.pop(self._links - 1, 0)
         self.up.clear()
         self._wake.clear()
         self.down.set()

@@ -110,12 +110,16 @@ class LogJournal:
             self.lead = False
 
     def acked(self, pid):  # noalloc
-        # A QoS 1/2 message left the session: logged lazily.
+        # A QoS 1/2 message left the session: logged lazily (behind: by
+        # the checkpoint that is the next write).
+        if self.behind:
+            return
         if 2 * self.nacks + 7 >= len(self.acks):   # (the engine's outbox may have grown since: restore.py)
             self._full()
-        if not self.behind:
-            put_u16(self.acks, 3 + 2 * self.nacks, pid)
-            self.nacks += 1
+            if self.behind:
+                return
+        put_u16(self.acks, 3 + 2 * self.nacks, pid)
+        self.nacks += 1
 
     def _full(self):
         # The acknowledgements gathered fill their record: written now,
@@ -236,6 +240,7 @@ class LogJournal:
             self.refused = True
             raise
         self.refused = self.behind = False
+        self.error = None             # (what acked() met is over: flash has it all)
         self.nacks = 0
         self.nbatch = self.nbytes = 0
         self.lead = self.e.held       # (held: not the header's id, the newest OUT_PUB's counts)
@@ -245,6 +250,7 @@ class LogJournal:
         self.nacks = 0
         self.nbatch = self.nbytes = 0
         self.behind = False
+        self.error = None
         self.b.erase()
 
     def set_aside(self):

@@ -33,7 +33,14 @@ class ReplayServer:
         self.acks = 0                     # PUBACKs read on the current connection
         self.pid = 0
         self.errors = []
+        # One writer at a time: a burst's sendall() goes out in parts, and
+        # a PINGRESP written between two of them would cut a PUBLISH.
+        self.out = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def _send(self, s, data):
+        with self.out:
+            s.sendall(data)
 
     def _accept(self):
         while True:
@@ -53,17 +60,19 @@ class ReplayServer:
                 if not chunk:
                     return
                 buf += chunk
+                off = 0
                 while True:
-                    got = _packet(buf)
+                    got = _packet(buf, off)
                     if got is None:
+                        buf = buf[off:]
                         break
-                    first, body, buf = got
+                    first, body, off = got
                     kind = first & 0xF0
                     if kind == 0x10:                      # CONNECT
                         self.acks = 0
                         self.subscribed.clear()
                         self.conn = s
-                        s.sendall(b"\x20\x02\x00\x00")
+                        self._send(s, b"\x20\x02\x00\x00")
                     elif kind == 0x80:                    # SUBSCRIBE: grant what each filter asks
                         granted, i = bytearray(), 2
                         while i + 2 <= len(body):
@@ -71,12 +80,12 @@ class ReplayServer:
                             granted.append(body[i + 2 + n] & 3)
                             i += 3 + n
                         ack = body[:2] + bytes(granted)
-                        s.sendall(b"\x90" + _varint(len(ack)) + ack)
+                        self._send(s, b"\x90" + _varint(len(ack)) + ack)
                         self.subscribed.set()
                     elif kind == 0xA0:                    # UNSUBSCRIBE
-                        s.sendall(b"\xb0\x02" + body[:2])
+                        self._send(s, b"\xb0\x02" + body[:2])
                     elif kind == 0xC0:                    # PINGREQ
-                        s.sendall(b"\xd0\x00")
+                        self._send(s, b"\xd0\x00")
                     elif kind == 0x40:                    # PUBACK
                         self.acks += 1
                     elif kind == 0xE0:                    # DISCONNECT
@@ -86,7 +95,7 @@ class ReplayServer:
                         if qos:
                             t = struct.unpack("!H", body[:2])[0]
                             pid = body[2 + t:4 + t]
-                            s.sendall((b"\x40\x02" if qos == 1 else b"\x50\x02") + pid)
+                            self._send(s, (b"\x40\x02" if qos == 1 else b"\x50\x02") + pid)
         except OSError as x:
             self.errors.append(repr(x))
         finally:
@@ -110,22 +119,24 @@ class ReplayServer:
             else:
                 body = t + payload
             parts.append(bytes([0x30 | qos << 1]) + _varint(len(body)) + body)
-        s.sendall(b"".join(parts))
+        self._send(s, b"".join(parts))
 
     def close(self):
         self.ls.close()
 
 
-def _packet(buf):
-    # (first byte, body, rest) of the first whole packet in buf, or None.
-    rl, i = 0, 1
+def _packet(buf, off):
+    # (first byte, body, the offset after it) of the whole packet at
+    # buf[off:], or None. (By offset: a burst's PUBACKs are 4 bytes each,
+    # and slicing off the rest for each one copied the buffer every time.)
+    rl, i = 0, off + 1
     while True:
-        if i >= len(buf) or i > 4:
+        if i >= len(buf) or i > off + 4:
             return None
-        rl |= (buf[i] & 0x7F) << 7 * (i - 1)
+        rl |= (buf[i] & 0x7F) << 7 * (i - off - 1)
         i += 1
         if not buf[i - 1] & 0x80:
             break
     if len(buf) < i + rl:
         return None
-    return buf[0], buf[i:i + rl], buf[i + rl:]
+    return buf[off], buf[i:i + rl], i + rl
