@@ -247,11 +247,13 @@ class LogJournal:
         self.checkpoints += 1
 
     def erase(self):
+        # (The journal forgets what it holds back once the erase got
+        # through: a failed one leaves it behind, its next write a checkpoint.)
+        self.b.erase()
         self.nacks = 0
         self.nbatch = self.nbytes = 0
         self.behind = False
         self.error = None
-        self.b.erase()
 
     def set_aside(self):
         # An unusable state is kept for inspection where the backend can.
