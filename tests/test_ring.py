@@ -1057,3 +1057,42 @@ print("ok")
     assert "loaded b'S" not in out, out
     assert "back refused" in out, out
     assert out.splitlines()[-1] == "ok"
+
+
+def test_a_journal_behind_stays_behind_when_the_rings_erase_fails():
+    """LogJournal on the ring: a write error when the gathered acks fill
+    their record leaves the journal behind (its next write a checkpoint of
+    the whole state, store.py). An erase (MQTT 5 disconnect with Session
+    Expiry 0; a clean connect) that fails must leave it so: it cleared the
+    flags first, and the next publish's record was appended to a log that
+    lacks those acknowledgements."""
+    out = mp(r"""
+from durable_mqtt.session import Session
+from durable_mqtt.store import LogJournal
+class Faulty(NorFlash):
+    bad = False
+    def writeblocks(self, n, buf, off=None):
+        if self.bad:
+            raise OSError(5)
+        return super().writeblocks(n, buf, off)
+dev = Faulty(4096, 8, prog_size=32)
+e = Session(False, b"ring-behind", 10, 8, 2048, 16, 4, 256)
+e.expiry = 0xFFFFFFFF
+j = LogJournal(RingStore(dev), e)
+j.checkpoint()
+dev.bad = True
+for pid in range(1, 13):
+    j.acked(pid)
+print("behind", j.behind, j.nacks, repr(j.error))
+try:
+    j.erase()
+except OSError as x:
+    print("erase raised", repr(x))
+print("after", j.behind, j.nacks)
+dev.bad = False
+j.erase()
+print("erased", j.behind, j.nacks, j.error)
+""")
+    assert "behind True 10 OSError(5,)" in out, out
+    assert "erase raised OSError(5,)\nafter True 10" in out, out
+    assert "erased False 0 None" in out, out
