@@ -1069,13 +1069,8 @@ def test_a_journal_behind_stays_behind_when_the_rings_erase_fails():
     out = mp(r"""
 from durable_mqtt.session import Session
 from durable_mqtt.store import LogJournal
-class Faulty(NorFlash):
-    bad = False
-    def writeblocks(self, n, buf, off=None):
-        if self.bad:
-            raise OSError(5)
-        return super().writeblocks(n, buf, off)
-dev = Faulty(4096, 8, prog_size=32)
+from norflash import FailingNorFlash
+dev = FailingNorFlash(4096, 8, prog_size=32)
 e = Session(False, b"ring-behind", 10, 8, 2048, 16, 4, 256)
 e.expiry = 0xFFFFFFFF
 j = LogJournal(RingStore(dev), e)

@@ -19,13 +19,8 @@ def unfill(k):
 BIG = bytes(200)              # (a slot file past the inline limit: it needs a block)
 def faulty():
     # A LittleFS at /fl on NOR flash whose writes raise OSError(5) while .bad.
-    class Faulty(NorFlash):
-        bad = False
-        def writeblocks(self, n, buf, off=None):
-            if self.bad:
-                raise OSError(5)
-            return super().writeblocks(n, buf, off)
-    dev = Faulty(4096, 64, prog_size=P)
+    from norflash import FailingNorFlash
+    dev = FailingNorFlash(4096, 64, prog_size=P)
     vfs.VfsLfs2.mkfs(dev, progsize=P)
     vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
     return dev

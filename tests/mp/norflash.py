@@ -321,3 +321,14 @@ class NorFlash:
 
     def restore(self, image):
         _copy(self.data, 0, image, 0, self.size)
+
+
+class FailingNorFlash(NorFlash):
+    # A device whose writes raise OSError(5) (EIO) while .bad is set: a
+    # failing flash chip, for the stores' write-error paths.
+    bad = False
+
+    def writeblocks(self, n, buf, off=None):
+        if self.bad:
+            raise OSError(5)
+        return super().writeblocks(n, buf, off)
