@@ -277,8 +277,8 @@ class RobustClient(MQTTClient):
         # them failed with its link (no SUBACK, the broker closed on it):
         # held for it, the outbox went out on no connection at all while
         # the broker kept refusing that way. AsyncClient's subscribe()
-        # calls made while down hold it alike (subs_waiting; it sends the
-        # outbox after their first attempt).
+        # calls made while down hold it alike (subs_waiting: until their
+        # first attempt, for one connection at most; aio.py sends it).
         return bool(self.pending_subs or self.subs_waiting) and not self.subs_failed
 
     def _subscribes_first(self):
