@@ -393,7 +393,10 @@ def test_async_tls_handshake_with_a_silent_server_leaves_other_tasks_running(tls
         s.close()
     res = reports(r.stdout)
     assert res["connect"]["ok"] is False and 1100 <= res["connect"]["ms"] < 2500, r.stdout
-    assert res["loop"]["ticks"] >= 60 and res["loop"]["gap"] < 200, r.stdout
+    # A held loop shows the whole wait as one gap (1.2 s and more); a loop
+    # that runs all along keeps its gaps under 200 ms, but met 215 ms once
+    # on a loaded 2-CPU machine (make test, 3 workers).
+    assert res["loop"]["ticks"] >= 60 and res["loop"]["gap"] < 500, r.stdout
 
 
 @pytest.mark.parametrize("v", VERSIONS)
