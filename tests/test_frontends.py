@@ -423,6 +423,43 @@ c.disconnect()
 
 
 @pytest.mark.parametrize("v", [4, 5])
+def test_robust_what_an_event_callback_publishes_during_the_connect_waits_for_the_subscription(v):
+    # The event callback runs inside the connect ("new"), after the CONNACK
+    # and before the subscriptions asked for while down go: a status it
+    # publishes there (QoS 1 and 0) joins the outbox, and all of it goes
+    # after the SUBSCRIBE, in the order published. Before, that publish()
+    # sent the whole outbox ahead of the SUBSCRIBE.
+    def ack(i):       # a PUBACK for the i-th packet: its id follows the topic
+        def reply(got):
+            b = got[i][1]
+            return pkt(0x40, b[2 + b[1]:4 + b[1]] + (b"\x00\x00" if v == 5 else b""))
+        return ("reply", reply)
+    fb = FakeBroker([("send", connack(v)), ("recv",), suback_to(1, v=v), ("recv",), ("recv",), ("recv",),
+                     ack(2), ack(3), ("sleep", 0.3)])
+    r = run_mp(r"""
+import time
+from durable_mqtt.robust import RobustClient
+c = RobustClient("subs-first-ev", "127.0.0.1", %d, version=%d, keepalive=30, timeout_ms=1500)
+def on_event(ev, info):
+    if ev == "new":
+        print("status", c.publish("d/status", "s", qos=1), c.publish("d/status", "t"))
+c.set_event_callback(on_event)
+print("while down", c.subscribe("d/cmd", 1), c.publish("d/tele", "u", qos=1))
+c.connect()
+t0 = time.ticks_ms()
+while c.pending() and time.ticks_diff(time.ticks_ms(), t0) < 3000:
+    c.poll(50)
+print("pending", c.pending(), "subs", len(c.engine.subs), "error", c.last_error)
+c.disconnect()
+""" % (fb.port, v))
+    fb.join()
+    got = fb.conns[0][1:]
+    assert "while down None 1\nstatus 2 None\npending 0 subs 1 error None" in r.stdout, r.stdout
+    assert [f & 0xF0 for f, _ in got][:4] == [0x80, 0x30, 0x30, 0x30], (got, r.stdout, fb.errors)
+    assert [b[-1:] for _, b in got[1:4]] == [b"u", b"s", b"t"], got      # in the order published
+
+
+@pytest.mark.parametrize("v", [4, 5])
 def test_robust_a_pending_subscription_whose_link_fails_no_longer_holds_the_outbox(v):
     # The order above must not starve the outbox: a broker that closes the
     # link on a SUBSCRIBE (a denied one, say) closed every connection
@@ -491,6 +528,44 @@ def test_aio_a_subscribe_asked_while_down_is_made_before_the_outbox_goes(v):
                      ("sleep", 0.3)])
     kinds = run_subs_first(fb, "aio-subs-first", v)[0]
     assert kinds[:2] == [0x80, 0x30] and kinds[-1] == 0xE0, (kinds, fb.errors)
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_aio_what_is_published_during_the_hold_waits_for_the_subscribe_too(v):
+    # A task that waits for the connection (up) runs before the
+    # subscribe() task, which has not had its turn when this one publishes
+    # (a QoS 1 and a QoS 0 message): both join the held outbox, and all of
+    # it goes after the SUBSCRIBE, in the order published. Before, that
+    # publish() sent the whole outbox, and the SUBSCRIBE went last.
+    def ack(i):
+        return ("reply", lambda got: pkt(0x40, got[i][1][8:10] + (b"\x00\x00" if v == 5 else b"")))
+    fb = FakeBroker([("send", connack(v)), ("recv",), suback_to(1, v=v), ("recv",), ("recv",), ("recv",),
+                     ack(2), ack(3), ("sleep", 0.3)])
+    r = run_mp(AIO % fb.port + r"""
+async def main():
+    c = AsyncClient("aio-hold-pub", "127.0.0.1", PORT, version=%d, keepalive=30, timeout_ms=1500)
+    c.publish_nowait("d/tele", "up", qos=1)
+    async def tele():
+        await c.up.wait()
+        print("held", c.client.subs_waiting, c.publish_nowait("d/tele", "x", qos=1), c.publish_nowait("d/tele", "y"))
+    pub = asyncio.create_task(tele())
+    sub = asyncio.create_task(c.subscribe("d/cmd", 1))
+    await asyncio.sleep_ms(0)
+    await c.connect(timeout_ms=2000)
+    await pub
+    print("granted", await asyncio.wait_for_ms(sub, 3000))
+    t0 = time.ticks_ms()
+    while c.pending() and time.ticks_diff(time.ticks_ms(), t0) < 2000:
+        await asyncio.sleep_ms(20)
+    print("pending", c.pending())
+    await c.disconnect()
+asyncio.run(main())
+""" % v)
+    fb.join()
+    got = fb.conns[0][1:]
+    assert "held 1 2 None\ngranted 1\npending 0" in r.stdout, r.stdout
+    assert [f & 0xF0 for f, _ in got][:4] == [0x80, 0x30, 0x30, 0x30], (got, r.stdout, fb.errors)
+    assert [b[-1:] for _, b in got[1:4]] == [b"p", b"x", b"y"], got      # "up", "x", "y": in order
 
 
 @pytest.mark.parametrize("v", [4, 5])

@@ -395,7 +395,7 @@ class AsyncClient:
             del self._holds[gen]
         c.subs_waiting -= 1
         if not c.subs_waiting and self.up.is_set() and c.is_connected():
-            c.conn.drain()
+            c.conn.release()
             self._kick()
 
     def _after_request(self):
@@ -471,6 +471,10 @@ class AsyncClient:
     # ------------------------------------------------------------ background task
     def _on_up(self, c):
         self._links += 1
+        if not c.subs_waiting and c.conn.held:
+            # (A safety net: no subscribe() holds the outbox now, and
+            # _release() sends it only once up is set.)
+            c.conn.release()
         self.down.clear()
         self.up.set()
         self._wake.set()

@@ -398,7 +398,8 @@ class MQTTClient:
         if n > e.max_out or n > self.buf_size:      # (the engine's may be larger: restore.py)
             too_large("PUBLISH", n, min(e.max_out, self.buf_size), 0)     # (rc 0: errors.why)
         k = self.conn
-        if not qos and k is not None and k.connected and (not k.gentle or not k.full and k.net.room()):
+        if (not qos and k is not None and k.connected and not k.held
+                and (not k.gentle or not k.full and k.net.room())):
             k.publish0(t, msg, retain, rl, pr, n)
             return None
         if qos and self.persist and not self.journal.fits(n + 9):

@@ -90,7 +90,17 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     # each leaves the session, so _settle reports it (to a done callback).
     rel = [e.pid[e.index(k)] for k in range(e.count) if e.slot(k) == 3] if c.on_done else ()
     sp, ev = yield from _handshake(c, clean, timeout_ms or c.timeout_ms, server or c.server, port or c.port)
-    yield from _settle(c, ev, persistent, fresh is None, rel)
+    # The link is up, and the outbox waits (k.held) until the end of the
+    # connect, or longer: what a callback publishes meanwhile (an event's,
+    # a retained message's during a resubscribe) joins it, instead of
+    # sending all of it at once ahead of what goes first.
+    k.held = True
+    try:
+        yield from _settle(c, ev, persistent, fresh is None, rel)
+    except BaseException:
+        if k.held:                       # (the connect failed: nothing sent)
+            del k.held                   # (back to Link's class default)
+        raise
     if fresh:                            # (connect_fresh: the next connect() resumes)
         c.clean_session = False
     # The outbox goes out now (not on the clean leg of connect_fresh:
@@ -102,7 +112,7 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     # before the broker had the subscription: the command was lost.
     hold = getattr(c, "holds_outbox", None)
     if fresh is not None and not (hold and hold()):
-        k.drain()
+        k.release()
     return sp
 
 

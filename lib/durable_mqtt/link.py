@@ -58,6 +58,15 @@ class Link:
     # room. Class attributes, as cut.
     gentle = False
     full = False
+    # The outbox waits: set by connect.py from the CONNACK to the end of
+    # the connect, and after it while a front end's subscriptions go first
+    # (holds_outbox(): RobustClient / AsyncClient then call release()).
+    # Meanwhile send_out() sends nothing and a QoS 0 publish() is queued,
+    # so a message published during the hold (a callback's, another
+    # task's) no longer takes the outbox out ahead of the SUBSCRIBE. A
+    # class attribute, as cut, set on the instance only while held (then
+    # deleted: an instance attribute more costs every lookup on the link).
+    held = False
 
     def __init__(self, c):
         # Made at client c's first connect (MQTTClient.connection()); the
@@ -82,6 +91,8 @@ class Link:
         self.got = self.rlen = self.first = self.left = 0
         self.owed = 0           # bytes of acknowledgements waiting in acks
         self.dry = False        # the last read took less than asked: the socket had no more
+        if self.held:
+            del self.held       # (back to the class default: see held)
 
     def failed(self, exc):  # noalloc
         # The first failure is kept; the next call that needs the link raises it.
@@ -133,9 +144,17 @@ class Link:
         except OSError as x:
             self.failed(x)
 
+    def release(self):
+        # The hold is over (held): the outbox goes now.
+        if self.held:
+            del self.held
+        self.drain()
+
     def send_out(self):  # noalloc
         # drain() without the handler, which takes a heap frame: publish()
         # calls this in its own, on the heap anyway.
+        if self.held:
+            return
         e = self.engine
         while self.connected and e.send < e.count:     # (e.pending_out(), inline)
             if self.gentle and not self.net.room():

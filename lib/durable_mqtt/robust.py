@@ -289,10 +289,10 @@ class RobustClient(MQTTClient):
         try:
             yield from self._subscribe_pending()
         except Exception:
-            self.conn.drain()
+            self.conn.release()
             raise
         if not self.holds_outbox():
-            self.conn.drain()
+            self.conn.release()
 
     def _subscribe_pending(self):
         # The subscriptions made while down, as steps (after any connect).
