@@ -481,10 +481,91 @@ print("AGAIN", c.last_event, c.pending())
     out = r.stdout
     if case == "good":
         assert "EVENT None PENDING 3" in out and "AGAIN None 3" in out, out
-        assert not sess.exists() and (tmp_path / "s.bin.d" / "h").exists()
+        # (the session file is the mark now: the session is in the directory)
+        assert sess.read_bytes() == b"DMQS\x00" and (tmp_path / "s.bin.d" / "h").exists()
     else:
         assert "EVENT discarded PENDING 0" in out and "AGAIN None 0" in out, out
         assert (tmp_path / "s.bin.bad").read_bytes() == b"\x00" * 300
+
+
+@pytest.mark.parametrize("case", ["removed", "garbage", "empty", "directory", "mark cut"])
+def test_the_session_file_is_a_file_that_names_the_directory(broker, tmp_path, case):
+    # API.md: session_file is "a path (a file on the board's filesystem)".
+    # The state lives in PATH.d; PATH is the session file that says so
+    # (b"DMQS" and format 0). It used not to exist: a test or a user who
+    # removed "the session file" met ENOENT and the session stayed, and
+    # one who wrote over it saw the file silently deleted, no event. Now a
+    # session file removed takes the session with it; one written over is
+    # set aside (PATH.bad, `discarded`) and the directory's state kept; a
+    # mark whose rename was cut (FAT renames over a file in two steps)
+    # is finished at the next boot.
+    sess = tmp_path / "s.bin"
+    mp(broker.port, 4, sess, r"""
+c = dev("mark")
+for i in range(3):
+    c.publish("mark/x", b"m%d" % i, qos=1)
+c.close()
+""")
+    assert sess.read_bytes() == b"DMQS\x00" and (tmp_path / "s.bin.d" / "h").exists()
+    if case == "removed":
+        sess.unlink()
+    elif case == "garbage":
+        sess.write_bytes(b"\x13\x37" * 40)
+    elif case == "empty":
+        sess.write_bytes(b"")
+    elif case == "directory":
+        sess.unlink()
+        sess.mkdir()
+    else:
+        sess.rename(tmp_path / "s.bin.d" / "m")
+    r = mp(broker.port, 4, sess, r"""
+ev = []
+c = dev("mark", event_callback=lambda e, i: ev.append((e, i)))
+print("BOOT", [e for e, i in ev], "PENDING", c.pending(), [i.get("reason") for e, i in ev])
+c.publish("mark/x", b"n", qos=1)
+c.close()
+c = dev("mark")
+print("AGAIN", c.last_event, c.pending())
+c.close()
+""")
+    out = r.stdout
+    assert sess.read_bytes() == b"DMQS\x00", out
+    if case == "removed":
+        assert "BOOT [] PENDING 0 []" in out and "AGAIN None 1" in out, out
+    elif case == "mark cut":
+        assert "BOOT [] PENDING 3 []" in out and "AGAIN None 4" in out, out
+        assert not (tmp_path / "s.bin.d" / "m").exists()
+    elif case == "directory":
+        assert "BOOT ['discarded'] PENDING 3" in out and "s.bin cannot be read" in out, out
+        assert "AGAIN None 4" in out and (tmp_path / "s.bin.bad").is_dir(), out
+    else:
+        assert "BOOT ['discarded'] PENDING 3" in out and "s.bin is not a session file: not a durable_mqtt" in out, out
+        assert "AGAIN None 4" in out, out
+        assert (tmp_path / "s.bin.bad").read_bytes() == (b"\x13\x37" * 40 if case == "garbage" else b"")
+
+
+def test_a_session_file_of_the_log_layout_not_ours_leaves_a_session_file_behind(broker, tmp_path):
+    # A 0.1.0 session file of another client id is set aside (discarded);
+    # the session the boot starts then needs its own session file before
+    # its header, or a reboot took the directory for one whose session
+    # file was removed and forgot what was published since (a review
+    # found it: 1 accepted, 0 after the reboot).
+    sess = tmp_path / "s.bin"
+    mp(broker.port, 4, sess, r"""
+from durable_mqtt.filelog import FileLog
+c = dev("other", session_file=FileLog(PATH))
+c.publish("old/x", b"o", qos=1)
+c.close()
+""")
+    r = mp(broker.port, 4, sess, r"""
+c = dev("mine")
+print("BOOT", c.last_event, c.pending(), c.publish("old/x", b"n", qos=1))
+c.close()
+c = dev("mine")
+print("AGAIN", c.last_event, c.pending())
+""")
+    assert "BOOT discarded 0 1" in r.stdout and "AGAIN None 1" in r.stdout, r.stdout
+    assert sess.read_bytes() == b"DMQS\x00" and (tmp_path / "s.bin.bad").stat().st_size > 50
 
 
 def test_full_ring_refuses_publish_and_loses_nothing(tmp_path):

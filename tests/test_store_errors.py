@@ -325,10 +325,46 @@ c.close()
 vfs.umount("/fl")
 vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
 c, ev = boot()
-assert ev == [] and tails(c, 3) == [b"A01", b"A02"] and os.listdir("/fl") == ["s.d"], (ev, os.listdir("/fl"))
+with open("/fl/s", "rb") as f:           # the session file is the mark now (dirstate.mark)
+    mark = f.read()
+assert ev == [] and tails(c, 3) == [b"A01", b"A02"] and sorted(os.listdir("/fl")) == ["s", "s.d"], (ev, os.listdir("/fl"))
+assert mark == b"DMQS\x00", mark
 print("OK")
 """)
     print(r.stdout)
+    assert "OK" in r.stdout, r.stdout
+
+
+def test_a_session_file_removed_on_a_read_only_filesystem_forgets_the_session_there_too():
+    """A session file removed takes its session with it; on a filesystem
+    mounted read-only the header cannot go, and the boot restored the
+    session there while the next writable boot forgot it. Now neither
+    restores it, and the writable boot removes it from flash (its new,
+    empty session's header replaces it)."""
+    r = run_mp(LFS + r"""
+dev = fresh()
+c, ev = boot()
+c.publish("t", b"A01", qos=1)
+c.close()
+os.remove("/fl/s")
+vfs.umount("/fl")
+vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=True)
+c, ev = boot()
+print("read-only boot", ev, tails(c, 3), sorted(os.listdir("/fl/s.d")))
+assert names(ev) == ["store_full"] and tails(c, 3) == [], (ev, tails(c, 3))    # (its new session: no checkpoint)
+c.close()
+vfs.umount("/fl")
+vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+c, ev = boot()
+print("writable boot", ev, tails(c, 3), sorted(os.listdir("/fl/s.d")))
+assert ev == [] and tails(c, 3) == [] and "h" in os.listdir("/fl/s.d"), (ev, os.listdir("/fl/s.d"))
+with open("/fl/s", "rb") as f:
+    assert f.read() == b"DMQS\x00"
+c.close()
+c, ev = boot()
+assert tails(c, 3) == [], tails(c, 3)
+print("OK")
+""")
     assert "OK" in r.stdout, r.stdout
 
 
@@ -737,13 +773,14 @@ c, ev = sboot()
 k = fill()
 if STORE == "directory":
     # (The directory has a metadata block of its own: small messages, kept
-    # inline in it, fill that too: of this size the last new slot file
-    # finds it full, then h.tmp too.)
-    try:
-        while True:
-            c.publish(TOPIC, bytes(64), qos=1)
-    except OSError as x:
-        print("publish refused:", repr(x))
+    # inline in it, fill that too, then empty ones what room they left: a
+    # new file of the checkpoint's (i0, h.tmp) finds it full too.)
+    for body in (bytes(64), b""):
+        try:
+            while True:
+                c.publish(TOPIC, body, qos=1)
+        except OSError as x:
+            print("publish refused:", repr(x))
 attempt("connect", c.connect)
 print("events", ev, "connected", c.is_connected())
 assert c.is_connected() and ("store_full", {"reason": "filesystem full"}) in ev, ev

@@ -436,7 +436,43 @@ def log_file_beside(d):
     import os
     if not d.endswith(".d") or not os.path.isfile(d[:-2]) or dir_header(d):
         return None
+    with open(d[:-2], "rb") as f:
+        if f.read(6) == MARK:
+            return None               # the session file's mark: no log
     return d[:-2]
+
+
+MARK = b"DMQS\x00"                    # the session file PATH of a session directory (format 0)
+
+
+def check_mark(d, diag):
+    """The session file PATH beside directory d = PATH.d: the mark, else
+    what a boot does instead (dirstate.mark, load.py)."""
+    import os
+    path = d[:-2] if d.endswith(".d") else None
+    try:
+        with open(path, "rb") as f:
+            data = f.read(64)
+    except (OSError, TypeError):
+        try:
+            with open(os.path.join(d, "m"), "rb") as f:
+                cut = f.read(6) == MARK
+        except OSError:
+            cut = False
+        if cut:
+            diag.add("info", "mark_in_directory", "no session file %s, but %s/m holds its mark (a rename cut "
+                     "short): a boot renames it into place" % (path, d))
+        else:
+            diag.add("warning", "no_session_file", "no session file %s beside the directory: a boot forgets the "
+                     "directory's session (a session file removed takes its session with it)" % path)
+        return
+    if data[:5] == b"DMQS\x01":
+        diag.add("info", "log_file_at_path", "%s is a session file of the older log layout: a boot moves it "
+                 "into the directory (whose own header, if it has one, counts) and writes the mark over "
+                 "it" % path)
+    elif data != MARK:
+        diag.add("warning", "not_a_session_file", "%s is not the session file's mark (b'DMQS\\x00'): a boot sets "
+                 "it aside (PATH.bad, event discarded) and keeps the directory's session" % path)
 
 
 def read_dir(path, diag, info):
@@ -1066,6 +1102,7 @@ def main(argv=None):
         if d and not a.ring:
             src["mode"] = "directory"
             src["directory"] = {}
+            check_mark(os.path.normpath(d), diag)
             s = read_dir(d, diag, src["directory"])
             rep = build_report(s, diag)
             bad = [str(x["slot"]) for x in src["directory"]["slots"] if x["state"] == "unreadable"]

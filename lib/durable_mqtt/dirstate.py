@@ -43,6 +43,8 @@ def checkpoint(j, offline):
                 j.released(s)
     j.flush()
     j.write_ids()
+    if not j.mark:
+        mark(j)                        # the session file first: a header without it is no session
     name = "h.tmp"                     # (one literal: each is a name on a board)
     j.put_file(name, head_bytes(e, offline))
     try:
@@ -52,6 +54,20 @@ def checkpoint(j, offline):
     j.lead = e.held                    # (the header's id counts only without a slot: store.py put())
     j.checkpoints += 1
     j.capacity = old
+
+
+def mark(j):
+    # The session file PATH := the mark (MAGIC, format 0): the session is in
+    # PATH.d (docs/session-format.md#session-directory). Written whole as
+    # PATH.d/m, then renamed: never half a file, and a session file of the
+    # log layout (0.1.0) there is replaced only once the directory holds
+    # its state (load.py).
+    j.put_file("m", MAGIC + b"\x00")
+    try:
+        os.rename(j.dir + "/" + "m", j.dir[:-2])
+    except OSError as x:
+        raise_full(x)
+    j.mark = True
 
 
 def head_bytes(e, offline):

@@ -98,6 +98,13 @@ def _restore(e, st, event):
 
 
 def _open_dir(path, e, batch_ms, event):
+    # The session directory PATH.d and its session file PATH: the mark that
+    # says the session is there (dirstate.mark). A session file removed
+    # takes its session with it; one that holds anything else is set
+    # aside (PATH.bad, "discarded") and the directory's state kept; a
+    # session file of the log layout (0.1.0) is moved into the directory.
+    # PATH is never missing while the directory holds a session, unless
+    # PATH.d/m holds the mark that is to take its place.
     gc.collect()                      # before a compile or load: MQTTClient.__init__
     try:
         os.stat(path + ".d" + ".d")
@@ -106,28 +113,85 @@ def _open_dir(path, e, batch_ms, event):
     except OSError:
         pass
     from .filestore import SlotJournal
+    from .records import MAGIC
     j = SlotJournal(path + ".d", e, batch_ms)
+    m = j.dir + "/" + "m"
+    reason = old = st = None
     try:
-        old = read(path)             # a session file of the log layout (0.1.0)
-    except ValueError as x:          # a stray file too large to be one: the directory goes on
+        old = read(path)
+        if old is None:
+            os.stat(path)             # there, and no file to read (a directory, EIO)
+            reason = "%s cannot be read" % path
+    except ValueError as x:           # too large to be a session file
+        reason = str(x)
+    except OSError:                   # no session file
+        pass
+    if old == MAGIC + b"\x00":
+        j.mark = True
         old = None
+    elif old is not None:
+        gc.collect()                  # before a compile or load: MQTTClient.__init__
+        from .stream import parse
         try:
+            parse(old)                # a session file of the log layout (0.1.0): it
+        except ValueError as x:       # stays until the directory holds its state
+            reason = "%s is not a session file: %s" % (path, x)
+            old = None
+    elif not reason:
+        # No session file. A mark not yet renamed into place (a cut, or
+        # FAT's rename over a file, which removes that file first) is
+        # renamed now; else it was removed, and so is its session: its
+        # header goes (the slots at _read_dir, as for a session erased),
+        # or, read-only, it is not read.
+        try:
+            st = read(m)
+        except ValueError:
+            st = None
+        if st == MAGIC + b"\x00":
+            try:
+                os.rename(m, path)
+                j.mark = True
+            except OSError:
+                pass                  # (kept: the next checkpoint or boot names it)
+            st = None
+        else:
+            remove(j.dir + "/h")
+            remove(j.dir + "/" + "h.tmp")
+            st = read(j.dir + "/h") or read(j.dir + "/" + "h.tmp") or None
+    if reason:
+        # The mark is written first (m): once the stranger is renamed away,
+        # a cut finds it, never a directory without its session file.
+        # Refused (a full or read-only filesystem), the stranger stays,
+        # set aside at a later boot.
+        try:
+            j.put_file("m", MAGIC + b"\x00")
             os.rename(path, path + ".bad")
+            os.rename(m, path)
+            j.mark = True
         except OSError:
             pass
-        event("discarded", {"reason": str(x)})
+        event("discarded", {"reason": reason})
     try:
-        st = _read_dir(j)
-        if st is None and old:
-            from .stream import parse
-            st = parse(old)
+        if st is None:
+            st = _read_dir(j)
+            if st is None and old:
+                st = parse(old)
+        else:
+            st = None                 # removed, on a read-only filesystem
         if st is not None:
             _restore(e, st, event)
             if len(j.pid) <= e.qos12:     # the outbox grew: a slot for each message, and one more
                 from .slotmove import widen
                 widen(j, e.qos12 + 1)
-            if old and not j.made and not _checkpoint(j, event):
-                old = None            # moved into the directory (the header last), else kept
+            if old and not j.made:
+                # (The mark before the header would replace the 0.1.0 file
+                # before the directory holds its state: after, below.)
+                j.mark = True
+                try:
+                    if not _checkpoint(j, event):
+                        old = None    # not moved (refused): the file stays
+                finally:
+                    j.mark = False
     except ValueError as x:           # FormatError, or a state that is not ours
         j.set_aside()
         if old:
@@ -136,9 +200,17 @@ def _open_dir(path, e, batch_ms, event):
             except OSError:
                 pass
             old = None
+        st = None
         event("discarded", {"reason": str(x)})
     if old is not None:
-        remove(path)                  # the directory holds it now (read-only: at a later boot)
+        # The directory holds the state of the 0.1.0 file: the mark goes
+        # over it (refused, read-only: the next boot does this again).
+        try:
+            gc.collect()
+            from .dirstate import mark
+            mark(j)
+        except OSError:
+            pass
     return j
 
 
