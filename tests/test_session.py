@@ -35,6 +35,17 @@ def mp(port, ver, path, body, **kw):
     return run_mp(PRE % {"port": port, "ver": ver, "path": str(path)} + body, **kw)
 
 
+def queue_three(broker, sess, cid):
+    """A device whose session holds three QoS 1 messages, published while
+    down (m0, m1, m2 on "<cid>/x"), then its power lost."""
+    mp(broker.port, 4, sess, r"""
+c = dev(%r)
+for i in range(3):
+    c.publish("%s/x", b"m%%d" %% i, qos=1)
+c.close()
+""" % (cid, cid))
+
+
 def wire(broker, cid, what):
     """Lines of mosquitto's log for `cid` that mention `what`."""
     return [l for l in broker.log_text().splitlines() if cid in l and what in l]
@@ -402,12 +413,7 @@ def test_unusable_session_files_never_crash(broker, tmp_path, case):
     # the event `discarded`; a bad slot drops that message only.
     sess = tmp_path / "s.bin"
     d = tmp_path / "s.bin.d"
-    mp(broker.port, 4, sess, r"""
-c = dev("bad")
-for i in range(3):
-    c.publish("bad/x", b"m%d" % i, qos=1)
-c.close()
-""")
+    queue_three(broker, sess, "bad")
     head = (d / "h").read_bytes()
 
     def other(ver, cid):
@@ -500,12 +506,7 @@ def test_the_session_file_is_a_file_that_names_the_directory(broker, tmp_path, c
     # mark whose rename was cut (FAT renames over a file in two steps)
     # is finished at the next boot.
     sess = tmp_path / "s.bin"
-    mp(broker.port, 4, sess, r"""
-c = dev("mark")
-for i in range(3):
-    c.publish("mark/x", b"m%d" % i, qos=1)
-c.close()
-""")
+    queue_three(broker, sess, "mark")
     assert sess.read_bytes() == b"DMQS\x00" and (tmp_path / "s.bin.d" / "h").exists()
     if case == "removed":
         sess.unlink()
