@@ -487,14 +487,14 @@ print("AGAIN", c.last_event, c.pending())
     out = r.stdout
     if case == "good":
         assert "EVENT None PENDING 3" in out and "AGAIN None 3" in out, out
-        # (the session file is the mark now: the session is in the directory)
+        # (the session file is the tag now: the session is in the directory)
         assert sess.read_bytes() == b"DMQS\x00" and (tmp_path / "s.bin.d" / "h").exists()
     else:
         assert "EVENT discarded PENDING 0" in out and "AGAIN None 0" in out, out
         assert (tmp_path / "s.bin.bad").read_bytes() == b"\x00" * 300
 
 
-@pytest.mark.parametrize("case", ["removed", "garbage", "empty", "directory", "mark cut"])
+@pytest.mark.parametrize("case", ["removed", "garbage", "empty", "directory", "tag cut"])
 def test_the_session_file_is_a_file_that_names_the_directory(broker, tmp_path, case):
     # API.md: session_file is "a path (a file on the board's filesystem)".
     # The state lives in PATH.d; PATH is the session file that says so
@@ -503,10 +503,10 @@ def test_the_session_file_is_a_file_that_names_the_directory(broker, tmp_path, c
     # one who wrote over it saw the file silently deleted, no event. Now a
     # session file removed takes the session with it; one written over is
     # set aside (PATH.bad, `discarded`) and the directory's state kept; a
-    # mark whose rename was cut (FAT renames over a file in two steps)
+    # tag whose rename was cut (FAT renames over a file in two steps)
     # is finished at the next boot.
     sess = tmp_path / "s.bin"
-    queue_three(broker, sess, "mark")
+    queue_three(broker, sess, "tag")
     assert sess.read_bytes() == b"DMQS\x00" and (tmp_path / "s.bin.d" / "h").exists()
     if case == "removed":
         sess.unlink()
@@ -521,11 +521,11 @@ def test_the_session_file_is_a_file_that_names_the_directory(broker, tmp_path, c
         sess.rename(tmp_path / "s.bin.d" / "m")
     r = mp(broker.port, 4, sess, r"""
 ev = []
-c = dev("mark", event_callback=lambda e, i: ev.append((e, i)))
+c = dev("tag", event_callback=lambda e, i: ev.append((e, i)))
 print("BOOT", [e for e, i in ev], "PENDING", c.pending(), [i.get("reason") for e, i in ev])
-c.publish("mark/x", b"n", qos=1)
+c.publish("tag/x", b"n", qos=1)
 c.close()
-c = dev("mark")
+c = dev("tag")
 print("AGAIN", c.last_event, c.pending())
 c.close()
 """)
@@ -533,7 +533,7 @@ c.close()
     assert sess.read_bytes() == b"DMQS\x00", out
     if case == "removed":
         assert "BOOT [] PENDING 0 []" in out and "AGAIN None 1" in out, out
-    elif case == "mark cut":
+    elif case == "tag cut":
         assert "BOOT [] PENDING 3 []" in out and "AGAIN None 4" in out, out
         assert not (tmp_path / "s.bin.d" / "m").exists()
     elif case == "directory":

@@ -325,10 +325,10 @@ c.close()
 vfs.umount("/fl")
 vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
 c, ev = boot()
-with open("/fl/s", "rb") as f:           # the session file is the mark now (dirstate.mark)
-    mark = f.read()
+with open("/fl/s", "rb") as f:           # the session file is the tag now (dirstate.tag)
+    tag = f.read()
 assert ev == [] and tails(c, 3) == [b"A01", b"A02"] and sorted(os.listdir("/fl")) == ["s", "s.d"], (ev, os.listdir("/fl"))
-assert mark == b"DMQS\x00", mark
+assert tag == b"DMQS\x00", tag
 print("OK")
 """)
     print(r.stdout)

@@ -437,17 +437,17 @@ def log_file_beside(d):
     if not d.endswith(".d") or not os.path.isfile(d[:-2]) or dir_header(d):
         return None
     with open(d[:-2], "rb") as f:
-        if f.read(6) == MARK:
-            return None               # the session file's mark: no log
+        if f.read(6) == TAG:
+            return None               # the session file's tag: no log
     return d[:-2]
 
 
-MARK = b"DMQS\x00"                    # the session file PATH of a session directory (format 0)
+TAG = b"DMQS\x00"                    # the session file PATH of a session directory (format 0)
 
 
-def check_mark(d, diag):
-    """The session file PATH beside directory d = PATH.d: the mark, else
-    what a boot does instead (dirstate.mark, load.py)."""
+def check_tag(d, diag):
+    """The session file PATH beside directory d = PATH.d: the tag, else
+    what a boot does instead (dirstate.tag, load.py)."""
     import os
     path = d[:-2] if d.endswith(".d") else None
     try:
@@ -456,11 +456,11 @@ def check_mark(d, diag):
     except (OSError, TypeError):
         try:
             with open(os.path.join(d, "m"), "rb") as f:
-                cut = f.read(6) == MARK
+                cut = f.read(6) == TAG
         except OSError:
             cut = False
         if cut:
-            diag.add("info", "mark_in_directory", "no session file %s, but %s/m holds its mark (a rename cut "
+            diag.add("info", "tag_in_directory", "no session file %s, but %s/m holds its tag (a rename cut "
                      "short): a boot renames it into place" % (path, d))
         else:
             diag.add("warning", "no_session_file", "no session file %s beside the directory: a boot forgets the "
@@ -468,10 +468,10 @@ def check_mark(d, diag):
         return
     if data[:5] == b"DMQS\x01":
         diag.add("info", "log_file_at_path", "%s is a session file of the older log layout: a boot moves it "
-                 "into the directory (whose own header, if it has one, counts) and writes the mark over "
+                 "into the directory (whose own header, if it has one, counts) and writes the tag over "
                  "it" % path)
-    elif data != MARK:
-        diag.add("warning", "not_a_session_file", "%s is not the session file's mark (b'DMQS\\x00'): a boot sets "
+    elif data != TAG:
+        diag.add("warning", "not_a_session_file", "%s is not the session file's tag (b'DMQS\\x00'): a boot sets "
                  "it aside (PATH.bad, event discarded) and keeps the directory's session" % path)
 
 
@@ -1102,7 +1102,7 @@ def main(argv=None):
         if d and not a.ring:
             src["mode"] = "directory"
             src["directory"] = {}
-            check_mark(os.path.normpath(d), diag)
+            check_tag(os.path.normpath(d), diag)
             s = read_dir(d, diag, src["directory"])
             rep = build_report(s, diag)
             bad = [str(x["slot"]) for x in src["directory"]["slots"] if x["state"] == "unreadable"]

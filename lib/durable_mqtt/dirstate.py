@@ -43,8 +43,8 @@ def checkpoint(j, offline):
                 j.released(s)
     j.flush()
     j.write_ids()
-    if not j.mark:
-        mark(j)                        # the session file first: a header without it is no session
+    if not j.tag:
+        tag(j)                        # the session file first: a header without it is no session
     name = "h.tmp"                     # (one literal: each is a name on a board)
     j.put_file(name, head_bytes(e, offline))
     try:
@@ -56,8 +56,8 @@ def checkpoint(j, offline):
     j.capacity = old
 
 
-def mark(j):
-    # The session file PATH := the mark (MAGIC, format 0): the session is in
+def tag(j):
+    # The session file PATH := the tag (MAGIC, format 0): the session is in
     # PATH.d (docs/session-format.md#session-directory). Written whole as
     # PATH.d/m, then renamed: never half a file, and a session file of the
     # log layout (0.1.0) there is replaced only once the directory holds
@@ -67,7 +67,7 @@ def mark(j):
         os.rename(j.dir + "/" + "m", j.dir[:-2])
     except OSError as x:
         raise_full(x)
-    j.mark = True
+    j.tag = True
 
 
 def head_bytes(e, offline):

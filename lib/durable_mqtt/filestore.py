@@ -1,7 +1,7 @@
 # The session in a directory of small files on LittleFS, laid out for how
 # LittleFS commits (docs/session-format.md#session-directory, flash-wear.md):
 #
-#   PATH           the session file: the mark (MAGIC, format 0) that says the
+#   PATH           the session file: the tag (MAGIC, format 0) that says the
 #                  session is in PATH.d; removed, so is the session
 #   PATH.d/h       the header and subscriptions (MAGIC, HEADER, SUB records)
 #   PATH.d/i0, i1  the incoming QoS 2 ids awaiting PUBREL: a sequence number
@@ -48,7 +48,7 @@ _R_IN_LIST = const(8)        # pid u16 * n: the incoming QoS 2 ids, whole
 
 class SlotJournal:
     # The journal (store.py's interface) of engine e in directory dir.
-    mark = False             # the session file (dir less ".d") holds the mark (dirstate.mark())
+    tag = False             # the session file (dir less ".d") holds the tag (dirstate.tag())
 
     def __init__(self, dir, e, batch_ms=0):
         self.dir = dir

@@ -98,13 +98,13 @@ def _restore(e, st, event):
 
 
 def _open_dir(path, e, batch_ms, event):
-    # The session directory PATH.d and its session file PATH: the mark that
-    # says the session is there (dirstate.mark). A session file removed
+    # The session directory PATH.d and its session file PATH: the tag that
+    # says the session is there (dirstate.tag). A session file removed
     # takes its session with it; one that holds anything else is set
     # aside (PATH.bad, "discarded") and the directory's state kept; a
     # session file of the log layout (0.1.0) is moved into the directory.
     # PATH is never missing while the directory holds a session, unless
-    # PATH.d/m holds the mark that is to take its place.
+    # PATH.d/m holds the tag that is to take its place.
     gc.collect()                      # before a compile or load: MQTTClient.__init__
     try:
         os.stat(path + ".d" + ".d")
@@ -127,7 +127,7 @@ def _open_dir(path, e, batch_ms, event):
     except OSError:                   # no session file
         pass
     if old == MAGIC + b"\x00":
-        j.mark = True
+        j.tag = True
         old = None
     elif old is not None:
         gc.collect()                  # before a compile or load: MQTTClient.__init__
@@ -138,7 +138,7 @@ def _open_dir(path, e, batch_ms, event):
             reason = "%s is not a session file: %s" % (path, x)
             old = None
     elif not reason:
-        # No session file. A mark not yet renamed into place (a cut, or
+        # No session file. A tag not yet renamed into place (a cut, or
         # FAT's rename over a file, which removes that file first) is
         # renamed now; else it was removed, and so is its session: its
         # header goes (the slots at _read_dir, as for a session erased),
@@ -150,7 +150,7 @@ def _open_dir(path, e, batch_ms, event):
         if st == MAGIC + b"\x00":
             try:
                 os.rename(m, path)
-                j.mark = True
+                j.tag = True
             except OSError:
                 pass                  # (kept: the next checkpoint or boot names it)
             st = None
@@ -159,7 +159,7 @@ def _open_dir(path, e, batch_ms, event):
             remove(j.dir + "/" + "h.tmp")
             st = read(j.dir + "/h") or read(j.dir + "/" + "h.tmp") or None
     if reason:
-        # The mark is written first (m): once the stranger is renamed away,
+        # The tag is written first (m): once the stranger is renamed away,
         # a cut finds it, never a directory without its session file.
         # Refused (a full or read-only filesystem), the stranger stays,
         # set aside at a later boot.
@@ -167,7 +167,7 @@ def _open_dir(path, e, batch_ms, event):
             j.put_file("m", MAGIC + b"\x00")
             os.rename(path, path + ".bad")
             os.rename(m, path)
-            j.mark = True
+            j.tag = True
         except OSError:
             pass
         event("discarded", {"reason": reason})
@@ -184,14 +184,14 @@ def _open_dir(path, e, batch_ms, event):
                 from .slotmove import widen
                 widen(j, e.qos12 + 1)
             if old and not j.made:
-                # (The mark before the header would replace the 0.1.0 file
+                # (The tag before the header would replace the 0.1.0 file
                 # before the directory holds its state: after, below.)
-                j.mark = True
+                j.tag = True
                 try:
                     if not _checkpoint(j, event):
                         old = None    # not moved (refused): the file stays
                 finally:
-                    j.mark = False
+                    j.tag = False
     except ValueError as x:           # FormatError, or a state that is not ours
         j.set_aside()
         if old:
@@ -203,12 +203,12 @@ def _open_dir(path, e, batch_ms, event):
         st = None
         event("discarded", {"reason": str(x)})
     if old is not None:
-        # The directory holds the state of the 0.1.0 file: the mark goes
+        # The directory holds the state of the 0.1.0 file: the tag goes
         # over it (refused, read-only: the next boot does this again).
         try:
             gc.collect()
-            from .dirstate import mark
-            mark(j)
+            from .dirstate import tag
+            tag(j)
         except OSError:
             pass
     return j

@@ -12,7 +12,7 @@ from micropython import const
 from . import crc
 from .codec import u16
 from .dirclear import remove
-from .dirstate import checkpoint, mark
+from .dirstate import checkpoint, tag
 from .filestore import SlotJournal
 from .records import raise_full
 
@@ -112,10 +112,10 @@ def replace(j, offline):
     # board that compiles the .py.) Returns the journal of the new directory.
     new = j.dir + ".d"
     remove(new)
-    if not j.mark:
-        mark(j)                      # (the session file names PATH.d, whichever copy it is)
+    if not j.tag:
+        tag(j)                      # (the session file names PATH.d, whichever copy it is)
     k = SlotJournal(new, j.e, j.batch_ms)
-    k.mark = True
+    k.tag = True
     checkpoint(k, offline)
     rename(j.dir)
     k.dir = j.dir
