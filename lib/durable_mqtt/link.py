@@ -61,11 +61,11 @@ class Link:
     # The outbox waits: set by connect.py from the CONNACK to the end of
     # the connect, and after it while a front end's subscriptions go first
     # (holds_outbox(): RobustClient / AsyncClient then call release()).
-    # Meanwhile send_out() sends nothing and a QoS 0 publish() is queued,
-    # so a message published during the hold (a callback's, another
-    # task's) no longer takes the outbox out ahead of the SUBSCRIBE. A
-    # class attribute, as cut, set on the instance only while held (then
-    # deleted: an instance attribute more costs every lookup on the link).
+    # Meanwhile send_out() sends nothing and a QoS 0 publish() is queued.
+    # Cost, callgrind, QoS 1 publish: +1,244 instructions a message for
+    # its checks; the deleted entry stays in the link's dict as a marker
+    # that lookups of absent names probe past, as they would an entry
+    # (+980). Together +1.8%: docs/benchmarks.md still has it above peers.
     held = False
 
     def __init__(self, c):
