@@ -713,6 +713,44 @@ c.disconnect()
     assert not fb.connect_flags(len(fb.conns) - 1) & 0x02, fb.conns
 
 
+def connect_expiry(fb, i):
+    # The Session Expiry Interval of connection i's CONNECT (MQTT 5), 0
+    # when absent (3.1.2.11.2): body = name (6), level, flags, keep alive
+    # (2), then the properties' length (one byte here) and the properties.
+    body = fb.conns[i][0][1]
+    n = body[10]
+    props = body[11:11 + n]
+    k = 0
+    while k < n:
+        pid = props[k]
+        if pid == 0x11:
+            return int.from_bytes(props[k + 1:k + 5], "big")
+        k += 1 + {0x21: 2, 0x22: 2, 0x27: 4, 0x17: 1, 0x19: 1}[pid]
+    return 0
+
+
+def test_mqtt5_connect_fresh_asks_for_a_lasting_session_for_its_own_connect_only():
+    """API.md: session_expiry=None means 0 for a clean session. After one
+    connect_fresh() (Clean Start 1 with 0xFFFFFFFF) every later
+    connect(clean_session=True) asked for 0xFFFFFFFF too: the broker kept
+    those sessions, and the client stored and restored them."""
+    fb = FakeBroker(*[[("send", connack(5)), ("recv",)] for _ in range(3)])
+    r = run_mp(PRE % fb.port + r"""
+c = MQTTClient("fresh5", "127.0.0.1", PORT, version=5, timeout_ms=2000)
+c.connect(clean_session=True)
+c.disconnect()
+c.connect_fresh()
+c.disconnect()
+c.connect(clean_session=True)
+print("persist", c.persist)
+c.disconnect()
+""")
+    fb.join()
+    assert [connect_expiry(fb, i) for i in range(3)] == [0, 0xFFFFFFFF, 0], fb.conns
+    assert [fb.connect_flags(i) & 0x02 for i in range(3)] == [2, 2, 2]
+    assert "persist False" in r.stdout, r.stdout
+
+
 def test_mqtt5_takes_more_unreleased_qos2_than_twice_receive_max():
     # mosquitto 2.0.11, after a reconnect that resends PUBRELs, sends its
     # offline queue beside them, past Receive Maximum: under load more than

@@ -702,3 +702,32 @@ print("PIDS", *[e.pid[e.index(k)] for k in range(e.count) if e.slot(k)])
     rc, doc = inspect_json(path)
     assert rc == 0 and doc["source"]["mode"] == "directory"
     assert not any(d["kind"] == "log_file_beside" for d in doc["diagnostics"])
+
+
+def test_a_restored_state_not_yet_renamed_is_read_where_a_boot_finds_it(tmp_path):
+    """restore_session() writes the state whole into PATH.d.d and renames
+    it into place of PATH.d; a rename cut or refused leaves it there, and
+    the next boot moves it (load.py, slotmove.rename). The inspector read
+    PATH.d, a session the boot replaces."""
+    import shutil
+    path = tmp_path / "session.dmq"
+    run_mp(PUBLISH_FEW, args=[str(path), "dir"])
+    d = tmp_path / "session.dmq.d"
+    shutil.copytree(d, tmp_path / "session.dmq.d.d")
+    for f in d.iterdir():
+        if f.name.isdigit():
+            f.write_bytes(b"")        # PATH.d: the old session's messages gone
+    rc, doc = inspect_json(path)
+    assert rc == 0, doc
+    assert [m["pid"] for m in doc["outgoing"]] == [1, 2, 3], doc["outgoing"]
+    assert any(x["kind"] == "restored_beside" for x in doc["diagnostics"]), doc["diagnostics"]
+    boot = run_mp(r"""
+import sys
+from durable_mqtt import load
+from durable_mqtt.session import Session
+e = Session(False, b"sensor-7", 40, 32, 8192, 64, 16, 1024)
+load.open_journal(sys.argv[1], e, None, 0, lambda ev, info: print("EVENT", ev))
+print("PIDS", *[e.pid[e.index(k)] for k in range(e.count) if e.slot(k)])
+""", args=[str(path)]).stdout
+    assert "PIDS 1 2 3" in boot and "EVENT" not in boot, boot
+    assert not (tmp_path / "session.dmq.d.d").exists()

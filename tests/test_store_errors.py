@@ -1775,3 +1775,181 @@ c.close()
     assert "FIRST StoreFull(-7, 'filesystem read-only') ['store_full', 'store_full', 'lost'] reconnects +1" \
         in r.stdout, r.stdout
     assert "SECOND ['resumed']" in r.stdout, r.stdout
+
+
+FAULT = LFS + r"""
+from faultfs import FaultFS
+def faultfs(blocks=32):
+    # A LittleFS at /fl on NOR flash whose operations can be refused (fs.refuse).
+    dev = NorFlash(4096, blocks, prog_size=P)
+    vfs.VfsLfs2.mkfs(dev, progsize=P)
+    fs = FaultFS(vfs.VfsLfs2(dev, progsize=P))
+    vfs.mount(fs, "/fl")
+    return dev, fs
+def reboot(dev):
+    vfs.umount("/fl")
+    dev = dev.reboot()
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+    return dev
+def ls(p):
+    try:
+        return sorted(os.listdir(p))
+    except OSError:
+        return None
+"""
+
+
+def test_a_restore_session_whose_rename_is_refused_loses_nothing_accepted_after_it():
+    """restore_session() writes the state whole into PATH.d.d, removes
+    PATH.d and renames PATH.d.d into its place. A refused rename (a full
+    filesystem) raised StoreFull and left the client writing into PATH.d
+    (publish() met ENOENT, then a checkpoint made PATH.d again), while the
+    next boot replaced PATH.d with PATH.d.d: what was accepted in between
+    was lost. Now PATH.d.d is the session until a boot or the next
+    restore_session() moves it: its journal goes on there; a boot whose
+    rename is refused too uses it where it is."""
+    r = run_mp(FAULT + r"""
+dev, fs = faultfs()
+c, ev = boot()
+c.publish("t", b"A1", qos=1)
+saved = c.save_session()
+c.publish("t", b"B2", qos=1)
+fs.refuse("rename", "/s.d.d")
+c.restore_session(saved)                 # durable in PATH.d.d: not an error
+print("restored", fs.refused, tails(c, 2), ls("/fl"))
+assert fs.refused == 1 and tails(c, 2) == [b"A1"] and "s.d.d" in ls("/fl"), ls("/fl")
+c.publish("t", b"C3", qos=1)
+c.journal.checkpoint()                   # as a connect's after its CONNACK
+c.publish("t", b"D4", qos=1)
+c.close()
+# The boot's rename is refused too: it runs where the session is.
+vfs.umount("/fl")
+dev = dev.reboot()
+fs = FaultFS(vfs.VfsLfs2(dev, progsize=P))
+vfs.mount(fs, "/fl")
+fs.refuse("rename", "/s.d.d")
+c, ev = boot()
+print("boot, rename refused", ev, tails(c, 2), ls("/fl"))
+assert tails(c, 2) == [b"A1", b"C3", b"D4"] and fs.refused == 1, (tails(c, 2), fs.refused)
+c.publish("t", b"E5", qos=1)
+saved = c.save_session()
+try:
+    c.restore_session(saved)             # PATH.d.d's move first: refused again, raised
+    print("restored with the rename refused")
+except StoreFull as x:
+    print("restore refused", repr(x))
+assert ls("/fl") == ["s", "s.d.d"] and tails(c, 2) == [b"A1", b"C3", b"D4", b"E5"], ls("/fl")
+fs.refuse(None)
+c.restore_session(saved)                 # moves PATH.d.d first, then as ever
+assert ls("/fl") == ["s", "s.d"], ls("/fl")
+c.publish("t", b"F6", qos=1)
+c.close()
+dev = reboot(dev)
+c, ev = boot()
+print("boot", ev, tails(c, 2), ls("/fl"))
+assert ev == [] and tails(c, 2) == [b"A1", b"C3", b"D4", b"E5", b"F6"], (ev, tails(c, 2))
+assert ls("/fl") == ["s", "s.d"], ls("/fl")
+with open("/fl/s", "rb") as f:
+    assert f.read() == b"DMQS\x00"
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout
+
+
+def test_a_refused_boot_moves_a_refused_restore_into_place_at_the_next():
+    """The same refused rename, then a boot whose rename gets through: the
+    session is PATH.d again, with all that was accepted."""
+    r = run_mp(FAULT + r"""
+dev, fs = faultfs()
+c, ev = boot()
+c.publish("t", b"A1", qos=1)
+saved = c.save_session()
+fs.refuse("rename", "/s.d.d")
+c.restore_session(saved)
+fs.refuse(None)
+c.publish("t", b"B2", qos=1)
+c.close()
+dev = reboot(dev)
+c, ev = boot()
+print("boot", ev, tails(c, 2), ls("/fl"))
+assert ev == [] and tails(c, 2) == [b"A1", b"B2"] and ls("/fl") == ["s", "s.d"], (ev, tails(c, 2), ls("/fl"))
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_an_erased_session_does_not_come_back_from_a_checkpoint_left_unrenamed(cut):
+    """A checkpoint whose rename h.tmp -> h is refused leaves a whole
+    h.tmp. erase() (a clean start, a session ended) removed h, i0 and i1
+    and the slots, not h.tmp: a boot that finds no h takes a whole h.tmp for
+    a checkpoint cut before its rename, and the ended session came back
+    (its subscriptions; with a cut before the slots were emptied, its
+    messages too, sent again). Now h.tmp goes first."""
+    r = run_mp(FAULT + r"""
+dev, fs = faultfs()
+c, ev = boot()
+c.publish("t", b"A1", qos=1)
+subs.subscribed(c.engine, b"cmd/#", 1, 0)      # as a granted subscribe() leaves it
+fs.refuse("rename", "/h.tmp")
+try:
+    c.journal.checkpoint()                     # subscribe()'s, refused at its rename
+except OSError as x:
+    print("checkpoint", repr(x))
+fs.refuse("open", "/s.d/0", 5) if %r else fs.refuse(None)    # a cut before slot 0 is emptied
+try:
+    c.journal.erase()                          # connect(clean_session=True)'s, disconnect(0)'s
+except OSError as x:
+    print("erase cut", repr(x))
+fs.refuse(None)
+print("after erase", ls("/fl/s.d"))
+c.close()
+dev = reboot(dev)
+c, ev = boot()
+print("boot", ev, c.engine.subs, tails(c, 2), ls("/fl/s.d"))
+assert not c.engine.subs and tails(c, 2) == [], (c.engine.subs, tails(c, 2))
+print("OK")
+""" % cut)
+    assert "OK" in r.stdout, r.stdout
+
+
+def test_a_filelog_torn_tail_whose_boot_checkpoint_is_refused_takes_no_append_after_it():
+    """FileLog on FAT: a cut mid-append leaves part of a record, which the
+    boot's checkpoint drops. Refused (no room for the copy), the boot went
+    on, and the next publish() was appended after the torn bytes, where no
+    boot reads it: accepted, then lost. Now the next write is a checkpoint:
+    refused while there is no room (publish() raises StoreFull, nothing
+    accepted), written once there is."""
+    r = run_mp(FAULT + r"""
+from durable_mqtt.filelog import FileLog
+dev, fs = faultfs()
+def fboot():
+    ev = []
+    c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog("/fl/log"),
+                   event_callback=lambda e, i: ev.append((e, i)))
+    return c, ev
+c, ev = fboot()
+c.publish("t", b"A1", qos=1)
+c.close()
+with open("/fl/log", "ab") as f:           # a torn append: the start of an OUT_PUB record
+    f.write(b"\x02\x00\x20\x00\x07" + b"\x30" * 15)
+fs.refuse("open", "/log.tmp")
+c, ev = fboot()
+print("boot", ev, tails(c, 2))
+assert names(ev) == ["store_full"] and tails(c, 2) == [b"A1"], ev
+try:
+    c.publish("t", b"B2", qos=1)
+    print("accepted B2 with no room")
+except StoreFull as x:
+    print("refused", repr(x))
+assert tails(c, 2) == [b"A1"], tails(c, 2)
+fs.refuse(None)
+c.publish("t", b"C3", qos=1)
+c.close()
+dev = reboot(dev)
+c, ev = fboot()
+print("boot", ev, tails(c, 2))
+assert ev == [] and tails(c, 2) == [b"A1", b"C3"], (ev, tails(c, 2))
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout

@@ -1103,6 +1103,12 @@ def main(argv=None):
             src["mode"] = "directory"
             src["directory"] = {}
             check_tag(os.path.normpath(d), diag)
+            if os.path.isfile(os.path.join(d + ".d", "h")):
+                # slotmove.replace(): a restore_session() whose rename was
+                # cut or refused; a boot moves PATH.d.d into place.
+                diag.add("info", "restored_beside", "%s.d holds a whole session (a restore_session() whose "
+                         "rename did not complete): a boot moves it into place of %s; it is read here" % (d, d))
+                d += ".d"
             s = read_dir(d, diag, src["directory"])
             rep = build_report(s, diag)
             bad = [str(x["slot"]) for x in src["directory"]["slots"] if x["state"] == "unreadable"]

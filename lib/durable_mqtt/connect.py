@@ -13,7 +13,6 @@ from micropython import const
 
 from .errors import BAD_PACKET, ConnectRefused, PacketTooLarge, ProtocolError, StoreFull, Timeout
 
-_NEVER = const(0xFFFFFFFF)
 _ERR_TIMEOUT = const(-4)
 _RECONNECTS = const(9)       # link.py's counter numbers
 _RESENT = const(8)
@@ -44,8 +43,6 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
         e.expired = False                # the stored session outlived its expiry
         clean_session = fresh = True
     if fresh:
-        if c.v5 and c.expiry_arg is None:
-            c.expiry_arg = _NEVER
         if not c.v5:                     # 3.1.1: a clean connection ends the old session
             old = c.persist
             yield from connecting(c, True, timeout_ms, server, port, None)
@@ -60,7 +57,10 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     k.drop()
     k.failure = None
     k.oversize = 0                       # an oversize PUBLISH of the link before is not this one's to report
-    e.expiry = c.expiry_for(clean)
+    # MQTT 5 connect_fresh(): Clean Start with the expiry of a persistent
+    # session (session_expiry, else 0xFFFFFFFF), for this CONNECT only: a
+    # later connect(clean_session=True) asks for 0 again (API.md).
+    e.expiry = c.expiry_for(clean and not (fresh and c.v5))
     persistent = c.persistent(clean)
     j = c.journal
     if (j and persistent and fresh is not None and not e.resub_owed and c.resubscribe and e.subs

@@ -30,8 +30,10 @@ def make_room(j, s):
 
 def erase(j):
     # Forget the session: "h" first (without it nothing loads), then every
-    # slot.
-    for name in ("h", "i0", "i1"):
+    # slot. An "h.tmp" (a checkpoint whose rename was refused) goes before
+    # it: a boot that finds no "h" takes a whole "h.tmp" for a checkpoint
+    # cut before its rename (load.py), and brought the session back.
+    for name in ("h.tmp", "h", "i0", "i1"):
         remove(j.dir + "/" + name)
     for s in range(j.made):
         if j.pid[s] or j.stale[s]:

@@ -64,7 +64,7 @@ def tag(j):
     # its state (load.py).
     j.put_file("m", MAGIC + b"\x00")
     try:
-        os.rename(j.dir + "/" + "m", j.dir[:-2])
+        os.rename(j.dir + "/" + "m", j.path or j.dir[:-2])
     except OSError as x:
         raise_full(x)
     j.tag = True

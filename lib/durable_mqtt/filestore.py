@@ -49,6 +49,9 @@ _R_IN_LIST = const(8)        # pid u16 * n: the incoming QoS 2 ids, whole
 class SlotJournal:
     # The journal (store.py's interface) of engine e in directory dir.
     tag = False             # the session file (dir less ".d") holds the tag (dirstate.tag())
+    # The session file PATH when dir is PATH.d.d, a restore_session() whose
+    # rename was refused (slotmove.replace(), load.py); else None: PATH.d.
+    path = None
 
     def __init__(self, dir, e, batch_ms=0):
         self.dir = dir

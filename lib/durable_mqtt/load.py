@@ -63,8 +63,14 @@ def open_journal(session_file, e, prog_size, batch_ms, event, batch_bytes=None):
         data = session_file.load()
         if data:
             from .stream import parse
-            _restore(e, parse(data), event)
-            _checkpoint(j, event)     # at once: drops a torn tail and the acks it replays
+            st = parse(data)
+            _restore(e, st, event)
+            # At once: drops a torn tail and the acks it replays. Refused
+            # (a full filesystem), the next write is a checkpoint all the
+            # same: appended after bytes that end the stream (FAT: a cut
+            # mid-append), a record is where no boot reads it.
+            if not _checkpoint(j, event) and st.torn:
+                j.behind = True
     except ValueError as x:           # FormatError, or a state that is not ours
         j.set_aside()
         event("discarded", {"reason": str(x)})
@@ -106,15 +112,21 @@ def _open_dir(path, e, batch_ms, event):
     # PATH is never missing while the directory holds a session, unless
     # PATH.d/m holds the tag that is to take its place.
     gc.collect()                      # before a compile or load: MQTTClient.__init__
+    d = path + ".d"
     try:
-        os.stat(path + ".d" + ".d")
+        os.stat(d + ".d")
         from .slotmove import rename  # a restore_session() cut short: finished or undone
-        rename(path + ".d")
+        try:
+            rename(d)
+        except OSError:
+            d += ".d"                 # refused (a full filesystem): the session is used where it is
     except OSError:
         pass
     from .filestore import SlotJournal
     from .records import MAGIC
-    j = SlotJournal(path + ".d", e, batch_ms)
+    j = SlotJournal(d, e, batch_ms)
+    if d != path + ".d":
+        j.path = path
     m = j.dir + "/" + "m"
     reason = old = st = None
     try:

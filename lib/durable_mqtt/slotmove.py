@@ -110,6 +110,12 @@ def replace(j, offline):
     # its name; rename() finishes or undoes that at the next boot. (".d"
     # again: a string the library has already, one interned name less on a
     # board that compiles the .py.) Returns the journal of the new directory.
+    if j.path:
+        # j works in PATH.d.d, a rename refused before (below): that move
+        # is finished first (refused again: raised, nothing changed).
+        rename(j.path + ".d")
+        j.dir = j.path + ".d"
+        del j.path
     new = j.dir + ".d"
     remove(new)
     if not j.tag:
@@ -117,7 +123,16 @@ def replace(j, offline):
     k = SlotJournal(new, j.e, j.batch_ms)
     k.tag = True
     checkpoint(k, offline)
-    rename(j.dir)
+    try:
+        rename(j.dir)
+    except OSError:
+        # Refused (a full filesystem), with PATH.d perhaps gone: PATH.d.d
+        # is whole, and it is the session now. Its journal goes on there
+        # (raised, the client went on writing into a PATH.d that the next
+        # boot replaced with PATH.d.d: what it accepted meanwhile was lost);
+        # the next boot, or restore_session(), moves it into place.
+        k.path = j.dir[:-2]
+        return k
     k.dir = j.dir
     return k
 
