@@ -713,6 +713,29 @@ c.disconnect()
     assert not fb.connect_flags(len(fb.conns) - 1) & 0x02, fb.conns
 
 
+def test_a_payload_past_one_mebibyte_and_the_next_message_each_get_their_own_bytes():
+    """The views of the receive buffer handed to the callback are cached by
+    (offset << 20) | length: with a payload of 1 MiB or more (buf_size
+    allows it) two messages shared a key, and the second was handed the
+    first one's view: its length and stale bytes."""
+    big = b"B" * 0x100005
+    fb = FakeBroker([("send", connack(4)), ("send", publish(4, b"t", big)), ("send", publish(4, b"t", b"hello")),
+                     ("sleep", 1.0)])
+    r = run_mp(PRE % fb.port + r"""
+got = []
+c = MQTTClient("big", "127.0.0.1", PORT, buf_size=3 * 1024 * 1024, timeout_ms=3000)
+c.set_callback(lambda t, m, r, q: got.append((len(m), bytes(m[:5]))))
+c.connect()
+t0 = time.ticks_ms()
+while len(got) < 2 and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+    c.wait_msg(100)
+print("got", got)
+c.disconnect()
+""", heapsize="32M")
+    fb.join()
+    assert "got [(1048581, b'BBBBB'), (5, b'hello')]" in r.stdout, r.stdout
+
+
 def connect_expiry(fb, i):
     # The Session Expiry Interval of connection i's CONNECT (MQTT 5), 0
     # when absent (3.1.2.11.2): body = name (6), level, flags, keep alive

@@ -200,18 +200,23 @@ def incoming(link):  # noalloc
         # callback dropped the link.
         try:
             deliver(link)
-        except MemoryError:
-            # Not taken (AsyncClient's copy for messages() found no heap):
-            # raised now, unacknowledged; acknowledged, it would be lost. A
-            # QoS 1/2 one closes the link, so that the broker sends it again
-            # after the reconnect (MQTT-4.4.0-1): left unacknowledged on a
-            # live link it held the broker's send quota for good, and a
-            # message received is acknowledged (MQTT-4.5.0-2).
-            if rx:                   # (rx: its QoS now, see above)
-                link.drop()
-            owed(link)
-            raise
         except BaseException as x:
+            if isinstance(x, MemoryError) and link.gentle:
+                # Not taken: AsyncClient's copy for messages() found no heap
+                # (its link is the gentle one; its own callback's errors
+                # never come out here). Raised now, unacknowledged;
+                # acknowledged, it would be lost. A QoS 1/2 one closes the
+                # link, so that the broker sends it again after the
+                # reconnect (MQTT-4.4.0-1): left unacknowledged on a live
+                # link it held the broker's send quota for good, and a
+                # message received is acknowledged (MQTT-4.5.0-2). (A
+                # MemoryError from an application's callback is its own,
+                # as any other: the message reached it, and a QoS 2 one
+                # delivered again would be a second delivery.)
+                if rx:                   # (rx: its QoS now, see above)
+                    link.drop()
+                owed(link)
+                raise
             if not isinstance(x, Exception):
                 owed(link)      # (KeyboardInterrupt: no read is inside a callback any more)
                 raise
@@ -277,6 +282,11 @@ def deliver_props(link):  # noalloc
 
 def view(link, off, n):  # noalloc after the first sight of (off, n)
     # A memoryview of rx[off:off+n], kept: a repeated size costs nothing.
+    if n >> 20:
+        # The key below holds n in 20 bits: past 1 MiB (buf_size allows
+        # 256 MB) two views would share one, and a message was handed the
+        # bytes of another. A view of its own, then.
+        return memoryview(link.rx)[off:off + n]
     key = (off << 20) | n
     v = link.views.get(key)
     if v is None:
