@@ -376,6 +376,103 @@ asyncio.run(main())
     assert "aio connected True" in r.stdout, r.stdout
 
 
+def test_a_network_link_that_fails_to_come_up_moves_to_no_other_broker_and_waits_no_days(broker):
+    """With several brokers and a `link`: up() failing before any CONNECT
+    was taken for a broker's failed attempt. The turn passed to the next
+    broker, and the spacing of broker switches was measured from the last
+    CONNECT, days old after a long link: past half the ticks period it
+    wrapped, and the next try came 5.4 days later (a review found it). Now
+    the turn passes only when a CONNECT went, and the spacing is measured
+    only from this attempt's. The board's ticks are simulated for robust.py."""
+    r = run_mp(WEEK_TICKS + r"""
+from durable_mqtt.robust import RobustClient
+class Link:
+    ok = True
+    def isconnected(self):
+        return self.ok
+    def up(self, timeout_ms):
+        return self.ok
+L = Link()
+c = RobustClient("wrapsw", "127.0.0.1", servers=[("127.0.0.1", %d), ("127.0.0.1", %d)], link=L,
+                 timeout_ms=1500, backoff_ms=(100, 100))
+print("up", c.poll(10), c.server, c.port)
+Ticks.off += WEEK                      # the link lasted a week
+L.ok = False                           # then the Wi-Fi went
+c.conn.drop()
+c.poll(0)                              # the drop reported, the first retry scheduled
+time.sleep_ms(c.offline() + 10)
+c.poll(0)                              # the attempt: link.up() fails
+print("failed", repr(c.last_error), c.connect_failures)
+print("next try in", c.offline())
+L.ok = True
+t0 = time.ticks_ms()
+while not c.is_connected() and time.ticks_diff(time.ticks_ms(), t0) < 3000:
+    c.poll(20)
+print("back", c.is_connected(), c.port == %d)
+c.disconnect()
+""" % (broker.port, broker.port + 1 if broker.port < 65535 else 1, broker.port))
+    assert "up True" in r.stdout, r.stdout
+    assert "failed OSError(-1, 'network link did not come up') 1" in r.stdout, r.stdout
+    wait = int(r.stdout.split("next try in ")[1].split()[0])
+    assert wait <= 100, r.stdout
+    assert "back True True" in r.stdout, r.stdout
+
+
+def test_close_is_asked_for_not_a_drop(broker):
+    """RobustClient.close() (MQTTClient's: no DISCONNECT, the store closed)
+    was taken for a drop by the next poll(): on_down with a made-up
+    "link dropped while sending", counted in link_downs, and a backoff.
+    It is asked for, as disconnect() and drop_link() are."""
+    r = run_mp(r"""
+from durable_mqtt.robust import RobustClient
+hooks = []
+c = RobustClient("closed", "127.0.0.1", %d, timeout_ms=1500, on_up=lambda c: hooks.append("up"),
+                 on_down=lambda c, x: hooks.append(repr(x)))
+c.connect()
+c.close()
+print("offline", c.offline(), hooks, c.link_downs, repr(c.last_error))
+print("poll", c.poll(50), hooks)
+c.disconnect()
+""" % broker.port)
+    assert "offline 0 ['up'] 0 None" in r.stdout, r.stdout
+    assert "poll True ['up', 'up']" in r.stdout, r.stdout
+
+
+def test_an_unsubscribe_while_down_goes_after_the_next_connect(broker):
+    """RobustClient.unsubscribe() while down raised NotConnected, and a
+    subscription made while down for that filter was made all the same at
+    the next connect. Now, as subscribe() while down, it is made after the
+    next connect, in its turn, and a subscription waiting for the filter is
+    dropped."""
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.robust import RobustClient
+got = []
+c = RobustClient("unsub-down", "127.0.0.1", %d, timeout_ms=2000, clean_session=False)
+c.set_callback(lambda t, m, r, q: got.append(bytes(t)))
+c.connect()
+c.subscribe("u/old", 1)
+c.close()                              # down; the broker keeps the session and u/old
+print("sub", c.subscribe("u/new", 1), "unsub", c.unsubscribe("u/new"), c.unsubscribe("u/old"))
+print("pending", c.pending_subs)
+c.connect()
+print("subs", c.engine.subs, c.pending_subs)
+p = MQTTClient("unsub-pub", "127.0.0.1", %d)
+p.connect()
+p.publish("u/old", b"1", qos=1)
+p.publish("u/new", b"2", qos=1)
+p.publish("u/other", b"3", qos=1)
+p.disconnect()
+for _ in range(20):
+    c.poll(20)
+print("got", got)
+c.disconnect()
+""" % (broker.port, broker.port))
+    assert "sub None unsub None None" in r.stdout, r.stdout
+    assert "pending [('u/new', -1, None), ('u/old', -1, None)]" in r.stdout, r.stdout
+    assert "subs [] []" in r.stdout and "got []" in r.stdout, r.stdout
+
+
 def test_an_async_network_link_is_refused_by_the_blocking_client(broker):
     """RobustClient(link=...) whose up() is `async def` (boards/wlan.py's
     AsyncWLANLink, meant for AsyncClient): its coroutine object is truthy

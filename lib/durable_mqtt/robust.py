@@ -20,6 +20,7 @@ import time
 from micropython import const
 
 from .client import MQTTClient, need_callable
+from .codec import as_bytes
 from .errors import ConnectRefused, PacketTooLarge, ProtocolError, SessionError
 
 _SWITCH_MS = const(1100)
@@ -75,7 +76,7 @@ class RobustClient(MQTTClient):
         self.on_down = on_down
         self.last_error = None
         self._turn = 0                # index in servers of the next attempt
-        self._used = -1               # index of the last broker a CONNECT went to
+        self._used = -1               # index of the broker this attempt's CONNECT went to (-1: none yet)
         self._connect_at = 0
         self._backoff = 0
         self._up = False              # the link was up (the core drops it before we hear)
@@ -105,16 +106,17 @@ class RobustClient(MQTTClient):
             self._asked()
         try:
             sp = self.run(steps)
-            self._up = True           # a drop from here on is reported (on_down)
-            self.store_ok()
-            self._up_at = time.ticks_ms()
             try:
                 self.run(self._subscribes_first())
             except OSError as x:
-                # The link came up and dropped: reported (on_down) and raised.
-                # (_up left set, a later connect() set it again unreported.)
-                self.link_down(x)
+                # The subscriptions made while down failed with the link:
+                # a failed attempt, as poll()'s reconnect counts one (no
+                # on_up came, so no on_down), and raised.
+                self.link_down(x, True)
                 raise
+            # Up: on_up, as after poll()'s reconnects (on_up never came
+            # for a connect(), and the next drop's on_down came alone).
+            self.link_up()
         finally:
             # The event callback's, once all that is done, or failed (in place
             # of the failure then: left, it came out of the next connect).
@@ -125,6 +127,12 @@ class RobustClient(MQTTClient):
         # Asked for, not a drop: no on_down, not counted in link_downs.
         self._asked()
         super().disconnect(session_expiry)
+
+    def close(self):
+        # MQTTClient's, asked for as disconnect() is: the next poll()
+        # took it for a drop (on_down, "link dropped while sending").
+        self._asked()
+        super().close()
 
     def drop_link(self):
         # Closes the link at once, without a DISCONNECT (the broker then
@@ -227,6 +235,29 @@ class RobustClient(MQTTClient):
             self.link_down(x)            # kept first: an on_down that raises loses no subscription
         return None
 
+    def unsubscribe(self, topic):
+        # Unsubscribes now when up; when down, the UNSUBSCRIBE goes after
+        # the next connect, in its turn among the subscriptions made while
+        # down (returns None then); those made for this filter before it
+        # are dropped. (MQTTClient's raised NotConnected, and a
+        # subscription made while down was made all the same.)
+        x = None
+        if self.is_connected():
+            try:
+                return super().unsubscribe(topic)
+            except OSError as e:
+                if self.is_connected():  # the broker refused: not a link problem
+                    raise
+                x = e
+        f = as_bytes(topic)
+        if not f:
+            raise ValueError("empty topic filter")
+        self.pending_subs = [p for p in self.pending_subs if as_bytes(p[0]) != f]
+        self.pending_subs.append((topic, -1, None))
+        if x is not None:
+            self.link_down(x)
+        return None
+
     # ------------------------------------------------------------ for the front ends
     def offline(self):
         # While down: reports a drop noticed inside publish() (its send path
@@ -301,7 +332,7 @@ class RobustClient(MQTTClient):
         self.last_error = None
         while self.pending_subs:
             topic, qos, kw = self.pending_subs[0]
-            sub = self.subscription(topic, qos, **kw)
+            sub = self.subscription(topic, qos, **kw) if kw is not None else (as_bytes(topic), -1, 0)
             s = self.engine.subs
             try:
                 yield from self.requesting(*sub)
@@ -420,9 +451,15 @@ class RobustClient(MQTTClient):
             k.failure = None
         self.last_error = exc
         flooded = self._flooded()
+        used = self._used
+        self._used = -1               # (a CONNECT of the next attempt sets it)
         if attempt and not flooded:
             self.connect_failures += 1
-            self._turn = (self._turn + 1) % len(self.servers)
+            if used == self._turn:
+                # Its CONNECT went to the broker whose turn it was: the turn
+                # passes. Not when none went (the network link did not come
+                # up): no broker failed.
+                self._turn = (self._turn + 1) % len(self.servers)
         elif flooded or was_up and not 0 <= time.ticks_diff(time.ticks_ms(), self._up_at) < _STABLE_MS:
             # (Negative: the link outlived half the ticks period, 6.2 days
             # on a board, and the difference wrapped.)
@@ -430,8 +467,12 @@ class RobustClient(MQTTClient):
         self._backoff = min(self.backoff_max, self._backoff * 2 if self._backoff else self.backoff_min)
         jitter = self._backoff // 2
         delay = self._backoff - jitter + (random.getrandbits(16) * jitter >> 16)
-        if self._turn != self._used and self._used >= 0:
-            delay = max(delay, _SWITCH_MS - time.ticks_diff(time.ticks_ms(), self._connect_at))
+        if self._turn != used and used >= 0:
+            # (A CONNECT of this attempt, so since is recent: taken from
+            # a link that had lasted days, it wrapped, and read as days.)
+            since = time.ticks_diff(time.ticks_ms(), self._connect_at)
+            if 0 <= since < _SWITCH_MS:
+                delay = max(delay, _SWITCH_MS - since)
         self._next_try = time.ticks_add(time.ticks_ms(), delay)
         if was_up:
             self.link_downs += 1

@@ -31,7 +31,9 @@ class RobustClient(MQTTClient):
     store_error: Optional[OSError]
     subs_failed: bool
     subs_waiting: int
-    pending_subs: List[Tuple[Union[str, bytes], int, Dict[str, Any]]]
+    # (topic, qos, options) per subscription made while down; (topic, -1, None)
+    # per unsubscribe made while down
+    pending_subs: List[Tuple[Union[str, bytes], int, Optional[Dict[str, Any]]]]
 
     def __init__(
         self,
@@ -76,6 +78,8 @@ class RobustClient(MQTTClient):
     def subscribe(self, topic: _Topic, qos: int = 0, *, no_local: bool = False,  # type: ignore[override]
                   retain_as_published: bool = False, retain_handling: int = 0,
                   sub_id: int = 0) -> Optional[int]: ...
+    def unsubscribe(self, topic: _Topic) -> Optional[int]: ...  # type: ignore[override]
+    def close(self) -> None: ...
     # building blocks of the asyncio front end
     def offline(self) -> int: ...
     def reconnecting(self, bring_up: bool = True) -> _Steps[None]: ...
