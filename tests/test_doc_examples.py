@@ -127,12 +127,11 @@ def test_session_format_worked_example_makes_the_bytes_it_shows():
     assert crc and zlib.crc32(made[5:26]) == int(crc.group(1), 16)
 
 
-def test_deep_sleep_variant_sends_each_wake_and_takes_what_came_while_asleep(broker, tmp_path):
-    """The ESP32 page's deep-sleep main.py, as typed but for the broker, the
-    client id and the two helpers it leaves to the reader: every wake's
-    reading reaches the broker, a command sent while the board slept
-    arrives at the next wake, and each wake ends in machine.deepsleep()."""
-    from conftest import run_mp
+def deep_sleep_board(tmp_path, port, profile=None):
+    """The ESP32 page's deep-sleep main.py on a board directory, as typed
+    but for the broker, the client id and the two helpers it leaves to the
+    reader (profile: a profile.py of one's own, else the ESP32 one's).
+    Returns wake(n): one wake reading "reading n", its output."""
     text = (ROOT / PAGES["esp32"]).read_text()
     m = re.search(r"```python\n(# main\.py, deep-sleep variant:.*?)```", text, re.S)
     assert m, "no deep-sleep block in " + PAGES["esp32"]
@@ -140,22 +139,18 @@ def test_deep_sleep_variant_sends_each_wake_and_takes_what_came_while_asleep(bro
     assert n == 1
     src, n = re.subn(r'CLIENT_ID = "([^"]*)"', r'CLIENT_ID = "\1-%s"' % tmp_path.name[-12:], src)
     assert n == 1
-    src, n = re.subn(r"MQTTClient\(CLIENT_ID, BROKER,", "MQTTClient(CLIENT_ID, BROKER, %d," % broker.port, src)
+    src, n = re.subn(r"MQTTClient\(CLIENT_ID, BROKER,", "MQTTClient(CLIENT_ID, BROKER, %d," % port, src)
     assert n == 1
     helpers = "def wifi_up():\n    pass\ndef read_sensor():\n    return open('/wake').read()\n"
     root = tmp_path / "board"
     (root / "lib").mkdir(parents=True)
     shutil.copytree(ROOT / "lib" / "durable_mqtt", root / "lib" / "durable_mqtt",
                     ignore=shutil.ignore_patterns("*.pyi", "__pycache__"))
-    shutil.copy(ROOT / "boards" / "esp32" / "profile.py", root / "lib" / "profile.py")
+    if profile:
+        (root / "lib" / "profile.py").write_text(profile)
+    else:
+        shutil.copy(ROOT / "boards" / "esp32" / "profile.py", root / "lib" / "profile.py")
     (root / "main.py").write_text(helpers + src)
-    run_mp(r"""
-from durable_mqtt import MQTTClient
-w = MQTTClient("watch-%s", "127.0.0.1", %d, clean_session=False)
-w.connect()
-w.subscribe("sleeper/reading", 1)
-w.disconnect()
-""" % (tmp_path.name[-12:], broker.port))
 
     def wake(n):
         (root / "wake").write_text("reading %d" % n)
@@ -164,10 +159,27 @@ w.disconnect()
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env=dict(mp_env(()), MICROPYPATH="%s:.frozen" % MP_HELPERS), cwd=tmp_path)
         out = p.communicate(timeout=30)[0]
-        assert "DEEPSLEEP 60000" in out and "offline" not in out, out
+        assert "DEEPSLEEP 60000" in out, out
         return out
+    return wake
 
-    wake(1)
+
+def test_deep_sleep_variant_sends_each_wake_and_takes_what_came_while_asleep(broker, tmp_path):
+    """The ESP32 page's deep-sleep main.py, as typed but for the broker, the
+    client id and the two helpers it leaves to the reader: every wake's
+    reading reaches the broker, a command sent while the board slept
+    arrives at the next wake, and each wake ends in machine.deepsleep()."""
+    from conftest import run_mp
+    wake = deep_sleep_board(tmp_path, broker.port)
+    run_mp(r"""
+from durable_mqtt import MQTTClient
+w = MQTTClient("watch-%s", "127.0.0.1", %d, clean_session=False)
+w.connect()
+w.subscribe("sleeper/reading", 1)
+w.disconnect()
+""" % (tmp_path.name[-12:], broker.port))
+
+    assert "offline" not in wake(1)
     run_mp(r"""
 from durable_mqtt import MQTTClient
 p = MQTTClient("cmd-%s", "127.0.0.1", %d)
@@ -176,7 +188,8 @@ p.publish("sleeper/cmd", b"led=on", qos=1)
 assert p.flush(5000)
 p.disconnect()
 """ % (tmp_path.name[-12:], broker.port))
-    assert "command: b'sleeper/cmd' b'led=on'" in wake(2)
+    out = wake(2)
+    assert "command: b'sleeper/cmd' b'led=on'" in out and "offline" not in out, out
     got = run_mp(r"""
 from durable_mqtt import MQTTClient
 got = []
@@ -188,3 +201,47 @@ while w.wait_msg(300) is not None:
 print(sorted(got))
 """ % (tmp_path.name[-12:], broker.port)).stdout
     assert "[b'reading 1', b'reading 2']" in got, got
+
+
+def test_deep_sleep_variant_sleeps_on_with_a_full_outbox_and_sends_it_once_back(broker, tmp_path):
+    """The deep-sleep main.py while the broker is out of reach: each wake
+    keeps its reading until the outbox is full (here 2 places); then
+    publish() raises QueueFull. Uncaught (the page's first version), it
+    stopped every later wake before connect(): the board never slept again
+    and the readings on flash never went. Caught, the wake sleeps, and the
+    first wake that reaches the broker sends what was kept."""
+    from conftest import run_mp
+    from testbroker import free_port
+    down = free_port()                     # nothing listens there: the broker out of reach
+    profile = 'PROFILE = {"max_inflight": 1, "outbox_size": 1}\ndef session_file():\n    return "/session.dmq"\n'
+    wake = deep_sleep_board(tmp_path, down, profile)
+    for n in (1, 2):
+        out = wake(n)
+        assert "offline" in out and "not kept" not in out, out
+    out = wake(3)
+    assert "not kept: " in out and "outbox full" in out and "offline" in out, out
+    # The broker is back (its port in main.py).
+    main = tmp_path / "board" / "main.py"
+    main.write_text(main.read_text().replace(", %d," % down, ", %d," % broker.port))
+    run_mp(r"""
+from durable_mqtt import MQTTClient
+w = MQTTClient("watch-%s", "127.0.0.1", %d, clean_session=False)
+w.connect()
+w.subscribe("sleeper/reading", 1)
+w.disconnect()
+""" % (tmp_path.name[-12:], broker.port))
+    out = wake(4)
+    assert "not kept" in out and "offline" not in out, out      # the outbox was full at its publish()
+    out = wake(5)
+    assert "not kept" not in out and "offline" not in out, out
+    got = run_mp(r"""
+from durable_mqtt import MQTTClient
+got = []
+w = MQTTClient("watch-%s", "127.0.0.1", %d, clean_session=False)
+w.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+w.connect()
+while w.wait_msg(300) is not None:
+    pass
+print(sorted(got))
+""" % (tmp_path.name[-12:], broker.port)).stdout
+    assert "[b'reading 1', b'reading 2', b'reading 5']" in got, got

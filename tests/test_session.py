@@ -86,6 +86,36 @@ c.disconnect()
 
 
 @pytest.mark.parametrize("ver", [4, 5])
+def test_resent_counts_only_what_went_out_before(broker, tmp_path, ver):
+    """stats()["resent"] and the event "resumed"'s `resending` counted every
+    message the session held at the CONNACK, queued ones never sent among
+    them (sim.py reported them as resent; the broker saw DUP 0). Now only
+    those that went out on an earlier connection: one in flight when the
+    power went, resent with DUP 1, and one published while down after it,
+    sent for the first time."""
+    sess = tmp_path / "s.bin"
+    mp(broker.port, ver, sess, r"""
+c = dev("count")
+c.connect()
+c.publish("cnt/%d" % VER, b"inflight", qos=1)     # the power goes before its PUBACK is read
+""")
+    r = mp(broker.port, ver, sess, r"""
+ev = []
+c = dev("count", event_callback=lambda n, i: ev.append((n, i)))
+c.publish("cnt/%d" % VER, b"queued", qos=1)       # while down: never sent
+c.connect()
+wait_until(c, lambda: not c.pending())
+print("RESENT", c.stats()["resent"], [i for n, i in ev if n == "resumed"])
+c.disconnect()
+""")
+    assert "RESENT 1 [{'resending': 1, 'awaiting_pubrel': 0}]" in r.stdout, r.stdout
+    lines = wire(broker, "count%d" % ver, "")
+    last = max(i for i, line in enumerate(lines) if "New client connected" in line)
+    dups = [re.search(r"\(d(\d), q1", l).group(1) for l in lines[last:] if "Received PUBLISH" in l]
+    assert dups == ["1", "0"], lines[last:]
+
+
+@pytest.mark.parametrize("ver", [4, 5])
 def test_resume_resends_pubrel_after_pubrec(broker, tmp_path, ver):
     sess = tmp_path / "s.bin"
     mp(broker.port, ver, sess, r"""

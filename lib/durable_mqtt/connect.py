@@ -16,6 +16,7 @@ from .errors import BAD_PACKET, ConnectRefused, PacketTooLarge, ProtocolError, S
 _ERR_TIMEOUT = const(-4)
 _RECONNECTS = const(9)       # link.py's counter numbers
 _RESENT = const(8)
+_AGAIN = const(0x30)         # session.py's state flags _DUP | _REL_DUE
 _BAD_ANSWER = const(-2)      # request.py: link.result after an (UN)SUBACK that failed its checks
 
 
@@ -185,8 +186,17 @@ def _settle(c, ev, persistent, keep, rel):
     c.counts[_RECONNECTS] += 1
     info = {"queued": e.held}
     if ev == "resumed":
-        c.counts[_RESENT] += e.held
-        info = {"resending": e.held, "awaiting_pubrel": e.rx2_n}
+        # What went out on an earlier connection goes again (connack.py
+        # marked it at the CONNACK: session.py's DUP and REL_DUE flags);
+        # what was queued and never sent goes for the first time, not
+        # counted (e.held counted it: resent went up for a message
+        # published while down, which the broker saw with DUP 0).
+        n = 0
+        for k in range(e.count):
+            if e.st[e.index(k)] & _AGAIN:
+                n += 1
+        c.counts[_RESENT] += n
+        info = {"resending": n, "awaiting_pubrel": e.rx2_n}
     else:
         # The session gone (Session Present 0, or a clean start): so is a
         # QoS 2 record of it the store refused (c.unsaved, _checkpoint).
