@@ -389,36 +389,51 @@ def _patch_header(data, saved_min):
     return bytes(b)
 
 
-def test_locally_expired_session_starts_clean(broker, tmp_path):
+def test_locally_expired_session_is_found_lost_and_made_again(fresh_broker, tmp_path):
     # Saved at DISCONNECT (where the broker's expiry clock starts) longer ago
-    # than the expiry: the next connect starts clean, the message it held is
-    # kept and sent as a new publish. A state saved while connected (a power
-    # cut: its time is unknown) is never judged locally.
+    # than the expiry: event "expired" at boot; the connect finds the
+    # session lost (Session Present 0): the message it held is sent as a new
+    # publish, and its subscription is made again (resubscribe). It started
+    # clean before ("new"): the subscription was forgotten, and the mark
+    # stayed after a connect_fresh(), so that a later connect() started
+    # clean on a live session (a review found both). A state saved while
+    # connected (a power cut: its time is unknown) is never judged locally.
+    broker = fresh_broker()
     sess = tmp_path / "s.bin"
     mp(broker.port, 5, sess, r"""
-c = dev("exp", session_expiry=60)
+c = dev("exp", session_expiry=1)
 c.connect()
+c.subscribe("exp/cmd", 1)
 c.disconnect()
 c.publish("exp/x", b"old", qos=1)        # queued offline, stored after the DISCONNECT checkpoint
 c.close()
 """)
+    broker.restart()                             # the broker's side gone (not persistent), as expired
     head = tmp_path / "s.bin.d" / "h"            # the header of the directory layout
     now_min = (int(time.time()) - 946684800) // 60
-    head.write_bytes(_patch_header(head.read_bytes(), now_min - 10))     # saved 10 minutes ago, expiry 60 s
+    head.write_bytes(_patch_header(head.read_bytes(), now_min - 10))     # saved 10 minutes ago
     r = mp(broker.port, 5, sess, r"""
-c = dev("exp", session_expiry=60)
+ev = []
+c = dev("exp", session_expiry=1, event_callback=lambda n, i: ev.append((n, i)))
 assert c.last_event == "expired", c.last_event
 assert c.pending() == 1, c.pending()
 w = MQTTClient("exp-watch", "127.0.0.1", PORT, version=5)
 w.set_callback(cb)
 w.connect()
 w.subscribe("exp/x", 1)
-assert c.connect() is False               # Clean Start 1: no pretending
+assert c.connect() is False               # Session Present 0
+print("EVENTS", [n for n, i in ev], [i.get("resubscribed") for n, i in ev if n == "lost"], c.engine.subs)
 wait_until(c, lambda: not c.pending())
 wait_until(w, lambda: got)
 assert got[0][1] == b"old"
+w.publish("exp/cmd", b"go", qos=1)
+wait_until(c, lambda: len(got) > 1)
+print("GOT", got)
+c.disconnect()
 print("OK")
 """)
+    assert "EVENTS ['expired', 'lost'] [1] [(b'exp/cmd', 1, 0)]" in r.stdout, r.stdout
+    assert "(b'exp/cmd', b'go', 1)" in r.stdout, r.stdout
     assert "OK" in r.stdout
     mp(broker.port, 5, sess, r"""
 c = dev("exp2", session_expiry=60)

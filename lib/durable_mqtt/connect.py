@@ -40,9 +40,12 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
         # MQTT-3.1.2-10) although nothing had failed.
         from .leave import disconnect
         disconnect(c, None)
-    if e.expired and clean_session is None:
-        e.expired = False                # the stored session outlived its expiry
-        clean_session = fresh = True
+    # (A restored state judged expired, "expired" at boot, connects as any
+    # other: the broker says whether it kept its side. Started clean, its
+    # subscriptions were forgotten ("new"), where Session Present 0 makes
+    # them again ("lost", resubscribe); and the mark stayed after a
+    # connect(clean_session=...) or connect_fresh(), so that a later
+    # connect() threw a live session away.)
     if fresh:
         if not c.v5:                     # 3.1.1: a clean connection ends the old session
             old = c.persist

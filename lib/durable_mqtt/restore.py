@@ -56,9 +56,11 @@ def restore(e, st, now, event=None):
         e.buf_size = big
         grown = True
     # Saved at DISCONNECT (where the broker's expiry clock starts) longer ago
-    # than the expiry: the broker has dropped it. The next connect starts
-    # clean; the messages are kept and go out as new ones. A state saved
-    # while connected is never judged: a power cut has no time.
+    # than the expiry: the broker has dropped it, most likely (event
+    # "expired", load.py). The next connect finds out: Session Present 0
+    # requeues the messages as new ones and makes the subscriptions again
+    # (connect.py). A state saved while connected is never judged: a power
+    # cut has no time.
     e.expired = bool(st.offline and st.saved_min and now and st.expiry != 0xFFFFFFFF
                      and now - st.saved_min > (st.expiry + 59) // 60)
     clear(e)
