@@ -501,3 +501,25 @@ print("COUNTED", c.callback_errors, "KEPT", c.client.cb_error is kept)
 """)
     assert "COUNTED 2 KEPT True" in r.stdout, r.stdout
     assert "the event callback, on callback_error" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_a_refused_port_is_said_so_by_the_async_client(ver):
+    """AsyncClient's connect waits for the socket to become writable, and a
+    failed connect is writable too: the CONNECT was written to it and the
+    error read "connection dropped (errno 32)" where the blocking client
+    says "refused: no broker on that port" (docs/troubleshooting.md)."""
+    from conftest import free_port
+    r = run_mp(r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+async def main():
+    c = AsyncClient("aio-refused", "127.0.0.1", %d, version=%d, timeout_ms=1000, backoff_ms=(5000, 5000))
+    try:
+        await c.connect(timeout_ms=800)
+    except Exception as x:
+        print("RAISED", type(x).__name__)
+    print("LAST", repr(c.client.last_error))
+asyncio.run(main())
+""" % (free_port(), ver))
+    assert "refused: no broker on that port" in r.stdout, r.stdout

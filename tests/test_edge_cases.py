@@ -736,6 +736,49 @@ c.disconnect()
     assert "got [(1048581, b'BBBBB'), (5, b'hello')]" in r.stdout, r.stdout
 
 
+def test_a_server_that_speaks_no_mqtt_is_named_so_at_the_connect():
+    """An HTTP server (a proxy, a captive portal, a WebSocket-only port)
+    where the broker should be: its first bytes parsed as a packet gave
+    "reserved flags 0x8 in packet type 0x40", which told a user nothing.
+    A first byte that is no CONNACK is now said so, both versions."""
+    from fakebroker import listener
+
+    def http(c):
+        c.recv(4096)
+        c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        time.sleep(1)
+        c.close()
+    srv = listener(http)
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+for v in (4, 5):
+    c = MQTTClient("http", "127.0.0.1", %d, version=v, timeout_ms=3000)
+    try:
+        c.connect()
+    except OSError as x:
+        print("V%%d" %% v, type(x).__name__, x.args[1])
+""" % srv.getsockname()[1])
+    srv.close()
+    for v in (4, 5):
+        assert ("V%d ProtocolError the first byte, 0x48, is no CONNACK: is there an MQTT broker on that port?" % v
+                in r.stdout), r.stdout
+
+
+def test_a_timeout_ms_of_0_is_refused_at_the_constructor():
+    """timeout_ms=0 was taken, and made every socket wait fail at once: a
+    connect raised a raw "socket error (errno 115)". It is a ValueError at
+    the constructor; connect(timeout_ms=0) means the constructor's."""
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+try:
+    MQTTClient("t0", "127.0.0.1", timeout_ms=0)
+    print("taken")
+except ValueError as x:
+    print("refused", x)
+""")
+    assert "refused port 0..65535; timeout_ms > 0" in r.stdout, r.stdout
+
+
 def connect_expiry(fb, i):
     # The Session Expiry Interval of connection i's CONNECT (MQTT 5), 0
     # when absent (3.1.2.11.2): body = name (6), level, flags, keep alive

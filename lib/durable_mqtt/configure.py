@@ -26,8 +26,10 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
                  ("persist_batch_ms", persist_batch_ms), ("persist_batch_bytes", persist_batch_bytes or 0)):
         if type(v) is not int:           # (a float or str fails later, deep inside, or not at all)
             raise TypeError("%s must be an int, not %s" % (k, type(v).__name__))
-    if not (0 <= port < 65536 and 0 <= timeout_ms and 0 <= persist_batch_ms and 0 <= (outbox_bytes or 0)):
-        raise ValueError("port 0..65535; timeout_ms, persist_batch_ms, outbox_bytes >= 0")
+    # (timeout_ms 0 made every socket wait fail at once: a connect with a
+    # raw "errno 115"; connect(timeout_ms=0) means the constructor's.)
+    if not (0 <= port < 65536 and 0 < timeout_ms and 0 <= persist_batch_ms and 0 <= (outbox_bytes or 0)):
+        raise ValueError("port 0..65535; timeout_ms > 0; persist_batch_ms, outbox_bytes >= 0")
     if event_callback is not None and not callable(event_callback):
         raise TypeError("event_callback must be callable: f(event, info)")
     if not (version in (4, 5) and 63 < buf_size < 268435461 and 0 < max_inflight < 65536

@@ -11,7 +11,7 @@ import gc
 import time
 from micropython import const
 
-from .errors import BAD_PACKET, ConnectRefused, PacketTooLarge, ProtocolError, StoreFull, Timeout
+from .errors import BAD_PACKET, ConnectRefused, PacketTooLarge, PeerClosed, ProtocolError, StoreFull, Timeout
 
 _ERR_TIMEOUT = const(-4)
 _RECONNECTS = const(9)       # link.py's counter numbers
@@ -138,13 +138,27 @@ def _handshake(c, clean, timeout_ms, host, port):
         gc.collect()                     # (then connack.py loads in what dial.py held)
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
-            while k.connack is None and k.read():
-                pass
-            if k.connack is not None:
-                break
-            left = time.ticks_diff(deadline, time.ticks_ms())
-            if left <= 0:
-                raise Timeout(_ERR_TIMEOUT, "no CONNACK in %d ms" % timeout_ms)
+            try:
+                while k.connack is None and k.read():
+                    pass
+                if k.connack is not None:
+                    break
+                left = time.ticks_diff(deadline, time.ticks_ms())
+                if left <= 0:
+                    raise Timeout(_ERR_TIMEOUT, "no CONNACK in %d ms" % timeout_ms)
+            except (PeerClosed, Timeout):
+                # No CONNACK, and bytes came (a packet begun, or part of a
+                # header) whose first is no MQTT packet's (its flags): what
+                # answers there is no MQTT broker (an HTTP server, a proxy,
+                # a captive portal), said so (texts.py) rather than "no
+                # CONNACK" or "the broker closed the connection". (A whole
+                # packet is dispatch()'s to say.)
+                if k.rs or k.end:
+                    from .errors import fail
+                    first = k.first if k.rs else k.hdr[k.pos]
+                    if first & 0x0F != (2 if first & 0xF0 == 0x60 else 0) and first & 0xF0 != 0x30:
+                        fail((33, first), 0x82)
+                raise
             yield left
         sp, code, p = k.connack
         k.net.addr[3] = 0                # a broker answered there: its address is good (dial.address)

@@ -51,8 +51,17 @@ def opening(c, host, port, timeout_ms, clean):
         # holding the event loop, and reported "write stalled".
         p = select.poll()
         p.register(s, select.POLLOUT)
-        if not p.poll(0):
+        r = p.poll(0)
+        if not r:
             raise Timeout(_ERR_TIMEOUT, "connect to %s:%d: no answer in %d ms" % (host, port, timeout_ms))
+        if r[0][1] & (select.POLLERR | select.POLLHUP):
+            # Failed (refused, unreachable): a failed connect is writable
+            # too. The socket's error comes from a read; the CONNECT written
+            # instead met EPIPE ("connection dropped (errno 32)").
+            try:
+                s.recv(1)
+            except OSError as e:
+                _failed(s, e, host, port, timeout_ms, None)
     if c.ssl is not None:
         from . import tls            # (TLS: a module of its own, which a client without never loads)
         yield from tls.opening(c, s, host, port, timeout_ms, n)

@@ -105,7 +105,10 @@ def dispatch(link):  # noalloc
     kind = first & 0xF0
     link.rs = _HEAD
     if first & 0x0F != (2 if kind == _PUBREL else 0) and kind != _PUBLISH:
-        codec.fail((12, first & 15, kind))  # reserved flags 0x%x in packet type 0x%02x
+        # (The first byte of a connection, so: no MQTT broker, perhaps, an
+        # HTTP server, a proxy or a captive portal; "reserved flags" told
+        # nobody that.)
+        codec.fail((33, first) if link.in_connect else (12, first & 15, kind))  # no CONNACK / reserved flags 0x%x in packet type 0x%02x
     if (kind == _CONNACK) != link.in_connect:
         codec.fail((13, kind, "before" if link.in_connect else "after"), 0x82)  # packet type 0x%02x %s CONNACK
     if kind == _PUBLISH:

@@ -72,22 +72,37 @@ def failed(s, e, host, port, timeout_ms, tls):
     code = e.args[0] if e.args else None
     if code in (errno.ETIMEDOUT, 116, -110):
         raise Timeout(_ERR_TIMEOUT, "connect to %s:%d: no answer in %d ms" % (host, port, timeout_ms))
-    if code in (errno.ECONNREFUSED, 111):
+    if code in (errno.ECONNREFUSED, 111) or code in (errno.ECONNRESET, 104) and tls is None:
+        # (lwIP, ESP32 and RP2040: a port with no listener resets the
+        # connect, ECONNRESET; in a TLS handshake a reset is the broker's.)
         why = "refused: no broker on that port"
     elif code in (errno.EHOSTUNREACH, -2, -202):      # (not 113: ECONNABORTED on an ESP32)
         why = "host unreachable"
     elif tls is not None:
-        # mbedTLS reports a certificate it cannot verify as ValueError or
-        # OSError(-0x2700); with no CA loaded every broker fails so. A
-        # socket error (a positive errno: the peer reset or closed it) is a
-        # broker that does not speak TLS there: port 1883 for 8883 is the
-        # common slip, and the CA is not the place to look.
         raise MQTTException(_ERR_CLOSED, "TLS handshake with %s:%d failed (%s): %s" % (
-            host, port, e, "the broker closed it: is it a TLS port (8883)?" if isinstance(code, int) and code > 0
-            else "is the broker's CA loaded in the ssl context (load_verify_locations)?"))
+            host, port, e, _tls_hint(e, code)))
     else:
         why = "socket error"
     raise MQTTException(_ERR_CLOSED, "connect to %s:%d failed, %s (errno %s)" % (host, port, why, code))
+
+
+def _tls_hint(e, code):
+    # What to look at, by mbedTLS's code (MicroPython raises OSError(code,
+    # name); a certificate it cannot verify as ValueError or -0x2700, and
+    # so every broker with no CA loaded).
+    if isinstance(e, ValueError) or type(code) is int and -0x3000 < code <= -0x2000:    # X509
+        return ("the broker's certificate was not verified: is its CA loaded in the ssl context "
+                "(load_verify_locations), and is the server name the one in its certificate?")
+    if code in (errno.ENOMEM, 12, -0x7F00, -0x10):    # SSL_ALLOC_FAILED, MPI_ALLOC_FAILED
+        return "out of memory for TLS: a handshake needs a heap block of about 20 KB (docs/tls.md)"
+    if type(code) is int and code > 0 or code in (-0x7280, -0x7200):    # CONN_EOF, INVALID_RECORD
+        # A socket error (the peer reset or closed it) or bytes that are no
+        # TLS: a broker that does not speak TLS there (1883 for 8883 is the
+        # common slip); the CA is not the place to look.
+        return "the broker closed it or does not speak TLS there: is it a TLS port (8883)?"
+    if code == -0x7780:                                   # FATAL_ALERT_MESSAGE
+        return "the broker refused the handshake: its TLS version, ciphers or a client certificate?"
+    return "is it a TLS port (8883), and is the broker's CA loaded (load_verify_locations)?"
 
 
 def disconnected(k):

@@ -38,4 +38,6 @@ TEXTS = (
     'str or bytes-like expected, not %s',                          # 30
     'topic of %d bytes: 65535 at most (MQTT-4.7.3-3)',             # 31
     'topic must be str or bytes-like',                             # 32
+    'the first byte, 0x%02x, is no CONNACK: is there an MQTT broker on that port? '
+    '(an HTTP server, a proxy or a captive portal answers so)',    # 33
 )

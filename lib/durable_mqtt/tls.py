@@ -80,3 +80,6 @@ def secure(s, host, port, context, verify, timeout_ms):
     except (OSError, ValueError) as e:
         from .reasons import failed
         failed(s, e, host, port, timeout_ms, context)
+    except BaseException:
+        s.close()                    # (a MemoryError: the socket is not the link's yet)
+        raise
