@@ -36,9 +36,18 @@ class WLANLink:
     a half-associated radio (the STAT_CONNECTING limbo seen after access
     point reboots) does not recover by waiting."""
 
-    def __init__(self, ssid, password, hostname=None, pm=None, feed=None):
+    def __init__(self, ssid, password, hostname=None, pm=None, feed=None, country=None):
         import network
         self.ssid, self.password = ssid, password
+        if country:
+            # The regulatory domain (ISO 3166 code, e.g. "DE"): the Pico W's
+            # CYW43 uses only the channels of the one it is told, and some
+            # access points sit on a channel the default lacks. Before the
+            # interface starts.
+            try:
+                network.country(country)
+            except (AttributeError, ValueError, OSError):
+                pass
         self.wlan = network.WLAN(network.STA_IF)
         if hostname:
             try:

@@ -101,7 +101,8 @@ def main(config="config.json", secrets="secrets.json"):
                              "e.g. make deploy DEPLOY_ARGS=--with-secrets")
         link = WLANLink(cfg["wifi_ssid"], cfg.get("wifi_password"), cfg.get("hostname"),
                         getattr(profile, "WLAN_PM", None),    # the Pico W: power saving off
-                        feed)                                 # every 100 ms of the join
+                        feed,                                 # every 100 ms of the join
+                        cfg.get("country"))                   # the Wi-Fi regulatory domain
     base = cfg["topic_base"]
     # 10 ms to a day, as the interval= command takes it (ticks_add() takes
     # less than 2**29 ms on a board)

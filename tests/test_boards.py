@@ -143,8 +143,9 @@ def test_wlan_link_on_a_stand_in_network(tmp_path):
 import sys, fw_network
 sys.modules['network'] = fw_network
 from wlan import WLANLink, NullLink
-w = WLANLink('my-ssid', 'secret', 'dev-7')
-assert not w.isconnected()
+w = WLANLink('my-ssid', 'secret', 'dev-7', country='DE')
+assert not w.isconnected() and fw_network.country() == 'DE'
+
 assert w.up(1000) and w.isconnected() and w.attempts == 1
 assert w.up(1000) and w.attempts == 1            # already up: no new attempt
 w.down()
@@ -159,8 +160,8 @@ assert asyncio.run(a.up(1000)) and a.isconnected() and a.attempts == 1     # awa
 assert asyncio.run(a.up(1000)) and a.attempts == 1
 print('OK')
 """, [MP_HELPERS, ROOT / "boards"], tmp_path, check=True)
-    assert r.stdout.splitlines() == ["WLAN hostname dev-7", "WLAN connect my-ssid", "WLAN connect other",
-                                     "OK"], r.stdout
+    assert r.stdout.splitlines() == ["WLAN country DE", "WLAN hostname dev-7", "WLAN connect my-ssid",
+                                     "WLAN connect other", "OK"], r.stdout
 
 
 def test_wlan_link_feeds_a_watchdog_while_the_radio_associates(tmp_path):

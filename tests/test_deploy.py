@@ -148,6 +148,16 @@ def test_secrets_only_when_asked(app):
     assert "note:" not in r.stderr
 
 
+def test_secrets_asked_for_and_missing_stop_the_deploy(app):
+    """--with-secrets with no secrets.json only warned and deployed: the
+    board then booted with no Wi-Fi or broker credentials. It stops, and
+    says which file to copy."""
+    (app / "secrets.json").unlink()
+    r = run_tool("--dry-run", "--firmware", str(app), "--with-secrets")
+    assert r.returncode == 2 and not r.stdout, (r.stdout, r.stderr)
+    assert "secrets.example.json" in r.stderr and "fill it in" in r.stderr, r.stderr
+
+
 def test_mpy_variant_copies_the_build_output(app, tmp_path):
     build = tmp_path / "build"
     build_mpy.build(["armv6m"], build)

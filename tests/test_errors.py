@@ -135,6 +135,19 @@ emit("state", connected=c.is_connected(), pending=c.pending())
     assert srv.received == b""                  # nothing sent
 
 
+@pytest.mark.parametrize("v", VERSIONS)
+def test_a_publish_larger_than_buf_size_names_buf_size(v):
+    """PacketTooLarge from publish() said "PUBLISH of 107 bytes exceeds the
+    limit of 64", and left a user to guess which limit (a review found it):
+    it names buf_size (or the broker's Maximum Packet Size when that is the
+    smaller, docs/troubleshooting.md)."""
+    res, out = mp(v, """
+c = MQTTClient("big", "127.0.0.1", port=1, version=V, buf_size=64)
+report("q1", lambda: c.publish("a/b", b"x" * 100, qos=1))
+""")
+    assert_error(res["q1"], "PacketTooLarge", "PUBLISH (buf_size)", "exceeds the limit of 64")
+
+
 # ---------------------------------------------------------------- authentication
 
 @pytest.fixture

@@ -299,7 +299,12 @@ def main(argv=None):
         print("warning: %s imports %s, which neither this deploy nor the firmware provides" % (name, mod),
               file=sys.stderr)
     if args.with_secrets and not any(pathlib.Path(args.firmware, s).is_file() for s in SECRETS):
-        print("warning: --with-secrets, but %s has no secrets.json" % args.firmware, file=sys.stderr)
+        # Stopped: deployed without them, the board boots with no Wi-Fi and
+        # no broker credentials, and says so only on its console.
+        print("error: --with-secrets, but %s has no secrets.json: copy %s to %s and fill it in"
+              % (args.firmware, pathlib.Path(args.firmware, "secrets.example.json"),
+                 pathlib.Path(args.firmware, "secrets.json")), file=sys.stderr)
+        return 2
     elif not args.with_secrets and needs_secrets(args.board):
         print("note: main.py reads the Wi-Fi and broker credentials from secrets.json on the board; "
               "copy it once with DEPLOY_ARGS=--with-secrets (see firmware/secrets.example.json)",

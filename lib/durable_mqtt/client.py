@@ -396,7 +396,10 @@ class MQTTClient:
         rl = publish_size(len(t), len(msg), qos, len(pr) if pr else 0, self.v5)
         n = rl + 2 if rl < 128 else 1 + varint_size(rl) + rl   # (varint_size inline below 128: a call less)
         if n > e.max_out or n > self.buf_size:      # (the engine's may be larger: restore.py)
-            too_large("PUBLISH", n, min(e.max_out, self.buf_size), 0)     # (rc 0: errors.why)
+            # (rc 0: errors.why. The limit named: "exceeds the limit of 64"
+            # alone left a user to guess which.)
+            too_large("PUBLISH (the broker's Maximum Packet Size)" if e.max_out < self.buf_size
+                      else "PUBLISH (buf_size)", n, min(e.max_out, self.buf_size), 0)
         k = self.conn
         if (not qos and k is not None and k.connected and not k.held
                 and (not k.gentle or not k.full and k.net.room())):

@@ -17,8 +17,15 @@ def hostname(name=None):
     print("WLAN hostname", name)
 
 
+_country = "XX"
+
+
 def country(code=None):
-    return "XX"
+    global _country
+    if code is None:
+        return _country
+    _country = code
+    print("WLAN country", code)
 
 
 class WLAN:

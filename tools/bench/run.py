@@ -602,7 +602,7 @@ def part_clients(b, o, fig):
             d["other_" + t] = [x and [x.get("other_ms"), x.get("wall_ms"), x.get("tries")] for x in r[t]]
             ns = [x["n"] for x in r[t] if x]
             d["n_" + t] = min(ns) if ns else None
-        d["mpy_loaded"] = mpy_loaded(rt.mpy[c], r["ram"])
+        d["mpy_loaded"] = mpy_loaded(rt.mpy[c], r["ram"], b.tmp)
         d["mpy_total"] = sum(p.stat().st_size for p in rt.mpy[c].rglob("*.mpy"))
         out[c] = d
     fig["clients64"] = out
@@ -613,17 +613,19 @@ def part_clients(b, o, fig):
         cfgs[label] = {"cfg": cfg, "session": sess,
                        "ram": imedian([x and x["connect"] for x in rs]),
                        "code": imedian([x and x.get("code") for x in rs]),
-                       "mpy_loaded": mpy_loaded(rt.mpy["durable_mqtt"], rs)}
+                       "mpy_loaded": mpy_loaded(rt.mpy["durable_mqtt"], rs, b.tmp)}
     fig["configs64"] = cfgs
 
 
-def mpy_loaded(root, ram_runs):
-    """Bytes of the client's own .mpy files its RAM workload loaded."""
-    root = str(root)
+def mpy_loaded(root, ram_runs, cwd):
+    """Bytes of the client's own .mpy files its RAM workload loaded. (Their
+    __file__ is relative to the processes' cwd, through Bench.short()'s
+    links: resolved, as root is, before they are compared.)"""
+    root = os.path.realpath(str(root))
     for r in ram_runs:
         if r and r.get("modules"):
-            return sum(os.path.getsize(f) for f in set(r["modules"])
-                       if f.startswith(root) and os.path.exists(f))
+            files = set(os.path.realpath(os.path.join(str(cwd), f)) for f in r["modules"])
+            return sum(os.path.getsize(f) for f in files if f.startswith(root) and os.path.exists(f))
     return None
 
 
@@ -666,7 +668,7 @@ def part_b32(b, o, fig):
         d = {"cfg": cfg, "session": sess}
         for k in ("import", "code", "client", "connect"):
             d[k] = imedian([x and x.get(k) for x in rs])
-        d["mpy_loaded"] = mpy_loaded(rt.mpy["durable_mqtt"], rs)
+        d["mpy_loaded"] = mpy_loaded(rt.mpy["durable_mqtt"], rs, b.tmp)
         for variant in ("mpy", "py"):
             runs = [b.min_heap(rt, "durable_mqtt", {"cfg": cfg}, fresh_session=sess, variant=variant)
                     for _ in range(o.reps)]
