@@ -127,6 +127,33 @@ def test_session_format_worked_example_makes_the_bytes_it_shows():
     assert crc and zlib.crc32(made[5:26]) == int(crc.group(1), 16)
 
 
+def watch(tmp_path, port):
+    """A watcher's persistent subscription to the readings, made now."""
+    from conftest import run_mp
+    run_mp(r"""
+from durable_mqtt import MQTTClient
+w = MQTTClient("watch-%s", "127.0.0.1", %d, clean_session=False)
+w.connect()
+w.subscribe("sleeper/reading", 1)
+w.disconnect()
+""" % (tmp_path.name[-12:], port))
+
+
+def watched(tmp_path, port):
+    """What the watcher's session received since, sorted (its output)."""
+    from conftest import run_mp
+    return run_mp(r"""
+from durable_mqtt import MQTTClient
+got = []
+w = MQTTClient("watch-%s", "127.0.0.1", %d, clean_session=False)
+w.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+w.connect()
+while w.wait_msg(300) is not None:
+    pass
+print(sorted(got))
+""" % (tmp_path.name[-12:], port)).stdout
+
+
 def deep_sleep_board(tmp_path, port, profile=None):
     """The ESP32 page's deep-sleep main.py on a board directory, as typed
     but for the broker, the client id and the two helpers it leaves to the
@@ -171,13 +198,7 @@ def test_deep_sleep_variant_sends_each_wake_and_takes_what_came_while_asleep(bro
     arrives at the next wake, and each wake ends in machine.deepsleep()."""
     from conftest import run_mp
     wake = deep_sleep_board(tmp_path, broker.port)
-    run_mp(r"""
-from durable_mqtt import MQTTClient
-w = MQTTClient("watch-%s", "127.0.0.1", %d, clean_session=False)
-w.connect()
-w.subscribe("sleeper/reading", 1)
-w.disconnect()
-""" % (tmp_path.name[-12:], broker.port))
+    watch(tmp_path, broker.port)
 
     assert "offline" not in wake(1)
     run_mp(r"""
@@ -190,16 +211,7 @@ p.disconnect()
 """ % (tmp_path.name[-12:], broker.port))
     out = wake(2)
     assert "command: b'sleeper/cmd' b'led=on'" in out and "offline" not in out, out
-    got = run_mp(r"""
-from durable_mqtt import MQTTClient
-got = []
-w = MQTTClient("watch-%s", "127.0.0.1", %d, clean_session=False)
-w.set_callback(lambda t, m, r, q: got.append(bytes(m)))
-w.connect()
-while w.wait_msg(300) is not None:
-    pass
-print(sorted(got))
-""" % (tmp_path.name[-12:], broker.port)).stdout
+    got = watched(tmp_path, broker.port)
     assert "[b'reading 1', b'reading 2']" in got, got
 
 
@@ -223,25 +235,10 @@ def test_deep_sleep_variant_sleeps_on_with_a_full_outbox_and_sends_it_once_back(
     # The broker is back (its port in main.py).
     main = tmp_path / "board" / "main.py"
     main.write_text(main.read_text().replace(", %d," % down, ", %d," % broker.port))
-    run_mp(r"""
-from durable_mqtt import MQTTClient
-w = MQTTClient("watch-%s", "127.0.0.1", %d, clean_session=False)
-w.connect()
-w.subscribe("sleeper/reading", 1)
-w.disconnect()
-""" % (tmp_path.name[-12:], broker.port))
+    watch(tmp_path, broker.port)
     out = wake(4)
     assert "not kept" in out and "offline" not in out, out      # the outbox was full at its publish()
     out = wake(5)
     assert "not kept" not in out and "offline" not in out, out
-    got = run_mp(r"""
-from durable_mqtt import MQTTClient
-got = []
-w = MQTTClient("watch-%s", "127.0.0.1", %d, clean_session=False)
-w.set_callback(lambda t, m, r, q: got.append(bytes(m)))
-w.connect()
-while w.wait_msg(300) is not None:
-    pass
-print(sorted(got))
-""" % (tmp_path.name[-12:], broker.port)).stdout
+    got = watched(tmp_path, broker.port)
     assert "[b'reading 1', b'reading 2', b'reading 5']" in got, got
