@@ -1953,3 +1953,33 @@ assert ev == [] and tails(c, 2) == [b"A1", b"C3"], (ev, tails(c, 2))
 print("OK")
 """)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_an_old_directory_left_beside_a_refused_restore_never_comes_back():
+    """A restore_session() whose removal of the old PATH.d was refused too
+    (a full LittleFS refuses removes), then whose rename failed: the client
+    works in PATH.d.d, and what was left of PATH.d (its header) stayed. An
+    erase() there (the session ended) left no header in PATH.d.d, and the
+    next boot dropped PATH.d.d and read the old PATH.d: the session before
+    the restore came back, with its subscription. The old directory is now
+    removed when the client moves to PATH.d.d, and again by erase()."""
+    r = run_mp(FAULT + r"""
+dev, fs = faultfs()
+c, ev = boot()
+c.publish("t", b"A1", qos=1)
+saved = c.save_session()                      # no subscription in it
+subs.subscribed(c.engine, b"old/#", 1, 0)     # the session before the restore had one
+c.journal.checkpoint()
+fs.refuse("remove", "/s.d/h")                 # the header of PATH.d stays
+c.restore_session(saved)
+print("after restore", ls("/fl"), ls("/fl/s.d"), ls("/fl/s.d.d"))
+fs.refuse(None)
+c.journal.erase()                             # the session ends
+c.close()
+dev = reboot(dev)
+c, ev = boot()
+print("boot", ev, c.engine.subs, c.engine.has_state, tails(c, 2))
+assert not c.engine.subs and not c.engine.has_state and tails(c, 2) == [], (c.engine.subs, tails(c, 2))
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout

@@ -137,7 +137,9 @@ class MQTTClient:
 
     def set_done_callback(self, f):
         # f(pid, reason) when a QoS 1/2 message leaves the session: reason 0
-        # acknowledged, >= 0x80 refused (MQTT 5), -1 expired unsent.
+        # acknowledged, >= 0x80 refused (MQTT 5), -1 expired unsent. (Not
+        # callable: refused here, not at each PUBACK.)
+        need_callable(f)
         self.on_done = f
 
     def event(self, ev, info):

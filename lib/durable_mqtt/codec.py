@@ -125,10 +125,12 @@ def remaining_length(buf, start, h):  # noalloc
     return v
 
 
-def utf8(buf, i, end):  # noalloc
+def utf8(buf, i, end, topic=0):  # noalloc
     # Checks the multi-byte UTF-8 sequence at buf[i] (>= 0x80); returns the
     # offset after it. Ill-formed (MQTT-1.5.3-1): overlongs, surrogates, code
     # points past U+10FFFF, stray continuation bytes, a sequence cut short.
+    # topic & 2 (a string this client sends, check_utf8): no C1 control
+    # character or non-character either.
     c = buf[i]
     n = 1 if c < 0xE0 else 2 if c < 0xF0 else 3
     # The second byte's range: start..stop (names the firmware has).
@@ -139,27 +141,43 @@ def utf8(buf, i, end):  # noalloc
     for k in range(i + 2, i + n + 1):
         if buf[k] & 0xC0 != 0x80:
             fail(3)  # ill-formed UTF-8 (MQTT-1.5.3-1)
+    # U+0080..U+009F (C2 80..9F); U+FDD0..U+FDEF (EF B7 90..AF); the last
+    # two code points of every plane, U+xFFFE and U+xFFFF (EF BF BE..BF,
+    # and 4 bytes whose low 16 bits of code point are all ones).
+    if topic & 2 and (c == 0xC2 and buf[i + 1] < 0xA0 or c == 0xEF and (
+            buf[i + 1] == 0xB7 and 0x8F < buf[i + 2] < 0xB0 or buf[i + 1] == 0xBF and buf[i + 2] > 0xBD)
+            or c > 0xEF and buf[i + 1] & 0x0F == 0x0F and buf[i + 2] == 0xBF and buf[i + 3] > 0xBD):
+        fail(34)  # a control character or non-character
     return i + n + 1
 
 
 def check_utf8(buf, i, end, topic=False):  # noalloc
     # A UTF-8 string: well formed, no U+0000 (MQTT-1.5.3-2); a Topic Name
-    # (topic=True) also no wildcard (MQTT-3.3.2-2) and at least one character
-    # (MQTT-4.7.3-1). ASCII bytes are checked in this loop, with no call.
-    if topic and i == end:
+    # (topic & 1, True) also no wildcard (MQTT-3.3.2-2) and at least one
+    # character (MQTT-4.7.3-1). topic & 2: a string this client sends, also
+    # no control character (U+0001..U+001F, U+007F..U+009F) or
+    # non-character: the specs say a receiver may close the connection over
+    # one (3.1.1 section 1.5.3, 5.0 section 1.5.4), mosquitto does, and a
+    # stored message with such a topic was refused at every reconnect for
+    # good. (Received, they are taken.) ASCII bytes are checked in this
+    # loop, with no call.
+    if topic & 1 and i == end:
         fail(4)  # empty topic name (MQTT-4.7.3-1)
     while i < end:
         c = buf[i]
-        if 0x2B < c < 0x80:
-            # Most characters: NUL, '#' (0x23), '+' (0x2B) and the
-            # multi-byte leads all lie outside this range; one test, not four.
+        if 0x2B < c < 0x7F:
+            # Most characters: NUL, '#' (0x23), '+' (0x2B), the controls
+            # and the multi-byte leads all lie outside this range; one
+            # test, not four.
             i += 1
         elif c >= 0x80:
-            i = utf8(buf, i, end)
+            i = utf8(buf, i, end, topic)
         elif not c:
             fail(5)  # U+0000 in a string (MQTT-1.5.3-2)
-        elif topic and (c == 0x2B or c == 0x23):
+        elif topic & 1 and (c == 0x2B or c == 0x23):
             fail(6)  # a wildcard in a Topic Name (MQTT-3.3.2-2)
+        elif topic & 2 and (c < 0x20 or c == 0x7F):
+            fail(34)  # a control character or non-character
         else:
             i += 1
 
@@ -173,7 +191,7 @@ def topic_name(t):  # noalloc
     if len(t) > 65535:
         raise ValueError(said((31, len(t))))  # topic of %d bytes: 65535 at most (MQTT-4.7.3-3)
     try:
-        check_utf8(t, 0, len(t), True)
+        check_utf8(t, 0, len(t), 3)      # (a Topic Name this client sends)
     except ProtocolError as x:
         raise ValueError("topic %r: %s" % (bytes(t), x.args[1]))
 

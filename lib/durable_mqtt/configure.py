@@ -50,6 +50,10 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
         raise ValueError("an empty client id needs clean_session=True in MQTT 3.1.1 (MQTT-3.1.3-7)")
     if password is not None and user is None and version == 4:
         raise ValueError("a password needs a user name in MQTT 3.1.1 (MQTT-3.1.2-22)")
+    if not isinstance(server, str):
+        # (None or a number went through, and connect() raised "can't
+        # convert 'NoneType' object to str implicitly".)
+        raise TypeError("server: a host name or address as a str, not %s" % type(server).__name__)
     self.server = server
     self.port = port or (8883 if ssl else 1883)
     self.user = None if user is None else as_bytes(user)
@@ -63,11 +67,15 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
     for what, v in (("client id", cid), ("user name", self.user), ("password", self.pswd)):
         if v is None:
             continue
-        if len(v) > 65535:
-            raise ValueError("%s of %d bytes: 65535 at most (MQTT-1.5.3)" % (what, len(v)))
+        if len(v) > (65521 if what == "client id" else 65535):
+            # (65535, MQTT-1.5.3; a client id 65521: what the session's
+            # header record holds with it, records.header. A longer one
+            # made a state no boot could read.)
+            raise ValueError("%s of %d bytes: %d at most (MQTT-1.5.3, and the session's record)"
+                             % (what, len(v), 65521 if what == "client id" else 65535))
         try:
             if what != "password":       # (binary data)
-                check_utf8(v, 0, len(v))
+                check_utf8(v, 0, len(v), 2)      # (sent: no control character either)
         except ProtocolError as x:
             raise ValueError("%s %r: %s" % (what, v, x.args[1]))
     self.keepalive = keepalive
@@ -122,9 +130,11 @@ def will(self, topic, msg, retain, qos, props):
     # (qos 1.0 == 1 passed, and failed in every CONNECT)
     if not topic or qos not in (0, 1, 2) or not isinstance(qos, int):
         raise ValueError("a will needs a topic and QoS 0..2")
+    if not isinstance(retain, (int, bool)) or retain not in (0, 1):
+        raise ValueError("retain must be True or False, not %r" % (retain,))
     t = as_bytes(topic)
     topic_name(t)                    # the Will Topic is a Topic Name (MQTT-3.1.3-11)
-    msg = as_bytes(msg)
+    msg = as_bytes(msg if msg is not None else b"")     # (None, as publish() takes it)
     if len(msg) > 65535:             # a 16-bit length: it would wrap, at every CONNECT
         raise ValueError("a will message holds 65535 bytes at most")
     return t, msg, retain, qos, self.props.will(props, msg) if props and self.v5 else b""

@@ -25,6 +25,8 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     # its heap in pieces, and each function's bytecode needs one piece.)
     if timeout_ms is not None and type(timeout_ms) is not int:
         raise TypeError("timeout_ms must be an int, not %s" % type(timeout_ms).__name__)
+    if timeout_ms is not None and timeout_ms < 0:
+        raise ValueError("timeout_ms >= 0 (0: the constructor's), not %d" % timeout_ms)
     e = c.engine
     if c.v5:
         c.props.tick(e, time.ticks_ms())     # Message Expiry across a long outage

@@ -33,6 +33,8 @@ def erase(j):
     # slot. An "h.tmp" (a checkpoint whose rename was refused) goes before
     # it: a boot that finds no "h" takes a whole "h.tmp" for a checkpoint
     # cut before its rename (load.py), and brought the session back.
+    if j.path:
+        remove(j.path + ".d")     # (in PATH.d.d: an old PATH.d left would be read at the next boot)
     for name in ("h.tmp", "h", "i0", "i1"):
         remove(j.dir + "/" + name)
     for s in range(j.made):
@@ -50,6 +52,8 @@ def set_aside(j):
     # directory stay in place, its slots read as this session's at the
     # next boot.
     remove(bad)
+    if j.path:
+        remove(j.path + ".d")     # (in PATH.d.d: as erase())
     try:
         os.rename(j.dir, bad)
     except OSError:

@@ -204,10 +204,12 @@ def incoming(link):  # noalloc
         try:
             deliver(link)
         except BaseException as x:
-            if isinstance(x, MemoryError) and link.gentle:
-                # Not taken: AsyncClient's copy for messages() found no heap
-                # (its link is the gentle one; its own callback's errors
-                # never come out here). Raised now, unacknowledged;
+            if isinstance(x, MemoryError) and (link.gentle or not box.held & 0x80000):
+                # Not taken: the views or the properties handed to the
+                # callback found no heap (deliver(): the callback was not
+                # called yet), or AsyncClient's copy for messages() did (its
+                # link is the gentle one; its own callback's errors never
+                # come out here). Raised now, unacknowledged;
                 # acknowledged, it would be lost. A QoS 1/2 one closes the
                 # link, so that the broker sends it again after the
                 # reconnect (MQTT-4.4.0-1): left unacknowledged on a live
@@ -269,9 +271,11 @@ def deliver(link):  # noalloc
     box = link.box
     if c.cb_props:
         deliver_props(link)
-    else:
-        c.cb(view(link, box.topic_off, box.topic_len), view(link, box.payload_off, box.payload_len),
-             bool(box.retain), box.qos)
+        return
+    t = view(link, box.topic_off, box.topic_len)
+    link = view(link, box.payload_off, box.payload_len)     # (the payload's: a local less)
+    box.held |= 0x80000     # the callback is called: beside 0x40000 | qos << 16 | pid (incoming())
+    c.cb(t, link, bool(box.retain), box.qos)
 
 
 def deliver_props(link):  # noalloc
@@ -279,8 +283,10 @@ def deliver_props(link):  # noalloc
     c = link.c
     box = link.box
     p = c.props.decode(link.rx, box.props_off, box.payload_off, 2) if c.v5 else None
-    c.cb(view(link, box.topic_off, box.topic_len), view(link, box.payload_off, box.payload_len),
-         bool(box.retain), box.qos, p)
+    t = view(link, box.topic_off, box.topic_len)
+    link = view(link, box.payload_off, box.payload_len)
+    box.held |= 0x80000     # (deliver()'s mark)
+    c.cb(t, link, not not box.retain, box.qos, p)    # (not not: a bool, a stack slot less than bool())
 
 
 def view(link, off, n):  # noalloc after the first sight of (off, n)

@@ -27,20 +27,26 @@ def late(link, qos, pid):
     n = (box.held >> 16) & 3 == 2
     for k in box.owed:
         n += k >> 16 == 2
-    if qos == 2 and (box.held == 0x60000 | pid or 0x20000 | pid in box.owed) \
+    if qos == 2 and (box.held & 0x7FFFF == 0x60000 | pid or 0x20000 | pid in box.owed) \
             or not link.engine.incoming(qos, pid, n):
         link.counts[_DUP_IN] += 1
     else:
         from .inbound import deliver
+        box.held &= 0x7FFFF          # (deliver()'s mark, 0x80000: set again for this one)
         try:
             deliver(link)
-        except MemoryError:
-            if qos:
-                link.drop()
-            raise
         except Exception as x:
+            if isinstance(x, MemoryError) and (link.gentle or not box.held & 0x80000):
+                # Not taken (inbound.incoming(): no heap for what the
+                # callback is handed, or AsyncClient's copy): raised,
+                # unacknowledged; the link closes so that it comes again.
+                if qos:
+                    link.drop()
+                box.held |= 0x80000
+                raise
             if link.cb_error is None:
-                link.cb_error = x
+                link.cb_error = x    # (delivered: the callback's own, a MemoryError too)
+        box.held |= 0x80000          # (the outer callback's call goes on)
     if qos:
         box.owed.append(qos << 16 | pid)
 

@@ -119,6 +119,8 @@ def _open_dir(path, e, batch_ms, event):
         try:
             rename(d)
         except OSError:
+            from . import dirclear
+            dirclear.remove(d)        # (the old state, what is left of it: superseded)
             d += ".d"                 # refused (a full filesystem): the session is used where it is
     except OSError:
         pass

@@ -225,13 +225,22 @@ def encode(d):
                 elif kind < _VAR:
                     out += v.to_bytes((0, 1, 2, 4)[kind], "big")
                 else:
+                    if kind == _PAIR and not (isinstance(v, (tuple, list)) and len(v) == 2):
+                        # (A dict, a str or a 1-item list was taken apart
+                        # into some other pair: {"a": 1, "b": 2} went as
+                        # ("b", "a").)
+                        raise TypeError
                     for s in v if kind == _PAIR else (v,):
                         s = as_bytes(s)      # (bytes(5) would be five zero bytes)
                         if len(s) > 65535:
                             raise OverflowError
+                        if kind != _BIN:
+                            check_utf8(s, 0, len(s), 2)     # (sent: no control character either)
                         out += len(s).to_bytes(2, "big") + s
         except (AttributeError, TypeError, OverflowError):
             raise ValueError("MQTT 5 property %r: %r is not a value it holds" % (key, val))
+        except ProtocolError as x:
+            raise ValueError("MQTT 5 property %r: %s" % (key, x.args[1]))
     return bytes(out)
 
 
@@ -240,12 +249,16 @@ def will(d, msg):
     # that is not a will property (section 3.1.3.2), a value the broker
     # would find malformed (scan()), or payload_format 1 and a payload msg
     # that is not UTF-8. The broker refuses such a CONNECT, at every reconnect.
-    block = encode(d)
-    for key in d:
-        if not _T[NAMES.index(key) if isinstance(key, str) else key] & 0x80:
-            raise ValueError("%r is not a will property (MQTT 5 section 3.1.3.2)" % (key,))
-    scan(block, WILL)
-    if d.get("payload_format", d.get(1)) == 1:
+    if isinstance(d, (bytes, bytearray, memoryview)):
+        block = bytes(d)             # pre-encoded, as publish() takes them: scan() checks them
+    else:
+        block = encode(d)
+        for key in d:
+            if not _T[NAMES.index(key) if isinstance(key, str) else key] & 0x80:
+                raise ValueError("%r is not a will property (MQTT 5 section 3.1.3.2)" % (key,))
+    d = {}
+    scan(block, WILL, d)
+    if d.get("payload_format") == 1:
         utf8_payload(msg)
     return block
 

@@ -90,7 +90,7 @@ def _tls_hint(e, code):
     # What to look at, by mbedTLS's code (MicroPython raises OSError(code,
     # name); a certificate it cannot verify as ValueError or -0x2700, and
     # so every broker with no CA loaded).
-    if isinstance(e, ValueError) or type(code) is int and -0x3000 < code <= -0x2000:    # X509
+    if isinstance(e, ValueError) or type(code) is int and -0x3000 <= code <= -0x2000:    # X509
         return ("the broker's certificate was not verified: is its CA loaded in the ssl context "
                 "(load_verify_locations), and is the server name the one in its certificate?")
     if code in (errno.ENOMEM, 12, -0x7F00, -0x10):    # SSL_ALLOC_FAILED, MPI_ALLOC_FAILED

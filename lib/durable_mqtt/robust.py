@@ -114,6 +114,13 @@ class RobustClient(MQTTClient):
                 # on_up came, so no on_down), and raised.
                 self.link_down(x, True)
                 raise
+            except BaseException:
+                # Anything else (a MemoryError loading request.py): the link
+                # is up all the same (the outbox went, _subscribes_first), so
+                # it is reported up, and a drop after it as a drop.
+                if self.is_connected():
+                    self.link_up()
+                raise
             # Up: on_up, as after poll()'s reconnects (on_up never came
             # for a connect(), and the next drop's on_down came alone).
             self.link_up()
@@ -250,8 +257,8 @@ class RobustClient(MQTTClient):
                     raise
                 x = e
         f = as_bytes(topic)
-        if not f:
-            raise ValueError("empty topic filter")
+        from .filters import check       # (a bad filter raises now, not out of every reconnect's poll())
+        check(self, f, -1, 0)
         self.pending_subs = [p for p in self.pending_subs if as_bytes(p[0]) != f]
         self.pending_subs.append((topic, -1, None))
         if x is not None:
@@ -400,7 +407,7 @@ class RobustClient(MQTTClient):
         # that wrote nothing (acknowledgements wait for an empty window) or
         # a connect whose checkpoint was refused (store_full) is not that.
         j = self.journal
-        if j is None or not (j.nacks or j.nbatch or getattr(j, "refused", False)):
+        if j is None or not (j.nacks or j.nbatch or getattr(j, "refused", False) or getattr(j, "behind", False)):
             self.store_error = None
 
     def link_up(self):

@@ -132,6 +132,7 @@ def replace(j, offline):
         # boot replaced with PATH.d.d: what it accepted meanwhile was lost);
         # the next boot, or restore_session(), moves it into place.
         k.path = j.dir[:-2]
+        remove(j.dir)                # (what rename() left of the old state: a boot must not find it)
         return k
     k.dir = j.dir
     return k

@@ -40,4 +40,6 @@ TEXTS = (
     'topic must be str or bytes-like',                             # 32
     'the first byte, 0x%02x, is no CONNACK: is there an MQTT broker on that port? '
     '(an HTTP server, a proxy or a captive portal answers so)',    # 33
+    'a control character or Unicode non-character (MQTT 3.1.1 section 1.5.3, '
+    '5.0 section 1.5.4: a broker may close the connection over one)',   # 34
 )
