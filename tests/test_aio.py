@@ -523,3 +523,42 @@ async def main():
 asyncio.run(main())
 """ % (free_port(), ver))
     assert "refused: no broker on that port" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_a_consumer_behind_past_the_keepalive_costs_no_link(broker, ver):
+    """messages() full: nothing is read, so the PINGRESP waits behind what
+    is unread, and the task took the link for dead at every keepalive (a
+    review found it): the unread messages went with it, QoS 1 ones too on a
+    clean session. Input waiting counts as the broker's answer now: the
+    link stays, and every message comes once the consumer takes them."""
+    r = run_mp(r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+from durable_mqtt import MQTTClient
+async def main():
+    c = AsyncClient("behind-%d", "127.0.0.1", %d, version=%d, keepalive=2, queue_size=2, clean_session=True)
+    await c.connect(timeout_ms=3000)
+    await c.subscribe("behind/%d", 1)
+    p = MQTTClient("behind-pub-%d", "127.0.0.1", %d)
+    p.connect()
+    for i in range(10):
+        p.publish("behind/%d", b"m%%d" %% i, qos=1)
+        await asyncio.sleep_ms(50)
+    p.disconnect()
+    await asyncio.sleep_ms(4000)          # the consumer late: two keepalives
+    got = []
+    async def take():
+        async for t, m, r, q in c.messages():
+            got.append(bytes(m))
+    t = asyncio.create_task(take())
+    for _ in range(40):
+        await asyncio.sleep_ms(50)
+        if len(got) == 10:
+            break
+    t.cancel()
+    print("DOWNS", c.stats()["link_downs"], "GOT", got)
+    await c.disconnect()
+asyncio.run(main())
+""" % (ver, broker.port, ver, ver, ver, broker.port, ver), timeout=60)
+    assert "DOWNS 0 GOT [%s]" % ", ".join("b'm%d'" % i for i in range(10)) in r.stdout, r.stdout

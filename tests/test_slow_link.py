@@ -355,6 +355,39 @@ asyncio.run(main())
     assert fb.conns[0][-1] == (0xE0, b""), fb.conns  # the DISCONNECT reached the broker
 
 
+def test_aio_disconnect_while_a_subscribe_awaits_its_answer_still_waits_for_the_close():
+    # The subscribe() that disconnect() ends (NotConnected) closed the
+    # socket the disconnect was lingering on (k.failed(): a link closed
+    # already was "failed" again): the connection ended 3 ms after the
+    # DISCONNECT, with what the broker sent unread (a reset: the broker
+    # loses the DISCONNECT). Its steps leave a closed link alone now; the
+    # disconnect waits for the broker as without a subscribe (a review
+    # found it).
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("sleep", 3)], io_timeout=15)
+    r = run_mp(r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+async def main():
+    c = AsyncClient("linger-sub", "127.0.0.1", %d, keepalive=20, timeout_ms=3000)
+    await c.connect(timeout_ms=2000)
+    t = asyncio.create_task(c.subscribe("no/answer", 1))
+    await asyncio.sleep_ms(100)
+    t0 = time.ticks_ms()
+    await c.disconnect()
+    d = time.ticks_diff(time.ticks_ms(), t0)
+    try:
+        await t
+    except Exception as x:
+        print("SUB", type(x).__name__)
+    print("DISC", d)
+asyncio.run(main())
+""" % fb.port, timeout=60)
+    fb.join()
+    assert "SUB NotConnected" in r.stdout, r.stdout
+    assert 300 < int(fields(r.stdout, "DISC")[1]) < 2000, r.stdout      # waited for the broker (2-7 ms before)
+    assert fb.conns[0][-1] == (0xE0, b""), fb.conns
+
+
 def test_aio_connect_while_disconnect_awaits_the_close_opens_the_next_connection():
     # disconnect() now awaits the broker's close: a connect() in that time
     # found the old connection still "up" and returned its Session Present

@@ -565,11 +565,11 @@ class AsyncClient:
                 continue
             if self._cb is None and len(self._queue) >= self._queue_size:
                 # messages() is behind: nothing more is read until it takes
-                # one (a consumer stalled past the keepalive lets the broker
-                # close the link; what it holds comes again after).
+                # one (the broker holds the rest back: TCP's flow control,
+                # and its own queue).
                 self._space.clear()
                 try:
-                    await asyncio.wait_for_ms(self._space.wait(), self._keepalive())
+                    await asyncio.wait_for_ms(self._space.wait(), self._paused())
                 except asyncio.TimeoutError:
                     pass
                 continue
@@ -624,6 +624,26 @@ class AsyncClient:
             # report() as a callback_error again, raised again, and so on.
             self.callback_errors += 1
             sys.print_exception(x)
+
+    def _paused(self):
+        # _keepalive() while nothing is read (messages() is behind): the
+        # PINGRESP waits behind what is unread. Input waiting in the socket
+        # counts as the broker's answer: the ping is taken as answered, so
+        # the next PINGREQ goes when due (the broker hears from the client
+        # each keepalive) and the link is not taken for dead. (It was: the
+        # link dropped at every keepalive while the consumer stalled, and
+        # what waited unread went with it: QoS 0 messages, and with a clean
+        # session QoS 1 ones, lost.) With nothing come at all, the link is
+        # dead, as when reading.
+        c = self.client
+        k = c.conn
+        if k is not None and k.connected and k.ping_at >= 0:
+            import select
+            p = select.poll()
+            p.register(c.socket(), select.POLLIN)
+            if p.poll(0):
+                k.ping_at = -1
+        return self._keepalive()
 
     def _keepalive(self):
         # ms until the keepalive needs the task; a ping the broker did not

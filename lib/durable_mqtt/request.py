@@ -74,11 +74,15 @@ def requesting(c, f, opts, sid, props, timeout_ms=0):
         except BaseException as x:
             if k.net.sock is s or k.net.sock is None:
                 subs.abandon(e)
-                if isinstance(x, OSError):
+                if isinstance(x, OSError) and k.connected:
                     # The link closes over its own failure, which this raises:
                     # not kept for the next call as well. One another call met
                     # first (a callback's publish() that could not write, an
                     # AsyncClient task's) is the real cause: it stays kept.
+                    # (Not when closed already: a disconnect() meanwhile
+                    # leaves its socket open for the broker's close, which
+                    # AsyncClient awaits, and closed here it reset the
+                    # connection 3 ms after the DISCONNECT.)
                     k.failed(x)
                     if k.failure is x:
                         k.failure = None
