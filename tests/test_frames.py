@@ -24,6 +24,7 @@ HEAP_FRAMES = {
     "Link.wait_msg": "a try block and the wait's deadline",
     "oversize.drain": "an oversize PUBLISH only",
     "oversize.far_topic": "an oversize PUBLISH whose Topic Name runs past the receive buffer only",
+    "inbound.deliver_props": "set_callback(props=True) only: five arguments, the properties and the call's mark (inbound.incoming)",
     "inbound.incoming": "a PUBLISH: parse, MQTT 5 checks, delivery (a try block: a callback's error waits for the acknowledgement), acknowledgement",
     "codec.utf8": "a multi-byte UTF-8 sequence (ASCII topics never call it)",
     "codec.topic_name": "a try block; publish() checks a str or bytes topic once, a bytearray or memoryview one each time",

@@ -729,7 +729,7 @@ if FRONT == "RobustClient":
 print("BEFORE THE CUT", c.is_connected(), c.pending())
 cut(c)
 c = booted()
-wait([c, w], 1000, lambda: len(got) >= 31)
+wait([c, w], 3000, lambda: len(got) >= 60)     # (all 60: the count is taken before delivered() waits)
 delivered(c, w, len(got))
 """ % (broker.port, front, cid))
     print(r.stdout)

@@ -147,7 +147,7 @@ def utf8(buf, i, end, topic=0):  # noalloc
     if topic & 2 and (c == 0xC2 and buf[i + 1] < 0xA0 or c == 0xEF and (
             buf[i + 1] == 0xB7 and 0x8F < buf[i + 2] < 0xB0 or buf[i + 1] == 0xBF and buf[i + 2] > 0xBD)
             or c > 0xEF and buf[i + 1] & 0x0F == 0x0F and buf[i + 2] == 0xBF and buf[i + 3] > 0xBD):
-        fail(34)  # a control character or non-character
+        fail(34)  # a control character or non-character (3.1.1 1.5.3, 5.0 1.5.4)
     return i + n + 1
 
 
@@ -177,7 +177,7 @@ def check_utf8(buf, i, end, topic=False):  # noalloc
         elif topic & 1 and (c == 0x2B or c == 0x23):
             fail(6)  # a wildcard in a Topic Name (MQTT-3.3.2-2)
         elif topic & 2 and (c < 0x20 or c == 0x7F):
-            fail(34)  # a control character or non-character
+            fail(34)  # a control character or non-character (3.1.1 1.5.3, 5.0 1.5.4)
         else:
             i += 1
 

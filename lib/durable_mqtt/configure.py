@@ -71,8 +71,9 @@ def configure(self, client_id, server, port=0, user=None, password=None, keepali
             # (65535, MQTT-1.5.3; a client id 65521: what the session's
             # header record holds with it, records.header. A longer one
             # made a state no boot could read.)
-            raise ValueError("%s of %d bytes: %d at most (MQTT-1.5.3, and the session's record)"
-                             % (what, len(v), 65521 if what == "client id" else 65535))
+            raise ValueError("%s of %d bytes: %d at most (an MQTT string holds 65535, MQTT-1.5.3%s)"
+                             % (what, len(v), 65521 if what == "client id" else 65535,
+                                "; the session's record 65521" if what == "client id" else ""))
         try:
             if what != "password":       # (binary data)
                 check_utf8(v, 0, len(v), 2)      # (sent: no control character either)

@@ -159,7 +159,7 @@ def _handshake(c, clean, timeout_ms, host, port):
                     from .errors import fail
                     first = k.first if k.rs else k.hdr[k.pos]
                     if first & 0x0F != (2 if first & 0xF0 == 0x60 else 0) and first & 0xF0 != 0x30:
-                        fail((33, first), 0x82)
+                        fail((33, first), 0x82)  # the first byte, 0x%02x, is no CONNACK: is there an MQTT broker on that port?
                 raise
             yield left
         sp, code, p = k.connack

@@ -81,7 +81,7 @@ def check_filter(f, v5=False):
     if n > 65530:
         # (65535, MQTT-4.7.3-3; 65530: what the session's SUB record holds,
         # records.sub. Made, a longer one was lost at the next boot.)
-        raise ValueError("topic filter of %d bytes: 65530 at most (MQTT-4.7.3-3, and the session's record)" % n)
+        raise ValueError("topic filter of %d bytes: 65530 at most (65535, MQTT-4.7.3-3; the session's record 65530)" % n)
     if f == b"$share":
         # (Not a shared subscription, and brokers close the connection
         # over it: mosquitto does, in both versions.)

@@ -108,7 +108,9 @@ def dispatch(link):  # noalloc
         # (The first byte of a connection, so: no MQTT broker, perhaps, an
         # HTTP server, a proxy or a captive portal; "reserved flags" told
         # nobody that.)
-        codec.fail((33, first) if link.in_connect else (12, first & 15, kind))  # no CONNACK / reserved flags 0x%x in packet type 0x%02x
+        if link.in_connect:
+            codec.fail((33, first), 0x82)  # the first byte, 0x%02x, is no CONNACK: is there an MQTT broker on that port?
+        codec.fail((12, first & 15, kind))  # reserved flags 0x%x in packet type 0x%02x
     if (kind == _CONNACK) != link.in_connect:
         codec.fail((13, kind, "before" if link.in_connect else "after"), 0x82)  # packet type 0x%02x %s CONNACK
     if kind == _PUBLISH:
