@@ -451,7 +451,8 @@ print("OK")
 
 
 @pytest.mark.parametrize("case", ["garbage", "truncated_header", "foreign_client", "future_version",
-                                  "other_protocol", "empty", "torn_slot", "stray_file"])
+                                  "other_protocol", "empty", "torn_slot", "stray_file", "padded_slot",
+                                  "huge_slot"])
 def test_unusable_session_files_never_crash(broker, tmp_path, case):
     # The directory layout (filestore.py): "h" holds the header, each slot
     # file one message. A bad header sets the whole session aside (.bad) with
@@ -483,6 +484,13 @@ def test_unusable_session_files_never_crash(broker, tmp_path, case):
         newest.write_bytes(newest.read_bytes()[:-3])
     elif case == "stray_file":
         (d / "notes.txt").write_bytes(b"left by someone")
+    elif case in ("padded_slot", "huge_slot"):
+        # A copy of a slot under a name the library never writes: "07" was
+        # read as slot 7 beside the "7" it writes (an old record come back),
+        # and a name of many digits made the boot build tables that long.
+        slot = next(p for p in d.iterdir() if p.name.isdigit() and p.stat().st_size)
+        name = "0" + slot.name if case == "padded_slot" else "99999999"
+        (d / name).write_bytes(slot.read_bytes())
     r = mp(broker.port, 4, sess, r"""
 c = dev("bad")
 print("EVENT", c.last_event, "PENDING", c.pending())
@@ -498,6 +506,10 @@ print("AFTER", c.pending())
     elif case == "stray_file":
         assert "EVENT None PENDING 3" in out and "AFTER 4" in out, out
         assert not (d / "notes.txt").exists()
+    elif case in ("padded_slot", "huge_slot"):
+        assert "EVENT None PENDING 3" in out and "AFTER 4" in out, out
+        assert not [p for p in d.iterdir() if p.name.startswith("0") and len(p.name) > 1 or len(p.name) > 5], \
+            sorted(p.name for p in d.iterdir())
     elif case == "empty":
         # No header: no session (its slots are emptied; nothing loads).
         assert "EVENT None PENDING 0" in out and "AFTER 1" in out, out

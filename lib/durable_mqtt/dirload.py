@@ -56,7 +56,11 @@ def read_state(j, head):
     nbytes = array("i", bytes(4 * len(j.pid)))
     moved = []
     for name in names:
-        if not name.isdigit():
+        # (A slot is named as str() names its number: "07" would be read as
+        # slot 7 beside the "7" the library writes, and a name of many
+        # digits made widen() build tables that long. Such names are
+        # strangers.)
+        if not name.isdigit() or len(name) > 5 or name != str(int(name)):
             if name not in ("h", "i0", "i1"):
                 remove(j.dir + "/" + name)       # h.tmp of a cut checkpoint, or a stranger
             continue
