@@ -288,7 +288,7 @@ def deliver_props(link):  # noalloc
     t = view(link, box.topic_off, box.topic_len)
     link = view(link, box.payload_off, box.payload_len)
     box.held |= 0x80000     # (deliver()'s mark)
-    c.cb(t, link, not not box.retain, box.qos, p)    # (not not: a bool, a stack slot less than bool())
+    c.cb(t, link, bool(box.retain), box.qos, p)
 
 
 def view(link, off, n):  # noalloc after the first sight of (off, n)
