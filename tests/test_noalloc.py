@@ -170,3 +170,68 @@ finally:
 print("WAIT", w, "ROOM", r)
 """)
     assert "WAIT False ROOM False" in r.stdout, r.stdout
+
+
+LOG_COST = r"""
+import gc, os, vfs
+from norflash import NorFlash
+from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
+bdev = NorFlash(4096, 64, 32)         # a stock ESP32 mount
+vfs.VfsLfs2.mkfs(bdev)
+vfs.mount(vfs.VfsLfs2(bdev), "/flash")
+log = FileLog("/flash/s.dmq")
+c = MQTTClient("logcost%(ver)d", "127.0.0.1", %(port)d, version=%(ver)d, clean_session=False, session_file=log)
+c.connect()
+P = b"x" * 64
+
+def run(qos):
+    for _ in range(150):
+        while c.pending() >= 8:
+            c.wait_msg(1000)
+        c.publish(b"na/log", P, False, qos)
+        c.check_msg()
+    while c.pending():
+        c.wait_msg(1000)
+
+# What a checkpoint's filesystem calls leave by themselves: the checkpoint
+# file opened and written, the log reopened, the rename (filelog.py).
+t, p = log.tmp, log.path + "x"
+
+def fs_calls():
+    f = open(t, "wb")
+    f.write(P)
+    f.close()
+    f = open(p, "ab")
+    f.close()
+    os.rename(t, p)
+
+run(1)
+fs_calls()
+gc.collect(); gc.disable(); g0 = gc.mem_alloc(); fs_calls(); fs = gc.mem_alloc() - g0; gc.enable()
+for qos in (1, 2):
+    k0 = log.checkpoints
+    gc.collect(); gc.disable(); g0 = gc.mem_alloc()
+    run(qos)
+    g = gc.mem_alloc() - g0
+    gc.enable()
+    print("QOS", qos, "GARBAGE", g, "CHECKPOINTS", log.checkpoints - k0, "FS", fs)
+c.disconnect()
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_log_file_garbage_is_its_checkpoints_filesystem_calls(broker, ver):
+    # FileLog appends into a file it keeps open (nothing allocated); each
+    # checkpoint opens its file, reopens the log and renames, and LittleFS
+    # and the VFS allocate for those (a file object with its cache buffer,
+    # the path inside the mount). Over 150 messages a QoS, on a real
+    # LittleFS image, the garbage is exactly that, checkpoint for
+    # checkpoint: the library adds nothing of its own.
+    r = run_mp(LOG_COST % {"ver": ver, "port": broker.port})
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith("QOS")]
+    assert len(rows) == 2, r.stdout + r.stderr
+    for row in rows:
+        g, k, fs = int(row[3]), int(row[5]), int(row[7])
+        assert k >= 2 and fs > 0, r.stdout
+        assert g == k * fs, r.stdout
