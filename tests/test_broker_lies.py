@@ -930,3 +930,31 @@ c.close()
     # the doubled ones, 500 and 1,000 ms with their jitter (lower bounds
     # only: a slow machine makes them longer, never shorter).
     assert a[2] - a[1] >= 0.25 and a[3] - a[2] >= 0.5, [round(b - x, 3) for x, b in zip(a, a[1:])]
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_a_full_qos2_table_sends_the_acknowledgements_owed_before_it_closes(version):
+    # A burst of a QoS 1 message and 65 new QoS 2 ids: 64 fill the table,
+    # the 65th is not taken and the link closes (session.py, _rx2_full).
+    # The PUBACK and the 64 PUBRECs of what was delivered go first
+    # (MQTT-4.5.0-2): MQTT 3.1.1 closed with them still owed, and the
+    # broker sent the QoS 1 message again, a duplicate for the application.
+    burst = publish(version, b"q1", b"m", qos=1, pid=1000) + b"".join(
+        publish(version, b"q2", b"m", qos=2, pid=1 + i) for i in range(65))
+    fb = FakeBroker([("send", connack(version)), ("send", burst)])
+    r = run_mp(PRE % fb.port + r"""
+got = []
+c = MQTTClient("full-table", "127.0.0.1", PORT, version=%d, clean_session=False, receive_max=8, timeout_ms=2000)
+c.set_callback(lambda t, m, r, q: got.append(q))
+c.connect()
+try:
+    for _ in range(200):
+        c.check_msg()
+except Exception as x:
+    print("closed", type(x).__name__, x.args[0])
+print("taken", len(got))
+""" % version, timeout=60)
+    fb.join()
+    assert "taken 65" in r.stdout and "closed" in r.stdout, r.stdout + r.stderr
+    sent = [f for f, _ in fb.conns[0][1:]]
+    assert sent.count(0x40) == 1 and sent.count(0x50) == 64, r.stdout + " ".join("%x:%s" % (f, b.hex()) for f, b in fb.conns[0][1:])

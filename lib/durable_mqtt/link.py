@@ -16,7 +16,7 @@ from micropython import const
 # found in its dict, not after a miss there and a search of the builtins.
 from builtins import len, min
 
-from . import codec
+from . import codec, errors
 from .errors import BAD_PACKET, PacketTooLarge, Timeout, said
 from .transport import Transport  # noqa: F401  (loaded with the link; dial.connection() makes its Transport)
 from .inbound import after, dispatch, done, header, more, put_send, view
@@ -80,9 +80,12 @@ class Link:
         # (errors.BAD_PACKET was raised): the connection closes (MQTT-4.8.0-1;
         # MQTT 5, 4.13.1), after the acknowledgements owed (MQTT-4.5.0-2)
         # and, MQTT 5, a DISCONNECT with the reason code (leave.refuse).
-        if bad and self.connected:
+        # errors.why < 0: a close of this client's own with no reason code
+        # to send (reasons.full): the acknowledgements owed go all the same.
+        if (bad or errors.why < 0) and self.connected:
             from .leave import refuse
             refuse(self)
+        errors.why = 0          # (refuse() took it; a link already down: it meant nothing)
         self.connected = False
         self.net.close()
         self.ping_at = -1                    # ticks_ms of the PINGREQ awaiting its PINGRESP

@@ -132,5 +132,11 @@ def full(e):
     # Receive Maximum exceeded.
     if e.v5:
         fail("more than %d QoS 2 messages unreleased" % len(e.rx2), 0x93, 0x93)
+    # 3.1.1 has no DISCONNECT with a reason, but the close is this client's
+    # as a protocol error's is (Link.drop, leave.refuse): the
+    # acknowledgements owed for what was delivered go first (MQTT-4.5.0-2),
+    # else the broker sends those messages again, QoS 1 ones delivered twice.
+    # (-1: no reason code to send; one left by a refused argument is > 0.)
+    errors.why = -1
     raise MQTTException(_ERR_FULL, "more than %d QoS 2 messages unreleased: the table is full; "
                         "the broker sends the message again" % len(e.rx2))
