@@ -562,3 +562,61 @@ async def main():
 asyncio.run(main())
 """ % (ver, broker.port, ver, ver, ver, broker.port, ver), timeout=60)
     assert "DOWNS 0 GOT [%s]" % ", ".join("b'm%d'" % i for i in range(10)) in r.stdout, r.stdout
+
+
+CLOSE = r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
+
+async def main():
+    got = []
+    s = MQTTClient("aio-close-s-%(ver)d", "127.0.0.1", %(port)d, version=%(ver)d)
+    s.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+    s.connect()
+    s.subscribe("aio/close/%(ver)d/will", 1)
+    log = FileLog(%(path)r)
+    c = AsyncClient("aio-close-%(ver)d", "127.0.0.1", %(port)d, version=%(ver)d, session_file=log,
+                    backoff_ms=(50, 100))
+    c.client.set_last_will("aio/close/%(ver)d/will", b"gone", qos=1)
+    await c.connect(timeout_ms=3000)
+    await c.publish("aio/close/%(ver)d/x", b"one", qos=1)
+    # A publish awaiting its PUBACK when close() comes: NotConnected, its
+    # message kept in the session.
+    async def waiter():
+        try:
+            await c.publish("aio/close/%(ver)d/x", b"two", qos=1, timeout_ms=5000)
+            return "acked"
+        except Exception as x:
+            return type(x).__name__
+    t = asyncio.create_task(waiter())
+    await c.close()
+    print("WAITER", await t)
+    print("OPEN", log._f is not None, c.is_connected())
+    await asyncio.sleep_ms(600)            # the task's backoff is 50-100 ms: it would be back by now
+    print("LATER", c.is_connected(), log._f is not None)
+    for _ in range(20):
+        s.check_msg()
+        await asyncio.sleep_ms(20)
+    print("WILL", got)
+    sp = await c.connect(timeout_ms=3000)  # the session stays on both sides
+    print("RESUMED", sp)
+    await c.disconnect()
+    s.disconnect()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_close_ends_the_task_and_the_store_without_a_disconnect(broker, tmp_path, ver):
+    """AsyncClient.close(): the link closes without a DISCONNECT (the broker
+    publishes the will), the background task ends (no reconnect after it:
+    client.close() alone was undone by the next one), the store closes, and
+    a publish awaiting its acknowledgement ends with NotConnected. The
+    session stays: the next connect() resumes it."""
+    r = run_mp(CLOSE % {"port": broker.port, "ver": ver, "path": str(tmp_path / "log")}, timeout=30)
+    assert "WAITER NotConnected" in r.stdout, r.stdout
+    assert "OPEN False False" in r.stdout and "LATER False False" in r.stdout, r.stdout
+    assert "WILL [b'gone']" in r.stdout and "RESUMED True" in r.stdout, r.stdout

@@ -167,22 +167,45 @@ class AsyncClient:
         finally:
             # Even when client.disconnect() raised (e.g. session_expiry with
             # the link down): the background task is gone all the same.
-            self._on_down(self.client, None)     # (None: asked for, not a drop: no on_down)
-            # What waits for a connection or an acknowledgement ends with
-            # NotConnected: no connection comes unless connect() is called
-            # again (the messages stay queued and go out then).
-            self._stops += 1
-            self._wake.set()
-            self._wake.clear()
-            for w in self._waiters.values():
-                if not w[0].is_set():   # (one acknowledged already keeps its outcome)
-                    w[1] = None
-                    w[0].set()
+            self._stopped()
         # Down already for the application: a connect() meanwhile starts
         # the next connection (which closes this socket).
         await self._linger(k)
         if x is not None:
             raise x
+
+    async def close(self):
+        # The link closes at once, without a DISCONNECT (the broker then
+        # publishes the will; the session stays on both sides), the
+        # background task ends and the store closes: before a deep sleep or
+        # a power-off. (client.close() alone, with the task running, was
+        # undone by its next reconnect.) What waits ends as at disconnect().
+        t = self._task
+        self._task = None
+        try:
+            if t:
+                t.cancel()
+                try:
+                    await t
+                except asyncio.CancelledError:
+                    pass
+        finally:
+            self.client.close()
+            self._stopped()
+
+    def _stopped(self):
+        # Asked for, not a drop: no on_down. What waits for a connection or
+        # an acknowledgement ends with NotConnected: no connection comes
+        # unless connect() is called again (the messages stay queued and go
+        # out then).
+        self._on_down(self.client, None)
+        self._stops += 1
+        self._wake.set()
+        self._wake.clear()
+        for w in self._waiters.values():
+            if not w[0].is_set():   # (one acknowledged already keeps its outcome)
+                w[1] = None
+                w[0].set()
 
     async def _linger(self, k):
         # After the DISCONNECT (leave.py leaves the socket open for this):
