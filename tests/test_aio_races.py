@@ -406,3 +406,49 @@ def test_aio_a_link_failure_met_while_a_subscribe_waits_reaches_on_down(broker, 
     downs = out.split("DOWNS", 1)[1].split("\n", 1)[0]
     assert "write stalled" in downs and "dropped while sending" not in downs, out
     assert "SUB 1" in out, out
+
+
+
+LATE_ANSWER = r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+
+async def main():
+    c = AsyncClient("aio-late", "127.0.0.1", %(port)d, version=%(ver)d, session_file=%(path)r,
+                    clean_session=False)
+    await c.connect(timeout_ms=3000)
+    for call in (lambda: c.subscribe("late/a", 1), lambda: c.subscribe("late/b", 0),
+                 lambda: c.unsubscribe("late/b")):
+        try:
+            await asyncio.wait_for_ms(call(), 150)       # the broker answers after 400 ms
+        except asyncio.TimeoutError:
+            print("cancelled")
+        await asyncio.sleep_ms(500)                      # the late answer arrives; the task reads it
+        print("SUBS", [bytes(s[0]) for s in c.client.engine.subs])
+    await c.disconnect()
+    c.client.close()
+    d = AsyncClient("aio-late", "127.0.0.1", %(port)d, version=%(ver)d, session_file=%(path)r)
+    print("BOOT", [bytes(s[0]) for s in d.client.engine.subs])
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_aio_a_cancelled_request_whose_answer_comes_late_is_recorded(tmp_path, ver):
+    # The broker made the subscription (or removed it) whatever the
+    # caller's wait became: the late SUBACK / UNSUBACK is recorded in the
+    # session, as an awaited one is, and reaches flash. Unrecorded, a lost
+    # session was not resubscribed to the filter, and a cancelled
+    # unsubscribe's filter came back with the next resubscribe.
+    p5 = b"\x00" if ver == 5 else b""
+
+    def late(i, first, code):        # the answer to the i-th packet received (0: the CONNECT)
+        return ("reply", lambda got: pkt(first, got[i][1][:2] + p5 + code))
+    fb = FakeBroker([("send", connack(ver)), ("recv",), ("sleep", 0.4), late(1, 0x90, b"\x01"),
+                     ("recv",), ("sleep", 0.4), late(2, 0x90, b"\x00"),
+                     ("recv",), ("sleep", 0.4), late(3, 0xB0, b"\x00" if ver == 5 else b"")])
+    r = run_mp(LATE_ANSWER % {"port": fb.port, "ver": ver, "path": str(tmp_path / "s")}, timeout=30)
+    fb.join()
+    assert r.stdout.split("\n")[:7] == ["cancelled", "SUBS [b'late/a']", "cancelled", "SUBS [b'late/a', b'late/b']",
+                                        "cancelled", "SUBS [b'late/a']", "BOOT [b'late/a']"], r.stdout

@@ -127,7 +127,7 @@ assert b != a, (a, b)
 e.last_pid = a - 1
 p = pub(e, 1)
 assert p not in (a, b), (a, b, p)
-assert subs.answer(e, 0x90, a) is False        # the late answer: ignored, and a is free
+assert subs.answer(e, 0x90, a) == (a, None, 0, 0)   # the late answer: not awaited, and a is free
 assert subs.answer(e, 0x90, b) is True
 e.last_pid = a - 1
 assert pub(e, 1) == a
@@ -1015,8 +1015,12 @@ raises(ProtocolError, subs.answer, e, 0x90, pid + 1)
 raises(ProtocolError, subs.answer, e, 0xB0, pid)
 assert subs.answer(e, 0x90, pid) is True
 pid = subs.request(e, 0xB0)
-subs.abandon(e)                          # the wait ended (an error, a timeout)
-assert subs.answer(e, 0xB0, pid) is False  # its late answer is ignored
+subs.abandon(e, True, b"x/y", -1, 0)      # the wait ended (cancelled): an UNSUBSCRIBE of x/y
+assert subs.answer(e, 0xB0, pid) == (pid, b"x/y", -1, 0)   # its late answer: not a protocol error,
+                                           # and what was asked, for the caller to record
+pid = subs.request(e, 0x90)
+subs.abandon(e)                            # asked unknown
+assert subs.answer(e, 0x90, pid) == (pid, None, 0, 0)
 subs.subscribed(e, b"a/#", 1, 0)
 subs.subscribed(e, b"a/#", 2, 0)           # the same filter again replaces it
 subs.subscribed(e, b"b", 0, 0)

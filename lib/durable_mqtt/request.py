@@ -73,7 +73,7 @@ def requesting(c, f, opts, sid, props, timeout_ms=0):
                     raise NotConnected(_ERR_NOT_CONNECTED, "the link closed before the %sACK" % ("SUB" if sub else "UNSUB"))
         except BaseException as x:
             if k.net.sock is s or k.net.sock is None:
-                subs.abandon(e)
+                subs.abandon(e, True, f, opts, sid)
                 if isinstance(x, OSError) and k.connected:
                     # The link closes over its own failure, which this raises:
                     # not kept for the next call as well. One another call met
@@ -178,5 +178,19 @@ def ack(c, kind, n):
             up[2] = code                 # the answer to a request the one awaited interrupted
             k.result = -1
             return
-    # (False: the late answer to a request abandoned; the one awaited is still to come)
-    k.result = code if subs.answer(c.engine, kind, pid) else -1
+    f = subs.answer(c.engine, kind, pid)
+    if f is True:
+        k.result = code
+        return
+    # The late answer to a request abandoned (a cancelled wait): the one
+    # awaited is still to come. The broker made (or removed) the
+    # subscription whatever became of that wait: recorded as an awaited
+    # answer is, on flash with the next write (the journal is behind).
+    k.result = -1
+    if f and f[1] is not None and code < 0x80 and (kind == _SUBACK) == (f[2] >= 0):
+        if f[2] >= 0:
+            subs.subscribed(c.engine, f[1], f[2], f[3])
+        else:
+            subs.unsubscribed(c.engine, f[1])
+        if c.persist:
+            c.journal.behind = True

@@ -90,9 +90,10 @@ class Session:
     # made again (connect.py); stored with the state. A class attribute
     # until set: the instance dict of the hot path stays as small.
     resub_owed = False
-    # The ids of requests sent whose wait was abandoned, oldest first (the
-    # first stale_n, at most _STALE): in use until their late answer.
-    # Made at the first such request: a class attribute until then.
+    # The requests sent whose wait was abandoned, oldest first (the first
+    # stale_n, at most _STALE), as (id, filter, options, subscription id):
+    # their ids in use until their late answer (subs.py). Made at the
+    # first such request: a class attribute until then.
     stale_ids = None
 
     def __init__(self, v5, cid, slots, qos12, arena, rx2, window, max_out):
@@ -125,7 +126,7 @@ class Session:
                 end = p
             i = i + 1 if i + 1 < self.nslots else 0
         for i in range(self.stale_n if self.stale_n < _STALE else _STALE):
-            p = self.stale_ids[i]
+            p = self.stale_ids[i][0]
             if pid <= p < end:
                 end = p
         return end

@@ -11,7 +11,6 @@
 # - MQTT-2.2.1-6 (3.1.1: 2.3.1-7; a SUBACK / UNSUBACK carries its request's id): an
 #   answer with another id than the one awaited is a protocol error, unless
 #   it is the late answer to a request abandoned.
-from array import array
 from micropython import const
 
 from .codec import fail
@@ -28,38 +27,42 @@ def request(e, kind):
     return e.req_pid
 
 
-def abandon(e, sent=True):
+def abandon(e, sent=True, f=None, opts=0, sid=0):
     # The wait for the request's answer ended without it (sent: the
     # request went out, so its answer may still come). Each such answer
     # is let through once: several waits can be abandoned (cancelled)
     # before the first late answer arrives. Until it comes (or the
     # connection ends) the id stays in use (MQTT-2.2.1-3): a request
-    # given it again would take the late answer for its own.
+    # given it again would take the late answer for its own. f, opts,
+    # sid: the request (opts < 0: an UNSUBSCRIBE), kept with its id so
+    # that its late answer is recorded as an awaited one is.
     if e.req_pid and sent:
         if e.stale_n < _STALE:
             if e.stale_ids is None:
-                e.stale_ids = array("H", bytes(2 * _STALE))
-            e.stale_ids[e.stale_n] = e.req_pid
+                e.stale_ids = [None] * _STALE
+            e.stale_ids[e.stale_n] = (e.req_pid, f, opts, sid)
         e.stale_n += 1
     e.req_pid = 0
 
 
 def answer(e, kind, pid):
-    # A SUBACK / UNSUBACK: True when it is the one awaited, False for
-    # the late answer to an abandoned request.
+    # A SUBACK / UNSUBACK: True when it is the one awaited; for the late
+    # answer to an abandoned request, what abandon() kept of it
+    # (pid, f, opts, sid), or None.
     if pid and pid != e.req_pid and e.stale_n:
         # Its id is free again: answers come in the order the requests
         # went, so it is the oldest kept, unless pid says otherwise.
         n = e.stale_n if e.stale_n < _STALE else _STALE
         k = 0
         for i in range(n):
-            if e.stale_ids[i] == pid:
+            if e.stale_ids[i][0] == pid:
                 k = i
                 break
+        f = e.stale_ids[k]
         for i in range(k, n - 1):
             e.stale_ids[i] = e.stale_ids[i + 1]
         e.stale_n -= 1
-        return False
+        return f if f[0] == pid else None
     if not pid or pid != e.req_pid or kind != e.req_kind:
         fail((18, "SUB" if kind == 0x90 else "UNSUB", pid), 0x82)  # %sACK for packet id %d, not awaiting one
     e.req_pid = 0
