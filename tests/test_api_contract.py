@@ -460,3 +460,27 @@ def test_connect_while_connected_ends_the_old_connection_with_disconnect(broker,
     assert res["state"]["connected"] is True, out
     assert res["will"]["got"] == "[]", out
     assert res["flush"]["ok"] and res["flush"]["value"] is True, out
+
+
+@pytest.mark.parametrize("ver", VERSIONS)
+def test_session_present_is_that_of_the_last_connack_a_refusal_included(ver):
+    """API.md: `session_present` is the flag from the last CONNACK. A
+    CONNACK that refuses has Session Present 0 (MQTT-3.2.2-4 in 3.1.1,
+    MQTT-3.2.2-6 in 5.0); the attribute kept the 1 of the connection
+    before."""
+    refused = 5 if ver == 4 else 0x87
+    fb = FakeBroker([("send", connack(ver))], [("send", connack(ver, sp=1))],
+                    [("send", connack(ver, code=refused))])
+    r = run_mp(PRE % {"port": fb.port, "ver": ver, "path": ""} + r"""
+c = MQTTClient("sp-refused", "127.0.0.1", PORT, version=V, clean_session=False, timeout_ms=2000)
+c.connect()
+c.disconnect()
+print("FIRST", c.connect(), c.session_present)
+c.disconnect()
+try:
+    c.connect()
+except MQTTException as x:
+    print("REFUSED", x.args[0], c.session_present)
+""", timeout=30)
+    fb.join()
+    assert "FIRST True True" in r.stdout and "REFUSED %d False" % refused in r.stdout, r.stdout

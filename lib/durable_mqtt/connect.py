@@ -165,6 +165,7 @@ def _handshake(c, clean, timeout_ms, host, port):
         sp, code, p = k.connack
         k.net.addr[3] = 0                # a broker answered there: its address is good (dial.address)
         if code:
+            c.session_present = sp       # 0 with a refusal (MQTT-3.2.2-4; 5.0 MQTT-3.2.2-6): the last CONNACK's
             if p and "server_reference" in p:
                 c.server_reference = p["server_reference"]
             from .reasons import text
