@@ -52,7 +52,8 @@ def open_journal(session_file, e, prog_size, batch_ms, event, batch_bytes=None):
     if not hasattr(session_file, "readblocks") and not hasattr(session_file, "load"):
         raise TypeError("session_file must be a path (str), a block device or a FileLog, not %s"
                         % type(session_file).__name__)
-    if hasattr(session_file, "readblocks"):
+    ring = hasattr(session_file, "readblocks")
+    if ring:
         from .ring import RingStore
         if prog_size is None and sys.platform == "rp2":
             prog_size = 256           # rp2.Flash programs whole 256-byte pages
@@ -68,8 +69,14 @@ def open_journal(session_file, e, prog_size, batch_ms, event, batch_bytes=None):
             # At once: drops a torn tail and the acks it replays. Refused
             # (a full filesystem), the next write is a checkpoint all the
             # same: appended after bytes that end the stream (FAT: a cut
-            # mid-append), a record is where no boot reads it.
-            if not _checkpoint(j, event) and st.torn:
+            # mid-append), a record is where no boot reads it. Not on a
+            # ring unless it needs one: its commits are whole (nothing
+            # torn to drop), and a boot checkpoint cut by a brown-out left
+            # a block the next boot could not write into: a block a boot,
+            # until the ring was full for good.
+            if ring and not st.torn and not session_file.needs_checkpoint():
+                pass
+            elif not _checkpoint(j, event) and st.torn:
                 j.behind = True
     except ValueError as x:           # FormatError, or a state that is not ours
         j.set_aside()

@@ -56,6 +56,16 @@ def _u32(b, i):
     return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
 
 
+def _blank(b):
+    # b holds only erased bytes (None: it could not be read).
+    if b is None:
+        return False
+    for x in b:
+        if x != 0xFF:
+            return False
+    return True
+
+
 def _after(s):  # noalloc
     # The commit sequence number after s, modulo 2**30, without computing
     # 2**30: from there an int is a big integer (an allocation) on a board.
@@ -63,6 +73,8 @@ def _after(s):  # noalloc
 
 
 class RingStore:
+    _fresh = -1             # a block _advance() erased whose header is not written yet
+
     # Session backend on a raw flash region of `num_blocks` erase blocks
     # starting at block `first_block` of `bdev`.
     #
@@ -288,9 +300,12 @@ class RingStore:
         self._scan = sc
 
         def visit(c, pos, k, n, seq, buf):
-            if sc["prev"] >= 0 and seq != _after(sc["prev"]):
+            if sc["prev"] >= 0 and seq != _after(sc["prev"]) and seq != sc["prev"]:
                 # A gap: what came before is stale (a half-erased oldest
-                # block); the live checkpoint is always after it.
+                # block); the live checkpoint is always after it. (The same
+                # number again is no gap: a commit that landed although its
+                # program reported an error and its read-back failed too,
+                # _program(), whose number the next commit took again.)
                 sc["chosen"] = sc["cand"] = -1
                 sc["app_len"] = 0
             sc["prev"] = seq
@@ -324,12 +339,14 @@ class RingStore:
             self._tail_seq = seqs[oldest] + sc["chosen"]
             self._tail_off = sc["chosen_off"]
 
-    def load(self):
+    def load(self, again=True):
         # The latest complete checkpoint followed by every append after it
         # (a bytearray, which stream.parse() reads without a copy); b"" for
         # a blank, foreign or erased region. Boot only.
         # ValueError: the region holds a ring of another size (the first
-        # write formats it).
+        # write formats it), or reads that disagree twice.
+        if not again:
+            self._scan = None              # (a second try: scanned afresh)
         if self._scan is None:
             self._rescan()
         if self._why:
@@ -355,11 +372,20 @@ class RingStore:
                     return                 # an abandoned later checkpoint
             elif k & _K_END:
                 st[1] = 1
-            copy(out, st[0], buf, pos + _HDR, n)
+            if st[0] + n <= len(out):      # (copy() is viper: it checks no bounds)
+                copy(out, st[0], buf, pos + _HDR, n)
             st[0] += n
 
         self._walk(sc["chosen"], sc["chosen_off"], visit)
         self._scan = None                  # frees the block buffer
+        if st[0] != n:
+            # This walk read other commits than the scan that sized out:
+            # flash written since (another RingStore on the device) or a
+            # read that disagrees with the first. Never a copy past out:
+            # read again from a fresh scan, once, else refused as unusable.
+            if again:
+                return self.load(False)
+            raise ValueError("flash ring reads differ between two passes (%d bytes, then %d)" % (n, st[0]))
         return out
 
     # ------------------------------------------------------------ writing
@@ -376,11 +402,16 @@ class RingStore:
             # everything before it as stale). An error is an error only if
             # flash does not hold the commit; then, or for an interrupt, the
             # state on flash is unknown: nothing more goes into this block.
+            # A program that left its range erased (the driver refused it
+            # before writing) leaves the block open: the retry goes to the
+            # same place, where a closed block took a new block, and an
+            # erase, at every retry while flash refused writes.
             landed = self._landed(size)
-            if not landed or not isinstance(e, Exception):
-                if landed:
+            if landed <= 0 or not isinstance(e, Exception):
+                if landed > 0:
                     self._seq = _after(self._seq)
-                self._pos = self._bs
+                if landed or not isinstance(e, Exception):
+                    self._pos = self._bs
                 self._ck_open = False
                 raise e
         self._pos += size
@@ -389,14 +420,24 @@ class RingStore:
         self._scan = None
 
     def _landed(self, size):
-        # After a failed program: does flash hold the staged commit whole?
-        # (The error path: it allocates.)
+        # After a failed program: 1 flash holds the staged commit whole, 0
+        # nothing of it (still erased), -1 unknown (part of it, or no
+        # read). (The error path: it allocates.)
+        b = self._read(self._head, self._pos, size)
+        if b is None:
+            return -1
+        if b == bytes(self._views[size // self._p - 1]):
+            return 1
+        return 0 if _blank(b) else -1
+
+    def _read(self, blk, off, size):
+        # size bytes of block blk at off, or None if the read fails.
         try:
             b = bytearray(size)
-            self._bdev.readblocks(self._first + self._head, b, self._pos)
-            return b == bytes(self._views[size // self._p - 1])
+            self._bdev.readblocks(self._first + blk, b, off)
+            return b
         except Exception:
-            return False
+            return None
 
     def _advance(self, force):  # noalloc
         # Erase the next block and write its header. force=True may wipe the
@@ -408,8 +449,13 @@ class RingStore:
             raise StoreFull(ERR_FULL, "flash ring full: the live session fills it")
         self._pos = self._bs               # until the header is on flash
         self._scan = None
-        self._bdev.ioctl(6, self._first + nb)
-        self.erases += 1
+        # Erased already by the last call, whose header write failed, and
+        # still blank: not erased again (each retry while flash refused
+        # writes erased the same block, 59 times a second in a poll loop).
+        if nb != self._fresh or not _blank(self._read(nb, 0, self._p)):
+            self._bdev.ioctl(6, self._first + nb)
+            self.erases += 1
+        self._fresh = nb
         if nb == self._tail:
             self._tail = -1
         s = self._head_seq + 1
@@ -422,6 +468,7 @@ class RingStore:
         # If this fails the head stays where it was (closed), so the next
         # attempt erases the same block again and the chain has no gap.
         self._bdev.writeblocks(self._first + nb, h, 0)
+        self._fresh = -1
         self._head = nb
         self._head_seq = s
         self._pos = self._p
