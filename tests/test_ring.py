@@ -1301,3 +1301,23 @@ print("erased", j.behind, j.nacks, j.error)
     assert "behind True 10 OSError(5,)" in out, out
     assert "erase raised OSError(5,)\nafter True 10" in out, out
     assert "erased False 0 None" in out, out
+
+
+def test_a_ring_too_small_for_buf_size_says_so():
+    """A 3 x 4 KB ring holds a session with buf_size=256, but not with
+    buf_size=4096: the room a ring keeps grows with its largest append,
+    sized from buf_size. The refusal named the region alone; it now says
+    which appends it was sized for, and what to change."""
+    r = run_mp(r"""
+from norflash import NorFlash
+from durable_mqtt import MQTTClient
+try:
+    MQTTClient("d", "127.0.0.1", session_file=NorFlash(4096, 3, prog_size=32), clean_session=False, buf_size=4096)
+except ValueError as x:
+    print("REFUSED", x)
+c = MQTTClient("d", "127.0.0.1", session_file=NorFlash(4096, 3, prog_size=32), clean_session=False, buf_size=256)
+c.publish("t", b"x", qos=1)
+print("OK", c.pending())
+""")
+    assert "REFUSED ring too small: 3 blocks of 4096 bytes" in r.stdout and "buf_size" in r.stdout, r.stdout
+    assert "OK 1" in r.stdout, r.stdout

@@ -146,7 +146,11 @@ class RingStore:
         wmax = ((N - 1) * B - slack) // 3
         budget = wmax - P - 2 * d
         if budget < P:
-            raise ValueError("ring too small: %d blocks of %d bytes hold no checkpoint" % (N, B))
+            # (The room a ring keeps grows with its largest append, which
+            # load.py sizes from buf_size: the same region may fit a
+            # smaller buf_size.)
+            raise ValueError("ring too small: %d blocks of %d bytes hold no checkpoint beside appends of up to "
+                             "%d bytes (a larger region, or a smaller buf_size)" % (N, B, cmax - _OVH))
         self.capacity = (budget // B) * qf + min(budget % B, qf - 1)
         self._threshold = wmax
 
