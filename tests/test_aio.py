@@ -590,9 +590,17 @@ async def main():
             return "acked"
         except Exception as x:
             return type(x).__name__
+    async def consumer():
+        n = 0
+        async for m in c.messages():
+            n += 1
+        return n
+    reader = asyncio.create_task(consumer())
+    await asyncio.sleep_ms(50)              # the reader waits in messages()
     t = asyncio.create_task(waiter())
     await c.close()
     print("WAITER", await t)
+    print("READER", await asyncio.wait_for_ms(reader, 1000))   # messages() ends at close()
     print("OPEN", log._f is not None, c.is_connected())
     await asyncio.sleep_ms(600)            # the task's backoff is 50-100 ms: it would be back by now
     print("LATER", c.is_connected(), log._f is not None)
@@ -613,10 +621,11 @@ asyncio.run(main())
 def test_close_ends_the_task_and_the_store_without_a_disconnect(broker, tmp_path, ver):
     """AsyncClient.close(): the link closes without a DISCONNECT (the broker
     publishes the will), the background task ends (no reconnect after it:
-    client.close() alone was undone by the next one), the store closes, and
-    a publish awaiting its acknowledgement ends with NotConnected. The
+    client.close() alone was undone by the next one), the store closes, a
+    publish awaiting its acknowledgement ends with NotConnected and
+    messages() ends (a consumer task hung in it for ever). The
     session stays: the next connect() resumes it."""
     r = run_mp(CLOSE % {"port": broker.port, "ver": ver, "path": str(tmp_path / "log")}, timeout=30)
-    assert "WAITER NotConnected" in r.stdout, r.stdout
+    assert "WAITER NotConnected" in r.stdout and "READER 0" in r.stdout, r.stdout
     assert "OPEN False False" in r.stdout and "LATER False False" in r.stdout, r.stdout
     assert "WILL [b'gone']" in r.stdout and "RESUMED True" in r.stdout, r.stdout

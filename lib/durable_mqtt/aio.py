@@ -45,6 +45,8 @@ async def _ready(sock, out):
 
 
 class AsyncClient:
+    _closed = False         # close() came, and no connect() since: messages() ends when empty
+
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=60,
                  ssl=None, *, queue_size=8, on_up=None, on_down=None, **kw):
         # on_up(self) / on_down(self, exc): RobustClient's hooks, called
@@ -110,6 +112,7 @@ class AsyncClient:
         # Start the background task and wait for the first connection
         # (timeout_ms None: as long as it takes). Returns Session Present.
         n = self._stops
+        self._closed = False
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         if timeout_ms is None:
@@ -192,6 +195,8 @@ class AsyncClient:
         finally:
             self.client.close()
             self._stopped()
+            self._closed = True             # messages() ends once its queue is empty
+            self._queue_ev.set()
 
     def _stopped(self):
         # Asked for, not a drop: no on_down. What waits for a connection or
@@ -689,6 +694,8 @@ class _Messages:
     async def __anext__(self):
         o = self.o
         while not o._queue:
+            if o._closed:
+                raise StopAsyncIteration   # close(): the copies queued taken, no more come
             o._queue_ev.clear()
             await o._queue_ev.wait()
         o._space.set()
