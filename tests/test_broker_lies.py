@@ -466,7 +466,10 @@ state("end", c)
 
 def test_MQTT_3_3_2_8_a_topic_alias_of_0_is_a_protocol_error():
     # "A Topic Alias of 0 is not permitted" (MQTT-3.3.2-8), whatever the
-    # receiver's Topic Alias Maximum.
+    # receiver's Topic Alias Maximum; the receiver answers it with
+    # DISCONNECT 0x94, Topic Alias invalid (3.3.4: "a Topic Alias value of 0
+    # or greater than the Maximum Topic Alias is a Protocol Error, the
+    # receiver uses DISCONNECT with Reason Code of 0x94"). It was 0x82.
     fb = FakeBroker([("send", connack(5)), ("send", publish(5, b"a/b", b"x", props=b"\x23" + u16(0)))])
     r = run_mp(PRE % fb.port + r"""
 c = MQTTClient("alias0", "127.0.0.1", PORT, version=5, timeout_ms=2000)
@@ -475,8 +478,8 @@ e = first_error(c)
 print("error", type(e).__name__, e.args)
 """)
     fb.join()
-    assert "error ProtocolError (-2, 'property 0x23 is 0')" in r.stdout, r.stdout
-    refused_with(5, fb.conns[0], 0x82)
+    assert "error ProtocolError (148, 'topic alias 0')" in r.stdout, r.stdout
+    refused_with(5, fb.conns[0], 0x94)
 
 
 @pytest.mark.parametrize("v", [4, 5])

@@ -442,3 +442,29 @@ c.disconnect()
     assert [f for f, _ in fb.conns[0][1:]] == [0x32, 0x34, 0x32, 0x34, 0x62, 0xE0], fb.conns[0]
     assert fb.conns[0][5] == (0x62, u16(2)), fb.conns[0]                 # PUBREL for 2 only
     assert [f for f, _ in fb.conns[1][1:]] == [0xE0], fb.conns[1]       # nothing sent again
+
+
+def test_MQTT_3_1_2_23_a_session_expiry_the_connack_raised_keeps_the_session_at_disconnect():
+    """The CONNECT asked Session Expiry 0 (a clean session); the CONNACK
+    says 300 (3.2.2.3.2: the Server's value is the one in use), and "the
+    Client and Server MUST store the Session State after the Network
+    Connection is closed if the Session Expiry Interval is greater than 0"
+    (MQTT-3.1.2-23). disconnect() went by the CONNECT's 0 and dropped the
+    client's half: a connect(clean_session=False) within the 300 s then
+    met Session Present 1 with no session (SessionError), the message
+    unsent. Now it resumes, and the message goes again with DUP."""
+    fb = FakeBroker([("send", connack(5, props=b"\x11" + (300).to_bytes(4, "big"))), ("recv",), ("recv",)],
+                    [("send", connack(5, sp=1)), ("recv",), ("sleep", 0.3)])
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+c = MQTTClient("raised", "127.0.0.1", %d, version=5, timeout_ms=2000)
+c.connect()
+c.publish("t", b"unacked", qos=1)
+c.disconnect()
+print("RESUMED", c.connect(clean_session=False), c.pending())
+c.close()
+""" % fb.port, timeout=30)
+    fb.join()
+    assert "RESUMED True 1" in r.stdout, r.stdout + r.stderr
+    resent = [p for p in fb.conns[1] if p[0] & 0xF0 == 0x30]
+    assert resent and resent[0][0] & 0x08, fb.conns[1]          # DUP

@@ -39,9 +39,11 @@ def disconnect(c, session_expiry):
     # half ends, the client's stays, on flash and in RAM; the next connect
     # finds it lost, sends the accepted messages as new ones and makes the
     # subscriptions again (as after a reboot).
+    # Nor when the CONNACK raised it from 0: the broker keeps its half
+    # then (MQTT-3.1.2-23), and the client keeps its own.
     failure = None
     try:
-        if c.v5 and not (e.expiry if session_expiry is not None else c.sent_expiry):
+        if c.v5 and not (e.expiry if session_expiry is not None else c.sent_expiry or e.expiry):
             if c.persist:
                 c.journal.erase()
                 c.persist = False

@@ -137,6 +137,10 @@ def _value(buf, off, stop, pid, box, out):  # noalloc without out
             v = u16(buf, off)
             if pid == _ALIAS:
                 box.alias = v
+                if not v:
+                    # MQTT 5, 3.3.2.3.4: a Topic Alias of 0 is a Protocol
+                    # Error answered with DISCONNECT 0x94 (Topic Alias invalid).
+                    fail("topic alias 0", 0x94, 0x94)
             if not v and pid != _KEEP_ALIVE and pid != _ALIAS_MAX:
                 fail("property 0x%02x is 0" % pid, 0x82)
         else:
