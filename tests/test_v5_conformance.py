@@ -468,3 +468,23 @@ c.close()
     assert "RESUMED True 1" in r.stdout, r.stdout + r.stderr
     resent = [p for p in fb.conns[1] if p[0] & 0xF0 == 0x30]
     assert resent and resent[0][0] & 0x08, fb.conns[1]          # DUP
+
+
+def test_an_mqtt5_connect_answered_by_a_3_1_1_broker_says_so():
+    """A 3.1.1-only broker answers an MQTT 5 CONNECT with its own CONNACK,
+    return code 1 (unacceptable protocol version, 3.1.1 3.2.2.3), which has
+    no property length. connect() raised ProtocolError('bad variable byte
+    integer') and sent DISCONNECT 0x81; it now raises ConnectRefused(0x84,
+    Unsupported Protocol Version) saying to use version=4."""
+    fb = FakeBroker([("send", b"\x20\x02\x00\x01")])
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+c = MQTTClient("v311", "127.0.0.1", %d, version=5, timeout_ms=2000)
+try:
+    c.connect()
+except Exception as x:
+    print("REFUSED", type(x).__name__, x.args[0], x.args[1])
+""" % fb.port, timeout=30)
+    fb.join()
+    assert "REFUSED ConnectRefused 132" in r.stdout and "version=4" in r.stdout, r.stdout
+    assert [p for p in fb.conns[0][1:] if p[0] == 0xE0] == [], fb.conns[0]      # no DISCONNECT 0x81

@@ -27,6 +27,14 @@ def connack(c, n):
     rx = k.rx
     if n < 2 or (n != 2 and not c.v5) or rx[0] & 0xFE:
         fail("malformed CONNACK (MQTT-3.2.2-1)")
+    if c.v5 and n == 2 and rx[1] == 1:
+        # A 3.1.1 broker's answer to an MQTT 5 CONNECT: no properties, return
+        # code 1, "unacceptable protocol version" (3.1.1, 3.2.2.3). Its own
+        # words, as MQTT 5's 0x84 Unsupported Protocol Version, rather than
+        # a malformed packet.
+        k.connack = (False, 0x84, {"reason_string": "the broker speaks MQTT 3.1.1 only (CONNACK return "
+                                   "code 1): connect with version=4"})
+        return
     p = c.props.decode(rx, 2, n, 1) if c.v5 else None
     if rx[0] and rx[1]:
         # A refusal never has a session (MQTT-3.2.2-4; MQTT 5: MQTT-3.2.2-6):
