@@ -34,7 +34,14 @@ def _tree(name):
 
 
 def _module_defs(tree):
-    return {n.name: n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))}
+    defs = {n.name: n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))}
+    # A class made with type(name, bases, {}) (errors.py: no class body's dict)
+    for n in tree.body:
+        if (isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+                and isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Name)
+                and n.value.func.id == "type" and len(n.value.args) == 3):
+            defs[n.targets[0].id] = n
+    return defs
 
 
 def _class(mod, name, stub=False):
@@ -246,6 +253,10 @@ def test_stub_attributes_exist_in_the_code():
 def test_errors_stub_has_every_class_and_code():
     code, stub = _tree("errors.py"), _tree("errors.pyi")
     classes = {n.name: [ast.unparse(b) for b in n.bases] for n in code.body if isinstance(n, ast.ClassDef)}
+    # (errors.py makes them with type(name, bases, {}))
+    classes.update({n.targets[0].id: [ast.unparse(b) for b in n.value.args[1].elts] for n in code.body
+                    if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+                    and isinstance(n.value.func, ast.Name) and n.value.func.id == "type"})
     sclasses = {n.name: [ast.unparse(b) for b in n.bases] for n in stub.body if isinstance(n, ast.ClassDef)}
     assert sclasses == classes
     codes = {t.id: ast.literal_eval(n.value) for n in code.body if isinstance(n, ast.Assign)

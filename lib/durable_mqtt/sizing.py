@@ -52,8 +52,9 @@ def resize(e, slots, qos12, arena):
     e.off = array(t, bytes(w * slots))
     e.len = array(t, bytes(w * slots))
     # MQTT 5 expiry: a ticks_ms deadline, 0 none. A C long: ticks_ms
-    # wraps at 2**30 on a board, at 2**62 on the 64-bit unix port.
-    e.dl = array("l", bytes(_LONG_BYTES * slots))
+    # wraps at 2**30 on a board, at 2**62 on the 64-bit unix port. MQTT
+    # 3.1.1 has no Message Expiry: every deadline stays 0, a byte each.
+    e.dl = array("l", bytes(_LONG_BYTES * slots)) if e.v5 else bytearray(slots)
     e.st = bytearray(slots)
     clear(e)
 
