@@ -741,6 +741,7 @@ def test_a_server_that_speaks_no_mqtt_is_named_so_at_the_connect():
     where the broker should be: its first bytes parsed as a packet gave
     "reserved flags 0x8 in packet type 0x40", which told a user nothing.
     A first byte that is no CONNACK is now said so, both versions."""
+    import time
     from fakebroker import listener
 
     def http(c):
