@@ -37,7 +37,8 @@ _INT = (int, bool)           # qos, retain (MicroPython's bool is no int subclas
 # Modules of what runs once (connect, subscribe, boot, error texts): unload()
 # drops them when the call that needed them is over.
 _ONCE = ("configure", "connect", "connack", "leave", "request", "late", "load", "dirload", "slotmove", "stream", "restore", "dial", "reasons",
-         "dirstate", "filters", "dirclear", "tls", "subs", "sizing")
+         "dirstate", "filters", "dirclear", "tls", "subs", "sizing",
+         "settle")
 
 
 def unload():
