@@ -17,7 +17,7 @@ def open_session(c, session_file, prog_size, batch, clean):
     # batch: (persist_batch_ms, persist_batch_bytes).
     e = c.engine
     c.journal = j = open_journal(session_file, e, prog_size, batch[0], c.event, batch[1])
-    if e.has_state and batch[0]:
+    if e.has_state:
         # Batched: the ids of messages whose records were still in the
         # batch at a power cut may have gone out, and a QoS 2 one's id stays
         # in use at the broker until a PUBREL this client cannot send
@@ -26,8 +26,14 @@ def open_session(c, session_file, prog_size, batch, clean):
         # not stored, but the first id given out after it is, before it
         # goes out (the journal's `lead`, store.py put()): a second cut
         # then finds it, and the next boot jumps past the ids this one
-        # gave out unrecorded.
-        e.last_pid = (e.last_pid + len(j.batch) - 1) % 65535 + 1
+        # gave out unrecorded. The batch was the boot's that wrote the
+        # state, whose settings flash does not keep: a firmware update
+        # may have turned batching off or made the outbox smaller since
+        # (ejabberd then took the new messages for repeats of the old,
+        # never delivered). So every boot jumps, past 4,095 ids at least
+        # (a batch of that boot held at most its max_inflight +
+        # outbox_size; skipped ids cost nothing).
+        e.last_pid = (e.last_pid + max(len(j.batch), 4096) - 1) % 65535 + 1
         j.lead = True
     if e.has_state:
         c.clean_session = False
