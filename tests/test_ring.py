@@ -830,30 +830,45 @@ print("held", held, "events", sorted(seen))
     assert "store_full" in r.stdout, r.stdout          # the case happened, and every boot kept it all
 
 
+# A block device over another that programs a commit whole, then reports an
+# error (fail_next); with fail_read, the read after it fails too. Prepended
+# to the scripts below (its errors made beforehand: raising them allocates
+# nothing, for a test under heap_lock()).
+FLAKY = r"""
+ERR = OSError(116, "flash write reported an error")
+READ_ERR = OSError(110, "read timed out")
+
+class Flaky:
+    def __init__(self, d, fail_read=False):
+        self.d = d
+        self.fail_next = self.fail_read = False
+        self.then_read = fail_read
+    def readblocks(self, n, buf, off=0):
+        if self.fail_read:
+            self.fail_read = False
+            raise READ_ERR
+        return self.d.readblocks(n, buf, off)
+    def writeblocks(self, n, buf, off=None):
+        self.d.writeblocks(n, buf, off)
+        if self.fail_next:
+            self.fail_next = False
+            self.fail_read = self.then_read
+            raise ERR
+    def ioctl(self, op, arg):
+        return self.d.ioctl(op, arg)
+"""
+
+
 def test_a_program_that_lands_whole_but_reports_an_error_counts():
     """A driver may program a commit whole and then raise (a verify or
     timeout error). The next commit reused its sequence number, the boot
     read a gap and dropped the whole session as stale, with no event. Read
     back, a commit that is on flash whole now counts: the publish succeeds
     and a reboot restores every message."""
-    r = run_mp(r"""
+    r = run_mp(FLAKY + r"""
 from norflash import NorFlash
 from durable_mqtt import MQTTClient
 
-class Flaky:
-    # programs, then reports an error, when told to
-    def __init__(self, d):
-        self.d = d
-        self.fail_next = False
-    def readblocks(self, n, buf, off=0):
-        return self.d.readblocks(n, buf, off)
-    def writeblocks(self, n, buf, off=None):
-        self.d.writeblocks(n, buf, off)
-        if self.fail_next:
-            self.fail_next = False
-            raise OSError(116, "flash write reported an error")
-    def ioctl(self, op, arg):
-        return self.d.ioctl(op, arg)
 
 nor = NorFlash(4096, 8, prog_size=32)
 dev = Flaky(nor)
@@ -881,31 +896,13 @@ def test_a_commit_that_landed_but_could_not_be_read_back_keeps_the_session():
     with no event. A number repeated is now the log going on (a gap is a
     number skipped; nothing else repeats one): the reboot restores every
     message accepted."""
-    r = run_mp(r"""
+    r = run_mp(FLAKY + r"""
 from norflash import NorFlash
 from durable_mqtt import MQTTClient
 
-class Flaky:
-    # programs whole, then reports an error and fails the next read, when told to
-    def __init__(self, d):
-        self.d = d
-        self.fail_next = self.fail_read = False
-    def readblocks(self, n, buf, off=0):
-        if self.fail_read:
-            self.fail_read = False
-            raise OSError(110, "read timed out")
-        return self.d.readblocks(n, buf, off)
-    def writeblocks(self, n, buf, off=None):
-        self.d.writeblocks(n, buf, off)
-        if self.fail_next:
-            self.fail_next = False
-            self.fail_read = True
-            raise OSError(116, "flash write reported an error")
-    def ioctl(self, op, arg):
-        return self.d.ioctl(op, arg)
 
 nor = NorFlash(4096, 8, prog_size=32)
-dev = Flaky(nor)
+dev = Flaky(nor, fail_read=True)
 c = MQTTClient("dev1", "127.0.0.1", session_file=dev, clean_session=False, buf_size=256)
 for i in range(10):
     c.publish("t/a", b"held %d" % i, qos=1)
@@ -929,25 +926,11 @@ def test_a_commit_whose_read_back_finds_no_heap_keeps_what_was_before():
     """The same where the read-back's buffer finds no heap (heap_lock()
     here; a full heap on a board): every commit before it, and after it,
     is loaded."""
-    r = run_mp(r"""
+    r = run_mp(FLAKY + r"""
 import micropython
 from norflash import NorFlash
 from durable_mqtt.ring import RingStore
-ERR = OSError(116, "flash write reported an error")   # (made beforehand: raising allocates nothing)
 
-class Flaky:
-    def __init__(self, d):
-        self.d = d
-        self.fail_next = False
-    def readblocks(self, n, buf, off=0):
-        return self.d.readblocks(n, buf, off)
-    def writeblocks(self, n, buf, off=None):
-        self.d.writeblocks(n, buf, off)
-        if self.fail_next:
-            self.fail_next = False
-            raise ERR
-    def ioctl(self, op, arg):
-        return self.d.ioctl(op, arg)
 
 def append(r, b):
     r.write(b, 0, len(b))

@@ -126,19 +126,12 @@ class AsyncClient:
         return self.client.session_present
 
     async def disconnect(self, session_expiry=None):
-        t = self._task
-        self._task = None
         c = self.client
         k = c.conn
         x = None
         try:
             try:
-                if t:
-                    t.cancel()
-                    try:
-                        await t
-                    except asyncio.CancelledError:
-                        pass
+                await self._stop_task()
                 # What the socket had no room for goes before the DISCONNECT,
                 # as a blocking write sent it, waiting as long as one would.
                 k = c.conn
@@ -183,20 +176,24 @@ class AsyncClient:
         # background task ends and the store closes: before a deep sleep or
         # a power-off. (client.close() alone, with the task running, was
         # undone by its next reconnect.) What waits ends as at disconnect().
-        t = self._task
-        self._task = None
         try:
-            if t:
-                t.cancel()
-                try:
-                    await t
-                except asyncio.CancelledError:
-                    pass
+            await self._stop_task()
         finally:
             self.client.close()
             self._stopped()
             self._closed = True             # messages() ends once its queue is empty
             self._queue_ev.set()
+
+    async def _stop_task(self):
+        # The background task ends: cancelled, and awaited.
+        t = self._task
+        self._task = None
+        if t:
+            t.cancel()
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
 
     def _stopped(self):
         # Asked for, not a drop: no on_down. What waits for a connection or
