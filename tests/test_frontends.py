@@ -160,8 +160,8 @@ asyncio.run(main())
 
 def test_aio_messages_keeps_every_acknowledged_message(broker):
     # messages() with a queue of 8 and 20 QoS 1 messages arriving at once:
-    # each is acknowledged when it is queued, so none may be dropped; the
-    # background task reads no more while the queue is full.
+    # none may be dropped (each is acknowledged when it is taken:
+    # later.py); the background task reads no more while the queue is full.
     r = run_mp(AIO % broker.port + r"""
 from durable_mqtt import MQTTClient
 async def main():

@@ -19,7 +19,8 @@
 # rest. Acknowledgements, PINGREQ, (UN)SUBSCRIBE and the rest of a packet
 # larger than the room wait for room (each stall at most timeout_ms: a write
 # that moves goes on). Messages a subscribe() or unsubscribe() reads before its
-# answer are queued past queue_size (acknowledged: never dropped).
+# answer are queued past queue_size (QoS 1/2: never dropped). messages()
+# acknowledges a QoS 1/2 message when it hands the copy out (later.py).
 import asyncio
 import sys
 import time
@@ -179,7 +180,15 @@ class AsyncClient:
         try:
             await self._stop_task()
         finally:
-            self.client.close()
+            c = self.client
+            c.close()
+            if c.persist and c.conn is not None and c.conn.later:
+                # The copies not yet taken whose acknowledgements are held
+                # go: the session on flash and the broker's keep them, and
+                # the broker sends them at the next connect (a QoS 2 one
+                # taken now could not be recorded: the store is closed).
+                from .later import forget
+                self._queue = forget(c, self._queue)
             self._stopped()
             self._closed = True             # messages() ends once its queue is empty
             self._queue_ev.set()
@@ -474,10 +483,9 @@ class AsyncClient:
         q = self._queue
         if len(q) >= self._queue_size and not qos:
             # Bounded for QoS 0: the oldest QoS 0 copy goes (counted), or
-            # this one if the queue holds none. A QoS 1/2 message is already
-            # acknowledged when it arrives here, so it is kept, never
-            # dropped: the background task reads no more while the queue is
-            # full (the broker holds the rest back).
+            # this one if the queue holds none. A QoS 1/2 message is kept,
+            # never dropped: the background task reads no more while the
+            # queue is full (the broker holds the rest back).
             self.dropped_messages += 1
             for i in range(len(q)):
                 if not q[i][3]:
@@ -486,12 +494,34 @@ class AsyncClient:
             else:
                 return
         q.append((bytes(topic), bytes(msg), retained, qos))
+        if qos:
+            # Acknowledged when messages() hands it out, not now: a reset
+            # while it waits here loses nothing (later.py).
+            from .later import hold
+            try:
+                hold(self.client)
+            except MemoryError:
+                q.pop()              # (not taken: unacknowledged, as when the copy found no heap)
+                raise
         self._queue_ev.set()
 
     def messages(self):
         # Async iterator of (topic, msg, retained, qos) copies, used when no
         # callback is set: `async for topic, msg, retained, qos in c.messages()`.
         return _Messages(self)
+
+    def _taken(self):
+        # messages() hands out a QoS 1/2 copy: its acknowledgement goes now
+        # (QoS 2: the id reaches flash first), on the connection it came on.
+        from .later import release
+        c = self.client
+        try:
+            release(c)
+        except OSError as x:
+            c.conn.failed(x)         # (the background task reconnects)
+        except Exception as x:
+            self._callback_error(x)  # (a store's write error: reported, as the task's are)
+        self._kick()                 # what the acknowledgement let the broker send, or the window out
 
     # ------------------------------------------------------------ background task
     def _on_up(self, c):
@@ -696,4 +726,7 @@ class _Messages:
             o._queue_ev.clear()
             await o._queue_ev.wait()
         o._space.set()
-        return o._queue.pop(0)
+        m = o._queue.pop(0)
+        if m[3]:
+            o._taken()
+        return m

@@ -98,6 +98,10 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     # each leaves the session, so settle.py reports it (to a done callback).
     rel = [e.pid[e.index(k)] for k in range(e.count) if e.slot(k) == 3] if c.on_done else ()
     sp, ev = yield from _handshake(c, clean, timeout_ms or c.timeout_ms, server or c.server, port or c.port)
+    if k.later:
+        # Copies queued for messages() came on an earlier connection (later.py).
+        from .later import connected
+        connected(k, ev == "resumed")
     # The link is up, and the outbox waits (k.held) until the end of the
     # connect, or longer: what a callback publishes meanwhile (an event's,
     # a retained message's during a resubscribe) joins it, instead of

@@ -192,7 +192,15 @@ def incoming(link):  # noalloc
     if box.held:
         from .late import late         # (a read inside a callback: rare)
         return late(link, rx, n)
-    if rx == 2 and not link.engine.incoming(rx, n):  # (QoS 0/1: always True, no call)
+    if rx == 2 and link.later:
+        # AsyncClient's messages() holds acknowledgements (later.py): a copy
+        # of this one may wait there, acknowledged when it is taken.
+        from . import later
+        if later.incoming(link, n):
+            rx = 0
+    if rx == 0 and box.qos:
+        link.counts[_DUP_IN] += 1
+    elif rx == 2 and not link.engine.incoming(rx, n):  # (QoS 0/1: always True, no call)
         link.counts[_DUP_IN] += 1                     # MQTT-4.3.3-10: not again
     elif c.cb is not None:
         box.held = 0x40000 | rx << 16 | n
@@ -229,6 +237,8 @@ def incoming(link):  # noalloc
                 raise
             if link.cb_error is None:
                 link.cb_error = x
+        if box.held & 0x100000:
+            rx = 0                   # held (later.hold): acknowledged when messages() hands it out
         box.held = 0
     # QoS 2: the id reaches flash after delivery and before the PUBREC:
     # a power cut in between delivers it again (docs/sessions.md). A

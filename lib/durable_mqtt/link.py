@@ -67,6 +67,9 @@ class Link:
     # that lookups of absent names probe past, as they would an entry
     # (+980). Together +1.8%: docs/benchmarks.md still has it above peers.
     held = False
+    # The acknowledgements held until messages() hands the copies out
+    # (later.py): a list once AsyncClient queues one. A class attribute, as cut.
+    later = None
 
     def __init__(self, c):
         # Made at client c's first connect (MQTTClient.connection()); the

@@ -1,0 +1,263 @@
+"""AsyncClient's messages() acknowledges a QoS 1/2 message when it hands the
+copy out, not when the copy enters its queue (lib/durable_mqtt/later.py). A
+reset while copies wait in the queue loses none of them; a reconnect that
+resumes the session gets them again from the broker, and a QoS 2 one is
+still delivered once. Real mosquitto; the rules on their own, without a
+broker, at the end."""
+import pytest
+
+from conftest import run_mp
+
+HEAD = r"""
+import asyncio, sys
+from durable_mqtt.aio import AsyncClient
+from durable_mqtt import MQTTClient
+PORT = %(port)d
+VER = %(ver)d
+CID = "held-%(name)s-%(ver)d"
+LOG = %(log)r
+
+def client(**kw):
+    return AsyncClient(CID, "127.0.0.1", PORT, version=VER, keepalive=20, timeout_ms=2000,
+                       session_file=LOG, clean_session=False, queue_size=16, **kw)
+
+def publish_all(topic_qos):
+    p = MQTTClient(CID + "-pub", "127.0.0.1", PORT, version=VER)
+    p.connect()
+    for i, (t, q) in enumerate(topic_qos):
+        p.publish(t, b"%%d" %% i, qos=q)
+    while p.pending():
+        p.wait_msg(1000)
+    p.disconnect()
+
+async def drain(c, quiet_ms=1500):
+    got = []
+    it = c.messages()
+    while True:
+        try:
+            t, m, r, q = await asyncio.wait_for_ms(it.__anext__(), quiet_ms)
+        except asyncio.TimeoutError:
+            return got
+        got.append((int(m), q))
+"""
+
+MSGS = "[('held/%(name)s/1', 1), ('held/%(name)s/2', 2)] * 5"
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_reset_with_copies_queued_loses_none(broker, tmp_path, ver):
+    # Ten messages (QoS 1 and 2) arrive and wait in the queue; the
+    # application takes three and the board resets (no DISCONNECT, nothing
+    # more sent). The next boot resumes the session and gets the other
+    # seven, once each. When the copies were acknowledged as they were
+    # queued, those seven were lost (the broker had them acknowledged).
+    v = dict(port=broker.port, ver=ver, name="reset", log=str(tmp_path / "s.dmq"))
+    first = run_mp(HEAD % v + r"""
+async def main():
+    c = client()
+    await c.connect()
+    await c.subscribe("held/reset/1", 1)
+    await c.subscribe("held/reset/2", 2)
+    publish_all(%s)
+    await asyncio.sleep_ms(500)          # all ten queued, none taken
+    it = c.messages()
+    for _ in range(3):
+        t, m, r, q = await it.__anext__()
+        print("took", int(m), q)
+    await asyncio.sleep_ms(300)          # the PUBREL of a QoS 2 one taken, answered
+    sys.exit(0)                          # the reset: the socket just closes
+asyncio.run(main())
+""" % (MSGS % v), check=False)
+    taken = [(int(line.split()[1]), int(line.split()[2])) for line in first.stdout.splitlines()
+             if line.startswith("took")]
+    assert len(taken) == 3, first.stdout + first.stderr
+    second = run_mp(HEAD % v + r"""
+async def main():
+    c = client()
+    print("present", await c.connect())
+    got = await drain(c)
+    print("got", sorted(got))
+    await c.disconnect()
+asyncio.run(main())
+""")
+    got = eval(second.stdout.split("got ", 1)[1].splitlines()[0])
+    assert "present True" in second.stdout, second.stdout
+    # The seven not taken, each once (QoS 2 included), none of the three again.
+    assert sorted(taken + got) == [(i, 1 + i % 2) for i in range(10)], (taken, second.stdout)
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_reconnect_with_qos2_copies_queued_delivers_each_once(broker, tmp_path, ver):
+    # Five QoS 2 copies wait in the queue when the link drops. The broker
+    # resumes the session and sends the five again (DUP): those are the
+    # copies already queued, not delivered again; each is acknowledged
+    # (PUBREC) on the new connection when taken, and its PUBREL / PUBCOMP
+    # end it: the incoming QoS 2 table is empty afterwards.
+    v = dict(port=broker.port, ver=ver, name="drop", log=str(tmp_path / "s.dmq"))
+    r = run_mp(HEAD % v + r"""
+async def main():
+    c = client()
+    await c.connect()
+    await c.subscribe("held/drop/2", 2)
+    publish_all([("held/drop/2", 2)] * 5)
+    await asyncio.sleep_ms(500)
+    links = c.client.stats()["reconnects"]
+    c.client.drop_link()                 # the link fails under the task
+    while c.client.stats()["reconnects"] == links or not c.is_connected():
+        await asyncio.sleep_ms(20)
+    await asyncio.sleep_ms(500)          # the broker's resends read (and not queued again)
+    got = await drain(c)
+    await asyncio.sleep_ms(300)
+    print("got", sorted(got))
+    print("table", c.client.engine.rx2_n)
+    await c.disconnect()
+asyncio.run(main())
+""")
+    got = eval(r.stdout.split("got ", 1)[1].splitlines()[0])
+    assert got == [(i, 2) for i in range(5)], r.stdout
+    assert "table 0" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_qos2_copies_taken_while_down_are_not_delivered_again(broker, tmp_path, ver):
+    # disconnect() with three QoS 2 copies queued; the application takes
+    # them while the client is down (they cannot be acknowledged: their ids
+    # are recorded, on flash). The next connect resumes the session and the
+    # broker sends them again: duplicates, acknowledged, not delivered.
+    v = dict(port=broker.port, ver=ver, name="down", log=str(tmp_path / "s.dmq"))
+    r = run_mp(HEAD % v + r"""
+async def main():
+    c = client()
+    await c.connect()
+    await c.subscribe("held/down/2", 2)
+    publish_all([("held/down/2", 2)] * 3)
+    await asyncio.sleep_ms(500)
+    await c.disconnect()
+    it = c.messages()
+    took = []
+    for _ in range(3):
+        t, m, r, q = await it.__anext__()
+        took.append(int(m))
+    print("took", took, "table", c.client.engine.rx2_n)
+    await c.connect()
+    got = await drain(c)
+    await asyncio.sleep_ms(300)
+    print("again", got, "table", c.client.engine.rx2_n)
+    await c.disconnect()
+asyncio.run(main())
+""")
+    assert "took [0, 1, 2] table 3" in r.stdout, r.stdout
+    assert "again [] table 0" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_close_leaves_the_unacknowledged_copies_to_the_broker(broker, tmp_path, ver):
+    # close() with copies queued and the session on flash: those copies go
+    # (the store is closed: a QoS 2 one taken then could not be recorded),
+    # and the broker sends them at the next connect, once each.
+    v = dict(port=broker.port, ver=ver, name="close", log=str(tmp_path / "s.dmq"))
+    r = run_mp(HEAD % v + r"""
+async def main():
+    c = client()
+    await c.connect()
+    await c.subscribe("held/close/1", 1)
+    await c.subscribe("held/close/2", 2)
+    publish_all(%s)
+    await asyncio.sleep_ms(500)
+    await c.close()
+    left = []
+    async for t, m, r, q in c.messages():    # ends: close(), and nothing kept
+        left.append(int(m))
+    print("left", left)
+    c = client()
+    await c.connect()
+    got = await drain(c)
+    print("got", sorted(got))
+    await c.disconnect()
+asyncio.run(main())
+""" % (MSGS % v))
+    assert "left []" in r.stdout, r.stdout
+    got = eval(r.stdout.split("got ", 1)[1].splitlines()[0])
+    assert got == [(i, 1 + i % 2) for i in range(10)], r.stdout
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_a_lost_session_reuses_the_ids_of_copies_queued(broker, tmp_path, ver):
+    # Three QoS 2 copies wait in the queue (ids 1-3) when another connection
+    # with the same client id and a clean session takes the session over:
+    # the broker forgets it. The reconnect finds the session lost, the
+    # client subscribes again, and the broker's new session numbers three
+    # new messages 1-3 again: they are new messages, delivered, not taken
+    # for resends of the copies queued (whose acknowledgements are now void).
+    v = dict(port=broker.port, ver=ver, name="lost", log=str(tmp_path / "s.dmq"))
+    r = run_mp(HEAD % v + r"""
+async def main():
+    c = client()
+    await c.connect()
+    await c.subscribe("held/lost/2", 2)
+    publish_all([("held/lost/2", 2)] * 3)
+    await asyncio.sleep_ms(500)
+    links = c.client.stats()["reconnects"]
+    t = MQTTClient(CID, "127.0.0.1", PORT, version=VER, clean_session=True)
+    t.connect()                          # the takeover: the session is gone
+    t.disconnect()
+    while c.client.stats()["reconnects"] == links or not c.is_connected():
+        await asyncio.sleep_ms(20)
+    await asyncio.sleep_ms(500)          # its subscription made again
+    p = MQTTClient(CID + "-pub", "127.0.0.1", PORT, version=VER)
+    p.connect()
+    for i in range(3, 6):
+        p.publish("held/lost/2", b"%d" % i, qos=2)
+    while p.pending():
+        p.wait_msg(1000)
+    p.disconnect()
+    got = await drain(c)
+    print("present", c.client.session_present, "got", sorted(got))
+    await c.disconnect()
+asyncio.run(main())
+""")
+    assert "present False" in r.stdout, r.stdout
+    got = eval(r.stdout.split("got ", 1)[1].splitlines()[0])
+    assert got == [(i, 2) for i in range(6)], r.stdout
+
+
+RULES = r"""
+from durable_mqtt import later
+
+class Engine:
+    def __init__(self):
+        self.rx2 = bytearray(4)
+        self.rx2_n = 0
+        self.asked = []
+    def incoming(self, qos, pid, n=0):
+        self.asked.append((pid, n))
+        return True
+
+class Link:
+    later = None
+    def __init__(self):
+        self.engine = Engine()
+
+k = Link()
+k.later = [0x10007, 0x20008, 0x20009]
+print("again", later.incoming(k, 8), k.later == [0x10007, 0x20008, 0x20009])
+print("new", later.incoming(k, 10), k.engine.asked)
+later.connected(k, True)
+print("stale", [hex(x) for x in k.later])
+print("resent", later.incoming(k, 9), [hex(x) for x in k.later])
+later.connected(k, False)
+print("void", k.later)
+"""
+
+
+def test_the_held_acknowledgement_rules():
+    # later.py on a stand-in link: a QoS 2 id held is a resend, matched
+    # (and live again on this connection); one not held has the table's
+    # room checked counting the held QoS 2 ids; a reconnect marks what is
+    # held as stale, and a new session voids it (its ids may be reused).
+    r = run_mp(RULES)
+    assert "again True True" in r.stdout, r.stdout
+    assert "new False [(10, 2)]" in r.stdout, r.stdout
+    assert "stale ['0x50007', '0x60008', '0x60009']" in r.stdout, r.stdout
+    assert "resent True ['0x50007', '0x60008', '0x20009']" in r.stdout, r.stdout
+    assert "void [0, 0, 0]" in r.stdout, r.stdout
