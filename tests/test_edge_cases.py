@@ -1186,6 +1186,55 @@ def test_a_qos2_message_read_inside_a_callback_takes_its_table_place_before_deli
 
 
 
+NESTED_CUT = r"""
+from durable_mqtt import MQTTClient
+PORT = %d
+c = MQTTClient("dev", "127.0.0.1", PORT, version=4, clean_session=False, timeout_ms=5000,
+               session_file=%r)
+def cb(t, m, r, q):
+    if bytes(t) == b"a":
+        c.subscribe("x", 1)          # reads packets until its SUBACK: B comes meanwhile
+    else:
+        print("INNER", bytes(t), q)
+c.set_callback(cb)
+c.connect()
+while True:
+    c.wait_msg(20)
+"""
+
+
+def test_a_qos2_message_read_inside_a_callback_reaches_flash_before_the_outer_one_returns(tmp_path):
+    """A QoS 2 message read inside a callback (its subscribe() waits for the
+    SUBACK) was recorded only when the outer callback returned: a power cut
+    in that wait, up to timeout_ms, left its id off flash, and the broker's
+    resend after the reboot delivered it a second time (a documented known
+    limit until now). Its id now reaches flash right after its delivery;
+    its PUBREC still waits for the outer message's (MQTT-4.6.0-3)."""
+    import subprocess
+    import time
+    from conftest import spawn_mp
+    path = str(tmp_path / "s.dmq")
+    script = tmp_path / "cut.py"
+    fb = FakeBroker([("send", connack(4)), ("send", publish(4, b"a", b"1", qos=1, pid=1)), ("recv",),
+                     ("send", publish(4, b"b", b"2", qos=2, pid=101)), ("sleep", 3.0)], io_timeout=10)
+    script.write_text(NESTED_CUT % (fb.port, path))
+    p = spawn_mp(script)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("INNER b'b' 2"), line
+        time.sleep(0.3)              # well inside the SUBACK's wait: the power cut
+    finally:
+        p.kill()
+        p.wait()
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+c = MQTTClient("dev", "127.0.0.1", 1, version=4, clean_session=False, session_file=%r)
+e = c.engine
+print("RECORDED", [e.rx2[k] for k in range(e.rx2_n)])
+""" % path)
+    assert "RECORDED [101]" in r.stdout, r.stdout
+
+
 NESTED_REQUEST = r"""
 c = MQTTClient("dev", "127.0.0.1", PORT, version=%d, timeout_ms=2000)
 got = []

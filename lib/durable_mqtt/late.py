@@ -14,21 +14,19 @@ def late(link, qos, pid):
     # waits for its SUBACK). Delivered (the callback is called again), but
     # its acknowledgement waits until the message being delivered has had
     # its own: they go in the order the PUBLISHes came (MQTT-4.6.0-2, -3).
-    # A QoS 2 id being delivered, or delivered meanwhile, is not delivered
-    # again (MQTT-4.3.3-10: 3.1.1 lets a broker resend on the connection).
+    # A QoS 2 id being delivered, or delivered meanwhile (recorded at once),
+    # is not delivered again (MQTT-4.3.3-10: 3.1.1 lets a broker resend on
+    # the connection).
     box = link.box
     if box.owed is None:
         box.owed = []
-    # QoS 2 ids delivered and not yet in the table (this callback's, those
-    # read meanwhile) take their places first: else the table, found to
-    # have room here, could be full when flush() records this one, which
-    # would then have been delivered and never recorded (delivered again
-    # when the broker resends it).
+    # The QoS 2 id of the callback's own message, delivered and not yet in
+    # the table, takes its place first: else the table, found to have room
+    # here, could be full when flush() records it, which would then have
+    # been delivered and never recorded (delivered again when the broker
+    # resends it). (Those read meanwhile are in the table: below.)
     n = (box.held >> 16) & 3 == 2
-    for k in box.owed:
-        n += k >> 16 == 2
-    if qos == 2 and (box.held & 0x7FFFF == 0x60000 | pid or 0x20000 | pid in box.owed) \
-            or not link.engine.incoming(qos, pid, n):
+    if qos == 2 and box.held & 0x7FFFF == 0x60000 | pid or not link.engine.incoming(qos, pid, n):
         link.counts[_DUP_IN] += 1
     else:
         from .inbound import deliver
@@ -47,6 +45,14 @@ def late(link, qos, pid):
             if link.cb_error is None:
                 link.cb_error = x    # (delivered: the callback's own, a MemoryError too)
         box.held |= 0x80000          # (the outer callback's call goes on)
+        if qos == 2:
+            # Its id reaches flash now, not when the outer callback returns:
+            # a power cut in that wait (a SUBACK up to timeout_ms) delivered
+            # it again after the reboot. Its PUBREC still waits for the
+            # outer one's (flush(): a recorded id is acknowledged as one).
+            from .inbound import put_send
+            link.engine.ack_incoming(2, pid, 0, link.tx)
+            put_send(link, 0)
     if qos:
         box.owed.append(qos << 16 | pid)
 
