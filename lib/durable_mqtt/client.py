@@ -24,7 +24,7 @@ from micropython import const
 from builtins import isinstance, len, type
 
 from .codec import as_bytes, publish_size, topic_name, too_large, varint_size
-from .errors import NotConnected, said
+from .errors import NotConnected, StoreFull, said
 
 _NEVER = const(0xFFFFFFFF)
 _TOPICS = const(8)           # str topics kept encoded
@@ -270,10 +270,11 @@ class MQTTClient:
 
     def requesting(self, f, opts, sid, timeout_ms=0):
         # The steps of subscribe() (opts: the options byte) and of
-        # unsubscribe() (opts < 0); returns the SUBACK / UNSUBACK code. The
-        # request is checked first, and filters.py unloaded before
-        # request.py loads: the checkpoint after the answer loads
-        # dirstate.py beside request.py alone (the peak of a subscribe).
+        # unsubscribe() (opts < 0); returns the SUBACK / UNSUBACK code. One
+        # module at a time, the peak of a subscribe from .mpy: the request
+        # is checked (filters.py), sent and answered (request.py), then the
+        # answer checkpointed (dirstate.py for a session directory), each
+        # module unloaded before the next loads.
         k = self.need_link()
         gc.collect()                    # before a compile or load: see __init__
         from .filters import check
@@ -284,7 +285,32 @@ class MQTTClient:
             unload()
         gc.collect()
         from .request import requesting
-        return requesting(self, f, opts, sid, props, timeout_ms)
+        code = yield from requesting(self, f, opts, sid, props, timeout_ms)
+        del requesting
+        unload()
+        # A lost session's resubscribe (settle.py; e.resub_owed, on flash)
+        # writes nothing per SUBACK: the connect writes the state once all
+        # are made, and a cut before that makes them all again.
+        if self.persist and not self.engine.resub_owed:
+            gc.collect()
+            try:
+                self.journal.checkpoint()
+            except BaseException as x:
+                if not isinstance(x, StoreFull):
+                    # A write error, EIO: the call fails as a connect fails
+                    # over its checkpoint, the link closed, the error
+                    # raised; the answer stays in the session in RAM, on
+                    # flash with the next checkpoint.
+                    k.drop()
+                    raise
+                # Made all the same (a full or read-only filesystem): kept
+                # in RAM, on flash with the next checkpoint that gets
+                # through; reported, not raised, or a lost session's
+                # resubscribe failed every connect. (settle.py: the event's
+                # words are not interned at import.)
+                from .settle import full
+                full(self, x)
+        return code
 
     def subscription(self, topic, qos=0, no_local=False, retain_as_published=False,
                      retain_handling=0, sub_id=0):

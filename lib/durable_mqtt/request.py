@@ -1,15 +1,14 @@
 # SUBSCRIBE and UNSUBSCRIBE, one topic filter each, and their acks. Loaded
 # by subscribe() / unsubscribe() (and by connect() when it resubscribes)
-# once the request is checked (filters.py's check(), unloaded by then:
-# the checkpoint after the answer loads dirstate.py beside this module
-# alone), and unloaded after (client.unload).
+# once the request is checked (filters.py's check(), unloaded by then),
+# and unloaded before the checkpoint of the answer (client.requesting()).
 #
 # requesting() is a generator, like connect.connecting().
 import time
 from micropython import const
 
 from .codec import fail, put_str, put_block, put_u16, put_varint, varint_size, u16, too_large
-from .errors import ConnectRefused, NotConnected, StoreFull, Timeout
+from .errors import ConnectRefused, NotConnected, Timeout
 from . import subs
 
 _SUBSCRIBE = const(0x82)     # SUBSCRIBE, UNSUBSCRIBE carry flags 0b0010 (MQTT-3.8.1-1, 3.10.1-1)
@@ -109,27 +108,8 @@ def requesting(c, f, opts, sid, props, timeout_ms=0):
         subs.subscribed(e, f, opts, sid)
     else:
         subs.unsubscribed(e, f)
-    # A lost session's resubscribe (connect.py; e.resub_owed, on flash)
-    # writes nothing per SUBACK: the connect writes the state once all
-    # are made, and a cut before that makes them all again.
-    if c.persist and not e.resub_owed:
-        try:
-            c.journal.checkpoint()
-        except StoreFull as x:
-            # Made all the same (a full or read-only filesystem): kept in
-            # the session in RAM, on flash with the next checkpoint that
-            # gets through, as a connect's refused one (connect.py): not
-            # raised, or a lost session's resubscribe failed every connect.
-            # (No refused QoS 2 record waits here with the link up: its
-            # refusal closed the link.)
-            c.event("store_full", {"reason": x.args[1]})
-        except BaseException:
-            # Any other failure (a write error, EIO) fails the call as a
-            # connect's checkpoint fails the connect (connect.py): the link
-            # closed, the error raised. The broker's answer stays in the
-            # session in RAM, on flash with the next checkpoint (connect()).
-            k.drop()
-            raise
+    # (The checkpoint of the answer is the caller's, client.requesting(),
+    # once this module is unloaded.)
     return code
 
 

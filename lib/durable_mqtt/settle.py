@@ -98,7 +98,7 @@ def checkpoint(c, j):
         j.checkpoint()
     except BaseException as x:
         if isinstance(x, StoreFull):     # (connected all the same: acknowledgements make room)
-            c.event("store_full", {"reason": x.args[1]})
+            full(c, x)
             if c.unsaved != j.checkpoints + 1:
                 return
             # Unless a QoS 2 record the store refused (c.unsaved: no
@@ -112,6 +112,12 @@ def checkpoint(c, j):
         # whole: the link closed, nothing sent, the session kept.
         c.conn.drop()
         raise
+
+
+def full(c, x):
+    # A checkpoint refused by a full or read-only filesystem: the event
+    # (a subscribe()'s too: client.requesting).
+    c.event("store_full", {"reason": x.args[1]})
 
 
 def _resubscribing(c, info):
