@@ -463,6 +463,15 @@ class AsyncClient:
         self._cb = f
         self._props = props
         self.client.set_callback(self._deliver, props)
+        k = self.client.conn
+        if f is not None and k is not None and k.later:
+            # Copies queued for messages() before: acknowledged now (left
+            # held, they kept the broker's send quota from the callback).
+            from .later import release_all
+            try:
+                release_all(self.client)
+            except OSError as x:
+                k.failed(x)
 
     def _deliver(self, topic, msg, retained, qos, props=None):
         if self._cb is not None:

@@ -192,11 +192,11 @@ def incoming(link):  # noalloc
     if box.held:
         from .late import late         # (a read inside a callback: rare)
         return late(link, rx, n)
-    if rx == 2 and link.later:
-        # AsyncClient's messages() holds acknowledgements (later.py): a copy
-        # of this one may wait there, acknowledged when it is taken.
+    if rx and link.later:
+        # AsyncClient's messages() holds acknowledgements (later.py): this
+        # may be the broker's second copy of one held there, or taken.
         from . import later
-        if later.incoming(link, n):
+        if later.incoming(link, rx, n, link.first & 8):
             rx = 0
     if rx == 0 and box.qos:
         link.counts[_DUP_IN] += 1

@@ -4,12 +4,23 @@
 # out, not when it is queued: a reset while copies wait in the queue loses
 # none, the broker sends them again (MQTT-4.4.0-1). Loaded by aio.py only.
 #
-# link.later holds one int per copy queued, oldest first (the queue's
-# order, so acknowledgements go in the order the PUBLISHes came:
-# MQTT-4.6.0-2, -3): QoS << 16 | packet id, with _STALE when it came on an
-# earlier connection. QoS 0 marks one whose id means nothing any more (a
-# new session): nothing to acknowledge.
+# link.later holds an int per copy queued, oldest first (the queue's order,
+# so acknowledgements go in the order the PUBLISHes came: MQTT-4.6.0-2, -3):
+# QoS << 16 | packet id, _STALE when it came on an earlier connection; QoS 0
+# (0) marks one with nothing to acknowledge any more. After them, _TAKEN
+# ones: copies taken while they could not be acknowledged (the link down,
+# or stale), waiting for the broker's second copy, which is then
+# acknowledged and not delivered.
+#
+# On a resumed session the broker sends its unacknowledged PUBLISHes again
+# first, in their order, with DUP 1 (MQTT-4.4.0-1, MQTT-4.6.0-1,
+# MQTT-3.3.1-1): a QoS 1/2 PUBLISH with DUP 0 ends that burst, and a stale
+# id not seen again by then is one the broker dropped (Message Expiry): its
+# entry goes, so that the broker's next use of the id is a new message.
 _STALE = 0x40000
+_TAKEN = 0x80000
+_ACK = bytearray(8)          # the acknowledgements built here (never the link's tx,
+                             # where a reconnect may have its CONNECT waiting)
 
 
 def hold(c):
@@ -25,56 +36,131 @@ def hold(c):
         box.held |= 0x100000
 
 
-def incoming(link, pid):
-    # An incoming QoS 2 PUBLISH: True when a copy of it waits in the
-    # queue (the broker sent it again: a reconnect that resumed the
-    # session, or a 3.1.1 broker's retry), which is then not delivered
-    # again (MQTT-4.3.3-10) and is acknowledged on this connection when it
-    # is taken. Otherwise the table's room is checked counting the QoS 2
-    # ids held (recorded when they are taken): Session.incoming().
+def incoming(link, qos, pid, dup):
+    # A QoS 1/2 PUBLISH: True when it is the broker's second copy of one
+    # held (not delivered again, MQTT-4.3.3-10; acknowledged on this
+    # connection when its first copy is taken) or of one taken (acknowledged
+    # now, not delivered). False: a new one, delivered as usual (QoS 2: the
+    # table's room checked counting the ids held, recorded when taken).
+    if not dup:
+        over(link)
     h = link.later
+    key = qos << 16 | pid
     n = 0
     for i in range(len(h)):
-        if h[i] & 0x3FFFF == 0x20000 | pid:
-            h[i] = 0x20000 | pid
+        x = h[i]
+        if x & 0x3FFFF == key:
+            if x & _TAKEN:
+                del h[i]
+                ack(link, qos, pid)
+            else:
+                h[i] = key
             return True
-        n += h[i] >> 16 & 3 == 2
-    link.engine.incoming(2, pid, n)
+        n += x & (_TAKEN | 0x30000) == 0x20000
+    if qos == 2:
+        link.engine.incoming(2, pid, n)
     return False
 
 
-def connected(link, resumed):
-    # A new connection: what is held came on an earlier one. A session
-    # resumed will have the broker send those messages again; a new
-    # session has forgotten them, and their ids may be reused.
+def over(link):
+    # The broker's second copies are all in (or none was due): what is
+    # still stale was dropped by the broker. A copy queued keeps nothing to
+    # acknowledge; a taken one goes, and a QoS 2 id recorded when it was
+    # taken is released (on flash too).
     h = link.later
-    for i in range(len(h)):
-        h[i] = h[i] | _STALE if resumed else 0
+    i = 0
+    while i < len(h):
+        x = h[i]
+        if x & _STALE:
+            if not x & _TAKEN:
+                h[i] = 0
+            else:
+                del h[i]
+                if x >> 16 & 3 == 2:
+                    e = link.engine
+                    e.pubrel(x & 0xFFFF, _ACK)
+                    record(link)
+                continue
+        i += 1
+
+
+def connected(link, resumed):
+    # A new connection: what is held came on an earlier one. A resumed
+    # session will have the broker send those messages again; a new session
+    # has forgotten them (and the QoS 2 table with them), and their ids may
+    # be reused.
+    h = link.later
+    i = 0
+    while i < len(h):
+        if resumed:
+            h[i] |= _STALE
+        elif h[i] & _TAKEN:
+            del h[i]
+            continue
+        else:
+            h[i] = 0
+        i += 1
 
 
 def release(c):
-    # messages() hands out the oldest copy: its acknowledgement now, on
-    # the connection it came on. One that came on an earlier connection
-    # (or with the link down now) is not acknowledged: the broker sends it
-    # again after the reconnect; a QoS 2 id is recorded all the same, so
-    # that the copy sent again is a duplicate, acknowledged but not
-    # delivered (a full table: not recorded, and that copy is delivered
-    # again).
+    # messages() hands out the oldest copy: its acknowledgement now.
+    h = c.conn.later
+    i = 0
+    while h[i] & _TAKEN:
+        i += 1
+    take(c, i)
+    del h[i]
+
+
+def release_all(c):
+    # set_callback() with copies queued: all are acknowledged now, as if
+    # taken (left unacknowledged, they held the broker's send quota for
+    # good, or the callback's messages were acknowledged ahead of them).
+    # Their places stay, with nothing to acknowledge, for messages().
+    h = c.conn.later
+    for i in range(len(h)):
+        if not h[i] & _TAKEN:
+            take(c, i)
+
+
+def take(c, i):
+    # The copy of entry i is the application's: acknowledged on the
+    # connection it came on. One that came on an earlier connection, or
+    # taken with the link down, cannot be: it becomes _TAKEN, so that the
+    # broker's second copy is acknowledged and not delivered, and a QoS 2
+    # id is recorded (on flash) all the same, should a reboot come first
+    # (a full table: not recorded). The entry itself is left void.
     k = c.conn
     h = k.later
-    x = h.pop(0)
+    x = h[i]
+    h[i] = 0
     qos = x >> 16 & 3
     if not qos:
         return
-    e = c.engine
-    live = k.connected and not x & _STALE
-    if not live and (qos == 1 or e.rx2_n >= len(e.rx2)):
-        return
-    from .inbound import put_send
-    n = e.ack_incoming(qos, x & 0xFFFF, 0, k.tx)
-    put_send(k, n if live else 0)
-    if live:
+    if k.connected and not x & _STALE:
+        ack(k, qos, x & 0xFFFF)
         k.flush()
+        return
+    h.append(_TAKEN | x & (_STALE | 0x3FFFF))
+    e = c.engine
+    if qos == 2 and e.rx2_n < len(e.rx2):
+        e.ack_incoming(2, x & 0xFFFF, 0, _ACK)
+        record(k)
+
+
+def ack(link, qos, pid):
+    # PUBACK, or PUBREC once the id is on flash, joins the acknowledgements
+    # owed (sent after the read under way, or flushed by take()).
+    n = link.engine.ack_incoming(qos, pid, 0, _ACK)
+    record(link)
+    link.owe(_ACK, n)
+
+
+def record(link):
+    # What the engine just asked to keep reaches flash (inbound.put_send,
+    # with nothing to send).
+    from .inbound import put_send
+    put_send(link, 0)
 
 
 def forget(c, q):
@@ -83,16 +169,15 @@ def forget(c, q):
     # again at the next connect). Returns the copies kept.
     k = c.conn
     h = k.later
+    queued = iter([x for x in h if not x & _TAKEN])
     kept = []
-    held = []
-    i = 0
+    left = []
     for m in q:
         if m[3]:
-            x = h[i]
-            i += 1
-            if x >> 16 & 3:
+            x = next(queued)
+            if x:
                 continue
-            held.append(x)
+            left.append(x)
         kept.append(m)
-    k.later = held
+    k.later = left + [x for x in h if x & _TAKEN]
     return kept
