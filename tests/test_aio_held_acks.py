@@ -30,6 +30,30 @@ def publish_all(topic_qos):
         p.wait_msg(1000)
     p.disconnect()
 
+async def relinked(c, cut):
+    # cut() ends the link under the background task; back once it has
+    # connected again.
+    links = c.client.stats()["reconnects"]
+    cut()
+    while c.client.stats()["reconnects"] == links or not c.is_connected():
+        await asyncio.sleep_ms(5)
+
+async def queued(c, topic, qos, n):
+    # Connected and subscribed, n messages published to topic and queued.
+    await c.connect()
+    await c.subscribe(topic, qos)
+    publish_all([(topic, qos)] * n)
+    await asyncio.sleep_ms(500)
+
+async def mixed(c):
+    # Connected, subscribed to held/NAME/1 at QoS 1 and held/NAME/2 at QoS 2,
+    # and ten messages queued, one topic then the other.
+    await c.connect()
+    for q in (1, 2):
+        await c.subscribe("held/%(name)s/%%d" %% q, q)
+    publish_all([("held/%(name)s/%%d" %% (1 + i %% 2), 1 + i %% 2) for i in range(10)])
+    await asyncio.sleep_ms(500)
+
 async def drain(c, quiet_ms=1500):
     got = []
     it = c.messages()
@@ -40,9 +64,6 @@ async def drain(c, quiet_ms=1500):
             return got
         got.append((int(m), q))
 """
-
-MSGS = "[('held/%(name)s/1', 1), ('held/%(name)s/2', 2)] * 5"
-
 
 @pytest.mark.parametrize("ver", [4, 5])
 def test_reset_with_copies_queued_loses_none(broker, tmp_path, ver):
@@ -55,11 +76,7 @@ def test_reset_with_copies_queued_loses_none(broker, tmp_path, ver):
     first = run_mp(HEAD % v + r"""
 async def main():
     c = client()
-    await c.connect()
-    await c.subscribe("held/reset/1", 1)
-    await c.subscribe("held/reset/2", 2)
-    publish_all(%s)
-    await asyncio.sleep_ms(500)          # all ten queued, none taken
+    await mixed(c)          # all ten queued, none taken
     it = c.messages()
     for _ in range(3):
         t, m, r, q = await it.__anext__()
@@ -67,7 +84,7 @@ async def main():
     await asyncio.sleep_ms(300)          # the PUBREL of a QoS 2 one taken, answered
     sys.exit(0)                          # the reset: the socket just closes
 asyncio.run(main())
-""" % (MSGS % v), check=False)
+""", check=False)
     taken = [(int(line.split()[1]), int(line.split()[2])) for line in first.stdout.splitlines()
              if line.startswith("took")]
     assert len(taken) == 3, first.stdout + first.stderr
@@ -97,14 +114,8 @@ def test_reconnect_with_qos2_copies_queued_delivers_each_once(broker, tmp_path, 
     r = run_mp(HEAD % v + r"""
 async def main():
     c = client()
-    await c.connect()
-    await c.subscribe("held/drop/2", 2)
-    publish_all([("held/drop/2", 2)] * 5)
-    await asyncio.sleep_ms(500)
-    links = c.client.stats()["reconnects"]
-    c.client.drop_link()                 # the link fails under the task
-    while c.client.stats()["reconnects"] == links or not c.is_connected():
-        await asyncio.sleep_ms(20)
+    await queued(c, "held/drop/2", 2, 5)
+    await relinked(c, c.client.drop_link)     # the link fails under the task
     await asyncio.sleep_ms(500)          # the broker's resends read (and not queued again)
     got = await drain(c)
     await asyncio.sleep_ms(300)
@@ -128,10 +139,7 @@ def test_qos2_copies_taken_while_down_are_not_delivered_again(broker, tmp_path, 
     r = run_mp(HEAD % v + r"""
 async def main():
     c = client()
-    await c.connect()
-    await c.subscribe("held/down/2", 2)
-    publish_all([("held/down/2", 2)] * 3)
-    await asyncio.sleep_ms(500)
+    await queued(c, "held/down/2", 2, 3)
     await c.disconnect()
     it = c.messages()
     took = []
@@ -159,11 +167,7 @@ def test_close_leaves_the_unacknowledged_copies_to_the_broker(broker, tmp_path, 
     r = run_mp(HEAD % v + r"""
 async def main():
     c = client()
-    await c.connect()
-    await c.subscribe("held/close/1", 1)
-    await c.subscribe("held/close/2", 2)
-    publish_all(%s)
-    await asyncio.sleep_ms(500)
+    await mixed(c)
     await c.close()
     left = []
     async for t, m, r, q in c.messages():    # ends: close(), and nothing kept
@@ -175,7 +179,7 @@ async def main():
     print("got", sorted(got))
     await c.disconnect()
 asyncio.run(main())
-""" % (MSGS % v))
+""")
     assert "left []" in r.stdout, r.stdout
     got = eval(r.stdout.split("got ", 1)[1].splitlines()[0])
     assert got == [(i, 1 + i % 2) for i in range(10)], r.stdout
@@ -193,16 +197,9 @@ def test_a_lost_session_reuses_the_ids_of_copies_queued(broker, tmp_path, ver):
     r = run_mp(HEAD % v + r"""
 async def main():
     c = client()
-    await c.connect()
-    await c.subscribe("held/lost/2", 2)
-    publish_all([("held/lost/2", 2)] * 3)
-    await asyncio.sleep_ms(500)
-    links = c.client.stats()["reconnects"]
+    await queued(c, "held/lost/2", 2, 3)
     t = MQTTClient(CID, "127.0.0.1", PORT, version=VER, clean_session=True)
-    t.connect()                          # the takeover: the session is gone
-    t.disconnect()
-    while c.client.stats()["reconnects"] == links or not c.is_connected():
-        await asyncio.sleep_ms(20)
+    await relinked(c, lambda: (t.connect(), t.disconnect()))   # the takeover: the session is gone
     await asyncio.sleep_ms(500)          # its subscription made again
     p = MQTTClient(CID + "-pub", "127.0.0.1", PORT, version=VER)
     p.connect()
@@ -231,10 +228,7 @@ def test_a_copy_taken_during_a_reconnect_leaves_its_connect_alone(broker, tmp_pa
     r = run_mp(HEAD % v + r"""
 async def main():
     c = client()
-    await c.connect()
-    await c.subscribe("held/dial/2", 2)
-    publish_all([("held/dial/2", 2)] * 3)
-    await asyncio.sleep_ms(300)
+    await queued(c, "held/dial/2", 2, 3)
     failed = []
     down = c.client.link_down
     c.client.link_down = lambda x, *a: (failed.append(repr(x)), down(x, *a))[1]
@@ -303,10 +297,7 @@ def test_set_callback_with_copies_queued_acknowledges_them(broker, tmp_path):
     r = run_mp(HEAD % v + r"""
 async def main():
     c = client(receive_max=2)
-    await c.connect()
-    await c.subscribe("held/cb/1", 1)
-    publish_all([("held/cb/1", 1)] * 3)
-    await asyncio.sleep_ms(500)
+    await queued(c, "held/cb/1", 1, 3)
     got = []
     c.set_callback(lambda t, m, r, q: got.append(int(m)))
     p = MQTTClient(CID + "-pub2", "127.0.0.1", PORT, version=VER)
@@ -333,20 +324,14 @@ def test_qos1_copies_queued_at_a_link_drop_are_delivered_once(broker, tmp_path, 
     r = run_mp(HEAD.replace("queue_size=16", "queue_size=2, backoff_ms=(50, 200)") % v + r"""
 async def main():
     c = client()
-    await c.connect()
-    await c.subscribe("held/q1/1", 1)
-    publish_all([("held/q1/1", 1)] * 40)
-    await asyncio.sleep_ms(300)
+    await queued(c, "held/q1/1", 1, 40)
     it = c.messages()
     got = []
     for d in range(4):
         for _ in range(5):
             got.append(int((await it.__anext__())[1]))
         await asyncio.sleep_ms(100)
-        links = c.client.stats()["reconnects"]
-        c.client.drop_link()
-        while c.client.stats()["reconnects"] == links or not c.is_connected():
-            await asyncio.sleep_ms(5)
+        await relinked(c, c.client.drop_link)
         await asyncio.sleep_ms(100)
     got += [n for n, _ in await drain(c)]
     print("deliveries", len(got), "messages", len(set(got)))
