@@ -143,20 +143,20 @@ class MQTTClient:
         need_callable(f)
         self.on_done = f
 
-    def event(self, ev, info):
-        self.last_event = ev
+    def event(self, kind, info):
+        self.last_event = kind
         if self.on_event:
             # The application's exception waits until the library has done
             # what the event is part of (the constructor's restore, the
             # connect's resends): raised at once it left the session owed
             # its resends, and ended AsyncClient's task for good.
             try:
-                self.on_event(ev, info)
+                self.on_event(kind, info)
             except Exception as x:
                 if self.cb_error is None:
                     self.cb_error = x
         elif self.early is not None:
-            self.early.append((ev, info))
+            self.early.append((kind, info))
 
     def due(self, wait):
         # wait (ms; -1: none) cut to when the records batched on

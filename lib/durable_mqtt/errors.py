@@ -97,8 +97,8 @@ def said(msg):
         p.__dict__.pop("texts", None)
 
 
-def too_large(what, n, limit, rc=0x95):
+def too_large(kind, n, limit, rc=0x95):
     # rc 0x95 Packet too large: one received; 0: one of the client's own.
     global why
     why = rc
-    raise PacketTooLarge(ERR_TOO_LARGE, "%s of %d bytes exceeds the limit of %d" % (what, n, limit))
+    raise PacketTooLarge(ERR_TOO_LARGE, "%s of %d bytes exceeds the limit of %d" % (kind, n, limit))
