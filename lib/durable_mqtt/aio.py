@@ -468,10 +468,8 @@ class AsyncClient:
             # Copies queued for messages() before: acknowledged now (left
             # held, they kept the broker's send quota from the callback).
             from .later import release_all
-            try:
-                release_all(self.client)
-            except OSError as x:
-                k.failed(x)
+            release_all(self.client)
+        self._space.set()            # (a task paused on a full queue reads again)
 
     def _deliver(self, topic, msg, retained, qos, props=None):
         if self._cb is not None:
@@ -505,10 +503,14 @@ class AsyncClient:
         q.append((bytes(topic), bytes(msg), retained, qos))
         if qos:
             # Acknowledged when messages() hands it out, not now: a reset
-            # while it waits here loses nothing (later.py).
+            # while it waits here loses nothing (later.py). Past queue_size
+            # (what one read, or a subscribe() waiting for its answer,
+            # brings at once) at once, as before: held, a broker's backlog
+            # of QoS 2 messages filled the table of unreleased ids with
+            # ones never acknowledged, and every connection closed on it.
             from .later import hold
             try:
-                hold(self.client)
+                hold(self.client, len(q) > self._queue_size)
             except MemoryError:
                 q.pop()              # (not taken: unacknowledged, as when the copy found no heap)
                 raise

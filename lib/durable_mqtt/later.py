@@ -23,17 +23,21 @@ _ACK = bytearray(8)          # the acknowledgements built here (never the link's
                              # where a reconnect may have its CONNECT waiting)
 
 
-def hold(c):
+def hold(c, now):
     # Inside the message callback (inbound.incoming, box.held: 0x40000 |
     # QoS << 16 | id, 0x80000 once the callback runs): the message's
     # acknowledgement waits for release(); 0x100000 tells incoming() so.
+    # now: acknowledged as usual instead (a queue past its size: what is
+    # held stays within queue_size, and so within the QoS 2 table), its
+    # place kept with nothing to acknowledge.
     k = c.conn
     box = k.box
     if box.held >> 16 & 3:           # (QoS 0: nothing to hold)
         if k.later is None:
             k.later = []
-        k.later.append(box.held & 0x3FFFF)
-        box.held |= 0x100000
+        k.later.append(0 if now else box.held & 0x3FFFF)
+        if not now:
+            box.held |= 0x100000
 
 
 def incoming(link, qos, pid, dup):
@@ -108,8 +112,10 @@ def release(c):
     i = 0
     while h[i] & _TAKEN:
         i += 1
-    take(c, i)
-    del h[i]
+    try:
+        take(c, i)
+    finally:
+        del h[i]                     # (a write that failed too: the next copy has the next entry)
 
 
 def release_all(c):
@@ -117,10 +123,14 @@ def release_all(c):
     # taken (left unacknowledged, they held the broker's send quota for
     # good, or the callback's messages were acknowledged ahead of them).
     # Their places stay, with nothing to acknowledge, for messages().
-    h = c.conn.later
+    k = c.conn
+    h = k.later
     for i in range(len(h)):
         if not h[i] & _TAKEN:
-            take(c, i)
+            try:
+                take(c, i)
+            except OSError as x:
+                k.failed(x)          # (the rest as with the link down: taken, acknowledged when sent again)
 
 
 def take(c, i):
