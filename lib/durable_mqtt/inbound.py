@@ -197,9 +197,10 @@ def incoming(link):  # noalloc
         # may be the broker's second copy of one held there, or taken.
         from . import later
         if later.incoming(link, rx, n, link.first & 8):
-            rx = 0
-    if rx == 0 and box.qos:
+            rx = -1
+    if rx < 0:                       # (an int compare: the QoS 0 path looks up nothing more)
         link.counts[_DUP_IN] += 1
+        rx = 0                       # (its acknowledgement is later.py's)
     elif rx == 2 and not link.engine.incoming(rx, n):  # (QoS 0/1: always True, no call)
         link.counts[_DUP_IN] += 1                     # MQTT-4.3.3-10: not again
     elif c.cb is not None:
