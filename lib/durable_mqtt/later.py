@@ -97,7 +97,8 @@ def connected(link, resumed):
     i = 0
     while i < len(h):
         if resumed:
-            h[i] |= _STALE
+            if h[i]:                 # (a void one stays 0: nothing to acknowledge, ever)
+                h[i] |= _STALE
         elif h[i] & _TAKEN:
             del h[i]
             continue
@@ -185,7 +186,7 @@ def forget(c, q):
     for m in q:
         if m[3]:
             x = next(queued)
-            if x:
+            if x >> 16 & 3:          # (held: the broker has it; void: the copy is the only one)
                 continue
             left.append(x)
         kept.append(m)
