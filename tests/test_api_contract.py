@@ -449,7 +449,7 @@ s.disconnect()
 
 
 @pytest.mark.parametrize("ver", VERSIONS)
-def test_connect_while_connected_ends_the_old_connection_with_disconnect(broker, ver):
+def test_MQTT_3_1_2_8_and_3_1_2_10_connect_while_connected_ends_the_old_connection_with_disconnect(broker, ver):
     """connect() on a client that is connected: the old connection ends
     with a DISCONNECT, as disconnect() ends it, then the new one is made
     (resuming the session). It was closed without one, an abnormal close
@@ -463,7 +463,7 @@ def test_connect_while_connected_ends_the_old_connection_with_disconnect(broker,
 
 
 @pytest.mark.parametrize("ver", VERSIONS)
-def test_session_present_is_that_of_the_last_connack_a_refusal_included(ver):
+def test_MQTT_3_2_2_4_and_3_2_2_6_session_present_is_that_of_the_last_connack_a_refusal_included(ver):
     """API.md: `session_present` is the flag from the last CONNACK. A
     CONNACK that refuses has Session Present 0 (MQTT-3.2.2-4 in 3.1.1,
     MQTT-3.2.2-6 in 5.0); the attribute kept the 1 of the connection

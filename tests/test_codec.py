@@ -392,6 +392,27 @@ print("ok")
 """)
 
 
+def test_MQTT_2_3_1_1_an_incoming_qos12_publish_with_packet_id_0_is_malformed():
+    # 3.1.1 MQTT-2.3.1-1 (5.0 MQTT-2.2.1-3): a QoS 1/2 PUBLISH carries a
+    # non-zero packet id. One with id 0 is refused before anything of it is
+    # used; id 1 and id 65535 are taken, and both protocol versions agree.
+    check(REFUSED + r"""
+for v5 in (False, True):
+    for qos in (1, 2):
+        def body(pid):
+            return b"\x00\x01t" + bytes((pid >> 8, pid & 255)) + (b"\x00" if v5 else b"") + b"m"
+        b = body(0)
+        x = refused(codec.parse_publish, b, len(b), qos << 1, v5, codec.Box())
+        assert "MQTT-2.3.1-1" in str(x), x
+        for pid in (1, 65535):
+            box = codec.Box()
+            b = body(pid)
+            codec.parse_publish(b, len(b), qos << 1, v5, box)
+            assert (box.pid, box.qos, box.payload_len) == (pid, qos, 1), (pid, box.pid, box.qos)
+print("ok")
+""")
+
+
 def test_MQTT_3_8_1_1_and_3_10_1_1_subscribe_and_unsubscribe_flags_are_0010():
     # MQTT-3.8.1-1 / 3.10.1-1: SUBSCRIBE and UNSUBSCRIBE carry the fixed
     # header flags 0,0,1,0 (first bytes 0x82 and 0xA2), both versions.

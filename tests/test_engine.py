@@ -1021,12 +1021,26 @@ assert subs.answer(e, 0xB0, pid) == (pid, b"x/y", -1, 0)   # its late answer: no
 pid = subs.request(e, 0x90)
 subs.abandon(e)                            # asked unknown
 assert subs.answer(e, 0x90, pid) == (pid, None, 0, 0)
+""")
+
+
+def test_MQTT_3_8_4_3_a_subscription_to_the_same_filter_replaces_the_one_held():
+    # MQTT-3.8.4-3: a SUBSCRIBE whose filter is identical to one the session
+    # holds replaces it (its options, and in MQTT 5 its identifier): the
+    # subscriptions the client keeps to make again after a lost session
+    # (MQTT-3.2.2-5) hold one entry per filter, the last granted. Filters
+    # are compared byte for byte: "a/#" and "a/+" are two.
+    run(r"""
+e = engine(v5=True)
 subs.subscribed(e, b"a/#", 1, 0)
-subs.subscribed(e, b"a/#", 2, 0)           # the same filter again replaces it
+subs.subscribed(e, b"a/+", 0, 0)
+subs.subscribed(e, b"a/#", 2, 7)           # the same filter again: replaced, options and identifier
 subs.subscribed(e, b"b", 0, 0)
-assert e.subs == [(b"a/#", 2, 0), (b"b", 0, 0)]
+assert e.subs == [(b"a/+", 0, 0), (b"a/#", 2, 7), (b"b", 0, 0)], e.subs
 subs.unsubscribed(e, b"a/#")
-assert e.subs == [(b"b", 0, 0)]
+assert e.subs == [(b"a/+", 0, 0), (b"b", 0, 0)], e.subs
+subs.unsubscribed(e, b"x")                 # one never held: nothing changes
+assert e.subs == [(b"a/+", 0, 0), (b"b", 0, 0)], e.subs
 """)
 
 

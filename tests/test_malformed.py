@@ -473,7 +473,9 @@ report("connect", c.connect)
 
 
 @pytest.mark.parametrize("v", VERSIONS)
-def test_publish_before_connack(v):
+def test_MQTT_3_2_0_1_a_publish_before_connack_fails_the_connect(v):
+    # MQTT-3.2.0-1: the first packet a server sends is CONNACK. A PUBLISH
+    # first is a protocol error: connect() fails, nothing is delivered.
     fake = FakeBroker([("send", publish(v, b"a", b"x")), ("send", connack(v))])
     res = mp(fake, v, """
 c = MQTTClient("fake", "127.0.0.1", port=PORT, version=V, timeout_ms=3000)
@@ -748,7 +750,9 @@ def after_error(fake):
 @pytest.mark.parametrize("how", ["wait", "check"])
 @pytest.mark.parametrize("v,name", [(v, name) for v in VERSIONS for name in sorted(REFUSED)
                                     if v == 5 or REFUSED[name][2]])     # (the MQTT 5 packets: 5 only)
-def test_bad_packet_closes_with_disconnect_and_reason_in_mqtt5_only(v, name, how):
+def test_MQTT_4_8_0_1_a_bad_packet_closes_the_connection_with_disconnect_and_reason_in_mqtt5_only(v, name, how):
+    # 3.1.1 MQTT-4.8.0-1 (5.0 4.13.1): a protocol violation closes the network
+    # connection; MQTT 5 sends a DISCONNECT with the reason code first.
     raw, rc, v4_too = REFUSED[name]
     if raw is None:
         raw = connack(v)

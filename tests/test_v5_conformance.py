@@ -93,7 +93,7 @@ def test_retain_handling_3_is_refused_before_the_subscribe_is_sent():
 SHARED_BAD = ["$share/+/t", "$share//t", "$share/g", "$share/g/", "$share/#"]
 
 
-def test_MQTT_4_8_2_1_a_shared_subscription_is_well_formed_and_without_no_local():
+def test_MQTT_4_8_2_1_and_3_8_3_4_a_shared_subscription_is_well_formed_and_without_no_local():
     # MQTT-4.8.2-1, -2: "$share/", a ShareName of at least one character
     # without "/", "+" or "#", then "/" and a Topic Filter. MQTT-3.8.3-4:
     # No Local on a shared subscription is a protocol error. All of these
