@@ -961,3 +961,34 @@ print("taken", len(got))
     assert "taken 65" in r.stdout and "closed" in r.stdout, r.stdout + r.stderr
     sent = [f for f, _ in fb.conns[0][1:]]
     assert sent.count(0x40) == 1 and sent.count(0x50) == 64, r.stdout + " ".join("%x:%s" % (f, b.hex()) for f, b in fb.conns[0][1:])
+
+
+@pytest.mark.parametrize("v", [4, 5])
+def test_a_resubscribe_answered_wrongly_once_then_well_starts_counting_again(v, tmp_path):
+    # The second wrong answer forgets a subscription (above), counted per
+    # filter; an answer that came right in between did not reset the count,
+    # so a one-off wrong answer months later forgot it at once. Two one-off
+    # wrong answers, a good one between them: still owed, made at the next
+    # connect.
+    fb = FakeBroker([("send", connack(v)), ("recv",), good_suback(v), ("sleep", 0.2), ("close",)],
+                    [("send", connack(v)), ("recv",), bad_suback(v)],
+                    [("send", connack(v)), ("recv",), good_suback(v), ("sleep", 0.2), ("close",)],
+                    [("send", connack(v)), ("recv",), bad_suback(v)],
+                    [("send", connack(v)), ("recv",), good_suback(v), ("sleep", 0.5)], io_timeout=5)
+    res = session_run(tmp_path, fb, v, r"""
+c = client()
+c.connect()
+c.subscribe("a/b", 1)
+report("cut", lambda: pump(c, ms=1000))
+report("c2", c.connect)
+report("c3", c.connect)
+report("cut3", lambda: pump(c, ms=1000))
+report("c4", c.connect)
+report("c5", c.connect)
+state("end", c)
+c.close()
+""")
+    assert res["c2"]["cls"] == res["c4"]["cls"] == "ProtocolError", res
+    assert res["c3"]["ok"] and res["c5"]["ok"], res
+    assert res["end"] == dict(res["end"], subs="[b'a/b']", connected=True), res
+    assert [[f for f, _ in conn[1:] if f == 0x82] for conn in fb.conns] == [[0x82]] * 5, fb.conns

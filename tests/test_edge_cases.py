@@ -1235,6 +1235,62 @@ print("RECORDED", [e.rx2[k] for k in range(e.rx2_n)])
     assert "RECORDED [101]" in r.stdout, r.stdout
 
 
+OUTER_CUT = r"""
+from durable_mqtt import MQTTClient
+PORT = %d
+c = MQTTClient("dev", "127.0.0.1", PORT, version=%d, clean_session=False, timeout_ms=5000,
+               session_file=%r)
+def cb(t, m, r, q):
+    print("DELIVERED", bytes(t), q)
+    if bytes(t) == b"a":
+        c.subscribe("x", 1)          # waits for its SUBACK: the power cut comes in this wait
+c.set_callback(cb)
+c.connect()
+while True:
+    c.wait_msg(20)
+"""
+
+
+@pytest.mark.parametrize("v", [4, 5])
+@pytest.mark.parametrize("inner", [False, True])
+def test_a_qos2_message_whose_callback_waits_for_a_suback_reaches_flash_before_that_wait(v, inner, tmp_path):
+    """The QoS 2 message whose callback runs a subscribe(): its id reached
+    flash only when the callback returned, so a power cut while it waited
+    for the SUBACK (up to timeout_ms) left it off flash, and the broker's
+    resend after the reboot delivered it a second time (found in review;
+    the message read inside that wait was fixed before, above). Its id now
+    reaches flash before the SUBSCRIBE goes, the inner one's after its
+    delivery, in the order they came; both PUBRECs still wait."""
+    import time
+    from conftest import spawn_mp
+    path = str(tmp_path / "s.dmq")
+    script = tmp_path / "cut.py"
+    then = [("send", publish(v, b"b", b"2", qos=2, pid=101))] if inner else []
+    fb = FakeBroker([("send", connack(v)), ("send", publish(v, b"a", b"1", qos=2, pid=7)), ("recv",)]
+                    + then + [("sleep", 3.0)], io_timeout=10)
+    script.write_text(OUTER_CUT % (fb.port, v, path))
+    p = spawn_mp(script)
+    try:
+        lines = [p.stdout.readline() for _ in range(2 if inner else 1)]
+        assert lines[0].startswith("DELIVERED b'a' 2"), lines
+        if inner:
+            assert lines[1].startswith("DELIVERED b'b' 2"), lines
+        time.sleep(0.3)              # well inside the SUBACK's wait: the power cut
+    finally:
+        p.kill()
+        p.wait()
+    fb.join()
+    sent = [f for f, _ in fb.conns[0][1:]]
+    assert 0x50 not in sent, sent    # no PUBREC before the callback returns (MQTT-4.6.0-3)
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+c = MQTTClient("dev", "127.0.0.1", 1, version=%d, clean_session=False, session_file=%r)
+e = c.engine
+print("RECORDED", [e.rx2[k] for k in range(e.rx2_n)])
+""" % (v, path))
+    assert "RECORDED %s" % ([7, 101] if inner else [7]) in r.stdout, r.stdout
+
+
 NESTED_REQUEST = r"""
 c = MQTTClient("dev", "127.0.0.1", PORT, version=%d, timeout_ms=2000)
 got = []

@@ -165,6 +165,7 @@ class AsyncClient:
             # Even when client.disconnect() raised (e.g. session_expiry with
             # the link down): the background task is gone all the same.
             self._stopped()
+            self._report()              # (store_full at its checkpoint)
         # Down already for the application: a connect() meanwhile starts
         # the next connection (which closes this socket).
         await self._linger(k)
@@ -344,11 +345,19 @@ class AsyncClient:
     # ------------------------------------------------------------ subscriptions
     async def subscribe(self, topic, qos=0, timeout_ms=None, **kw):
         # Wait for the connection, then SUBSCRIBE and await the SUBACK.
-        c = self.client
-        return await self._request(c.subscription(topic, qos, **kw), timeout_ms)
+        # (filters.py unloaded before the wait for the connection: checked
+        # again, loaded again, when the request goes)
+        try:
+            args = self.client.subscription(topic, qos, **kw)
+        finally:
+            unload()
+        return await self._request(args, timeout_ms)
 
     async def unsubscribe(self, topic, timeout_ms=None):
-        f, _, _ = self.client.subscription(topic)
+        try:
+            f, _, _ = self.client.subscription(topic)
+        finally:
+            unload()
         return await self._request((f, -1, 0), timeout_ms)
 
     async def _request(self, args, timeout_ms):
@@ -439,6 +448,7 @@ class AsyncClient:
         # socket, they would wait for the next input -- which may never come
         # while the broker awaits those acknowledgements (Receive Maximum).
         c = self.client
+        self._report()                  # (store_full at the answer's checkpoint)
         if not c.is_connected():
             return
         if self._cb is None and len(self._queue) >= self._queue_size:
@@ -672,6 +682,17 @@ class AsyncClient:
                     await asyncio.wait_for_ms(_ready(c.socket(), False), c.due(min(w, _LOOK_DOWN_MS)))
                 except asyncio.TimeoutError:
                     pass
+
+    def _report(self):
+        # What the event callback raised in a call of the application's
+        # (subscribe(), disconnect(): store_full), reported now, as that
+        # call's. (MQTTClient's report() raises it; left, the next
+        # reconnect reported it as its own.)
+        c = self.client
+        x = c.cb_error
+        if x is not None:
+            del c.cb_error
+            self._callback_error(x)
 
     def _callback_error(self, x):
         # The application's callback raised: counted, reported as the event

@@ -315,17 +315,32 @@ class MQTTClient:
     def subscription(self, topic, qos=0, no_local=False, retain_as_published=False,
                      retain_handling=0, sub_id=0):
         # (filter, options byte, subscription id): what requesting() takes.
+        # (filters.py stays loaded for requesting(), which unloads it;
+        # a caller that goes no further unloads it itself.)
         gc.collect()                    # before a compile or load: see __init__
         from .filters import subscription
-        return subscription(self, topic, qos, no_local, retain_as_published, retain_handling, sub_id)
+        try:
+            return subscription(self, topic, qos, no_local, retain_as_published, retain_handling, sub_id)
+        except BaseException:
+            unload()                     # (a bad argument)
+            raise
 
     def subscribe(self, topic, qos=0, *, no_local=False, retain_as_published=False,
                   retain_handling=0, sub_id=0):
-        return self.run(self.requesting(*self.subscription(topic, qos, no_local, retain_as_published,
-                                                           retain_handling, sub_id)))
+        try:
+            return self.run(self.requesting(*self.subscription(topic, qos, no_local, retain_as_published,
+                                                               retain_handling, sub_id)))
+        finally:
+            # The event callback's (store_full, at the answer's checkpoint),
+            # once the subscription is made: left, it came out of the next
+            # connect(), as that one's.
+            self.report()
 
     def unsubscribe(self, topic):
-        return self.run(self.requesting(as_bytes(topic), -1, 0))
+        try:
+            return self.run(self.requesting(as_bytes(topic), -1, 0))
+        finally:
+            self.report()
 
     def disconnect(self, session_expiry=None):
         # DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
@@ -335,6 +350,8 @@ class MQTTClient:
             disconnect(self, session_expiry)
         finally:
             unload()
+            if not self.async_connect:   # (AsyncClient reports it: callback_error)
+                self.report()
 
     def close(self):
         # Drop the connection without DISCONNECT (the will fires); the

@@ -52,6 +52,8 @@ def checkpoint(j, offline):
     except OSError as x:
         raise_full(x)
     j.lead = e.held                    # (the header's id counts only without a slot: store.py put())
+    if j.behind:
+        del j.behind                   # (back to SlotJournal's class default)
     j.checkpoints += 1
     j.capacity = old
 

@@ -52,6 +52,9 @@ class SlotJournal:
     # The session file PATH when dir is PATH.d.d, a restore_session() whose
     # rename was refused (slotmove.replace(), load.py); else None: PATH.d.
     path = None
+    # A late SUBACK / UNSUBACK changed the subscriptions (request.ack), which
+    # only the header holds: the next write is a checkpoint (store.py's alike).
+    behind = False
 
     def __init__(self, dir, e, batch_ms=0):
         self.dir = dir
@@ -94,6 +97,9 @@ class SlotJournal:
         e = self.e
         k = e.rec
         e.rec = 0
+        if self.behind:
+            self.checkpoint()        # (this record with the rest: the engine holds it)
+            return
         if k == _R_OUT_PUB:
             pid = e.pid[e.rec_slot]
             if self.batch_ms and (self.nbatch or not self.lead):
@@ -300,7 +306,9 @@ class SlotJournal:
                     self.lead = True      # (it may have held the newest id a boot counts from)
 
     def tick(self, now):
-        if self.nbatch and time.ticks_diff(now, self.batch_t0) >= self.batch_ms:
+        if self.behind:
+            self.checkpoint()
+        elif self.nbatch and time.ticks_diff(now, self.batch_t0) >= self.batch_ms:
             self.flush()
         elif self.nacks and not self.e.held:
             self.flush()              # idle: the acks reach flash before the program may end

@@ -25,7 +25,7 @@ def late(link, qos, pid):
     # here, could be full when flush() records it, which would then have
     # been delivered and never recorded (delivered again when the broker
     # resends it). (Those read meanwhile are in the table: below.)
-    n = (box.held >> 16) & 3 == 2
+    n = (box.held >> 16) & 3 == 2 and link.engine.rx2_index(box.held & 0xFFFF) < 0   # (request.py may have)
     if qos == 2 and box.held & 0x7FFFF == 0x60000 | pid or not link.engine.incoming(qos, pid, n):
         link.counts[_DUP_IN] += 1
     else:

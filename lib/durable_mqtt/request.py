@@ -45,6 +45,17 @@ def requesting(c, f, opts, sid, props, timeout_ms=0):
             k.up = []
         k.up.append(up)
     try:
+        held = k.box.held
+        if held & 0x70000 == 0x60000 and e.rx2_index(held & 0xFFFF) < 0:
+            # In the callback of a QoS 2 message (inbound.incoming), whose
+            # id reaches flash when the callback returns: now, before this
+            # wait for the answer (up to timeout_ms), where a power cut
+            # delivered it again after the reboot. Its PUBREC still goes
+            # when the callback returns (the id recorded: acknowledged as
+            # one). late.py does the same for those read meanwhile.
+            from .inbound import put_send
+            e.ack_incoming(2, held & 0xFFFF, 0, c.tx)
+            put_send(k, 0)
         pid = subs.request(e, _SUBACK if sub else _UNSUBACK)
         n = subscribe_packet(c.tx, pid, f, opts, props, e.max_out)
         k.result = -1
@@ -101,10 +112,15 @@ def requesting(c, f, opts, sid, props, timeout_ms=0):
             e.req_pid = 0 if up[2] >= 0 else up[0]     # (the engine's awaited request, public)
             e.req_kind = up[1]
             k.result = up[2]
+    if code >= 0x80:
+        # Refused (MQTT 5 UNSUBACK too: 0x87 Not authorized, ...): the
+        # broker's subscriptions are as they were, and so are those the
+        # session keeps to make again (an unsubscribe refused leaves the
+        # filter subscribed, at the broker and here).
+        from .reasons import text
+        raise ConnectRefused(code, "broker refused the %s %r: %s"
+                             % ("subscription to" if sub else "unsubscription from", f, text(code, True)))
     if sub:
-        if code >= 0x80:
-            from .reasons import text
-            raise ConnectRefused(code, "broker refused the subscription to %r: %s" % (f, text(code, True)))
         subs.subscribed(e, f, opts, sid)
     else:
         subs.unsubscribed(e, f)

@@ -19,7 +19,7 @@ import random
 import time
 from micropython import const
 
-from .client import MQTTClient, need_callable
+from .client import MQTTClient, need_callable, unload
 from .codec import as_bytes
 from .errors import ConnectRefused, PacketTooLarge, ProtocolError, SessionError
 
@@ -216,31 +216,34 @@ class RobustClient(MQTTClient):
         # Subscribes now when up; when down, remembers the subscription and
         # makes it after the next connect (returns None then). A refusal by
         # the broker still raises.
-        x = None
-        if self.is_connected():
-            s = self.engine.subs
-            try:
-                return super().subscribe(topic, qos, **kw)
-            except OSError as e:
-                if self.is_connected():  # the broker refused: not a link problem
-                    raise
-                x = e
-            if self.engine.subs is not s and self.subscription(topic, qos, **kw) in self.engine.subs:
-                # The SUBACK came (the session's list replaced, this one in
-                # it): what closed the link is the checkpoint after it (a
-                # write error, EIO: request.py). Made, kept in the session
-                # in RAM, on flash with the next connect's checkpoint; not
-                # queued (it was SUBSCRIBEd a second time after the reconnect).
-                self.link_down(x)
-                return None
-        # A bad filter raises now, not at a reconnect; so does a SUBSCRIBE
-        # larger than buf_size or the last CONNACK's Maximum Packet Size.
-        from .filters import check
-        check(self, *self.subscription(topic, qos, **kw))
-        self.pending_subs.append((topic, qos, kw))
-        if x is not None:
-            self.link_down(x)            # kept first: an on_down that raises loses no subscription
-        return None
+        try:
+            x = None
+            if self.is_connected():
+                s = self.engine.subs
+                try:
+                    return super().subscribe(topic, qos, **kw)
+                except OSError as e:
+                    if self.is_connected():  # the broker refused: not a link problem
+                        raise
+                    x = e
+                if self.engine.subs is not s and self.subscription(topic, qos, **kw) in self.engine.subs:
+                    # The SUBACK came (the session's list replaced, this one in
+                    # it): what closed the link is the checkpoint after it (a
+                    # write error, EIO: request.py). Made, kept in the session
+                    # in RAM, on flash with the next connect's checkpoint; not
+                    # queued (it was SUBSCRIBEd a second time after the reconnect).
+                    self.link_down(x)
+                    return None
+            # A bad filter raises now, not at a reconnect; so does a SUBSCRIBE
+            # larger than buf_size or the last CONNACK's Maximum Packet Size.
+            from .filters import check
+            check(self, *self.subscription(topic, qos, **kw))
+            self.pending_subs.append((topic, qos, kw))
+            if x is not None:
+                self.link_down(x)            # kept first: an on_down that raises loses no subscription
+            return None
+        finally:
+            unload()                     # (filters.py, when it checked one kept for later)
 
     def unsubscribe(self, topic):
         # Unsubscribes now when up; when down, the UNSUBSCRIBE goes after
@@ -258,7 +261,11 @@ class RobustClient(MQTTClient):
                 x = e
         f = as_bytes(topic)
         from .filters import check       # (a bad filter raises now, not out of every reconnect's poll())
-        check(self, f, -1, 0)
+        try:
+            check(self, f, -1, 0)
+        finally:
+            del check
+            unload()
         self.pending_subs = [p for p in self.pending_subs if as_bytes(p[0]) != f]
         self.pending_subs.append((topic, -1, None))
         if x is not None:

@@ -133,6 +133,8 @@ def _resubscribing(c, info):
         try:
             yield from requesting(c, f, opts, sid, check(c, f, opts, sid, c.conn))
             info["resubscribed"] = info.get("resubscribed", 0) + 1
+            if getattr(c, "bad_sub", None) == f:
+                del c.bad_sub            # (answered well: a bad answer months later is a first again)
         except (ConnectRefused, PacketTooLarge, ValueError):
             # The broker refuses it, or takes no packet that large, or
             # no broker may take it (a filter subscribe() refuses: a

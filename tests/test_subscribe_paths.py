@@ -1,0 +1,250 @@
+"""subscribe() / unsubscribe() paths found wrong in a review (stop 42), each
+against a stand-in broker (tests/fakebroker.py) and, where flash matters,
+a LittleFS image on a simulated NOR flash (tests/mp/norflash.py):
+
+* the event callback's exception on the store_full of a subscribe's
+  checkpoint came out of the next, unrelated connect() (RobustClient: out
+  of poll() at the next reconnect, which ended loop_forever());
+* filters.py stayed loaded after a refused request, or one RobustClient or
+  AsyncClient keeps for later: in the heap beside the next dial;
+* a late SUBACK (its wait cancelled) was never written to a session
+  directory;
+* an MQTT 5 UNSUBACK refusal forgot the filter the broker still had."""
+import signal
+import time
+
+import pytest
+
+from conftest import reports, run_mp, spawn_mp
+from fakebroker import FakeBroker, connack, pkt
+
+# A LittleFS image on a NOR flash, mounted at /fl; remount(True) makes it
+# read-only (a checkpoint is then refused: store_full).
+LFS = r"""
+import vfs
+from norflash import NorFlash
+P = 32
+dev = NorFlash(4096, 32, prog_size=P)
+vfs.VfsLfs2.mkfs(dev, progsize=P)
+vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
+def remount(ro):
+    vfs.umount("/fl")
+    vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl", readonly=ro)
+events = []
+def on_event(name, info):
+    events.append(name)
+    if name == "store_full":
+        raise ValueError("event callback on store_full")
+def call(f, *a):
+    try:
+        return "returned %r" % (f(*a),)
+    except Exception as x:
+        return "raised %r" % (x,)
+"""
+
+
+def answer(kind, v, code):
+    # A SUBACK (0x90) / UNSUBACK (0xB0) to the last request received.
+    def reply(got):
+        body = got[-1][1][:2] + (b"\x00" if v == 5 else b"")
+        return pkt(kind, body + (bytes((code,)) if kind == 0x90 or v == 5 else b""))
+    return ("reply", reply)
+
+
+def test_the_event_callbacks_exception_on_a_requests_store_full_comes_out_of_that_request():
+    # docs/api.md: an exception the event callback raises comes out once the
+    # work its event is part of is done. subscribe() and unsubscribe() kept
+    # it instead, and the next connect() raised it although it connected.
+    # disconnect()'s checkpoint alike.
+    fb = FakeBroker([("send", connack(4)), ("recv",), answer(0x90, 4, 1), ("recv",), answer(0xB0, 4, 0),
+                     ("recv",)],
+                    [("send", connack(4, sp=1)), ("sleep", 0.3)], io_timeout=10)
+    r = run_mp(LFS + r"""
+from durable_mqtt import MQTTClient
+c = MQTTClient("dev", "127.0.0.1", %d, clean_session=False, session_file="/fl/s", event_callback=on_event,
+               timeout_ms=3000)
+c.connect()
+remount(True)
+print("SUBSCRIBE", call(c.subscribe, "t", 1), [bytes(s[0]) for s in c.engine.subs])
+print("UNSUBSCRIBE", call(c.unsubscribe, "t"), [bytes(s[0]) for s in c.engine.subs])
+print("DISCONNECT", call(c.disconnect), c.is_connected())
+remount(False)
+print("CONNECT", call(c.connect), c.is_connected())
+print("EVENTS", events)
+c.close()
+""" % fb.port)
+    fb.join()
+    out = r.stdout
+    assert "SUBSCRIBE raised ValueError('event callback on store_full',) [b't']" in out, out
+    assert "UNSUBSCRIBE raised ValueError('event callback on store_full',) []" in out, out
+    assert "DISCONNECT raised ValueError('event callback on store_full',) False" in out, out
+    assert "CONNECT returned True True" in out, out
+    assert [f for f, _ in fb.conns[0][1:]] == [0x82, 0xA2, 0xE0], fb.conns[0]   # each request made, DISCONNECT sent
+
+
+def test_asyncclient_reports_the_event_callbacks_exception_on_a_requests_store_full_at_that_request():
+    # AsyncClient reports such an exception as the event callback_error: at
+    # the request it came from, not at the next reconnect as that one's.
+    fb = FakeBroker([("send", connack(4)), ("recv",), answer(0x90, 4, 1), ("sleep", 0.5), ("recv",)],
+                    io_timeout=10)
+    r = run_mp(LFS + r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+async def main():
+    a = AsyncClient("dev", "127.0.0.1", %d, clean_session=False, session_file="/fl/s", event_callback=on_event,
+                    timeout_ms=3000)
+    await a.connect()
+    remount(True)
+    print("SUBSCRIBE", await a.subscribe("t", 1), events, a.callback_errors)
+    await a.disconnect()
+    print("DISCONNECT", events, a.callback_errors, a.client.cb_error)
+asyncio.run(main())
+""" % fb.port)
+    fb.join()
+    out = r.stdout
+    assert "SUBSCRIBE 1 ['new', 'store_full', 'callback_error'] 1" in out, out
+    assert ("DISCONNECT ['new', 'store_full', 'callback_error', 'store_full', 'callback_error'] 2 None"
+            in out), out
+
+
+def test_no_once_per_call_module_stays_loaded_after_a_request_refused_or_kept_for_later():
+    # filters.py checks a request and is unloaded after it; a request
+    # refused by its arguments, or one RobustClient keeps while down, left
+    # it loaded, in the heap beside the next connect's dial.py.
+    fb = FakeBroker([("send", connack(4)), ("recv",), answer(0x90, 4, 0x80), ("sleep", 0.5)], io_timeout=10)
+    r = run_mp(r"""
+import sys
+from durable_mqtt import MQTTClient
+from durable_mqtt.robust import RobustClient
+def loaded():
+    return sorted(m[13:] for m in sys.modules if m.startswith("durable_mqtt.") and m[13:] in (
+        "filters", "request", "settle", "dirstate", "connect", "dial", "connack", "leave", "reasons"))
+def attempt(tag, f, *a):
+    try:
+        f(*a)
+    except Exception as x:
+        tag += " " + type(x).__name__
+    print(tag, loaded())
+c = MQTTClient("dev", "127.0.0.1", %d, timeout_ms=2000)
+attempt("BAD-QOS-DOWN", c.subscribe, "t", 3)
+c.connect()
+attempt("REFUSED", c.subscribe, "t", 1)
+attempt("BAD-QOS-UP", c.subscribe, "t", 3)
+attempt("BAD-FILTER-UP", c.unsubscribe, "a/#/b")
+c.close()
+rc = RobustClient("dev2", "127.0.0.1", 1)
+attempt("ROBUST-SUB-DOWN", rc.subscribe, "a/b", 1)
+attempt("ROBUST-UNSUB-DOWN", rc.unsubscribe, "a/b")
+attempt("ROBUST-BAD-DOWN", rc.subscribe, "a/#/b", 1)
+print("KEPT", rc.pending_subs)
+import asyncio
+from durable_mqtt.aio import AsyncClient
+async def main():
+    a = AsyncClient("dev3", "127.0.0.1", 1, timeout_ms=500)
+    t = asyncio.create_task(a.subscribe("a/b", 1))   # waits for a connection that never comes
+    await asyncio.sleep_ms(50)
+    print("ASYNC-WAITING", loaded())
+    t.cancel()
+asyncio.run(main())
+""" % fb.port)
+    fb.join()
+    out = r.stdout
+    for tag in ("BAD-QOS-DOWN ValueError", "REFUSED ConnectRefused", "BAD-QOS-UP ValueError",
+                "BAD-FILTER-UP ValueError", "ROBUST-SUB-DOWN", "ROBUST-UNSUB-DOWN", "ROBUST-BAD-DOWN ValueError",
+                "ASYNC-WAITING"):
+        assert tag + " []" in out, (tag, out)
+    assert "KEPT [('a/b', -1, None)]" in out, out      # (the unsubscribe replaced the subscribe kept)
+
+
+def _pid(body):
+    tl = body[0] << 8 | body[1]
+    return body[2 + tl:4 + tl]
+
+
+@pytest.mark.parametrize("store", ["directory", "log"])
+def test_a_late_suback_reaches_flash_with_the_next_write(tmp_path, store):
+    # An AsyncClient subscribe() cancelled after its SUBSCRIBE went: the
+    # broker's late SUBACK makes the subscription all the same, and the
+    # session records it, on flash with the next write (the journal is
+    # behind). The session directory (filestore.py) never read that mark:
+    # after a QoS 1 message written and acknowledged, a power cut, the
+    # subscription was not on flash, and a broker that lost the session
+    # was never asked for it again.
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("sleep", 0.6), answer(0x90, 4, 1),
+                     ("recv",), ("reply", lambda got: pkt(0x40, _pid(got[-1][1]))), ("sleep", 5)], io_timeout=10)
+    session = repr(str(tmp_path / "s")) if store == "directory" else "FileLog(%r)" % str(tmp_path / "log")
+    script = tmp_path / "dev.py"
+    script.write_text(r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+from durable_mqtt.filelog import FileLog
+async def main():
+    a = AsyncClient("dev", "127.0.0.1", %d, clean_session=False, session_file=%s, timeout_ms=3000)
+    await a.connect()
+    try:
+        await asyncio.wait_for_ms(a.subscribe("late/t", 1), 200)
+    except asyncio.TimeoutError:
+        pass
+    await asyncio.sleep_ms(800)          # the late SUBACK is read meanwhile
+    print("RAM", [bytes(s[0]) for s in a.client.engine.subs])
+    await a.publish("p", b"x", qos=1)
+    while a.client.pending():
+        await asyncio.sleep_ms(10)
+    print("READY")
+    await asyncio.sleep_ms(5000)
+asyncio.run(main())
+""" % (fb.port, session))
+    p = spawn_mp(script)
+    try:
+        lines = []
+        for line in p.stdout:
+            lines.append(line)
+            if line.startswith("READY"):
+                time.sleep(0.2)
+                break
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    fb.join()
+    assert "RAM [b'late/t']\n" in lines, lines
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.filelog import FileLog
+c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=%s)
+print("FLASH", [bytes(s[0]) for s in c.engine.subs])
+""" % session)
+    assert "FLASH [b'late/t']" in r.stdout, r.stdout
+
+
+def test_an_unsubscribe_the_broker_refuses_raises_and_keeps_the_filter(tmp_path):
+    # MQTT 5 UNSUBACK reason codes of 0x80 and up are refusals (3.11.2.1):
+    # 0x87 Not authorized leaves the subscription at the broker. It was
+    # returned, not raised, and the filter forgotten, on flash too: a
+    # broker that later lost the session was never asked for it again,
+    # although the device still received on it until then. Raised now, as
+    # a refused subscribe() is, and kept; 0x11 (no subscription existed)
+    # is no refusal: forgotten.
+    fb = FakeBroker([("send", connack(5)), ("recv",), answer(0x90, 5, 1), ("recv",), answer(0x90, 5, 1),
+                     ("recv",), answer(0xB0, 5, 0x87), ("recv",), answer(0xB0, 5, 0x11), ("sleep", 0.5)],
+                    io_timeout=10)
+    path = str(tmp_path / "s")
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+c = MQTTClient("dev", "127.0.0.1", %d, version=5, clean_session=False, session_file=%r, timeout_ms=3000)
+c.connect()
+c.subscribe("a/b", 1)
+c.subscribe("c/d", 1)
+try:
+    print("REFUSED returned", c.unsubscribe("a/b"))
+except Exception as x:
+    print("REFUSED raised", type(x).__name__, hex(x.args[0]), x.args[1])
+print("NONE returned", hex(c.unsubscribe("c/d")))
+print("RAM", [bytes(s[0]) for s in c.engine.subs])
+c.close()
+c = MQTTClient("dev", "127.0.0.1", 1, version=5, clean_session=False, session_file=%r)
+print("FLASH", [bytes(s[0]) for s in c.engine.subs])
+""" % (fb.port, path, path))
+    fb.join()
+    out = r.stdout
+    assert "REFUSED raised ConnectRefused 0x87 broker refused the unsubscription from b'a/b'" in out, out
+    assert "NONE returned 0x11" in out and "RAM [b'a/b']" in out and "FLASH [b'a/b']" in out, out
