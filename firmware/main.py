@@ -119,7 +119,7 @@ def main(config="config.json", secrets="secrets.json"):
                 state["interval"] = max(10, min(int(cmd[9:]), 86400000))
             elif cmd == "stop":
                 state["run"] = False
-            else:
+            elif cmd != "ping":           # (ping: the reply below is the answer, with the boot count)
                 raise ValueError("unknown")
             ok = "ok"
         except (ValueError, UnicodeError):

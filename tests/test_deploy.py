@@ -351,6 +351,10 @@ def test_deployed_files_boot_firmware_main(board, arch, board_builds, broker, tm
         subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", base + "/cmd",
                         "-m", "interval=abc"], check=True, timeout=10)
         wait_for(seen, base + "/reply boot 1: b'interval=abc' bad command", dev)
+        # ping: its reply, with the boot count (docs/firmware.md)
+        subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", base + "/cmd",
+                        "-m", "ping"], check=True, timeout=10)
+        wait_for(seen, base + "/reply boot 1: ping ok", dev)
         # One too large for ticks_add() (OverflowError in the main loop): a day at most.
         subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", base + "/cmd",
                         "-m", "interval=100000000000000000000"], check=True, timeout=10)
