@@ -870,6 +870,23 @@ c.close()
     assert "ProtocolError(-2, " in r.stdout.split("errors")[1], r.stdout
 
 
+def made_then_cut(v):
+    # A connection on which the subscription is made (a good SUBACK), then
+    # cut: the fake broker keeps no session, so the next CONNACK finds it lost.
+    return [("send", connack(v)), ("recv",), good_suback(v), ("sleep", 0.2), ("close",)]
+
+
+# The device's side: subscribe, the cut, then two connects that resubscribe.
+MADE_THEN_CUT = r"""
+c = client()
+c.connect()
+c.subscribe("a/b", 1)
+report("cut", lambda: pump(c, ms=1000))
+report("c2", c.connect)
+report("c3", c.connect)
+"""
+
+
 @pytest.mark.parametrize("v", [4, 5])
 def test_a_resubscribe_answered_wrongly_twice_is_forgotten_not_made_at_every_connect(v, tmp_path):
     # The broker lost the session (Session Present 0): connect() makes the
@@ -878,17 +895,11 @@ def test_a_resubscribe_answered_wrongly_twice_is_forgotten_not_made_at_every_con
     # broker that answers it so every time failed every connect for ever.
     # The second wrong answer forgets it (on flash too), as a refusal; the
     # next connect goes on without it.
-    fb = FakeBroker([("send", connack(v)), ("recv",), good_suback(v), ("sleep", 0.2), ("close",)],
+    fb = FakeBroker(made_then_cut(v),
                     [("send", connack(v)), ("recv",), bad_suback(v)],
                     [("send", connack(v)), ("recv",), bad_suback(v)],
                     [("send", connack(v)), ("sleep", 0.5)], io_timeout=5)
-    res = session_run(tmp_path, fb, v, r"""
-c = client()
-c.connect()
-c.subscribe("a/b", 1)
-report("cut", lambda: pump(c, ms=1000))
-report("c2", c.connect)
-report("c3", c.connect)
+    res = session_run(tmp_path, fb, v, MADE_THEN_CUT + r"""
 c.close()
 c = client()                       # a reboot
 state("boot", c)
@@ -970,18 +981,12 @@ def test_a_resubscribe_answered_wrongly_once_then_well_starts_counting_again(v, 
     # so a one-off wrong answer months later forgot it at once. Two one-off
     # wrong answers, a good one between them: still owed, made at the next
     # connect.
-    fb = FakeBroker([("send", connack(v)), ("recv",), good_suback(v), ("sleep", 0.2), ("close",)],
+    fb = FakeBroker(made_then_cut(v),
                     [("send", connack(v)), ("recv",), bad_suback(v)],
-                    [("send", connack(v)), ("recv",), good_suback(v), ("sleep", 0.2), ("close",)],
+                    made_then_cut(v),
                     [("send", connack(v)), ("recv",), bad_suback(v)],
                     [("send", connack(v)), ("recv",), good_suback(v), ("sleep", 0.5)], io_timeout=5)
-    res = session_run(tmp_path, fb, v, r"""
-c = client()
-c.connect()
-c.subscribe("a/b", 1)
-report("cut", lambda: pump(c, ms=1000))
-report("c2", c.connect)
-report("c3", c.connect)
+    res = session_run(tmp_path, fb, v, MADE_THEN_CUT + r"""
 report("cut3", lambda: pump(c, ms=1000))
 report("c4", c.connect)
 report("c5", c.connect)
