@@ -347,11 +347,9 @@ class MQTTClient:
         # session state reached flash; the connection closes.
         from .leave import disconnect
         try:
-            disconnect(self, session_expiry)
+            disconnect(self, session_expiry, True)
         finally:
             unload()
-            if not self.async_connect:   # (AsyncClient reports it: callback_error)
-                self.report()
 
     def close(self):
         # Drop the connection without DISCONNECT (the will fires); the

@@ -12,9 +12,11 @@ _DISCONNECT = const(0xE0)
 _LINGER_MS = const(500)      # at most, for the broker to close its side
 
 
-def disconnect(c, session_expiry):
+def disconnect(c, session_expiry, report=False):
     # DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
-    # session state reached flash; the connection closes.
+    # session state reached flash; the connection closes. report: the
+    # application's disconnect() (not a connect()'s, which reports once the
+    # new link is whole).
     e = c.engine
     k = c.connection()
     if session_expiry is not None:
@@ -92,6 +94,10 @@ def disconnect(c, session_expiry):
         k.drop()
     if failure is not None:
         raise failure                    # (the DISCONNECT sent, the link closed)
+    if report and not c.conn.gentle:
+        # What the event callback raised (store_full above), now that the
+        # link is closed; AsyncClient reports it itself (callback_error).
+        c.report()
 
 
 def refuse(k):
