@@ -315,15 +315,11 @@ class MQTTClient:
     def subscription(self, topic, qos=0, no_local=False, retain_as_published=False,
                      retain_handling=0, sub_id=0):
         # (filter, options byte, subscription id): what requesting() takes.
-        # (filters.py stays loaded for requesting(), which unloads it;
-        # a caller that goes no further unloads it itself.)
+        # (filters.py stays loaded for requesting(), which unloads it; a
+        # caller that goes no further unloads it itself)
         gc.collect()                    # before a compile or load: see __init__
         from .filters import subscription
-        try:
-            return subscription(self, topic, qos, no_local, retain_as_published, retain_handling, sub_id)
-        except BaseException:
-            unload()                     # (a bad argument)
-            raise
+        return subscription(self, topic, qos, no_local, retain_as_published, retain_handling, sub_id)
 
     def subscribe(self, topic, qos=0, *, no_local=False, retain_as_published=False,
                   retain_handling=0, sub_id=0):

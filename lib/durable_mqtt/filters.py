@@ -10,6 +10,17 @@ from .errors import ConnectRefused, ProtocolError
 
 
 def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, sub_id):
+    # (filter, options byte, subscription id) for client.requesting(),
+    # which unloads this module; one refused here unloads it now.
+    try:
+        return _options(c, topic, qos, no_local, retain_as_published, retain_handling, sub_id)
+    except BaseException:
+        from .client import unload
+        unload()
+        raise
+
+
+def _options(c, topic, qos, no_local, retain_as_published, retain_handling, sub_id):
     if qos not in (0, 1, 2) or not isinstance(qos, int):     # (1.0 == 1)
         raise ValueError("qos must be 0, 1 or 2")
     if not isinstance(sub_id, int) or not isinstance(retain_handling, int):
