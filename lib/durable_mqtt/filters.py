@@ -13,33 +13,29 @@ def subscription(c, topic, qos, no_local, retain_as_published, retain_handling, 
     # (filter, options byte, subscription id) for client.requesting(),
     # which unloads this module; one refused here unloads it now.
     try:
-        return _options(c, topic, qos, no_local, retain_as_published, retain_handling, sub_id)
+        if qos not in (0, 1, 2) or not isinstance(qos, int):     # (1.0 == 1)
+            raise ValueError("qos must be 0, 1 or 2")
+        if not isinstance(sub_id, int) or not isinstance(retain_handling, int):
+            raise TypeError("sub_id and retain_handling must be ints")
+        f = as_bytes(topic)
+        if not f:
+            raise ValueError("empty topic filter")
+        if c.v5:
+            if retain_handling not in (0, 1, 2):
+                # 3 is a protocol error (MQTT 5, 3.8.3.1): the broker closes the link
+                raise ValueError("retain_handling must be 0, 1 or 2")
+            if no_local and f.startswith(b"$share/"):
+                raise ValueError("no_local on a shared subscription (MQTT-3.8.3-4)")
+            qos |= (4 if no_local else 0) | (8 if retain_as_published else 0) | (retain_handling << 4)
+        elif no_local or retain_as_published or retain_handling or sub_id:
+            raise ValueError("subscription options need MQTT 5")
+        if sub_id and not 0 < sub_id < 268435456:
+            raise ValueError("sub_id 1..268435455 (a Variable Byte Integer)")
+        return f, qos, sub_id
     except BaseException:
         from .client import unload
         unload()
         raise
-
-
-def _options(c, topic, qos, no_local, retain_as_published, retain_handling, sub_id):
-    if qos not in (0, 1, 2) or not isinstance(qos, int):     # (1.0 == 1)
-        raise ValueError("qos must be 0, 1 or 2")
-    if not isinstance(sub_id, int) or not isinstance(retain_handling, int):
-        raise TypeError("sub_id and retain_handling must be ints")
-    f = as_bytes(topic)
-    if not f:
-        raise ValueError("empty topic filter")
-    if c.v5:
-        if retain_handling not in (0, 1, 2):
-            # 3 is a protocol error (MQTT 5, 3.8.3.1): the broker closes the link
-            raise ValueError("retain_handling must be 0, 1 or 2")
-        if no_local and f.startswith(b"$share/"):
-            raise ValueError("no_local on a shared subscription (MQTT-3.8.3-4)")
-        qos |= (4 if no_local else 0) | (8 if retain_as_published else 0) | (retain_handling << 4)
-    elif no_local or retain_as_published or retain_handling or sub_id:
-        raise ValueError("subscription options need MQTT 5")
-    if sub_id and not 0 < sub_id < 268435456:
-        raise ValueError("sub_id 1..268435455 (a Variable Byte Integer)")
-    return f, qos, sub_id
 
 
 def _available(sub_avail, f, sid):
