@@ -161,17 +161,18 @@ def _pid(body):
     return body[2 + tl:4 + tl]
 
 
-@pytest.mark.parametrize("store", ["directory", "log"])
-def test_a_late_suback_reaches_flash_with_the_next_write(tmp_path, store):
+@pytest.mark.parametrize("store,then", [("directory", "publish"), ("directory", "idle"), ("log", "publish")])
+def test_a_late_suback_reaches_flash(tmp_path, store, then):
     # An AsyncClient subscribe() cancelled after its SUBSCRIBE went: the
     # broker's late SUBACK makes the subscription all the same, and the
-    # session records it, on flash with the next write (the journal is
-    # behind). The session directory (filestore.py) never read that mark:
-    # after a QoS 1 message written and acknowledged, a power cut, the
-    # subscription was not on flash, and a broker that lost the session
-    # was never asked for it again.
-    fb = FakeBroker([("send", connack(4)), ("recv",), ("sleep", 0.6), answer(0x90, 4, 1),
-                     ("recv",), ("reply", lambda got: pkt(0x40, _pid(got[-1][1]))), ("sleep", 5)], io_timeout=10)
+    # session records it: a session directory (filestore.py) right after
+    # the read that brought it, a log or ring with its next write. The
+    # session directory never wrote it: after a QoS 1 message written and
+    # acknowledged, or nothing, a power cut, the subscription was not on
+    # flash, and a broker that lost the session was never asked for it again.
+    send = [("recv",), ("reply", lambda got: pkt(0x40, _pid(got[-1][1])))] if then == "publish" else []
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("sleep", 0.6), answer(0x90, 4, 1)] + send + [("sleep", 5)],
+                    io_timeout=10)
     session = repr(str(tmp_path / "s")) if store == "directory" else "FileLog(%r)" % str(tmp_path / "log")
     script = tmp_path / "dev.py"
     script.write_text(r"""
@@ -187,13 +188,14 @@ async def main():
         pass
     await asyncio.sleep_ms(800)          # the late SUBACK is read meanwhile
     print("RAM", [bytes(s[0]) for s in a.client.engine.subs])
-    await a.publish("p", b"x", qos=1)
-    while a.client.pending():
-        await asyncio.sleep_ms(10)
+    if %r == "publish":
+        await a.publish("p", b"x", qos=1)
+        while a.client.pending():
+            await asyncio.sleep_ms(10)
     print("READY")
     await asyncio.sleep_ms(5000)
 asyncio.run(main())
-""" % (fb.port, session))
+""" % (fb.port, session, then))
     p = spawn_mp(script)
     try:
         lines = []
@@ -248,3 +250,70 @@ print("FLASH", [bytes(s[0]) for s in c.engine.subs])
     out = r.stdout
     assert "REFUSED raised ConnectRefused 0x87 broker refused the unsubscription from b'a/b'" in out, out
     assert "NONE returned 0x11" in out and "RAM [b'a/b']" in out and "FLASH [b'a/b']" in out, out
+
+
+def test_a_callbacks_subscribe_whose_record_of_its_qos2_message_is_refused_closes_the_link(tmp_path):
+    # The QoS 2 message whose callback subscribes has its id written before
+    # the SUBSCRIBE goes. Refused (a read-only filesystem here), the
+    # subscribe() raised StoreFull into the callback with the link up, and
+    # the PUBREC went when the callback returned, for an id on no flash: a
+    # reboot then delivered it again. Now the link closes, as when the
+    # record after a callback is refused: no PUBREC, no SUBSCRIBE.
+    fb = FakeBroker([("send", connack(4)), ("sleep", 0.3),
+                     ("send", b"\x34\x07\x00\x01a\x00\x07m1"), ("sleep", 1.0)], io_timeout=10)
+    r = run_mp(LFS + r"""
+from durable_mqtt import MQTTClient
+c = MQTTClient("dev", "127.0.0.1", %d, clean_session=False, session_file="/fl/s", timeout_ms=2000)
+got = []
+def cb(t, m, r, q):
+    got.append((bytes(t), q))
+    got.append(call(c.subscribe, "x", 1))
+c.set_callback(cb)
+c.connect()
+remount(True)
+print("WAIT", call(c.wait_msg, 2000), c.is_connected())
+print("GOT", got)
+""" % fb.port)
+    fb.join()
+    out = r.stdout
+    assert "GOT [(b'a', 2), \"raised StoreFull(-7, 'filesystem read-only')\"]" in out, out
+    assert "WAIT raised StoreFull(-7, 'filesystem read-only') False" in out, out
+    assert fb.conns[0][1:] == [], fb.conns[0]            # no SUBSCRIBE, no PUBREC
+
+
+@pytest.mark.parametrize("front", ["MQTTClient", "RobustClient"])
+def test_an_exception_kept_before_a_request_neither_replaces_its_failure_nor_comes_out_of_it(front):
+    # subscribe() raises the event callback's exception from its own
+    # store_full once it is done (above); one kept before it (RobustClient:
+    # a poll()'s store_error, for its next connect to raise) stays kept, and
+    # a request that fails raises its own failure. It raised the kept one in
+    # place of the link's: RobustClient took that for a refusal and neither
+    # queued the subscription nor reported the drop (found in review).
+    fb = FakeBroker([("send", connack(4)), ("recv",), ("close",)],
+                    [("send", connack(4, sp=1)), ("recv",), answer(0x90, 4, 1), ("sleep", 0.5)], io_timeout=10)
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.robust import RobustClient
+c = %s("dev", "127.0.0.1", %d, clean_session=False, timeout_ms=2000)
+c.connect()
+c.cb_error = ValueError("kept before")     # (as event() keeps one)
+try:
+    print("SUBSCRIBE returned", c.subscribe("t", 1))
+except Exception as x:
+    print("SUBSCRIBE raised", type(x).__name__)
+print("KEPT", repr(c.cb_error), getattr(c, "pending_subs", None))
+try:
+    c.connect()
+except Exception as x:
+    print("CONNECT raised", repr(x))
+print("SUBS", [bytes(s[0]) for s in c.engine.subs])
+""" % (front, fb.port))
+    fb.join()
+    out = r.stdout
+    if front == "MQTTClient":
+        assert "SUBSCRIBE raised PeerClosed" in out and "KEPT ValueError('kept before',) None" in out, out
+        assert "SUBS []" in out, out
+    else:
+        assert "SUBSCRIBE returned None" in out and "KEPT ValueError('kept before',) [('t', 1, {})]" in out, out
+        assert "SUBS [b't']" in out, out                  # made at the reconnect
+    assert "CONNECT raised ValueError('kept before',)" in out, out

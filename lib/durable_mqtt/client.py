@@ -323,20 +323,24 @@ class MQTTClient:
 
     def subscribe(self, topic, qos=0, *, no_local=False, retain_as_published=False,
                   retain_handling=0, sub_id=0):
-        try:
-            return self.run(self.requesting(*self.subscription(topic, qos, no_local, retain_as_published,
-                                                               retain_handling, sub_id)))
-        finally:
+        old = self.cb_error
+        code = self.run(self.requesting(*self.subscription(topic, qos, no_local, retain_as_published,
+                                                           retain_handling, sub_id)))
+        if old is None:
             # The event callback's (store_full, at the answer's checkpoint),
             # once the subscription is made: left, it came out of the next
-            # connect(), as that one's.
+            # connect(), as that one's. (Not in place of the request's own
+            # failure, which RobustClient tells from a refusal; nor one
+            # kept before, a poll()'s store_error, its connect's to raise.)
             self.report()
+        return code
 
     def unsubscribe(self, topic):
-        try:
-            return self.run(self.requesting(as_bytes(topic), -1, 0))
-        finally:
+        old = self.cb_error
+        code = self.run(self.requesting(as_bytes(topic), -1, 0))
+        if old is None:
             self.report()
+        return code
 
     def disconnect(self, session_expiry=None):
         # DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the

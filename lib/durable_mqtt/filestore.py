@@ -53,7 +53,7 @@ class SlotJournal:
     # rename was refused (slotmove.replace(), load.py); else None: PATH.d.
     path = None
     # A late SUBACK / UNSUBACK changed the subscriptions (request.ack), which
-    # only the header holds: the next write is a checkpoint (store.py's alike).
+    # only the header holds: a checkpoint after the read (tick()).
     behind = False
 
     def __init__(self, dir, e, batch_ms=0):
@@ -97,9 +97,6 @@ class SlotJournal:
         e = self.e
         k = e.rec
         e.rec = 0
-        if self.behind:
-            self.checkpoint()        # (this record with the rest: the engine holds it)
-            return
         if k == _R_OUT_PUB:
             pid = e.pid[e.rec_slot]
             if self.batch_ms and (self.nbatch or not self.lead):
@@ -307,6 +304,10 @@ class SlotJournal:
 
     def tick(self, now):
         if self.behind:
+            # After the read that brought a late SUBACK / UNSUBACK
+            # (inbound.after): tried once; refused, the error is raised as
+            # any write's here, and the next checkpoint writes it.
+            del self.behind
             self.checkpoint()
         elif self.nbatch and time.ticks_diff(now, self.batch_t0) >= self.batch_ms:
             self.flush()

@@ -164,7 +164,7 @@ def after(link):  # noalloc
         if e.send < e.count:
             link.drain()
     j = link.c.journal
-    if j is not None and (j.nacks or j.nbatch):
+    if j is not None and (j.nacks or j.nbatch or j.behind):
         link.c.tick()                # (its write error: raised, or RobustClient's to report)
     if link.cb_error is not None or not link.connected:
         link.report()

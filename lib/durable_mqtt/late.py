@@ -30,7 +30,13 @@ def late(link, qos, pid):
         link.counts[_DUP_IN] += 1
     else:
         from .inbound import deliver
-        box.held &= 0x7FFFF          # (deliver()'s mark, 0x80000: set again for this one)
+        # While its callback runs, box.held names this message, as
+        # incoming() names the outer one (deliver() adds its mark, 0x80000):
+        # a request in it records this one's id first (request.py), and a
+        # resend of it read meanwhile is a duplicate (above). The outer
+        # one's, marked, is back after it.
+        h = box.held | 0x80000
+        box.held = 0x40000 | qos << 16 | pid
         try:
             deliver(link)
         except Exception as x:
@@ -40,11 +46,11 @@ def late(link, qos, pid):
                 # unacknowledged; the link closes so that it comes again.
                 if qos:
                     link.drop()
-                box.held |= 0x80000
+                box.held = h
                 raise
             if link.cb_error is None:
                 link.cb_error = x    # (delivered: the callback's own, a MemoryError too)
-        box.held |= 0x80000          # (the outer callback's call goes on)
+        box.held = h                 # (the outer callback's call goes on)
         if qos == 2:
             # Its id reaches flash now, not when the outer callback returns:
             # a power cut in that wait (a SUBACK up to timeout_ms) delivered

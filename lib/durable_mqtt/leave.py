@@ -19,6 +19,7 @@ def disconnect(c, session_expiry, report=False):
     # new link is whole).
     e = c.engine
     k = c.connection()
+    old = c.cb_error                     # (one kept before: not this call's to raise)
     if session_expiry is not None:
         if not c.v5:
             raise ValueError("session_expiry on DISCONNECT needs MQTT 5")
@@ -94,7 +95,7 @@ def disconnect(c, session_expiry, report=False):
         k.drop()
     if failure is not None:
         raise failure                    # (the DISCONNECT sent, the link closed)
-    if report and not c.conn.gentle:
+    if report and old is None and not c.conn.gentle:
         # What the event callback raised (store_full above), now that the
         # link is closed; AsyncClient reports it itself (callback_error).
         c.report()

@@ -55,7 +55,15 @@ def requesting(c, f, opts, sid, props, timeout_ms=0):
             # one). late.py does the same for those read meanwhile.
             from .inbound import put_send
             e.ack_incoming(2, held & 0xFFFF, 0, c.tx)
-            put_send(k, 0)
+            try:
+                put_send(k, 0)
+            except OSError as x:
+                # Refused (StoreFull, EIO): the link closes, as when the
+                # record after the callback is refused: no PUBREC goes for
+                # an id on no flash (c.unsaved: the next connect's
+                # checkpoint first), and no request.
+                k.failed(x)
+                raise
         pid = subs.request(e, _SUBACK if sub else _UNSUBACK)
         n = subscribe_packet(c.tx, pid, f, opts, props, e.max_out)
         k.result = -1
