@@ -21,11 +21,12 @@ def client(**kw):
     return AsyncClient(CID, "127.0.0.1", PORT, version=VER, keepalive=20, timeout_ms=2000,
                        session_file=LOG, clean_session=False, queue_size=16, **kw)
 
-def publish_all(topic_qos):
+def publish_all(topic_qos, first=0):
+    # Each (topic, qos) published, its payload its number from first on.
     p = MQTTClient(CID + "-pub", "127.0.0.1", PORT, version=VER)
     p.connect()
     for i, (t, q) in enumerate(topic_qos):
-        p.publish(t, b"%%d" %% i, qos=q)
+        p.publish(t, b"%%d" %% (first + i), qos=q)
     while p.pending():
         p.wait_msg(1000)
     p.disconnect()
@@ -201,13 +202,7 @@ async def main():
     t = MQTTClient(CID, "127.0.0.1", PORT, version=VER, clean_session=True)
     await relinked(c, lambda: (t.connect(), t.disconnect()))   # the takeover: the session is gone
     await asyncio.sleep_ms(500)          # its subscription made again
-    p = MQTTClient(CID + "-pub", "127.0.0.1", PORT, version=VER)
-    p.connect()
-    for i in range(3, 6):
-        p.publish("held/lost/2", b"%d" % i, qos=2)
-    while p.pending():
-        p.wait_msg(1000)
-    p.disconnect()
+    publish_all([("held/lost/2", 2)] * 3, 3)
     got = await drain(c)
     print("present", c.client.session_present, "got", sorted(got))
     await c.disconnect()
@@ -300,13 +295,7 @@ async def main():
     await queued(c, "held/cb/1", 1, 3)
     got = []
     c.set_callback(lambda t, m, r, q: got.append(int(m)))
-    p = MQTTClient(CID + "-pub2", "127.0.0.1", PORT, version=VER)
-    p.connect()
-    for i in range(3, 10):
-        p.publish("held/cb/1", b"%d" % i, qos=1)
-    while p.pending():
-        p.wait_msg(1000)
-    p.disconnect()
+    publish_all([("held/cb/1", 1)] * 7, 3)
     await asyncio.sleep_ms(1000)
     print("callback", got, "queued", [int(m) for _, m, _, _ in c._queue])
     await c.disconnect()
