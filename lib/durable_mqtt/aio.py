@@ -346,18 +346,15 @@ class AsyncClient:
     async def subscribe(self, topic, qos=0, timeout_ms=None, **kw):
         # Wait for the connection, then SUBSCRIBE and await the SUBACK.
         # (filters.py unloaded before the wait for the connection: checked
-        # again, loaded again, when the request goes)
-        try:
-            args = self.client.subscription(topic, qos, **kw)
-        finally:
-            unload()
+        # again, loaded again, when the request goes; refused, it unloads
+        # itself)
+        args = self.client.subscription(topic, qos, **kw)
+        unload()
         return await self._request(args, timeout_ms)
 
     async def unsubscribe(self, topic, timeout_ms=None):
-        try:
-            f, _, _ = self.client.subscription(topic)
-        finally:
-            unload()
+        f, _, _ = self.client.subscription(topic)
+        unload()
         return await self._request((f, -1, 0), timeout_ms)
 
     async def _request(self, args, timeout_ms):
