@@ -1983,3 +1983,57 @@ assert not c.engine.subs and not c.engine.has_state and tails(c, 2) == [], (c.en
 print("OK")
 """)
     assert "OK" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("store, refused", [("directory", ("mkdir", "/s.d.d")), ("filelog", ("open", "/log.tmp"))])
+def test_a_restore_session_flash_refuses_leaves_ram_with_the_state_flash_holds(store, refused):
+    """restore_session() on a full filesystem (ENOSPC where the new state
+    is first written) raised StoreFull, but RAM held the restored state
+    and the journal the old one: the next publish() went on flash beside
+    the old state, and the boot after it restored the old messages with
+    the new one (Z1..Z3 lost, A1 back). Now RAM goes back to what flash
+    holds, and the refusal changes nothing."""
+    r = run_mp(FAULT + r"""
+from durable_mqtt.filelog import FileLog
+LOG = %r == "filelog"
+def sboot(cid="dev", path="/fl/s"):
+    ev = []
+    c = MQTTClient(cid, "127.0.0.1", 1, clean_session=False, session_file=FileLog("/fl/log") if LOG else path,
+                   event_callback=lambda e, i: ev.append((e, i)))
+    return c, ev
+dev, fs = faultfs()
+o, _ = sboot(path="/fl/other")
+for m in (b"Z1", b"Z2", b"Z3"):
+    o.publish("t", m, qos=1)
+saved = o.save_session()
+o.close()
+if LOG:
+    os.remove("/fl/log")                 # (the other client's log: /fl/other is a directory's)
+c, ev = sboot()
+c.publish("t", b"A1", qos=1)
+subs.subscribed(c.engine, b"a/#", 1, 0)
+c.journal.checkpoint()
+fs.refuse(%r, %r, 28)
+try:
+    c.restore_session(saved)
+    raise AssertionError("restore_session() returned")
+except StoreFull as x:
+    print("refused", repr(x))
+fs.refuse(None)
+print("RAM", tails(c, 2), c.engine.subs, c.pending())
+assert tails(c, 2) == [b"A1"] and c.engine.subs == [(b"a/#", 1, 0)] and c.pending() == 1
+assert c.publish("t", b"C2", qos=1) == 2
+c.close()
+dev = reboot(dev)
+c, ev = sboot()
+print("boot", ev, tails(c, 2), c.engine.subs)
+assert ev == [] and tails(c, 2) == [b"A1", b"C2"] and c.engine.subs == [(b"a/#", 1, 0)], (ev, tails(c, 2))
+c.restore_session(saved)                 # with room: as ever
+assert tails(c, 2) == [b"Z1", b"Z2", b"Z3"] and c.engine.subs == []
+c.close()
+dev = reboot(dev)
+c, ev = sboot()
+assert tails(c, 2) == [b"Z1", b"Z2", b"Z3"] and c.engine.subs == [], tails(c, 2)
+print("OK")
+""" % (store, refused[0], refused[1]))
+    assert "OK" in r.stdout, r.stdout

@@ -346,9 +346,15 @@ def restore_session(c, data):
         raise MQTTException(-8, "restore_session() needs a disconnected client")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("restore_session() takes the bytes save_session() returned, not %s" % type(data).__name__)
+    from .stream import parse
+    from .restore import restore
+    if c.journal:
+        # What flash holds now, to put back should flash refuse the new
+        # state (a full filesystem): RAM must describe what flash holds, or
+        # the next write adds to the old state there what belongs to the new.
+        from .store import state_bytes
+        old = (c.persist, c.clean_session, c.sent_expiry, state_bytes(c.engine))
     try:
-        from .stream import parse
-        from .restore import restore
         st = parse(data)
         if st.torn or st.dropped:     # (dropped: a record skipped as damage)
             raise ValueError("truncated or damaged (save_session() bytes are whole)")
@@ -359,7 +365,12 @@ def restore_session(c, data):
     c.sent_expiry = c.expiry_for(False)
     if c.journal:
         c.persist = True
-        j = c.journal.checkpoint(replaced=True)
+        try:
+            j = c.journal.checkpoint(replaced=True)
+        except Exception:
+            c.persist, c.clean_session, c.sent_expiry, data = old
+            restore(c.engine, parse(data), 0)
+            raise
         if j is not None:
             c.journal = j             # (a session directory: a new one, slotmove.replace)
             c.unsaved = 0             # (its count starts again: connect.py)
