@@ -960,6 +960,38 @@ print("OK")
     assert "OK" in r.stdout, r.stdout
 
 
+def test_an_in_qos2_record_whose_body_is_not_one_packet_id_is_damage():
+    """An IN_QOS2 record (type 5) with a good CRC and a body of 0 or 3
+    bytes, or of id 0: the format gives it 2 bytes, a non-zero id. The
+    empty one was read with its CRC bytes as the id, and a QoS 2 message
+    the broker sent later with that id was acknowledged, never delivered.
+    Now each is damage: restore_session() raises ValueError, as for an
+    OUT_REL record of that shape (above), and the client keeps its state."""
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient, crc
+c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False)
+base = c.save_session()
+for body in (b"", b"\x00\x07X", b"\x00\x00"):
+    rec = bytearray(7 + len(body))
+    rec[0] = 5
+    rec[1:3] = len(body).to_bytes(2, "big")
+    rec[3:3 + len(body)] = body
+    crc.seal(rec, 0, 3 + len(body))
+    try:
+        c.restore_session(base + rec)
+        raise AssertionError("restored %r" % body)
+    except ValueError as x:
+        assert "damaged" in str(x), x
+    assert c.engine.rx2_n == 0, body
+rec = bytearray(b"\x05\x00\x02\x00\x07....")
+crc.seal(rec, 0, 5)
+c.restore_session(base + rec)          # a whole one: held
+assert c.engine.rx2_n == 1 and c.engine.rx2[0] == 7
+print("OK")
+""")
+    assert "OK" in r.stdout, r.stdout
+
+
 def test_a_stored_subscription_no_broker_takes(tmp_path):
     """A SUB record (good CRC) whose topic filter subscribe() would refuse
     ("a/#/b": no writer of this library stores one). When the broker had

@@ -169,7 +169,10 @@ def _record(st, out, kind, buf, b, end):
         rec = out[pid] = [pid, None]
         st.out.append(rec)
     elif kind == _R_IN_QOS2:
-        pid = u16(buf, b)
+        pid = u16(buf, b) if end - b == 2 else 0
+        if not pid:                   # (as for _R_OUT_REL: else a QoS 2 message with that id was never delivered)
+            st.damaged(end + 7 - b)
+            return
         if pid not in st.rx2:
             st.rx2.append(pid)
     elif kind == _R_IN_REL:
