@@ -2037,3 +2037,152 @@ assert tails(c, 2) == [b"Z1", b"Z2", b"Z3"] and c.engine.subs == [], tails(c, 2)
 print("OK")
 """ % (store, refused[0], refused[1]))
     assert "OK" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("full", ["rename refused", "filesystem full"])
+def test_another_clients_session_that_cannot_be_set_aside_is_never_read_as_this_ones(full):
+    """A boot finds another client id's session directory ("discarded") and
+    the rename to PATH.d.bad is refused (a full filesystem). The failure
+    was ignored and the new session started in the same directory, over the
+    other client's slots and ids: its first checkpoint wrote this client's
+    header beside them, and the next boot resent the other client's
+    messages as this one's. Now what cannot be renamed aside is removed
+    (or emptied) where it is."""
+    r = run_mp(FAULT + r"""
+dev, fs = faultfs()
+o, _ = boot(cid="other")
+for m in (b"O1", b"O2", b"O3"):
+    o.publish("t", m, qos=1)
+o.close()
+FULL = %r == "filesystem full"
+if FULL:
+    k = fill()
+else:
+    fs.refuse("rename", "/s.d")
+c, ev = boot(cid="dev")
+print("boot", ev, ls("/fl/s.d"))
+assert names(ev)[0] == "discarded" and tails(c, 2) == [], ev
+assert fs.refused == (0 if FULL else 1) and "s.d.bad" not in ls("/fl"), ls("/fl")   # not set aside
+fs.refuse(None)
+if FULL:
+    unfill(k)                      # the application makes room
+c.publish("t", b"D1", qos=1)
+c.journal.checkpoint()             # as a connect's after its CONNACK
+c.close()
+dev = reboot(dev)
+c, ev = boot(cid="dev")
+print("reboot", ev, tails(c, 2))
+assert ev == [] and tails(c, 2) == [b"D1"], (ev, tails(c, 2))
+print("OK")
+""" % full)
+    assert "OK" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("store", ["directory", "filelog"])
+def test_an_erase_whose_remove_is_refused_does_not_bring_the_session_back(store):
+    """erase() (a clean connect, disconnect(session_expiry=0)) ignored a
+    refused remove (a full LittleFS refuses removes): the header (or the
+    log) stayed, and the next boot restored the session this one ended,
+    its messages and subscriptions. Now the file is emptied instead (an
+    empty one holds no session); when that is refused too, erase() raises
+    StoreFull and flash keeps the session whole, as RAM does."""
+    r = run_mp(FAULT + r"""
+from durable_mqtt.filelog import FileLog
+LOG = %r == "filelog"
+NAME = "/log" if LOG else "/s.d/h"
+def sboot():
+    ev = []
+    c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=FileLog("/fl/log") if LOG else "/fl/s",
+                   event_callback=lambda e, i: ev.append((e, i)))
+    return c, ev
+dev, fs = faultfs()
+c, ev = sboot()
+c.publish("t", b"A1", qos=1)
+subs.subscribed(c.engine, b"cmd/#", 1, 0)
+c.journal.checkpoint()
+fs.refuse("remove", NAME)
+c.journal.erase()                          # settle.py's and leave.py's call
+assert fs.refused == 1
+fs.refuse(None)
+c.close()
+dev = reboot(dev)
+c, ev = sboot()
+print("after an erase whose remove was refused", ev, c.engine.subs, tails(c, 2))
+assert not c.engine.has_state and c.engine.subs == [] and tails(c, 2) == [], (c.engine.subs, tails(c, 2))
+# Both refused: StoreFull, and the session is whole on flash.
+c.publish("t", b"B1", qos=1)
+subs.subscribed(c.engine, b"cmd/#", 1, 0)
+c.journal.checkpoint()
+vfs.umount("/fl")
+dev = dev.reboot()
+fs = FaultFS(vfs.VfsLfs2(dev, progsize=P))
+vfs.mount(fs, "/fl")
+c, ev = sboot()
+assert tails(c, 2) == [b"B1"]
+fs.refuse(("remove", "open"), NAME)
+try:
+    c.journal.erase()
+    raise AssertionError("erase() returned")
+except StoreFull as x:
+    print("erase refused", repr(x))
+fs.refuse(None)
+c.close()
+dev = reboot(dev)
+c, ev = sboot()
+print("after an erase refused", ev, c.engine.subs, tails(c, 2))
+assert c.engine.subs == [(b"cmd/#", 1, 0)] and tails(c, 2) == [b"B1"], (c.engine.subs, tails(c, 2))
+print("OK")
+""" % store)
+    assert "OK" in r.stdout, r.stdout
+
+
+def test_an_erase_the_filesystem_refuses_is_store_full_at_connect_and_disconnect(broker):
+    """The public calls that erase (MQTT 5 disconnect(session_expiry=0), a
+    clean connect()) on a filesystem that will neither remove nor empty the
+    session's header: reported as store_full, as a refused checkpoint is;
+    disconnect() still sends DISCONNECT and returns, connect() connects;
+    the session stays whole on flash and in RAM (the next connect finds the
+    broker's half gone). Once the filesystem lets it, the next clean
+    connect erases it."""
+    r = run_mp(FAULT + r"""
+import time
+PORT = %d
+CID = "erase-%%d" %% time.ticks_ms()
+dev, fs = faultfs()
+def mk(expiry=3600):
+    ev = []
+    c = MQTTClient(CID, "127.0.0.1", PORT, version=5, clean_session=False, session_expiry=expiry,
+                   session_file="/fl/s", event_callback=lambda e, i: ev.append(e))
+    return c, ev
+c, ev = mk()
+c.connect()
+c.subscribe("erase/cmd/#", 1)
+fs.refuse(("remove", "open"), "/s.d/h")
+del ev[:]
+print("DISCONNECT", c.disconnect(session_expiry=0), c.is_connected(), ev)
+assert ev == ["store_full"] and c.engine.subs and c.persist, ev
+fs.refuse(None)
+c.close()
+dev = reboot(dev)
+fs = FaultFS(vfs.VfsLfs2(dev, progsize=P))
+vfs.umount("/fl")
+vfs.mount(fs, "/fl")
+c, ev = mk(None)                           # the session on flash: held
+assert c.engine.subs == [(b"erase/cmd/#", 1, 0)] and not c.clean_session, c.engine.subs
+fs.refuse(("remove", "open"), "/s.d/h")
+del ev[:]
+c.connect(clean_session=True)              # Clean Start, no Session Expiry: a session that ends with the link
+print("CLEAN CONNECT", c.is_connected(), ev)
+assert c.is_connected() and ev == ["store_full", "new"], ev
+c.disconnect()
+fs.refuse(None)
+c.connect(clean_session=True)              # clean again: the erase gets through
+c.disconnect()
+c.close()
+dev = reboot(dev)
+c, ev = mk()
+print("BOOT", ev, c.engine.subs, c.engine.has_state)
+assert not c.engine.has_state and c.engine.subs == [], c.engine.subs
+print("OK")
+""" % broker.port)
+    assert "OK" in r.stdout, r.stdout

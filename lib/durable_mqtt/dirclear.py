@@ -37,6 +37,8 @@ def erase(j):
         remove(j.path + ".d")     # (in PATH.d.d: an old PATH.d left would be read at the next boot)
     for name in ("h.tmp", "h", "i0", "i1"):
         remove(j.dir + "/" + name)
+        if name[0] == "h":
+            emptied(j, name)
     for s in range(j.made):
         if j.pid[s] or j.stale[s]:
             j.put_file(str(s), b"")
@@ -57,13 +59,37 @@ def set_aside(j):
     try:
         os.rename(j.dir, bad)
     except OSError:
-        pass
+        # Refused (a full filesystem): the state goes where it is, or its
+        # slots and ids would be read as this session's once a header is
+        # written. Whatever cannot be removed is emptied (quietly: a file
+        # neither removed nor emptied is one this filesystem will not let
+        # a header be written beside either, until it has room again).
+        remove(j.dir)
+        try:
+            for x in list(os.ilistdir(j.dir)):
+                j.put_file(x[0], b"")
+        except OSError:
+            pass
     from .dirstate import make_dir
     make_dir(j.dir)
     for s in range(j.made):
         _forget(j, s)
     j.made = 0
     j.nacks = 0
+
+
+def emptied(j, name):
+    # After remove(): a header the filesystem would not remove (a full
+    # LittleFS refuses removes) is emptied instead; an empty "h" or "h.tmp"
+    # holds no session. Refused too: StoreFull, raised with the session
+    # still whole on flash ("h.tmp" goes first, the slots after "h"), so
+    # that the caller keeps it, rather than have the next boot bring back
+    # a session this one ended.
+    try:
+        os.stat(j.dir + "/" + name)
+    except OSError:
+        return
+    j.put_file(name, b"")
 
 
 def remove(path):

@@ -216,9 +216,20 @@ class FileLog:
 
     def erase(self):
         # Forget everything: remove the file (one atomic metadata commit).
+        # A remove refused (a full LittleFS can) empties the file instead,
+        # the .tmp first (a boot takes a whole .tmp beside an empty log for
+        # a cut rename); that refused too raises StoreFull with the state
+        # still whole, rather than have the next boot bring back a session
+        # this one ended.
         self._abort_checkpoint()
         self._close_log()
-        _remove(self.path)
+        for name in (self.tmp, self.path):
+            _remove(name)
+            if _file_size(name):
+                try:
+                    open(name, "wb").close()
+                except OSError as x:
+                    raise_full(x)
         self._size = 0
         self._since = 0
         self._torn = False
@@ -242,7 +253,10 @@ class FileLog:
             try:
                 os.rename(self.path, bad)
             except OSError:
-                _remove(self.path)
+                try:
+                    self.erase()   # (refused too: the state stays, set aside at the next boot)
+                except OSError:
+                    pass
         self._size = 0
         self._since = 0
         self._torn = False

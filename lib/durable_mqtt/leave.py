@@ -53,13 +53,14 @@ def disconnect(c, session_expiry, report=False):
             c.unsaved = 0                # (a QoS 2 record refused goes with it: connect.py)
             e.has_state = False
         elif c.persist:
-            try:
-                c.journal.checkpoint(True)   # the broker's expiry clock starts now
-            except errors.StoreFull as x:
-                # A full or read-only filesystem: reported, as a connect's
-                # (the state stays in RAM; the next checkpoint that gets
-                # through writes it).
-                c.event("store_full", {"reason": x.args[1]})
+            c.journal.checkpoint(True)   # the broker's expiry clock starts now
+    except errors.StoreFull as x:
+        # A full or read-only filesystem: reported, as a connect's. The
+        # state stays in RAM; the next checkpoint that gets through writes
+        # it. An erase refused (not even its header emptied: dirclear.py)
+        # leaves the session whole, in RAM and on flash: the next connect
+        # finds the broker's half gone, as after a reboot.
+        c.event("store_full", {"reason": x.args[1]})
     except Exception as x:
         # Any other failure of the store (a write error, EIO): raised once
         # the DISCONNECT is sent and the link closed. Raised here, it kept

@@ -67,7 +67,14 @@ def settle(c, ev, persistent, keep, rel):
                 if persistent:
                     checkpoint(c, j)
                 elif not keep:
-                    j.erase()
+                    try:
+                        j.erase()
+                    except StoreFull as x:
+                        # Not even its header emptied (dirclear.py): the
+                        # old session stays on flash, reported; the next
+                        # clean connect erases it again (a boot before
+                        # that restores it, as a session held).
+                        full(c, x)
         finally:
             # A QoS 2 message past PUBREC that a new session dropped (MQTT-3.2.2-5)
             # left the session: the broker had it (PUBREC < 0x80), reason 0.

@@ -5,6 +5,7 @@
 #   fs = FaultFS(vfs.VfsLfs2(dev, progsize=32))
 #   vfs.mount(fs, "/fl")
 #   fs.refuse("rename", "/s.d.d", 28)   # os.rename("/fl/s.d.d", ...) raises OSError(28)
+#   fs.refuse(("remove", "open"), "/s.d/h")   # either of them, on that path
 #   fs.refuse(None)                     # nothing refused
 #
 # Paths are as the mounted filesystem sees them (without the mount point);
@@ -23,7 +24,7 @@ class FaultFS:
         self.op, self.path, self.errno = op, path, errno
 
     def _check(self, op, path):
-        if op == self.op and path.endswith(self.path):
+        if (op == self.op or type(self.op) is tuple and op in self.op) and path.endswith(self.path):
             self.refused += 1
             raise OSError(self.errno)
 
