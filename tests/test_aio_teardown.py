@@ -194,3 +194,32 @@ asyncio.run(main())
     fb.join()
     assert "subscribe Timeout" in r.stdout, r.stdout
     assert "TIMEOUTS [2000]" in r.stdout, r.stdout
+
+
+def test_aio_disconnect_and_close_end_the_task_when_its_wait_times_out_at_that_moment(broker):
+    """connect(), sleep one second, disconnect() (or close()): the
+    background task's wait_for_ms() times out each second, and a cancel
+    that lands while wait_for_ms() cleans up after its timeout goes to its
+    runner task, which absorbs it (MicroPython's asyncio). The task went
+    on, answering the keepalive, and disconnect()/close() awaited it for
+    ever (a review found 3 hangs in 3 runs against mosquitto). Now the task
+    is cancelled until it has ended: both return at once, every time."""
+    r = run_mp(AIO % broker.port + r"""
+async def main():
+    for what in ("disconnect", "close") * 3:
+        c = await connected("td-sleep1")
+        await asyncio.sleep(1)
+        t = c._task
+        t0 = time.ticks_ms()
+        try:
+            await asyncio.wait_for_ms(getattr(c, what)(), 3000)
+            print("RETURNED", what, time.ticks_diff(time.ticks_ms(), t0) < 1000, t.done(), c.is_connected())
+        except asyncio.TimeoutError:
+            print("HUNG", what, c.is_connected(), t.done())
+            c.client.close()
+asyncio.run(main())
+""", timeout=60)
+    assert "HUNG" not in r.stdout, r.stdout
+    assert r.stdout.count("RETURNED") == 6 and all(
+        fields(line, "RETURNED")[2:] == ["True", "True", "False"] for line in r.stdout.splitlines()
+        if line.startswith("RETURNED")), r.stdout

@@ -27,7 +27,7 @@ import time
 from micropython import const
 
 from .client import need_callable, unload
-from .errors import (MQTTException, NotConnected, PeerClosed, ProtocolError, Timeout, ERR_NOT_CONNECTED,
+from .errors import (MQTTException, NotConnected, PeerClosed, ProtocolError, StoreFull, Timeout, ERR_NOT_CONNECTED,
                      ERR_PROTOCOL, ERR_TIMEOUT)
 from .robust import RobustClient
 
@@ -195,11 +195,18 @@ class AsyncClient:
             self._queue_ev.set()
 
     async def _stop_task(self):
-        # The background task ends: cancelled, and awaited.
+        # The background task ends: cancelled, and awaited. Cancelled again
+        # until it has ended: MicroPython's asyncio passes a cancel on to the
+        # task a task awaits, and wait_for_ms(), cleaning up after its own
+        # timeout, awaits its runner task, which absorbs it. The background
+        # task then went on (its wait timed out, as every second), and
+        # disconnect() and close() awaited it for ever.
         t = self._task
         self._task = None
         if t:
-            t.cancel()
+            while not t.done():
+                t.cancel()
+                await asyncio.sleep_ms(0)
             try:
                 await t
             except asyncio.CancelledError:
@@ -383,6 +390,7 @@ class AsyncClient:
             async with self._req:           # the session awaits one answer at a time
                 while True:
                     await self._wait_up(n)
+                    t = time.ticks_ms()
                     try:
                         # A link that failed elsewhere (a publish's stalled write)
                         # keeps its failure for the background task, which
@@ -391,12 +399,28 @@ class AsyncClient:
                         if c.is_connected():
                             went = True         # (its attempt: the hold ends with it)
                             return await self.steps(c.requesting(*args, timeout_ms), True)
-                    except (NotConnected, PeerClosed, ProtocolError) as x:
-                        # (ProtocolError: the broker's answer was malformed or not
-                        # the awaited one, and the link closed over it, as when
-                        # the background task reads it)
+                    except MQTTException as x:
+                        # The link lost while the answer was awaited: closed
+                        # (NotConnected, PeerClosed), the broker's answer
+                        # malformed or not the awaited one (ProtocolError), or
+                        # a failure of the link's that the wait's reads met
+                        # (a keepalive's "link dead" or a stalled write:
+                        # Timeout; 3.1.1's incoming QoS 2 table full). Not a
+                        # refusal (the link stays up), nor this request's own
+                        # Timeout (timeout_ms ran out), nor the store's refusal
+                        # to record (StoreFull): raised, as MQTTClient raises
+                        # them. (Raised, those of the link's left the filter
+                        # unsubscribed on the next connection.)
+                        if (c.is_connected() or isinstance(x, StoreFull) or isinstance(x, Timeout)
+                                and time.ticks_diff(time.ticks_ms(), t) >= (timeout_ms or c.timeout_ms)):
+                            raise
                         if self._task is None or self._stops != n:
                             raise           # disconnect(): ends it, even with a connect() made since
+                        # The background task may be paused on a full queue
+                        # (messages() behind), where it slept through the
+                        # link's close up to the keepalive (for ever with
+                        # none): woken, it sees the link down and reconnects.
+                        self._space.set()
                         if c.conn.result == _BAD_ANSWER:
                             # The answer itself failed (request.ack): sent once
                             # more, for a one-off; a broker that answers it so
