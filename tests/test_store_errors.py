@@ -2186,3 +2186,97 @@ assert not c.engine.has_state and c.engine.subs == [], c.engine.subs
 print("OK")
 """ % broker.port)
     assert "OK" in r.stdout, r.stdout
+
+
+def test_a_released_messages_publish_a_boot_could_not_empty_never_outlives_its_pubrel():
+    """A power cut after a QoS 2 message's OUT_REL was written, before the
+    slot of its OUT_PUB was emptied: the boot finds both, keeps the OUT_REL
+    and empties the OUT_PUB. When the filesystem refused that (full), the
+    OUT_PUB stayed on flash while the journal took its slot for free and
+    unguarded: the message completed, its OUT_REL's slot was reused first,
+    and the next boot found the OUT_PUB alone and sent the PUBLISH again
+    (MQTT-4.3.3-6: a second delivery under an id the broker had released).
+    Now the slot is guarded as a released message's OUT_PUB is: emptied or
+    reused before its OUT_REL's slot is (a store review's suspicion)."""
+    r = run_mp(FAULT + r"""
+dev, fs = faultfs()
+c, ev = boot()
+assert c.publish("t", b"Q1", qos=2) == 1
+with open("/fl/s.d/0", "rb") as f:
+    pub = f.read()                       # its OUT_PUB
+e = c.engine
+e.connected(False, False)
+tx = bytearray(64)
+while e.next_out(0, tx) > 0:
+    pass
+e.pubrec(1, 0, tx)
+c.journal.put()                          # OUT_REL in slot 1
+c.close()
+with open("/fl/s.d/0", "wb") as f:
+    f.write(pub)                         # the power cut came before slot 0 was emptied
+print("cut with", [(n, os.stat("/fl/s.d/" + n)[6]) for n in ls("/fl/s.d")])
+vfs.umount("/fl")
+dev = dev.reboot()
+fs = FaultFS(vfs.VfsLfs2(dev, progsize=P))
+vfs.mount(fs, "/fl")
+fs.refuse("write", "/s.d/0")             # the boot cannot empty slot 0
+c, ev = boot()
+fs.refuse(None)
+print("boot", ev, fs.refused, tails(c, 2), c.pending())
+assert fs.refused == 1 and c.pending() == 1, ev
+e = c.engine
+assert e.connected(True, False) == "resumed"     # the PUBREL goes again
+while e.next_out(0, tx) > 0:
+    pass
+e.pubcomp(1)                             # the message completes
+c.journal.acked(e.done_pid)
+e.done_pid = 0
+c.journal.flush()                        # the acknowledged slot emptied
+c.close()
+dev = reboot(dev)
+c, ev = boot()
+print("reboot", ev, tails(c, 2), [c.engine.pid[c.engine.index(k)] for k in range(c.engine.count)])
+assert c.pending() == 0, tails(c, 2)     # (before: Q1's PUBLISH again, its id released)
+print("OK")
+""")
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout
+
+
+def test_a_slot_left_in_a_directory_without_a_header_is_never_taken_into_the_next_session():
+    """A session directory with no header but a slot still holding a
+    message (an erase() cut short: the header goes first, the slots after).
+    A boot empties such slots; when the filesystem refused that (full), the
+    slot stayed, the new session's first checkpoint wrote its header beside
+    it, and the next boot took the old message for this session's and sent
+    it (a store review's suspicion). Now the slot is noted as an
+    acknowledged one, which that checkpoint empties before the header."""
+    r = run_mp(FAULT + r"""
+dev, fs = faultfs()
+c, ev = boot()
+c.publish("t", b"O1", qos=1)
+c.publish("t", b"O2", qos=1)
+c.close()
+os.remove("/fl/s.d/h")                   # the erase cut after its header
+vfs.umount("/fl")
+dev = dev.reboot()
+fs = FaultFS(vfs.VfsLfs2(dev, progsize=P))
+vfs.mount(fs, "/fl")
+fs.refuse("write", "/s.d/1")             # the boot cannot empty slot 1
+c, ev = boot()
+fs.refuse(None)
+print("boot", ev, fs.refused, c.pending(), [(n, os.stat("/fl/s.d/" + n)[6]) for n in ls("/fl/s.d")])
+# (The boot's own checkpoint tried to empty it first, refused: no header.)
+assert fs.refused == 2 and c.pending() == 0 and names(ev) == ["store_full"], ev
+assert "h" not in ls("/fl/s.d")
+c.publish("t", b"N1", qos=1)
+c.journal.checkpoint()                   # the new session's header
+c.close()
+dev = reboot(dev)
+c, ev = boot()
+print("reboot", ev, tails(c, 2))
+assert tails(c, 2) == [b"N1"], tails(c, 2)
+print("OK")
+""")
+    print(r.stdout)
+    assert "OK" in r.stdout, r.stdout

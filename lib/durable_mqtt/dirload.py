@@ -104,7 +104,22 @@ def read_state(j, head):
             if j.pid[s] and j.pid[t] == j.pid[s]:
                 drop = s if (key(s), j.rel[s]) < (key(t), j.rel[t]) else t
                 j.pid[drop] = j.seq[drop] = j.rel[drop] = 0
-                clear(j, str(drop))
+                try:
+                    j.put_file(str(drop), b"")
+                except OSError as x:
+                    # Refused: it stays on flash. Read-only, this boot
+                    # writes nothing (a later one repairs it); full, it is
+                    # guarded as a released message's OUT_PUB is
+                    # (filestore.py): emptied or reused before the slot that
+                    # beats it. Else that slot went first (the message
+                    # completed) and a boot found this one alone: a PUBLISH
+                    # sent again after its PUBREL.
+                    if x.args[1:] == ("filesystem read-only",):    # (records.raise_full)
+                        continue
+                    j.stale[drop] = 1
+                    j.nacks += 1
+                    j.guard[drop] = s + t - drop + 1
+                    j.blocked[s + t - drop] = 1
     slots = [s for s in range(j.made) if j.pid[s]]
     slots.sort(key=key)
     for s in slots:

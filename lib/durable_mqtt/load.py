@@ -273,9 +273,21 @@ def _read_dir(j):
                 if name.isdigit() and os.stat(j.dir + "/" + name)[6]:
                     j.put_file(name, b"")
                 elif name in ("i0", "i1"):   # (an erase() cut short) else the new
-                    os.remove(j.dir + "/" + name)   # session's ids could rank below them
-            except OSError:
-                pass
+                    try:                     # session's ids could rank below them
+                        os.remove(j.dir + "/" + name)
+                    except OSError:
+                        j.put_file(name, b"")    # (an empty one holds no ids)
+            except OSError as x:
+                # Refused (a full filesystem): a slot left is noted as an
+                # acknowledged one, which the first checkpoint empties
+                # before its header makes a session of the directory
+                # (refused: no header). Else the new session took it in.
+                # (Read-only: this boot writes no header.)
+                if name.isdigit() and int(name) < len(j.pid) and x.args[1:] != ("filesystem read-only",):
+                    s = int(name)
+                    j.made = max(j.made, s + 1)
+                    j.stale[s] = 1
+                    j.nacks += 1
         return None
     gc.collect()                      # before a compile or load: MQTTClient.__init__
     from . import stream  # noqa: F401  (the larger compile first, before dirload's)

@@ -6,6 +6,7 @@
 #   vfs.mount(fs, "/fl")
 #   fs.refuse("rename", "/s.d.d", 28)   # os.rename("/fl/s.d.d", ...) raises OSError(28)
 #   fs.refuse(("remove", "open"), "/s.d/h")   # either of them, on that path
+#   fs.refuse("write", "/s.d/0")        # open() to write (not to read) raises
 #   fs.refuse(None)                     # nothing refused
 #
 # Paths are as the mounted filesystem sees them (without the mount point);
@@ -67,4 +68,6 @@ class FaultFS:
 
     def open(self, path, mode):
         self._check("open", path)
+        if "w" in mode or "a" in mode:
+            self._check("write", path)    # ("write": an open to write only, not to read)
         return self.fs.open(path, mode)
