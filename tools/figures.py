@@ -439,7 +439,8 @@ def board_budget(board):
         # bookkeeping too: 13,216 B where this is 12,624 B, 0.2.0.)
         sm = _b32(fig, "small + session file")
         imp = sm["import"] if sm else imp
-        rows.append("| `import durable_mqtt` (.mpy) | %s | %s |" % (num(imp) if imp else "n/a", meas))
+        rows.append("| `import durable_mqtt` (.mpy; the RAM figures below measure it with the probe's own "
+                    "bookkeeping, a few hundred bytes more) | %s | %s |" % (num(imp) if imp else "n/a", meas))
         rows.append("| the library and a `PROFILE` client with a session file, connected, after 20 QoS 1 round "
                     "trips (.mpy; held) | %s | %s |" % (num(held) if held else "n/a", meas))
         rows.append("| machine code (`-march=%s`: %s) | %s of .mpy, %s | `make mpy` |" % (

@@ -10,7 +10,7 @@
 #     bytecode .mpy (package-mpy.json, .mpy 6): load here
 #     native .mpy for xtensawin (make deploy MPY=xtensawin, .mpy 6.3): load here
 #     viper: yes (native.py compiles here: the CRC runs as machine code)
-#     /lib/durable_mqtt: 34 .mpy files, all load here
+#     /lib/durable_mqtt: 43 .mpy files, all load here
 #
 # The rules are MicroPython's own (py/persistentcode.c, mp_raw_code_load;
 # docs/reference/mpyfiles.rst). sys.implementation._mpy holds the .mpy
@@ -22,7 +22,7 @@
 # the firmware runs (a Thumb-2 core also runs armv6m code). Bytecode-only
 # files carry no arch and sub-version 0: durable_mqtt's mip set loads on any
 # firmware with .mpy version 6 (MicroPython 1.19 and later by these rules;
-# the library itself is tested on 1.28/1.29). `sys.implementation._mpy & 0xff`
+# the library itself is tested on 1.29.0-preview, the unix port). `sys.implementation._mpy & 0xff`
 # alone prints 6 for 6.1, 6.2 and 6.3 alike: native code needs the sub-version.
 import sys
 
