@@ -26,7 +26,7 @@ test: venv brokers
 venv: $(STAMP)
 
 $(STAMP): requirements-dev.txt
-	@$(PY) -m venv $(VENV) || { echo "error: '$(PY) -m venv' failed (Debian: apt-get install python3-venv)"; exit 1; }
+	@$(PY) -m venv $(VENV) || { echo "error: '$(PY) -m venv' failed: see its message above (on Debian, a missing python3-venv package is the usual cause: apt-get install python3-venv)"; exit 1; }
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
