@@ -66,10 +66,14 @@ def set_aside(j):
         # a header be written beside either, until it has room again).
         remove(j.dir)
         try:
-            for x in list(os.ilistdir(j.dir)):
-                j.put_file(x[0], b"")
+            bad = list(os.ilistdir(j.dir))     # what is left ("bad" is free again)
         except OSError:
-            pass
+            bad = ()
+        for x in bad:
+            try:
+                j.put_file(x[0], b"")
+            except OSError:
+                pass
     from .dirstate import make_dir
     make_dir(j.dir)
     for s in range(j.made):
