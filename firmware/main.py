@@ -112,6 +112,12 @@ def main(config="config.json", secrets="secrets.json"):
     def on_message(topic, msg, retained, qos):
         # A command is acknowledged before this runs and is not sent again:
         # a bad one gets a reply, never an exception that would end main().
+        if retained:
+            # Commands are one-shot: a retained one (mosquitto_pub -r) came
+            # again at every boot's subscribe, and a retained "stop" stopped
+            # every boot for good.
+            print("CMD retained, ignored:", repr(bytes(msg)[:32]))
+            return
         try:
             cmd = bytes(msg).decode()
             if cmd.startswith("interval="):
@@ -124,7 +130,11 @@ def main(config="config.json", secrets="secrets.json"):
             ok = "ok"
         except (ValueError, UnicodeError):
             cmd, ok = repr(bytes(msg)[:32]), "bad command"
-        c.publish(base + "/reply", "boot %d: %s %s" % (boot, cmd, ok), qos=1)
+        cmd = cmd[:64]                        # (a long command's echo would not fit buf_size)
+        try:
+            c.publish(base + "/reply", "boot %d: %s %s" % (boot, cmd, ok), qos=1)
+        except OSError as e:                  # QueueFull after an outage: the reply goes, the command stands
+            print("REFUSED reply:", repr(e))
         print("CMD", cmd, ok)
 
     feed()
@@ -141,14 +151,18 @@ def main(config="config.json", secrets="secrets.json"):
     print("BOOT", boot, "restored", c.pending(), "event", c.last_event)
     c.subscribe(base + "/cmd", 1)             # made now, or after the first connect, before the telemetry
     seq = 0
-    t_next = time.ticks_ms()
-    t_stats = t_next
+    t_last = time.ticks_add(time.ticks_ms(), -state["interval"])    # the last telemetry sent
+    t_stats = time.ticks_ms()
     shown = None                              # the last failure printed
     while state["run"]:
         feed()
         now = time.ticks_ms()
-        if time.ticks_diff(now, t_next) >= 0:
-            t_next = time.ticks_add(now, state["interval"])
+        # (Against the interval as it is now: interval= takes effect at once,
+        # also when it shortens a long one.)
+        left = state["interval"] - time.ticks_diff(now, t_last)
+        if left <= 0:
+            t_last = now
+            left = state["interval"]
             try:
                 c.publish(base + "/tele", '{"boot":%d,"seq":%d,"up_ms":%d}' % (boot, seq, now), qos=1)
                 if trace:
@@ -157,7 +171,7 @@ def main(config="config.json", secrets="secrets.json"):
                 seq += 1
             except QueueFull as e:             # offline too long: the outbox is full
                 print("REFUSED", e.args[1])
-        c.poll(min(50, max(1, time.ticks_diff(t_next, time.ticks_ms()))))
+        c.poll(min(50, max(1, left - time.ticks_diff(time.ticks_ms(), now))))
         if c.last_error is not shown:         # why the broker is not reached: a refused
             shown = c.last_error              # login, no Wi-Fi, no broker (once a failure)
             if shown is not None:
