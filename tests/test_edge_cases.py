@@ -1354,3 +1354,33 @@ def test_MQTT_2_3_1_7_a_request_inside_the_wait_of_another_keeps_both_ids(v, out
     subs = [b"a"] * (k1 == 0x90) + [b"b"] * (k2 == 0x90)
     assert "CONNECTED True SUBS %r" % subs in r.stdout, r.stdout
     assert "PID 3" in r.stdout, r.stdout
+
+
+def test_qos0_published_once_connected_goes_after_the_qos0_queued_while_down(broker):
+    """QoS 0 messages of one topic queued while the link was down wait
+    behind a QoS 1 message the window (max_inflight=1) holds back; one
+    published once connected went out at once, ahead of them: the broker,
+    which keeps a topic's order as it receives it, passed them on reordered
+    (a load review saw 29 to 50 such inversions per run). Now a QoS 0 goes
+    at once only when none waits: x before y."""
+    r = run_mp(PRE % broker.port + r"""
+got = []
+s = MQTTClient("q0o-sub", "127.0.0.1", PORT)
+s.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+s.connect()
+s.subscribe("q0o/t", 1)
+c = MQTTClient("q0o-pub", "127.0.0.1", PORT, max_inflight=1)
+c.publish("q0o/t", b"q1-a", False, 1)       # while down: queued
+c.publish("q0o/t", b"q1-b", False, 1)
+c.publish("q0o/t", b"q0-x", False, 0)
+c.connect()                                 # q1-a goes; the window holds q1-b, and q0-x behind it
+c.publish("q0o/t", b"q0-y", False, 0)
+assert c.flush(3000)
+pump(c, 200)
+pump(s, 500)
+print("ORDER", got)
+c.disconnect()
+s.disconnect()
+""")
+    got = [x for x in r.stdout.splitlines() if x.startswith("ORDER")][0]
+    assert got.index("q0-x") < got.index("q0-y") and got.index("q1-a") < got.index("q1-b"), r.stdout

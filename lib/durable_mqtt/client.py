@@ -445,7 +445,9 @@ class MQTTClient:
             too_large("PUBLISH (the broker's Maximum Packet Size)" if e.max_out < self.buf_size
                       else "PUBLISH (buf_size)", n, min(e.max_out, self.buf_size), 0)
         k = self.conn
-        if (not qos and k is not None and k.connected and not k.held
+        # QoS 0 at once, unless QoS 0 messages queued while down still
+        # wait (behind the window): this one goes after them, in order.
+        if (not qos and not e.n0 and k is not None and k.connected and not k.held
                 and (not k.gentle or not k.full and k.net.room())):
             k.publish0(t, msg, retain, rl, pr, n)
             return None
