@@ -1021,6 +1021,27 @@ assert subs.answer(e, 0xB0, pid) == (pid, b"x/y", -1, 0)   # its late answer: no
 pid = subs.request(e, 0x90)
 subs.abandon(e)                            # asked unknown
 assert subs.answer(e, 0x90, pid) == (pid, None, 0, 0)
+# With abandoned requests kept: an answer no kept request had the id of, or
+# of the other kind, is still a protocol error, and frees no id (a load
+# review: it was taken for the oldest one's, whose id was then free again
+# while its own answer could still come).
+a = subs.request(e, 0x90)
+subs.abandon(e, True, b"a/#", 1, 0)
+b = subs.request(e, 0x90)
+subs.abandon(e, True, b"b/#", 1, 0)
+c = subs.request(e, 0x90)
+raises(ProtocolError, subs.answer, e, 0x90, 777)
+raises(ProtocolError, subs.answer, e, 0xB0, b)       # an UNSUBACK for a SUBSCRIBE
+assert e.stale_n == 2
+assert subs.answer(e, 0x90, b) == (b, b"b/#", 1, 0)  # out of order: by its id
+assert subs.answer(e, 0x90, a) == (a, b"a/#", 1, 0)
+assert subs.answer(e, 0x90, c) is True and e.stale_n == 0
+# More abandoned than kept (4): an unknown id may be one of those not kept.
+for k in range(5):
+    subs.request(e, 0x90)
+    subs.abandon(e, True, b"z", 1, 0)
+assert subs.answer(e, 0x90, 4242) is None and e.stale_n == 4
+raises(ProtocolError, subs.answer, e, 0x90, 4243)
 """)
 
 

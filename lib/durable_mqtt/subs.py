@@ -50,19 +50,22 @@ def answer(e, kind, pid):
     # answer to an abandoned request, what abandon() kept of it
     # (pid, f, opts, sid), or None.
     if pid and pid != e.req_pid and e.stale_n:
-        # Its id is free again: answers come in the order the requests
-        # went, so it is the oldest kept, unless pid says otherwise.
+        # The late answer to an abandoned request, of its kind (an
+        # UNSUBACK for an UNSUBSCRIBE: opts < 0): its id is free again.
+        # One whose id no kept request had is another request's only
+        # when more were abandoned than are kept (_STALE); else it is
+        # the protocol error below, as without any abandoned.
         n = e.stale_n if e.stale_n < _STALE else _STALE
-        k = 0
         for i in range(n):
-            if e.stale_ids[i][0] == pid:
-                k = i
-                break
-        f = e.stale_ids[k]
-        for i in range(k, n - 1):
-            e.stale_ids[i] = e.stale_ids[i + 1]
-        e.stale_n -= 1
-        return f if f[0] == pid else None
+            f = e.stale_ids[i]
+            if f[0] == pid and (f[2] < 0) == (kind != 0x90):
+                for i in range(i, n - 1):
+                    e.stale_ids[i] = e.stale_ids[i + 1]
+                e.stale_n -= 1
+                return f
+        if e.stale_n > _STALE:
+            e.stale_n -= 1           # (one of those not kept: nothing to record)
+            return None
     if not pid or pid != e.req_pid or kind != e.req_kind:
         fail((18, "SUB" if kind == 0x90 else "UNSUB", pid), 0x82)  # %sACK for packet id %d, not awaiting one
     e.req_pid = 0
