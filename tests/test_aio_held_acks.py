@@ -354,7 +354,7 @@ print("new", later.incoming(k, 2, 10, 0), k.engine.asked)
 later.connected(k, True)
 print("stale", [hex(x) for x in k.later])
 print("resent", later.incoming(k, 2, 9, 8), [hex(x) for x in k.later])
-later.over(k)
+later.over(k, 7)                      # a new message with id 7: the broker dropped that copy
 print("over", [hex(x) for x in k.later])
 k.later = [0x10007, 0x20008]
 later.connected(k, False)
@@ -366,15 +366,15 @@ def test_the_held_acknowledgement_rules():
     # later.py on a stand-in link: a QoS 2 id held is a resend, matched
     # (and live again on this connection); one not held has the table's
     # room checked counting the held QoS 2 ids; a reconnect marks what is
-    # held as stale; a PUBLISH with DUP 0 ends the broker's resends, and a
-    # stale id not sent again has nothing left to acknowledge; a new
+    # held as stale; a PUBLISH with DUP 0 and a stale entry's id means the
+    # broker dropped that copy: nothing left to acknowledge; a new
     # session voids what is held (its ids may be reused).
     r = run_mp(RULES)
     assert "again True True" in r.stdout, r.stdout
     assert "new False [(10, 2)]" in r.stdout, r.stdout
     assert "stale ['0x50007', '0x60008', '0x60009']" in r.stdout, r.stdout
     assert "resent True ['0x50007', '0x60008', '0x20009']" in r.stdout, r.stdout
-    assert "over ['0x0', '0x0', '0x20009']" in r.stdout, r.stdout
+    assert "over ['0x0', '0x60008', '0x20009']" in r.stdout, r.stdout
     assert "void [0, 0]" in r.stdout, r.stdout
 
 
@@ -476,3 +476,51 @@ def test_a_backlog_past_the_queue_is_acknowledged_as_it_comes():
     recs = [body[:2] for f, body in fb.conns[0] if f == 0x50]
     assert len(recs) >= 56, (len(recs), r.stdout)
     assert "held 8" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("mode", ["queued", "taken"])
+def test_MQTT_4_6_0_6_a_held_qos2_copy_resent_after_a_new_message_of_another_topic_is_delivered_once(mode):
+    """A QoS 2 copy held in messages() (queued, or taken while the link was
+    down) when the link drops; the resumed session's broker sends a new
+    message of another topic (DUP 0) before its resend of the held one
+    (DUP 1): the order per topic is all MQTT asks (MQTT-4.6.0-6). Any DUP 0
+    PUBLISH ended the held entries (later.py), so the resend was taken for
+    a new message and X delivered twice (a load review). Now only a DUP 0
+    PUBLISH with the entry's own id ends it: X once, then Y."""
+    from fakebroker import FakeBroker, connack, publish
+    X = publish(4, b"a", b"X", qos=2, pid=5)
+    X_DUP = publish(4, b"a", b"X", qos=2, pid=5, first=0x30 | 4 | 8)
+    Y = publish(4, b"b", b"Y", qos=2, pid=6)
+    fb = FakeBroker([("send", connack(4)), ("send", X), ("sleep", 0.5), ("close",)],
+                    [("send", connack(4, sp=1)), ("sleep", 0.2), ("send", Y), ("sleep", 0.2), ("send", X_DUP),
+                     ("sleep", 1.5)], io_timeout=10)
+    r = run_mp(r"""
+import asyncio
+from durable_mqtt.aio import AsyncClient
+TAKE = %r
+async def main():
+    c = AsyncClient("dup-over", "127.0.0.1", %d, keepalive=20, timeout_ms=2000,
+                    clean_session=False, queue_size=8, backoff_ms=(300, 300))
+    await c.connect()
+    got = []
+    it = c.messages()
+    if TAKE:
+        await asyncio.sleep_ms(100)
+        while c.is_connected():
+            await asyncio.sleep_ms(5)
+        t, m, r, q = await it.__anext__()     # taken while the link is down
+        got.append((bytes(t), bytes(m)))
+    else:
+        await asyncio.sleep_ms(1500)          # all copies queued, none taken yet
+    while True:
+        try:
+            t, m, r, q = await asyncio.wait_for_ms(it.__anext__(), 2500)
+        except asyncio.TimeoutError:
+            break
+        got.append((bytes(t), bytes(m)))
+    print("GOT", got)
+    await c.close()
+asyncio.run(main())
+""" % (mode == "taken", fb.port), timeout=60)
+    fb.join()
+    assert "GOT [(b'a', b'X'), (b'b', b'Y')]" in r.stdout, r.stdout

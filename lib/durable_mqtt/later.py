@@ -12,11 +12,13 @@
 # or stale), waiting for the broker's second copy, which is then
 # acknowledged and not delivered.
 #
-# On a resumed session the broker sends its unacknowledged PUBLISHes again
-# first, in their order, with DUP 1 (MQTT-4.4.0-1, MQTT-4.6.0-1,
-# MQTT-3.3.1-1): a QoS 1/2 PUBLISH with DUP 0 ends that burst, and a stale
-# id not seen again by then is one the broker dropped (Message Expiry): its
-# entry goes, so that the broker's next use of the id is a new message.
+# On a resumed session the broker sends its unacknowledged PUBLISHes again,
+# with DUP 1 (MQTT-4.4.0-1, MQTT-3.3.1-1), in their order per topic only
+# (MQTT-4.6.0-6): a new message of another topic may come first. A stale
+# entry ends only when a PUBLISH with DUP 0 comes with its id: the broker
+# dropped that copy (Message Expiry) and uses the id for a new message.
+# (Ended at any DUP 0 PUBLISH, a QoS 2 copy whose resend came after a new
+# message of another topic was delivered twice.)
 _STALE = 0x40000
 _TAKEN = 0x80000
 _ACK = bytearray(8)          # the acknowledgements built here (never the link's tx,
@@ -47,7 +49,7 @@ def incoming(link, qos, pid, dup):
     # now, not delivered). False: a new one, delivered as usual (QoS 2: the
     # table's room checked counting the ids held, recorded when taken).
     if not dup:
-        over(link)
+        over(link, pid)
     h = link.later
     key = qos << 16 | pid
     n = 0
@@ -66,16 +68,15 @@ def incoming(link, qos, pid, dup):
     return False
 
 
-def over(link):
-    # The broker's second copies are all in (or none was due): what is
-    # still stale was dropped by the broker. A copy queued keeps nothing to
-    # acknowledge; a taken one goes, and a QoS 2 id recorded when it was
-    # taken is released (on flash too).
+def over(link, pid):
+    # A new message with the id of a stale entry: the broker dropped that
+    # copy. A copy queued keeps nothing to acknowledge; a taken one goes,
+    # and a QoS 2 id recorded when it was taken is released (on flash too).
     h = link.later
     i = 0
     while i < len(h):
         x = h[i]
-        if x & _STALE:
+        if x & _STALE and x & 0xFFFF == pid:
             if not x & _TAKEN:
                 h[i] = 0
             else:
