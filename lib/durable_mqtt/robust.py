@@ -191,10 +191,13 @@ class RobustClient(MQTTClient):
         except OSError as x:
             if not self.is_connected():
                 self.link_down(x)
-            elif isinstance(x, PacketTooLarge):
-                self.last_error = x      # an oversize PUBLISH dropped, the link up
+            elif isinstance(x, PacketTooLarge) and x.args[1].startswith("dropped an incoming"):
+                self.last_error = x      # an oversize PUBLISH dropped, the link up (inbound.after)
             else:
-                raise                    # the message callback's own (api.md: whatever its type)
+                # The message callback's own (api.md: whatever its type; a
+                # PacketTooLarge of its publish() too, which was kept in
+                # last_error as if an incoming one had been dropped).
+                raise
         if self.store_error is not None:
             self.store_ok()             # (written meanwhile by a publish(), a checkpoint)
         return self.is_connected()
