@@ -410,8 +410,11 @@ class AsyncClient:
                         # Timeout (timeout_ms ran out), nor the store's refusal
                         # to record (StoreFull): raised, as MQTTClient raises
                         # them. (Raised, those of the link's left the filter
-                        # unsubscribed on the next connection.)
-                        if (c.is_connected() or isinstance(x, StoreFull) or isinstance(x, Timeout)
+                        # unsubscribed on the next connection.) The first three
+                        # always go again: the link they say closed may be
+                        # up again already (the background task reconnects).
+                        if not isinstance(x, (NotConnected, PeerClosed, ProtocolError)) and (
+                                c.is_connected() or isinstance(x, StoreFull) or isinstance(x, Timeout)
                                 and time.ticks_diff(time.ticks_ms(), t) >= (timeout_ms or c.timeout_ms)):
                             raise
                         if self._task is None or self._stops != n:
