@@ -337,10 +337,8 @@ class Engine:
     def __init__(self):
         self.rx2 = bytearray(4)
         self.rx2_n = 0
-        self.asked = []
-    def incoming(self, qos, pid, n=0):
-        self.asked.append((pid, n))
-        return True
+    def rx2_index(self, pid):
+        return -1
 
 class Link:
     later = None
@@ -350,7 +348,10 @@ class Link:
 k = Link()
 k.later = [0x10007, 0x20008, 0x20009]
 print("again", later.incoming(k, 2, 8, 8), k.later == [0x10007, 0x20008, 0x20009])
-print("new", later.incoming(k, 2, 10, 0), k.engine.asked)
+print("new", later.incoming(k, 2, 10, 0))
+k.engine.rx2_n = 2                     # two in the table, two QoS 2 copies held: no room
+print("full", later.incoming(k, 2, 11, 0), later.incoming(k, 1, 12, 0))
+k.engine.rx2_n = 0
 later.connected(k, True)
 print("stale", [hex(x) for x in k.later])
 print("resent", later.incoming(k, 2, 9, 8), [hex(x) for x in k.later])
@@ -365,13 +366,13 @@ print("void", k.later)
 def test_the_held_acknowledgement_rules():
     # later.py on a stand-in link: a QoS 2 id held is a resend, matched
     # (and live again on this connection); one not held has the table's
-    # room checked counting the held QoS 2 ids; a reconnect marks what is
+    # room checked counting the held QoS 2 ids (None: no room, not taken); a reconnect marks what is
     # held as stale; a PUBLISH with DUP 0 and a stale entry's id means the
     # broker dropped that copy: nothing left to acknowledge; a new
     # session voids what is held (its ids may be reused).
     r = run_mp(RULES)
     assert "again True True" in r.stdout, r.stdout
-    assert "new False [(10, 2)]" in r.stdout, r.stdout
+    assert "new False" in r.stdout and "full None False" in r.stdout, r.stdout
     assert "stale ['0x50007', '0x60008', '0x60009']" in r.stdout, r.stdout
     assert "resent True ['0x50007', '0x60008', '0x20009']" in r.stdout, r.stdout
     assert "over ['0x0', '0x60008', '0x20009']" in r.stdout, r.stdout

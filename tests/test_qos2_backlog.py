@@ -3,8 +3,9 @@ PUBRELs. mosquitto 2.0.11 (Ubuntu 22.04, Debian 12) then sends its whole
 offline queue at once, behind the PUBRELs, past the client's Receive
 Maximum (MQTT-3.3.4-9). The client holds at most max(2 x receive_max, 64)
 unreleased QoS 2 ids and will not forget one before its PUBREL, so it
-closes the link (MQTT 5: DISCONNECT 0x93) and takes the rest on the next
-link, which starts with the PUBRELs that free the table. A kill-and-restart
+takes none past that, reads on (acknowledging the resends among them) and
+closes the link once no more input waits (MQTT 5: DISCONNECT 0x93); the
+next link starts with the PUBRELs that free the table. A kill-and-restart
 test met this under load in CI: the device's MQTTClient raised 0x93 from
 subscribe(). Here the state is made on purpose: a raw client under the
 device's id receives a few messages, sends PUBREC and never PUBCOMP, then
@@ -127,8 +128,64 @@ c.disconnect()
     assert figures["delivered"] == BACKLOG and figures["distinct"] == BACKLOG, out
     assert figures["connect_failures"] == 0, out
     # Each close for a full table is met with the first delay (250 ms, with
-    # jitter), not a doubling one: about 250 ms a close here, 1 s allowed.
-    # With the doubling backoff the 500 took 11.5 s (6 closes) to 39.6 s (8).
+    # jitter), not a doubling one: about 250 ms a close here, 1.5 s allowed
+    # (since the link reads the rest of the burst before it closes, which a
+    # broker's resends behind a new message need: 1.05 to 1.25 s a close
+    # for AsyncClient here, with a soak running beside it). With the
+    # doubling backoff the 500 took 11.5 s (6 closes) to 39.6 s (8).
     # (A broker that keeps its Receive Maximum floods nothing: 0 closes.)
     assert figures["link_downs"] == figures["floods"], out
-    assert figures["ms"] < 1000 * (figures["floods"] + 1), out
+    assert figures["ms"] < 1500 * (figures["floods"] + 1), out
+
+
+@pytest.mark.parametrize("front", ["callback", "messages"])
+def test_a_new_qos2_message_before_the_resends_that_free_a_full_table_does_not_stall_the_link(front):
+    """The table of unreleased QoS 2 ids full (64 ids whose PUBRECs the
+    broker never got: lost with a link), and a broker that sends, at each
+    resumed connection, a new QoS 2 message of another topic before its
+    DUP resends of those ids (legal: the order is per topic, MQTT-4.6.0-6;
+    mosquitto did it in a load review's run). The client closed the link at
+    that new message, every time, never reading the resends whose PUBRECs
+    would have freed the table: stalled for good (7 connections, nothing
+    sent on any). Now the new message is not taken, the resends after it
+    get their PUBREC, the link closes once no more input waits, and the
+    next connection (the PUBRELs, then the new message again) delivers it."""
+    from fakebroker import FakeBroker, connack, publish
+    first = b"".join(publish(4, b"t", b"m%d" % i, qos=2, pid=i) for i in range(1, 65))
+    resend = b"".join(publish(4, b"t", b"m%d" % i, qos=2, pid=i, first=0x3C) for i in range(1, 65))
+    x = publish(4, b"u", b"x", qos=2, pid=500)
+    rel = b"".join(pkt(0x62, u16(i)) for i in range(1, 65))
+    fb = FakeBroker([("send", connack(4)), ("send", first), ("sleep", 0.5), ("close",)],
+                    [("send", connack(4, sp=1)), ("send", x + resend), ("sleep", 0.5)],
+                    [("send", connack(4, sp=1)), ("send", rel + publish(4, b"u", b"x", qos=2, pid=500, first=0x3C)),
+                     ("sleep", 0.8)], io_timeout=10)
+    r = run_mp(r"""
+import asyncio, time
+from durable_mqtt.aio import AsyncClient
+MESSAGES = %r
+got = []
+async def main():
+    a = AsyncClient("rx2-stall", "127.0.0.1", %d, keepalive=30, clean_session=False, queue_size=100,
+                    backoff_ms=(100, 100))
+    if not MESSAGES:
+        a.set_callback(lambda t, m, r, q: got.append(bytes(m)))
+    await a.connect()
+    t0 = time.ticks_ms()
+    it = a.messages() if MESSAGES else None
+    while len(got) < 65 and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+        if MESSAGES:
+            try:
+                got.append(bytes((await asyncio.wait_for_ms(it.__anext__(), 200))[1]))
+            except asyncio.TimeoutError:
+                pass
+        else:
+            await asyncio.sleep_ms(50)
+    print("GOT", len(got), len(set(got)), got[-1:], "floods", a.client.engine.floods)
+    await a.close()
+asyncio.run(main())
+""" % (front == "messages", fb.port), timeout=60)
+    fb.join()
+    print(r.stdout)
+    assert "GOT 65 65 [b'x'] floods 1" in r.stdout, r.stdout
+    # The second connection: its 64 resends acknowledged (PUBREC) before it closed.
+    assert sum(1 for f, _ in fb.conns[1] if f == 0x50) == 64, fb.conns[1]

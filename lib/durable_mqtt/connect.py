@@ -59,6 +59,8 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     k.drop()
     k.failure = None
     k.oversize = 0                       # an oversize PUBLISH of the link before is not this one's to report
+    if k.floods:
+        del k.floods                     # (inbound.incoming: QoS 2 not taken on the link before, sent again)
     # MQTT 5 connect_fresh(): Clean Start with the expiry of a persistent
     # session (session_expiry, else 0xFFFFFFFF), for this CONNECT only: a
     # later connect(clean_session=True) asks for 0 again (API.md).

@@ -196,11 +196,28 @@ def incoming(link):  # noalloc
         # AsyncClient's messages() holds acknowledgements (later.py): this
         # may be the broker's second copy of one held there, or taken.
         from . import later
-        if later.incoming(link, rx, n, link.first & 8):
+        c = later.incoming(link, rx, n, link.first & 8)     # (c: a local less, the frame within 11 words)
+        if c:
             rx = -1
+        elif c is None:
+            rx = 3                   # the table full, counting the copies held: not taken (below)
+        c = link.c
     if rx < 0:                       # (an int compare: the QoS 0 path looks up nothing more)
         link.counts[_DUP_IN] += 1
         rx = 0                       # (its acknowledgement is later.py's)
+    elif rx == 3 or rx == 2 and link.engine.rx2_n >= len(link.engine.rx2) and link.engine.rx2_index(n) < 0:
+        # A new QoS 2 message and the table of unreleased ids full
+        # (session.py, _rx2_full): not taken, neither delivered nor
+        # acknowledged (the broker sends it again after a reconnect), and
+        # the read goes on. The broker's resends that follow it get their
+        # PUBREC, its PUBRELs free the table, and the link closes once no
+        # more input waits (Link.idle()). Closed at once, with the resends unread,
+        # every connection met the same new message first (a broker may
+        # send one before its resends: the order is per topic,
+        # MQTT-4.6.0-6) and closed over it again, for good.
+        link.counts[_RECEIVED] -= 1  # (not taken: counted when it comes again)
+        link.floods += 1
+        rx = 0                       # (no acknowledgement below)
     elif rx == 2 and not link.engine.incoming(rx, n):  # (QoS 0/1: always True, no call)
         link.counts[_DUP_IN] += 1                     # MQTT-4.3.3-10: not again
     elif c.cb is not None:
@@ -264,6 +281,21 @@ def incoming(link):  # noalloc
         put_send(link, n if link.connected else 0)
     if box.owed:
         owed(link)
+
+
+def full(link):
+    # No more input waits and QoS 2 messages were not taken (incoming()):
+    # the link closes, as for a protocol error (the acknowledgements owed
+    # go first; MQTT 5: DISCONNECT 0x93, Receive Maximum exceeded), and the
+    # next connection has the broker send them again.
+    del link.floods
+    link.engine.floods += 1          # (a link closed over a full table: robust.py)
+    from .reasons import full
+    try:
+        full(link.engine)
+    except Exception:
+        link.drop(True)
+        raise
 
 
 def owed(link):

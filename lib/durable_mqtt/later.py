@@ -48,6 +48,8 @@ def incoming(link, qos, pid, dup):
     # connection when its first copy is taken) or of one taken (acknowledged
     # now, not delivered). False: a new one, delivered as usual (QoS 2: the
     # table's room checked counting the ids held, recorded when taken).
+    # None: a new QoS 2 one the table has no room for, counting those
+    # (inbound.incoming does not take it).
     if not dup:
         over(link, pid)
     h = link.later
@@ -64,7 +66,9 @@ def incoming(link, qos, pid, dup):
             return True
         n += x & (_TAKEN | 0x30000) == 0x20000
     if qos == 2:
-        link.engine.incoming(2, pid, n)
+        e = link.engine
+        if e.rx2_index(pid) < 0 and e.rx2_n + n >= len(e.rx2):
+            return None
     return False
 
 

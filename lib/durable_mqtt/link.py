@@ -52,6 +52,10 @@ class Link:
     # The first exception the message callback raised, kept until the call
     # that was reading ends (incoming(), after()). A class attribute, as cut.
     cb_error = None
+    # Incoming QoS 2 messages not taken for want of room in the table of
+    # unreleased ids (inbound.incoming): the link closes once no more input
+    # waits (idle()). A class attribute, as cut.
+    floods = 0
     # AsyncClient's link (gentle): send_out() writes a packet only when the
     # socket has room, so a congested link never holds the event loop; it
     # sets full when it left output for the front end to send once there is
@@ -379,6 +383,9 @@ class Link:
     def idle(self):  # noalloc
         if self.owed:
             self.flush()
+        if self.floods:              # (QoS 2 not taken: inbound.incoming)
+            from .inbound import full
+            full(self)
         return 0
 
     def oversized(self, n, left):

@@ -443,11 +443,12 @@ class RobustClient(MQTTClient):
         # which the next link goes on with, on the same broker after the
         # first delay (mosquitto draining its queue so is not met by a
         # backoff that doubles per 64 messages). A table full from the
-        # start took nothing and counts as a failure. (The PUBLISH that
-        # found the table full was counted as received: hence the minus.)
+        # start took nothing and counts as a failure. (A PUBLISH the full
+        # table did not take is not counted as received: inbound.incoming.
+        # One the engine refused, session.py's _rx2_full, is: hence the minus.)
         floods, taken = self._marks
         floods = self.engine.floods - floods
-        return floods and self._taken() - taken > floods
+        return floods and self._taken() - taken > 0
 
     def _taken(self):
         return self.counts[_RECEIVED] - self.counts[_DUP_IN]

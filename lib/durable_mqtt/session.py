@@ -388,7 +388,9 @@ class Session:
         # delivered twice (MQTT-4.3.3-2), so the message is not taken: the
         # connection closes, and the next one starts with the PUBRELs that
         # free the table, then the rest again. (floods tells a reconnecting
-        # front end that such a close was progress, not a failure.)
+        # front end that such a close was progress, not a failure.) This
+        # raise is for reads inside a callback (late.py) and an oversize
+        # PUBLISH; a read's own, inbound.incoming, reads on before it closes.
         self.floods += 1
         from .reasons import full     # (the exception, with its words: reasons.py)
         full(self)
