@@ -1791,6 +1791,13 @@ def reboot(dev):
     dev = dev.reboot()
     vfs.mount(vfs.VfsLfs2(dev, progsize=P), "/fl")
     return dev
+def reboot_faulty(dev):
+    # As reboot(), the filesystem mounted again through a FaultFS.
+    vfs.umount("/fl")
+    dev = dev.reboot()
+    fs = FaultFS(vfs.VfsLfs2(dev, progsize=P))
+    vfs.mount(fs, "/fl")
+    return dev, fs
 def ls(p):
     try:
         return sorted(os.listdir(p))
@@ -1823,10 +1830,7 @@ c.journal.checkpoint()                   # as a connect's after its CONNACK
 c.publish("t", b"D4", qos=1)
 c.close()
 # The boot's rename is refused too: it runs where the session is.
-vfs.umount("/fl")
-dev = dev.reboot()
-fs = FaultFS(vfs.VfsLfs2(dev, progsize=P))
-vfs.mount(fs, "/fl")
+dev, fs = reboot_faulty(dev)
 fs.refuse("rename", "/s.d.d")
 c, ev = boot()
 print("boot, rename refused", ev, tails(c, 2), ls("/fl"))
@@ -2113,10 +2117,7 @@ assert not c.engine.has_state and c.engine.subs == [] and tails(c, 2) == [], (c.
 c.publish("t", b"B1", qos=1)
 subs.subscribed(c.engine, b"cmd/#", 1, 0)
 c.journal.checkpoint()
-vfs.umount("/fl")
-dev = dev.reboot()
-fs = FaultFS(vfs.VfsLfs2(dev, progsize=P))
-vfs.mount(fs, "/fl")
+dev, fs = reboot_faulty(dev)
 c, ev = sboot()
 assert tails(c, 2) == [b"B1"]
 fs.refuse(("remove", "open"), NAME)
@@ -2163,10 +2164,7 @@ print("DISCONNECT", c.disconnect(session_expiry=0), c.is_connected(), ev)
 assert ev == ["store_full"] and c.engine.subs and c.persist, ev
 fs.refuse(None)
 c.close()
-dev = reboot(dev)
-fs = FaultFS(vfs.VfsLfs2(dev, progsize=P))
-vfs.umount("/fl")
-vfs.mount(fs, "/fl")
+dev, fs = reboot_faulty(dev)
 c, ev = mk(None)                           # the session on flash: held
 assert c.engine.subs == [(b"erase/cmd/#", 1, 0)] and not c.clean_session, c.engine.subs
 fs.refuse(("remove", "open"), "/s.d/h")
@@ -2215,10 +2213,7 @@ c.close()
 with open("/fl/s.d/0", "wb") as f:
     f.write(pub)                         # the power cut came before slot 0 was emptied
 print("cut with", [(n, os.stat("/fl/s.d/" + n)[6]) for n in ls("/fl/s.d")])
-vfs.umount("/fl")
-dev = dev.reboot()
-fs = FaultFS(vfs.VfsLfs2(dev, progsize=P))
-vfs.mount(fs, "/fl")
+dev, fs = reboot_faulty(dev)
 fs.refuse("write", "/s.d/0")             # the boot cannot empty slot 0
 c, ev = boot()
 fs.refuse(None)
@@ -2258,10 +2253,7 @@ c.publish("t", b"O1", qos=1)
 c.publish("t", b"O2", qos=1)
 c.close()
 os.remove("/fl/s.d/h")                   # the erase cut after its header
-vfs.umount("/fl")
-dev = dev.reboot()
-fs = FaultFS(vfs.VfsLfs2(dev, progsize=P))
-vfs.mount(fs, "/fl")
+dev, fs = reboot_faulty(dev)
 fs.refuse("write", "/s.d/1")             # the boot cannot empty slot 1
 c, ev = boot()
 fs.refuse(None)
