@@ -361,14 +361,14 @@ class MQTTClient:
             self.journal.close()
 
     def save_session(self):
-        from .load import save_session
+        from .state import save_session
         try:
             return save_session(self)
         finally:
             unload()
 
     def restore_session(self, data):
-        from .load import restore_session
+        from .state import restore_session
         try:
             restore_session(self, data)
         finally:
@@ -445,12 +445,10 @@ class MQTTClient:
             too_large("PUBLISH (the broker's Maximum Packet Size)" if e.max_out < self.buf_size
                       else "PUBLISH (buf_size)", n, min(e.max_out, self.buf_size), 0)
         k = self.conn
-        # QoS 0 at once, unless QoS 0 messages queued while down still
-        # wait (behind the window): this one goes after them, in order.
-        if (not qos and not e.n0 and k is not None and k.connected and not k.held
-                and (not k.gentle or not k.full and k.net.room())):
-            k.publish0(t, msg, retain, rl, pr, n)
-            return None
+        if (not qos and k is not None and k.connected and not k.held
+                and (not k.gentle or not k.full and k.net.room())
+                and not k.publish0(t, msg, retain, rl, pr, n)):
+            return None                  # (sent at once, or lost with the link: publish0())
         if qos and self.persist and not self.journal.fits(n + 9):
             _refuse(e, qos, retain, n)
         pid = e.accept(t, msg, qos, retain, pr, ticks_ms(), pc[2], rl)

@@ -211,7 +211,7 @@ def incoming(link):  # noalloc
         # acknowledged (the broker sends it again after a reconnect), and
         # the read goes on. The broker's resends that follow it get their
         # PUBREC, its PUBRELs free the table, and the link closes once no
-        # more input waits (Link.idle()). Closed at once, with the resends unread,
+        # more input waits (Link.idle(), reasons.full). Closed at once, with the resends unread,
         # every connection met the same new message first (a broker may
         # send one before its resends: the order is per topic,
         # MQTT-4.6.0-6) and closed over it again, for good.
@@ -281,21 +281,6 @@ def incoming(link):  # noalloc
         put_send(link, n if link.connected else 0)
     if box.owed:
         owed(link)
-
-
-def full(link):
-    # No more input waits and QoS 2 messages were not taken (incoming()):
-    # the link closes, as for a protocol error (the acknowledgements owed
-    # go first; MQTT 5: DISCONNECT 0x93, Receive Maximum exceeded), and the
-    # next connection has the broker send them again.
-    del link.floods
-    link.engine.floods += 1          # (a link closed over a full table: robust.py)
-    from .reasons import full
-    try:
-        full(link.engine)
-    except Exception:
-        link.drop(True)
-        raise
 
 
 def owed(link):

@@ -1,8 +1,7 @@
-# The session from flash or bytes into the engine, and out as bytes: the
-# journal for a session_file (with its stored state restored), the session
-# directory read back (docs/session-format.md#session-directory),
-# save_session() and restore_session(). The record stream itself is
-# stream.py's. Boot-time code: loaded when needed and unloaded after
+# The session from flash into the engine: the journal for a session_file
+# (with its stored state restored), the session directory read back
+# (docs/session-format.md#session-directory). The record stream itself is
+# stream.py's; save_session() and restore_session() are state.py's. Boot-time code: loaded when needed and unloaded after
 # (client.unload); it allocates freely.
 import gc
 import os
@@ -343,47 +342,3 @@ def remove(path):
         os.remove(path)
     except OSError:               # (a read-only filesystem: it stays, and is skipped again)
         pass
-
-
-def save_session(c):
-    if c.journal:
-        c.journal.flush()
-    from .store import state_bytes
-    return state_bytes(c.engine)
-
-
-def restore_session(c, data):
-    if c.is_connected():
-        from .errors import MQTTException
-        raise MQTTException(-8, "restore_session() needs a disconnected client")
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError("restore_session() takes the bytes save_session() returned, not %s" % type(data).__name__)
-    from .stream import parse
-    from .restore import restore
-    if c.journal:
-        # What flash holds now, to put back should flash refuse the new
-        # state (a full filesystem): RAM must describe what flash holds, or
-        # the next write adds to the old state there what belongs to the new.
-        from .store import state_bytes
-        old = (c.persist, c.clean_session, c.sent_expiry, state_bytes(c.engine))
-    try:
-        st = parse(data)
-        if st.torn or st.dropped:     # (dropped: a record skipped as damage)
-            raise ValueError("truncated or damaged (save_session() bytes are whole)")
-        restore(c.engine, st, 0, c.event)
-    except ValueError as x:
-        raise ValueError("not a valid session state: %s" % x)
-    c.clean_session = False
-    c.sent_expiry = c.expiry_for(False)
-    if c.journal:
-        c.persist = True
-        try:
-            j = c.journal.checkpoint(replaced=True)
-        except Exception:
-            c.persist, c.clean_session, c.sent_expiry, data = old
-            restore(c.engine, parse(data), 0)
-            raise
-        if j is not None:
-            c.journal = j             # (a session directory: a new one, slotmove.replace)
-            c.unsaved = 0             # (its count starts again: connect.py)
-    c.report()                        # what the event callback raised (outbox_grown)

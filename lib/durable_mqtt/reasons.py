@@ -126,10 +126,21 @@ def refusal(n):
     return StoreFull(-7, "flash store full")     # (-3, -7: errors.ERR_TOO_LARGE, ERR_FULL)
 
 
-def full(e):
+def full(e, k=None):
     # Engine e's incoming QoS 2 table is full (Session._rx2_full: the
     # message is not taken, the connection closes): raised, MQTT 5 as
-    # Receive Maximum exceeded.
+    # Receive Maximum exceeded. With link k: no more input waits on it and
+    # QoS 2 messages were not taken (inbound.incoming, Link.idle): it
+    # closes now, as for a protocol error (the acknowledgements owed go
+    # first), and the next connection has the broker send them again.
+    if k is not None:
+        del k.floods
+        e.floods += 1                # (a link closed over a full table: robust.py)
+        try:
+            full(e)
+        except Exception:
+            k.drop(True)
+            raise
     if e.v5:
         fail("more than %d QoS 2 messages unreleased" % len(e.rx2), 0x93, 0x93)
     # 3.1.1 has no DISCONNECT with a reason, but the close is this client's
