@@ -133,7 +133,7 @@ def main(config="config.json", secrets="secrets.json"):
         cmd = cmd[:64]                        # (a long command's echo would not fit buf_size)
         try:
             c.publish(base + "/reply", "boot %d: %s %s" % (boot, cmd, ok), qos=1)
-        except OSError as e:                  # QueueFull after an outage: the reply goes, the command stands
+        except OSError as e:                  # QueueFull after an outage: the reply is dropped, the command stands
             print("REFUSED reply:", repr(e))
         print("CMD", cmd, ok)
 

@@ -211,10 +211,11 @@ def incoming(link):  # noalloc
         # acknowledged (the broker sends it again after a reconnect), and
         # the read goes on. The broker's resends that follow it get their
         # PUBREC, its PUBRELs free the table, and the link closes once no
-        # more input waits (Link.idle(), reasons.full). Closed at once, with the resends unread,
-        # every connection met the same new message first (a broker may
-        # send one before its resends: the order is per topic,
-        # MQTT-4.6.0-6) and closed over it again, for good.
+        # more input waits (Link.idle(), reasons.full). Closed at once,
+        # with the resends unread, every connection met the same new
+        # message first (a broker may send one before its resends: the
+        # order is per topic, MQTT-4.6.0-6) and closed over it again, for
+        # good.
         link.counts[_RECEIVED] -= 1  # (not taken: counted when it comes again)
         link.floods += 1
         rx = 0                       # (no acknowledgement below)

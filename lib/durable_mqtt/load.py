@@ -1,8 +1,9 @@
 # The session from flash into the engine: the journal for a session_file
 # (with its stored state restored), the session directory read back
 # (docs/session-format.md#session-directory). The record stream itself is
-# stream.py's; save_session() and restore_session() are state.py's. Boot-time code: loaded when needed and unloaded after
-# (client.unload); it allocates freely.
+# stream.py's; save_session() and restore_session() are state.py's.
+# Boot-time code: loaded when needed and unloaded after (client.unload); it
+# allocates freely.
 import gc
 import os
 import sys
