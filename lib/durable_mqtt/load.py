@@ -77,9 +77,8 @@ def open_journal(session_file, e, prog_size, batch_ms, event, batch_bytes=None):
             # same: appended after bytes that end the stream (FAT: a cut
             # mid-append), a record is where no boot reads it. Not on a
             # ring unless it needs one: its commits are whole (nothing
-            # torn to drop), and a boot checkpoint cut by a brown-out left
-            # a block the next boot could not write into: a block a boot,
-            # until the ring was full for good.
+            # torn to drop), and each boot checkpoint a brown-out cuts
+            # costs the ring a commit's room (ring-format.md).
             if ring and not st.torn and not session_file.needs_checkpoint():
                 pass
             elif not _checkpoint(j, event) and st.torn:

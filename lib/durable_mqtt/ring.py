@@ -56,6 +56,18 @@ def _u32(b, i):
     return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
 
 
+def _commit(buf, pos, B, P):
+    # The size of the valid commit at buf[pos:] (kind, reserved byte, fits
+    # in the block, CRC), else 0.
+    if not _valid_kind(buf[pos]) or buf[pos + 1] != 0:
+        return 0
+    n = (buf[pos + 2] << 8) | buf[pos + 3]
+    size = ((_OVH + n + P - 1) // P) * P
+    if pos + size > B or not crc.check(buf, pos, _HDR + n):
+        return 0
+    return size
+
+
 def _blank(b):
     # b holds only erased bytes (None: it could not be read).
     if b is None:
@@ -198,32 +210,51 @@ class RingStore:
     def _walk(self, start_c, start_off, visit):
         # Call visit(c, pos, kind, n, seq, buf) for every valid commit in
         # chain order from chain index start_c, offset start_off. Returns (end
-        # offset in the last block, that block's rest is all 0xFF).
+        # of the last valid commit in the last block, offset at which the
+        # next commit can go there: B when the block must be left).
         sc = self._scan
         B = self._bs
         P = self._p
         buf = sc["buf"]
         pos = B
+        last = -1                          # the last valid commit's number (-1: none yet)
         for c in range(start_c, sc["count"]):
             self._read_block((sc["oldest"] + c) % self._n, buf)
             pos = start_off if c == start_c else P
             while pos + _OVH <= B:
-                k = buf[pos]
-                if not _valid_kind(k) or buf[pos + 1] != 0:
-                    break
-                n = (buf[pos + 2] << 8) | buf[pos + 3]
-                size = ((_OVH + n + P - 1) // P) * P
-                if pos + size > B or not crc.check(buf, pos, _HDR + n):
-                    break
-                visit(c, pos, k, n, _u32(buf, pos + 4), buf)
+                size = _commit(buf, pos, B, P)
+                if not size:
+                    # A torn commit (a power cut) or erased space. A boot
+                    # that found a torn commit wrote on after it (below), so
+                    # the block goes on at the next commit that carries the
+                    # next number; none: its valid data ends here.
+                    q = pos + P
+                    while q + _OVH <= B and not (_commit(buf, q, B, P)
+                                                 and (last < 0 or _u32(buf, q + 4) == _after(last))):
+                        q += P
+                    if q + _OVH > B:
+                        break
+                    pos = q
+                    continue
+                last = _u32(buf, pos + 4)
+                visit(c, pos, buf[pos], (buf[pos + 2] << 8) | buf[pos + 3], last, buf)
                 pos += size
-        clean = True
-        for i in range(pos, B):
-            if buf[i] != 0xFF:
-                clean = False
-                break
-        return pos, clean
-
+        # Where the next commit goes: right after the last valid one when
+        # the rest of the block is erased. Else past the torn commit: a
+        # program cut short may leave bits half programmed that read as
+        # erased, so nothing is programmed within the largest commit (one
+        # program) from the last aligned offset that is not erased. A cut
+        # so costs one commit's room, not the rest of the block (a block a
+        # cut filled the ring for good after a few cuts in a row).
+        at = pos
+        i = B - 1
+        while i >= pos and buf[i] == 0xFF:
+            i -= 1
+        if i >= pos:
+            at = i - i % P + len(self._stage)
+            if at + P > B:
+                at = B
+        return pos, at
     def _rescan(self):
         # Find the chain of blocks, the latest complete checkpoint and the
         # write position. Boot only: allocates a block buffer.
@@ -331,10 +362,9 @@ class RingStore:
                 sc["app_len"] = 0
                 sc["cand"] = -1
 
-        end, clean = self._walk(0, P, visit)
         self._head = head
         self._head_seq = seqs[head]
-        self._pos = end if clean else B    # garbage after the last commit: move on
+        self._pos = self._walk(0, P, visit)[1]
         self._seq = _after(sc["prev"])
         if sc["chosen"] < 0:
             self._tail = -1                # no complete checkpoint: empty
