@@ -638,6 +638,57 @@ dev.close()
     assert [m["topic"] for m in doc["outgoing"]][-1] == "ring/a"
     assert any(d["kind"] == "ring_garbage" for d in doc["diagnostics"])
     assert_same_as_library(doc, lib_read("ring", img, 4096, 16, 32))
+    # The boot after the cut writes on in the same block, past the torn
+    # commit: the inspector reads on there, as the library does.
+    out = run_mp(r"""
+import sys
+from norflash import NorFlash
+from durable_mqtt.client import MQTTClient
+dev = NorFlash(4096, 16, path=sys.argv[1])
+c = MQTTClient("ring-dev", "localhost", clean_session=False, session_file=dev, version=5, session_expiry=3600)
+c.publish("ring/c", b"after", qos=1)
+print(c.stats()["flash_head"])
+dev.close()
+""", args=[str(img)]).stdout.split()
+    rc, doc = inspect_json("--ring", img)
+    assert rc == 0, doc
+    assert [m["topic"] for m in doc["outgoing"]][-2:] == ["ring/a", "ring/c"]
+    torn = [d for d in doc["diagnostics"] if d["kind"] == "ring_torn_commit"]
+    assert len(torn) == 1 and torn[0]["block"] == int(out[-1]), (doc["diagnostics"], out)
+    assert not any(d["kind"] == "ring_garbage" for d in doc["diagnostics"])
+    assert_same_as_library(doc, lib_read("ring", img, 4096, 16, 32))
+
+
+def test_ring_commit_number_repeated_after_a_failed_read_back(tmp_path):
+    """A commit that landed although its program reported an error, and
+    whose read-back failed too, is followed by one with the same number
+    (ring-format.md, "Write errors"). The library reads on; the inspector
+    read a gap there and dropped the session."""
+    from test_ring import FLAKY
+    img = tmp_path / "flaky.img"
+    run_mp(FLAKY + r"""
+import sys
+from norflash import NorFlash
+from durable_mqtt import MQTTClient
+nor = NorFlash(4096, 16, prog_size=32, path=sys.argv[1])
+dev = Flaky(nor, fail_read=True)
+c = MQTTClient("ring-dev", "localhost", clean_session=False, session_file=dev, version=5, session_expiry=3600)
+for i in range(4):
+    c.publish("ring/%d" % i, b"held", qos=1)
+dev.fail_next = True
+try:
+    c.publish("ring/x", b"msg", qos=1)
+except OSError:
+    pass
+for i in range(4, 6):
+    c.publish("ring/%d" % i, b"after", qos=1)
+nor.close()
+""", args=[str(img)])
+    rc, doc = inspect_json("--ring", img)
+    assert rc == 0, doc
+    assert not any(d["kind"] == "ring_seq_gap" for d in doc["diagnostics"]), doc["diagnostics"]
+    assert [m["topic"] for m in doc["outgoing"]] == ["ring/%d" % i for i in range(6)]
+    assert_same_as_library(doc, lib_read("ring", img, 4096, 16, 32))
 
 
 def test_blank_and_wrong_geometry_ring(tmp_path):

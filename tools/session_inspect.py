@@ -695,39 +695,60 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
         other = [i for i in outside if seqs[i] < 0 and i not in blank]
         info.update(stale_blocks=stale, erased_blocks=blank, unformatted_blocks=other)
 
-    # Walk every valid commit in chain order (the scan of RingStore._rescan).
+    # Walk every valid commit in chain order (the scan of RingStore._walk).
+    def commit_size(buf, pos):
+        if not _valid_kind(buf[pos]) or buf[pos + 1] != 0:
+            return 0
+        n = u16(buf, pos + 2)
+        size = -(-(RING_OVH + n) // P) * P
+        if pos + size > B or not crc_ok(buf, pos, RING_HDR + n):
+            return 0
+        return size
+
     commits = []
-    end_pos = B
-    clean = True
+    write_at = B
     for c, i in enumerate(chain):
         buf = blk(i)
         pos = P
         while pos + RING_OVH <= B:
-            k = buf[pos]
-            if not _valid_kind(k) or buf[pos + 1] != 0:
-                break
+            size = commit_size(buf, pos)
+            if not size:
+                # A torn commit: the block goes on at the next commit that
+                # carries the next number (a boot after a power cut writes
+                # on past the torn one), if any.
+                last = commits[-1]["seq"] if commits else None
+                q = pos + P
+                while q + RING_OVH <= B and not (commit_size(buf, q) and (
+                        last is None or u32(buf, q + 4) == (last + 1) & RING_SEQ_MASK)):
+                    q += P
+                if q + RING_OVH > B:
+                    break
+                if any(x != 0xFF for x in buf[pos:q]):
+                    diag.add("info", "ring_torn_commit", "block %d (seq %d): a torn commit at offset %d, the log "
+                             "goes on at offset %d" % (i, seqs[i], pos, q), block=i, block_offset=pos)
+                pos = q
+                continue
             n = u16(buf, pos + 2)
-            size = -(-(RING_OVH + n) // P) * P
-            if pos + size > B or not crc_ok(buf, pos, RING_HDR + n):
-                break
-            commits.append({"chain": c, "block": i, "offset": pos, "kind": k, "length": n,
+            commits.append({"chain": c, "block": i, "offset": pos, "kind": buf[pos], "length": n,
                             "seq": u32(buf, pos + 4), "payload": bytes(buf[pos + RING_HDR:pos + RING_HDR + n])})
             pos += size
-        clean = all(x == 0xFF for x in buf[pos:])
-        if not clean:
+        rest = [j for j in range(pos, B) if buf[j] != 0xFF]
+        write_at = None if rest else pos
+        if rest:
             diag.add("warning" if i == head else "info", "ring_garbage",
                      "block %d (seq %d): a torn or corrupt commit at offset %d ends the block's valid data%s"
-                     % (i, seqs[i], pos, " (the next commit goes to a fresh block)" if i == head else ""),
+                     % (i, seqs[i], pos, " (the next commit goes one largest commit past offset %d, the last "
+                                         "one programmed, or to a fresh block)" % (rest[-1] - rest[-1] % P)
+                                         if i == head else ""),
                      block=i, block_offset=pos)
-        end_pos = pos
-    info["write_offset"] = end_pos if clean else None
+    info["write_offset"] = write_at
 
     # Pick the latest complete checkpoint (the rules of RingStore._rescan).
     chosen = cand_i = -1
     abandoned = 0
     last_seq = None
     for idx, cm in enumerate(commits):
-        if last_seq is not None and cm["seq"] != ((last_seq + 1) & RING_SEQ_MASK):
+        if last_seq is not None and cm["seq"] not in ((last_seq + 1) & RING_SEQ_MASK, last_seq):
             diag.add("info", "ring_seq_gap", "commit sequence gap before block %d offset %d (%d -> %d): what came "
                      "before is stale and dropped" % (cm["block"], cm["offset"], last_seq, cm["seq"]),
                      block=cm["block"], block_offset=cm["offset"])
