@@ -255,6 +255,7 @@ class RingStore:
             if at + P > B:
                 at = B
         return pos, at
+
     def _rescan(self):
         # Find the chain of blocks, the latest complete checkpoint and the
         # write position. Boot only: allocates a block buffer.
