@@ -66,6 +66,7 @@ soak: mosquitto
 	SOAK=1 $(BIN)/pytest -q tests/test_resilience.py tests/test_kill_restart.py \
 	    tests/test_fuzz.py tests/test_slotstore.py $(PYTEST_ARGS)
 	$(BIN)/python tools/sim.py --cuts 20 --no-progress
+	$(BIN)/python tools/sim.py --ring --cuts 40 --up-s 0.5 1.5 --no-progress
 
 # .mpy for the boards: $(MPY_OUT)/{xtensawin,armv6m}/durable_mqtt/*.mpy and a
 # size table; the bytecode set for mip in mpy/durable_mqtt/ (committed) and

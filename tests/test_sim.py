@@ -21,6 +21,24 @@ def test_simulation_loses_nothing(tmp_path):
     assert int(out.split("commands obeyed         : ")[1].split()[0]) >= 2, out
 
 
+def test_simulation_with_the_session_in_a_flash_ring_loses_nothing(tmp_path):
+    """`make sim --ring`: the session in a raw flash ring whose programs a
+    SIGKILL can tear (16 bytes written at a time); the report counts the
+    cuts that did."""
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "sim.py"), "--ring", "--cuts", "4", "--up-s", "0.5", "1.2",
+                        "--dir", str(tmp_path / "sim"), "--no-progress"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "lost                    : 0" in out and "KB raw ring" in out, out
+    accepted = int(out.split("accepted by the library : ")[1].split()[0])
+    distinct = int(out.split("received by subscriber  : ")[1].split()[0])
+    cut_short = int(out.split("sent, cut before return : ")[1].split()[0])
+    assert accepted > 30 and distinct == accepted + cut_short, out
+    assert 0 <= int(out.split("cuts that tore a commit : ")[1].split()[0]) <= 4, out
+    assert (tmp_path / "sim" / "ring.img").stat().st_size == 16 * 4096
+
+
 def test_sim_counts_a_message_sent_as_the_power_went():
     # The CI failure this guards: 142 traced, 143 received. The cut fell
     # between publish() sending (1, 40) and the firmware tracing it.

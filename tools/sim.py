@@ -9,7 +9,12 @@ random moments, restarted from its flash image each time, sent commands,
 and finally told to stop. Then it prints what was accepted by the library,
 received by the subscriber, resent, and lost (the goal: zero).
 
-  python3 tools/sim.py [--cuts 5] [--seed 1] [--interval-ms 20] [--keep]
+  python3 tools/sim.py [--cuts 5] [--seed 1] [--interval-ms 20] [--keep] [--ring]
+
+With --ring the session lives in a raw flash ring (ring.img, 16 erase
+blocks of 4 KB, as an ESP32's data partition) instead of the session
+directory, and the simulated flash programs it 16 bytes at a time, so that
+a cut can leave a commit half written.
 
 Exit status 0 when nothing was lost, 1 otherwise.
 """
@@ -71,6 +76,19 @@ def pump(proc, log, stats):
     sel.close()
 
 
+def ring_torn(image):
+    """1 when the ring's head block ends in a half-programmed commit (what
+    the power cut just left), else 0: read as tools/session_inspect.py
+    --ring reads it."""
+    from session_inspect import Diag, Unreadable, read_ring
+    diag = Diag()
+    try:
+        read_ring(image.read_bytes(), 4096, None, 0, None, diag, {})
+    except Unreadable:
+        pass
+    return int(any(d["kind"] == "ring_garbage" and d["level"] == "warning" for d in diag.items))
+
+
 def count_received(path):
     seen = {}
     if path.exists():
@@ -120,6 +138,8 @@ def main(argv=None):
     ap.add_argument("--dir", default=str(ROOT / "sim-run"), help="work folder (flash image, logs)")
     ap.add_argument("--keep", action="store_true", help="keep the flash image from an earlier run")
     ap.add_argument("--no-progress", action="store_true", help="no progress line")
+    ap.add_argument("--ring", action="store_true",
+                    help="the session in a raw flash ring (ring.img), programs tearable by a cut")
     args = ap.parse_args(argv)
     if args.cuts < 0:
         ap.error("--cuts must be 0 or more")
@@ -153,12 +173,14 @@ def main(argv=None):
         "client_id": "sim-dev1", "broker": "127.0.0.1", "port": port, "version": 4,
         "keepalive": 10, "topic_base": base, "interval_ms": args.interval_ms,
         "timeout_ms": 2000, "trace": str(run / "accepted.txt"),
-        "sim": {"image": str(run / "flash.img"), "blocks": 64}}))
+        "sim": dict({"image": str(run / "flash.img"), "blocks": 64},
+                    **({"ring_image": str(run / "ring.img"), "ring_blocks": 16} if args.ring else {}))}))
     (run / "nosecrets.json").write_text("{}")
     env = dict(os.environ)
     env["MICROPYPATH"] = ":".join(str(p) for p in (ROOT / "lib", ROOT / "boards" / "unix", ROOT / "boards",
                                                    ROOT / "firmware")) + ":.frozen"
     stats_per_boot = []
+    torn = 0                                  # cuts that left a commit half programmed (--ring)
     t_start = time.monotonic()
     try:
         for boot in range(args.cuts + 1):
@@ -181,6 +203,8 @@ def main(argv=None):
                 if not last and elapsed >= up_for:
                     proc.send_signal(signal.SIGKILL)     # the power cut
                     proc.wait()
+                    if args.ring:
+                        torn += ring_torn(run / "ring.img")
                     break
                 if last and elapsed > 60:
                     proc.kill()
@@ -206,7 +230,8 @@ def main(argv=None):
     dups = sum(n - 1 for n in rec.values())
     resent = sum(s.get("resent", 0) for s in stats_per_boot)
     final = stats_per_boot[-1] if stats_per_boot else {}
-    flash = (run / "flash.img").stat().st_size if (run / "flash.img").exists() else 0
+    image = run / ("ring.img" if args.ring else "flash.img")
+    flash = image.stat().st_size if image.exists() else 0
     cmd_lines = (run / "device.log").read_text().count("CMD ")
     lines = [
         "durable_mqtt simulation: %d power cuts in %.1f s (seed %d)" % (args.cuts, time.monotonic() - t_start, args.seed),
@@ -215,10 +240,13 @@ def main(argv=None):
         "  sent, cut before return : %d (publish() had sent it when the power went)" % len(cut_short),
         "  resent after restarts   : %d (DUP=1, original packet ids)" % resent,
         "  commands obeyed         : %d" % cmd_lines,
-        "  flash image             : %d KB LittleFS; last boot programmed %s bytes, %s erases" % (
-            flash // 1024, final.get("flash_programmed", "?"), final.get("flash_erases", "?")),
+        "  flash image             : %d KB %s; last boot programmed %s bytes, %s erases" % (
+            flash // 1024, "raw ring" if args.ring else "LittleFS",
+            final.get("flash_programmed", "?"), final.get("flash_erases", "?")),
         "  lost                    : %d%s" % (len(lost), "" if not lost else "  e.g. %s" % lost[:10]),
     ]
+    if args.ring:
+        lines.insert(-1, "  cuts that tore a commit : %d (the boot after wrote on past it)" % torn)
     if unexplained:
         lines.append("  never published         : %d received, e.g. %s" % (len(unexplained), unexplained[:10]))
     print("\n".join(lines))

@@ -8,6 +8,8 @@
 # counts programmed bytes and erases, and survives SIGKILL (each write is
 # flushed), so killing the process is a power cut.
 import os
+import time
+
 import vfs
 
 PROFILE = {
@@ -23,10 +25,14 @@ BLOCK = 4096
 
 
 class FileFlash:
-    """Block device on an image file (extended block protocol)."""
+    """Block device on an image file (extended block protocol). With
+    `torn`, a program goes to the file a few bytes at a time, each flushed,
+    so that a SIGKILL can land inside it and leave it half done, as a power
+    cut during a flash program does."""
 
-    def __init__(self, path, blocks=64):
+    def __init__(self, path, blocks=64, torn=0):
         self.blocks = blocks
+        self.torn = torn                     # bytes per write, each flushed (0: whole)
         try:
             size = os.stat(path)[6]
         except OSError:
@@ -49,8 +55,13 @@ class FileFlash:
                 self.ioctl(6, n + i)
             off = 0
         self.f.seek(n * BLOCK + off)
-        self.f.write(buf)
-        self.f.flush()
+        step = self.torn or len(buf)
+        mv = memoryview(buf)
+        for i in range(0, len(buf), step):
+            self.f.write(mv[i:i + step])
+            self.f.flush()
+            if self.torn:
+                time.sleep_us(50)            # a page program's time, for a cut to land in
         self.programmed += len(buf)
 
     def ioctl(self, op, arg):
@@ -60,7 +71,13 @@ class FileFlash:
             return BLOCK
         if op == 6:
             self.f.seek(arg * BLOCK)
-            self.f.write(b"\xff" * BLOCK)
+            if self.torn:                    # an erase cut short leaves part of the block
+                for i in range(0, BLOCK, 512):
+                    self.f.write(b"\xff" * 512)
+                    self.f.flush()
+                    time.sleep_us(2000)
+            else:
+                self.f.write(b"\xff" * BLOCK)
             self.f.flush()
             self.erases += 1
             return 0
@@ -70,13 +87,19 @@ class FileFlash:
 
 
 flash = None
+ring = None
 
 
-def setup(image="flash.img", blocks=64):
+def setup(image="flash.img", blocks=64, ring_image=None, ring_blocks=16):
     """Mount the flash image at /flash (formatting a blank one); returns the
-    network link (a no-op here)."""
-    global flash
+    network link (a no-op here). With ring_image, the session goes to a raw
+    region of ring_blocks erase blocks in that image file instead (the
+    flash ring, as an ESP32's data partition), programmed 16 bytes at a
+    time so that a SIGKILL can tear a commit."""
+    global flash, ring
     flash = FileFlash(image, blocks)
+    if ring_image:
+        ring = FileFlash(ring_image, ring_blocks, torn=16)
     try:
         vfs.mount(vfs.VfsLfs2(flash), FLASH_ROOT)
     except OSError:
@@ -87,8 +110,9 @@ def setup(image="flash.img", blocks=64):
 
 
 def session_file():
-    return SESSION_PATH
+    return ring or SESSION_PATH
 
 
 def flash_stats():
-    return {"flash_programmed": flash.programmed, "flash_erases": flash.erases} if flash else {}
+    dev = ring or flash
+    return {"flash_programmed": dev.programmed, "flash_erases": dev.erases} if dev else {}
