@@ -343,8 +343,7 @@ for i in range(5):                          # five cuts in the same block
     r = RingStore(dev, max_append=200)
     assert r.load() == want, (i, r.load())
     assert r.stats()["head"] == head        # the same block
-    # past the largest commit from the torn one's last programmed unit
-    assert r._pos == (at + 63) // 32 * 32 + cmax, (r._pos, at, cmax)
+    assert r._pos == at + cmax, (r._pos, at, cmax)    # one largest commit past the torn one
     append(r, b"+%d" % i, 2)                # ProgramError if it hit a programmed byte
     want += b"+%d" % i
     assert RingStore(dev).load() == want
@@ -352,7 +351,7 @@ checkpoint(r, b"state")
 append(r, b"+x", 2)
 assert RingStore(dev).load() == b"state+x"
 # a cut where no commit fits after the torn one: the next block
-while r._pos <= 4096 - 300:
+while r._pos <= 4096 - 240:               # the torn 192-byte commit fits, a commit past 224 bytes of it does not
     append(r, b"..", 2)
 got = r.load()
 dev.cut_after(1, fraction=0.5)
@@ -371,6 +370,96 @@ assert RingStore(dev).load() == got + b"+z"
 print("ok", head, pos, r.stats()["head"])
 """)
     assert out.splitlines()[-1].startswith("ok"), out
+
+
+def test_a_commit_image_inside_a_torn_commit_is_never_read():
+    """A held message's bytes go into an append verbatim, so a torn append
+    may hold, at a multiple of prog_size, the image of a valid commit
+    (a message that carries a dump of a ring, or one made to). Reading on
+    after the torn commit must not take it: neither at the boot after the
+    cut, with the number the torn commit had, nor once the ring has wrapped
+    so that the block is the chain's oldest, where any number goes. Both
+    were read before (a forged state; the live checkpoint lost)."""
+    out = mp(r"""
+from durable_mqtt import crc
+def image(seq, payload):
+    b = bytearray(12 + len(payload))
+    b[0] = 0xC7
+    b[2] = len(payload) >> 8
+    b[3] = len(payload) & 0xFF
+    b[4:8] = seq.to_bytes(4, "big")
+    b[8:8 + len(payload)] = payload
+    crc.seal(b, 0, 8 + len(payload))
+    return b
+for label in ("next number", "any number"):
+    dev = NorFlash(1024, 4, prog_size=32)
+    r = RingStore(dev, max_append=200)
+    checkpoint(r, b"old")
+    while r._pos + 64 <= 1024:
+        append(r, b"x" * 20, 20)
+    seq = r._seq if label == "next number" else 12345
+    msg = bytearray(b"." * 24) + image(seq, b"FORGED") + b"." * 150
+    dev.cut_after(2, fraction=0.5)              # the new block's header, then the append, torn
+    try:
+        append(r, msg, len(msg))
+    except PowerCut:
+        pass
+    dev = dev.reboot()
+    r = RingStore(dev, max_append=200)
+    got = r.load()
+    assert got.startswith(b"old") and b"FORGED" not in got, (label, got)
+    checkpoint(r, b"LIVE")                      # in the block of the torn append
+    want = bytearray(b"LIVE")
+    try:
+        while True:                             # until the ring wraps onto that block
+            append(r, b"y" * 100, 100)
+            want += b"y" * 100
+    except StoreFull:
+        pass
+    assert RingStore(dev, max_append=200).load() == want, label
+print("ok")
+""")
+    assert out.splitlines()[-1] == "ok", out
+
+
+def test_a_boot_with_another_max_append_never_programs_into_a_torn_commit():
+    """The room a torn commit may have touched is the largest commit of the
+    writer that tore it, which each block records in its header; a boot
+    whose max_append (sized from buf_size) is smaller skips by the block's,
+    not its own (it programmed inside the torn program's range, where bits
+    half programmed may read as erased), and one whose commits are larger
+    than the block allows goes on in the next block."""
+    out = mp(r"""
+for second in (200, 1012):
+    dev = NorFlash(4096, 4, prog_size=32)
+    r = RingStore(dev, max_append=1012)         # commits of up to 1,024 bytes
+    checkpoint(r, b"base")
+    at = r._pos
+    big = bytearray(b"z" * 1000)
+    dev.cut_after(1, fraction=0.1)              # 1,024 bytes programmed, the first 102 shown
+    try:
+        append(r, big, 1000)
+    except PowerCut:
+        pass
+    dev = dev.reboot()
+    r = RingStore(dev, max_append=second)
+    assert r.load() == b"base"
+    # one 1,024-byte commit past it, whatever this boot's own largest commit
+    assert r._pos == at + 1024 and r.stats()["head"] == 0, (second, r._pos, at)
+    append(r, b"after", 5)
+    assert RingStore(dev, max_append=second).load() == b"baseafter"
+dev = NorFlash(4096, 4, prog_size=32)
+r = RingStore(dev, max_append=200)              # the block records 224-byte commits
+checkpoint(r, b"base")
+dev = dev.reboot()
+r = RingStore(dev, max_append=1012)
+assert r.load() == b"base"
+append(r, b"larger", 6)
+assert r.stats()["head"] == 1                   # its commits may be larger: a new block
+assert RingStore(dev).load() == b"baselarger"
+print("ok")
+""")
+    assert out.splitlines()[-1] == "ok", out
 
 
 def test_garbage_at_write_position():

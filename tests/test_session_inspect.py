@@ -636,7 +636,7 @@ dev.close()
     rc, doc = inspect_json("--ring", img)
     assert rc == 0
     assert [m["topic"] for m in doc["outgoing"]][-1] == "ring/a"
-    assert any(d["kind"] == "ring_garbage" for d in doc["diagnostics"])
+    assert any(d["kind"] == "ring_torn_commit" for d in doc["diagnostics"])
     assert_same_as_library(doc, lib_read("ring", img, 4096, 16, 32))
     # The boot after the cut writes on in the same block, past the torn
     # commit: the inspector reads on there, as the library does.
@@ -655,7 +655,6 @@ dev.close()
     assert [m["topic"] for m in doc["outgoing"]][-2:] == ["ring/a", "ring/c"]
     torn = [d for d in doc["diagnostics"] if d["kind"] == "ring_torn_commit"]
     assert len(torn) == 1 and torn[0]["block"] == int(out[-1]), (doc["diagnostics"], out)
-    assert not any(d["kind"] == "ring_garbage" for d in doc["diagnostics"])
     assert_same_as_library(doc, lib_read("ring", img, 4096, 16, 32))
 
 

@@ -705,43 +705,59 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
             return 0
         return size
 
+    def used(buf, pos):
+        # The first P-unit at or after pos that is not erased; B if none.
+        for j in range(pos, B):
+            if buf[j] != 0xFF:
+                return j - j % P
+        return B
+
+    def room_of(h):
+        # The largest commit of the block's writers (header bytes 16..19,
+        # with their complement); unknown: the rest of the block.
+        if P >= 32 and h[16] ^ h[18] == 0xFF and h[17] ^ h[19] == 0xFF:
+            return min(((h[16] << 8) | h[17]) * P, B - P)
+        return B - P
+
     commits = []
-    write_at = B
+    write_at = None
+    last = None
     for c, i in enumerate(chain):
         buf = blk(i)
+        room = room_of(buf)
         pos = P
+        torn = False
+        w = B
         while pos + RING_OVH <= B:
             size = commit_size(buf, pos)
-            if not size:
-                # A torn commit: the block goes on at the next commit that
-                # carries the next number (a boot after a power cut writes
-                # on past the torn one), if any.
-                last = commits[-1]["seq"] if commits else None
-                q = pos + P
-                while q + RING_OVH <= B and not (commit_size(buf, q) and (
-                        last is None or u32(buf, q + 4) == (last + 1) & RING_SEQ_MASK)):
-                    q += P
-                if q + RING_OVH > B:
-                    break
-                if any(x != 0xFF for x in buf[pos:q]):
-                    diag.add("info", "ring_torn_commit", "block %d (seq %d): a torn commit at offset %d, the log "
-                             "goes on at offset %d" % (i, seqs[i], pos, q), block=i, block_offset=pos)
-                pos = q
+            if size and (not torn or last is None or u32(buf, pos + 4) == (last + 1) & RING_SEQ_MASK):
+                n = u16(buf, pos + 2)
+                last = u32(buf, pos + 4)
+                commits.append({"chain": c, "block": i, "offset": pos, "kind": buf[pos], "length": n,
+                                "seq": last, "payload": bytes(buf[pos + RING_HDR:pos + RING_HDR + n])})
+                pos += size
+                torn = False
                 continue
-            n = u16(buf, pos + 2)
-            commits.append({"chain": c, "block": i, "offset": pos, "kind": buf[pos], "length": n,
-                            "seq": u32(buf, pos + 4), "payload": bytes(buf[pos + RING_HDR:pos + RING_HDR + n])})
-            pos += size
-        rest = [j for j in range(pos, B) if buf[j] != 0xFF]
-        write_at = None if rest else pos
-        if rest:
-            diag.add("warning" if i == head else "info", "ring_garbage",
-                     "block %d (seq %d): a torn or corrupt commit at offset %d ends the block's valid data%s"
-                     % (i, seqs[i], pos, " (the next commit goes one largest commit past offset %d, the last "
-                                         "one programmed, or to a fresh block)" % (rest[-1] - rest[-1] % P)
-                                         if i == head else ""),
-                     block=i, block_offset=pos)
+            # Erased to the end, or a commit a power cut tore: nothing within
+            # the block's largest commit of its first unit not erased is a
+            # commit; the log goes on at the first commit after that.
+            u = used(buf, pos)
+            if u == B:
+                break
+            diag.add("warning" if i == head else "info", "ring_torn_commit",
+                     "block %d (seq %d): a torn or corrupt commit at offset %d; nothing up to offset %d is read%s"
+                     % (i, seqs[i], u, min(u + room, B), "" if u + room < B else " (the rest of the block)"),
+                     block=i, block_offset=u)
+            torn = True
+            w = u + room
+            pos = used(buf, w) if w < B else B
+        if not torn:
+            w = pos
+        if w + P > B or used(buf, w) < B:
+            w = B
+        write_at = w if w < B else None
     info["write_offset"] = write_at
+    info["commit_room"] = room_of(blk(head))
 
     # Pick the latest complete checkpoint (the rules of RingStore._rescan).
     chosen = cand_i = -1

@@ -76,9 +76,9 @@ def pump(proc, log, stats):
     sel.close()
 
 
-def ring_torn(image):
-    """1 when the ring's head block ends in a half-programmed commit (what
-    the power cut just left), else 0: read as tools/session_inspect.py
+def ring_torn(image, seen):
+    """How many torn commits the ring holds that `seen` (a set, updated)
+    did not: those the power cut just left. Read as tools/session_inspect.py
     --ring reads it."""
     from session_inspect import Diag, Unreadable, read_ring
     diag = Diag()
@@ -86,7 +86,10 @@ def ring_torn(image):
         read_ring(image.read_bytes(), 4096, None, 0, None, diag, {})
     except Unreadable:
         pass
-    return int(any(d["kind"] == "ring_garbage" and d["level"] == "warning" for d in diag.items))
+    new = {(d["block"], d["block_offset"], d["message"]) for d in diag.items if d["kind"] == "ring_torn_commit"}
+    n = len(new - seen)
+    seen |= new
+    return n
 
 
 def count_received(path):
@@ -181,6 +184,7 @@ def main(argv=None):
                                                    ROOT / "firmware")) + ":.frozen"
     stats_per_boot = []
     torn = 0                                  # cuts that left a commit half programmed (--ring)
+    torn_seen = set()
     t_start = time.monotonic()
     try:
         for boot in range(args.cuts + 1):
@@ -204,7 +208,7 @@ def main(argv=None):
                     proc.send_signal(signal.SIGKILL)     # the power cut
                     proc.wait()
                     if args.ring:
-                        torn += ring_torn(run / "ring.img")
+                        torn += ring_torn(run / "ring.img", torn_seen)
                     break
                 if last and elapsed > 60:
                     proc.kill()

@@ -68,6 +68,15 @@ def _commit(buf, pos, B, P):
     return size
 
 
+def _used(buf, pos, B, P):
+    # The first P-unit at or after pos that holds a byte not erased; B if
+    # none.
+    for i in range(pos, B):
+        if buf[i] != 0xFF:
+            return i - i % P
+    return B
+
+
 def _blank(b):
     # b holds only erased bytes (None: it could not be read).
     if b is None:
@@ -140,6 +149,17 @@ class RingStore:
         if N < 0xFFFF:               # the region's size: another one reads as foreign
             h[6] = N >> 8
             h[7] = N & 0xFF
+        if P >= 32:
+            # The largest commit this writer makes, in units of P, and its
+            # complement: a boot after a torn commit reads and writes on only
+            # that far past it (_walk), so its bytes are never read as a
+            # commit nor programmed again. (No room with P = 16: a torn
+            # commit closes its block there.)
+            u = cmax // P
+            h[16] = u >> 8
+            h[17] = u & 0xFF
+            h[18] = h[16] ^ 0xFF
+            h[19] = h[17] ^ 0xFF
 
         # Sizing (docs/ring-format.md, "Capacity"). A checkpoint of S payload
         # bytes spans at most W(S) = S + (S // qf + 2) * d + P bytes of log
@@ -209,52 +229,48 @@ class RingStore:
 
     def _walk(self, start_c, start_off, visit):
         # Call visit(c, pos, kind, n, seq, buf) for every valid commit in
-        # chain order from chain index start_c, offset start_off. Returns (end
-        # of the last valid commit in the last block, offset at which the
-        # next commit can go there: B when the block must be left).
+        # chain order from chain index start_c, offset start_off. Returns
+        # the offset in the last block where the next commit can go (B: the
+        # block must be left).
         sc = self._scan
         B = self._bs
         P = self._p
         buf = sc["buf"]
-        pos = B
+        w = B
         last = -1                          # the last valid commit's number (-1: none yet)
         for c in range(start_c, sc["count"]):
-            self._read_block((sc["oldest"] + c) % self._n, buf)
+            i = (sc["oldest"] + c) % self._n
+            self._read_block(i, buf)
+            room = sc["rooms"][i]
             pos = start_off if c == start_c else P
+            torn = False
+            w = B
             while pos + _OVH <= B:
                 size = _commit(buf, pos, B, P)
-                if not size:
-                    # A torn commit (a power cut) or erased space. A boot
-                    # that found a torn commit wrote on after it (below), so
-                    # the block goes on at the next commit that carries the
-                    # next number; none: its valid data ends here.
-                    q = pos + P
-                    while q + _OVH <= B and not (_commit(buf, q, B, P)
-                                                 and (last < 0 or _u32(buf, q + 4) == _after(last))):
-                        q += P
-                    if q + _OVH > B:
-                        break
-                    pos = q
+                if size and (not torn or last < 0 or _u32(buf, pos + 4) == _after(last)):
+                    last = _u32(buf, pos + 4)
+                    visit(c, pos, buf[pos], (buf[pos + 2] << 8) | buf[pos + 3], last, buf)
+                    pos += size
+                    torn = False
                     continue
-                last = _u32(buf, pos + 4)
-                visit(c, pos, buf[pos], (buf[pos + 2] << 8) | buf[pos + 3], last, buf)
-                pos += size
-        # Where the next commit goes: right after the last valid one when
-        # the rest of the block is erased. Else past the torn commit: a
-        # program cut short may leave bits half programmed that read as
-        # erased, so nothing is programmed within the largest commit (one
-        # program) from the last aligned offset that is not erased. A cut
-        # so costs one commit's room, not the rest of the block (a block a
-        # cut filled the ring for good after a few cuts in a row).
-        at = pos
-        i = B - 1
-        while i >= pos and buf[i] == 0xFF:
-            i -= 1
-        if i >= pos:
-            at = i - i % P + len(self._stage)
-            if at + P > B:
-                at = B
-        return pos, at
+                # Erased to the end of the block, or a commit a power cut
+                # tore (or other bytes). From the first unit of it that is
+                # not erased, nothing within the block's largest commit is
+                # read or programmed: bits a cut program half set may read
+                # as erased, and its payload may hold a commit's image. The
+                # boot after the cut wrote on from there with the number the
+                # torn commit had; the block's log goes on at that commit.
+                u = _used(buf, pos, B, P)
+                if u == B:
+                    break
+                torn = True
+                w = u + room
+                pos = _used(buf, w, B, P) if w < B else B
+            if not torn:
+                w = pos
+            if w + P > B or _used(buf, w, B, P) < B:
+                w = B
+        return w
 
     def _rescan(self):
         # Find the chain of blocks, the latest complete checkpoint and the
@@ -262,8 +278,9 @@ class RingStore:
         N = self._n
         B = self._bs
         P = self._p
-        hb = bytearray(_BHDR + 4)
+        hb = bytearray(_BHDR + 8 if P >= 32 else _BHDR + 4)
         seqs = [-1] * N
+        rooms = [B - P] * N              # the largest commit of each block's writers
         why = None                       # why a ring found here is not ours (load() raises it)
         span = 0                         # the largest ring of those (its blocks are numbered in a row)
         other_max = -1                   # the newest block of a ring that is not ours
@@ -284,6 +301,8 @@ class RingStore:
             # starts elsewhere sees its blocks out of place.
             if hb[5] == self._hdr[5] and (n == 0xFFFF or n == N) and s % N == i:
                 seqs[i] = s
+                if P >= 32 and hb[16] ^ hb[18] == 0xFF and hb[17] ^ hb[19] == 0xFF:
+                    rooms[i] = min(((hb[16] << 8) | hb[17]) * P, B - P)
                 continue
             # Another ring's block: its chain, read over this region, would
             # yield an older checkpoint, or a misparsed one.
@@ -330,7 +349,7 @@ class RingStore:
                 break
             oldest = j
             count += 1
-        sc = {"buf": bytearray(B), "oldest": oldest, "count": count,
+        sc = {"buf": bytearray(B), "oldest": oldest, "count": count, "rooms": rooms,
               "chosen": -1, "chosen_off": 0, "chosen_len": 0, "app_len": 0,
               "cand": -1, "cand_off": 0, "cand_len": 0, "prev": -1}
         self._scan = sc
@@ -365,7 +384,9 @@ class RingStore:
 
         self._head = head
         self._head_seq = seqs[head]
-        self._pos = self._walk(0, P, visit)[1]
+        self._pos = self._walk(0, P, visit)
+        if sc["rooms"][head] < len(self._stage):
+            self._pos = B                  # commits larger than its bound: the next block
         self._seq = _after(sc["prev"])
         if sc["chosen"] < 0:
             self._tail = -1                # no complete checkpoint: empty
