@@ -723,6 +723,27 @@ c.disconnect()
 """ % broker.port)
     assert "downs [] link_downs 0" in r.stdout, r.stdout
 
+def test_robust_connect_starts_anew_when_the_broker_has_a_session_it_lost(broker):
+    """MQTT 5, a RobustClient with no session on flash whose broker keeps
+    one for its id (MQTT-3.2.2-4: SessionError from MQTTClient.connect()).
+    Its connect() starts a new session, as its poll() does after a drop and
+    as the pages say; it raised SessionError."""
+    r = run_mp(r"""
+from durable_mqtt import MQTTClient
+from durable_mqtt.robust import RobustClient
+old = MQTTClient("lost-id", "127.0.0.1", %d, version=5, session_expiry=600, clean_session=False)
+old.connect()
+old.disconnect()                              # the broker keeps that session
+ev = []
+c = RobustClient("lost-id", "127.0.0.1", %d, version=5, session_expiry=600,
+                 event_callback=lambda e, i: ev.append(e))
+print("present", c.connect(), "events", ev, "connected", c.is_connected())
+c.publish("lost/id", b"1", qos=1)
+c.disconnect()
+""" % (broker.port, broker.port))
+    assert "present False events ['new'] connected True" in r.stdout, r.stdout
+
+
 def test_a_subclass_wrapping_run_sees_every_step_of_connect_and_subscribe():
     # docs/api.md#runsteps: run(steps) is the extension point a subclass
     # overrides to see each step of a blocking handshake (firmware/main.py

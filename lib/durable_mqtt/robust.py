@@ -88,7 +88,12 @@ class RobustClient(MQTTClient):
         self.connect_failures = 0
 
     def connect(self, clean_session=None, timeout_ms=None):
-        return self._open(self.connecting(clean_session, timeout_ms))
+        try:
+            return self._open(self.connecting(clean_session, timeout_ms))
+        except SessionError:
+            # MQTT 5: the broker keeps a session this client lost
+            # (MQTT-3.2.2-4): a new one, as poll() starts after a drop.
+            return self.connect_fresh(timeout_ms)
 
     def connect_fresh(self, timeout_ms=None):
         # MQTTClient's, as a connect of this client's: the subscriptions
