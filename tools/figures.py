@@ -379,7 +379,7 @@ def board_flash(board):
 def board_ring_capacity(board):
     def f(fig):
         cap = ((fig.get("boards") or {}).get(board) or {}).get("ring_capacity") or {}
-        return ("%s B (%s B at 128 KB, %s B at 256 KB; `RingStore.capacity_bytes()` with `PROFILE`)"
+        return ("%s B (%s B at 128 KB, %s B at 256 KB; `RingStore(...).capacity` with `PROFILE`)"
                 % (num(cap.get("16")), num(cap.get("32")), num(cap.get("64"))))
     return f
 

@@ -10,7 +10,7 @@
 #     bytecode .mpy (package-mpy.json, .mpy 6): load here
 #     native .mpy for xtensawin (make deploy MPY=xtensawin, .mpy 6.3): load here
 #     viper: yes (native.py compiles here: the CRC runs as machine code)
-#     /lib/durable_mqtt: 43 .mpy files, all load here
+#     /lib/durable_mqtt: 44 .mpy files, all load here
 #
 # The rules are MicroPython's own (py/persistentcode.c, mp_raw_code_load;
 # docs/reference/mpyfiles.rst). sys.implementation._mpy holds the .mpy
