@@ -329,18 +329,23 @@ def test_torn_commit_is_dropped_and_writing_goes_on_after_it():
 dev = NorFlash(4096, 4, prog_size=32)
 r = RingStore(dev, max_append=200)          # commits of at most 224 bytes
 cmax = len(r._stage)
+
+def torn_append(dev, r, data):
+    # The append cut halfway, then a boot: the device and its ring.
+    dev.cut_after(1, fraction=0.5)
+    try:
+        append(r, data, len(data))
+    except PowerCut:
+        pass
+    dev = dev.reboot()
+    return dev, RingStore(dev, max_append=200)
+
 append(r, b"one", 3)
 head = r.stats()["head"]
 want = b"one"
 for i in range(5):                          # five cuts in the same block
     at = r._pos
-    dev.cut_after(1, fraction=0.5)
-    try:
-        append(r, bytearray(b"two" * 30), 90)
-    except PowerCut:
-        pass
-    dev = dev.reboot()
-    r = RingStore(dev, max_append=200)
+    dev, r = torn_append(dev, r, bytearray(b"two" * 30))
     assert r.load() == want, (i, r.load())
     assert r.stats()["head"] == head        # the same block
     assert r._pos == at + cmax, (r._pos, at, cmax)    # one largest commit past the torn one
@@ -354,13 +359,7 @@ assert RingStore(dev).load() == b"state+x"
 while r._pos <= 4096 - 240:               # the torn 192-byte commit fits, a commit past 224 bytes of it does not
     append(r, b"..", 2)
 got = r.load()
-dev.cut_after(1, fraction=0.5)
-try:
-    append(r, bytearray(b"y" * 150), 150)
-except PowerCut:
-    pass
-dev = dev.reboot()
-r = RingStore(dev, max_append=200)
+dev, r = torn_append(dev, r, bytearray(b"y" * 150))
 assert r.load() == got
 pos = r._pos
 assert pos == 4096 and r.stats()["head"] == head, (pos, r.stats())
