@@ -461,6 +461,36 @@ print("ok")
     assert out.splitlines()[-1] == "ok", out
 
 
+def test_a_block_whose_commit_bound_reads_zero_or_torn_is_closed_after_a_tear():
+    """The commit bound in a block header (bytes 16..19, with their
+    complement: not under the header's CRC) read as 0 made the walk after a
+    torn commit stand still: a boot that never ended. A bound that is 0,
+    or whose complement does not match (a header program torn there), is
+    taken as the rest of the block: a torn commit closes it."""
+    out = mp(r"""
+for bound in (b"\x00\x00\xff\xff", b"\x00\x04\xff\xff"):
+    dev = NorFlash(1024, 4, prog_size=32)
+    r = RingStore(dev, max_append=100)
+    append(r, b"a" * 10, 10)
+    head = r.stats()["head"]
+    dev.cut_after(1, fraction=0.5)
+    try:
+        append(r, b"b" * 60, 60)
+    except PowerCut:
+        pass
+    dev = dev.reboot()
+    a = head * 1024
+    dev.data[a + 16:a + 20] = bound             # 0 (corrupt); a complement whose last byte a cut left erased
+    r = RingStore(dev, max_append=100)
+    assert r.load() == b"a" * 10
+    assert r._pos == 1024                       # closed: the next commit in a new block
+    append(r, b"c", 1)
+    assert r.stats()["head"] == head + 1 and RingStore(dev, max_append=100).load() == b"a" * 10 + b"c"
+print("ok")
+""")
+    assert out.splitlines()[-1] == "ok", out
+
+
 def test_garbage_at_write_position():
     # Bytes that are neither erased nor a valid commit where the next commit
     # would go (e.g. a program the chip half did): load ignores them, the

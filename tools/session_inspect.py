@@ -715,7 +715,7 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
     def room_of(h):
         # The largest commit of the block's writers (header bytes 16..19,
         # with their complement); unknown: the rest of the block.
-        if P >= 32 and h[16] ^ h[18] == 0xFF and h[17] ^ h[19] == 0xFF:
+        if P >= 32 and h[16] ^ h[18] == 0xFF and h[17] ^ h[19] == 0xFF and (h[16] or h[17]):
             return min(((h[16] << 8) | h[17]) * P, B - P)
         return B - P
 

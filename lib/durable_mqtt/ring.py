@@ -302,7 +302,9 @@ class RingStore:
             if hb[5] == self._hdr[5] and (n == 0xFFFF or n == N) and s % N == i:
                 seqs[i] = s
                 if P >= 32 and hb[16] ^ hb[18] == 0xFF and hb[17] ^ hb[19] == 0xFF:
-                    rooms[i] = min(((hb[16] << 8) | hb[17]) * P, B - P)
+                    u = (hb[16] << 8) | hb[17]
+                    if u:                       # (0: corrupt; a walk would not move)
+                        rooms[i] = min(u * P, B - P)
                 continue
             # Another ring's block: its chain, read over this region, would
             # yield an older checkpoint, or a misparsed one.
