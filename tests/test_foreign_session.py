@@ -749,6 +749,17 @@ print("OK")
 # --- docs/ring-format.md against the bytes the library writes ------------
 
 def _doc_ring(img, B, N, P):
+    def commit_sizes(blk):
+        # The padded sizes of a block's valid commits, in order.
+        p = P
+        while p + 12 <= B:
+            kind, res, n = struct.unpack(">BBH", blk[p:p + 4])
+            if kind not in (0xC0, 0xC1, 0xC3, 0xC5, 0xC7) or res or p + 12 + n > B or not _crc_ok(blk[p:], 8 + n):
+                return
+            size = -(-(12 + n) // P) * P
+            yield blk[p:p + size]
+            p += size
+
     # The state a ring image holds, by the document's "How load() picks the
     # state"; also checks every block header and commit against its tables.
     heads = {}
@@ -758,7 +769,11 @@ def _doc_ring(img, B, N, P):
             assert blk[:4] == b"\xff" * 4, b                  # never-written blocks only
             continue
         assert blk[4] == 1 and blk[5] == P.bit_length() - 1 and struct.unpack(">H", blk[6:8])[0] == N
-        assert _crc_ok(blk, 12) and blk[16:P] == b"\xff" * (P - 16)
+        assert _crc_ok(blk, 12) and blk[20:P] == b"\xff" * (P - 20)
+        # the commit bound: the largest commit, in units of P, and its complement
+        bound = struct.unpack(">H", blk[16:18])[0]
+        assert bound and struct.unpack(">H", blk[18:20])[0] == bound ^ 0xFFFF
+        assert all(len(x) <= bound * P for x in commit_sizes(blk))
         heads[b] = struct.unpack(">I", blk[8:12])[0]
     head = max(heads, key=heads.get)
     chain = [head]
