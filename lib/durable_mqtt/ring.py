@@ -14,9 +14,10 @@
 # - A commit never spans blocks. The first prog_size bytes of every block
 #   hold a block header with a block sequence number, so the log order is
 #   known after a reboot.
-# - A torn or corrupt commit ends the valid data of its block. If the block
-#   being written holds anything but 0xFF after its last valid commit, the
-#   next commit goes to a fresh block, so no valid commit ever follows garbage.
+# - After a torn or corrupt commit, nothing within the block's commit bound
+#   (its header records its writer's largest commit) is read or programmed:
+#   the next commit goes that far past the torn one's first unit, or to a
+#   fresh block, and the reader goes on there only at the next number.
 # - The block holding the start of the live checkpoint is never erased for an
 #   append or a checkpoint (StoreFull instead). Only erase() may wipe it, and
 #   then the loader finds no complete checkpoint: empty, which is what erase()
