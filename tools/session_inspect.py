@@ -727,6 +727,7 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
         room = room_of(buf)
         pos = P
         torn = False
+        last = None                 # the next number is checked within a block only (RingStore._walk)
         w = B
         while pos + RING_OVH <= B:
             size = commit_size(buf, pos)

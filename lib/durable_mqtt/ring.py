@@ -246,6 +246,10 @@ class RingStore:
             pos = start_off if c == start_c else P
             torn = False
             w = B
+            # The next number is checked within a block only: the block
+            # before may be a half-erased stale one whose last commits are
+            # gone (the gap rule in visit() judges what crosses blocks).
+            last = -1
             while pos + _OVH <= B:
                 size = _commit(buf, pos, B, P)
                 if size and (not torn or last < 0 or _u32(buf, pos + 4) == _after(last)):
