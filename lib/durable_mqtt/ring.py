@@ -238,7 +238,6 @@ class RingStore:
         P = self._p
         buf = sc["buf"]
         w = B
-        last = -1                          # the last valid commit's number (-1: none yet)
         for c in range(start_c, sc["count"]):
             i = (sc["oldest"] + c) % self._n
             self._read_block(i, buf)
@@ -249,7 +248,7 @@ class RingStore:
             # The next number is checked within a block only: the block
             # before may be a half-erased stale one whose last commits are
             # gone (the gap rule in visit() judges what crosses blocks).
-            last = -1
+            last = -1                      # the last valid commit's number here (-1: none yet)
             while pos + _OVH <= B:
                 size = _commit(buf, pos, B, P)
                 if size and (not torn or last < 0 or _u32(buf, pos + 4) == _after(last)):
