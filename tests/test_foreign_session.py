@@ -748,13 +748,20 @@ print("OK")
 
 # --- docs/ring-format.md against the bytes the library writes ------------
 
+def _commit_ok(blk, p, n):
+    # The commit's CRC: over its place (the block's number, its offset:
+    # u32 each, big-endian), then its header and payload.
+    place = blk[8:12] + struct.pack(">I", p)
+    return struct.unpack(">I", blk[p + 8 + n:p + 12 + n])[0] == binascii.crc32(place + blk[p:p + 8 + n])
+
+
 def _doc_ring(img, B, N, P):
     def commit_sizes(blk):
         # The padded sizes of a block's valid commits, in order.
         p = P
         while p + 12 <= B:
             kind, res, n = struct.unpack(">BBH", blk[p:p + 4])
-            if kind not in (0xC0, 0xC1, 0xC3, 0xC5, 0xC7) or res or p + 12 + n > B or not _crc_ok(blk[p:], 8 + n):
+            if kind not in (0xC0, 0xC1, 0xC3, 0xC5, 0xC7) or res or p + 12 + n > B or not _commit_ok(blk, p, n):
                 return
             size = -(-(12 + n) // P) * P
             yield blk[p:p + size]
@@ -768,7 +775,7 @@ def _doc_ring(img, B, N, P):
         if blk[:4] != b"DMQR":
             assert blk[:4] == b"\xff" * 4, b                  # never-written blocks only
             continue
-        assert blk[4] == 1 and blk[5] == P.bit_length() - 1 and struct.unpack(">H", blk[6:8])[0] == N
+        assert blk[4] == 2 and blk[5] == P.bit_length() - 1 and struct.unpack(">H", blk[6:8])[0] == N
         assert _crc_ok(blk, 12) and blk[20:P] == b"\xff" * (P - 20)
         # the commit bound: the largest commit, in units of P, and its complement
         bound = struct.unpack(">H", blk[16:18])[0]
@@ -788,7 +795,7 @@ def _doc_ring(img, B, N, P):
         p = P
         while p + 12 <= B:
             kind, res, n, seq = struct.unpack(">BBHI", blk[p:p + 8])
-            if kind not in (0xC0, 0xC1, 0xC3, 0xC5, 0xC7) or res or p + 12 + n > B or not _crc_ok(blk[p:], 8 + n):
+            if kind not in (0xC0, 0xC1, 0xC3, 0xC5, 0xC7) or res or p + 12 + n > B or not _commit_ok(blk, p, n):
                 assert kind == 0xFF and blk[p:] == b"\xff" * (B - p), (b, p)   # the rest is erased
                 break
             size = -(-(12 + n) // P) * P

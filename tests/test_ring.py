@@ -378,17 +378,21 @@ def test_a_commit_image_inside_a_torn_commit_is_never_read():
     after the torn commit must not take it: neither at the boot after the
     cut, with the number the torn commit had, nor once the ring has wrapped
     so that the block is the chain's oldest, where any number goes. Both
-    were read before (a forged state; the live checkpoint lost)."""
+    were read before (a forged state; the live checkpoint lost). The image
+    here is made for the place it lands at (its CRC covers the place), as
+    only a payload made to forge one could be."""
     out = mp(r"""
 from durable_mqtt import crc
-def image(seq, payload):
+from durable_mqtt.ring import _sum, _reg
+def image(seq, payload, bseq, at):
     b = bytearray(12 + len(payload))
     b[0] = 0xC7
     b[2] = len(payload) >> 8
     b[3] = len(payload) & 0xFF
     b[4:8] = seq.to_bytes(4, "big")
     b[8:8 + len(payload)] = payload
-    crc.seal(b, 0, 8 + len(payload))
+    _sum(bseq, at, b, 0, 8 + len(payload))
+    crc.put(_reg, b, 8 + len(payload))
     return b
 for label in ("next number", "any number"):
     dev = NorFlash(1024, 4, prog_size=32)
@@ -397,7 +401,8 @@ for label in ("next number", "any number"):
     while r._pos + 64 <= 1024:
         append(r, b"x" * 20, 20)
     seq = r._seq if label == "next number" else 12345
-    msg = bytearray(b"." * 24) + image(seq, b"FORGED") + b"." * 150
+    # the new block's first commit is at 32, its payload at 40: the image at 64
+    msg = bytearray(b"." * 24) + image(seq, b"FORGED", r._head_seq + 1, 64) + b"." * 150
     dev.cut_after(2, fraction=0.5)              # the new block's header, then the append, torn
     try:
         append(r, msg, len(msg))
@@ -549,6 +554,48 @@ print("ok")
     for img, want in images:
         got = session_inspect.read_ring(bytes.fromhex(img), 4096, 32, 0, 4, session_inspect.Diag(), {})
         assert got == bytes.fromhex(want)
+
+
+def test_a_commit_copied_to_another_place_is_not_a_commit():
+    """A commit's CRC covers its place (its block's number and its offset)
+    as well as its bytes, so the image of a commit anywhere else is never
+    valid: a held message carrying a dump of a ring, or an old commit's
+    bytes where the next commit goes. Before (format 1) an old checkpoint's
+    copy at the write position was read, a gap in the numbers made it the
+    latest, and the boot loaded that old state."""
+    out = mp(r"""
+from durable_mqtt import crc
+from durable_mqtt.ring import _sum, _reg
+dev = NorFlash(4096, 4, prog_size=32)
+r = RingStore(dev, max_append=200)
+checkpoint(r, b"old state")
+old_at = r.stats()["head"] * 4096 + 64           # after the empty checkpoint the format wrote
+assert dev.data[old_at + 8:old_at + 17] == b"old state"
+old = bytes(dev.data[old_at:old_at + 32])
+append(r, b"+1", 2)
+checkpoint(r, b"new state")
+append(r, b"+2", 2)
+want = r.load()
+assert want == b"new state+2"
+for blk, at in ((r.stats()["head"], r._pos), (r.stats()["head"] + 1, 32)):
+    d = NorFlash(4096, 4, prog_size=32)
+    d.restore(dev.snapshot())
+    a = blk * 4096
+    if blk != r.stats()["head"]:                 # another block: formatted, as the ring's next
+        d.data[a:a + 32] = d.data[0:32]
+        d.data[a + 8:a + 12] = (1).to_bytes(4, "big")
+        crc.seal(d.data, a, 12)
+    d.data[a + at:a + at + 32] = old             # the old checkpoint's bytes, elsewhere
+    assert RingStore(d, max_append=200).load() == want, (blk, at)
+    # the same bytes with the CRC of that place are read (the check above is the CRC's)
+    forged = bytearray(old)
+    _sum(int.from_bytes(d.data[a + 8:a + 12], "big"), at, forged, 0, 8 + 9)
+    crc.put(_reg, forged, 8 + 9)
+    d.data[a + at:a + at + 32] = forged
+    assert RingStore(d, max_append=200).load() == b"old state", (blk, at)
+print("ok")
+""")
+    assert out.splitlines()[-1] == "ok", out
 
 
 def test_garbage_at_write_position():

@@ -537,24 +537,26 @@ def test_usage(session_file):
 
 # ---------------------------------------------------------------- ring backend
 
-def test_ring_of_a_newer_format_is_named_and_discarded_with_the_event(tmp_path):
-    """Block headers of a later format version (a firmware downgrade):
-    the inspector said only "no formatted ring block", and the library took
-    the region for blank and formatted it without a word, its 5 messages
-    gone. Now the inspector names the version (exit 1) and the client
-    reports `discarded` (docs/api.md), then works on a fresh ring."""
+@pytest.mark.parametrize("version,word", [(3, "newer"), (1, "older")])
+def test_ring_of_another_format_is_named_and_discarded_with_the_event(tmp_path, version, word):
+    """Block headers of a later format version (a firmware downgrade), or
+    of format 1 (development builds, whose commit CRCs do not cover their
+    place): the inspector said only "no formatted ring block", and the
+    library took the region for blank and formatted it without a word, its
+    5 messages gone. Now the inspector names the version (exit 1) and the
+    client reports `discarded` (docs/api.md), then works on a fresh ring."""
     import zlib
     img = tmp_path / "flash.img"
     write_ring(img, 0, 5)
     d = bytearray(img.read_bytes())
     for b in range(0, len(d), 4096):
         if d[b:b + 4] == b"DMQR":
-            d[b + 4] = 2
+            d[b + 4] = version
             d[b + 12:b + 16] = zlib.crc32(bytes(d[b:b + 12])).to_bytes(4, "big")
     img.write_bytes(d)
     rc, text, err = inspect("--ring", img)
     assert rc == 1 and "Traceback" not in err, err
-    assert "flash ring format 2 is newer" in text and "format version 2" in text, text
+    assert "flash ring format %d is %s" % (version, word) in text and "format version %d" % version in text, text
     out = run_mp(r"""
 import sys
 from norflash import NorFlash
@@ -566,7 +568,8 @@ c = MQTTClient("ring-dev", "localhost", version=5, clean_session=False,
 print(repr(ev))
 print(c.pending(), c.publish("t", b"x", qos=1), c.pending())
 """, args=[str(img)]).stdout.splitlines()
-    assert out[0] == repr([("discarded", {"reason": "flash ring format 2 is newer than this library's"})]), out
+    assert out[0] == repr([("discarded", {"reason": "flash ring format %d is %s than this library's"
+                                                    % (version, word)})]), out
     assert out[1] == "0 1 1", out
 
 

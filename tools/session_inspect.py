@@ -34,6 +34,7 @@ import argparse
 import datetime
 import json
 import math
+import struct
 import sys
 import zlib
 
@@ -65,7 +66,7 @@ PROTOCOLS = {4: "MQTT 3.1.1", 5: "MQTT 5.0"}
 # ---------------------------------------------------------------- ring format
 
 RING_MAGIC = b"DMQR"
-RING_FORMAT = 1
+RING_FORMAT = 2       # 2: a commit's CRC covers its place first (docs/ring-format.md)
 RING_BHDR = 12
 RING_HDR = 8
 RING_OVH = 12
@@ -623,23 +624,25 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
 
     # Block headers. Without --prog-size, take log2(P) from the valid headers.
     cand = {}
-    newer = set()
+    other = set()
     for i in range(N):
         h = blk(i)
         if h[0:4] == RING_MAGIC and h[4] == RING_FORMAT and crc_ok(h, 0, RING_BHDR):
             cand[h[5]] = cand.get(h[5], 0) + 1
-        elif h[0:4] == RING_MAGIC and h[4] > RING_FORMAT and crc_ok(h, 0, RING_BHDR):
-            newer.add(h[4])
-    if newer and not cand:
-        diag.add("error", "future_format", "ring blocks of format version %s; this inspector (and library) reads "
-                 "version %d" % (", ".join(map(str, sorted(newer))), RING_FORMAT))
-        raise Unreadable("flash ring format %d is newer than this inspector reads (%d): the library discards it"
-                         % (max(newer), RING_FORMAT))
+        elif h[0:4] == RING_MAGIC and crc_ok(h, 0, RING_BHDR):
+            other.add(h[4])
+    if other and not cand:
+        v = max(other)
+        diag.add("error", "future_format" if v > RING_FORMAT else "old_format",
+                 "ring blocks of format version %s; this inspector (and library) reads "
+                 "version %d" % (", ".join(map(str, sorted(other))), RING_FORMAT))
+        raise Unreadable("flash ring format %d is %s than this inspector reads (%d): the library discards it"
+                         % (v, "newer" if v > RING_FORMAT else "older", RING_FORMAT))
     if prog_size is None:
         if not cand:
             _hint_block_size(img, B, diag)
-            raise Unreadable("no formatted ring block (magic 'DMQR', version 1, good CRC) in %d blocks of %d bytes"
-                             % (N, B))
+            raise Unreadable("no formatted ring block (magic 'DMQR', version %d, good CRC) in %d blocks of %d bytes"
+                             % (RING_FORMAT, N, B))
         lp = max(cand, key=lambda k: cand[k])
         if len(cand) > 1:
             diag.add("warning", "mixed_prog_size", "block headers name several program sizes %s; using %d"
@@ -696,12 +699,15 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
         info.update(stale_blocks=stale, erased_blocks=blank, unformatted_blocks=other)
 
     # Walk every valid commit in chain order (the scan of RingStore._walk).
-    def commit_size(buf, pos):
+    def commit_size(buf, pos, bseq):
+        # A commit's CRC covers its place (block number, offset: u32 each)
+        # and then its header and payload.
         if not _valid_kind(buf[pos]) or buf[pos + 1] != 0:
             return 0
         n = u16(buf, pos + 2)
         size = -(-(RING_OVH + n) // P) * P
-        if pos + size > B or not crc_ok(buf, pos, RING_HDR + n):
+        end = pos + RING_HDR + n
+        if pos + size > B or zlib.crc32(buf[pos:end], zlib.crc32(struct.pack(">II", bseq, pos))) != u32(buf, end):
             return 0
         return size
 
@@ -730,7 +736,7 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
         last = None                 # the next number is checked within a block only (RingStore._walk)
         w = B
         while pos + RING_OVH <= B:
-            size = commit_size(buf, pos)
+            size = commit_size(buf, pos, seqs[i])
             if size and (not torn or last is None or u32(buf, pos + 4) == (last + 1) & RING_SEQ_MASK):
                 n = u16(buf, pos + 2)
                 last = u32(buf, pos + 4)

@@ -14,6 +14,9 @@
 # - A commit never spans blocks. The first prog_size bytes of every block
 #   hold a block header with a block sequence number, so the log order is
 #   known after a reboot.
+# - A commit's CRC covers its place (block number and offset) as well as its
+#   bytes: the image of a commit anywhere else (a held message's payload
+#   carrying one) is never valid.
 # - After a torn or corrupt commit, nothing within the block's commit bound
 #   (its header records its writer's largest commit) is read or programmed:
 #   the next commit goes that far past the torn one's first unit, or to a
@@ -30,7 +33,7 @@ from . import crc
 from .crc import copy
 from .errors import StoreFull, ERR_FULL
 
-FORMAT = const(1)
+FORMAT = const(2)       # 2: commit CRCs cover the place (1: unreleased, refused)
 _MAGIC0 = const(0x44)   # b"DMQR": block header magic
 _MAGIC1 = const(0x4D)
 _MAGIC2 = const(0x51)
@@ -57,15 +60,41 @@ def _u32(b, i):
     return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
 
 
-def _commit(buf, pos, B, P):
-    # The size of the valid commit at buf[pos:] (kind, reserved byte, fits
-    # in the block, CRC), else 0.
+_place = bytearray(8)   # a commit's place, which its CRC covers first
+_reg = bytearray(4)     # the CRC register
+
+
+def _put32(b, i, v):  # noalloc
+    b[i] = v >> 24
+    b[i + 1] = (v >> 16) & 0xFF
+    b[i + 2] = (v >> 8) & 0xFF
+    b[i + 3] = v & 0xFF
+
+
+def _sum(bseq, at, buf, off, n):  # noalloc
+    # The CRC register over the place of a commit at offset `at` of the
+    # block numbered bseq (both u32, big-endian), then over buf[off:off+n].
+    _put32(_place, 0, bseq)
+    _put32(_place, 4, at)
+    crc.start(_reg)
+    crc.add(_reg, _place, 0, 8)
+    crc.add(_reg, buf, off, n)
+
+
+def _commit(buf, pos, B, P, bseq):
+    # The size of the valid commit at buf[pos:] of the block numbered bseq
+    # (kind, reserved byte, fits in the block, CRC), else 0.
     if not _valid_kind(buf[pos]) or buf[pos + 1] != 0:
         return 0
     n = (buf[pos + 2] << 8) | buf[pos + 3]
     size = ((_OVH + n + P - 1) // P) * P
-    if pos + size > B or not crc.check(buf, pos, _HDR + n):
+    if pos + size > B:
         return 0
+    _sum(bseq, pos, buf, pos, _HDR + n)
+    p = pos + _HDR + n
+    for k in range(4):
+        if buf[p + k] != _reg[3 - k] ^ 0xFF:
+            return 0
     return size
 
 
@@ -242,6 +271,7 @@ class RingStore:
             i = (sc["oldest"] + c) % self._n
             self._read_block(i, buf)
             room = sc["rooms"][i]
+            bseq = sc["seqs"][i]
             pos = start_off if c == start_c else P
             torn = False
             w = B
@@ -250,7 +280,7 @@ class RingStore:
             # gone (the gap rule in visit() judges what crosses blocks).
             last = -1                      # the last valid commit's number here (-1: none yet)
             while pos + _OVH <= B:
-                size = _commit(buf, pos, B, P)
+                size = _commit(buf, pos, B, P, bseq)
                 if size and (not torn or last < 0 or _u32(buf, pos + 4) == _after(last)):
                     last = _u32(buf, pos + 4)
                     visit(c, pos, buf[pos], (buf[pos + 2] << 8) | buf[pos + 3], last, buf)
@@ -291,11 +321,14 @@ class RingStore:
         for i in range(N):
             self._bdev.readblocks(self._first + i, hb, 0)
             if not (hb[0] == _MAGIC0 and hb[1] == _MAGIC1 and hb[2] == _MAGIC2 and hb[3] == _MAGIC3
-                    and hb[4] >= FORMAT and crc.check(hb, 0, _BHDR)):
+                    and crc.check(hb, 0, _BHDR)):
                 continue
-            if hb[4] > FORMAT:
-                why = "flash ring format %d is newer than this library's" % hb[4]
-                continue                 # a later library's ring: not read, reported
+            if hb[4] != FORMAT:
+                # A later library's ring (a downgrade), or format 1, which
+                # development builds wrote: not read, reported.
+                why = "flash ring format %d is %s than this library's" % (
+                    hb[4], "newer" if hb[4] > FORMAT else "older")
+                continue
             n = (hb[6] << 8) | hb[7]
             s = _u32(hb, 8)
             if s > _SEQ_MASK:
@@ -355,7 +388,7 @@ class RingStore:
                 break
             oldest = j
             count += 1
-        sc = {"buf": bytearray(B), "oldest": oldest, "count": count, "rooms": rooms,
+        sc = {"buf": bytearray(B), "oldest": oldest, "count": count, "rooms": rooms, "seqs": seqs,
               "chosen": -1, "chosen_off": 0, "chosen_len": 0, "app_len": 0,
               "cand": -1, "cand_off": 0, "cand_len": 0, "prev": -1}
         self._scan = sc
@@ -522,10 +555,7 @@ class RingStore:
             self._tail = -1
         s = self._head_seq + 1
         h = self._hdr
-        h[8] = s >> 24
-        h[9] = (s >> 16) & 0xFF
-        h[10] = (s >> 8) & 0xFF
-        h[11] = s & 0xFF
+        _put32(h, 8, s)
         crc.seal(h, 0, _BHDR)
         # If this fails the head stays where it was (closed), so the next
         # attempt erases the same block again and the chain has no gap.
@@ -538,17 +568,16 @@ class RingStore:
 
     def _frame(self, kind, n):  # noalloc
         # Frame the n payload bytes already at stage[8:]; returns the size.
+        # Its place is known: the caller moved to the next block first if
+        # it had to.
         st = self._stage
-        s = self._seq
         st[0] = kind
         st[1] = 0
         st[2] = n >> 8
         st[3] = n & 0xFF
-        st[4] = s >> 24
-        st[5] = (s >> 16) & 0xFF
-        st[6] = (s >> 8) & 0xFF
-        st[7] = s & 0xFF
-        crc.seal(st, 0, _HDR + n)
+        _put32(st, 4, self._seq)
+        _sum(self._head_seq, self._pos, st, 0, _HDR + n)
+        crc.put(_reg, st, _HDR + n)
         P = self._p
         size = ((_OVH + n + P - 1) // P) * P
         copy(st, _OVH + n, self._ones, 0, size - _OVH - n)
