@@ -650,7 +650,8 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
         P = 1 << lp
     else:
         P = prog_size
-    if P < 16 or P > 4096 or P & (P - 1) or B % P or B < 4 * P:
+    H = max(P, 32)              # the block header: a whole number of units
+    if P < 16 or P > 4096 or P & (P - 1) or B % P or B < 4 * H:
         raise Unreadable("program size %d does not suit block size %d" % (P, B))
     seqs = [-1] * N
     why = None                  # a ring found here that is not this one (RingStore._rescan's rule)
@@ -721,9 +722,9 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
     def room_of(h):
         # The largest commit of the block's writers (header bytes 16..19,
         # with their complement); unknown: the rest of the block.
-        if P >= 32 and h[16] ^ h[18] == 0xFF and h[17] ^ h[19] == 0xFF and (h[16] or h[17]):
-            return min(((h[16] << 8) | h[17]) * P, B - P)
-        return B - P
+        if h[16] ^ h[18] == 0xFF and h[17] ^ h[19] == 0xFF and (h[16] or h[17]):
+            return min(((h[16] << 8) | h[17]) * P, B - H)
+        return B - H
 
     commits = []
     write_at = None
@@ -731,7 +732,7 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
     for c, i in enumerate(chain):
         buf = blk(i)
         room = room_of(buf)
-        pos = P
+        pos = H
         torn = False
         last = None                 # the next number is checked within a block only (RingStore._walk)
         w = B

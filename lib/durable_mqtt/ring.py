@@ -12,8 +12,8 @@
 # - Never program a byte that is not erased. Every commit starts on a
 #   prog_size boundary and is padded with 0xFF to a multiple of prog_size.
 # - A commit never spans blocks. The first prog_size bytes of every block
-#   hold a block header with a block sequence number, so the log order is
-#   known after a reboot.
+#   (32 with a prog_size of 16) hold a block header with a block sequence
+#   number, so the log order is known after a reboot.
 # - A commit's CRC covers its place (block number and offset) as well as its
 #   bytes: the image of a commit anywhere else (a held message's payload
 #   carrying one) is never valid.
@@ -150,16 +150,18 @@ class RingStore:
         if first_block < 0 or first_block + N > total:
             raise ValueError("blocks %d..%d are outside the device (%d blocks)"
                              % (first_block, first_block + N - 1, total))
-        if B % P or B < 4 * P:
+        H = P if P > 32 else 32      # the block header: a whole number of units, 20 bytes used
+        if B % P or B < 4 * H:
             raise ValueError("block size %d does not suit prog_size %d" % (B, P))
         if max_append < 1 or max_append > 0xFFFF:
             raise ValueError("max_append out of range")
-        cmax = min(((_OVH + max_append + P - 1) // P) * P, B - P)
+        cmax = min(((_OVH + max_append + P - 1) // P) * P, B - H)
         self._bdev = bdev
         self._first = first_block
         self._n = N
         self._bs = B
         self._p = P
+        self._h = H
         self.prog_size = P
         self.max_append = cmax - _OVH
         self._stage = bytearray(cmax)
@@ -168,7 +170,7 @@ class RingStore:
         # length from the buffer, and slicing at run time would allocate.
         self._views = [mv[0:k * P] for k in range(1, cmax // P + 1)]
         self._ones = b"\xff" * P             # padding source
-        self._hdr = bytearray(self._ones)
+        self._hdr = bytearray(b"\xff" * H)
         h = self._hdr
         h[0] = _MAGIC0
         h[1] = _MAGIC1
@@ -179,17 +181,15 @@ class RingStore:
         if N < 0xFFFF:               # the region's size: another one reads as foreign
             h[6] = N >> 8
             h[7] = N & 0xFF
-        if P >= 32:
-            # The largest commit this writer makes, in units of P, and its
-            # complement: a boot after a torn commit reads and writes on only
-            # that far past it (_walk), so its bytes are never read as a
-            # commit nor programmed again. (No room with P = 16: a torn
-            # commit closes its block there.)
-            u = cmax // P
-            h[16] = u >> 8
-            h[17] = u & 0xFF
-            h[18] = h[16] ^ 0xFF
-            h[19] = h[17] ^ 0xFF
+        # The largest commit this writer makes, in units of P, and its
+        # complement: a boot after a torn commit reads and writes on only
+        # that far past it (_walk), so its bytes are never read as a commit
+        # nor programmed again.
+        u = cmax // P
+        h[16] = u >> 8
+        h[17] = u & 0xFF
+        h[18] = h[16] ^ 0xFF
+        h[19] = h[17] ^ 0xFF
 
         # Sizing (docs/ring-format.md, "Capacity"). A checkpoint of S payload
         # bytes spans at most W(S) = S + (S // qf + 2) * d + P bytes of log
@@ -202,7 +202,7 @@ class RingStore:
         # for `slack`: appends made after needs_checkpoint() turned True plus
         # the rest of a block closed by a power cut. So 3 * wmax + slack
         # <= (N - 1) * B.
-        d = P + _OVH * ((B - P + cmax - 1) // cmax)
+        d = H + _OVH * ((B - H + cmax - 1) // cmax)
         qf = B - d
         slack = B + cmax
         wmax = ((N - 1) * B - slack) // 3
@@ -272,7 +272,7 @@ class RingStore:
             self._read_block(i, buf)
             room = sc["rooms"][i]
             bseq = sc["seqs"][i]
-            pos = start_off if c == start_c else P
+            pos = start_off if c == start_c else self._h
             torn = False
             w = B
             # The next number is checked within a block only: the block
@@ -312,9 +312,10 @@ class RingStore:
         N = self._n
         B = self._bs
         P = self._p
-        hb = bytearray(_BHDR + 8 if P >= 32 else _BHDR + 4)
+        H = self._h
+        hb = bytearray(_BHDR + 8)
         seqs = [-1] * N
-        rooms = [B - P] * N              # the largest commit of each block's writers
+        rooms = [B - H] * N              # the largest commit of each block's writers
         why = None                       # why a ring found here is not ours (load() raises it)
         span = 0                         # the largest ring of those (its blocks are numbered in a row)
         other_max = -1                   # the newest block of a ring that is not ours
@@ -338,10 +339,10 @@ class RingStore:
             # starts elsewhere sees its blocks out of place.
             if hb[5] == self._hdr[5] and (n == 0xFFFF or n == N) and s % N == i:
                 seqs[i] = s
-                if P >= 32 and hb[16] ^ hb[18] == 0xFF and hb[17] ^ hb[19] == 0xFF:
+                if hb[16] ^ hb[18] == 0xFF and hb[17] ^ hb[19] == 0xFF:
                     u = (hb[16] << 8) | hb[17]
                     if u:                       # (0: corrupt; a walk would not move)
-                        rooms[i] = min(u * P, B - P)
+                        rooms[i] = min(u * P, B - H)
                 continue
             # Another ring's block: its chain, read over this region, would
             # yield an older checkpoint, or a misparsed one.
@@ -423,7 +424,7 @@ class RingStore:
 
         self._head = head
         self._head_seq = seqs[head]
-        self._pos = self._walk(0, P, visit)
+        self._pos = self._walk(0, H, visit)
         if sc["rooms"][head] < len(self._stage):
             self._pos = B                  # commits larger than its bound: the next block
         self._seq = _after(sc["prev"])
@@ -547,7 +548,7 @@ class RingStore:
         # Erased already by the last call, whose header write failed, and
         # still blank: not erased again (each retry while flash refused
         # writes erased the same block, 59 times a second in a poll loop).
-        if nb != self._fresh or not _blank(self._read(nb, 0, self._p)):
+        if nb != self._fresh or not _blank(self._read(nb, 0, self._h)):
             self._bdev.ioctl(6, self._first + nb)
             self.erases += 1
         self._fresh = nb
@@ -563,8 +564,8 @@ class RingStore:
         self._fresh = -1
         self._head = nb
         self._head_seq = s
-        self._pos = self._p
-        self.bytes_written = (self.bytes_written + self._p) & 0x1FFFFFFF
+        self._pos = self._h
+        self.bytes_written = (self.bytes_written + self._h) & 0x1FFFFFFF
 
     def _frame(self, kind, n):  # noalloc
         # Frame the n payload bytes already at stage[8:]; returns the size.
