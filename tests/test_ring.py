@@ -1446,6 +1446,45 @@ print("ok")
     assert out.splitlines()[-1] == "ok"
 
 
+def test_a_ring_of_a_later_format_written_since_makes_ours_stale():
+    """A downgrade, an upgrade, a downgrade again: a later library's ring
+    (another format) written over part of the region since ours numbers
+    its blocks above ours, as every format does over another ring's blocks.
+    Ours is then stale (what it holds was acknowledged long ago) and is
+    refused with the reason, as one resized and set back is; it was loaded
+    (blocks of another format were left out of the numbering). The
+    inspector says the same."""
+    out = mp(r"""
+import binascii
+from durable_mqtt import crc
+dev = NorFlash(1024, 6, prog_size=32)
+r = RingStore(dev, max_append=100)
+checkpoint(r, b"acknowledged long ago")
+for i in range(8):
+    append(r, b"+%d" % i, 2)
+head = r.stats()["head"]
+seq = r._head_seq
+k = (head + 1) % 6                              # a block the later ring took
+dev.erase(k)
+h = bytearray(b"\xff" * 32)
+h[0:8] = b"DMQR\x03\x05\x00\x06"
+h[8:12] = (seq + 6 + (k - seq - 6) % 6).to_bytes(4, "big")   # above ours, block k numbered k mod 6
+crc.seal(h, 0, 12)
+dev.writeblocks(k, h, 0)
+try:
+    RingStore(dev, max_append=100).load()
+    print("loaded")
+except ValueError as e:
+    print("refused:", e)
+print("image", binascii.hexlify(dev.data).decode())
+""")
+    assert "refused: flash ring format 3 is newer than this library's" in out, out
+    import session_inspect
+    img = bytes.fromhex(out.split("image ")[1].split()[0])
+    with pytest.raises(session_inspect.Unreadable, match="format 3 is newer"):
+        session_inspect.read_ring(img, 1024, 32, 0, 6, session_inspect.Diag(), {})
+
+
 def test_a_ring_resized_and_set_back_does_not_bring_its_old_session_back():
     """Firmware A has a 16-block ring; an update B uses 8 blocks of it,
     refuses A's ring (another size), formats and runs; a rollback to A

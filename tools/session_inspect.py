@@ -658,15 +658,25 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
     other_max = -1
     for i in range(N):
         h = blk(i)
-        if (h[0:4] == RING_MAGIC and h[4] == RING_FORMAT and h[5] == _log2(P) and crc_ok(h, 0, RING_BHDR)
-                and u32(h, 8) <= RING_SEQ_MASK):
-            n = (h[6] << 8) | h[7]
-            if (n == 0xFFFF or n == N) and u32(h, 8) % N == i:     # its size, and block i numbered i mod N
-                seqs[i] = u32(h, 8)
-                continue
-            why = ("written over %d blocks, read over %d (--num-blocks?)" % (n, N) if n not in (0xFFFF, N)
-                   else "written over a region that starts at another block (--first-block?)")
-            other_max = max(other_max, u32(h, 8))
+        if h[0:4] != RING_MAGIC or not crc_ok(h, 0, RING_BHDR) or u32(h, 8) > RING_SEQ_MASK:
+            continue
+        n = (h[6] << 8) | h[7]
+        s = u32(h, 8)
+        # its format and P, its size, and block i numbered i mod N
+        if h[4] == RING_FORMAT and h[5] == _log2(P) and (n == 0xFFFF or n == N) and s % N == i:
+            seqs[i] = s
+            continue
+        # Another ring's block (every format keeps header bytes 0..15 where they are).
+        if h[4] != RING_FORMAT:
+            why = "format %d is %s than this inspector reads (%d)" % (
+                h[4], "newer" if h[4] > RING_FORMAT else "older", RING_FORMAT)
+        elif h[5] != _log2(P):
+            why = "written with program size %d, read with %d (--prog-size?)" % (1 << h[5], P)
+        elif n not in (0xFFFF, N):
+            why = "written over %d blocks, read over %d (--num-blocks?)" % (n, N)
+        else:
+            why = "written over a region that starts at another block (--first-block?)"
+        other_max = max(other_max, s)
     info.update(block_size=B, prog_size=P, blocks=N, first_block=first_block,
                 formatted_blocks=sum(1 for x in seqs if x >= 0))
     newest = max(seqs)

@@ -324,20 +324,14 @@ class RingStore:
             if not (hb[0] == _MAGIC0 and hb[1] == _MAGIC1 and hb[2] == _MAGIC2 and hb[3] == _MAGIC3
                     and crc.check(hb, 0, _BHDR)):
                 continue
-            if hb[4] != FORMAT:
-                # A later library's ring (a downgrade), or format 1, which
-                # development builds wrote: not read, reported.
-                why = "flash ring format %d is %s than this library's" % (
-                    hb[4], "newer" if hb[4] > FORMAT else "older")
-                continue
             n = (hb[6] << 8) | hb[7]
             s = _u32(hb, 8)
             if s > _SEQ_MASK:
                 continue
-            # Ours: our prog_size, our size, and at its place: a ring's
-            # block i is numbered i modulo N (_format), so a region that
-            # starts elsewhere sees its blocks out of place.
-            if hb[5] == self._hdr[5] and (n == 0xFFFF or n == N) and s % N == i:
+            # Ours: our format and prog_size, our size, and at its place: a
+            # ring's block i is numbered i modulo N (_format), so a region
+            # that starts elsewhere sees its blocks out of place.
+            if hb[4] == FORMAT and hb[5] == self._hdr[5] and (n == 0xFFFF or n == N) and s % N == i:
                 seqs[i] = s
                 if hb[16] ^ hb[18] == 0xFF and hb[17] ^ hb[19] == 0xFF:
                     u = (hb[16] << 8) | hb[17]
@@ -345,8 +339,14 @@ class RingStore:
                         rooms[i] = min(u * P, B - H)
                 continue
             # Another ring's block: its chain, read over this region, would
-            # yield an older checkpoint, or a misparsed one.
-            if hb[5] != self._hdr[5]:
+            # yield an older checkpoint, or a misparsed one. (Every format
+            # keeps header bytes 0..15 where they are.)
+            if hb[4] != FORMAT:
+                # A later library's ring (a downgrade), or format 1, which
+                # development builds wrote: not read, reported.
+                why = "flash ring format %d is %s than this library's" % (
+                    hb[4], "newer" if hb[4] > FORMAT else "older")
+            elif hb[5] != self._hdr[5]:
                 why = "flash ring written with prog_size %d, opened with %d" % (1 << hb[5], P)
             elif n != 0xFFFF and n != N:
                 why = "flash ring written over %d blocks, opened over %d" % (n, N)
@@ -362,7 +362,7 @@ class RingStore:
             if seqs[i] >= 0 and (head < 0 or seqs[i] > seqs[head]):
                 head = i
         # A ring formats itself numbered above every block it finds of
-        # another ring (another size, prog_size or first block), and that
+        # another ring (another format, size, prog_size or first block), and that
         # ring's blocks are numbered in a row (n of them): so its blocks
         # outrank all of that ring's, including those outside this region.
         # A block of another ring newer than our head is then a ring written since ours (a resize
