@@ -1452,8 +1452,9 @@ def test_a_ring_of_a_later_format_written_since_makes_ours_stale():
     its blocks above ours, as every format does over another ring's blocks.
     Ours is then stale (what it holds was acknowledged long ago) and is
     refused with the reason, as one resized and set back is; it was loaded
-    (blocks of another format were left out of the numbering). The
-    inspector says the same."""
+    (blocks of another format were left out of the numbering). The reason
+    is the newest foreign block's (an older one of format 1 further on
+    named it at first). The inspector says the same."""
     out = mp(r"""
 import binascii
 from durable_mqtt import crc
@@ -1471,6 +1472,12 @@ h[0:8] = b"DMQR\x03\x05\x00\x06"
 h[8:12] = (seq + 6 + (k - seq - 6) % 6).to_bytes(4, "big")   # above ours, block k numbered k mod 6
 crc.seal(h, 0, 12)
 dev.writeblocks(k, h, 0)
+j = (k + 2) % 6                                 # an old format-1 block further on
+assert j != head and dev.data[j * 1024:j * 1024 + 4] == b"\xff" * 4
+h[4] = 1
+h[8:12] = bytes(4)
+crc.seal(h, 0, 12)
+dev.writeblocks(j, h, 0)
 try:
     RingStore(dev, max_append=100).load()
     print("loaded")

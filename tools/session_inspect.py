@@ -624,15 +624,15 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
 
     # Block headers. Without --prog-size, take log2(P) from the valid headers.
     cand = {}
-    other = set()
+    other = {}                  # version: its newest block's number
     for i in range(N):
         h = blk(i)
         if h[0:4] == RING_MAGIC and h[4] == RING_FORMAT and crc_ok(h, 0, RING_BHDR):
             cand[h[5]] = cand.get(h[5], 0) + 1
-        elif h[0:4] == RING_MAGIC and crc_ok(h, 0, RING_BHDR):
-            other.add(h[4])
+        elif h[0:4] == RING_MAGIC and crc_ok(h, 0, RING_BHDR) and u32(h, 8) <= RING_SEQ_MASK:
+            other[h[4]] = max(other.get(h[4], -1), u32(h, 8))   # (past 2**30: the library skips it)
     if other and not cand:
-        v = max(other)
+        v = max(other, key=lambda k: other[k])      # the newest block's, as the library names it
         diag.add("error", "future_format" if v > RING_FORMAT else "old_format",
                  "ring blocks of format version %s; this inspector (and library) reads "
                  "version %d" % (", ".join(map(str, sorted(other))), RING_FORMAT))
@@ -666,7 +666,11 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
         if h[4] == RING_FORMAT and h[5] == _log2(P) and (n == 0xFFFF or n == N) and s % N == i:
             seqs[i] = s
             continue
-        # Another ring's block (every format keeps header bytes 0..15 where they are).
+        # Another ring's block (every format keeps header bytes 0..15 where
+        # they are). The newest names the reason: it makes this ring stale.
+        if s < other_max:
+            continue
+        other_max = s
         if h[4] != RING_FORMAT:
             why = "format %d is %s than this inspector reads (%d)" % (
                 h[4], "newer" if h[4] > RING_FORMAT else "older", RING_FORMAT)
@@ -676,7 +680,6 @@ def read_ring(img, block_size, prog_size, first_block, num_blocks, diag, info):
             why = "written over %d blocks, read over %d (--num-blocks?)" % (n, N)
         else:
             why = "written over a region that starts at another block (--first-block?)"
-        other_max = max(other_max, s)
     info.update(block_size=B, prog_size=P, blocks=N, first_block=first_block,
                 formatted_blocks=sum(1 for x in seqs if x >= 0))
     newest = max(seqs)

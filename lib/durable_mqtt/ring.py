@@ -340,7 +340,14 @@ class RingStore:
                 continue
             # Another ring's block: its chain, read over this region, would
             # yield an older checkpoint, or a misparsed one. (Every format
-            # keeps header bytes 0..15 where they are.)
+            # keeps header bytes 0..15 where they are.) The newest one names
+            # the reason: it is the one that makes ours stale.
+            n = N if n == 0xFFFF else n
+            if n > span:
+                span = n
+            if s < other_max:
+                continue
+            other_max = s
             if hb[4] != FORMAT:
                 # A later library's ring (a downgrade), or format 1, which
                 # development builds wrote: not read, reported.
@@ -348,15 +355,10 @@ class RingStore:
                     hb[4], "newer" if hb[4] > FORMAT else "older")
             elif hb[5] != self._hdr[5]:
                 why = "flash ring written with prog_size %d, opened with %d" % (1 << hb[5], P)
-            elif n != 0xFFFF and n != N:
+            elif n != N:
                 why = "flash ring written over %d blocks, opened over %d" % (n, N)
             else:
                 why = "flash ring written over a region with another first block"
-            n = N if n == 0xFFFF else n
-            if n > span:
-                span = n
-            if s > other_max:
-                other_max = s
         head = -1
         for i in range(N):
             if seqs[i] >= 0 and (head < 0 or seqs[i] > seqs[head]):
