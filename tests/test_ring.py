@@ -1111,6 +1111,18 @@ class Flaky:
             raise ERR
     def ioctl(self, op, arg):
         return self.d.ioctl(op, arg)
+
+
+def publish_past_a_failed_program(c, dev, topic, before, after):
+    # before + 1 + after QoS 1 messages (topic % i, b"msg %d" % i); the
+    # program of message `before` lands whole and reports an error (and the
+    # read-back that checks it fails too, with fail_read): publish() raises.
+    for i in range(before + 1 + after):
+        dev.fail_next = i == before
+        try:
+            c.publish(topic % i, b"msg %d" % i, qos=1)
+        except OSError:
+            assert i == before
 """
 
 
@@ -1159,15 +1171,7 @@ from durable_mqtt import MQTTClient
 nor = NorFlash(4096, 8, prog_size=32)
 dev = Flaky(nor, fail_read=True)
 c = MQTTClient("dev1", "127.0.0.1", session_file=dev, clean_session=False, buf_size=256)
-for i in range(10):
-    c.publish("t/a", b"held %d" % i, qos=1)
-dev.fail_next = True
-try:
-    c.publish("t/a", b"msg 10", qos=1)
-except OSError:
-    pass
-for i in range(11, 14):
-    c.publish("t/a", b"after %d" % i, qos=1)
+publish_past_a_failed_program(c, dev, "t/%d", 10, 3)
 held = c.pending()
 ev = []
 c2 = MQTTClient("dev1", "127.0.0.1", session_file=nor.reboot(), clean_session=False, buf_size=256,
