@@ -321,11 +321,32 @@ import sys
 from durable_mqtt.client import MQTTClient
 from durable_mqtt.filelog import FileLog
 c = MQTTClient("off", "localhost", clean_session=False, session_file=FileLog(sys.argv[1]))
+c.engine.has_state = True            # (as after a CONNACK: a session held)
 c.disconnect()                       # saves at DISCONNECT: header flag 0x02
 """, args=[str(path)])
     rc, doc = inspect_json(path)
     assert rc == 0 and doc["header"]["flags"] == 2 and doc["header"]["saved_at_disconnect"] is True
-    assert doc["diagnostics"] == []
+    assert doc["header"]["no_session"] is False and doc["diagnostics"] == []
+
+
+def test_flag_of_a_state_that_holds_no_session_is_known(tmp_path):
+    # Header flag 0x08 (with 0x02): saved at a DISCONNECT that held no
+    # session (here none was ever made; MQTT 5 disconnect(session_expiry=0)
+    # ends one): messages for the next session, no expiry to judge.
+    path = tmp_path / "none.dat"
+    run_mp(r"""
+import sys
+from durable_mqtt.client import MQTTClient
+from durable_mqtt.filelog import FileLog
+c = MQTTClient("none", "localhost", clean_session=False, session_file=FileLog(sys.argv[1]))
+c.publish("t", b"m", qos=1)
+c.disconnect()
+""", args=[str(path)])
+    rc, doc = inspect_json(path)
+    assert rc == 0 and doc["header"]["flags"] == 0x0A and doc["header"]["no_session"] is True
+    assert len(doc["outgoing"]) == 1 and doc["diagnostics"] == []
+    rc, text, _ = inspect(path)
+    assert rc == 0 and "saved-at-disconnect no-session" in text
 
 
 def test_flag_of_subscriptions_owed_is_known(tmp_path):

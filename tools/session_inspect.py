@@ -59,6 +59,8 @@ MIN_BODY = {R_OUT_PUB: 4, R_OUT_REL: 2, R_IN_QOS2: 2, R_SUB: 6}
 HF_ASSIGNED_ID = 0x01
 HF_OFFLINE = 0x02
 HF_RESUB = 0x04       # the subscriptions are owed to the broker (a lost session's, not all made again)
+HF_NO_SESSION = 0x08  # written at a DISCONNECT that held no session: messages for the next one
+HF_KNOWN = HF_ASSIGNED_ID | HF_OFFLINE | HF_RESUB | HF_NO_SESSION
 NEVER = 0xFFFFFFFF
 EPOCH_2000 = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
 PROTOCOLS = {4: "MQTT 3.1.1", 5: "MQTT 5.0"}
@@ -904,6 +906,7 @@ def build_report(s, diag):
             "assigned_client_id": bool(h["flags"] & HF_ASSIGNED_ID),
             "saved_at_disconnect": bool(h["flags"] & HF_OFFLINE),
             "subscriptions_owed": bool(h["flags"] & HF_RESUB),
+            "no_session": bool(h["flags"] & HF_NO_SESSION),
             "session_expiry": h["session_expiry"], "session_expiry_never": h["session_expiry"] == NEVER,
             "saved_min": h["saved_min"], "saved_at": saved,
             "next_pid_field": h["next_pid"], "last_pid": s.last_pid,
@@ -916,11 +919,10 @@ def build_report(s, diag):
         "valid_bytes": s.valid_bytes,
         "torn": s.torn,
     }
-    if h["flags"] & ~(HF_ASSIGNED_ID | HF_OFFLINE | HF_RESUB):
-        diag.add("info", "header_flags", "unknown header flag bits 0x%02x (ignored)"
-                 % (h["flags"] & ~(HF_ASSIGNED_ID | HF_OFFLINE | HF_RESUB)))
+    if h["flags"] & ~HF_KNOWN:
+        diag.add("info", "header_flags", "unknown header flag bits 0x%02x (ignored)" % (h["flags"] & ~HF_KNOWN))
     exp = None
-    if saved and h["session_expiry"] != NEVER:
+    if saved and h["session_expiry"] != NEVER and not h["flags"] & HF_NO_SESSION:   # (no session: none to expire)
         try:
             exp = EPOCH_2000 + datetime.timedelta(minutes=h["saved_min"], seconds=h["session_expiry"] + 59)
         except OverflowError:
@@ -1006,9 +1008,10 @@ def print_text(rep, diag, src, session_bytes, show_hex, out):
                                                                         rep["format"]))
     w("client id     %r%s\n" % (h["client_id"], " (assigned by the broker)" if h["assigned_client_id"] else ""))
     w("protocol      %s (level %d)\n" % (h["protocol_name"], h["protocol"]))
-    w("flags         0x%02x%s%s%s\n" % (h["flags"], " assigned-id" if h["flags"] & HF_ASSIGNED_ID else "",
-                                        " saved-at-disconnect" if h["flags"] & HF_OFFLINE else "",
-                                        " subscriptions-owed" if h["flags"] & HF_RESUB else ""))
+    w("flags         0x%02x%s%s%s%s\n" % (h["flags"], " assigned-id" if h["flags"] & HF_ASSIGNED_ID else "",
+                                          " saved-at-disconnect" if h["flags"] & HF_OFFLINE else "",
+                                          " subscriptions-owed" if h["flags"] & HF_RESUB else "",
+                                          " no-session" if h["flags"] & HF_NO_SESSION else ""))
     w("expiry        %s\n" % (_duration(h["session_expiry"]) if not h["session_expiry_never"] else "never (0xFFFFFFFF)"))
     w("saved at      %s\n" % (h["saved_at"] or ("unknown (the board clock was not set)" if h["flags"] & HF_OFFLINE
                                                   else "not recorded (only disconnect() records it)")))

@@ -45,30 +45,44 @@ def disconnect(c, session_expiry, report=False):
     # Nor when the CONNACK raised it from 0: the broker keeps its half
     # then (MQTT-3.1.2-23), and the client keeps its own.
     failure = None
+    held, subs, rx2_n = e.has_state, e.subs, e.rx2_n
+    ending = c.v5 and not (e.expiry if session_expiry is not None else c.sent_expiry or e.expiry)
     try:
-        if c.v5 and not (e.expiry if session_expiry is not None else c.sent_expiry or e.expiry):
-            if c.persist:
-                c.journal.erase()
-                c.persist = False
-            c.unsaved = 0                # (a QoS 2 record refused goes with it: connect.py)
+        if ending:
+            # The session ends, not the messages the application handed
+            # over: they go out as new ones at the next connect (API.md),
+            # which starts a new session ("new"). Flash keeps them, the
+            # ended session's state replaced in one checkpoint by theirs
+            # alone, marked as no session's (records.py); erased, a reboot
+            # before that connect lost them, and what publish() took
+            # meanwhile. Its subscriptions and incoming QoS 2 ids go
+            # (MQTT-3.1.2-6), but RobustClient's subscriptions, which it
+            # makes again on every new session (renews_subs).
             e.has_state = False
-        elif c.persist:
+            e.rx2_n = 0
+            if not c.renews_subs:
+                e.subs = []
+        if c.persist:
             c.journal.checkpoint(True)   # the broker's expiry clock starts now
-    except errors.StoreFull as x:
-        # A full or read-only filesystem: reported, as a connect's. The
-        # state stays in RAM; the next checkpoint that gets through writes
-        # it. An erase refused (not even its header emptied: dirclear.py)
-        # leaves the session whole, in RAM and on flash: the next connect
-        # finds the broker's half gone, as after a reboot.
-        c.event("store_full", {"reason": x.args[1]})
+        if ending:
+            c.unsaved = 0                # (a QoS 2 record refused went with its session: connect.py)
     except Exception as x:
-        # Any other failure of the store (a write error, EIO): raised once
-        # the DISCONNECT is sent and the link closed. Raised here, it kept
-        # the DISCONNECT back: the link was dropped without one later, and
-        # the broker published the will. What was accepted before is on
-        # flash (each message before it went out, unless batched); the
-        # state stays in RAM.
-        failure = x
+        # The state stays in RAM; the next checkpoint that gets through
+        # writes it. A session ending here stays whole on flash, and so in
+        # RAM: the next connect finds the broker's half gone, as after a
+        # reboot.
+        e.has_state, e.subs, e.rx2_n = held, subs, rx2_n
+        if isinstance(x, errors.StoreFull):
+            # A full or read-only filesystem: reported, as a connect's.
+            c.event("store_full", {"reason": x.args[1]})
+        else:
+            # Any other failure of the store (a write error, EIO): raised
+            # once the DISCONNECT is sent and the link closed. Raised here,
+            # it kept the DISCONNECT back: the link was dropped without one
+            # later, and the broker published the will. What was accepted
+            # before is on flash (each message before it went out, unless
+            # batched).
+            failure = x
     if not c.v5 and c.clean:
         e.has_state = False              # the broker ends such a session with the connection
     if k.connected:

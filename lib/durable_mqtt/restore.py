@@ -61,7 +61,12 @@ def restore(e, st, now, event=None):
     # requeues the messages as new ones and makes the subscriptions again
     # (connect.py). A state saved while connected is never judged: a power
     # cut has no time.
-    e.expired = bool(st.offline and st.saved_min and now and st.expiry != 0xFFFFFFFF
+    # A state written at a DISCONNECT that held no session (MQTT 5
+    # session_expiry 0 ended it, or none was made yet: leave.py) holds
+    # messages for the next session, not one to resume or judge: the next
+    # connect starts one ("new"), as it would have without this reboot.
+    held = not st.flags & 0x08        # (the header flag "no session": records.py)
+    e.expired = bool(held and st.offline and st.saved_min and now and st.expiry != 0xFFFFFFFF
                      and now - st.saved_min > (st.expiry + 59) // 60)
     clear(e)
     for k in range(len(st.out)):
@@ -83,7 +88,7 @@ def restore(e, st, now, event=None):
     if owed != e.resub_owed:          # (set only when it changes: Session's class default)
         e.resub_owed = owed
     e.expiry = st.expiry
-    e.has_state = True
+    e.has_state = held
     # Told last: the callback may publish, save_session() or reuse the
     # bytes given to restore_session() (the packets are views of them until
     # copied). Told earlier, what it published was cleared above.
