@@ -8,7 +8,7 @@ test device, tests/mp/norflash.py, ESP32 mount) or the host filesystem.
 """
 import pytest
 
-from conftest import run_mp
+from conftest import free_port, run_mp
 from test_foreign_session import FAT_SECTORS, FILL, LFS as FS_LFS, TAILS
 
 LFS = FS_LFS + FILL + r"""
@@ -1684,16 +1684,22 @@ def test_a_refused_qos2_record_of_a_session_its_disconnect_erased_does_not_fail_
     """MQTT 5: a QoS 2 record the store refused (an OUT_REL at a PUBREC, on
     a full filesystem) marks the session until a checkpoint gets through
     or the session ends. disconnect() after a CONNECT with Session Expiry
-    0 (here a clean connect that never reached a broker) ends it and
-    erases the store, but the mark stayed: RobustClient's next connect,
-    whose checkpoint before the CONNECT (its subscriptions owed to a new
-    session) was refused on the read-only filesystem, raised StoreFull and
-    sent nothing, although nothing unsaved was left on flash to depend on.
-    Now the erase clears the mark: the connect goes through ("new",
-    `store_full` reported)."""
+    0 (here a clean connect that went to a listener that never answers)
+    ends it, but the mark stayed: RobustClient's next connect, whose
+    checkpoint before the CONNECT (its subscriptions owed to a new session)
+    was refused on the read-only filesystem, raised StoreFull and sent
+    nothing, although nothing unsaved was left on flash to depend on. Now
+    the session's end clears the mark: the connect goes through ("new",
+    `store_full` reported). (A clean connect that finds no TCP at all sends
+    no CONNECT and ends nothing: tests/test_stored_while_down.py.)"""
     r = run_mp(LFS + PUBREC_REFUSED + r"""
 from durable_mqtt.robust import RobustClient
+import socket
 PORT = %d
+SILENT = %d
+silent = socket.socket()                     # takes the TCP connection, never answers the CONNECT
+silent.bind(socket.getaddrinfo("127.0.0.1", SILENT)[0][-1])
+silent.listen(1)
 def fboot(port):
     ev = []
     c = RobustClient("se-pub-" + TOPIC[10:], "127.0.0.1", port, version=5, clean_session=False,
@@ -1703,10 +1709,10 @@ def fboot(port):
 c, ev, k = pubrec_refused(PORT)
 print("subscriptions", len(c.engine.subs))
 try:
-    c.run(c.connecting(True, 500, "127.0.0.1", 1))   # a clean start (expiry 0) that finds no broker
+    c.run(c.connecting(True, 500, "127.0.0.1", SILENT))   # a clean start (expiry 0) that no broker answers
 except OSError as x:
     print("clean connect:", repr(x))
-c.disconnect()                               # the session ends here: the store erased
+c.disconnect()                               # the session ends here
 o = MQTTClient("se-pub-" + TOPIC[10:], "127.0.0.1", PORT)   # and the broker's side
 o.connect()
 o.disconnect()
@@ -1721,7 +1727,7 @@ assert c.is_connected() and "new" in ev and "store_full" in ev, ev
 c.close()
 remount()
 print("OK")
-""" % broker.port)
+""" % (broker.port, free_port()))
     print(r.stdout)
     assert "OK" in r.stdout, r.stdout
 

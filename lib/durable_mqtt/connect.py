@@ -46,15 +46,14 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     # connect() threw a live session away.)
     if fresh:
         if not c.v5:                     # 3.1.1: a clean connection ends the old session
-            old = c.persist
             yield from connecting(c, True, timeout_ms, server, port, None)
             from .leave import disconnect
             disconnect(c, None)
-            # What is accepted from now on is stored as before the clean leg,
-            # should the persistent connect fail (its checkpoint replaces it).
-            c.persist = old
+            # What is held now (a message the clean leg's event callback
+            # published among it) is stored before the persistent CONNECT,
+            # as after any clean session (below).
             clean_session = False
-    clean = c.clean = c.clean_session if clean_session is None else clean_session
+    clean = c.clean_session if clean_session is None else clean_session
     k = c.conn
     k.drop()
     k.failure = None
@@ -64,9 +63,24 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     # MQTT 5 connect_fresh(): Clean Start with the expiry of a persistent
     # session (session_expiry, else 0xFFFFFFFF), for this CONNECT only: a
     # later connect(clean_session=True) asks for 0 again (API.md).
+    expiry = e.expiry                    # (back if no CONNECT goes: _handshake)
     e.expiry = c.expiry_for(clean and not (fresh and c.v5))
     persistent = c.persistent(clean)
     j = c.journal
+    if j and persistent and not c.persist and fresh is not None:
+        # A persistent connect after a clean session, or on a client built
+        # clean: the client stores what it holds, and what publish() takes
+        # from now on, from this attempt, not from its CONNACK. Before, a
+        # connect that failed (Wi-Fi down, RobustClient retrying for hours)
+        # left every message accepted meanwhile in RAM only, for a reboot
+        # to lose. Refused (a full filesystem), storing waits for the
+        # CONNACK's checkpoint; any other failure fails the connect, nothing
+        # sent, as that checkpoint's does.
+        try:
+            j.checkpoint()
+            c.persist = True
+        except StoreFull as x:
+            c.event("store_full", {"reason": x.args[1]})
     if (j and persistent and fresh is not None and not e.resub_owed and c.resubscribe and e.subs
             and (e.has_state and not clean or c.renews_subs)):
         # This CONNECT may find the session lost and leave the broker a new,
@@ -99,7 +113,7 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     # QoS 2 messages past PUBREC: a new session drops them (start_clean);
     # each leaves the session, so settle.py reports it (to a done callback).
     rel = [e.pid[e.index(k)] for k in range(e.count) if e.slot(k) == 3] if c.on_done else ()
-    sp, ev = yield from _handshake(c, clean, timeout_ms or c.timeout_ms, server or c.server, port or c.port)
+    sp, ev = yield from _handshake(c, clean, timeout_ms or c.timeout_ms, server or c.server, port or c.port, expiry)
     if k.later:
         # Copies queued for messages() came on an earlier connection (later.py).
         from .later import connected
@@ -137,16 +151,30 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
     return sp
 
 
-def _handshake(c, clean, timeout_ms, host, port):
+def _handshake(c, clean, timeout_ms, host, port, expiry):
     # TCP (and TLS), CONNECT, CONNACK; returns (Session Present, the
-    # session's event: "resumed", "lost" or "new").
+    # session's event: "resumed", "lost" or "new"). expiry: the session's
+    # before this connect.
     k = c.conn
     gc.collect()                         # before a compile or load: MQTTClient.__init__
     from . import dial
     try:
         k.connack = None
         k.in_connect = True
-        yield from dial.opening(c, host, port, timeout_ms, clean)
+        try:
+            yield from dial.opening(c, host, port, timeout_ms, clean)
+        except BaseException:
+            # No CONNECT went (no address, no TCP, no TLS): the broker's
+            # session is as it was, and so is the client's. A disconnect()
+            # after a failed connect(clean_session=True) took the session
+            # for ended (MQTT 5: the expiry 0 it was to send) and dropped
+            # its subscriptions, which the broker still held.
+            c.engine.expiry = expiry
+            raise
+        # The CONNECT went: a DISCONNECT goes by its Session Expiry (a
+        # CONNACK may change the engine's) and Clean Session (leave.py).
+        c.sent_expiry = c.engine.expiry
+        c.clean = clean
         # dial.py is done: unloaded before the CONNACK loads connack.py (not
         # both in the heap at once: the peak of a connect from .mpy)
         dial = None

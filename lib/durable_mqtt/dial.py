@@ -152,7 +152,6 @@ def _failed(s, e, host, port, timeout_ms, tls):
 def connect(c, clean):
     # CONNECT at tx[0]; returns its length.
     props = b""
-    c.sent_expiry = c.engine.expiry      # (a CONNACK may change engine.expiry; DISCONNECT goes by this)
     if c.v5:
         d = {"receive_maximum": c.receive_max, "maximum_packet_size": c.buf_size}
         if c.engine.expiry:
