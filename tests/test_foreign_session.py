@@ -299,6 +299,7 @@ c, ev = boot(version=5, session_expiry=3600)
 e, j = c.engine, c.journal
 subs.subscribed(e, b"cmd/#", 1 | 4 | 8 | 16, 77)     # QoS 1, No Local, RAP, Retain Handling 1
 subs.subscribed(e, b"cfg", 2, 0)
+e.has_state = True                                    # (a session held, as after a CONNACK)
 j.checkpoint()
 p1 = c.publish("tele/a", b"one", qos=1)
 p2 = c.publish("tele/b", b"two", qos=2, retain=True)
@@ -1026,6 +1027,7 @@ def test_a_stored_subscription_no_broker_takes(tmp_path):
     run_mp(r"""
 from durable_mqtt import MQTTClient, subs
 c = MQTTClient("dev", "127.0.0.1", 1, clean_session=False, session_file=%r)
+c.engine.has_state = True            # (a session held, as after a CONNACK: the broker loses it)
 subs.subscribed(c.engine, b"a/#/b", 1, 0)
 subs.subscribed(c.engine, b"ok/x", 1, 0)
 c.journal.checkpoint()

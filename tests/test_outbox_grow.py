@@ -27,8 +27,11 @@ def where():
     if KIND == "filelog":
         return FileLog(PATH)
     return NorFlash(1024, 16, prog_size=32, path=PATH)
-def dev(**kw):
-    c = MQTTClient("grow%%s%%d" %% (KIND, VER), "127.0.0.1", PORT, version=VER, keepalive=10,
+def dev(tag="", **kw):
+    # (tag: a test's own client id, when another test's session under the
+    # same id may still be at the broker: MQTT 5 Session Present 1 to a
+    # client holding none is SessionError, MQTT-3.2.2-4)
+    c = MQTTClient("grow%%s%%s%%d" %% (tag, KIND, VER), "127.0.0.1", PORT, version=VER, keepalive=10,
                    clean_session=False, session_file=where(), ring_prog_size=32,
                    event_callback=lambda e, i: events.append((e, i)), **kw)
     c.set_callback(cb)
@@ -103,7 +106,7 @@ def test_a_smaller_buf_size_still_sends_the_larger_stored_messages(broker, tmp_p
     path = tmp_path / ("s" if kind != "ring" else "flash.img")
     topic = "big/%s/%d" % (kind, ver)
     mp(broker.port, ver, kind, path, r"""
-c = dev(buf_size=1024)
+c = dev("big", buf_size=1024)
 for i in range(6):
     c.publish(%r, b"%%d" %% i * (600 if i %% 2 else 20), qos=1 + i %% 3 // 2)
 assert c.pending() == 6
@@ -115,7 +118,7 @@ w = MQTTClient("watch%%s%%d" %% (KIND, VER), "127.0.0.1", PORT, version=VER, buf
 w.set_callback(cb)
 w.connect()
 w.subscribe(TOPIC, 2)
-c = dev(buf_size=256)
+c = dev("big", buf_size=256)
 print("BOOT", c.pending(), [e for e, _ in events])
 try:
     c.publish(TOPIC, b"n" * 300, qos=1)
@@ -139,7 +142,7 @@ w.disconnect()
     want = sorted((b"%d" % i, 600 if i % 2 else 20) for i in range(6))
     assert "GOT %s" % want in out, out
     # Drained, the next boot is the configured client again: no event.
-    r = mp(broker.port, ver, kind, path, 'c = dev(buf_size=256)\nprint("AGAIN", c.pending(), events)\n')
+    r = mp(broker.port, ver, kind, path, 'c = dev("big", buf_size=256)\nprint("AGAIN", c.pending(), events)\n')
     assert "AGAIN 0 []" in r.stdout, r.stdout
 
 

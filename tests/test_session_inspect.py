@@ -360,6 +360,7 @@ from durable_mqtt.filelog import FileLog
 from durable_mqtt import subs
 c = MQTTClient("owed", "localhost", clean_session=False, session_file=FileLog(sys.argv[1]))
 subs.subscribed(c.engine, b"cmd/a", 1, 0)
+c.engine.has_state = True            # (as after a CONNACK: a session held)
 c.engine.resub_owed = True
 c.journal.checkpoint()
 """, args=[str(path)])

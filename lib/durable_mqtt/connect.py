@@ -81,6 +81,8 @@ def connecting(c, clean_session, timeout_ms, server, port, fresh):
             c.persist = True
         except StoreFull as x:
             c.event("store_full", {"reason": x.args[1]})
+        from .client import unload
+        unload()                         # (the checkpoint's module: not kept through the dial)
     if (j and persistent and fresh is not None and not e.resub_owed and c.resubscribe and e.subs
             and (e.has_state and not clean or c.renews_subs)):
         # This CONNECT may find the session lost and leave the broker a new,

@@ -46,7 +46,10 @@ def disconnect(c, session_expiry, report=False):
     # then (MQTT-3.1.2-23), and the client keeps its own.
     failure = None
     held, subs, rx2_n = e.has_state, e.subs, e.rx2_n
-    ending = c.v5 and not (e.expiry if session_expiry is not None else c.sent_expiry or e.expiry)
+    # (3.1.1: a clean session ends with its connection. A client storing
+    # then: a persistent connect after it failed before its CONNECT went.)
+    ending = not c.v5 and c.clean or c.v5 and not (e.expiry if session_expiry is not None
+                                                   else c.sent_expiry or e.expiry)
     try:
         if ending:
             # The session ends, not the messages the application handed

@@ -17,8 +17,9 @@ _R_SUB = const(0x07)       # sub_id u32, options u8, topic filter
 _HF_ASSIGNED_ID = const(0x01)   # the client id was assigned by the broker
 _HF_OFFLINE = const(0x02)       # written at DISCONNECT: saved_min starts the broker's expiry clock
 _HF_RESUB = const(0x04)         # the subscriptions are owed to the broker (Session.resub_owed)
-# 0x08: written at DISCONNECT holding no session: messages for the next one
-# (a literal where used: a name more would cross a source reboot's qstr pool, tests/test_names.py)
+# 0x08: no session held (before the first CONNACK, after one ended): the
+# state's messages are for the next session (a literal where used: a name
+# more would cross a source reboot's qstr pool, tests/test_names.py)
 _EPOCH_2000 = const(946684800)
 _ENOSPC = const(28)
 _EROFS = const(30)
@@ -32,7 +33,7 @@ def header(e, h, expiry, offline):  # noalloc when offline is False
     put_u16(h, 1, 14 + len(cid))
     h[3] = 5 if e.v5 else 4
     h[4] = (_HF_ASSIGNED_ID if e.cid_assigned else 0) | (_HF_OFFLINE if offline else 0) | (
-        _HF_RESUB if e.resub_owed else 0) | (0x08 if offline and not e.has_state else 0)
+        _HF_RESUB if e.resub_owed else 0) | (0 if e.has_state else 0x08)
     h[5:9] = expiry
     # The time is kept only for a state saved at DISCONNECT, the one case
     # the expiry rule judges (session.py); reading it allocates on some ports.

@@ -61,10 +61,12 @@ def restore(e, st, now, event=None):
     # requeues the messages as new ones and makes the subscriptions again
     # (connect.py). A state saved while connected is never judged: a power
     # cut has no time.
-    # A state written at a DISCONNECT that held no session (MQTT 5
-    # session_expiry 0 ended it, or none was made yet: leave.py) holds
-    # messages for the next session, not one to resume or judge: the next
-    # connect starts one ("new"), as it would have without this reboot.
+    # A state written while the client held no session (none made yet, or
+    # one ended: MQTT 5 session_expiry 0, a 3.1.1 clean session; leave.py)
+    # holds messages for the next session, not one to resume or judge: the
+    # next connect starts one ("new"), as it would have without this
+    # reboot, with the expiry this client is configured for, not the ended
+    # one's (load.py: whether it stores).
     held = not st.flags & 0x08        # (the header flag "no session": records.py)
     e.expired = bool(held and st.offline and st.saved_min and now and st.expiry != 0xFFFFFFFF
                      and now - st.saved_min > (st.expiry + 59) // 60)
@@ -87,7 +89,8 @@ def restore(e, st, now, event=None):
     owed = bool(st.flags & _HF_RESUB)
     if owed != e.resub_owed:          # (set only when it changes: Session's class default)
         e.resub_owed = owed
-    e.expiry = st.expiry
+    if held:
+        e.expiry = st.expiry
     e.has_state = held
     # Told last: the callback may publish, save_session() or reuse the
     # bytes given to restore_session() (the packets are views of them until

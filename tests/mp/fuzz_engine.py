@@ -709,7 +709,8 @@ class Harness:
             keep.append(ent)
         self.ring = keep
         self.inflight = 0
-        self.has_state = True
+        # (self.has_state as saved: a state that held no session restores
+        # as none, header flag 0x08.)
         self.restored_ever = True
 
     # ------------------------------------------------------------ the end
