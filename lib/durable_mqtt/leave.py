@@ -48,10 +48,10 @@ def disconnect(c, session_expiry, report=False):
     held, subs, rx2_n = e.has_state, e.subs, e.rx2_n
     # (3.1.1: a clean session ends with its connection. A client storing
     # then: a persistent connect after it failed before its CONNECT went.)
-    ending = not c.v5 and c.clean or c.v5 and not (e.expiry if session_expiry is not None
-                                                   else c.sent_expiry or e.expiry)
+    end = not c.v5 and c.clean or c.v5 and not (
+        e.expiry if session_expiry is not None else c.sent_expiry or e.expiry)
     try:
-        if ending:
+        if end:
             # The session ends, not the messages the application handed
             # over: they go out as new ones at the next connect (API.md),
             # which starts a new session ("new"). Flash keeps them, the
@@ -67,7 +67,7 @@ def disconnect(c, session_expiry, report=False):
                 e.subs = []
         if c.persist:
             c.journal.checkpoint(True)   # the broker's expiry clock starts now
-        if ending:
+        if end:
             c.unsaved = 0                # (a QoS 2 record refused went with its session: connect.py)
     except Exception as x:
         # The state stays in RAM; the next checkpoint that gets through
