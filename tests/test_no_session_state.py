@@ -67,10 +67,7 @@ c.close()                        # power cut again, before any connect
 c = d()                          # boot 2
 print("BOOT2", c.pending(), c.engine.has_state)
 ev = []
-c.connect()
-wait_until(c, lambda: not c.pending())
-print("EVENTS", ev)
-c.disconnect()
+drained(c, ev)
 """)
     assert "BOOT1 1 False" in r.stdout, r.stdout
     assert "BOOT2 1 False" in r.stdout, r.stdout

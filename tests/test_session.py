@@ -28,6 +28,12 @@ def dev(cid="sess", **kw):
     c = MQTTClient(cid + str(VER), "127.0.0.1", PORT, version=VER, keepalive=10, **kw)
     c.set_callback(cb)
     return c
+def drained(c, ev):
+    # connects, waits until all c holds is acknowledged, prints the events, disconnects
+    c.connect()
+    wait_until(c, lambda: not c.pending())
+    print("EVENTS", ev)
+    c.disconnect()
 """
 
 

@@ -44,10 +44,7 @@ print("BOOT1", c.pending(), c.persist, c.engine.subs)
 ev = []
 c = dev("failclean", event_callback=lambda e, i: ev.append(e))
 print("BOOT2", c.pending(), c.engine.subs)
-c.connect()
-wait_until(c, lambda: not c.pending())
-print("EVENTS", ev)
-c.disconnect()
+drained(c, ev)
 """)
     assert "BOOT2 2 [(b'failclean/cmd', 1, 0)]" in r.stdout, r.stdout
     assert "EVENTS ['resumed']" in r.stdout, r.stdout
