@@ -219,3 +219,58 @@ print("DIALLING WITH", m)
 """ % free_port())
     assert "STORING False" in r.stdout and "PERSIST True" in r.stdout, r.stdout
     assert "'dial'" in r.stdout and "'dirstate'" not in r.stdout, r.stdout
+
+
+def test_v4_an_offline_disconnect_of_a_restored_session_keeps_it(broker, tmp_path):
+    """3.1.1, a client built with the default clean_session and a session
+    file, made persistent by connect_fresh() at its first boot; later boots
+    restore the session (clean_session False). A wake that cannot reach the
+    broker calls disconnect() before its deep sleep. No CONNECT went on that
+    boot, but the clean flag leave.py goes by was still the constructor's
+    True: the session was written as ended (flag 0x08, its subscription
+    dropped), the next boot connected with Clean Session 1, and the broker
+    discarded the session with the command queued while the board slept; a
+    reading published before that connect was not stored (a power cut lost
+    it). A restored session's clean flag is its last CONNECT's: False."""
+    sess = tmp_path / "s"
+    dflt = r"""
+ev = []
+def d(port=PORT):
+    c = MQTTClient("dflt4", "127.0.0.1", port, version=4, keepalive=10, session_file=PATH,
+                   event_callback=lambda e, i: ev.append(e))
+    c.set_callback(cb)
+    return c
+"""
+    mp(broker.port, 4, sess, dflt + r"""
+c = d()
+c.connect_fresh()                       # first boot: a persistent session from now on
+c.subscribe("dflt4/cmd", 1)
+c.disconnect()
+""")
+    r = mp(broker.port, 4, sess, dflt + r"""
+c = d()                                 # a wake that cannot reach the broker
+c.port = %d
+try:
+    c.connect()
+except OSError as x:
+    print("OFFLINE", x.args[0])
+c.disconnect()                          # the shutdown path before sleeping
+c = d()                                 # the next wake
+print("BOOT", c.clean_session, c.engine.has_state, c.engine.subs, c.persist)
+c.publish("dflt4/x", b"reading", qos=1)
+c.close()                               # a power cut before its connect
+""" % free_port())
+    assert "OFFLINE -5" in r.stdout, r.stdout
+    assert "BOOT False True [(b'dflt4/cmd', 1, 0)] True" in r.stdout, r.stdout
+    subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", "dflt4/cmd",
+                    "-m", "while-asleep"], check=True, timeout=10)     # queued in the board's session
+    r = mp(broker.port, 4, sess, dflt + r"""
+c = d()
+print("PENDING", c.pending())
+sp = c.connect()
+wait_until(c, lambda: got and not c.pending())
+print("CONNECTED", sp, ev, "GOT", got)
+c.disconnect()
+""")
+    assert "PENDING 1" in r.stdout, r.stdout
+    assert "CONNECTED True ['resumed'] GOT [(b'dflt4/cmd', b'while-asleep', 1)]" in r.stdout, r.stdout

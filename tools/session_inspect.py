@@ -59,7 +59,7 @@ MIN_BODY = {R_OUT_PUB: 4, R_OUT_REL: 2, R_IN_QOS2: 2, R_SUB: 6}
 HF_ASSIGNED_ID = 0x01
 HF_OFFLINE = 0x02
 HF_RESUB = 0x04       # the subscriptions are owed to the broker (a lost session's, not all made again)
-HF_NO_SESSION = 0x08  # written at a DISCONNECT that held no session: messages for the next one
+HF_NO_SESSION = 0x08  # no session held (before the first CONNACK, after one ended): messages for the next one
 HF_KNOWN = HF_ASSIGNED_ID | HF_OFFLINE | HF_RESUB | HF_NO_SESSION
 NEVER = 0xFFFFFFFF
 EPOCH_2000 = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
@@ -1012,7 +1012,8 @@ def print_text(rep, diag, src, session_bytes, show_hex, out):
                                           " saved-at-disconnect" if h["flags"] & HF_OFFLINE else "",
                                           " subscriptions-owed" if h["flags"] & HF_RESUB else "",
                                           " no-session" if h["flags"] & HF_NO_SESSION else ""))
-    w("expiry        %s\n" % (_duration(h["session_expiry"]) if not h["session_expiry_never"] else "never (0xFFFFFFFF)"))
+    w("expiry        %s%s\n" % (_duration(h["session_expiry"]) if not h["session_expiry_never"] else "never (0xFFFFFFFF)",
+                                 " (no session: a boot keeps its configured expiry)" if h["no_session"] else ""))
     w("saved at      %s\n" % (h["saved_at"] or ("unknown (the board clock was not set)" if h["flags"] & HF_OFFLINE
                                                   else "not recorded (only disconnect() records it)")))
     if "expires_at" in h:

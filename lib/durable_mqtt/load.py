@@ -36,7 +36,9 @@ def open_session(c, session_file, prog_size, batch, clean):
         e.last_pid = (e.last_pid + max(len(j.batch), 4096) - 1) % 65535 + 1
         j.lead = True
     if e.has_state or e.held:         # a session, or messages for the next one (restore.py)
-        c.clean_session = False
+        # (clean: the last CONNECT's, which made this session, not the
+        # constructor's: a disconnect() before any connect keeps it, leave.py)
+        c.clean_session = c.clean = False
         c.persist = True
         c.sent_expiry = c.expiry_for(False)   # (a disconnect() before any connect keeps it: leave.py)
     elif c.persistent(clean):

@@ -26,7 +26,7 @@ def restore_session(c, data):
         # state (a full filesystem): RAM must describe what flash holds, or
         # the next write adds to the old state there what belongs to the new.
         from .store import state_bytes
-        old = (c.persist, c.clean_session, c.sent_expiry, state_bytes(c.engine))
+        old = (c.persist, c.clean_session, c.clean, c.sent_expiry, state_bytes(c.engine))
     try:
         st = parse(data)
         if st.torn or st.dropped:     # (dropped: a record skipped as damage)
@@ -34,14 +34,14 @@ def restore_session(c, data):
         restore(c.engine, st, 0, c.event)
     except ValueError as x:
         raise ValueError("not a valid session state: %s" % x)
-    c.clean_session = False
+    c.clean_session = c.clean = False   # (clean: as if the state's last CONNECT was this client's: leave.py)
     c.sent_expiry = c.expiry_for(False)
     if c.journal:
         c.persist = True
         try:
             j = c.journal.checkpoint(replaced=True)
         except Exception:
-            c.persist, c.clean_session, c.sent_expiry, data = old
+            c.persist, c.clean_session, c.clean, c.sent_expiry, data = old
             restore(c.engine, parse(data), 0)
             raise
         if j is not None:
