@@ -345,7 +345,6 @@ class MQTTClient:
     def disconnect(self, session_expiry=None):
         # DISCONNECT (MQTT 5: with a new Session Expiry Interval) after the
         # session state reached flash; the connection closes.
-        gc.collect()                    # before a compile or load: see __init__
         from .leave import disconnect
         try:
             disconnect(self, session_expiry, True)
